@@ -1,0 +1,130 @@
+"""The identity registry's records, as plain frozen dataclasses.
+
+These mirror SPIRE's ``spire.api.types`` messages field for field, in Python terms: timestamps
+are aware UTC datetimes (``None`` when unset), TTLs are whole seconds where ``0`` means "the
+server's default", and collections are tuples so records stay hashable and immutable.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttestationResult",
+    "AttestedNode",
+    "FederationRelationship",
+    "JoinToken",
+    "JwtSvid",
+    "RegistrationEntry",
+    "X509Svid",
+]
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationEntry:
+    """Who gets which identity: workloads (or nodes) matching ``selectors`` under ``parent_id``.
+
+    ``id`` is assigned by the server when empty. ``revision_number`` increases on every update
+    so caches can tell a changed entry from an unchanged one without comparing fields.
+    """
+
+    spiffe_id: SpiffeId
+    parent_id: SpiffeId
+    selectors: tuple[Selector, ...]
+    id: str = ""
+    x509_svid_ttl: int = 0
+    jwt_svid_ttl: int = 0
+    federates_with: tuple[TrustDomain, ...] = ()
+    admin: bool = False
+    downstream: bool = False
+    expires_at: datetime | None = None
+    dns_names: tuple[str, ...] = ()
+    revision_number: int = 0
+    store_svid: bool = False
+    hint: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttestedNode:
+    """An agent that proved its node's identity, with the facts the attestor found."""
+
+    spiffe_id: SpiffeId
+    attestation_type: str
+    x509_svid_serial_number: str = ""
+    x509_svid_expires_at: datetime | None = None
+    selectors: tuple[Selector, ...] = ()
+    banned: bool = False
+    can_reattest: bool = False
+    agent_version: str = ""
+    new_x509_svid_serial_number: str = ""
+    new_x509_svid_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinToken:
+    """A one-time secret an operator hands to an agent to attest with; consumed on use."""
+
+    token: str
+    expires_at: datetime
+
+
+class FederationProfile(StrEnum):
+    """How a foreign bundle endpoint authenticates itself."""
+
+    HTTPS_WEB = "https_web"
+    HTTPS_SPIFFE = "https_spiffe"
+
+
+@dataclass(frozen=True, slots=True)
+class FederationRelationship:
+    """Where to fetch a foreign trust domain's bundle and how to trust that endpoint."""
+
+    trust_domain: TrustDomain
+    bundle_endpoint_url: str
+    profile: FederationProfile
+    endpoint_spiffe_id: SpiffeId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class X509Svid:
+    """An X.509 SVID: the certificate chain (leaf first, DER) and when the leaf expires.
+
+    ``private_key`` (PKCS#8 DER) is only present where the key lives: never on the server.
+    """
+
+    spiffe_id: SpiffeId
+    cert_chain: tuple[bytes, ...]
+    expires_at: datetime
+    private_key: bytes | None = field(default=None, repr=False)
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSvid:
+    """A JWT SVID in compact serialization with its subject and lifetime."""
+
+    spiffe_id: SpiffeId
+    token: str = field(repr=False)
+    audience: tuple[str, ...]
+    expires_at: datetime
+    issued_at: datetime
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationResult:
+    """What a server node attestor concluded: the agent's ID and the node's selectors.
+
+    ``can_reattest`` tells the server whether the agent may prove itself again (instead of
+    renewing its SVID) when it rotates.
+    """
+
+    agent_id: SpiffeId
+    selectors: tuple[Selector, ...] = ()
+    can_reattest: bool = False

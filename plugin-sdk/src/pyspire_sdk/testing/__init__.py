@@ -1,0 +1,23 @@
+"""Contract test kit for plugin authors.
+
+Each plugin type has a suite: a test class whose tests every plugin of that type must pass.
+Subclass it in your plugin's tests and provide the one fixture it asks for::
+
+    from pyspire_sdk.testing.key_manager_contract import KeyManagerContract
+
+    class TestMyKeyManager(KeyManagerContract):
+        @pytest.fixture
+        async def key_manager(self, host_services):
+            manager = MyKeyManager()
+            await manager.configure(MyConfig(), host_services)
+            yield manager
+            await manager.close()
+
+The fixtures ``fake_clock`` and ``host_services`` come from the SDK's pytest plugin, which pytest
+loads automatically once ``pyspire-plugin-sdk`` is installed.
+"""
+
+from pyspire_sdk.testing.fake_clock import FakeClock
+from pyspire_sdk.testing.host import RecordingMetrics, make_host_services
+
+__all__ = ["FakeClock", "RecordingMetrics", "make_host_services"]
