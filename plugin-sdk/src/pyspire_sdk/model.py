@@ -119,12 +119,14 @@ class JwtSvid:
 
 @dataclass(frozen=True, slots=True)
 class AttestationResult:
-    """What a server node attestor concluded: the agent's ID and the node's selectors.
+    """What a server node attestor concluded: the agent's ID and facts about the node.
 
+    ``selector_values`` are values only (``"account_id:123"``); the host makes them selectors
+    whose type is the attestor's plugin name, so a plugin cannot claim another's selectors.
     ``can_reattest`` tells the server whether the agent may prove itself again (instead of
     renewing its SVID) when it rotates.
     """
 
     agent_id: SpiffeId
-    selectors: tuple[Selector, ...] = ()
+    selector_values: tuple[str, ...] = ()
     can_reattest: bool = False
