@@ -1,0 +1,60 @@
+"""The signing authorities the CA holds: an X.509 CA and a JWT signing key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pyspire.ca.signing import ManagedKey
+
+
+@dataclass(frozen=True)
+class X509CA:
+    """Our X.509 CA certificate, the key that signs with it, and the intermediates between it
+    and an upstream root (empty when the CA is self-signed or signed by the root directly)."""
+
+    certificate: x509.Certificate
+    key: ManagedKey
+    upstream_chain: tuple[x509.Certificate, ...] = ()
+    upstream_signed: bool = False
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def not_before(self) -> datetime:
+        return self.certificate.not_valid_before_utc
+
+    @property
+    def authority_id(self) -> str:
+        """The hex subject key identifier: how operators and the journal name this CA."""
+        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return ski.value.digest.hex()
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    def chain_der(self) -> tuple[bytes, ...]:
+        """Certificates that follow a leaf we sign: our CA when it is an intermediate, then the
+        upstream intermediates. A self-signed CA is not sent (it is in the bundle)."""
+        if not self.upstream_signed:
+            return ()
+        return (
+            self.der,
+            *(cert.public_bytes(serialization.Encoding.DER) for cert in self.upstream_chain),
+        )
+
+
+@dataclass(frozen=True)
+class JwtKey:
+    """A JWT signing key, published in the bundle under ``kid``, good until ``not_after``."""
+
+    kid: str
+    key: ManagedKey
+    not_after: datetime
+    not_before: datetime

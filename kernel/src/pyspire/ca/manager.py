@@ -1,0 +1,471 @@
+"""The CA manager: keeps an active X.509 CA and JWT key, rotating them through two slots.
+
+Each kind of credential has slots A and B. At most one slot is active (signs); the other is
+empty, prepared (published in the bundle, waiting) or old (retired, still in the bundle until it
+expires). The state is journaled through the datastore after every change, so a restart resumes
+with the same CA and the same keys (when the key manager keeps them) instead of minting new ones.
+Timing follows :mod:`pyspire.ca.rotation`; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import string
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pyspire.ca.authorities import X509CA, JwtKey
+from pyspire.ca.rotation import (
+    ROTATION_INTERVAL,
+    SlotStatus,
+    activate_at,
+    other_slot,
+    prepare_at,
+)
+from pyspire.ca.signing import ManagedKey, sign_certificate, sign_csr
+from pyspire.ca.templates import CaSubject, ca_builder, ca_csr_builder
+from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import NotFoundError, PyspireError
+from pyspire_sdk.plugins.key_manager import KeyManager, KeyType
+from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority
+from pyspire_sdk.spiffeid import TrustDomain
+
+JOURNAL_NAME = "ca-journal"
+JOURNAL_VERSION = 1
+KID_ALPHABET = string.ascii_letters + string.digits
+
+
+class CaStore(Protocol):
+    """The part of the datastore the CA manager needs."""
+
+    async def get_ca_journal(self, name: str) -> bytes | None: ...
+
+    async def set_ca_journal(self, name: str, data: bytes) -> None: ...
+
+    async def update_bundle(
+        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
+    ) -> Bundle: ...
+
+    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool: ...
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    """How the CA makes its credentials (from the server configuration)."""
+
+    trust_domain: TrustDomain
+    ca_ttl: timedelta = timedelta(hours=24)
+    x509_key_type: KeyType = KeyType.EC_P256
+    jwt_key_type: KeyType = KeyType.EC_P256
+    ca_subject: CaSubject = field(default_factory=CaSubject)
+    refresh_hint: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class X509Slot:
+    """One X.509 CA slot."""
+
+    slot_id: str
+    status: SlotStatus
+    ca: X509CA
+
+
+@dataclass(frozen=True)
+class JwtSlot:
+    """One JWT key slot."""
+
+    slot_id: str
+    status: SlotStatus
+    key: JwtKey
+
+
+Listener = Callable[[], Awaitable[None]]
+
+
+def new_kid() -> str:
+    """A JWT key ID: 32 random letters and digits."""
+    return "".join(secrets.choice(KID_ALPHABET) for _ in range(32))
+
+
+class CaNotReadyError(PyspireError):
+    """The CA has no active credential yet (the manager was not started)."""
+
+
+class CaManager:
+    """Owns the CA's slots, their rotation, and the trust bundle entries they imply."""
+
+    def __init__(
+        self,
+        settings: CaSettings,
+        *,
+        key_manager: KeyManager,
+        store: CaStore,
+        clock: Clock,
+        upstream: UpstreamAuthority | None = None,
+    ) -> None:
+        self._settings = settings
+        self._key_manager = key_manager
+        self._store = store
+        self._clock = clock
+        self._upstream = upstream
+        self._x509: dict[str, X509Slot] = {}
+        self._jwt: dict[str, JwtSlot] = {}
+        self._listeners: list[Listener] = []
+        self._log = structlog.get_logger("pyspire.ca").bind(trust_domain=str(settings.trust_domain))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def x509_ca(self) -> X509CA:
+        """The active X.509 CA."""
+        slot = self._active(self._x509)
+        if slot is None:
+            raise CaNotReadyError("no active X.509 CA")
+        return slot.ca  # type: ignore[no-any-return]
+
+    @property
+    def jwt_key(self) -> JwtKey:
+        """The active JWT signing key."""
+        slot = self._active(self._jwt)
+        if slot is None:
+            raise CaNotReadyError("no active JWT key")
+        return slot.key  # type: ignore[no-any-return]
+
+    @property
+    def x509_slots(self) -> dict[str, X509Slot]:
+        return dict(self._x509)
+
+    @property
+    def jwt_slots(self) -> dict[str, JwtSlot]:
+        return dict(self._jwt)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` after every activation (of an X.509 CA or a JWT key)."""
+        self._listeners.append(listener)
+
+    @staticmethod
+    def _active(slots: dict[str, Any]) -> Any:
+        for slot in slots.values():
+            if slot.status is SlotStatus.ACTIVE:
+                return slot
+        return None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the journal and make sure an X.509 CA and a JWT key are active."""
+        await self._load_journal()
+        await self.rotate()
+
+    async def run(self) -> None:
+        """Rotate every :data:`ROTATION_INTERVAL` until cancelled; a failed step is logged and
+        retried at the next tick, since the current credentials stay valid meanwhile."""
+        while True:
+            await self._clock.sleep(ROTATION_INTERVAL.total_seconds())
+            try:
+                await self.rotate()
+            except PyspireError as error:
+                self._log.error("ca rotation failed", error=str(error))
+
+    async def rotate(self) -> None:
+        """One rotation step for both kinds, then drop expired authorities from the bundle."""
+        now = self._clock.now()
+        await self._rotate_x509(now)
+        await self._rotate_jwt(now)
+        await self._prune(now)
+
+    # -- X.509 -------------------------------------------------------------------------------
+
+    async def _rotate_x509(self, now: datetime) -> None:
+        active: X509Slot | None = self._active(self._x509)
+        if active is None or active.ca.not_after <= now:
+            waiting = [
+                slot
+                for slot in self._x509.values()
+                if slot.status is SlotStatus.PREPARED and slot.ca.not_after > now
+            ]
+            prepared = waiting[0] if waiting else None
+            if prepared is None:
+                slot_id = other_slot(active.slot_id) if active else "A"
+                prepared = await self._prepare_x509(slot_id, now)
+            await self._activate_x509(prepared)
+            return
+        successor = self._x509.get(other_slot(active.slot_id))
+        if (successor is None or successor.status is SlotStatus.OLD) and now >= prepare_at(
+            active.ca.not_before, active.ca.not_after
+        ):
+            await self._prepare_x509(other_slot(active.slot_id), now)
+        elif (
+            successor is not None
+            and successor.status is SlotStatus.PREPARED
+            and now >= activate_at(active.ca.not_before, active.ca.not_after)
+        ):
+            await self._activate_x509(successor)
+
+    async def _prepare_x509(self, slot_id: str, now: datetime) -> X509Slot:
+        settings = self._settings
+        public_key = await self._key_manager.generate_key(
+            f"x509-CA-{slot_id}", settings.x509_key_type
+        )
+        key = ManagedKey(self._key_manager, public_key)
+        if self._upstream is None:
+            builder = ca_builder(
+                trust_domain=settings.trust_domain,
+                subject=settings.ca_subject,
+                public_key=key.load_public_key(),  # type: ignore[arg-type]
+                now=now,
+                ttl=settings.ca_ttl,
+            )
+            certificate = await sign_certificate(builder, key)
+            ca = X509CA(certificate, key)
+            roots: tuple[bytes, ...] = (ca.der,)
+        else:
+            csr = await sign_csr(
+                ca_csr_builder(trust_domain=settings.trust_domain, subject=settings.ca_subject), key
+            )
+            minted = await self._upstream.mint_x509_ca(csr, settings.ca_ttl)
+            certificate = x509.load_der_x509_certificate(minted.ca_certificate)
+            chain = tuple(x509.load_der_x509_certificate(der) for der in minted.ca_chain[1:])
+            ca = X509CA(certificate, key, chain, upstream_signed=True)
+            roots = minted.upstream_roots
+        await self._add_to_bundle(x509_authorities=roots)
+        slot = X509Slot(slot_id, SlotStatus.PREPARED, ca)
+        self._x509[slot_id] = slot
+        await self._save_journal()
+        self._log.info(
+            "x509 CA prepared",
+            slot=slot_id,
+            authority_id=ca.authority_id,
+            not_after=ca.not_after.isoformat(),
+        )
+        return slot
+
+    async def _activate_x509(self, slot: X509Slot) -> None:
+        for other in list(self._x509.values()):
+            if other.status is SlotStatus.ACTIVE:
+                self._x509[other.slot_id] = replace(other, status=SlotStatus.OLD)
+        self._x509[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
+        await self._save_journal()
+        self._log.info("x509 CA activated", slot=slot.slot_id, authority_id=slot.ca.authority_id)
+        await self._notify()
+
+    # -- JWT ---------------------------------------------------------------------------------
+
+    async def _rotate_jwt(self, now: datetime) -> None:
+        active: JwtSlot | None = self._active(self._jwt)
+        if active is None or active.key.not_after <= now:
+            waiting = [
+                slot
+                for slot in self._jwt.values()
+                if slot.status is SlotStatus.PREPARED and slot.key.not_after > now
+            ]
+            prepared = waiting[0] if waiting else None
+            if prepared is None:
+                slot_id = other_slot(active.slot_id) if active else "A"
+                prepared = await self._prepare_jwt(slot_id, now)
+            await self._activate_jwt(prepared)
+            return
+        successor = self._jwt.get(other_slot(active.slot_id))
+        if (successor is None or successor.status is SlotStatus.OLD) and now >= prepare_at(
+            active.key.not_before, active.key.not_after
+        ):
+            await self._prepare_jwt(other_slot(active.slot_id), now)
+        elif (
+            successor is not None
+            and successor.status is SlotStatus.PREPARED
+            and now >= activate_at(active.key.not_before, active.key.not_after)
+        ):
+            await self._activate_jwt(successor)
+
+    async def _prepare_jwt(self, slot_id: str, now: datetime) -> JwtSlot:
+        settings = self._settings
+        public_key = await self._key_manager.generate_key(
+            f"JWT-Signer-{slot_id}", settings.jwt_key_type
+        )
+        key = JwtKey(
+            kid=new_kid(),
+            key=ManagedKey(self._key_manager, public_key),
+            not_before=now,
+            not_after=now + settings.ca_ttl,
+        )
+        authority = JwtAuthority(
+            key_id=key.kid, public_key=public_key.der, expires_at=key.not_after
+        )
+        published: list[JwtAuthority] = []
+        if self._upstream is not None:
+            published = await self._upstream.publish_jwt_key(authority)
+        await self._add_to_bundle(jwt_authorities=tuple(published) or (authority,))
+        slot = JwtSlot(slot_id, SlotStatus.PREPARED, key)
+        self._jwt[slot_id] = slot
+        await self._save_journal()
+        self._log.info(
+            "jwt key prepared", slot=slot_id, kid=key.kid, not_after=key.not_after.isoformat()
+        )
+        return slot
+
+    async def _activate_jwt(self, slot: JwtSlot) -> None:
+        for other in list(self._jwt.values()):
+            if other.status is SlotStatus.ACTIVE:
+                self._jwt[other.slot_id] = replace(other, status=SlotStatus.OLD)
+        self._jwt[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
+        await self._save_journal()
+        self._log.info("jwt key activated", slot=slot.slot_id, kid=slot.key.kid)
+        await self._notify()
+
+    # -- bundle ------------------------------------------------------------------------------
+
+    async def _add_to_bundle(
+        self,
+        *,
+        x509_authorities: tuple[bytes, ...] = (),
+        jwt_authorities: tuple[JwtAuthority, ...] = (),
+    ) -> None:
+        trust_domain = self._settings.trust_domain
+        refresh_hint = int(self._settings.refresh_hint.total_seconds())
+
+        def mutate(current: Bundle | None) -> Bundle:
+            bundle = current or Bundle(trust_domain=trust_domain, refresh_hint=refresh_hint)
+            known_x509 = {authority.der for authority in bundle.x509_authorities}
+            known_jwt = {authority.key_id for authority in bundle.jwt_authorities}
+            new_x509 = tuple(
+                X509Authority(der=der) for der in x509_authorities if der not in known_x509
+            )
+            new_jwt = tuple(a for a in jwt_authorities if a.key_id not in known_jwt)
+            if not new_x509 and not new_jwt and current is not None:
+                return current
+            return replace(
+                bundle,
+                x509_authorities=bundle.x509_authorities + new_x509,
+                jwt_authorities=bundle.jwt_authorities + new_jwt,
+                sequence_number=bundle.sequence_number + 1,
+                refresh_hint=bundle.refresh_hint or refresh_hint,
+            )
+
+        await self._store.update_bundle(trust_domain, mutate)
+
+    async def _prune(self, now: datetime) -> None:
+        try:
+            if await self._store.prune_bundle(self._settings.trust_domain, now):
+                self._log.info("expired authorities pruned from the bundle")
+        except PyspireError as error:
+            self._log.warning("bundle not pruned", error=str(error))
+        for slot_id, x509_slot in list(self._x509.items()):
+            if x509_slot.status is SlotStatus.OLD and x509_slot.ca.not_after <= now:
+                del self._x509[slot_id]
+        for slot_id, jwt_slot in list(self._jwt.items()):
+            if jwt_slot.status is SlotStatus.OLD and jwt_slot.key.not_after <= now:
+                del self._jwt[slot_id]
+
+    async def _notify(self) -> None:
+        for listener in list(self._listeners):
+            await listener()
+
+    # -- journal -----------------------------------------------------------------------------
+
+    async def _save_journal(self) -> None:
+        document = {
+            "version": JOURNAL_VERSION,
+            "x509": [
+                {
+                    "slot": slot.slot_id,
+                    "status": slot.status.value,
+                    "key_id": slot.ca.key.public_key.key_id,
+                    "certificate": _b64(slot.ca.der),
+                    "upstream_chain": [
+                        _b64(cert.public_bytes(serialization.Encoding.DER))
+                        for cert in slot.ca.upstream_chain
+                    ],
+                    "upstream_signed": slot.ca.upstream_signed,
+                }
+                for slot in self._x509.values()
+            ],
+            "jwt": [
+                {
+                    "slot": slot.slot_id,
+                    "status": slot.status.value,
+                    "key_id": slot.key.key.public_key.key_id,
+                    "kid": slot.key.kid,
+                    "public_key": _b64(slot.key.key.public_key.der),
+                    "not_before": slot.key.not_before.isoformat(),
+                    "not_after": slot.key.not_after.isoformat(),
+                }
+                for slot in self._jwt.values()
+            ],
+        }
+        await self._store.set_ca_journal(JOURNAL_NAME, json.dumps(document).encode())
+
+    async def _load_journal(self) -> None:
+        raw = await self._store.get_ca_journal(JOURNAL_NAME)
+        if raw is None:
+            return
+        try:
+            document = json.loads(raw)
+            if document.get("version") != JOURNAL_VERSION:
+                raise ValueError(f"unsupported journal version {document.get('version')!r}")
+            x509_records = list(document["x509"])
+            jwt_records = list(document["jwt"])
+        except (ValueError, KeyError, TypeError) as error:
+            self._log.warning("ca journal unreadable, starting fresh", error=str(error))
+            return
+        for record in x509_records:
+            try:
+                certificate = x509.load_der_x509_certificate(_unb64(record["certificate"]))
+                public_key = await self._key_manager.get_public_key(record["key_id"])
+                managed = ManagedKey(self._key_manager, public_key)
+                held = certificate.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                if held != public_key.der:
+                    raise ValueError("the key manager holds a different key for this CA")
+                chain = tuple(
+                    x509.load_der_x509_certificate(_unb64(der)) for der in record["upstream_chain"]
+                )
+                slot = X509Slot(
+                    record["slot"],
+                    SlotStatus(record["status"]),
+                    X509CA(certificate, managed, chain, bool(record.get("upstream_signed"))),
+                )
+            except (NotFoundError, ValueError, KeyError, TypeError) as error:
+                self._log.warning(
+                    "x509 CA slot dropped from journal", slot=record.get("slot"), error=str(error)
+                )
+                continue
+            self._x509[slot.slot_id] = slot
+        for record in jwt_records:
+            try:
+                public_key = await self._key_manager.get_public_key(record["key_id"])
+                if public_key.der != _unb64(record["public_key"]):
+                    raise ValueError("the key manager holds a different key for this JWT key")
+                jwt_slot = JwtSlot(
+                    record["slot"],
+                    SlotStatus(record["status"]),
+                    JwtKey(
+                        kid=record["kid"],
+                        key=ManagedKey(self._key_manager, public_key),
+                        not_before=datetime.fromisoformat(record["not_before"]),
+                        not_after=datetime.fromisoformat(record["not_after"]),
+                    ),
+                )
+            except (NotFoundError, ValueError, KeyError, TypeError) as error:
+                self._log.warning(
+                    "jwt key slot dropped from journal", slot=record.get("slot"), error=str(error)
+                )
+                continue
+            self._jwt[jwt_slot.slot_id] = jwt_slot
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,202 @@
+"""X509-SVIDs follow the X509-SVID standard extension by extension, and verify with OpenSSL."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pyspire.ca.authorities import X509CA
+from pyspire.ca.signing import ManagedKey, sign_certificate
+from pyspire.ca.templates import CaSubject, ca_builder
+from pyspire.ca.x509svid import mint_x509_svid, public_key_from_csr
+from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.keys import InProcessKeyManager
+from pyspire_sdk.plugins.key_manager import KeyType
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing import FakeClock
+
+TD = TrustDomain("example.org")
+WORKLOAD = SpiffeId.parse("spiffe://example.org/workload/web")
+
+
+async def make_ca(key_manager: InProcessKeyManager, clock: FakeClock, ttl: timedelta) -> X509CA:
+    key = ManagedKey(key_manager, await key_manager.generate_key("ca", KeyType.EC_P256))
+    builder = ca_builder(
+        trust_domain=TD,
+        subject=CaSubject(),
+        public_key=key.load_public_key(),  # type: ignore[arg-type]
+        now=clock.now(),
+        ttl=ttl,
+    )
+    return X509CA(await sign_certificate(builder, key), key)
+
+
+def extension(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension:  # type: ignore[type-arg]
+    return certificate.extensions.get_extension_for_class(kind)
+
+
+async def test_every_extension_follows_the_x509_svid_standard(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock
+) -> None:
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    [leaf] = await mint_x509_svid(
+        ca,
+        spiffe_id=WORKLOAD,
+        public_key=leaf_key.public_key(),
+        ttl=timedelta(hours=1),
+        now=fake_clock.now(),
+        dns_names=("web.example.org", "www.example.org"),
+    )
+    leaf.verify_directly_issued_by(ca.certificate)
+
+    san = extension(leaf, x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [str(WORKLOAD)]
+    assert san.get_values_for_type(x509.DNSName) == ["web.example.org", "www.example.org"]
+
+    basic = extension(leaf, x509.BasicConstraints)
+    assert basic.critical and basic.value.ca is False
+
+    usage = extension(leaf, x509.KeyUsage)
+    assert usage.critical
+    assert usage.value.digital_signature and usage.value.key_encipherment
+    assert usage.value.key_agreement
+    assert not usage.value.key_cert_sign and not usage.value.crl_sign
+
+    eku = extension(leaf, x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+    ski = extension(leaf, x509.SubjectKeyIdentifier).value
+    assert ski == x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key())
+    aki = extension(leaf, x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == extension(ca.certificate, x509.SubjectKeyIdentifier).value.digest
+
+    assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "SPIRE"
+    assert leaf.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value == "US"
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "web.example.org"
+
+    assert 0 < leaf.serial_number < 2**128
+    assert leaf.not_valid_after_utc == fake_clock.now() + timedelta(hours=1)
+    assert leaf.not_valid_before_utc == fake_clock.now() - timedelta(seconds=10)
+
+
+async def test_ca_certificate_has_what_strict_verifiers_need(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock
+) -> None:
+    ca = (await make_ca(key_manager, fake_clock, timedelta(hours=24))).certificate
+    basic = extension(ca, x509.BasicConstraints)
+    assert basic.critical and basic.value.ca is True
+    usage = extension(ca, x509.KeyUsage)
+    assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign
+    assert extension(ca, x509.SubjectKeyIdentifier)
+    san = extension(ca, x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://example.org"]
+    assert ca.subject.rfc4514_string()
+
+
+async def test_svid_expiry_is_capped_at_the_ca_expiry(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock
+) -> None:
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=2))
+    [leaf] = await mint_x509_svid(
+        ca,
+        spiffe_id=WORKLOAD,
+        public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+        ttl=timedelta(hours=10),
+        now=fake_clock.now(),
+    )
+    assert leaf.not_valid_after_utc == ca.not_after
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME) == []
+
+
+async def test_openssl_accepts_the_svid_against_the_bundle(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock, tmp_path: Path
+) -> None:
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
+    [leaf] = await mint_x509_svid(
+        ca,
+        spiffe_id=WORKLOAD,
+        public_key=rsa.generate_private_key(65537, 2048).public_key(),
+        ttl=timedelta(hours=1),
+        now=fake_clock.now(),
+    )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
+    svid = tmp_path / "svid.pem"
+    svid.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    attime = str(int(fake_clock.now().timestamp()) + 60)
+    for purpose in ("sslclient", "sslserver"):
+        result = subprocess.run(
+            [
+                "openssl",
+                "verify",
+                "-x509_strict",
+                "-purpose",
+                purpose,
+                "-attime",
+                attime,
+                "-CAfile",
+                bundle,
+                svid,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_trust_domain_id_gets_no_svid(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock
+) -> None:
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=1))
+    with pytest.raises(InvalidArgumentError, match="path"):
+        await mint_x509_svid(
+            ca,
+            spiffe_id=TD.id,
+            public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+            ttl=timedelta(minutes=5),
+            now=fake_clock.now(),
+        )
+
+
+def make_csr(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+def test_csr_public_key_is_returned_when_the_signature_holds() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = public_key_from_csr(make_csr(key))
+    assert public.public_numbers() == key.public_key().public_numbers()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("csr", "message"),
+    [
+        (b"", "missing CSR"),
+        (b"\x30\x03\x02\x01\x00", "malformed CSR"),
+        (b"garbage", "malformed CSR"),
+    ],
+)
+def test_bad_csrs_are_refused(csr: bytes, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        public_key_from_csr(csr)
+
+
+def test_csr_with_a_broken_signature_is_refused() -> None:
+    der = bytearray(make_csr(ec.generate_private_key(ec.SECP256R1())))
+    der[-5] ^= 0xFF
+    with pytest.raises(InvalidArgumentError, match="CSR"):
+        public_key_from_csr(bytes(der))
