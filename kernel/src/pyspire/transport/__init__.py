@@ -1,0 +1,1 @@
+"""Sockets and TLS: SPIFFE mTLS contexts, unix socket set-up, and who is on the other end."""

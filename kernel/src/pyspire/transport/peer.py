@@ -1,0 +1,59 @@
+"""Who is calling: the peer's certificate (TCP+TLS) or process credentials (unix socket).
+
+grpclib has no public accessor for the transport under a stream, only ``Peer`` with a private
+``_transport``. Every use of that private attribute is in this module, behind two functions
+with their own tests, so a grpclib upgrade that changes it breaks here, loudly, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+_UCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True)
+class ProcessCredentials:
+    """The pid, uid and gid of the process on the other end of a unix socket."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def _transport(peer: Any) -> Any:
+    transport = getattr(peer, "_transport", None)
+    if transport is None:
+        raise RuntimeError("grpclib peer has no transport: the peer accessor needs updating")
+    return transport
+
+
+def peer_certificate(peer: Any) -> bytes | None:
+    """The DER leaf certificate the peer presented in the TLS handshake, or None (no TLS, or
+    no client certificate)."""
+    ssl_object = _transport(peer).get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)
+    return der or None
+
+
+def peer_credentials(peer: Any) -> ProcessCredentials:
+    """SO_PEERCRED of the unix socket under ``peer``; OSError when it is not a unix socket."""
+    sock = _transport(peer).get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        raise OSError("peer credentials need a unix socket")
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return ProcessCredentials(pid=pid, uid=uid, gid=gid)
+
+
+def peer_address(peer: Any) -> str:
+    """The peer's IP address (for rate limits and logs), or "" on a unix socket."""
+    address = _transport(peer).get_extra_info("peername")
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return ""

@@ -1,0 +1,142 @@
+"""TLS contexts for SPIFFE mutual TLS between agents and the server.
+
+Python's ``ssl`` cannot forget a trust anchor, so every change of SVID or bundle builds a new
+context. The server keeps one listening context whose SNI callback moves each new connection to
+the newest context; connections already open keep the context they started with. SPIFFE peer
+checks (the URI SAN) happen after the handshake on the peer's DER certificate; hostname checking
+is off, since SPIFFE identities are not host names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError
+from pyspire_sdk.spiffeid import SpiffeId
+
+ALPN = ["h2"]
+
+
+def _pem_chain(chain_der: Sequence[bytes]) -> bytes:
+    return b"".join(
+        x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+        for der in chain_der
+    )
+
+
+def _pem_key(private_key: PrivateKeyTypes) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_identity(
+    context: ssl.SSLContext, chain_der: Sequence[bytes], key: PrivateKeyTypes
+) -> None:
+    """``load_cert_chain`` reads only files: write them to a private directory, load, delete."""
+    with tempfile.TemporaryDirectory(prefix="pyspire-tls-") as folder:
+        os.chmod(folder, 0o700)
+        cert_path = Path(folder) / "svid.pem"
+        key_path = Path(folder) / "svid.key"
+        cert_path.write_bytes(_pem_chain(chain_der))
+        descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(_pem_key(key))
+        context.load_cert_chain(cert_path, key_path)
+
+
+def _trust(context: ssl.SSLContext, bundle_der: Sequence[bytes]) -> None:
+    if not bundle_der:
+        raise InvalidArgumentError("the trust bundle has no X.509 authorities")
+    context.load_verify_locations(cadata=_pem_chain(bundle_der).decode("ascii"))
+
+
+def build_server_context(
+    chain_der: Sequence[bytes], private_key: PrivateKeyTypes, bundle_der: Sequence[bytes]
+) -> ssl.SSLContext:
+    """A server context presenting ``chain_der`` and accepting (not requiring) client SVIDs
+    that chain to ``bundle_der``; agents attest before they have one."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(ALPN)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    _load_identity(context, chain_der, private_key)
+    _trust(context, bundle_der)
+    return context
+
+
+def build_client_context(
+    bundle_der: Sequence[bytes],
+    chain_der: Sequence[bytes] = (),
+    private_key: PrivateKeyTypes | None = None,
+) -> ssl.SSLContext:
+    """A client context trusting ``bundle_der``, presenting an SVID when one is given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(ALPN)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    _trust(context, bundle_der)
+    if chain_der:
+        if private_key is None:
+            raise InvalidArgumentError("a client SVID needs its private key")
+        _load_identity(context, chain_der, private_key)
+    return context
+
+
+class RotatingServerContext:
+    """The listening context of a TLS server whose SVID and bundle change over time."""
+
+    def __init__(self) -> None:
+        self._current: ssl.SSLContext | None = None
+        self.listening = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.listening.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.listening.set_alpn_protocols(ALPN)
+        # OpenSSL keeps the verify mode of the context a connection started with, even when
+        # the SNI callback moves it to another context: ask for client certificates here.
+        self.listening.verify_mode = ssl.CERT_OPTIONAL
+        self.listening.sni_callback = self._select
+
+    def _select(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self._current is not None:
+            connection.context = self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    async def update(
+        self, chain_der: Sequence[bytes], private_key: PrivateKeyTypes, bundle_der: Sequence[bytes]
+    ) -> None:
+        """Serve new connections with this SVID and bundle from now on."""
+        context = await asyncio.to_thread(build_server_context, chain_der, private_key, bundle_der)
+        self._current = context
+
+
+def spiffe_id_of(certificate_der: bytes) -> SpiffeId:
+    """The SPIFFE ID of an X509-SVID: its one URI SAN. PermissionDeniedError otherwise."""
+    try:
+        certificate = x509.load_der_x509_certificate(certificate_der)
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        raise PermissionDeniedError("peer certificate has no URI SAN") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise PermissionDeniedError(
+            f"peer certificate must have exactly one URI SAN, found {len(uris)}"
+        )
+    try:
+        return SpiffeId.parse(uris[0])
+    except InvalidArgumentError as error:
+        raise PermissionDeniedError(f"peer certificate: {error}") from None
