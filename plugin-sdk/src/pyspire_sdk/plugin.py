@@ -28,6 +28,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PROJECT_NAME",
     "HostServices",
+    "JoinTokenStore",
     "Metrics",
     "Plugin",
     "PluginRegistration",
@@ -44,6 +45,7 @@ import pluggy
 import structlog
 
 from pyspire_sdk.clock import Clock
+from pyspire_sdk.model import JoinToken
 from pyspire_sdk.spiffeid import TrustDomain
 
 PROJECT_NAME = "pyspire"
@@ -69,11 +71,27 @@ class Metrics(Protocol):
         ...
 
 
+@runtime_checkable
+class JoinTokenStore(Protocol):
+    """Host service for server node attestors: the join tokens operators created."""
+
+    async def consume(self, token: str) -> JoinToken:
+        """Delete the token and return it, in one step, so it can never be used twice.
+
+        Raises :class:`~pyspire_sdk.errors.NotFoundError` when no such token exists (never
+        created, or already used). The caller checks ``expires_at``.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class HostServices:
     """What the host gives each plugin at configure time, the way SPIRE hands plugins host
     services: who we are (trust domain), time, logging bound to the plugin, metrics, and the
-    directory where the process keeps its state."""
+    directory where the process keeps its state.
+
+    ``join_tokens`` is set on the server side only (for node attestors); ``extras`` carries
+    host services added later, looked up by name, so older plugins keep loading."""
 
     trust_domain: TrustDomain
     clock: Clock
@@ -82,6 +100,7 @@ class HostServices:
     data_dir: Path
     plugin_name: str = ""
     plugin_type: str = ""
+    join_tokens: JoinTokenStore | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
