@@ -4,7 +4,8 @@ betterproto's generated handlers receive only the request message, not the strea
 cannot see who is calling. :class:`WithCallContext` wraps a service's handler table: each call
 first runs an optional gate (authentication, authorization) with the method name and stream,
 then the handler runs with the stream in a context variable that :func:`current_stream` reads.
-grpclib runs every call in its own task, so the variable never leaks between calls.
+grpclib runs every call in its own task, so the variable never leaks between calls. SDK errors
+that escape a handler become the gRPC status that says what they mean (:func:`status_for`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,45 @@ from typing import Any
 
 import grpclib.const
 import grpclib.server
+from grpclib.exceptions import GRPCError
+
+from pyspire_sdk.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    PyspireError,
+    UnavailableError,
+)
 
 Gate = Callable[[str, grpclib.server.Stream[Any, Any]], Awaitable[None]]
 
 _current_stream: ContextVar[grpclib.server.Stream[Any, Any]] = ContextVar("pyspire_stream")
 _current_caller: ContextVar[object] = ContextVar("pyspire_caller")
+
+
+_STATUS_BY_ERROR: tuple[tuple[type[PyspireError], grpclib.const.Status], ...] = (
+    (InvalidArgumentError, grpclib.const.Status.INVALID_ARGUMENT),
+    (NotFoundError, grpclib.const.Status.NOT_FOUND),
+    (AlreadyExistsError, grpclib.const.Status.ALREADY_EXISTS),
+    (PermissionDeniedError, grpclib.const.Status.PERMISSION_DENIED),
+    (UnavailableError, grpclib.const.Status.UNAVAILABLE),
+)
+
+
+def status_for(error: PyspireError) -> grpclib.const.Status:
+    """The gRPC status that tells a caller what an SDK error means; INTERNAL for the rest.
+
+    Errors can name their own status with a ``grpc_status`` attribute (a status name such as
+    ``"FAILED_PRECONDITION"``), which keeps the SDK free of gRPC imports.
+    """
+    named = getattr(error, "grpc_status", None)
+    if isinstance(named, str) and named in grpclib.const.Status.__members__:
+        return grpclib.const.Status[named]
+    for kind, status in _STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return grpclib.const.Status.INTERNAL
 
 
 def current_stream() -> grpclib.server.Stream[Any, Any]:
@@ -62,8 +97,11 @@ class WithCallContext:
 
         async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
             _current_stream.set(stream)
-            if gate is not None:
-                await gate(method, stream)
-            await func(stream)
+            try:
+                if gate is not None:
+                    await gate(method, stream)
+                await func(stream)
+            except PyspireError as error:
+                raise GRPCError(status_for(error), str(error)) from None
 
         return handle

@@ -1,0 +1,251 @@
+"""The registry cache: the authorized-entries index kept current from the datastore's change feed.
+
+The server answers agents from memory (no datastore round trip on the sync path). This module is
+the adapter between the two: :meth:`RegistryCache.start` loads every entry and every node's
+selectors once; :meth:`RegistryCache.refresh` reads the change events written since and re-reads
+only the entries and nodes they name; :meth:`RegistryCache.run` refreshes on a fixed interval of
+an injected clock, and sooner when :meth:`RegistryCache.poke` says the server itself just wrote.
+
+Correctness rests on the change-feed contract of
+:class:`~pyspire_sdk.plugins.datastore.DataStore`: every write appends an event in the same
+transaction, and an event becomes visible only after all events with lower ids. The cache reads
+the last event id *before* the full load, so a write racing with the load is either already in
+the snapshot or replayed afterwards; replaying is harmless because a refresh re-reads the current
+state of each object instead of applying a diff.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RegistryCache"]
+
+import asyncio
+from collections.abc import Iterable
+from datetime import timedelta
+
+import structlog
+
+from pyspire.registry.authorized import AuthorizedEntriesIndex
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import InvalidArgumentError, PyspireError
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, DataStore
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+_FETCH_CONCURRENCY = 16
+"""How many entries or nodes are read from the datastore at once during a refresh."""
+
+
+class RegistryCache:
+    """An :class:`AuthorizedEntriesIndex` that follows the datastore.
+
+    Lookups (:meth:`authorized_entries`, :meth:`get_entry`) are synchronous and read only
+    memory; they see the state as of the last completed :meth:`start` or :meth:`refresh`.
+    Entries whose ``expires_at`` is earlier than ``clock.now()`` are never authorized.
+
+    ``event_batch`` is how many change events are read per query. When one refresh finds more
+    than ``reload_threshold`` changed objects, the cache reloads everything instead, which is
+    cheaper than that many single reads.
+    """
+
+    def __init__(
+        self,
+        datastore: DataStore,
+        trust_domain: TrustDomain,
+        clock: Clock,
+        *,
+        event_batch: int = 1000,
+        reload_threshold: int = 5000,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        if event_batch < 1:
+            raise InvalidArgumentError(f"event_batch {event_batch} must be at least 1")
+        if reload_threshold < 1:
+            raise InvalidArgumentError(f"reload_threshold {reload_threshold} must be at least 1")
+        self._datastore = datastore
+        self._clock = clock
+        self._event_batch = event_batch
+        self._reload_threshold = reload_threshold
+        self._logger: structlog.typing.FilteringBoundLogger = (
+            logger if logger is not None else structlog.get_logger("pyspire.registry")
+        )
+        self._index = AuthorizedEntriesIndex(trust_domain)
+        self._last_event_id = 0
+        self._started = False
+        self._lock = asyncio.Lock()
+        self._poked = asyncio.Event()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def index(self) -> AuthorizedEntriesIndex:
+        """The index itself (read it; change it only through this cache)."""
+        return self._index
+
+    @property
+    def started(self) -> bool:
+        """True once a full load has completed."""
+        return self._started
+
+    @property
+    def last_event_id(self) -> int:
+        """The id of the last change event the index reflects."""
+        return self._last_event_id
+
+    @property
+    def revision(self) -> int:
+        """The index's revision: it changes whenever a refresh changed something."""
+        return self._index.revision
+
+    def authorized_entries(self, agent_id: SpiffeId) -> tuple[RegistrationEntry, ...]:
+        """The unexpired entries ``agent_id`` may hold (see :class:`AuthorizedEntriesIndex`)."""
+        return self._index.authorized_entries(agent_id, self._clock.now())
+
+    def get_entry(self, entry_id: str) -> RegistrationEntry | None:
+        """The cached entry with this id, expired or not, or ``None``."""
+        return self._index.get_entry(entry_id)
+
+    # -- keeping current -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every entry and every node's selectors, replacing what the cache held."""
+        async with self._lock:
+            await self._reload()
+
+    async def reload(self) -> None:
+        """Rebuild from a full read, as :meth:`start` does (after events were pruned unread)."""
+        await self.start()
+
+    async def refresh(self) -> int:
+        """Apply the change events written since the last load or refresh.
+
+        Returns how many events were read. Each changed entry is re-read (and removed when it is
+        gone), each changed node's selectors likewise. Before :meth:`start` this does a full
+        load. A datastore error propagates; objects already re-read stay applied and the next
+        refresh starts again from the same event, which is harmless since it re-reads state.
+        """
+        async with self._lock:
+            if not self._started:
+                await self._reload()
+                return 0
+            return await self._refresh()
+
+    def poke(self) -> None:
+        """Ask :meth:`run` to refresh now rather than at the end of its interval."""
+        self._poked.set()
+
+    async def run(self, clock: Clock | None = None, interval: float | timedelta = 5.0) -> None:
+        """Refresh every ``interval`` (seconds) of ``clock`` until cancelled.
+
+        Starts the cache first when :meth:`start` has not run. A refresh that fails with a
+        :class:`~pyspire_sdk.errors.PyspireError` (the datastore unavailable, say) is logged and
+        retried at the next tick; any other exception ends the loop and propagates.
+        """
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        if seconds <= 0:
+            raise InvalidArgumentError(f"interval {seconds}s must be positive")
+        ticker = clock if clock is not None else self._clock
+        if not self._started:
+            await self.start()
+        while True:
+            await self._wait(ticker, seconds)
+            self._poked.clear()
+            try:
+                await self.refresh()
+            except PyspireError as error:
+                self._logger.warning(
+                    "registry cache refresh failed",
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    last_event_id=self._last_event_id,
+                )
+
+    async def _wait(self, clock: Clock, seconds: float) -> None:
+        if self._poked.is_set():
+            return
+        sleeper = asyncio.ensure_future(clock.sleep(seconds))
+        poked = asyncio.ensure_future(self._poked.wait())
+        try:
+            await asyncio.wait((sleeper, poked), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            poked.cancel()
+
+    async def _reload(self) -> None:
+        datastore = self._datastore
+        # The event id first: anything written after it is replayed by the next refresh.
+        last_event_id = await datastore.last_change_event_id()
+        entries = await datastore.list_all_entries()
+        node_selectors = await datastore.list_all_node_selectors()
+        self._index.load(entries, node_selectors)
+        self._last_event_id = last_event_id
+        self._started = True
+        self._logger.info(
+            "registry cache loaded",
+            entries=len(entries),
+            nodes=len(node_selectors),
+            last_event_id=last_event_id,
+        )
+
+    async def _refresh(self) -> int:
+        events = await self._read_events()
+        if not events:
+            return 0
+        entry_ids: dict[str, None] = {}
+        node_ids: dict[str, None] = {}
+        for event in events:
+            if event.kind == ChangeKind.ENTRY:
+                entry_ids[event.object_id] = None
+            elif event.kind == ChangeKind.NODE:
+                node_ids[event.object_id] = None
+        if len(entry_ids) + len(node_ids) > self._reload_threshold:
+            await self._reload()
+            return len(events)
+        await self._apply_entries(entry_ids)
+        await self._apply_nodes(node_ids)
+        self._last_event_id = events[-1].event_id
+        self._logger.debug(
+            "registry cache refreshed",
+            events=len(events),
+            entries_changed=len(entry_ids),
+            nodes_changed=len(node_ids),
+            last_event_id=self._last_event_id,
+        )
+        return len(events)
+
+    async def _read_events(self) -> list[ChangeEvent]:
+        events: list[ChangeEvent] = []
+        after = self._last_event_id
+        while True:
+            batch = await self._datastore.list_change_events(after, self._event_batch)
+            events.extend(batch)
+            if len(batch) < self._event_batch:
+                return events
+            after = batch[-1].event_id
+
+    async def _apply_entries(self, entry_ids: Iterable[str]) -> None:
+        ids = list(entry_ids)
+        get_entry = self._datastore.get_entry
+        for start in range(0, len(ids), _FETCH_CONCURRENCY):
+            chunk = ids[start : start + _FETCH_CONCURRENCY]
+            found = await asyncio.gather(*(get_entry(entry_id) for entry_id in chunk))
+            for entry_id, entry in zip(chunk, found, strict=True):
+                if entry is None:
+                    self._index.remove_entry(entry_id)
+                else:
+                    self._index.upsert_entry(entry)
+
+    async def _apply_nodes(self, node_ids: Iterable[str]) -> None:
+        agents: list[SpiffeId] = []
+        for object_id in node_ids:
+            try:
+                agents.append(SpiffeId.parse(object_id))
+            except InvalidArgumentError as error:
+                self._logger.warning(
+                    "change event names an invalid node id", object_id=object_id, error=str(error)
+                )
+        get_selectors = self._datastore.get_node_selectors
+        for start in range(0, len(agents), _FETCH_CONCURRENCY):
+            chunk = agents[start : start + _FETCH_CONCURRENCY]
+            found = await asyncio.gather(*(get_selectors(agent_id) for agent_id in chunk))
+            for agent_id, selectors in zip(chunk, found, strict=True):
+                self._index.set_node_selectors(agent_id, selectors)

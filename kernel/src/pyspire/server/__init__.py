@@ -1,0 +1,1 @@
+"""The server: one trust domain's signing authority and its APIs."""
