@@ -1,0 +1,202 @@
+"""From the TOML ``plugins`` table to a checked plan, without instantiating anything.
+
+The convention is the same for single plugins and chains: ``[<side>.plugins.<type>.<name>]``
+is a table holding that plugin's settings (an empty table takes every default). For a chain
+type the document order of its tables is the chain order; ``tomllib`` keeps insertion order, so
+the plan keeps it too::
+
+    [agent.plugins.workload_attestor.unix]
+    [agent.plugins.workload_attestor.environ]
+    names = ["APP"]
+
+:func:`plan_plugins` reports *every* problem at once in one
+:class:`~pyspire_sdk.errors.ConfigError`, each with its key path: unknown types, plugins that
+are not installed (and the distribution that would provide them), settings a plugin rejects,
+and too few or too many plugins of a type.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CatalogPlan", "PlannedPlugin", "plan_plugins"]
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyspire.catalog.discovery import DiscoveredPlugin, Discovery
+from pyspire.catalog.kinds import PluginKind, Side, kinds_for
+from pyspire_sdk.config import load_config
+from pyspire_sdk.errors import ConfigError, ConfigIssue
+
+
+@dataclass(frozen=True)
+class PlannedPlugin:
+    """One plugin the configuration asks for, with its validated configuration."""
+
+    kind: PluginKind
+    name: str
+    config: Any
+    discovered: DiscoveredPlugin
+    path: str
+
+    @property
+    def distribution(self) -> str:
+        """The distribution that provides the plugin."""
+        return self.discovered.distribution
+
+
+@dataclass(frozen=True)
+class CatalogPlan:
+    """Every plugin one side will run, kinds in configuration order, chains in document order.
+
+    A plan satisfies every kind's arity and every plugin's configuration parsed; building one
+    is the whole of ``validate``.
+    """
+
+    side: Side
+    plugins: tuple[PlannedPlugin, ...]
+
+    def of(self, kind: PluginKind | str) -> tuple[PlannedPlugin, ...]:
+        """The planned plugins of ``kind`` (a kind or its TOML name), in chain order."""
+        resolved = resolve_kind(self.side, kind)
+        return tuple(plugin for plugin in self.plugins if plugin.kind == resolved)
+
+
+def resolve_kind(side: Side, kind: PluginKind | str) -> PluginKind:
+    """The kind of ``side`` that ``kind`` names; raises ``LookupError`` for another side's."""
+    for candidate in kinds_for(side):
+        if candidate == kind or candidate.toml_name == kind:
+            return candidate
+    raise LookupError(f"{kind} is not a plugin type of the {side}")
+
+
+def _found(value: object) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, int | float):
+        return f"{'integer' if isinstance(value, int) else 'float'} {value}"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _not_installed(kind: PluginKind, name: str, discovery: Discovery) -> str:
+    installed = ", ".join(plugin.name for plugin in discovery.plugins(kind)) or "none"
+    reason = discovery.exclusion(kind, name)
+    if reason is not None:
+        return f'no {kind.toml_name} plugin named "{name}" is loaded: {reason}; loaded: {installed}'
+    return (
+        f'no {kind.toml_name} plugin named "{name}" is installed; installed: {installed}; '
+        f"install {kind.suggested_distribution(name)} to get it"
+    )
+
+
+def _count_issue(kind: PluginKind, names: list[str]) -> ConfigIssue | None:
+    if kind.admits(len(names)):
+        return None
+    found = f"found {len(names)}"
+    if names:
+        found += ": " + ", ".join(names)
+    return ConfigIssue(kind.table_path, f"{kind.arity_phrase()}, {found}")
+
+
+def plan_plugins(
+    side: Side,
+    plugins_table: Mapping[str, Any] | None,
+    discovery: Discovery,
+    *,
+    path: str | None = None,
+) -> CatalogPlan:
+    """Check the ``plugins`` table of ``side`` against the installed plugins.
+
+    ``path`` is the table's key path in the document (default ``<side>.plugins``). Nothing is
+    created or configured. Raises :class:`ConfigError` carrying every issue found.
+    """
+    side = Side(side)
+    base = path if path is not None else f"{side}.plugins"
+    kinds = kinds_for(side)
+    by_name = {kind.toml_name: kind for kind in kinds}
+    issues: list[ConfigIssue] = []
+    names: dict[PluginKind, list[str]] = {kind: [] for kind in kinds}
+    planned: dict[PluginKind, list[PlannedPlugin]] = {kind: [] for kind in kinds}
+
+    table: Mapping[str, Any] = {}
+    raw: object = plugins_table  # whatever the document holds, whatever the annotation says
+    if isinstance(raw, Mapping):
+        table = raw
+    elif raw is not None:
+        issues.append(ConfigIssue(base, f"expected a table, found {_found(raw)}"))
+
+    for type_name, type_table in table.items():
+        type_path = f"{base}.{type_name}"
+        kind = by_name.get(type_name)
+        if kind is None:
+            issues.append(
+                ConfigIssue(
+                    type_path,
+                    f'unknown plugin type "{type_name}"; known types for the {side}: '
+                    + ", ".join(sorted(by_name)),
+                )
+            )
+            continue
+        if not isinstance(type_table, Mapping):
+            hint = ""
+            if isinstance(type_table, list):
+                hint = f"; write one table per plugin: [{type_path}.<name>]"
+            issues.append(
+                ConfigIssue(
+                    type_path,
+                    f"expected a table of {type_name} plugins, found {_found(type_table)}{hint}",
+                )
+            )
+            continue
+        for name, settings in type_table.items():
+            plugin_path = f"{type_path}.{name}"
+            names[kind].append(name)
+            if not isinstance(settings, Mapping):
+                issues.append(
+                    ConfigIssue(
+                        plugin_path,
+                        "expected a table with the plugin's settings (empty for the defaults), "
+                        f"found {_found(settings)}",
+                    )
+                )
+                continue
+            discovered = discovery.get(kind, name)
+            if discovered is None:
+                issues.append(ConfigIssue(plugin_path, _not_installed(kind, name, discovery)))
+                continue
+            try:
+                config = load_config(
+                    discovered.registration.config_type, settings, path=plugin_path
+                )
+            except ConfigError as error:
+                issues.extend(error.issues)
+                continue
+            except (TypeError, NameError) as error:  # the plugin declares a field we cannot load
+                issues.append(
+                    ConfigIssue(
+                        plugin_path,
+                        f'{kind.toml_name} plugin "{name}" of {discovered.origin} declares a '
+                        f"configuration that cannot be loaded: {error}",
+                    )
+                )
+                continue
+            planned[kind].append(
+                PlannedPlugin(
+                    kind=kind, name=name, config=config, discovered=discovered, path=plugin_path
+                )
+            )
+
+    for kind in kinds:
+        issue = _count_issue(kind, names[kind])
+        if issue is not None:
+            issues.append(issue)
+    if issues:
+        raise ConfigError(issues)
+    return CatalogPlan(
+        side=side,
+        plugins=tuple(plugin for kind in kinds for plugin in planned[kind]),
+    )
