@@ -184,4 +184,8 @@ async def test_listeners_hear_of_activations(
 
     manager.add_listener(listener)
     await manager.start()
-    assert len(heard) == 2  # the X.509 CA and the JWT key
+    assert len(heard) == 1  # once both the X.509 CA and the JWT key are active
+    active = manager.x509_ca
+    await fake_clock.set(prepare_at(active.not_before, active.not_after) + timedelta(seconds=15))
+    await manager.rotate()
+    assert len(heard) == 3  # the next X.509 CA and JWT key were prepared

@@ -149,7 +149,8 @@ class CaManager:
         return dict(self._jwt)
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener`` after every activation (of an X.509 CA or a JWT key)."""
+        """Call ``listener`` after every preparation and activation (of an X.509 CA or a JWT
+        key): the bundle or the signing authority changed."""
         self._listeners.append(listener)
 
     @staticmethod
@@ -247,6 +248,7 @@ class CaManager:
             authority_id=ca.authority_id,
             not_after=ca.not_after.isoformat(),
         )
+        await self._notify()
         return slot
 
     async def _activate_x509(self, slot: X509Slot) -> None:
@@ -310,6 +312,7 @@ class CaManager:
         self._log.info(
             "jwt key prepared", slot=slot_id, kid=key.kid, not_after=key.not_after.isoformat()
         )
+        await self._notify()
         return slot
 
     async def _activate_jwt(self, slot: JwtSlot) -> None:
@@ -366,6 +369,8 @@ class CaManager:
                 del self._jwt[slot_id]
 
     async def _notify(self) -> None:
+        if self._active(self._x509) is None or self._active(self._jwt) is None:
+            return  # still starting: listeners hear once both credentials are active
         for listener in list(self._listeners):
             await listener()
 

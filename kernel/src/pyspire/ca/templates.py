@@ -34,16 +34,13 @@ SVID_SUBJECT = x509.Name(
 class CaSubject:
     """The subject of our CA certificates (``ca_subject`` in the server configuration)."""
 
-    country: str = "US"
-    organization: str = "SPIFFE"
+    country: tuple[str, ...] = ("US",)
+    organization: tuple[str, ...] = ("SPIFFE",)
     common_name: str = ""
 
     def to_name(self) -> x509.Name:
-        attributes = []
-        if self.country:
-            attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, self.country))
-        if self.organization:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization))
+        attributes = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in self.country]
+        attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in self.organization]
         if self.common_name:
             attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, self.common_name))
         if not attributes:

@@ -1,0 +1,111 @@
+"""The server's own X509-SVID (``spiffe://<td>/spire/server``) and the TLS it serves with.
+
+The SVID is minted from the active CA with a fresh in-process key, re-minted at half-life and
+whenever the CA changes (a new authority prepared or activated), and handed to the TLS listener
+together with the current bundle, so agents always see a server SVID that chains to what they
+trust and the server always trusts agent SVIDs from every published authority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pyspire.ca.manager import CaManager
+from pyspire.ca.x509svid import mint_x509_svid
+from pyspire.transport.tls import RotatingServerContext
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.model import X509Svid
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+BundleSource = Callable[[], Awaitable[Bundle | None]]
+
+
+def server_id(trust_domain: TrustDomain) -> SpiffeId:
+    """``spiffe://<td>/spire/server``: the ID agents require of the server they talk to."""
+    return SpiffeId.from_segments(trust_domain, "spire", "server")
+
+
+class ServerIdentity:
+    """Keeps the server SVID fresh and the TLS listener in step with it."""
+
+    def __init__(
+        self,
+        *,
+        trust_domain: TrustDomain,
+        ca: CaManager,
+        bundle: BundleSource,
+        clock: Clock,
+        tls: RotatingServerContext,
+        ttl: timedelta,
+    ) -> None:
+        self._trust_domain = trust_domain
+        self._ca = ca
+        self._bundle = bundle
+        self._clock = clock
+        self._tls = tls
+        self._ttl = ttl
+        self._svid: X509Svid | None = None
+        self._issued_at: datetime | None = None
+        self._changed = asyncio.Event()
+        self._log = structlog.get_logger("pyspire.server.identity")
+
+    @property
+    def svid(self) -> X509Svid:
+        if self._svid is None:
+            raise RuntimeError("server SVID not minted yet")
+        return self._svid
+
+    def ca_changed(self) -> Awaitable[None]:
+        """CA listener: mint again soon (the run loop does it, off the CA's own call path)."""
+        self._changed.set()
+        return asyncio.sleep(0)
+
+    async def rotate(self) -> None:
+        """Mint a new server SVID and serve new TLS connections with it."""
+        now = self._clock.now()
+        key = await asyncio.to_thread(ec.generate_private_key, ec.SECP256R1())
+        chain = await mint_x509_svid(
+            self._ca.x509_ca,
+            spiffe_id=server_id(self._trust_domain),
+            public_key=key.public_key(),
+            ttl=self._ttl,
+            now=now,
+        )
+        chain_der = tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain)
+        bundle = await self._bundle()
+        authorities = [a.der for a in bundle.x509_authorities] if bundle else []
+        await self._tls.update(chain_der, key, authorities)
+        self._svid = X509Svid(
+            spiffe_id=server_id(self._trust_domain),
+            cert_chain=chain_der,
+            expires_at=chain[0].not_valid_after_utc,
+        )
+        self._issued_at = now
+        self._log.info("server SVID rotated", expires_at=self._svid.expires_at.isoformat())
+
+    def _half_life(self) -> float:
+        if self._svid is None or self._issued_at is None:
+            return 0.0
+        remaining = self._issued_at + (self._svid.expires_at - self._issued_at) / 2
+        return max(0.0, (remaining - self._clock.now()).total_seconds())
+
+    async def run(self) -> None:
+        """Rotate at half-life or on a CA change, until cancelled."""
+        while True:
+            sleeper = asyncio.ensure_future(self._clock.sleep(self._half_life()))
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (sleeper, changed):
+                    waiter.cancel()
+                await asyncio.gather(sleeper, changed, return_exceptions=True)
+            self._changed.clear()
+            await self.rotate()

@@ -1,0 +1,115 @@
+"""SVID issuance policy: which TTL, which names, and which chain each kind of SVID gets.
+
+The CA (:mod:`pyspire.ca`) knows how to sign; this module decides what: workload SVIDs take the
+entry's TTL (or the server default) and DNS names, agent SVIDs take ``agent_ttl``, JWT-SVIDs the
+entry's JWT TTL (or the default), and every expiry is capped by the signing authority.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from pyspire.ca.jwt import mint_jwt_svid
+from pyspire.ca.manager import CaManager
+from pyspire.ca.x509svid import mint_x509_svid
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
+from pyspire_sdk.spiffeid import SpiffeId
+
+
+@dataclass(frozen=True)
+class IssuancePolicy:
+    """TTLs and the JWT issuer, from the server configuration."""
+
+    default_x509_svid_ttl: timedelta = timedelta(hours=1)
+    default_jwt_svid_ttl: timedelta = timedelta(minutes=5)
+    agent_ttl: timedelta = timedelta(hours=1)
+    jwt_issuer: str = ""
+
+
+class SvidIssuer:
+    """Mints X509- and JWT-SVIDs with the CA's active authorities."""
+
+    def __init__(self, *, ca: CaManager, clock: Clock, policy: IssuancePolicy) -> None:
+        self._ca = ca
+        self._clock = clock
+        self.policy = policy
+
+    async def x509(
+        self,
+        spiffe_id: SpiffeId,
+        public_key: CertificatePublicKeyTypes,
+        *,
+        ttl: timedelta | None = None,
+        dns_names: Sequence[str] = (),
+    ) -> X509Svid:
+        """An X509-SVID for ``public_key``; ``ttl`` None means the default workload TTL."""
+        chain = await mint_x509_svid(
+            self._ca.x509_ca,
+            spiffe_id=spiffe_id,
+            public_key=public_key,
+            ttl=ttl or self.policy.default_x509_svid_ttl,
+            now=self._clock.now(),
+            dns_names=dns_names,
+        )
+        return X509Svid(
+            spiffe_id=spiffe_id,
+            cert_chain=tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain),
+            expires_at=chain[0].not_valid_after_utc,
+        )
+
+    async def workload_x509(
+        self, entry: RegistrationEntry, public_key: CertificatePublicKeyTypes
+    ) -> X509Svid:
+        """The X509-SVID an entry describes, for a key its agent generated."""
+        ttl = timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None
+        svid = await self.x509(entry.spiffe_id, public_key, ttl=ttl, dns_names=entry.dns_names)
+        return X509Svid(
+            spiffe_id=svid.spiffe_id,
+            cert_chain=svid.cert_chain,
+            expires_at=svid.expires_at,
+            hint=entry.hint,
+        )
+
+    async def agent_x509(
+        self, agent_id: SpiffeId, public_key: CertificatePublicKeyTypes
+    ) -> X509Svid:
+        """An agent's own X509-SVID."""
+        return await self.x509(agent_id, public_key, ttl=self.policy.agent_ttl)
+
+    async def jwt(
+        self,
+        spiffe_id: SpiffeId,
+        audience: Sequence[str],
+        *,
+        ttl: timedelta | None = None,
+        hint: str = "",
+    ) -> JwtSvid:
+        """A JWT-SVID for every audience given; ``ttl`` None means the default JWT TTL."""
+        now = self._clock.now()
+        token, expires_at = await mint_jwt_svid(
+            self._ca.jwt_key,
+            spiffe_id=spiffe_id,
+            audience=audience,
+            ttl=ttl or self.policy.default_jwt_svid_ttl,
+            now=now,
+            issuer=self.policy.jwt_issuer,
+        )
+        return JwtSvid(
+            spiffe_id=spiffe_id,
+            token=token,
+            audience=tuple(audience),
+            expires_at=expires_at,
+            issued_at=now.replace(microsecond=0),
+            hint=hint,
+        )
+
+    async def workload_jwt(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
+        """The JWT-SVID an entry describes."""
+        ttl = timedelta(seconds=entry.jwt_svid_ttl) if entry.jwt_svid_ttl else None
+        return await self.jwt(entry.spiffe_id, audience, ttl=ttl, hint=entry.hint)
