@@ -10,6 +10,7 @@ that escape a handler become the gRPC status that says what they mean (:func:`st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -72,12 +73,50 @@ def current_caller() -> object:
     return _current_caller.get()
 
 
+class InFlight:
+    """Counts calls in progress so a shutdown can let them finish (for a bounded time).
+
+    Once :meth:`drain` starts, new calls are refused with UNAVAILABLE so clients retry
+    elsewhere or later instead of being cut off half way.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        if self.draining:
+            raise GRPCError(grpclib.const.Status.UNAVAILABLE, "server is shutting down")
+        self.count += 1
+        self._idle.clear()
+
+    def exit(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new calls and wait up to ``timeout`` seconds for running ones; True when
+        every call finished."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 class WithCallContext:
     """A servable that wraps another one's handlers with the call context and a gate."""
 
-    def __init__(self, service: Any, gate: Gate | None = None) -> None:
+    def __init__(
+        self, service: Any, gate: Gate | None = None, in_flight: InFlight | None = None
+    ) -> None:
         self._service = service
         self._gate = gate
+        self._in_flight = in_flight
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         wrapped: dict[str, grpclib.const.Handler] = {}
@@ -94,14 +133,20 @@ class WithCallContext:
         self, method: str, func: Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]
     ) -> Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]:
         gate = self._gate
+        in_flight = self._in_flight
 
         async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
             _current_stream.set(stream)
+            if in_flight is not None:
+                in_flight.enter()
             try:
                 if gate is not None:
                     await gate(method, stream)
                 await func(stream)
             except PyspireError as error:
                 raise GRPCError(status_for(error), str(error)) from None
+            finally:
+                if in_flight is not None:
+                    in_flight.exit()
 
         return handle

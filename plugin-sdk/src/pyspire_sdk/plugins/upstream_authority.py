@@ -1,0 +1,125 @@
+"""Upstream authorities: another CA that signs this server's intermediate CA.
+
+Without an upstream authority the server's X.509 CA is self-signed and is the trust bundle's
+root. With one, the server sends a CSR for each new CA key to the upstream, which returns the
+signed CA certificate with its chain and the upstream's roots; the roots, not the server's own
+CA, go into the bundle. Mirrors SPIRE's ``UpstreamAuthority`` (``MintX509CAAndSubscribe``,
+``PublishJWTKeyAndSubscribe``, ``SubscribeToLocalBundle``) with the streams split into a call
+and a subscription.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UpstreamAuthority",
+    "UpstreamBundle",
+    "UpstreamX509CA",
+    "pyspire_upstream_authorities",
+]
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from pyspire_sdk.bundle import JwtAuthority
+from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
+
+
+def _check_ders(field: str, values: tuple[bytes, ...], *, required: bool) -> None:
+    if required and not values:
+        raise InvalidArgumentError(f"{field} is empty: at least one certificate is required")
+    for index, value in enumerate(values):
+        if not isinstance(value, bytes) or not value:
+            raise InvalidArgumentError(f"{field}[{index}] is not a non-empty DER certificate")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamX509CA:
+    """What an upstream returns for one CSR.
+
+    ``ca_chain`` is DER, leaf first: the server's new CA certificate (signed for the CSR's key),
+    then any intermediates up to, but not including, a root. ``upstream_roots`` are the DER
+    root certificates that verify the chain; they become the trust bundle's X.509 authorities.
+    Both must be non-empty.
+    """
+
+    ca_chain: tuple[bytes, ...]
+    upstream_roots: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_ders("ca_chain", self.ca_chain, required=True)
+        _check_ders("upstream_roots", self.upstream_roots, required=True)
+
+    @property
+    def ca_certificate(self) -> bytes:
+        """The server's new CA certificate (DER): the first of ``ca_chain``."""
+        return self.ca_chain[0]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamBundle:
+    """The upstream's current trust material, as delivered by a bundle subscription.
+
+    ``x509_roots`` replace the upstream roots in the bundle (DER, non-empty). ``jwt_authorities``
+    is the upstream's full JWT key set when the upstream manages JWT keys, else ``()``.
+    """
+
+    x509_roots: tuple[bytes, ...]
+    jwt_authorities: tuple[JwtAuthority, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_ders("x509_roots", self.x509_roots, required=True)
+
+
+@runtime_checkable
+class UpstreamAuthority(Plugin, Protocol):
+    """Signs the server's CA certificates and shares the upstream's roots.
+
+    Errors: :class:`~pyspire_sdk.errors.UnavailableError` when the upstream cannot be reached
+    (the server retries and keeps its current CA meanwhile);
+    :class:`~pyspire_sdk.errors.InvalidArgumentError` for a CSR the upstream refuses to sign;
+    :class:`~pyspire_sdk.errors.PermissionDeniedError` when the upstream denies this server.
+    """
+
+    async def mint_x509_ca(self, csr_der: bytes, preferred_ttl: timedelta) -> UpstreamX509CA:
+        """Sign a CA certificate for the key in ``csr_der`` (a PKCS#10 CSR, DER).
+
+        The certificate carries the CSR's public key and SPIFFE ID (URI SAN
+        ``spiffe://<trust domain>``), ``basicConstraints CA:true`` and keyCertSign. Its
+        lifetime is ``preferred_ttl`` when the upstream allows it and shorter otherwise (never
+        past the upstream's own expiry); the host reads the real lifetime from the certificate.
+        """
+        ...
+
+    async def publish_jwt_key(self, key: JwtAuthority) -> list[JwtAuthority]:
+        """Publish the server's new JWT signing key upstream.
+
+        Returns the upstream's complete JWT key set after publishing (including ``key``), which
+        the host puts into the bundle. An upstream that does not manage JWT keys returns ``[]``
+        and the host keeps its own keys in the bundle as without an upstream.
+        """
+        ...
+
+    def subscribe_to_bundle_updates(self) -> AsyncIterator[UpstreamBundle]:
+        """Yield the upstream's trust material each time it changes.
+
+        The first item, if any, is the current state; each later one replaces the previous.
+        An upstream whose roots never change returns an iterator that ends at once without
+        yielding ("no updates"); the host then relies on ``mint_x509_ca``'s
+        ``upstream_roots``. An iterator that yields stays open until the host stops consuming
+        it (``aclose``) or the plugin is closed. Raising
+        :class:`~pyspire_sdk.errors.UnavailableError` ends the subscription; the host
+        subscribes again after a back-off.
+        """
+        ...
+
+
+@hookspec
+def pyspire_upstream_authorities() -> list[PluginRegistration[Any, UpstreamAuthority]]:  # type: ignore[empty-body]
+    """Return the upstream authorities this plugin module provides.
+
+    A server uses at most one. Return ``[]`` when the module provides none. The hook is
+    synchronous and must not do I/O.
+    """
