@@ -4,10 +4,10 @@ from __future__ import annotations
 
 __all__ = ["all_commands"]
 
-from pyspire.cli.commands import plugins, validate
+from pyspire.cli.commands import plugins, run, validate
 from pyspire.cli.registry import Command
 
-_GROUPS = (validate, plugins)
+_GROUPS = (run, validate, plugins)
 
 
 def all_commands() -> tuple[Command, ...]:

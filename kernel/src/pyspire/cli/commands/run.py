@@ -1,0 +1,97 @@
+"""``run``: start the server (and, later, the agent) in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+__all__ = ["COMMANDS"]
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+from pyspire_sdk.errors import ConfigError
+
+from pyspire.catalog import Side
+from pyspire.cli.flags import add_flag
+from pyspire.cli.registry import CliContext, Command
+from pyspire.config import load_server_config
+from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
+
+
+def _add_server_flags(parser: argparse.ArgumentParser, side: Side) -> None:
+    add_flag(
+        parser,
+        "config",
+        metavar="FILE",
+        type=Path,
+        default=Path("conf/server/server.toml"),
+        help="path to the configuration file (default: conf/server/server.toml)",
+    )
+    add_flag(parser, "expandEnv", action="store_true", help="expand $VAR in the file first")
+    add_flag(parser, "bindAddress", metavar="IP", help="address the agent API listens on")
+    add_flag(parser, "serverPort", metavar="PORT", type=int, help="port the agent API listens on")
+    add_flag(parser, "socketPath", metavar="PATH", help="path of the admin API unix socket")
+    add_flag(parser, "trustDomain", metavar="NAME", help="the trust domain")
+    add_flag(parser, "dataDir", metavar="DIR", help="where the server keeps its state")
+    add_flag(parser, "logLevel", metavar="LEVEL", help="DEBUG, INFO, WARN or ERROR")
+    add_flag(parser, "logFormat", metavar="FORMAT", help="text, json or auto")
+    add_flag(parser, "logFile", metavar="FILE", help="append logs to this file")
+
+
+async def _run_server(args: argparse.Namespace, context: CliContext) -> int:
+    from pyspire.server.runtime import ServerRuntime
+
+    overrides = {
+        "bind_address": args.bind_address,
+        "bind_port": args.server_port,
+        "socket_path": args.socket_path,
+        "trust_domain": args.trust_domain,
+        "data_dir": args.data_dir,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        "log_file": args.log_file,
+    }
+    try:
+        loaded = await asyncio.to_thread(
+            load_server_config,
+            args.config,
+            expand_env=args.expand_env,
+            overrides=overrides,
+            environ=context.environ,
+        )
+    except ConfigError as error:
+        for issue in error.issues:
+            context.err(str(issue))
+        return 1
+    settings = loaded.settings
+    configure_logging(
+        parse_log_level(settings.log_level),
+        parse_log_format(settings.log_format),
+        settings.log_file,
+    )
+    discovery = await asyncio.to_thread(context.discover)
+    runtime = ServerRuntime(loaded, discovery)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runtime.stop)
+    try:
+        await runtime.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+RUN = Command(
+    name="run",
+    summary="run the server in the foreground",
+    description=(
+        "Start the server: plugins, CA, registry, the agent API on bind_address:bind_port and "
+        "the admin API on socket_path. Stops cleanly on SIGINT or SIGTERM."
+    ),
+    sides=frozenset({Side.SERVER}),
+    handler=_run_server,
+    add_flags=_add_server_flags,
+)
+
+COMMANDS: tuple[Command, ...] = (RUN,)
