@@ -1,0 +1,1093 @@
+# ruff: noqa: S608 - SQL text is assembled from constants only; every value is a bound parameter
+"""The ``sqlite`` datastore: :class:`~pyspire_sdk.plugins.datastore.DataStore` on one SQLite file.
+
+Writes go through a single connection guarded by a lock, each call one ``BEGIN IMMEDIATE``
+transaction, so writers never race and a failed call rolls back whole. Reads use a small pool of
+separate read-only connections; in WAL mode they run concurrently with the writer and with each
+other, and a read that needs several queries runs them in one read transaction, so it sees one
+consistent snapshot.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SqliteDataStore"]
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+from cryptography import x509
+
+from pyspire_datastore_sqlite.codec import (
+    Decoder,
+    bundle_from_row,
+    bundle_to_json,
+    from_micros,
+    selectors_hash,
+    to_micros,
+)
+from pyspire_datastore_sqlite.config import SqliteDataStoreConfig
+from pyspire_datastore_sqlite.queries import check_mask, entry_where, name_page, node_where, pk_page
+from pyspire_datastore_sqlite.records import (
+    CHILD_CHUNK,
+    ENTRY_COLUMNS,
+    KIND_DNS,
+    KIND_FEDERATES,
+    KIND_SELECTOR,
+    NODE_COLUMNS,
+    Row,
+    assemble_all_entries,
+    assemble_entries,
+    dedupe,
+    micros_or_none,
+    node_from_row,
+    node_params,
+    normalize_entry,
+    relationship_from_row,
+)
+from pyspire_datastore_sqlite.schema import migrate
+from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
+from pyspire_sdk.clock import Clock, SystemClock, utc
+from pyspire_sdk.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PluginError,
+    UnavailableError,
+)
+from pyspire_sdk.model import (
+    AttestedNode,
+    FederationRelationship,
+    JoinToken,
+    RegistrationEntry,
+)
+from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.plugins.datastore import (
+    ENTRY_MASK_FIELDS,
+    FEDERATION_RELATIONSHIP_MASK_FIELDS,
+    NODE_MASK_FIELDS,
+    AttestedNodePage,
+    BundleDeleteMode,
+    BundlePage,
+    ChangeEvent,
+    ChangeKind,
+    EntryFilter,
+    EntryPage,
+    FailedPreconditionError,
+    FederationRelationshipPage,
+    NodeFilter,
+    Page,
+)
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+T = TypeVar("T")
+
+
+def _new_entry_id() -> str:
+    return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+
+
+def _certificate_not_after(der: bytes) -> datetime | None:
+    try:
+        return x509.load_der_x509_certificate(der).not_valid_after_utc
+    except ValueError:
+        return None
+
+
+def _prepare_files(path: Path) -> None:
+    """Create missing directories (0700 each) and the database file (0600) when missing."""
+    missing = [parent for parent in path.parents if not parent.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(descriptor)
+    path.chmod(0o600)
+
+
+class SqliteDataStore:
+    """The ``sqlite`` datastore plugin. Configure once, use from one event loop, then close."""
+
+    def __init__(self) -> None:
+        self._clock: Clock = SystemClock()
+        self._logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+        self._path: Path | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def configure(self, config: SqliteDataStoreConfig, host: HostServices) -> None:
+        """Open (creating when missing) and migrate the database.
+
+        Raises :class:`~pyspire_datastore_sqlite.schema.SchemaTooNewError` for a database
+        written by a newer release and :class:`~pyspire_sdk.errors.PluginError` when the file
+        cannot be opened.
+        """
+        if self._writer is not None:
+            raise PluginError("sqlite datastore is already configured")
+        self._clock = host.clock
+        self._logger = host.logger
+        path = config.database_path or host.data_dir / "datastore.sqlite3"
+        self._path = path
+        busy_ms = int(config.busy_timeout.total_seconds() * 1000)
+        try:
+            await asyncio.to_thread(_prepare_files, path)
+            self._writer = await self._connect(path, busy_ms, read_only=False)
+            found = await migrate(self._writer, path)
+            for _ in range(config.read_connections):
+                reader = await self._connect(path, busy_ms, read_only=True)
+                self._readers.append(reader)
+                self._idle_readers.put_nowait(reader)
+        except (OSError, sqlite3.Error) as error:
+            raise PluginError(f"database_path {str(path)!r}: cannot open: {error}") from error
+        self._logger.info("datastore opened", path=str(path), schema_version_found=found)
+
+    async def close(self) -> None:
+        """Close every connection; safe to call more than once and after a failed configure.
+
+        Each connection runs on its own (non-daemon) thread, so a datastore that is never
+        closed keeps the process from exiting.
+        """
+        connections = [*self._readers, *([self._writer] if self._writer is not None else [])]
+        self._readers = []
+        self._writer = None
+        self._idle_readers = asyncio.Queue()
+        for connection in connections:
+            await connection.close()
+
+    @staticmethod
+    async def _connect(path: Path, busy_ms: int, *, read_only: bool) -> aiosqlite.Connection:
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            await connection.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                await connection.execute("PRAGMA query_only = ON")
+            else:
+                await connection.execute("PRAGMA journal_mode = WAL")
+                await connection.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the single writer; rolled back on any exception.
+
+        The write lock is held until the rollback has run on the connection's thread, so the
+        next writer never sends ``BEGIN`` into a transaction left open by a cancelled call.
+        """
+        connection = self._writer
+        if connection is None:
+            raise UnavailableError("sqlite datastore is not configured or already closed")
+        lock = self._write_lock
+        await lock.acquire()
+        try:
+            await connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            await connection.execute("COMMIT")
+        except BaseException as error:
+            await self._end_transaction(connection, lock.release)
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+        else:
+            lock.release()
+
+    @asynccontextmanager
+    async def _read(self, *, snapshot: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """A read connection; with ``snapshot`` its queries share one read transaction.
+
+        A connection goes back to the pool only once its read transaction has ended on its
+        thread, even when the borrowing task is cancelled meanwhile.
+        """
+        if not self._readers:
+            raise UnavailableError("sqlite datastore is not configured or already closed")
+        pool = self._idle_readers
+        connection = await pool.get()
+        try:
+            try:
+                if snapshot:
+                    await connection.execute("BEGIN")
+                yield connection
+            finally:
+                if snapshot:
+                    await self._end_transaction(connection, lambda: pool.put_nowait(connection))
+                else:
+                    pool.put_nowait(connection)
+        except sqlite3.Error as error:
+            raise self._translate(error) from error
+
+    async def _end_transaction(
+        self, connection: aiosqlite.Connection, then: Callable[[], None]
+    ) -> None:
+        """Roll back whatever transaction is open, then call ``then``.
+
+        ``then`` runs once the rollback has finished on the connection's thread, whether or not
+        the calling task is cancelled while it waits. A failed rollback is logged, not raised:
+        it must not hide the error that led here.
+        """
+        ending = asyncio.ensure_future(connection.rollback())
+
+        def finished(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                self._logger.warning("datastore rollback failed", error=str(future.exception()))
+            then()
+
+        ending.add_done_callback(finished)
+        with suppress(Exception):
+            await asyncio.shield(ending)
+
+    def _translate(self, error: BaseException) -> BaseException:
+        if isinstance(error, sqlite3.IntegrityError):
+            if "UNIQUE" in str(error):
+                return AlreadyExistsError(f"sqlite datastore: {error}")
+            return InvalidArgumentError(f"sqlite datastore: {error}")
+        if isinstance(error, sqlite3.Error):
+            self._logger.warning("datastore query failed", error=str(error))
+            return UnavailableError(f"sqlite datastore: {error}")
+        return error
+
+    async def _event(
+        self, connection: aiosqlite.Connection, kind: ChangeKind, ids: Sequence[str]
+    ) -> None:
+        now = to_micros(self._clock.now())
+        await connection.executemany(
+            "INSERT INTO change_events (kind, object_id, created_at) VALUES (?, ?, ?)",
+            [(kind.value, object_id, now) for object_id in ids],
+        )
+
+    # -- registration entries --------------------------------------------------------------------
+
+    async def _load_entries(
+        self, connection: aiosqlite.Connection, where: str, params: Sequence[Any], limit: int = -1
+    ) -> tuple[list[int], list[RegistrationEntry]]:
+        rows = list(
+            await connection.execute_fetchall(
+                f"SELECT {ENTRY_COLUMNS} FROM entries AS e WHERE {where} ORDER BY e.pk LIMIT ?",
+                [*params, limit],
+            )
+        )
+        pks = [row[0] for row in rows]
+        children: list[Row] = []
+        for start in range(0, len(pks), CHILD_CHUNK):
+            chunk = pks[start : start + CHILD_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            children.extend(
+                await connection.execute_fetchall(
+                    f"SELECT entry_pk, {KIND_SELECTOR}, position, type, value "
+                    f"FROM entry_selectors WHERE entry_pk IN ({marks}) "
+                    f"UNION ALL SELECT entry_pk, {KIND_DNS}, position, name, NULL "
+                    f"FROM entry_dns_names WHERE entry_pk IN ({marks}) "
+                    f"UNION ALL SELECT entry_pk, {KIND_FEDERATES}, position, trust_domain, NULL "
+                    f"FROM entry_federates_with WHERE entry_pk IN ({marks}) "
+                    "ORDER BY 1, 2, 3",
+                    chunk * 3,
+                )
+            )
+        return pks, assemble_entries(rows, children)
+
+    async def _entry_by_id(
+        self, connection: aiosqlite.Connection, entry_id: str
+    ) -> tuple[int, RegistrationEntry] | None:
+        pks, entries = await self._load_entries(connection, "e.entry_id = ?", [entry_id])
+        return (pks[0], entries[0]) if entries else None
+
+    async def _entry_by_identity(
+        self, connection: aiosqlite.Connection, entry: RegistrationEntry
+    ) -> tuple[int, RegistrationEntry] | None:
+        pks, entries = await self._load_entries(
+            connection,
+            "e.spiffe_id = ? AND e.parent_id = ? AND e.selectors_hash = ?",
+            [str(entry.spiffe_id), str(entry.parent_id), selectors_hash(entry.selectors)],
+        )
+        return (pks[0], entries[0]) if entries else None
+
+    async def _check_federated_bundles(
+        self, connection: aiosqlite.Connection, trust_domains: tuple[TrustDomain, ...]
+    ) -> None:
+        if not trust_domains:
+            return
+        names = [td.name for td in trust_domains]
+        marks = ", ".join("?" * len(names))
+        rows = await connection.execute_fetchall(
+            f"SELECT trust_domain FROM bundles WHERE trust_domain IN ({marks})",
+            names,
+        )
+        missing = sorted(set(names) - {row[0] for row in rows})
+        if missing:
+            raise InvalidArgumentError(
+                f"entry federates_with names trust domain(s) without a bundle: {', '.join(missing)}"
+            )
+
+    async def _write_entry_lists(
+        self,
+        connection: aiosqlite.Connection,
+        pk: int,
+        entry: RegistrationEntry,
+        fields: Iterable[str],
+    ) -> None:
+        for name in fields:
+            if name == "selectors":
+                await connection.execute("DELETE FROM entry_selectors WHERE entry_pk = ?", (pk,))
+                await connection.executemany(
+                    "INSERT INTO entry_selectors (entry_pk, position, type, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(pk, i, s.type, s.value) for i, s in enumerate(entry.selectors)],
+                )
+            elif name == "dns_names":
+                await connection.execute("DELETE FROM entry_dns_names WHERE entry_pk = ?", (pk,))
+                await connection.executemany(
+                    "INSERT INTO entry_dns_names (entry_pk, position, name) VALUES (?, ?, ?)",
+                    [(pk, i, dns) for i, dns in enumerate(entry.dns_names)],
+                )
+            elif name == "federates_with":
+                await connection.execute(
+                    "DELETE FROM entry_federates_with WHERE entry_pk = ?", (pk,)
+                )
+                await connection.executemany(
+                    "INSERT INTO entry_federates_with (entry_pk, position, trust_domain) "
+                    "VALUES (?, ?, ?)",
+                    [(pk, i, td.name) for i, td in enumerate(entry.federates_with)],
+                )
+
+    async def _insert_entry(
+        self, connection: aiosqlite.Connection, entry: RegistrationEntry
+    ) -> RegistrationEntry:
+        now = utc(self._clock.now())
+        stored = replace(
+            normalize_entry(entry),
+            id=entry.id or _new_entry_id(),
+            created_at=now,
+            revision_number=0,
+        )
+        if entry.id:
+            found = await connection.execute_fetchall(
+                "SELECT 1 FROM entries WHERE entry_id = ?", (entry.id,)
+            )
+            if list(found):
+                raise AlreadyExistsError(f"entry id {entry.id!r} already exists")
+        await self._check_federated_bundles(connection, stored.federates_with)
+        cursor = await connection.execute(
+            "INSERT INTO entries (entry_id, spiffe_id, parent_id, selectors_hash, x509_svid_ttl, "
+            "jwt_svid_ttl, admin, downstream, expires_at, revision_number, store_svid, hint, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stored.id,
+                str(stored.spiffe_id),
+                str(stored.parent_id),
+                selectors_hash(stored.selectors),
+                stored.x509_svid_ttl,
+                stored.jwt_svid_ttl,
+                int(stored.admin),
+                int(stored.downstream),
+                micros_or_none(stored.expires_at),
+                0,
+                int(stored.store_svid),
+                stored.hint,
+                to_micros(now),
+            ),
+        )
+        pk = cursor.lastrowid
+        assert pk is not None
+        await self._write_entry_lists(
+            connection, pk, stored, ("selectors", "dns_names", "federates_with")
+        )
+        await self._event(connection, ChangeKind.ENTRY, [stored.id])
+        return stored
+
+    async def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
+        async with self._write() as connection:
+            existing = await self._entry_by_identity(connection, normalize_entry(entry))
+            if existing is not None:
+                raise AlreadyExistsError(
+                    f"an entry for spiffe_id {entry.spiffe_id} under parent_id {entry.parent_id} "
+                    f"with the same selectors already exists (id {existing[1].id!r})"
+                )
+            return await self._insert_entry(connection, entry)
+
+    async def create_entry_if_not_exists(
+        self, entry: RegistrationEntry
+    ) -> tuple[RegistrationEntry, bool]:
+        async with self._write() as connection:
+            existing = await self._entry_by_identity(connection, normalize_entry(entry))
+            if existing is not None:
+                return existing[1], True
+            return await self._insert_entry(connection, entry), False
+
+    async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
+        async with self._read() as connection:
+            found = await self._entry_by_id(connection, entry_id)
+        return None if found is None else found[1]
+
+    async def list_entries(
+        self, entry_filter: EntryFilter | None = None, page: Page | None = None
+    ) -> EntryPage:
+        after, limit = pk_page(page)
+        where, params = entry_where(entry_filter)
+        async with self._read() as connection:
+            pks, entries = await self._load_entries(
+                connection, f"e.pk > ? AND {where}", [after, *params], limit
+            )
+        if limit > 0 and len(entries) == limit:
+            return EntryPage(tuple(entries[:-1]), str(pks[-2]))
+        return EntryPage(tuple(entries))
+
+    async def count_entries(self, entry_filter: EntryFilter | None = None) -> int:
+        where, params = entry_where(entry_filter)
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    f"SELECT COUNT(*) FROM entries AS e WHERE {where}", params
+                )
+            )
+        return int(rows[0][0])
+
+    async def update_entry(
+        self, entry: RegistrationEntry, mask: frozenset[str] | None = None
+    ) -> RegistrationEntry:
+        fields = check_mask(mask, ENTRY_MASK_FIELDS, "entry")
+        async with self._write() as connection:
+            found = await self._entry_by_id(connection, entry.id)
+            if found is None:
+                raise NotFoundError(f"entry id {entry.id!r} not found")
+            pk, current = found
+            changes = {name: getattr(entry, name) for name in fields}
+            updated = normalize_entry(
+                replace(current, **changes, revision_number=current.revision_number + 1)
+            )
+            if fields & {"spiffe_id", "parent_id", "selectors"}:
+                other = await self._entry_by_identity(connection, updated)
+                if other is not None and other[0] != pk:
+                    raise AlreadyExistsError(
+                        f"an entry for spiffe_id {updated.spiffe_id} under parent_id "
+                        f"{updated.parent_id} with the same selectors already exists "
+                        f"(id {other[1].id!r})"
+                    )
+            if "federates_with" in fields:
+                await self._check_federated_bundles(connection, updated.federates_with)
+            await connection.execute(
+                "UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors_hash = ?, "
+                "x509_svid_ttl = ?, jwt_svid_ttl = ?, admin = ?, downstream = ?, expires_at = ?, "
+                "revision_number = ?, store_svid = ?, hint = ? WHERE pk = ?",
+                (
+                    str(updated.spiffe_id),
+                    str(updated.parent_id),
+                    selectors_hash(updated.selectors),
+                    updated.x509_svid_ttl,
+                    updated.jwt_svid_ttl,
+                    int(updated.admin),
+                    int(updated.downstream),
+                    micros_or_none(updated.expires_at),
+                    updated.revision_number,
+                    int(updated.store_svid),
+                    updated.hint,
+                    pk,
+                ),
+            )
+            await self._write_entry_lists(connection, pk, updated, fields)
+            await self._event(connection, ChangeKind.ENTRY, [updated.id])
+            return updated
+
+    async def delete_entry(self, entry_id: str) -> RegistrationEntry:
+        async with self._write() as connection:
+            found = await self._entry_by_id(connection, entry_id)
+            if found is None:
+                raise NotFoundError(f"entry id {entry_id!r} not found")
+            await connection.execute("DELETE FROM entries WHERE pk = ?", (found[0],))
+            await self._event(connection, ChangeKind.ENTRY, [entry_id])
+            return found[1]
+
+    async def prune_registration_entries(self, expires_before: datetime) -> int:
+        async with self._write() as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at < ? "
+                    "RETURNING entry_id",
+                    (to_micros(expires_before),),
+                )
+            )
+            await self._event(connection, ChangeKind.ENTRY, [row[0] for row in rows])
+        if rows:
+            self._logger.info("pruned registration entries", count=len(rows))
+        return len(rows)
+
+    async def list_all_entries(self) -> list[RegistrationEntry]:
+        async with self._read() as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    f"SELECT {ENTRY_COLUMNS} FROM entries AS e ORDER BY pk"
+                )
+            )
+            selector_rows = list(
+                await connection.execute_fetchall(
+                    "SELECT entry_pk, type, value FROM entry_selectors ORDER BY entry_pk, position"
+                )
+            )
+            dns_rows = list(
+                await connection.execute_fetchall(
+                    "SELECT entry_pk, name FROM entry_dns_names ORDER BY entry_pk, position"
+                )
+            )
+            federates_rows = list(
+                await connection.execute_fetchall(
+                    "SELECT entry_pk, trust_domain FROM entry_federates_with "
+                    "ORDER BY entry_pk, position"
+                )
+            )
+        return await asyncio.to_thread(
+            assemble_all_entries, rows, selector_rows, dns_rows, federates_rows
+        )
+
+    # -- attested nodes --------------------------------------------------------------------------
+
+    async def _node_selectors(
+        self, connection: aiosqlite.Connection, decoder: Decoder, ids: Sequence[str]
+    ) -> dict[str, tuple[Selector, ...]]:
+        found: dict[str, list[Selector]] = {}
+        for start in range(0, len(ids), CHILD_CHUNK * 3):
+            chunk = ids[start : start + CHILD_CHUNK * 3]
+            rows = await connection.execute_fetchall(
+                "SELECT spiffe_id, type, value FROM node_selectors "
+                f"WHERE spiffe_id IN ({', '.join('?' * len(chunk))}) ORDER BY spiffe_id, position",
+                chunk,
+            )
+            for spiffe_id, kind, value in rows:
+                found.setdefault(spiffe_id, []).append(decoder.selector(kind, value))
+        return {key: tuple(value) for key, value in found.items()}
+
+    async def _load_nodes(
+        self, connection: aiosqlite.Connection, where: str, params: Sequence[Any], limit: int = -1
+    ) -> tuple[list[int], list[AttestedNode]]:
+        rows = list(
+            await connection.execute_fetchall(
+                f"SELECT {NODE_COLUMNS} FROM attested_nodes AS n WHERE {where} "
+                "ORDER BY n.pk LIMIT ?",
+                [*params, limit],
+            )
+        )
+        decoder = Decoder()
+        selectors = await self._node_selectors(connection, decoder, [row[1] for row in rows])
+        nodes = [node_from_row(decoder, row, selectors.get(row[1], ())) for row in rows]
+        return [row[0] for row in rows], nodes
+
+    async def _node_by_id(
+        self, connection: aiosqlite.Connection, spiffe_id: SpiffeId
+    ) -> AttestedNode | None:
+        _, nodes = await self._load_nodes(connection, "n.spiffe_id = ?", [str(spiffe_id)])
+        return nodes[0] if nodes else None
+
+    async def _replace_node_selectors(
+        self, connection: aiosqlite.Connection, spiffe_id: SpiffeId, selectors: tuple[Selector, ...]
+    ) -> None:
+        key = str(spiffe_id)
+        await connection.execute("DELETE FROM node_selectors WHERE spiffe_id = ?", (key,))
+        await connection.executemany(
+            "INSERT INTO node_selectors (spiffe_id, position, type, value) VALUES (?, ?, ?, ?)",
+            [(key, i, s.type, s.value) for i, s in enumerate(dedupe(selectors))],
+        )
+
+    async def create_attested_node(self, node: AttestedNode) -> AttestedNode:
+        async with self._write() as connection:
+            if await self._node_by_id(connection, node.spiffe_id) is not None:
+                raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists")
+            await connection.execute(
+                "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
+                "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
+                "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (str(node.spiffe_id), *node_params(node)),
+            )
+            if node.selectors:
+                await self._replace_node_selectors(connection, node.spiffe_id, node.selectors)
+            await self._event(connection, ChangeKind.NODE, [str(node.spiffe_id)])
+            stored = await self._node_by_id(connection, node.spiffe_id)
+        assert stored is not None
+        return stored
+
+    async def get_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
+        async with self._read() as connection:
+            return await self._node_by_id(connection, spiffe_id)
+
+    async def list_attested_nodes(
+        self, node_filter: NodeFilter | None = None, page: Page | None = None
+    ) -> AttestedNodePage:
+        after, limit = pk_page(page)
+        where, params = node_where(node_filter)
+        async with self._read() as connection:
+            pks, nodes = await self._load_nodes(
+                connection, f"n.pk > ? AND {where}", [after, *params], limit
+            )
+        if limit > 0 and len(nodes) == limit:
+            return AttestedNodePage(tuple(nodes[:-1]), str(pks[-2]))
+        return AttestedNodePage(tuple(nodes))
+
+    async def count_attested_nodes(self, node_filter: NodeFilter | None = None) -> int:
+        where, params = node_where(node_filter)
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    f"SELECT COUNT(*) FROM attested_nodes AS n WHERE {where}", params
+                )
+            )
+        return int(rows[0][0])
+
+    async def update_attested_node(
+        self, node: AttestedNode, mask: frozenset[str] | None = None
+    ) -> AttestedNode:
+        fields = check_mask(mask, NODE_MASK_FIELDS, "attested node")
+        async with self._write() as connection:
+            current = await self._node_by_id(connection, node.spiffe_id)
+            if current is None:
+                raise NotFoundError(f"attested node {node.spiffe_id} not found")
+            updated = replace(current, **{name: getattr(node, name) for name in fields})
+            await connection.execute(
+                "UPDATE attested_nodes SET attestation_type = ?, serial_number = ?, "
+                "expires_at = ?, new_serial_number = ?, new_expires_at = ?, banned = ?, "
+                "can_reattest = ?, agent_version = ? WHERE spiffe_id = ?",
+                (*node_params(updated), str(node.spiffe_id)),
+            )
+            if "selectors" in fields:
+                await self._replace_node_selectors(connection, node.spiffe_id, updated.selectors)
+            await self._event(connection, ChangeKind.NODE, [str(node.spiffe_id)])
+            stored = await self._node_by_id(connection, node.spiffe_id)
+        assert stored is not None
+        return stored
+
+    async def delete_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode:
+        async with self._write() as connection:
+            current = await self._node_by_id(connection, spiffe_id)
+            if current is None:
+                raise NotFoundError(f"attested node {spiffe_id} not found")
+            await connection.execute(
+                "DELETE FROM attested_nodes WHERE spiffe_id = ?", (str(spiffe_id),)
+            )
+            await connection.execute(
+                "DELETE FROM node_selectors WHERE spiffe_id = ?", (str(spiffe_id),)
+            )
+            await self._event(connection, ChangeKind.NODE, [str(spiffe_id)])
+            return current
+
+    async def set_node_selectors(
+        self, spiffe_id: SpiffeId, selectors: tuple[Selector, ...]
+    ) -> None:
+        async with self._write() as connection:
+            await self._replace_node_selectors(connection, spiffe_id, selectors)
+            await self._event(connection, ChangeKind.NODE, [str(spiffe_id)])
+
+    async def get_node_selectors(self, spiffe_id: SpiffeId) -> tuple[Selector, ...]:
+        async with self._read(snapshot=False) as connection:
+            found = await self._node_selectors(connection, Decoder(), [str(spiffe_id)])
+        return found.get(str(spiffe_id), ())
+
+    async def list_all_node_selectors(self) -> dict[SpiffeId, tuple[Selector, ...]]:
+        async with self._read(snapshot=False) as connection:
+            rows = await connection.execute_fetchall(
+                "SELECT spiffe_id, type, value FROM node_selectors ORDER BY spiffe_id, position"
+            )
+        decoder = Decoder()
+        found: dict[SpiffeId, list[Selector]] = {}
+        for spiffe_id, kind, value in rows:
+            found.setdefault(decoder.shared_spiffe_id(spiffe_id), []).append(
+                decoder.selector(kind, value)
+            )
+        return {key: tuple(value) for key, value in found.items()}
+
+    # -- join tokens -----------------------------------------------------------------------------
+
+    async def create_join_token(self, token: JoinToken) -> JoinToken:
+        if not token.token:
+            raise InvalidArgumentError("join token value is empty")
+        async with self._write() as connection:
+            found = await connection.execute_fetchall(
+                "SELECT 1 FROM join_tokens WHERE token = ?", (token.token,)
+            )
+            if list(found):
+                raise AlreadyExistsError("join token already exists")
+            await connection.execute(
+                "INSERT INTO join_tokens (token, expires_at) VALUES (?, ?)",
+                (token.token, to_micros(token.expires_at)),
+            )
+        return JoinToken(token=token.token, expires_at=from_micros(to_micros(token.expires_at)))
+
+    async def fetch_join_token(self, token: str) -> JoinToken | None:
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT token, expires_at FROM join_tokens WHERE token = ?", (token,)
+                )
+            )
+        return JoinToken(token=rows[0][0], expires_at=from_micros(rows[0][1])) if rows else None
+
+    async def delete_join_token(self, token: str) -> None:
+        async with self._write() as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "DELETE FROM join_tokens WHERE token = ? RETURNING token", (token,)
+                )
+            )
+            if not rows:
+                raise NotFoundError("join token not found")
+
+    async def consume_join_token(self, token: str) -> JoinToken:
+        async with self._write() as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at",
+                    (token,),
+                )
+            )
+            if not rows:
+                raise NotFoundError("join token not found or already used")
+        return JoinToken(token=rows[0][0], expires_at=from_micros(rows[0][1]))
+
+    async def prune_join_tokens(self, expires_before: datetime) -> int:
+        async with self._write() as connection:
+            cursor = await connection.execute(
+                "DELETE FROM join_tokens WHERE expires_at < ?", (to_micros(expires_before),)
+            )
+            return int(cursor.rowcount)
+
+    # -- bundles ---------------------------------------------------------------------------------
+
+    async def _bundle(
+        self, connection: aiosqlite.Connection, trust_domain: TrustDomain
+    ) -> Bundle | None:
+        rows = list(
+            await connection.execute_fetchall(
+                "SELECT trust_domain, sequence_number, refresh_hint, data FROM bundles "
+                "WHERE trust_domain = ?",
+                (trust_domain.name,),
+            )
+        )
+        return bundle_from_row(*rows[0]) if rows else None
+
+    async def _store_bundle(self, connection: aiosqlite.Connection, bundle: Bundle) -> Bundle:
+        await connection.execute(
+            "INSERT INTO bundles (trust_domain, sequence_number, refresh_hint, data) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (trust_domain) DO UPDATE SET "
+            "sequence_number = excluded.sequence_number, refresh_hint = excluded.refresh_hint, "
+            "data = excluded.data",
+            (
+                bundle.trust_domain.name,
+                bundle.sequence_number,
+                bundle.refresh_hint,
+                bundle_to_json(bundle),
+            ),
+        )
+        stored = await self._bundle(connection, bundle.trust_domain)
+        assert stored is not None
+        return stored
+
+    async def create_bundle(self, bundle: Bundle) -> Bundle:
+        async with self._write() as connection:
+            if await self._bundle(connection, bundle.trust_domain) is not None:
+                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
+            return await self._store_bundle(connection, bundle)
+
+    async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
+        async with self._read(snapshot=False) as connection:
+            return await self._bundle(connection, trust_domain)
+
+    async def list_bundles(self, page: Page | None = None) -> BundlePage:
+        after, limit = name_page(page)
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT trust_domain, sequence_number, refresh_hint, data FROM bundles "
+                    "WHERE trust_domain > ? ORDER BY trust_domain LIMIT ?",
+                    (after, limit),
+                )
+            )
+        bundles = [bundle_from_row(*row) for row in rows]
+        if limit > 0 and len(bundles) == limit:
+            return BundlePage(tuple(bundles[:-1]), bundles[-2].trust_domain.name)
+        return BundlePage(tuple(bundles))
+
+    async def count_bundles(self) -> int:
+        async with self._read(snapshot=False) as connection:
+            rows = list(await connection.execute_fetchall("SELECT COUNT(*) FROM bundles"))
+        return int(rows[0][0])
+
+    async def set_bundle(self, bundle: Bundle) -> Bundle:
+        async with self._write() as connection:
+            return await self._store_bundle(connection, bundle)
+
+    async def update_bundle(
+        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
+    ) -> Bundle:
+        async with self._write() as connection:
+            result = mutate(await self._bundle(connection, trust_domain))
+            if result.trust_domain != trust_domain:
+                raise InvalidArgumentError(
+                    f"bundle update for trust domain {trust_domain} returned a bundle for "
+                    f"{result.trust_domain}"
+                )
+            return await self._store_bundle(connection, result)
+
+    async def append_bundle(self, bundle: Bundle) -> Bundle:
+        async with self._write() as connection:
+            current = await self._bundle(connection, bundle.trust_domain)
+            if current is None:
+                return await self._store_bundle(connection, bundle)
+            known_der = {authority.der for authority in current.x509_authorities}
+            known_kid = {authority.key_id for authority in current.jwt_authorities}
+            new_x509: list[X509Authority] = []
+            for x509_authority in bundle.x509_authorities:
+                if x509_authority.der not in known_der:
+                    known_der.add(x509_authority.der)
+                    new_x509.append(x509_authority)
+            new_jwt: list[JwtAuthority] = []
+            for jwt_authority in bundle.jwt_authorities:
+                if jwt_authority.key_id not in known_kid:
+                    known_kid.add(jwt_authority.key_id)
+                    new_jwt.append(jwt_authority)
+            if not new_x509 and not new_jwt:
+                return current
+            return await self._store_bundle(
+                connection,
+                current.with_changes(
+                    x509_authorities=current.x509_authorities + tuple(new_x509),
+                    jwt_authorities=current.jwt_authorities + tuple(new_jwt),
+                ),
+            )
+
+    async def delete_bundle(
+        self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
+    ) -> None:
+        async with self._write() as connection:
+            if await self._bundle(connection, trust_domain) is None:
+                raise NotFoundError(f"bundle for trust domain {trust_domain} not found")
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT e.pk, e.entry_id FROM entry_federates_with AS f "
+                    "JOIN entries AS e ON e.pk = f.entry_pk WHERE f.trust_domain = ? "
+                    "ORDER BY e.pk",
+                    (trust_domain.name,),
+                )
+            )
+            if rows and mode is BundleDeleteMode.RESTRICT:
+                raise FailedPreconditionError(
+                    f"bundle for trust domain {trust_domain} is federated with by {len(rows)} "
+                    "registration entries: delete them or use mode DELETE or DISSOCIATE"
+                )
+            if rows and mode is BundleDeleteMode.DELETE:
+                await connection.executemany(
+                    "DELETE FROM entries WHERE pk = ?", [(row[0],) for row in rows]
+                )
+            elif rows:
+                await connection.execute(
+                    "DELETE FROM entry_federates_with WHERE trust_domain = ?",
+                    (trust_domain.name,),
+                )
+                await connection.executemany(
+                    "UPDATE entries SET revision_number = revision_number + 1 WHERE pk = ?",
+                    [(row[0],) for row in rows],
+                )
+            await self._event(connection, ChangeKind.ENTRY, [row[1] for row in rows])
+            await connection.execute(
+                "DELETE FROM bundles WHERE trust_domain = ?", (trust_domain.name,)
+            )
+
+    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
+        async with self._write() as connection:
+            current = await self._bundle(connection, trust_domain)
+            if current is None:
+                return False
+            keep_x509 = tuple(
+                authority
+                for authority in current.x509_authorities
+                if (not_after := _certificate_not_after(authority.der)) is None
+                or not_after >= expires_before
+            )
+            keep_jwt = tuple(
+                authority
+                for authority in current.jwt_authorities
+                if authority.expires_at is None or authority.expires_at >= expires_before
+            )
+            if keep_x509 == current.x509_authorities and keep_jwt == current.jwt_authorities:
+                return False
+            if not keep_x509 and not keep_jwt:
+                raise FailedPreconditionError(
+                    f"pruning the bundle of trust domain {trust_domain} would remove every "
+                    "authority; refusing to leave it empty"
+                )
+            await self._store_bundle(
+                connection,
+                current.with_changes(x509_authorities=keep_x509, jwt_authorities=keep_jwt),
+            )
+        self._logger.info("pruned bundle", trust_domain=trust_domain.name)
+        return True
+
+    # -- CA journal ------------------------------------------------------------------------------
+
+    async def get_ca_journal(self, name: str) -> bytes | None:
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT data FROM ca_journals WHERE name = ?", (name,)
+                )
+            )
+        return bytes(rows[0][0]) if rows else None
+
+    async def set_ca_journal(self, name: str, data: bytes) -> None:
+        if not name:
+            raise InvalidArgumentError("CA journal name is empty")
+        async with self._write() as connection:
+            await connection.execute(
+                "INSERT INTO ca_journals (name, data) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                (name, bytes(data)),
+            )
+
+    # -- federation relationships ----------------------------------------------------------------
+
+    async def _relationship(
+        self, connection: aiosqlite.Connection, trust_domain: TrustDomain
+    ) -> FederationRelationship | None:
+        rows = list(
+            await connection.execute_fetchall(
+                "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id "
+                "FROM federation_relationships WHERE trust_domain = ?",
+                (trust_domain.name,),
+            )
+        )
+        return relationship_from_row(Decoder(), rows[0]) if rows else None
+
+    async def create_federation_relationship(
+        self, relationship: FederationRelationship
+    ) -> FederationRelationship:
+        async with self._write() as connection:
+            if await self._relationship(connection, relationship.trust_domain) is not None:
+                raise AlreadyExistsError(
+                    f"federation relationship with {relationship.trust_domain} already exists"
+                )
+            await connection.execute(
+                "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, "
+                "profile, endpoint_spiffe_id) VALUES (?, ?, ?, ?)",
+                (
+                    relationship.trust_domain.name,
+                    relationship.bundle_endpoint_url,
+                    relationship.profile.value,
+                    None
+                    if relationship.endpoint_spiffe_id is None
+                    else str(relationship.endpoint_spiffe_id),
+                ),
+            )
+        return relationship
+
+    async def get_federation_relationship(
+        self, trust_domain: TrustDomain
+    ) -> FederationRelationship | None:
+        async with self._read(snapshot=False) as connection:
+            return await self._relationship(connection, trust_domain)
+
+    async def list_federation_relationships(
+        self, page: Page | None = None
+    ) -> FederationRelationshipPage:
+        after, limit = name_page(page)
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id "
+                    "FROM federation_relationships WHERE trust_domain > ? "
+                    "ORDER BY trust_domain LIMIT ?",
+                    (after, limit),
+                )
+            )
+        decoder = Decoder()
+        found = [relationship_from_row(decoder, row) for row in rows]
+        if limit > 0 and len(found) == limit:
+            return FederationRelationshipPage(tuple(found[:-1]), found[-2].trust_domain.name)
+        return FederationRelationshipPage(tuple(found))
+
+    async def update_federation_relationship(
+        self, relationship: FederationRelationship, mask: frozenset[str] | None = None
+    ) -> FederationRelationship:
+        fields = check_mask(mask, FEDERATION_RELATIONSHIP_MASK_FIELDS, "federation relationship")
+        async with self._write() as connection:
+            current = await self._relationship(connection, relationship.trust_domain)
+            if current is None:
+                raise NotFoundError(
+                    f"federation relationship with {relationship.trust_domain} not found"
+                )
+            updated = replace(current, **{name: getattr(relationship, name) for name in fields})
+            await connection.execute(
+                "UPDATE federation_relationships SET bundle_endpoint_url = ?, profile = ?, "
+                "endpoint_spiffe_id = ? WHERE trust_domain = ?",
+                (
+                    updated.bundle_endpoint_url,
+                    updated.profile.value,
+                    None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
+                    updated.trust_domain.name,
+                ),
+            )
+            return updated
+
+    async def delete_federation_relationship(self, trust_domain: TrustDomain) -> None:
+        async with self._write() as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "DELETE FROM federation_relationships WHERE trust_domain = ? "
+                    "RETURNING trust_domain",
+                    (trust_domain.name,),
+                )
+            )
+            if not rows:
+                raise NotFoundError(f"federation relationship with {trust_domain} not found")
+
+    # -- change feed -----------------------------------------------------------------------------
+
+    async def list_change_events(
+        self, after_event_id: int = 0, limit: int = 0
+    ) -> list[ChangeEvent]:
+        if limit < 0:
+            raise InvalidArgumentError(f"change event limit {limit} is negative")
+        async with self._read(snapshot=False) as connection:
+            rows = await connection.execute_fetchall(
+                "SELECT event_id, kind, object_id, created_at FROM change_events "
+                "WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                (after_event_id, limit or -1),
+            )
+        return [
+            ChangeEvent(
+                event_id=row[0],
+                kind=ChangeKind(row[1]),
+                object_id=row[2],
+                created_at=from_micros(row[3]),
+            )
+            for row in rows
+        ]
+
+    async def last_change_event_id(self) -> int:
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'change_events'"
+                )
+            )
+        return int(rows[0][0]) if rows else 0
+
+    async def prune_change_events(self, before: datetime) -> int:
+        async with self._write() as connection:
+            cursor = await connection.execute(
+                "DELETE FROM change_events WHERE created_at < ?", (to_micros(before),)
+            )
+            return int(cursor.rowcount)
