@@ -332,7 +332,7 @@ def test_no_command_prints_help_to_stderr_and_fails() -> None:
 
 
 def test_unknown_command_and_flag_are_one_line_usage_errors() -> None:
-    unknown = run(Side.SERVER, "run")
+    unknown = run(Side.SERVER, "bogus")
     assert unknown.status == 2
     assert unknown.stderr.startswith("pyspire-server: error: argument <command>: invalid choice")
     assert len(unknown.stderr.splitlines()) == 1

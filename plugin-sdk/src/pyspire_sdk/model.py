@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AttestationResult",
     "AttestedNode",
+    "FederationProfile",
     "FederationRelationship",
     "JoinToken",
     "JwtSvid",
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -68,9 +70,12 @@ class AttestedNode:
 
 @dataclass(frozen=True, slots=True)
 class JoinToken:
-    """A one-time secret an operator hands to an agent to attest with; consumed on use."""
+    """A one-time secret an operator hands to an agent to attest with; consumed on use.
 
-    token: str
+    The token is left out of ``repr`` so that logging the record never leaks the secret.
+    """
+
+    token: str = field(repr=False)
     expires_at: datetime
 
 
@@ -83,12 +88,25 @@ class FederationProfile(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FederationRelationship:
-    """Where to fetch a foreign trust domain's bundle and how to trust that endpoint."""
+    """Where to fetch a foreign trust domain's bundle and how to trust that endpoint.
+
+    ``endpoint_spiffe_id`` is required by the ``https_spiffe`` profile (the ID the endpoint's
+    X509-SVID must carry) and meaningless for ``https_web``, so construction rejects a record
+    that gets this wrong rather than letting it fail later at fetch time.
+    """
 
     trust_domain: TrustDomain
     bundle_endpoint_url: str
     profile: FederationProfile
     endpoint_spiffe_id: SpiffeId | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile == FederationProfile.HTTPS_SPIFFE and self.endpoint_spiffe_id is None:
+            raise InvalidArgumentError("endpoint_spiffe_id is required by the https_spiffe profile")
+        if self.profile == FederationProfile.HTTPS_WEB and self.endpoint_spiffe_id is not None:
+            raise InvalidArgumentError(
+                "endpoint_spiffe_id must not be set with the https_web profile"
+            )
 
 
 @dataclass(frozen=True, slots=True)

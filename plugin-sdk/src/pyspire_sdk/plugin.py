@@ -141,9 +141,7 @@ class PluginRegistration(Generic[ConfigT, PluginT]):
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
-            raise ValueError(
-                f"invalid plugin name {self.name!r}: use letters, digits, '_' and '-'"
-            )
+            raise ValueError(f"invalid plugin name {self.name!r}: use letters, digits, '_' and '-'")
 
 
 @dataclass(frozen=True)

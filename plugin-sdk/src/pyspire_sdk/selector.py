@@ -30,9 +30,7 @@ class Selector:
         """Parse ``type:value``; only the first colon separates, so ``unix:uid:0`` is fine."""
         kind, separator, value = text.partition(":")
         if not separator:
-            raise InvalidSelectorError(
-                f"invalid selector {text!r}: expected 'type:value'"
-            )
+            raise InvalidSelectorError(f"invalid selector {text!r}: expected 'type:value'")
         try:
             return cls(kind, value)
         except InvalidSelectorError as error:

@@ -6,6 +6,12 @@ selectors once; :meth:`RegistryCache.refresh` reads the change events written si
 only the entries and nodes they name; :meth:`RegistryCache.run` refreshes on a fixed interval of
 an injected clock, and sooner when :meth:`RegistryCache.poke` says the server itself just wrote.
 
+Attested nodes are cached too, read-through: :meth:`RegistryCache.attested_node` reads a node
+from the datastore the first time it is asked for and answers from memory afterwards, until a
+change event about that node (or a reload) drops the remembered record. The server's own writes
+are applied at once with :meth:`RegistryCache.remember_node` / :meth:`RegistryCache.forget_node`,
+so an agent banned or evicted through this server is refused on its very next call.
+
 Correctness rests on the change-feed contract of
 :class:`~pyspire_sdk.plugins.datastore.DataStore`: every write appends an event in the same
 transaction, and an event becomes visible only after all events with lower ids. The cache reads
@@ -27,7 +33,7 @@ import structlog
 from pyspire.registry.authorized import AuthorizedEntriesIndex
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
-from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.model import AttestedNode, RegistrationEntry
 from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, DataStore
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -73,6 +79,10 @@ class RegistryCache:
         self._started = False
         self._lock = asyncio.Lock()
         self._poked = asyncio.Event()
+        self._nodes: dict[SpiffeId, AttestedNode | None] = {}
+        self._node_generation = 0
+        self._by_spiffe_id: dict[SpiffeId, tuple[RegistrationEntry, ...]] = {}
+        self._by_spiffe_id_revision = -1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -103,6 +113,51 @@ class RegistryCache:
     def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         """The cached entry with this id, expired or not, or ``None``."""
         return self._index.get_entry(entry_id)
+
+    def entries_with_spiffe_id(self, spiffe_id: SpiffeId) -> tuple[RegistrationEntry, ...]:
+        """The unexpired cached entries whose ``spiffe_id`` is ``spiffe_id`` (for deciding
+        whether a caller is an admin or a downstream server).
+
+        The lookup table is rebuilt from the index once per index revision, so repeated calls
+        between changes cost a dictionary lookup.
+        """
+        if self._by_spiffe_id_revision != self._index.revision:
+            table: dict[SpiffeId, list[RegistrationEntry]] = {}
+            for entry in self._index.entries_by_id.values():
+                table.setdefault(entry.spiffe_id, []).append(entry)
+            self._by_spiffe_id = {key: tuple(value) for key, value in table.items()}
+            self._by_spiffe_id_revision = self._index.revision
+        now = self._clock.now()
+        return tuple(
+            entry
+            for entry in self._by_spiffe_id.get(spiffe_id, ())
+            if entry.expires_at is None or entry.expires_at > now
+        )
+
+    async def attested_node(self, agent_id: SpiffeId) -> AttestedNode | None:
+        """The attested node ``agent_id`` (with its selectors), or ``None`` when there is none.
+
+        Answered from memory when the node was read before and no change event about it has
+        been applied since; otherwise read from the datastore and remembered. A read that races
+        with a refresh is returned but not remembered, so a stale record is never kept.
+        """
+        if agent_id in self._nodes:
+            return self._nodes[agent_id]
+        generation = self._node_generation
+        node = await self._datastore.get_attested_node(agent_id)
+        if generation == self._node_generation:
+            self._nodes[agent_id] = node
+        return node
+
+    def remember_node(self, node: AttestedNode) -> None:
+        """Record ``node`` as the current state of its agent (the server just wrote it)."""
+        self._nodes[node.spiffe_id] = node
+        self._node_generation += 1
+
+    def forget_node(self, agent_id: SpiffeId) -> None:
+        """Drop what is remembered about ``agent_id``; the next lookup reads the datastore."""
+        self._nodes.pop(agent_id, None)
+        self._node_generation += 1
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -177,6 +232,8 @@ class RegistryCache:
         entries = await datastore.list_all_entries()
         node_selectors = await datastore.list_all_node_selectors()
         self._index.load(entries, node_selectors)
+        self._nodes.clear()
+        self._node_generation += 1
         self._last_event_id = last_event_id
         self._started = True
         self._logger.info(
@@ -243,6 +300,8 @@ class RegistryCache:
                 self._logger.warning(
                     "change event names an invalid node id", object_id=object_id, error=str(error)
                 )
+        for agent_id in agents:
+            self.forget_node(agent_id)
         get_selectors = self._datastore.get_node_selectors
         for start in range(0, len(agents), _FETCH_CONCURRENCY):
             chunk = agents[start : start + _FETCH_CONCURRENCY]

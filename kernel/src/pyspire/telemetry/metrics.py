@@ -44,9 +44,7 @@ class PrometheusMetrics:
         with self._lock:
             counter = self._counters.get(name)
             if counter is None:
-                counter = Counter(
-                    self._name(name), name, sorted(labels), registry=self.registry
-                )
+                counter = Counter(self._name(name), name, sorted(labels), registry=self.registry)
                 self._counters[name] = counter
         (counter.labels(**labels) if labels else counter).inc(value)
 

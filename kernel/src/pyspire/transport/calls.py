@@ -97,12 +97,12 @@ class InFlight:
         if self.count == 0:
             self._idle.set()
 
-    async def drain(self, timeout: float) -> bool:
-        """Refuse new calls and wait up to ``timeout`` seconds for running ones; True when
+    async def drain(self, grace: float) -> bool:
+        """Refuse new calls and wait up to ``grace`` seconds for running ones; True when
         every call finished."""
         self.draining = True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
             return False
         return True

@@ -22,9 +22,7 @@ def prepare_socket_path(path: Path, *, directory_mode: int) -> None:
     Anything else at ``path`` (a regular file, a directory) is refused rather than deleted.
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-        raise SocketPathError(
-            f"socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes"
-        )
+        raise SocketPathError(f"socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes")
     directory = path.parent
     directory.mkdir(mode=directory_mode, parents=True, exist_ok=True)
     info = directory.stat()

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF009 - setting() returns a dataclasses.field, like field(default=...)
 """Settings of the ``disk`` key manager."""
 
 from __future__ import annotations

@@ -9,13 +9,12 @@ import asyncio
 import signal
 from pathlib import Path
 
-from pyspire_sdk.errors import ConfigError
-
 from pyspire.catalog import Side
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
 from pyspire.config import load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
+from pyspire_sdk.errors import ConfigError
 
 
 def _add_server_flags(parser: argparse.ArgumentParser, side: Side) -> None:

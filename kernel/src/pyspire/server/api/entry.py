@@ -1,0 +1,590 @@
+"""The Entry API (``spire.api.server.entry.v1.Entry``): registration entries for operators, and
+the entries each agent is authorized for.
+
+Administration (callers: local or admin): CountEntries and ListEntries with SPIRE's filters,
+paging and output masks; GetEntry; BatchCreateEntry, BatchUpdateEntry and BatchDeleteEntry with
+one result per item, in request order. Every item is validated with
+:func:`pyspire.registry.validation.validate_entry` and written in its own datastore transaction,
+so an item that fails leaves no trace and does not stop the others. After a batch that wrote
+something, the registry cache is refreshed before the call returns, so agents see the change on
+their next sync rather than after the next cache interval.
+
+Agents (caller: an attested agent): GetAuthorizedEntries and SyncAuthorizedEntries answer from
+:class:`~pyspire.registry.cache.RegistryCache` (no datastore round trip) and assemble responses
+from entries encoded once (:mod:`pyspire.server.api.encoded`).
+
+Bounded responses: no response is larger than ``max_response_bytes`` (4 MiB, gRPC's default
+receive limit). ListEntries ends a page early (with a ``next_page_token``) when the next entry
+would not fit, as the API allows ("the server may further constrain" the page size);
+SyncAuthorizedEntries sends entries in pages that fit; GetAuthorizedEntries, which cannot page,
+fails with RESOURCE_EXHAUSTED naming SyncAuthorizedEntries instead of sending a response the
+agent would refuse.
+
+The ``by_downstream`` filter is not part of our ``ListEntriesRequest.Filter`` (see
+:mod:`pyspire.proto`); a peer sending it has it ignored as an unknown field.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LIST_CHUNK_SIZE",
+    "MAX_ENTRY_ID_LENGTH",
+    "SYNC_PAGE_SIZE",
+    "EntryService",
+    "entry_filter_from_proto",
+]
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import betterproto
+import structlog
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.proto.convert import (
+    from_timestamp,
+    selectors_from_proto,
+    spiffe_id_from_proto,
+    trust_domains_from_proto,
+)
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.registry.validation import ENTRY_FIELDS, validate_entry
+from pyspire.server.api.encoded import (
+    MAX_RESPONSE_BYTES,
+    EncodedEntries,
+    EncodedGetAuthorizedEntriesResponse,
+    EncodedListEntriesResponse,
+    EncodedSyncAuthorizedEntriesResponse,
+    entry_to_masked_proto,
+    framed_size,
+    get_authorized_entries_response,
+    list_entries_response,
+    mask_fields,
+    sync_authorized_entries_response,
+)
+from pyspire.server.authorization import Caller
+from pyspire.server.context import ServerContext
+from pyspire.transport.calls import current_caller, status_for
+from pyspire_sdk.errors import InvalidArgumentError, NotFoundError, PyspireError
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.plugins.datastore import (
+    EntryFilter,
+    FederatesWithMatch,
+    MatchBehavior,
+    Page,
+    SelectorMatch,
+)
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+SYNC_PAGE_SIZE = 500
+"""SPIRE's page size for SyncAuthorizedEntries: up to this many entries go in one response;
+beyond it the agent first receives revisions, in pages of this size."""
+
+LIST_CHUNK_SIZE = 500
+"""How many entries ListEntries reads from the datastore at a time."""
+
+MAX_ENTRY_ID_LENGTH = 255
+"""The longest entry id a caller may choose."""
+
+_ENTRY_ID_RE = re.compile(r"[A-Za-z0-9._~:/@+-]+")
+
+_EDITABLE_FIELDS = ENTRY_FIELDS
+"""Fields BatchUpdateEntry can change (the input mask's other fields are read-only)."""
+
+_TOKEN_RESERVE = framed_size(64)
+"""Bytes a ListEntries page keeps free for its ``next_page_token``: room for a token of 64
+bytes. Datastore page tokens are row numbers or names, far shorter."""
+
+_log = structlog.get_logger("pyspire.server.api.entry")
+
+
+def _ok() -> pb.Status:
+    return pb.Status(code=Status.OK.value, message="OK")
+
+
+def _status(code: Status, message: str) -> pb.Status:
+    return pb.Status(code=code.value, message=message)
+
+
+def _on_wire(message: betterproto.Message | None) -> bool:
+    return message is not None and betterproto.serialized_on_wire(message)
+
+
+def _member_id(message: pb.Spiffeid, trust_domain: TrustDomain, field: str) -> SpiffeId:
+    spiffe_id = spiffe_id_from_proto(message, field)
+    if spiffe_id.trust_domain != trust_domain:
+        raise InvalidArgumentError(
+            f"invalid {field}: '{spiffe_id}' is not a member of trust domain '{trust_domain}'"
+        )
+    return spiffe_id
+
+
+def _match(value: int, field: str) -> MatchBehavior:
+    try:
+        return MatchBehavior(int(value))
+    except ValueError:
+        raise InvalidArgumentError(
+            f"invalid {field}: unknown match behavior {int(value)}"
+        ) from None
+
+
+def entry_filter_from_proto(
+    message: entry_pb.ListEntriesRequestFilter | None, trust_domain: TrustDomain
+) -> EntryFilter:
+    """The datastore filter for a request's ``filter``; errors name the field at fault.
+
+    IDs must be members of ``trust_domain``; a selector or federates-with filter that is sent
+    must hold at least one item, as in SPIRE.
+    """
+    if message is None or not betterproto.serialized_on_wire(message):
+        return EntryFilter()
+    by_spiffe_id = by_parent_id = None
+    by_selectors = by_federates_with = None
+    if _on_wire(message.by_spiffe_id):
+        by_spiffe_id = _member_id(message.by_spiffe_id, trust_domain, "filter.by_spiffe_id")
+    if _on_wire(message.by_parent_id):
+        by_parent_id = _member_id(message.by_parent_id, trust_domain, "filter.by_parent_id")
+    if _on_wire(message.by_selectors):
+        selectors = selectors_from_proto(
+            message.by_selectors.selectors, "filter.by_selectors.selectors"
+        )
+        if not selectors:
+            raise InvalidArgumentError("invalid filter.by_selectors: empty selector set")
+        by_selectors = SelectorMatch(
+            selectors, _match(message.by_selectors.match, "filter.by_selectors.match")
+        )
+    if _on_wire(message.by_federates_with):
+        domains = trust_domains_from_proto(
+            message.by_federates_with.trust_domains, "filter.by_federates_with.trust_domains"
+        )
+        if not domains:
+            raise InvalidArgumentError("invalid filter.by_federates_with: empty trust domain set")
+        by_federates_with = FederatesWithMatch(
+            domains, _match(message.by_federates_with.match, "filter.by_federates_with.match")
+        )
+    return EntryFilter(
+        by_spiffe_id=by_spiffe_id,
+        by_parent_id=by_parent_id,
+        by_selectors=by_selectors,
+        by_federates_with=by_federates_with,
+        by_hint=message.by_hint or None,
+    )
+
+
+def _check_entry_id(entry_id: str) -> None:
+    if len(entry_id) > MAX_ENTRY_ID_LENGTH:
+        raise InvalidArgumentError(
+            f"id is {len(entry_id)} characters, longer than the {MAX_ENTRY_ID_LENGTH} allowed"
+        )
+    if _ENTRY_ID_RE.fullmatch(entry_id) is None:
+        raise InvalidArgumentError(
+            f"id {entry_id!r} may hold only ASCII letters, digits and '._~:/@+-'"
+        )
+
+
+_FIELD_CONVERTERS: dict[str, Callable[[pb.Entry, TrustDomain], Any]] = {
+    "spiffe_id": lambda m, _: spiffe_id_from_proto(m.spiffe_id, "spiffe_id"),
+    "parent_id": lambda m, _: spiffe_id_from_proto(m.parent_id, "parent_id"),
+    "selectors": lambda m, _: selectors_from_proto(m.selectors, "selectors"),
+    "x509_svid_ttl": lambda m, _: m.x509_svid_ttl,
+    "jwt_svid_ttl": lambda m, _: m.jwt_svid_ttl,
+    "federates_with": lambda m, _: trust_domains_from_proto(m.federates_with, "federates_with"),
+    "admin": lambda m, _: m.admin,
+    "downstream": lambda m, _: m.downstream,
+    "expires_at": lambda m, _: from_timestamp(m.expires_at),
+    "dns_names": lambda m, _: tuple(m.dns_names),
+    "store_svid": lambda m, _: m.store_svid,
+    "hint": lambda m, _: m.hint,
+}
+
+
+def _masked_values(message: pb.Entry, fields: frozenset[str], td: TrustDomain) -> dict[str, Any]:
+    return {name: _FIELD_CONVERTERS[name](message, td) for name in sorted(fields)}
+
+
+def _input_fields(mask: pb.EntryMask | None) -> frozenset[str]:
+    """The fields an update changes: all editable ones without a mask, else those set true."""
+    if mask is None or not betterproto.serialized_on_wire(mask):
+        return _EDITABLE_FIELDS
+    return frozenset(name for name in _EDITABLE_FIELDS if getattr(mask, name))
+
+
+def _agent_id() -> SpiffeId:
+    try:
+        caller = current_caller()
+    except LookupError:
+        caller = None
+    if not isinstance(caller, Caller) or caller.spiffe_id is None:
+        raise GRPCError(Status.INTERNAL, "caller ID missing from request context")
+    return caller.spiffe_id
+
+
+class EntryService(entry_pb.EntryBase):
+    """``spire.api.server.entry.v1.Entry`` over a :class:`ServerContext`.
+
+    ``encoded`` is the shared cache of encoded entries (one per server); ``sync_page_size`` and
+    ``max_response_bytes`` bound SyncAuthorizedEntries pages and every response.
+    """
+
+    def __init__(
+        self,
+        context: ServerContext,
+        *,
+        encoded: EncodedEntries | None = None,
+        sync_page_size: int = SYNC_PAGE_SIZE,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        if sync_page_size < 1:
+            raise InvalidArgumentError(f"sync_page_size {sync_page_size} must be at least 1")
+        if max_response_bytes < 256:
+            raise InvalidArgumentError(
+                f"max_response_bytes {max_response_bytes} must be at least 256"
+            )
+        self._context = context
+        self._encoded = encoded if encoded is not None else EncodedEntries()
+        self._sync_page_size = sync_page_size
+        self._max_bytes = max_response_bytes
+
+    @property
+    def encoded(self) -> EncodedEntries:
+        """The cache of encoded entries this service assembles responses from."""
+        return self._encoded
+
+    # -- administration ---------------------------------------------------------------------
+
+    async def count_entries(
+        self, count_entries_request: entry_pb.CountEntriesRequest
+    ) -> entry_pb.CountEntriesResponse:
+        entry_filter = entry_filter_from_proto(
+            count_entries_request.filter, self._context.trust_domain
+        )
+        count = await self._context.datastore.count_entries(entry_filter)
+        return entry_pb.CountEntriesResponse(count=count)
+
+    async def list_entries(
+        self, list_entries_request: entry_pb.ListEntriesRequest
+    ) -> EncodedListEntriesResponse:
+        """One page of matching entries in creation order.
+
+        ``page_size`` 0 asks the server to choose: it returns as many entries as fit in one
+        response. Any page ends early when the next entry would not fit; ``next_page_token`` is
+        then set, and paging through with it yields every entry exactly once.
+        """
+        request = list_entries_request
+        if request.page_size < 0:
+            raise InvalidArgumentError(
+                f"invalid page_size {request.page_size}: must not be negative"
+            )
+        entry_filter = entry_filter_from_proto(request.filter, self._context.trust_domain)
+        fields = mask_fields(request.output_mask)
+        datastore = self._context.datastore
+        encoded = self._encoded
+        budget = self._max_bytes - _TOKEN_RESERVE
+        wanted = request.page_size or None
+        token = request.page_token
+        collected: list[bytes] = []
+        used = 0
+        while wanted is None or len(collected) < wanted:
+            size = (
+                LIST_CHUNK_SIZE if wanted is None else min(LIST_CHUNK_SIZE, wanted - len(collected))
+            )
+            try:
+                page = await datastore.list_entries(entry_filter, Page(size, token))
+            except InvalidArgumentError as error:
+                if token and token == request.page_token:
+                    raise InvalidArgumentError(f"invalid page_token: {error}") from None
+                raise
+            chunk = encoded.encoded_many(page.entries, fields)
+            fit = 0
+            for data in chunk:
+                cost = framed_size(len(data))
+                if used + cost > budget:
+                    break
+                used += cost
+                fit += 1
+            if fit < len(chunk):
+                if fit == 0 and not collected:
+                    entry = page.entries[0]
+                    raise GRPCError(
+                        Status.RESOURCE_EXHAUSTED,
+                        f"entry {entry.id!r} is {len(chunk[0])} bytes encoded, more than the "
+                        f"{self._max_bytes}-byte response limit",
+                    )
+                if fit:
+                    # Read the prefix that fits again to learn where the next page starts.
+                    page = await datastore.list_entries(entry_filter, Page(fit, token))
+                    collected += encoded.encoded_many(page.entries, fields)
+                    token = page.next_page_token
+                return list_entries_response(collected, token)
+            collected += chunk
+            token = page.next_page_token
+            if not token:
+                break
+        return list_entries_response(collected, token)
+
+    async def get_entry(self, get_entry_request: entry_pb.GetEntryRequest) -> pb.Entry:
+        if not get_entry_request.id:
+            raise InvalidArgumentError("missing ID")
+        entry = await self._context.datastore.get_entry(get_entry_request.id)
+        if entry is None:
+            raise NotFoundError("entry not found")
+        return entry_to_masked_proto(entry, mask_fields(get_entry_request.output_mask))
+
+    async def batch_create_entry(
+        self, batch_create_entry_request: entry_pb.BatchCreateEntryRequest
+    ) -> entry_pb.BatchCreateEntryResponse:
+        """Create each entry; per item: OK with the entry as stored, INVALID_ARGUMENT naming
+        the field, or ALREADY_EXISTS "similar entry already exists" with the existing entry
+        (same SPIFFE ID, parent ID and selector set) as SPIRE does."""
+        request = batch_create_entry_request
+        fields = mask_fields(request.output_mask)
+        results: list[entry_pb.BatchCreateEntryResponseResult] = []
+        wrote = False
+        for message in request.entries:
+            result = await self._create_one(message, fields)
+            wrote = wrote or result.status.code == Status.OK.value
+            results.append(result)
+        if wrote:
+            await self._refresh_registry()
+        return entry_pb.BatchCreateEntryResponse(results=results)
+
+    async def _create_one(
+        self, message: pb.Entry, fields: frozenset[str]
+    ) -> entry_pb.BatchCreateEntryResponseResult:
+        context = self._context
+        try:
+            if message.id:
+                _check_entry_id(message.id)
+            values = _masked_values(message, _EDITABLE_FIELDS, context.trust_domain)
+            entry = validate_entry(
+                RegistrationEntry(id=message.id, **values),
+                context.trust_domain,
+                now=context.clock.now(),
+            )
+        except InvalidArgumentError as error:
+            return entry_pb.BatchCreateEntryResponseResult(
+                status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
+            )
+        try:
+            stored, existed = await context.datastore.create_entry_if_not_exists(entry)
+        except PyspireError as error:
+            _log.warning("entry not created", spiffe_id=str(entry.spiffe_id), error=str(error))
+            return entry_pb.BatchCreateEntryResponseResult(
+                status=_status(status_for(error), f"failed to create entry: {error}")
+            )
+        if existed:
+            return entry_pb.BatchCreateEntryResponseResult(
+                status=_status(Status.ALREADY_EXISTS, "similar entry already exists"),
+                entry=entry_to_masked_proto(stored, fields),
+            )
+        _log.info("entry created", entry_id=stored.id, spiffe_id=str(stored.spiffe_id))
+        return entry_pb.BatchCreateEntryResponseResult(
+            status=_ok(), entry=entry_to_masked_proto(stored, fields)
+        )
+
+    async def batch_update_entry(
+        self, batch_update_entry_request: entry_pb.BatchUpdateEntryRequest
+    ) -> entry_pb.BatchUpdateEntryResponse:
+        """Change the fields named in ``input_mask`` of each entry (every editable field without
+        a mask; the read-only ``revision_number``, ``created_at`` and ``additional_attributes``
+        are ignored). Per item: OK with the entry as stored (its revision one higher),
+        INVALID_ARGUMENT naming the field, NOT_FOUND "entry not found", or ALREADY_EXISTS when
+        the result would duplicate another entry."""
+        request = batch_update_entry_request
+        input_fields = _input_fields(request.input_mask)
+        output_fields = mask_fields(request.output_mask)
+        results: list[entry_pb.BatchUpdateEntryResponseResult] = []
+        wrote = False
+        for message in request.entries:
+            result = await self._update_one(message, input_fields, output_fields)
+            wrote = wrote or result.status.code == Status.OK.value
+            results.append(result)
+        if wrote:
+            await self._refresh_registry()
+        return entry_pb.BatchUpdateEntryResponse(results=results)
+
+    async def _update_one(
+        self, message: pb.Entry, input_fields: frozenset[str], output_fields: frozenset[str]
+    ) -> entry_pb.BatchUpdateEntryResponseResult:
+        context = self._context
+        if not message.id:
+            return entry_pb.BatchUpdateEntryResponseResult(
+                status=_status(Status.INVALID_ARGUMENT, "failed to convert entry: missing ID")
+            )
+        try:
+            values = _masked_values(message, input_fields, context.trust_domain)
+        except InvalidArgumentError as error:
+            return entry_pb.BatchUpdateEntryResponseResult(
+                status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
+            )
+        try:
+            current = await context.datastore.get_entry(message.id)
+            if current is None:
+                return entry_pb.BatchUpdateEntryResponseResult(
+                    status=_status(Status.NOT_FOUND, "entry not found")
+                )
+            try:
+                candidate = validate_entry(
+                    dataclasses.replace(current, **values),
+                    context.trust_domain,
+                    now=context.clock.now(),
+                    mask=input_fields,
+                )
+            except InvalidArgumentError as error:
+                return entry_pb.BatchUpdateEntryResponseResult(
+                    status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
+                )
+            stored = await context.datastore.update_entry(candidate, input_fields)
+        except NotFoundError:
+            return entry_pb.BatchUpdateEntryResponseResult(
+                status=_status(Status.NOT_FOUND, "entry not found")
+            )
+        except PyspireError as error:
+            _log.warning("entry not updated", entry_id=message.id, error=str(error))
+            return entry_pb.BatchUpdateEntryResponseResult(
+                status=_status(status_for(error), f"failed to update entry: {error}")
+            )
+        _log.info("entry updated", entry_id=stored.id, revision=stored.revision_number)
+        return entry_pb.BatchUpdateEntryResponseResult(
+            status=_ok(), entry=entry_to_masked_proto(stored, output_fields)
+        )
+
+    async def batch_delete_entry(
+        self, batch_delete_entry_request: entry_pb.BatchDeleteEntryRequest
+    ) -> entry_pb.BatchDeleteEntryResponse:
+        """Delete each id; per item: OK, INVALID_ARGUMENT "missing entry ID" or NOT_FOUND
+        "entry not found"."""
+        results: list[entry_pb.BatchDeleteEntryResponseResult] = []
+        deleted: list[str] = []
+        for entry_id in batch_delete_entry_request.ids:
+            if not entry_id:
+                status = _status(Status.INVALID_ARGUMENT, "missing entry ID")
+            else:
+                try:
+                    await self._context.datastore.delete_entry(entry_id)
+                except NotFoundError:
+                    status = _status(Status.NOT_FOUND, "entry not found")
+                except PyspireError as error:
+                    _log.warning("entry not deleted", entry_id=entry_id, error=str(error))
+                    status = _status(status_for(error), f"failed to delete entry: {error}")
+                else:
+                    _log.info("entry deleted", entry_id=entry_id)
+                    status = _ok()
+                    deleted.append(entry_id)
+            results.append(entry_pb.BatchDeleteEntryResponseResult(status=status, id=entry_id))
+        if deleted:
+            self._encoded.discard(deleted)
+            await self._refresh_registry()
+        return entry_pb.BatchDeleteEntryResponse(results=results)
+
+    async def _refresh_registry(self) -> None:
+        registry = self._context.registry
+        registry.poke()
+        try:
+            await registry.refresh()
+        except PyspireError as error:
+            # The write is done; the cache's own loop catches up once the datastore answers.
+            _log.warning("registry refresh after an entry write failed", error=str(error))
+
+    # -- agents -----------------------------------------------------------------------------
+
+    def _encode_checked(
+        self, entries: Sequence[RegistrationEntry], fields: frozenset[str]
+    ) -> tuple[list[bytes], int]:
+        """Encoded entries and their total framed size; RESOURCE_EXHAUSTED for an entry that
+        could never fit in a response."""
+        encoded = self._encoded.encoded_many(entries, fields)
+        total = 0
+        limit = self._max_bytes - 2
+        for entry, data in zip(entries, encoded, strict=True):
+            cost = framed_size(len(data))
+            if cost > limit:
+                raise GRPCError(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"entry {entry.id!r} is {len(data)} bytes encoded, more than the "
+                    f"{self._max_bytes}-byte response limit",
+                )
+            total += cost
+        return encoded, total
+
+    async def get_authorized_entries(
+        self, get_authorized_entries_request: entry_pb.GetAuthorizedEntriesRequest
+    ) -> EncodedGetAuthorizedEntriesResponse:
+        """Every entry the calling agent is authorized for (its own children, those of the node
+        aliases its selectors match, and their descendants), from memory."""
+        agent_id = _agent_id()
+        entries = self._context.registry.authorized_entries(agent_id)
+        fields = mask_fields(get_authorized_entries_request.output_mask)
+        encoded, total = self._encode_checked(entries, fields)
+        if total > self._max_bytes:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"the {len(entries)} authorized entries take {total} bytes, more than the "
+                f"{self._max_bytes}-byte response limit: use SyncAuthorizedEntries",
+            )
+        return get_authorized_entries_response(encoded)
+
+    async def sync_authorized_entries(
+        self,
+        sync_authorized_entries_request_iterator: AsyncIterator[
+            entry_pb.SyncAuthorizedEntriesRequest
+        ],
+    ) -> AsyncIterator[EncodedSyncAuthorizedEntriesResponse]:
+        """SPIRE's sync protocol, from a snapshot of the agent's entries taken at the start.
+
+        The first request carries the output mask (ids in it are ignored). When the entries
+        number at most the page size and fit in one response, they are sent at once (``more``
+        false) and the call ends. Otherwise the agent receives every entry's revision, in pages
+        of the page size with ``more`` set on all but the last; then each request it sends lists
+        ids it wants in full and is answered with those entries (ids it is not authorized for are
+        skipped; a request naming none gets one empty response), in pages that fit, ``more`` set
+        on all but the last page of that answer. The call ends when the agent closes its side.
+        """
+        requests = sync_authorized_entries_request_iterator
+        agent_id = _agent_id()
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return
+        entries = self._context.registry.authorized_entries(agent_id)
+        fields = mask_fields(first.output_mask)
+        encoded, total = self._encode_checked(entries, fields)
+        if len(entries) <= self._sync_page_size and total + 2 <= self._max_bytes:
+            yield sync_authorized_entries_response(entries=encoded)
+            return
+
+        revisions = [self._encoded.revision(entry) for entry in entries]
+        for page, more in self._pages(revisions):
+            yield sync_authorized_entries_response(revisions=page, more=more)
+
+        by_id = {entry.id: data for entry, data in zip(entries, encoded, strict=True)}
+        async for request in requests:
+            wanted = [
+                by_id[entry_id] for entry_id in dict.fromkeys(request.ids) if entry_id in by_id
+            ]
+            if not wanted:
+                yield sync_authorized_entries_response()
+                continue
+            for page, more in self._pages(wanted):
+                yield sync_authorized_entries_response(entries=page, more=more)
+
+    def _pages(self, items: list[bytes]) -> list[tuple[list[bytes], bool]]:
+        """``items`` cut into pages of at most the page size that fit in one response (with
+        room for the ``more`` flag), each paired with whether another page follows."""
+        budget = self._max_bytes - 2
+        pages: list[list[bytes]] = []
+        current: list[bytes] = []
+        used = 0
+        for data in items:
+            cost = framed_size(len(data))
+            if current and (len(current) == self._sync_page_size or used + cost > budget):
+                pages.append(current)
+                current, used = [], 0
+            current.append(data)
+            used += cost
+        if current:
+            pages.append(current)
+        return [(page, index < len(pages) - 1) for index, page in enumerate(pages)]

@@ -1,0 +1,248 @@
+"""``spire.api.server.svid.v1.SVID``: signing X509- and JWT-SVIDs and downstream CAs.
+
+Agents call BatchNewX509SVID and NewJWTSVID for entries they are authorized for; those are hot
+paths and are answered from the registry cache with no datastore round trip. Only the public key
+of a CSR is used there: the ID, DNS names and TTL come from the entry. Admins mint SVIDs for any
+ID of the trust domain (MintX509SVID, MintJWTSVID); downstream servers get intermediate CAs
+(NewDownstreamX509CA).
+
+A batch item that fails gets its own status and leaves the other items unaffected.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_BATCH_PARAMS", "SvidService"]
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pyspire.ca.signing import sign_certificate
+from pyspire.ca.templates import CaSubject, downstream_ca_builder
+from pyspire.ca.x509svid import public_key_from_csr
+from pyspire.proto.convert import jwt_svid_to_proto, spiffe_id_from_proto, x509_svid_to_proto
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.registry.validation import validate_dns_name
+from pyspire.server.authorization import Caller, CallerKind
+from pyspire.server.context import ServerContext
+from pyspire.transport.calls import current_caller, status_for
+from pyspire_sdk.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    PyspireError,
+)
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.spiffeid import SpiffeId
+
+MAX_BATCH_PARAMS = 500
+"""The most CSRs one BatchNewX509SVID request may carry."""
+
+_OK = pb.Status(code=0, message="OK")
+
+_log = structlog.get_logger("pyspire.server.api.svid")
+
+
+def _status(error: PyspireError) -> pb.Status:
+    return pb.Status(code=status_for(error).value, message=str(error))
+
+
+def _caller_id(kind: CallerKind, description: str) -> SpiffeId:
+    """The SPIFFE ID of the caller, which the gate found to be of ``kind``."""
+    try:
+        caller = current_caller()
+    except LookupError:
+        caller = None
+    if not isinstance(caller, Caller) or not caller.is_(kind) or caller.spiffe_id is None:
+        raise PermissionDeniedError(f"caller is not {description}")
+    return caller.spiffe_id
+
+
+def _audience(audience: Sequence[str]) -> tuple[str, ...]:
+    if not audience:
+        raise InvalidArgumentError("invalid audience: at least one audience is required")
+    for index, item in enumerate(audience):
+        if not item:
+            raise InvalidArgumentError(f"invalid audience[{index}]: must not be empty")
+    return tuple(audience)
+
+
+def _ttl(seconds: int, field: str) -> timedelta | None:
+    if seconds < 0:
+        raise InvalidArgumentError(f"invalid {field}: {seconds} is negative")
+    return timedelta(seconds=seconds) if seconds else None
+
+
+class SvidService(svid_pb.SvidBase):
+    """The SVID service over one :class:`~pyspire.server.context.ServerContext`."""
+
+    def __init__(self, context: ServerContext) -> None:
+        self._context = context
+
+    def _workload_id(self, spiffe_id: SpiffeId, field: str) -> SpiffeId:
+        trust_domain = self._context.trust_domain
+        if spiffe_id.trust_domain != trust_domain:
+            raise InvalidArgumentError(
+                f"invalid {field}: {str(spiffe_id)!r} is not in trust domain {trust_domain.name!r}"
+            )
+        if spiffe_id.is_trust_domain_id():
+            raise InvalidArgumentError(f"invalid {field}: {str(spiffe_id)!r} has no path")
+        return spiffe_id
+
+    # -- agents ----------------------------------------------------------------------------
+
+    async def batch_new_x509_svid(
+        self, batch_new_x509_svid_request: svid_pb.BatchNewX509SvidRequest
+    ) -> svid_pb.BatchNewX509SvidResponse:
+        """One X509-SVID per (entry, CSR) pair, each with its own status."""
+        params = batch_new_x509_svid_request.params
+        if not params:
+            raise InvalidArgumentError("missing params: give at least one entry and CSR")
+        if len(params) > MAX_BATCH_PARAMS:
+            raise InvalidArgumentError(
+                f"invalid params: {len(params)} given, at most {MAX_BATCH_PARAMS} per request"
+            )
+        agent_id = _caller_id(CallerKind.AGENT, "an attested agent")
+        authorized = {
+            entry.id: entry for entry in self._context.registry.authorized_entries(agent_id)
+        }
+        results = await asyncio.gather(*(self._new_x509_svid(item, authorized) for item in params))
+        return svid_pb.BatchNewX509SvidResponse(results=list(results))
+
+    async def _new_x509_svid(
+        self, item: svid_pb.NewX509SvidParams, authorized: Mapping[str, RegistrationEntry]
+    ) -> svid_pb.BatchNewX509SvidResponseResult:
+        try:
+            if not item.entry_id:
+                raise InvalidArgumentError("missing entry ID")
+            if not item.csr:
+                raise InvalidArgumentError("missing CSR")
+            entry = authorized.get(item.entry_id)
+            if entry is None:
+                raise NotFoundError("entry not found or not authorized")
+            public_key = public_key_from_csr(item.csr)
+            svid = await self._context.issuer.workload_x509(entry, public_key)
+        except PyspireError as error:
+            return svid_pb.BatchNewX509SvidResponseResult(status=_status(error))
+        return svid_pb.BatchNewX509SvidResponseResult(status=_OK, svid=x509_svid_to_proto(svid))
+
+    async def new_jwtsvid(
+        self, new_jwtsvid_request: svid_pb.NewJwtsvidRequest
+    ) -> svid_pb.NewJwtsvidResponse:
+        """A JWT-SVID for an entry the calling agent is authorized for."""
+        request = new_jwtsvid_request
+        agent_id = _caller_id(CallerKind.AGENT, "an attested agent")
+        if not request.entry_id:
+            raise InvalidArgumentError("missing entry ID")
+        audience = _audience(request.audience)
+        entry = next(
+            (
+                entry
+                for entry in self._context.registry.authorized_entries(agent_id)
+                if entry.id == request.entry_id
+            ),
+            None,
+        )
+        if entry is None:
+            raise NotFoundError("entry not found or not authorized")
+        svid = await self._context.issuer.workload_jwt(entry, audience)
+        return svid_pb.NewJwtsvidResponse(svid=jwt_svid_to_proto(svid))
+
+    # -- admins ----------------------------------------------------------------------------
+
+    async def mint_x509_svid(
+        self, mint_x509_svid_request: svid_pb.MintX509SvidRequest
+    ) -> svid_pb.MintX509SvidResponse:
+        """An X509-SVID for the CSR's key, with the CSR's URI SAN as ID and its DNS SANs."""
+        request = mint_x509_svid_request
+        public_key = public_key_from_csr(request.csr)
+        csr = x509.load_der_x509_csr(request.csr)
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            raise InvalidArgumentError("invalid CSR: a URI SAN is required") from None
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+        if not uris:
+            raise InvalidArgumentError("invalid CSR: a URI SAN is required")
+        if len(uris) > 1:
+            raise InvalidArgumentError(f"invalid CSR: one URI SAN expected, found {len(uris)}")
+        try:
+            spiffe_id = SpiffeId.parse(uris[0])
+        except InvalidArgumentError as error:
+            raise InvalidArgumentError(
+                f"invalid CSR: URI SAN is not a valid SPIFFE ID: {error}"
+            ) from None
+        self._workload_id(spiffe_id, "CSR URI SAN")
+        dns_names = []
+        for name in san.get_values_for_type(x509.DNSName):
+            try:
+                dns_names.append(validate_dns_name(name))
+            except InvalidArgumentError as error:
+                raise InvalidArgumentError(f"invalid CSR DNS SAN: {error}") from None
+        ttl = _ttl(request.ttl, "ttl")
+        svid = await self._context.issuer.x509(
+            spiffe_id, public_key, ttl=ttl, dns_names=tuple(dns_names)
+        )
+        _log.info("x509-svid minted", spiffe_id=str(spiffe_id))
+        return svid_pb.MintX509SvidResponse(svid=x509_svid_to_proto(svid))
+
+    async def mint_jwtsvid(
+        self, mint_jwtsvid_request: svid_pb.MintJwtsvidRequest
+    ) -> svid_pb.MintJwtsvidResponse:
+        """A JWT-SVID for any ID of the trust domain."""
+        request = mint_jwtsvid_request
+        spiffe_id = self._workload_id(spiffe_id_from_proto(request.id, "id"), "id")
+        audience = _audience(request.audience)
+        ttl = _ttl(request.ttl, "ttl")
+        svid = await self._context.issuer.jwt(spiffe_id, audience, ttl=ttl)
+        _log.info("jwt-svid minted", spiffe_id=str(spiffe_id))
+        return svid_pb.MintJwtsvidResponse(svid=jwt_svid_to_proto(svid))
+
+    # -- downstream servers ------------------------------------------------------------------
+
+    async def new_downstream_x509_ca(
+        self, new_downstream_x509_ca_request: svid_pb.NewDownstreamX509CaRequest
+    ) -> svid_pb.NewDownstreamX509CaResponse:
+        """An intermediate CA for the CSR's key, signed by our active CA, and our X.509
+        authorities (the roots the downstream server chains to)."""
+        request = new_downstream_x509_ca_request
+        caller_id = _caller_id(CallerKind.DOWNSTREAM, "a downstream server")
+        context = self._context
+        entry = next(
+            (e for e in context.registry.entries_with_spiffe_id(caller_id) if e.downstream),
+            None,
+        )
+        if entry is None:
+            raise PermissionDeniedError("caller is not a downstream server")
+        public_key = public_key_from_csr(request.csr)
+        preferred = _ttl(request.preferred_ttl, "preferred_ttl")
+        ca = context.ca.x509_ca
+        now = context.clock.now()
+        ttl = preferred or (
+            timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else ca.not_after - now
+        )
+        builder = downstream_ca_builder(
+            trust_domain=context.trust_domain,
+            public_key=public_key,
+            subject=CaSubject().to_name(),
+            issuer=ca.certificate,
+            now=now,
+            ttl=ttl,
+        )
+        certificate = await sign_certificate(builder, ca.key)
+        bundle = await context.datastore.get_bundle(context.trust_domain)
+        if bundle is None:
+            raise NotFoundError(f"bundle of trust domain {context.trust_domain.name!r} not found")
+        _log.info("downstream x509 ca signed", spiffe_id=str(caller_id))
+        return svid_pb.NewDownstreamX509CaResponse(
+            ca_cert_chain=[
+                certificate.public_bytes(serialization.Encoding.DER),
+                *ca.chain_der(),
+            ],
+            x509_authorities=[authority.der for authority in bundle.x509_authorities],
+        )

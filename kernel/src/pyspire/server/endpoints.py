@@ -1,0 +1,69 @@
+"""The server's two listeners and which services each serves.
+
+Agents and remote admins reach the TCP listener (mTLS): every call passes the TCP gate, which
+identifies the caller from its SVID and applies the authorization policy. Operators reach the
+admin unix socket: every caller there is ``local``. Both listeners share one instance of each
+service, so per-IP rate limits and encoded-entry caches are shared too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspire.server.api.agent import AgentService
+from pyspire.server.api.bundle import BundleService
+from pyspire.server.api.debug import DebugService
+from pyspire.server.api.entry import EntryService
+from pyspire.server.api.gate import local_gate, tcp_gate
+from pyspire.server.api.health import HealthService
+from pyspire.server.api.svid import SvidService
+from pyspire.server.context import ServerContext
+from pyspire.transport.calls import InFlight, WithCallContext
+
+
+@dataclass(frozen=True)
+class ServerServices:
+    """One instance of every service of the server."""
+
+    agent: AgentService
+    bundle: BundleService
+    entry: EntryService
+    svid: SvidService
+    debug: DebugService
+    health: HealthService
+
+    @classmethod
+    def build(cls, context: ServerContext) -> ServerServices:
+        return cls(
+            agent=AgentService(context),
+            bundle=BundleService(context),
+            entry=EntryService(context),
+            svid=SvidService(context),
+            debug=DebugService(context),
+            health=HealthService(context),
+        )
+
+    def api(self) -> Sequence[Any]:
+        """The services of the agent and admin APIs."""
+        return (self.agent, self.bundle, self.entry, self.svid)
+
+
+def tcp_servables(
+    services: ServerServices, context: ServerContext, in_flight: InFlight
+) -> list[WithCallContext]:
+    """What the TCP listener serves: the API, each call through the TCP gate."""
+    gate = tcp_gate(context)
+    return [WithCallContext(service, gate, in_flight) for service in services.api()]
+
+
+def admin_servables(
+    services: ServerServices, context: ServerContext, in_flight: InFlight
+) -> list[WithCallContext]:
+    """What the admin socket serves: the API plus Debug and Health, every caller local."""
+    gate = local_gate(context)
+    return [
+        WithCallContext(service, gate, in_flight)
+        for service in (*services.api(), services.debug, services.health)
+    ]

@@ -1,0 +1,275 @@
+"""The server's composition root: builds every subsystem, runs them together, stops them cleanly.
+
+Start order: plugins (datastore first), CA (keys, journal, bundle), registry cache, the server's
+own SVID, then the listeners (TCP with TLS for agents, the admin unix socket). Everything that
+runs in the background belongs to one task group: the first failure stops the rest, and a stop
+request (SIGINT/SIGTERM) drains in-flight calls for a bounded time before cancelling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpclib.server
+import structlog
+
+from pyspire.ca.manager import CaManager, CaSettings
+from pyspire.ca.templates import CaSubject
+from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
+from pyspire.config import LoadedConfig, ServerConfig
+from pyspire.registry.cache import RegistryCache
+from pyspire.server.context import ServerContext
+from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
+from pyspire.server.identity import ServerIdentity
+from pyspire.server.issuer import IssuancePolicy, SvidIssuer
+from pyspire.server.join_tokens import DataStoreJoinTokens
+from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire.transport.calls import InFlight
+from pyspire.transport.tls import RotatingServerContext
+from pyspire.transport.unix import prepare_socket_path, set_socket_mode
+from pyspire_sdk.clock import Clock, SystemClock
+from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.plugins.datastore import DataStore
+
+ADMIN_DIRECTORY_MODE = 0o700
+ADMIN_SOCKET_MODE = 0o770
+DATA_DIRECTORY_MODE = 0o700
+DRAIN_TIMEOUT = 5.0
+REGISTRY_REFRESH = timedelta(seconds=1)
+PRUNE_INTERVAL = timedelta(hours=1)
+CHANGE_EVENT_RETENTION = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where a running server can be reached (the TCP port is known only after bind)."""
+
+    address: str
+    port: int
+    socket_path: Path
+
+
+class _LazyJoinTokens:
+    """The join-token host service before the datastore exists: node attestors are configured
+    after the datastore, and only use the service once the server runs."""
+
+    def __init__(self) -> None:
+        self.datastore: DataStore | None = None
+
+    async def consume(self, token: str):  # type: ignore[no-untyped-def]
+        if self.datastore is None:
+            raise RuntimeError("the datastore is not configured yet")
+        return await DataStoreJoinTokens(self.datastore).consume(token)
+
+
+class ServerRuntime:
+    """One server process."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig[ServerConfig],
+        discovery: Discovery,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = loaded.settings
+        self._plugins = loaded.plugins
+        self._discovery = discovery
+        self._clock = clock or SystemClock()
+        self._stop = asyncio.Event()
+        self._join_tokens = _LazyJoinTokens()
+        self.metrics = PrometheusMetrics("pyspire_server")
+        self.listening: Listening | None = None
+        self.ready = asyncio.Event()
+        self._log = structlog.get_logger("pyspire.server")
+
+    def stop(self) -> None:
+        """Ask the server to shut down (safe from a signal handler)."""
+        self._stop.set()
+
+    def _host_for(self, planned: PlannedPlugin) -> HostServices:
+        return HostServices(
+            trust_domain=self.settings.trust_domain,
+            clock=self._clock,
+            logger=structlog.get_logger("pyspire.plugin").bind(
+                plugin=planned.name, plugin_type=planned.kind.toml_name
+            ),
+            metrics=self.metrics,
+            data_dir=self.settings.data_dir,
+            plugin_name=planned.name,
+            plugin_type=planned.kind.toml_name,
+            join_tokens=self._join_tokens if planned.kind.toml_name == "node_attestor" else None,
+        )
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; raises what made start-up fail."""
+        settings = self.settings
+        await asyncio.to_thread(_make_private_directory, settings.data_dir)
+        plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
+        async with Catalog.open(plan, host_for=self._host_for) as catalog:
+            datastore: DataStore = catalog.one("datastore")
+            self._join_tokens.datastore = datastore
+            ca = CaManager(
+                CaSettings(
+                    trust_domain=settings.trust_domain,
+                    ca_ttl=settings.ca_ttl,
+                    x509_key_type=settings.ca_key_type,
+                    jwt_key_type=settings.effective_jwt_key_type,
+                    ca_subject=CaSubject(
+                        country=settings.ca_subject.country,
+                        organization=settings.ca_subject.organization,
+                        common_name=settings.ca_subject.common_name,
+                    ),
+                ),
+                key_manager=catalog.one("key_manager"),
+                store=datastore,
+                clock=self._clock,
+                upstream=catalog.optional("upstream_authority"),
+            )
+            await ca.start()
+            registry = RegistryCache(datastore, settings.trust_domain, self._clock)
+            await registry.start()
+            tls = RotatingServerContext()
+
+            async def current_bundle():  # type: ignore[no-untyped-def]
+                return await datastore.get_bundle(settings.trust_domain)
+
+            identity = ServerIdentity(
+                trust_domain=settings.trust_domain,
+                ca=ca,
+                bundle=current_bundle,
+                clock=self._clock,
+                tls=tls,
+                ttl=settings.default_x509_svid_ttl,
+            )
+            await identity.rotate()
+            ca.add_listener(identity.ca_changed)
+            context = ServerContext(
+                trust_domain=settings.trust_domain,
+                clock=self._clock,
+                datastore=datastore,
+                ca=ca,
+                registry=registry,
+                issuer=SvidIssuer(
+                    ca=ca,
+                    clock=self._clock,
+                    policy=IssuancePolicy(
+                        default_x509_svid_ttl=settings.default_x509_svid_ttl,
+                        default_jwt_svid_ttl=settings.default_jwt_svid_ttl,
+                        agent_ttl=settings.effective_agent_ttl,
+                        jwt_issuer=settings.jwt_issuer or "",
+                    ),
+                ),
+                node_attestors={
+                    loaded.planned.name: loaded.instance
+                    for loaded in catalog.loaded
+                    if loaded.planned.kind.toml_name == "node_attestor"
+                },
+                started_at=self._clock.now(),
+                admin_ids=frozenset(settings.admin_ids),
+                server_svid_chain=identity.svid.cert_chain,
+            )
+
+            async def keep_svid_chain() -> None:
+                context.server_svid_chain = identity.svid.cert_chain
+
+            ca.add_listener(keep_svid_chain)
+            in_flight = InFlight()
+            async with self._listeners(context, tls, in_flight):
+                self._log.info(
+                    "server started",
+                    trust_domain=str(settings.trust_domain),
+                    address=self.listening.address if self.listening else "",
+                    port=self.listening.port if self.listening else 0,
+                    socket_path=str(settings.socket_path),
+                )
+                self.ready.set()
+                await self._run_background(ca, registry, identity, datastore, in_flight)
+        self._log.info("server stopped")
+
+    @contextlib.asynccontextmanager
+    async def _listeners(
+        self, context: ServerContext, tls: RotatingServerContext, in_flight: InFlight
+    ) -> AsyncIterator[None]:
+        settings = self.settings
+        services = ServerServices.build(context)
+        tcp = grpclib.server.Server(tcp_servables(services, context, in_flight))
+        admin = grpclib.server.Server(admin_servables(services, context, in_flight))
+        await tcp.start(settings.bind_address, settings.bind_port, ssl=tls.listening)
+        try:
+            await asyncio.to_thread(
+                prepare_socket_path, settings.socket_path, directory_mode=ADMIN_DIRECTORY_MODE
+            )
+            await admin.start(path=str(settings.socket_path))
+            set_socket_mode(settings.socket_path, ADMIN_SOCKET_MODE)
+            try:
+                port = _bound_port(tcp) or settings.bind_port
+                self.listening = Listening(settings.bind_address, port, settings.socket_path)
+                yield
+            finally:
+                await _close(admin)
+                with contextlib.suppress(FileNotFoundError):
+                    settings.socket_path.unlink()
+        finally:
+            await _close(tcp)
+
+    async def _run_background(
+        self,
+        ca: CaManager,
+        registry: RegistryCache,
+        identity: ServerIdentity,
+        datastore: DataStore,
+        in_flight: InFlight,
+    ) -> None:
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(ca.run(), name="ca-rotation"),
+                group.create_task(
+                    registry.run(self._clock, REGISTRY_REFRESH), name="registry-refresh"
+                ),
+                group.create_task(identity.run(), name="server-svid"),
+                group.create_task(self._prune(datastore), name="prune"),
+            ]
+            await self._stop.wait()
+            self._log.info("server stopping", in_flight=in_flight.count)
+            drained = await in_flight.drain(DRAIN_TIMEOUT)
+            if not drained:
+                self._log.warning("in-flight calls cut short", in_flight=in_flight.count)
+            for task in tasks:
+                task.cancel()
+
+    async def _prune(self, datastore: DataStore) -> None:
+        while True:
+            await self._clock.sleep(PRUNE_INTERVAL.total_seconds())
+            now = self._clock.now()
+            tokens = await datastore.prune_join_tokens(now)
+            events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
+            if tokens or events:
+                self._log.info("pruned", join_tokens=tokens, change_events=events)
+
+
+def _bound_port(server: grpclib.server.Server) -> int:
+    """The port the OS gave a listener bound to port 0 (grpclib keeps the asyncio server
+    private; this is the one place that looks)."""
+    inner: Any = getattr(server, "_server", None)
+    sockets = getattr(inner, "sockets", None) or ()
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+async def _close(server: grpclib.server.Server) -> None:
+    with contextlib.suppress(RuntimeError):
+        server.close()
+        await server.wait_closed()
+
+
+def _make_private_directory(path: Path) -> None:
+    path.mkdir(mode=DATA_DIRECTORY_MODE, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, DATA_DIRECTORY_MODE)

@@ -1,0 +1,147 @@
+"""The server composition root: starts from TOML and installed plugins, serves both listeners
+with the right file modes, stops cleanly, and restarts with the same CA."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.catalog import Discovery
+from pyspire.config import SERVER_SCHEMA, load_document
+from pyspire.proto.gen.grpc.health import v1 as health
+from pyspire.proto.gen.spire.api import types as types_pb
+from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.server.runtime import ServerRuntime
+from pyspire.transport.tls import build_client_context
+
+
+def server_document(tmp_path: Path) -> dict[str, object]:
+    data = tmp_path / "data"
+    return {
+        "server": {
+            "trust_domain": "example.org",
+            "data_dir": str(data),
+            "bind_address": "127.0.0.1",
+            "bind_port": 0,
+            "socket_path": str(tmp_path / "admin" / "api.sock"),
+            "plugins": {
+                "datastore": {"sqlite": {}},
+                "key_manager": {"disk": {}},
+                "node_attestor": {"join_token": {}},
+            },
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def discovery() -> Discovery:
+    return Discovery.load()
+
+
+async def start(tmp_path: Path, discovery: Discovery) -> tuple[ServerRuntime, asyncio.Task[None]]:
+    loaded = load_document(SERVER_SCHEMA, server_document(tmp_path))
+    runtime = ServerRuntime(loaded, discovery)
+    task = asyncio.create_task(runtime.run())
+    ready = asyncio.create_task(runtime.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    assert ready in done, "the server did not become ready"
+    return runtime, task
+
+
+async def stop(runtime: ServerRuntime, task: asyncio.Task[None]) -> None:
+    runtime.stop()
+    await asyncio.wait_for(task, timeout=30)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, discovery: Discovery) -> AsyncIterator[ServerRuntime]:
+    runtime, task = await start(tmp_path, discovery)
+    try:
+        yield runtime
+    finally:
+        if not task.done():
+            await stop(runtime, task)
+
+
+async def admin_bundle(runtime: ServerRuntime) -> types_pb.Bundle:
+    assert runtime.listening is not None
+    channel = Channel(path=str(runtime.listening.socket_path))
+    try:
+        return await bundle_pb.BundleStub(channel).get_bundle(bundle_pb.GetBundleRequest())
+    finally:
+        channel.close()
+
+
+async def test_admin_socket_serves_health_and_has_private_modes(server: ServerRuntime) -> None:
+    assert server.listening is not None
+    path = server.listening.socket_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o770
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(server.settings.data_dir.stat().st_mode) == 0o700
+    channel = Channel(path=str(path))
+    try:
+        response = await health.HealthStub(channel).check(health.HealthCheckRequest())
+    finally:
+        channel.close()
+    assert response.status == health.HealthCheckResponseServingStatus.SERVING
+
+
+async def test_tcp_listener_speaks_mtls_and_applies_the_policy(server: ServerRuntime) -> None:
+    assert server.listening is not None
+    bundle = await admin_bundle(server)
+    authorities = [a.asn1 for a in bundle.x509_authorities]
+    context = build_client_context(authorities)
+    channel = Channel("127.0.0.1", server.listening.port, ssl=context)
+    try:
+        # Anyone may fetch the bundle ...
+        fetched = await bundle_pb.BundleStub(channel).get_bundle(bundle_pb.GetBundleRequest())
+        assert [a.asn1 for a in fetched.x509_authorities] == authorities
+        # ... but an anonymous caller may not administer the trust domain over TCP.
+        with pytest.raises(GRPCError) as caught:
+            await agent_pb.AgentStub(channel).create_join_token(
+                agent_pb.CreateJoinTokenRequest(ttl=60)
+            )
+        assert caught.value.status == Status.PERMISSION_DENIED
+    finally:
+        channel.close()
+
+
+async def test_restart_keeps_the_ca_and_removes_the_socket(
+    tmp_path: Path, discovery: Discovery
+) -> None:
+    runtime, task = await start(tmp_path, discovery)
+    first = await admin_bundle(runtime)
+    await stop(runtime, task)
+    assert not (tmp_path / "admin" / "api.sock").exists()
+    runtime, task = await start(tmp_path, discovery)
+    try:
+        second = await admin_bundle(runtime)
+    finally:
+        await stop(runtime, task)
+    assert [a.asn1 for a in second.x509_authorities] == [a.asn1 for a in first.x509_authorities]
+    assert second.sequence_number == first.sequence_number
+    keys = tmp_path / "data" / "keys.json"
+    assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
+
+
+async def test_a_bad_plugin_table_fails_start_with_its_key_path(
+    tmp_path: Path, discovery: Discovery
+) -> None:
+    document = server_document(tmp_path)
+    document["server"]["plugins"]["key_manager"] = {"disk": {"keys_path": 5}}  # type: ignore[index]
+    runtime = ServerRuntime(load_document(SERVER_SCHEMA, document), discovery)
+    from pyspire_sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"server\.plugins\.key_manager\.disk\.keys_path"):
+        await runtime.run()
