@@ -339,6 +339,10 @@ class InProcessKeyManager:
             await self.store_keys(updated)
             self._keys = updated
 
+    async def export_private_key(self, key_id: str) -> bytes:
+        """The PKCS#8 DER of a key held here (see :class:`PrivateKeyExport`)."""
+        return private_key_to_pkcs8(self._record(key_id).private_key)
+
     async def get_public_key(self, key_id: str) -> PublicKey:
         return self._record(key_id).public_key
 

@@ -297,3 +297,18 @@ async def test_missing_key_message_names_the_key(host_services: HostServices) ->
     await manager.configure(NoConfig(), host_services)
     with pytest.raises(NotFoundError, match="key_id 'x509-CA-B' names no key"):
         await manager.get_public_key("x509-CA-B")
+
+
+async def test_in_process_keys_can_be_exported_for_tls(host_services: HostServices) -> None:
+    """The agent loads its SVID key into TLS contexts, which need the key itself."""
+    from pyspire_sdk.keys import InProcessKeyManager, private_key_from_pkcs8, public_key_der
+    from pyspire_sdk.plugin import NoConfig
+    from pyspire_sdk.plugins.key_manager import KeyType, PrivateKeyExport
+
+    manager = InProcessKeyManager()
+    await manager.configure(NoConfig(), host_services)
+    public = await manager.generate_key("agent-svid", KeyType.EC_P256)
+    assert isinstance(manager, PrivateKeyExport)
+    exported = private_key_from_pkcs8(await manager.export_private_key("agent-svid"))
+    assert public_key_der(exported) == public.der
+    await manager.close()

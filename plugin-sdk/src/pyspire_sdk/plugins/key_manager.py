@@ -21,6 +21,7 @@ __all__ = [
     "HashAlgorithm",
     "KeyManager",
     "KeyType",
+    "PrivateKeyExport",
     "PublicKey",
     "pyspire_key_managers",
     "validate_key_id",
@@ -238,6 +239,20 @@ class KeyManager(Plugin, Protocol):
         signature with MGF1 over the same hash and a salt as long as the digest when
         ``rsa_pss`` is true. ``rsa_pss`` is ignored for ECDSA keys.
         """
+        ...
+
+
+@runtime_checkable
+class PrivateKeyExport(Protocol):
+    """An optional capability of key managers that hold keys in this process.
+
+    The agent needs its own SVID's private key in memory, because TLS libraries (Python's
+    ``ssl`` included) take the key itself, not a signing callback; so the agent requires a key
+    manager with this capability. The server never asks for it: CA keys only sign digests.
+    """
+
+    async def export_private_key(self, key_id: str) -> bytes:
+        """The PKCS#8 DER of the key stored under ``key_id``; NotFoundError when absent."""
         ...
 
 
