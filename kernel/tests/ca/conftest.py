@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pyspire.ca.templates import BACKDATE, random_serial
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.keys import InProcessKeyManager
 from pyspire_sdk.plugin import HostServices, NoConfig
-from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 
 class MemoryCaStore:
@@ -60,6 +63,76 @@ class MemoryCaStore:
             sequence_number=bundle.sequence_number + 1,
         )
         return True
+
+
+SVID_SUBJECT = x509.Name(
+    [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"),
+    ]
+)
+
+
+def svid_builder(
+    *,
+    spiffe_id: SpiffeId,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Certificate,
+    now: datetime,
+    ttl: timedelta,
+    dns_names: Sequence[str] = (),
+    subject: x509.Name | None = None,
+    serial: int | None = None,
+) -> x509.CertificateBuilder:
+    """The reference construction of an SVID leaf with cryptography's builder: the DER
+    encoder in pyspire.ca.svid_der must produce the same TBS bytes."""
+    """An X509-SVID leaf for ``spiffe_id`` issued by ``issuer``, capped at the issuer's expiry."""
+    not_after = min(now + ttl, issuer.not_valid_after_utc)
+    if subject is None:
+        subject = SVID_SUBJECT
+        if dns_names:
+            subject = x509.Name(
+                [*SVID_SUBJECT, x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]
+            )
+    issuer_key_id = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
+    san += [x509.DNSName(name) for name in dns_names]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(serial or random_serial())
+        .not_valid_before(max(now - BACKDATE, issuer.not_valid_before_utc))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_key_id),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+    )
 
 
 @pytest.fixture

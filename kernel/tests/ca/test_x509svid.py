@@ -22,7 +22,16 @@ from pyspire_sdk.plugins.key_manager import KeyType
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
 
+from .conftest import svid_builder
+
 TD = TrustDomain("example.org")
+
+
+async def mint_leaf(ca: X509CA, **arguments: object) -> list[x509.Certificate]:
+    minted = await mint_x509_svid(ca, **arguments)  # type: ignore[arg-type]
+    return [x509.load_der_x509_certificate(der) for der in minted.chain]
+
+
 WORKLOAD = SpiffeId.parse("spiffe://example.org/workload/web")
 
 
@@ -47,7 +56,7 @@ async def test_every_extension_follows_the_x509_svid_standard(
 ) -> None:
     ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    [leaf] = await mint_x509_svid(
+    [leaf] = await mint_leaf(
         ca,
         spiffe_id=WORKLOAD,
         public_key=leaf_key.public_key(),
@@ -105,7 +114,7 @@ async def test_svid_expiry_is_capped_at_the_ca_expiry(
     key_manager: InProcessKeyManager, fake_clock: FakeClock
 ) -> None:
     ca = await make_ca(key_manager, fake_clock, timedelta(hours=2))
-    [leaf] = await mint_x509_svid(
+    [leaf] = await mint_leaf(
         ca,
         spiffe_id=WORKLOAD,
         public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
@@ -120,7 +129,7 @@ async def test_openssl_accepts_the_svid_against_the_bundle(
     key_manager: InProcessKeyManager, fake_clock: FakeClock, tmp_path: Path
 ) -> None:
     ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
-    [leaf] = await mint_x509_svid(
+    [leaf] = await mint_leaf(
         ca,
         spiffe_id=WORKLOAD,
         public_key=rsa.generate_private_key(65537, 2048).public_key(),
@@ -200,3 +209,32 @@ def test_csr_with_a_broken_signature_is_refused() -> None:
     der[-5] ^= 0xFF
     with pytest.raises(InvalidArgumentError, match="CSR"):
         public_key_from_csr(bytes(der))
+
+
+@pytest.mark.parametrize(
+    "dns_names", [(), ("web.example.org",), ("a.example.org", "b.example.org")]
+)
+async def test_der_encoding_matches_the_cryptography_builder_byte_for_byte(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock, dns_names: tuple[str, ...]
+) -> None:
+    """The hand-encoded TBS is exactly what cryptography's builder makes from the same inputs."""
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
+    public_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    [leaf] = await mint_leaf(
+        ca,
+        spiffe_id=WORKLOAD,
+        public_key=public_key,
+        ttl=timedelta(hours=1),
+        now=fake_clock.now(),
+        dns_names=dns_names,
+    )
+    reference = svid_builder(
+        spiffe_id=WORKLOAD,
+        public_key=public_key,
+        issuer=ca.certificate,
+        now=fake_clock.now(),
+        ttl=timedelta(hours=1),
+        dns_names=dns_names,
+        serial=leaf.serial_number,
+    ).sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    assert leaf.tbs_certificate_bytes == reference.tbs_certificate_bytes

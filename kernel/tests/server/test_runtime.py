@@ -145,3 +145,32 @@ async def test_a_bad_plugin_table_fails_start_with_its_key_path(
 
     with pytest.raises(ConfigError, match=r"server\.plugins\.key_manager\.disk\.keys_path"):
         await runtime.run()
+
+
+async def test_broken_handshakes_do_not_disturb_other_callers(server: ServerRuntime) -> None:
+    """Garbage instead of a ClientHello, a handshake cut off half way, and a client that
+    trusts nothing: each fails alone, and the server goes on answering."""
+    assert server.listening is not None
+    port = server.listening.port
+    for payload in (b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    import ssl
+
+    untrusting = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    untrusting.check_hostname = False
+    untrusting.set_alpn_protocols(["h2"])
+    with pytest.raises(ssl.SSLError):
+        await asyncio.open_connection("127.0.0.1", port, ssl=untrusting)
+    bundle = await admin_bundle(server)
+    channel = Channel(
+        "127.0.0.1", port, ssl=build_client_context([a.asn1 for a in bundle.x509_authorities])
+    )
+    try:
+        fetched = await bundle_pb.BundleStub(channel).get_bundle(bundle_pb.GetBundleRequest())
+    finally:
+        channel.close()
+    assert fetched.trust_domain == "example.org"

@@ -240,3 +240,24 @@ async def test_client_svid_from_a_foreign_ca_is_refused(
     finally:
         channel.close()
     assert service.callers == []
+
+
+async def test_oversized_requests_are_refused_and_the_server_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "api.sock")
+    service = RecordingHealth()
+    server = grpclib.server.Server([WithCallContext(service, max_message_bytes=64)])
+    await server.start(path=path)
+    channel = Channel(path=path)
+    try:
+        with pytest.raises(GRPCError) as caught:
+            await health.HealthStub(channel).check(health.HealthCheckRequest(service="x" * 100))
+        assert caught.value.status == grpclib.const.Status.RESOURCE_EXHAUSTED
+        assert "larger than the 64 bytes allowed" in str(caught.value.message)
+        response = await health.HealthStub(channel).check(health.HealthCheckRequest(service="ok"))
+        assert response.status == health.HealthCheckResponseServingStatus.SERVING
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()

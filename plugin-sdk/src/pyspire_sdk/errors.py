@@ -10,6 +10,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConfigError",
     "ConfigIssue",
+    "FailedPreconditionError",
     "InvalidArgumentError",
     "InvalidSelectorError",
     "InvalidSpiffeIdError",
@@ -45,6 +46,13 @@ class NotFoundError(PyspireError, LookupError):
 
 class AlreadyExistsError(PyspireError):
     """An object with the same identity already exists."""
+
+
+class FailedPreconditionError(PyspireError):
+    """The stored state forbids the change: a bundle that entries still federate with cannot be
+    deleted in RESTRICT mode, and a prune may not remove every authority of a bundle."""
+
+    grpc_status = "FAILED_PRECONDITION"
 
 
 class PermissionDeniedError(PyspireError):

@@ -71,9 +71,7 @@ class IdentitySource(Protocol):
         caller stops iterating. Slow consumers may skip intermediate snapshots."""
         ...
 
-    async def fetch_jwt_svid(
-        self, entry: RegistrationEntry, audience: Sequence[str]
-    ) -> JwtSvid:
+    async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
         """A JWT-SVID for ``entry`` and exactly these audiences: cached per (entry, audiences)
         until half its lifetime has passed, otherwise minted by the server. Raises
         :class:`~pyspire_sdk.errors.UnavailableError` when the server cannot be reached."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pyspire.ca.signing import ManagedKey
+from pyspire.ca.signing import ManagedKey, signature_algorithm_der
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,26 @@ class X509CA:
     def not_before(self) -> datetime:
         return self.certificate.not_valid_before_utc
 
+    @cached_property
+    def key_identifier(self) -> bytes:
+        """The CA's subject key identifier: the authority key identifier of what it signs."""
+        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return ski.value.digest
+
     @property
     def authority_id(self) -> str:
         """The hex subject key identifier: how operators and the journal name this CA."""
-        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        return ski.value.digest.hex()
+        return self.key_identifier.hex()
+
+    @cached_property
+    def subject_der(self) -> bytes:
+        """The CA's subject Name in DER: the issuer of what it signs."""
+        return self.certificate.subject.public_bytes()
+
+    @cached_property
+    def signature_algorithm_der(self) -> bytes:
+        """The AlgorithmIdentifier (DER) of signatures this CA's key makes."""
+        return signature_algorithm_der(self.key.key_type)
 
     @property
     def der(self) -> bytes:

@@ -1,5 +1,8 @@
 """What our certificates contain, per the X509-SVID standard and what real clients require.
 
+CA certificates are built here with ``cryptography``; SVID leaves, the hot path, are encoded
+directly by :mod:`pyspire.ca.svid_der` with the contents described below.
+
 CA certificates: non-empty subject, critical basicConstraints CA=true, critical keyUsage
 keyCertSign|cRLSign, SKI, AKI, URI SAN ``spiffe://<td>``. Leaves (X509-SVIDs): exactly one URI SAN,
 critical basicConstraints CA=false (py-spiffe refuses a leaf without it), critical keyUsage
@@ -11,23 +14,16 @@ backdated 10 s for clock skew; notAfter never passes the issuer's.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import TrustDomain
 
 BACKDATE = timedelta(seconds=10)
-SVID_SUBJECT = x509.Name(
-    [
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -112,66 +108,6 @@ def _ca_key_usage() -> x509.KeyUsage:
         crl_sign=True,
         encipher_only=False,
         decipher_only=False,
-    )
-
-
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=True,
-        data_encipherment=False,
-        key_agreement=True,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def svid_builder(
-    *,
-    spiffe_id: SpiffeId,
-    public_key: CertificatePublicKeyTypes,
-    issuer: x509.Certificate,
-    now: datetime,
-    ttl: timedelta,
-    dns_names: Sequence[str] = (),
-    subject: x509.Name | None = None,
-) -> x509.CertificateBuilder:
-    """An X509-SVID leaf for ``spiffe_id`` issued by ``issuer``, capped at the issuer's expiry."""
-    not_after = min(now + ttl, issuer.not_valid_after_utc)
-    if subject is None:
-        subject = SVID_SUBJECT
-        if dns_names:
-            subject = x509.Name(
-                [*SVID_SUBJECT, x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]
-            )
-    issuer_key_id = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
-    san += [x509.DNSName(name) for name in dns_names]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .serial_number(random_serial())
-        .not_valid_before(max(now - BACKDATE, issuer.not_valid_before_utc))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_key_id),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
     )
 
 

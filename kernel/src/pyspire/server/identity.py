@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pyspire.ca.manager import CaManager
@@ -71,21 +70,21 @@ class ServerIdentity:
         """Mint a new server SVID and serve new TLS connections with it."""
         now = self._clock.now()
         key = await asyncio.to_thread(ec.generate_private_key, ec.SECP256R1())
-        chain = await mint_x509_svid(
+        minted = await mint_x509_svid(
             self._ca.x509_ca,
             spiffe_id=server_id(self._trust_domain),
             public_key=key.public_key(),
             ttl=self._ttl,
             now=now,
         )
-        chain_der = tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain)
+        chain_der = minted.chain
         bundle = await self._bundle()
         authorities = [a.der for a in bundle.x509_authorities] if bundle else []
         await self._tls.update(chain_der, key, authorities)
         self._svid = X509Svid(
             spiffe_id=server_id(self._trust_domain),
             cert_chain=chain_der,
-            expires_at=chain[0].not_valid_after_utc,
+            expires_at=minted.not_after,
         )
         self._issued_at = now
         self._log.info("server SVID rotated", expires_at=self._svid.expires_at.isoformat())

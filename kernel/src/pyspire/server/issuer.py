@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from pyspire.ca.jwt import mint_jwt_svid
@@ -49,7 +48,7 @@ class SvidIssuer:
         dns_names: Sequence[str] = (),
     ) -> X509Svid:
         """An X509-SVID for ``public_key``; ``ttl`` None means the default workload TTL."""
-        chain = await mint_x509_svid(
+        minted = await mint_x509_svid(
             self._ca.x509_ca,
             spiffe_id=spiffe_id,
             public_key=public_key,
@@ -57,11 +56,7 @@ class SvidIssuer:
             now=self._clock.now(),
             dns_names=dns_names,
         )
-        return X509Svid(
-            spiffe_id=spiffe_id,
-            cert_chain=tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain),
-            expires_at=chain[0].not_valid_after_utc,
-        )
+        return X509Svid(spiffe_id=spiffe_id, cert_chain=minted.chain, expires_at=minted.not_after)
 
     async def workload_x509(
         self, entry: RegistrationEntry, public_key: CertificatePublicKeyTypes

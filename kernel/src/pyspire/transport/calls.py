@@ -108,15 +108,51 @@ class InFlight:
         return True
 
 
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The largest request message a server accepts (gRPC's customary default)."""
+
+
+def limit_message_size(stream: grpclib.server.Stream[Any, Any], limit: int) -> None:
+    """Refuse request messages over ``limit`` bytes before reading them.
+
+    grpclib reads a message by its length prefix with no upper bound, so one call could make the
+    server buffer gigabytes. The length prefix is read through the HTTP/2 stream's
+    ``recv_data``; wrapping it on this stream is the only place grpclib lets us look at the size
+    first. This is the one use of that private attribute: a grpclib upgrade that moves it fails
+    the test of this function, not silently.
+    """
+    inner = getattr(stream, "_stream", None)
+    read = getattr(inner, "recv_data", None)
+    if read is None:
+        raise RuntimeError("grpclib stream has no recv_data: the size limit needs updating")
+
+    async def bounded(size: int) -> bytes:
+        if size > limit:
+            raise GRPCError(
+                grpclib.const.Status.RESOURCE_EXHAUSTED,
+                f"request message of {size} bytes is larger than the {limit} bytes allowed",
+            )
+        data: bytes = await read(size)
+        return data
+
+    inner.recv_data = bounded  # type: ignore[union-attr]
+
+
 class WithCallContext:
     """A servable that wraps another one's handlers with the call context and a gate."""
 
     def __init__(
-        self, service: Any, gate: Gate | None = None, in_flight: InFlight | None = None
+        self,
+        service: Any,
+        gate: Gate | None = None,
+        in_flight: InFlight | None = None,
+        *,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self._service = service
         self._gate = gate
         self._in_flight = in_flight
+        self._max_message_bytes = max_message_bytes
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         wrapped: dict[str, grpclib.const.Handler] = {}
@@ -134,9 +170,11 @@ class WithCallContext:
     ) -> Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]:
         gate = self._gate
         in_flight = self._in_flight
+        limit = self._max_message_bytes
 
         async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
             _current_stream.set(stream)
+            limit_message_size(stream, limit)
             if in_flight is not None:
                 in_flight.enter()
             try:

@@ -57,7 +57,7 @@ from enum import IntEnum, StrEnum
 from typing import Protocol, runtime_checkable
 
 from pyspire_sdk.bundle import Bundle
-from pyspire_sdk.errors import InvalidArgumentError, PyspireError
+from pyspire_sdk.errors import FailedPreconditionError, InvalidArgumentError
 from pyspire_sdk.model import AttestedNode, FederationRelationship, JoinToken, RegistrationEntry
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
 from pyspire_sdk.selector import Selector
@@ -103,11 +103,6 @@ FEDERATION_RELATIONSHIP_MASK_FIELDS: frozenset[str] = frozenset(
 """Fields of :class:`~pyspire_sdk.model.FederationRelationship` an update mask may name."""
 
 __all__ += ["ENTRY_MASK_FIELDS", "FEDERATION_RELATIONSHIP_MASK_FIELDS", "NODE_MASK_FIELDS"]
-
-
-class FailedPreconditionError(PyspireError):
-    """The stored state forbids the change: a bundle that entries still federate with cannot be
-    deleted in RESTRICT mode, and a prune may not remove every authority of a bundle."""
 
 
 class MatchBehavior(IntEnum):

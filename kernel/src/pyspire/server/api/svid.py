@@ -13,7 +13,6 @@ from __future__ import annotations
 
 __all__ = ["MAX_BATCH_PARAMS", "SvidService"]
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -28,6 +27,7 @@ from pyspire.proto.convert import jwt_svid_to_proto, spiffe_id_from_proto, x509_
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.registry.validation import validate_dns_name
+from pyspire.server.api.encoded import batch_new_x509_svid_response
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import current_caller, status_for
@@ -37,7 +37,7 @@ from pyspire_sdk.errors import (
     PermissionDeniedError,
     PyspireError,
 )
-from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.model import RegistrationEntry, X509Svid
 from pyspire_sdk.spiffeid import SpiffeId
 
 MAX_BATCH_PARAMS = 500
@@ -111,12 +111,12 @@ class SvidService(svid_pb.SvidBase):
         authorized = {
             entry.id: entry for entry in self._context.registry.authorized_entries(agent_id)
         }
-        results = await asyncio.gather(*(self._new_x509_svid(item, authorized) for item in params))
-        return svid_pb.BatchNewX509SvidResponse(results=list(results))
+        results = [await self._new_x509_svid(item, authorized) for item in params]
+        return batch_new_x509_svid_response(results)
 
     async def _new_x509_svid(
         self, item: svid_pb.NewX509SvidParams, authorized: Mapping[str, RegistrationEntry]
-    ) -> svid_pb.BatchNewX509SvidResponseResult:
+    ) -> tuple[int, str, X509Svid | None]:
         try:
             if not item.entry_id:
                 raise InvalidArgumentError("missing entry ID")
@@ -128,8 +128,8 @@ class SvidService(svid_pb.SvidBase):
             public_key = public_key_from_csr(item.csr)
             svid = await self._context.issuer.workload_x509(entry, public_key)
         except PyspireError as error:
-            return svid_pb.BatchNewX509SvidResponseResult(status=_status(error))
-        return svid_pb.BatchNewX509SvidResponseResult(status=_OK, svid=x509_svid_to_proto(svid))
+            return status_for(error).value, str(error), None
+        return _OK.code, _OK.message, svid
 
     async def new_jwtsvid(
         self, new_jwtsvid_request: svid_pb.NewJwtsvidRequest

@@ -1,0 +1,45 @@
+"""The hand-encoded BatchNewX509SVID response is byte for byte what betterproto makes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pyspire_sdk.model import X509Svid
+from pyspire_sdk.spiffeid import SpiffeId
+
+from pyspire.proto.convert import x509_svid_to_proto
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.server.api.encoded import batch_new_x509_svid_response
+
+SVID = X509Svid(
+    spiffe_id=SpiffeId.parse("spiffe://example.org/workload/web"),
+    cert_chain=(b"\x30\x82" + b"l" * 300, b"\x30\x03abc"),
+    expires_at=datetime(2030, 1, 1, 1, tzinfo=UTC),
+    hint="web",
+)
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        [(0, "OK", SVID)],
+        [(0, "OK", SVID), (5, "entry not found or not authorized", None), (3, "", None)],
+        [(0, "", X509Svid(SVID.spiffe_id, (b"x" * 200,), SVID.expires_at))],
+    ],
+)
+def test_bytes_equal_betterproto(results: list[tuple[int, str, X509Svid | None]]) -> None:
+    expected = svid_pb.BatchNewX509SvidResponse(
+        results=[
+            svid_pb.BatchNewX509SvidResponseResult(
+                status=pb.Status(code=code, message=message),
+                **({"svid": x509_svid_to_proto(svid)} if svid is not None else {}),
+            )
+            for code, message, svid in results
+        ]
+    )
+    encoded = batch_new_x509_svid_response(results)
+    assert bytes(encoded) == bytes(expected)
+    decoded = encoded.decode()
+    assert [r.status.code for r in decoded.results] == [code for code, _, _ in results]
