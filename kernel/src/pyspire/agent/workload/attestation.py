@@ -1,0 +1,132 @@
+"""Workload attestation: the configured chain of workload attestors, run for one process.
+
+Every attestor is asked about the pid at the same time, each under its own deadline. Their
+values become selectors typed by the attestor's plugin name and are merged. The outcome is all
+or nothing: an identity is handed out on the strength of these facts, so when any attestor
+fails (says it cannot tell, rejects the pid, runs past its deadline, or breaks) the whole
+attestation fails with :class:`WorkloadAttestationError` rather than answering with the facts
+of the attestors that happened to succeed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_ATTESTOR_TIMEOUT",
+    "WorkloadAttestation",
+    "WorkloadAttestationError",
+]
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from pyspire_sdk.errors import InvalidArgumentError, PyspireError, UnavailableError
+from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor, workload_selectors
+from pyspire_sdk.selector import Selector
+
+DEFAULT_ATTESTOR_TIMEOUT = 5.0
+"""Seconds one attestor may take for one pid before the attestation fails."""
+
+
+class WorkloadAttestationError(UnavailableError):
+    """The chain could not establish the caller's selectors; the message names the attestor.
+
+    A subclass of :class:`~pyspire_sdk.errors.UnavailableError`: the condition is usually
+    temporary (the process was replaced, a runtime did not answer) and a client retries.
+    """
+
+    def __init__(self, attestor: str, reason: str) -> None:
+        super().__init__(f"workload attestor {attestor!r} failed: {reason}")
+        self.attestor = attestor
+        self.reason = reason
+
+
+class WorkloadAttestation:
+    """Runs a chain of workload attestors for a pid and merges what they find.
+
+    ``attestors`` is the configured chain as ``(plugin name, attestor)`` pairs; the names must
+    be distinct, since each becomes the type of the selectors its attestor produces.
+    ``timeout`` is in real seconds (it bounds I/O, not agent time) and applies to each
+    attestor separately.
+    """
+
+    def __init__(
+        self,
+        attestors: Sequence[tuple[str, WorkloadAttestor]],
+        *,
+        timeout: float = DEFAULT_ATTESTOR_TIMEOUT,
+        logger: FilteringBoundLogger | None = None,
+    ) -> None:
+        if not attestors:
+            raise InvalidArgumentError("attestors must name at least one workload attestor")
+        names = [name for name, _ in attestors]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise InvalidArgumentError(
+                "attestors must have distinct names, repeated: " + ", ".join(duplicates)
+            )
+        if not timeout > 0:
+            raise InvalidArgumentError(f"timeout must be positive, got {timeout}")
+        self._attestors = tuple(attestors)
+        self._timeout = timeout
+        self._log: FilteringBoundLogger = (
+            logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The attestors' plugin names, in configured order."""
+        return tuple(name for name, _ in self._attestors)
+
+    async def attest(self, pid: int) -> frozenset[Selector]:
+        """The merged selectors of process ``pid``.
+
+        Raises :class:`WorkloadAttestationError` naming the first failing attestor (in
+        configured order) when any of them fails; the others are cancelled.
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._attest_one(name, attestor, pid), name=f"attest-{name}")
+                    for name, attestor in self._attestors
+                ]
+        except BaseExceptionGroup as group_error:
+            failures = group_error.subgroup(WorkloadAttestationError)
+            if failures is None:
+                raise
+            failed = {error.attestor: error for error in _leaves(failures)}
+            first = next(name for name in self.names if name in failed)
+            raise failed[first] from None
+        selectors: set[Selector] = set()
+        for task in tasks:
+            selectors.update(task.result())
+        return frozenset(selectors)
+
+    async def _attest_one(
+        self, name: str, attestor: WorkloadAttestor, pid: int
+    ) -> tuple[Selector, ...]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                values = await attestor.attest(pid)
+            return workload_selectors(name, values)
+        except TimeoutError:
+            reason = f"no answer within {self._timeout:g}s"
+        except PyspireError as error:
+            reason = str(error) or type(error).__name__
+        except Exception as error:  # a broken plugin fails the attestation, never the agent
+            self._log.exception("workload attestor raised", attestor=name, pid=pid)
+            reason = f"unexpected {type(error).__name__}"
+        self._log.warning("workload attestor failed", attestor=name, pid=pid, reason=reason)
+        raise WorkloadAttestationError(name, reason)
+
+
+def _leaves(group: BaseExceptionGroup[WorkloadAttestationError]) -> list[WorkloadAttestationError]:
+    found: list[WorkloadAttestationError] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        else:
+            found.append(error)
+    return found

@@ -1,0 +1,117 @@
+"""The Workload API's unix socket: where local workloads reach the agent.
+
+The socket's directory is made world-readable (0755) and the socket world-writable (0777): any
+local process may ask, and workload attestation decides what it gets. Closing ends open streams
+with UNAVAILABLE (a stream ending with OK would look like a broken stream to clients), lets
+unary calls in progress finish for a short grace period, stops the server and removes the
+socket.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DRAIN_TIMEOUT",
+    "SOCKET_DIRECTORY_MODE",
+    "SOCKET_MODE",
+    "WorkloadEndpoint",
+]
+
+import asyncio
+import contextlib
+from pathlib import Path
+from types import TracebackType
+
+import grpclib.server
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from pyspire.agent.workload.service import WorkloadApiService
+from pyspire.transport.calls import InFlight, WithCallContext
+from pyspire.transport.unix import prepare_socket_path, set_socket_mode
+from pyspire_sdk.errors import PyspireError
+
+SOCKET_DIRECTORY_MODE = 0o755
+"""Mode of the directory holding the Workload API socket."""
+
+SOCKET_MODE = 0o777
+"""Mode of the Workload API socket: every local process may connect."""
+
+DRAIN_TIMEOUT = 5.0
+"""Seconds calls in progress get to finish when the endpoint closes."""
+
+
+class WorkloadEndpoint:
+    """Serves a :class:`WorkloadApiService` on a unix socket.
+
+    Use as an async context manager, or call :meth:`start` and :meth:`close`. ``close`` is
+    safe to call more than once and after a failed start.
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        service: WorkloadApiService,
+        *,
+        drain_timeout: float = DRAIN_TIMEOUT,
+        logger: FilteringBoundLogger | None = None,
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        self._service = service
+        self._drain_timeout = drain_timeout
+        self._in_flight = InFlight()
+        self._server: grpclib.server.Server | None = None
+        self._log: FilteringBoundLogger = (
+            logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Calls being handled now (streams included)."""
+        return self._in_flight.count
+
+    async def start(self) -> None:
+        """Listen on the socket; raises :class:`~pyspire.transport.unix.SocketPathError` when
+        the path cannot be used."""
+        if self._server is not None:
+            raise PyspireError("workload api endpoint is already started")
+        await asyncio.to_thread(
+            prepare_socket_path, self.socket_path, directory_mode=SOCKET_DIRECTORY_MODE
+        )
+        servable = WithCallContext(self._service, self._service.gate, self._in_flight)
+        server = grpclib.server.Server([servable])
+        self._server = server
+        try:
+            await server.start(path=str(self.socket_path))
+            await asyncio.to_thread(set_socket_mode, self.socket_path, SOCKET_MODE)
+        except BaseException:
+            await self.close()
+            raise
+        self._log.info("workload api listening", socket_path=str(self.socket_path))
+
+    async def close(self) -> None:
+        """End streams with UNAVAILABLE, let unary calls finish, stop, remove the socket."""
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        self._service.stop()
+        if not await self._in_flight.drain(self._drain_timeout):
+            self._log.warning("workload api calls cut short", in_flight=self._in_flight.count)
+        with contextlib.suppress(RuntimeError):
+            server.close()
+            await server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.socket_path.unlink)
+        self._log.info("workload api stopped", socket_path=str(self.socket_path))
+
+    async def __aenter__(self) -> WorkloadEndpoint:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

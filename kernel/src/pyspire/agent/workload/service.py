@@ -1,0 +1,401 @@
+"""The SPIFFE Workload API (``SpiffeWorkloadAPI``) served by the agent.
+
+Every call must carry exactly one ``workload.spiffe.io: true`` metadata value (checked by
+:meth:`WorkloadApiService.gate` before anything else). The caller is then identified out of
+band: its pid comes from the unix socket's peer credentials, the workload attestor chain turns
+the pid into selectors, and the caller's identities are the cached identities whose entry
+selectors are all among them (:meth:`~pyspire.agent.identities.Snapshot.matching`).
+
+Status codes, as the Workload API standard and SPIRE give them:
+
+- INVALID_ARGUMENT: the security header is missing, or a mandatory request field is empty or
+  malformed, or (ValidateJWTSVID) the token is not a valid JWT-SVID; clients do not retry;
+- UNAVAILABLE: attestation failed, the agent has no bundle yet, a JWT-SVID could not be
+  minted, or the agent is shutting down; clients retry;
+- PERMISSION_DENIED ``no identity issued``: the caller has no identity; clients retry, since an
+  entry may be registered later. The bundle calls need an identity too, as in SPIRE's default.
+
+Streams send the caller's full view at once and again whenever it changes, and never end with
+OK (clients take that for a broken stream): they end when the client goes away, with
+PERMISSION_DENIED when the caller's last identity disappears, or with UNAVAILABLE on shutdown.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SECURITY_HEADER",
+    "WorkloadApiService",
+]
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import betterproto.lib.google.protobuf as struct_pb
+import grpclib.server
+import structlog
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from structlog.typing import FilteringBoundLogger
+
+from pyspire.agent.identities import Identity, IdentitySource, Snapshot
+from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
+from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
+from pyspire.proto.gen import workload as pb
+from pyspire.transport.calls import current_stream
+from pyspire.transport.peer import peer_credentials
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+SECURITY_HEADER = "workload.spiffe.io"
+"""The metadata key every Workload API call must carry, with the value ``true``."""
+
+_SERVICE_PREFIX = "/SpiffeWorkloadAPI/"
+_NO_IDENTITY = "no identity issued"
+
+
+def _denied() -> GRPCError:
+    return GRPCError(Status.PERMISSION_DENIED, _NO_IDENTITY)
+
+
+def _td_key(trust_domain: TrustDomain) -> str:
+    return f"spiffe://{trust_domain.name}"
+
+
+class WorkloadApiService(pb.SpiffeWorkloadApiBase):
+    """``SpiffeWorkloadAPI`` over an :class:`~pyspire.agent.identities.IdentitySource`.
+
+    Serve it through :class:`pyspire.transport.calls.WithCallContext` with :meth:`gate` as the
+    gate, on a unix socket (the handlers read the caller's stream and its peer credentials).
+    ``clock`` is the agent's clock, used to judge JWT-SVID expiry. Tokens from a foreign trust
+    domain have their claims reduced to ``sub``, ``aud``, ``exp`` and
+    ``allowed_foreign_jwt_claims`` before they are shown.
+    """
+
+    def __init__(
+        self,
+        source: IdentitySource,
+        attestation: WorkloadAttestation,
+        clock: Clock,
+        *,
+        allowed_foreign_jwt_claims: frozenset[str] = frozenset(),
+        logger: FilteringBoundLogger | None = None,
+    ) -> None:
+        self._source = source
+        self._attestation = attestation
+        self._clock = clock
+        self._allowed_foreign_claims = allowed_foreign_jwt_claims
+        self._log: FilteringBoundLogger = (
+            logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
+        )
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle and gate -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End every open stream with UNAVAILABLE (clients reconnect to the next agent run);
+        calls made afterwards are refused with UNAVAILABLE too."""
+        self._stopping.set()
+
+    async def gate(self, method: str, stream: grpclib.server.Stream[Any, Any]) -> None:
+        """Refuse a call without exactly one ``workload.spiffe.io: true`` metadata value."""
+        if self._stopping.is_set():
+            raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
+        if not method.startswith(_SERVICE_PREFIX):
+            return
+        metadata = stream.metadata
+        values = metadata.getall(SECURITY_HEADER, []) if metadata is not None else []
+        if len(values) != 1 or values[0] != "true":
+            raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
+
+    # -- X.509 ------------------------------------------------------------------------------
+
+    async def fetch_x509_svid(
+        self, x509_svid_request: pb.X509SvidRequest
+    ) -> AsyncIterator[pb.X509SvidResponse]:
+        selectors = await self._attest()
+        last: object = None
+        async for snapshot in self._snapshots():
+            identities = _unique_hints(snapshot.matching(selectors))
+            if not identities:
+                raise _denied()
+            bundle = _require_bundle(snapshot)
+            federated = _federated_bundles(snapshot, identities)
+            view = (identities, bundle, federated)
+            if view == last:
+                continue
+            last = view
+            yield self._x509_svid_response(identities, bundle, federated)
+
+    def _x509_svid_response(
+        self,
+        identities: Sequence[Identity],
+        bundle: Bundle,
+        federated: Mapping[TrustDomain, Bundle],
+    ) -> pb.X509SvidResponse:
+        svids = []
+        for identity in identities:
+            svid = identity.svid
+            if svid.private_key is None:
+                self._log.error("cached x509 svid has no private key", entry_id=identity.entry.id)
+                continue
+            own = bundle if svid.spiffe_id.trust_domain == bundle.trust_domain else None
+            svid_bundle = own or federated.get(svid.spiffe_id.trust_domain)
+            if svid_bundle is None:
+                self._log.error(
+                    "no bundle for the trust domain of a cached x509 svid",
+                    entry_id=identity.entry.id,
+                    trust_domain=svid.spiffe_id.trust_domain.name,
+                )
+                continue
+            svids.append(
+                pb.X509Svid(
+                    spiffe_id=str(svid.spiffe_id),
+                    x509_svid=b"".join(svid.cert_chain),
+                    x509_svid_key=svid.private_key,
+                    bundle=svid_bundle.x509_authorities_der(),
+                    hint=identity.entry.hint,
+                )
+            )
+        if not svids:
+            raise _denied()
+        return pb.X509SvidResponse(
+            svids=svids,
+            federated_bundles={
+                _td_key(td): federated_bundle.x509_authorities_der()
+                for td, federated_bundle in federated.items()
+                if federated_bundle.x509_authorities
+            },
+        )
+
+    async def fetch_x509_bundles(
+        self, x509_bundles_request: pb.X509BundlesRequest
+    ) -> AsyncIterator[pb.X509BundlesResponse]:
+        selectors = await self._attest()
+        last: dict[str, bytes] | None = None
+        async for snapshot in self._snapshots():
+            bundles = _caller_bundles(snapshot, selectors)
+            encoded = {
+                _td_key(td): bundle.x509_authorities_der()
+                for td, bundle in bundles.items()
+                if bundle.x509_authorities
+            }
+            if encoded == last:
+                continue
+            last = encoded
+            yield pb.X509BundlesResponse(bundles=encoded)
+
+    # -- JWT --------------------------------------------------------------------------------
+
+    async def fetch_jwtsvid(self, jwtsvid_request: pb.JwtsvidRequest) -> pb.JwtsvidResponse:
+        audience = list(jwtsvid_request.audience)
+        if not audience or not all(audience):
+            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
+        requested: SpiffeId | None = None
+        if jwtsvid_request.spiffe_id:
+            try:
+                requested = SpiffeId.parse(jwtsvid_request.spiffe_id)
+            except InvalidArgumentError as error:
+                raise GRPCError(
+                    Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {error}"
+                ) from None
+        selectors = await self._attest()
+        identities = _unique_hints(self._source.snapshot().matching(selectors))
+        if requested is not None:
+            identities = tuple(
+                identity for identity in identities if identity.entry.spiffe_id == requested
+            )
+        if not identities:
+            raise _denied()
+        svids = []
+        for identity in identities:
+            entry = identity.entry
+            try:
+                jwt_svid = await self._source.fetch_jwt_svid(entry, audience)
+            except Exception as error:  # any failure to mint is "try again later"
+                self._log.warning(
+                    "could not fetch jwt svid",
+                    entry_id=entry.id,
+                    spiffe_id=str(entry.spiffe_id),
+                    error=str(error) or type(error).__name__,
+                )
+                raise GRPCError(Status.UNAVAILABLE, f"could not fetch JWT-SVID: {error}") from None
+            svids.append(
+                pb.Jwtsvid(spiffe_id=str(entry.spiffe_id), svid=jwt_svid.token, hint=entry.hint)
+            )
+        return pb.JwtsvidResponse(svids=svids)
+
+    async def fetch_jwt_bundles(
+        self, jwt_bundles_request: pb.JwtBundlesRequest
+    ) -> AsyncIterator[pb.JwtBundlesResponse]:
+        selectors = await self._attest()
+        last: dict[str, bytes] | None = None
+        async for snapshot in self._snapshots():
+            bundles = _caller_bundles(snapshot, selectors)
+            encoded = {_td_key(td): bundle.jwt_bundle_jwks() for td, bundle in bundles.items()}
+            if encoded == last:
+                continue
+            last = encoded
+            yield pb.JwtBundlesResponse(bundles=encoded)
+
+    async def validate_jwtsvid(
+        self, validate_jwtsvid_request: pb.ValidateJwtsvidRequest
+    ) -> pb.ValidateJwtsvidResponse:
+        audience = validate_jwtsvid_request.audience
+        token = validate_jwtsvid_request.svid
+        if not audience:
+            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
+        if not token:
+            raise GRPCError(Status.INVALID_ARGUMENT, "svid must be specified")
+        selectors = await self._attest()
+        snapshot = self._source.snapshot()
+        bundles = _caller_bundles(snapshot, selectors)
+        try:
+            validated = await asyncio.to_thread(
+                validate_jwt_svid, token, audience, bundles, self._clock.now()
+            )
+        except InvalidArgumentError as error:
+            self._log.info("jwt svid rejected", audience=audience, reason=str(error))
+            raise GRPCError(Status.INVALID_ARGUMENT, str(error)) from None
+        claims: Mapping[str, Any] = validated.claims
+        own = snapshot.bundle.trust_domain if snapshot.bundle is not None else None
+        if validated.spiffe_id.trust_domain != own:
+            claims = filter_foreign_claims(claims, self._allowed_foreign_claims)
+        return pb.ValidateJwtsvidResponse(
+            spiffe_id=str(validated.spiffe_id), claims=_struct(_with_audience_list(claims))
+        )
+
+    # -- shared -----------------------------------------------------------------------------
+
+    async def _attest(self) -> frozenset[Selector]:
+        """The caller's selectors; UNAVAILABLE when they cannot be established."""
+        stream = current_stream()
+        try:
+            credentials = peer_credentials(stream.peer)
+        except OSError as error:
+            self._log.warning("caller has no peer credentials", error=str(error))
+            raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
+        try:
+            return await self._attestation.attest(credentials.pid)
+        except WorkloadAttestationError as error:
+            self._log.warning(
+                "workload attestation failed",
+                pid=credentials.pid,
+                uid=credentials.uid,
+                attestor=error.attestor,
+                reason=error.reason,
+            )
+            raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
+
+    async def _snapshots(self) -> AsyncIterator[Snapshot]:
+        """The identity source's snapshots until the service stops, which ends the stream
+        with UNAVAILABLE (as does the source ending its watch)."""
+        watch = self._source.watch()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        following: asyncio.Future[Snapshot] | None = None
+        try:
+            while True:
+                following = asyncio.ensure_future(anext(watch))
+                await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
+                try:
+                    snapshot = following.result()
+                except StopAsyncIteration:
+                    raise GRPCError(
+                        Status.UNAVAILABLE, "agent cache is no longer available"
+                    ) from None
+                following = None
+                yield snapshot
+        finally:
+            for future in (following, stopping):
+                if future is not None and not future.done():
+                    future.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await future
+            close = getattr(watch, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _unique_hints(identities: Sequence[Identity]) -> tuple[Identity, ...]:
+    """Drop identities whose non-empty hint an earlier (older) identity already has."""
+    seen: set[str] = set()
+    kept = []
+    for identity in identities:
+        hint = identity.entry.hint
+        if hint:
+            if hint in seen:
+                continue
+            seen.add(hint)
+        kept.append(identity)
+    return tuple(kept)
+
+
+def _require_bundle(snapshot: Snapshot) -> Bundle:
+    if snapshot.bundle is None:
+        raise GRPCError(Status.UNAVAILABLE, "agent has no trust bundle yet")
+    return snapshot.bundle
+
+
+def _federated_bundles(
+    snapshot: Snapshot, identities: Sequence[Identity]
+) -> dict[TrustDomain, Bundle]:
+    """The federated bundles of the trust domains these identities' entries federate with
+    (those the agent has)."""
+    found: dict[TrustDomain, Bundle] = {}
+    for identity in identities:
+        for trust_domain in identity.entry.federates_with:
+            bundle = snapshot.federated_bundles.get(trust_domain)
+            if bundle is not None:
+                found[trust_domain] = bundle
+    return found
+
+
+def _caller_bundles(
+    snapshot: Snapshot, selectors: frozenset[Selector]
+) -> dict[TrustDomain, Bundle]:
+    """The bundles a caller may see: our own and those its entries federate with.
+    PERMISSION_DENIED when it has no identity, UNAVAILABLE when we have no bundle yet."""
+    identities = snapshot.matching(selectors)
+    if not identities:
+        raise _denied()
+    bundle = _require_bundle(snapshot)
+    found = {bundle.trust_domain: bundle}
+    for trust_domain, federated in _federated_bundles(snapshot, identities).items():
+        found.setdefault(trust_domain, federated)
+    return found
+
+
+def _with_audience_list(claims: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(claims)
+    audience = result.get("aud")
+    if isinstance(audience, str):
+        result["aud"] = [audience]
+    return result
+
+
+def _struct(claims: Mapping[str, Any]) -> struct_pb.Struct:
+    """A ``google.protobuf.Struct`` built field by field (``Struct.from_dict`` does not
+    serialize in betterproto)."""
+    return struct_pb.Struct(fields={str(name): _value(value) for name, value in claims.items()})
+
+
+def _value(value: Any) -> struct_pb.Value:
+    if value is None:
+        return struct_pb.Value(null_value=struct_pb.NullValue(0))
+    if isinstance(value, bool):
+        return struct_pb.Value(bool_value=value)
+    if isinstance(value, int | float):
+        return struct_pb.Value(number_value=float(value))
+    if isinstance(value, str):
+        return struct_pb.Value(string_value=value)
+    if isinstance(value, Mapping):
+        return struct_pb.Value(struct_value=_struct(value))
+    if isinstance(value, list | tuple):
+        return struct_pb.Value(list_value=struct_pb.ListValue(values=[_value(v) for v in value]))
+    raise InvalidArgumentError(f"claim value of type {type(value).__name__} is not JSON")
