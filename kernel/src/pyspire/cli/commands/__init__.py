@@ -4,10 +4,20 @@ from __future__ import annotations
 
 __all__ = ["all_commands"]
 
-from pyspire.cli.commands import plugins, run, validate
+from pyspire.cli.commands import (
+    agent,
+    bundle,
+    entry,
+    healthcheck,
+    mint,
+    plugins,
+    run,
+    token,
+    validate,
+)
 from pyspire.cli.registry import Command
 
-_GROUPS = (run, validate, plugins)
+_GROUPS = (run, validate, plugins, entry, agent, bundle, token, mint, healthcheck)
 
 
 def all_commands() -> tuple[Command, ...]:

@@ -1,0 +1,85 @@
+"""``token generate``: a one-time join token for an agent, optionally with an alias entry."""
+
+from __future__ import annotations
+
+__all__ = ["COMMANDS"]
+
+import argparse
+
+from pyspire.catalog import Side
+from pyspire.cli.admin_client import (
+    AdminError,
+    add_admin_flags,
+    connect,
+    message_json,
+    parse_spiffe_id,
+    print_json,
+)
+from pyspire.cli.flags import add_flag
+from pyspire.cli.registry import CliContext, Command
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+
+DEFAULT_TTL = 600
+"""Seconds a generated token stays valid unless -ttl says otherwise (SPIRE's default)."""
+
+_INT32_MAX = 2**31 - 1
+
+
+def _add_flags(parser: argparse.ArgumentParser, side: Side) -> None:
+    add_admin_flags(parser)
+    add_flag(
+        parser,
+        "spiffeID",
+        metavar="ID",
+        help="also create an entry giving the agent that attests with the token this ID",
+    )
+    add_flag(
+        parser,
+        "ttl",
+        metavar="SECONDS",
+        type=int,
+        default=DEFAULT_TTL,
+        help=f"seconds the token stays valid (default: {DEFAULT_TTL})",
+    )
+
+
+async def _generate(args: argparse.Namespace, context: CliContext) -> int:
+    if args.ttl < 1 or args.ttl > _INT32_MAX:
+        raise AdminError(f"invalid -ttl: {args.ttl} must be between 1 and {_INT32_MAX} seconds")
+    request = agent_pb.CreateJoinTokenRequest(ttl=args.ttl)
+    if args.spiffe_id:
+        spiffe_id = parse_spiffe_id(args.spiffe_id, "-spiffeID")
+        request.agent_id = pb.Spiffeid(
+            trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path
+        )
+    async with connect(args.socket_path) as client:
+        with client.errors():
+            token = await client.agent.create_join_token(request)
+    if args.output == "json":
+        print_json(context.out, message_json(token))
+    else:
+        context.out(f"Token: {token.value}")
+    return 0
+
+
+TOKEN = Command(
+    name="token",
+    summary="generate join tokens",
+    sides=frozenset({Side.SERVER}),
+    subcommands=(
+        Command(
+            name="generate",
+            summary="generate a one-time join token for an agent",
+            description=(
+                "Generate a join token an agent can attest with once, within -ttl seconds. "
+                "With -spiffeID, the attested agent also gets that ID through an alias entry."
+            ),
+            sides=frozenset({Side.SERVER}),
+            handler=_generate,
+            add_flags=_add_flags,
+        ),
+    ),
+)
+
+COMMANDS: tuple[Command, ...] = (TOKEN,)
