@@ -90,10 +90,8 @@ def test(extra: list[str]) -> None:
 
 
 def demo() -> None:
-    """The main job: the server validates the example configuration."""
-    run(BIN / "pyspire-server", "validate", "-config", "examples/configs/server.toml")
-    run(BIN / "pyspire-agent", "validate", "-config", "examples/configs/agent.toml")
-    run(BIN / "pyspire-server", "plugins")
+    """The main job: the quickstart (examples/quickstart/quickstart.py)."""
+    run(PYTHON, "examples/quickstart/quickstart.py")
 
 
 def main(argv: list[str]) -> None:
