@@ -19,8 +19,8 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpclib.server
@@ -31,13 +31,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpclib.client import Channel
 from pyspire_datastore_sqlite import SqliteDataStore, SqliteDataStoreConfig
-from pyspire_sdk.clock import SystemClock
-from pyspire_sdk.keys import InProcessKeyManager
-from pyspire_sdk.model import AttestedNode, RegistrationEntry
-from pyspire_sdk.plugin import NoConfig
-from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
-from pyspire_sdk.testing import RecordingMetrics
 
 from pyspire.ca.manager import CaManager, CaSettings
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
@@ -49,6 +42,13 @@ from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.transport.calls import InFlight
 from pyspire.transport.tls import RotatingServerContext, build_client_context
+from pyspire_sdk.clock import SystemClock
+from pyspire_sdk.keys import InProcessKeyManager
+from pyspire_sdk.model import AttestedNode, RegistrationEntry
+from pyspire_sdk.plugin import NoConfig
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing import RecordingMetrics
 
 TD = TrustDomain("example.org")
 AGENT = SpiffeId.parse("spiffe://example.org/spire/agent/bench/node1")

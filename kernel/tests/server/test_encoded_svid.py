@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pyspire_sdk.model import X509Svid
-from pyspire_sdk.spiffeid import SpiffeId
 
 from pyspire.proto.convert import x509_svid_to_proto
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.server.api.encoded import batch_new_x509_svid_response
+from pyspire_sdk.model import X509Svid
+from pyspire_sdk.spiffeid import SpiffeId
 
 SVID = X509Svid(
     spiffe_id=SpiffeId.parse("spiffe://example.org/workload/web"),
