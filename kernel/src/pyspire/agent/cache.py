@@ -1,0 +1,550 @@
+"""The agent's workload cache: entries, their X509-SVIDs, our bundle and federated bundles.
+
+The sync manager (:mod:`pyspire.agent.sync`) fills it; the Workload API reads it through
+:class:`~pyspire.agent.identities.IdentitySource`. Everything here is in memory and synchronous
+except the waiting in :meth:`WorkloadCache.watch` and the JWT mint, so a Workload API call never
+waits on the server for an X509-SVID.
+
+**Size bound** (``x509_svid_cache_max_size``, SPIRE's rule). The bound is soft and limits which
+entries get an X509-SVID *before* a workload asks:
+
+1. An entry that a workload currently wants (it matches the selectors of an open
+   :meth:`WorkloadCache.subscription`, or of a :meth:`WorkloadCache.touch` that found it without
+   an SVID) always gets one, even beyond the bound: an identity is never refused for lack of room.
+2. Entries that already hold an SVID keep having it renewed.
+3. The remaining room, if any, is filled by pre-minting SVIDs for the other entries, oldest entry
+   first (by creation time, then ID), so the choice is stable from one sync to the next.
+4. When more SVIDs are held than the bound allows, each sync drops the SVIDs of entries nobody
+   subscribes to, least recently used first (entries never used go first, newest entry first),
+   until the count is back within the bound.
+
+So an agent with fewer entries than the bound holds an SVID for every entry at all times, and an
+agent with many more entries than active workloads holds SVIDs for the active ones plus a stable
+set of pre-minted ones, and mints others on demand (callers registered with
+:meth:`WorkloadCache.add_demand_listener` are told when an unminted entry is wanted).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_X509_SVID_CACHE_MAX_SIZE",
+    "IssuedSvid",
+    "StaleEntry",
+    "StaleReason",
+    "WorkloadCache",
+]
+
+import asyncio
+import hashlib
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pyspire.agent.identities import Identity, Snapshot
+from pyspire.agent.jwt_cache import DEFAULT_JWT_SVID_CACHE_MAX_SIZE, JwtSvidCache
+from pyspire.agent.server_api import AgentServerApi
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import TrustDomain
+
+DEFAULT_X509_SVID_CACHE_MAX_SIZE = 1000
+"""SPIRE's default ``x509_svid_cache_max_size``."""
+
+_log = structlog.get_logger("pyspire.agent.cache")
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+class StaleReason(StrEnum):
+    """Why an entry needs a new X509-SVID."""
+
+    MISSING = "no svid"
+    ENTRY_CHANGED = "entry revision changed"
+    HALF_LIFE = "past half-life"
+    EXPIRED = "expired"
+    ISSUER_UNTRUSTED = "issuer not in bundle"
+    ISSUER_TAINTED = "issuer tainted"
+
+
+@dataclass(frozen=True, slots=True)
+class StaleEntry:
+    """An entry the sync manager must get a new X509-SVID for, and why."""
+
+    entry: RegistrationEntry
+    reason: StaleReason
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSvid:
+    """An X509-SVID just issued for an entry, with what the cache needs to schedule renewal.
+
+    Build it with :meth:`inspect`, which parses and checks the certificate once (it is meant to
+    run in a worker thread), so the cache never parses certificates on the event loop.
+    """
+
+    entry_id: str
+    entry_revision: int
+    svid: X509Svid
+    not_before: datetime
+    not_after: datetime
+    issuer_ids: frozenset[bytes]
+    """How the authority that signed the top of the chain is recognised in a bundle."""
+
+    @classmethod
+    def inspect(cls, entry: RegistrationEntry, svid: X509Svid) -> IssuedSvid:
+        """Check that ``svid`` is a usable X509-SVID for ``entry`` and record its facts.
+
+        Raises :class:`InvalidArgumentError` when the chain is empty or does not parse, the leaf
+        names another SPIFFE ID, or the private key is missing or does not match the leaf.
+        """
+        if not svid.cert_chain:
+            raise InvalidArgumentError("x509 svid cert_chain is empty")
+        if svid.private_key is None:
+            raise InvalidArgumentError("x509 svid private_key is missing")
+        try:
+            chain = [x509.load_der_x509_certificate(der) for der in svid.cert_chain]
+        except ValueError:
+            raise InvalidArgumentError(
+                "x509 svid cert_chain holds an invalid certificate"
+            ) from None
+        leaf = chain[0]
+        uris = _uri_sans(leaf)
+        if uris != [str(entry.spiffe_id)]:
+            raise InvalidArgumentError(
+                f"x509 svid leaf names {uris!r}, expected [{str(entry.spiffe_id)!r}]"
+            )
+        try:
+            private_key = serialization.load_der_private_key(svid.private_key, password=None)
+        except (ValueError, TypeError):
+            raise InvalidArgumentError("x509 svid private_key is not a PKCS#8 key") from None
+        if _spki(private_key.public_key()) != _spki(leaf.public_key()):
+            raise InvalidArgumentError("x509 svid leaf does not certify the private key")
+        return cls(
+            entry_id=entry.id,
+            entry_revision=entry.revision_number,
+            svid=svid,
+            not_before=leaf.not_valid_before_utc,
+            not_after=leaf.not_valid_after_utc,
+            issuer_ids=_issuer_ids(chain),
+        )
+
+    def half_life(self) -> datetime:
+        """When half of the leaf's lifetime has passed: the SVID is renewed from then on."""
+        return self.not_before + (self.not_after - self.not_before) / 2
+
+
+class WorkloadCache:
+    """What the agent can hand to workloads, kept current by the sync manager.
+
+    Implements :class:`~pyspire.agent.identities.IdentitySource`. Guarantees: a snapshot is
+    immutable and its revision increases on every change a workload could see (an SVID issued
+    or dropped, an entry that holds an SVID changed, a bundle changed); only entries holding an
+    SVID appear as identities; see the module documentation for the size bound.
+    """
+
+    def __init__(
+        self,
+        api: AgentServerApi,
+        clock: Clock,
+        *,
+        x509_svid_cache_max_size: int = DEFAULT_X509_SVID_CACHE_MAX_SIZE,
+        jwt_svid_cache_max_size: int = DEFAULT_JWT_SVID_CACHE_MAX_SIZE,
+    ) -> None:
+        if x509_svid_cache_max_size < 1:
+            raise InvalidArgumentError(
+                f"x509_svid_cache_max_size must be at least 1, found {x509_svid_cache_max_size}"
+            )
+        self._api = api
+        self._clock = clock
+        self._max_size = x509_svid_cache_max_size
+        self._jwt = JwtSvidCache(clock, max_size=jwt_svid_cache_max_size)
+        self._entries: dict[str, RegistrationEntry] = {}
+        self._order: list[str] = []
+        self._held: dict[str, IssuedSvid] = {}
+        self._bundle: Bundle | None = None
+        self._federated: dict[TrustDomain, Bundle] = {}
+        self._authorities: dict[bytes, bool] = {}
+        self._revision = 0
+        self._snapshot: Snapshot | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._last_access: dict[str, datetime] = {}
+        self._subscriptions: Counter[frozenset[Selector]] = Counter()
+        self._requested: set[str] = set()
+        self._demand_listeners: list[Callable[[], None]] = []
+
+    # -- IdentitySource ----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The current state; built once per revision, so repeated calls cost nothing."""
+        if self._snapshot is None:
+            identities = tuple(
+                Identity(self._entries[entry_id], self._held[entry_id].svid)
+                for entry_id in self._order
+                if entry_id in self._held
+            )
+            self._snapshot = Snapshot(
+                revision=self._revision,
+                identities=identities,
+                bundle=self._bundle,
+                federated_bundles=MappingProxyType(dict(self._federated)),
+            )
+        return self._snapshot
+
+    async def watch(self) -> AsyncGenerator[Snapshot, None]:
+        """Yield the current snapshot at once, then the newest one after each change.
+
+        A consumer slower than the changes sees only the latest snapshot when it comes back.
+        Stopping the iteration or cancelling the consumer leaves nothing registered behind.
+        """
+        seen = -1
+        loop = asyncio.get_running_loop()
+        while True:
+            current = self.snapshot()
+            if current.revision != seen:
+                seen = current.revision
+                yield current
+                continue
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
+
+    async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
+        """A JWT-SVID for ``entry`` and exactly these audiences, from the JWT cache when fresh.
+
+        Raises :class:`InvalidArgumentError` for an empty audience and whatever the server call
+        raises (:class:`~pyspire_sdk.errors.UnavailableError` when it cannot be reached).
+        """
+        audiences = tuple(audience)
+        if entry.id in self._entries:
+            self._last_access[entry.id] = self._clock.now()
+        return await self._jwt.get(
+            entry, audiences, lambda: self._api.new_jwt_svid(entry.id, audiences)
+        )
+
+    # -- what the sync manager uses ----------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The revision of the current state."""
+        return self._revision
+
+    @property
+    def max_size(self) -> int:
+        """The soft bound on cached X509-SVIDs."""
+        return self._max_size
+
+    @property
+    def svid_count(self) -> int:
+        """How many X509-SVIDs are cached now."""
+        return len(self._held)
+
+    @property
+    def jwt_svids(self) -> JwtSvidCache:
+        """The JWT-SVID cache behind :meth:`fetch_jwt_svid`."""
+        return self._jwt
+
+    @property
+    def watchers(self) -> int:
+        """How many :meth:`watch` iterators are waiting for a change now."""
+        return len(self._waiters)
+
+    def entries(self) -> tuple[RegistrationEntry, ...]:
+        """Every authorized entry, oldest first, whether or not it holds an SVID."""
+        return tuple(self._entries[entry_id] for entry_id in self._order)
+
+    def issued(self, entry_id: str) -> IssuedSvid | None:
+        """The SVID held for an entry, with its facts, or None."""
+        return self._held.get(entry_id)
+
+    def update(
+        self,
+        entries: Sequence[RegistrationEntry],
+        bundle: Bundle,
+        federated_bundles: Mapping[TrustDomain, Bundle],
+    ) -> None:
+        """Replace the authorized entries and the bundles with what the server just said.
+
+        SVIDs (and JWT-SVIDs) of entries that are gone are dropped at once; SVIDs of changed
+        entries stay until re-issued (see :meth:`stale_entries`); federated bundles not in
+        ``federated_bundles`` are dropped; SVIDs beyond the size bound are evicted.
+        """
+        visible = False
+        incoming = {entry.id: entry for entry in entries}
+        for entry_id in list(self._entries):
+            if entry_id not in incoming:
+                visible |= self._held.pop(entry_id, None) is not None
+                self._last_access.pop(entry_id, None)
+                self._requested.discard(entry_id)
+        for entry_id, entry in incoming.items():
+            if entry_id in self._held and self._entries.get(entry_id) != entry:
+                visible = True
+        self._entries = incoming
+        self._order = sorted(incoming, key=lambda entry_id: _age(incoming[entry_id]))
+        self._jwt.retain({entry.id: entry.revision_number for entry in incoming.values()})
+
+        if bundle != self._bundle:
+            self._bundle = bundle
+            self._authorities = _authority_index(bundle)
+            visible = True
+        federated = dict(federated_bundles)
+        if federated != self._federated:
+            self._federated = federated
+            visible = True
+
+        evicted = self._evict()
+        if evicted:
+            _log.debug("x509 svids evicted over the cache size", count=len(evicted))
+            visible = True
+        if visible:
+            self._changed()
+
+    def stale_entries(self, now: datetime) -> list[StaleEntry]:
+        """Entries that need a new X509-SVID now, wanted ones first, within the size bound.
+
+        An entry's SVID is stale when it is missing, its entry's revision changed since it was
+        issued, half its lifetime has passed, it expired, or the authority that signed it is no
+        longer in our bundle or is tainted there.
+        """
+        wanted = self._wanted()
+        stale: list[StaleEntry] = []
+        for entry_id in wanted:
+            entry = self._entries[entry_id]
+            reason = self._stale_reason(entry, self._held.get(entry_id), now)
+            if reason is not None:
+                stale.append(StaleEntry(entry, reason))
+        return stale
+
+    def store(self, issued: Sequence[IssuedSvid]) -> int:
+        """Keep newly issued SVIDs (one revision bump for all); returns how many were kept.
+
+        An SVID for an entry that is gone by now is discarded.
+        """
+        kept = 0
+        for item in issued:
+            if item.entry_id not in self._entries:
+                continue
+            self._held[item.entry_id] = item
+            self._requested.discard(item.entry_id)
+            kept += 1
+        if kept:
+            self._changed()
+        return kept
+
+    def clear(self) -> None:
+        """Forget every entry, SVID and JWT-SVID (the server no longer accepts this agent).
+
+        Bundles are kept: they say whom to trust, not who we are.
+        """
+        had_identities = bool(self._held)
+        self._entries.clear()
+        self._order.clear()
+        self._held.clear()
+        self._last_access.clear()
+        self._requested.clear()
+        self._jwt.clear()
+        if had_identities:
+            self._changed()
+
+    async def close(self) -> None:
+        """Cancel JWT-SVID mints in flight."""
+        await self._jwt.close()
+
+    # -- demand from workloads ---------------------------------------------------------------
+
+    def add_demand_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously) whenever a workload wants an entry without an SVID."""
+        self._demand_listeners.append(listener)
+
+    def touch(self, selectors: frozenset[Selector]) -> bool:
+        """Record that a workload with ``selectors`` asked for its identities now.
+
+        Returns whether every matching entry holds an SVID; when one does not, it is minted at
+        the next sync regardless of the size bound and demand listeners are told.
+        """
+        now = self._clock.now()
+        missing = False
+        for entry_id in self._matching_ids(selectors):
+            self._last_access[entry_id] = now
+            if entry_id not in self._held:
+                self._requested.add(entry_id)
+                missing = True
+        if missing:
+            for listener in tuple(self._demand_listeners):
+                listener()
+        return not missing
+
+    @contextmanager
+    def subscription(self, selectors: frozenset[Selector]) -> Iterator[bool]:
+        """Keep the entries matching ``selectors`` wanted while the block runs (a stream).
+
+        SVIDs of wanted entries are never evicted. Yields what :meth:`touch` returns.
+        """
+        self._subscriptions[selectors] += 1
+        try:
+            yield self.touch(selectors)
+        finally:
+            self._subscriptions[selectors] -= 1
+            if self._subscriptions[selectors] <= 0:
+                del self._subscriptions[selectors]
+            for entry_id in self._matching_ids(selectors):
+                self._last_access[entry_id] = self._clock.now()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._revision += 1
+        self._snapshot = None
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _matching_ids(self, selectors: frozenset[Selector]) -> list[str]:
+        return [
+            entry_id
+            for entry_id in self._order
+            if all(selector in selectors for selector in self._entries[entry_id].selectors)
+        ]
+
+    def _subscribed_ids(self) -> set[str]:
+        subscribed: set[str] = set()
+        for selectors in self._subscriptions:
+            subscribed.update(self._matching_ids(selectors))
+        return subscribed
+
+    def _wanted(self) -> list[str]:
+        demanded = self._subscribed_ids() | (self._requested & self._entries.keys())
+        wanted = [entry_id for entry_id in self._order if entry_id in demanded]
+        chosen = set(wanted)
+        for entry_id in self._order:
+            if entry_id in self._held and entry_id not in chosen:
+                wanted.append(entry_id)
+                chosen.add(entry_id)
+        room = self._max_size - len(chosen)
+        for entry_id in self._order:
+            if room <= 0:
+                break
+            if entry_id not in chosen:
+                wanted.append(entry_id)
+                chosen.add(entry_id)
+                room -= 1
+        return wanted
+
+    def _evict(self) -> list[str]:
+        excess = len(self._held) - self._max_size
+        if excess <= 0:
+            return []
+        protected = self._subscribed_ids() | self._requested
+        rank = {entry_id: index for index, entry_id in enumerate(self._order)}
+        candidates = sorted(
+            (entry_id for entry_id in self._held if entry_id not in protected),
+            key=lambda entry_id: (
+                self._last_access.get(entry_id, _EPOCH),
+                -rank.get(entry_id, 0),
+            ),
+        )
+        evicted = candidates[:excess]
+        for entry_id in evicted:
+            del self._held[entry_id]
+        return evicted
+
+    def _stale_reason(
+        self, entry: RegistrationEntry, held: IssuedSvid | None, now: datetime
+    ) -> StaleReason | None:
+        if held is None:
+            return StaleReason.MISSING
+        if held.entry_revision != entry.revision_number:
+            return StaleReason.ENTRY_CHANGED
+        if now >= held.not_after:
+            return StaleReason.EXPIRED
+        if now >= held.half_life():
+            return StaleReason.HALF_LIFE
+        matched = [self._authorities[key] for key in held.issuer_ids if key in self._authorities]
+        if not matched:
+            return StaleReason.ISSUER_UNTRUSTED
+        if any(matched):
+            return StaleReason.ISSUER_TAINTED
+        return None
+
+
+def _age(entry: RegistrationEntry) -> tuple[float, str]:
+    created = entry.created_at
+    return (created.timestamp() if created else 0.0, entry.id)
+
+
+def _spki(public_key: object) -> bytes:
+    encoded: bytes = public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return encoded
+
+
+def _uri_sans(certificate: x509.Certificate) -> list[str]:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def _key_id(certificate: x509.Certificate) -> bytes:
+    try:
+        ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+    return ski.value.digest
+
+
+def _issuer_ids(chain: list[x509.Certificate]) -> frozenset[bytes]:
+    """Identifiers of the authority above the chain's top certificate, plus the certificates of
+    the chain above the leaf (an authority in the bundle may be one of them).
+
+    The issuer is named by its key identifier when the top certificate carries one (CAs that
+    rotate keep the same subject name, so a name alone would match a removed CA), else by name.
+    """
+    top = chain[-1]
+    ids: set[bytes] = {
+        b"cert:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+        for cert in chain[1:]
+    }
+    try:
+        aki = top.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        aki = None
+    if aki is not None and aki.key_identifier:
+        ids.add(b"key:" + aki.key_identifier)
+    else:
+        ids.add(b"name:" + top.issuer.public_bytes())
+    return frozenset(ids)
+
+
+def _authority_index(bundle: Bundle) -> dict[bytes, bool]:
+    """Identifiers of every X.509 authority in ``bundle`` (see :func:`_issuer_ids`) → tainted."""
+    index: dict[bytes, bool] = {}
+    for authority in bundle.x509_authorities:
+        try:
+            certificate = x509.load_der_x509_certificate(authority.der)
+            key_id = _key_id(certificate)
+        except ValueError:
+            _log.warning("bundle holds an x509 authority that does not parse; ignoring it")
+            continue
+        for identifier in (
+            b"cert:" + hashlib.sha256(authority.der).digest(),
+            b"key:" + key_id,
+            b"name:" + certificate.subject.public_bytes(),
+        ):
+            index[identifier] = index.get(identifier, False) or authority.tainted
+    return index

@@ -1,0 +1,369 @@
+"""The sync manager: keeps the workload cache in step with what the server authorizes.
+
+Every sync interval (and whenever asked) it fetches the agent's authorized entries, our bundle
+and the bundles of the trust domains those entries federate with, hands them to the
+:class:`~pyspire.agent.cache.WorkloadCache`, and gets new X509-SVIDs for the entries whose SVID
+is missing, changed, half-way through its life, expired, or signed by an authority the bundle no
+longer trusts. Keys are generated here, on the node, and only CSRs go to the server, in batches.
+
+Failure handling, as SPIRE's agent does it:
+
+- one item the server refuses does not stop the others; it is logged with the server's reason
+  and retried at the next sync;
+- :class:`~pyspire_sdk.errors.UnavailableError` keeps the cache as it is and retries with
+  exponential backoff, from the interval up to ``min(8 min, 48 * interval)``; the state change
+  (lost, regained) is logged once, not every attempt;
+- :class:`~pyspire_sdk.errors.PermissionDeniedError` means the server no longer accepts this
+  agent (banned, evicted): identities are cleared, the error is logged and raised, and the
+  manager stops syncing.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_CSR_BATCH",
+    "DEFAULT_SYNC_INTERVAL",
+    "MAX_BACKOFF",
+    "SyncManager",
+    "SyncReport",
+]
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from pyspire.agent.cache import IssuedSvid, StaleEntry, WorkloadCache
+from pyspire.agent.server_api import AgentServerApi, SvidRequest, SvidResult
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.plugins.key_manager import KeyType
+from pyspire_sdk.spiffeid import TrustDomain
+
+DEFAULT_SYNC_INTERVAL = timedelta(seconds=5)
+"""SPIRE's ``sync_interval``."""
+
+DEFAULT_CSR_BATCH = 500
+"""How many CSRs go to the server in one BatchNewX509SVID call (SPIRE's page size)."""
+
+MAX_BACKOFF = timedelta(minutes=8)
+"""The longest wait between attempts while the server is away (further capped by 48 intervals)."""
+
+_BACKOFF_INTERVALS = 48
+
+_log = structlog.get_logger("pyspire.agent.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one sync did: how many entries are authorized, how many SVIDs were issued, and
+    which entries the server (or our checks) refused, with the reason."""
+
+    entries: int
+    issued: int
+    failed: Mapping[str, str] = field(default_factory=dict)
+    federated_trust_domains: tuple[TrustDomain, ...] = ()
+
+
+class SyncManager:
+    """Runs syncs on the injected clock; see the module documentation for the rules.
+
+    Guarantees: syncs never overlap (``run`` and ``sync_now`` share one lock); after a
+    permission denial every later sync raises :class:`PermissionDeniedError` without calling
+    the server.
+    """
+
+    def __init__(
+        self,
+        api: AgentServerApi,
+        cache: WorkloadCache,
+        clock: Clock,
+        *,
+        interval: timedelta | float = DEFAULT_SYNC_INTERVAL,
+        key_type: KeyType = KeyType.EC_P256,
+        csr_batch: int = DEFAULT_CSR_BATCH,
+    ) -> None:
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
+        if seconds <= 0:
+            raise InvalidArgumentError(f"interval must be positive, found {seconds}s")
+        if csr_batch < 1:
+            raise InvalidArgumentError(f"csr_batch must be at least 1, found {csr_batch}")
+        self._api = api
+        self._cache = cache
+        self._clock = clock
+        self._interval = seconds
+        self._key_type = KeyType.parse(key_type)
+        self._csr_batch = csr_batch
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._failures = 0
+        self._last_success: datetime | None = None
+        self._denied: PermissionDeniedError | None = None
+        cache.add_demand_listener(self.request_sync)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def interval(self) -> float:
+        """Seconds between syncs while the server answers."""
+        return self._interval
+
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait, in seconds, between attempts while the server is away."""
+        return min(MAX_BACKOFF.total_seconds(), _BACKOFF_INTERVALS * self._interval)
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Syncs that failed in a row since the last one that succeeded."""
+        return self._failures
+
+    @property
+    def next_delay(self) -> float:
+        """Seconds :meth:`run` waits before the next attempt: the interval, or the backoff."""
+        if self._failures == 0:
+            return self._interval
+        # Doubling from the interval; the exponent is bounded so the float never overflows.
+        return min(self._interval * 2.0 ** min(self._failures, 64), self.max_backoff)
+
+    @property
+    def last_success(self) -> datetime | None:
+        """When the last sync succeeded, on the injected clock."""
+        return self._last_success
+
+    @property
+    def denied(self) -> PermissionDeniedError | None:
+        """The server's refusal that stopped this manager, if any."""
+        return self._denied
+
+    # -- operations --------------------------------------------------------------------------
+
+    def request_sync(self) -> None:
+        """Ask :meth:`run` to sync now instead of at the end of the interval.
+
+        Ignored while backing off, so that demand cannot hammer a server that is away.
+        """
+        self._wake.set()
+
+    async def sync_now(self) -> SyncReport:
+        """Sync once, now (waiting for a sync in progress to finish first).
+
+        Raises :class:`UnavailableError` when the server cannot be reached (the cache is kept)
+        and :class:`PermissionDeniedError` when it refuses the agent (identities are cleared).
+        """
+        async with self._lock:
+            if self._denied is not None:
+                raise PermissionDeniedError(f"syncing stopped: {self._denied}")
+            try:
+                report = await self._sync()
+            except PermissionDeniedError as error:
+                self._denied = error
+                self._cache.clear()
+                _log.error(
+                    "server refused the agent; workload identities cleared, syncing stopped",
+                    reason=str(error),
+                )
+                raise
+            except Exception as error:
+                self._failed(error)
+                raise
+            self._succeeded()
+            return report
+
+    async def run(self) -> None:
+        """Sync every interval (backing off while the server is away) until cancelled.
+
+        Returns never; raises :class:`PermissionDeniedError` when the server refuses the agent.
+        """
+        while True:
+            try:
+                await self.sync_now()
+            except PermissionDeniedError:
+                raise
+            except Exception as error:
+                # sync_now logged the state change; the backoff below retries.
+                _log.debug("sync attempt failed", error_type=type(error).__name__)
+            await self._wait(self.next_delay)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _wait(self, delay: float) -> None:
+        if self._failures == 0 and self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waiters: set[asyncio.Future[Any]] = {sleeper}
+        if self._failures == 0:
+            waiters.add(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        self._wake.clear()
+
+    def _failed(self, error: Exception) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            _log.warning(
+                "sync with the server failed; keeping cached identities, retrying with backoff",
+                error=str(error),
+                error_type=type(error).__name__,
+                retry_in=self.next_delay,
+                exc_info=not isinstance(error, UnavailableError),
+            )
+        else:
+            _log.debug(
+                "sync with the server failed again",
+                error=str(error),
+                failures=self._failures,
+                retry_in=self.next_delay,
+            )
+
+    def _succeeded(self) -> None:
+        if self._failures:
+            _log.info("sync with the server restored", failed_attempts=self._failures)
+        self._failures = 0
+        self._last_success = self._clock.now()
+
+    async def _sync(self) -> SyncReport:
+        entries = await self._api.fetch_authorized_entries()
+        bundle = await self._api.fetch_bundle()
+        federated = await self._fetch_federated(entries, bundle)
+        self._cache.update(entries, bundle, federated)
+
+        stale = self._cache.stale_entries(self._clock.now())
+        failed: dict[str, str] = {}
+        issued = 0
+        for start in range(0, len(stale), self._csr_batch):
+            batch = stale[start : start + self._csr_batch]
+            kept, refused = await self._issue(batch)
+            issued += kept
+            failed.update(refused)
+        if stale:
+            _log.debug("x509 svids renewed", requested=len(stale), issued=issued)
+        return SyncReport(
+            entries=len(entries),
+            issued=issued,
+            failed=failed,
+            federated_trust_domains=tuple(federated),
+        )
+
+    async def _fetch_federated(
+        self, entries: Sequence[RegistrationEntry], bundle: Bundle
+    ) -> dict[TrustDomain, Bundle]:
+        names = sorted(
+            {
+                trust_domain
+                for entry in entries
+                for trust_domain in entry.federates_with
+                if trust_domain != bundle.trust_domain
+            },
+            key=str,
+        )
+        federated: dict[TrustDomain, Bundle] = {}
+        for trust_domain in names:
+            found = await self._api.fetch_federated_bundle(trust_domain)
+            if found is None:
+                _log.debug(
+                    "server has no bundle for a federated trust domain",
+                    trust_domain=str(trust_domain),
+                )
+                continue
+            federated[trust_domain] = found
+        return federated
+
+    async def _issue(self, batch: Sequence[StaleEntry]) -> tuple[int, dict[str, str]]:
+        entries = [item.entry for item in batch]
+        keys = await asyncio.to_thread(_make_requests, self._key_type, entries)
+        requests = [
+            SvidRequest(entry_id=entry.id, csr_der=csr)
+            for entry, (_, csr) in zip(entries, keys, strict=True)
+        ]
+        results = await self._api.new_x509_svids(requests)
+        issued, refused = await asyncio.to_thread(_inspect_results, entries, keys, results)
+        kept = self._cache.store(issued)
+        for entry in entries:
+            reason = refused.get(entry.id)
+            if reason is not None:
+                _log.warning(
+                    "x509 svid not issued; retrying at the next sync",
+                    entry_id=entry.id,
+                    spiffe_id=str(entry.spiffe_id),
+                    reason=reason,
+                )
+        return kept, refused
+
+
+def _generate_key(key_type: KeyType) -> CertificateIssuerPrivateKeyTypes:
+    if key_type is KeyType.EC_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type is KeyType.EC_P384:
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type is KeyType.RSA_2048:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return rsa.generate_private_key(public_exponent=65537, key_size=4096)
+
+
+def _make_requests(
+    key_type: KeyType, entries: Sequence[RegistrationEntry]
+) -> list[tuple[bytes, bytes]]:
+    """A fresh key (PKCS#8 DER) and a CSR (DER) for each entry; runs in a worker thread.
+
+    The server takes only the public key from a CSR; the URI SAN is there for whoever reads one.
+    """
+    made: list[tuple[bytes, bytes]] = []
+    for entry in entries:
+        key = _generate_key(key_type)
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(entry.spiffe_id))]),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        made.append((pkcs8, csr.public_bytes(serialization.Encoding.DER)))
+    return made
+
+
+def _inspect_results(
+    entries: Sequence[RegistrationEntry],
+    keys: Sequence[tuple[bytes, bytes]],
+    results: Sequence[SvidResult],
+) -> tuple[list[IssuedSvid], dict[str, str]]:
+    """Pair the server's results with our keys and check them; runs in a worker thread."""
+    by_entry: dict[str, SvidResult] = {}
+    for answer in results:
+        by_entry.setdefault(answer.entry_id, answer)
+    issued: list[IssuedSvid] = []
+    refused: dict[str, str] = {}
+    for entry, (private_key, _) in zip(entries, keys, strict=True):
+        result = by_entry.get(entry.id)
+        if result is None:
+            refused[entry.id] = "server returned no result for the entry"
+            continue
+        if result.svid is None:
+            refused[entry.id] = result.error or "server returned no svid and no reason"
+            continue
+        try:
+            issued.append(IssuedSvid.inspect(entry, replace(result.svid, private_key=private_key)))
+        except InvalidArgumentError as error:
+            refused[entry.id] = str(error)
+    return issued, refused
