@@ -198,3 +198,45 @@ def jwt_svid_to_proto(svid: JwtSvid) -> pb.Jwtsvid:
         issued_at=to_timestamp(svid.issued_at),
         hint=svid.hint,
     )
+
+
+def x509_svid_from_proto(message: pb.X509Svid | None, field: str = "svid") -> X509Svid:
+    """An X509-SVID (without private key) from the wire; the chain must be non-empty and the
+    ID valid. The chain is not verified here: that needs a bundle, which the caller has."""
+    if message is None or not message.cert_chain:
+        raise InvalidArgumentError(f"invalid {field}.cert_chain: the certificate chain is empty")
+    for index, certificate in enumerate(message.cert_chain):
+        if not certificate:
+            raise InvalidArgumentError(f"invalid {field}.cert_chain[{index}]: it is empty")
+    expires_at = from_timestamp(message.expires_at)
+    if expires_at is None:
+        raise InvalidArgumentError(f"invalid {field}.expires_at: it is missing")
+    return X509Svid(
+        spiffe_id=spiffe_id_from_proto(message.id, f"{field}.id"),
+        cert_chain=tuple(message.cert_chain),
+        expires_at=expires_at,
+        hint=message.hint,
+    )
+
+
+def jwt_svid_from_proto(
+    message: pb.Jwtsvid | None, audience: Iterable[str], field: str = "svid"
+) -> JwtSvid:
+    """A JWT-SVID from the wire. The message does not repeat the audience, so the caller gives
+    the one it asked for."""
+    if message is None or not message.token:
+        raise InvalidArgumentError(f"invalid {field}.token: it is missing")
+    expires_at = from_timestamp(message.expires_at)
+    issued_at = from_timestamp(message.issued_at)
+    if expires_at is None:
+        raise InvalidArgumentError(f"invalid {field}.expires_at: it is missing")
+    if issued_at is None:
+        raise InvalidArgumentError(f"invalid {field}.issued_at: it is missing")
+    return JwtSvid(
+        spiffe_id=spiffe_id_from_proto(message.id, f"{field}.id"),
+        token=message.token,
+        audience=tuple(audience),
+        expires_at=expires_at,
+        issued_at=issued_at,
+        hint=message.hint,
+    )

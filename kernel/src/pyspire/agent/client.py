@@ -1,0 +1,682 @@
+"""The agent's gRPC client to the server, over SPIFFE mutual TLS.
+
+:class:`ServerClient` implements :class:`~pyspire.agent.server_api.AgentServerApi` for the sync
+manager, plus the two calls that give the agent its own SVID (:meth:`ServerClient.attest` and
+:meth:`ServerClient.renew`).
+
+Guarantees:
+
+- **The server is who it must be.** Every call, before it sends anything but its headers,
+  checks that the server presented an X509-SVID for exactly ``spiffe://<td>/spire/server``
+  (TLS already checked that it chains to the bundle); otherwise the call fails with
+  :class:`ServerIdentityError` and no request data (join token, CSR) leaves the agent.
+- **New credentials, new connections.** Python's ``ssl`` cannot forget a trust anchor or swap
+  a client certificate, so :meth:`ServerClient.use_bundle` and
+  :meth:`ServerClient.use_identity` retire the current connections and later calls open new
+  ones. A retired connection is closed once the calls running on it finish.
+- **Errors speak the SDK.** gRPC statuses become SDK errors with the server's message
+  (UNAVAILABLE and transport failures → :class:`~pyspire_sdk.errors.UnavailableError`,
+  PERMISSION_DENIED → :class:`~pyspire_sdk.errors.PermissionDeniedError`, INVALID_ARGUMENT →
+  :class:`~pyspire_sdk.errors.InvalidArgumentError`, NOT_FOUND →
+  :class:`~pyspire_sdk.errors.NotFoundError`); anything the server sends that does not parse is
+  a :class:`ServerCallError`.
+
+Attestation runs on a connection without a client certificate (the agent may have none yet, or
+only an expired one); every other call presents the agent SVID.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "SVID_BATCH_SIZE",
+    "SYNC_IDS_PER_REQUEST",
+    "AttestResult",
+    "ServerCallError",
+    "ServerClient",
+    "ServerIdentityError",
+    "error_for_status",
+    "server_id",
+]
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import betterproto
+import grpclib.const
+import structlog
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.client import Channel, Stream
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from pyspire.proto.convert import (
+    bundle_from_proto,
+    entry_from_proto,
+    jwt_svid_from_proto,
+    x509_svid_from_proto,
+)
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.transport.peer import peer_certificate
+from pyspire.transport.tls import ALPN, build_client_context, spiffe_id_of
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    PyspireError,
+    UnavailableError,
+)
+from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
+from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+from .server_api import SvidRequest, SvidResult
+
+DEFAULT_CALL_TIMEOUT = 30.0
+"""Seconds any one call to the server may take (attestation included)."""
+
+SVID_BATCH_SIZE = 500
+"""At most this many CSRs go in one BatchNewX509SVID request (the server's limit)."""
+
+SYNC_IDS_PER_REQUEST = 500
+"""At most this many entry IDs go in one SyncAuthorizedEntries request."""
+
+_AGENT = "/spire.api.server.agent.v1.Agent"
+_ATTEST_AGENT = f"{_AGENT}/AttestAgent"
+_RENEW_AGENT = f"{_AGENT}/RenewAgent"
+_GET_BUNDLE = "/spire.api.server.bundle.v1.Bundle/GetBundle"
+_GET_FEDERATED_BUNDLE = "/spire.api.server.bundle.v1.Bundle/GetFederatedBundle"
+_GET_AUTHORIZED_ENTRIES = "/spire.api.server.entry.v1.Entry/GetAuthorizedEntries"
+_SYNC_AUTHORIZED_ENTRIES = "/spire.api.server.entry.v1.Entry/SyncAuthorizedEntries"
+_BATCH_NEW_X509_SVID = "/spire.api.server.svid.v1.SVID/BatchNewX509SVID"
+_NEW_JWT_SVID = "/spire.api.server.svid.v1.SVID/NewJWTSVID"
+
+_Send = TypeVar("_Send", bound=betterproto.Message)
+_Recv = TypeVar("_Recv", bound=betterproto.Message)
+
+_log = structlog.get_logger("pyspire.agent.client")
+
+
+def server_id(trust_domain: TrustDomain) -> SpiffeId:
+    """``spiffe://<td>/spire/server``: the only ID the agent accepts from its server."""
+    return SpiffeId.from_segments(trust_domain, "spire", "server")
+
+
+class ServerIdentityError(UnavailableError):
+    """The server did not prove to be ``spiffe://<td>/spire/server``.
+
+    An :class:`~pyspire_sdk.errors.UnavailableError` (retry later: the address may point at the
+    right server again), never a permission error: an impostor must not be able to make the
+    agent believe it was banned.
+    """
+
+
+class ServerCallError(PyspireError):
+    """The server answered with a status that has no SDK error, or with a malformed message.
+
+    ``status`` is the gRPC status name (``"INTERNAL"``, ...), or ``""`` for a malformed answer.
+    """
+
+    def __init__(self, message: str, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class AttestResult:
+    """What a successful attestation gives: the agent SVID (no key) and whether the agent may
+    attest again instead of renewing."""
+
+    svid: X509Svid
+    reattestable: bool
+
+
+_ERRORS_BY_STATUS: dict[grpclib.const.Status, type[PyspireError]] = {
+    grpclib.const.Status.UNAVAILABLE: UnavailableError,
+    grpclib.const.Status.DEADLINE_EXCEEDED: UnavailableError,
+    grpclib.const.Status.RESOURCE_EXHAUSTED: UnavailableError,
+    grpclib.const.Status.PERMISSION_DENIED: PermissionDeniedError,
+    grpclib.const.Status.UNAUTHENTICATED: PermissionDeniedError,
+    grpclib.const.Status.INVALID_ARGUMENT: InvalidArgumentError,
+    grpclib.const.Status.NOT_FOUND: NotFoundError,
+    grpclib.const.Status.ALREADY_EXISTS: AlreadyExistsError,
+}
+
+
+def error_for_status(status: grpclib.const.Status, message: str) -> PyspireError:
+    """The SDK error that says what a gRPC ``status`` from the server means."""
+    kind = _ERRORS_BY_STATUS.get(status)
+    if kind is not None:
+        return kind(message)
+    return ServerCallError(message, status.name)
+
+
+def _malformed(what: str, error: Exception) -> ServerCallError:
+    return ServerCallError(f"server sent a malformed {what}: {error}")
+
+
+class _Connection:
+    """One channel and the calls running on it; closed when retired and idle."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.users = 0
+        self.retired = False
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.users == 0:
+            self.channel.close()
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.retired and self.users == 0:
+            self.channel.close()
+
+
+def _insecure_context() -> ssl.SSLContext:
+    """A client context that accepts any server certificate: insecure bootstrap only."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(ALPN)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class ServerClient:
+    """The agent's connection to its server; see the module documentation.
+
+    ``bundle`` None means insecure bootstrap: the server's certificate chain is not verified
+    (its SPIFFE ID still is) until :meth:`use_bundle` pins one. ``timeout`` bounds every call.
+    """
+
+    def __init__(
+        self,
+        *,
+        trust_domain: TrustDomain,
+        address: str,
+        port: int,
+        bundle: Bundle | None,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        if bundle is not None and bundle.trust_domain != trust_domain:
+            raise InvalidArgumentError(
+                f"bundle is of trust domain {bundle.trust_domain.name!r}, "
+                f"expected {trust_domain.name!r}"
+            )
+        self._trust_domain = trust_domain
+        self._server_id = server_id(trust_domain)
+        self._address = address
+        self._port = port
+        self._timeout = timeout
+        self._bundle = bundle
+        self._chain: tuple[bytes, ...] = ()
+        self._key: PrivateKeyTypes | None = None
+        self._anonymous: _Connection | None = None
+        self._authenticated: _Connection | None = None
+        self._connect_lock = asyncio.Lock()
+        self._entries: dict[str, RegistrationEntry] = {}
+        self._closed = False
+
+    # -- credentials ------------------------------------------------------------------------
+
+    @property
+    def trust_domain(self) -> TrustDomain:
+        return self._trust_domain
+
+    @property
+    def server_id(self) -> SpiffeId:
+        """The ID the server must present."""
+        return self._server_id
+
+    @property
+    def target(self) -> str:
+        """``address:port`` of the server, for messages."""
+        return f"{self._address}:{self._port}"
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The bundle the server is verified with; None while bootstrapping insecurely."""
+        return self._bundle
+
+    @property
+    def has_identity(self) -> bool:
+        """Whether calls present an agent SVID."""
+        return bool(self._chain)
+
+    def use_bundle(self, bundle: Bundle) -> None:
+        """Verify the server with ``bundle`` from now on (new connections)."""
+        if bundle.trust_domain != self._trust_domain:
+            raise InvalidArgumentError(
+                f"bundle is of trust domain {bundle.trust_domain.name!r}, "
+                f"expected {self._trust_domain.name!r}"
+            )
+        if not bundle.x509_authorities:
+            raise InvalidArgumentError("bundle has no X.509 authority to verify the server with")
+        if bundle == self._bundle:
+            return
+        self._bundle = bundle
+        self._retire(anonymous=True, authenticated=True)
+
+    def use_identity(self, chain: Sequence[bytes], private_key: PrivateKeyTypes) -> None:
+        """Present this agent SVID (leaf first, DER) from now on (new connections)."""
+        if not chain:
+            raise InvalidArgumentError("the agent SVID chain is empty")
+        chain = tuple(chain)
+        if chain == self._chain and private_key is self._key:
+            return
+        self._chain = chain
+        self._key = private_key
+        self._retire(anonymous=False, authenticated=True)
+
+    def forget_identity(self) -> None:
+        """Stop presenting an agent SVID (calls other than attestation then fail)."""
+        self._chain = ()
+        self._key = None
+        self._retire(anonymous=False, authenticated=True)
+
+    def _retire(self, *, anonymous: bool, authenticated: bool) -> None:
+        if anonymous and self._anonymous is not None:
+            self._anonymous.retire()
+            self._anonymous = None
+        if authenticated and self._authenticated is not None:
+            self._authenticated.retire()
+            self._authenticated = None
+
+    async def close(self) -> None:
+        """Close every connection; calls after this fail."""
+        self._closed = True
+        self._retire(anonymous=True, authenticated=True)
+        await asyncio.sleep(0)
+
+    async def _connection(self, authenticated: bool) -> _Connection:
+        if self._closed:
+            raise UnavailableError("the server client is closed")
+        async with self._connect_lock:
+            current = self._authenticated if authenticated else self._anonymous
+            if current is not None:
+                return current
+            bundle = self._bundle
+            if authenticated:
+                if not self._chain or self._key is None:
+                    raise PermissionDeniedError(
+                        "the agent has no SVID yet: it must attest before calling the server"
+                    )
+                if bundle is None:
+                    raise UnavailableError(
+                        "the server bundle is not known yet: fetch and pin it before "
+                        "presenting the agent SVID"
+                    )
+                context = await asyncio.to_thread(
+                    build_client_context,
+                    [a.der for a in bundle.x509_authorities],
+                    self._chain,
+                    self._key,
+                )
+            elif bundle is None:
+                context = _insecure_context()
+            else:
+                context = await asyncio.to_thread(
+                    build_client_context, [a.der for a in bundle.x509_authorities]
+                )
+            connection = _Connection(Channel(self._address, self._port, ssl=context))
+            if authenticated:
+                self._authenticated = connection
+            else:
+                self._anonymous = connection
+            return connection
+
+    # -- one call ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self, method: str) -> Iterator[None]:
+        try:
+            yield
+        except GRPCError as error:
+            message = error.message or f"{error.status.name} from {method}"
+            raise error_for_status(error.status, message) from None
+        except ssl.SSLCertVerificationError as error:
+            raise UnavailableError(
+                f"cannot verify the server at {self.target} with the trust bundle: "
+                f"{error.verify_message or error.reason}"
+            ) from None
+        except (StreamTerminatedError, ProtocolError) as error:
+            raise UnavailableError(
+                f"connection to the server at {self.target} broke: {error}"
+            ) from None
+        except (OSError, TimeoutError, ConnectionError) as error:
+            reason = str(error) or type(error).__name__
+            raise UnavailableError(f"cannot reach the server at {self.target}: {reason}") from None
+
+    def _check_server(self, stream: Stream[Any, Any]) -> None:
+        certificate = peer_certificate(stream.peer)
+        if certificate is None:
+            raise ServerIdentityError(f"the server at {self.target} presented no certificate")
+        try:
+            presented = spiffe_id_of(certificate)
+        except PermissionDeniedError as error:
+            raise ServerIdentityError(
+                f"the server at {self.target} did not present an X509-SVID: {error}"
+            ) from None
+        if presented != self._server_id:
+            raise ServerIdentityError(
+                f"the server at {self.target} presented {str(presented)!r}, "
+                f"expected {str(self._server_id)!r}"
+            )
+
+    @contextlib.asynccontextmanager
+    async def _call(
+        self,
+        method: str,
+        cardinality: grpclib.const.Cardinality,
+        request_type: type[_Send],
+        reply_type: type[_Recv],
+        *,
+        authenticated: bool,
+    ) -> AsyncIterator[Stream[_Send, _Recv]]:
+        connection = await self._connection(authenticated)
+        connection.users += 1
+        try:
+            with self._translated(method):
+                async with connection.channel.request(
+                    method, cardinality, request_type, reply_type, timeout=self._timeout
+                ) as stream:
+                    await stream.send_request()
+                    self._check_server(stream)
+                    yield stream
+        finally:
+            connection.release()
+
+    async def _unary(
+        self, method: str, request: betterproto.Message, reply_type: type[_Recv]
+    ) -> _Recv:
+        async with self._call(
+            method,
+            grpclib.const.Cardinality.UNARY_UNARY,
+            type(request),
+            reply_type,
+            authenticated=True,
+        ) as stream:
+            await stream.send_message(request, end=True)
+            reply = await stream.recv_message()
+        if reply is None:
+            raise ServerCallError(f"server ended {method} without an answer")
+        return reply
+
+    # -- the agent's own SVID ---------------------------------------------------------------
+
+    async def attest(
+        self, plugin_name: str, node_attestor: AgentNodeAttestor, csr_der: bytes
+    ) -> AttestResult:
+        """Attest this node with ``node_attestor`` (registered as ``plugin_name``) and get an
+        agent SVID for the key of ``csr_der``.
+
+        Runs AttestAgent: sends the attestation data and the CSR, answers every challenge with
+        the attestor, then ends the request stream once the server sent its result. Errors of
+        the attestor propagate unchanged; the server's refusal is a
+        :class:`~pyspire_sdk.errors.PermissionDeniedError`.
+        """
+        payload = await node_attestor.attestation_payload()
+        first = agent_pb.AttestAgentRequest(
+            params=agent_pb.AttestAgentRequestParams(
+                data=pb.AttestationData(type=plugin_name, payload=payload),
+                params=agent_pb.AgentX509SvidParams(csr=csr_der),
+            )
+        )
+        result: agent_pb.AttestAgentResponseResult | None = None
+        async with self._call(
+            _ATTEST_AGENT,
+            grpclib.const.Cardinality.STREAM_STREAM,
+            agent_pb.AttestAgentRequest,
+            agent_pb.AttestAgentResponse,
+            authenticated=False,
+        ) as stream:
+            await stream.send_message(first)
+            while result is None:
+                response = await stream.recv_message()
+                if response is None:
+                    raise ServerCallError("server ended AttestAgent without a result")
+                step, _ = betterproto.which_one_of(response, "step")
+                if step == "challenge":
+                    answer = await node_attestor.answer_challenge(response.challenge)
+                    await stream.send_message(
+                        agent_pb.AttestAgentRequest(challenge_response=answer)
+                    )
+                elif step == "result":
+                    result = response.result
+                else:
+                    raise ServerCallError("server sent an AttestAgent response with no step")
+            await stream.end()
+            if await stream.recv_message() is not None:
+                raise ServerCallError("server sent more after the AttestAgent result")
+        try:
+            svid = x509_svid_from_proto(result.svid, "result.svid")
+        except InvalidArgumentError as error:
+            raise _malformed("attestation result", error) from None
+        _log.info("node attested", agent_id=str(svid.spiffe_id), attestor=plugin_name)
+        return AttestResult(svid=svid, reattestable=result.reattestable)
+
+    async def renew(self, csr_der: bytes) -> X509Svid:
+        """A new agent SVID for the key of ``csr_der`` (RenewAgent), asked with the current
+        one. :class:`~pyspire_sdk.errors.PermissionDeniedError` when the server refuses the
+        agent (banned, evicted, must re-attest)."""
+        reply = await self._unary(
+            _RENEW_AGENT,
+            agent_pb.RenewAgentRequest(params=agent_pb.AgentX509SvidParams(csr=csr_der)),
+            agent_pb.RenewAgentResponse,
+        )
+        try:
+            return x509_svid_from_proto(reply.svid, "svid")
+        except InvalidArgumentError as error:
+            raise _malformed("RenewAgent response", error) from None
+
+    # -- AgentServerApi ---------------------------------------------------------------------
+
+    async def fetch_bundle(self) -> Bundle:
+        """Our trust domain's bundle (GetBundle), over the authenticated connection when the
+        agent has an SVID, else anonymously."""
+        async with self._call(
+            _GET_BUNDLE,
+            grpclib.const.Cardinality.UNARY_UNARY,
+            bundle_pb.GetBundleRequest,
+            pb.Bundle,
+            authenticated=self.has_identity,
+        ) as stream:
+            await stream.send_message(bundle_pb.GetBundleRequest(), end=True)
+            reply = await stream.recv_message()
+        if reply is None:
+            raise ServerCallError("server ended GetBundle without an answer")
+        bundle = self._parse_bundle(reply, "bundle")
+        if bundle.trust_domain != self._trust_domain:
+            raise ServerCallError(
+                f"server sent the bundle of {bundle.trust_domain.name!r}, "
+                f"expected {self._trust_domain.name!r}"
+            )
+        return bundle
+
+    async def fetch_federated_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
+        """A federated trust domain's bundle (GetFederatedBundle), None when the server has
+        none."""
+        try:
+            reply = await self._unary(
+                _GET_FEDERATED_BUNDLE,
+                bundle_pb.GetFederatedBundleRequest(trust_domain=trust_domain.name),
+                pb.Bundle,
+            )
+        except NotFoundError:
+            return None
+        bundle = self._parse_bundle(reply, "federated bundle")
+        if bundle.trust_domain != trust_domain:
+            raise ServerCallError(
+                f"server sent the bundle of {bundle.trust_domain.name!r}, "
+                f"expected {trust_domain.name!r}"
+            )
+        return bundle
+
+    @staticmethod
+    def _parse_bundle(message: pb.Bundle, what: str) -> Bundle:
+        try:
+            return bundle_from_proto(message, "bundle")
+        except InvalidArgumentError as error:
+            raise _malformed(what, error) from None
+
+    async def fetch_authorized_entries(self) -> list[RegistrationEntry]:
+        """Every entry this agent may issue SVIDs for.
+
+        Uses SyncAuthorizedEntries: a small set arrives in full; a large one arrives as
+        revisions first, and only the entries this client does not hold at that revision are
+        asked for (entries from earlier calls are reused). Falls back to GetAuthorizedEntries
+        when the server does not implement the sync call.
+        """
+        try:
+            entries = await self._sync_authorized_entries()
+        except ServerCallError as error:
+            if error.status != grpclib.const.Status.UNIMPLEMENTED.name:
+                raise
+            entries = await self._get_authorized_entries()
+        self._entries = {entry.id: entry for entry in entries}
+        return entries
+
+    async def _get_authorized_entries(self) -> list[RegistrationEntry]:
+        reply = await self._unary(
+            _GET_AUTHORIZED_ENTRIES,
+            entry_pb.GetAuthorizedEntriesRequest(),
+            entry_pb.GetAuthorizedEntriesResponse,
+        )
+        return self._parse_entries(reply.entries)
+
+    @staticmethod
+    def _parse_entries(messages: Sequence[pb.Entry]) -> list[RegistrationEntry]:
+        entries = []
+        for index, message in enumerate(messages):
+            try:
+                entries.append(entry_from_proto(message, f"entries[{index}]"))
+            except InvalidArgumentError as error:
+                raise _malformed("entry", error) from None
+        return entries
+
+    async def _sync_authorized_entries(self) -> list[RegistrationEntry]:
+        async with self._call(
+            _SYNC_AUTHORIZED_ENTRIES,
+            grpclib.const.Cardinality.STREAM_STREAM,
+            entry_pb.SyncAuthorizedEntriesRequest,
+            entry_pb.SyncAuthorizedEntriesResponse,
+            authenticated=True,
+        ) as stream:
+            await stream.send_message(entry_pb.SyncAuthorizedEntriesRequest())
+            first = await stream.recv_message()
+            if first is None:
+                raise ServerCallError("server ended SyncAuthorizedEntries without an answer")
+            if not first.entry_revisions:
+                # Everything at once: the server has ended its side.
+                if first.more:
+                    raise ServerCallError(
+                        "server sent a partial SyncAuthorizedEntries answer without revisions"
+                    )
+                await stream.end()
+                return self._parse_entries(first.entries)
+            revisions: dict[str, int] = {}
+            page: entry_pb.SyncAuthorizedEntriesResponse | None = first
+            while page is not None:
+                for revision in page.entry_revisions:
+                    revisions[revision.id] = revision.revision_number
+                if not page.more:
+                    break
+                page = await stream.recv_message()
+                if page is None:
+                    raise ServerCallError("server ended SyncAuthorizedEntries between pages")
+            wanted = [
+                entry_id
+                for entry_id, number in revisions.items()
+                if (held := self._entries.get(entry_id)) is None or held.revision_number != number
+            ]
+            fetched: dict[str, RegistrationEntry] = {}
+            for start in range(0, len(wanted), SYNC_IDS_PER_REQUEST):
+                ids = wanted[start : start + SYNC_IDS_PER_REQUEST]
+                await stream.send_message(entry_pb.SyncAuthorizedEntriesRequest(ids=ids))
+                while True:
+                    answer = await stream.recv_message()
+                    if answer is None:
+                        raise ServerCallError(
+                            "server ended SyncAuthorizedEntries before sending the entries asked"
+                        )
+                    for entry in self._parse_entries(answer.entries):
+                        fetched[entry.id] = entry
+                    if not answer.more:
+                        break
+            await stream.end()
+        entries = []
+        for entry_id, number in revisions.items():
+            found = fetched.get(entry_id) or self._entries.get(entry_id)
+            if found is not None and found.revision_number == number:
+                entries.append(found)
+            else:
+                _log.warning("server did not send an authorized entry it listed", entry_id=entry_id)
+        _log.debug("authorized entries synced", entries=len(entries), fetched=len(fetched))
+        return entries
+
+    async def new_x509_svids(self, requests: Sequence[SvidRequest]) -> list[SvidResult]:
+        """Sign CSRs for entries (BatchNewX509SVID, at most :data:`SVID_BATCH_SIZE` a call),
+        one result per request, in order. A per-entry refusal is a result with ``error``."""
+        results: list[SvidResult] = []
+        for start in range(0, len(requests), SVID_BATCH_SIZE):
+            batch = requests[start : start + SVID_BATCH_SIZE]
+            reply = await self._unary(
+                _BATCH_NEW_X509_SVID,
+                svid_pb.BatchNewX509SvidRequest(
+                    params=[
+                        svid_pb.NewX509SvidParams(entry_id=item.entry_id, csr=item.csr_der)
+                        for item in batch
+                    ]
+                ),
+                svid_pb.BatchNewX509SvidResponse,
+            )
+            if len(reply.results) != len(batch):
+                raise ServerCallError(
+                    f"server answered {len(reply.results)} results to {len(batch)} CSRs"
+                )
+            for item, result in zip(batch, reply.results, strict=True):
+                results.append(self._svid_result(item, result))
+        return results
+
+    @staticmethod
+    def _svid_result(
+        item: SvidRequest, result: svid_pb.BatchNewX509SvidResponseResult
+    ) -> SvidResult:
+        code = result.status.code if result.status is not None else 0
+        if code != grpclib.const.Status.OK.value:
+            try:
+                name = grpclib.const.Status(code).name
+            except ValueError:
+                name = str(code)
+            message = result.status.message or name
+            return SvidResult(entry_id=item.entry_id, svid=None, error=f"{name}: {message}")
+        try:
+            svid = x509_svid_from_proto(result.svid, "svid")
+        except InvalidArgumentError as error:
+            return SvidResult(
+                entry_id=item.entry_id, svid=None, error=f"malformed SVID from server: {error}"
+            )
+        return SvidResult(entry_id=item.entry_id, svid=svid)
+
+    async def new_jwt_svid(self, entry_id: str, audience: Sequence[str]) -> JwtSvid:
+        """A JWT-SVID for an entry and these audiences (NewJWTSVID)."""
+        reply = await self._unary(
+            _NEW_JWT_SVID,
+            svid_pb.NewJwtsvidRequest(entry_id=entry_id, audience=list(audience)),
+            svid_pb.NewJwtsvidResponse,
+        )
+        try:
+            return jwt_svid_from_proto(reply.svid, audience, "svid")
+        except InvalidArgumentError as error:
+            raise _malformed("NewJWTSVID response", error) from None

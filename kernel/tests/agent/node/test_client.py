@@ -1,0 +1,357 @@
+"""The server client against a real server: AgentServerApi calls, batching, the sync protocol,
+the server ID check and the mapping of failures to SDK errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+from pyspire.agent.client import (
+    SVID_BATCH_SIZE,
+    ServerClient,
+    ServerIdentityError,
+)
+from pyspire.agent.node_identity import NodeIdentity
+from pyspire.agent.server_api import AgentServerApi, SvidRequest
+from pyspire.catalog import Discovery
+from pyspire.proto.convert import bundle_to_proto
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.server.api.entry import EntryService
+from pyspire.transport.tls import RotatingServerContext, spiffe_id_of
+from pyspire_sdk.bundle import Bundle, X509Authority
+from pyspire_sdk.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing import FakeClock
+
+from .conftest import TD, Agent, RunningServer, make_ca, make_csr, workload_entry
+
+
+@pytest.fixture
+async def attested(agent: Agent) -> tuple[NodeIdentity, ServerClient]:
+    identity, client = await agent.build()
+    await identity.start()
+    return identity, client
+
+
+async def authorized(client: ServerClient, count: int) -> list[RegistrationEntry]:
+    """The authorized entries once the server's cache shows ``count`` of them."""
+    for _ in range(200):
+        entries = await client.fetch_authorized_entries()
+        if len(entries) == count:
+            return entries
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the server never authorized {count} entries")
+
+
+def test_the_client_implements_the_sync_managers_seam() -> None:
+    def accepts(api: AgentServerApi) -> AgentServerApi:
+        return api
+
+    client = ServerClient(trust_domain=TD, address="127.0.0.1", port=1, bundle=None)
+    assert accepts(client) is client
+
+
+async def test_bundle_entries_svids_and_jwt(
+    agent: Agent, attested: tuple[NodeIdentity, ServerClient]
+) -> None:
+    identity, client = attested
+    assert await client.fetch_bundle() == await agent.server.bundle()
+    assert await client.fetch_federated_bundle(TrustDomain("other.org")) is None
+
+    created = await agent.server.create_entries(
+        workload_entry("/web", identity.spiffe_id, hint="web"),
+        workload_entry("/db", identity.spiffe_id, dns_names=["db.local"]),
+    )
+    entries = await authorized(client, 2)
+    by_id = {entry.id: entry for entry in entries}
+    assert set(by_id) == {entry.id for entry in created}
+    web = next(e for e in entries if e.spiffe_id.path == "/web")
+    assert web.hint == "web"
+    assert web.parent_id == identity.spiffe_id
+
+    requests = [SvidRequest(entry.id, make_csr()) for entry in created]
+    requests.append(SvidRequest("no-such-entry", make_csr()))
+    results = await client.new_x509_svids(requests)
+    assert [result.entry_id for result in results] == [r.entry_id for r in requests]
+    for request, result in zip(requests[:2], results[:2], strict=True):
+        assert result.svid is not None and result.error == ""
+        assert result.svid.private_key is None
+        assert result.svid.spiffe_id == spiffe_id_of(result.svid.cert_chain[0])
+        assert result.svid.spiffe_id.path in {"/web", "/db"}
+        csr = x509.load_der_x509_csr(request.csr_der)
+        leaf = x509.load_der_x509_certificate(result.svid.cert_chain[0])
+        assert leaf.public_key() == csr.public_key()
+    assert results[2].svid is None
+    assert results[2].error == "NOT_FOUND: entry not found or not authorized"
+
+    jwt = await client.new_jwt_svid(created[0].id, ["aud-1", "aud-2"])
+    assert jwt.spiffe_id.path == "/web"
+    assert jwt.audience == ("aud-1", "aud-2")
+    assert jwt.token.count(".") == 2
+    assert jwt.expires_at > jwt.issued_at
+
+    with pytest.raises(NotFoundError, match=r"entry not found or not authorized"):
+        await client.new_jwt_svid("no-such-entry", ["aud"])
+    with pytest.raises(InvalidArgumentError, match=r"audience"):
+        await client.new_jwt_svid(created[0].id, [])
+
+
+async def test_csrs_go_in_batches_the_server_accepts(
+    agent: Agent, attested: tuple[NodeIdentity, ServerClient]
+) -> None:
+    identity, client = attested
+    created = await agent.server.create_entries(workload_entry("/web", identity.spiffe_id))
+    await authorized(client, 1)
+    # The server refuses more than SVID_BATCH_SIZE params in one call, so getting an answer
+    # for each of these proves they were split; unknown entries keep the test fast.
+    csr = make_csr()
+    requests = [SvidRequest(f"missing-{index}", csr) for index in range(2 * SVID_BATCH_SIZE + 1)]
+    requests[SVID_BATCH_SIZE] = SvidRequest(created[0].id, csr)
+    results = await client.new_x509_svids(requests)
+    assert len(results) == len(requests)
+    assert [r.entry_id for r in results] == [r.entry_id for r in requests]
+    assert results[SVID_BATCH_SIZE].svid is not None
+    assert sum(1 for r in results if r.svid is None) == 2 * SVID_BATCH_SIZE
+
+
+@pytest.fixture
+async def paged_server(tmp_path: Path, discovery: Discovery) -> AsyncIterator[RunningServer]:
+    running = RunningServer(tmp_path / "paged-server", discovery, sync_page_size=2)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def test_sync_asks_only_for_entries_it_lacks(
+    tmp_path: Path, paged_server: RunningServer
+) -> None:
+    agent = Agent(
+        directory=tmp_path / "agent",
+        server=paged_server,
+        clock=FakeClock(start=datetime.now(UTC)),
+    )
+    agent.token = await paged_server.join_token()
+    try:
+        identity, client = await agent.build()
+        await identity.start()
+        created = await paged_server.create_entries(
+            *(workload_entry(f"/w{index}", identity.spiffe_id) for index in range(5))
+        )
+        with structlog.testing.capture_logs() as logs:
+            entries = await authorized(client, 5)
+        synced = [log for log in logs if log["event"] == "authorized entries synced"]
+        assert synced[-1]["fetched"] == 5
+        assert {e.id for e in entries} == {c.id for c in created}
+
+        changed = created[2]
+        changed.hint = "changed"
+        updated = await paged_server.update_entry(changed)
+        for _ in range(200):
+            with structlog.testing.capture_logs() as logs:
+                entries = await client.fetch_authorized_entries()
+            if any(e.hint == "changed" for e in entries):
+                break
+            await asyncio.sleep(0.02)
+        synced = [log for log in logs if log["event"] == "authorized entries synced"]
+        assert synced[-1]["fetched"] == 1
+        assert synced[-1]["entries"] == 5
+        renewed = next(e for e in entries if e.id == updated.id)
+        assert renewed.revision_number == updated.revision_number
+    finally:
+        await agent.close()
+
+
+async def test_calls_before_attestation_are_refused_locally(agent: Agent) -> None:
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=agent.server.port,
+        bundle=await agent.server.bundle(),
+    )
+    try:
+        with pytest.raises(PermissionDeniedError, match=r"must attest"):
+            await client.fetch_authorized_entries()
+        # Anyone may fetch the bundle, so the anonymous connection serves it.
+        assert await client.fetch_bundle() == await agent.server.bundle()
+    finally:
+        await client.close()
+
+
+async def test_a_bundle_that_does_not_trust_the_server_fails_the_handshake(
+    agent: Agent,
+) -> None:
+    _, other_ca, _ = make_ca()
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=agent.server.port,
+        bundle=Bundle(TD, (X509Authority(other_ca),)),
+    )
+    try:
+        with pytest.raises(UnavailableError, match=r"cannot verify the server"):
+            await client.fetch_bundle()
+    finally:
+        await client.close()
+
+
+async def test_a_stopped_server_is_unavailable(tmp_path: Path) -> None:
+    client = ServerClient(trust_domain=TD, address="127.0.0.1", port=1, bundle=None)
+    try:
+        with pytest.raises(UnavailableError, match=r"cannot reach the server at 127\.0\.0\.1:1"):
+            await client.fetch_bundle()
+    finally:
+        await client.close()
+
+
+# -- the server ID check ----------------------------------------------------------------------
+
+
+def make_leaf(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, uris: list[str]
+) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "SPIRE")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if uris:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]),
+            critical=False,
+        )
+    certificate = builder.sign(ca_key, hashes.SHA256())
+    return key, certificate.public_bytes(serialization.Encoding.DER)
+
+
+class FixedBundle(bundle_pb.BundleBase):
+    """A Bundle service that serves one bundle to anyone."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+
+    async def get_bundle(self, get_bundle_request: bundle_pb.GetBundleRequest) -> pb.Bundle:
+        return bundle_to_proto(self.bundle)
+
+
+@pytest.fixture
+def ca() -> tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate]:
+    return make_ca()
+
+
+async def serve_as(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate], uris: list[str]
+) -> tuple[Server, int]:
+    """A TLS server of a fixed bundle presenting a leaf with ``uris`` issued by ``ca``."""
+    ca_key, ca_der, ca_certificate = ca
+    key, leaf = make_leaf(ca_key, ca_certificate, uris)
+    tls = RotatingServerContext()
+    await tls.update([leaf], key, [ca_der])
+    server = Server([FixedBundle(Bundle(TD, (X509Authority(ca_der),), refresh_hint=60))])
+    await server.start("127.0.0.1", 0, ssl=tls.listening)
+    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return server, int(port)
+
+
+@pytest.mark.parametrize(
+    ("uris", "message"),
+    [
+        (["spiffe://example.org/workload"], r"presented 'spiffe://example.org/workload'"),
+        (["spiffe://other.org/spire/server"], r"presented 'spiffe://other.org/spire/server'"),
+        ([], r"did not present an X509-SVID"),
+    ],
+)
+async def test_a_server_with_another_id_is_refused(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+    uris: list[str],
+    message: str,
+) -> None:
+    server, port = await serve_as(ca, uris)
+    client = ServerClient(
+        trust_domain=TD, address="127.0.0.1", port=port, bundle=Bundle(TD, (X509Authority(ca[1]),))
+    )
+    try:
+        with pytest.raises(ServerIdentityError, match=message):
+            await client.fetch_bundle()
+        # A refusal of the server's identity is never taken for the server refusing the agent.
+        with pytest.raises(UnavailableError):
+            await client.fetch_bundle()
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_right_server_id_passes_the_check(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+) -> None:
+    server, port = await serve_as(ca, [str(SpiffeId.from_segments(TD, "spire", "server"))])
+    client = ServerClient(
+        trust_domain=TD, address="127.0.0.1", port=port, bundle=Bundle(TD, (X509Authority(ca[1]),))
+    )
+    try:
+        bundle = await client.fetch_bundle()
+        assert bundle.refresh_hint == 60
+        assert bundle.x509_authorities == (X509Authority(ca[1]),)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+class EntryServiceWithoutSync(EntryService):
+    """An Entry service of a server that predates SyncAuthorizedEntries."""
+
+    async def sync_authorized_entries(  # type: ignore[override]
+        self, sync_authorized_entries_request_iterator: AsyncIterator[object]
+    ) -> AsyncIterator[object]:
+        raise GRPCError(Status.UNIMPLEMENTED, "Method not found")
+        yield  # type: ignore[unreachable]  # an async generator, like the method it replaces
+
+
+async def test_sync_falls_back_to_get_authorized_entries_when_unimplemented(
+    tmp_path: Path, discovery: Discovery
+) -> None:
+    server = RunningServer(
+        tmp_path / "old-server", discovery, entry_service=EntryServiceWithoutSync
+    )
+    await server.start()
+    agent = Agent(
+        directory=tmp_path / "agent", server=server, clock=FakeClock(start=datetime.now(UTC))
+    )
+    try:
+        agent.token = await server.join_token()
+        identity, client = await agent.build()
+        await identity.start()
+        await server.create_entries(workload_entry("/web", identity.spiffe_id))
+        entries = await authorized(client, 1)
+        assert [e.spiffe_id.path for e in entries] == ["/web"]
+    finally:
+        await agent.close()
+        await server.stop()
