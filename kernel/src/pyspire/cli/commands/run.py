@@ -1,4 +1,4 @@
-"""``run``: start the server (and, later, the agent) in the foreground until SIGINT/SIGTERM."""
+"""``run``: start the server or the agent in the foreground until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from pyspire.catalog import Side
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
-from pyspire.config import load_server_config
+from pyspire.config import load_agent_config, load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
 from pyspire_sdk.errors import ConfigError
 
@@ -93,4 +93,88 @@ RUN = Command(
     add_flags=_add_server_flags,
 )
 
-COMMANDS: tuple[Command, ...] = (RUN,)
+def _add_agent_flags(parser: argparse.ArgumentParser, side: Side) -> None:
+    add_flag(
+        parser,
+        "config",
+        metavar="FILE",
+        type=Path,
+        default=Path("conf/agent/agent.toml"),
+        help="path to the configuration file (default: conf/agent/agent.toml)",
+    )
+    add_flag(parser, "expandEnv", action="store_true", help="expand $VAR in the file first")
+    add_flag(parser, "joinToken", metavar="TOKEN", help="join token to attest with")
+    add_flag(parser, "serverAddress", metavar="HOST", help="address of the pyspire server")
+    add_flag(parser, "serverPort", metavar="PORT", type=int, help="port of the pyspire server")
+    add_flag(parser, "socketPath", metavar="PATH", help="path of the Workload API socket")
+    add_flag(parser, "trustBundle", metavar="FILE", help="bootstrap trust bundle file")
+    add_flag(parser, "trustBundleUrl", metavar="URL", help="bootstrap trust bundle URL (https)")
+    add_flag(parser, "trustDomain", metavar="NAME", help="the trust domain")
+    add_flag(parser, "dataDir", metavar="DIR", help="where the agent keeps its state")
+    add_flag(parser, "logLevel", metavar="LEVEL", help="DEBUG, INFO, WARN or ERROR")
+    add_flag(parser, "logFormat", metavar="FORMAT", help="text, json or auto")
+    add_flag(parser, "logFile", metavar="FILE", help="append logs to this file")
+
+
+async def _run_agent(args: argparse.Namespace, context: CliContext) -> int:
+    from pyspire.agent.runtime import AgentRuntime
+
+    overrides = {
+        "join_token": args.join_token,
+        "server_address": args.server_address,
+        "server_port": args.server_port,
+        "socket_path": args.socket_path,
+        "trust_bundle_path": args.trust_bundle,
+        "trust_bundle_url": args.trust_bundle_url,
+        "trust_domain": args.trust_domain,
+        "data_dir": args.data_dir,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        "log_file": args.log_file,
+    }
+    if args.trust_bundle_url:
+        overrides["trust_bundle_path"] = None
+    try:
+        loaded = await asyncio.to_thread(
+            load_agent_config,
+            args.config,
+            expand_env=args.expand_env,
+            overrides=overrides,
+            environ=context.environ,
+        )
+    except ConfigError as error:
+        for issue in error.issues:
+            context.err(str(issue))
+        return 1
+    settings = loaded.settings
+    configure_logging(
+        parse_log_level(settings.log_level),
+        parse_log_format(settings.log_format),
+        settings.log_file,
+    )
+    discovery = await asyncio.to_thread(context.discover)
+    runtime = AgentRuntime(loaded, discovery)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runtime.stop)
+    try:
+        await runtime.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+AGENT_RUN = Command(
+    name="run",
+    summary="run the agent in the foreground",
+    description=(
+        "Start the agent: attest the node (or resume), sync entries and SVIDs from the server, "
+        "and serve the SPIFFE Workload API on socket_path. Stops cleanly on SIGINT or SIGTERM."
+    ),
+    sides=frozenset({Side.AGENT}),
+    handler=_run_agent,
+    add_flags=_add_agent_flags,
+)
+
+COMMANDS: tuple[Command, ...] = (RUN, AGENT_RUN)

@@ -1,0 +1,227 @@
+"""The agent's composition root: node identity, sync, Workload API, run together, stopped cleanly.
+
+Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
+from ``data_dir`` or attest), a first sync (entries, bundles, workload SVIDs), then the Workload
+API socket. Background work — SVID rotation, periodic sync, following bundle changes — belongs
+to one task group. A banned or evicted agent stops serving identities and says why; a stop
+request closes the socket (open streams end with UNAVAILABLE) and cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pyspire.agent.bootstrap import bootstrap_trust
+from pyspire.agent.cache import WorkloadCache
+from pyspire.agent.client import ServerClient
+from pyspire.agent.node_identity import NodeIdentity
+from pyspire.agent.storage import AgentStateStore
+from pyspire.agent.sync import SyncManager
+from pyspire.agent.workload.attestation import WorkloadAttestation
+from pyspire.agent.workload.endpoint import WorkloadEndpoint
+from pyspire.agent.workload.service import WorkloadApiService
+from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
+from pyspire.config import AgentConfig, LoadedConfig
+from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire_sdk.clock import Clock, SystemClock
+from pyspire_sdk.errors import PermissionDeniedError, PluginError, UnavailableError
+from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.plugins.key_manager import PrivateKeyExport
+
+DATA_DIRECTORY_MODE = 0o700
+
+
+def with_join_token(plugins: Mapping[str, Any], token: str | None) -> Mapping[str, Any]:
+    """The plugins table with the agent's ``join_token`` handed to the ``join_token`` node
+    attestor, unless its table already names one (the operator's explicit choice wins)."""
+    if not token:
+        return plugins
+    attestors = plugins.get("node_attestor")
+    if not isinstance(attestors, Mapping) or "join_token" not in attestors:
+        return plugins
+    table = attestors["join_token"]
+    if not isinstance(table, Mapping) or table.get("token"):
+        return plugins
+    return {
+        **plugins,
+        "node_attestor": {**attestors, "join_token": {**table, "token": token}},
+    }
+
+
+class AgentRuntime:
+    """One agent process."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig[AgentConfig],
+        discovery: Discovery,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = loaded.settings
+        self._plugins = loaded.plugins
+        self._discovery = discovery
+        self._clock = clock or SystemClock()
+        self._stop = asyncio.Event()
+        self.metrics = PrometheusMetrics("pyspire_agent")
+        self.ready = asyncio.Event()
+        self.identity: NodeIdentity | None = None
+        self.cache: WorkloadCache | None = None
+        self._log = structlog.get_logger("pyspire.agent")
+
+    @property
+    def socket_path(self) -> Path:
+        return self.settings.socket_path
+
+    def stop(self) -> None:
+        """Ask the agent to shut down (safe from a signal handler)."""
+        self._stop.set()
+
+    def _host_for(self, planned: PlannedPlugin) -> HostServices:
+        return HostServices(
+            trust_domain=self.settings.trust_domain,
+            clock=self._clock,
+            logger=structlog.get_logger("pyspire.plugin").bind(
+                plugin=planned.name, plugin_type=planned.kind.toml_name
+            ),
+            metrics=self.metrics,
+            data_dir=self.settings.data_dir,
+            plugin_name=planned.name,
+            plugin_type=planned.kind.toml_name,
+        )
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; raises what made start-up fail."""
+        settings = self.settings
+        await asyncio.to_thread(_make_private_directory, settings.data_dir)
+        plugins = with_join_token(self._plugins, settings.join_token)
+        plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
+        async with Catalog.open(plan, host_for=self._host_for) as catalog:
+            key_manager = catalog.one("key_manager")
+            if not isinstance(key_manager, PrivateKeyExport):
+                raise PluginError(
+                    "agent.plugins.key_manager: the agent needs a key manager that holds its "
+                    "keys in this process (memory or disk), since TLS needs the SVID key itself"
+                )
+            [attestor] = [p for p in catalog.loaded if p.planned.kind.toml_name == "node_attestor"]
+            workload_attestors = [
+                (p.planned.name, p.instance)
+                for p in catalog.loaded
+                if p.planned.kind.toml_name == "workload_attestor"
+            ]
+            client = ServerClient(
+                trust_domain=settings.trust_domain,
+                address=settings.server_address,
+                port=settings.server_port,
+                bundle=None,
+            )
+            try:
+                await self._serve(
+                    client,
+                    attestor.planned.name,
+                    attestor.instance,
+                    key_manager,
+                    workload_attestors,
+                )
+            finally:
+                await client.close()
+        self._log.info("agent stopped")
+
+    async def _serve(
+        self,
+        client: ServerClient,
+        attestor_name: str,
+        attestor: Any,
+        key_manager: Any,
+        workload_attestors: list[tuple[str, Any]],
+    ) -> None:
+        settings = self.settings
+
+        async def bootstrap():  # type: ignore[no-untyped-def]
+            return await bootstrap_trust(settings)
+
+        identity = NodeIdentity(
+            client=client,
+            attestor_name=attestor_name,
+            attestor=attestor,
+            key_manager=key_manager,
+            store=AgentStateStore(settings.data_dir, settings.trust_domain),
+            bootstrap=bootstrap,
+            clock=self._clock,
+        )
+        await identity.start()
+        self.identity = identity
+        self._log.info("agent identity ready", spiffe_id=str(identity.spiffe_id))
+        cache = WorkloadCache(
+            client, self._clock, x509_svid_cache_max_size=settings.x509_svid_cache_max_size
+        )
+        self.cache = cache
+
+        async def stop_serving_when_revoked(changed: NodeIdentity) -> None:
+            if changed.revoked:
+                self._log.error(
+                    "agent identity revoked; no identities are served",
+                    reason=changed.revocation_reason,
+                )
+                cache.clear()
+
+        identity.add_listener(stop_serving_when_revoked)
+        sync = SyncManager(
+            client,
+            cache,
+            self._clock,
+            interval=settings.sync_interval,
+            key_type=settings.workload_x509_svid_key_type,
+        )
+        try:
+            try:
+                report = await sync.sync_now()
+                self._log.info("first sync done", entries=report.entries, issued=report.issued)
+            except UnavailableError as error:
+                self._log.warning("first sync failed; retrying in the background", error=str(error))
+            service = WorkloadApiService(
+                cache, WorkloadAttestation(workload_attestors), self._clock
+            )
+            async with WorkloadEndpoint(settings.socket_path, service):
+                self._log.info("workload api listening", socket_path=str(settings.socket_path))
+                self.ready.set()
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(identity.run(), name="agent-svid"),
+                        group.create_task(self._sync(sync, identity), name="sync"),
+                        group.create_task(self._follow_bundle(cache, identity), name="bundle"),
+                    ]
+                    await self._stop.wait()
+                    self._log.info("agent stopping")
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            await cache.close()
+
+    async def _sync(self, sync: SyncManager, identity: NodeIdentity) -> None:
+        try:
+            await sync.run()
+        except PermissionDeniedError as error:
+            self._log.error(
+                "the server refused this agent; no identities are served", reason=str(error)
+            )
+            await identity.revoke(str(error))
+
+    async def _follow_bundle(self, cache: WorkloadCache, identity: NodeIdentity) -> None:
+        """Keep the agent's own trust (and stored state) on the bundle the sync fetched, so CA
+        rotation on the server never strands the agent."""
+        async for snapshot in cache.watch():
+            if snapshot.bundle is not None and snapshot.bundle != identity.bundle:
+                await identity.update_bundle(snapshot.bundle)
+
+
+def _make_private_directory(path: Path) -> None:
+    path.mkdir(mode=DATA_DIRECTORY_MODE, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, DATA_DIRECTORY_MODE)
