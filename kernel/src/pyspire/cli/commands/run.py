@@ -93,6 +93,7 @@ RUN = Command(
     add_flags=_add_server_flags,
 )
 
+
 def _add_agent_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     add_flag(
         parser,
