@@ -6,6 +6,8 @@ __all__ = ["all_commands"]
 
 from pyspire.cli.commands import (
     agent,
+    agent_health,
+    api,
     bundle,
     entry,
     healthcheck,
@@ -17,7 +19,19 @@ from pyspire.cli.commands import (
 )
 from pyspire.cli.registry import Command
 
-_GROUPS = (run, validate, plugins, entry, agent, bundle, token, mint, healthcheck)
+_GROUPS = (
+    run,
+    validate,
+    plugins,
+    entry,
+    agent,
+    bundle,
+    token,
+    mint,
+    healthcheck,
+    api,
+    agent_health,
+)
 
 
 def all_commands() -> tuple[Command, ...]:
