@@ -69,7 +69,7 @@ def write_private(path: Path, data: bytes) -> None:
 def tls_context(source: X509Source, directory: Path) -> ssl.SSLContext:
     """A client context presenting the source's SVID and trusting only its bundles."""
     pem = serialization.Encoding.PEM
-    svid = source.svid
+    svid = source.get_x509_context().default_svid
     chain_path = directory / "svid.pem"
     key_path = directory / "svid.key"
     bundle_path = directory / "bundle.pem"
@@ -83,7 +83,7 @@ def tls_context(source: X509Source, directory: Path) -> ssl.SSLContext:
     bundle_path.write_bytes(
         b"".join(
             authority.public_bytes(pem)
-            for bundle in source.bundles
+            for bundle in source.get_x509_context().x509_bundle_set.bundles
             for authority in bundle.x509_authorities
         )
     )
@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"client: no identity from the Workload API: {error}", file=sys.stderr)
         return 1
     with source, tempfile.TemporaryDirectory(prefix="workload-client-") as folder:
-        print(f"client: my identity is {source.svid.spiffe_id}", flush=True)
+        print(
+            f"client: my identity is {source.get_x509_context().default_svid.spiffe_id}", flush=True
+        )
         try:
             answer = exchange(tls_context(source, Path(folder)), args.host, args.port, server_id)
         except RefusedError as error:

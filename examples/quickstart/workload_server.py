@@ -73,9 +73,11 @@ class TlsCredentials:
 
     def context(self) -> ssl.SSLContext:
         """A context for the current SVID and bundles, new when either changed."""
-        svid = self._source.svid
+        svid = self._source.get_x509_context().default_svid
         authorities = [
-            authority for bundle in self._source.bundles for authority in bundle.x509_authorities
+            authority
+            for bundle in self._source.get_x509_context().x509_bundle_set.bundles
+            for authority in bundle.x509_authorities
         ]
         der = serialization.Encoding.DER
         fingerprint = tuple(c.public_bytes(der) for c in [*svid.cert_chain, *authorities])
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server: no identity from the Workload API: {error}", file=sys.stderr)
         return 1
     with source, tempfile.TemporaryDirectory(prefix="workload-server-") as folder:
-        me = source.svid.spiffe_id
+        me = source.get_x509_context().default_svid.spiffe_id
         print(f"server: my identity is {me}", flush=True)
         credentials = TlsCredentials(source, Path(folder))
         with socket.create_server(("127.0.0.1", args.port)) as listener:
