@@ -12,6 +12,7 @@ __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "build_parser", "main", "run_cli"]
 import argparse
 import asyncio
 import importlib.metadata
+import os
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -132,6 +133,10 @@ def run_cli(
     return status
 
 
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE, what a shell reports for a writer whose reader went away."""
+
+
 def main(side: Side, prog: str, argv: Sequence[str] | None = None) -> int:
     """The console-script entry point of ``side``: process streams, process arguments.
 
@@ -140,4 +145,11 @@ def main(side: Side, prog: str, argv: Sequence[str] | None = None) -> int:
     """
     configure_logging("WARN", LogFormat.TEXT, stream=sys.stderr)
     arguments = sys.argv[1:] if argv is None else argv
-    return run_cli(arguments, CliContext(side=side, prog=prog))
+    try:
+        return run_cli(arguments, CliContext(side=side, prog=prog))
+    except BrokenPipeError:
+        # The reader went away (``... | head``): stop quietly, as Unix tools do. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
