@@ -7,12 +7,14 @@ __all__ = ["COMMANDS"]
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
-from pyspire.catalog import Side
+from pyspire.catalog import Discovery, Side
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
-from pyspire.config import load_agent_config, load_server_config
+from pyspire.config import LoadedConfig, load_agent_config, load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
 from pyspire_sdk.errors import ConfigError
 
@@ -37,6 +39,44 @@ def _add_server_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     add_flag(parser, "logFile", metavar="FILE", help="append logs to this file")
 
 
+class _Runtime(Protocol):
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+async def _run_in_foreground(
+    context: CliContext,
+    load: Callable[[], LoadedConfig[Any]],
+    build: Callable[[LoadedConfig[Any], Discovery], _Runtime],
+) -> int:
+    """Load the configuration (every problem reported), set up logging as it says, build the
+    runtime and run it until SIGINT or SIGTERM asks it to stop."""
+    try:
+        loaded = await asyncio.to_thread(load)
+    except ConfigError as error:
+        for issue in error.issues:
+            context.err(str(issue))
+        return 1
+    settings = loaded.settings
+    configure_logging(
+        parse_log_level(settings.log_level),
+        parse_log_format(settings.log_format),
+        settings.log_file,
+    )
+    discovery = await asyncio.to_thread(context.discover)
+    runtime = build(loaded, discovery)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runtime.stop)
+    try:
+        await runtime.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
 async def _run_server(args: argparse.Namespace, context: CliContext) -> int:
     from pyspire.server.runtime import ServerRuntime
 
@@ -50,35 +90,13 @@ async def _run_server(args: argparse.Namespace, context: CliContext) -> int:
         "log_format": args.log_format,
         "log_file": args.log_file,
     }
-    try:
-        loaded = await asyncio.to_thread(
-            load_server_config,
-            args.config,
-            expand_env=args.expand_env,
-            overrides=overrides,
-            environ=context.environ,
-        )
-    except ConfigError as error:
-        for issue in error.issues:
-            context.err(str(issue))
-        return 1
-    settings = loaded.settings
-    configure_logging(
-        parse_log_level(settings.log_level),
-        parse_log_format(settings.log_format),
-        settings.log_file,
+    return await _run_in_foreground(
+        context,
+        lambda: load_server_config(
+            args.config, expand_env=args.expand_env, overrides=overrides, environ=context.environ
+        ),
+        ServerRuntime,
     )
-    discovery = await asyncio.to_thread(context.discover)
-    runtime = ServerRuntime(loaded, discovery)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, runtime.stop)
-    try:
-        await runtime.run()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return 0
 
 
 RUN = Command(
@@ -135,35 +153,13 @@ async def _run_agent(args: argparse.Namespace, context: CliContext) -> int:
     }
     if args.trust_bundle_url:
         overrides["trust_bundle_path"] = None
-    try:
-        loaded = await asyncio.to_thread(
-            load_agent_config,
-            args.config,
-            expand_env=args.expand_env,
-            overrides=overrides,
-            environ=context.environ,
-        )
-    except ConfigError as error:
-        for issue in error.issues:
-            context.err(str(issue))
-        return 1
-    settings = loaded.settings
-    configure_logging(
-        parse_log_level(settings.log_level),
-        parse_log_format(settings.log_format),
-        settings.log_file,
+    return await _run_in_foreground(
+        context,
+        lambda: load_agent_config(
+            args.config, expand_env=args.expand_env, overrides=overrides, environ=context.environ
+        ),
+        AgentRuntime,
     )
-    discovery = await asyncio.to_thread(context.discover)
-    runtime = AgentRuntime(loaded, discovery)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, runtime.stop)
-    try:
-        await runtime.run()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return 0
 
 
 AGENT_RUN = Command(
