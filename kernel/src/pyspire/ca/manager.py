@@ -16,7 +16,7 @@ import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from cryptography import x509
@@ -78,6 +78,20 @@ class X509Slot:
     status: SlotStatus
     ca: X509CA
 
+    kind = "x509 CA"
+
+    @property
+    def not_before(self) -> datetime:
+        return self.ca.not_before
+
+    @property
+    def not_after(self) -> datetime:
+        return self.ca.not_after
+
+    @property
+    def authority_id(self) -> str:
+        return self.ca.authority_id
+
 
 @dataclass(frozen=True)
 class JwtSlot:
@@ -86,6 +100,23 @@ class JwtSlot:
     slot_id: str
     status: SlotStatus
     key: JwtKey
+
+    kind = "jwt key"
+
+    @property
+    def not_before(self) -> datetime:
+        return self.key.not_before
+
+    @property
+    def not_after(self) -> datetime:
+        return self.key.not_after
+
+    @property
+    def authority_id(self) -> str:
+        return self.key.kid
+
+
+SlotT = TypeVar("SlotT", X509Slot, JwtSlot)
 
 
 Listener = Callable[[], Awaitable[None]]
@@ -180,37 +211,54 @@ class CaManager:
     async def rotate(self) -> None:
         """One rotation step for both kinds, then drop expired authorities from the bundle."""
         now = self._clock.now()
-        await self._rotate_x509(now)
-        await self._rotate_jwt(now)
+        await self._rotate_slots(self._x509, now, self._prepare_x509)
+        await self._rotate_slots(self._jwt, now, self._prepare_jwt)
         await self._prune(now)
 
-    # -- X.509 -------------------------------------------------------------------------------
+    # -- the schedule, the same for both kinds ---------------------------------------------
 
-    async def _rotate_x509(self, now: datetime) -> None:
-        active: X509Slot | None = self._active(self._x509)
-        if active is None or active.ca.not_after <= now:
+    async def _rotate_slots(
+        self,
+        slots: dict[str, SlotT],
+        now: datetime,
+        prepare: Callable[[str, datetime], Awaitable[SlotT]],
+    ) -> None:
+        active: SlotT | None = self._active(slots)
+        if active is None or active.not_after <= now:
             waiting = [
                 slot
-                for slot in self._x509.values()
-                if slot.status is SlotStatus.PREPARED and slot.ca.not_after > now
+                for slot in slots.values()
+                if slot.status is SlotStatus.PREPARED and slot.not_after > now
             ]
-            prepared = waiting[0] if waiting else None
-            if prepared is None:
-                slot_id = other_slot(active.slot_id) if active else "A"
-                prepared = await self._prepare_x509(slot_id, now)
-            await self._activate_x509(prepared)
+            if waiting:
+                successor = waiting[0]
+            else:
+                successor = await prepare(other_slot(active.slot_id) if active else "A", now)
+            await self._activate(slots, successor)
             return
-        successor = self._x509.get(other_slot(active.slot_id))
-        if (successor is None or successor.status is SlotStatus.OLD) and now >= prepare_at(
-            active.ca.not_before, active.ca.not_after
-        ):
-            await self._prepare_x509(other_slot(active.slot_id), now)
+        successor_id = other_slot(active.slot_id)
+        successor_slot = slots.get(successor_id)
+        if (
+            successor_slot is None or successor_slot.status is SlotStatus.OLD
+        ) and now >= prepare_at(active.not_before, active.not_after):
+            await prepare(successor_id, now)
         elif (
-            successor is not None
-            and successor.status is SlotStatus.PREPARED
-            and now >= activate_at(active.ca.not_before, active.ca.not_after)
+            successor_slot is not None
+            and successor_slot.status is SlotStatus.PREPARED
+            and now >= activate_at(active.not_before, active.not_after)
         ):
-            await self._activate_x509(successor)
+            await self._activate(slots, successor_slot)
+
+    async def _activate(self, slots: dict[str, SlotT], slot: SlotT) -> None:
+        for other in list(slots.values()):
+            if other.status is SlotStatus.ACTIVE:
+                slots[other.slot_id] = replace(other, status=SlotStatus.OLD)
+        slots[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
+        await self._save_journal()
+        self._log.info(f"{slot.kind} activated", slot=slot.slot_id, authority_id=slot.authority_id)
+        await self._notify()
+
+    # -- X.509 -------------------------------------------------------------------------------
 
     async def _prepare_x509(self, slot_id: str, now: datetime) -> X509Slot:
         settings = self._settings
@@ -251,42 +299,7 @@ class CaManager:
         await self._notify()
         return slot
 
-    async def _activate_x509(self, slot: X509Slot) -> None:
-        for other in list(self._x509.values()):
-            if other.status is SlotStatus.ACTIVE:
-                self._x509[other.slot_id] = replace(other, status=SlotStatus.OLD)
-        self._x509[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
-        await self._save_journal()
-        self._log.info("x509 CA activated", slot=slot.slot_id, authority_id=slot.ca.authority_id)
-        await self._notify()
-
     # -- JWT ---------------------------------------------------------------------------------
-
-    async def _rotate_jwt(self, now: datetime) -> None:
-        active: JwtSlot | None = self._active(self._jwt)
-        if active is None or active.key.not_after <= now:
-            waiting = [
-                slot
-                for slot in self._jwt.values()
-                if slot.status is SlotStatus.PREPARED and slot.key.not_after > now
-            ]
-            prepared = waiting[0] if waiting else None
-            if prepared is None:
-                slot_id = other_slot(active.slot_id) if active else "A"
-                prepared = await self._prepare_jwt(slot_id, now)
-            await self._activate_jwt(prepared)
-            return
-        successor = self._jwt.get(other_slot(active.slot_id))
-        if (successor is None or successor.status is SlotStatus.OLD) and now >= prepare_at(
-            active.key.not_before, active.key.not_after
-        ):
-            await self._prepare_jwt(other_slot(active.slot_id), now)
-        elif (
-            successor is not None
-            and successor.status is SlotStatus.PREPARED
-            and now >= activate_at(active.key.not_before, active.key.not_after)
-        ):
-            await self._activate_jwt(successor)
 
     async def _prepare_jwt(self, slot_id: str, now: datetime) -> JwtSlot:
         settings = self._settings
@@ -314,15 +327,6 @@ class CaManager:
         )
         await self._notify()
         return slot
-
-    async def _activate_jwt(self, slot: JwtSlot) -> None:
-        for other in list(self._jwt.values()):
-            if other.status is SlotStatus.ACTIVE:
-                self._jwt[other.slot_id] = replace(other, status=SlotStatus.OLD)
-        self._jwt[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
-        await self._save_journal()
-        self._log.info("jwt key activated", slot=slot.slot_id, kid=slot.key.kid)
-        await self._notify()
 
     # -- bundle ------------------------------------------------------------------------------
 
