@@ -189,3 +189,96 @@ async def test_listeners_hear_of_activations(
     await fake_clock.set(prepare_at(active.not_before, active.not_after) + timedelta(seconds=15))
     await manager.rotate()
     assert len(heard) == 3  # the next X.509 CA and JWT key were prepared
+
+
+class RootUpstream:
+    """An upstream authority in memory: a root CA that signs our CA's CSR."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "upstream root")])
+        self.root = self._sign(
+            x509.CertificateBuilder().subject_name(self.name).public_key(self.key.public_key()),
+            ca=True,
+            ttl=timedelta(days=365),
+        )
+        self.published: list[object] = []
+
+    def _sign(
+        self, builder: x509.CertificateBuilder, *, ca: bool, ttl: timedelta
+    ) -> x509.Certificate:
+        from datetime import UTC, datetime
+
+        from cryptography.hazmat.primitives import hashes
+
+        now = datetime(2029, 12, 1, tzinfo=UTC)
+        return (
+            builder.issuer_name(self.name)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + ttl)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    async def mint_x509_ca(self, csr_der: bytes, preferred_ttl: timedelta):  # type: ignore[no-untyped-def]
+        from cryptography.hazmat.primitives import serialization
+
+        from pyspire_sdk.plugins.upstream_authority import UpstreamX509CA
+
+        csr = x509.load_der_x509_csr(csr_der)
+        assert csr.is_signature_valid
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        certificate = self._sign(
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .public_key(csr.public_key())
+            .add_extension(san.value, critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False
+            ),
+            ca=True,
+            ttl=timedelta(days=30),
+        )
+        der = serialization.Encoding.DER
+        return UpstreamX509CA(
+            ca_chain=(certificate.public_bytes(der),), upstream_roots=(self.root.public_bytes(der),)
+        )
+
+    async def publish_jwt_key(self, key):  # type: ignore[no-untyped-def]
+        self.published.append(key)
+        return []
+
+
+async def test_upstream_authority_signs_the_ca_and_its_root_goes_in_the_bundle(
+    key_manager: InProcessKeyManager, ca_store: MemoryCaStore, fake_clock: FakeClock
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pyspire.ca.x509svid import mint_x509_svid
+    from pyspire_sdk.spiffeid import SpiffeId
+
+    upstream = RootUpstream()
+    manager = CaManager(
+        SETTINGS, key_manager=key_manager, store=ca_store, clock=fake_clock, upstream=upstream
+    )
+    await manager.start()
+    ca = manager.x509_ca
+    ca.certificate.verify_directly_issued_by(upstream.root)
+    root_der = upstream.root.public_bytes(serialization.Encoding.DER)
+    assert [a.der for a in ca_store.bundles[TD].x509_authorities] == [root_der]
+    assert len(upstream.published) == 1  # the JWT key was offered upstream
+    minted = await mint_x509_svid(
+        ca,
+        spiffe_id=SpiffeId.parse("spiffe://example.org/w"),
+        public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+        ttl=timedelta(minutes=5),
+        now=fake_clock.now(),
+    )
+    leaf, intermediate = (x509.load_der_x509_certificate(der) for der in minted.chain)
+    assert intermediate == ca.certificate  # the chain carries our CA up to the upstream root
+    leaf.verify_directly_issued_by(ca.certificate)
