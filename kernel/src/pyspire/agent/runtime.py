@@ -30,7 +30,7 @@ from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugin
 from pyspire.config import AgentConfig, LoadedConfig
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
-from pyspire_sdk.errors import PermissionDeniedError, PluginError, UnavailableError
+from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
 
@@ -183,8 +183,14 @@ class AgentRuntime:
             try:
                 report = await sync.sync_now()
                 self._log.info("first sync done", entries=report.entries, issued=report.issued)
-            except UnavailableError as error:
-                self._log.warning("first sync failed; retrying in the background", error=str(error))
+            except PyspireError as error:
+                # Cached identities (none yet, or the ones of the last run) are served
+                # meanwhile; the background sync retries with backoff or revokes on denial.
+                self._log.warning(
+                    "first sync failed; retrying in the background",
+                    error=str(error),
+                    error_type=type(error).__name__,
+                )
             service = WorkloadApiService(
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )

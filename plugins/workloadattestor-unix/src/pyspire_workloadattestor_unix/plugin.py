@@ -115,14 +115,22 @@ class UnixAttestor:
             raise InvalidArgumentError(f"pid must be a positive integer, got {pid!r}")
 
         info = await self._processes.process_info(pid)
-        values = await asyncio.to_thread(_identity_values, info, self._accounts)
         if config.discover_workload_path:
+            values = await asyncio.to_thread(_identity_values, info, self._accounts)
             values.append(f"path:{await self._processes.exe_path(pid)}")
             if config.hashes_binary:
                 digest = await self._processes.exe_sha256(pid, config.workload_size_limit)
                 values.append(f"sha256:{digest}")
+            start_time = await self._processes.start_time(pid)
+        else:
+            # Nothing more is read from the process: look the names up and re-read its start
+            # time at the same time (this runs on every Workload API call).
+            values, start_time = await asyncio.gather(
+                asyncio.to_thread(_identity_values, info, self._accounts),
+                self._processes.start_time(pid),
+            )
 
-        if await self._processes.start_time(pid) != info.start_time:
+        if start_time != info.start_time:
             self._logger.warning("workload pid was reused during attestation", pid=pid)
             raise UnavailableError(
                 f"process {pid} was replaced by another process while being attested"

@@ -86,6 +86,10 @@ class WorkloadAttestation:
         Raises :class:`WorkloadAttestationError` naming the first failing attestor (in
         configured order) when any of them fails; the others are cancelled.
         """
+        if len(self._attestors) == 1:
+            # The common case, on every Workload API call: no task group to set up.
+            [(name, attestor)] = self._attestors
+            return frozenset(await self._attest_one(name, attestor, pid))
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
