@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -24,7 +25,14 @@ from pyspire_datastore_sqlite.queries import entry_where
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.config import describe_config, load_config
-from pyspire_sdk.errors import ConfigError, PluginError, UnavailableError
+from pyspire_sdk.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    InvalidArgumentError,
+    NotFoundError,
+    PluginError,
+    UnavailableError,
+)
 from pyspire_sdk.model import AttestedNode, JoinToken, RegistrationEntry
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, PROJECT_NAME, HostServices
 from pyspire_sdk.plugins import datastore as datastore_spec
@@ -418,3 +426,103 @@ async def test_migrating_twice_changes_nothing(tmp_path: Path, host_services: Ho
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
     assert _schema_version(path) == SCHEMA_VERSION
+
+
+class _FastPathFailsAfterWriting(SqliteDataStore):
+    """A store whose batch fast paths write everything and then hit a constraint they did not
+    foresee, as a generated id colliding with a stored one would."""
+
+    async def _create_many_at_once(self, *args: Any, **kwargs: Any) -> Any:
+        await super()._create_many_at_once(*args, **kwargs)
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: entries.entry_id")
+
+    async def _update_many_at_once(self, *args: Any, **kwargs: Any) -> Any:
+        await super()._update_many_at_once(*args, **kwargs)
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: entries.entry_id")
+
+
+def _batch_entry(path: str, *selectors: str, **changes: Any) -> RegistrationEntry:
+    return replace(
+        ENTRY,
+        spiffe_id=SpiffeId.parse(f"spiffe://example.org{path}"),
+        selectors=tuple(Selector.parse(text) for text in selectors or ("unix:uid:1",)),
+        **changes,
+    )
+
+
+async def test_batches_fall_back_to_one_savepoint_per_item(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    store = _FastPathFailsAfterWriting()
+    await store.configure(
+        SqliteDataStoreConfig(database_path=tmp_path / "db.sqlite3"), host_services
+    )
+    try:
+        stored = await store.create_entry(_batch_entry("/stored", id="taken"))
+        last = await store.last_change_event_id()
+        created = await store.create_entries(
+            [
+                _batch_entry("/a"),
+                _batch_entry("/stored"),
+                _batch_entry("/b", id="taken"),
+                _batch_entry("/a"),
+                replace(_batch_entry("/empty"), selectors=()),
+                _batch_entry("/c", "k:v", dns_names=("c.test",)),
+            ]
+        )
+        assert [type(result) for result in created] == [
+            RegistrationEntry,
+            AlreadyExistsError,
+            AlreadyExistsError,
+            AlreadyExistsError,
+            InvalidArgumentError,
+            RegistrationEntry,
+        ]
+        first, third = created[0], created[5]
+        assert isinstance(first, RegistrationEntry)
+        assert isinstance(third, RegistrationEntry)
+        # The rolled-back fast path left no rows: each entry is stored once, lists included.
+        assert await store.list_all_entries() == [stored, first, third]
+        events = await store.list_change_events(last)
+        assert [event.object_id for event in events] == [first.id, third.id]
+
+        updated = await store.update_entries(
+            [
+                replace(first, selectors=stored.selectors, spiffe_id=stored.spiffe_id),
+                replace(third, hint="new"),
+                replace(first, id="missing"),
+                replace(third, hint="newer"),
+            ],
+            frozenset({"spiffe_id", "selectors", "hint"}),
+        )
+        assert [type(result) for result in updated] == [
+            AlreadyExistsError,
+            RegistrationEntry,
+            NotFoundError,
+            RegistrationEntry,
+        ]
+        assert updated[3] == replace(third, hint="newer", revision_number=2)
+        assert await store.get_entry(third.id) == updated[3]
+        assert await store.get_entry(first.id) == first
+    finally:
+        await store.close()
+
+
+async def test_a_batch_write_error_fails_the_whole_batch(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    store = await _open(tmp_path / "db.sqlite3", host_services)
+    try:
+        await store.create_entry(_batch_entry("/stored"))
+        last = await store.last_change_event_id()
+        writer = store._writer
+        assert writer is not None
+        await writer.execute("PRAGMA query_only = ON")
+        with pytest.raises(UnavailableError):
+            await store.create_entries([_batch_entry("/a"), _batch_entry("/b")])
+        await writer.execute("PRAGMA query_only = OFF")
+        assert await store.count_entries() == 1
+        assert await store.last_change_event_id() == last
+        assert len(await store.create_entries([_batch_entry("/a"), _batch_entry("/b")])) == 2
+    finally:
+        await store.close()

@@ -20,6 +20,15 @@ Contract shared by every method of :class:`DataStore`:
   unknown mask field, a bad page token, an empty selector filter), :class:`FailedPreconditionError`
   when the stored state forbids the change, and :class:`~pyspire_sdk.errors.UnavailableError` when
   the storage cannot be reached.
+- **Batches.** The ``*_entries`` methods take many items and return one result per item, in the
+  order given: the stored value, or the :class:`~pyspire_sdk.errors.PyspireError` the single-item
+  method would have raised for that item. Items are independent and each is all or nothing: an
+  item that fails leaves no row and no change event, and does not stop or undo the others. Items
+  apply in order, so an item sees the items before it (a second copy of an entry in one batch is
+  a duplicate of the first). A batch is one transaction, so it costs one commit however many
+  items it holds, and other callers see none or all of its successful items. Only a failure that
+  is not about one item (the storage cannot be reached, a bad mask) raises, and then nothing of
+  the batch is written.
 - **Change feed.** Every create, update and delete of an entry, and of a node or its selectors,
   appends a :class:`ChangeEvent` in the same transaction. Event ids increase strictly, and an
   event becomes visible only after every event with a lower id is visible, so a reader that
@@ -50,14 +59,14 @@ __all__ = [
     "pyspire_datastores",
 ]
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Protocol, runtime_checkable
 
 from pyspire_sdk.bundle import Bundle
-from pyspire_sdk.errors import FailedPreconditionError, InvalidArgumentError
+from pyspire_sdk.errors import FailedPreconditionError, InvalidArgumentError, PyspireError
 from pyspire_sdk.model import AttestedNode, FederationRelationship, JoinToken, RegistrationEntry
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
 from pyspire_sdk.selector import Selector
@@ -288,6 +297,28 @@ class DataStore(Plugin, Protocol):
         A new entry is returned as ``(entry, False)``."""
         ...
 
+    async def create_entries(
+        self, entries: Sequence[RegistrationEntry]
+    ) -> list[RegistrationEntry | PyspireError]:
+        """Store many new entries in one transaction: per item, what :meth:`create_entry`
+        returns or the error it raises (see *Batches* in the module documentation).
+
+        An item that duplicates an earlier item of the same batch (same id, or same
+        ``spiffe_id``, ``parent_id`` and selector set) gets ``AlreadyExistsError`` like a
+        duplicate of a stored entry. Every created entry gets one ``ENTRY`` change event, in
+        item order. An empty batch returns ``[]`` and writes nothing.
+        """
+        ...
+
+    async def create_entries_if_not_exist(
+        self, entries: Sequence[RegistrationEntry]
+    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
+        """Like :meth:`create_entries`, but per item what :meth:`create_entry_if_not_exists`
+        returns: ``(existing entry, True)`` for an item whose ``spiffe_id``, ``parent_id`` and
+        selector set match a stored entry or an earlier item of the batch (no event is written
+        for it), ``(new entry, False)`` for a created one."""
+        ...
+
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         """The entry with this id, or ``None``."""
         ...
@@ -319,6 +350,25 @@ class DataStore(Plugin, Protocol):
 
     async def delete_entry(self, entry_id: str) -> RegistrationEntry:
         """Delete the entry and return it as it was; ``NotFoundError`` when missing."""
+        ...
+
+    async def update_entries(
+        self, entries: Sequence[RegistrationEntry], mask: frozenset[str] | None = None
+    ) -> list[RegistrationEntry | PyspireError]:
+        """Update many entries in one transaction with the same ``mask``: per item, what
+        :meth:`update_entry` returns or the error it raises. An entry named twice is updated
+        twice, the second time on top of the first (its revision rises by two). Every updated
+        entry gets one ``ENTRY`` change event, in item order. ``InvalidArgumentError`` is raised
+        for the whole call (nothing written) when ``mask`` names a field outside
+        :data:`ENTRY_MASK_FIELDS`."""
+        ...
+
+    async def delete_entries(
+        self, entry_ids: Sequence[str]
+    ) -> list[RegistrationEntry | PyspireError]:
+        """Delete many entries in one transaction: per id, the entry as it was or
+        ``NotFoundError`` (also for an id that an earlier item of the batch deleted). Every
+        deleted entry gets one ``ENTRY`` change event, in item order."""
         ...
 
     async def prune_registration_entries(self, expires_before: datetime) -> int:

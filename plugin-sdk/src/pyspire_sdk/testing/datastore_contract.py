@@ -539,6 +539,242 @@ class DataStoreContract:
         assert [(e.kind, e.object_id) for e in events] == [(ChangeKind.ENTRY, old.id)]
         assert await datastore.prune_registration_entries(cut) == 0
 
+    # -- entries: batches --------------------------------------------------------------------
+
+    async def test_create_entries_results_follow_the_items(
+        self, datastore: DataStore, fake_clock: FakeClock
+    ) -> None:
+        await self._bundles(datastore, FED_A)
+        stored = await datastore.create_entry(_entry("/stored", "a:1", id="taken"))
+        await fake_clock.advance(5)
+        full = _entry(
+            "/full",
+            "k8s:ns:prod",
+            "unix:uid:0",
+            x509_svid_ttl=3600,
+            jwt_svid_ttl=300,
+            federates_with=(FED_A,),
+            admin=True,
+            downstream=True,
+            expires_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+            dns_names=("b.example.org", "a.example.org", "b.example.org"),
+            store_svid=True,
+            hint="external",
+        )
+        items = [
+            _entry("/first", "a:1"),
+            replace(_entry("/invalid"), selectors=()),
+            _entry("/stored", "a:1", hint="same identity as a stored entry"),
+            _entry("/first", "a:1", hint="same identity as an earlier item"),
+            _entry("/other", id="taken"),
+            _entry("/fed", federates_with=(FED_A, FED_B)),
+            _entry("/neg", x509_svid_ttl=-1),
+            full,
+            _entry("/own-id", id="chosen"),
+            _entry("/twice", id="chosen"),
+        ]
+        results = await datastore.create_entries(items)
+        assert len(results) == len(items)
+        ok = [r for r in results if isinstance(r, RegistrationEntry)]
+        assert [type(r) for r in results] == [
+            RegistrationEntry,
+            InvalidArgumentError,
+            AlreadyExistsError,
+            AlreadyExistsError,
+            AlreadyExistsError,
+            InvalidArgumentError,
+            InvalidArgumentError,
+            RegistrationEntry,
+            RegistrationEntry,
+            AlreadyExistsError,
+        ]
+        first, created_full, own = ok
+        assert first.spiffe_id == _id("/first")
+        assert created_full == replace(
+            full,
+            id=created_full.id,
+            created_at=fake_clock.now(),
+            dns_names=("b.example.org", "a.example.org"),
+        )
+        assert own.id == "chosen"
+        assert len({first.id, created_full.id, own.id, stored.id}) == 4
+        for created in ok:
+            assert created.revision_number == 0
+            assert created.created_at == fake_clock.now()
+            assert await datastore.get_entry(created.id) == created
+        assert await datastore.list_all_entries() == [stored, *ok]
+        assert await self._all_entries(datastore) == [stored, *ok]
+
+    async def test_create_entries_writes_events_for_created_items_only(
+        self, datastore: DataStore
+    ) -> None:
+        await datastore.create_entry(_entry("/stored"))
+        last = await datastore.last_change_event_id()
+        results = await datastore.create_entries(
+            [_entry("/a"), _entry("/stored"), _entry("/b"), _entry("/a"), _entry("/c")]
+        )
+        created = [r.id for r in results if isinstance(r, RegistrationEntry)]
+        assert len(created) == 3
+        events = await datastore.list_change_events(last)
+        assert [(e.kind, e.object_id) for e in events] == [
+            (ChangeKind.ENTRY, entry_id) for entry_id in created
+        ]
+
+    async def test_create_entries_failing_items_leave_nothing(self, datastore: DataStore) -> None:
+        last = await datastore.last_change_event_id()
+        results = await datastore.create_entries(
+            [
+                _entry("/fed", "x:1", dns_names=("d.test",), federates_with=(FED_C,)),
+                replace(_entry("/empty"), selectors=()),
+            ]
+        )
+        assert all(isinstance(r, InvalidArgumentError) for r in results)
+        assert await datastore.count_entries() == 0
+        assert await datastore.list_all_entries() == []
+        assert await datastore.last_change_event_id() == last
+        # Nothing of the failed items lingers to collide with a later create.
+        assert isinstance(
+            await datastore.create_entry(_entry("/fed", "x:1", dns_names=("d.test",))),
+            RegistrationEntry,
+        )
+
+    async def test_create_entries_empty_batch(self, datastore: DataStore) -> None:
+        assert await datastore.create_entries([]) == []
+        assert await datastore.create_entries_if_not_exist([]) == []
+        assert await datastore.update_entries([]) == []
+        assert await datastore.delete_entries([]) == []
+        assert await datastore.last_change_event_id() == 0
+
+    async def test_create_entries_are_seen_all_or_none(self, datastore: DataStore) -> None:
+        items = [_entry(f"/w{i}", "a:1", "b:2") for i in range(60)]
+        seen: set[int] = set()
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not done.is_set():
+                seen.add(len(await datastore.list_all_entries()))
+                seen.add(await datastore.count_entries())
+                await asyncio.sleep(0)
+
+        async def write() -> None:
+            try:
+                await datastore.create_entries(items)
+            finally:
+                done.set()
+
+        await asyncio.gather(watch(), write())
+        assert seen <= {0, 60}
+        assert await datastore.count_entries() == 60
+
+    async def test_create_entries_if_not_exist(self, datastore: DataStore) -> None:
+        stored = await datastore.create_entry(_entry("/w", "a:1", "b:2"))
+        last = await datastore.last_change_event_id()
+        results = await datastore.create_entries_if_not_exist(
+            [
+                _entry("/w", "b:2", "a:1", hint="ignored"),
+                _entry("/new", "a:1"),
+                _entry("/new", "a:1", hint="ignored too"),
+                replace(_entry("/bad"), selectors=()),
+            ]
+        )
+        assert results[0] == (stored, True)
+        assert isinstance(results[1], tuple)
+        new, existed = results[1]
+        assert not existed
+        assert new.spiffe_id == _id("/new")
+        assert results[2] == (new, True)
+        assert isinstance(results[3], InvalidArgumentError)
+        assert await datastore.count_entries() == 2
+        events = await datastore.list_change_events(last)
+        assert [e.object_id for e in events] == [new.id]
+
+    async def test_update_entries_results_follow_the_items(self, datastore: DataStore) -> None:
+        await self._bundles(datastore, FED_A)
+        one = await datastore.create_entry(_entry("/one", "a:1"))
+        two = await datastore.create_entry(_entry("/two", "b:2"))
+        three = await datastore.create_entry(_entry("/two", "c:3", hint="third"))
+        last = await datastore.last_change_event_id()
+        mask = frozenset({"selectors", "hint", "federates_with"})
+        results = await datastore.update_entries(
+            [
+                replace(one, hint="h1", dns_names=("ignored.test",)),
+                replace(one, id="missing"),
+                replace(two, selectors=_selectors("c:3")),
+                replace(three, selectors=_selectors("d:4")),
+                replace(two, selectors=_selectors("c:3"), hint="h2"),
+                replace(one, federates_with=(FED_B,)),
+                replace(three, selectors=()),
+                replace(one, hint="again", federates_with=(FED_A,)),
+            ],
+            mask,
+        )
+        assert [type(r) for r in results] == [
+            RegistrationEntry,
+            NotFoundError,
+            AlreadyExistsError,
+            RegistrationEntry,
+            RegistrationEntry,
+            InvalidArgumentError,
+            InvalidArgumentError,
+            RegistrationEntry,
+        ]
+        assert results[0] == replace(one, hint="h1", revision_number=1)
+        # The third entry moved off c:3 before the second entry moved onto it.
+        assert results[3] == replace(three, selectors=_selectors("d:4"), revision_number=1)
+        assert results[4] == replace(two, selectors=_selectors("c:3"), hint="h2", revision_number=1)
+        # An entry named twice is updated on top of its first update.
+        assert results[7] == replace(one, hint="again", federates_with=(FED_A,), revision_number=2)
+        for updated in (results[3], results[4], results[7]):
+            assert isinstance(updated, RegistrationEntry)
+            assert await datastore.get_entry(updated.id) == updated
+        events = await datastore.list_change_events(last)
+        assert [e.object_id for e in events] == [one.id, three.id, two.id, one.id]
+
+    async def test_update_entries_rejects_a_bad_mask_whole(self, datastore: DataStore) -> None:
+        created = await datastore.create_entry(_entry("/w"))
+        last = await datastore.last_change_event_id()
+        with pytest.raises(InvalidArgumentError):
+            await datastore.update_entries(
+                [replace(created, hint="x")], frozenset({"hint", "no_such_field"})
+            )
+        assert await datastore.get_entry(created.id) == created
+        assert await datastore.last_change_event_id() == last
+
+    async def test_update_entries_without_mask_replaces_every_field(
+        self, datastore: DataStore
+    ) -> None:
+        created = await datastore.create_entry(_entry("/w", dns_names=("a.test",)))
+        [updated] = await datastore.update_entries(
+            [_entry("/x", "k:v", id=created.id, dns_names=("b.test",), x509_svid_ttl=60)]
+        )
+        assert updated == replace(
+            _entry("/x", "k:v", id=created.id, dns_names=("b.test",), x509_svid_ttl=60),
+            created_at=created.created_at,
+            revision_number=1,
+        )
+        assert await datastore.get_entry(created.id) == updated
+
+    async def test_delete_entries(self, datastore: DataStore) -> None:
+        one = await datastore.create_entry(_entry("/one", dns_names=("d.test",)))
+        two = await datastore.create_entry(_entry("/two"))
+        keep = await datastore.create_entry(_entry("/keep"))
+        last = await datastore.last_change_event_id()
+        results = await datastore.delete_entries([two.id, "missing", one.id, two.id, ""])
+        assert results[0] == two
+        assert isinstance(results[1], NotFoundError)
+        assert results[2] == one
+        assert isinstance(results[3], NotFoundError)
+        assert isinstance(results[4], NotFoundError)
+        assert await datastore.list_all_entries() == [keep]
+        events = await datastore.list_change_events(last)
+        assert [(e.kind, e.object_id) for e in events] == [
+            (ChangeKind.ENTRY, two.id),
+            (ChangeKind.ENTRY, one.id),
+        ]
+        # The deleted entries' lists are gone with them.
+        again = await datastore.create_entry(_entry("/one", dns_names=("d.test",)))
+        assert again.dns_names == ("d.test",)
+
     # -- attested nodes -------------------------------------------------------------------------
 
     async def test_attested_node_round_trip(self, datastore: DataStore) -> None:

@@ -63,6 +63,7 @@ from pyspire_sdk.errors import (
     InvalidArgumentError,
     NotFoundError,
     PluginError,
+    PyspireError,
     UnavailableError,
 )
 from pyspire_sdk.model import (
@@ -93,9 +94,57 @@ from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 T = TypeVar("T")
 
+_IN_CHUNK = 500
+"""Values per IN list in one query, far below SQLite's limit on bound parameters."""
+
 
 def _new_entry_id() -> str:
     return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+
+
+_IDENTITY_FIELDS = frozenset({"spiffe_id", "parent_id", "selectors"})
+"""Entry fields that make up an entry's identity: no two entries share all three."""
+
+_UPDATE_COLUMNS = (
+    "spiffe_id = ?, parent_id = ?, selectors_hash = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, "
+    "admin = ?, downstream = ?, expires_at = ?, revision_number = ?, store_svid = ?, hint = ?"
+)
+
+
+def _identity(entry: RegistrationEntry) -> tuple[str, str, bytes]:
+    return str(entry.spiffe_id), str(entry.parent_id), selectors_hash(entry.selectors)
+
+
+def _updated_entry(
+    current: RegistrationEntry, entry: RegistrationEntry, fields: frozenset[str]
+) -> RegistrationEntry:
+    """``current`` with the ``fields`` of ``entry`` and the next revision, normalized."""
+    changes = {name: getattr(entry, name) for name in fields}
+    return normalize_entry(replace(current, **changes, revision_number=current.revision_number + 1))
+
+
+def _duplicate_update(updated: RegistrationEntry, other_id: str) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"an entry for spiffe_id {updated.spiffe_id} under parent_id {updated.parent_id} "
+        f"with the same selectors already exists (id {other_id!r})"
+    )
+
+
+def _update_params(pk: int, updated: RegistrationEntry) -> tuple[Any, ...]:
+    return (
+        str(updated.spiffe_id),
+        str(updated.parent_id),
+        selectors_hash(updated.selectors),
+        updated.x509_svid_ttl,
+        updated.jwt_svid_ttl,
+        int(updated.admin),
+        int(updated.downstream),
+        micros_or_none(updated.expires_at),
+        updated.revision_number,
+        int(updated.store_svid),
+        updated.hint,
+        pk,
+    )
 
 
 def _certificate_not_after(der: bytes) -> datetime | None:
@@ -433,6 +482,242 @@ class SqliteDataStore:
                 return existing[1], True
             return await self._insert_entry(connection, entry), False
 
+    async def create_entries(
+        self, entries: Sequence[RegistrationEntry]
+    ) -> list[RegistrationEntry | PyspireError]:
+        results: list[RegistrationEntry | PyspireError] = []
+        for entry, result in zip(entries, await self._create_many(entries), strict=True):
+            if isinstance(result, PyspireError):
+                results.append(result)
+            elif result[1]:
+                results.append(
+                    AlreadyExistsError(
+                        f"an entry for spiffe_id {entry.spiffe_id} under parent_id "
+                        f"{entry.parent_id} with the same selectors already exists "
+                        f"(id {result[0].id!r})"
+                    )
+                )
+            else:
+                results.append(result[0])
+        return results
+
+    async def create_entries_if_not_exist(
+        self, entries: Sequence[RegistrationEntry]
+    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
+        return await self._create_many(entries)
+
+    async def _create_many(
+        self, entries: Sequence[RegistrationEntry]
+    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
+        """Create or find each entry, in one write transaction.
+
+        The fast path checks every item against the stored rows with a few bulk queries and
+        writes all accepted items with one statement per table, whatever their number. Should
+        a write fail anyway (a constraint the checks did not foresee), that part is rolled back
+        to a savepoint and the items are written again one by one, each in its own savepoint,
+        so the per-item results stay exact.
+        """
+        if not entries:
+            return []
+        async with self._write() as connection:
+            await connection.execute("SAVEPOINT create_entries")
+            try:
+                results = await self._create_many_at_once(connection, entries)
+            except sqlite3.IntegrityError as error:
+                await connection.execute("ROLLBACK TO create_entries")
+                await connection.execute("RELEASE create_entries")
+                self._logger.info("batch entry create falls back to one by one", error=str(error))
+                return await self._create_one_by_one(connection, entries)
+            await connection.execute("RELEASE create_entries")
+            return results
+
+    async def _create_many_at_once(
+        self, connection: aiosqlite.Connection, entries: Sequence[RegistrationEntry]
+    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
+        now = utc(self._clock.now())
+        results: list[tuple[RegistrationEntry, bool] | PyspireError | None] = []
+        prepared: list[tuple[int, RegistrationEntry, tuple[str, str, bytes]]] = []
+        for index, entry in enumerate(entries):
+            try:
+                normalized = normalize_entry(entry)
+            except PyspireError as error:
+                results.append(error)
+                continue
+            stored = replace(
+                normalized, id=entry.id or _new_entry_id(), created_at=now, revision_number=0
+            )
+            key = (str(stored.spiffe_id), str(stored.parent_id), selectors_hash(stored.selectors))
+            prepared.append((index, stored, key))
+            results.append(None)
+
+        given_ids = list({item.id for item in entries if item.id})
+        taken_ids = {
+            row[0]
+            for row in await self._select_in(
+                connection, "SELECT entry_id FROM entries WHERE entry_id IN ({})", given_ids
+            )
+        }
+        stored_identities: dict[tuple[str, str, bytes], int] = {
+            (row[1], row[2], bytes(row[3])): row[0]
+            for row in await self._select_in(
+                connection,
+                "SELECT pk, spiffe_id, parent_id, selectors_hash FROM entries "
+                "WHERE spiffe_id IN ({})",
+                list({key[0] for _, _, key in prepared}),
+            )
+        }
+        named_domains = list({td.name for _, item, _ in prepared for td in item.federates_with})
+        bundled = {
+            row[0]
+            for row in await self._select_in(
+                connection,
+                "SELECT trust_domain FROM bundles WHERE trust_domain IN ({})",
+                named_domains,
+            )
+        }
+        rows = list(await connection.execute_fetchall("SELECT COALESCE(MAX(pk), 0) FROM entries"))
+        next_pk = int(rows[0][0]) + 1
+
+        batch_identities: dict[tuple[str, str, bytes], RegistrationEntry] = {}
+        existing_pks: dict[int, int] = {}
+        accepted: list[tuple[int, RegistrationEntry]] = []
+        for index, stored, key in prepared:
+            if key in stored_identities:
+                existing_pks[index] = stored_identities[key]
+                continue
+            if key in batch_identities:
+                results[index] = (batch_identities[key], True)
+                continue
+            if stored.id in taken_ids:
+                results[index] = AlreadyExistsError(f"entry id {stored.id!r} already exists")
+                continue
+            missing = sorted({td.name for td in stored.federates_with} - bundled)
+            if missing:
+                results[index] = InvalidArgumentError(
+                    "entry federates_with names trust domain(s) without a bundle: "
+                    + ", ".join(missing)
+                )
+                continue
+            taken_ids.add(stored.id)
+            batch_identities[key] = stored
+            accepted.append((next_pk, stored))
+            results[index] = (stored, False)
+            next_pk += 1
+
+        await self._insert_entries(connection, accepted, to_micros(now))
+        if existing_pks:
+            found: dict[int, RegistrationEntry] = {}
+            pks = list(set(existing_pks.values()))
+            for start in range(0, len(pks), CHILD_CHUNK):
+                chunk = pks[start : start + CHILD_CHUNK]
+                loaded_pks, loaded = await self._load_entries(
+                    connection, f"e.pk IN ({', '.join('?' * len(chunk))})", chunk
+                )
+                found.update(zip(loaded_pks, loaded, strict=True))
+            for index, pk in existing_pks.items():
+                results[index] = (found[pk], True)
+        done = [result for result in results if result is not None]
+        assert len(done) == len(entries)
+        return done
+
+    async def _insert_entries(
+        self,
+        connection: aiosqlite.Connection,
+        accepted: Sequence[tuple[int, RegistrationEntry]],
+        created_at: int,
+    ) -> None:
+        """Write new entries with the given primary keys, one statement per table."""
+        if not accepted:
+            return
+        await connection.executemany(
+            "INSERT INTO entries (pk, entry_id, spiffe_id, parent_id, selectors_hash, "
+            "x509_svid_ttl, jwt_svid_ttl, admin, downstream, expires_at, revision_number, "
+            "store_svid, hint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    pk,
+                    entry.id,
+                    str(entry.spiffe_id),
+                    str(entry.parent_id),
+                    selectors_hash(entry.selectors),
+                    entry.x509_svid_ttl,
+                    entry.jwt_svid_ttl,
+                    int(entry.admin),
+                    int(entry.downstream),
+                    micros_or_none(entry.expires_at),
+                    0,
+                    int(entry.store_svid),
+                    entry.hint,
+                    created_at,
+                )
+                for pk, entry in accepted
+            ],
+        )
+        await connection.executemany(
+            "INSERT INTO entry_selectors (entry_pk, position, type, value) VALUES (?, ?, ?, ?)",
+            [
+                (pk, i, s.type, s.value)
+                for pk, entry in accepted
+                for i, s in enumerate(entry.selectors)
+            ],
+        )
+        dns_rows = [
+            (pk, i, name) for pk, entry in accepted for i, name in enumerate(entry.dns_names)
+        ]
+        if dns_rows:
+            await connection.executemany(
+                "INSERT INTO entry_dns_names (entry_pk, position, name) VALUES (?, ?, ?)",
+                dns_rows,
+            )
+        federates_rows = [
+            (pk, i, td.name) for pk, entry in accepted for i, td in enumerate(entry.federates_with)
+        ]
+        if federates_rows:
+            await connection.executemany(
+                "INSERT INTO entry_federates_with (entry_pk, position, trust_domain) "
+                "VALUES (?, ?, ?)",
+                federates_rows,
+            )
+        await self._event(connection, ChangeKind.ENTRY, [entry.id for _, entry in accepted])
+
+    async def _create_one_by_one(
+        self, connection: aiosqlite.Connection, entries: Sequence[RegistrationEntry]
+    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
+        """Each item as :meth:`create_entry_if_not_exists` would do it, in its own savepoint
+        of the open transaction."""
+        results: list[tuple[RegistrationEntry, bool] | PyspireError] = []
+        for entry in entries:
+            await connection.execute("SAVEPOINT create_entry")
+            try:
+                existing = await self._entry_by_identity(connection, normalize_entry(entry))
+                if existing is not None:
+                    result: tuple[RegistrationEntry, bool] = (existing[1], True)
+                else:
+                    result = (await self._insert_entry(connection, entry), False)
+            except (PyspireError, sqlite3.IntegrityError) as error:
+                await connection.execute("ROLLBACK TO create_entry")
+                translated = self._translate(error)
+                assert isinstance(translated, PyspireError)
+                results.append(translated)
+            else:
+                results.append(result)
+            await connection.execute("RELEASE create_entry")
+        return results
+
+    @staticmethod
+    async def _select_in(
+        connection: aiosqlite.Connection, query: str, values: Sequence[Any]
+    ) -> list[Row]:
+        """Rows of ``query`` (whose ``{}`` becomes the placeholders of an IN list) for every
+        value, asked in chunks that stay below SQLite's limit on bound parameters."""
+        rows: list[Row] = []
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            rows.extend(
+                await connection.execute_fetchall(query.format(", ".join("?" * len(chunk))), chunk)
+            )
+        return rows
+
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         async with self._read() as connection:
             found = await self._entry_by_id(connection, entry_id)
@@ -466,46 +751,196 @@ class SqliteDataStore:
     ) -> RegistrationEntry:
         fields = check_mask(mask, ENTRY_MASK_FIELDS, "entry")
         async with self._write() as connection:
-            found = await self._entry_by_id(connection, entry.id)
-            if found is None:
-                raise NotFoundError(f"entry id {entry.id!r} not found")
-            pk, current = found
-            changes = {name: getattr(entry, name) for name in fields}
-            updated = normalize_entry(
-                replace(current, **changes, revision_number=current.revision_number + 1)
+            return await self._update_in(connection, entry, fields)
+
+    async def _update_in(
+        self, connection: aiosqlite.Connection, entry: RegistrationEntry, fields: frozenset[str]
+    ) -> RegistrationEntry:
+        """:meth:`update_entry` inside the open transaction of ``connection``."""
+        found = await self._entry_by_id(connection, entry.id)
+        if found is None:
+            raise NotFoundError(f"entry id {entry.id!r} not found")
+        pk, current = found
+        updated = _updated_entry(current, entry, fields)
+        if fields & _IDENTITY_FIELDS:
+            other = await self._entry_by_identity(connection, updated)
+            if other is not None and other[0] != pk:
+                raise _duplicate_update(updated, other[1].id)
+        if "federates_with" in fields:
+            await self._check_federated_bundles(connection, updated.federates_with)
+        await connection.execute(
+            f"UPDATE entries SET {_UPDATE_COLUMNS} WHERE pk = ?", _update_params(pk, updated)
+        )
+        await self._write_entry_lists(connection, pk, updated, fields)
+        await self._event(connection, ChangeKind.ENTRY, [updated.id])
+        return updated
+
+    async def update_entries(
+        self, entries: Sequence[RegistrationEntry], mask: frozenset[str] | None = None
+    ) -> list[RegistrationEntry | PyspireError]:
+        fields = check_mask(mask, ENTRY_MASK_FIELDS, "entry")
+        if not entries:
+            return []
+        async with self._write() as connection:
+            await connection.execute("SAVEPOINT update_entries")
+            try:
+                results = await self._update_many_at_once(connection, entries, fields)
+            except sqlite3.IntegrityError as error:
+                await connection.execute("ROLLBACK TO update_entries")
+                await connection.execute("RELEASE update_entries")
+                self._logger.info("batch entry update falls back to one by one", error=str(error))
+                return await self._update_one_by_one(connection, entries, fields)
+            await connection.execute("RELEASE update_entries")
+            return results
+
+    async def _update_many_at_once(
+        self,
+        connection: aiosqlite.Connection,
+        entries: Sequence[RegistrationEntry],
+        fields: frozenset[str],
+    ) -> list[RegistrationEntry | PyspireError]:
+        """Every item checked against the stored rows (read with a few bulk queries) and the
+        items before it, then all changes written with one statement per table."""
+        current: dict[str, tuple[int, RegistrationEntry]] = {}
+        wanted = list(dict.fromkeys(entry.id for entry in entries if entry.id))
+        for start in range(0, len(wanted), CHILD_CHUNK):
+            chunk = wanted[start : start + CHILD_CHUNK]
+            pks, loaded = await self._load_entries(
+                connection, f"e.entry_id IN ({', '.join('?' * len(chunk))})", chunk
             )
-            if fields & {"spiffe_id", "parent_id", "selectors"}:
-                other = await self._entry_by_identity(connection, updated)
+            current.update((item.id, (pk, item)) for pk, item in zip(pks, loaded, strict=True))
+        identities: dict[tuple[str, str, bytes], tuple[int, str]] = {}
+        if fields & _IDENTITY_FIELDS:
+            spiffe_ids = {str(item.spiffe_id) for _, item in current.values()}
+            if "spiffe_id" in fields:
+                spiffe_ids.update(str(entry.spiffe_id) for entry in entries)
+            identities = {
+                (row[2], row[3], bytes(row[4])): (row[0], row[1])
+                for row in await self._select_in(
+                    connection,
+                    "SELECT pk, entry_id, spiffe_id, parent_id, selectors_hash FROM entries "
+                    "WHERE spiffe_id IN ({})",
+                    sorted(spiffe_ids),
+                )
+            }
+        bundled: set[str] = set()
+        if "federates_with" in fields:
+            named = sorted({td.name for entry in entries for td in entry.federates_with})
+            bundled = {
+                row[0]
+                for row in await self._select_in(
+                    connection, "SELECT trust_domain FROM bundles WHERE trust_domain IN ({})", named
+                )
+            }
+
+        results: list[RegistrationEntry | PyspireError] = []
+        changed: dict[int, RegistrationEntry] = {}
+        events: list[str] = []
+        for entry in entries:
+            hit = current.get(entry.id)
+            if hit is None:
+                results.append(NotFoundError(f"entry id {entry.id!r} not found"))
+                continue
+            pk, before = hit
+            try:
+                updated = _updated_entry(before, entry, fields)
+            except PyspireError as error:
+                results.append(error)
+                continue
+            key = _identity(updated)
+            if fields & _IDENTITY_FIELDS:
+                other = identities.get(key)
                 if other is not None and other[0] != pk:
-                    raise AlreadyExistsError(
-                        f"an entry for spiffe_id {updated.spiffe_id} under parent_id "
-                        f"{updated.parent_id} with the same selectors already exists "
-                        f"(id {other[1].id!r})"
+                    results.append(_duplicate_update(updated, other[1]))
+                    continue
+            missing = sorted({td.name for td in updated.federates_with} - bundled)
+            if "federates_with" in fields and missing:
+                results.append(
+                    InvalidArgumentError(
+                        "entry federates_with names trust domain(s) without a bundle: "
+                        + ", ".join(missing)
                     )
-            if "federates_with" in fields:
-                await self._check_federated_bundles(connection, updated.federates_with)
-            await connection.execute(
-                "UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors_hash = ?, "
-                "x509_svid_ttl = ?, jwt_svid_ttl = ?, admin = ?, downstream = ?, expires_at = ?, "
-                "revision_number = ?, store_svid = ?, hint = ? WHERE pk = ?",
-                (
-                    str(updated.spiffe_id),
-                    str(updated.parent_id),
-                    selectors_hash(updated.selectors),
-                    updated.x509_svid_ttl,
-                    updated.jwt_svid_ttl,
-                    int(updated.admin),
-                    int(updated.downstream),
-                    micros_or_none(updated.expires_at),
-                    updated.revision_number,
-                    int(updated.store_svid),
-                    updated.hint,
-                    pk,
-                ),
+                )
+                continue
+            if fields & _IDENTITY_FIELDS:
+                old_key = _identity(before)
+                if identities.get(old_key, (None, ""))[0] == pk:
+                    del identities[old_key]
+                identities[key] = (pk, updated.id)
+            current[entry.id] = (pk, updated)
+            changed[pk] = updated
+            events.append(updated.id)
+            results.append(updated)
+
+        if changed:
+            await connection.executemany(
+                f"UPDATE entries SET {_UPDATE_COLUMNS} WHERE pk = ?",
+                [_update_params(pk, updated) for pk, updated in changed.items()],
             )
-            await self._write_entry_lists(connection, pk, updated, fields)
-            await self._event(connection, ChangeKind.ENTRY, [updated.id])
-            return updated
+            await self._rewrite_entry_lists(connection, changed, fields)
+            await self._event(connection, ChangeKind.ENTRY, events)
+        return results
+
+    async def _rewrite_entry_lists(
+        self,
+        connection: aiosqlite.Connection,
+        changed: dict[int, RegistrationEntry],
+        fields: frozenset[str],
+    ) -> None:
+        """Replace the list rows named in ``fields`` of many entries, one statement per table."""
+        pks = [(pk,) for pk in changed]
+        if "selectors" in fields:
+            await connection.executemany("DELETE FROM entry_selectors WHERE entry_pk = ?", pks)
+            await connection.executemany(
+                "INSERT INTO entry_selectors (entry_pk, position, type, value) VALUES (?, ?, ?, ?)",
+                [
+                    (pk, i, s.type, s.value)
+                    for pk, entry in changed.items()
+                    for i, s in enumerate(entry.selectors)
+                ],
+            )
+        if "dns_names" in fields:
+            await connection.executemany("DELETE FROM entry_dns_names WHERE entry_pk = ?", pks)
+            await connection.executemany(
+                "INSERT INTO entry_dns_names (entry_pk, position, name) VALUES (?, ?, ?)",
+                [
+                    (pk, i, name)
+                    for pk, entry in changed.items()
+                    for i, name in enumerate(entry.dns_names)
+                ],
+            )
+        if "federates_with" in fields:
+            await connection.executemany("DELETE FROM entry_federates_with WHERE entry_pk = ?", pks)
+            await connection.executemany(
+                "INSERT INTO entry_federates_with (entry_pk, position, trust_domain) "
+                "VALUES (?, ?, ?)",
+                [
+                    (pk, i, td.name)
+                    for pk, entry in changed.items()
+                    for i, td in enumerate(entry.federates_with)
+                ],
+            )
+
+    async def _update_one_by_one(
+        self,
+        connection: aiosqlite.Connection,
+        entries: Sequence[RegistrationEntry],
+        fields: frozenset[str],
+    ) -> list[RegistrationEntry | PyspireError]:
+        """Each item as :meth:`update_entry` would do it, in its own savepoint of the open
+        transaction."""
+        results: list[RegistrationEntry | PyspireError] = []
+        for entry in entries:
+            await connection.execute("SAVEPOINT update_entry")
+            try:
+                results.append(await self._update_in(connection, entry, fields))
+            except (PyspireError, sqlite3.IntegrityError) as error:
+                await connection.execute("ROLLBACK TO update_entry")
+                translated = self._translate(error)
+                assert isinstance(translated, PyspireError)
+                results.append(translated)
+            await connection.execute("RELEASE update_entry")
+        return results
 
     async def delete_entry(self, entry_id: str) -> RegistrationEntry:
         async with self._write() as connection:
@@ -515,6 +950,38 @@ class SqliteDataStore:
             await connection.execute("DELETE FROM entries WHERE pk = ?", (found[0],))
             await self._event(connection, ChangeKind.ENTRY, [entry_id])
             return found[1]
+
+    async def delete_entries(
+        self, entry_ids: Sequence[str]
+    ) -> list[RegistrationEntry | PyspireError]:
+        if not entry_ids:
+            return []
+        async with self._write() as connection:
+            wanted = list(dict.fromkeys(entry_id for entry_id in entry_ids if entry_id))
+            found: dict[str, tuple[int, RegistrationEntry]] = {}
+            for start in range(0, len(wanted), CHILD_CHUNK):
+                chunk = wanted[start : start + CHILD_CHUNK]
+                pks, loaded = await self._load_entries(
+                    connection, f"e.entry_id IN ({', '.join('?' * len(chunk))})", chunk
+                )
+                found.update((entry.id, (pk, entry)) for pk, entry in zip(pks, loaded, strict=True))
+            results: list[RegistrationEntry | PyspireError] = []
+            deleted: list[tuple[int, str]] = []
+            for entry_id in entry_ids:
+                hit = found.pop(entry_id, None)
+                if hit is None:
+                    results.append(NotFoundError(f"entry id {entry_id!r} not found"))
+                    continue
+                deleted.append((hit[0], entry_id))
+                results.append(hit[1])
+            if deleted:
+                await connection.executemany(
+                    "DELETE FROM entries WHERE pk = ?", [(pk,) for pk, _ in deleted]
+                )
+                await self._event(
+                    connection, ChangeKind.ENTRY, [entry_id for _, entry_id in deleted]
+                )
+            return results
 
     async def prune_registration_entries(self, expires_before: datetime) -> int:
         async with self._write() as connection:

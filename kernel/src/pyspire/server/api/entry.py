@@ -4,10 +4,11 @@ the entries each agent is authorized for.
 Administration (callers: local or admin): CountEntries and ListEntries with SPIRE's filters,
 paging and output masks; GetEntry; BatchCreateEntry, BatchUpdateEntry and BatchDeleteEntry with
 one result per item, in request order. Every item is validated with
-:func:`pyspire.registry.validation.validate_entry` and written in its own datastore transaction,
-so an item that fails leaves no trace and does not stop the others. After a batch that wrote
-something, the registry cache is refreshed before the call returns, so agents see the change on
-their next sync rather than after the next cache interval.
+:func:`pyspire.registry.validation.validate_entry`; the valid items of a batch go to the
+datastore in one call (one transaction, one commit) whose results are per item, so an item that
+fails leaves no trace and does not stop the others. After a batch that wrote something, the
+registry cache is refreshed once before the call returns, so agents see the change on their next
+sync rather than after the next cache interval.
 
 Agents (caller: an attested agent): GetAuthorizedEntries and SyncAuthorizedEntries answer from
 :class:`~pyspire.registry.cache.RegistryCache` (no datastore round trip) and assemble responses
@@ -206,6 +207,12 @@ def _masked_values(message: pb.Entry, fields: frozenset[str], td: TrustDomain) -
     return {name: _FIELD_CONVERTERS[name](message, td) for name in sorted(fields)}
 
 
+def _update_invalid(reason: str) -> entry_pb.BatchUpdateEntryResponseResult:
+    return entry_pb.BatchUpdateEntryResponseResult(
+        status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {reason}")
+    )
+
+
 def _input_fields(mask: pb.EntryMask | None) -> frozenset[str]:
     """The fields an update changes: all editable ones without a mask, else those set true."""
     if mask is None or not betterproto.serialized_on_wire(mask):
@@ -245,6 +252,10 @@ class EntryService(entry_pb.EntryBase):
                 f"max_response_bytes {max_response_bytes} must be at least 256"
             )
         self._context = context
+        server_id = SpiffeId.from_segments(context.trust_domain, "spire", "server")
+        self._placeholder = RegistrationEntry(
+            spiffe_id=server_id, parent_id=server_id, selectors=()
+        )
         self._encoded = encoded if encoded is not None else EncodedEntries()
         self._sync_page_size = sync_page_size
         self._max_bytes = max_response_bytes
@@ -342,40 +353,61 @@ class EntryService(entry_pb.EntryBase):
         (same SPIFFE ID, parent ID and selector set) as SPIRE does."""
         request = batch_create_entry_request
         fields = mask_fields(request.output_mask)
-        results: list[entry_pb.BatchCreateEntryResponseResult] = []
+        context = self._context
+        results: list[entry_pb.BatchCreateEntryResponseResult | None] = []
+        valid: list[tuple[int, RegistrationEntry]] = []
+        for index, message in enumerate(request.entries):
+            try:
+                valid.append((index, self._entry_to_create(message)))
+                results.append(None)
+            except InvalidArgumentError as error:
+                results.append(
+                    entry_pb.BatchCreateEntryResponseResult(
+                        status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
+                    )
+                )
+        outcomes: Sequence[tuple[RegistrationEntry, bool] | PyspireError]
+        try:
+            outcomes = await context.datastore.create_entries_if_not_exist(
+                [entry for _, entry in valid]
+            )
+        except PyspireError as error:
+            outcomes = [error] * len(valid)
         wrote = False
-        for message in request.entries:
-            result = await self._create_one(message, fields)
-            wrote = wrote or result.status.code == Status.OK.value
-            results.append(result)
+        for (index, entry), outcome in zip(valid, outcomes, strict=True):
+            results[index] = self._create_result(entry, outcome, fields)
+            wrote = wrote or (not isinstance(outcome, PyspireError) and not outcome[1])
         if wrote:
             await self._refresh_registry()
-        return entry_pb.BatchCreateEntryResponse(results=results)
+        return entry_pb.BatchCreateEntryResponse(
+            results=[result for result in results if result is not None]
+        )
 
-    async def _create_one(
-        self, message: pb.Entry, fields: frozenset[str]
-    ) -> entry_pb.BatchCreateEntryResponseResult:
+    def _entry_to_create(self, message: pb.Entry) -> RegistrationEntry:
+        """The validated entry a create request item asks for; ``InvalidArgumentError`` naming
+        the field at fault."""
         context = self._context
-        try:
-            if message.id:
-                _check_entry_id(message.id)
-            values = _masked_values(message, _EDITABLE_FIELDS, context.trust_domain)
-            entry = validate_entry(
-                RegistrationEntry(id=message.id, **values),
-                context.trust_domain,
-                now=context.clock.now(),
-            )
-        except InvalidArgumentError as error:
+        if message.id:
+            _check_entry_id(message.id)
+        values = _masked_values(message, _EDITABLE_FIELDS, context.trust_domain)
+        return validate_entry(
+            RegistrationEntry(id=message.id, **values),
+            context.trust_domain,
+            now=context.clock.now(),
+        )
+
+    @staticmethod
+    def _create_result(
+        entry: RegistrationEntry,
+        outcome: tuple[RegistrationEntry, bool] | PyspireError,
+        fields: frozenset[str],
+    ) -> entry_pb.BatchCreateEntryResponseResult:
+        if isinstance(outcome, PyspireError):
+            _log.warning("entry not created", spiffe_id=str(entry.spiffe_id), error=str(outcome))
             return entry_pb.BatchCreateEntryResponseResult(
-                status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
+                status=_status(status_for(outcome), f"failed to create entry: {outcome}")
             )
-        try:
-            stored, existed = await context.datastore.create_entry_if_not_exists(entry)
-        except PyspireError as error:
-            _log.warning("entry not created", spiffe_id=str(entry.spiffe_id), error=str(error))
-            return entry_pb.BatchCreateEntryResponseResult(
-                status=_status(status_for(error), f"failed to create entry: {error}")
-            )
+        stored, existed = outcome
         if existed:
             return entry_pb.BatchCreateEntryResponseResult(
                 status=_status(Status.ALREADY_EXISTS, "similar entry already exists"),
@@ -397,60 +429,80 @@ class EntryService(entry_pb.EntryBase):
         request = batch_update_entry_request
         input_fields = _input_fields(request.input_mask)
         output_fields = mask_fields(request.output_mask)
-        results: list[entry_pb.BatchUpdateEntryResponseResult] = []
+        results: list[entry_pb.BatchUpdateEntryResponseResult | None] = []
+        candidates: list[tuple[int, RegistrationEntry]] = []
+        for index, message in enumerate(request.entries):
+            candidate = await self._entry_to_update(message, input_fields)
+            if isinstance(candidate, entry_pb.BatchUpdateEntryResponseResult):
+                results.append(candidate)
+                continue
+            candidates.append((index, candidate))
+            results.append(None)
+        outcomes: Sequence[RegistrationEntry | PyspireError]
+        try:
+            outcomes = await self._context.datastore.update_entries(
+                [candidate for _, candidate in candidates], input_fields
+            )
+        except PyspireError as error:
+            outcomes = [error] * len(candidates)
         wrote = False
-        for message in request.entries:
-            result = await self._update_one(message, input_fields, output_fields)
-            wrote = wrote or result.status.code == Status.OK.value
-            results.append(result)
+        for (index, candidate), outcome in zip(candidates, outcomes, strict=True):
+            if isinstance(outcome, PyspireError):
+                results[index] = self._update_failure(candidate.id, outcome)
+                continue
+            _log.info("entry updated", entry_id=outcome.id, revision=outcome.revision_number)
+            results[index] = entry_pb.BatchUpdateEntryResponseResult(
+                status=_ok(), entry=entry_to_masked_proto(outcome, output_fields)
+            )
+            wrote = True
         if wrote:
             await self._refresh_registry()
-        return entry_pb.BatchUpdateEntryResponse(results=results)
+        return entry_pb.BatchUpdateEntryResponse(
+            results=[result for result in results if result is not None]
+        )
 
-    async def _update_one(
-        self, message: pb.Entry, input_fields: frozenset[str], output_fields: frozenset[str]
-    ) -> entry_pb.BatchUpdateEntryResponseResult:
+    async def _entry_to_update(
+        self, message: pb.Entry, input_fields: frozenset[str]
+    ) -> RegistrationEntry | entry_pb.BatchUpdateEntryResponseResult:
+        """The update a request item asks for, validated; or the item's failed result:
+        INVALID_ARGUMENT for a missing id or an invalid field of an existing entry, NOT_FOUND
+        for an invalid item whose entry does not exist.
+
+        Only the fields in ``input_fields`` are read from the item and checked (validation of a
+        field depends on nothing else); the others hold placeholders the datastore ignores,
+        since it changes only the masked fields of the stored entry. So the entry is looked up
+        here only for an invalid item, to answer NOT_FOUND before INVALID_ARGUMENT; for a valid
+        one, whether it exists is the datastore's answer in the batch write."""
         context = self._context
         if not message.id:
-            return entry_pb.BatchUpdateEntryResponseResult(
-                status=_status(Status.INVALID_ARGUMENT, "failed to convert entry: missing ID")
-            )
+            return _update_invalid("missing ID")
         try:
             values = _masked_values(message, input_fields, context.trust_domain)
-        except InvalidArgumentError as error:
-            return entry_pb.BatchUpdateEntryResponseResult(
-                status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
+            return validate_entry(
+                dataclasses.replace(self._placeholder, id=message.id, **values),
+                context.trust_domain,
+                now=context.clock.now(),
+                mask=input_fields,
             )
+        except InvalidArgumentError as error:
+            invalid = _update_invalid(str(error))
         try:
-            current = await context.datastore.get_entry(message.id)
-            if current is None:
-                return entry_pb.BatchUpdateEntryResponseResult(
-                    status=_status(Status.NOT_FOUND, "entry not found")
-                )
-            try:
-                candidate = validate_entry(
-                    dataclasses.replace(current, **values),
-                    context.trust_domain,
-                    now=context.clock.now(),
-                    mask=input_fields,
-                )
-            except InvalidArgumentError as error:
-                return entry_pb.BatchUpdateEntryResponseResult(
-                    status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
-                )
-            stored = await context.datastore.update_entry(candidate, input_fields)
-        except NotFoundError:
+            exists = await context.datastore.get_entry(message.id) is not None
+        except PyspireError as error:
+            return self._update_failure(message.id, error)
+        return invalid if exists else self._update_failure(message.id, NotFoundError("missing"))
+
+    @staticmethod
+    def _update_failure(
+        entry_id: str, error: PyspireError
+    ) -> entry_pb.BatchUpdateEntryResponseResult:
+        if isinstance(error, NotFoundError):
             return entry_pb.BatchUpdateEntryResponseResult(
                 status=_status(Status.NOT_FOUND, "entry not found")
             )
-        except PyspireError as error:
-            _log.warning("entry not updated", entry_id=message.id, error=str(error))
-            return entry_pb.BatchUpdateEntryResponseResult(
-                status=_status(status_for(error), f"failed to update entry: {error}")
-            )
-        _log.info("entry updated", entry_id=stored.id, revision=stored.revision_number)
+        _log.warning("entry not updated", entry_id=entry_id, error=str(error))
         return entry_pb.BatchUpdateEntryResponseResult(
-            status=_ok(), entry=entry_to_masked_proto(stored, output_fields)
+            status=_status(status_for(error), f"failed to update entry: {error}")
         )
 
     async def batch_delete_entry(
@@ -458,19 +510,26 @@ class EntryService(entry_pb.EntryBase):
     ) -> entry_pb.BatchDeleteEntryResponse:
         """Delete each id; per item: OK, INVALID_ARGUMENT "missing entry ID" or NOT_FOUND
         "entry not found"."""
+        ids = list(batch_delete_entry_request.ids)
+        wanted = [entry_id for entry_id in ids if entry_id]
+        outcomes: Sequence[RegistrationEntry | PyspireError]
+        try:
+            outcomes = await self._context.datastore.delete_entries(wanted)
+        except PyspireError as error:
+            outcomes = [error] * len(wanted)
+        by_position = iter(outcomes)
         results: list[entry_pb.BatchDeleteEntryResponseResult] = []
         deleted: list[str] = []
-        for entry_id in batch_delete_entry_request.ids:
+        for entry_id in ids:
             if not entry_id:
                 status = _status(Status.INVALID_ARGUMENT, "missing entry ID")
             else:
-                try:
-                    await self._context.datastore.delete_entry(entry_id)
-                except NotFoundError:
+                outcome = next(by_position)
+                if isinstance(outcome, NotFoundError):
                     status = _status(Status.NOT_FOUND, "entry not found")
-                except PyspireError as error:
-                    _log.warning("entry not deleted", entry_id=entry_id, error=str(error))
-                    status = _status(status_for(error), f"failed to delete entry: {error}")
+                elif isinstance(outcome, PyspireError):
+                    _log.warning("entry not deleted", entry_id=entry_id, error=str(outcome))
+                    status = _status(status_for(outcome), f"failed to delete entry: {outcome}")
                 else:
                     _log.info("entry deleted", entry_id=entry_id)
                     status = _ok()
