@@ -9,10 +9,15 @@ once gives every attestor the same two guarantees:
   fails the Workload API call instead of handing out an identity based on missing facts.
 - **PID reuse is detected.** :func:`read_process_info` reads the process's start time before
   and after the other files; if it changed, the PID now names another process and the read
-  fails. Callers that read more files later can compare :attr:`ProcessInfo.start_time` with
-  :func:`read_start_time` again.
+  fails (:class:`ProcessReplacedError`). Callers that read more files later can compare
+  :attr:`ProcessInfo.start_time` with :func:`read_start_time` again, or gather everything they
+  need inside :func:`examine_process`, which checks the start time after their own work.
 
-All public functions are ``async`` and do their file work in a thread.
+All public functions are ``async`` and do their file work in a thread; :func:`examine_process`
+does all of its work in a single one, since each trip to a worker thread costs about as much as
+the reads themselves. The reads stay off the event loop even though they are small: ``proc_root``
+may be any directory (a FIFO there blocks until written), and even on procfs, reading an exiting
+process's ``status`` or ``stat`` may leave the reader releasing that process's memory.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ __all__ = [
     "DEFAULT_PROC_ROOT",
     "IdSet",
     "ProcessInfo",
+    "ProcessReplacedError",
+    "examine_process",
     "read_cgroups",
     "read_exe_path",
     "read_process_info",
@@ -28,13 +35,30 @@ __all__ = [
 ]
 
 import asyncio
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
 
 DEFAULT_PROC_ROOT = Path("/proc")
 """Where procfs is mounted; functions take ``proc_root`` so tests can point elsewhere."""
+
+_T = TypeVar("_T")
+
+_READ_SIZE = 8192
+"""Bytes asked for per ``read``: ``status`` and ``stat`` fit in one, larger files loop."""
+
+
+class ProcessReplacedError(UnavailableError):
+    """By the end of a read the pid no longer named the process it named at the start.
+
+    The process's start time changed between two reads of ``stat``: the process exited and the
+    kernel gave its pid to a new one. Facts gathered in between may mix the two processes, so
+    none of them are returned.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +94,17 @@ def _check_pid(pid: int) -> None:
 
 
 def _read_text(path: Path, pid: int) -> str:
+    # os.open/os.read rather than Path.read_text: procfs files are small and generated on read,
+    # and the buffered text layer costs several times the system calls themselves.
     try:
-        return path.read_text(encoding="utf-8", errors="surrogateescape")
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(descriptor, _READ_SIZE):
+                chunks.append(chunk)
+        finally:
+            os.close(descriptor)
+        return b"".join(chunks).decode("utf-8", errors="surrogateescape")
     except (FileNotFoundError, ProcessLookupError):
         raise UnavailableError(f"process {pid} does not exist") from None
     except PermissionError:
@@ -142,8 +175,23 @@ def _process_info_sync(pid: int, proc_root: Path) -> ProcessInfo:
     status = _read_text(directory / "status", pid)
     after = _start_time_sync(pid, proc_root)
     if before != after:
-        raise UnavailableError(f"process {pid} was replaced by another process while being read")
+        raise ProcessReplacedError(
+            f"process {pid} was replaced by another process while being read"
+        )
     return _parse_status(status, pid, before)
+
+
+def _examine_sync(
+    pid: int, examine: Callable[[ProcessInfo], _T], proc_root: Path
+) -> tuple[ProcessInfo, _T]:
+    before = _start_time_sync(pid, proc_root)
+    info = _parse_status(_read_text(proc_root / str(pid) / "status", pid), pid, before)
+    result = examine(info)
+    if _start_time_sync(pid, proc_root) != before:
+        raise ProcessReplacedError(
+            f"process {pid} was replaced by another process while being examined"
+        )
+    return info, result
 
 
 async def read_process_info(pid: int, *, proc_root: Path = DEFAULT_PROC_ROOT) -> ProcessInfo:
@@ -155,6 +203,27 @@ async def read_process_info(pid: int, *, proc_root: Path = DEFAULT_PROC_ROOT) ->
     """
     _check_pid(pid)
     return await asyncio.to_thread(_process_info_sync, pid, proc_root)
+
+
+async def examine_process(
+    pid: int,
+    examine: Callable[[ProcessInfo], _T],
+    *,
+    proc_root: Path = DEFAULT_PROC_ROOT,
+) -> tuple[ProcessInfo, _T]:
+    """Read process ``pid`` like :func:`read_process_info`, call ``examine`` with what was read,
+    and return both once the pid is known to still name the same process.
+
+    Everything runs in one worker thread, in this order: the start time, ``status``,
+    ``examine(info)``, the start time again. ``examine`` may block (look names up, read more
+    files of the process); it must not touch the event loop. When the two start times differ,
+    the pid was reused at some point between them, so neither the IDs nor what ``examine``
+    derived from the process are trusted: :class:`ProcessReplacedError` is raised instead.
+
+    Raises like :func:`read_process_info`; whatever ``examine`` raises propagates unchanged.
+    """
+    _check_pid(pid)
+    return await asyncio.to_thread(_examine_sync, pid, examine, proc_root)
 
 
 async def read_start_time(pid: int, *, proc_root: Path = DEFAULT_PROC_ROOT) -> int:

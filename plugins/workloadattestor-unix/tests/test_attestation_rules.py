@@ -11,21 +11,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pytest
 from pyspire_workloadattestor_unix import UnixAttestor, UnixAttestorConfig
-from pyspire_workloadattestor_unix.process_table import hash_file
+from pyspire_workloadattestor_unix.accounts import NAME_CACHE_TTL
+from pyspire_workloadattestor_unix.process_table import ProcessTable, hash_file
 from structlog.testing import capture_logs
 
 from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import InvalidArgumentError, PluginError, UnavailableError
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.procfs import IdSet, ProcessInfo
+from pyspire_sdk.procfs import IdSet, ProcessInfo, ProcessReplacedError
+from pyspire_sdk.testing import FakeClock
 
 Read = Literal["process_info", "start_time", "exe_path", "exe_sha256"]
+T = TypeVar("T")
 
 
 def process_info(
@@ -61,6 +66,7 @@ class FakeProcess:
 class FakeProcessTable:
     processes: dict[int, FakeProcess] = field(default_factory=dict)
     _successors: dict[tuple[Read, int], FakeProcess | None] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
 
     def add(self, process: FakeProcess) -> None:
         self.processes[process.info.pid] = process
@@ -90,12 +96,22 @@ class FakeProcessTable:
         self._answered("process_info", pid)
         return info
 
+    async def examine(self, pid: int, examine: Callable[[ProcessInfo], T]) -> tuple[ProcessInfo, T]:
+        """Like the procfs table: the IDs, ``examine`` in a worker thread, the start time."""
+        self.calls.append("examine")
+        info = await self.process_info(pid)
+        result = await asyncio.to_thread(examine, info)
+        if await self.start_time(pid) != info.start_time:
+            raise ProcessReplacedError(f"process {pid} was replaced while being examined")
+        return info, result
+
     async def start_time(self, pid: int) -> int:
         start_time = self._current(pid).info.start_time
         self._answered("start_time", pid)
         return start_time
 
     async def exe_path(self, pid: int) -> str:
+        self.calls.append("exe_path")
         path = self._current(pid).exe_path
         self._answered("exe_path", pid)
         return path
@@ -180,6 +196,21 @@ ACCOUNTS = {"users": {1000: "alice"}, "groups": {100: "users", 27: "sudo", 44: "
 # -- selectors ------------------------------------------------------------------------------------
 
 
+def test_the_fake_table_is_a_process_table() -> None:
+    assert isinstance(FakeProcessTable(), ProcessTable)
+
+
+async def test_ids_names_and_the_reuse_check_take_one_examine_call(
+    table: FakeProcessTable, host_services: HostServices
+) -> None:
+    attestor = await attestor_on(table, host_services, FakeAccounts(**ACCOUNTS))  # type: ignore[arg-type]
+
+    values = await attestor.attest(PID)
+
+    assert "user:alice" in values
+    assert table.calls == ["examine"]
+
+
 async def test_selectors_use_effective_ids_and_known_names(
     table: FakeProcessTable, host_services: HostServices
 ) -> None:
@@ -222,6 +253,38 @@ async def test_name_lookups_run_off_the_event_loop(
 
     assert accounts.threads, "no name was looked up"
     assert threading.get_ident() not in accounts.threads
+
+
+async def test_names_are_reused_until_the_cache_ttl_passes(
+    table: FakeProcessTable, host_services: HostServices, fake_clock: FakeClock
+) -> None:
+    accounts = FakeAccounts(users={1000: "alice"}, groups={100: "users"})
+    attestor = await attestor_on(table, host_services, accounts)
+    assert "user:alice" in await attestor.attest(PID)
+
+    accounts.users[1000] = "bob"
+    accounts.groups.pop(100)
+    await fake_clock.advance(NAME_CACHE_TTL - timedelta(milliseconds=1))
+    still_cached = await attestor.attest(PID)
+    await fake_clock.advance(timedelta(milliseconds=1))
+    looked_up_again = await attestor.attest(PID)
+
+    assert ("user:alice" in still_cached, "group:users" in still_cached) == (True, True)
+    assert "user:bob" in looked_up_again
+    assert not [value for value in looked_up_again if value.startswith(("user:a", "group:"))]
+
+
+async def test_configuring_again_forgets_cached_names(
+    table: FakeProcessTable, host_services: HostServices
+) -> None:
+    accounts = FakeAccounts(users={1000: "alice"})
+    attestor = await attestor_on(table, host_services, accounts)
+    await attestor.attest(PID)
+    accounts.users[1000] = "bob"
+
+    await attestor.configure(UnixAttestorConfig(), host_services)
+
+    assert "user:bob" in await attestor.attest(PID)
 
 
 async def test_path_and_digest_when_discovering_the_workload_path(

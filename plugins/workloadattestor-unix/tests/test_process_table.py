@@ -1,5 +1,7 @@
 """The procfs process table and the hashing it does, on real files: a procfs-shaped directory
-tree, ``/dev/zero`` as a binary that never ends, and cancellation of a running hash."""
+tree, ``/dev/zero`` as a binary that never ends, cancellation of a running hash, and
+:meth:`~pyspire_workloadattestor_unix.process_table.ProcessTable.examine` with a process
+replaced while it runs."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pyspire_workloadattestor_unix.process_table import (
 )
 
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
+from pyspire_sdk.procfs import ProcessInfo, ProcessReplacedError
 
 PID = 777
 STATUS = """Name:\tworkload
@@ -176,3 +179,75 @@ async def test_cancelled_attestation_stops_its_hashing_thread(proc_root: Path) -
     await wait_until(
         "the hashing thread closed the binary", lambda: open_descriptors_to("/dev/zero") == before
     )
+
+
+# -- examine: the IDs, the caller's own work and the start-time check in one worker thread ------
+
+
+async def test_examine_gives_the_ids_and_what_the_callback_derived(proc_root: Path) -> None:
+    table = ProcfsProcessTable(proc_root)
+    threads: list[int] = []
+
+    def effective_ids(info: ProcessInfo) -> tuple[int, int]:
+        threads.append(threading.get_ident())
+        return info.uids.effective, info.gids.effective
+
+    info, derived = await table.examine(PID, effective_ids)
+
+    assert derived == (1000, 100)
+    assert info.supplementary_gids == (27, 44)
+    assert info.start_time == 31337
+    assert threads and threading.get_ident() not in threads, "examine ran on the event loop"
+
+
+async def test_examine_refuses_a_pid_reused_while_the_callback_ran(proc_root: Path) -> None:
+    table = ProcfsProcessTable(proc_root)
+
+    def replace_the_process(info: ProcessInfo) -> str:
+        # The process exits and a new one gets its pid: stat now shows another start time.
+        (proc_root / str(PID) / "stat").write_text(stat_line(info.start_time + 1))
+        return "facts of the first process"
+
+    with pytest.raises(ProcessReplacedError, match=f"process {PID} was replaced"):
+        await table.examine(PID, replace_the_process)
+
+    info, _ = await table.examine(PID, lambda info: None)
+    assert info.start_time == 31338
+
+
+async def test_examine_of_a_missing_process_is_unavailable(proc_root: Path) -> None:
+    called: list[ProcessInfo] = []
+
+    with pytest.raises(UnavailableError, match="process 4 does not exist"):
+        await ProcfsProcessTable(proc_root).examine(4, called.append)
+
+    assert called == []
+
+
+async def test_examine_passes_the_callbacks_error_through(proc_root: Path) -> None:
+    def fail(info: ProcessInfo) -> None:
+        raise UnavailableError("names could not be looked up")
+
+    with pytest.raises(UnavailableError, match="names could not be looked up"):
+        await ProcfsProcessTable(proc_root).examine(PID, fail)
+
+
+@pytest.mark.parametrize("pid", [0, -1, True])
+async def test_examine_of_an_impossible_pid_is_an_invalid_argument(
+    proc_root: Path, pid: int
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="pid must be a positive integer"):
+        await ProcfsProcessTable(proc_root).examine(pid, lambda info: None)
+
+
+async def test_status_longer_than_one_read_is_read_whole(proc_root: Path) -> None:
+    # Real status files fit in one read; a long one (many padding lines before Groups) must
+    # still be read to its end rather than cut at the first read.
+    padding = "".join(f"Padding{number}:\t{'x' * 64}\n" for number in range(400))
+    status = STATUS.replace("Groups:\t27 44\n", padding + "Groups:\t27 44 1234\n")
+    assert len(status.encode()) > 3 * 8192
+    (proc_root / str(PID) / "status").write_text(status)
+
+    info = await ProcfsProcessTable(proc_root).process_info(PID)
+
+    assert info.supplementary_gids == (27, 44, 1234)

@@ -10,13 +10,16 @@ Selector values, as SPIRE's ``unix`` attestor makes them (the host adds the type
 
 An ID without a name gives no name selector; that is a fact about the system, not an error.
 Everything else the attestor cannot establish fails the attestation.
+
+Names are looked up through a bounded cache
+(:class:`~pyspire_workloadattestor_unix.accounts.CachedAccounts`) on the host's clock: an answer
+is reused for :data:`~pyspire_workloadattestor_unix.accounts.NAME_CACHE_TTL` (five seconds), so
+a renamed, added or removed account shows in selectors within that time.
 """
 
 from __future__ import annotations
 
 __all__ = ["UnixAttestor", "pyspire_workload_attestors"]
-
-import asyncio
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -24,8 +27,13 @@ from structlog.typing import FilteringBoundLogger
 from pyspire_sdk.errors import InvalidArgumentError, PluginError, UnavailableError
 from pyspire_sdk.plugin import HostServices, PluginRegistration, hookimpl
 from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor
-from pyspire_sdk.procfs import ProcessInfo
-from pyspire_workloadattestor_unix.accounts import AccountDirectory, SystemAccounts
+from pyspire_sdk.procfs import ProcessInfo, ProcessReplacedError
+from pyspire_workloadattestor_unix.accounts import (
+    NAME_CACHE_TTL,
+    AccountDirectory,
+    CachedAccounts,
+    SystemAccounts,
+)
 from pyspire_workloadattestor_unix.config import UnixAttestorConfig
 from pyspire_workloadattestor_unix.process_table import ProcessTable, ProcfsProcessTable
 
@@ -61,7 +69,14 @@ class UnixAttestor:
       answering with a mix of two processes' facts.
     - **Nothing blocks the event loop.** ``/proc`` reads, user and group lookups (which may go
       to LDAP through NSS) and hashing run in worker threads; a cancelled attestation stops
-      hashing at the next chunk.
+      hashing at the next chunk. The IDs, the names and a start-time check share a single
+      worker-thread trip
+      (:meth:`~pyspire_workloadattestor_unix.process_table.ProcessTable.examine`); without
+      ``discover_workload_path`` (the default) that trip is the whole attestation, which
+      runs on every Workload API call.
+    - **Names are recent.** Lookups go through a bounded cache on the host's clock, created
+      by :meth:`configure`; a name (or its absence) is reused for at most
+      :data:`~pyspire_workloadattestor_unix.accounts.NAME_CACHE_TTL`.
     - **Limits are kept like SPIRE keeps them.** A binary larger than a positive
       ``workload_size_limit`` fails the attestation rather than losing its ``sha256``
       selector quietly; a negative limit never hashes.
@@ -78,7 +93,8 @@ class UnixAttestor:
         self._processes: ProcessTable = (
             process_table if process_table is not None else ProcfsProcessTable()
         )
-        self._accounts: AccountDirectory = accounts if accounts is not None else SystemAccounts()
+        self._directory: AccountDirectory = accounts if accounts is not None else SystemAccounts()
+        self._accounts: AccountDirectory = self._directory
         self._config: UnixAttestorConfig | None = None
         self._logger: FilteringBoundLogger = structlog.get_logger().bind(plugin=PLUGIN_NAME)
 
@@ -90,7 +106,9 @@ class UnixAttestor:
         return self._config
 
     async def configure(self, config: UnixAttestorConfig, host: HostServices) -> None:
-        """Keep ``config``; nothing is opened, so configuration cannot fail."""
+        """Keep ``config`` and start an empty name cache on the host's clock; nothing is
+        opened, so configuration cannot fail."""
+        self._accounts = CachedAccounts(self._directory, host.clock, ttl=NAME_CACHE_TTL)
         self._config = config
         self._logger = host.logger
         self._logger.info(
@@ -114,28 +132,27 @@ class UnixAttestor:
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             raise InvalidArgumentError(f"pid must be a positive integer, got {pid!r}")
 
-        info = await self._processes.process_info(pid)
+        accounts = self._accounts
+        try:
+            info, values = await self._processes.examine(
+                pid, lambda examined: _identity_values(examined, accounts)
+            )
+        except ProcessReplacedError:
+            raise self._replaced(pid) from None
         if config.discover_workload_path:
-            values = await asyncio.to_thread(_identity_values, info, self._accounts)
             values.append(f"path:{await self._processes.exe_path(pid)}")
             if config.hashes_binary:
                 digest = await self._processes.exe_sha256(pid, config.workload_size_limit)
                 values.append(f"sha256:{digest}")
-            start_time = await self._processes.start_time(pid)
-        else:
-            # Nothing more is read from the process: look the names up and re-read its start
-            # time at the same time (this runs on every Workload API call).
-            values, start_time = await asyncio.gather(
-                asyncio.to_thread(_identity_values, info, self._accounts),
-                self._processes.start_time(pid),
-            )
-
-        if start_time != info.start_time:
-            self._logger.warning("workload pid was reused during attestation", pid=pid)
-            raise UnavailableError(
-                f"process {pid} was replaced by another process while being attested"
-            )
+            if await self._processes.start_time(pid) != info.start_time:
+                raise self._replaced(pid)
         return values
+
+    def _replaced(self, pid: int) -> UnavailableError:
+        self._logger.warning("workload pid was reused during attestation", pid=pid)
+        return UnavailableError(
+            f"process {pid} was replaced by another process while being attested"
+        )
 
 
 @hookimpl

@@ -7,6 +7,11 @@ the executable itself.
 
 Every method raises :class:`~pyspire_sdk.errors.UnavailableError` when the process is gone or
 its files cannot be read, never returns a partial answer.
+
+:meth:`ProcessTable.examine` is what the attestor calls on every Workload API call: it reads the
+process's IDs, lets the caller derive what it needs from them (the user and group names) and
+confirms the pid still names the same process, in one trip to a worker thread for the procfs
+table instead of one trip per step.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import asyncio
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from pyspire_sdk import procfs
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
 
 _CHUNK_SIZE = 1 << 20
+
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -32,6 +40,18 @@ class ProcessTable(Protocol):
 
     async def process_info(self, pid: int) -> procfs.ProcessInfo:
         """IDs, supplementary groups and start time of ``pid``, read consistently."""
+        ...
+
+    async def examine(
+        self, pid: int, examine: Callable[[procfs.ProcessInfo], _T]
+    ) -> tuple[procfs.ProcessInfo, _T]:
+        """The facts :meth:`process_info` gives and what ``examine`` derived from them, once
+        ``pid`` is known to have named the same process throughout.
+
+        ``examine`` may block and is called off the event loop. The start time is read before
+        the IDs and again after ``examine`` returned; when it changed, the pid was reused and
+        :class:`~pyspire_sdk.procfs.ProcessReplacedError` is raised instead of an answer.
+        """
         ...
 
     async def start_time(self, pid: int) -> int:
@@ -117,6 +137,13 @@ class ProcfsProcessTable:
 
     async def process_info(self, pid: int) -> procfs.ProcessInfo:
         return await procfs.read_process_info(pid, proc_root=self._proc_root)
+
+    async def examine(
+        self, pid: int, examine: Callable[[procfs.ProcessInfo], _T]
+    ) -> tuple[procfs.ProcessInfo, _T]:
+        """See :meth:`ProcessTable.examine`; the reads and ``examine`` share one worker
+        thread (:func:`pyspire_sdk.procfs.examine_process`)."""
+        return await procfs.examine_process(pid, examine, proc_root=self._proc_root)
 
     async def start_time(self, pid: int) -> int:
         return await procfs.read_start_time(pid, proc_root=self._proc_root)

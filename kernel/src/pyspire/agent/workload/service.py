@@ -18,6 +18,12 @@ Status codes, as the Workload API standard and SPIRE give them:
 Streams send the caller's full view at once and again whenever it changes, and never end with
 OK (clients take that for a broken stream): they end when the client goes away, with
 PERMISSION_DENIED when the caller's last identity disappears, or with UNAVAILABLE on shutdown.
+
+FetchX509SVID is the call every workload makes, usually to read one message and hang up, so its
+first message is kept cheap: it is built from the source's current snapshot without waiting for
+a watch to start, and its encoding is reused for every caller with the same identities at the
+same snapshot revision (:class:`_X509ResponseCache`). A revision names the cache's whole content
+(SVIDs, keys, bundles), so a reused encoding is never stale.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ __all__ = [
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +63,75 @@ SECURITY_HEADER = "workload.spiffe.io"
 
 _SERVICE_PREFIX = "/SpiffeWorkloadAPI/"
 _NO_IDENTITY = "no identity issued"
+
+X509_RESPONSE_CACHE_SIZE = 256
+"""Distinct identity sets whose encoded X509SVIDResponse is kept for the current revision."""
+
+
+def _field_metadata(message_type: Any) -> Any:
+    """betterproto's field metadata of a generated message class."""
+    return message_type._betterproto
+
+
+class _EncodedX509SvidResponse(pb.X509SvidResponse):
+    """An ``X509SVIDResponse`` whose wire bytes were produced once and are sent as they are.
+
+    grpclib encodes a reply by checking it is an instance of the reply type and calling
+    ``SerializeToString()``; this subclass passes the check and returns the stored bytes. The
+    message fields stay empty: :meth:`decode` gives the ordinary message back.
+    """
+
+    # The generated class's field metadata, reused: the subclass adds no fields, and
+    # betterproto could not resolve the generated module's type hints from this module.
+    _betterproto_meta = _field_metadata(pb.X509SvidResponse)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        # Beside the message fields, so betterproto's bookkeeping ignores it.
+        self.__dict__["_encoded"] = data
+
+    def __bytes__(self) -> bytes:
+        data: bytes = self.__dict__["_encoded"]
+        return data
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - the name grpclib calls
+        """The stored wire bytes."""
+        return self.__bytes__()
+
+    def decode(self) -> pb.X509SvidResponse:
+        """The response as an ordinary message."""
+        return pb.X509SvidResponse().parse(self.__bytes__())
+
+
+class _X509ResponseCache:
+    """Encoded X509SVIDResponses of one snapshot revision, by the entry IDs they answer.
+
+    Keyed by revision and entry IDs rather than by caller: every caller whose selectors match
+    the same entries gets the same bytes. Moving to another revision drops everything kept for
+    the previous one; at most ``size`` identity sets are kept, the oldest making room. The bytes
+    hold the SVIDs' private keys, as the snapshot does; they live only in this process's memory
+    and only as long as their revision is current.
+    """
+
+    def __init__(self, size: int = X509_RESPONSE_CACHE_SIZE) -> None:
+        self._size = size
+        self._revision: int | None = None
+        self._responses: OrderedDict[tuple[str, ...], _EncodedX509SvidResponse] = OrderedDict()
+
+    def get(self, revision: int, entry_ids: tuple[str, ...]) -> _EncodedX509SvidResponse | None:
+        if revision != self._revision:
+            return None
+        return self._responses.get(entry_ids)
+
+    def put(
+        self, revision: int, entry_ids: tuple[str, ...], response: _EncodedX509SvidResponse
+    ) -> None:
+        if revision != self._revision:
+            self._revision = revision
+            self._responses.clear()
+        self._responses[entry_ids] = response
+        while len(self._responses) > self._size:
+            self._responses.popitem(last=False)
 
 
 def _denied() -> GRPCError:
@@ -93,6 +169,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
         )
         self._stopping = asyncio.Event()
+        self._x509_responses = _X509ResponseCache()
 
     # -- lifecycle and gate -----------------------------------------------------------------
 
@@ -129,9 +206,28 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             if view == last:
                 continue
             last = view
-            yield self._x509_svid_response(identities, bundle, federated)
+            yield self._x509_svid_response(snapshot.revision, identities, bundle, federated)
 
     def _x509_svid_response(
+        self,
+        revision: int,
+        identities: Sequence[Identity],
+        bundle: Bundle,
+        federated: Mapping[TrustDomain, Bundle],
+    ) -> pb.X509SvidResponse:
+        """The encoded response for these identities of the snapshot at ``revision``: from the
+        cache when it holds one, otherwise built, encoded and kept."""
+        entry_ids = tuple(identity.entry.id for identity in identities)
+        cached = self._x509_responses.get(revision, entry_ids)
+        if cached is not None:
+            return cached
+        encoded = _EncodedX509SvidResponse(
+            bytes(self._build_x509_svid_response(identities, bundle, federated))
+        )
+        self._x509_responses.put(revision, entry_ids, encoded)
+        return encoded
+
+    def _build_x509_svid_response(
         self,
         identities: Sequence[Identity],
         bundle: Bundle,
@@ -292,8 +388,20 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
 
     async def _snapshots(self) -> AsyncIterator[Snapshot]:
-        """The identity source's snapshots until the service stops, which ends the stream
-        with UNAVAILABLE (as does the source ending its watch)."""
+        """The source's current snapshot at once, then every newer one its watch yields,
+        until the service stops, which ends the stream with UNAVAILABLE (as does the source
+        ending its watch).
+
+        The first snapshot comes from :meth:`IdentitySource.snapshot`, so the first message
+        goes out without waiting for a watch to start; the watch starts when the caller asks
+        for more and yields the then-current snapshot first, so no change is missed. A
+        snapshot of the revision just yielded is the same content and is skipped.
+        """
+        if self._stopping.is_set():
+            raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
+        current = self._source.snapshot()
+        yield current
+        revision = current.revision
         watch = self._source.watch()
         stopping = asyncio.ensure_future(self._stopping.wait())
         following: asyncio.Future[Snapshot] | None = None
@@ -310,6 +418,9 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
                         Status.UNAVAILABLE, "agent cache is no longer available"
                     ) from None
                 following = None
+                if snapshot.revision == revision:
+                    continue
+                revision = snapshot.revision
                 yield snapshot
         finally:
             for future in (following, stopping):

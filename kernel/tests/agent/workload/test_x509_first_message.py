@@ -1,0 +1,189 @@
+"""FetchX509SVID's first message: sent without waiting for the source's watch, encoded once
+per snapshot revision and identity set, and never stale after a change."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from grpclib.client import Channel
+
+from pyspire.agent.identities import Identity, Snapshot
+from pyspire.agent.workload import WorkloadApiService, WorkloadAttestation, WorkloadEndpoint
+from pyspire.agent.workload.service import (
+    X509_RESPONSE_CACHE_SIZE,
+    _EncodedX509SvidResponse,
+    _X509ResponseCache,
+)
+from pyspire.proto.gen import workload as pb
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.testing import FakeClock
+
+from .conftest import HEADER
+from .helpers import FOREIGN, FakeIdentitySource, Pki, make_entry, opened
+
+TIMEOUT = 5.0
+
+
+async def next_message(stream: AsyncIterator[pb.X509SvidResponse]) -> pb.X509SvidResponse:
+    async with asyncio.timeout(TIMEOUT):
+        return await anext(stream)
+
+
+class HeldWatchSource(FakeIdentitySource):
+    """A source whose watch yields nothing until :attr:`release` is set, as a cache whose
+    watch is slow to start."""
+
+    def __init__(self, pki: Pki, clock: Clock, snapshot: Snapshot) -> None:
+        super().__init__(pki, clock, snapshot)
+        self.release = asyncio.Event()
+
+    async def watch(self) -> AsyncIterator[Snapshot]:
+        await self.release.wait()
+        async for snapshot in super().watch():
+            yield snapshot
+
+
+class CountingService(WorkloadApiService):
+    """Counts the X509SVIDResponses actually built (not taken from the encoded cache)."""
+
+    builds = 0
+
+    def _build_x509_svid_response(
+        self,
+        identities: Sequence[Identity],
+        bundle: Bundle,
+        federated: Any,
+    ) -> pb.X509SvidResponse:
+        self.builds += 1
+        return super()._build_x509_svid_response(identities, bundle, federated)
+
+
+async def test_first_message_does_not_wait_for_the_watch(
+    pki: Pki,
+    source: FakeIdentitySource,
+    attestation: WorkloadAttestation,
+    clock: FakeClock,
+    socket_dir: Path,
+) -> None:
+    held = HeldWatchSource(pki, clock, source.snapshot())
+    service = WorkloadApiService(held, attestation, clock)
+    async with WorkloadEndpoint(socket_dir / "held.sock", service) as endpoint:
+        channel = Channel(path=str(endpoint.socket_path))
+        try:
+            stub = pb.SpiffeWorkloadApiStub(channel, metadata=HEADER)
+            async with opened(stub.fetch_x509_svid(pb.X509SvidRequest())) as stream:
+                first = await next_message(stream)
+                held.release.set()
+                rotated = pki.identity(held.snapshot().identities[0].entry)
+                held.publish(identities=(rotated,))
+                second = await next_message(stream)
+        finally:
+            channel.close()
+
+    assert first.svids[0].x509_svid == source.snapshot().identities[0].svid.cert_chain[0]
+    assert second.svids[0].x509_svid == rotated.svid.cert_chain[0]
+
+
+async def test_a_change_before_the_watch_starts_is_not_missed(
+    pki: Pki,
+    source: FakeIdentitySource,
+    attestation: WorkloadAttestation,
+    clock: FakeClock,
+    socket_dir: Path,
+) -> None:
+    held = HeldWatchSource(pki, clock, source.snapshot())
+    service = WorkloadApiService(held, attestation, clock)
+    async with WorkloadEndpoint(socket_dir / "held.sock", service) as endpoint:
+        channel = Channel(path=str(endpoint.socket_path))
+        try:
+            stub = pb.SpiffeWorkloadApiStub(channel, metadata=HEADER)
+            async with opened(stub.fetch_x509_svid(pb.X509SvidRequest())) as stream:
+                await next_message(stream)
+                rotated = pki.identity(held.snapshot().identities[0].entry)
+                held.publish(identities=(rotated,))
+                held.release.set()
+                second = await next_message(stream)
+        finally:
+            channel.close()
+
+    assert second.svids[0].x509_svid == rotated.svid.cert_chain[0]
+
+
+async def test_callers_of_one_revision_share_one_encoding_and_a_new_revision_rebuilds(
+    pki: Pki,
+    source: FakeIdentitySource,
+    attestation: WorkloadAttestation,
+    clock: FakeClock,
+    socket_dir: Path,
+) -> None:
+    service = CountingService(source, attestation, clock)
+    async with WorkloadEndpoint(socket_dir / "count.sock", service) as endpoint:
+        channel = Channel(path=str(endpoint.socket_path))
+        try:
+            stub = pb.SpiffeWorkloadApiStub(channel, metadata=HEADER)
+            firsts = []
+            for _ in range(3):
+                async with opened(stub.fetch_x509_svid(pb.X509SvidRequest())) as stream:
+                    firsts.append(await next_message(stream))
+            builds_before_rotation = service.builds
+
+            rotated = pki.identity(source.snapshot().identities[0].entry)
+            source.publish(identities=(rotated,))
+            async with opened(stub.fetch_x509_svid(pb.X509SvidRequest())) as stream:
+                after = await next_message(stream)
+        finally:
+            channel.close()
+
+    assert builds_before_rotation == 1
+    assert service.builds == 2
+    assert firsts[0] == firsts[1] == firsts[2]
+    assert after.svids[0].x509_svid == rotated.svid.cert_chain[0]
+    assert after.svids[0].x509_svid_key == rotated.svid.private_key
+
+
+async def test_the_encoded_response_is_the_message_betterproto_would_send(
+    pki: Pki, source: FakeIdentitySource, attestation: WorkloadAttestation, clock: FakeClock
+) -> None:
+    service = WorkloadApiService(source, attestation, clock)
+    federating = pki.identity(make_entry("/federating", federates_with=[FOREIGN], hint="h"))
+    mine = source.snapshot().identities[0]
+    federated: dict[TrustDomain, Bundle] = {FOREIGN: pki.foreign_bundle()}
+    identities = (mine, federating)
+
+    built = service._build_x509_svid_response(identities, pki.bundle(), federated)
+    encoded = service._x509_svid_response(7, identities, pki.bundle(), federated)
+
+    assert isinstance(encoded, pb.X509SvidResponse)
+    assert encoded.SerializeToString() == bytes(built)
+    assert pb.X509SvidResponse().parse(bytes(encoded)) == built
+    assert isinstance(encoded, _EncodedX509SvidResponse)
+    assert encoded.decode() == built
+    assert service._x509_svid_response(7, identities, pki.bundle(), federated) is encoded
+
+
+def test_the_response_cache_keeps_one_revision_and_a_bounded_number_of_sets() -> None:
+    cache = _X509ResponseCache(size=2)
+    responses = {name: _encoded(name) for name in ("a", "b", "c", "d")}
+
+    cache.put(1, ("a",), responses["a"])
+    cache.put(1, ("b",), responses["b"])
+    assert cache.get(1, ("a",)) is responses["a"]
+    assert cache.get(2, ("a",)) is None, "another revision must not see these bytes"
+
+    cache.put(1, ("c",), responses["c"])
+    assert cache.get(1, ("a",)) is None, "the oldest set makes room"
+    assert cache.get(1, ("c",)) is responses["c"]
+
+    cache.put(2, ("d",), responses["d"])
+    assert cache.get(1, ("b",)) is None
+    assert cache.get(2, ("d",)) is responses["d"]
+    assert X509_RESPONSE_CACHE_SIZE >= 1
+
+
+def _encoded(name: str) -> _EncodedX509SvidResponse:
+    return _EncodedX509SvidResponse(bytes(pb.X509SvidResponse(svids=[pb.X509Svid(hint=name)])))
