@@ -50,6 +50,7 @@ from pyspire.agent.identities import Identity, IdentitySource, Snapshot
 from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
 from pyspire.proto.gen import workload as pb
+from pyspire.proto.prebuilt import PrebuiltMessage, field_metadata
 from pyspire.transport.calls import current_stream
 from pyspire.transport.peer import peer_credentials
 from pyspire_sdk.bundle import Bundle
@@ -68,39 +69,16 @@ X509_RESPONSE_CACHE_SIZE = 256
 """Distinct identity sets whose encoded X509SVIDResponse is kept for the current revision."""
 
 
-def _field_metadata(message_type: Any) -> Any:
-    """betterproto's field metadata of a generated message class."""
-    return message_type._betterproto
+class _EncodedX509SvidResponse(PrebuiltMessage, pb.X509SvidResponse):
+    """An ``X509SVIDResponse`` encoded once per snapshot revision and caller's identities."""
 
-
-class _EncodedX509SvidResponse(pb.X509SvidResponse):
-    """An ``X509SVIDResponse`` whose wire bytes were produced once and are sent as they are.
-
-    grpclib encodes a reply by checking it is an instance of the reply type and calling
-    ``SerializeToString()``; this subclass passes the check and returns the stored bytes. The
-    message fields stay empty: :meth:`decode` gives the ordinary message back.
-    """
-
-    # The generated class's field metadata, reused: the subclass adds no fields, and
-    # betterproto could not resolve the generated module's type hints from this module.
-    _betterproto_meta = _field_metadata(pb.X509SvidResponse)
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        # Beside the message fields, so betterproto's bookkeeping ignores it.
-        self.__dict__["_encoded"] = data
-
-    def __bytes__(self) -> bytes:
-        data: bytes = self.__dict__["_encoded"]
-        return data
-
-    def SerializeToString(self) -> bytes:  # noqa: N802 - the name grpclib calls
-        """The stored wire bytes."""
-        return self.__bytes__()
+    _plain = pb.X509SvidResponse
+    _betterproto_meta = field_metadata(pb.X509SvidResponse)
 
     def decode(self) -> pb.X509SvidResponse:
         """The response as an ordinary message."""
-        return pb.X509SvidResponse().parse(self.__bytes__())
+        message: pb.X509SvidResponse = super().decode()
+        return message
 
 
 class _X509ResponseCache:

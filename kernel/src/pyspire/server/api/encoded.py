@@ -42,7 +42,7 @@ __all__ = [
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import betterproto
 
@@ -50,6 +50,7 @@ from pyspire.proto.convert import selector_to_proto, spiffe_id_to_proto, to_time
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.proto.prebuilt import PrebuiltMessage, field_metadata
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import RegistrationEntry, X509Svid
 
@@ -259,49 +260,13 @@ class EncodedEntries:
         self._slots.clear()
 
 
-def _metadata(message_type: Any) -> Any:
-    """betterproto's field metadata of a generated message class."""
-    return message_type._betterproto
-
-
-class PrebuiltMessage:
-    """A reply message whose wire form was assembled beforehand.
-
-    Mixed into a subclass of a generated reply type, it passes grpclib's type check and
-    serializes to the bytes given at construction. The generated fields stay empty;
-    :meth:`decode` parses the bytes into an ordinary message of the reply type.
-    """
-
-    _plain: ClassVar[type[betterproto.Message]]
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        # Stored beside the message fields, so betterproto's bookkeeping ignores it.
-        self.__dict__["_prebuilt"] = data
-
-    def __bytes__(self) -> bytes:
-        data: bytes = self.__dict__["_prebuilt"]
-        return data
-
-    def SerializeToString(self) -> bytes:  # noqa: N802 - the name grpclib calls
-        """The prebuilt wire bytes."""
-        return self.__bytes__()
-
-    def __len__(self) -> int:
-        return len(self.__bytes__())
-
-    def decode(self) -> Any:
-        """The message these bytes encode, as an ordinary instance of the reply type."""
-        return self._plain().parse(self.__bytes__())
-
-
 class EncodedGetAuthorizedEntriesResponse(PrebuiltMessage, entry_pb.GetAuthorizedEntriesResponse):
     """A prebuilt ``GetAuthorizedEntriesResponse``."""
 
     _plain = entry_pb.GetAuthorizedEntriesResponse
     # The generated class's field metadata, reused: the subclass adds no fields, and betterproto
     # could not resolve the generated module's type hints from this module.
-    _betterproto_meta = _metadata(entry_pb.GetAuthorizedEntriesResponse)
+    _betterproto_meta = field_metadata(entry_pb.GetAuthorizedEntriesResponse)
 
     def decode(self) -> entry_pb.GetAuthorizedEntriesResponse:
         """The response as an ordinary message."""
@@ -312,7 +277,7 @@ class EncodedSyncAuthorizedEntriesResponse(PrebuiltMessage, entry_pb.SyncAuthori
     """A prebuilt ``SyncAuthorizedEntriesResponse``."""
 
     _plain = entry_pb.SyncAuthorizedEntriesResponse
-    _betterproto_meta = _metadata(entry_pb.SyncAuthorizedEntriesResponse)
+    _betterproto_meta = field_metadata(entry_pb.SyncAuthorizedEntriesResponse)
 
     def decode(self) -> entry_pb.SyncAuthorizedEntriesResponse:
         """The response as an ordinary message."""
@@ -323,7 +288,7 @@ class EncodedListEntriesResponse(PrebuiltMessage, entry_pb.ListEntriesResponse):
     """A prebuilt ``ListEntriesResponse``."""
 
     _plain = entry_pb.ListEntriesResponse
-    _betterproto_meta = _metadata(entry_pb.ListEntriesResponse)
+    _betterproto_meta = field_metadata(entry_pb.ListEntriesResponse)
 
     def decode(self) -> entry_pb.ListEntriesResponse:
         """The response as an ordinary message."""
@@ -408,7 +373,7 @@ class EncodedBatchNewX509SvidResponse(PrebuiltMessage, svid_pb.BatchNewX509SvidR
     """A prebuilt ``BatchNewX509SVIDResponse``."""
 
     _plain = svid_pb.BatchNewX509SvidResponse
-    _betterproto_meta = _metadata(svid_pb.BatchNewX509SvidResponse)
+    _betterproto_meta = field_metadata(svid_pb.BatchNewX509SvidResponse)
 
     def decode(self) -> svid_pb.BatchNewX509SvidResponse:
         """The response as an ordinary message."""
