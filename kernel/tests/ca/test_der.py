@@ -34,7 +34,7 @@ def test_split_and_join_give_back_the_same_certificate() -> None:
     assert x509.load_der_x509_certificate(der).signature == signature
 
 
-@pytest.mark.parametrize("size", [0, 1, 127, 128, 255, 256, 70000])
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 255, 256, 65535, 65536, 70000])
 def test_lengths_round_trip(size: int) -> None:
     element = encode_tlv(0x04, b"x" * size)
     tag, start, end = read_tlv(element)

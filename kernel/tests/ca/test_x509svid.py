@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -13,9 +14,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pyspire.ca.authorities import X509CA
+from pyspire.ca.der import join_signed, read_tlv, split_signed
 from pyspire.ca.signing import ManagedKey, sign_certificate
+from pyspire.ca.svid_der import (
+    encode_integer,
+    encode_validity,
+    leaf_names,
+    random_serial_elements,
+    svid_tbs,
+)
 from pyspire.ca.templates import CaSubject, ca_builder
-from pyspire.ca.x509svid import mint_x509_svid, public_key_from_csr
+from pyspire.ca.x509svid import (
+    LeafRequest,
+    MintedSvid,
+    mint_x509_svid,
+    mint_x509_svids,
+    public_key_from_csr,
+)
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.keys import InProcessKeyManager
 from pyspire_sdk.plugins.key_manager import KeyType
@@ -238,3 +253,151 @@ async def test_der_encoding_matches_the_cryptography_builder_byte_for_byte(
         serial=leaf.serial_number,
     ).sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     assert leaf.tbs_certificate_bytes == reference.tbs_certificate_bytes
+
+
+@pytest.mark.parametrize(
+    "leaf_key",
+    [
+        pytest.param(lambda: ec.generate_private_key(ec.SECP384R1()), id="ec-p384"),
+        pytest.param(lambda: rsa.generate_private_key(65537, 2048), id="rsa-2048"),
+    ],
+)
+async def test_der_encoding_matches_the_builder_for_other_key_types(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock, leaf_key: Any
+) -> None:
+    """Keys other than P-256 take the general SubjectKeyIdentifier path: same bytes."""
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
+    public_key = leaf_key().public_key()
+    [leaf] = await mint_leaf(
+        ca, spiffe_id=WORKLOAD, public_key=public_key, ttl=timedelta(hours=1), now=fake_clock.now()
+    )
+    reference = svid_builder(
+        spiffe_id=WORKLOAD,
+        public_key=public_key,
+        issuer=ca.certificate,
+        now=fake_clock.now(),
+        ttl=timedelta(hours=1),
+        serial=leaf.serial_number,
+    ).sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    assert leaf.tbs_certificate_bytes == reference.tbs_certificate_bytes
+
+
+@pytest.mark.parametrize("dns_names", [(), ("web.example.org", "www.example.org")])
+async def test_the_template_encodes_what_svid_tbs_encodes(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock, dns_names: tuple[str, ...]
+) -> None:
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=24))
+    spki = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    now = fake_clock.now()
+    serial = 0x80 << 120  # the top bit set: the INTEGER needs a leading zero octet
+    expected = svid_tbs(
+        serial=serial,
+        signature_algorithm=ca.signature_algorithm_der,
+        issuer=ca.subject_der,
+        not_before=now,
+        not_after=now + timedelta(hours=1),
+        spki=spki,
+        authority_key_id=ca.key_identifier,
+        spiffe_id=str(WORKLOAD),
+        dns_names=dns_names,
+    )
+    assert expected == ca.svid_template.tbs(
+        serial=encode_integer(serial),
+        validity=encode_validity(now, now + timedelta(hours=1)),
+        names=leaf_names(str(WORKLOAD), dns_names),
+        spki=spki,
+    )
+
+
+def test_random_serials_are_positive_distinct_and_at_most_128_bits() -> None:
+    elements = random_serial_elements(200)
+    values = []
+    for element in elements:
+        tag, start, end = read_tlv(element)
+        assert tag == 0x02 and end == len(element)
+        body = element[start:end]
+        assert body[0] < 0x80 and (len(body) == 1 or body[0] or body[1] >= 0x80)
+        values.append(int.from_bytes(body, "big"))
+    assert all(0 < value < 2**128 for value in values)
+    assert len(set(values)) == len(values)
+
+
+async def test_a_batch_fails_item_by_item(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock
+) -> None:
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=2))
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    unsupported = ec.generate_private_key(ec.SECP521R1()).public_key()
+    minted = await mint_x509_svids(
+        ca,
+        [
+            LeafRequest(WORKLOAD, key, timedelta(minutes=10)),
+            LeafRequest(TD.id, key, timedelta(minutes=10)),
+            LeafRequest(WORKLOAD, unsupported, timedelta(minutes=10)),
+            LeafRequest(WORKLOAD, key, timedelta(hours=1), ("web.example.org",)),
+            LeafRequest(WORKLOAD, key, timedelta(hours=10)),
+        ],
+        now=fake_clock.now(),
+    )
+    first, trust_domain_id, bad_key, with_dns, capped = minted
+    assert isinstance(trust_domain_id, InvalidArgumentError)
+    assert "path" in str(trust_domain_id)
+    assert isinstance(bad_key, InvalidArgumentError)
+    assert "unsupported public key" in str(bad_key)
+    leaves = []
+    for result, lifetime in (
+        (first, timedelta(minutes=10)),
+        (with_dns, timedelta(hours=1)),
+        (capped, timedelta(hours=2)),
+    ):
+        assert isinstance(result, MintedSvid)
+        certificate = x509.load_der_x509_certificate(result.chain[0])
+        certificate.verify_directly_issued_by(ca.certificate)
+        assert certificate.not_valid_after_utc == fake_clock.now() + lifetime
+        assert result.not_after == certificate.not_valid_after_utc
+        leaves.append(certificate)
+    assert len({certificate.serial_number for certificate in leaves}) == 3
+    dns = extension(leaves[1], x509.SubjectAlternativeName).value
+    assert dns.get_values_for_type(x509.DNSName) == ["web.example.org"]
+
+
+def signed_csr(key: Any, algorithm: hashes.HashAlgorithm) -> bytes:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, algorithm)
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"),
+    [
+        pytest.param(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384(), id="p384-sha384"),
+        pytest.param(ec.generate_private_key(ec.SECP256R1()), hashes.SHA512(), id="p256-sha512"),
+        pytest.param(rsa.generate_private_key(65537, 2048), hashes.SHA256(), id="rsa-sha256"),
+    ],
+)
+def test_csr_signatures_of_every_supported_kind_are_checked(
+    key: Any, algorithm: hashes.HashAlgorithm
+) -> None:
+    der = signed_csr(key, algorithm)
+    assert public_key_from_csr(der) == key.public_key()
+    broken = bytearray(der)
+    broken[-3] ^= 0x01
+    with pytest.raises(InvalidArgumentError, match="CSR"):
+        public_key_from_csr(bytes(broken))
+
+
+def test_a_csr_signed_by_another_key_is_refused() -> None:
+    """The signature must be the CSR's own key's: a valid signature by anyone else is not."""
+    own = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    info, algorithm, _ = split_signed(signed_csr(own, hashes.SHA256()))
+    forged = join_signed(info, algorithm, other.sign(info, ec.ECDSA(hashes.SHA256())))
+    with pytest.raises(InvalidArgumentError, match="invalid CSR signature"):
+        public_key_from_csr(forged)

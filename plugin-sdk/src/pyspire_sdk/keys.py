@@ -159,6 +159,16 @@ def check_digest(digest: object, hash_algorithm: HashAlgorithm) -> bytes:
     return data
 
 
+# Signature algorithm objects are immutable; building them per signature costs several ABC
+# instance checks, so each one is made once.
+_ECDSA_PREHASHED: dict[HashAlgorithm, ec.ECDSA] = {
+    algorithm: ec.ECDSA(utils.Prehashed(hash_type())) for algorithm, hash_type in _HASHES.items()
+}
+_PREHASHED: dict[HashAlgorithm, utils.Prehashed] = {
+    algorithm: utils.Prehashed(hash_type()) for algorithm, hash_type in _HASHES.items()
+}
+
+
 def _pss(hash_algorithm: HashAlgorithm) -> padding.PSS:
     return padding.PSS(
         mgf=padding.MGF1(_HASHES[hash_algorithm]()),
@@ -175,13 +185,18 @@ def sign_digest(
     Synchronous and CPU-bound; RSA signing with a large key is worth a worker thread.
     """
     hash_algorithm = HashAlgorithm.parse(hash_algorithm)
-    data = check_digest(digest, hash_algorithm)
-    prehashed = utils.Prehashed(_HASHES[hash_algorithm]())
+    return _sign_checked(key, check_digest(digest, hash_algorithm), hash_algorithm, rsa_pss)
+
+
+def _sign_checked(
+    key: PrivateKey, data: bytes, hash_algorithm: HashAlgorithm, rsa_pss: bool
+) -> bytes:
+    """:func:`sign_digest` for a digest already checked against a parsed ``hash_algorithm``."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(prehashed))
+        return key.sign(data, _ECDSA_PREHASHED[hash_algorithm])
     if isinstance(key, rsa.RSAPrivateKey):
         scheme = _pss(hash_algorithm) if rsa_pss else padding.PKCS1v15()
-        return key.sign(data, scheme, prehashed)
+        return key.sign(data, scheme, _PREHASHED[hash_algorithm])
     raise InvalidArgumentError(f"key of type {type(key).__name__} is not supported")
 
 
@@ -311,6 +326,12 @@ class InProcessKeyManager:
             raise PluginError(f"key manager is {detail}")
 
     def _record(self, key_id: str) -> KeyRecord:
+        # Every stored ID passed validate_key_id on the way in, so a string found in the table
+        # needs no second look; anything else is validated for the error it deserves.
+        if type(key_id) is str and self._state == "configured":
+            record = self._keys.get(key_id)
+            if record is not None:
+                return record
         validate_key_id(key_id)
         self._require_open()
         record = self._keys.get(key_id)
@@ -362,8 +383,8 @@ class InProcessKeyManager:
         hash_algorithm = HashAlgorithm.parse(hash_algorithm)
         data = check_digest(digest, hash_algorithm)
         record = self._record(key_id)
-        if record.key_type.is_rsa:
+        if isinstance(record.private_key, rsa.RSAPrivateKey):
             return await asyncio.to_thread(
-                sign_digest, record.private_key, data, hash_algorithm, rsa_pss=rsa_pss
+                _sign_checked, record.private_key, data, hash_algorithm, rsa_pss
             )
-        return sign_digest(record.private_key, data, hash_algorithm, rsa_pss=rsa_pss)
+        return _sign_checked(record.private_key, data, hash_algorithm, rsa_pss)

@@ -312,3 +312,24 @@ async def test_in_process_keys_can_be_exported_for_tls(host_services: HostServic
     exported = private_key_from_pkcs8(await manager.export_private_key("agent-svid"))
     assert public_key_der(exported) == public.der
     await manager.close()
+
+
+@pytest.mark.parametrize(
+    ("key_id", "error", "message"),
+    [
+        ("a/b", InvalidArgumentError, "contains '/'"),
+        ("", InvalidArgumentError, "key_id is empty"),
+        (7, InvalidArgumentError, "must be a string"),
+        ("other", NotFoundError, "names no key"),
+    ],
+)
+async def test_signing_with_a_bad_or_unknown_key_id_is_refused(
+    host_services: HostServices, key_id: Any, error: type[Exception], message: str
+) -> None:
+    manager = InProcessKeyManager()
+    await manager.configure(NoConfig(), host_services)
+    public = await manager.generate_key("signer", KeyType.EC_P256)
+    signature = await manager.sign_digest("signer", SHA256_DIGEST, HashAlgorithm.SHA256)
+    assert verify_digest_signature(public, signature, SHA256_DIGEST, HashAlgorithm.SHA256)
+    with pytest.raises(error, match=message):
+        await manager.sign_digest(key_id, SHA256_DIGEST, HashAlgorithm.SHA256)

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.ca.signing import ManagedKey, signature_algorithm_der
+from pyspire.ca.svid_der import SvidTemplate
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,18 @@ class X509CA:
         """The AlgorithmIdentifier (DER) of signatures this CA's key makes."""
         return signature_algorithm_der(self.key.key_type)
 
-    @property
+    @cached_property
+    def svid_template(self) -> SvidTemplate:
+        """The issuer-fixed parts of the X509-SVID leaves this CA signs, encoded once."""
+        return SvidTemplate.of(
+            signature_algorithm=self.signature_algorithm_der,
+            issuer=self.subject_der,
+            authority_key_id=self.key_identifier,
+        )
+
+    @cached_property
     def der(self) -> bytes:
+        """The CA certificate in DER."""
         return self.certificate.public_bytes(serialization.Encoding.DER)
 
     def chain_der(self) -> tuple[bytes, ...]:
@@ -60,6 +71,10 @@ class X509CA:
         upstream intermediates. A self-signed CA is not sent (it is in the bundle)."""
         if not self.upstream_signed:
             return ()
+        return self._chain_der
+
+    @cached_property
+    def _chain_der(self) -> tuple[bytes, ...]:
         return (
             self.der,
             *(cert.public_bytes(serialization.Encoding.DER) for cert in self.upstream_chain),

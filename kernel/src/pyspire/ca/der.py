@@ -20,7 +20,16 @@ def _encode_length(length: int) -> bytes:
 
 def encode_tlv(tag: int, value: bytes) -> bytes:
     """One DER element: tag, definite length, value."""
-    return bytes([tag]) + _encode_length(len(value)) + value
+    length = len(value)
+    # The common short and medium lengths skip the general encoder: this runs several times
+    # for every certificate the server signs.
+    if length < 0x80:
+        return bytes((tag, length)) + value
+    if length < 0x100:
+        return bytes((tag, 0x81, length)) + value
+    if length < 0x10000:
+        return bytes((tag, 0x82, length >> 8, length & 0xFF)) + value
+    return bytes((tag,)) + _encode_length(length) + value
 
 
 def read_tlv(data: bytes, offset: int = 0) -> tuple[int, int, int]:

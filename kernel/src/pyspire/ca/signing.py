@@ -11,6 +11,8 @@ in-process and verifies with ``cryptography`` and OpenSSL.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,14 @@ _HASHES: dict[HashAlgorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512] = {
     HashAlgorithm.SHA256: hashes.SHA256(),
     HashAlgorithm.SHA384: hashes.SHA384(),
     HashAlgorithm.SHA512: hashes.SHA512(),
+}
+_HASH_FUNCTIONS: dict[HashAlgorithm, Callable[[bytes], Any]] = {
+    HashAlgorithm.SHA256: hashlib.sha256,
+    HashAlgorithm.SHA384: hashlib.sha384,
+    HashAlgorithm.SHA512: hashlib.sha512,
+}
+_KEY_HASHES: dict[KeyType, HashAlgorithm] = {
+    key_type: key_type.hash_algorithm for key_type in KeyType
 }
 _throwaway_keys: dict[KeyType, CertificateIssuerPrivateKeyTypes] = {}
 _throwaway_lock = asyncio.Lock()
@@ -79,10 +89,9 @@ class ManagedKey:
 
     async def sign(self, data: bytes) -> bytes:
         """Sign ``data`` (hashed here with the key type's hash) through the key manager."""
-        digest = self.hash_algorithm.digest(data)
-        return await self.key_manager.sign_digest(
-            self.public_key.key_id, digest, self.hash_algorithm
-        )
+        algorithm = _KEY_HASHES[self.public_key.key_type]
+        digest = _HASH_FUNCTIONS[algorithm](data).digest()
+        return await self.key_manager.sign_digest(self.public_key.key_id, digest, algorithm)
 
 
 async def sign_certificate(builder: x509.CertificateBuilder, key: ManagedKey) -> x509.Certificate:

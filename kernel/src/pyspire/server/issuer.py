@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from pyspire.ca.jwt import mint_jwt_svid
 from pyspire.ca.manager import CaManager
-from pyspire.ca.x509svid import mint_x509_svid
+from pyspire.ca.x509svid import LeafRequest, mint_x509_svid, mint_x509_svids
 from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
 from pyspire_sdk.spiffeid import SpiffeId
 
@@ -70,6 +71,42 @@ class SvidIssuer:
             expires_at=svid.expires_at,
             hint=entry.hint,
         )
+
+    async def workload_x509_batch(
+        self, requests: Sequence[tuple[RegistrationEntry, CertificatePublicKeyTypes]]
+    ) -> list[X509Svid | PyspireError]:
+        """The X509-SVID each (entry, key) pair describes, as :meth:`workload_x509` makes it,
+        or why that one could not be signed; in request order.
+
+        The whole batch is signed by the same CA at the same ``now``; a failed item does not
+        affect the others. An error that concerns the whole batch (no active CA) is raised.
+        """
+        ca = self._ca.x509_ca
+        default_ttl = self.policy.default_x509_svid_ttl
+        minted = await mint_x509_svids(
+            ca,
+            [
+                LeafRequest(
+                    entry.spiffe_id,
+                    public_key,
+                    timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else default_ttl,
+                    entry.dns_names,
+                )
+                for entry, public_key in requests
+            ],
+            now=self._clock.now(),
+        )
+        return [
+            result
+            if isinstance(result, PyspireError)
+            else X509Svid(
+                spiffe_id=entry.spiffe_id,
+                cert_chain=result.chain,
+                expires_at=result.not_after,
+                hint=entry.hint,
+            )
+            for (entry, _), result in zip(requests, minted, strict=True)
+        ]
 
     async def agent_x509(
         self, agent_id: SpiffeId, public_key: CertificatePublicKeyTypes
