@@ -286,7 +286,8 @@ async def test_client_refuses_an_unexpected_server(sockets: Sockets) -> None:
         in client.err
     )
     assert "the server said" not in client.out
-    assert "server: answered" not in server.out
+    # The server may already have written its answer when the client hangs up (the client
+    # decides after the handshake): what matters is that the client never reads it.
     assert server.status == 0, server.err
 
 
