@@ -5,9 +5,11 @@
 The floor is ``cryptography`` building and signing the same kind of leaf (URI SAN, the SVID
 extensions, ECDSA P-256) with an in-process key, measured in the same run. The measured path is
 the whole server, with the agent side in its own process as in production: TLS handshake done
-once, the TCP gate checking the agent SVID, CSR parsing and
-signature checks, authorization against the registry, signing through the key manager, and
-betterproto encoding. Prints SVIDs per second for both and their ratio (target: ≥ 0.40).
+once, the TCP gate checking the agent SVID, CSR parsing and signature checks, authorization
+against the registry, signing through the key manager and encoding the reply; and on the agent
+side what an agent does, the agent's own ``ServerClient.new_x509_svids`` (server ID check,
+request encoding, reading the reply into SDK SVIDs). Prints SVIDs per second for both and their
+ratio (target: ≥ 0.40).
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpclib.client import Channel
 from pyspire_datastore_sqlite import SqliteDataStore, SqliteDataStoreConfig
 
+from pyspire.agent.client import ServerClient
+from pyspire.agent.server_api import SvidRequest
 from pyspire.ca.manager import CaManager, CaSettings
-from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.api.gate import serial_hex
 from pyspire.server.context import ServerContext
@@ -41,7 +43,8 @@ from pyspire.server.endpoints import ServerServices, tcp_servables
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.transport.calls import InFlight
-from pyspire.transport.tls import RotatingServerContext, build_client_context
+from pyspire.transport.tls import RotatingServerContext
+from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.keys import InProcessKeyManager
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
@@ -216,39 +219,37 @@ def run_client(job: ClientJob) -> tuple[float, list[float]]:
 
 async def _client(job: ClientJob) -> tuple[float, list[float]]:
     key = serialization.load_pem_private_key(job.key_pem, None)
-    channel = Channel(
-        "127.0.0.1",
-        job.port,
-        ssl=build_client_context(job.authorities, job.chain, key),  # type: ignore[arg-type]
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=job.port,
+        bundle=Bundle(TD, tuple(X509Authority(der) for der in job.authorities)),
     )
-    stub = svid_pb.SvidStub(channel)
-    requests = [
-        svid_pb.BatchNewX509SvidRequest(
-            params=[
-                svid_pb.NewX509SvidParams(
-                    entry_id=entry_id, csr=csr_for(ec.generate_private_key(ec.SECP256R1()))
-                )
-                for entry_id in job.entry_ids
-            ]
-        )
+    client.use_identity(job.chain, key)
+    batches = [
+        [
+            SvidRequest(entry_id, csr_for(ec.generate_private_key(ec.SECP256R1())))
+            for entry_id in job.entry_ids
+        ]
         for _ in range(job.batches + 1)
     ]
-    await stub.batch_new_x509_svid(requests[0])  # warm up: connection, caches
+    await client.new_x509_svids(batches[0])  # warm up: connection, caches
     timings: list[float] = []
-    pending = iter(requests[1:])
+    pending = iter(batches[1:])
 
     async def worker() -> None:
-        for request in pending:
+        for batch in pending:
             began = time.perf_counter()
-            response = await stub.batch_new_x509_svid(request)
+            results = await client.new_x509_svids(batch)
             timings.append(time.perf_counter() - began)
-            if not all(result.status.code == 0 for result in response.results):
-                raise RuntimeError(f"a batch failed: {response}")
+            failed = [result for result in results if result.svid is None]
+            if failed:
+                raise RuntimeError(f"a batch failed: {failed[0].error}")
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(job.in_flight)))
     elapsed = time.perf_counter() - start
-    channel.close()
+    await client.close()
     return elapsed, timings
 
 

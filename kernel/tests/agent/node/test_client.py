@@ -13,12 +13,14 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib._typing import IServable
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from pyspire.agent.client import (
     SVID_BATCH_SIZE,
+    ServerCallError,
     ServerClient,
     ServerIdentityError,
 )
@@ -28,6 +30,8 @@ from pyspire.catalog import Discovery
 from pyspire.proto.convert import bundle_to_proto
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.server.api.encoded import EncodedBatchNewX509SvidResponse
 from pyspire.server.api.entry import EntryService
 from pyspire.transport.tls import RotatingServerContext, spiffe_id_of
 from pyspire_sdk.bundle import Bundle, X509Authority
@@ -41,6 +45,7 @@ from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
 
+from . import test_svid_reply as wire
 from .conftest import TD, Agent, RunningServer, make_ca, make_csr, workload_entry
 
 
@@ -266,14 +271,19 @@ def ca() -> tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate]:
 
 
 async def serve_as(
-    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate], uris: list[str]
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+    uris: list[str],
+    *services: IServable,
 ) -> tuple[Server, int]:
-    """A TLS server of a fixed bundle presenting a leaf with ``uris`` issued by ``ca``."""
+    """A TLS server presenting a leaf with ``uris`` issued by ``ca`` (and trusting clients
+    that ``ca`` issued), of ``services`` or else of a fixed bundle."""
     ca_key, ca_der, ca_certificate = ca
     key, leaf = make_leaf(ca_key, ca_certificate, uris)
     tls = RotatingServerContext()
     await tls.update([leaf], key, [ca_der])
-    server = Server([FixedBundle(Bundle(TD, (X509Authority(ca_der),), refresh_hint=60))])
+    server = Server(
+        list(services) or [FixedBundle(Bundle(TD, (X509Authority(ca_der),), refresh_hint=60))]
+    )
     await server.start("127.0.0.1", 0, ssl=tls.listening)
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return server, int(port)
@@ -319,6 +329,55 @@ async def test_the_right_server_id_passes_the_check(
         bundle = await client.fetch_bundle()
         assert bundle.refresh_hint == 60
         assert bundle.x509_authorities == (X509Authority(ca[1]),)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+class CannedSvid(svid_pb.SvidBase):
+    """An SVID service that answers BatchNewX509SVID with the wire bytes it is given."""
+
+    def __init__(self, *replies: bytes) -> None:
+        self.replies = list(replies)
+        self.requests: list[svid_pb.BatchNewX509SvidRequest] = []
+
+    async def batch_new_x509_svid(
+        self, batch_new_x509_svid_request: svid_pb.BatchNewX509SvidRequest
+    ) -> svid_pb.BatchNewX509SvidResponse:
+        self.requests.append(batch_new_x509_svid_request)
+        return EncodedBatchNewX509SvidResponse(self.replies.pop(0))
+
+
+async def test_batch_replies_are_read_off_the_wire_as_betterproto_reads_them(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+) -> None:
+    reply = wire.response(
+        wire.result(wire.status(0, "OK"), wire.svid(hint="web") + wire.UNKNOWN) + wire.UNKNOWN,
+        wire.result(wire.status(5, "entry not found or not authorized")),
+        wire.result(None, wire.svid(chain=[])),
+    )
+    service = CannedSvid(reply, reply + b"\x0a\x05", wire.response(wire.result(None, wire.svid())))
+    server, port = await serve_as(ca, [str(SpiffeId.from_segments(TD, "spire", "server"))], service)
+    agent_key, agent_leaf = make_leaf(ca[0], ca[2], ["spiffe://example.org/spire/agent/x/1"])
+    client = ServerClient(
+        trust_domain=TD, address="127.0.0.1", port=port, bundle=Bundle(TD, (X509Authority(ca[1]),))
+    )
+    client.use_identity([agent_leaf], agent_key)
+    requests = [SvidRequest(f"entry-{index}", f"csr-{index}".encode()) for index in range(3)]
+    try:
+        found = await client.new_x509_svids(requests)
+        assert found == wire.betterproto_results(reply, [r.entry_id for r in requests])
+        assert found[0].svid is not None and found[0].svid.hint == "web"
+        assert found[1].error == "NOT_FOUND: entry not found or not authorized"
+        assert found[2].error.startswith("malformed SVID from server: ")
+        assert [(p.entry_id, p.csr) for p in service.requests[0].params] == [
+            (r.entry_id, r.csr_der) for r in requests
+        ]
+        with pytest.raises(ServerCallError, match=r"^server sent a malformed BatchNewX509SVID "):
+            await client.new_x509_svids(requests)
+        with pytest.raises(ServerCallError, match=r"^server answered 1 results to 3 CSRs$"):
+            await client.new_x509_svids(requests)
     finally:
         await client.close()
         server.close()

@@ -37,6 +37,13 @@ from pyspire.ca.x509svid import public_key_from_csr
 from pyspire.proto.convert import jwt_svid_to_proto, spiffe_id_from_proto, x509_svid_to_proto
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.proto.wire import (
+    LENGTH_DELIMITED,
+    WireError,
+    read_length_delimited,
+    read_tag,
+    skip_field,
+)
 from pyspire.registry.validation import validate_dns_name
 from pyspire.server.api.encoded import (
     EncodedBatchNewX509SvidResponse,
@@ -72,62 +79,20 @@ def _malformed(reason: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"malformed request: {reason}")
 
 
-def _read_varint(data: bytes, position: int, end: int) -> tuple[int, int]:
-    """The varint at ``position`` (before ``end``) and the position after it."""
-    result = 0
-    shift = 0
-    while position < end:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, position
-        shift += 7
-        if shift >= 64:
-            raise _malformed("varint is longer than 10 bytes")
-    raise _malformed("truncated varint")
-
-
-def _skip_field(data: bytes, position: int, end: int, wire_type: int) -> int:
-    """The position after the value of an unknown field (proto3 ignores those)."""
-    if wire_type == 0:
-        _, position = _read_varint(data, position, end)
-        return position
-    if wire_type == 1:
-        position += 8
-    elif wire_type == 2:
-        length, position = _read_varint(data, position, end)
-        position += length
-    elif wire_type == 5:
-        position += 4
-    else:
-        raise _malformed(f"unsupported wire type {wire_type}")
-    if position > end:
-        raise _malformed("field runs past the end of its message")
-    return position
-
-
 def _read_params(data: bytes, position: int, end: int) -> BatchItem:
     """One ``NewX509SVIDParams`` (``entry_id = 1``, ``csr = 2``) from ``data[position:end]``."""
     entry_id = b""
     csr = b""
     while position < end:
-        tag, position = _read_varint(data, position, end)
-        wire_type = tag & 7
-        if wire_type == 2 and (tag == 0x0A or tag == 0x12):
-            length, position = _read_varint(data, position, end)
-            stop = position + length
-            if stop > end:
-                raise _malformed("field runs past the end of its message")
-            if tag == 0x0A:
-                entry_id = data[position:stop]
+        number, wire_type, position = read_tag(data, position, end)
+        if wire_type == LENGTH_DELIMITED and (number == 1 or number == 2):
+            start, position = read_length_delimited(data, position, end)
+            if number == 1:
+                entry_id = data[start:position]
             else:
-                csr = data[position:stop]
-            position = stop
-        elif tag >> 3 == 0:
-            raise _malformed("field number 0")
+                csr = data[start:position]
         else:
-            position = _skip_field(data, position, end, wire_type)
+            position = skip_field(data, position, end, wire_type)
     try:
         return entry_id.decode("utf-8"), csr
     except UnicodeDecodeError:
@@ -155,19 +120,16 @@ class BatchRequestWire:
         items: list[BatchItem] = []
         position = 0
         end = len(data)
-        while position < end:
-            tag, position = _read_varint(data, position, end)
-            if tag == 0x0A:  # params: field 1, length-delimited
-                length, position = _read_varint(data, position, end)
-                stop = position + length
-                if stop > end:
-                    raise _malformed("field runs past the end of its message")
-                items.append(_read_params(data, position, stop))
-                position = stop
-            elif tag >> 3 == 0:
-                raise _malformed("field number 0")
-            else:
-                position = _skip_field(data, position, end, tag & 7)
+        try:
+            while position < end:
+                number, wire_type, position = read_tag(data, position, end)
+                if number == 1 and wire_type == LENGTH_DELIMITED:  # params
+                    start, position = read_length_delimited(data, position, end)
+                    items.append(_read_params(data, start, position))
+                else:
+                    position = skip_field(data, position, end, wire_type)
+        except WireError as error:
+            raise _malformed(str(error)) from None
         return cls(items)
 
 
