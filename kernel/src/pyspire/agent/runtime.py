@@ -10,7 +10,6 @@ request closes the socket (open streams end with UNAVAILABLE) and cancels the re
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,13 @@ from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.agent.workload.service import WorkloadApiService
 from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
+from pyspire.catalog.host import host_services_for, make_private_directory
 from pyspire.config import AgentConfig, LoadedConfig
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
-
-DATA_DIRECTORY_MODE = 0o700
 
 
 def with_join_token(plugins: Mapping[str, Any], token: str | None) -> Mapping[str, Any]:
@@ -84,22 +82,18 @@ class AgentRuntime:
         self._stop.set()
 
     def _host_for(self, planned: PlannedPlugin) -> HostServices:
-        return HostServices(
+        return host_services_for(
+            planned,
             trust_domain=self.settings.trust_domain,
             clock=self._clock,
-            logger=structlog.get_logger("pyspire.plugin").bind(
-                plugin=planned.name, plugin_type=planned.kind.toml_name
-            ),
             metrics=self.metrics,
             data_dir=self.settings.data_dir,
-            plugin_name=planned.name,
-            plugin_type=planned.kind.toml_name,
         )
 
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(_make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
@@ -225,9 +219,3 @@ class AgentRuntime:
         async for snapshot in cache.watch():
             if snapshot.bundle is not None and snapshot.bundle != identity.bundle:
                 await identity.update_bundle(snapshot.bundle)
-
-
-def _make_private_directory(path: Path) -> None:
-    path.mkdir(mode=DATA_DIRECTORY_MODE, parents=True, exist_ok=True)
-    if path.stat().st_uid == os.getuid():
-        os.chmod(path, DATA_DIRECTORY_MODE)

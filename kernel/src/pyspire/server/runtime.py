@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +22,7 @@ import structlog
 from pyspire.ca.manager import CaManager, CaSettings
 from pyspire.ca.templates import CaSubject
 from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
+from pyspire.catalog.host import host_services_for, make_private_directory
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.context import ServerContext
@@ -40,7 +40,6 @@ from pyspire_sdk.plugins.datastore import DataStore
 
 ADMIN_DIRECTORY_MODE = 0o700
 ADMIN_SOCKET_MODE = 0o770
-DATA_DIRECTORY_MODE = 0o700
 DRAIN_TIMEOUT = 5.0
 REGISTRY_REFRESH = timedelta(seconds=1)
 PRUNE_INTERVAL = timedelta(hours=1)
@@ -95,23 +94,19 @@ class ServerRuntime:
         self._stop.set()
 
     def _host_for(self, planned: PlannedPlugin) -> HostServices:
-        return HostServices(
+        return host_services_for(
+            planned,
             trust_domain=self.settings.trust_domain,
             clock=self._clock,
-            logger=structlog.get_logger("pyspire.plugin").bind(
-                plugin=planned.name, plugin_type=planned.kind.toml_name
-            ),
             metrics=self.metrics,
             data_dir=self.settings.data_dir,
-            plugin_name=planned.name,
-            plugin_type=planned.kind.toml_name,
-            join_tokens=self._join_tokens if planned.kind.toml_name == "node_attestor" else None,
+            join_tokens=self._join_tokens,
         )
 
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(_make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
             datastore: DataStore = catalog.one("datastore")
@@ -267,9 +262,3 @@ async def _close(server: grpclib.server.Server) -> None:
     with contextlib.suppress(RuntimeError):
         server.close()
         await server.wait_closed()
-
-
-def _make_private_directory(path: Path) -> None:
-    path.mkdir(mode=DATA_DIRECTORY_MODE, parents=True, exist_ok=True)
-    if path.stat().st_uid == os.getuid():
-        os.chmod(path, DATA_DIRECTORY_MODE)

@@ -1,0 +1,48 @@
+"""The host services a process hands each of its plugins, and the process's private state
+directory. Shared by the server and the agent so both treat plugins the same way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+
+from pyspire.catalog.plan import PlannedPlugin
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.plugin import HostServices, JoinTokenStore, Metrics
+from pyspire_sdk.spiffeid import TrustDomain
+
+DATA_DIRECTORY_MODE = 0o700
+
+
+def host_services_for(
+    planned: PlannedPlugin,
+    *,
+    trust_domain: TrustDomain,
+    clock: Clock,
+    metrics: Metrics,
+    data_dir: Path,
+    join_tokens: JoinTokenStore | None = None,
+) -> HostServices:
+    """Host services for one planned plugin: a logger bound to its name and type, the
+    process's clock, metrics and state directory; ``join_tokens`` only for node attestors."""
+    kind = planned.kind.toml_name
+    return HostServices(
+        trust_domain=trust_domain,
+        clock=clock,
+        logger=structlog.get_logger("pyspire.plugin").bind(plugin=planned.name, plugin_type=kind),
+        metrics=metrics,
+        data_dir=data_dir,
+        plugin_name=planned.name,
+        plugin_type=kind,
+        join_tokens=join_tokens if kind == "node_attestor" else None,
+    )
+
+
+def make_private_directory(path: Path) -> None:
+    """Create the process's state directory with mode 0700, tightening one we own (blocking:
+    call it in a thread)."""
+    path.mkdir(mode=DATA_DIRECTORY_MODE, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, DATA_DIRECTORY_MODE)
