@@ -1,4 +1,7 @@
-"""Real certificates, keys and JWTs for Workload API tests, and a fake identity source."""
+"""Real certificates, keys and JWTs for Workload API tests, and a fake identity source.
+
+The CAs and X509-SVIDs come from the SDK's test PKI (:mod:`pyspire_sdk.testing.pki`).
+"""
 
 from __future__ import annotations
 
@@ -16,18 +19,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pyspire.agent.identities import Identity, Snapshot
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
+from pyspire_sdk.model import JwtSvid, RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing.pki import TestAuthority, jwt_authority
 
 TD = TrustDomain("example.org")
 FOREIGN = TrustDomain("foreign.test")
@@ -41,118 +43,9 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def spki(key: Any) -> bytes:
-    der: bytes = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der
-
-
 @functools.cache
 def rsa_key(size: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
-
-
-@dataclass
-class Authority:
-    """A self-signed X.509 CA of one trust domain that issues X509-SVIDs."""
-
-    trust_domain: TrustDomain
-    key: ec.EllipticCurvePrivateKey = field(
-        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
-    )
-    certificate: x509.Certificate = field(init=False)
-
-    def __post_init__(self) -> None:
-        now = datetime.now(UTC)
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")])
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(f"spiffe://{self.trust_domain.name}")]
-                ),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def der(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.DER)
-
-    def issue(self, spiffe_id: SpiffeId, *, hint: str = "") -> X509Svid:
-        """An X509-SVID for ``spiffe_id`` with its PKCS#8 private key."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(UTC)
-        not_after = now + timedelta(hours=1)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))]),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        return X509Svid(
-            spiffe_id=spiffe_id,
-            cert_chain=(certificate.public_bytes(serialization.Encoding.DER),),
-            expires_at=not_after,
-            private_key=key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            hint=hint,
-        )
 
 
 @dataclass
@@ -165,7 +58,7 @@ class JwtSigner:
 
     @property
     def authority(self) -> JwtAuthority:
-        return JwtAuthority(key_id=self.kid, public_key=spki(self.key))
+        return jwt_authority(self.key, self.kid)
 
     def default_alg(self) -> str:
         if isinstance(self.key, rsa.RSAPrivateKey):
@@ -236,26 +129,18 @@ class Pki:
     """The CAs and JWT keys of our trust domain and a federated one."""
 
     def __init__(self) -> None:
-        self.ca = Authority(TD)
-        self.foreign_ca = Authority(FOREIGN)
+        self.ca = TestAuthority(TD)
+        self.foreign_ca = TestAuthority(FOREIGN)
         self.jwt = JwtSigner(TD)
         self.foreign_jwt = JwtSigner(FOREIGN)
 
     def bundle(self, *extra_x509: X509Authority) -> Bundle:
-        return Bundle(
-            trust_domain=TD,
-            x509_authorities=(X509Authority(self.ca.der), *extra_x509),
-            jwt_authorities=(self.jwt.authority,),
-            sequence_number=1,
+        return self.ca.bundle(
+            extra_x509_authorities=extra_x509, jwt_authorities=(self.jwt.authority,)
         )
 
     def foreign_bundle(self) -> Bundle:
-        return Bundle(
-            trust_domain=FOREIGN,
-            x509_authorities=(X509Authority(self.foreign_ca.der),),
-            jwt_authorities=(self.foreign_jwt.authority,),
-            sequence_number=1,
-        )
+        return self.foreign_ca.bundle(jwt_authorities=(self.foreign_jwt.authority,))
 
     def identity(self, entry: RegistrationEntry) -> Identity:
         return Identity(entry=entry, svid=self.ca.issue(entry.spiffe_id, hint=entry.hint))

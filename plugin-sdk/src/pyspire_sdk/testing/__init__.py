@@ -14,10 +14,19 @@ Subclass it in your plugin's tests and provide the one fixture it asks for::
             await manager.close()
 
 The fixtures ``fake_clock`` and ``host_services`` come from the SDK's pytest plugin, which pytest
-loads automatically once ``pyspire-plugin-sdk`` is installed.
+loads automatically once ``pyspire-plugin-sdk`` is installed. :mod:`pyspire_sdk.testing.pki`
+makes real CAs, X509-SVIDs and bundles for tests that need certificates.
 """
 
 from pyspire_sdk.testing.fake_clock import FakeClock
 from pyspire_sdk.testing.host import RecordingMetrics, make_host_services
+from pyspire_sdk.testing.pki import TestAuthority, jwt_authority, spki_der
 
-__all__ = ["FakeClock", "RecordingMetrics", "make_host_services"]
+__all__ = [
+    "FakeClock",
+    "RecordingMetrics",
+    "TestAuthority",
+    "jwt_authority",
+    "make_host_services",
+    "spki_der",
+]
