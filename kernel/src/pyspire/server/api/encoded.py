@@ -51,6 +51,7 @@ from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.proto.prebuilt import PrebuiltMessage, field_metadata
+from pyspire.proto.wire import encode_varint, length_delimited
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import RegistrationEntry, X509Svid
 
@@ -101,23 +102,6 @@ _TAG_FIELD_2 = b"\x12"
 _MORE_TRUE = b"\x18\x01"  # SyncAuthorizedEntriesResponse.more (field 3, varint) = true
 _TAG_REVISION_NUMBER = b"\x10"  # EntryRevision.revision_number (field 2, varint)
 _TAG_CREATED_AT = b"\x18"  # EntryRevision.created_at (field 3, varint)
-
-_UINT64 = 1 << 64
-
-
-def encode_varint(value: int) -> bytes:
-    """The protobuf varint encoding of ``value``; negative numbers as 64-bit two's complement
-    (ten bytes), as ``int64`` fields carry them."""
-    if value < 0:
-        value += _UINT64
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def framed_size(payload_size: int) -> int:
@@ -329,29 +313,25 @@ def list_entries_response(
 # betterproto's encoding of the same response.
 
 
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return encode_varint((number << 3) | 2) + encode_varint(len(payload)) + payload
-
-
 def encode_x509_svid(svid: X509Svid) -> bytes:
     """The wire form of ``spire.api.types.X509SVID`` for ``svid``."""
-    spiffe_id = _length_delimited(1, svid.spiffe_id.trust_domain.name.encode())
+    spiffe_id = length_delimited(1, svid.spiffe_id.trust_domain.name.encode())
     if svid.spiffe_id.path:
-        spiffe_id += _length_delimited(2, svid.spiffe_id.path.encode())
-    parts = [_length_delimited(1, der) for der in svid.cert_chain]
-    parts.append(_length_delimited(2, spiffe_id))
+        spiffe_id += length_delimited(2, svid.spiffe_id.path.encode())
+    parts = [length_delimited(1, der) for der in svid.cert_chain]
+    parts.append(length_delimited(2, spiffe_id))
     expires_at = to_timestamp(svid.expires_at)
     if expires_at:
         parts.append(b"\x18" + encode_varint(expires_at))
     if svid.hint:
-        parts.append(_length_delimited(4, svid.hint.encode()))
+        parts.append(length_delimited(4, svid.hint.encode()))
     return b"".join(parts)
 
 
 def encode_status(code: int, message: str) -> bytes:
     """The wire form of ``spire.api.types.Status``."""
     return (b"\x08" + encode_varint(code) if code else b"") + (
-        _length_delimited(2, message.encode()) if message else b""
+        length_delimited(2, message.encode()) if message else b""
     )
 
 
@@ -362,10 +342,10 @@ def batch_new_x509_svid_response(
     request item, in request order."""
     framed = []
     for code, message, svid in results:
-        result = _length_delimited(1, encode_status(code, message))
+        result = length_delimited(1, encode_status(code, message))
         if svid is not None:
-            result += _length_delimited(2, encode_x509_svid(svid))
-        framed.append(_length_delimited(1, result))
+            result += length_delimited(2, encode_x509_svid(svid))
+        framed.append(length_delimited(1, result))
     return EncodedBatchNewX509SvidResponse(b"".join(framed))
 
 
