@@ -34,11 +34,12 @@ from pyspire.catalog import (
     Side,
     plan_plugins,
 )
-from pyspire.catalog.host import host_services_for, make_private_directory
+from pyspire.catalog.host import host_services_for
 from pyspire.config import AgentConfig, LoadedConfig
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
+from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
 from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
@@ -103,7 +104,7 @@ class AgentRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:

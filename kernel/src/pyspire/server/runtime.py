@@ -20,7 +20,6 @@ import grpclib.server
 import structlog
 
 from pyspire.ca.manager import CaManager, CaSettings
-from pyspire.ca.templates import CaSubject
 from pyspire.catalog import (
     DATASTORE,
     SERVER_KEY_MANAGER,
@@ -32,7 +31,7 @@ from pyspire.catalog import (
     Side,
     plan_plugins,
 )
-from pyspire.catalog.host import host_services_for, make_private_directory
+from pyspire.catalog.host import host_services_for
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.context import ServerContext
@@ -46,6 +45,7 @@ from pyspire.transport.tls import RotatingServerContext
 from pyspire.transport.unix import prepare_socket_path, set_socket_mode
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
+from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import DataStore
@@ -118,7 +118,7 @@ class ServerRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
             datastore = catalog.one(DATASTORE)
@@ -129,11 +129,7 @@ class ServerRuntime:
                     ca_ttl=settings.ca_ttl,
                     x509_key_type=settings.ca_key_type,
                     jwt_key_type=settings.effective_jwt_key_type,
-                    ca_subject=CaSubject(
-                        country=settings.ca_subject.country,
-                        organization=settings.ca_subject.organization,
-                        common_name=settings.ca_subject.common_name,
-                    ),
+                    ca_subject=settings.ca_subject,
                 ),
                 key_manager=catalog.one(SERVER_KEY_MANAGER),
                 store=datastore,
