@@ -73,8 +73,13 @@ async def test_watch_gives_current_snapshot_at_once_then_changes(
     await asyncio.sleep(0)
     server.add(entry("web"))
     await manager.sync_now()
-    changed = await asyncio.wait_for(pending, 1)
-    assert changed.revision == cache.snapshot().revision == 2
+    # First the new entry (its SVID is being minted off the event loop), then its SVID.
+    known = await asyncio.wait_for(pending, 1)
+    assert known.revision == 2
+    assert [item.id for item in known.entries or ()] == ["web"]
+    assert known.identities == ()
+    changed = await asyncio.wait_for(anext(stream), 1)
+    assert changed.revision == cache.snapshot().revision == 3
     assert [identity.entry.id for identity in changed.identities] == ["web"]
     await stream.aclose()
     assert cache.watchers == 0
@@ -171,14 +176,14 @@ async def test_wanted_entry_gets_svid_beyond_the_bound(
     await manager.sync_now()
     assert _ids(cache) == ["a", "b"]
 
-    with cache.subscription(_selectors("unix:uid:3", "unix:pid:9")) as complete:
-        assert complete is False
+    with cache.demand(_selectors("unix:uid:3", "unix:pid:9")):
+        assert cache.snapshot().view(_selectors("unix:uid:3")).complete is False
         stale = cache.stale_entries(fake_clock.now())
         assert [(item.entry.id, item.reason) for item in stale] == [("c", StaleReason.MISSING)]
         await manager.sync_now()
         assert _ids(cache) == ["a", "b", "c"]
         # Over the bound: the least recently used unsubscribed SVID goes, never c.
-        with cache.subscription(_selectors("unix:uid:1")):
+        with cache.demand(_selectors("unix:uid:1")):
             pass
         await fake_clock.advance(1)
         await manager.sync_now()
