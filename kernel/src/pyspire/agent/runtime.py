@@ -1,10 +1,13 @@
 """The agent's composition root: node identity, sync, Workload API, run together, stopped cleanly.
 
 Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
-from ``data_dir`` or attest), a first sync (entries, bundles, workload SVIDs), then the Workload
-API socket. Background work — SVID rotation, periodic sync, following bundle changes — belongs
-to one task group. A banned or evicted agent stops serving identities and says why; a stop
-request closes the socket (open streams end with UNAVAILABLE) and cancels the rest.
+from ``data_dir`` or attest), the workload SVIDs kept by the last run
+(:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
+kept SVIDs are there to serve at once, then the Workload API socket. Background work — SVID
+rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry, keeping
+the workload SVIDs in ``data_dir``, following bundle changes — belongs to one task group. A
+banned or evicted agent stops serving identities and says why; a stop request closes the socket
+(open streams end with UNAVAILABLE) and cancels the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
-from pyspire.agent.cache import WorkloadCache
+from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
 from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
 from pyspire.agent.storage import AgentStateStore
@@ -24,6 +27,7 @@ from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.agent.workload.service import WorkloadApiService
+from pyspire.agent.workload_storage import WorkloadSvidStore
 from pyspire.catalog import (
     AGENT_KEY_MANAGER,
     AGENT_NODE_ATTESTOR,
@@ -178,18 +182,18 @@ class AgentRuntime:
             interval=settings.sync_interval,
             key_type=settings.workload_x509_svid_key_type,
         )
+        svid_store = WorkloadSvidStore(settings.data_dir, identity.spiffe_id, key_manager)
         try:
-            try:
-                report = await sync.sync_now()
-                self._log.info("first sync done", entries=report.entries, issued=report.issued)
-            except PyspireError as error:
-                # Cached identities (none yet, or the ones of the last run) are served
-                # meanwhile; the background sync retries with backoff or revokes on denial.
-                self._log.warning(
-                    "first sync failed; retrying in the background",
-                    error=str(error),
-                    error_type=type(error).__name__,
+            kept = await svid_store.load(self._clock.now())
+            if kept is not None:
+                restored = cache.restore(kept)
+                self._log.info(
+                    "serving the workload svids kept by the last run; syncing in the background",
+                    svids=restored,
+                    entries=len(kept.entries),
                 )
+            else:
+                await self._first_sync(sync)
             service = WorkloadApiService(
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
@@ -200,6 +204,8 @@ class AgentRuntime:
                     tasks = [
                         group.create_task(identity.run(), name="agent-svid"),
                         group.create_task(self._sync(sync, identity), name="sync"),
+                        group.create_task(cache.run(), name="svid-expiry"),
+                        group.create_task(self._keep_svids(cache, svid_store), name="keep-svids"),
                         group.create_task(self._follow_bundle(cache, identity), name="bundle"),
                     ]
                     await self._stop.wait()
@@ -208,6 +214,34 @@ class AgentRuntime:
                         task.cancel()
         finally:
             await cache.close()
+
+    async def _first_sync(self, sync: SyncManager) -> None:
+        try:
+            report = await sync.sync_now()
+            self._log.info("first sync done", entries=report.entries, issued=report.issued)
+        except PyspireError as error:
+            # Streams are held until the background sync succeeds (or answered UNAVAILABLE);
+            # it retries, or revokes on denial.
+            self._log.warning(
+                "first sync failed; retrying in the background",
+                error=str(error),
+                error_type=type(error).__name__,
+            )
+
+    async def _keep_svids(self, cache: WorkloadCache, store: WorkloadSvidStore) -> None:
+        """Write the cache's SVIDs to ``data_dir`` after every change, so a restarted agent
+        serves them at once (a burst of changes is written once)."""
+        saved: CacheContents | None = None
+        async for _ in cache.watch():
+            contents = cache.contents()
+            if contents == saved or not cache.synced:
+                continue
+            try:
+                await store.save(contents)
+            except PyspireError as error:
+                self._log.warning("cannot keep workload svids for a restart", error=str(error))
+                continue
+            saved = contents
 
     async def _sync(self, sync: SyncManager, identity: NodeIdentity) -> None:
         try:

@@ -27,6 +27,9 @@ __all__ = [
     "AgentState",
     "AgentStateError",
     "AgentStateStore",
+    "read_bounded",
+    "remove_file",
+    "write_atomically",
 ]
 
 import asyncio
@@ -204,23 +207,30 @@ def _ensure_directory(directory: Path) -> None:
         )
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file with mode 0600 in the same directory,
+    flushed and synced, renamed over it, then the directory synced; a missing directory is
+    made with mode 0700. Readers see the old file or the new one, never a mix (blocking: call
+    it in a thread)."""
     _ensure_directory(path.parent)
     write_private_file(path, data)
 
 
-def _read(path: Path) -> bytes | None:
+def read_bounded(path: Path, limit: int = MAX_STATE_BYTES) -> bytes | None:
+    """The contents of ``path``, None when it does not exist; InvalidArgumentError when it is
+    larger than ``limit`` bytes (blocking: call it in a thread)."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_STATE_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         return None
-    if len(data) > MAX_STATE_BYTES:
-        raise InvalidArgumentError(f"larger than {MAX_STATE_BYTES} bytes")
+    if len(data) > limit:
+        raise InvalidArgumentError(f"larger than {limit} bytes")
     return data
 
 
-def _remove(path: Path) -> None:
+def remove_file(path: Path) -> None:
+    """Remove ``path`` if it exists (blocking: call it in a thread)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 
@@ -242,7 +252,7 @@ class AgentStateStore:
         """The stored state; None when there is none. :class:`AgentStateError` naming the
         file and the reason when it exists but is unreadable, corrupt, partial or foreign."""
         try:
-            data = await asyncio.to_thread(_read, self._path)
+            data = await asyncio.to_thread(read_bounded, self._path)
             if data is None:
                 return None
             return _decode(data, self._trust_domain)
@@ -276,7 +286,7 @@ class AgentStateStore:
         data = _encode(state, self._trust_domain)
         async with self._lock:
             try:
-                await asyncio.to_thread(_write_atomically, self._path, data)
+                await asyncio.to_thread(write_atomically, self._path, data)
             except OSError as error:
                 raise AgentStateError(
                     f"cannot write agent state {str(self._path)!r}: {error.strerror or error}"
@@ -285,4 +295,4 @@ class AgentStateStore:
     async def clear(self) -> None:
         """Remove the stored state (the agent must attest on its next start)."""
         async with self._lock:
-            await asyncio.to_thread(_remove, self._path)
+            await asyncio.to_thread(remove_file, self._path)
