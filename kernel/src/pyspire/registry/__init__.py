@@ -19,6 +19,8 @@ __all__ = [
     "server_id",
     "validate_dns_name",
     "validate_entry",
+    "validate_entry_id",
+    "validate_text",
 ]
 
 from pyspire.registry.authorized import AuthorizedEntriesIndex, IndexStats
@@ -30,4 +32,6 @@ from pyspire.registry.validation import (
     server_id,
     validate_dns_name,
     validate_entry,
+    validate_entry_id,
+    validate_text,
 )
