@@ -5,7 +5,9 @@ cannot see who is calling. :class:`WithCallContext` wraps a service's handler ta
 first runs an optional gate (authentication, authorization) with the method name and stream,
 then the handler runs with the stream in a context variable that :func:`current_stream` reads.
 grpclib runs every call in its own task, so the variable never leaks between calls. SDK errors
-that escape a handler become the gRPC status that says what they mean (:func:`status_for`).
+that escape a handler become the gRPC status that says what they mean (:func:`status_for`), and a
+malformed request becomes INVALID_ARGUMENT before the handler sees it
+(:mod:`pyspire.transport.messages`).
 """
 
 from __future__ import annotations
