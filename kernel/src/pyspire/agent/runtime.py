@@ -12,30 +12,41 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from pyspire.agent.bootstrap import bootstrap_trust
+from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient
-from pyspire.agent.node_identity import NodeIdentity
+from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
 from pyspire.agent.storage import AgentStateStore
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.agent.workload.service import WorkloadApiService
-from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
-from pyspire.catalog.host import host_services_for, make_private_directory
+from pyspire.catalog import (
+    AGENT_KEY_MANAGER,
+    AGENT_NODE_ATTESTOR,
+    WORKLOAD_ATTESTORS,
+    Catalog,
+    Discovery,
+    PlannedPlugin,
+    Side,
+    plan_plugins,
+)
+from pyspire.catalog.host import host_services_for
 from pyspire.config import AgentConfig, LoadedConfig
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
+from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
+from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
+from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor
 
 
-def with_join_token(plugins: Mapping[str, Any], token: str | None) -> Mapping[str, Any]:
+def with_join_token(plugins: Mapping[str, object], token: str | None) -> Mapping[str, object]:
     """The plugins table with the agent's ``join_token`` handed to the ``join_token`` node
     attestor, unless its table already names one (the operator's explicit choice wins)."""
     if not token:
@@ -93,21 +104,19 @@ class AgentRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
-            key_manager = catalog.one("key_manager")
+            key_manager = catalog.one(AGENT_KEY_MANAGER)
             if not isinstance(key_manager, PrivateKeyExport):
                 raise PluginError(
                     "agent.plugins.key_manager: the agent needs a key manager that holds its "
                     "keys in this process (memory or disk), since TLS needs the SVID key itself"
                 )
-            [attestor] = [p for p in catalog.loaded if p.planned.kind.toml_name == "node_attestor"]
+            attestor = catalog.one_named(AGENT_NODE_ATTESTOR)
             workload_attestors = [
-                (p.planned.name, p.instance)
-                for p in catalog.loaded
-                if p.planned.kind.toml_name == "workload_attestor"
+                (plugin.name, plugin.instance) for plugin in catalog.chain(WORKLOAD_ATTESTORS)
             ]
             client = ServerClient(
                 trust_domain=settings.trust_domain,
@@ -117,11 +126,7 @@ class AgentRuntime:
             )
             try:
                 await self._serve(
-                    client,
-                    attestor.planned.name,
-                    attestor.instance,
-                    key_manager,
-                    workload_attestors,
+                    client, attestor.name, attestor.instance, key_manager, workload_attestors
                 )
             finally:
                 await client.close()
@@ -131,13 +136,13 @@ class AgentRuntime:
         self,
         client: ServerClient,
         attestor_name: str,
-        attestor: Any,
-        key_manager: Any,
-        workload_attestors: list[tuple[str, Any]],
+        attestor: AgentNodeAttestor,
+        key_manager: NodeKeyManager,
+        workload_attestors: list[tuple[str, WorkloadAttestor]],
     ) -> None:
         settings = self.settings
 
-        async def bootstrap():  # type: ignore[no-untyped-def]
+        async def bootstrap() -> BootstrapTrust:
             return await bootstrap_trust(settings)
 
         identity = NodeIdentity(

@@ -22,8 +22,6 @@ reported (:class:`AgentStateError` from :meth:`AgentStateStore.read`, a warning 
 from __future__ import annotations
 
 __all__ = [
-    "DIRECTORY_MODE",
-    "FILE_MODE",
     "STATE_FILE_NAME",
     "STATE_VERSION",
     "AgentState",
@@ -35,9 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import stat
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +46,7 @@ from pyspire.proto.convert import from_timestamp, to_timestamp
 from pyspire.transport.tls import spiffe_id_of
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, PyspireError
+from pyspire_sdk.files import make_private_directory, write_private_file
 from pyspire_sdk.model import X509Svid
 from pyspire_sdk.plugins.key_manager import validate_key_id
 from pyspire_sdk.plugins.node_attestor import is_agent_id
@@ -57,8 +54,6 @@ from pyspire_sdk.spiffeid import TrustDomain
 
 STATE_FILE_NAME = "agent-data.json"
 STATE_VERSION = 1
-FILE_MODE = 0o600
-DIRECTORY_MODE = 0o700
 MAX_STATE_BYTES = 4 * 1024 * 1024
 """A state file larger than this is refused as corrupt (it is a few kilobytes)."""
 
@@ -199,19 +194,7 @@ def _decode(data: bytes, trust_domain: TrustDomain) -> AgentState:
 
 
 def _ensure_directory(directory: Path) -> None:
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=DIRECTORY_MODE)
-            os.chmod(folder, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
-    if not directory.is_dir():
-        raise AgentStateError(f"data_dir {str(directory)!r} is not a directory")
+    make_private_directory(directory)
     mode = stat.S_IMODE(directory.stat().st_mode)
     if mode & 0o022:
         _log.warning(
@@ -223,26 +206,7 @@ def _ensure_directory(directory: Path) -> None:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     _ensure_directory(path.parent)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    with contextlib.suppress(OSError):
-        directory = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    write_private_file(path, data)
 
 
 def _read(path: Path) -> bytes | None:
