@@ -31,7 +31,7 @@ from structlog.typing import FilteringBoundLogger
 from pyspire.agent.workload.service import WorkloadApiService
 from pyspire.transport.calls import InFlight, WithCallContext
 from pyspire.transport.limits import ConnectionLimits
-from pyspire.transport.listener import serve_unix
+from pyspire.transport.listener import GuardedListener, serve_unix
 from pyspire.transport.unix import remove_socket
 from pyspire_sdk.errors import PyspireError
 
@@ -72,7 +72,7 @@ class WorkloadEndpoint:
         self._limits = limits
         self._in_flight = InFlight()
         self._server: grpclib.server.Server | None = None
-        self._bound = False
+        self._listener: GuardedListener | None = None
         self._log: FilteringBoundLogger = (
             logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
         )
@@ -81,6 +81,11 @@ class WorkloadEndpoint:
     def in_flight(self) -> int:
         """Calls being handled now (streams included)."""
         return self._in_flight.count
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, idle or not."""
+        return self._listener.counts.total if self._listener is not None else 0
 
     async def start(self) -> None:
         """Listen on the socket; raises :class:`~pyspire.transport.unix.SocketPathError` when
@@ -91,7 +96,7 @@ class WorkloadEndpoint:
         server = grpclib.server.Server([servable])
         self._server = server
         try:
-            await serve_unix(
+            self._listener = await serve_unix(
                 server,
                 self.socket_path,
                 directory_mode=SOCKET_DIRECTORY_MODE,
@@ -99,7 +104,6 @@ class WorkloadEndpoint:
                 limits=self._limits,
                 name="workload api",
             )
-            self._bound = True
         except BaseException:
             await self.close()
             raise
@@ -117,9 +121,9 @@ class WorkloadEndpoint:
         with contextlib.suppress(RuntimeError):
             server.close()
             await server.wait_closed()
-        if self._bound:
+        if self._listener is not None:
             # Only a socket we bound is ours to remove: a refused path is left as it was.
-            self._bound = False
+            self._listener = None
             await asyncio.to_thread(remove_socket, self.socket_path)
         self._log.info("workload api stopped", socket_path=str(self.socket_path))
 
