@@ -17,7 +17,6 @@ import asyncio
 import asyncio.sslproto
 import contextlib
 import ssl
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +94,7 @@ class GuardedListener:
         return _GuardedConnection(self, self._make_protocol())
 
     def listen_on(self, server: asyncio.Server) -> GuardedListener:
+        """Take ownership of the asyncio server whose factory is :meth:`protocol`."""
         self._server = server
         return self
 
@@ -116,7 +116,7 @@ class GuardedListener:
     def note_refused(self, refused: Refused, address: str) -> None:
         """Count a refusal; warn at most every :data:`REFUSAL_LOG_INTERVAL` seconds."""
         self._refused += 1
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         logged = self._refusal_logged_at
         if logged is None or now - logged >= REFUSAL_LOG_INTERVAL:
             self._log.warning(
@@ -199,12 +199,12 @@ class _GuardedConnection(asyncio.Protocol):
                 ssl_handshake_timeout=listener.limits.handshake_timeout,
                 ssl_shutdown_timeout=listener.limits.handshake_timeout,
             )
-        except (OSError, ssl.SSLError, TimeoutError, asyncio.CancelledError) as error:
+        except BaseException as error:
             raw.abort()
             self._release()
-            if isinstance(error, asyncio.CancelledError):
-                raise
-            return
+            if isinstance(error, OSError):
+                return  # the peer failed or abandoned its handshake (ssl.SSLError is an OSError)
+            raise
         if secured is None or secured.is_closing():
             self._release()
             return
