@@ -264,3 +264,9 @@ def test_a_stale_socket_is_replaced_and_anything_else_refused(base: Path) -> Non
 def test_too_long_a_path_is_refused(base: Path) -> None:
     with pytest.raises(SocketPathError, match="longer than 107 bytes"):
         prepare_socket_path(base / ("x" * 120), directory_mode=0o700)
+
+
+def test_a_directory_that_cannot_be_made_is_reported_by_name() -> None:
+    """The kernel refuses new directories in sysfs, even to root."""
+    with pytest.raises(SocketPathError, match=r"cannot be prepared: .* \(/sys/pyspire-test\)"):
+        prepare_socket_path(Path("/sys/pyspire-test/api.sock"), directory_mode=0o700)

@@ -48,8 +48,8 @@ def _owner_is_trusted(info: os.stat_result) -> bool:
 
 
 def _check_passage(path: Path, info: os.stat_result) -> None:
-    """A directory on the way to the socket's own: root's or ours, and only sticky if others
-    may write to it."""
+    """A directory on the way to the socket's own: root's or ours, and writable by no one else
+    unless it is sticky."""
     if not _owner_is_trusted(info):
         raise SocketPathError(
             f"directory {path} on the way to the socket belongs to uid {info.st_uid}, "
@@ -140,14 +140,22 @@ def prepare_socket_path(path: Path, *, directory_mode: int) -> None:
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
         raise SocketPathError(f"socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes")
     path = path.absolute()
-    secure_socket_directory(path.parent, directory_mode=directory_mode)
     try:
-        existing = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(existing.st_mode):
-        raise SocketPathError(f"socket path {path} exists and is not a socket")
-    path.unlink()
+        secure_socket_directory(path.parent, directory_mode=directory_mode)
+        try:
+            existing = path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise SocketPathError(f"socket path {path} exists and is not a socket")
+        path.unlink()
+    except SocketPathError:
+        raise
+    except OSError as error:
+        raise SocketPathError(
+            f"socket path {path} cannot be prepared: {error.strerror or error}"
+            + (f" ({error.filename})" if error.filename else "")
+        ) from None
 
 
 def _check_socket_file(path: Path) -> None:
@@ -198,7 +206,12 @@ def bind_unix_socket(
     prepare_socket_path(path, directory_mode=directory_mode)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(os.fspath(path))
+        try:
+            listener.bind(os.fspath(path))
+        except OSError as error:
+            raise SocketPathError(
+                f"socket path {path} cannot be bound: {error.strerror or error}"
+            ) from None
         _check_socket_file(path)
         # bind honours the umask, not our intent.
         os.chmod(path, socket_mode)
