@@ -13,14 +13,13 @@ from pyspire.registry.validation import (
     is_node_alias,
     is_reserved_path,
     node_alias_parent,
-    server_id,
     validate_dns_name,
     validate_entry,
 )
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 
 TD = TrustDomain("example.org")
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

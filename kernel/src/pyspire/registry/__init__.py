@@ -16,7 +16,6 @@ __all__ = [
     "is_node_alias",
     "is_reserved_path",
     "node_alias_parent",
-    "server_id",
     "validate_dns_name",
     "validate_entry",
 ]
@@ -27,7 +26,6 @@ from pyspire.registry.validation import (
     is_node_alias,
     is_reserved_path,
     node_alias_parent,
-    server_id,
     validate_dns_name,
     validate_entry,
 )

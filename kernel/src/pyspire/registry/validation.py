@@ -24,7 +24,6 @@ __all__ = [
     "MAX_DNS_NAME_LENGTH",
     "MAX_TTL_SECONDS",
     "RESERVED_PATH",
-    "SERVER_ID_PATH",
     "is_node_alias",
     "is_reserved_path",
     "node_alias_parent",
@@ -42,9 +41,8 @@ from typing import TypeVar
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import SERVER_ID_PATH, SpiffeId, TrustDomain, server_id
 
-SERVER_ID_PATH = "/spire/server"
 """Path of the server's own ID; an entry parented by it is a node alias."""
 
 RESERVED_PATH = "/spire"
@@ -80,11 +78,6 @@ ENTRY_FIELDS: frozenset[str] = frozenset(
     }
 )
 """The fields a caller sets (and an update mask may name); the others belong to the datastore."""
-
-
-def server_id(trust_domain: TrustDomain) -> SpiffeId:
-    """The server's ID in ``trust_domain``: ``spiffe://<td>/spire/server``."""
-    return SpiffeId._trusted(trust_domain, SERVER_ID_PATH)
 
 
 def node_alias_parent(trust_domain: TrustDomain) -> SpiffeId:
