@@ -24,6 +24,8 @@ import importlib
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pyspire_sdk.plugin import distribution_name, distribution_prefix
+
 
 class Side(StrEnum):
     """Which process a plugin configuration belongs to; also the top-level TOML table."""
@@ -63,7 +65,7 @@ class PluginKind:
     def suggested_distribution(self, name: str) -> str:
         """The distribution a plugin called ``name`` of this kind is conventionally published
         as: ``join_token`` of ``node_attestor`` is ``pyspire-nodeattestor-join-token``."""
-        return self.distribution_prefix + name.replace("_", "-").lower()
+        return distribution_name(self.toml_name, name)
 
     def arity_phrase(self) -> str:
         """How many plugins of this kind are needed, in the words error messages use."""
@@ -113,7 +115,7 @@ def _kind(
         hook_name=hook_name,
         min_count=min_count,
         max_count=max_count,
-        distribution_prefix="pyspire-" + toml_name.replace("_", "") + "-",
+        distribution_prefix=distribution_prefix(toml_name),
         sdk_module=f"pyspire_sdk.plugins.{sdk_module or toml_name}",
         interface_name=interface_name,
     )
