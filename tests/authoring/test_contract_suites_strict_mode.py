@@ -7,15 +7,10 @@ subprocess, because the workspace's own configuration turns auto mode on.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import textwrap
-import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from plugin_projects import PytestRun, environment, run_pytest
 
 from pyspire_sdk.testing import workload_attestor_contract
 
@@ -92,32 +87,8 @@ class TestPlainFixture(WorkloadAttestorContract):
 """
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One test's result as the junit report of the subprocess tells it."""
-
-    test: str
-    result: str
-    message: str
-
-
-def _outcomes(report: Path) -> dict[str, Outcome]:
-    outcomes: dict[str, Outcome] = {}
-    for case in ElementTree.parse(report).getroot().iter("testcase"):  # noqa: S314
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}.{case.get('name')}"
-        result, message = "passed", ""
-        for tag in ("failure", "error", "skipped"):
-            element = case.find(tag)
-            if element is not None:
-                result = tag
-                message = f"{element.get('message', '')}\n{element.text or ''}"
-        # A test that fails in its call and again in teardown is reported twice; keep the first.
-        outcomes.setdefault(name, Outcome(name, result, message))
-    return outcomes
-
-
 @pytest.fixture(scope="module")
-def strict_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+def strict_run(tmp_path_factory: pytest.TempPathFactory) -> PytestRun:
     project = tmp_path_factory.mktemp("strict-project")
     (project / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     tests = project / "tests"
@@ -129,20 +100,10 @@ def strict_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         "test_plain_async_fixture.py": PLAIN_ASYNC_FIXTURE,
     }.items():
         (tests / name).write_text(textwrap.dedent(text).lstrip())
-    report = project / "report.xml"
-    completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}", "tests"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    header = re.search(r"^asyncio: mode=(Mode\.)?strict,", completed.stdout, re.M | re.I)
-    assert header, completed.stdout + completed.stderr
-    return _outcomes(report)
+    return run_pytest([tests], cwd=project, env=environment(project))
 
 
+COMPLETE_CLASS = "tests.test_complete.TestComplete."
 CONTRACT_TESTS = sorted(
     name
     for name in vars(workload_attestor_contract.WorkloadAttestorContract)
@@ -150,26 +111,23 @@ CONTRACT_TESTS = sorted(
 )
 
 
-def test_the_contract_suite_passes_in_strict_mode(strict_run: dict[str, Outcome]) -> None:
-    complete = {name: o for name, o in strict_run.items() if name.startswith("TestComplete.")}
-    assert {name.split(".")[1].split("[")[0] for name in complete} == set(CONTRACT_TESTS)
-    assert [o for o in complete.values() if o.result != "passed"] == []
+def test_the_contract_suite_passes_in_strict_mode(strict_run: PytestRun) -> None:
+    complete = strict_run.under(COMPLETE_CLASS)
+    ran = {outcome.test.rsplit(".", 1)[1].split("[")[0] for outcome in complete}
+    assert ran == set(CONTRACT_TESTS)
+    assert [outcome for outcome in complete if outcome.result != "passed"] == []
 
 
-def test_a_missing_workload_attestor_name_names_the_fixture(
-    strict_run: dict[str, Outcome],
-) -> None:
-    without = [o for name, o in strict_run.items() if name.startswith("TestWithoutName.")]
-    assert len(without) == len([name for name in strict_run if name.startswith("TestComplete.")])
+def test_a_missing_workload_attestor_name_names_the_fixture(strict_run: PytestRun) -> None:
+    without = strict_run.under("tests.test_without_name.TestWithoutName.")
+    assert len(without) == len(strict_run.under(COMPLETE_CLASS))
     for outcome in without:
         assert outcome.result == "error", outcome
         assert "must provide the 'workload_attestor_name' fixture" in outcome.message
 
 
-def test_a_plain_async_fixture_gets_told_to_use_pytest_asyncio(
-    strict_run: dict[str, Outcome],
-) -> None:
-    plain = [o for name, o in strict_run.items() if name.startswith("TestPlainFixture.")]
+def test_a_plain_async_fixture_gets_told_to_use_pytest_asyncio(strict_run: PytestRun) -> None:
+    plain = strict_run.under("tests.test_plain_async_fixture.TestPlainFixture.")
     assert plain
     assert all(outcome.result == "error" for outcome in plain), plain
     # pytest reports the first test that needs the fixture; the later ones of the class fail on
