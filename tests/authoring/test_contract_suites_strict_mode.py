@@ -7,7 +7,9 @@ subprocess, because the workspace's own configuration turns auto mode on.
 
 from __future__ import annotations
 
+import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 from plugin_projects import PytestRun, environment, run_pytest
@@ -157,3 +159,16 @@ def test_every_async_test_of_every_suite_carries_the_asyncio_mark() -> None:
         and not any(mark.name == "asyncio" for mark in getattr(function, "pytestmark", []))
     ]
     assert unmarked == []
+
+
+def test_the_example_plugin_tests_pass_outside_the_workspace(tmp_path: Path) -> None:
+    """``examples/workloadattestor-environ`` is what authors copy: its tests, copied out of the
+    workspace (the example itself installed), pass in strict mode."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "workloadattestor-environ"
+    project = tmp_path / "environ"
+    shutil.copytree(example / "tests", project / "tests")
+    shutil.copy(example / "README.md", project / "README.md")
+    (project / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    run = run_pytest([project / "tests"], cwd=project, env=environment(project))
+    assert len(run.outcomes) > 10, run.output
+    assert run.not_passed() == [], run.output
