@@ -369,7 +369,22 @@ def test_kind_table_matches_the_sdk() -> None:
 
     kinds = SERVER_KINDS + AGENT_KINDS
     assert {kind.hook_name for kind in kinds} == set(HOOK_NAMES)
+    expected = {
+        "datastore": "DataStore",
+        "key_manager": "KeyManager",
+        "upstream_authority": "UpstreamAuthority",
+        "notifier": "Notifier",
+        "bundle_publisher": "BundlePublisher",
+        "credential_composer": "CredentialComposer",
+        "workload_attestor": "WorkloadAttestor",
+        "svid_store": "SvidStore",
+    }
     for kind in kinds:
-        interface = kind.interface()
+        interface = kind.interface
         assert interface.__name__ == kind.interface_name
+        if kind.toml_name == "node_attestor":
+            side = "Server" if kind.side is Side.SERVER else "Agent"
+            assert kind.interface_name == f"{side}NodeAttestor"
+        else:
+            assert kind.interface_name == expected[kind.toml_name]
         assert getattr(interface, "_is_protocol", False), f"{kind} interface is not a Protocol"

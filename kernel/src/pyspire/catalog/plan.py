@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspire.catalog.discovery import DiscoveredPlugin, Discovery
-from pyspire.catalog.kinds import PluginKind, Side, kinds_for
+from pyspire.catalog.kinds import AnyKind, Side, kinds_for
 from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, ConfigIssue
 
@@ -40,7 +40,7 @@ score 0.75, ``vault`` and ``disk`` 0."""
 class PlannedPlugin:
     """One plugin the configuration asks for, with its validated configuration."""
 
-    kind: PluginKind
+    kind: AnyKind
     name: str
     config: Any
     discovered: DiscoveredPlugin
@@ -63,13 +63,13 @@ class CatalogPlan:
     side: Side
     plugins: tuple[PlannedPlugin, ...]
 
-    def of(self, kind: PluginKind | str) -> tuple[PlannedPlugin, ...]:
+    def of(self, kind: AnyKind | str) -> tuple[PlannedPlugin, ...]:
         """The planned plugins of ``kind`` (a kind or its TOML name), in chain order."""
         resolved = resolve_kind(self.side, kind)
         return tuple(plugin for plugin in self.plugins if plugin.kind == resolved)
 
 
-def resolve_kind(side: Side, kind: PluginKind | str) -> PluginKind:
+def resolve_kind(side: Side, kind: AnyKind | str) -> AnyKind:
     """The kind of ``side`` that ``kind`` names; raises ``LookupError`` for another side's."""
     for candidate in kinds_for(side):
         if candidate == kind or candidate.toml_name == kind:
@@ -94,7 +94,7 @@ def _close_names(name: str, names: list[str]) -> list[str]:
     return difflib.get_close_matches(name, names, n=3, cutoff=_TYPO_CUTOFF)
 
 
-def _not_installed(kind: PluginKind, name: str, discovery: Discovery) -> str:
+def _not_installed(kind: AnyKind, name: str, discovery: Discovery) -> str:
     names = [plugin.name for plugin in discovery.plugins(kind)]
     installed = ", ".join(names) or "none"
     reason = discovery.exclusion(kind, name)
@@ -113,7 +113,7 @@ def _not_installed(kind: PluginKind, name: str, discovery: Discovery) -> str:
     )
 
 
-def _count_issue(kind: PluginKind, names: list[str]) -> ConfigIssue | None:
+def _count_issue(kind: AnyKind, names: list[str]) -> ConfigIssue | None:
     if kind.admits(len(names)):
         return None
     found = f"found {len(names)}"
@@ -139,8 +139,8 @@ def plan_plugins(
     kinds = kinds_for(side)
     by_name = {kind.toml_name: kind for kind in kinds}
     issues: list[ConfigIssue] = []
-    names: dict[PluginKind, list[str]] = {kind: [] for kind in kinds}
-    planned: dict[PluginKind, list[PlannedPlugin]] = {kind: [] for kind in kinds}
+    names: dict[AnyKind, list[str]] = {kind: [] for kind in kinds}
+    planned: dict[AnyKind, list[PlannedPlugin]] = {kind: [] for kind in kinds}
 
     table: Mapping[str, Any] = {}
     raw: object = plugins_table  # whatever the document holds, whatever the annotation says

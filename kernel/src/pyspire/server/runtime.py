@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import grpclib.server
 import structlog
 
 from pyspire.ca.manager import CaManager, CaSettings
-from pyspire.ca.templates import CaSubject
-from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
-from pyspire.catalog.host import host_services_for, make_private_directory
+from pyspire.catalog import (
+    DATASTORE,
+    SERVER_KEY_MANAGER,
+    SERVER_NODE_ATTESTORS,
+    UPSTREAM_AUTHORITY,
+    Catalog,
+    Discovery,
+    PlannedPlugin,
+    Side,
+    plan_plugins,
+)
+from pyspire.catalog.host import host_services_for
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.context import ServerContext
@@ -34,7 +43,10 @@ from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
 from pyspire.transport.tls import RotatingServerContext
 from pyspire.transport.unix import prepare_socket_path, set_socket_mode
+from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
+from pyspire_sdk.files import make_private_directory
+from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import DataStore
 
@@ -62,7 +74,7 @@ class _LazyJoinTokens:
     def __init__(self) -> None:
         self.datastore: DataStore | None = None
 
-    async def consume(self, token: str):  # type: ignore[no-untyped-def]
+    async def consume(self, token: str) -> JoinToken:
         if self.datastore is None:
             raise RuntimeError("the datastore is not configured yet")
         return await DataStoreJoinTokens(self.datastore).consume(token)
@@ -106,10 +118,10 @@ class ServerRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
-            datastore: DataStore = catalog.one("datastore")
+            datastore = catalog.one(DATASTORE)
             self._join_tokens.datastore = datastore
             ca = CaManager(
                 CaSettings(
@@ -117,23 +129,19 @@ class ServerRuntime:
                     ca_ttl=settings.ca_ttl,
                     x509_key_type=settings.ca_key_type,
                     jwt_key_type=settings.effective_jwt_key_type,
-                    ca_subject=CaSubject(
-                        country=settings.ca_subject.country,
-                        organization=settings.ca_subject.organization,
-                        common_name=settings.ca_subject.common_name,
-                    ),
+                    ca_subject=settings.ca_subject,
                 ),
-                key_manager=catalog.one("key_manager"),
+                key_manager=catalog.one(SERVER_KEY_MANAGER),
                 store=datastore,
                 clock=self._clock,
-                upstream=catalog.optional("upstream_authority"),
+                upstream=catalog.optional(UPSTREAM_AUTHORITY),
             )
             await ca.start()
             registry = RegistryCache(datastore, settings.trust_domain, self._clock)
             await registry.start()
             tls = RotatingServerContext()
 
-            async def current_bundle():  # type: ignore[no-untyped-def]
+            async def current_bundle() -> Bundle | None:
                 return await datastore.get_bundle(settings.trust_domain)
 
             identity = ServerIdentity(
@@ -163,9 +171,7 @@ class ServerRuntime:
                     ),
                 ),
                 node_attestors={
-                    loaded.planned.name: loaded.instance
-                    for loaded in catalog.loaded
-                    if loaded.planned.kind.toml_name == "node_attestor"
+                    plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
                 },
                 started_at=self._clock.now(),
                 admin_ids=frozenset(settings.admin_ids),
@@ -253,8 +259,8 @@ class ServerRuntime:
 def _bound_port(server: grpclib.server.Server) -> int:
     """The port the OS gave a listener bound to port 0 (grpclib keeps the asyncio server
     private; this is the one place that looks)."""
-    inner: Any = getattr(server, "_server", None)
-    sockets = getattr(inner, "sockets", None) or ()
+    inner = getattr(server, "_server", None)
+    sockets: Sequence[socket.socket] = getattr(inner, "sockets", None) or ()
     return int(sockets[0].getsockname()[1]) if sockets else 0
 
 

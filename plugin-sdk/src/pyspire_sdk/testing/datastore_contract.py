@@ -68,6 +68,10 @@ FED_C = TrustDomain("c.test")
 PARENT = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/node-1")
 OTHER_PARENT = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/node-2")
 
+_BAD_PAGE_TOKENS = ("not a token", "9" * 23, "9" * 5000, "-1", "\u0661\u0662", "\x00")
+"""Page tokens no datastore gives out: each must be refused with InvalidArgumentError (a caller
+may send any string), never crash the query."""
+
 
 def _id(path: str) -> SpiffeId:
     return SpiffeId.from_path(TD, path)
@@ -426,8 +430,9 @@ class DataStoreContract:
     @pytest.mark.asyncio
     async def test_list_entries_rejects_a_bad_token(self, datastore: DataStore) -> None:
         await datastore.create_entry(_entry("/w"))
-        with pytest.raises(InvalidArgumentError):
-            await datastore.list_entries(None, Page(5, "not a token"))
+        for token in _BAD_PAGE_TOKENS:
+            with pytest.raises(InvalidArgumentError):
+                await datastore.list_entries(None, Page(5, token))
 
     @pytest.mark.asyncio
     async def test_page_size_must_not_be_negative(self) -> None:
@@ -949,8 +954,9 @@ class DataStoreContract:
             if not token:
                 break
         assert found == created
-        with pytest.raises(InvalidArgumentError):
-            await datastore.list_attested_nodes(None, Page(5, "bogus"))
+        for bad in _BAD_PAGE_TOKENS:
+            with pytest.raises(InvalidArgumentError):
+                await datastore.list_attested_nodes(None, Page(5, bad))
 
     @pytest.mark.asyncio
     async def test_update_attested_node(self, datastore: DataStore) -> None:
