@@ -12,13 +12,15 @@ the plan keeps it too::
 :func:`plan_plugins` reports *every* problem at once in one
 :class:`~pyspire_sdk.errors.ConfigError`, each with its key path: unknown types, plugins that
 are not installed (and the distribution that would provide them), settings a plugin rejects,
-and too few or too many plugins of a type.
+and too few or too many plugins of a type. A name that looks like a typo of an installed plugin
+of the same type gets a "did you mean" instead of a package to install.
 """
 
 from __future__ import annotations
 
 __all__ = ["CatalogPlan", "PlannedPlugin", "plan_plugins"]
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,11 @@ from pyspire.catalog.discovery import DiscoveredPlugin, Discovery
 from pyspire.catalog.kinds import AnyKind, Side, kinds_for
 from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, ConfigIssue
+
+_TYPO_CUTOFF = 0.6
+"""How alike (difflib's ratio) a configured name and an installed one must be for the error to
+ask "did you mean" instead of suggesting a distribution to install: ``dsik`` and ``disk``
+score 0.75, ``vault`` and ``disk`` 0."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,24 @@ def _found(value: object) -> str:
     return type(value).__name__
 
 
+def _close_names(name: str, names: list[str]) -> list[str]:
+    """The installed names ``name`` is probably a typo of, best first (``dsik`` → ``disk``)."""
+    return difflib.get_close_matches(name, names, n=3, cutoff=_TYPO_CUTOFF)
+
+
 def _not_installed(kind: AnyKind, name: str, discovery: Discovery) -> str:
-    installed = ", ".join(plugin.name for plugin in discovery.plugins(kind)) or "none"
+    names = [plugin.name for plugin in discovery.plugins(kind)]
+    installed = ", ".join(names) or "none"
     reason = discovery.exclusion(kind, name)
     if reason is not None:
         return f'no {kind.toml_name} plugin named "{name}" is loaded: {reason}; loaded: {installed}'
+    close = _close_names(name, names)
+    if close:
+        guesses = " or ".join(f'"{guess}"' for guess in close)
+        return (
+            f'no {kind.toml_name} plugin named "{name}" is installed; did you mean {guesses}? '
+            f"installed: {installed}"
+        )
     return (
         f'no {kind.toml_name} plugin named "{name}" is installed; installed: {installed}; '
         f"install {kind.suggested_distribution(name)} to get it"
