@@ -4,9 +4,10 @@ admin socket.
 The plugin (:mod:`svidstore_directory`) is written as a distribution into a directory of the
 test's own (:func:`pyspire_sdk.testing.distributions.install_distribution`) that only the agent
 process has on its ``PYTHONPATH``. Entries marked ``store_svid`` reach it as PEM files, are
-rewritten when the SVID rotates (the server issues 16-second SVIDs), wait while the store is
-unavailable and arrive once it is back, and are removed when the entry is deleted, also when
-that happens while the agent is stopped. The admin socket answers the Debug API's GetInfo.
+rewritten when the SVID rotates, wait while the store is unavailable and arrive once it is back,
+and are removed when the entry is deleted, also when that happens while the agent is stopped.
+The admin socket answers the Debug API's GetInfo. Only the stored entries have 16-second SVIDs:
+the agent's own lasts an hour, so a restart on a busy machine never outlives it.
 
 One server and one agent serve the module; the tests run in file order.
 """
@@ -61,11 +62,7 @@ def deployment() -> Iterator[Deployment]:
             "pyspire_svidstore_directory": (HERE.parent / "svidstore_directory.py").read_text()
         },
     )
-    server = ServerProcess(
-        ServerSettings(
-            root=root, port=free_port(), ca_ttl="1h", default_x509_svid_ttl=f"{SVID_TTL_SECONDS}s"
-        )
-    )
+    server = ServerProcess(ServerSettings(root=root, port=free_port()))
     agent = AgentProcess(
         AgentSettings(
             root=root,
@@ -111,6 +108,8 @@ def create_stored_entry(server: ServerProcess, agent_id: str, name: str) -> None
         "-selector",
         f"directory:name:{name}",
         "-storeSVID",
+        "-x509SVIDTTL",
+        str(SVID_TTL_SECONDS),
     )
 
 
