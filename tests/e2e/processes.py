@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,13 +106,17 @@ class Process:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def spawn(self, argv: Sequence[str]) -> None:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
             )
 
     def exited(self) -> int | None:
@@ -274,7 +278,10 @@ def join_token_agent_id(token: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class AgentSettings:
-    """What a test varies in the agent's configuration file (the join token is a flag)."""
+    """What a test varies in the agent's configuration file (the join token is a flag).
+
+    ``plugins_toml`` is appended to the file (more plugin tables); ``environment`` replaces the
+    process's environment (a ``PYTHONPATH`` with plugin distributions, say)."""
 
     root: Path
     server_port: int
@@ -282,10 +289,17 @@ class AgentSettings:
     sync_interval: str = "1s"
     log_level: str = "INFO"
     name: str = "agent"
+    admin_socket: bool = False
+    plugins_toml: str = ""
+    environment: Mapping[str, str] | None = None
 
     @property
     def socket_path(self) -> Path:
         return self.root / self.name / "api.sock"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        return self.root / f"{self.name}-admin" / "admin.sock"
 
     @property
     def data_dir(self) -> Path:
@@ -305,11 +319,12 @@ trust_bundle_path = "{self.bootstrap_bundle}"
 trust_bundle_format = "pem"
 sync_interval = "{self.sync_interval}"
 log_level = "{self.log_level}"
+{f'admin_socket_path = "{self.admin_socket_path}"' if self.admin_socket else ""}
 
 [agent.plugins.key_manager.disk]
 [agent.plugins.node_attestor.join_token]
 [agent.plugins.workload_attestor.unix]
-"""
+{self.plugins_toml}"""
         )
         return path
 
@@ -338,7 +353,7 @@ class AgentProcess(Process):
         argv = [str(AGENT), "run", "-config", str(self.config)]
         if join_token is not None:
             argv += ["-joinToken", join_token]
-        self.spawn(argv)
+        self.spawn(argv, self.settings.environment)
 
     def start(self, join_token: str | None = None, timeout: float = START_TIMEOUT) -> None:
         """Start and wait until the Workload API socket exists."""

@@ -22,6 +22,7 @@ from pyspire_sdk.config import setting
 from pyspire_sdk.plugin import HostServices, NoConfig, PluginRegistration, hookimpl
 from pyspire_sdk.plugins.key_manager import HashAlgorithm, KeyType, PublicKey
 from pyspire_sdk.testing import make_host_services
+from pyspire_sdk.testing.distributions import install_distribution
 
 Journal = list[str]
 
@@ -174,20 +175,6 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             del sys.modules[name]
 
 
-def install_distribution(
-    site: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
-) -> None:
-    """Write a distribution into ``site`` as pip would leave it: modules and a ``.dist-info``
-    with ``METADATA`` and ``entry_points.txt``."""
-    for module_name, source in modules.items():
-        (site / f"{module_name}.py").write_text(source)
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[pyspire.plugins]\n{lines}")
-
-
 @pytest.fixture
 def install(site: Path) -> Callable[..., None]:
     def run(
@@ -196,7 +183,9 @@ def install(site: Path) -> Callable[..., None]:
         modules: dict[str, str],
         version: str = "1.0",
     ) -> None:
-        install_distribution(site, name, version, entry_points, modules)
+        install_distribution(
+            site, name, entry_points=entry_points, modules=modules, version=version
+        )
 
     return run
 

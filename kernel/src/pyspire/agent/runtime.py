@@ -3,26 +3,33 @@
 Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
 from ``data_dir`` or attest), the workload SVIDs kept by the last run
 (:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
-kept SVIDs are there to serve at once, then the Workload API socket. Background work — SVID
-rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry, keeping
-the workload SVIDs in ``data_dir``, following bundle changes — belongs to one task group. A
-banned or evicted agent stops serving identities and says why; a stop request closes the socket
-(open streams end with UNAVAILABLE) and cancels the rest.
+kept SVIDs are there to serve at once, then the Workload API socket and, when
+``admin_socket_path`` is set, the admin socket (:mod:`pyspire.agent.admin`). Background work —
+SVID rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry,
+keeping the workload SVIDs in ``data_dir``, delivering the SVIDs of entries marked
+``store_svid`` to SVID store plugins (:mod:`pyspire.agent.svid_stores`), following bundle
+changes — belongs to one task group. A banned or evicted agent stops serving identities and says
+why; a stop request closes the sockets (open streams end with UNAVAILABLE) and cancels the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
 
+from pyspire.agent.admin import AdminEndpoint, AgentStatus, DebugService
 from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
 from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
 from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
 from pyspire.agent.storage import AgentStateStore
+from pyspire.agent.stored_svids import StoredSvidCache
+from pyspire.agent.stored_targets import StoredTargetsFile
+from pyspire.agent.svid_stores import SvidStoreDelivery
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
@@ -31,6 +38,7 @@ from pyspire.agent.workload_storage import WorkloadSvidStore
 from pyspire.catalog import (
     AGENT_KEY_MANAGER,
     AGENT_NODE_ATTESTOR,
+    SVID_STORES,
     WORKLOAD_ATTESTORS,
     Catalog,
     Discovery,
@@ -47,6 +55,7 @@ from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
 from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
+from pyspire_sdk.plugins.svid_store import SvidStore
 from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor
 
 
@@ -86,6 +95,7 @@ class AgentRuntime:
         self.ready = asyncio.Event()
         self.identity: NodeIdentity | None = None
         self.cache: WorkloadCache | None = None
+        self._started_at = self._clock.now()
         self._log = structlog.get_logger("pyspire.agent")
 
     @property
@@ -108,6 +118,7 @@ class AgentRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
+        self._started_at = self._clock.now()
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
@@ -122,6 +133,7 @@ class AgentRuntime:
             workload_attestors = [
                 (plugin.name, plugin.instance) for plugin in catalog.chain(WORKLOAD_ATTESTORS)
             ]
+            svid_stores = {plugin.name: plugin.instance for plugin in catalog.chain(SVID_STORES)}
             client = ServerClient(
                 trust_domain=settings.trust_domain,
                 address=settings.server_address,
@@ -130,7 +142,12 @@ class AgentRuntime:
             )
             try:
                 await self._serve(
-                    client, attestor.name, attestor.instance, key_manager, workload_attestors
+                    client,
+                    attestor.name,
+                    attestor.instance,
+                    key_manager,
+                    workload_attestors,
+                    svid_stores,
                 )
             finally:
                 await client.close()
@@ -143,6 +160,7 @@ class AgentRuntime:
         attestor: AgentNodeAttestor,
         key_manager: NodeKeyManager,
         workload_attestors: list[tuple[str, WorkloadAttestor]],
+        svid_stores: Mapping[str, SvidStore],
     ) -> None:
         settings = self.settings
 
@@ -175,12 +193,19 @@ class AgentRuntime:
                 cache.clear()
 
         identity.add_listener(stop_serving_when_revoked)
+        stored_targets = StoredTargetsFile(settings.data_dir)
+        stored = StoredSvidCache(svid_stores, self._clock, delivered=await stored_targets.load())
         sync = SyncManager(
             client,
             cache,
             self._clock,
             interval=settings.sync_interval,
             key_type=settings.workload_x509_svid_key_type,
+            stored=stored,
+        )
+        delivery = SvidStoreDelivery(stored, svid_stores, self._clock, targets=stored_targets)
+        debug = DebugService(
+            AgentStatus(identity, cache, stored, sync, self._clock, self._started_at)
         )
         svid_store = WorkloadSvidStore(settings.data_dir, identity.spiffe_id, key_manager)
         try:
@@ -197,8 +222,13 @@ class AgentRuntime:
             service = WorkloadApiService(
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
-            async with WorkloadEndpoint(settings.socket_path, service):
+            async with contextlib.AsyncExitStack() as endpoints:
+                await endpoints.enter_async_context(WorkloadEndpoint(settings.socket_path, service))
                 self._log.info("workload api listening", socket_path=str(settings.socket_path))
+                if settings.admin_socket_path is not None:
+                    await endpoints.enter_async_context(
+                        AdminEndpoint(settings.admin_socket_path, [debug])
+                    )
                 self.ready.set()
                 async with asyncio.TaskGroup() as group:
                     tasks = [
@@ -207,6 +237,7 @@ class AgentRuntime:
                         group.create_task(cache.run(), name="svid-expiry"),
                         group.create_task(self._keep_svids(cache, svid_store), name="keep-svids"),
                         group.create_task(self._follow_bundle(cache, identity), name="bundle"),
+                        group.create_task(delivery.run(), name="svid-stores"),
                     ]
                     await self._stop.wait()
                     self._log.info("agent stopping")

@@ -43,7 +43,7 @@ from pyspire.transport.calls import InFlight
 from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.listener import serve_tcp, serve_unix
 from pyspire.transport.tls import RotatingServerContext
-from pyspire.transport.unix import remove_socket
+from pyspire.transport.unix import ADMIN_DIRECTORY_MODE, ADMIN_SOCKET_MODE, remove_socket
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.files import make_private_directory
@@ -51,8 +51,6 @@ from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import DataStore
 
-ADMIN_DIRECTORY_MODE = 0o700
-ADMIN_SOCKET_MODE = 0o770
 SERVER_API_LIMITS = ConnectionLimits(
     max_connections=4096,
     max_unverified_per_address=64,
