@@ -106,13 +106,19 @@ class Process:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def spawn(self, argv: Sequence[str]) -> None:
+    def spawn(self, argv: Sequence[str], python_path: Sequence[Path] = ()) -> None:
+        """Start ``argv``; ``python_path`` directories go first on its ``PYTHONPATH``."""
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
+        env = None
+        if python_path:
+            env = dict(os.environ)
+            inherited = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
+            env["PYTHONPATH"] = os.pathsep.join([*map(str, python_path), *inherited])
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
     def exited(self) -> int | None:
@@ -165,6 +171,11 @@ class ServerSettings:
     default_jwt_svid_ttl: str = "5m"
     ca_ttl: str = "24h"
     log_level: str = "INFO"
+    extra_plugins: str = ""
+    """More ``[server.plugins.<type>.<name>]`` tables, appended to the file as given."""
+    python_path: tuple[Path, ...] = ()
+    """Directories the server finds more plugin distributions in (see
+    :func:`install_test_plugins`)."""
 
     @property
     def socket_path(self) -> Path:
@@ -188,7 +199,7 @@ default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
 [server.plugins.datastore.sqlite]
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
-"""
+{self.extra_plugins}"""
         )
         return path
 
@@ -207,9 +218,13 @@ class ServerProcess(Process):
     def socket_path(self) -> Path:
         return self.settings.socket_path
 
+    def launch(self) -> None:
+        """Start without waiting."""
+        self.spawn([str(SERVER), "run", "-config", str(self.config)], self.settings.python_path)
+
     def start(self) -> None:
         """Start and wait until ``healthcheck`` passes."""
-        self.spawn([str(SERVER), "run", "-config", str(self.config)])
+        self.launch()
 
         def healthy() -> bool | None:
             self._fail_if_exited("starting")
@@ -266,6 +281,30 @@ class ServerProcess(Process):
             f"spiffe://{agent['id']['trust_domain']}{agent['id']['path']}"
             for agent in shown.get("agents", [])
         )
+
+
+TEST_PLUGINS = HERE.parent / "testplugins" / "pyspire_testplugins"
+
+
+def install_test_plugins(site: Path) -> Path:
+    """Install the test plugins (``testplugins/pyspire_testplugins``: the ``journal`` notifier,
+    the ``file`` bundle publisher, the ``shaping`` credential composer) into ``site`` as the
+    distribution ``pyspire-testplugins``; a process with ``site`` on its ``PYTHONPATH`` finds
+    them through their entry points. Returns ``site``."""
+    from pyspire_sdk.testing.distribution import install_distribution
+
+    site.mkdir(parents=True, exist_ok=True)
+    install_distribution(
+        site,
+        "pyspire-testplugins",
+        {
+            "journal": "pyspire_testplugins.notifier",
+            "file": "pyspire_testplugins.publisher",
+            "shaping": "pyspire_testplugins.composer",
+        },
+        packages=[TEST_PLUGINS],
+    )
+    return site
 
 
 def join_token_agent_id(token: str) -> str:
