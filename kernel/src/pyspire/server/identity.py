@@ -20,12 +20,17 @@ from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.manager import CaManager
 from pyspire.ca.x509svid import mint_leaf
 from pyspire.transport.tls import RotatingServerContext
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.model import X509Svid
 from pyspire_sdk.spiffeid import TrustDomain, server_id
 
 BundleSource = Callable[[], Awaitable[Bundle | None]]
+
+ROTATION_RETRY = BackoffPolicy(initial=1.0, maximum=60.0)
+"""How a failed rotation of the server SVID is retried: 1 s, 2 s, 4 s, ... at most 60 s."""
 
 
 class ServerIdentity:
@@ -92,9 +97,14 @@ class ServerIdentity:
         return max(0.0, (remaining - self._clock.now()).total_seconds())
 
     async def run(self) -> None:
-        """Rotate at half-life or on a CA change, until cancelled."""
+        """Rotate at half-life or on a CA change, until cancelled. A rotation that fails (a
+        credential composer or the key manager unavailable) is logged and retried after the
+        delay :data:`ROTATION_RETRY` gives, while the current SVID stays in use."""
+        backoff = Backoff(ROTATION_RETRY)
+        retry_in: float | None = None
         while True:
-            sleeper = asyncio.ensure_future(self._clock.sleep(self._half_life()))
+            wait = self._half_life() if retry_in is None else retry_in
+            sleeper = asyncio.ensure_future(self._clock.sleep(wait))
             changed = asyncio.ensure_future(self._changed.wait())
             try:
                 await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
@@ -103,4 +113,13 @@ class ServerIdentity:
                     waiter.cancel()
                 await asyncio.gather(sleeper, changed, return_exceptions=True)
             self._changed.clear()
-            await self.rotate()
+            try:
+                await self.rotate()
+            except PyspireError as error:
+                retry_in = backoff.failed()
+                self._log.error(
+                    "server SVID not rotated", error=str(error), retry_in=round(retry_in, 3)
+                )
+            else:
+                backoff.succeeded()
+                retry_in = None
