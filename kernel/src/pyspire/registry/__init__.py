@@ -18,6 +18,8 @@ __all__ = [
     "node_alias_parent",
     "validate_dns_name",
     "validate_entry",
+    "validate_entry_id",
+    "validate_text",
 ]
 
 from pyspire.registry.authorized import AuthorizedEntriesIndex, IndexStats
@@ -28,4 +30,6 @@ from pyspire.registry.validation import (
     node_alias_parent,
     validate_dns_name,
     validate_entry,
+    validate_entry_id,
+    validate_text,
 )

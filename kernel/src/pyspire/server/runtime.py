@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -52,8 +51,10 @@ from pyspire.server.notifications import BundleNotifications
 from pyspire.server.publishing import BundlePublishing
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
+from pyspire.transport.limits import ConnectionLimits
+from pyspire.transport.listener import serve_tcp, serve_unix
 from pyspire.transport.tls import RotatingServerContext
-from pyspire.transport.unix import prepare_socket_path, set_socket_mode
+from pyspire.transport.unix import remove_socket
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.files import make_private_directory
@@ -63,6 +64,19 @@ from pyspire_sdk.plugins.datastore import DataStore
 
 ADMIN_DIRECTORY_MODE = 0o700
 ADMIN_SOCKET_MODE = 0o770
+SERVER_API_LIMITS = ConnectionLimits(
+    max_connections=4096,
+    max_unverified_per_address=64,
+    handshake_timeout=10.0,
+    first_request_timeout=10.0,
+    idle_timeout=300.0,
+)
+"""Connections the TCP listener keeps. Agents attest over TLS before they have an SVID, so
+connections without a client certificate are served, but at most 64 at once per address."""
+ADMIN_API_LIMITS = ConnectionLimits(
+    max_connections=256, first_request_timeout=10.0, idle_timeout=300.0
+)
+"""Connections the admin socket keeps."""
 DRAIN_TIMEOUT = 5.0
 REGISTRY_REFRESH = timedelta(seconds=1)
 PRUNE_INTERVAL = timedelta(hours=1)
@@ -100,8 +114,12 @@ class ServerRuntime:
         discovery: Discovery,
         *,
         clock: Clock | None = None,
+        tcp_limits: ConnectionLimits = SERVER_API_LIMITS,
+        admin_limits: ConnectionLimits = ADMIN_API_LIMITS,
     ) -> None:
         self.settings = loaded.settings
+        self._tcp_limits = tcp_limits
+        self._admin_limits = admin_limits
         self._plugins = loaded.plugins
         self._discovery = discovery
         self._clock = clock or SystemClock()
@@ -242,21 +260,30 @@ class ServerRuntime:
         services = ServerServices.build(context)
         tcp = grpclib.server.Server(tcp_servables(services, context, in_flight))
         admin = grpclib.server.Server(admin_servables(services, context, in_flight))
-        await tcp.start(settings.bind_address, settings.bind_port, ssl=tls.listening)
+        listener = await serve_tcp(
+            tcp,
+            settings.bind_address,
+            settings.bind_port,
+            tls=tls.listening,
+            limits=self._tcp_limits,
+            name="server api",
+        )
         try:
-            await asyncio.to_thread(
-                prepare_socket_path, settings.socket_path, directory_mode=ADMIN_DIRECTORY_MODE
+            await serve_unix(
+                admin,
+                settings.socket_path,
+                directory_mode=ADMIN_DIRECTORY_MODE,
+                socket_mode=ADMIN_SOCKET_MODE,
+                limits=self._admin_limits,
+                name="admin api",
             )
-            await admin.start(path=str(settings.socket_path))
-            set_socket_mode(settings.socket_path, ADMIN_SOCKET_MODE)
             try:
-                port = _bound_port(tcp) or settings.bind_port
+                port = int(listener.sockets[0].getsockname()[1])
                 self.listening = Listening(settings.bind_address, port, settings.socket_path)
                 yield
             finally:
                 await _close(admin)
-                with contextlib.suppress(FileNotFoundError):
-                    settings.socket_path.unlink()
+                await asyncio.to_thread(remove_socket, settings.socket_path)
         finally:
             await _close(tcp)
 
@@ -295,14 +322,6 @@ class ServerRuntime:
             events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
             if tokens or events:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
-
-
-def _bound_port(server: grpclib.server.Server) -> int:
-    """The port the OS gave a listener bound to port 0 (grpclib keeps the asyncio server
-    private; this is the one place that looks)."""
-    inner = getattr(server, "_server", None)
-    sockets: Sequence[socket.socket] = getattr(inner, "sockets", None) or ()
-    return int(sockets[0].getsockname()[1]) if sockets else 0
 
 
 async def _close(server: grpclib.server.Server) -> None:
