@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyspire_sdk.testing.distributions import environment_with_path
+
 BIN = Path(sys.executable).parent
 SERVER = BIN / "pyspire-server"
 AGENT = BIN / "pyspire-agent"
@@ -107,6 +109,7 @@ class Process:
         return self.process is not None and self.process.poll() is None
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``argv`` with ``env`` as its environment (this process's by default)."""
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
@@ -169,6 +172,11 @@ class ServerSettings:
     default_jwt_svid_ttl: str = "5m"
     ca_ttl: str = "24h"
     log_level: str = "INFO"
+    extra_plugins: str = ""
+    """More ``[server.plugins.<type>.<name>]`` tables, appended to the file as given."""
+    python_path: tuple[Path, ...] = ()
+    """Directories the server finds more plugin distributions in (see
+    :func:`install_test_plugins`)."""
 
     @property
     def socket_path(self) -> Path:
@@ -192,7 +200,7 @@ default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
 [server.plugins.datastore.sqlite]
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
-"""
+{self.extra_plugins}"""
         )
         return path
 
@@ -211,9 +219,16 @@ class ServerProcess(Process):
     def socket_path(self) -> Path:
         return self.settings.socket_path
 
+    def launch(self) -> None:
+        """Start without waiting."""
+        env: dict[str, str] | None = None
+        for site in reversed(self.settings.python_path):
+            env = environment_with_path(site, env)
+        self.spawn([str(SERVER), "run", "-config", str(self.config)], env)
+
     def start(self) -> None:
         """Start and wait until ``healthcheck`` passes."""
-        self.spawn([str(SERVER), "run", "-config", str(self.config)])
+        self.launch()
 
         def healthy() -> bool | None:
             self._fail_if_exited("starting")
@@ -270,6 +285,30 @@ class ServerProcess(Process):
             f"spiffe://{agent['id']['trust_domain']}{agent['id']['path']}"
             for agent in shown.get("agents", [])
         )
+
+
+TEST_PLUGINS = HERE.parent / "testplugins" / "pyspire_testplugins"
+
+
+def install_test_plugins(site: Path) -> Path:
+    """Install the test plugins (``testplugins/pyspire_testplugins``: the ``journal`` notifier,
+    the ``file`` bundle publisher, the ``shaping`` credential composer) into ``site`` as the
+    distribution ``pyspire-testplugins``; a process with ``site`` on its ``PYTHONPATH`` finds
+    them through their entry points. Returns ``site``."""
+    from pyspire_sdk.testing.distributions import install_distribution
+
+    site.mkdir(parents=True, exist_ok=True)
+    install_distribution(
+        site,
+        "pyspire-testplugins",
+        {
+            "journal": "pyspire_testplugins.notifier",
+            "file": "pyspire_testplugins.publisher",
+            "shaping": "pyspire_testplugins.composer",
+        },
+        packages=[TEST_PLUGINS],
+    )
+    return site
 
 
 def join_token_agent_id(token: str) -> str:

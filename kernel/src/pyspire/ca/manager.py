@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.ca.authorities import X509CA, JwtKey
+from pyspire.ca.composition import CredentialComposition
 from pyspire.ca.rotation import (
     ROTATION_INTERVAL,
     SlotStatus,
@@ -142,8 +143,10 @@ class CaManager:
         store: CaStore,
         clock: Clock,
         upstream: UpstreamAuthority | None = None,
+        composition: CredentialComposition | None = None,
     ) -> None:
         self._settings = settings
+        self._composition = composition or CredentialComposition()
         self._key_manager = key_manager
         self._store = store
         self._clock = clock
@@ -262,6 +265,7 @@ class CaManager:
 
     async def _prepare_x509(self, slot_id: str, now: datetime) -> X509Slot:
         settings = self._settings
+        template = await self._composition.x509_ca(settings.ca_subject.ca_template(settings.ca_ttl))
         public_key = await self._key_manager.generate_key(
             f"x509-CA-{slot_id}", settings.x509_key_type
         )
@@ -269,19 +273,18 @@ class CaManager:
         if self._upstream is None:
             builder = ca_builder(
                 trust_domain=settings.trust_domain,
-                subject=settings.ca_subject,
+                template=template,
                 public_key=key.load_public_key(),  # type: ignore[arg-type]
                 now=now,
-                ttl=settings.ca_ttl,
             )
             certificate = await sign_certificate(builder, key)
             ca = X509CA(certificate, key)
             roots: tuple[bytes, ...] = (ca.der,)
         else:
             csr = await sign_csr(
-                ca_csr_builder(trust_domain=settings.trust_domain, subject=settings.ca_subject), key
+                ca_csr_builder(trust_domain=settings.trust_domain, template=template), key
             )
-            minted = await self._upstream.mint_x509_ca(csr, settings.ca_ttl)
+            minted = await self._upstream.mint_x509_ca(csr, template.ttl)
             certificate = x509.load_der_x509_certificate(minted.ca_certificate)
             chain = tuple(x509.load_der_x509_certificate(der) for der in minted.ca_chain[1:])
             ca = X509CA(certificate, key, chain, upstream_signed=True)

@@ -1,26 +1,34 @@
 """The server's composition root: builds every subsystem, runs them together, stops them cleanly.
 
-Start order: plugins (datastore first), CA (keys, journal, bundle), registry cache, the server's
-own SVID, then the listeners (TCP with TLS for agents, the admin unix socket). Everything that
-runs in the background belongs to one task group: the first failure stops the rest, and a stop
-request (SIGINT/SIGTERM) drains in-flight calls for a bounded time before cancelling.
+Start order: plugins (datastore first), CA (keys, journal, bundle; credential composers shape
+what it signs), the notifiers told of the loaded bundle (any of them may veto the start),
+registry cache, the server's own SVID, then the listeners (TCP with TLS for agents, the admin
+unix socket); bundle changes then reach notifiers and bundle publishers in the background.
+Everything that runs in the background belongs to one task group: the first failure stops the
+rest, and a stop request (SIGINT/SIGTERM) drains in-flight calls for a bounded time before
+cancelling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpclib.server
 import structlog
 
+from pyspire.ca.composition import CredentialComposition
 from pyspire.ca.manager import CaManager, CaSettings
 from pyspire.catalog import (
+    BUNDLE_PUBLISHERS,
+    CREDENTIAL_COMPOSERS,
     DATASTORE,
+    NOTIFIERS,
     SERVER_KEY_MANAGER,
     SERVER_NODE_ATTESTORS,
     UPSTREAM_AUTHORITY,
@@ -33,11 +41,14 @@ from pyspire.catalog import (
 from pyspire.catalog.host import host_services_for
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
+from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
+from pyspire.server.notifications import BundleNotifications
+from pyspire.server.publishing import BundlePublishing
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
 from pyspire.transport.limits import ConnectionLimits
@@ -137,8 +148,11 @@ class ServerRuntime:
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
-            datastore = catalog.one(DATASTORE)
-            self._join_tokens.datastore = datastore
+            stored = catalog.one(DATASTORE)
+            self._join_tokens.datastore = stored
+            bundles = BundleFeed(stored, settings.trust_domain, self._clock)
+            datastore = watch_bundle_writes(stored, settings.trust_domain, bundles.wake)
+            composition = CredentialComposition(catalog.chain(CREDENTIAL_COMPOSERS))
             ca = CaManager(
                 CaSettings(
                     trust_domain=settings.trust_domain,
@@ -151,8 +165,20 @@ class ServerRuntime:
                 store=datastore,
                 clock=self._clock,
                 upstream=catalog.optional(UPSTREAM_AUTHORITY),
+                composition=composition,
             )
             await ca.start()
+            notifications = BundleNotifications(
+                catalog.chain(NOTIFIERS), clock=self._clock, metrics=self.metrics
+            )
+            publishing = BundlePublishing(
+                catalog.chain(BUNDLE_PUBLISHERS), clock=self._clock, metrics=self.metrics
+            )
+            loaded_bundle = await bundles.load()
+            await notifications.bundle_loaded(loaded_bundle)
+            bundles.subscribe(notifications.bundle_updated)
+            bundles.subscribe(publishing.offer)
+            publishing.offer(loaded_bundle)
             registry = RegistryCache(datastore, settings.trust_domain, self._clock)
             await registry.start()
             tls = RotatingServerContext()
@@ -167,6 +193,7 @@ class ServerRuntime:
                 clock=self._clock,
                 tls=tls,
                 ttl=settings.default_x509_svid_ttl,
+                composition=composition,
             )
             await identity.rotate()
             ca.add_listener(identity.ca_changed)
@@ -185,6 +212,7 @@ class ServerRuntime:
                         agent_ttl=settings.effective_agent_ttl,
                         jwt_issuer=settings.jwt_issuer or "",
                     ),
+                    composition=composition,
                 ),
                 node_attestors={
                     plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
@@ -208,7 +236,18 @@ class ServerRuntime:
                     socket_path=str(settings.socket_path),
                 )
                 self.ready.set()
-                await self._run_background(ca, registry, identity, datastore, in_flight)
+                await self._run_background(
+                    ca,
+                    registry,
+                    identity,
+                    datastore,
+                    in_flight,
+                    bundle_services={
+                        "bundle-feed": bundles.run,
+                        "notifiers": notifications.run,
+                        "bundle-publishers": publishing.run,
+                    },
+                )
         self._log.info("server stopped")
 
     @contextlib.asynccontextmanager
@@ -253,9 +292,11 @@ class ServerRuntime:
         identity: ServerIdentity,
         datastore: DataStore,
         in_flight: InFlight,
+        bundle_services: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
     ) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [
+                *(group.create_task(run(), name=name) for name, run in bundle_services.items()),
                 group.create_task(ca.run(), name="ca-rotation"),
                 group.create_task(
                     registry.run(self._clock, REGISTRY_REFRESH), name="registry-refresh"

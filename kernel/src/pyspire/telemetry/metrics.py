@@ -23,6 +23,8 @@ CA_JWT_ACTIVATED = "ca.manager.jwt_key.activate"
 SVID_X509_SIGNED = "server_ca.sign.x509_svid"
 SVID_JWT_SIGNED = "server_ca.sign.jwt_svid"
 NODE_ATTESTED = "node.attestor.attested"
+NOTIFIER_NOTIFIED = "notifier.notify"
+BUNDLE_PUBLISHED = "bundle_publisher.publish"
 RPC_CALL = "rpc.call"
 RPC_ELAPSED = "rpc.call.elapsed_time"
 

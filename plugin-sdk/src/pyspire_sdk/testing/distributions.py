@@ -4,9 +4,9 @@ pyspire finds plugins through the ``pyspire.plugins`` entry points of installed 
 A test that wants that real path, in-process or in a real ``pyspire-server`` or
 ``pyspire-agent`` process, writes a distribution into a directory of its own the way pip leaves
 one (the modules, plus a ``.dist-info`` with ``METADATA`` and ``entry_points.txt``) and puts the
-directory on the search path: ``sys.path`` in the test process (pytest's
-``monkeypatch.syspath_prepend``), ``PYTHONPATH`` for a child process
-(:func:`environment_with_path`)::
+directory on the search path: ``sys.path`` in the test process (the ``plugin_site`` fixture
+gives a fresh directory already there, and forgets the modules imported from it afterwards),
+``PYTHONPATH`` for a child process (:func:`environment_with_path`)::
 
     site = tmp_path / "site"
     install_distribution(
@@ -24,7 +24,8 @@ __all__ = ["environment_with_path", "install_distribution"]
 
 import os
 import re
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP
@@ -35,9 +36,10 @@ _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 def install_distribution(
     site: Path,
     name: str,
-    *,
     entry_points: Mapping[str, str],
+    *,
     modules: Mapping[str, str] | None = None,
+    packages: Sequence[Path] = (),
     version: str = "1.0",
     group: str = ENTRY_POINT_GROUP,
 ) -> Path:
@@ -45,7 +47,8 @@ def install_distribution(
 
     ``entry_points`` maps entry-point names to what they load (``"module"`` or
     ``"module:attribute"``) in ``group``; ``modules`` maps dotted module names to their source
-    (``"pkg.plugin"`` makes the package ``pkg`` too). Raises ``FileExistsError`` when ``site``
+    (``"pkg.plugin"`` makes the package ``pkg`` too); each of ``packages`` (a package
+    directory) is copied in whole, under its own name. Raises ``FileExistsError`` when ``site``
     already holds that version of the distribution, and ``ValueError`` for a module name that
     Python could not import.
     """
@@ -53,13 +56,15 @@ def install_distribution(
     for module_name, source in (modules or {}).items():
         if not _MODULE_NAME.fullmatch(module_name):
             raise ValueError(f"modules: {module_name!r} is not a module name")
-        *packages, leaf = module_name.split(".")
+        *parents, leaf = module_name.split(".")
         folder = site
-        for package in packages:
-            folder = folder / package
+        for parent in parents:
+            folder = folder / parent
             folder.mkdir(exist_ok=True)
             (folder / "__init__.py").touch()
         (folder / f"{leaf}.py").write_text(source)
+    for package in packages:
+        shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
     info = site / f"{re.sub(r'[-_.]+', '_', name)}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
