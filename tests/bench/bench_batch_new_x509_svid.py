@@ -42,6 +42,7 @@ from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, tcp_servables
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
+from pyspire.server.runtime import SERVER_API_LIMITS
 from pyspire.transport.calls import InFlight
 from pyspire.transport.tls import RotatingServerContext
 from pyspire_sdk.bundle import Bundle, X509Authority
@@ -168,7 +169,9 @@ async def server_rate(batches: int, batch_size: int, in_flight: int = 4) -> floa
         )
         await identity.rotate()
         server = grpclib.server.Server(
-            tcp_servables(ServerServices.build(context), context, InFlight())
+            tcp_servables(
+                ServerServices.build(context), context, InFlight(), limits=SERVER_API_LIMITS
+            )
         )
         await server.start("127.0.0.1", 0, ssl=tls.listening)
         port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

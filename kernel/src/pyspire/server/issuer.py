@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from pyspire.ca.jwt import mint_jwt_svid
 from pyspire.ca.manager import CaManager
-from pyspire.ca.x509svid import LeafRequest, mint_x509_svid, mint_x509_svids
+from pyspire.ca.x509svid import LeafRequest, MintedSvid, mint_x509_svid, mint_x509_svids
+from pyspire.telemetry.metrics import SVID_JWT_SIGNED, SVID_X509_SIGNED, PrometheusMetrics
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
@@ -35,10 +36,18 @@ class IssuancePolicy:
 class SvidIssuer:
     """Mints X509- and JWT-SVIDs with the CA's active authorities."""
 
-    def __init__(self, *, ca: CaManager, clock: Clock, policy: IssuancePolicy) -> None:
+    def __init__(
+        self,
+        *,
+        ca: CaManager,
+        clock: Clock,
+        policy: IssuancePolicy,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
         self._ca = ca
         self._clock = clock
         self.policy = policy
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
 
     async def x509(
         self,
@@ -57,6 +66,7 @@ class SvidIssuer:
             now=self._clock.now(),
             dns_names=dns_names,
         )
+        self._metrics.increment(SVID_X509_SIGNED)
         return X509Svid(spiffe_id=spiffe_id, cert_chain=minted.chain, expires_at=minted.not_after)
 
     async def workload_x509(
@@ -96,6 +106,7 @@ class SvidIssuer:
             ],
             now=self._clock.now(),
         )
+        self._metrics.increment(SVID_X509_SIGNED, sum(isinstance(m, MintedSvid) for m in minted))
         return [
             result
             if isinstance(result, PyspireError)
@@ -132,6 +143,7 @@ class SvidIssuer:
             now=now,
             issuer=self.policy.jwt_issuer,
         )
+        self._metrics.increment(SVID_JWT_SIGNED)
         return JwtSvid(
             spiffe_id=spiffe_id,
             token=token,

@@ -38,6 +38,9 @@ from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servab
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
+from pyspire.server.readiness import ServerReadiness
+from pyspire.telemetry.audit import AuditLog
+from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
 from pyspire.transport.limits import ConnectionLimits
@@ -115,6 +118,8 @@ class ServerRuntime:
         self._stop = asyncio.Event()
         self._join_tokens = _LazyJoinTokens()
         self.metrics = PrometheusMetrics("pyspire_server")
+        self.readiness = ServerReadiness(self.settings.trust_domain, self._clock)
+        self.telemetry = TelemetryEndpoints()
         self.listening: Listening | None = None
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("pyspire.server")
@@ -138,7 +143,15 @@ class ServerRuntime:
         settings = self.settings
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
-        async with Catalog.open(plan, host_for=self._host_for) as catalog:
+        async with (
+            serve_telemetry(
+                settings.telemetry,
+                settings.health_checks,
+                metrics=self.metrics,
+                checks=self.readiness.checks(),
+            ) as self.telemetry,
+            Catalog.open(plan, host_for=self._host_for) as catalog,
+        ):
             datastore = catalog.one(DATASTORE)
             self._join_tokens.datastore = datastore
             ca = CaManager(
@@ -153,8 +166,10 @@ class ServerRuntime:
                 store=datastore,
                 clock=self._clock,
                 upstream=catalog.optional(UPSTREAM_AUTHORITY),
+                metrics=self.metrics,
             )
             await ca.start()
+            self.readiness.datastore, self.readiness.ca = datastore, ca
             registry = RegistryCache(datastore, settings.trust_domain, self._clock)
             await registry.start()
             tls = RotatingServerContext()
@@ -187,6 +202,7 @@ class ServerRuntime:
                         agent_ttl=settings.effective_agent_ttl,
                         jwt_issuer=settings.jwt_issuer or "",
                     ),
+                    metrics=self.metrics,
                 ),
                 node_attestors={
                     plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
@@ -194,6 +210,7 @@ class ServerRuntime:
                 started_at=self._clock.now(),
                 admin_ids=frozenset(settings.admin_ids),
                 server_svid_chain=identity.svid.cert_chain,
+                metrics=self.metrics,
             )
 
             async def keep_svid_chain() -> None:
@@ -210,6 +227,7 @@ class ServerRuntime:
                     socket_path=str(settings.socket_path),
                 )
                 self.ready.set()
+                self.readiness.serving = True
                 await self._run_background(ca, registry, identity, datastore, in_flight)
         self._log.info("server stopped")
 
@@ -219,8 +237,13 @@ class ServerRuntime:
     ) -> AsyncIterator[None]:
         settings = self.settings
         services = ServerServices.build(context)
-        tcp = grpclib.server.Server(tcp_servables(services, context, in_flight))
-        admin = grpclib.server.Server(admin_servables(services, context, in_flight))
+        audit = AuditLog() if settings.audit_log_enabled else None
+        tcp = grpclib.server.Server(
+            tcp_servables(services, context, in_flight, limits=self._tcp_limits, audit=audit)
+        )
+        admin = grpclib.server.Server(
+            admin_servables(services, context, in_flight, limits=self._admin_limits, audit=audit)
+        )
         listener = await serve_tcp(
             tcp,
             settings.bind_address,
@@ -266,6 +289,7 @@ class ServerRuntime:
                 group.create_task(self._prune(datastore), name="prune"),
             ]
             await self._stop.wait()
+            self.readiness.serving = False
             self._log.info("server stopping", in_flight=in_flight.count)
             drained = await in_flight.drain(DRAIN_TIMEOUT)
             if not drained:
