@@ -76,7 +76,11 @@ def request_fields(message: object) -> dict[str, Any]:
         return {}
     fields: dict[str, Any] = {}
     for field in dataclasses.fields(message):
-        value = _value(field.name, getattr(message, field.name))
+        try:
+            raw = getattr(message, field.name)
+        except AttributeError:  # betterproto: a member of a oneof that holds another one
+            continue
+        value = _value(field.name, raw)
         if value is not None:
             fields[field.name] = value
     return fields

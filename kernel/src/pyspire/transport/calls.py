@@ -90,6 +90,16 @@ def status_of(error: BaseException) -> grpclib.const.Status:
     return grpclib.const.Status.UNKNOWN
 
 
+def _message_of(error: BaseException) -> str:
+    """The status message a call that raised ``error`` ends with (grpclib's, for errors that
+    are not gRPC ones)."""
+    if isinstance(error, GRPCError):
+        return error.message or ""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "the call was cancelled"
+    return "Internal Server Error"
+
+
 @contextmanager
 def counted(metrics: PrometheusMetrics, name: str, **labels: str) -> Iterator[None]:
     """Record the block as one call of the call counter ``name``: its duration, and the status
@@ -238,7 +248,7 @@ class WithCallContext:
                 raise GRPCError(status, message) from None
             except BaseException as error:
                 status = status_of(error)
-                message = error.message if isinstance(error, GRPCError) else None
+                message = _message_of(error)
                 raise
             finally:
                 if entered and in_flight is not None:
