@@ -165,6 +165,8 @@ class ServerSettings:
     default_jwt_svid_ttl: str = "5m"
     ca_ttl: str = "24h"
     log_level: str = "INFO"
+    extra: str = ""
+    """More of the file, after the [server] keys (e.g. "[server.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
@@ -184,7 +186,7 @@ log_level = "{self.log_level}"
 ca_ttl = "{self.ca_ttl}"
 default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
-
+{self.extra}
 [server.plugins.datastore.sqlite]
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
@@ -282,6 +284,8 @@ class AgentSettings:
     sync_interval: str = "1s"
     log_level: str = "INFO"
     name: str = "agent"
+    extra: str = ""
+    """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
@@ -305,7 +309,7 @@ trust_bundle_path = "{self.bootstrap_bundle}"
 trust_bundle_format = "pem"
 sync_interval = "{self.sync_interval}"
 log_level = "{self.log_level}"
-
+{self.extra}
 [agent.plugins.key_manager.disk]
 [agent.plugins.node_attestor.join_token]
 [agent.plugins.workload_attestor.unix]
