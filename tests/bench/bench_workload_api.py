@@ -6,10 +6,9 @@ This process serves, on two unix sockets:
 
 - the agent's Workload API (:class:`~pyspire.agent.workload.WorkloadApiService` behind
   :class:`~pyspire.agent.workload.WorkloadEndpoint`, exactly as the agent serves it, recording
-  its RPC metrics) over an
-  identity source holding one cached X509-SVID for this uid; every call is attested by the
-  real ``unix`` workload attestor from the caller's peer credentials and ``/proc``, as in
-  production;
+  its RPC metrics) over an identity source holding one cached X509-SVID for this uid; every
+  call is attested by the real ``unix`` workload attestor from the caller's peer credentials
+  and ``/proc``, as in production;
 - the floor: a bare grpclib server with the standard health service, whose ``Check`` is the
   cheapest call grpclib can answer.
 
