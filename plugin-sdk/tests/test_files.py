@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyspire_sdk.files import make_private_directory, write_private_file
+from pyspire_sdk.files import make_private_directory, write_file_atomically, write_private_file
 
 
 def mode_of(path: Path) -> int:
@@ -76,3 +76,19 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
         write_private_file(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.json"]
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_file_for_others_gets_its_mode_from_the_start(tmp_path: Path) -> None:
+    target = tmp_path / "bundle.json"
+    write_file_atomically(target, b"public", mode=0o644)
+    assert target.read_bytes() == b"public"
+    assert mode_of(target) == 0o644
+    write_file_atomically(target, b"still public", mode=0o644)
+    assert target.read_bytes() == b"still public"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.json"]
+
+
+def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        write_file_atomically(tmp_path / "absent" / "file", b"data", mode=0o644)

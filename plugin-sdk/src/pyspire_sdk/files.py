@@ -2,8 +2,10 @@
 
 Keys, agent state and databases must never be readable by other local users, and a crash or
 power loss while one is written must leave either the old content or the new, never a torn
-file. Every plugin and the kernel write such state the same way, through these two functions:
-they block, so call them in a worker thread (``asyncio.to_thread``).
+file. Every plugin and the kernel write such state the same way, through these functions:
+they block, so call them in a worker thread (``asyncio.to_thread``). Files meant for others to
+read (a published trust bundle, a certificate) get the same atomic write with another mode,
+through :func:`write_file_atomically`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ __all__ = [
     "PRIVATE_DIRECTORY_MODE",
     "PRIVATE_FILE_MODE",
     "make_private_directory",
+    "write_file_atomically",
     "write_private_file",
 ]
 
@@ -55,7 +58,16 @@ def make_private_directory(path: Path, *, tighten: bool = False) -> None:
 def write_private_file(path: Path, data: bytes) -> bool:
     """Replace the file at ``path`` with ``data``: atomically, durably, with mode 0600.
 
-    The data goes to a temporary file in the same directory (mode 0600 from its creation),
+    See :func:`write_file_atomically`, which this is with :data:`PRIVATE_FILE_MODE`.
+    """
+    return write_file_atomically(path, data, mode=PRIVATE_FILE_MODE)
+
+
+def write_file_atomically(path: Path, data: bytes, *, mode: int) -> bool:
+    """Replace the file at ``path`` with ``data``: atomically, durably, with permissions
+    ``mode``.
+
+    The data goes to a temporary file in the same directory (with ``mode`` from its creation),
     which is synced, renamed over ``path`` and followed by a sync of the directory. On failure
     the old file is untouched, no temporary file is left behind, and the ``OSError`` is
     raised. Returns whether the rename itself was made durable: some file systems cannot sync
@@ -65,7 +77,7 @@ def write_private_file(path: Path, data: bytes) -> bool:
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

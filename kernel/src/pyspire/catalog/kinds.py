@@ -45,7 +45,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
-from pyspire_sdk.plugin import PluginRegistration
+from pyspire_sdk.plugin import PluginRegistration, distribution_name, distribution_prefix
 from pyspire_sdk.plugins import (
     bundle_publisher,
     credential_composer,
@@ -107,7 +107,7 @@ class PluginKind(Generic[InterfaceT]):
     @property
     def distribution_prefix(self) -> str:
         """How distributions of this kind are conventionally named: ``pyspire-keymanager-``."""
-        return "pyspire-" + self.toml_name.replace("_", "") + "-"
+        return distribution_prefix(self.toml_name)
 
     @property
     def is_chain(self) -> bool:
@@ -122,7 +122,7 @@ class PluginKind(Generic[InterfaceT]):
     def suggested_distribution(self, name: str) -> str:
         """The distribution a plugin called ``name`` of this kind is conventionally published
         as: ``join_token`` of ``node_attestor`` is ``pyspire-nodeattestor-join-token``."""
-        return self.distribution_prefix + name.replace("_", "-").lower()
+        return distribution_name(self.toml_name, name)
 
     def arity_phrase(self) -> str:
         """How many plugins of this kind are needed, in the words error messages use."""

@@ -25,8 +25,8 @@ from pyspire.config.common import (
     check_socket_path,
     check_telemetry_endpoints,
 )
+from pyspire_sdk import format_duration
 from pyspire_sdk.config import setting
-from pyspire_sdk.duration import format_duration
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
