@@ -48,6 +48,7 @@ from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, tcp_servables
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
+from pyspire.server.runtime import SERVER_API_LIMITS
 from pyspire.transport.calls import InFlight
 from pyspire.transport.tls import RotatingServerContext
 from pyspire_sdk.bundle import Bundle, X509Authority
@@ -185,7 +186,9 @@ async def server_rate(
         )
         await identity.rotate()
         server = grpclib.server.Server(
-            tcp_servables(ServerServices.build(context), context, InFlight())
+            tcp_servables(
+                ServerServices.build(context), context, InFlight(), limits=SERVER_API_LIMITS
+            )
         )
         await server.start("127.0.0.1", 0, ssl=tls.listening)
         port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

@@ -177,6 +177,8 @@ class ServerSettings:
     python_path: tuple[Path, ...] = ()
     """Directories the server finds more plugin distributions in (see
     :func:`install_test_plugins`)."""
+    extra: str = ""
+    """More of the file, after the [server] keys (e.g. "[server.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
@@ -196,7 +198,7 @@ log_level = "{self.log_level}"
 ca_ttl = "{self.ca_ttl}"
 default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
-
+{self.extra}
 [server.plugins.datastore.sqlite]
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
@@ -331,6 +333,8 @@ class AgentSettings:
     admin_socket: bool = False
     plugins_toml: str = ""
     environment: Mapping[str, str] | None = None
+    extra: str = ""
+    """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
@@ -360,6 +364,7 @@ sync_interval = "{self.sync_interval}"
 log_level = "{self.log_level}"
 {f'admin_socket_path = "{self.admin_socket_path}"' if self.admin_socket else ""}
 
+{self.extra}
 [agent.plugins.key_manager.disk]
 [agent.plugins.node_attestor.join_token]
 [agent.plugins.workload_attestor.unix]

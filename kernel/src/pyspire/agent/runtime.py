@@ -26,6 +26,7 @@ from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
 from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
 from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
+from pyspire.agent.readiness import AgentReadiness
 from pyspire.agent.storage import AgentStateStore
 from pyspire.agent.stored_svids import StoredSvidCache
 from pyspire.agent.stored_targets import StoredTargetsFile
@@ -48,7 +49,8 @@ from pyspire.catalog import (
 )
 from pyspire.catalog.host import host_services_for
 from pyspire.config import AgentConfig, LoadedConfig
-from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
+from pyspire.telemetry.metrics import CACHE_ENTRIES, CACHE_X509_SVIDS, PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
 from pyspire_sdk.files import make_private_directory
@@ -92,6 +94,8 @@ class AgentRuntime:
         self._clock = clock or SystemClock()
         self._stop = asyncio.Event()
         self.metrics = PrometheusMetrics("pyspire_agent")
+        self.readiness = AgentReadiness(self._clock)
+        self.telemetry = TelemetryEndpoints()
         self.ready = asyncio.Event()
         self.identity: NodeIdentity | None = None
         self.cache: WorkloadCache | None = None
@@ -122,7 +126,15 @@ class AgentRuntime:
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
-        async with Catalog.open(plan, host_for=self._host_for) as catalog:
+        async with (
+            serve_telemetry(
+                settings.telemetry,
+                settings.health_checks,
+                metrics=self.metrics,
+                checks=self.readiness.checks(),
+            ) as self.telemetry,
+            Catalog.open(plan, host_for=self._host_for) as catalog,
+        ):
             key_manager = catalog.one(AGENT_KEY_MANAGER)
             if not isinstance(key_manager, PrivateKeyExport):
                 raise PluginError(
@@ -177,12 +189,14 @@ class AgentRuntime:
             clock=self._clock,
         )
         await identity.start()
-        self.identity = identity
+        self.identity = self.readiness.identity = identity
         self._log.info("agent identity ready", spiffe_id=str(identity.spiffe_id))
         cache = WorkloadCache(
             client, self._clock, x509_svid_cache_max_size=settings.x509_svid_cache_max_size
         )
-        self.cache = cache
+        self.cache = self.readiness.cache = cache
+        self.metrics.gauge(CACHE_X509_SVIDS, lambda: cache.svid_count)
+        self.metrics.gauge(CACHE_ENTRIES, lambda: len(cache.entries()))
 
         async def stop_serving_when_revoked(changed: NodeIdentity) -> None:
             if changed.revoked:
@@ -202,6 +216,7 @@ class AgentRuntime:
             interval=settings.sync_interval,
             key_type=settings.workload_x509_svid_key_type,
             stored=stored,
+            metrics=self.metrics,
         )
         delivery = SvidStoreDelivery(stored, svid_stores, self._clock, targets=stored_targets)
         debug = DebugService(
@@ -223,13 +238,16 @@ class AgentRuntime:
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
             async with contextlib.AsyncExitStack() as endpoints:
-                await endpoints.enter_async_context(WorkloadEndpoint(settings.socket_path, service))
+                await endpoints.enter_async_context(
+                    WorkloadEndpoint(settings.socket_path, service, metrics=self.metrics)
+                )
                 self._log.info("workload api listening", socket_path=str(settings.socket_path))
                 if settings.admin_socket_path is not None:
                     await endpoints.enter_async_context(
                         AdminEndpoint(settings.admin_socket_path, [debug])
                     )
                 self.ready.set()
+                self.readiness.serving = True
                 async with asyncio.TaskGroup() as group:
                     tasks = [
                         group.create_task(identity.run(), name="agent-svid"),
@@ -240,6 +258,7 @@ class AgentRuntime:
                         group.create_task(delivery.run(), name="svid-stores"),
                     ]
                     await self._stop.wait()
+                    self.readiness.serving = False
                     self._log.info("agent stopping")
                     for task in tasks:
                         task.cancel()

@@ -55,6 +55,8 @@ from pyspire.agent.cache import IssuedSvid, StaleEntry, StaleReason, WorkloadCac
 from pyspire.agent.server_api import AgentServerApi, SvidRequest, SvidResult
 from pyspire.agent.stored_svids import StoredSvidCache
 from pyspire.agent.wakeup import sleep_or_wake
+from pyspire.telemetry.metrics import AGENT_SYNC, PrometheusMetrics
+from pyspire.transport.calls import counted
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
@@ -110,6 +112,7 @@ class SyncManager:
         csr_batch: int = DEFAULT_CSR_BATCH,
         rng: random.Random | None = None,
         stored: StoredSvidCache | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
         if seconds <= 0:
@@ -126,6 +129,7 @@ class SyncManager:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._rng = rng if rng is not None else random.SystemRandom()
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_agent")
         self._failures = 0
         self._retry_delay = 0.0
         self._last_success: datetime | None = None
@@ -203,7 +207,8 @@ class SyncManager:
             if self._denied is not None:
                 raise PermissionDeniedError(f"syncing stopped: {self._denied}")
             try:
-                report = await self._sync()
+                with counted(self._metrics, AGENT_SYNC):
+                    report = await self._sync()
             except PermissionDeniedError as error:
                 self._deny(error)
                 raise

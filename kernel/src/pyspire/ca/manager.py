@@ -33,6 +33,13 @@ from pyspire.ca.rotation import (
 )
 from pyspire.ca.signing import ManagedKey, sign_certificate, sign_csr
 from pyspire.ca.templates import CaSubject, ca_builder, ca_csr_builder
+from pyspire.telemetry.metrics import (
+    CA_JWT_ACTIVATED,
+    CA_JWT_PREPARED,
+    CA_X509_ACTIVATED,
+    CA_X509_PREPARED,
+    PrometheusMetrics,
+)
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import NotFoundError, PyspireError
@@ -80,6 +87,7 @@ class X509Slot:
     ca: X509CA
 
     kind = "x509 CA"
+    activated_metric = CA_X509_ACTIVATED
 
     @property
     def not_before(self) -> datetime:
@@ -103,6 +111,7 @@ class JwtSlot:
     key: JwtKey
 
     kind = "jwt key"
+    activated_metric = CA_JWT_ACTIVATED
 
     @property
     def not_before(self) -> datetime:
@@ -144,9 +153,11 @@ class CaManager:
         clock: Clock,
         upstream: UpstreamAuthority | None = None,
         composition: CredentialComposition | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._composition = composition or CredentialComposition()
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
         self._key_manager = key_manager
         self._store = store
         self._clock = clock
@@ -259,6 +270,7 @@ class CaManager:
         slots[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
         await self._save_journal()
         self._log.info(f"{slot.kind} activated", slot=slot.slot_id, authority_id=slot.authority_id)
+        self._metrics.increment(slot.activated_metric)
         await self._notify()
 
     # -- X.509 -------------------------------------------------------------------------------
@@ -293,6 +305,7 @@ class CaManager:
         slot = X509Slot(slot_id, SlotStatus.PREPARED, ca)
         self._x509[slot_id] = slot
         await self._save_journal()
+        self._metrics.increment(CA_X509_PREPARED)
         self._log.info(
             "x509 CA prepared",
             slot=slot_id,
@@ -325,6 +338,7 @@ class CaManager:
         slot = JwtSlot(slot_id, SlotStatus.PREPARED, key)
         self._jwt[slot_id] = slot
         await self._save_journal()
+        self._metrics.increment(CA_JWT_PREPARED)
         self._log.info(
             "jwt key prepared", slot=slot_id, kid=key.kid, not_after=key.not_after.isoformat()
         )

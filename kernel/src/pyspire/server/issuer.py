@@ -19,6 +19,7 @@ from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.jwt import mint_jwt_svid
 from pyspire.ca.manager import CaManager
 from pyspire.ca.x509svid import LeafRequest, MintedSvid, mint_leaf, mint_x509_svids
+from pyspire.telemetry.metrics import SVID_JWT_SIGNED, SVID_X509_SIGNED, PrometheusMetrics
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
@@ -46,11 +47,13 @@ class SvidIssuer:
         clock: Clock,
         policy: IssuancePolicy,
         composition: CredentialComposition | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         self._ca = ca
         self._clock = clock
         self.policy = policy
         self._composition = composition or CredentialComposition()
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
 
     async def x509(
         self,
@@ -82,6 +85,7 @@ class SvidIssuer:
             kind, spiffe_id, public_key, ttl=ttl, dns_names=dns_names
         )
         minted = await mint_leaf(self._ca.x509_ca, request, now=self._clock.now())
+        self._metrics.increment(SVID_X509_SIGNED)
         return X509Svid(spiffe_id=spiffe_id, cert_chain=minted.chain, expires_at=minted.not_after)
 
     async def workload_x509(
@@ -127,6 +131,7 @@ class SvidIssuer:
             signable = [leaf for leaf in composed if isinstance(leaf, LeafRequest)]
             signed = iter(await mint_x509_svids(self._ca.x509_ca, signable, now=self._clock.now()))
             minted = [leaf if isinstance(leaf, PyspireError) else next(signed) for leaf in composed]
+        self._metrics.increment(SVID_X509_SIGNED, sum(isinstance(m, MintedSvid) for m in minted))
         return [
             result
             if isinstance(result, PyspireError)
@@ -191,6 +196,7 @@ class SvidIssuer:
             issuer=issuer,
             extra_claims=extra_claims,
         )
+        self._metrics.increment(SVID_JWT_SIGNED)
         return JwtSvid(
             spiffe_id=spiffe_id,
             token=token,

@@ -49,6 +49,9 @@ from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.notifications import BundleNotifications
 from pyspire.server.publishing import BundlePublishing
+from pyspire.server.readiness import ServerReadiness
+from pyspire.telemetry.audit import AuditLog
+from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
 from pyspire.transport.limits import ConnectionLimits
@@ -124,6 +127,8 @@ class ServerRuntime:
         self._stop = asyncio.Event()
         self._join_tokens = _LazyJoinTokens()
         self.metrics = PrometheusMetrics("pyspire_server")
+        self.readiness = ServerReadiness(self.settings.trust_domain, self._clock)
+        self.telemetry = TelemetryEndpoints()
         self.listening: Listening | None = None
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("pyspire.server")
@@ -147,7 +152,15 @@ class ServerRuntime:
         settings = self.settings
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
-        async with Catalog.open(plan, host_for=self._host_for) as catalog:
+        async with (
+            serve_telemetry(
+                settings.telemetry,
+                settings.health_checks,
+                metrics=self.metrics,
+                checks=self.readiness.checks(),
+            ) as self.telemetry,
+            Catalog.open(plan, host_for=self._host_for) as catalog,
+        ):
             stored = catalog.one(DATASTORE)
             self._join_tokens.datastore = stored
             bundles = BundleFeed(stored, settings.trust_domain, self._clock)
@@ -166,8 +179,10 @@ class ServerRuntime:
                 clock=self._clock,
                 upstream=catalog.optional(UPSTREAM_AUTHORITY),
                 composition=composition,
+                metrics=self.metrics,
             )
             await ca.start()
+            self.readiness.datastore, self.readiness.ca = datastore, ca
             notifications = BundleNotifications(
                 catalog.chain(NOTIFIERS), clock=self._clock, metrics=self.metrics
             )
@@ -213,6 +228,7 @@ class ServerRuntime:
                         jwt_issuer=settings.jwt_issuer or "",
                     ),
                     composition=composition,
+                    metrics=self.metrics,
                 ),
                 node_attestors={
                     plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
@@ -220,6 +236,7 @@ class ServerRuntime:
                 started_at=self._clock.now(),
                 admin_ids=frozenset(settings.admin_ids),
                 server_svid_chain=identity.svid.cert_chain,
+                metrics=self.metrics,
             )
 
             async def keep_svid_chain() -> None:
@@ -236,6 +253,7 @@ class ServerRuntime:
                     socket_path=str(settings.socket_path),
                 )
                 self.ready.set()
+                self.readiness.serving = True
                 await self._run_background(
                     ca,
                     registry,
@@ -256,8 +274,13 @@ class ServerRuntime:
     ) -> AsyncIterator[None]:
         settings = self.settings
         services = ServerServices.build(context)
-        tcp = grpclib.server.Server(tcp_servables(services, context, in_flight))
-        admin = grpclib.server.Server(admin_servables(services, context, in_flight))
+        audit = AuditLog() if settings.audit_log_enabled else None
+        tcp = grpclib.server.Server(
+            tcp_servables(services, context, in_flight, limits=self._tcp_limits, audit=audit)
+        )
+        admin = grpclib.server.Server(
+            admin_servables(services, context, in_flight, limits=self._admin_limits, audit=audit)
+        )
         listener = await serve_tcp(
             tcp,
             settings.bind_address,
@@ -305,6 +328,7 @@ class ServerRuntime:
                 group.create_task(self._prune(datastore), name="prune"),
             ]
             await self._stop.wait()
+            self.readiness.serving = False
             self._log.info("server stopping", in_flight=in_flight.count)
             drained = await in_flight.drain(DRAIN_TIMEOUT)
             if not drained:
