@@ -71,7 +71,7 @@ from pyspire.agent.identities import (
 )
 from pyspire.agent.jwt_cache import DEFAULT_JWT_SVID_CACHE_MAX_SIZE, JwtSvidCache
 from pyspire.agent.server_api import AgentServerApi
-from pyspire.agent.wakeup import sleep_or_wake
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError

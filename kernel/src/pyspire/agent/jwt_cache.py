@@ -6,9 +6,10 @@ each mint is a round trip to the server. So the agent keeps each JWT-SVID under 
 passed, as SPIRE does. A token is also dropped when its entry's revision changes, since the entry
 (its SPIFFE ID, its JWT TTL) decides what the token says.
 
-Concurrent requests for the same key share one mint (single flight): the first starts it as a
-task this cache owns, the others wait for the same result, and a caller that gives up does not
-cancel the mint for the others. :meth:`JwtSvidCache.close` cancels and awaits mints in flight.
+Concurrent requests for the same key share one mint (single flight): the first caller runs it in
+its own task, the others wait for its outcome. No task is started here, so every mint belongs to
+the call that asked for it and ends with it: should that caller give up (the workload hung up),
+its mint is cancelled and one of the callers still waiting runs the mint in its place.
 """
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ def audience_key(audience: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(set(audience)))
 
 
-def _retrieve(task: asyncio.Task[JwtSvid]) -> None:
-    # Mark the outcome as seen: when every caller gave up waiting, nobody else reads it.
-    if not task.cancelled():
-        task.exception()
+class _Flight:
+    """One mint in progress and, once it ends, its outcome for the callers waiting on it."""
+
+    __slots__ = ("done", "error", "svid")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.svid: JwtSvid | None = None
+        self.error: Exception | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,7 @@ class JwtSvidCache:
         self._clock = clock
         self._max_size = max_size
         self._tokens: OrderedDict[_Key, _Cached] = OrderedDict()
-        self._in_flight: dict[_Key, asyncio.Task[JwtSvid]] = {}
+        self._in_flight: dict[_Key, _Flight] = {}
         self._closed = False
 
     def __len__(self) -> int:
@@ -100,25 +106,35 @@ class JwtSvidCache:
                 self._tokens.move_to_end(key)
                 return cached.svid
             del self._tokens[key]
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._mint(key, entry.revision_number, mint))
-            task.add_done_callback(_retrieve)
-            self._in_flight[key] = task
-        # A caller that is cancelled stops waiting; the mint carries on for the others.
-        return await asyncio.shield(task)
+        while True:
+            flight = self._in_flight.get(key)
+            if flight is None:
+                return await self._lead(key, entry.revision_number, mint)
+            await flight.done.wait()
+            if flight.svid is not None:
+                return flight.svid
+            if flight.error is not None:
+                raise flight.error
+            # The caller running the mint gave up before it ended: run it here instead.
 
-    async def _mint(
+    async def _lead(
         self, key: _Key, revision: int, mint: Callable[[], Awaitable[JwtSvid]]
     ) -> JwtSvid:
+        flight = _Flight()
+        self._in_flight[key] = flight
         try:
-            svid = await mint()
+            svid = flight.svid = await mint()
+        except Exception as error:
+            flight.error = error
+            raise
         finally:
-            self._in_flight.pop(key, None)
-        self._tokens[key] = _Cached(svid, revision)
-        self._tokens.move_to_end(key)
-        while len(self._tokens) > self._max_size:
-            self._tokens.popitem(last=False)
+            del self._in_flight[key]
+            flight.done.set()
+        if not self._closed:
+            self._tokens[key] = _Cached(svid, revision)
+            self._tokens.move_to_end(key)
+            while len(self._tokens) > self._max_size:
+                self._tokens.popitem(last=False)
         return svid
 
     def _fresh(self, svid: JwtSvid) -> bool:
@@ -146,12 +162,7 @@ class JwtSvidCache:
         self._tokens.clear()
 
     async def close(self) -> None:
-        """Cancel and await every mint in flight and drop every token; later calls fail."""
+        """Drop every token; later calls fail. Mints in flight belong to their callers, whose
+        owners (the Workload API's calls) end them; what they mint is no longer kept."""
         self._closed = True
-        tasks = list(self._in_flight.values())
-        for task in tasks:
-            task.cancel()
-        # Their callers already received any error; only the waiting matters here.
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._in_flight.clear()
         self._tokens.clear()

@@ -38,7 +38,7 @@ from pyspire.agent.stored_svids import (
     StoreTarget,
 )
 from pyspire.agent.stored_targets import StoredTargetsFile
-from pyspire.agent.wakeup import sleep_or_wake
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError

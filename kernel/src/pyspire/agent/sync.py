@@ -54,9 +54,9 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from pyspire.agent.cache import IssuedSvid, StaleEntry, StaleReason, WorkloadCache
 from pyspire.agent.server_api import AgentServerApi, SvidRequest, SvidResult
 from pyspire.agent.stored_svids import StoredSvidCache
-from pyspire.agent.wakeup import sleep_or_wake
 from pyspire.telemetry.metrics import AGENT_SYNC, PrometheusMetrics
 from pyspire.transport.calls import counted
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError

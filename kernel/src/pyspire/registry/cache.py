@@ -31,6 +31,7 @@ from datetime import timedelta
 import structlog
 
 from pyspire.registry.authorized import AuthorizedEntriesIndex
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
@@ -202,7 +203,7 @@ class RegistryCache:
         if not self._started:
             await self.start()
         while True:
-            await self._wait(ticker, seconds)
+            await sleep_or_wake(ticker, seconds, self._poked)
             self._poked.clear()
             try:
                 await self.refresh()
@@ -213,17 +214,6 @@ class RegistryCache:
                     error_type=type(error).__name__,
                     last_event_id=self._last_event_id,
                 )
-
-    async def _wait(self, clock: Clock, seconds: float) -> None:
-        if self._poked.is_set():
-            return
-        sleeper = asyncio.ensure_future(clock.sleep(seconds))
-        poked = asyncio.ensure_future(self._poked.wait())
-        try:
-            await asyncio.wait((sleeper, poked), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            poked.cancel()
 
     async def _reload(self) -> None:
         datastore = self._datastore

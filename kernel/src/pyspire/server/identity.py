@@ -20,6 +20,7 @@ from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.manager import CaManager
 from pyspire.ca.x509svid import mint_leaf
 from pyspire.transport.tls import RotatingServerContext
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -51,7 +52,7 @@ class ServerIdentity:
         self._ca = ca
         self._bundle = bundle
         self._clock = clock
-        self._tls = tls
+        self.tls = tls
         self._ttl = ttl
         self._composition = composition or CredentialComposition()
         self._svid: X509Svid | None = None
@@ -81,7 +82,7 @@ class ServerIdentity:
         chain_der = minted.chain
         bundle = await self._bundle()
         authorities = [a.der for a in bundle.x509_authorities] if bundle else []
-        await self._tls.update(chain_der, key, authorities)
+        await self.tls.update(chain_der, key, authorities)
         self._svid = X509Svid(
             spiffe_id=server_id(self._trust_domain),
             cert_chain=chain_der,
@@ -104,14 +105,7 @@ class ServerIdentity:
         retry_in: float | None = None
         while True:
             wait = self._half_life() if retry_in is None else retry_in
-            sleeper = asyncio.ensure_future(self._clock.sleep(wait))
-            changed = asyncio.ensure_future(self._changed.wait())
-            try:
-                await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in (sleeper, changed):
-                    waiter.cancel()
-                await asyncio.gather(sleeper, changed, return_exceptions=True)
+            await sleep_or_wake(self._clock, wait, self._changed)
             self._changed.clear()
             try:
                 await self.rotate()

@@ -16,9 +16,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import grpclib.server
 import structlog
 
@@ -82,6 +84,21 @@ DRAIN_TIMEOUT = 5.0
 REGISTRY_REFRESH = timedelta(seconds=1)
 PRUNE_INTERVAL = timedelta(hours=1)
 CHANGE_EVENT_RETENTION = timedelta(hours=12)
+
+
+_Service = Callable[[], Coroutine[Any, Any, None]]
+"""A background service of the server: runs until cancelled."""
+
+
+@dataclass(frozen=True)
+class _Core:
+    """The signing core, started before anything else: the datastore as the server uses it
+    (bundle writes watched by ``feed``), the credential composers and the CA."""
+
+    datastore: DataStore
+    feed: BundleFeed
+    composition: CredentialComposition
+    ca: CaManager
 
 
 @dataclass(frozen=True)
@@ -161,90 +178,14 @@ class ServerRuntime:
             ) as self.telemetry,
             Catalog.open(plan, host_for=self._host_for) as catalog,
         ):
-            stored = catalog.one(DATASTORE)
-            self._join_tokens.datastore = stored
-            bundles = BundleFeed(stored, settings.trust_domain, self._clock)
-            datastore = watch_bundle_writes(stored, settings.trust_domain, bundles.wake)
-            composition = CredentialComposition(catalog.chain(CREDENTIAL_COMPOSERS))
-            ca = CaManager(
-                CaSettings(
-                    trust_domain=settings.trust_domain,
-                    ca_ttl=settings.ca_ttl,
-                    x509_key_type=settings.ca_key_type,
-                    jwt_key_type=settings.effective_jwt_key_type,
-                    ca_subject=settings.ca_subject,
-                ),
-                key_manager=catalog.one(SERVER_KEY_MANAGER),
-                store=datastore,
-                clock=self._clock,
-                upstream=catalog.optional(UPSTREAM_AUTHORITY),
-                composition=composition,
-                metrics=self.metrics,
-            )
-            await ca.start()
-            self.readiness.datastore, self.readiness.ca = datastore, ca
-            notifications = BundleNotifications(
-                catalog.chain(NOTIFIERS), clock=self._clock, metrics=self.metrics
-            )
-            publishing = BundlePublishing(
-                catalog.chain(BUNDLE_PUBLISHERS), clock=self._clock, metrics=self.metrics
-            )
-            loaded_bundle = await bundles.load()
-            await notifications.bundle_loaded(loaded_bundle)
-            bundles.subscribe(notifications.bundle_updated)
-            bundles.subscribe(publishing.offer)
-            publishing.offer(loaded_bundle)
-            registry = RegistryCache(datastore, settings.trust_domain, self._clock)
+            core = await self._start_core(catalog)
+            delivery = await self._start_bundle_delivery(catalog, core)
+            registry = RegistryCache(core.datastore, settings.trust_domain, self._clock)
             await registry.start()
-            tls = RotatingServerContext()
-
-            async def current_bundle() -> Bundle | None:
-                return await datastore.get_bundle(settings.trust_domain)
-
-            identity = ServerIdentity(
-                trust_domain=settings.trust_domain,
-                ca=ca,
-                bundle=current_bundle,
-                clock=self._clock,
-                tls=tls,
-                ttl=settings.default_x509_svid_ttl,
-                composition=composition,
-            )
-            await identity.rotate()
-            ca.add_listener(identity.ca_changed)
-            context = ServerContext(
-                trust_domain=settings.trust_domain,
-                clock=self._clock,
-                datastore=datastore,
-                ca=ca,
-                registry=registry,
-                issuer=SvidIssuer(
-                    ca=ca,
-                    clock=self._clock,
-                    policy=IssuancePolicy(
-                        default_x509_svid_ttl=settings.default_x509_svid_ttl,
-                        default_jwt_svid_ttl=settings.default_jwt_svid_ttl,
-                        agent_ttl=settings.effective_agent_ttl,
-                        jwt_issuer=settings.jwt_issuer or "",
-                    ),
-                    composition=composition,
-                    metrics=self.metrics,
-                ),
-                node_attestors={
-                    plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
-                },
-                started_at=self._clock.now(),
-                admin_ids=frozenset(settings.admin_ids),
-                server_svid_chain=identity.svid.cert_chain,
-                metrics=self.metrics,
-            )
-
-            async def keep_svid_chain() -> None:
-                context.server_svid_chain = identity.svid.cert_chain
-
-            ca.add_listener(keep_svid_chain)
+            identity = await self._start_identity(core)
+            context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
-            async with self._listeners(context, tls, in_flight):
+            async with self._listeners(context, identity.tls, in_flight):
                 self._log.info(
                     "server started",
                     trust_domain=str(settings.trust_domain),
@@ -255,18 +196,123 @@ class ServerRuntime:
                 self.ready.set()
                 self.readiness.serving = True
                 await self._run_background(
-                    ca,
-                    registry,
-                    identity,
-                    datastore,
                     in_flight,
-                    bundle_services={
-                        "bundle-feed": bundles.run,
-                        "notifiers": notifications.run,
-                        "bundle-publishers": publishing.run,
+                    {
+                        **delivery,
+                        "ca-rotation": core.ca.run,
+                        "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
+                        "server-svid": identity.run,
+                        "prune": partial(self._prune, core.datastore),
                     },
                 )
         self._log.info("server stopped")
+
+    async def _start_core(self, catalog: Catalog) -> _Core:
+        """The datastore (its bundle writes watched), the credential composers and the CA,
+        started: keys made or loaded, the journal read, the bundle stored."""
+        settings = self.settings
+        stored = catalog.one(DATASTORE)
+        self._join_tokens.datastore = stored
+        feed = BundleFeed(stored, settings.trust_domain, self._clock)
+        datastore = watch_bundle_writes(stored, settings.trust_domain, feed.wake)
+        composition = CredentialComposition(catalog.chain(CREDENTIAL_COMPOSERS))
+        ca = CaManager(
+            CaSettings(
+                trust_domain=settings.trust_domain,
+                ca_ttl=settings.ca_ttl,
+                x509_key_type=settings.ca_key_type,
+                jwt_key_type=settings.effective_jwt_key_type,
+                ca_subject=settings.ca_subject,
+            ),
+            key_manager=catalog.one(SERVER_KEY_MANAGER),
+            store=datastore,
+            clock=self._clock,
+            upstream=catalog.optional(UPSTREAM_AUTHORITY),
+            composition=composition,
+            metrics=self.metrics,
+        )
+        await ca.start()
+        self.readiness.datastore, self.readiness.ca = datastore, ca
+        return _Core(datastore=datastore, feed=feed, composition=composition, ca=ca)
+
+    async def _start_bundle_delivery(self, catalog: Catalog, core: _Core) -> dict[str, _Service]:
+        """Tell the notifiers of the loaded bundle (any may veto the start) and hand it to the
+        publishers; the background services that deliver its later changes, by name."""
+        notifications = BundleNotifications(
+            catalog.chain(NOTIFIERS), clock=self._clock, metrics=self.metrics
+        )
+        publishing = BundlePublishing(
+            catalog.chain(BUNDLE_PUBLISHERS), clock=self._clock, metrics=self.metrics
+        )
+        loaded = await core.feed.load()
+        await notifications.bundle_loaded(loaded)
+        core.feed.subscribe(notifications.bundle_updated)
+        core.feed.subscribe(publishing.offer)
+        publishing.offer(loaded)
+        return {
+            "bundle-feed": core.feed.run,
+            "notifiers": notifications.run,
+            "bundle-publishers": publishing.run,
+        }
+
+    async def _start_identity(self, core: _Core) -> ServerIdentity:
+        """The server's own SVID, minted now and again whenever the CA changes."""
+        settings = self.settings
+        datastore = core.datastore
+
+        async def current_bundle() -> Bundle | None:
+            return await datastore.get_bundle(settings.trust_domain)
+
+        identity = ServerIdentity(
+            trust_domain=settings.trust_domain,
+            ca=core.ca,
+            bundle=current_bundle,
+            clock=self._clock,
+            tls=RotatingServerContext(),
+            ttl=settings.default_x509_svid_ttl,
+            composition=core.composition,
+        )
+        await identity.rotate()
+        core.ca.add_listener(identity.ca_changed)
+        return identity
+
+    def _context(
+        self, catalog: Catalog, core: _Core, registry: RegistryCache, identity: ServerIdentity
+    ) -> ServerContext:
+        """What every API service works with, kept current with the server's own SVID."""
+        settings = self.settings
+        context = ServerContext(
+            trust_domain=settings.trust_domain,
+            clock=self._clock,
+            datastore=core.datastore,
+            ca=core.ca,
+            registry=registry,
+            issuer=SvidIssuer(
+                ca=core.ca,
+                clock=self._clock,
+                policy=IssuancePolicy(
+                    default_x509_svid_ttl=settings.default_x509_svid_ttl,
+                    default_jwt_svid_ttl=settings.default_jwt_svid_ttl,
+                    agent_ttl=settings.effective_agent_ttl,
+                    jwt_issuer=settings.jwt_issuer or "",
+                ),
+                composition=core.composition,
+                metrics=self.metrics,
+            ),
+            node_attestors={
+                plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
+            },
+            started_at=self._clock.now(),
+            admin_ids=frozenset(settings.admin_ids),
+            server_svid_chain=identity.svid.cert_chain,
+            metrics=self.metrics,
+        )
+
+        async def keep_svid_chain() -> None:
+            context.server_svid_chain = identity.svid.cert_chain
+
+        core.ca.add_listener(keep_svid_chain)
+        return context
 
     @contextlib.asynccontextmanager
     async def _listeners(
@@ -308,33 +354,19 @@ class ServerRuntime:
         finally:
             await _close(tcp)
 
-    async def _run_background(
-        self,
-        ca: CaManager,
-        registry: RegistryCache,
-        identity: ServerIdentity,
-        datastore: DataStore,
-        in_flight: InFlight,
-        bundle_services: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
-    ) -> None:
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                *(group.create_task(run(), name=name) for name, run in bundle_services.items()),
-                group.create_task(ca.run(), name="ca-rotation"),
-                group.create_task(
-                    registry.run(self._clock, REGISTRY_REFRESH), name="registry-refresh"
-                ),
-                group.create_task(identity.run(), name="server-svid"),
-                group.create_task(self._prune(datastore), name="prune"),
-            ]
+    async def _run_background(self, in_flight: InFlight, services: Mapping[str, _Service]) -> None:
+        """Run ``services`` in one task group until :meth:`stop` (or the first failure, which
+        cancels the rest and is raised); a stop drains in-flight calls for a bounded time first."""
+        async with anyio.create_task_group() as group:
+            for name, service in services.items():
+                group.start_soon(service, name=name)
             await self._stop.wait()
             self.readiness.serving = False
             self._log.info("server stopping", in_flight=in_flight.count)
             drained = await in_flight.drain(DRAIN_TIMEOUT)
             if not drained:
                 self._log.warning("in-flight calls cut short", in_flight=in_flight.count)
-            for task in tasks:
-                task.cancel()
+            group.cancel_scope.cancel()
 
     async def _prune(self, datastore: DataStore) -> None:
         while True:

@@ -68,21 +68,27 @@ async def test_concurrent_requests_share_one_mint(
     assert cache.jwt_svids.in_flight == 0
 
 
-async def test_a_cancelled_caller_does_not_cancel_the_mint_for_others(
+async def test_a_caller_that_gives_up_hands_the_mint_to_one_still_waiting(
     server: FakeServerApi, cache: WorkloadCache, web: RegistrationEntry
 ) -> None:
     server.jwt_gate = asyncio.Event()
     first = asyncio.create_task(cache.fetch_jwt_svid(web, ["aud"]))
-    second = asyncio.create_task(cache.fetch_jwt_svid(web, ["aud"]))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    others = [asyncio.create_task(cache.fetch_jwt_svid(web, ["aud"])) for _ in range(3)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert server.calls["new_jwt_svid"] == 1
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert server.calls["new_jwt_svid"] == 2  # one waiting caller took the mint over
+    assert cache.jwt_svids.in_flight == 1
     server.jwt_gate.set()
-    svid = await second
-    assert svid.token == "token-1"
+    results = await asyncio.gather(*others)
+    assert len({svid.token for svid in results}) == 1
     assert len(cache.jwt_svids) == 1
+    assert cache.jwt_svids.in_flight == 0
 
 
 async def test_mint_errors_reach_every_caller_and_are_not_cached(
@@ -148,19 +154,22 @@ async def test_cache_is_bounded_least_recently_used_first(fake_clock: FakeClock)
     await jwt_cache.close()
 
 
-async def test_close_cancels_mints_in_flight(
+async def test_no_task_outlives_its_caller_and_a_closed_cache_keeps_nothing(
     server: FakeServerApi, fake_clock: FakeClock, web: RegistrationEntry
 ) -> None:
     cache = WorkloadCache(server, fake_clock)
     server.jwt_gate = asyncio.Event()
+    before = asyncio.all_tasks()
     caller = asyncio.create_task(cache.fetch_jwt_svid(web, ["aud"]))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert cache.jwt_svids.in_flight == 1
+    assert asyncio.all_tasks() - before == {caller}  # the mint runs in its caller's task
     await cache.close()
+    server.jwt_gate.set()
+    await caller  # the caller still gets its token; the closed cache does not keep it
+    assert len(cache.jwt_svids) == 0
     assert cache.jwt_svids.in_flight == 0
-    with pytest.raises(asyncio.CancelledError):
-        await caller
     with pytest.raises(InvalidArgumentError, match="closed"):
         await cache.fetch_jwt_svid(web, ["aud"])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = ["AgentService", "apply_agent_mask"]
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -364,9 +365,12 @@ class AgentService(agent_pb.AgentBase):
                     await answers.put(answer.challenge_response)
                 result: AttestationResult = attestation.result()
             finally:
+                # This generator owns both futures: neither outlives the call.
                 for pending in (attestation, challenge):
                     if pending is not None and not pending.done():
                         pending.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await pending
             node, svid_message = await self._admit(plugin_name, result, public_key)
             _log.info(
                 "agent attested",
