@@ -19,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CALL_TIMEOUT",
     "DEFAULT_SOCKET_PATH",
+    "MAX_TTL_SECONDS",
     "PROTO_FIELD_NAMES",
     "AdminClient",
     "AdminError",
@@ -31,6 +32,7 @@ __all__ = [
     "parse_selector",
     "parse_spiffe_id",
     "parse_trust_domain",
+    "parse_ttl",
     "plural",
     "print_json",
     "render_blocks",
@@ -46,7 +48,7 @@ import json
 import stat
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire_sdk.duration import parse_duration
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -71,6 +74,9 @@ DEFAULT_SOCKET_PATH = Path("/tmp/pyspire-server/private/api.sock")  # noqa: S108
 
 CALL_TIMEOUT = 30.0
 """Seconds one call may take before the command gives up (connecting included)."""
+
+MAX_TTL_SECONDS = 2**31 - 1
+"""The longest TTL the APIs carry (an ``int32`` of seconds)."""
 
 _LABEL_WIDTH = 17
 
@@ -125,6 +131,29 @@ def parse_selector(text: str, flag: str = "-selector") -> pb.Selector:
     except InvalidArgumentError as error:
         raise AdminError(f"invalid {flag}: {error}") from None
     return pb.Selector(type=selector.type, value=selector.value)
+
+
+def parse_ttl(text: str | None, flag: str, *, minimum: int = 0) -> int:
+    """A TTL flag's value in whole seconds; 0 when the flag was not given.
+
+    Written as a duration (``1h``, ``1h30m``, ``90s``: the SDK's duration syntax, as in the
+    configuration files) or as a number of seconds (``3600``), so every TTL flag reads the same.
+    The error names the flag and says why the value is refused.
+    """
+    if text is None:
+        return 0
+    try:
+        ttl = parse_duration(text)
+    except InvalidArgumentError as error:
+        raise AdminError(f"invalid {flag}: {error}") from None
+    seconds, fraction = divmod(ttl, timedelta(seconds=1))
+    if fraction:
+        raise AdminError(f"invalid {flag}: {text!r} is not a whole number of seconds")
+    if not minimum <= seconds <= MAX_TTL_SECONDS:
+        raise AdminError(
+            f"invalid {flag}: {text!r} is out of range ({minimum}s to {MAX_TTL_SECONDS}s)"
+        )
+    return int(seconds)
 
 
 def parse_bool(text: str) -> bool:

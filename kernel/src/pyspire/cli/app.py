@@ -103,7 +103,12 @@ def run_cli(
     """Parse ``argv`` (without the program name), run the chosen command, return the status."""
     parser = build_parser(context, commands)
     try:
-        args = parser.parse_args(list(argv))
+        args, unknown = parser.parse_known_args(list(argv))
+        if unknown:
+            # argparse reports leftovers from the top-level parser; the command they were
+            # given to is the one whose help lists the flags that exist.
+            chosen_parser: argparse.ArgumentParser = getattr(args, _PARSER, parser)
+            chosen_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except ParserExit as done:
         return done.status
     except UsageError as error:

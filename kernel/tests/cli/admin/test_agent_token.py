@@ -4,6 +4,7 @@ agent attested over the TCP listener the way a real agent does it."""
 from __future__ import annotations
 
 import re
+import time
 
 from .conftest import AdminServer
 
@@ -37,7 +38,9 @@ async def test_token_generate_json_and_errors(server: AdminServer) -> None:
     assert int(document["expires_at"]) > 0
     bad_ttl = await server.cli("token", "generate", "-ttl", "0")
     assert bad_ttl.status == 1
-    assert bad_ttl.err.startswith("pyspire-server: error: invalid -ttl: 0 must be between 1")
+    assert bad_ttl.err == (
+        "pyspire-server: error: invalid -ttl: '0' is out of range (1s to 2147483647s)\n"
+    )
     bad_id = await server.cli("token", "generate", "-spiffeID", "example.org/host")
     assert bad_id.status == 1
     assert bad_id.err.startswith("pyspire-server: error: invalid -spiffeID: invalid SPIFFE ID")
@@ -120,3 +123,11 @@ async def test_agent_errors_name_the_problem(server: AdminServer) -> None:
     bad_selector = await server.cli("agent", "list", "-selector", "x")
     assert bad_selector.status == 1
     assert bad_selector.err.startswith("pyspire-server: error: invalid -selector:")
+
+
+async def test_token_ttl_takes_a_duration(server: AdminServer) -> None:
+    before = int(time.time())
+    result = await server.cli("token", "generate", "-ttl", "1h", "-output", "json")
+    assert result.status == 0, result.err
+    expires_at = int(result.json()["expires_at"])
+    assert before + 3600 <= expires_at <= int(time.time()) + 3600

@@ -227,7 +227,12 @@ async def test_invalid_flags_name_the_flag(server: AdminServer) -> None:
         ("-selector", "unix"): "invalid -selector: invalid selector 'unix': expected 'type:value'",
         ("-parentID", "spiffe://Bad Domain/x"): "invalid -parentID: invalid SPIFFE ID",
         ("-federatesWith", "no good"): "invalid -federatesWith:",
-        ("-x509SVIDTTL", "-5"): "invalid -x509SVIDTTL: -5 is out of range",
+        ("-x509SVIDTTL", "-5"): "invalid -x509SVIDTTL: invalid duration '-5': must not be",
+        ("-jwtSVIDTTL", "1.5s"): "invalid -jwtSVIDTTL: '1.5s' is not a whole number of seconds",
+        ("-x509SVIDTTL", "1y"): "invalid -x509SVIDTTL: invalid duration '1y': expected numbers",
+        ("-x509SVIDTTL", "25000d"): (
+            "invalid -x509SVIDTTL: '25000d' is out of range (0s to 2147483647s)"
+        ),
     }
     base = {"-spiffeID": WORKLOAD, "-parentID": PARENT, "-selector": "unix:uid:1"}
     for (flag, value), expected in cases.items():
@@ -349,3 +354,29 @@ async def test_bad_data_is_refused_with_the_place_named(
     assert update.err == (
         "pyspire-server: error: invalid -data: entries[0].id is required to update\n"
     )
+
+
+async def test_ttl_flags_take_durations_or_seconds(server: AdminServer) -> None:
+    entry = await create(server, "-x509SVIDTTL", "1h", "-jwtSVIDTTL", "5m")
+    assert (entry["x509_svid_ttl"], entry["jwt_svid_ttl"]) == (3600, 300)
+    updated = await server.cli(
+        "entry",
+        "update",
+        "-entryID",
+        str(entry["id"]),
+        "-spiffeID",
+        WORKLOAD,
+        "-parentID",
+        PARENT,
+        "-selector",
+        "unix:uid:1000",
+        "-x509SVIDTTL",
+        "1h30m",
+        "-jwtSVIDTTL",
+        "90",
+        "-output",
+        "json",
+    )
+    assert updated.status == 0, updated.err
+    [item] = updated.json()["results"]
+    assert (item["entry"]["x509_svid_ttl"], item["entry"]["jwt_svid_ttl"]) == (5400, 90)

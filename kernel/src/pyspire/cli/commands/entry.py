@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pyspire.catalog import Side
 from pyspire.cli.admin_client import (
+    MAX_TTL_SECONDS,
     AdminError,
     add_admin_flags,
     connect,
@@ -33,6 +34,7 @@ from pyspire.cli.admin_client import (
     parse_selector,
     parse_spiffe_id,
     parse_trust_domain,
+    parse_ttl,
     plural,
     print_json,
     spiffe_id_text,
@@ -62,7 +64,6 @@ _FEDERATES_MATCH = {
     "superset": _FederatesMatch(_FederatesMatch.MATCH_SUPERSET),
     "any": _FederatesMatch(_FederatesMatch.MATCH_ANY),
 }
-_INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 
 # -- flags ------------------------------------------------------------------------------------
@@ -106,19 +107,15 @@ def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         parser,
         "x509SVIDTTL",
         kebab="x509-svid-ttl",
-        metavar="SECONDS",
-        type=int,
-        default=0,
-        help="X509-SVID lifetime in seconds (default: the server's)",
+        metavar="DURATION",
+        help="X509-SVID lifetime, e.g. 1h or 3600 (default: the server's)",
     )
     add_flag(
         parser,
         "jwtSVIDTTL",
         kebab="jwt-svid-ttl",
-        metavar="SECONDS",
-        type=int,
-        default=0,
-        help="JWT-SVID lifetime in seconds (default: the server's)",
+        metavar="DURATION",
+        help="JWT-SVID lifetime, e.g. 5m or 300 (default: the server's)",
     )
     add_flag(
         parser,
@@ -224,13 +221,12 @@ def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
         raise AdminError("missing -parentID: a parent ID is required unless -node is set")
     if not args.selector:
         raise AdminError("missing -selector: at least one selector is required")
-    for flag, value, limit in (
-        ("-x509SVIDTTL", args.x509_svid_ttl, _INT32_MAX),
-        ("-jwtSVIDTTL", args.jwt_svid_ttl, _INT32_MAX),
-        ("-entryExpiry", args.entry_expiry, _INT64_MAX),
-    ):
-        if value < 0 or value > limit:
-            raise AdminError(f"invalid {flag}: {value} is out of range (0 to {limit})")
+    x509_svid_ttl = parse_ttl(args.x509_svid_ttl, "-x509SVIDTTL")
+    jwt_svid_ttl = parse_ttl(args.jwt_svid_ttl, "-jwtSVIDTTL")
+    if args.entry_expiry < 0 or args.entry_expiry > _INT64_MAX:
+        raise AdminError(
+            f"invalid -entryExpiry: {args.entry_expiry} is out of range (0 to {_INT64_MAX})"
+        )
     federates_with = [
         parse_trust_domain(name, "-federatesWith").name for name in args.federates_with
     ]
@@ -239,8 +235,8 @@ def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
         spiffe_id=_wire_id(spiffe_id),
         parent_id=_wire_id(parent_id),
         selectors=[parse_selector(text) for text in args.selector],
-        x509_svid_ttl=args.x509_svid_ttl,
-        jwt_svid_ttl=args.jwt_svid_ttl,
+        x509_svid_ttl=x509_svid_ttl,
+        jwt_svid_ttl=jwt_svid_ttl,
         federates_with=federates_with,
         admin=args.admin,
         downstream=args.downstream,
@@ -259,8 +255,8 @@ def _camel(name: str) -> str:
 _STRING_FIELDS = ("id", "hint")
 _BOOL_FIELDS = ("admin", "downstream", "store_svid")
 _INT_FIELDS = {
-    "x509_svid_ttl": _INT32_MAX,
-    "jwt_svid_ttl": _INT32_MAX,
+    "x509_svid_ttl": MAX_TTL_SECONDS,
+    "jwt_svid_ttl": MAX_TTL_SECONDS,
     "expires_at": _INT64_MAX,
 }
 _ID_FIELDS = ("spiffe_id", "parent_id")

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import os
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -31,6 +30,7 @@ from pyspire.cli.admin_client import (
     format_timestamp,
     message_json,
     parse_spiffe_id,
+    parse_ttl,
     print_json,
 )
 from pyspire.cli.flags import add_flag
@@ -38,28 +38,11 @@ from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire_sdk.duration import parse_duration
-from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId
 
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
-_INT32_MAX = 2**31 - 1
 _SIDES = frozenset({Side.SERVER})
-
-
-def _ttl_seconds(text: str | None) -> int:
-    """``-ttl`` as whole seconds (0 = the server's default); ``1h``, ``90s`` or seconds."""
-    if text is None:
-        return 0
-    try:
-        ttl = parse_duration(text)
-    except InvalidArgumentError as error:
-        raise AdminError(f"invalid -ttl: {error}") from None
-    seconds = int(ttl / timedelta(seconds=1))
-    if seconds < 1 or seconds > _INT32_MAX:
-        raise AdminError(f"invalid -ttl: {text!r} must be between 1s and {_INT32_MAX}s")
-    return seconds
 
 
 def build_csr(
@@ -168,7 +151,7 @@ def _write_x509(directory: Path, svid: str, key: str, bundle: str) -> list[Path]
 
 async def _x509_mint(args: argparse.Namespace, context: CliContext) -> int:
     spiffe_id = parse_spiffe_id(args.spiffe_id, "-spiffeID")
-    ttl = _ttl_seconds(args.ttl)
+    ttl = parse_ttl(args.ttl, "-ttl", minimum=1)
     for name in args.dns:
         if not name:
             raise AdminError("invalid -dns: a DNS name must not be empty")
@@ -230,7 +213,7 @@ async def _jwt_mint(args: argparse.Namespace, context: CliContext) -> int:
         raise AdminError("missing -audience: at least one audience is required")
     if any(not audience for audience in args.audience):
         raise AdminError("invalid -audience: an audience must not be empty")
-    ttl = _ttl_seconds(args.ttl)
+    ttl = parse_ttl(args.ttl, "-ttl", minimum=1)
     request = svid_pb.MintJwtsvidRequest(
         id=pb.Spiffeid(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path),
         audience=list(args.audience),

@@ -8,11 +8,11 @@ import argparse
 
 from pyspire.catalog import Side
 from pyspire.cli.admin_client import (
-    AdminError,
     add_admin_flags,
     connect,
     message_json,
     parse_spiffe_id,
+    parse_ttl,
     print_json,
 )
 from pyspire.cli.flags import add_flag
@@ -22,8 +22,6 @@ from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 
 DEFAULT_TTL = 600
 """Seconds a generated token stays valid unless -ttl says otherwise (SPIRE's default)."""
-
-_INT32_MAX = 2**31 - 1
 
 
 def _add_flags(parser: argparse.ArgumentParser, side: Side) -> None:
@@ -37,17 +35,14 @@ def _add_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     add_flag(
         parser,
         "ttl",
-        metavar="SECONDS",
-        type=int,
-        default=DEFAULT_TTL,
-        help=f"seconds the token stays valid (default: {DEFAULT_TTL})",
+        metavar="DURATION",
+        help=f"how long the token stays valid, e.g. 10m or 600 (default: {DEFAULT_TTL}s)",
     )
 
 
 async def _generate(args: argparse.Namespace, context: CliContext) -> int:
-    if args.ttl < 1 or args.ttl > _INT32_MAX:
-        raise AdminError(f"invalid -ttl: {args.ttl} must be between 1 and {_INT32_MAX} seconds")
-    request = agent_pb.CreateJoinTokenRequest(ttl=args.ttl)
+    ttl = parse_ttl(args.ttl, "-ttl", minimum=1) if args.ttl is not None else DEFAULT_TTL
+    request = agent_pb.CreateJoinTokenRequest(ttl=ttl)
     if args.spiffe_id:
         spiffe_id = parse_spiffe_id(args.spiffe_id, "-spiffeID")
         request.agent_id = pb.Spiffeid(
@@ -72,7 +67,7 @@ TOKEN = Command(
             name="generate",
             summary="generate a one-time join token for an agent",
             description=(
-                "Generate a join token an agent can attest with once, within -ttl seconds. "
+                "Generate a join token an agent can attest with once, within -ttl. "
                 "With -spiffeID, the attested agent also gets that ID through an alias entry."
             ),
             sides=frozenset({Side.SERVER}),
