@@ -10,7 +10,8 @@ request closes the socket (open streams end with UNAVAILABLE) and cancels the re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,14 @@ from pyspire.agent.bootstrap import bootstrap_trust
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient
 from pyspire.agent.node_identity import NodeIdentity
-from pyspire.agent.storage import AgentStateStore
+from pyspire.agent.storage import STATE_FILE_NAME, AgentStateStore
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.agent.workload.service import WorkloadApiService
 from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
 from pyspire.catalog.host import host_services_for, make_private_directory
-from pyspire.config import AgentConfig, LoadedConfig
+from pyspire.config import AgentConfig, LoadedConfig, read_join_token
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
@@ -61,8 +62,10 @@ class AgentRuntime:
         discovery: Discovery,
         *,
         clock: Clock | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = loaded.settings
+        self._notify = notify
         self._plugins = loaded.plugins
         self._discovery = discovery
         self._clock = clock or SystemClock()
@@ -72,6 +75,7 @@ class AgentRuntime:
         self.identity: NodeIdentity | None = None
         self.cache: WorkloadCache | None = None
         self._log = structlog.get_logger("pyspire.agent")
+        self._join_token: str | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -94,7 +98,8 @@ class AgentRuntime:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
         await asyncio.to_thread(make_private_directory, settings.data_dir)
-        plugins = with_join_token(self._plugins, settings.join_token)
+        self._join_token = await asyncio.to_thread(read_join_token, settings)
+        plugins = with_join_token(self._plugins, self._join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
             key_manager = catalog.one("key_manager")
@@ -149,8 +154,11 @@ class AgentRuntime:
             bootstrap=bootstrap,
             clock=self._clock,
         )
-        await identity.start()
+        if not await self._until_stopped(identity.start()):
+            self._log.info("agent stopped before it had an identity")
+            return
         self.identity = identity
+        self._warn_if_join_token_unused(identity)
         self._log.info("agent identity ready", spiffe_id=str(identity.spiffe_id))
         cache = WorkloadCache(
             client, self._clock, x509_svid_cache_max_size=settings.x509_svid_cache_max_size
@@ -189,7 +197,6 @@ class AgentRuntime:
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
             async with WorkloadEndpoint(settings.socket_path, service):
-                self._log.info("workload api listening", socket_path=str(settings.socket_path))
                 self.ready.set()
                 async with asyncio.TaskGroup() as group:
                     tasks = [
@@ -203,6 +210,46 @@ class AgentRuntime:
                         task.cancel()
         finally:
             await cache.close()
+
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless :meth:`stop` comes first (then cancel it); True when it ran to
+        the end. Start-up retries a busy or absent server indefinitely, so it must yield to a
+        stop request."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stopping):
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pending
+        if task.cancelled():
+            return False
+        task.result()
+        return True
+
+    def _warn_if_join_token_unused(self, identity: NodeIdentity) -> None:
+        """A join token given to an agent that resumed another identity is not used: say so
+        (in the log, and on standard error when the log goes to a file), so that a second run
+        with a new token does not silently keep the old identity."""
+        token = self._join_token
+        if token is None or not identity.ignores_join_token(token):
+            return
+        state_file = self.settings.data_dir / STATE_FILE_NAME
+        message = (
+            f"the join token was not used: the agent resumed its stored identity "
+            f"{identity.spiffe_id}; to attest with the new token, stop the agent and remove "
+            f"{state_file}"
+        )
+        self._log.warning(
+            "join token not used: the agent resumed its stored identity",
+            agent_id=str(identity.spiffe_id),
+            state_file=str(state_file),
+        )
+        if self._notify is not None and self.settings.log_file is not None:
+            self._notify(message)
 
     async def _sync(self, sync: SyncManager, identity: NodeIdentity) -> None:
         try:

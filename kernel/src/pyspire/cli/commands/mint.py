@@ -9,12 +9,11 @@ writes it (mode 0600) to ``-write FILE``.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "build_csr", "write_private_file"]
+__all__ = ["COMMANDS", "build_csr"]
 
 import argparse
 import asyncio
 import base64
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from pyspire.cli.admin_client import (
     parse_ttl,
     print_json,
 )
+from pyspire.cli.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, write_file
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
@@ -40,8 +40,6 @@ from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire_sdk.spiffeid import SpiffeId
 
-PRIVATE_FILE_MODE = 0o600
-PUBLIC_FILE_MODE = 0o644
 _SIDES = frozenset({Side.SERVER})
 
 
@@ -77,17 +75,6 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-
-
-def write_private_file(path: Path, data: str, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Write ``data`` to ``path`` with ``mode``, the file never readable by others meanwhile
-    (created with the mode; an existing file has its mode reset before it is rewritten)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(descriptor, mode)
-        os.write(descriptor, data.encode())
-    finally:
-        os.close(descriptor)
 
 
 def _add_x509_flags(parser: argparse.ArgumentParser, side: Side) -> None:
@@ -141,9 +128,9 @@ def _write_x509(directory: Path, svid: str, key: str, bundle: str) -> list[Path]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / "svid.pem", directory / "key.pem", directory / "bundle.pem"]
-        write_private_file(paths[0], svid, PUBLIC_FILE_MODE)
-        write_private_file(paths[1], key, PRIVATE_FILE_MODE)
-        write_private_file(paths[2], bundle, PUBLIC_FILE_MODE)
+        write_file(paths[0], svid, PUBLIC_FILE_MODE)
+        write_file(paths[1], key, PRIVATE_FILE_MODE)
+        write_file(paths[2], bundle, PUBLIC_FILE_MODE)
     except OSError as error:
         raise AdminError(f"invalid -write: cannot write to {str(directory)!r}: {error}") from None
     return paths
@@ -225,7 +212,7 @@ async def _jwt_mint(args: argparse.Namespace, context: CliContext) -> int:
     token = response.svid.token
     if args.write is not None:
         try:
-            await asyncio.to_thread(write_private_file, args.write, token + "\n")
+            await asyncio.to_thread(write_file, args.write, token + "\n")
         except OSError as error:
             raise AdminError(f"invalid -write: cannot write {str(args.write)!r}: {error}") from None
         if args.output == "json":

@@ -122,7 +122,19 @@ def _add_agent_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         help="path to the configuration file (default: conf/agent/agent.toml)",
     )
     add_flag(parser, "expandEnv", action="store_true", help="expand $VAR in the file first")
-    add_flag(parser, "joinToken", metavar="TOKEN", help="join token to attest with")
+    add_flag(
+        parser,
+        "joinToken",
+        metavar="TOKEN",
+        help="join token to attest with (visible to other users in the process list: prefer "
+        "-joinTokenFile)",
+    )
+    add_flag(
+        parser,
+        "joinTokenFile",
+        metavar="FILE",
+        help="file holding the join token to attest with; refused when others may read it",
+    )
     add_flag(parser, "serverAddress", metavar="HOST", help="address of the pyspire server")
     add_flag(parser, "serverPort", metavar="PORT", type=int, help="port of the pyspire server")
     add_flag(parser, "socketPath", metavar="PATH", help="path of the Workload API socket")
@@ -140,6 +152,7 @@ async def _run_agent(args: argparse.Namespace, context: CliContext) -> int:
 
     overrides = {
         "join_token": args.join_token,
+        "join_token_file": args.join_token_file,
         "server_address": args.server_address,
         "server_port": args.server_port,
         "socket_path": args.socket_path,
@@ -153,12 +166,16 @@ async def _run_agent(args: argparse.Namespace, context: CliContext) -> int:
     }
     if args.trust_bundle_url:
         overrides["trust_bundle_path"] = None
+
+    def warn(message: str) -> None:
+        context.err(f"{context.prog}: warning: {message}")
+
     return await _run_in_foreground(
         context,
         lambda: load_agent_config(
             args.config, expand_env=args.expand_env, overrides=overrides, environ=context.environ
         ),
-        AgentRuntime,
+        lambda loaded, discovery: AgentRuntime(loaded, discovery, notify=warn),
     )
 
 
