@@ -20,6 +20,7 @@ import structlog
 from pyspire.agent.bootstrap import bootstrap_trust
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient
+from pyspire.agent.health import AgentHealthService, health_problem
 from pyspire.agent.node_identity import NodeIdentity
 from pyspire.agent.storage import STATE_FILE_NAME, AgentStateStore
 from pyspire.agent.sync import SyncManager
@@ -196,7 +197,10 @@ class AgentRuntime:
             service = WorkloadApiService(
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
-            async with WorkloadEndpoint(settings.socket_path, service):
+            health = AgentHealthService(
+                lambda: health_problem(identity, cache.snapshot(), self._clock.now())
+            )
+            async with WorkloadEndpoint(settings.socket_path, service, health=health):
                 self.ready.set()
                 async with asyncio.TaskGroup() as group:
                     tasks = [

@@ -41,7 +41,8 @@ DRAIN_TIMEOUT = 5.0
 
 
 class WorkloadEndpoint:
-    """Serves a :class:`WorkloadApiService` on a unix socket.
+    """Serves a :class:`WorkloadApiService` on a unix socket, and ``health`` (a
+    ``grpc.health.v1.Health`` servable) beside it when given.
 
     Use as an async context manager, or call :meth:`start` and :meth:`close`. ``close`` is
     safe to call more than once and after a failed start.
@@ -52,11 +53,13 @@ class WorkloadEndpoint:
         socket_path: Path,
         service: WorkloadApiService,
         *,
+        health: object | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         self._service = service
+        self._health = health
         self._drain_timeout = drain_timeout
         self._in_flight = InFlight()
         self._server: grpclib.server.Server | None = None
@@ -77,8 +80,11 @@ class WorkloadEndpoint:
         await asyncio.to_thread(
             prepare_socket_path, self.socket_path, directory_mode=SOCKET_DIRECTORY_MODE
         )
-        servable = WithCallContext(self._service, self._service.gate, self._in_flight)
-        server = grpclib.server.Server([servable])
+        servables = [WithCallContext(self._service, self._service.gate, self._in_flight)]
+        if self._health is not None:
+            # grpc.health.v1 beside the Workload API, as SPIRE serves it: no attestation.
+            servables.append(WithCallContext(self._health, self._service.gate, self._in_flight))
+        server = grpclib.server.Server(servables)
         self._server = server
         try:
             await server.start(path=str(self.socket_path))
