@@ -58,6 +58,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.cli.flags import add_flag
+from pyspire.cli.printable import printable
 from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
@@ -267,7 +268,7 @@ def status_line(status: pb.Status) -> str:
         name = Status(status.code).name.lower().replace("_", " ")
     except ValueError:
         name = f"code {status.code}"
-    return f"{name}: {status.message}" if status.message else name
+    return f"{name}: {printable(status.message)}" if status.message else name
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -321,8 +322,9 @@ def format_timestamp(seconds: int) -> str:
 
 
 def render_blocks(rows: Iterable[tuple[str, str]]) -> list[str]:
-    """``Label            : value`` lines, labels padded like SPIRE's CLI."""
-    return [f"{label.ljust(_LABEL_WIDTH)}: {value}" for label, value in rows]
+    """``Label            : value`` lines, labels padded like SPIRE's CLI; control characters
+    in a value (a newline included) are shown as escapes, so a value is always one line."""
+    return [f"{label.ljust(_LABEL_WIDTH)}: {printable(value)}" for label, value in rows]
 
 
 def spiffe_id_text(message: pb.Spiffeid | None) -> str:

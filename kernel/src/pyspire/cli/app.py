@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pyspire.catalog import PluginLoadError, Side
 from pyspire.cli.commands import all_commands
 from pyspire.cli.flags import CliArgumentParser, ParserExit, UsageError
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.telemetry.logging import LogFormat, configure_logging
 from pyspire_sdk.errors import ConfigError, PyspireError
@@ -126,7 +127,7 @@ def run_cli(
         return EXIT_INTERRUPTED
     except ConfigError as error:
         for issue in error.issues:
-            context.err(str(issue))
+            context.err(printable(str(issue)))
         return EXIT_FAILURE
     except PluginLoadError as error:
         for problem in error.problems:

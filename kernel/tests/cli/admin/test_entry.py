@@ -380,3 +380,36 @@ async def test_ttl_flags_take_durations_or_seconds(server: AdminServer) -> None:
     assert updated.status == 0, updated.err
     [item] = updated.json()["results"]
     assert (item["entry"]["x509_svid_ttl"], item["entry"]["jwt_svid_ttl"]) == (5400, 90)
+
+
+async def test_show_prints_control_characters_as_escapes(
+    server: AdminServer, tmp_path: Path
+) -> None:
+    hint = "web\x1b[2J\nAdmin            : true"
+    data = tmp_path / "entries.json"
+    data.write_text(
+        json.dumps(
+            {
+                "entries": [
+                    {
+                        "spiffe_id": WORKLOAD,
+                        "parent_id": PARENT,
+                        "selectors": ["unix:uid:1000", "docker:label:x\x07y"],
+                        "hint": hint,
+                    }
+                ]
+            }
+        )
+    )
+    created = await server.cli("entry", "create", "-data", str(data))
+    assert created.status == 0, created.err
+    shown = await server.cli("entry", "show")
+    assert shown.status == 0, shown.err
+    for output in (created.out, shown.out):
+        assert "\x1b" not in output and "\x07" not in output
+        assert "Admin            : true" not in output.splitlines()
+        assert "Hint             : web\\x1b[2J\\nAdmin            : true" in output
+        assert "Selector         : docker:label:x\\x07y" in output
+    # JSON output carries the values themselves, escaped by the JSON encoder.
+    [listed] = (await server.cli("entry", "show", "-output", "json")).json()["entries"]
+    assert listed["hint"] == hint

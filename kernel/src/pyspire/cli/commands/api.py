@@ -54,6 +54,7 @@ from pyspire.ca.der import elements
 from pyspire.catalog import Side
 from pyspire.cli.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, write_file
 from pyspire.cli.flags import CliArgumentParser, add_flag
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.cli.workload_client import (
     Endpoint,
@@ -161,7 +162,7 @@ def describe_svids(svids: list[ReceivedSvid], elapsed: float) -> list[str]:
         lines.append("")
         lines.append(f"SPIFFE ID:\t\t{svid.spiffe_id}")
         if svid.hint:
-            lines.append(f"Hint:\t\t\t{svid.hint}")
+            lines.append(f"Hint:\t\t\t{printable(svid.hint)}")
         leaf = svid.certificates[0]
         lines.append(f"SVID Valid After:\t{_go_time(leaf.not_valid_before_utc)}")
         lines.append(f"SVID Valid Until:\t{_go_time(leaf.not_valid_after_utc)}")
@@ -466,7 +467,7 @@ async def _fetch_jwt(args: argparse.Namespace, context: CliContext) -> int:
         context.out(f"\t{svid.svid}")
     for trust_domain, document in sorted(bundles.bundles.items()):
         context.out(f"bundle({trust_domain}):")
-        context.out(f"\t{document.decode('utf-8', 'replace')}")
+        context.out(f"\t{printable(document.decode('utf-8', 'replace'))}")
     return 0
 
 

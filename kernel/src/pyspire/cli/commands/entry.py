@@ -42,6 +42,7 @@ from pyspire.cli.admin_client import (
     write_blocks,
 )
 from pyspire.cli.flags import add_flag
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
@@ -495,7 +496,7 @@ def _report_batch(
         entry = requested[index] if index < len(requested) else pb.Entry()
         name = entry.id or spiffe_id_text(entry.spiffe_id) or f"#{index + 1}"
         context.err(
-            f"{context.prog}: error: failed to {verb} entry {index + 1} ({name}): "
+            f"{context.prog}: error: failed to {verb} entry {index + 1} ({printable(name)}): "
             f"{status_line(result.status)}"
         )
     if args.output == "json":

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pyspire.catalog import Discovery, Side
 from pyspire.cli.flags import add_flag
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.config import LoadedConfig, load_agent_config, load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
@@ -56,7 +57,7 @@ async def _run_in_foreground(
         loaded = await asyncio.to_thread(load)
     except ConfigError as error:
         for issue in error.issues:
-            context.err(str(issue))
+            context.err(printable(str(issue)))
         return 1
     settings = loaded.settings
     configure_logging(
