@@ -12,9 +12,17 @@ millisecond, which is what lets ``entry show -output json`` print a hundred thou
 
 from __future__ import annotations
 
-__all__ = ["INT64_MAX", "batch_result_json", "entries_from_document", "entry_json", "wire_id"]
+__all__ = [
+    "INT64_MAX",
+    "EntryDraft",
+    "batch_result_json",
+    "entries_from_document",
+    "entry_json",
+    "wire_id",
+]
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pyspire.cli.admin_client import MAX_TTL_SECONDS
@@ -76,10 +84,10 @@ def _type_name(value: object) -> str:
     return "an object"
 
 
-def _json_id(value: object, where: str) -> pb.Spiffeid:
+def _json_id(value: object, where: str) -> SpiffeId:
     if isinstance(value, str):
         try:
-            return wire_id(SpiffeId.parse(value))
+            return SpiffeId.parse(value)
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"{where}: {error}") from None
     if not isinstance(value, Mapping):
@@ -94,7 +102,7 @@ def _json_id(value: object, where: str) -> pb.Spiffeid:
     if not isinstance(trust_domain, str) or not isinstance(path, str):
         raise InvalidArgumentError(f"{where}: trust_domain and path must be strings")
     try:
-        return wire_id(SpiffeId.from_path(trust_domain, path))
+        return SpiffeId.from_path(trust_domain, path)
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"{where}: {error}") from None
 
@@ -129,7 +137,7 @@ def _json_strings(value: object, where: str) -> list[str]:
     return list(value)
 
 
-def _json_selectors(value: object, where: str) -> list[pb.Selector]:
+def _json_selectors(value: object, where: str) -> list[Selector]:
     if not isinstance(value, list):
         raise InvalidArgumentError(f"{where}: expected an array, found {_type_name(value)}")
     selectors = []
@@ -155,46 +163,77 @@ def _json_selectors(value: object, where: str) -> list[pb.Selector]:
             raise InvalidArgumentError(
                 f"{place}: expected an object with type and value, found {_type_name(item)}"
             )
-        selectors.append(pb.Selector(type=selector.type, value=selector.value))
+        selectors.append(selector)
     return selectors
 
 
-def _json_entry(item: object, where: str) -> pb.Entry:
+@dataclass(frozen=True, slots=True)
+class EntryDraft:
+    """One entry of a ``-data`` document, checked, as plain values.
+
+    The protobuf message is made by :meth:`message` only when the entry's batch is sent:
+    making betterproto messages is most of the cost of reading a big document, and done batch
+    by batch it overlaps the server's work on the previous batch, while every entry was still
+    checked before the first one is sent.
+    """
+
+    fields: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The entry ID the document gives, or ``""``."""
+        value: str = self.fields.get("id", "")
+        return value
+
+    def message(self) -> pb.Entry:
+        """The entry as the API carries it."""
+        values = dict(self.fields)
+        for name in _ID_FIELDS:
+            if name in values:
+                values[name] = wire_id(values[name])
+        if "selectors" in values:
+            values["selectors"] = [
+                pb.Selector(type=selector.type, value=selector.value)
+                for selector in values["selectors"]
+            ]
+        return pb.Entry(**values)
+
+
+def _json_entry(item: object, where: str) -> EntryDraft:
     if not isinstance(item, Mapping):
         raise InvalidArgumentError(f"{where}: expected an object, found {_type_name(item)}")
-    entry = pb.Entry()
+    fields: dict[str, Any] = {}
     for key, value in item.items():
         name = _KNOWN_FIELDS.get(key)
-        place = f"{where}.{name or key}"
         if name is None:
-            raise InvalidArgumentError(f"{place}: unknown field")
+            raise InvalidArgumentError(f"{where}.{key}: unknown field")
         if name in _READ_ONLY_FIELDS:
             continue
         if name in _STRING_FIELDS:
             if not isinstance(value, str):
-                raise InvalidArgumentError(f"{place}: expected a string, found {_type_name(value)}")
-            setattr(entry, name, value)
+                raise InvalidArgumentError(
+                    f"{where}.{name}: expected a string, found {_type_name(value)}"
+                )
+            fields[name] = value
         elif name in _BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise InvalidArgumentError(
-                    f"{place}: expected a boolean, found {_type_name(value)}"
+                    f"{where}.{name}: expected a boolean, found {_type_name(value)}"
                 )
-            setattr(entry, name, value)
+            fields[name] = value
         elif name in _INT_FIELDS:
-            setattr(entry, name, _json_int(value, place, _INT_FIELDS[name]))
+            fields[name] = _json_int(value, f"{where}.{name}", _INT_FIELDS[name])
         elif name in _ID_FIELDS:
-            setattr(entry, name, _json_id(value, place))
+            fields[name] = _json_id(value, f"{where}.{name}")
         elif name == "selectors":
-            entry.selectors = _json_selectors(value, place)
-        elif name == "federates_with":
-            entry.federates_with = _json_strings(value, place)
+            fields[name] = _json_selectors(value, f"{where}.{name}")
         else:
-            entry.dns_names = _json_strings(value, place)
-    return entry
+            fields[name] = _json_strings(value, f"{where}.{name}")
+    return EntryDraft(fields)
 
 
-def entries_from_document(document: object) -> list[pb.Entry]:
-    """The entries of a ``-data`` document: ``{"entries": [Entry, ...]}``.
+def entries_from_document(document: object) -> list[EntryDraft]:
+    """The entries of a ``-data`` document: ``{"entries": [Entry, ...]}``, all checked.
 
     Each entry uses the ``spire.api.types.Entry`` JSON mapping (``.proto`` or lowerCamel field
     names; IDs as ``{"trust_domain", "path"}`` objects or ``spiffe://`` strings; selectors as

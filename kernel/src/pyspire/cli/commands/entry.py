@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from pyspire.catalog import Side
@@ -53,6 +53,7 @@ from pyspire.cli.admin_client import (
 from pyspire.cli.batches import batched, send_pipelined
 from pyspire.cli.entry_json import (
     INT64_MAX,
+    EntryDraft,
     batch_result_json,
     entries_from_document,
     entry_json,
@@ -275,8 +276,7 @@ def _read_data(source: str) -> str:
         raise AdminError(f"invalid -data: cannot read {source!r}: {error}") from None
 
 
-async def _load_data(source: str) -> list[pb.Entry]:
-    text = await asyncio.to_thread(_read_data, source)
+def _parse_data(text: str) -> list[EntryDraft]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -290,17 +290,26 @@ async def _load_data(source: str) -> list[pb.Entry]:
         raise AdminError(f"invalid -data: {error}") from None
 
 
-async def _requested_entries(args: argparse.Namespace, *, update: bool) -> list[pb.Entry]:
+async def _load_data(source: str) -> list[EntryDraft]:
+    text = await asyncio.to_thread(_read_data, source)
+    return await asyncio.to_thread(_parse_data, text)
+
+
+async def _requested_entries(
+    args: argparse.Namespace, *, update: bool
+) -> tuple[int, Iterator[pb.Entry]]:
+    """How many entries are asked for, and their messages: every one checked before any is
+    sent; for a document, each message made only as its batch is sent."""
     if args.data is not None:
         if _uses_entry_flags(args):
             raise AdminError("-data cannot be combined with flags describing an entry")
-        entries = await _load_data(args.data)
+        drafts = await _load_data(args.data)
         if update:
-            for index, entry in enumerate(entries):
-                if not entry.id:
+            for index, draft in enumerate(drafts):
+                if not draft.id:
                     raise AdminError(f"invalid -data: entries[{index}].id is required to update")
-        return entries
-    return [_entry_from_flags(args, update=update)]
+        return len(drafts), (draft.message() for draft in drafts)
+    return 1, iter([_entry_from_flags(args, update=update)])
 
 
 # -- batch results ----------------------------------------------------------------------------
@@ -369,13 +378,14 @@ class _BatchReport:
 async def _send_entries(
     args: argparse.Namespace,
     context: CliContext,
-    entries: Sequence[pb.Entry],
+    requested: tuple[int, Iterator[pb.Entry]],
     verb: str,
     call: Callable[[AdminClient, Sequence[pb.Entry]], Awaitable[_BatchResponse]],
 ) -> int:
-    """Send ``entries`` in batches that fit the server's limits (:mod:`pyspire.cli.batches`)
-    and report every result as it arrives."""
-    report = _BatchReport(context, args, len(entries), verb)
+    """Send the ``requested`` entries in batches that fit the server's limits
+    (:mod:`pyspire.cli.batches`) and report every result as it arrives."""
+    total, entries = requested
+    report = _BatchReport(context, args, total, verb)
     try:
         async with connect(args.socket_path) as client:
             with client.errors():
@@ -403,11 +413,10 @@ def _encoded_size(entry: pb.Entry) -> int:
 
 
 async def _create(args: argparse.Namespace, context: CliContext) -> int:
-    entries = await _requested_entries(args, update=False)
     return await _send_entries(
         args,
         context,
-        entries,
+        await _requested_entries(args, update=False),
         "create",
         lambda client, batch: client.entry.batch_create_entry(
             entry_pb.BatchCreateEntryRequest(entries=list(batch))
@@ -416,11 +425,10 @@ async def _create(args: argparse.Namespace, context: CliContext) -> int:
 
 
 async def _update(args: argparse.Namespace, context: CliContext) -> int:
-    entries = await _requested_entries(args, update=True)
     return await _send_entries(
         args,
         context,
-        entries,
+        await _requested_entries(args, update=True),
         "update",
         lambda client, batch: client.entry.batch_update_entry(
             entry_pb.BatchUpdateEntryRequest(entries=list(batch))
