@@ -253,3 +253,30 @@ def test_a_token_file_others_may_read_is_refused(site: Site) -> None:
         f"the join token; restrict it (chmod o-rw {loose})"
     ) in agent.log()
     assert token not in agent.log()
+
+
+def test_an_agent_waiting_for_its_server_keeps_trying_and_stops_on_sigterm(site: Site) -> None:
+    absent = AgentProcess(
+        AgentSettings(
+            root=site.root,
+            server_port=free_port(),  # nobody listens there
+            bootstrap_bundle=site.bundle,
+            name="early",
+        )
+    )
+    site.fleet.append(absent)
+    token_file = site.root / "early.token"
+    site.server.write_token(token_file)
+    absent.launch(join_token_file=token_file)
+
+    def retrying() -> bool | None:
+        _alive(absent)
+        log = absent.log()
+        return True if RETRYING in log and "cannot reach the server" in log else None
+
+    try:
+        wait_for("the agent to retry an absent server", retrying, FLEET_TIMEOUT)
+    except ProcessError as error:
+        _fail_with_logs(site, error)
+    assert absent.terminate() == 0, absent.log()
+    assert "agent stopped before it had an identity" in absent.log()
