@@ -8,7 +8,8 @@
   bundle (verified with the bootstrap bundle or, with insecure bootstrap, pinned as received),
   generate a key, and run the node attestor. A server that cannot take the attestation now
   (away, or over its rate limit of one attestation per second per address) is tried again
-  with backoff and jitter (:mod:`pyspire.agent.backoff`); only a refusal ends the start.
+  with backoff and jitter (the SDK's one retry policy, :mod:`pyspire_sdk.backoff`); only a
+  refusal ends the start.
 - **Rotation.** Every 5 s on the injected clock, check whether the SVID's remaining lifetime is
   at most half its lifetime, ±10% jitter drawn once per SVID (SPIRE's rule). Reattestable
   agents then attest again; others call RenewAgent with a CSR for a new key. Keys alternate
@@ -55,10 +56,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
-from pyspire.agent.backoff import Backoff
 from pyspire.agent.bootstrap import BootstrapTrust
 from pyspire.agent.client import ServerCallError, ServerClient
 from pyspire.agent.storage import AgentState, AgentStateStore
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import (
@@ -96,8 +97,8 @@ START_RETRY_MAX = 30.0
 """The longest wait, in seconds, between start-up attempts (before jitter)."""
 
 START_RETRY_JITTER = 0.5
-"""Start-up retries wait their backoff times a factor in [0.5, 1.5]: agents refused together
-by the server's attestation rate limit (one per second per address) spread out."""
+"""Each start-up retry waits its backoff shortened by up to half at random: agents refused
+together by the server's attestation rate limit (one per second per address) spread out."""
 
 Listener = Callable[["NodeIdentity"], Awaitable[None]]
 BootstrapSource = Callable[[], Awaitable[BootstrapTrust]]
@@ -201,7 +202,7 @@ class NodeIdentity:
         self._key_type = key_type
         self._rng = rng if rng is not None else random.SystemRandom()
         self._check_interval = check_interval
-        self._backoff = Backoff(check_interval, backoff_max)
+        self._backoff = Backoff(BackoffPolicy(check_interval, backoff_max, jitter=0.0))
         self._resumed = False
         self._credentials: NodeCredentials | None = None
         self._rotate_at: datetime | None = None
@@ -317,7 +318,8 @@ class NodeIdentity:
         node attestor's, an unusable bootstrap bundle).
         """
         backoff = Backoff(
-            START_RETRY_INITIAL, START_RETRY_MAX, jitter=START_RETRY_JITTER, rng=self._rng
+            BackoffPolicy(START_RETRY_INITIAL, START_RETRY_MAX, jitter=START_RETRY_JITTER),
+            rng=self._rng,
         )
         while True:
             try:
@@ -325,7 +327,7 @@ class NodeIdentity:
                     await self._start()
                 return
             except (UnavailableError, ServerCallError) as error:
-                delay = backoff.next_delay()
+                delay = backoff.failed()
                 _log.warning(
                     "agent attestation did not go through; retrying",
                     error=str(error),
@@ -629,7 +631,7 @@ class NodeIdentity:
             except PermissionDeniedError:
                 return
             except PyspireError as error:
-                delay = self._backoff.next_delay()
+                delay = self._backoff.failed()
                 self._retry_at = self._clock.now() + timedelta(seconds=delay)
                 _log.warning(
                     "agent SVID rotation failed; keeping the current SVID",
@@ -639,5 +641,5 @@ class NodeIdentity:
                     retry_in_seconds=delay,
                 )
             else:
-                self._backoff.reset()
+                self._backoff.succeeded()
                 self._retry_at = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 __all__ = [
     "CALL_TIMEOUT",
     "DEFAULT_SOCKET_PATH",
-    "MAX_TTL_SECONDS",
     "PROTO_FIELD_NAMES",
     "AdminClient",
     "AdminError",
@@ -65,8 +64,9 @@ from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire_sdk.duration import parse_duration
+from pyspire_sdk import parse_duration
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
+from pyspire_sdk.limits import MAX_TTL_SECONDS
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -75,9 +75,6 @@ DEFAULT_SOCKET_PATH = Path("/tmp/pyspire-server/private/api.sock")  # noqa: S108
 
 CALL_TIMEOUT = 30.0
 """Seconds one call may take before the command gives up (connecting included)."""
-
-MAX_TTL_SECONDS = 2**31 - 1
-"""The longest TTL the APIs carry (an ``int32`` of seconds)."""
 
 _LABEL_WIDTH = 17
 

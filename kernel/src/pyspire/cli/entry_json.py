@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pyspire.cli.admin_client import MAX_TTL_SECONDS
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.limits import MAX_TTL_SECONDS
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
 

@@ -232,7 +232,8 @@ def make_ca() -> tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate]:
 
 
 class FixedJitter(random.Random):
-    """A random source whose ``uniform`` always returns ``value`` (clamped to the range)."""
+    """A random source whose ``uniform`` and ``random`` always return ``value`` (clamped to
+    their range)."""
 
     def __init__(self, value: float) -> None:
         super().__init__(0)
@@ -240,6 +241,9 @@ class FixedJitter(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return min(max(self.value, a), b)
+
+    def random(self) -> float:
+        return min(max(self.value, 0.0), 1.0)
 
 
 @dataclass

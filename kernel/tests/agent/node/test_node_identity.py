@@ -20,6 +20,7 @@ from pyspire.agent.client import ServerClient
 from pyspire.agent.node_identity import (
     AGENT_KEY_IDS,
     START_RETRY_INITIAL,
+    START_RETRY_JITTER,
     NodeIdentity,
     rotation_threshold,
 )
@@ -407,14 +408,17 @@ async def test_start_retries_a_busy_server_with_backoff_and_jitter(
             starting = asyncio.create_task(identity.start())
             await until(lambda: agent.clock.sleepers > 0)
             assert server_attestor.calls == 1
-            await agent.clock.advance(START_RETRY_INITIAL * 1.25)
+            # The SDK's policy: doubling from START_RETRY_INITIAL, each delay shortened by
+            # START_RETRY_JITTER times the random draw (0.25 here).
+            shortened = 1 - START_RETRY_JITTER * 0.25
+            await agent.clock.advance(START_RETRY_INITIAL * shortened)
             await until(lambda: server_attestor.calls == 2 and agent.clock.sleepers > 0)
-            await agent.clock.advance(START_RETRY_INITIAL * 2 * 1.25)
+            await agent.clock.advance(START_RETRY_INITIAL * 2 * shortened)
             await asyncio.wait_for(starting, timeout=10)
         assert server_attestor.calls == 3
         assert identity.spiffe_id.path == "/spire/agent/reverse/node-2"
         retries = [log for log in logs if log["event"] == START_RETRY_EVENT]
-        assert [log["retry_in_seconds"] for log in retries] == [1.25, 2.5]
+        assert [log["retry_in_seconds"] for log in retries] == [0.875, 1.75]
         assert [log["attempts"] for log in retries] == [1, 2]
         for log in retries:
             assert log["log_level"] == "warning"

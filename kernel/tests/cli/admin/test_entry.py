@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 from pyspire.catalog import Side
@@ -392,31 +393,22 @@ async def test_ttl_flags_take_durations_or_seconds(server: AdminServer) -> None:
 async def test_show_prints_control_characters_as_escapes(
     server: AdminServer, tmp_path: Path
 ) -> None:
+    entry = await create(server, "-hint", "web", "-selector", "docker:label:xy")
+    # The server refuses control characters now; a datastore written before (or by another
+    # tool) may still hold them, and the CLI must not hand them to the terminal.
     hint = "web\x1b[2J\nAdmin            : true"
-    data = tmp_path / "entries.json"
-    data.write_text(
-        json.dumps(
-            {
-                "entries": [
-                    {
-                        "spiffe_id": WORKLOAD,
-                        "parent_id": PARENT,
-                        "selectors": ["unix:uid:1000", "docker:label:x\x07y"],
-                        "hint": hint,
-                    }
-                ]
-            }
+    with sqlite3.connect(tmp_path / "data" / "datastore.sqlite3") as database:
+        database.execute("UPDATE entries SET hint = ? WHERE entry_id = ?", (hint, entry["id"]))
+        database.execute(
+            "UPDATE entry_selectors SET value = ? WHERE value = ?", ("label:x\x07y", "label:xy")
         )
-    )
-    created = await server.cli("entry", "create", "-data", str(data))
-    assert created.status == 0, created.err
-    shown = await server.cli("entry", "show")
-    assert shown.status == 0, shown.err
-    for output in (created.out, shown.out):
-        assert "\x1b" not in output and "\x07" not in output
-        assert "Admin            : true" not in output.splitlines()
-        assert "Hint             : web\\x1b[2J\\nAdmin            : true" in output
-        assert "Selector         : docker:label:x\\x07y" in output
+    for argv in (("entry", "show"), ("entry", "show", "-entryID", str(entry["id"]))):
+        shown = await server.cli(*argv)
+        assert shown.status == 0, shown.err
+        assert "\x1b" not in shown.out and "\x07" not in shown.out
+        assert "Admin            : true" not in shown.out.splitlines()
+        assert "Hint             : web\\x1b[2J\\nAdmin            : true" in shown.out
+        assert "Selector         : docker:label:x\\x07y" in shown.out
     # JSON output carries the values themselves, escaped by the JSON encoder.
     [listed] = (await server.cli("entry", "show", "-output", "json")).json()["entries"]
     assert listed["hint"] == hint

@@ -49,7 +49,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpclib.const import Status
 
-from pyspire.agent.backoff import Backoff
 from pyspire.ca.der import elements
 from pyspire.catalog import Side
 from pyspire.cli.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, write_file
@@ -64,6 +63,7 @@ from pyspire.cli.workload_client import (
     resolve_endpoint,
 )
 from pyspire.proto.gen import workload as pb
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId
 
@@ -73,8 +73,8 @@ WATCH_BACKOFF = (1.0, 30.0)
 """Seconds ``api watch`` waits before reconnecting: the first wait, doubled up to the last."""
 
 WATCH_JITTER = 0.2
-"""Each reconnection wait is moved by up to this fraction of itself (watchers of an agent that
-restarts do not all come back at once)."""
+"""Each reconnection wait is shortened by up to this fraction of itself (watchers of an agent
+that restarts do not all come back at once)."""
 
 
 # -- X.509 responses --------------------------------------------------------------------------
@@ -533,7 +533,7 @@ async def _watch_forever(
     context: CliContext,
     backoff: tuple[float, float],
 ) -> int:
-    retries = Backoff(*backoff, jitter=WATCH_JITTER)
+    retries = Backoff(BackoffPolicy(*backoff, jitter=WATCH_JITTER))
     last = time.monotonic()
     while True:
         try:
@@ -550,15 +550,15 @@ async def _watch_forever(
                             context.out(line)
                     context.stdout.flush()
                     last = now
-                    retries.reset()
+                    retries.succeeded()
         except WorkloadApiError as error:
             if error.status is Status.INVALID_ARGUMENT:
                 raise
-            delay = retries.next_delay()
+            delay = retries.failed()
             context.err(f"{context.prog}: {error}; retrying in {delay:.3g}s")
             context.stderr.flush()
         else:
-            delay = retries.next_delay()
+            delay = retries.failed()
         await asyncio.sleep(delay)
 
 
