@@ -3,11 +3,13 @@
 Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
 from ``data_dir`` or attest), the workload SVIDs kept by the last run
 (:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
-kept SVIDs are there to serve at once, then the Workload API socket. Background work — SVID
-rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry, keeping
-the workload SVIDs in ``data_dir``, following bundle changes — belongs to one task group. A
-banned or evicted agent stops serving identities and says why; a stop request closes the socket
-(open streams end with UNAVAILABLE) and cancels the rest.
+kept SVIDs are there to serve at once, then the Workload API socket (with the agent's health
+service beside it, :mod:`pyspire.agent.health`). Attestation waits out a server that is away or
+busy, yielding to a stop request; a join token the resumed identity makes unused is reported.
+Background work — SVID rotation, periodic sync (the first one, when skipped before), dropping
+SVIDs at expiry, keeping the workload SVIDs in ``data_dir``, following bundle changes — belongs
+to one task group. A banned or evicted agent stops serving identities and says why; a stop
+request closes the socket (open streams end with UNAVAILABLE) and cancels the rest.
 """
 
 from __future__ import annotations
