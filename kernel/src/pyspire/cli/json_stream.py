@@ -42,7 +42,6 @@ class JsonListWriter:
         self._held: str | None = None
         self._opened = False
         self._closed = False
-        self.count = 0
 
     def __enter__(self) -> JsonListWriter:
         return self
@@ -63,7 +62,6 @@ class JsonListWriter:
         if self._held is not None:
             self._write(self._held + ",")
         self._held = " " * (2 * _INDENT) + _nested(item)
-        self.count += 1
 
     def close(self) -> None:
         """End the list and the document (an empty list when nothing was added)."""

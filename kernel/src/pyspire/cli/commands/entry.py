@@ -549,7 +549,7 @@ async def _show(args: argparse.Namespace, context: CliContext) -> int:
                 printer.close()
     if printer.printed != counted.count:
         context.err(
-            f"{context.prog}: note: {printer.printed:,} entries listed, {counted.count:,} "
+            f"{context.prog}: warning: {printer.printed:,} entries listed, {counted.count:,} "
             "counted first: entries changed meanwhile"
         )
     return 0
