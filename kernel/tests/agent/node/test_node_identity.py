@@ -418,7 +418,10 @@ async def test_start_retries_a_busy_server_with_backoff_and_jitter(
         assert server_attestor.calls == 3
         assert identity.spiffe_id.path == "/spire/agent/reverse/node-2"
         retries = [log for log in logs if log["event"] == START_RETRY_EVENT]
-        assert [log["retry_in_seconds"] for log in retries] == [0.875, 1.75]
+        assert [log["retry_in_seconds"] for log in retries] == [
+            START_RETRY_INITIAL * shortened,
+            START_RETRY_INITIAL * 2 * shortened,
+        ]
         assert [log["attempts"] for log in retries] == [1, 2]
         for log in retries:
             assert log["log_level"] == "warning"
