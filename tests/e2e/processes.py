@@ -22,10 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pyspire_sdk.testing.distributions import environment_with_path
 
 BIN = Path(sys.executable).parent
 SERVER = BIN / "pyspire-server"
@@ -106,13 +108,18 @@ class Process:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def spawn(self, argv: Sequence[str]) -> None:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``argv`` with ``env`` as its environment (this process's by default)."""
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
             )
 
     def exited(self) -> int | None:
@@ -165,6 +172,13 @@ class ServerSettings:
     default_jwt_svid_ttl: str = "5m"
     ca_ttl: str = "24h"
     log_level: str = "INFO"
+    extra_plugins: str = ""
+    """More ``[server.plugins.<type>.<name>]`` tables, appended to the file as given."""
+    python_path: tuple[Path, ...] = ()
+    """Directories the server finds more plugin distributions in (see
+    :func:`install_test_plugins`)."""
+    extra: str = ""
+    """More of the file, after the [server] keys (e.g. "[server.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
@@ -184,11 +198,11 @@ log_level = "{self.log_level}"
 ca_ttl = "{self.ca_ttl}"
 default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
-
+{self.extra}
 [server.plugins.datastore.sqlite]
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
-"""
+{self.extra_plugins}"""
         )
         return path
 
@@ -207,9 +221,16 @@ class ServerProcess(Process):
     def socket_path(self) -> Path:
         return self.settings.socket_path
 
+    def launch(self) -> None:
+        """Start without waiting."""
+        env: dict[str, str] | None = None
+        for site in reversed(self.settings.python_path):
+            env = environment_with_path(site, env)
+        self.spawn([str(SERVER), "run", "-config", str(self.config)], env)
+
     def start(self) -> None:
         """Start and wait until ``healthcheck`` passes."""
-        self.spawn([str(SERVER), "run", "-config", str(self.config)])
+        self.launch()
 
         def healthy() -> bool | None:
             self._fail_if_exited("starting")
@@ -274,13 +295,40 @@ class ServerProcess(Process):
         )
 
 
+TEST_PLUGINS = HERE.parent / "testplugins" / "pyspire_testplugins"
+
+
+def install_test_plugins(site: Path) -> Path:
+    """Install the test plugins (``testplugins/pyspire_testplugins``: the ``journal`` notifier,
+    the ``file`` bundle publisher, the ``shaping`` credential composer) into ``site`` as the
+    distribution ``pyspire-testplugins``; a process with ``site`` on its ``PYTHONPATH`` finds
+    them through their entry points. Returns ``site``."""
+    from pyspire_sdk.testing.distributions import install_distribution
+
+    site.mkdir(parents=True, exist_ok=True)
+    install_distribution(
+        site,
+        "pyspire-testplugins",
+        {
+            "journal": "pyspire_testplugins.notifier",
+            "file": "pyspire_testplugins.publisher",
+            "shaping": "pyspire_testplugins.composer",
+        },
+        packages=[TEST_PLUGINS],
+    )
+    return site
+
+
 def join_token_agent_id(token: str) -> str:
     return f"spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class AgentSettings:
-    """What a test varies in the agent's configuration file (the join token is a flag)."""
+    """What a test varies in the agent's configuration file (the join token is a flag).
+
+    ``plugins_toml`` is appended to the file (more plugin tables); ``environment`` replaces the
+    process's environment (a ``PYTHONPATH`` with plugin distributions, say)."""
 
     root: Path
     server_port: int
@@ -289,10 +337,19 @@ class AgentSettings:
     log_level: str = "INFO"
     name: str = "agent"
     log_file: Path | None = None
+    admin_socket: bool = False
+    plugins_toml: str = ""
+    environment: Mapping[str, str] | None = None
+    extra: str = ""
+    """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
         return self.root / self.name / "api.sock"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        return self.root / f"{self.name}-admin" / "admin.sock"
 
     @property
     def data_dir(self) -> Path:
@@ -313,11 +370,13 @@ trust_bundle_format = "pem"
 sync_interval = "{self.sync_interval}"
 log_level = "{self.log_level}"
 {f'log_file = "{self.log_file}"' if self.log_file is not None else ""}
+{f'admin_socket_path = "{self.admin_socket_path}"' if self.admin_socket else ""}
 
+{self.extra}
 [agent.plugins.key_manager.disk]
 [agent.plugins.node_attestor.join_token]
 [agent.plugins.workload_attestor.unix]
-"""
+{self.plugins_toml}"""
         )
         return path
 
@@ -348,7 +407,7 @@ class AgentProcess(Process):
             argv += ["-joinToken", join_token]
         if join_token_file is not None:
             argv += ["-joinTokenFile", str(join_token_file)]
-        self.spawn(argv)
+        self.spawn(argv, self.settings.environment)
 
     def start(
         self,

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from pyspire_workloadattestor_unix import UnixAttestor, UnixAttestorConfig
 
-from pyspire.agent.health import AgentHealthService, health_problem
+from pyspire.agent.health import AgentHealthService
 from pyspire.agent.identities import Snapshot
+from pyspire.agent.readiness import AgentReadiness
 from pyspire.agent.workload import WorkloadApiService, WorkloadAttestation, WorkloadEndpoint
 from pyspire.catalog import Side
 from pyspire.cli import CliContext, run_cli
@@ -57,7 +58,7 @@ async def run_agent_cli(*argv: str, environ: Mapping[str, str] | None = None) ->
 
 @dataclass
 class AgentSvid:
-    """The agent's own SVID as the health service sees it; tests revoke or expire it."""
+    """The agent's own SVID as its readiness checks see it; tests revoke or expire it."""
 
     svid: X509Svid
     revoked: bool = False
@@ -120,7 +121,12 @@ async def agent(
     await unix.configure(UnixAttestorConfig(), make_host_services(tmp_path, plugin_name="unix"))
     service = WorkloadApiService(source, WorkloadAttestation([("unix", unix)], timeout=5), clock)
     own = AgentSvid(svid=pki.ca.issue(AGENT_ID))
-    health = AgentHealthService(lambda: health_problem(own, source.snapshot(), clock.now()))
+    # The agent's own readiness checks, over the test's SVID and identity source.
+    readiness = AgentReadiness(clock)
+    readiness.identity = own  # type: ignore[assignment]
+    readiness.cache = source  # type: ignore[assignment]
+    readiness.serving = True
+    health = AgentHealthService(readiness.checks())
     endpoint = WorkloadEndpoint(
         socket_dir / "public" / "api.sock", service, health=health, drain_timeout=1
     )
