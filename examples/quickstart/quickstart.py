@@ -11,12 +11,20 @@
 3. ``pyspire-agent run`` attests with the token, syncs, and serves the Workload API.
 4. The two workloads fetch their X509-SVIDs with py-spiffe and talk mutual TLS, each checking
    the other's SPIFFE ID; a JWT-SVID is fetched and validated with ``pyspire-agent api``.
-5. Everything stops with SIGTERM. Every step prints what it did.
+5. Everything stops with SIGTERM and the temporary directory is removed (``--keep`` keeps it,
+   with the logs and state, for a look inside). Every step prints what it did; when a step
+   fails, the end of each process's log is printed first.
+
+The join token travels the way the README recommends: written by ``token generate -write`` to a
+file only its owner can read, and handed to the agent with ``-joinTokenFile``, so it never
+appears on a command line (which every local user can read in the process list).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +43,7 @@ SERVER_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/quickstart/server"
 CLIENT_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/quickstart/client"
 ROLE_VARIABLE = "QUICKSTART_ROLE"
 START_TIMEOUT = 30.0
+LOG_TAIL_LINES = 20
 
 
 def free_port() -> int:
@@ -61,16 +70,14 @@ def cli(*arguments: str, check: bool = True, env: dict[str, str] | None = None) 
     return result.stdout
 
 
-def wait_healthy(
-    program: str, socket_path: Path, process: subprocess.Popen[bytes], *extra: str
-) -> None:
+def wait_healthy(program: str, socket_path: Path, process: subprocess.Popen[bytes]) -> None:
     """Poll ``<program> healthcheck`` until it passes (or the process dies, or time runs out)."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"{program} exited with status {process.returncode}")
         result = subprocess.run(
-            [str(BIN / program), "healthcheck", "-socketPath", str(socket_path), *extra],
+            [str(BIN / program), "healthcheck", "-socketPath", str(socket_path)],
             capture_output=True,
             check=False,
         )
@@ -111,7 +118,23 @@ def workload_env(socket_path: Path, role: str) -> dict[str, str]:
     }
 
 
-def main() -> None:
+def print_log_tails(workdir: Path) -> None:
+    """The last lines of each process's log, to standard error: what went wrong."""
+    for name in ("server.log", "agent.log"):
+        path = workdir / name
+        if path.exists():
+            lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            print(f"---- last lines of {name} ----", file=sys.stderr)
+            for line in lines:
+                print(line, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, state)"
+    )
+    args = parser.parse_args(argv)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pyspire-qs-", dir="/tmp"))
     os.chmod(workdir, 0o700)
@@ -144,11 +167,13 @@ def main() -> None:
         processes.append(("pyspire-server", server))
         wait_healthy("pyspire-server", server_socket, server)
         step("server is healthy; creating a join token and writing the bootstrap bundle")
-        token = cli("pyspire-server", "token", "generate", *admin, "-ttl", "600").split()[-1]
+        token_file = workdir / "join-token"
+        cli("pyspire-server", "token", "generate", *admin, "-ttl", "10m", "-write", str(token_file))
+        token = token_file.read_text().strip()
         bootstrap = workdir / "bootstrap.pem"
         bootstrap.write_text(cli("pyspire-server", "bundle", "show", *admin, "-format", "pem"))
         agent_id = f"spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}"
-        print(f"    the agent will be {agent_id}")
+        print(f"    the agent will be {agent_id} (token in {token_file}, mode 0600)")
         step("registering the two workloads (run by uid " + str(os.getuid()) + ")")
         for spiffe_id, role in ((SERVER_WORKLOAD, "server"), (CLIENT_WORKLOAD, "client")):
             cli(
@@ -183,15 +208,15 @@ def main() -> None:
                 str(port),
                 "-trustBundle",
                 str(bootstrap),
-                "-joinToken",
-                token,
+                "-joinTokenFile",
+                str(token_file),
             ],
             stdout=agent_log,
             stderr=subprocess.STDOUT,
         )
         processes.append(("pyspire-agent", agent))
-        # -shallow: this script itself has no entry, so "answers at all" is the check here.
-        wait_healthy("pyspire-agent", agent_socket, agent, "-shallow")
+        # Health does not depend on the caller: this script has no entry and still sees it.
+        wait_healthy("pyspire-agent", agent_socket, agent)
         step("the workloads fetch their SVIDs and talk mutual TLS")
         workload_server = subprocess.Popen(
             [sys.executable, str(HERE / "workload_server.py"), "--allow", CLIENT_WORKLOAD],
@@ -265,13 +290,22 @@ def main() -> None:
         )
         print("    " + validated.strip().splitlines()[0])
         print(f"    identities issued and used in {time.monotonic() - started:.1f}s")
+    except BaseException:
+        for log in logs:
+            log.flush()
+        print_log_tails(workdir)
+        raise
     finally:
         step("stopping the agent and the server (SIGTERM)")
         for name, process in reversed(processes):
             stop(name, process)
         for log in logs:
             log.close()
-        print(f"    logs are in {workdir}")
+        if args.keep:
+            print(f"    logs and state are in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+            print(f"    removed {workdir}")
     step("done")
 
 

@@ -274,6 +274,12 @@ class ServerProcess(Process):
             raise ProcessError(f"unexpected token generate output: {out!r}")
         return out.split()[1]
 
+    def write_token(self, path: Path, ttl: str = "10m") -> str:
+        """A new join token written to ``path`` (mode 0600) as an agent's -joinTokenFile; the
+        token itself, for the agent ID it gives."""
+        self.cli("token", "generate", "-ttl", ttl, "-write", str(path))
+        return path.read_text().strip()
+
     def create_entry(self, spiffe_id: str, parent_id: str, *selectors: str) -> None:
         argv = ["entry", "create", "-spiffeID", spiffe_id, "-parentID", parent_id]
         for selector in selectors:
@@ -330,6 +336,7 @@ class AgentSettings:
     sync_interval: str = "1s"
     log_level: str = "INFO"
     name: str = "agent"
+    log_file: Path | None = None
     admin_socket: bool = False
     plugins_toml: str = ""
     environment: Mapping[str, str] | None = None
@@ -362,6 +369,7 @@ trust_bundle_path = "{self.bootstrap_bundle}"
 trust_bundle_format = "pem"
 sync_interval = "{self.sync_interval}"
 log_level = "{self.log_level}"
+{f'log_file = "{self.log_file}"' if self.log_file is not None else ""}
 {f'admin_socket_path = "{self.admin_socket_path}"' if self.admin_socket else ""}
 
 {self.extra}
@@ -392,16 +400,24 @@ class AgentProcess(Process):
         """The Workload API address as py-spiffe takes it."""
         return f"unix://{self.socket_path}"
 
-    def launch(self, join_token: str | None = None) -> None:
+    def launch(self, join_token: str | None = None, *, join_token_file: Path | None = None) -> None:
         """Start without waiting."""
         argv = [str(AGENT), "run", "-config", str(self.config)]
         if join_token is not None:
             argv += ["-joinToken", join_token]
+        if join_token_file is not None:
+            argv += ["-joinTokenFile", str(join_token_file)]
         self.spawn(argv, self.settings.environment)
 
-    def start(self, join_token: str | None = None, timeout: float = START_TIMEOUT) -> None:
+    def start(
+        self,
+        join_token: str | None = None,
+        timeout: float = START_TIMEOUT,
+        *,
+        join_token_file: Path | None = None,
+    ) -> None:
         """Start and wait until the Workload API socket exists."""
-        self.launch(join_token)
+        self.launch(join_token, join_token_file=join_token_file)
 
         def listening() -> bool | None:
             self._fail_if_exited("starting")
@@ -412,6 +428,25 @@ class AgentProcess(Process):
         except ProcessError as error:
             self.kill()
             raise ProcessError(f"{error}\n{self.log()}") from None
+
+    def cli(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``pyspire-agent <argv> -socketPath <socket>``; raises with both streams (and the
+        agent's log) unless it exits 0 or ``check`` is false."""
+        command = [str(AGENT), *argv, "-socketPath", str(self.socket_path)]
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise ProcessError(
+                f"'{' '.join(argv)}' did not finish within {CLI_TIMEOUT:g}s\n{self.log()}"
+            ) from None
+        if check and result.returncode != 0:
+            raise ProcessError(
+                f"'{' '.join(argv)}' exited {result.returncode}\nstdout: {result.stdout}\n"
+                f"stderr: {result.stderr}\nagent log:\n{self.log()}"
+            )
+        return result
 
 
 @dataclass

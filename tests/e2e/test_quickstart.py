@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -33,4 +34,10 @@ def test_quickstart_issues_identities_and_stops_cleanly() -> None:
     assert "SVID is valid." in output
     assert "pyspire-agent exited with status 0" in output
     assert "pyspire-server exited with status 0" in output
+    # The join token never appears on a command line, and the temporary directory is gone.
+    assert "-joinTokenFile" not in output
+    workdir = re.search(r"starting pyspire-server in (\S+)", output)
+    assert workdir is not None, output
+    assert f"removed {workdir.group(1)}" in output
+    assert not Path(workdir.group(1)).exists()
     assert elapsed < 30, f"the quickstart took {elapsed:.1f}s"

@@ -180,7 +180,7 @@ def test_validate_reports_a_syntax_error_with_its_position(tmp_path: Path) -> No
     path = write(tmp_path, "[server\ntrust_domain = 1\n")
     result = run(Side.SERVER, "validate", "-config", str(path))
     assert result.status == 1
-    assert result.stderr.startswith("invalid toml at line 1, column 8: ")
+    assert result.stderr.startswith(f"invalid toml in {str(path)!r} at line 1, column 8: ")
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -339,7 +339,14 @@ def test_unknown_command_and_flag_are_one_line_usage_errors() -> None:
     flag = run(Side.SERVER, "validate", "-bogus")
     assert flag.status == 2
     assert flag.stderr == (
-        "pyspire-server: error: unrecognized arguments: -bogus (see 'pyspire-server -h')\n"
+        "pyspire-server validate: error: unrecognized arguments: -bogus "
+        "(see 'pyspire-server validate -h')\n"
+    )
+    nested = run(Side.SERVER, "entry", "show", "-bogus", "x")
+    assert nested.status == 2
+    assert nested.stderr == (
+        "pyspire-server entry show: error: unrecognized arguments: -bogus x "
+        "(see 'pyspire-server entry show -h')\n"
     )
 
 

@@ -76,9 +76,10 @@ def test_toml_syntax_error_is_reported_with_line_and_column(tmp_path: Path) -> N
         load_server_config(path)
     (issue,) = caught.value.issues
     assert issue.path == ""
-    assert issue.message.startswith("invalid toml at line 3, column 13: ")
+    prefix = f"invalid toml in {str(path)!r} at line 3, column 13: "
+    assert issue.message.startswith(prefix)
     assert issue.message == issue.message.rstrip(".")
-    assert issue.message[len("invalid toml at line 3, column 13: ")].islower()
+    assert issue.message[len(prefix)].islower()
 
 
 def test_duplicate_table_is_a_syntax_error(tmp_path: Path) -> None:
@@ -200,7 +201,7 @@ def test_env_expansion_only_when_asked(tmp_path: Path) -> None:
     assert loaded.settings.bind_port == 9443
     with pytest.raises(ConfigError) as caught:
         load_server_config(path, environ=environ)
-    assert "invalid toml at line 4" in caught.value.issues[0].message
+    assert f"invalid toml in {str(path)!r} at line 4" in caught.value.issues[0].message
 
 
 def test_env_expansion_reads_the_process_environment_by_default(

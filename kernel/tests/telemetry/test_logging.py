@@ -237,3 +237,18 @@ def test_reconfiguring_replaces_only_its_own_handler() -> None:
         assert len(root.handlers) == before
     finally:
         root.removeHandler(foreign)
+
+
+def test_a_client_hanging_up_is_routine_and_logged_at_debug_only() -> None:
+    library = logging.getLogger("grpclib.server")
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    library.info("Request was cancelled: %s", "Connection lost")
+    library.info("Deadline exceeded")
+    assert [event["msg"] for event in json_lines(stream.getvalue())] == ["Deadline exceeded"]
+    verbose = io.StringIO()
+    configure_logging("debug", "json", stream=verbose)
+    library.info("Request was cancelled: %s", "Connection lost")
+    [event] = json_lines(verbose.getvalue())
+    assert event["msg"] == "Request was cancelled: Connection lost"
+    assert event["level"] == "debug"

@@ -6,7 +6,10 @@
   key is still in the agent's key manager with the same public key; nothing is asked of the
   server (a one-time join token is not needed again). Otherwise attest: fetch the server's
   bundle (verified with the bootstrap bundle or, with insecure bootstrap, pinned as received),
-  generate a key, and run the node attestor.
+  generate a key, and run the node attestor. A server that cannot take the attestation now
+  (away, or over its rate limit of one attestation per second per address) is tried again
+  with backoff and jitter (the SDK's one retry policy, :mod:`pyspire_sdk.backoff`); only a
+  refusal ends the start.
 - **Rotation.** Every 5 s on the injected clock, check whether the SVID's remaining lifetime is
   at most half its lifetime, ±10% jitter drawn once per SVID (SPIRE's rule). Reattestable
   agents then attest again; others call RenewAgent with a CSR for a new key. Keys alternate
@@ -31,6 +34,9 @@ __all__ = [
     "BACKOFF_MAX",
     "ROTATION_CHECK_INTERVAL",
     "ROTATION_JITTER",
+    "START_RETRY_INITIAL",
+    "START_RETRY_JITTER",
+    "START_RETRY_MAX",
     "NodeCredentials",
     "NodeIdentity",
     "NodeKeyManager",
@@ -53,6 +59,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from pyspire.agent.bootstrap import BootstrapTrust
 from pyspire.agent.client import ServerCallError, ServerClient
 from pyspire.agent.storage import AgentState, AgentStateStore
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import (
@@ -60,15 +67,19 @@ from pyspire_sdk.errors import (
     NotFoundError,
     PermissionDeniedError,
     PyspireError,
+    UnavailableError,
 )
 from pyspire_sdk.keys import PrivateKey, private_key_from_pkcs8, public_key_der
 from pyspire_sdk.model import X509Svid
 from pyspire_sdk.plugins.key_manager import KeyManager, KeyType, PrivateKeyExport
-from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor, is_agent_id
+from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor, agent_id, is_agent_id
 from pyspire_sdk.spiffeid import SpiffeId
 
 AGENT_KEY_IDS = ("agent-svid-A", "agent-svid-B")
 """The key manager IDs the agent SVID's key alternates between."""
+
+JOIN_TOKEN_ATTESTOR = "join_token"  # noqa: S105 - a plugin name, not a secret
+"""The node attestor whose agent IDs name the join token they were attested with."""
 
 ROTATION_CHECK_INTERVAL = 5.0
 """Seconds between checks of whether the agent SVID should rotate (SPIRE's interval)."""
@@ -78,6 +89,20 @@ ROTATION_JITTER = 0.10
 
 BACKOFF_MAX = 300.0
 """The longest wait, in seconds, between failed rotation attempts."""
+
+START_RETRY_INITIAL = 1.0
+"""Seconds before the first retry of a start-up attestation the server could not take now."""
+
+START_RETRY_MAX = 10.0
+"""The longest wait, in seconds, between start-up attempts. A refused attempt costs the server
+next to nothing (the rate limit answers before any attestation work), while a long wait leaves
+the server's allowance unused: twenty agents behind one address, capped at 30 s, took four
+times the one second each that the limit allows (``tests/bench/bench_agent_fleet_start.py``)."""
+
+START_RETRY_JITTER = 1.0
+"""Full jitter: each start-up retry waits a random part of its backoff, so agents refused
+together by the server's attestation rate limit (one per second per address) come back spread
+over the whole interval instead of in a bunch."""
 
 Listener = Callable[["NodeIdentity"], Awaitable[None]]
 BootstrapSource = Callable[[], Awaitable[BootstrapTrust]]
@@ -147,23 +172,6 @@ def _verify_chain(chain: tuple[bytes, ...], bundle: Bundle) -> None:
     raise ServerCallError("the agent SVID does not chain to an authority of the trust bundle")
 
 
-class _Backoff:
-    """Exponential delays: ``initial``, twice that, ... up to ``maximum``."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        delay = float(min(self._maximum, self._initial * 2.0**self.failures))
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 class NodeIdentity:
     """The agent's identity; see the module documentation.
 
@@ -198,7 +206,8 @@ class NodeIdentity:
         self._key_type = key_type
         self._rng = rng if rng is not None else random.SystemRandom()
         self._check_interval = check_interval
-        self._backoff = _Backoff(check_interval, backoff_max)
+        self._backoff = Backoff(BackoffPolicy(check_interval, backoff_max, jitter=0.0))
+        self._resumed = False
         self._credentials: NodeCredentials | None = None
         self._rotate_at: datetime | None = None
         self._retry_at: datetime | None = None
@@ -286,15 +295,53 @@ class NodeIdentity:
 
     # -- start ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Resume the stored identity or attest. Raises what made attestation fail
-        (:class:`~pyspire_sdk.errors.UnavailableError`: the server is away, retry later;
-        :class:`~pyspire_sdk.errors.PermissionDeniedError`: the server refused the node)."""
+    @property
+    def resumed(self) -> bool:
+        """True when :meth:`start` resumed the stored identity instead of attesting."""
+        return self._resumed
+
+    def ignores_join_token(self, token: str) -> bool:
+        """True when :meth:`start` resumed an identity that ``token`` did not give: a join
+        token handed to this run was not used (the identity it would give is another)."""
+        if not self._resumed:
+            return False
         try:
-            async with self._lock:
-                await self._start()
-        finally:
-            await self._notify()
+            offered = agent_id(self._trust_domain, JOIN_TOKEN_ATTESTOR, token)
+        except InvalidArgumentError:
+            return True
+        return offered != self.spiffe_id
+
+    async def start(self) -> None:
+        """Resume the stored identity or attest.
+
+        A server that cannot take the attestation now — away, overloaded, over its attestation
+        rate limit, or answering wrongly — is tried again with backoff and jitter until it
+        does. Only a definitive answer ends the start with its error:
+        :class:`~pyspire_sdk.errors.PermissionDeniedError` when the server refuses the node
+        (unknown or used join token, banned agent), and the errors of a misconfiguration (the
+        node attestor's, an unusable bootstrap bundle).
+        """
+        backoff = Backoff(
+            BackoffPolicy(START_RETRY_INITIAL, START_RETRY_MAX, jitter=START_RETRY_JITTER),
+            rng=self._rng,
+        )
+        while True:
+            try:
+                async with self._lock:
+                    await self._start()
+                return
+            except (UnavailableError, ServerCallError) as error:
+                delay = backoff.failed()
+                _log.warning(
+                    "agent attestation did not go through; retrying",
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    attempts=backoff.failures,
+                    retry_in_seconds=round(delay, 3),
+                )
+            finally:
+                await self._notify()
+            await self._clock.sleep(delay)
 
     async def _start(self) -> None:
         state = await self._store.load()
@@ -346,6 +393,7 @@ class NodeIdentity:
             reattestable=state.reattestable,
         )
         await self._install(credentials, persist=False)
+        self._resumed = True
         log.info("agent identity resumed", expires_at=state.svid.expires_at.isoformat())
         return True
 
@@ -587,7 +635,7 @@ class NodeIdentity:
             except PermissionDeniedError:
                 return
             except PyspireError as error:
-                delay = self._backoff.next_delay()
+                delay = self._backoff.failed()
                 self._retry_at = self._clock.now() + timedelta(seconds=delay)
                 _log.warning(
                     "agent SVID rotation failed; keeping the current SVID",
@@ -597,5 +645,5 @@ class NodeIdentity:
                     retry_in_seconds=delay,
                 )
             else:
-                self._backoff.reset()
+                self._backoff.succeeded()
                 self._retry_at = None

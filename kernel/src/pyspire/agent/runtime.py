@@ -3,11 +3,13 @@
 Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
 from ``data_dir`` or attest), the workload SVIDs kept by the last run
 (:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
-kept SVIDs are there to serve at once, then the Workload API socket and, when
-``admin_socket_path`` is set, the admin socket (:mod:`pyspire.agent.admin`). Background work —
-SVID rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry,
-keeping the workload SVIDs in ``data_dir``, delivering the SVIDs of entries marked
-``store_svid`` to SVID store plugins (:mod:`pyspire.agent.svid_stores`), following bundle
+kept SVIDs are there to serve at once, then the Workload API socket (with the agent's gRPC
+health service beside it, :mod:`pyspire.agent.health`) and, when ``admin_socket_path`` is set,
+the admin socket (:mod:`pyspire.agent.admin`). Attestation waits out a server that is away or
+busy, yielding to a stop request; a join token the resumed identity makes unused is reported.
+Background work — SVID rotation, periodic sync (the first one, when skipped before), dropping
+SVIDs at expiry, keeping the workload SVIDs in ``data_dir``, delivering the SVIDs of entries
+marked ``store_svid`` to SVID store plugins (:mod:`pyspire.agent.svid_stores`), following bundle
 changes — belongs to one task group. A banned or evicted agent stops serving identities and says
 why; a stop request closes the sockets (open streams end with UNAVAILABLE) and cancels the rest.
 """
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -25,9 +28,10 @@ from pyspire.agent.admin import AdminEndpoint, AgentStatus, DebugService
 from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
 from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
+from pyspire.agent.health import AgentHealthService
 from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
 from pyspire.agent.readiness import AgentReadiness
-from pyspire.agent.storage import AgentStateStore
+from pyspire.agent.storage import STATE_FILE_NAME, AgentStateStore
 from pyspire.agent.stored_svids import StoredSvidCache
 from pyspire.agent.stored_targets import StoredTargetsFile
 from pyspire.agent.svid_stores import SvidStoreDelivery
@@ -48,7 +52,7 @@ from pyspire.catalog import (
     plan_plugins,
 )
 from pyspire.catalog.host import host_services_for
-from pyspire.config import AgentConfig, LoadedConfig
+from pyspire.config import AgentConfig, LoadedConfig, read_join_token
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import CACHE_ENTRIES, CACHE_X509_SVIDS, PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
@@ -87,8 +91,10 @@ class AgentRuntime:
         discovery: Discovery,
         *,
         clock: Clock | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = loaded.settings
+        self._notify = notify
         self._plugins = loaded.plugins
         self._discovery = discovery
         self._clock = clock or SystemClock()
@@ -101,6 +107,7 @@ class AgentRuntime:
         self.cache: WorkloadCache | None = None
         self._started_at = self._clock.now()
         self._log = structlog.get_logger("pyspire.agent")
+        self._join_token: str | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -124,7 +131,8 @@ class AgentRuntime:
         settings = self.settings
         self._started_at = self._clock.now()
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
-        plugins = with_join_token(self._plugins, settings.join_token)
+        self._join_token = await asyncio.to_thread(read_join_token, settings)
+        plugins = with_join_token(self._plugins, self._join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
         async with (
             serve_telemetry(
@@ -188,8 +196,11 @@ class AgentRuntime:
             bootstrap=bootstrap,
             clock=self._clock,
         )
-        await identity.start()
+        if not await self._until_stopped(identity.start()):
+            self._log.info("agent stopped before it had an identity")
+            return
         self.identity = self.readiness.identity = identity
+        self._warn_if_join_token_unused(identity)
         self._log.info("agent identity ready", spiffe_id=str(identity.spiffe_id))
         cache = WorkloadCache(
             client, self._clock, x509_svid_cache_max_size=settings.x509_svid_cache_max_size
@@ -239,9 +250,13 @@ class AgentRuntime:
             )
             async with contextlib.AsyncExitStack() as endpoints:
                 await endpoints.enter_async_context(
-                    WorkloadEndpoint(settings.socket_path, service, metrics=self.metrics)
+                    WorkloadEndpoint(
+                        settings.socket_path,
+                        service,
+                        health=AgentHealthService(self.readiness.checks()),
+                        metrics=self.metrics,
+                    )
                 )
-                self._log.info("workload api listening", socket_path=str(settings.socket_path))
                 if settings.admin_socket_path is not None:
                     await endpoints.enter_async_context(
                         AdminEndpoint(settings.admin_socket_path, [debug])
@@ -264,6 +279,46 @@ class AgentRuntime:
                         task.cancel()
         finally:
             await cache.close()
+
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless :meth:`stop` comes first (then cancel it); True when it ran to
+        the end. Start-up retries a busy or absent server indefinitely, so it must yield to a
+        stop request."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stopping):
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pending
+        if task.cancelled():
+            return False
+        task.result()
+        return True
+
+    def _warn_if_join_token_unused(self, identity: NodeIdentity) -> None:
+        """A join token given to an agent that resumed another identity is not used: say so
+        (in the log, and on standard error when the log goes to a file), so that a second run
+        with a new token does not silently keep the old identity."""
+        token = self._join_token
+        if token is None or not identity.ignores_join_token(token):
+            return
+        state_file = self.settings.data_dir / STATE_FILE_NAME
+        message = (
+            f"the join token was not used: the agent resumed its stored identity "
+            f"{identity.spiffe_id}; to attest with the new token, stop the agent and remove "
+            f"{state_file}"
+        )
+        self._log.warning(
+            "join token not used: the agent resumed its stored identity",
+            agent_id=str(identity.spiffe_id),
+            state_file=str(state_file),
+        )
+        if self._notify is not None and self.settings.log_file is not None:
+            self._notify(message)
 
     async def _first_sync(self, sync: SyncManager) -> None:
         try:

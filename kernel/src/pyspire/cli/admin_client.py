@@ -31,6 +31,7 @@ __all__ = [
     "parse_selector",
     "parse_spiffe_id",
     "parse_trust_domain",
+    "parse_ttl",
     "plural",
     "print_json",
     "render_blocks",
@@ -46,7 +47,7 @@ import json
 import stat
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,16 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.cli.flags import add_flag
+from pyspire.cli.printable import printable
 from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire_sdk import parse_duration
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
+from pyspire_sdk.limits import MAX_TTL_SECONDS
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -125,6 +129,29 @@ def parse_selector(text: str, flag: str = "-selector") -> pb.Selector:
     except InvalidArgumentError as error:
         raise AdminError(f"invalid {flag}: {error}") from None
     return pb.Selector(type=selector.type, value=selector.value)
+
+
+def parse_ttl(text: str | None, flag: str, *, minimum: int = 0) -> int:
+    """A TTL flag's value in whole seconds; 0 when the flag was not given.
+
+    Written as a duration (``1h``, ``1h30m``, ``90s``: the SDK's duration syntax, as in the
+    configuration files) or as a number of seconds (``3600``), so every TTL flag reads the same.
+    The error names the flag and says why the value is refused.
+    """
+    if text is None:
+        return 0
+    try:
+        ttl = parse_duration(text)
+    except InvalidArgumentError as error:
+        raise AdminError(f"invalid {flag}: {error}") from None
+    seconds, fraction = divmod(ttl, timedelta(seconds=1))
+    if fraction:
+        raise AdminError(f"invalid {flag}: {text!r} is not a whole number of seconds")
+    if not minimum <= seconds <= MAX_TTL_SECONDS:
+        raise AdminError(
+            f"invalid {flag}: {text!r} is out of range ({minimum}s to {MAX_TTL_SECONDS}s)"
+        )
+    return int(seconds)
 
 
 def parse_bool(text: str) -> bool:
@@ -238,7 +265,7 @@ def status_line(status: pb.Status) -> str:
         name = Status(status.code).name.lower().replace("_", " ")
     except ValueError:
         name = f"code {status.code}"
-    return f"{name}: {status.message}" if status.message else name
+    return f"{name}: {printable(status.message)}" if status.message else name
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -292,8 +319,9 @@ def format_timestamp(seconds: int) -> str:
 
 
 def render_blocks(rows: Iterable[tuple[str, str]]) -> list[str]:
-    """``Label            : value`` lines, labels padded like SPIRE's CLI."""
-    return [f"{label.ljust(_LABEL_WIDTH)}: {value}" for label, value in rows]
+    """``Label            : value`` lines, labels padded like SPIRE's CLI; control characters
+    in a value (a newline included) are shown as escapes, so a value is always one line."""
+    return [f"{label.ljust(_LABEL_WIDTH)}: {printable(value)}" for label, value in rows]
 
 
 def spiffe_id_text(message: pb.Spiffeid | None) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pyspire.catalog import PluginLoadError, Side
 from pyspire.cli.commands import all_commands
 from pyspire.cli.flags import CliArgumentParser, ParserExit, UsageError
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.telemetry.logging import LogFormat, configure_logging
 from pyspire_sdk.errors import ConfigError, PyspireError
@@ -103,7 +104,12 @@ def run_cli(
     """Parse ``argv`` (without the program name), run the chosen command, return the status."""
     parser = build_parser(context, commands)
     try:
-        args = parser.parse_args(list(argv))
+        args, unknown = parser.parse_known_args(list(argv))
+        if unknown:
+            # argparse reports leftovers from the top-level parser; the command they were
+            # given to is the one whose help lists the flags that exist.
+            chosen_parser: argparse.ArgumentParser = getattr(args, _PARSER, parser)
+            chosen_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except ParserExit as done:
         return done.status
     except UsageError as error:
@@ -121,7 +127,7 @@ def run_cli(
         return EXIT_INTERRUPTED
     except ConfigError as error:
         for issue in error.issues:
-            context.err(str(issue))
+            context.err(printable(str(issue)))
         return EXIT_FAILURE
     except PluginLoadError as error:
         for problem in error.problems:

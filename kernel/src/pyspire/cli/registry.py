@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from pyspire.catalog import Discovery, Side
+from pyspire.cli.printable import printable_lines
 
 CommandHandler = Callable[[argparse.Namespace, "CliContext"], Awaitable[int]]
 """Runs one command with its parsed flags; returns the process exit status."""
@@ -47,12 +48,13 @@ class CliContext:
     discover: DiscoveryFactory = Discovery.load
 
     def out(self, line: str = "") -> None:
-        """Write one line of results."""
-        self.stdout.write(line + "\n")
+        """Write one line of results; control characters in it are shown as escapes
+        (:func:`~pyspire.cli.printable.printable_lines`)."""
+        self.stdout.write(printable_lines(line) + "\n")
 
     def err(self, line: str) -> None:
-        """Write one line about a problem."""
-        self.stderr.write(line + "\n")
+        """Write one line about a problem, control characters escaped as in :meth:`out`."""
+        self.stderr.write(printable_lines(line) + "\n")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ It gives those commands one way to:
   the endpoint: the flag when given, else ``SPIFFE_ENDPOINT_SOCKET`` (a ``unix:///path`` or
   ``tcp://IP:port`` address, validated as the SPIFFE Workload Endpoint standard says), else
   :data:`DEFAULT_SOCKET_PATH` (:func:`resolve_endpoint`);
+- ask the agent's health (``grpc.health.v1.Health/Check`` on the same socket, no attestation);
 - call the five ``SpiffeWorkloadAPI`` methods, every call carrying the
   ``workload.spiffe.io: true`` metadata the agent requires and, except the endless
   :meth:`WorkloadClient.watch_x509_svids`, bounded by the timeout so a stuck agent never hangs
@@ -51,6 +52,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.cli.flags import add_flag
 from pyspire.proto.gen import workload as pb
+from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire_sdk import format_duration, parse_duration
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 
@@ -221,6 +223,7 @@ class WorkloadClient:
         seconds = timeout.total_seconds()
         self._stub = pb.SpiffeWorkloadApiStub(channel, timeout=seconds, metadata=SECURITY_HEADER)
         self._endless = pb.SpiffeWorkloadApiStub(channel, metadata=SECURITY_HEADER)
+        self._health = health_pb.HealthStub(channel, timeout=seconds)
 
     async def fetch_x509_svid(self) -> pb.X509SvidResponse:
         """The caller's X509-SVIDs, their bundle and the federated bundles, as sent now."""
@@ -251,6 +254,13 @@ class WorkloadClient:
         request = pb.ValidateJwtsvidRequest(audience=audience, svid=token)
         with self.errors():
             return await self._stub.validate_jwtsvid(request)
+
+    async def check_health(self) -> health_pb.HealthCheckResponseServingStatus:
+        """The agent's answer to ``grpc.health.v1.Health/Check`` for the whole agent. Not a
+        Workload API call: the agent does not attest the caller, so it needs no entry."""
+        with self.errors():
+            response = await self._health.check(health_pb.HealthCheckRequest())
+        return health_pb.HealthCheckResponseServingStatus(response.status)
 
     async def watch_x509_svids(self) -> AsyncIterator[pb.X509SvidResponse]:
         """Every X509-SVID update the agent sends, for as long as the stream lasts (no

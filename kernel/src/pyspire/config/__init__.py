@@ -22,6 +22,7 @@ from pyspire.config.document import (
     plugins_table,
     read_document,
 )
+from pyspire.config.join_token import read_join_token, read_join_token_file
 from pyspire.config.server import CaSubject, ServerConfig
 
 __all__ = [
@@ -41,4 +42,6 @@ __all__ = [
     "parse_toml",
     "plugins_table",
     "read_document",
+    "read_join_token",
+    "read_join_token_file",
 ]

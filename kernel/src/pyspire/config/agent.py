@@ -69,8 +69,18 @@ class AgentConfig:
     )
     join_token: str | None = setting(
         default=None,
-        description="One-time join token for the join_token node attestor.",
+        description=(
+            "One-time join token for the join_token node attestor. Prefer join_token_file: a "
+            "token given with -joinToken is visible to every local user in the process list."
+        ),
         secret=True,
+    )
+    join_token_file: Path | None = setting(
+        default=None,
+        description=(
+            "File holding the join token (read once at start; refused when other users may "
+            "read or write it). Excludes join_token."
+        ),
     )
     sync_interval: timedelta = setting(
         default=timedelta(seconds=5),
@@ -147,6 +157,10 @@ class AgentConfig:
                 )
         if self.join_token is not None and not self.join_token.strip():
             yield ConfigIssue("join_token", "must not be empty when set")
+        if self.join_token is not None and self.join_token_file is not None:
+            yield ConfigIssue(
+                "join_token_file", "join_token and join_token_file exclude each other: set one"
+            )
         yield from check_positive("sync_interval", self.sync_interval)
         if self.x509_svid_cache_max_size < 1:
             yield ConfigIssue(

@@ -101,22 +101,27 @@ def expand_env_vars(text: str, environ: Mapping[str, str]) -> str:
     return _ENV_REFERENCE.sub(replace, text)
 
 
-def parse_toml(text: str) -> dict[str, Any]:
-    """Parse TOML text, raising :class:`ConfigError` with the line and column of a syntax error."""
+def parse_toml(text: str, source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Parse TOML text, raising :class:`ConfigError` with the line and column of a syntax error
+    and, when ``source`` is given, the file it came from (the one line an operator reads must
+    say which file to open)."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
+        where = f" in {str(source)!r}" if source is not None else ""
         message = str(error)
         found = _TOML_POSITION.match(message)
         if found is None:
-            raise ConfigError([ConfigIssue("", f"invalid toml: {_lower_first(message)}")]) from None
+            raise ConfigError(
+                [ConfigIssue("", f"invalid toml{where}: {_lower_first(message)}")]
+            ) from None
         reason = _lower_first(found.group("reason"))
         raise ConfigError(
             [
                 ConfigIssue(
                     "",
-                    f"invalid toml at line {found.group('line')}, column {found.group('column')}: "
-                    f"{reason}",
+                    f"invalid toml{where} at line {found.group('line')}, column "
+                    f"{found.group('column')}: {reason}",
                 )
             ]
         ) from None
@@ -151,7 +156,7 @@ def read_document(
         ) from None
     if expand_env:
         text = expand_env_vars(text, os.environ if environ is None else environ)
-    return parse_toml(text)
+    return parse_toml(text, source)
 
 
 def plugins_table(schema: ConfigSchema[Any], document: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -182,6 +182,28 @@ class _AppendFileHandler(logging.FileHandler):
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
 
+_ROUTINE_LIBRARY_RECORDS = frozenset({("grpclib.server", "Request was cancelled: %s")})
+"""Library records that are routine here and only worth seeing at DEBUG: grpclib logs at INFO
+every call whose client hung up before the end, and Workload API clients (py-spiffe, the CLI)
+end their streams that way on every fetch."""
+
+
+class _DemoteRoutineRecords(logging.Filter):
+    """Log the records of :data:`_ROUTINE_LIBRARY_RECORDS` at DEBUG instead of their own
+    level, so they pass only a DEBUG configuration."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and (record.name, record.msg) in _ROUTINE_LIBRARY_RECORDS:
+            record.levelno = logging.DEBUG
+            record.levelname = logging.getLevelName(logging.DEBUG)
+            return self._level <= logging.DEBUG
+        return True
+
+
 def _is_terminal(stream: IO[str]) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
@@ -221,6 +243,7 @@ def configure_logging(
         )
     )
     handler.setLevel(numeric_level)
+    handler.addFilter(_DemoteRoutineRecords(numeric_level))
     _install(handler, numeric_level)
     structlog.configure(
         processors=[*_SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

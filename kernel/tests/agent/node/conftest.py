@@ -37,6 +37,7 @@ from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.entry import EntryService
+from pyspire.server.api.ratelimit import ResourceExhaustedError
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices
 from pyspire.server.runtime import ServerRuntime
@@ -231,7 +232,8 @@ def make_ca() -> tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate]:
 
 
 class FixedJitter(random.Random):
-    """A random source whose ``uniform`` always returns ``value`` (clamped to the range)."""
+    """A random source whose ``uniform`` and ``random`` always return ``value`` (clamped to
+    their range)."""
 
     def __init__(self, value: float) -> None:
         super().__init__(0)
@@ -239,6 +241,9 @@ class FixedJitter(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return min(max(self.value, a), b)
+
+    def random(self) -> float:
+        return min(max(self.value, 0.0), 1.0)
 
 
 @dataclass
@@ -287,10 +292,12 @@ class Agent:
 
 class ServerReverseAttestor:
     """Server half of a reattestable test attestor: the payload names the node; the agent must
-    answer the challenge ``reverse:<payload>`` with the payload reversed."""
+    answer the challenge ``reverse:<payload>`` with the payload reversed. The first ``busy``
+    attestations are refused as over the server's rate limit."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.busy = 0
 
     async def configure(self, config: object, host: HostServices) -> None:
         return None
@@ -300,6 +307,12 @@ class ServerReverseAttestor:
 
     async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
         self.calls += 1
+        if self.busy:
+            # What the server's attestation rate limit answers (RESOURCE_EXHAUSTED).
+            self.busy -= 1
+            raise ResourceExhaustedError(
+                "rejecting agent attestation from 127.0.0.1: over the limit of 1 per second"
+            )
         answer = await challenge(b"reverse:" + payload)
         if answer != payload[::-1]:
             raise PermissionDeniedError("challenge answer is wrong")

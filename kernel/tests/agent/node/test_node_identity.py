@@ -17,7 +17,13 @@ from cryptography import x509
 
 from pyspire.agent.bootstrap import BootstrapTrust
 from pyspire.agent.client import ServerClient
-from pyspire.agent.node_identity import AGENT_KEY_IDS, NodeIdentity, rotation_threshold
+from pyspire.agent.node_identity import (
+    AGENT_KEY_IDS,
+    START_RETRY_INITIAL,
+    START_RETRY_JITTER,
+    NodeIdentity,
+    rotation_threshold,
+)
 from pyspire.agent.storage import STATE_FILE_NAME, AgentState, AgentStateStore
 from pyspire.catalog import Discovery
 from pyspire.server.api.gate import serial_hex
@@ -43,6 +49,8 @@ from .conftest import (
     until,
     workload_entry,
 )
+
+START_RETRY_EVENT = "agent attestation did not go through; retrying"
 
 
 def leaf(identity: NodeIdentity) -> x509.Certificate:
@@ -114,6 +122,26 @@ async def test_a_consumed_token_without_state_is_refused(agent: Agent) -> None:
     again, _ = await agent.build()
     with pytest.raises(PermissionDeniedError, match=r"already been used"):
         await again.start()
+    # A refusal is definitive: the start gave up at once instead of waiting to retry.
+    assert agent.clock.sleepers == 0
+
+
+async def test_a_second_token_is_reported_unused_when_the_agent_resumes(agent: Agent) -> None:
+    first_token = agent.token
+    identity, _ = await agent.build()
+    await identity.start()
+    assert not identity.resumed
+    assert not identity.ignores_join_token(first_token)
+    await agent.close()
+
+    agent.token = await agent.server.join_token()
+    restarted, _ = await agent.build()
+    await restarted.start()
+    assert restarted.resumed
+    assert restarted.spiffe_id == identity.spiffe_id
+    assert restarted.ignores_join_token(agent.token)
+    # The same token again (a restart with an unchanged command line) is no news.
+    assert not restarted.ignores_join_token(first_token)
 
 
 async def test_resume_needs_the_key_in_the_key_manager(agent: Agent) -> None:
@@ -362,6 +390,47 @@ async def test_a_reattestable_agent_attests_again_to_rotate(
         await agent.close()
 
 
+async def test_start_retries_a_busy_server_with_backoff_and_jitter(
+    tmp_path: Path, reverse_server: tuple[RunningServer, ServerReverseAttestor]
+) -> None:
+    server, server_attestor = reverse_server
+    server_attestor.busy = 2
+    agent = Agent(
+        directory=tmp_path / "agent",
+        server=server,
+        clock=FakeClock(start=datetime.now(UTC)),
+        attestor=("reverse", AgentReverseAttestor("node-2")),
+        jitter=0.25,
+    )
+    try:
+        identity, _ = await agent.build()
+        with structlog.testing.capture_logs() as logs:
+            starting = asyncio.create_task(identity.start())
+            await until(lambda: agent.clock.sleepers > 0)
+            assert server_attestor.calls == 1
+            # The SDK's policy: doubling from START_RETRY_INITIAL, each delay shortened by
+            # START_RETRY_JITTER times the random draw (0.25 here).
+            shortened = 1 - START_RETRY_JITTER * 0.25
+            await agent.clock.advance(START_RETRY_INITIAL * shortened)
+            await until(lambda: server_attestor.calls == 2 and agent.clock.sleepers > 0)
+            await agent.clock.advance(START_RETRY_INITIAL * 2 * shortened)
+            await asyncio.wait_for(starting, timeout=10)
+        assert server_attestor.calls == 3
+        assert identity.spiffe_id.path == "/spire/agent/reverse/node-2"
+        retries = [log for log in logs if log["event"] == START_RETRY_EVENT]
+        assert [log["retry_in_seconds"] for log in retries] == [
+            START_RETRY_INITIAL * shortened,
+            START_RETRY_INITIAL * 2 * shortened,
+        ]
+        assert [log["attempts"] for log in retries] == [1, 2]
+        for log in retries:
+            assert log["log_level"] == "warning"
+            assert "over the limit of 1 per second" in log["error"]
+            assert log["error_type"] == "UnavailableError"
+    finally:
+        await agent.close()
+
+
 async def test_listeners_may_call_back_into_the_identity(agent: Agent) -> None:
     identity, _ = await agent.build()
     hinted: list[int] = []
@@ -391,15 +460,22 @@ async def test_a_stored_svid_the_stored_bundle_does_not_trust_is_not_resumed(
     await store.save(AgentState(state.svid, state.key_id, state.reattestable, wrong))
 
     restarted, _ = await agent.build()
-    with (
-        structlog.testing.capture_logs() as logs,
-        pytest.raises(UnavailableError, match=r"cannot verify the server"),
-    ):
-        # Not resumed; and the stored bundle is what the server is now checked with.
-        await restarted.start()
+    with structlog.testing.capture_logs() as logs:
+        # Not resumed; and the stored bundle is what the server is now checked with: the
+        # server cannot be verified, which may change (the address may point at the right
+        # server again), so the start waits and tries again rather than giving up.
+        starting = asyncio.create_task(restarted.start())
+        try:
+            await until(lambda: agent.clock.sleepers > 0)
+        finally:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
     assert any(
         log["event"] == "stored agent SVID is not trusted by the stored bundle" for log in logs
     )
+    [retry] = [log for log in logs if log["event"] == START_RETRY_EVENT]
+    assert "cannot verify the server" in retry["error"]
+    assert retry["error_type"] == "UnavailableError"
     assert not restarted.revoked
 
 

@@ -4,6 +4,9 @@ agent attested over the TCP listener the way a real agent does it."""
 from __future__ import annotations
 
 import re
+import stat
+import time
+from pathlib import Path
 
 from .conftest import AdminServer
 
@@ -37,7 +40,9 @@ async def test_token_generate_json_and_errors(server: AdminServer) -> None:
     assert int(document["expires_at"]) > 0
     bad_ttl = await server.cli("token", "generate", "-ttl", "0")
     assert bad_ttl.status == 1
-    assert bad_ttl.err.startswith("pyspire-server: error: invalid -ttl: 0 must be between 1")
+    assert bad_ttl.err == (
+        "pyspire-server: error: invalid -ttl: '0' is out of range (1s to 2147483647s)\n"
+    )
     bad_id = await server.cli("token", "generate", "-spiffeID", "example.org/host")
     assert bad_id.status == 1
     assert bad_id.err.startswith("pyspire-server: error: invalid -spiffeID: invalid SPIFFE ID")
@@ -120,3 +125,29 @@ async def test_agent_errors_name_the_problem(server: AdminServer) -> None:
     bad_selector = await server.cli("agent", "list", "-selector", "x")
     assert bad_selector.status == 1
     assert bad_selector.err.startswith("pyspire-server: error: invalid -selector:")
+
+
+async def test_token_ttl_takes_a_duration(server: AdminServer) -> None:
+    before = int(time.time())
+    result = await server.cli("token", "generate", "-ttl", "1h", "-output", "json")
+    assert result.status == 0, result.err
+    expires_at = int(result.json()["expires_at"])
+    assert before + 3600 <= expires_at <= int(time.time()) + 3600
+
+
+async def test_token_written_to_a_private_file(server: AdminServer, tmp_path: Path) -> None:
+    path = tmp_path / "join-token"
+    path.write_text("old\n")
+    path.chmod(0o644)
+    result = await server.cli("token", "generate", "-write", str(path))
+    assert result.status == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == f"Token written to {path}"
+    assert lines[1].startswith("Expires at ")
+    token = path.read_text()
+    assert re.fullmatch(r"[0-9a-f-]{36}\n", token)
+    assert token.strip() not in result.out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    listed = await server.cli("token", "generate", "-write", str(tmp_path / "missing" / "t"))
+    assert listed.status == 1
+    assert listed.err.startswith("pyspire-server: error: invalid -write: cannot write ")

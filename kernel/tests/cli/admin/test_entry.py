@@ -3,8 +3,15 @@ batches from -data, and every error path with its one-line message."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import re
+import sqlite3
 from pathlib import Path
+
+from pyspire.catalog import Side
+from pyspire.cli import CliContext, run_cli
 
 from .conftest import AdminServer, ca_pem
 
@@ -227,7 +234,12 @@ async def test_invalid_flags_name_the_flag(server: AdminServer) -> None:
         ("-selector", "unix"): "invalid -selector: invalid selector 'unix': expected 'type:value'",
         ("-parentID", "spiffe://Bad Domain/x"): "invalid -parentID: invalid SPIFFE ID",
         ("-federatesWith", "no good"): "invalid -federatesWith:",
-        ("-x509SVIDTTL", "-5"): "invalid -x509SVIDTTL: -5 is out of range",
+        ("-x509SVIDTTL", "-5"): "invalid -x509SVIDTTL: invalid duration '-5': must not be",
+        ("-jwtSVIDTTL", "1.5s"): "invalid -jwtSVIDTTL: '1.5s' is not a whole number of seconds",
+        ("-x509SVIDTTL", "1y"): "invalid -x509SVIDTTL: invalid duration '1y': expected numbers",
+        ("-x509SVIDTTL", "25000d"): (
+            "invalid -x509SVIDTTL: '25000d' is out of range (0s to 2147483647s)"
+        ),
     }
     base = {"-spiffeID": WORKLOAD, "-parentID": PARENT, "-selector": "unix:uid:1"}
     for (flag, value), expected in cases.items():
@@ -289,6 +301,7 @@ async def test_data_file_creates_each_entry_and_reports_partial_failure(
     assert result.err == (
         "pyspire-server: error: failed to create entry 2 (spiffe://example.org/workload): "
         "already exists: similar entry already exists\n"
+        "pyspire-server: 1 of 2 entries failed to create\n"
     )
     count = await server.cli("entry", "count")
     assert count.out == "2 registration entries\n"
@@ -349,3 +362,122 @@ async def test_bad_data_is_refused_with_the_place_named(
     assert update.err == (
         "pyspire-server: error: invalid -data: entries[0].id is required to update\n"
     )
+
+
+async def test_ttl_flags_take_durations_or_seconds(server: AdminServer) -> None:
+    entry = await create(server, "-x509SVIDTTL", "1h", "-jwtSVIDTTL", "5m")
+    assert (entry["x509_svid_ttl"], entry["jwt_svid_ttl"]) == (3600, 300)
+    updated = await server.cli(
+        "entry",
+        "update",
+        "-entryID",
+        str(entry["id"]),
+        "-spiffeID",
+        WORKLOAD,
+        "-parentID",
+        PARENT,
+        "-selector",
+        "unix:uid:1000",
+        "-x509SVIDTTL",
+        "1h30m",
+        "-jwtSVIDTTL",
+        "90",
+        "-output",
+        "json",
+    )
+    assert updated.status == 0, updated.err
+    [item] = updated.json()["results"]
+    assert (item["entry"]["x509_svid_ttl"], item["entry"]["jwt_svid_ttl"]) == (5400, 90)
+
+
+async def test_show_prints_control_characters_as_escapes(
+    server: AdminServer, tmp_path: Path
+) -> None:
+    entry = await create(server, "-hint", "web", "-selector", "docker:label:xy")
+    # The server refuses control characters now; a datastore written before (or by another
+    # tool) may still hold them, and the CLI must not hand them to the terminal.
+    hint = "web\x1b[2J\nAdmin            : true"
+    with sqlite3.connect(tmp_path / "data" / "datastore.sqlite3") as database:
+        database.execute("UPDATE entries SET hint = ? WHERE entry_id = ?", (hint, entry["id"]))
+        database.execute(
+            "UPDATE entry_selectors SET value = ? WHERE value = ?", ("label:x\x07y", "label:xy")
+        )
+    for argv in (("entry", "show"), ("entry", "show", "-entryID", str(entry["id"]))):
+        shown = await server.cli(*argv)
+        assert shown.status == 0, shown.err
+        assert "\x1b" not in shown.out and "\x07" not in shown.out
+        assert "Admin            : true" not in shown.out.splitlines()
+        assert "Hint             : web\\x1b[2J\\nAdmin            : true" in shown.out
+        assert "Selector         : docker:label:x\\x07y" in shown.out
+    # JSON output carries the values themselves, escaped by the JSON encoder.
+    [listed] = (await server.cli("entry", "show", "-output", "json")).json()["entries"]
+    assert listed["hint"] == hint
+
+
+class Terminal(io.StringIO):
+    """Standard error as a person at a terminal has it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def big_entries(count: int) -> list[dict[str, object]]:
+    """Entries of about 7 KiB each (a long hint, thirty long DNS names): ``count`` of 600
+    encode to more than the 4 MiB a single request may carry."""
+    label = "a" * 60
+    return [
+        {
+            "spiffe_id": f"spiffe://example.org/big/{number}",
+            "parent_id": PARENT,
+            "selectors": [f"unix:uid:{number}"],
+            "hint": "h" * 1000,
+            "dns_names": [f"{label}.{label}.{label}.n{number}-{j}.example.org" for j in range(30)],
+        }
+        for number in range(count)
+    ]
+
+
+async def test_a_document_larger_than_a_request_is_sent_in_batches(
+    server: AdminServer, tmp_path: Path
+) -> None:
+    entries = big_entries(600)
+    entries.append(dict(entries[0]))  # a duplicate, in the last batch: entry 601 fails
+    data = tmp_path / "big.json"
+    data.write_text(json.dumps({"entries": entries}))
+    assert data.stat().st_size > 4 * 1024 * 1024
+
+    out, err = io.StringIO(), Terminal()
+    context = CliContext(side=Side.SERVER, prog="pyspire-server", stdout=out, stderr=err)
+    argv = ["entry", "create", "-data", str(data), "-socketPath", str(server.socket_path)]
+    status = await asyncio.to_thread(run_cli, [*argv, "-output", "json"], context)
+    assert status == 1
+    results = json.loads(out.getvalue())["results"]
+    assert len(results) == 601
+    assert [result["status"]["code"] for result in results] == [0] * 600 + [6]
+    assert results[599]["entry"]["spiffe_id"]["path"] == "/big/599"
+    # A terminal saw the progress bar, always cleared before a line was written.
+    bars = re.findall(r"\r[^\r\n]*\x1b\[K", err.getvalue())
+    assert any("creating [" in bar and "/601 entries" in bar for bar in bars), bars
+    assert re.sub(r"\r[^\r\n]*\x1b\[K", "", err.getvalue()) == (
+        "pyspire-server: error: failed to create entry 601 (spiffe://example.org/big/0): "
+        "already exists: similar entry already exists\n"
+        "pyspire-server: 1 of 601 entries failed to create\n"
+    )
+
+    # Every entry comes back, in pages; update them all the same way.
+    shown = await server.cli("entry", "show", "-output", "json")
+    assert shown.status == 0, shown.err
+    assert shown.err == "", "no progress bar on a pipe"
+    listed = shown.json()["entries"]
+    assert sorted(entry["spiffe_id"]["path"] for entry in listed) == sorted(
+        f"/big/{number}" for number in range(600)
+    )
+    for entry in listed:
+        entry["hint"] = "g" * 1000
+    data.write_text(json.dumps({"entries": listed}))
+    updated = await server.cli("entry", "update", "-data", str(data))
+    assert updated.status == 0, updated.err
+    assert updated.out.count("Hint             : " + "g" * 1000) == 600
+    text = await server.cli("entry", "show", "-hint", "g" * 1000)
+    assert text.out.startswith("Found 600 entries\n\nEntry ID         : ")
+    assert text.out.count("Entry ID         : ") == 600

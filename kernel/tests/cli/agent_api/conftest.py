@@ -18,13 +18,16 @@ from typing import Any
 import pytest
 from pyspire_workloadattestor_unix import UnixAttestor, UnixAttestorConfig
 
+from pyspire.agent.health import AgentHealthService
 from pyspire.agent.identities import Snapshot
+from pyspire.agent.readiness import AgentReadiness
 from pyspire.agent.workload import WorkloadApiService, WorkloadAttestation, WorkloadEndpoint
 from pyspire.catalog import Side
 from pyspire.cli import CliContext, run_cli
+from pyspire_sdk.model import X509Svid
 from pyspire_sdk.testing import FakeClock, make_host_services
 
-from .pki import FakeIdentitySource, Pki, make_entry
+from .pki import AGENT_ID, FakeIdentitySource, Pki, make_entry
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,24 @@ async def run_agent_cli(*argv: str, environ: Mapping[str, str] | None = None) ->
     return CliResult(status=status, out=out.getvalue(), err=err.getvalue())
 
 
+@dataclass
+class AgentSvid:
+    """The agent's own SVID as its readiness checks see it; tests revoke or expire it."""
+
+    svid: X509Svid
+    revoked: bool = False
+    revocation_reason: str = ""
+
+
 @dataclass(frozen=True)
 class Agent:
-    """The Workload API under test: its socket and the identity source behind it."""
+    """The Workload API under test: its socket, the identity source behind it, and the agent's
+    own SVID its health answers from."""
 
     socket_path: Path
     source: FakeIdentitySource
     pki: Pki
+    own: AgentSvid
 
     async def cli(self, *argv: str, environ: Mapping[str, str] | None = None) -> CliResult:
         """``pyspire-agent <argv> -socketPath <ours>``."""
@@ -106,6 +120,15 @@ async def agent(
     unix = UnixAttestor()
     await unix.configure(UnixAttestorConfig(), make_host_services(tmp_path, plugin_name="unix"))
     service = WorkloadApiService(source, WorkloadAttestation([("unix", unix)], timeout=5), clock)
-    endpoint = WorkloadEndpoint(socket_dir / "public" / "api.sock", service, drain_timeout=1)
+    own = AgentSvid(svid=pki.ca.issue(AGENT_ID))
+    # The agent's own readiness checks, over the test's SVID and identity source.
+    readiness = AgentReadiness(clock)
+    readiness.identity = own  # type: ignore[assignment]
+    readiness.cache = source  # type: ignore[assignment]
+    readiness.serving = True
+    health = AgentHealthService(readiness.checks())
+    endpoint = WorkloadEndpoint(
+        socket_dir / "public" / "api.sock", service, health=health, drain_timeout=1
+    )
     async with endpoint:
-        yield Agent(socket_path=endpoint.socket_path, source=source, pki=pki)
+        yield Agent(socket_path=endpoint.socket_path, source=source, pki=pki, own=own)

@@ -52,7 +52,8 @@ WORKLOAD_API_LIMITS = ConnectionLimits(
 
 
 class WorkloadEndpoint:
-    """Serves a :class:`WorkloadApiService` on a unix socket.
+    """Serves a :class:`WorkloadApiService` on a unix socket, and ``health`` (a
+    ``grpc.health.v1.Health`` servable) beside it when given.
 
     Use as an async context manager, or call :meth:`start` and :meth:`close`. ``close`` is
     safe to call more than once and after a failed start.
@@ -63,6 +64,7 @@ class WorkloadEndpoint:
         socket_path: Path,
         service: WorkloadApiService,
         *,
+        health: object | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         limits: ConnectionLimits = WORKLOAD_API_LIMITS,
         logger: FilteringBoundLogger | None = None,
@@ -70,6 +72,7 @@ class WorkloadEndpoint:
     ) -> None:
         self.socket_path = Path(socket_path)
         self._service = service
+        self._health = health
         self._drain_timeout = drain_timeout
         self._limits = limits
         self._metrics = metrics
@@ -95,14 +98,19 @@ class WorkloadEndpoint:
         the path cannot be used."""
         if self._server is not None:
             raise PyspireError("workload api endpoint is already started")
-        servable = WithCallContext(
-            self._service,
-            self._service.gate,
-            self._in_flight,
-            request_timeout=self._limits.request_timeout,
-            metrics=self._metrics,
-        )
-        server = grpclib.server.Server([servable])
+        servables = [
+            WithCallContext(
+                servable,
+                self._service.gate,
+                self._in_flight,
+                request_timeout=self._limits.request_timeout,
+                metrics=self._metrics,
+            )
+            # grpc.health.v1 beside the Workload API, as SPIRE serves it: no attestation.
+            for servable in (self._service, self._health)
+            if servable is not None
+        ]
+        server = grpclib.server.Server(servables)
         self._server = server
         try:
             self._listener = await serve_unix(

@@ -1,10 +1,12 @@
-"""``healthcheck`` (agent): ask the agent's Workload API whether it serves identities.
+"""``healthcheck`` (agent): ask the agent whether it serves identities.
 
-The agent is healthy when FetchX509Bundles answers with at least one bundle: the socket is
-open, workload attestation runs, and the agent holds its trust bundle (which it gets only after
-attesting to the server). The caller needs an identity for that, as SPIRE's own readiness check
-does. ``-shallow`` asks only that the agent answer at all: any gRPC status, PERMISSION_DENIED
-included, proves the process is alive, for liveness probes run by a process without an entry.
+The check is ``grpc.health.v1.Health/Check`` on the Workload API socket, as SPIRE's agent
+healthcheck does. It is not a Workload API call: the agent does not attest the caller, so the
+answer is the same for every caller and a probe (or the README's start-up loop) needs no
+registration entry. The agent answers SERVING when it holds an unexpired agent SVID the server
+has not refused and its trust bundle; NOT_SERVING otherwise (its log says why). ``-shallow``
+asks only that the agent answer at all, for liveness probes; ``-verbose`` says what was asked
+and what the answer means.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ __all__ = ["COMMANDS", "HEALTHY_MESSAGE", "check_agent_health"]
 import argparse
 
 from pyspire.catalog import Side
-from pyspire.cli.admin_client import plural
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
 from pyspire.cli.workload_client import (
@@ -24,8 +25,15 @@ from pyspire.cli.workload_client import (
     connect,
     resolve_endpoint,
 )
+from pyspire.proto.gen.grpc.health import v1 as health_pb
 
 HEALTHY_MESSAGE = "Agent is healthy."
+
+_SERVING = health_pb.HealthCheckResponseServingStatus.SERVING
+_MEANING = (
+    "it holds an unexpired agent SVID and its trust bundle, and serves the Workload API "
+    "(the answer does not depend on the caller's registration entries)"
+)
 
 
 def _add_flags(parser: argparse.ArgumentParser, side: Side) -> None:
@@ -36,7 +44,11 @@ def _add_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         action="store_true",
         help="only check that the agent answers, whatever it answers",
     )
-    add_flag(parser, "verbose", action="store_true", help="print the steps of the check")
+    add_flag(parser, "verbose", action="store_true", help="say what was checked and found")
+
+
+def _status_name(status: health_pb.HealthCheckResponseServingStatus) -> str:
+    return status.name or str(int(status))
 
 
 async def check_agent_health(
@@ -48,7 +60,7 @@ async def check_agent_health(
     :class:`~pyspire.cli.workload_client.WorkloadApiError` saying why it is not otherwise."""
     try:
         async with connect(endpoint, args.timeout) as client:
-            response = await client.fetch_x509_bundles()
+            status = await client.check_health()
     except WorkloadApiError as error:
         if args.shallow and error.status is not None:
             if args.verbose:
@@ -57,17 +69,25 @@ async def check_agent_health(
         raise WorkloadApiError(
             f"agent is unhealthy: {error}", status=error.status, reason=error.reason
         ) from None
-    if not response.bundles:
-        raise WorkloadApiError("agent is unhealthy: it answered without a trust bundle")
-    if args.verbose:
-        names = ", ".join(sorted(response.bundles))
-        context.out(f"Agent answered with {plural(len(response.bundles), 'bundle')}: {names}")
+    name = _status_name(status)
+    if status == _SERVING:
+        if args.verbose:
+            context.out(f"Agent answered {name}: {_MEANING}")
+        return
+    if args.shallow:
+        if args.verbose:
+            context.out(f"Agent answered {name} (alive; -shallow asks no more)")
+        return
+    raise WorkloadApiError(
+        f"agent is unhealthy: it answered {name}: it has no valid agent SVID or no trust "
+        "bundle yet (its log says which)"
+    )
 
 
 async def _healthcheck(args: argparse.Namespace, context: CliContext) -> int:
     endpoint = resolve_endpoint(args.socket_path, context.environ)
     if args.verbose:
-        context.out(f"Checking agent health via {endpoint}")
+        context.out(f"Checking agent health via {endpoint}: grpc.health.v1.Health/Check")
     await check_agent_health(endpoint, args, context)
     context.out(HEALTHY_MESSAGE)
     return 0
@@ -77,9 +97,10 @@ HEALTHCHECK = Command(
     name="healthcheck",
     summary="check that the agent is healthy",
     description=(
-        "Ask the agent's Workload API for the trust bundles (FetchX509Bundles). Prints "
-        f"'{HEALTHY_MESSAGE}' and exits 0 when it answers with a bundle (with -shallow: when it "
-        "answers at all); exits 1 with the reason otherwise."
+        "Ask the agent over its Workload API socket whether it serves identities "
+        "(grpc.health.v1.Health/Check; the caller needs no registration entry). Prints "
+        f"'{HEALTHY_MESSAGE}' and exits 0 when it is SERVING (with -shallow: when it answers "
+        "at all); exits 1 with the reason otherwise."
     ),
     sides=frozenset({Side.AGENT}),
     handler=_healthcheck,

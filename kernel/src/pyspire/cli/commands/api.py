@@ -35,7 +35,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -52,7 +51,9 @@ from grpclib.const import Status
 
 from pyspire.ca.der import elements
 from pyspire.catalog import Side
+from pyspire.cli.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, write_file
 from pyspire.cli.flags import CliArgumentParser, add_flag
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.cli.workload_client import (
     Endpoint,
@@ -62,19 +63,18 @@ from pyspire.cli.workload_client import (
     resolve_endpoint,
 )
 from pyspire.proto.gen import workload as pb
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId
 
 _AGENT = frozenset({Side.AGENT})
 
-PRIVATE_FILE_MODE = 0o600
-"""Mode of written private keys: readable by their owner only."""
-
-PUBLIC_FILE_MODE = 0o644
-"""Mode of written certificates and bundles."""
-
 WATCH_BACKOFF = (1.0, 30.0)
 """Seconds ``api watch`` waits before reconnecting: the first wait, doubled up to the last."""
+
+WATCH_JITTER = 0.2
+"""Each reconnection wait is shortened by up to this fraction of itself (watchers of an agent
+that restarts do not all come back at once)."""
 
 
 # -- X.509 responses --------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def describe_svids(svids: list[ReceivedSvid], elapsed: float) -> list[str]:
         lines.append("")
         lines.append(f"SPIFFE ID:\t\t{svid.spiffe_id}")
         if svid.hint:
-            lines.append(f"Hint:\t\t\t{svid.hint}")
+            lines.append(f"Hint:\t\t\t{printable(svid.hint)}")
         leaf = svid.certificates[0]
         lines.append(f"SVID Valid After:\t{_go_time(leaf.not_valid_before_utc)}")
         lines.append(f"SVID Valid Until:\t{_go_time(leaf.not_valid_after_utc)}")
@@ -230,15 +230,6 @@ def _pem_private_key(der: bytes) -> bytes:
     return b"-----BEGIN PRIVATE KEY-----\n" + wrapped + b"\n-----END PRIVATE KEY-----\n"
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Create or truncate ``path`` with ``mode`` (also when it existed with another mode) and
-    write ``data``; a private key is never readable by others, not even for an instant."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    with os.fdopen(descriptor, "wb") as file:
-        os.fchmod(file.fileno(), mode)
-        file.write(data)
-
-
 def write_svids(directory: Path, svids: list[ReceivedSvid]) -> list[str]:
     """Write each SVID's chain, key and bundle, and the federated bundles, into ``directory``
     (created when missing) as SPIRE names them; returns one line per file written."""
@@ -253,20 +244,20 @@ def write_svids(directory: Path, svids: list[ReceivedSvid]) -> list[str]:
         for index, svid in enumerate(svids):
             svid_path = directory / f"svid.{index}.pem"
             lines.append(f"Writing SVID #{index} to file {svid_path}.")
-            _write_file(svid_path, _pem(svid.certificates), PUBLIC_FILE_MODE)
+            write_file(svid_path, _pem(svid.certificates), PUBLIC_FILE_MODE)
             key_path = directory / f"svid.{index}.key"
             lines.append(f"Writing key #{index} to file {key_path}.")
-            _write_file(key_path, _pem_private_key(svid.private_key_der), PRIVATE_FILE_MODE)
+            write_file(key_path, _pem_private_key(svid.private_key_der), PRIVATE_FILE_MODE)
             bundle_path = directory / f"bundle.{index}.pem"
             lines.append(f"Writing bundle #{index} to file {bundle_path}.")
-            _write_file(bundle_path, _pem(svid.bundle), PUBLIC_FILE_MODE)
+            write_file(bundle_path, _pem(svid.bundle), PUBLIC_FILE_MODE)
             for number, (trust_domain, bundle) in enumerate(svid.federated_bundles.items()):
                 path = directory / f"federated_bundle.{index}.{number}.pem"
                 lines.append(
                     f"Writing federated bundle #{number} for trust domain {trust_domain} "
                     f"to file {path}."
                 )
-                _write_file(path, _pem(bundle), PUBLIC_FILE_MODE)
+                write_file(path, _pem(bundle), PUBLIC_FILE_MODE)
     except OSError as error:
         raise WorkloadApiError(
             f"invalid -write: cannot write into {directory}: "
@@ -476,7 +467,7 @@ async def _fetch_jwt(args: argparse.Namespace, context: CliContext) -> int:
         context.out(f"\t{svid.svid}")
     for trust_domain, document in sorted(bundles.bundles.items()):
         context.out(f"bundle({trust_domain}):")
-        context.out(f"\t{document.decode('utf-8', 'replace')}")
+        context.out(f"\t{printable(document.decode('utf-8', 'replace'))}")
     return 0
 
 
@@ -542,7 +533,7 @@ async def _watch_forever(
     context: CliContext,
     backoff: tuple[float, float],
 ) -> int:
-    delay = backoff[0]
+    retries = Backoff(BackoffPolicy(*backoff, jitter=WATCH_JITTER))
     last = time.monotonic()
     while True:
         try:
@@ -559,14 +550,16 @@ async def _watch_forever(
                             context.out(line)
                     context.stdout.flush()
                     last = now
-                    delay = backoff[0]
+                    retries.succeeded()
         except WorkloadApiError as error:
             if error.status is Status.INVALID_ARGUMENT:
                 raise
-            context.err(f"{context.prog}: {error}; retrying in {delay:g}s")
+            delay = retries.failed()
+            context.err(f"{context.prog}: {error}; retrying in {delay:.3g}s")
             context.stderr.flush()
+        else:
+            delay = retries.failed()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, backoff[1])
 
 
 @contextlib.contextmanager

@@ -2,29 +2,39 @@
 
 Flags are SPIRE's (``-spiffeID``, ``-parentID``, ``-selector`` ...). ``create`` and ``update``
 take one entry from flags or many from ``-data`` (a JSON document ``{"entries": [...]}`` in the
-published ``spire.api.types.Entry`` JSON shape, ``-`` for standard input). Batch calls report
-every entry: successes on standard output, each failure as one line on standard error, and the
-command exits 1 when any entry failed. ``show`` and ``count`` take SPIRE's filters.
+published ``spire.api.types.Entry`` JSON shape, ``-`` for standard input). However many there
+are, they go to the server in calls that fit its message limits (:mod:`pyspire.cli.batches`),
+the next call under way while the last one's results are printed. Every entry is reported as
+its call answers: successes on standard output, each failure as one line on standard error
+naming the entry by its place in the document, and the command exits 1 when any entry failed.
+A long run shows a progress bar on standard error when that is a terminal.
+
+``show`` and ``count`` take SPIRE's filters. ``show`` counts first (its text output starts with
+``Found N entries``), then pages through ListEntries, printing each page while the server reads
+the next, so a hundred thousand entries never sit in memory at once.
 
 ``-output json`` prints the API response: the Batch*EntryResponse of ``create``/``update``/
 ``delete``, the CountEntriesResponse of ``count``, and for ``show`` always a
 ListEntriesResponse (``{"entries": [...]}``, all pages), with ``-entryID`` too, so scripts
-read one shape.
+read one shape. Long lists are written element by element as they arrive, exactly as the whole
+document would be.
 """
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "entries_from_document", "entry_filter"]
+__all__ = ["COMMANDS", "SHOW_PAGE_SIZE", "entry_filter"]
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from pyspire.catalog import Side
 from pyspire.cli.admin_client import (
+    AdminClient,
     AdminError,
     add_admin_flags,
     connect,
@@ -33,20 +43,35 @@ from pyspire.cli.admin_client import (
     parse_selector,
     parse_spiffe_id,
     parse_trust_domain,
+    parse_ttl,
     plural,
     print_json,
     spiffe_id_text,
     status_line,
     write_blocks,
 )
+from pyspire.cli.batches import batched, send_pipelined
+from pyspire.cli.entry_json import (
+    INT64_MAX,
+    EntryDraft,
+    batch_result_json,
+    entries_from_document,
+    entry_json,
+    wire_id,
+)
 from pyspire.cli.flags import add_flag
+from pyspire.cli.json_stream import JsonListWriter
+from pyspire.cli.printable import printable
+from pyspire.cli.progress import Progress
 from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire_sdk.errors import InvalidArgumentError
-from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, server_id
+from pyspire_sdk.spiffeid import server_id
 
+SHOW_PAGE_SIZE = 500
+"""Entries per ListEntries page (SPIRE's page size): each page is printed while the server
+reads the next."""
 _SelectorMatch = pb.SelectorMatchMatchBehavior
 _FederatesMatch = pb.FederatesWithMatchMatchBehavior
 _MATCH = {
@@ -61,8 +86,6 @@ _FEDERATES_MATCH = {
     "superset": _FederatesMatch(_FederatesMatch.MATCH_SUPERSET),
     "any": _FederatesMatch(_FederatesMatch.MATCH_ANY),
 }
-_INT32_MAX = 2**31 - 1
-_INT64_MAX = 2**63 - 1
 
 # -- flags ------------------------------------------------------------------------------------
 
@@ -105,19 +128,15 @@ def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         parser,
         "x509SVIDTTL",
         kebab="x509-svid-ttl",
-        metavar="SECONDS",
-        type=int,
-        default=0,
-        help="X509-SVID lifetime in seconds (default: the server's)",
+        metavar="DURATION",
+        help="X509-SVID lifetime, e.g. 1h or 3600 (default: the server's)",
     )
     add_flag(
         parser,
         "jwtSVIDTTL",
         kebab="jwt-svid-ttl",
-        metavar="SECONDS",
-        type=int,
-        default=0,
-        help="JWT-SVID lifetime in seconds (default: the server's)",
+        metavar="DURATION",
+        help="JWT-SVID lifetime, e.g. 5m or 300 (default: the server's)",
     )
     add_flag(
         parser,
@@ -183,10 +202,6 @@ def _add_delete_flags(parser: argparse.ArgumentParser, side: Side) -> None:
 # -- building entries -------------------------------------------------------------------------
 
 
-def _wire_id(spiffe_id: SpiffeId) -> pb.Spiffeid:
-    return pb.Spiffeid(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
-
-
 def _uses_entry_flags(args: argparse.Namespace) -> bool:
     return bool(
         args.entry_id
@@ -223,23 +238,22 @@ def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
         raise AdminError("missing -parentID: a parent ID is required unless -node is set")
     if not args.selector:
         raise AdminError("missing -selector: at least one selector is required")
-    for flag, value, limit in (
-        ("-x509SVIDTTL", args.x509_svid_ttl, _INT32_MAX),
-        ("-jwtSVIDTTL", args.jwt_svid_ttl, _INT32_MAX),
-        ("-entryExpiry", args.entry_expiry, _INT64_MAX),
-    ):
-        if value < 0 or value > limit:
-            raise AdminError(f"invalid {flag}: {value} is out of range (0 to {limit})")
+    x509_svid_ttl = parse_ttl(args.x509_svid_ttl, "-x509SVIDTTL")
+    jwt_svid_ttl = parse_ttl(args.jwt_svid_ttl, "-jwtSVIDTTL")
+    if args.entry_expiry < 0 or args.entry_expiry > INT64_MAX:
+        raise AdminError(
+            f"invalid -entryExpiry: {args.entry_expiry} is out of range (0 to {INT64_MAX})"
+        )
     federates_with = [
         parse_trust_domain(name, "-federatesWith").name for name in args.federates_with
     ]
     return pb.Entry(
         id=args.entry_id or "",
-        spiffe_id=_wire_id(spiffe_id),
-        parent_id=_wire_id(parent_id),
+        spiffe_id=wire_id(spiffe_id),
+        parent_id=wire_id(parent_id),
         selectors=[parse_selector(text) for text in args.selector],
-        x509_svid_ttl=args.x509_svid_ttl,
-        jwt_svid_ttl=args.jwt_svid_ttl,
+        x509_svid_ttl=x509_svid_ttl,
+        jwt_svid_ttl=jwt_svid_ttl,
         federates_with=federates_with,
         admin=args.admin,
         downstream=args.downstream,
@@ -248,192 +262,6 @@ def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
         store_svid=args.store_svid,
         hint=args.hint,
     )
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-_STRING_FIELDS = ("id", "hint")
-_BOOL_FIELDS = ("admin", "downstream", "store_svid")
-_INT_FIELDS = {
-    "x509_svid_ttl": _INT32_MAX,
-    "jwt_svid_ttl": _INT32_MAX,
-    "expires_at": _INT64_MAX,
-}
-_ID_FIELDS = ("spiffe_id", "parent_id")
-_LIST_FIELDS = ("selectors", "federates_with", "dns_names")
-_READ_ONLY_FIELDS = ("revision_number", "created_at", "additional_attributes")
-_KNOWN_FIELDS = {
-    spelling: name
-    for name in (
-        *_STRING_FIELDS,
-        *_BOOL_FIELDS,
-        *_INT_FIELDS,
-        *_ID_FIELDS,
-        *_LIST_FIELDS,
-        *_READ_ONLY_FIELDS,
-    )
-    for spelling in (name, _camel(name))
-}
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _json_id(value: object, where: str) -> pb.Spiffeid:
-    if isinstance(value, str):
-        try:
-            return _wire_id(SpiffeId.parse(value))
-        except InvalidArgumentError as error:
-            raise InvalidArgumentError(f"{where}: {error}") from None
-    if not isinstance(value, Mapping):
-        raise InvalidArgumentError(
-            f"{where}: expected an object with trust_domain and path, found {_type_name(value)}"
-        )
-    unknown = sorted(set(value) - {"trust_domain", "trustDomain", "path"})
-    if unknown:
-        raise InvalidArgumentError(f"{where}: unknown field {unknown[0]!r}")
-    trust_domain = value.get("trust_domain", value.get("trustDomain", ""))
-    path = value.get("path", "")
-    if not isinstance(trust_domain, str) or not isinstance(path, str):
-        raise InvalidArgumentError(f"{where}: trust_domain and path must be strings")
-    try:
-        return _wire_id(SpiffeId.from_path(trust_domain, path))
-    except InvalidArgumentError as error:
-        raise InvalidArgumentError(f"{where}: {error}") from None
-
-
-def _json_int(value: object, where: str, limit: int) -> int:
-    if isinstance(value, bool):
-        raise InvalidArgumentError(f"{where}: expected an integer, found a boolean")
-    if isinstance(value, str):
-        try:
-            number = int(value, 10)
-        except ValueError:
-            raise InvalidArgumentError(f"{where}: {value!r} is not an integer") from None
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    else:
-        raise InvalidArgumentError(f"{where}: expected an integer, found {_type_name(value)}")
-    if number < 0 or number > limit:
-        raise InvalidArgumentError(f"{where}: {number} is out of range (0 to {limit})")
-    return number
-
-
-def _json_strings(value: object, where: str) -> list[str]:
-    if not isinstance(value, list):
-        raise InvalidArgumentError(f"{where}: expected an array, found {_type_name(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise InvalidArgumentError(
-                f"{where}[{index}]: expected a string, found {_type_name(item)}"
-            )
-    return list(value)
-
-
-def _json_selectors(value: object, where: str) -> list[pb.Selector]:
-    if not isinstance(value, list):
-        raise InvalidArgumentError(f"{where}: expected an array, found {_type_name(value)}")
-    selectors = []
-    for index, item in enumerate(value):
-        place = f"{where}[{index}]"
-        if isinstance(item, str):
-            try:
-                selector = Selector.parse(item)
-            except InvalidArgumentError as error:
-                raise InvalidArgumentError(f"{place}: {error}") from None
-        elif isinstance(item, Mapping):
-            unknown = sorted(set(item) - {"type", "value"})
-            if unknown:
-                raise InvalidArgumentError(f"{place}: unknown field {unknown[0]!r}")
-            kind, text = item.get("type"), item.get("value")
-            if not isinstance(kind, str) or not isinstance(text, str):
-                raise InvalidArgumentError(f"{place}: type and value must be strings")
-            try:
-                selector = Selector(kind, text)
-            except InvalidArgumentError as error:
-                raise InvalidArgumentError(f"{place}: {error}") from None
-        else:
-            raise InvalidArgumentError(
-                f"{place}: expected an object with type and value, found {_type_name(item)}"
-            )
-        selectors.append(pb.Selector(type=selector.type, value=selector.value))
-    return selectors
-
-
-def _json_entry(item: object, where: str) -> pb.Entry:
-    if not isinstance(item, Mapping):
-        raise InvalidArgumentError(f"{where}: expected an object, found {_type_name(item)}")
-    entry = pb.Entry()
-    for key, value in item.items():
-        name = _KNOWN_FIELDS.get(key)
-        place = f"{where}.{name or key}"
-        if name is None:
-            raise InvalidArgumentError(f"{place}: unknown field")
-        if name in _READ_ONLY_FIELDS:
-            continue
-        if name in _STRING_FIELDS:
-            if not isinstance(value, str):
-                raise InvalidArgumentError(f"{place}: expected a string, found {_type_name(value)}")
-            setattr(entry, name, value)
-        elif name in _BOOL_FIELDS:
-            if not isinstance(value, bool):
-                raise InvalidArgumentError(
-                    f"{place}: expected a boolean, found {_type_name(value)}"
-                )
-            setattr(entry, name, value)
-        elif name in _INT_FIELDS:
-            setattr(entry, name, _json_int(value, place, _INT_FIELDS[name]))
-        elif name in _ID_FIELDS:
-            setattr(entry, name, _json_id(value, place))
-        elif name == "selectors":
-            entry.selectors = _json_selectors(value, place)
-        elif name == "federates_with":
-            entry.federates_with = _json_strings(value, place)
-        else:
-            entry.dns_names = _json_strings(value, place)
-    return entry
-
-
-def entries_from_document(document: object) -> list[pb.Entry]:
-    """The entries of a ``-data`` document: ``{"entries": [Entry, ...]}``.
-
-    Each entry uses the ``spire.api.types.Entry`` JSON mapping (``.proto`` or lowerCamel field
-    names; IDs as ``{"trust_domain", "path"}`` objects or ``spiffe://`` strings; selectors as
-    ``{"type", "value"}`` objects or ``type:value`` strings). Read-only fields
-    (``revision_number``, ``created_at``) are ignored. Anything else unexpected raises
-    :class:`InvalidArgumentError` naming the place (``entries[1].selectors[0]``).
-    """
-    if not isinstance(document, Mapping):
-        raise InvalidArgumentError(
-            f'expected an object {{"entries": [...]}}, found {_type_name(document)}'
-        )
-    unknown = sorted(set(document) - {"entries"})
-    if unknown:
-        raise InvalidArgumentError(f"unknown field {unknown[0]!r}: only 'entries' is expected")
-    items = document.get("entries")
-    if items is None:
-        raise InvalidArgumentError("'entries' is missing")
-    if not isinstance(items, list):
-        raise InvalidArgumentError(f"'entries' must be an array, found {_type_name(items)}")
-    if not items:
-        raise InvalidArgumentError("'entries' is empty")
-    return [_json_entry(item, f"entries[{index}]") for index, item in enumerate(items)]
 
 
 def _read_data(source: str) -> str:
@@ -447,8 +275,7 @@ def _read_data(source: str) -> str:
         raise AdminError(f"invalid -data: cannot read {source!r}: {error}") from None
 
 
-async def _load_data(source: str) -> list[pb.Entry]:
-    text = await asyncio.to_thread(_read_data, source)
+def _parse_data(text: str) -> list[EntryDraft]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -462,82 +289,159 @@ async def _load_data(source: str) -> list[pb.Entry]:
         raise AdminError(f"invalid -data: {error}") from None
 
 
-async def _requested_entries(args: argparse.Namespace, *, update: bool) -> list[pb.Entry]:
+async def _load_data(source: str) -> list[EntryDraft]:
+    text = await asyncio.to_thread(_read_data, source)
+    return await asyncio.to_thread(_parse_data, text)
+
+
+async def _requested_entries(
+    args: argparse.Namespace, *, update: bool
+) -> tuple[int, Iterator[pb.Entry]]:
+    """How many entries are asked for, and their messages: every one checked before any is
+    sent; for a document, each message made only as its batch is sent."""
     if args.data is not None:
         if _uses_entry_flags(args):
             raise AdminError("-data cannot be combined with flags describing an entry")
-        entries = await _load_data(args.data)
+        drafts = await _load_data(args.data)
         if update:
-            for index, entry in enumerate(entries):
-                if not entry.id:
+            for index, draft in enumerate(drafts):
+                if not draft.id:
                     raise AdminError(f"invalid -data: entries[{index}].id is required to update")
-        return entries
-    return [_entry_from_flags(args, update=update)]
+        return len(drafts), (draft.message() for draft in drafts)
+    return 1, iter([_entry_from_flags(args, update=update)])
 
 
 # -- batch results ----------------------------------------------------------------------------
 
+_BatchResult = entry_pb.BatchCreateEntryResponseResult | entry_pb.BatchUpdateEntryResponseResult
+_BatchResponse = entry_pb.BatchCreateEntryResponse | entry_pb.BatchUpdateEntryResponse
 
-def _report_batch(
-    context: CliContext,
+
+class _BatchReport:
+    """Prints the results of a create or update as each call answers: the entries on standard
+    output (text blocks, or the elements of one JSON ``results`` list), every failure as one
+    line on standard error naming the entry by its place in the request."""
+
+    def __init__(
+        self, context: CliContext, args: argparse.Namespace, total: int, verb: str
+    ) -> None:
+        self._context = context
+        self._verb = verb
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self._blocks_written = False
+        self.json = JsonListWriter(context.out, "results") if args.output == "json" else None
+        self.progress = Progress(context.stderr, total, "entries", verb=f"{verb[:-1]}ing")
+
+    def handle(self, batch: Sequence[pb.Entry], response: _BatchResponse) -> None:
+        results: Sequence[_BatchResult] = response.results
+        if len(results) != len(batch):
+            raise AdminError(
+                f"the server answered {len(results)} results for a batch of {len(batch)} entries"
+            )
+        for offset, (requested, result) in enumerate(zip(batch, results, strict=True)):
+            if self.json is not None:
+                self.json.add(batch_result_json(result))
+            if result.status.code == 0:
+                if self.json is None:
+                    if self._blocks_written:
+                        self._context.out("")
+                    write_blocks(self._context.out, [describe_entry(result.entry)])
+                    self._blocks_written = True
+                continue
+            self.failed += 1
+            number = self.done + offset + 1
+            name = requested.id or spiffe_id_text(requested.spiffe_id) or f"#{number}"
+            self.progress.clear()
+            self._context.err(
+                f"{self._context.prog}: error: failed to {self._verb} entry {number} "
+                f"({printable(name)}): {status_line(result.status)}"
+            )
+        self.done += len(batch)
+        self.progress.advance(len(batch))
+
+    def finish(self) -> int:
+        """End the output; the exit status: 1 when any entry failed."""
+        self.progress.clear()
+        if self.json is not None:
+            self.json.close()
+        if self.failed and self.total > 1:
+            self._context.err(
+                f"{self._context.prog}: {self.failed:,} of {self.total:,} entries failed to "
+                f"{self._verb}"
+            )
+        return 1 if self.failed else 0
+
+
+async def _send_entries(
     args: argparse.Namespace,
-    response: entry_pb.BatchCreateEntryResponse | entry_pb.BatchUpdateEntryResponse,
-    requested: Sequence[pb.Entry],
+    context: CliContext,
+    requested: tuple[int, Iterator[pb.Entry]],
     verb: str,
+    call: Callable[[AdminClient, Sequence[pb.Entry]], Awaitable[_BatchResponse]],
 ) -> int:
-    failed = 0
-    blocks: list[list[str]] = []
-    results: Sequence[
-        entry_pb.BatchCreateEntryResponseResult | entry_pb.BatchUpdateEntryResponseResult
-    ] = response.results
-    for index, result in enumerate(results):
-        if result.status.code == 0:
-            blocks.append(describe_entry(result.entry))
-            continue
-        failed += 1
-        entry = requested[index] if index < len(requested) else pb.Entry()
-        name = entry.id or spiffe_id_text(entry.spiffe_id) or f"#{index + 1}"
-        context.err(
-            f"{context.prog}: error: failed to {verb} entry {index + 1} ({name}): "
-            f"{status_line(result.status)}"
-        )
-    if args.output == "json":
-        print_json(context.out, message_json(response))
-    else:
-        write_blocks(context.out, blocks)
-    return 1 if failed else 0
+    """Send the ``requested`` entries in batches that fit the server's limits
+    (:mod:`pyspire.cli.batches`) and report every result as it arrives."""
+    total, entries = requested
+    report = _BatchReport(context, args, total, verb)
+    try:
+        async with connect(args.socket_path) as client:
+            with client.errors():
+                await send_pipelined(
+                    batched(entries, _encoded_size),
+                    lambda batch: call(client, batch),
+                    report.handle,
+                )
+    except AdminError as error:
+        report.finish()
+        if report.done:
+            raise AdminError(
+                f"{error} (stopped after {report.done:,} of {report.total:,} entries; those "
+                "were reported above)"
+            ) from None
+        raise
+    return report.finish()
+
+
+def _encoded_size(entry: pb.Entry) -> int:
+    return len(bytes(entry))
 
 
 # -- handlers ---------------------------------------------------------------------------------
 
 
 async def _create(args: argparse.Namespace, context: CliContext) -> int:
-    entries = await _requested_entries(args, update=False)
-    async with connect(args.socket_path) as client:
-        with client.errors():
-            response = await client.entry.batch_create_entry(
-                entry_pb.BatchCreateEntryRequest(entries=entries)
-            )
-    return _report_batch(context, args, response, entries, "create")
+    return await _send_entries(
+        args,
+        context,
+        await _requested_entries(args, update=False),
+        "create",
+        lambda client, batch: client.entry.batch_create_entry(
+            entry_pb.BatchCreateEntryRequest(entries=list(batch))
+        ),
+    )
 
 
 async def _update(args: argparse.Namespace, context: CliContext) -> int:
-    entries = await _requested_entries(args, update=True)
-    async with connect(args.socket_path) as client:
-        with client.errors():
-            response = await client.entry.batch_update_entry(
-                entry_pb.BatchUpdateEntryRequest(entries=entries)
-            )
-    return _report_batch(context, args, response, entries, "update")
+    return await _send_entries(
+        args,
+        context,
+        await _requested_entries(args, update=True),
+        "update",
+        lambda client, batch: client.entry.batch_update_entry(
+            entry_pb.BatchUpdateEntryRequest(entries=list(batch))
+        ),
+    )
 
 
 def entry_filter(args: argparse.Namespace) -> entry_pb.ListEntriesRequestFilter:
     """The ListEntries/CountEntries filter the show and count flags ask for."""
     message = entry_pb.ListEntriesRequestFilter()
     if args.spiffe_id:
-        message.by_spiffe_id = _wire_id(parse_spiffe_id(args.spiffe_id, "-spiffeID"))
+        message.by_spiffe_id = wire_id(parse_spiffe_id(args.spiffe_id, "-spiffeID"))
     if args.parent_id:
-        message.by_parent_id = _wire_id(parse_spiffe_id(args.parent_id, "-parentID"))
+        message.by_parent_id = wire_id(parse_spiffe_id(args.parent_id, "-parentID"))
     if args.selector:
         message.by_selectors = pb.SelectorMatch(
             selectors=[parse_selector(text) for text in args.selector],
@@ -561,36 +465,93 @@ def _has_filters(args: argparse.Namespace) -> bool:
     )
 
 
+class _EntryPrinter:
+    """Prints listed entries as they arrive: text blocks after a ``Found N entries`` line, or
+    the elements of one ListEntriesResponse JSON document."""
+
+    def __init__(self, context: CliContext, args: argparse.Namespace, total: int) -> None:
+        self._context = context
+        self.printed = 0
+        self.json: JsonListWriter | None = None
+        if args.output == "json":
+            self.json = JsonListWriter(context.out, "entries", {"next_page_token": ""})
+        else:
+            context.out(f"Found {plural(total, 'entry', 'entries')}")
+
+    def add(self, entry: pb.Entry) -> None:
+        if self.json is not None:
+            self.json.add(entry_json(entry))
+        else:
+            self._context.out("")
+            write_blocks(self._context.out, [describe_entry(entry)])
+        self.printed += 1
+
+    def close(self) -> None:
+        if self.json is not None:
+            self.json.close()
+
+
+async def _pages(
+    client: AdminClient, request_filter: entry_pb.ListEntriesRequestFilter
+) -> AsyncIterator[entry_pb.ListEntriesResponse]:
+    """Every page of ListEntries; the next page is asked for before the current one is
+    handed over, so the server works on it while this one is printed."""
+
+    def ask(token: str) -> asyncio.Future[entry_pb.ListEntriesResponse]:
+        return asyncio.ensure_future(
+            client.entry.list_entries(
+                entry_pb.ListEntriesRequest(
+                    filter=request_filter, page_size=SHOW_PAGE_SIZE, page_token=token
+                )
+            )
+        )
+
+    upcoming: asyncio.Future[entry_pb.ListEntriesResponse] | None = ask("")
+    try:
+        while upcoming is not None:
+            with client.errors():
+                page = await upcoming
+            upcoming = ask(page.next_page_token) if page.next_page_token else None
+            yield page
+    finally:
+        if upcoming is not None and not upcoming.done():
+            upcoming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await upcoming
+
+
 async def _show(args: argparse.Namespace, context: CliContext) -> int:
-    entries: list[pb.Entry] = []
     if args.entry_id:
         if _has_filters(args):
             raise AdminError("-entryID cannot be combined with other filters")
         async with connect(args.socket_path) as client:
             with client.errors():
-                entries.append(
-                    await client.entry.get_entry(entry_pb.GetEntryRequest(id=args.entry_id))
-                )
-    else:
-        request_filter = entry_filter(args)
-        async with connect(args.socket_path) as client:
-            token = ""
-            while True:
-                with client.errors():
-                    page = await client.entry.list_entries(
-                        entry_pb.ListEntriesRequest(filter=request_filter, page_token=token)
-                    )
-                entries.extend(page.entries)
-                token = page.next_page_token
-                if not token:
-                    break
-    if args.output == "json":
-        print_json(context.out, message_json(entry_pb.ListEntriesResponse(entries=entries)))
+                entry = await client.entry.get_entry(entry_pb.GetEntryRequest(id=args.entry_id))
+        printer = _EntryPrinter(context, args, 1)
+        printer.add(entry)
+        printer.close()
         return 0
-    context.out(f"Found {plural(len(entries), 'entry', 'entries')}")
-    if entries:
-        context.out("")
-        write_blocks(context.out, [describe_entry(entry) for entry in entries])
+    request_filter = entry_filter(args)
+    async with connect(args.socket_path) as client:
+        # The count comes first: the text output starts with it, and the progress bar needs it.
+        with client.errors():
+            counted = await client.entry.count_entries(
+                entry_pb.CountEntriesRequest(filter=request_filter)
+            )
+        printer = _EntryPrinter(context, args, counted.count)
+        with Progress(context.stderr, counted.count, "entries", verb="listing") as progress:
+            try:
+                async for page in _pages(client, request_filter):
+                    for entry in page.entries:
+                        printer.add(entry)
+                    progress.advance(len(page.entries))
+            finally:
+                printer.close()
+    if printer.printed != counted.count:
+        context.err(
+            f"{context.prog}: warning: {printer.printed:,} entries listed, {counted.count:,} "
+            "counted first: entries changed meanwhile"
+        )
     return 0
 
 

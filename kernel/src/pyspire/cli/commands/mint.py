@@ -9,14 +9,12 @@ writes it (mode 0600) to ``-write FILE``.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "build_csr", "write_private_file"]
+__all__ = ["COMMANDS", "build_csr"]
 
 import argparse
 import asyncio
 import base64
-import os
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -31,35 +29,18 @@ from pyspire.cli.admin_client import (
     format_timestamp,
     message_json,
     parse_spiffe_id,
+    parse_ttl,
     print_json,
 )
+from pyspire.cli.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, write_file
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire_sdk import parse_duration
-from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId
 
-PRIVATE_FILE_MODE = 0o600
-PUBLIC_FILE_MODE = 0o644
-_INT32_MAX = 2**31 - 1
 _SIDES = frozenset({Side.SERVER})
-
-
-def _ttl_seconds(text: str | None) -> int:
-    """``-ttl`` as whole seconds (0 = the server's default); ``1h``, ``90s`` or seconds."""
-    if text is None:
-        return 0
-    try:
-        ttl = parse_duration(text)
-    except InvalidArgumentError as error:
-        raise AdminError(f"invalid -ttl: {error}") from None
-    seconds = int(ttl / timedelta(seconds=1))
-    if seconds < 1 or seconds > _INT32_MAX:
-        raise AdminError(f"invalid -ttl: {text!r} must be between 1s and {_INT32_MAX}s")
-    return seconds
 
 
 def build_csr(
@@ -94,17 +75,6 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-
-
-def write_private_file(path: Path, data: str, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Write ``data`` to ``path`` with ``mode``, the file never readable by others meanwhile
-    (created with the mode; an existing file has its mode reset before it is rewritten)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(descriptor, mode)
-        os.write(descriptor, data.encode())
-    finally:
-        os.close(descriptor)
 
 
 def _add_x509_flags(parser: argparse.ArgumentParser, side: Side) -> None:
@@ -158,9 +128,9 @@ def _write_x509(directory: Path, svid: str, key: str, bundle: str) -> list[Path]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / "svid.pem", directory / "key.pem", directory / "bundle.pem"]
-        write_private_file(paths[0], svid, PUBLIC_FILE_MODE)
-        write_private_file(paths[1], key, PRIVATE_FILE_MODE)
-        write_private_file(paths[2], bundle, PUBLIC_FILE_MODE)
+        write_file(paths[0], svid, PUBLIC_FILE_MODE)
+        write_file(paths[1], key, PRIVATE_FILE_MODE)
+        write_file(paths[2], bundle, PUBLIC_FILE_MODE)
     except OSError as error:
         raise AdminError(f"invalid -write: cannot write to {str(directory)!r}: {error}") from None
     return paths
@@ -168,7 +138,7 @@ def _write_x509(directory: Path, svid: str, key: str, bundle: str) -> list[Path]
 
 async def _x509_mint(args: argparse.Namespace, context: CliContext) -> int:
     spiffe_id = parse_spiffe_id(args.spiffe_id, "-spiffeID")
-    ttl = _ttl_seconds(args.ttl)
+    ttl = parse_ttl(args.ttl, "-ttl", minimum=1)
     for name in args.dns:
         if not name:
             raise AdminError("invalid -dns: a DNS name must not be empty")
@@ -230,7 +200,7 @@ async def _jwt_mint(args: argparse.Namespace, context: CliContext) -> int:
         raise AdminError("missing -audience: at least one audience is required")
     if any(not audience for audience in args.audience):
         raise AdminError("invalid -audience: an audience must not be empty")
-    ttl = _ttl_seconds(args.ttl)
+    ttl = parse_ttl(args.ttl, "-ttl", minimum=1)
     request = svid_pb.MintJwtsvidRequest(
         id=pb.Spiffeid(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path),
         audience=list(args.audience),
@@ -242,7 +212,7 @@ async def _jwt_mint(args: argparse.Namespace, context: CliContext) -> int:
     token = response.svid.token
     if args.write is not None:
         try:
-            await asyncio.to_thread(write_private_file, args.write, token + "\n")
+            await asyncio.to_thread(write_file, args.write, token + "\n")
         except OSError as error:
             raise AdminError(f"invalid -write: cannot write {str(args.write)!r}: {error}") from None
         if args.output == "json":

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pyspire.catalog import Discovery, Side
 from pyspire.cli.flags import add_flag
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
 from pyspire.config import LoadedConfig, load_agent_config, load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
@@ -56,7 +57,7 @@ async def _run_in_foreground(
         loaded = await asyncio.to_thread(load)
     except ConfigError as error:
         for issue in error.issues:
-            context.err(str(issue))
+            context.err(printable(str(issue)))
         return 1
     settings = loaded.settings
     configure_logging(
@@ -122,7 +123,19 @@ def _add_agent_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         help="path to the configuration file (default: conf/agent/agent.toml)",
     )
     add_flag(parser, "expandEnv", action="store_true", help="expand $VAR in the file first")
-    add_flag(parser, "joinToken", metavar="TOKEN", help="join token to attest with")
+    add_flag(
+        parser,
+        "joinToken",
+        metavar="TOKEN",
+        help="join token to attest with (visible to other users in the process list: prefer "
+        "-joinTokenFile)",
+    )
+    add_flag(
+        parser,
+        "joinTokenFile",
+        metavar="FILE",
+        help="file holding the join token to attest with; refused when others may read it",
+    )
     add_flag(parser, "serverAddress", metavar="HOST", help="address of the pyspire server")
     add_flag(parser, "serverPort", metavar="PORT", type=int, help="port of the pyspire server")
     add_flag(parser, "socketPath", metavar="PATH", help="path of the Workload API socket")
@@ -140,6 +153,7 @@ async def _run_agent(args: argparse.Namespace, context: CliContext) -> int:
 
     overrides = {
         "join_token": args.join_token,
+        "join_token_file": args.join_token_file,
         "server_address": args.server_address,
         "server_port": args.server_port,
         "socket_path": args.socket_path,
@@ -153,12 +167,16 @@ async def _run_agent(args: argparse.Namespace, context: CliContext) -> int:
     }
     if args.trust_bundle_url:
         overrides["trust_bundle_path"] = None
+
+    def warn(message: str) -> None:
+        context.err(f"{context.prog}: warning: {message}")
+
     return await _run_in_foreground(
         context,
         lambda: load_agent_config(
             args.config, expand_env=args.expand_env, overrides=overrides, environ=context.environ
         ),
-        AgentRuntime,
+        lambda loaded, discovery: AgentRuntime(loaded, discovery, notify=warn),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pyspire.catalog import Discovery, Side, plan_plugins
 from pyspire.cli.flags import add_flag
+from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command, DiscoveryFactory
 from pyspire.config import (
     AGENT_SCHEMA,
@@ -113,10 +114,10 @@ async def _validate(args: argparse.Namespace, context: CliContext) -> int:
         discover=context.discover,
     )
     for warning in report.warnings:
-        context.err(f"warning: {warning}")
+        context.err(f"warning: {printable(str(warning))}")
     if not report.valid:
         for issue in report.issues:
-            context.err(str(issue))
+            context.err(printable(str(issue)))
         return 1
     context.out(VALID_MESSAGE)
     return 0

@@ -1,0 +1,85 @@
+"""A JSON document with one long list, written item by item as the items arrive.
+
+``entry show -output json`` over a hundred thousand entries, or ``entry create -data`` over as
+many results, must neither wait for the last page before printing nor hold one document of tens
+of megabytes. :class:`JsonListWriter` writes ``{"<key>": [item, ...], <other fields>}`` piece by
+piece, formatted exactly as :func:`~pyspire.cli.admin_client.print_json` formats the whole
+document, so the output is byte for byte what it was when it was built at once.
+"""
+
+from __future__ import annotations
+
+__all__ = ["JsonListWriter"]
+
+import json
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+_INDENT = 2
+
+
+def _nested(document: Any) -> str:
+    """``document`` as an element of the list: indented two levels."""
+    text = json.dumps(document, indent=_INDENT)
+    return text.replace("\n", "\n" + " " * (2 * _INDENT))
+
+
+class JsonListWriter:
+    """Writes ``{"<key>": [...], **tail}`` through ``write`` (a line writer) as items come.
+
+    The last item is held back until the next one (or :meth:`close`) says whether it needs a
+    comma. Use as a context manager, which closes the document also when the work fails half
+    way, so what was printed is still one valid JSON document.
+    """
+
+    def __init__(
+        self, write: Callable[[str], None], key: str, tail: Mapping[str, Any] | None = None
+    ) -> None:
+        self._write = write
+        self._key = key
+        self._tail = dict(tail or {})
+        self._held: str | None = None
+        self._opened = False
+        self._closed = False
+
+    def __enter__(self) -> JsonListWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def add(self, item: Any) -> None:
+        """Append one element to the list."""
+        if not self._opened:
+            self._write("{\n" + " " * _INDENT + json.dumps(self._key) + ": [")
+            self._opened = True
+        if self._held is not None:
+            self._write(self._held + ",")
+        self._held = " " * (2 * _INDENT) + _nested(item)
+
+    def close(self) -> None:
+        """End the list and the document (an empty list when nothing was added)."""
+        if self._closed:
+            return
+        self._closed = True
+        tail = "".join(
+            ",\n" + " " * _INDENT + json.dumps(name) + ": " + _nested_field(value)
+            for name, value in self._tail.items()
+        )
+        if not self._opened:
+            self._write("{\n" + " " * _INDENT + json.dumps(self._key) + ": []" + tail + "\n}")
+            return
+        assert self._held is not None
+        self._write(self._held)
+        self._write(" " * _INDENT + "]" + tail + "\n}")
+
+
+def _nested_field(value: Any) -> str:
+    """A top-level field's value: indented one level."""
+    return json.dumps(value, indent=_INDENT).replace("\n", "\n" + " " * _INDENT)
