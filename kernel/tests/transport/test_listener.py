@@ -189,10 +189,11 @@ async def test_a_connection_idle_after_its_calls_is_closed_and_the_client_comes_
         channel = Channel("127.0.0.1", served.port, ssl=with_svid(authority))
         try:
             await check(channel)
-            assert served.listener.counts.total == 1
+            # The connection outlived its call and was then closed for idling; how soon after
+            # the call is timing, so only the outcome is checked, not a moment in between.
             await until(lambda: served.listener.counts.total == 0)
-            await check(channel)  # grpclib reconnects
-            assert served.listener.counts.total == 1
+            await check(channel)  # grpclib reconnects on the same channel
+            await until(lambda: served.listener.counts.total == 0)
         finally:
             channel.close()
 
