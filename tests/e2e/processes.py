@@ -1,5 +1,5 @@
 """Real ``pyspire-server`` and ``pyspire-agent`` processes, and workload client processes, for
-end-to-end tests and benchmarks.
+end-to-end tests, reliability scenarios and benchmarks.
 
 Every wait is bounded; a process that fails to start or stop raises :class:`ProcessError`
 carrying its log, so a failing test shows what the process said. Nothing here imports pytest:
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,14 +106,50 @@ class Process:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def spawn(self, argv: Sequence[str]) -> None:
+    @property
+    def pid(self) -> int:
+        """The process ID of the current run."""
+        if self.process is None:
+            raise ProcessError(f"the {self.name} was never started")
+        return self.process.pid
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``argv`` with its output in a new log; ``env`` adds to this process's
+        environment."""
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
             )
+
+    def wait_for_log(self, text: str, timeout: float, *, count: int = 1) -> None:
+        """Wait until the current run's log holds ``text`` at least ``count`` times; raises
+        :class:`ProcessError` (with the log) when the process exits or ``timeout`` passes."""
+
+        def logged() -> bool | None:
+            if self.log().count(text) >= count:
+                return True
+            self._fail_if_exited(f"waiting for {text!r} in its log")
+            return None
+
+        wait_for(f"{text!r} in the {self.name}'s log", logged, timeout, self.log())
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the running process, from ``/proc/<pid>/status``."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ProcessError(f"the {self.name} has no VmRSS in /proc/{self.pid}/status")
+
+    def fd_count(self) -> int:
+        """Open file descriptors of the running process, from ``/proc/<pid>/fd``."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def exited(self) -> int | None:
         """The exit code if the process has ended, else None."""
@@ -164,14 +200,20 @@ class ServerSettings:
     default_x509_svid_ttl: str = "1h"
     default_jwt_svid_ttl: str = "5m"
     ca_ttl: str = "24h"
+    agent_ttl: str | None = None
     log_level: str = "INFO"
 
     @property
     def socket_path(self) -> Path:
         return self.root / "s" / "api.sock"
 
+    @property
+    def database_path(self) -> Path:
+        return self.root / "sdata" / "datastore.sqlite3"
+
     def write(self) -> Path:
         path = self.root / "server.toml"
+        agent_ttl = f'agent_ttl = "{self.agent_ttl}"' if self.agent_ttl else ""
         path.write_text(
             f"""\
 [server]
@@ -184,8 +226,11 @@ log_level = "{self.log_level}"
 ca_ttl = "{self.ca_ttl}"
 default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
+{agent_ttl}
 
 [server.plugins.datastore.sqlite]
+database_path = "{self.database_path}"
+
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
 """
@@ -207,9 +252,13 @@ class ServerProcess(Process):
     def socket_path(self) -> Path:
         return self.settings.socket_path
 
-    def start(self) -> None:
+    def launch(self, env: Mapping[str, str] | None = None) -> None:
+        """Start without waiting; ``env`` adds to the environment."""
+        self.spawn([str(SERVER), "run", "-config", str(self.config)], env)
+
+    def start(self, env: Mapping[str, str] | None = None) -> None:
         """Start and wait until ``healthcheck`` passes."""
-        self.spawn([str(SERVER), "run", "-config", str(self.config)])
+        self.launch(env)
 
         def healthy() -> bool | None:
             self._fail_if_exited("starting")
@@ -365,6 +414,39 @@ class Deployment:
     token: str
     agent_id: str
     extra: list[Process] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        server_settings: ServerSettings,
+        agent_settings: AgentSettings,
+        entries: Sequence[tuple[str, Sequence[str]]] = (),
+    ) -> Deployment:
+        """Start a server, write its bundle where the agent bootstraps from, register
+        ``entries`` (SPIFFE ID and selectors) under a fresh join token's agent ID, and start
+        the agent with that token. When any step fails, everything started is stopped, the
+        directory removed, and :class:`ProcessError` raised with every process's log."""
+        root = server_settings.root
+        server = ServerProcess(server_settings)
+        agent = AgentProcess(agent_settings)
+        deployed = cls(root=root, server=server, agent=agent, token="", agent_id="")
+        try:
+            server.start()
+            server.write_bundle(agent_settings.bootstrap_bundle)
+            deployed.token = server.generate_token()
+            deployed.agent_id = join_token_agent_id(deployed.token)
+            for spiffe_id, selectors in entries:
+                server.create_entry(spiffe_id, deployed.agent_id, *selectors)
+            agent.start(join_token=deployed.token)
+        except ProcessError as error:
+            logs = deployed.logs()
+            deployed.stop()
+            headline = str(error).splitlines()[0]
+            raise ProcessError(f"the deployment did not start: {headline}\n{logs}") from None
+        except BaseException:
+            deployed.stop()
+            raise
+        return deployed
 
     def logs(self) -> str:
         return "\n".join(process.all_logs() for process in [self.server, self.agent, *self.extra])
