@@ -33,3 +33,58 @@ IDLE_CONNECTIONS = pytest.mark.xfail(
     ),
     strict=True,
 )
+
+MALFORMED_REQUESTS = pytest.mark.xfail(
+    reason=(
+        "malformed requests: bytes that do not decode as the request type (field number 0, a "
+        "cut varint, invalid UTF-8, ...) are answered UNKNOWN instead of INVALID_ARGUMENT"
+    ),
+    strict=True,
+)
+
+MALFORMED_REQUEST_CASES = frozenset(
+    (
+        "agent-api:/spire.api.server.agent.v1.Agent/AttestAgent",
+        "agent-api:/spire.api.server.agent.v1.Agent/RenewAgent",
+        "agent-api:/spire.api.server.agent.v1.Agent/PostStatus",
+        "agent-api:/spire.api.server.bundle.v1.Bundle/GetBundle",
+        "agent-api:/spire.api.server.bundle.v1.Bundle/GetFederatedBundle",
+        "agent-api:/spire.api.server.entry.v1.Entry/GetAuthorizedEntries",
+        "agent-api:/spire.api.server.entry.v1.Entry/SyncAuthorizedEntries",
+        "agent-api:/spire.api.server.svid.v1.SVID/NewJWTSVID",
+        "admin:/spire.api.server.agent.v1.Agent/CountAgents",
+        "admin:/spire.api.server.agent.v1.Agent/ListAgents",
+        "admin:/spire.api.server.agent.v1.Agent/GetAgent",
+        "admin:/spire.api.server.agent.v1.Agent/DeleteAgent",
+        "admin:/spire.api.server.agent.v1.Agent/BanAgent",
+        "admin:/spire.api.server.agent.v1.Agent/AttestAgent",
+        "admin:/spire.api.server.agent.v1.Agent/CreateJoinToken",
+        "admin:/spire.api.server.bundle.v1.Bundle/CountBundles",
+        "admin:/spire.api.server.bundle.v1.Bundle/GetBundle",
+        "admin:/spire.api.server.bundle.v1.Bundle/AppendBundle",
+        "admin:/spire.api.server.bundle.v1.Bundle/ListFederatedBundles",
+        "admin:/spire.api.server.bundle.v1.Bundle/GetFederatedBundle",
+        "admin:/spire.api.server.bundle.v1.Bundle/BatchCreateFederatedBundle",
+        "admin:/spire.api.server.bundle.v1.Bundle/BatchUpdateFederatedBundle",
+        "admin:/spire.api.server.bundle.v1.Bundle/BatchSetFederatedBundle",
+        "admin:/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle",
+        "admin:/spire.api.server.entry.v1.Entry/CountEntries",
+        "admin:/spire.api.server.entry.v1.Entry/ListEntries",
+        "admin:/spire.api.server.entry.v1.Entry/GetEntry",
+        "admin:/spire.api.server.entry.v1.Entry/BatchCreateEntry",
+        "admin:/spire.api.server.entry.v1.Entry/BatchUpdateEntry",
+        "admin:/spire.api.server.entry.v1.Entry/BatchDeleteEntry",
+        "admin:/spire.api.server.svid.v1.SVID/MintX509SVID",
+        "admin:/spire.api.server.svid.v1.SVID/MintJWTSVID",
+        "admin:/spire.api.server.debug.v1.Debug/GetInfo",
+        "admin:/grpc.health.v1.Health/Check",
+        "admin:/grpc.health.v1.Health/Watch",
+        "workload:/SpiffeWorkloadAPI/FetchX509SVID",
+        "workload:/SpiffeWorkloadAPI/FetchX509Bundles",
+        "workload:/SpiffeWorkloadAPI/FetchJWTSVID",
+        "workload:/SpiffeWorkloadAPI/FetchJWTBundles",
+        "workload:/SpiffeWorkloadAPI/ValidateJWTSVID",
+    )
+)
+"""The fuzzed request types (``listener:method path``) that answer malformed bytes UNKNOWN;
+the others refuse such callers before decoding (PERMISSION_DENIED) or decode by hand."""

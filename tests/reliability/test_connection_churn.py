@@ -68,8 +68,9 @@ CHURN = by_form(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
+    """One server and agent for both scenarios: each measures against its own baseline."""
     root = short_temp_dir()
     port = free_port()
     deployed = Deployment.start(
