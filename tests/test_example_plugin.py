@@ -17,6 +17,7 @@ import pytest
 
 from pyspire.catalog import (
     AGENT_KINDS,
+    WORKLOAD_ATTESTORS,
     Catalog,
     Discovery,
     PlannedPlugin,
@@ -162,6 +163,7 @@ async def test_configured_by_the_catalog_and_attests_a_process(
         )
 
     async with Catalog.open(plan, host_for=host_for) as catalog:
-        (attestor,) = catalog.chain("workload_attestor")
+        ((name, attestor),) = ((p.name, p.instance) for p in catalog.chain(WORKLOAD_ATTESTORS))
+        assert name == "environ"
         assert type(attestor).__module__ == "pyspire_workloadattestor_environ.attestor"
         assert list(await attestor.attest(workload)) == ["APP:billing"]

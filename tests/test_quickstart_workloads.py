@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -155,6 +156,9 @@ class StaticIdentities:
     async def watch(self) -> AsyncIterator[Snapshot]:
         yield self._snapshot
         await asyncio.Event().wait()
+
+    def demand(self, selectors: frozenset[Selector]) -> AbstractContextManager[None]:
+        return nullcontext()
 
     async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
         raise AssertionError("the quickstart workloads use X509-SVIDs only")

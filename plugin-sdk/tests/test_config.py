@@ -18,6 +18,7 @@ from pyspire_sdk.config import (
     issues_from,
     load_config,
     setting,
+    settings_table,
     type_name,
 )
 from pyspire_sdk.errors import ConfigError, ConfigIssue
@@ -455,3 +456,17 @@ def test_type_name_phrases() -> None:
     assert type_name(tuple[SpiffeId, ...]) == "an array of SPIFFE IDs"
     assert type_name(dict[str, bool]) == "a table of booleans"
     assert type_name(TrustDomain | None) == "a trust domain name"
+
+
+def test_settings_table_is_the_markdown_of_describe_config() -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Table:
+        path: Path = setting(description="where it goes")
+        retries: int = setting(3, description="how often to try")
+
+    assert settings_table(Table) == (
+        "| key | type | required | default | description |\n"
+        "|---|---|---|---|---|\n"
+        "| `path` | a file path | yes |  | where it goes |\n"
+        "| `retries` | an integer | no | 3 | how often to try |"
+    )

@@ -85,3 +85,15 @@ def test_selectors_match_is_a_subset_test() -> None:
 def test_property_format_parse_round_trip(kind: str, value: str) -> None:
     selector = Selector(kind, value)
     assert Selector.parse(str(selector)) == selector
+
+
+def test_errors_about_huge_selectors_stay_short() -> None:
+    """Messages quote a caller's text; a megabyte of it must not become a megabyte of error."""
+    for make in (
+        lambda: Selector("a:" * 500_000, "v"),
+        lambda: Selector.parse("x" * 1_000_000),
+        lambda: Selector.parse(":" + "a" * 1_000_000),
+    ):
+        with pytest.raises(InvalidSelectorError) as caught:
+            make()
+        assert len(str(caught.value)) < 300

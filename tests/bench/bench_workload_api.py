@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,6 +146,9 @@ class CachedIdentities:
     async def watch(self) -> AsyncIterator[Snapshot]:
         yield self._snapshot
         await asyncio.Event().wait()
+
+    def demand(self, selectors: frozenset[Selector]) -> AbstractContextManager[None]:
+        return nullcontext()
 
     async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
         raise UnavailableError("the benchmark's identity source mints no JWT-SVID")

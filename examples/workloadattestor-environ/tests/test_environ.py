@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from pyspire_workloadattestor_environ import EnvironAttestor, EnvironConfig
 from pyspire_workloadattestor_environ.plugin import pyspire_workload_attestors
 from structlog.testing import capture_logs
@@ -41,7 +42,7 @@ def own_variable_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys(usable))[:3]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def child() -> AsyncIterator[int]:
     """A real process started with :data:`CHILD_ENVIRONMENT` plus a non-UTF-8 value."""
     environment: dict[bytes, bytes] = {
@@ -70,7 +71,7 @@ async def configured(host: HostServices, **settings: object) -> EnvironAttestor:
 
 
 class TestEnvironContract(WorkloadAttestorContract):
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def workload_attestor(
         self, host_services: HostServices
     ) -> AsyncIterator[WorkloadAttestor]:
@@ -89,6 +90,7 @@ class TestEnvironContract(WorkloadAttestorContract):
         return bool(own_variable_names())
 
 
+@pytest.mark.asyncio
 async def test_configured_names_in_order(host_services: HostServices, child: int) -> None:
     attestor = await configured(
         host_services,
@@ -103,11 +105,13 @@ async def test_configured_names_in_order(host_services: HostServices, child: int
     ]
 
 
+@pytest.mark.asyncio
 async def test_size_limit_is_configurable(host_services: HostServices, child: int) -> None:
     attestor = await configured(host_services, names=["APP", "TIER"], max_value_bytes=5)
     assert await attestor.attest(child) == ["TIER:gold"]
 
 
+@pytest.mark.asyncio
 async def test_skipped_values_are_logged_by_name_only(tmp_path: Path, child: int) -> None:
     with capture_logs() as logs:
         host = make_host_services(tmp_path, plugin_name="environ")
@@ -120,6 +124,7 @@ async def test_skipped_values_are_logged_by_name_only(tmp_path: Path, child: int
     assert "l" * 257 not in repr(logs)
 
 
+@pytest.mark.asyncio
 async def test_exited_process_is_unavailable(host_services: HostServices) -> None:
     process = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
     await process.wait()
@@ -139,6 +144,7 @@ def write_process(proc_root: Path, pid: int, environ: bytes | None) -> None:
         (directory / "environ").write_bytes(environ)
 
 
+@pytest.mark.asyncio
 async def test_first_occurrence_wins_and_odd_records_are_ignored(
     host_services: HostServices, tmp_path: Path
 ) -> None:
@@ -148,6 +154,7 @@ async def test_first_occurrence_wins_and_odd_records_are_ignored(
     assert await attestor.attest(77) == ["APP:first", "TIER:x"]
 
 
+@pytest.mark.asyncio
 async def test_unreadable_environment_is_unavailable(
     host_services: HostServices, tmp_path: Path
 ) -> None:
@@ -158,11 +165,13 @@ async def test_unreadable_environment_is_unavailable(
         await attestor.attest(78)
 
 
+@pytest.mark.asyncio
 async def test_attest_before_configure_is_an_error() -> None:
     with pytest.raises(PluginError, match=r"^environ workload attestor is not configured"):
         await EnvironAttestor().attest(os.getpid())
 
 
+@pytest.mark.asyncio
 async def test_attest_after_close_is_an_error(host_services: HostServices) -> None:
     attestor = await configured(host_services, names=["APP"])
     await attestor.close()

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from pyspire.catalog import (
-    AGENT_KINDS,
+    AGENT_KEY_MANAGER,
+    AGENT_NODE_ATTESTOR,
+    DATASTORE,
+    NOTIFIERS,
+    SERVER_KEY_MANAGER,
+    SVID_STORES,
+    UPSTREAM_AUTHORITY,
+    WORKLOAD_ATTESTORS,
     Catalog,
     CatalogPlan,
     Discovery,
@@ -47,19 +54,15 @@ async def test_configures_in_plan_order_and_closes_in_reverse(
             "configure alpha",
             "configure bravo",
         ]
-        assert [plugin.name for plugin in catalog.chain("workload_attestor")] == [
-            "charlie",
-            "alpha",
-            "bravo",
-        ]
-        assert catalog.one("key_manager").name == "memory"
-        workload_kind = next(k for k in AGENT_KINDS if k.toml_name == "workload_attestor")
-        assert catalog.chain(workload_kind) == catalog.chain("workload_attestor")
-        alpha = catalog.get("workload_attestor", "alpha")
+        chain = catalog.chain(WORKLOAD_ATTESTORS)
+        assert [plugin.name for plugin in chain] == ["charlie", "alpha", "bravo"]
+        assert [plugin.instance.name for plugin in chain] == ["charlie", "alpha", "bravo"]
+        assert catalog.one(AGENT_KEY_MANAGER).name == "memory"
+        alpha = catalog.get(WORKLOAD_ATTESTORS, "alpha")
         assert alpha is not None
         assert alpha.config.label == "alpha"
-        assert catalog.get("workload_attestor", "zulu") is None
-        assert await catalog.chain("workload_attestor")[0].attest(42) == ["pid:42"]
+        assert catalog.get(WORKLOAD_ATTESTORS, "zulu") is None
+        assert await chain[0].instance.attest(42) == ["pid:42"]
         journal.clear()
     assert journal == [
         "close bravo",
@@ -74,12 +77,14 @@ async def test_each_plugin_gets_its_own_host(
     agent_modules: list[ModuleType], host_for: HostFor
 ) -> None:
     async with Catalog.open(agent_plan(agent_modules, "alpha"), host_for=host_for) as catalog:
-        attestor = catalog.one("node_attestor")
+        named = catalog.one_named(AGENT_NODE_ATTESTOR)
+        attestor = named.instance
+        assert named.name == "join_token"
         assert (attestor.host.plugin_name, attestor.host.plugin_type) == (
             "join_token",
             "node_attestor",
         )
-        (workload,) = catalog.chain("workload_attestor")
+        ((_, workload),) = ((p.name, p.instance) for p in catalog.chain(WORKLOAD_ATTESTORS))
         assert (workload.host.plugin_name, workload.host.plugin_type) == (
             "alpha",
             "workload_attestor",
@@ -207,14 +212,17 @@ async def test_accessors_enforce_arity_and_side(
 ) -> None:
     async with Catalog.open(agent_plan(agent_modules, "alpha"), host_for=host_for) as catalog:
         with pytest.raises(
-            ValueError, match=r"^agent\.workload_attestor is not a kind with exactly one plugin$"
+            TypeError,
+            match=r"^agent\.workload_attestor is not a OneKind: at least one workload_attestor",
         ):
-            catalog.one("workload_attestor")
-        with pytest.raises(ValueError, match=r"^agent\.svid_store is a chain; use chain\(\)$"):
-            catalog.optional("svid_store")
+            catalog.one(WORKLOAD_ATTESTORS)
+        with pytest.raises(TypeError, match=r"^agent\.svid_store is not a OptionalKind"):
+            catalog.optional(SVID_STORES)
         with pytest.raises(LookupError, match="datastore is not a plugin type of the agent"):
-            catalog.chain("datastore")
-        assert catalog.chain("svid_store") == ()
+            catalog.one(DATASTORE)
+        with pytest.raises(LookupError, match="notifier is not a plugin type of the agent"):
+            catalog.chain(NOTIFIERS)
+        assert catalog.chain(SVID_STORES) == ()
 
 
 async def test_optional_kind(fakes: Any, journal: list[str], host_for: HostFor) -> None:
@@ -239,5 +247,5 @@ async def test_optional_kind(fakes: Any, journal: list[str], host_for: HostFor) 
             pytest.fail("the catalog must not open")
     key_only = CatalogPlan(side=Side.SERVER, plugins=plan.of("key_manager"))
     async with Catalog.open(key_only, host_for=host_for) as catalog:
-        assert catalog.optional("upstream_authority") is None
-        assert catalog.one("key_manager").name == "memory"
+        assert catalog.optional(UPSTREAM_AUTHORITY) is None
+        assert catalog.one(SERVER_KEY_MANAGER).name == "memory"

@@ -151,6 +151,39 @@ def test_unknown_name_lists_installed_plugins_and_the_distribution(
     ]
 
 
+@pytest.mark.parametrize(
+    ("configured", "guesses"),
+    [("dsik", '"disk"'), ("memroy", '"memory"'), ("Disk", '"disk"')],
+)
+def test_a_typo_of_an_installed_name_asks_did_you_mean(
+    server_discovery: Discovery, configured: str, guesses: str
+) -> None:
+    table = {"datastore": {"sqlite": {"label": "x"}}, "key_manager": {configured: {}}}
+    with pytest.raises(ConfigError) as caught:
+        plan_plugins(Side.SERVER, table, server_discovery)
+    assert issues(caught) == [
+        f'server.plugins.key_manager.{configured}: no key_manager plugin named "{configured}" '
+        f"is installed; did you mean {guesses}? installed: disk, memory",
+    ]
+
+
+def test_a_name_close_to_several_installed_names_lists_each(fakes: Any) -> None:
+    discovery = Discovery.from_modules(
+        fakes.make_module(
+            "notifiers",
+            pyspire_notifiers=lambda: [
+                fakes.registration(name, lambda: object()) for name in ("slack", "slacks", "mail")
+            ],
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        plan_plugins(Side.SERVER, {"notifier": {"slak": {}}}, discovery, path="plugins")
+    assert issues(caught)[0] == (
+        'plugins.notifier.slak: no notifier plugin named "slak" is installed; did you mean '
+        '"slack" or "slacks"? installed: mail, slack, slacks'
+    )
+
+
 def test_unknown_name_when_none_of_the_type_is_installed(server_discovery: Discovery) -> None:
     table = {
         "datastore": {"sqlite": {"label": "x"}},
@@ -336,7 +369,22 @@ def test_kind_table_matches_the_sdk() -> None:
 
     kinds = SERVER_KINDS + AGENT_KINDS
     assert {kind.hook_name for kind in kinds} == set(HOOK_NAMES)
+    expected = {
+        "datastore": "DataStore",
+        "key_manager": "KeyManager",
+        "upstream_authority": "UpstreamAuthority",
+        "notifier": "Notifier",
+        "bundle_publisher": "BundlePublisher",
+        "credential_composer": "CredentialComposer",
+        "workload_attestor": "WorkloadAttestor",
+        "svid_store": "SvidStore",
+    }
     for kind in kinds:
-        interface = kind.interface()
+        interface = kind.interface
         assert interface.__name__ == kind.interface_name
+        if kind.toml_name == "node_attestor":
+            side = "Server" if kind.side is Side.SERVER else "Agent"
+            assert kind.interface_name == f"{side}NodeAttestor"
+        else:
+            assert kind.interface_name == expected[kind.toml_name]
         assert getattr(interface, "_is_protocol", False), f"{kind} interface is not a Protocol"

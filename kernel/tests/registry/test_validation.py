@@ -9,18 +9,26 @@ from typing import Any
 import pytest
 
 from pyspire.registry.validation import (
-    HINT_MAX_BYTES,
     is_node_alias,
     is_reserved_path,
     node_alias_parent,
-    server_id,
     validate_dns_name,
     validate_entry,
+    validate_entry_id,
+    validate_text,
 )
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.limits import (
+    MAX_DNS_NAMES_PER_ENTRY,
+    MAX_FEDERATES_WITH_PER_ENTRY,
+    MAX_HINT_BYTES,
+    MAX_SELECTOR_TYPE_BYTES,
+    MAX_SELECTOR_VALUE_BYTES,
+    MAX_SELECTORS_PER_ENTRY,
+)
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 
 TD = TrustDomain("example.org")
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -290,8 +298,157 @@ def test_each_rule_rejects_with_a_message_naming_the_field(
 
 
 def test_hint_of_exactly_the_limit_is_accepted() -> None:
-    entry = make_entry(hint="a" * HINT_MAX_BYTES)
-    assert validate_entry(entry, TD).hint == "a" * HINT_MAX_BYTES
+    entry = make_entry(hint="a" * MAX_HINT_BYTES)
+    assert validate_entry(entry, TD).hint == "a" * MAX_HINT_BYTES
+
+
+def test_every_list_and_string_at_its_limit_is_accepted() -> None:
+    entry = make_entry(
+        selectors=tuple(
+            Selector("t" * MAX_SELECTOR_TYPE_BYTES, f"{index:04}" + "v" * 4092)
+            for index in range(MAX_SELECTORS_PER_ENTRY)
+        ),
+        dns_names=tuple(f"n{index}.example.org" for index in range(MAX_DNS_NAMES_PER_ENTRY)),
+        federates_with=tuple(
+            TrustDomain(f"td{index}.org") for index in range(MAX_FEDERATES_WITH_PER_ENTRY)
+        ),
+        hint="é" * (MAX_HINT_BYTES // 2),
+    )
+    assert len(entry.selectors[0].value.encode()) == MAX_SELECTOR_VALUE_BYTES
+    assert validate_entry(entry, TD, now=NOW) is entry
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"selectors": (Selector("unix", "v" * (1024 * 1024)),)},
+            "selectors[0] value is 1048576 bytes, longer than the 4096 allowed",
+            id="selector-value-of-one-mebibyte",
+        ),
+        pytest.param(
+            {"selectors": (Selector("unix", "é" * 2049),)},
+            "selectors[0] value is 4098 bytes, longer than the 4096 allowed",
+            id="selector-value-counted-in-bytes",
+        ),
+        pytest.param(
+            {"selectors": (Selector("t" * 129, "v"),)},
+            "selectors[0] type is 129 bytes, longer than the 128 allowed",
+            id="selector-type-too-long",
+        ),
+        pytest.param(
+            {"selectors": tuple(Selector("unix", f"uid:{n}") for n in range(10_000))},
+            "selectors has 10000 items, more than the 256 allowed",
+            id="ten-thousand-selectors",
+        ),
+        pytest.param(
+            {"dns_names": tuple(f"n{n}.example.org" for n in range(257))},
+            "dns_names has 257 items, more than the 256 allowed",
+            id="too-many-dns-names",
+        ),
+        pytest.param(
+            {"federates_with": tuple(TrustDomain(f"td{n}.org") for n in range(257))},
+            "federates_with has 257 items, more than the 256 allowed",
+            id="too-many-federated-domains",
+        ),
+        pytest.param(
+            {"selectors": (Selector("unix", "uid:0\nunix:uid:1000"),)},
+            "selectors[0] value holds a control character (U+000A) at position 5",
+            id="selector-value-newline",
+        ),
+        pytest.param(
+            {"selectors": (Selector("unix", "uid:\x01"),)},
+            "selectors[0] value holds a control character (U+0001) at position 4",
+            id="selector-value-c0",
+        ),
+        pytest.param(
+            {"selectors": (Selector("un\x1bix", "uid:1"),)},
+            "selectors[0] type holds a control character (U+001B) at position 2",
+            id="selector-type-escape",
+        ),
+        pytest.param(
+            {"selectors": (Selector("unix", "uid:\u202e1"),)},
+            "selectors[0] value holds a control character (U+202E) at position 4",
+            id="selector-value-bidi-override",
+        ),
+        pytest.param(
+            {"hint": "web\r\nEntry ID : forged"},
+            "hint holds a control character (U+000D) at position 3",
+            id="hint-newline",
+        ),
+        pytest.param(
+            {"hint": "a\x7f"},
+            "hint holds a control character (U+007F) at position 1",
+            id="hint-del",
+        ),
+        pytest.param(
+            {"hint": "a\u2028b"},
+            "hint holds a control character (U+2028) at position 1",
+            id="hint-line-separator",
+        ),
+        pytest.param(
+            {"hint": "a\ud800"},
+            "hint holds a control character (U+D800) at position 1",
+            id="hint-lone-surrogate",
+        ),
+    ],
+)
+def test_limits_on_contents(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_entry(make_entry(**changes), TD, now=NOW)
+    assert str(caught.value) == message
+
+
+def test_printable_text_of_any_script_is_accepted() -> None:
+    for text in ("Grüße", "東京-web", "emoji 🚀", "tab-free text with spaces", "a\u00a0b"):
+        entry = make_entry(hint=text, selectors=(Selector("docker", f"label:name:{text}"),))
+        assert validate_entry(entry, TD) is entry
+
+
+@pytest.mark.parametrize(
+    "entry_id",
+    [
+        "0b2f6c1e-5d1e-4c5f-9d1f-6f0c2b8e7a11",
+        "web-frontend.v2",
+        "my_entry",
+        "A",
+        "x" * 255,
+        "...",
+    ],
+)
+def test_entry_ids_like_spire_accepts(entry_id: str) -> None:
+    assert validate_entry_id(entry_id) == entry_id
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "message"),
+    [
+        ("../../etc/passwd", "id '../../etc/passwd' may hold only ASCII letters, digits, "),
+        ("a/b", "id 'a/b' may hold only"),
+        ("bad id!", "id 'bad id!' may hold only"),
+        ("a:b", "id 'a:b' may hold only"),
+        ("entry\n", "id 'entry\\n' may hold only"),
+        ("ünïcode", "id 'ünïcode' may hold only"),
+        (".", "id '.' is not a name"),
+        ("..", "id '..' is not a name"),
+        ("", "id is empty"),
+        ("x" * 256, "id is 256 characters, longer than the 255 allowed"),
+    ],
+)
+def test_entry_ids_outside_the_rules_are_refused(entry_id: str, message: str) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_entry_id(entry_id)
+    assert str(caught.value).startswith(message)
+
+
+def test_validate_text_names_the_field() -> None:
+    assert validate_text("v1.2.3", "agent_version", max_bytes=10) == "v1.2.3"
+    with pytest.raises(InvalidArgumentError, match=r"^key_id is 11 bytes, longer than the 10"):
+        validate_text("k" * 11, "key_id", max_bytes=10)
+    with pytest.raises(InvalidArgumentError, match=r"^key_id holds a control character"):
+        validate_text("k\x00", "key_id", max_bytes=10)
+    with pytest.raises(InvalidArgumentError, match=r"^key_id must be a string, found int"):
+        validate_text(5, "key_id", max_bytes=10)
 
 
 def test_zero_ttls_mean_the_default_and_are_accepted() -> None:

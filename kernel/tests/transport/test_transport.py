@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from pyspire.transport.tls import (
     build_client_context,
     spiffe_id_of,
 )
-from pyspire_sdk.errors import PermissionDeniedError
+from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError
 
 NOW = datetime.now(UTC)
 
@@ -261,3 +262,65 @@ async def test_oversized_requests_are_refused_and_the_server_keeps_serving(
         channel.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x00\x00\x00\x00\x03\x0a\x05a", r"not a valid HealthCheckRequest: "),
+        (b"\x01\x00\x00\x00\x00", r"the message is compressed"),
+        (b"\x02\x00\x00\x00\x00", r"the compressed flag is 2"),
+        (b"\x00\x00\x00\x00\x09\x0a\x01", r"the stream ended inside the message$"),
+        (b"\x00\x00\x00\x00\x09", r"the stream ended inside the message$"),
+        (b"\x00\x00", r"the stream ended inside the message prefix$"),
+        (b"", r"the call carries no request message$"),
+    ],
+)
+async def test_malformed_requests_are_invalid_arguments_with_a_reason(
+    tmp_path: Path, raw_grpc: Any, caplog: pytest.LogCaptureFixture, body: bytes, reason: str
+) -> None:
+    path = str(tmp_path / "api.sock")
+    service = RecordingHealth()
+    server = grpclib.server.Server([WithCallContext(service)])
+    await server.start(path=path)
+    try:
+        reply = await raw_grpc.expect_malformed(
+            caplog, "/grpc.health.v1.Health/Check", body, path=path
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert re.search(f"^malformed request: {reason}", reply.message), reply.message
+    assert service.callers == []
+
+
+async def test_a_decoder_that_names_the_fault_is_quoted(
+    tmp_path: Path, raw_grpc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-written decoder raising InvalidArgumentError has its own message sent back."""
+
+    class Strict(health.HealthBase):
+        def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+            mapping = super().__mapping__()
+            check = mapping["/grpc.health.v1.Health/Check"]
+            mapping["/grpc.health.v1.Health/Check"] = grpclib.const.Handler(
+                check.func, check.cardinality, StrictRequest, check.reply_type
+            )
+            return mapping
+
+    class StrictRequest:
+        @classmethod
+        def FromString(cls, data: bytes) -> StrictRequest:
+            raise InvalidArgumentError("malformed request: field 3 is not allowed")
+
+    path = str(tmp_path / "api.sock")
+    server = grpclib.server.Server([WithCallContext(Strict())])
+    await server.start(path=path)
+    try:
+        reply = await raw_grpc.expect_malformed(
+            caplog, "/grpc.health.v1.Health/Check", raw_grpc.frame(b"\x18\x01"), path=path
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert reply.message == "malformed request: field 3 is not allowed"

@@ -30,6 +30,7 @@ __all__ = [
     "issues_from",
     "load_config",
     "setting",
+    "settings_table",
     "type_name",
 ]
 
@@ -377,6 +378,18 @@ def describe_config(config_type: type[Any]) -> list[SettingDoc]:
     rows: list[SettingDoc] = []
     _describe(config_type, "", rows)
     return rows
+
+
+def settings_table(config_type: type[Any]) -> str:
+    """The documentation table of a configuration class as Markdown, one row per key: the
+    table a plugin's README shows, so a test can check the README against the declaration."""
+    lines = ["| key | type | required | default | description |", "|---|---|---|---|---|"]
+    for row in describe_config(config_type):
+        required = "yes" if row.required else "no"
+        lines.append(
+            f"| `{row.key}` | {row.type_name} | {required} | {row.default} | {row.description} |"
+        )
+    return "\n".join(lines)
 
 
 def _nested_config(annotation: Any) -> tuple[type[Any], str] | None:

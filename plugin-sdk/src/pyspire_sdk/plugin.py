@@ -32,6 +32,8 @@ __all__ = [
     "Metrics",
     "Plugin",
     "PluginRegistration",
+    "distribution_name",
+    "distribution_prefix",
     "hookimpl",
     "hookspec",
 ]
@@ -53,6 +55,20 @@ PROJECT_NAME = "pyspire"
 
 ENTRY_POINT_GROUP = "pyspire.plugins"
 """The one entry-point group for every plugin type; a module may provide several types."""
+
+
+def distribution_prefix(plugin_type: str) -> str:
+    """How the distributions of plugins of ``plugin_type`` (as written in TOML) are named:
+    ``pyspire-<type without underscores>-``, e.g. ``pyspire-nodeattestor-``."""
+    return f"pyspire-{plugin_type.replace('_', '')}-"
+
+
+def distribution_name(plugin_type: str, plugin_name: str) -> str:
+    """The distribution a plugin is conventionally published as: the ``join_token`` node
+    attestor is ``pyspire-nodeattestor-join-token``. The kernel suggests it for a plugin that is
+    not installed, and ``pyspire-plugin new`` names a new plugin's package with it."""
+    return distribution_prefix(plugin_type) + plugin_name.replace("_", "-").lower()
+
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pyspire_sdk.errors import InvalidSelectorError
+from pyspire_sdk.spiffeid import _shorten
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -21,20 +22,24 @@ class Selector:
         if not self.type:
             raise InvalidSelectorError("selector type is empty")
         if ":" in self.type:
-            raise InvalidSelectorError(f"selector type {self.type!r} must not contain ':'")
+            raise InvalidSelectorError(
+                f"selector type {_shorten(self.type)!r} must not contain ':'"
+            )
         if not self.value:
-            raise InvalidSelectorError(f"selector {self.type!r} has an empty value")
+            raise InvalidSelectorError(f"selector {_shorten(self.type)!r} has an empty value")
 
     @classmethod
     def parse(cls, text: str) -> Selector:
         """Parse ``type:value``; only the first colon separates, so ``unix:uid:0`` is fine."""
         kind, separator, value = text.partition(":")
         if not separator:
-            raise InvalidSelectorError(f"invalid selector {text!r}: expected 'type:value'")
+            raise InvalidSelectorError(
+                f"invalid selector {_shorten(text)!r}: expected 'type:value'"
+            )
         try:
             return cls(kind, value)
         except InvalidSelectorError as error:
-            raise InvalidSelectorError(f"invalid selector {text!r}: {error}") from None
+            raise InvalidSelectorError(f"invalid selector {_shorten(text)!r}: {error}") from None
 
     def __str__(self) -> str:
         return f"{self.type}:{self.value}"

@@ -20,9 +20,11 @@ __all__ = [
     "MAX_SPIFFE_ID_BYTES",
     "MAX_TRUST_DOMAIN_BYTES",
     "SCHEME_PREFIX",
+    "SERVER_ID_PATH",
     "SpiffeId",
     "TrustDomain",
     "parse_many",
+    "server_id",
 ]
 
 import re
@@ -316,3 +318,13 @@ def _shorten(text: str, limit: int = 120) -> str:
 def parse_many(texts: Iterable[str]) -> list[SpiffeId]:
     """Parse several IDs, failing on the first invalid one."""
     return [SpiffeId.parse(text) for text in texts]
+
+
+SERVER_ID_PATH = "/spire/server"
+"""The path of a trust domain's server ID (SPIRE's scheme, which pyspire keeps)."""
+
+
+def server_id(trust_domain: TrustDomain) -> SpiffeId:
+    """``spiffe://<td>/spire/server``: the ID of the server of ``trust_domain``, which agents
+    require of the server they talk to and which parents node aliases."""
+    return SpiffeId._trusted(trust_domain, SERVER_ID_PATH)

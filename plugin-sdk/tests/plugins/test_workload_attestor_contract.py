@@ -63,6 +63,10 @@ class TestNoOpinionAttestorPassesTheContract(WorkloadAttestorContract):
         return NoOpinionAttestor()
 
     @pytest.fixture
+    def workload_attestor_name(self) -> str:
+        return "noopinion"
+
+    @pytest.fixture
     def own_process_has_selectors(self) -> bool:
         return False
 

@@ -2,32 +2,44 @@
 
 The sync manager (:mod:`pyspire.agent.sync`) fills it; the Workload API reads it through
 :class:`~pyspire.agent.identities.IdentitySource`. Everything here is in memory and synchronous
-except the waiting in :meth:`WorkloadCache.watch` and the JWT mint, so a Workload API call never
-waits on the server for an X509-SVID.
+except the waiting in :meth:`WorkloadCache.watch` and :meth:`WorkloadCache.run` and the JWT
+mint, so a Workload API call never waits on the server for an SVID the cache holds.
 
-**Size bound** (``x509_svid_cache_max_size``, SPIRE's rule). The bound is soft and limits which
-entries get an X509-SVID *before* a workload asks:
+**Expiry.** An X509-SVID is never handed out after its notAfter: it is dropped from the cache
+at that moment (by :meth:`WorkloadCache.run`, and by :meth:`WorkloadCache.snapshot` should that
+run late), and watchers see the change. It is renewed long before (at half-life); it expires
+only when the server could not be reached for half its lifetime.
 
-1. An entry that a workload currently wants (it matches the selectors of an open
-   :meth:`WorkloadCache.subscription`, or of a :meth:`WorkloadCache.touch` that found it without
-   an SVID) always gets one, even beyond the bound: an identity is never refused for lack of room.
+**Demand.** The Workload API opens :meth:`WorkloadCache.demand` for every X509-SVID stream.
+An entry the caller is entitled to but that holds no SVID is then minted at once: demand
+listeners (the sync manager) are told, and mint the missing SVIDs in one batch without waiting
+for the next sync.
+
+**Size bound** (``x509_svid_cache_max_size``, SPIRE's LRU rule). The bound is soft:
+
+1. An entry that a workload wants (it matches the selectors of an open demand, or of one that
+   found it without an SVID) always gets one, even beyond the bound: an identity is never
+   refused for lack of room.
 2. Entries that already hold an SVID keep having it renewed.
 3. The remaining room, if any, is filled by pre-minting SVIDs for the other entries, oldest entry
    first (by creation time, then ID), so the choice is stable from one sync to the next.
-4. When more SVIDs are held than the bound allows, each sync drops the SVIDs of entries nobody
-   subscribes to, least recently used first (entries never used go first, newest entry first),
-   until the count is back within the bound.
+4. When more SVIDs are held than the bound allows, each sync drops SVIDs, least recently used
+   first (entries never used go first, newest entry first), until the count is back within the
+   bound. Never dropped: SVIDs of entries with an open demand, and SVIDs used within
+   :data:`IDLE_BEFORE_EVICTION` (SPIRE's cache expiry period), so the SVIDs of a workload that
+   fetches now and then are not evicted and minted again in turn.
 
 So an agent with fewer entries than the bound holds an SVID for every entry at all times, and an
 agent with many more entries than active workloads holds SVIDs for the active ones plus a stable
-set of pre-minted ones, and mints others on demand (callers registered with
-:meth:`WorkloadCache.add_demand_listener` are told when an unminted entry is wanted).
+set of pre-minted ones, and mints others on demand.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DEFAULT_X509_SVID_CACHE_MAX_SIZE",
+    "IDLE_BEFORE_EVICTION",
+    "CacheContents",
     "IssuedSvid",
     "StaleEntry",
     "StaleReason",
@@ -40,7 +52,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -48,9 +60,16 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pyspire.agent.identities import Identity, Snapshot
+from pyspire.agent.identities import (
+    MATCH_MEMO_SIZE,
+    Identity,
+    Snapshot,
+    entitled,
+    entry_age,
+)
 from pyspire.agent.jwt_cache import DEFAULT_JWT_SVID_CACHE_MAX_SIZE, JwtSvidCache
 from pyspire.agent.server_api import AgentServerApi
+from pyspire.agent.wakeup import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
@@ -60,6 +79,10 @@ from pyspire_sdk.spiffeid import TrustDomain
 
 DEFAULT_X509_SVID_CACHE_MAX_SIZE = 1000
 """SPIRE's default ``x509_svid_cache_max_size``."""
+
+IDLE_BEFORE_EVICTION = timedelta(hours=1)
+"""An SVID used more recently than this is not evicted over the size bound (SPIRE's
+``SVIDCacheExpiryPeriod``)."""
 
 _log = structlog.get_logger("pyspire.agent.cache")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -143,13 +166,26 @@ class IssuedSvid:
         return self.not_before + (self.not_after - self.not_before) / 2
 
 
+@dataclass(frozen=True, slots=True)
+class CacheContents:
+    """What the cache holds that is worth keeping across a restart: the authorized entries
+    (oldest first), their X509-SVIDs (with the entry revision each was minted for) and the
+    bundles."""
+
+    entries: tuple[RegistrationEntry, ...]
+    issued: tuple[IssuedSvid, ...]
+    bundle: Bundle | None
+    federated_bundles: Mapping[TrustDomain, Bundle]
+
+
 class WorkloadCache:
     """What the agent can hand to workloads, kept current by the sync manager.
 
     Implements :class:`~pyspire.agent.identities.IdentitySource`. Guarantees: a snapshot is
-    immutable and its revision increases on every change a workload could see (an SVID issued
-    or dropped, an entry that holds an SVID changed, a bundle changed); only entries holding an
-    SVID appear as identities; see the module documentation for the size bound.
+    immutable and its revision increases on every change a workload could see (an SVID issued,
+    expired or dropped, an entry that holds an SVID changed, a bundle changed, the server lost
+    or regained); only entries holding an unexpired SVID appear as identities; see the module
+    documentation for expiry, demand and the size bound.
     """
 
     def __init__(
@@ -174,6 +210,8 @@ class WorkloadCache:
         self._bundle: Bundle | None = None
         self._federated: dict[TrustDomain, Bundle] = {}
         self._authorities: dict[bytes, bool] = {}
+        self._synced = False
+        self._server_away = False
         self._revision = 0
         self._snapshot: Snapshot | None = None
         self._waiters: set[asyncio.Future[None]] = set()
@@ -181,11 +219,16 @@ class WorkloadCache:
         self._subscriptions: Counter[frozenset[Selector]] = Counter()
         self._requested: set[str] = set()
         self._demand_listeners: list[Callable[[], None]] = []
+        self._matches: dict[frozenset[Selector], list[str]] = {}
+        self._next_expiry: datetime | None = None
+        self._expiry_moved = asyncio.Event()
 
     # -- IdentitySource ----------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """The current state; built once per revision, so repeated calls cost nothing."""
+        if self._next_expiry is not None and self._clock.now() >= self._next_expiry:
+            self._drop_expired()
         if self._snapshot is None:
             identities = tuple(
                 Identity(self._entries[entry_id], self._held[entry_id].svid)
@@ -197,6 +240,9 @@ class WorkloadCache:
                 identities=identities,
                 bundle=self._bundle,
                 federated_bundles=MappingProxyType(dict(self._federated)),
+                entries=tuple(self._entries[entry_id] for entry_id in self._order),
+                synced=self._synced,
+                server_away=self._server_away,
             )
         return self._snapshot
 
@@ -220,6 +266,25 @@ class WorkloadCache:
                 await waiter
             finally:
                 self._waiters.discard(waiter)
+
+    @contextmanager
+    def demand(self, selectors: frozenset[Selector]) -> Iterator[None]:
+        """Keep the entries matching ``selectors`` wanted while the block runs (a stream).
+
+        Entries without an SVID are minted at once (demand listeners are told); SVIDs of
+        wanted entries are never evicted.
+        """
+        self._subscriptions[selectors] += 1
+        try:
+            self.touch(selectors)
+            yield
+        finally:
+            self._subscriptions[selectors] -= 1
+            if self._subscriptions[selectors] <= 0:
+                del self._subscriptions[selectors]
+            now = self._clock.now()
+            for entry_id in self._matching_ids(selectors):
+                self._last_access[entry_id] = now
 
     async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
         """A JWT-SVID for ``entry`` and exactly these audiences, from the JWT cache when fresh.
@@ -261,6 +326,11 @@ class WorkloadCache:
         """How many :meth:`watch` iterators are waiting for a change now."""
         return len(self._waiters)
 
+    @property
+    def synced(self) -> bool:
+        """Whether the authorized entries are known (from a sync or from :meth:`restore`)."""
+        return self._synced
+
     def entries(self) -> tuple[RegistrationEntry, ...]:
         """Every authorized entry, oldest first, whether or not it holds an SVID."""
         return tuple(self._entries[entry_id] for entry_id in self._order)
@@ -281,7 +351,8 @@ class WorkloadCache:
         entries stay until re-issued (see :meth:`stale_entries`); federated bundles not in
         ``federated_bundles`` are dropped; SVIDs beyond the size bound are evicted.
         """
-        visible = False
+        visible = not self._synced
+        self._synced = True
         incoming = {entry.id: entry for entry in entries}
         for entry_id in list(self._entries):
             if entry_id not in incoming:
@@ -289,10 +360,9 @@ class WorkloadCache:
                 self._last_access.pop(entry_id, None)
                 self._requested.discard(entry_id)
         for entry_id, entry in incoming.items():
-            if entry_id in self._held and self._entries.get(entry_id) != entry:
+            if self._entries.get(entry_id) != entry:
                 visible = True
-        self._entries = incoming
-        self._order = sorted(incoming, key=lambda entry_id: _age(incoming[entry_id]))
+        self._set_entries(incoming)
         self._jwt.retain({entry.id: entry.revision_number for entry in incoming.values()})
 
         if bundle != self._bundle:
@@ -311,6 +381,43 @@ class WorkloadCache:
         if visible:
             self._changed()
 
+    def restore(self, contents: CacheContents) -> int:
+        """Start from what an earlier run of the agent kept (before the first sync); returns
+        how many SVIDs were taken. Expired SVIDs and SVIDs of entries not in ``contents`` are
+        left out; the next sync replaces the entries and renews what needs renewing."""
+        now = self._clock.now()
+        self._set_entries({entry.id: entry for entry in contents.entries})
+        self._held = {
+            item.entry_id: item
+            for item in contents.issued
+            if item.entry_id in self._entries and now < item.not_after
+        }
+        if contents.bundle is not None:
+            self._bundle = contents.bundle
+            self._authorities = _authority_index(contents.bundle)
+        self._federated = dict(contents.federated_bundles)
+        self._synced = True
+        self._changed()
+        return len(self._held)
+
+    def contents(self) -> CacheContents:
+        """What :meth:`restore` takes back after a restart."""
+        return CacheContents(
+            entries=self.entries(),
+            issued=tuple(
+                self._held[entry_id] for entry_id in self._order if entry_id in self._held
+            ),
+            bundle=self._bundle,
+            federated_bundles=MappingProxyType(dict(self._federated)),
+        )
+
+    def set_server_away(self, away: bool) -> None:
+        """Record whether the last attempt to reach the server failed (see
+        :attr:`~pyspire.agent.identities.Snapshot.server_away`)."""
+        if away != self._server_away:
+            self._server_away = away
+            self._changed()
+
     def stale_entries(self, now: datetime) -> list[StaleEntry]:
         """Entries that need a new X509-SVID now, wanted ones first, within the size bound.
 
@@ -326,6 +433,15 @@ class WorkloadCache:
             if reason is not None:
                 stale.append(StaleEntry(entry, reason))
         return stale
+
+    def demanded_entries(self) -> list[RegistrationEntry]:
+        """Entries a workload wants that hold no SVID: what a mint between syncs is for."""
+        demanded = self._subscribed_ids() | (self._requested & self._entries.keys())
+        return [
+            self._entries[entry_id]
+            for entry_id in self._order
+            if entry_id in demanded and entry_id not in self._held
+        ]
 
     def store(self, issued: Sequence[IssuedSvid]) -> int:
         """Keep newly issued SVIDs (one revision bump for all); returns how many were kept.
@@ -348,15 +464,23 @@ class WorkloadCache:
 
         Bundles are kept: they say whom to trust, not who we are.
         """
-        had_identities = bool(self._held)
-        self._entries.clear()
-        self._order.clear()
+        had_identities = bool(self._held) or bool(self._entries)
+        self._set_entries({})
         self._held.clear()
         self._last_access.clear()
         self._requested.clear()
         self._jwt.clear()
         if had_identities:
             self._changed()
+
+    async def run(self) -> None:
+        """Drop every X509-SVID the moment it expires, until cancelled."""
+        while True:
+            self._expiry_moved.clear()
+            self.snapshot()  # drops what is due
+            due = self._next_expiry
+            delay = None if due is None else (due - self._clock.now()).total_seconds()
+            await sleep_or_wake(self._clock, delay, self._expiry_moved)
 
     async def close(self) -> None:
         """Cancel JWT-SVID mints in flight."""
@@ -371,8 +495,8 @@ class WorkloadCache:
     def touch(self, selectors: frozenset[Selector]) -> bool:
         """Record that a workload with ``selectors`` asked for its identities now.
 
-        Returns whether every matching entry holds an SVID; when one does not, it is minted at
-        the next sync regardless of the size bound and demand listeners are told.
+        Returns whether every matching entry holds an SVID; when one does not, it is minted
+        regardless of the size bound and demand listeners are told.
         """
         now = self._clock.now()
         missing = False
@@ -386,38 +510,48 @@ class WorkloadCache:
                 listener()
         return not missing
 
-    @contextmanager
-    def subscription(self, selectors: frozenset[Selector]) -> Iterator[bool]:
-        """Keep the entries matching ``selectors`` wanted while the block runs (a stream).
-
-        SVIDs of wanted entries are never evicted. Yields what :meth:`touch` returns.
-        """
-        self._subscriptions[selectors] += 1
-        try:
-            yield self.touch(selectors)
-        finally:
-            self._subscriptions[selectors] -= 1
-            if self._subscriptions[selectors] <= 0:
-                del self._subscriptions[selectors]
-            for entry_id in self._matching_ids(selectors):
-                self._last_access[entry_id] = self._clock.now()
-
     # -- internals ---------------------------------------------------------------------------
 
     def _changed(self) -> None:
         self._revision += 1
         self._snapshot = None
+        expiry = min((item.not_after for item in self._held.values()), default=None)
+        if expiry != self._next_expiry:
+            self._next_expiry = expiry
+            self._expiry_moved.set()
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _set_entries(self, entries: dict[str, RegistrationEntry]) -> None:
+        self._entries = entries
+        self._order = sorted(entries, key=lambda entry_id: entry_age(entries[entry_id]))
+        self._matches.clear()
+
+    def _drop_expired(self) -> None:
+        now = self._clock.now()
+        expired = [entry_id for entry_id, item in self._held.items() if now >= item.not_after]
+        for entry_id in expired:
+            del self._held[entry_id]
+        if expired:
+            _log.warning(
+                "x509 svids expired before they could be renewed; no longer served",
+                count=len(expired),
+                entry_ids=expired[:10],
+            )
+            self._changed()
+
     def _matching_ids(self, selectors: frozenset[Selector]) -> list[str]:
-        return [
-            entry_id
-            for entry_id in self._order
-            if all(selector in selectors for selector in self._entries[entry_id].selectors)
-        ]
+        found = self._matches.get(selectors)
+        if found is None:
+            found = [
+                entry_id for entry_id in self._order if entitled(self._entries[entry_id], selectors)
+            ]
+            if len(self._matches) >= MATCH_MEMO_SIZE:
+                self._matches.clear()
+            self._matches[selectors] = found
+        return found
 
     def _subscribed_ids(self) -> set[str]:
         subscribed: set[str] = set()
@@ -448,9 +582,15 @@ class WorkloadCache:
         if excess <= 0:
             return []
         protected = self._subscribed_ids() | self._requested
+        idle_since = self._clock.now() - IDLE_BEFORE_EVICTION
         rank = {entry_id: index for index, entry_id in enumerate(self._order)}
         candidates = sorted(
-            (entry_id for entry_id in self._held if entry_id not in protected),
+            (
+                entry_id
+                for entry_id in self._held
+                if entry_id not in protected
+                and self._last_access.get(entry_id, _EPOCH) <= idle_since
+            ),
             key=lambda entry_id: (
                 self._last_access.get(entry_id, _EPOCH),
                 -rank.get(entry_id, 0),
@@ -478,11 +618,6 @@ class WorkloadCache:
         if any(matched):
             return StaleReason.ISSUER_TAINTED
         return None
-
-
-def _age(entry: RegistrationEntry) -> tuple[float, str]:
-    created = entry.created_at
-    return (created.timestamp() if created else 0.0, entry.id)
 
 
 def _spki(public_key: object) -> bytes:

@@ -94,7 +94,7 @@ from pyspire_sdk.errors import (
 )
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
 from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 
 from .server_api import SvidRequest, SvidResult
 
@@ -121,11 +121,6 @@ _Send = TypeVar("_Send", bound=betterproto.Message)
 _Recv = TypeVar("_Recv")
 
 _log = structlog.get_logger("pyspire.agent.client")
-
-
-def server_id(trust_domain: TrustDomain) -> SpiffeId:
-    """``spiffe://<td>/spire/server``: the only ID the agent accepts from its server."""
-    return SpiffeId.from_segments(trust_domain, "spire", "server")
 
 
 class ServerIdentityError(UnavailableError):

@@ -1,10 +1,13 @@
 """The agent's composition root: node identity, sync, Workload API, run together, stopped cleanly.
 
 Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
-from ``data_dir`` or attest), a first sync (entries, bundles, workload SVIDs), then the Workload
-API socket. Background work — SVID rotation, periodic sync, following bundle changes — belongs
-to one task group. A banned or evicted agent stops serving identities and says why; a stop
-request closes the socket (open streams end with UNAVAILABLE) and cancels the rest.
+from ``data_dir`` or attest), the workload SVIDs kept by the last run
+(:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
+kept SVIDs are there to serve at once, then the Workload API socket. Background work — SVID
+rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry, keeping
+the workload SVIDs in ``data_dir``, following bundle changes — belongs to one task group. A
+banned or evicted agent stops serving identities and says why; a stop request closes the socket
+(open streams end with UNAVAILABLE) and cancels the rest.
 """
 
 from __future__ import annotations
@@ -12,30 +15,42 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from pyspire.agent.bootstrap import bootstrap_trust
-from pyspire.agent.cache import WorkloadCache
+from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
+from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
-from pyspire.agent.node_identity import NodeIdentity
+from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
 from pyspire.agent.storage import AgentStateStore
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.agent.workload.service import WorkloadApiService
-from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
-from pyspire.catalog.host import host_services_for, make_private_directory
+from pyspire.agent.workload_storage import WorkloadSvidStore
+from pyspire.catalog import (
+    AGENT_KEY_MANAGER,
+    AGENT_NODE_ATTESTOR,
+    WORKLOAD_ATTESTORS,
+    Catalog,
+    Discovery,
+    PlannedPlugin,
+    Side,
+    plan_plugins,
+)
+from pyspire.catalog.host import host_services_for
 from pyspire.config import AgentConfig, LoadedConfig
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
+from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
+from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
+from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor
 
 
-def with_join_token(plugins: Mapping[str, Any], token: str | None) -> Mapping[str, Any]:
+def with_join_token(plugins: Mapping[str, object], token: str | None) -> Mapping[str, object]:
     """The plugins table with the agent's ``join_token`` handed to the ``join_token`` node
     attestor, unless its table already names one (the operator's explicit choice wins)."""
     if not token:
@@ -93,21 +108,19 @@ class AgentRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
-            key_manager = catalog.one("key_manager")
+            key_manager = catalog.one(AGENT_KEY_MANAGER)
             if not isinstance(key_manager, PrivateKeyExport):
                 raise PluginError(
                     "agent.plugins.key_manager: the agent needs a key manager that holds its "
                     "keys in this process (memory or disk), since TLS needs the SVID key itself"
                 )
-            [attestor] = [p for p in catalog.loaded if p.planned.kind.toml_name == "node_attestor"]
+            attestor = catalog.one_named(AGENT_NODE_ATTESTOR)
             workload_attestors = [
-                (p.planned.name, p.instance)
-                for p in catalog.loaded
-                if p.planned.kind.toml_name == "workload_attestor"
+                (plugin.name, plugin.instance) for plugin in catalog.chain(WORKLOAD_ATTESTORS)
             ]
             client = ServerClient(
                 trust_domain=settings.trust_domain,
@@ -117,11 +130,7 @@ class AgentRuntime:
             )
             try:
                 await self._serve(
-                    client,
-                    attestor.planned.name,
-                    attestor.instance,
-                    key_manager,
-                    workload_attestors,
+                    client, attestor.name, attestor.instance, key_manager, workload_attestors
                 )
             finally:
                 await client.close()
@@ -131,13 +140,13 @@ class AgentRuntime:
         self,
         client: ServerClient,
         attestor_name: str,
-        attestor: Any,
-        key_manager: Any,
-        workload_attestors: list[tuple[str, Any]],
+        attestor: AgentNodeAttestor,
+        key_manager: NodeKeyManager,
+        workload_attestors: list[tuple[str, WorkloadAttestor]],
     ) -> None:
         settings = self.settings
 
-        async def bootstrap():  # type: ignore[no-untyped-def]
+        async def bootstrap() -> BootstrapTrust:
             return await bootstrap_trust(settings)
 
         identity = NodeIdentity(
@@ -173,18 +182,18 @@ class AgentRuntime:
             interval=settings.sync_interval,
             key_type=settings.workload_x509_svid_key_type,
         )
+        svid_store = WorkloadSvidStore(settings.data_dir, identity.spiffe_id, key_manager)
         try:
-            try:
-                report = await sync.sync_now()
-                self._log.info("first sync done", entries=report.entries, issued=report.issued)
-            except PyspireError as error:
-                # Cached identities (none yet, or the ones of the last run) are served
-                # meanwhile; the background sync retries with backoff or revokes on denial.
-                self._log.warning(
-                    "first sync failed; retrying in the background",
-                    error=str(error),
-                    error_type=type(error).__name__,
+            kept = await svid_store.load(self._clock.now())
+            if kept is not None:
+                restored = cache.restore(kept)
+                self._log.info(
+                    "serving the workload svids kept by the last run; syncing in the background",
+                    svids=restored,
+                    entries=len(kept.entries),
                 )
+            else:
+                await self._first_sync(sync)
             service = WorkloadApiService(
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
@@ -195,6 +204,8 @@ class AgentRuntime:
                     tasks = [
                         group.create_task(identity.run(), name="agent-svid"),
                         group.create_task(self._sync(sync, identity), name="sync"),
+                        group.create_task(cache.run(), name="svid-expiry"),
+                        group.create_task(self._keep_svids(cache, svid_store), name="keep-svids"),
                         group.create_task(self._follow_bundle(cache, identity), name="bundle"),
                     ]
                     await self._stop.wait()
@@ -203,6 +214,34 @@ class AgentRuntime:
                         task.cancel()
         finally:
             await cache.close()
+
+    async def _first_sync(self, sync: SyncManager) -> None:
+        try:
+            report = await sync.sync_now()
+            self._log.info("first sync done", entries=report.entries, issued=report.issued)
+        except PyspireError as error:
+            # Streams are held until the background sync succeeds (or answered UNAVAILABLE);
+            # it retries, or revokes on denial.
+            self._log.warning(
+                "first sync failed; retrying in the background",
+                error=str(error),
+                error_type=type(error).__name__,
+            )
+
+    async def _keep_svids(self, cache: WorkloadCache, store: WorkloadSvidStore) -> None:
+        """Write the cache's SVIDs to ``data_dir`` after every change, so a restarted agent
+        serves them at once (a burst of changes is written once)."""
+        saved: CacheContents | None = None
+        async for _ in cache.watch():
+            contents = cache.contents()
+            if contents == saved or not cache.synced:
+                continue
+            try:
+                await store.save(contents)
+            except PyspireError as error:
+                self._log.warning("cannot keep workload svids for a restart", error=str(error))
+                continue
+            saved = contents
 
     async def _sync(self, sync: SyncManager, identity: NodeIdentity) -> None:
         try:

@@ -22,22 +22,21 @@ reported (:class:`AgentStateError` from :meth:`AgentStateStore.read`, a warning 
 from __future__ import annotations
 
 __all__ = [
-    "DIRECTORY_MODE",
-    "FILE_MODE",
     "STATE_FILE_NAME",
     "STATE_VERSION",
     "AgentState",
     "AgentStateError",
     "AgentStateStore",
+    "read_bounded",
+    "remove_file",
+    "write_atomically",
 ]
 
 import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import stat
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from pyspire.proto.convert import from_timestamp, to_timestamp
 from pyspire.transport.tls import spiffe_id_of
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, PyspireError
+from pyspire_sdk.files import make_private_directory, write_private_file
 from pyspire_sdk.model import X509Svid
 from pyspire_sdk.plugins.key_manager import validate_key_id
 from pyspire_sdk.plugins.node_attestor import is_agent_id
@@ -57,8 +57,6 @@ from pyspire_sdk.spiffeid import TrustDomain
 
 STATE_FILE_NAME = "agent-data.json"
 STATE_VERSION = 1
-FILE_MODE = 0o600
-DIRECTORY_MODE = 0o700
 MAX_STATE_BYTES = 4 * 1024 * 1024
 """A state file larger than this is refused as corrupt (it is a few kilobytes)."""
 
@@ -199,19 +197,7 @@ def _decode(data: bytes, trust_domain: TrustDomain) -> AgentState:
 
 
 def _ensure_directory(directory: Path) -> None:
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=DIRECTORY_MODE)
-            os.chmod(folder, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
-    if not directory.is_dir():
-        raise AgentStateError(f"data_dir {str(directory)!r} is not a directory")
+    make_private_directory(directory)
     mode = stat.S_IMODE(directory.stat().st_mode)
     if mode & 0o022:
         _log.warning(
@@ -221,42 +207,30 @@ def _ensure_directory(directory: Path) -> None:
         )
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file with mode 0600 in the same directory,
+    flushed and synced, renamed over it, then the directory synced; a missing directory is
+    made with mode 0700. Readers see the old file or the new one, never a mix (blocking: call
+    it in a thread)."""
     _ensure_directory(path.parent)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    with contextlib.suppress(OSError):
-        directory = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    write_private_file(path, data)
 
 
-def _read(path: Path) -> bytes | None:
+def read_bounded(path: Path, limit: int = MAX_STATE_BYTES) -> bytes | None:
+    """The contents of ``path``, None when it does not exist; InvalidArgumentError when it is
+    larger than ``limit`` bytes (blocking: call it in a thread)."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_STATE_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         return None
-    if len(data) > MAX_STATE_BYTES:
-        raise InvalidArgumentError(f"larger than {MAX_STATE_BYTES} bytes")
+    if len(data) > limit:
+        raise InvalidArgumentError(f"larger than {limit} bytes")
     return data
 
 
-def _remove(path: Path) -> None:
+def remove_file(path: Path) -> None:
+    """Remove ``path`` if it exists (blocking: call it in a thread)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 
@@ -278,7 +252,7 @@ class AgentStateStore:
         """The stored state; None when there is none. :class:`AgentStateError` naming the
         file and the reason when it exists but is unreadable, corrupt, partial or foreign."""
         try:
-            data = await asyncio.to_thread(_read, self._path)
+            data = await asyncio.to_thread(read_bounded, self._path)
             if data is None:
                 return None
             return _decode(data, self._trust_domain)
@@ -312,7 +286,7 @@ class AgentStateStore:
         data = _encode(state, self._trust_domain)
         async with self._lock:
             try:
-                await asyncio.to_thread(_write_atomically, self._path, data)
+                await asyncio.to_thread(write_atomically, self._path, data)
             except OSError as error:
                 raise AgentStateError(
                     f"cannot write agent state {str(self._path)!r}: {error.strerror or error}"
@@ -321,4 +295,4 @@ class AgentStateStore:
     async def clear(self) -> None:
         """Remove the stored state (the agent must attest on its next start)."""
         async with self._lock:
-            await asyncio.to_thread(_remove, self._path)
+            await asyncio.to_thread(remove_file, self._path)

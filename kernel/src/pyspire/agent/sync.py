@@ -6,13 +6,23 @@ and the bundles of the trust domains those entries federate with, hands them to 
 is missing, changed, half-way through its life, expired, or signed by an authority the bundle no
 longer trusts. Keys are generated here, on the node, and only CSRs go to the server, in batches.
 
-Failure handling, as SPIRE's agent does it:
+Between syncs, a workload's demand for an entry without an SVID (see
+:meth:`~pyspire.agent.cache.WorkloadCache.demand`) wakes the manager, which mints the SVIDs
+wanted by then in one batch, without fetching the entries again; demand arriving meanwhile is
+served by the next batch.
+
+Failure handling:
 
 - one item the server refuses does not stop the others; it is logged with the server's reason
   and retried at the next sync;
-- :class:`~pyspire_sdk.errors.UnavailableError` keeps the cache as it is and retries with
-  exponential backoff, from the interval up to ``min(8 min, 48 * interval)``; the state change
-  (lost, regained) is logged once, not every attempt;
+- :class:`~pyspire_sdk.errors.UnavailableError` keeps the cache as it is (SVIDs are still
+  dropped when they expire) and retries after 1 s, 2 s, 4 s, ... up to the sync interval, never
+  longer, each delay shortened by up to :data:`RETRY_JITTER` at random so that agents do not
+  retry in step. So the agent is back in sync within about one interval of the server's return,
+  however long it was away, while a server that is down sees no more than one attempt per
+  interval from each agent (SPIRE backs off to 8 minutes instead, which leaves workloads on
+  expiring SVIDs long after the server is back). The state change (lost, regained) is logged
+  once, not every attempt; demand does not cut a retry delay short;
 - :class:`~pyspire_sdk.errors.PermissionDeniedError` means the server no longer accepts this
   agent (banned, evicted): identities are cleared, the error is logged and raised, and the
   manager stops syncing.
@@ -23,16 +33,17 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_CSR_BATCH",
     "DEFAULT_SYNC_INTERVAL",
-    "MAX_BACKOFF",
+    "RETRY_JITTER",
+    "RETRY_START",
     "SyncManager",
     "SyncReport",
 ]
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from cryptography import x509
@@ -40,8 +51,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from pyspire.agent.cache import IssuedSvid, StaleEntry, WorkloadCache
+from pyspire.agent.cache import IssuedSvid, StaleEntry, StaleReason, WorkloadCache
 from pyspire.agent.server_api import AgentServerApi, SvidRequest, SvidResult
+from pyspire.agent.wakeup import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
@@ -55,10 +67,12 @@ DEFAULT_SYNC_INTERVAL = timedelta(seconds=5)
 DEFAULT_CSR_BATCH = 500
 """How many CSRs go to the server in one BatchNewX509SVID call (SPIRE's page size)."""
 
-MAX_BACKOFF = timedelta(minutes=8)
-"""The longest wait between attempts while the server is away (further capped by 48 intervals)."""
+RETRY_START = 1.0
+"""Seconds before the first retry after a failed sync; each further retry waits twice as long,
+up to the sync interval."""
 
-_BACKOFF_INTERVALS = 48
+RETRY_JITTER = 0.2
+"""Each retry delay is shortened by a random fraction of itself of up to this much."""
 
 _log = structlog.get_logger("pyspire.agent.sync")
 
@@ -77,9 +91,9 @@ class SyncReport:
 class SyncManager:
     """Runs syncs on the injected clock; see the module documentation for the rules.
 
-    Guarantees: syncs never overlap (``run`` and ``sync_now`` share one lock); after a
-    permission denial every later sync raises :class:`PermissionDeniedError` without calling
-    the server.
+    Guarantees: syncs and mints never overlap (they share one lock); after a permission denial
+    every later sync raises :class:`PermissionDeniedError` without calling the server. ``rng``
+    draws the retry jitter (injected so tests are deterministic).
     """
 
     def __init__(
@@ -91,6 +105,7 @@ class SyncManager:
         interval: timedelta | float = DEFAULT_SYNC_INTERVAL,
         key_type: KeyType = KeyType.EC_P256,
         csr_batch: int = DEFAULT_CSR_BATCH,
+        rng: random.Random | None = None,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
         if seconds <= 0:
@@ -105,7 +120,9 @@ class SyncManager:
         self._csr_batch = csr_batch
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._rng = rng if rng is not None else random.SystemRandom()
         self._failures = 0
+        self._retry_delay = 0.0
         self._last_success: datetime | None = None
         self._denied: PermissionDeniedError | None = None
         cache.add_demand_listener(self.request_sync)
@@ -118,22 +135,17 @@ class SyncManager:
         return self._interval
 
     @property
-    def max_backoff(self) -> float:
-        """The longest wait, in seconds, between attempts while the server is away."""
-        return min(MAX_BACKOFF.total_seconds(), _BACKOFF_INTERVALS * self._interval)
-
-    @property
     def consecutive_failures(self) -> int:
         """Syncs that failed in a row since the last one that succeeded."""
         return self._failures
 
     @property
     def next_delay(self) -> float:
-        """Seconds :meth:`run` waits before the next attempt: the interval, or the backoff."""
+        """Seconds :meth:`run` waits before the next attempt: the interval, or the retry delay
+        (never longer than the interval)."""
         if self._failures == 0:
             return self._interval
-        # Doubling from the interval; the exponent is bounded so the float never overflows.
-        return min(self._interval * 2.0 ** min(self._failures, 64), self.max_backoff)
+        return self._retry_delay
 
     @property
     def last_success(self) -> datetime | None:
@@ -148,11 +160,33 @@ class SyncManager:
     # -- operations --------------------------------------------------------------------------
 
     def request_sync(self) -> None:
-        """Ask :meth:`run` to sync now instead of at the end of the interval.
+        """Ask :meth:`run` to mint the SVIDs workloads want now instead of at the next sync.
 
-        Ignored while backing off, so that demand cannot hammer a server that is away.
+        Ignored while retrying, so that demand cannot hammer a server that is away.
         """
         self._wake.set()
+
+    async def mint_now(self) -> int:
+        """Mint the SVIDs of wanted entries that hold none, in batches; returns how many were
+        issued. Raises as :meth:`sync_now` does (a failure counts towards the retry delay)."""
+        async with self._lock:
+            if self._denied is not None:
+                raise PermissionDeniedError(f"syncing stopped: {self._denied}")
+            wanted = self._cache.demanded_entries()
+            if not wanted:
+                return 0
+            try:
+                issued, _ = await self._issue_all(
+                    [StaleEntry(entry, StaleReason.MISSING) for entry in wanted]
+                )
+            except PermissionDeniedError as error:
+                self._deny(error)
+                raise
+            except Exception as error:
+                self._failed(error)
+                raise
+            _log.debug("x509 svids minted on demand", requested=len(wanted), issued=issued)
+            return issued
 
     async def sync_now(self) -> SyncReport:
         """Sync once, now (waiting for a sync in progress to finish first).
@@ -166,12 +200,7 @@ class SyncManager:
             try:
                 report = await self._sync()
             except PermissionDeniedError as error:
-                self._denied = error
-                self._cache.clear()
-                _log.error(
-                    "server refused the agent; workload identities cleared, syncing stopped",
-                    reason=str(error),
-                )
+                self._deny(error)
                 raise
             except Exception as error:
                 self._failed(error)
@@ -180,40 +209,54 @@ class SyncManager:
             return report
 
     async def run(self) -> None:
-        """Sync every interval (backing off while the server is away) until cancelled.
+        """Sync every interval (retrying sooner while the server is away) and mint on demand
+        in between, until cancelled.
 
         Returns never; raises :class:`PermissionDeniedError` when the server refuses the agent.
         """
         while True:
-            try:
-                await self.sync_now()
-            except PermissionDeniedError:
-                raise
-            except Exception as error:
-                # sync_now logged the state change; the backoff below retries.
-                _log.debug("sync attempt failed", error_type=type(error).__name__)
+            await self._attempt(self.sync_now)
             await self._wait(self.next_delay)
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _wait(self, delay: float) -> None:
-        if self._failures == 0 and self._wake.is_set():
-            self._wake.clear()
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waiters: set[asyncio.Future[Any]] = {sleeper}
-        if self._failures == 0:
-            waiters.add(asyncio.ensure_future(self._wake.wait()))
+    async def _attempt(self, operation: Callable[[], Awaitable[object]]) -> None:
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+            await operation()
+        except PermissionDeniedError:
+            raise
+        except Exception as error:
+            # The operation logged the state change; the loop retries.
+            _log.debug("sync attempt failed", error_type=type(error).__name__)
+
+    async def _wait(self, delay: float) -> None:
+        """Wait ``delay`` seconds, minting on demand meanwhile while the server answers."""
+        deadline = self._clock.now() + timedelta(seconds=delay)
+        while (remaining := (deadline - self._clock.now()).total_seconds()) > 0:
+            if self._failures:
+                await self._clock.sleep(remaining)
+                break
+            if not await sleep_or_wake(self._clock, remaining, self._wake):
+                break
+            self._wake.clear()
+            await self._attempt(self.mint_now)
         self._wake.clear()
+
+    def _deny(self, error: PermissionDeniedError) -> None:
+        self._denied = error
+        self._cache.clear()
+        _log.error(
+            "server refused the agent; workload identities cleared, syncing stopped",
+            reason=str(error),
+        )
 
     def _failed(self, error: Exception) -> None:
         self._failures += 1
+        # Doubling from RETRY_START up to the interval; the exponent is bounded so the float
+        # never overflows.
+        delay = min(self._interval, RETRY_START * 2.0 ** min(self._failures - 1, 64))
+        self._retry_delay = delay * (1.0 - RETRY_JITTER * self._rng.random())
+        self._cache.set_server_away(True)
         if self._failures == 1:
             _log.warning(
                 "sync with the server failed; keeping cached identities, retrying with backoff",
@@ -235,6 +278,7 @@ class SyncManager:
             _log.info("sync with the server restored", failed_attempts=self._failures)
         self._failures = 0
         self._last_success = self._clock.now()
+        self._cache.set_server_away(False)
 
     async def _sync(self) -> SyncReport:
         entries = await self._api.fetch_authorized_entries()
@@ -243,13 +287,7 @@ class SyncManager:
         self._cache.update(entries, bundle, federated)
 
         stale = self._cache.stale_entries(self._clock.now())
-        failed: dict[str, str] = {}
-        issued = 0
-        for start in range(0, len(stale), self._csr_batch):
-            batch = stale[start : start + self._csr_batch]
-            kept, refused = await self._issue(batch)
-            issued += kept
-            failed.update(refused)
+        issued, failed = await self._issue_all(stale)
         if stale:
             _log.debug("x509 svids renewed", requested=len(stale), issued=issued)
         return SyncReport(
@@ -282,6 +320,15 @@ class SyncManager:
                 continue
             federated[trust_domain] = found
         return federated
+
+    async def _issue_all(self, stale: Sequence[StaleEntry]) -> tuple[int, dict[str, str]]:
+        failed: dict[str, str] = {}
+        issued = 0
+        for start in range(0, len(stale), self._csr_batch):
+            kept, refused = await self._issue(stale[start : start + self._csr_batch])
+            issued += kept
+            failed.update(refused)
+        return issued, failed
 
     async def _issue(self, batch: Sequence[StaleEntry]) -> tuple[int, dict[str, str]]:
         entries = [item.entry for item in batch]

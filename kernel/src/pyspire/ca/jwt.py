@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -11,12 +10,8 @@ from typing import Any
 from pyspire.ca.authorities import JwtKey
 from pyspire.ca.signing import sign_jose
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.jwk import b64url_encode
 from pyspire_sdk.spiffeid import SpiffeId
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url, as JOSE wants it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _json(value: Mapping[str, Any]) -> bytes:
@@ -51,7 +46,7 @@ async def mint_jwt_svid(
     )
     if issuer:
         claims["iss"] = issuer
-    signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
+    signing_input = f"{b64url_encode(_json(header))}.{b64url_encode(_json(claims))}".encode("ascii")
     signature = await sign_jose(signing_input, key.key)
-    token = signing_input.decode("ascii") + "." + b64url(signature)
+    token = signing_input.decode("ascii") + "." + b64url_encode(signature)
     return token, datetime.fromtimestamp(expires_at, tz=now.tzinfo)

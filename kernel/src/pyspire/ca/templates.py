@@ -14,6 +14,7 @@ backdated 10 s for clock skew; notAfter never passes the issuer's.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,18 +22,37 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
+from pyspire_sdk.config import setting
+from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import TrustDomain
 
 BACKDATE = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CaSubject:
-    """The subject of our CA certificates (``ca_subject`` in the server configuration)."""
+    """The subject of the server's X.509 CA certificates (``ca_subject`` in the server
+    configuration): one declaration for the configuration file and the CA."""
 
-    country: tuple[str, ...] = ("US",)
-    organization: tuple[str, ...] = ("SPIFFE",)
-    common_name: str = ""
+    country: tuple[str, ...] = setting(
+        default=("US",), description="Country (C) attributes of the CA subject."
+    )
+    organization: tuple[str, ...] = setting(
+        default=("SPIFFE",), description="Organization (O) attributes of the CA subject."
+    )
+    common_name: str = setting(
+        default="", description="Common name (CN) of the CA subject; empty leaves it out."
+    )
+
+    def validate(self) -> Iterator[ConfigIssue]:
+        for index, country in enumerate(self.country):
+            if len(country) != 2 or not country.isascii() or not country.isalpha():
+                yield ConfigIssue(
+                    f"country[{index}]", f"expected a two-letter country code, found {country!r}"
+                )
+        for index, organization in enumerate(self.organization):
+            if not organization:
+                yield ConfigIssue(f"organization[{index}]", "must not be empty")
 
     def to_name(self) -> x509.Name:
         attributes = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in self.country]

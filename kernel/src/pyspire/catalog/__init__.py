@@ -16,25 +16,63 @@ Three steps, each usable on its own:
 Built-in plugins are distributions like any other; the kernel has no other way in.
 """
 
-from pyspire.catalog.catalog import Catalog, HostFactory, LoadedPlugin
+from pyspire.catalog.catalog import Catalog, HostFactory, LoadedPlugin, NamedPlugin
 from pyspire.catalog.discovery import DiscoveredPlugin, Discovery, PluginLoadError
 from pyspire.catalog.filters import ALLOW_ENV, BLOCK_ENV, PluginFilter
-from pyspire.catalog.kinds import AGENT_KINDS, ALL_KINDS, SERVER_KINDS, PluginKind, Side, kinds_for
+from pyspire.catalog.kinds import (
+    AGENT_KEY_MANAGER,
+    AGENT_KINDS,
+    AGENT_NODE_ATTESTOR,
+    ALL_KINDS,
+    BUNDLE_PUBLISHERS,
+    CREDENTIAL_COMPOSERS,
+    DATASTORE,
+    NOTIFIERS,
+    SERVER_KEY_MANAGER,
+    SERVER_KINDS,
+    SERVER_NODE_ATTESTORS,
+    SVID_STORES,
+    UPSTREAM_AUTHORITY,
+    WORKLOAD_ATTESTORS,
+    AnyKind,
+    ChainKind,
+    OneKind,
+    OptionalKind,
+    PluginKind,
+    Side,
+    kinds_for,
+)
 from pyspire.catalog.listing import PluginListing, installed_plugins
 from pyspire.catalog.plan import CatalogPlan, PlannedPlugin, plan_plugins, resolve_kind
 
 __all__ = [
+    "AGENT_KEY_MANAGER",
     "AGENT_KINDS",
+    "AGENT_NODE_ATTESTOR",
     "ALLOW_ENV",
     "ALL_KINDS",
     "BLOCK_ENV",
+    "BUNDLE_PUBLISHERS",
+    "CREDENTIAL_COMPOSERS",
+    "DATASTORE",
+    "NOTIFIERS",
+    "SERVER_KEY_MANAGER",
     "SERVER_KINDS",
+    "SERVER_NODE_ATTESTORS",
+    "SVID_STORES",
+    "UPSTREAM_AUTHORITY",
+    "WORKLOAD_ATTESTORS",
+    "AnyKind",
     "Catalog",
     "CatalogPlan",
+    "ChainKind",
     "DiscoveredPlugin",
     "Discovery",
     "HostFactory",
     "LoadedPlugin",
+    "NamedPlugin",
+    "OneKind",
+    "OptionalKind",
     "PlannedPlugin",
     "PluginFilter",
     "PluginKind",

@@ -13,18 +13,18 @@ whose ``configure`` failed (the plugin contract promises ``close`` after a faile
 
 from __future__ import annotations
 
-__all__ = ["Catalog", "HostFactory", "LoadedPlugin"]
+__all__ = ["Catalog", "HostFactory", "LoadedPlugin", "NamedPlugin"]
 
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import structlog
 
-from pyspire.catalog.kinds import PluginKind
-from pyspire.catalog.plan import CatalogPlan, PlannedPlugin, resolve_kind
+from pyspire.catalog.kinds import ChainKind, OneKind, OptionalKind, PluginKind
+from pyspire.catalog.plan import CatalogPlan, PlannedPlugin
 from pyspire_sdk.errors import ConfigError, PluginError
 from pyspire_sdk.plugin import HostServices
 
@@ -35,13 +35,15 @@ HostFactory = Callable[[PlannedPlugin], HostServices]
 
 _PROTOCOL_BASES = {"Protocol", "Generic", "object"}
 
+InterfaceT = TypeVar("InterfaceT")
+
 
 @dataclass(frozen=True)
 class LoadedPlugin:
     """One created plugin object and the plan entry it came from."""
 
     planned: PlannedPlugin
-    instance: Any
+    instance: object
 
     @property
     def label(self) -> str:
@@ -72,9 +74,9 @@ def _protocol_members(interface: type) -> dict[str, bool]:
     return members
 
 
-def _check_interface(kind: PluginKind, instance: object) -> str | None:
+def _check_interface(kind: PluginKind[Any], instance: object) -> str | None:
     """Why ``instance`` does not implement ``kind``'s interface, or ``None``."""
-    interface = kind.interface()
+    interface = kind.interface
     missing: list[str] = []
     not_async: list[str] = []
     for name, must_be_async in _protocol_members(interface).items():
@@ -96,11 +98,26 @@ class _Closeable(Protocol):
     async def close(self) -> None: ...
 
 
+class _Configurable(Protocol):
+    async def configure(self, config: Any, host: HostServices) -> None: ...
+
+
+@dataclass(frozen=True)
+class NamedPlugin(Generic[InterfaceT]):
+    """A plugin of a chain with the name it is configured under (the selector type of a
+    workload attestor, the attestation type of a node attestor)."""
+
+    name: str
+    instance: InterfaceT
+
+
 class Catalog:
     """The configured plugins of one side; read-only once open.
 
-    Accessors take a :class:`~pyspire.catalog.kinds.PluginKind` of the plan's side or its TOML
-    name (``"key_manager"``).
+    Accessors take one of the kinds declared in :mod:`pyspire.catalog.kinds` and return that
+    kind's interface, so callers are type-checked against the SDK's ``Protocol``: the getter a
+    kind admits follows from its arity (:class:`OneKind`, :class:`OptionalKind`,
+    :class:`ChainKind`). Every instance was checked against its interface when created.
     """
 
     def __init__(self, plan: CatalogPlan, loaded: tuple[LoadedPlugin, ...]) -> None:
@@ -130,35 +147,43 @@ class Catalog:
         else:
             await _close_all(created, raise_errors=True)
 
-    def _kind(self, kind: PluginKind | str) -> PluginKind:
-        return resolve_kind(self.plan.side, kind)
+    def _of(
+        self, kind: PluginKind[InterfaceT], arity: type[PluginKind[Any]] = PluginKind
+    ) -> list[NamedPlugin[InterfaceT]]:
+        if not isinstance(kind, arity):
+            raise TypeError(f"{kind} is not a {arity.__name__}: {kind.arity_phrase()}")
+        if kind.side != self.plan.side:
+            raise LookupError(f"{kind} is not a plugin type of the {self.plan.side}")
+        return [
+            # The instance was checked against kind.interface when it was created.
+            NamedPlugin(plugin.planned.name, cast(InterfaceT, plugin.instance))
+            for plugin in self.loaded
+            if plugin.planned.kind is kind
+        ]
 
-    def chain(self, kind: PluginKind | str) -> tuple[Any, ...]:
-        """The configured plugins of ``kind`` in document order (possibly none)."""
-        resolved = self._kind(kind)
-        return tuple(plugin.instance for plugin in self.loaded if plugin.planned.kind == resolved)
+    def chain(self, kind: ChainKind[InterfaceT]) -> tuple[NamedPlugin[InterfaceT], ...]:
+        """The configured plugins of a chain kind in document order (possibly none)."""
+        return tuple(self._of(kind, ChainKind))
 
-    def one(self, kind: PluginKind | str) -> Any:
+    def one(self, kind: OneKind[InterfaceT]) -> InterfaceT:
         """The plugin of a kind that requires exactly one."""
-        resolved = self._kind(kind)
-        if resolved.min_count != 1 or resolved.max_count != 1:
-            raise ValueError(f"{resolved} is not a kind with exactly one plugin")
-        (plugin,) = self.chain(resolved)
+        (plugin,) = self._of(kind, OneKind)
+        return plugin.instance
+
+    def one_named(self, kind: OneKind[InterfaceT]) -> NamedPlugin[InterfaceT]:
+        """The plugin of a kind that requires exactly one, with its configured name."""
+        (plugin,) = self._of(kind, OneKind)
         return plugin
 
-    def optional(self, kind: PluginKind | str) -> Any | None:
+    def optional(self, kind: OptionalKind[InterfaceT]) -> InterfaceT | None:
         """The plugin of a kind that allows at most one, or ``None`` when none is configured."""
-        resolved = self._kind(kind)
-        if resolved.max_count != 1:
-            raise ValueError(f"{resolved} is a chain; use chain()")
-        plugins = self.chain(resolved)
-        return plugins[0] if plugins else None
+        plugins = self._of(kind, OptionalKind)
+        return plugins[0].instance if plugins else None
 
-    def get(self, kind: PluginKind | str, name: str) -> Any | None:
+    def get(self, kind: PluginKind[InterfaceT], name: str) -> InterfaceT | None:
         """The configured plugin of ``kind`` called ``name``, or ``None``."""
-        resolved = self._kind(kind)
-        for plugin in self.loaded:
-            if plugin.planned.kind == resolved and plugin.planned.name == name:
+        for plugin in self._of(kind):
+            if plugin.name == name:
                 return plugin.instance
         return None
 
@@ -178,7 +203,8 @@ def _create(planned: PlannedPlugin) -> LoadedPlugin:
 async def _configure(loaded: LoadedPlugin, host_for: HostFactory) -> None:
     planned = loaded.planned
     try:
-        await loaded.instance.configure(planned.config, host_for(planned))
+        configurable = cast(_Configurable, loaded.instance)
+        await configurable.configure(planned.config, host_for(planned))
     except ConfigError as error:
         raise PluginError(f"{loaded.label} rejected its configuration: {error}") from error
     except PluginError as error:
@@ -202,7 +228,7 @@ async def _close_all(created: list[LoadedPlugin], *, raise_errors: bool) -> None
     first: BaseException | None = None
     while created:
         plugin = created.pop()
-        closeable: _Closeable = plugin.instance
+        closeable = cast(_Closeable, plugin.instance)
         try:
             await closeable.close()
         except Exception as error:

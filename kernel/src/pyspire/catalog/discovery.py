@@ -35,7 +35,7 @@ import pluggy
 import structlog
 
 from pyspire.catalog.filters import PluginFilter, normalize_distribution
-from pyspire.catalog.kinds import ALL_KINDS, PluginKind
+from pyspire.catalog.kinds import ALL_KINDS, AnyKind
 from pyspire_sdk.errors import PluginError
 from pyspire_sdk.hookspecs import add_hookspecs
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, PROJECT_NAME, PluginRegistration
@@ -62,7 +62,7 @@ class DiscoveredPlugin:
     ``distribution`` are the module's name and ``version`` is empty.
     """
 
-    kind: PluginKind
+    kind: AnyKind
     name: str
     registration: PluginRegistration[Any, Any]
     distribution: str
@@ -147,7 +147,7 @@ class Discovery:
         excluded_plugins: dict[tuple[str, str], str] | None = None,
         plugin_manager: pluggy.PluginManager | None = None,
     ) -> None:
-        self._by_kind: dict[PluginKind, dict[str, DiscoveredPlugin]] = defaultdict(dict)
+        self._by_kind: dict[AnyKind, dict[str, DiscoveredPlugin]] = defaultdict(dict)
         for plugin in plugins:
             known = self._by_kind[plugin.kind].get(plugin.name)
             if known is not None:
@@ -367,16 +367,16 @@ class Discovery:
             plugin_manager=manager,
         )
 
-    def plugins(self, kind: PluginKind) -> tuple[DiscoveredPlugin, ...]:
+    def plugins(self, kind: AnyKind) -> tuple[DiscoveredPlugin, ...]:
         """The plugins installed for ``kind``, sorted by name."""
         found = self._by_kind.get(kind, {})
         return tuple(found[name] for name in sorted(found))
 
-    def get(self, kind: PluginKind, name: str) -> DiscoveredPlugin | None:
+    def get(self, kind: AnyKind, name: str) -> DiscoveredPlugin | None:
         """The plugin of ``kind`` called ``name``, or ``None`` when none is loaded."""
         return self._by_kind.get(kind, {}).get(name)
 
-    def exclusion(self, kind: PluginKind, name: str) -> str | None:
+    def exclusion(self, kind: AnyKind, name: str) -> str | None:
         """Why a plugin of ``kind`` called ``name`` was left out, when it was: its
         registration was filtered, or its conventionally named distribution was not imported."""
         reason = self._excluded_plugins.get((kind.toml_name, name))

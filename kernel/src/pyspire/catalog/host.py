@@ -1,9 +1,8 @@
-"""The host services a process hands each of its plugins, and the process's private state
-directory. Shared by the server and the agent so both treat plugins the same way."""
+"""The host services a process hands each of its plugins. Shared by the server and the agent
+so both treat plugins the same way."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import structlog
@@ -12,8 +11,6 @@ from pyspire.catalog.plan import PlannedPlugin
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.plugin import HostServices, JoinTokenStore, Metrics
 from pyspire_sdk.spiffeid import TrustDomain
-
-DATA_DIRECTORY_MODE = 0o700
 
 
 def host_services_for(
@@ -38,11 +35,3 @@ def host_services_for(
         plugin_type=kind,
         join_tokens=join_tokens if kind == "node_attestor" else None,
     )
-
-
-def make_private_directory(path: Path) -> None:
-    """Create the process's state directory with mode 0700, tightening one we own (blocking:
-    call it in a thread)."""
-    path.mkdir(mode=DATA_DIRECTORY_MODE, parents=True, exist_ok=True)
-    if path.stat().st_uid == os.getuid():
-        os.chmod(path, DATA_DIRECTORY_MODE)

@@ -1,28 +1,64 @@
 """The plugin types each process side accepts, and how many of each it needs.
 
-A :class:`PluginKind` ties together everything the catalog knows about one plugin type on one
-side: its name in TOML (``[server.plugins.<toml_name>.<plugin>]``), the pluggy hook that
-discovers it, the interface its objects implement, its arity and the distribution prefix under
-which plugins of the type are published (``pyspire-workloadattestor-``). The arities follow
-SPIRE's catalogs: a server needs exactly one datastore and one key manager, an agent exactly one
-node attestor and one key manager and at least one workload attestor; the rest are optional
-chains whose order is the order of their tables in the configuration document.
+A :class:`PluginKind` is declared once per plugin type and side, and ties together everything
+the catalog knows about it: its name in TOML (``[server.plugins.<toml_name>.<plugin>]``), the
+SDK hookspec that discovers it, the interface (the SDK ``Protocol``) its objects implement, its
+arity and the distribution prefix under which plugins of the type are published
+(``pyspire-workloadattestor-``). The arity is also the kind's class — :class:`OneKind`,
+:class:`OptionalKind`, :class:`ChainKind` — so the catalog's typed getters
+(``catalog.one(DATASTORE) -> DataStore``) let the type checker see the plugin boundary. The
+arities follow SPIRE's catalogs: a server needs exactly one datastore and one key manager, an
+agent exactly one node attestor and one key manager and at least one workload attestor; the rest
+are optional chains whose order is the order of their tables in the configuration document.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AGENT_KEY_MANAGER",
     "AGENT_KINDS",
+    "AGENT_NODE_ATTESTOR",
     "ALL_KINDS",
+    "BUNDLE_PUBLISHERS",
+    "CREDENTIAL_COMPOSERS",
+    "DATASTORE",
+    "NOTIFIERS",
+    "SERVER_KEY_MANAGER",
     "SERVER_KINDS",
+    "SERVER_NODE_ATTESTORS",
+    "SVID_STORES",
+    "UPSTREAM_AUTHORITY",
+    "WORKLOAD_ATTESTORS",
+    "AnyKind",
+    "ChainKind",
+    "OneKind",
+    "OptionalKind",
     "PluginKind",
     "Side",
     "kinds_for",
 ]
 
-import importlib
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from pyspire_sdk.plugin import PluginRegistration, distribution_name, distribution_prefix
+from pyspire_sdk.plugins import (
+    bundle_publisher,
+    credential_composer,
+    datastore,
+    key_manager,
+    node_attestor,
+    notifier,
+    svid_store,
+    upstream_authority,
+    workload_attestor,
+)
+
+InterfaceT = TypeVar("InterfaceT")
 
 
 class Side(StrEnum):
@@ -32,23 +68,46 @@ class Side(StrEnum):
     AGENT = "agent"
 
 
-@dataclass(frozen=True)
-class PluginKind:
+@dataclass(frozen=True, eq=False)
+class PluginKind(Generic[InterfaceT]):
     """One plugin type as one side of pyspire uses it.
 
     ``min_count`` and ``max_count`` bound how many plugins of the kind a configuration may name
     (``max_count`` ``None`` means no upper bound). A kind without an upper bound is a chain: its
-    plugins run in document order.
+    plugins run in document order. Kinds compare by identity: each is declared once, below.
     """
 
     side: Side
     toml_name: str
-    hook_name: str
+    hook: Callable[[], list[PluginRegistration[Any, InterfaceT]]]
     min_count: int
     max_count: int | None
-    distribution_prefix: str
-    sdk_module: str
-    interface_name: str
+
+    @property
+    def hook_name(self) -> str:
+        """The name of the pluggy hook that discovers plugins of this kind."""
+        return self.hook.__name__
+
+    @cached_property
+    def interface(self) -> type:
+        """The ``typing.Protocol`` objects of this kind implement: the plugin type of the
+        registrations the SDK's hookspec returns, so the SDK declares it once."""
+        returned = typing.get_type_hints(self.hook)["return"]
+        (registration,) = typing.get_args(returned)
+        interface = typing.get_args(registration)[1]
+        if not isinstance(interface, type):
+            raise TypeError(f"hook {self.hook_name} does not return registrations of a class")
+        return interface
+
+    @property
+    def interface_name(self) -> str:
+        """The name of the interface, for messages."""
+        return self.interface.__name__
+
+    @property
+    def distribution_prefix(self) -> str:
+        """How distributions of this kind are conventionally named: ``pyspire-keymanager-``."""
+        return distribution_prefix(self.toml_name)
 
     @property
     def is_chain(self) -> bool:
@@ -63,7 +122,7 @@ class PluginKind:
     def suggested_distribution(self, name: str) -> str:
         """The distribution a plugin called ``name`` of this kind is conventionally published
         as: ``join_token`` of ``node_attestor`` is ``pyspire-nodeattestor-join-token``."""
-        return self.distribution_prefix + name.replace("_", "-").lower()
+        return distribution_name(self.toml_name, name)
 
     def arity_phrase(self) -> str:
         """How many plugins of this kind are needed, in the words error messages use."""
@@ -79,14 +138,6 @@ class PluginKind:
             return f"at most one {self.toml_name} plugin is allowed"
         return f"between {self.min_count} and {self.max_count} {self.toml_name} plugins are needed"
 
-    def interface(self) -> type:
-        """The ``typing.Protocol`` objects of this kind implement, from the SDK module that
-        declares the kind's hook (``pyspire_sdk.plugins.workload_attestor.WorkloadAttestor``)."""
-        interface = getattr(importlib.import_module(self.sdk_module), self.interface_name)
-        if not isinstance(interface, type):
-            raise TypeError(f"{self.sdk_module}.{self.interface_name} is not a class")
-        return interface
-
     def admits(self, count: int) -> bool:
         """Whether ``count`` plugins of this kind satisfy its arity."""
         if count < self.min_count:
@@ -97,93 +148,83 @@ class PluginKind:
         return f"{self.side}.{self.toml_name}"
 
 
-def _kind(
-    side: Side,
-    toml_name: str,
-    hook_name: str,
-    min_count: int,
-    max_count: int | None,
-    interface_name: str,
-    *,
-    sdk_module: str | None = None,
-) -> PluginKind:
-    return PluginKind(
-        side=side,
-        toml_name=toml_name,
-        hook_name=hook_name,
-        min_count=min_count,
-        max_count=max_count,
-        distribution_prefix="pyspire-" + toml_name.replace("_", "") + "-",
-        sdk_module=f"pyspire_sdk.plugins.{sdk_module or toml_name}",
-        interface_name=interface_name,
-    )
+@dataclass(frozen=True, eq=False)
+class OneKind(PluginKind[InterfaceT]):
+    """A kind that needs exactly one plugin (the datastore, a key manager)."""
+
+    min_count: int = 1
+    max_count: int | None = 1
 
 
-SERVER_KINDS: tuple[PluginKind, ...] = (
-    _kind(Side.SERVER, "datastore", "pyspire_datastores", 1, 1, "DataStore"),
-    _kind(Side.SERVER, "key_manager", "pyspire_key_managers", 1, 1, "KeyManager"),
-    _kind(
-        Side.SERVER,
-        "upstream_authority",
-        "pyspire_upstream_authorities",
-        0,
-        1,
-        "UpstreamAuthority",
-    ),
-    _kind(
-        Side.SERVER,
-        "node_attestor",
-        "pyspire_server_node_attestors",
-        0,
-        None,
-        "ServerNodeAttestor",
-    ),
-    _kind(Side.SERVER, "notifier", "pyspire_notifiers", 0, None, "Notifier"),
-    _kind(
-        Side.SERVER,
-        "bundle_publisher",
-        "pyspire_bundle_publishers",
-        0,
-        None,
-        "BundlePublisher",
-    ),
-    _kind(
-        Side.SERVER,
-        "credential_composer",
-        "pyspire_credential_composers",
-        0,
-        None,
-        "CredentialComposer",
-    ),
+@dataclass(frozen=True, eq=False)
+class OptionalKind(PluginKind[InterfaceT]):
+    """A kind that allows at most one plugin (the upstream authority)."""
+
+    min_count: int = 0
+    max_count: int | None = 1
+
+
+@dataclass(frozen=True, eq=False)
+class ChainKind(PluginKind[InterfaceT]):
+    """A kind whose plugins form a chain in document order; ``min_count`` may be 1."""
+
+    min_count: int = 0
+    max_count: int | None = None
+
+
+AnyKind = PluginKind[Any]
+"""A kind of any interface, for code that handles every kind alike (discovery, plans)."""
+
+DATASTORE = OneKind(Side.SERVER, "datastore", datastore.pyspire_datastores)
+SERVER_KEY_MANAGER = OneKind(Side.SERVER, "key_manager", key_manager.pyspire_key_managers)
+UPSTREAM_AUTHORITY = OptionalKind(
+    Side.SERVER, "upstream_authority", upstream_authority.pyspire_upstream_authorities
+)
+SERVER_NODE_ATTESTORS = ChainKind(
+    Side.SERVER, "node_attestor", node_attestor.pyspire_server_node_attestors
+)
+NOTIFIERS = ChainKind(Side.SERVER, "notifier", notifier.pyspire_notifiers)
+BUNDLE_PUBLISHERS = ChainKind(
+    Side.SERVER, "bundle_publisher", bundle_publisher.pyspire_bundle_publishers
+)
+CREDENTIAL_COMPOSERS = ChainKind(
+    Side.SERVER, "credential_composer", credential_composer.pyspire_credential_composers
+)
+AGENT_KEY_MANAGER = OneKind(Side.AGENT, "key_manager", key_manager.pyspire_key_managers)
+AGENT_NODE_ATTESTOR = OneKind(
+    Side.AGENT, "node_attestor", node_attestor.pyspire_agent_node_attestors
+)
+WORKLOAD_ATTESTORS = ChainKind(
+    Side.AGENT,
+    "workload_attestor",
+    workload_attestor.pyspire_workload_attestors,
+    min_count=1,
+)
+SVID_STORES = ChainKind(Side.AGENT, "svid_store", svid_store.pyspire_svid_stores)
+
+SERVER_KINDS: tuple[AnyKind, ...] = (
+    DATASTORE,
+    SERVER_KEY_MANAGER,
+    UPSTREAM_AUTHORITY,
+    SERVER_NODE_ATTESTORS,
+    NOTIFIERS,
+    BUNDLE_PUBLISHERS,
+    CREDENTIAL_COMPOSERS,
 )
 """The server's plugin kinds, in the order the catalog configures them."""
 
-AGENT_KINDS: tuple[PluginKind, ...] = (
-    _kind(Side.AGENT, "key_manager", "pyspire_key_managers", 1, 1, "KeyManager"),
-    _kind(
-        Side.AGENT,
-        "node_attestor",
-        "pyspire_agent_node_attestors",
-        1,
-        1,
-        "AgentNodeAttestor",
-    ),
-    _kind(
-        Side.AGENT,
-        "workload_attestor",
-        "pyspire_workload_attestors",
-        1,
-        None,
-        "WorkloadAttestor",
-    ),
-    _kind(Side.AGENT, "svid_store", "pyspire_svid_stores", 0, None, "SvidStore"),
+AGENT_KINDS: tuple[AnyKind, ...] = (
+    AGENT_KEY_MANAGER,
+    AGENT_NODE_ATTESTOR,
+    WORKLOAD_ATTESTORS,
+    SVID_STORES,
 )
 """The agent's plugin kinds, in the order the catalog configures them."""
 
-ALL_KINDS: tuple[PluginKind, ...] = SERVER_KINDS + AGENT_KINDS
+ALL_KINDS: tuple[AnyKind, ...] = SERVER_KINDS + AGENT_KINDS
 """Every kind of both sides; a hook shared by both sides (key managers) appears twice."""
 
 
-def kinds_for(side: Side) -> tuple[PluginKind, ...]:
+def kinds_for(side: Side) -> tuple[AnyKind, ...]:
     """The kinds of ``side``, in configuration order."""
     return SERVER_KINDS if Side(side) is Side.SERVER else AGENT_KINDS

@@ -12,28 +12,35 @@ the plan keeps it too::
 :func:`plan_plugins` reports *every* problem at once in one
 :class:`~pyspire_sdk.errors.ConfigError`, each with its key path: unknown types, plugins that
 are not installed (and the distribution that would provide them), settings a plugin rejects,
-and too few or too many plugins of a type.
+and too few or too many plugins of a type. A name that looks like a typo of an installed plugin
+of the same type gets a "did you mean" instead of a package to install.
 """
 
 from __future__ import annotations
 
 __all__ = ["CatalogPlan", "PlannedPlugin", "plan_plugins"]
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pyspire.catalog.discovery import DiscoveredPlugin, Discovery
-from pyspire.catalog.kinds import PluginKind, Side, kinds_for
+from pyspire.catalog.kinds import AnyKind, Side, kinds_for
 from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, ConfigIssue
+
+_TYPO_CUTOFF = 0.6
+"""How alike (difflib's ratio) a configured name and an installed one must be for the error to
+ask "did you mean" instead of suggesting a distribution to install: ``dsik`` and ``disk``
+score 0.75, ``vault`` and ``disk`` 0."""
 
 
 @dataclass(frozen=True)
 class PlannedPlugin:
     """One plugin the configuration asks for, with its validated configuration."""
 
-    kind: PluginKind
+    kind: AnyKind
     name: str
     config: Any
     discovered: DiscoveredPlugin
@@ -56,13 +63,13 @@ class CatalogPlan:
     side: Side
     plugins: tuple[PlannedPlugin, ...]
 
-    def of(self, kind: PluginKind | str) -> tuple[PlannedPlugin, ...]:
+    def of(self, kind: AnyKind | str) -> tuple[PlannedPlugin, ...]:
         """The planned plugins of ``kind`` (a kind or its TOML name), in chain order."""
         resolved = resolve_kind(self.side, kind)
         return tuple(plugin for plugin in self.plugins if plugin.kind == resolved)
 
 
-def resolve_kind(side: Side, kind: PluginKind | str) -> PluginKind:
+def resolve_kind(side: Side, kind: AnyKind | str) -> AnyKind:
     """The kind of ``side`` that ``kind`` names; raises ``LookupError`` for another side's."""
     for candidate in kinds_for(side):
         if candidate == kind or candidate.toml_name == kind:
@@ -82,18 +89,31 @@ def _found(value: object) -> str:
     return type(value).__name__
 
 
-def _not_installed(kind: PluginKind, name: str, discovery: Discovery) -> str:
-    installed = ", ".join(plugin.name for plugin in discovery.plugins(kind)) or "none"
+def _close_names(name: str, names: list[str]) -> list[str]:
+    """The installed names ``name`` is probably a typo of, best first (``dsik`` → ``disk``)."""
+    return difflib.get_close_matches(name, names, n=3, cutoff=_TYPO_CUTOFF)
+
+
+def _not_installed(kind: AnyKind, name: str, discovery: Discovery) -> str:
+    names = [plugin.name for plugin in discovery.plugins(kind)]
+    installed = ", ".join(names) or "none"
     reason = discovery.exclusion(kind, name)
     if reason is not None:
         return f'no {kind.toml_name} plugin named "{name}" is loaded: {reason}; loaded: {installed}'
+    close = _close_names(name, names)
+    if close:
+        guesses = " or ".join(f'"{guess}"' for guess in close)
+        return (
+            f'no {kind.toml_name} plugin named "{name}" is installed; did you mean {guesses}? '
+            f"installed: {installed}"
+        )
     return (
         f'no {kind.toml_name} plugin named "{name}" is installed; installed: {installed}; '
         f"install {kind.suggested_distribution(name)} to get it"
     )
 
 
-def _count_issue(kind: PluginKind, names: list[str]) -> ConfigIssue | None:
+def _count_issue(kind: AnyKind, names: list[str]) -> ConfigIssue | None:
     if kind.admits(len(names)):
         return None
     found = f"found {len(names)}"
@@ -119,8 +139,8 @@ def plan_plugins(
     kinds = kinds_for(side)
     by_name = {kind.toml_name: kind for kind in kinds}
     issues: list[ConfigIssue] = []
-    names: dict[PluginKind, list[str]] = {kind: [] for kind in kinds}
-    planned: dict[PluginKind, list[PlannedPlugin]] = {kind: [] for kind in kinds}
+    names: dict[AnyKind, list[str]] = {kind: [] for kind in kinds}
+    planned: dict[AnyKind, list[PlannedPlugin]] = {kind: [] for kind in kinds}
 
     table: Mapping[str, Any] = {}
     raw: object = plugins_table  # whatever the document holds, whatever the annotation says

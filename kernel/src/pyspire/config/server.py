@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pyspire.ca.templates import CaSubject
 from pyspire.config.common import (
     KeyType,
     check_log_settings,
@@ -28,31 +29,6 @@ from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 MAX_SVID_TTL_WARNING_CAP = timedelta(days=7)
 """SVID TTLs above ``min(ca_ttl / 6, 7d)`` draw a warning: CA rotation may shorten them."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class CaSubject:
-    """The subject of the server's X.509 CA certificates."""
-
-    country: tuple[str, ...] = setting(
-        default=("US",), description="Country (C) attributes of the CA subject."
-    )
-    organization: tuple[str, ...] = setting(
-        default=("SPIFFE",), description="Organization (O) attributes of the CA subject."
-    )
-    common_name: str = setting(
-        default="", description="Common name (CN) of the CA subject; empty leaves it out."
-    )
-
-    def validate(self) -> Iterator[ConfigIssue]:
-        for index, country in enumerate(self.country):
-            if len(country) != 2 or not country.isascii() or not country.isalpha():
-                yield ConfigIssue(
-                    f"country[{index}]", f"expected a two-letter country code, found {country!r}"
-                )
-        for index, organization in enumerate(self.organization):
-            if not organization:
-                yield ConfigIssue(f"organization[{index}]", "must not be empty")
 
 
 @dataclass(frozen=True, kw_only=True)

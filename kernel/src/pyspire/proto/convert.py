@@ -8,7 +8,7 @@ is validated, and errors name the field (``entry.spiffe_id``) so a caller knows 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
@@ -17,15 +17,34 @@ from pyspire_sdk.model import AttestedNode, JwtSvid, RegistrationEntry, X509Svid
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
+MIN_TIMESTAMP = -62_135_596_800
+"""0001-01-01T00:00:00Z in seconds since the epoch: the earliest moment a wire timestamp may
+name (protobuf's ``Timestamp`` range, and the first a ``datetime`` can hold)."""
+
+MAX_TIMESTAMP = 253_402_300_799
+"""9999-12-31T23:59:59Z in seconds since the epoch: the latest moment a wire timestamp may name."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def to_timestamp(moment: datetime | None) -> int:
     """Seconds since the epoch, 0 for unset (the wire's convention)."""
     return int(moment.timestamp()) if moment is not None else 0
 
 
-def from_timestamp(seconds: int) -> datetime | None:
-    """An aware UTC datetime, or None for 0."""
-    return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
+def from_timestamp(seconds: int, field: str = "timestamp") -> datetime | None:
+    """An aware UTC datetime, or None for 0.
+
+    The wire carries any ``int64``; a value outside the years 1 to 9999 (:data:`MIN_TIMESTAMP`
+    to :data:`MAX_TIMESTAMP`) names no moment and is refused with an InvalidArgumentError naming
+    ``field`` ("invalid expires_at: ... is out of range"), so one bad timestamp fails the item
+    that carries it rather than the whole call.
+    """
+    if not seconds:
+        return None
+    if not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
+        raise InvalidArgumentError(f"invalid {field}: {seconds} is out of range")
+    return _EPOCH + timedelta(seconds=seconds)
 
 
 def spiffe_id_to_proto(spiffe_id: SpiffeId) -> pb.Spiffeid:
@@ -101,12 +120,12 @@ def entry_from_proto(message: pb.Entry, field: str = "entry") -> RegistrationEnt
         federates_with=trust_domains_from_proto(message.federates_with, f"{field}.federates_with"),
         admin=message.admin,
         downstream=message.downstream,
-        expires_at=from_timestamp(message.expires_at),
+        expires_at=from_timestamp(message.expires_at, f"{field}.expires_at"),
         dns_names=tuple(message.dns_names),
         revision_number=message.revision_number,
         store_svid=message.store_svid,
         hint=message.hint,
-        created_at=from_timestamp(message.created_at),
+        created_at=from_timestamp(message.created_at, f"{field}.created_at"),
     )
 
 
@@ -171,10 +190,12 @@ def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
             JwtAuthority(
                 key_id=a.key_id,
                 public_key=a.public_key,
-                expires_at=from_timestamp(a.expires_at),
+                expires_at=from_timestamp(
+                    a.expires_at, f"{field}.jwt_authorities[{index}].expires_at"
+                ),
                 tainted=a.tainted,
             )
-            for a in message.jwt_authorities
+            for index, a in enumerate(message.jwt_authorities)
         ),
         refresh_hint=message.refresh_hint,
         sequence_number=message.sequence_number,
@@ -208,7 +229,7 @@ def x509_svid_from_proto(message: pb.X509Svid | None, field: str = "svid") -> X5
     for index, certificate in enumerate(message.cert_chain):
         if not certificate:
             raise InvalidArgumentError(f"invalid {field}.cert_chain[{index}]: it is empty")
-    expires_at = from_timestamp(message.expires_at)
+    expires_at = from_timestamp(message.expires_at, f"{field}.expires_at")
     if expires_at is None:
         raise InvalidArgumentError(f"invalid {field}.expires_at: it is missing")
     return X509Svid(
@@ -226,8 +247,8 @@ def jwt_svid_from_proto(
     the one it asked for."""
     if message is None or not message.token:
         raise InvalidArgumentError(f"invalid {field}.token: it is missing")
-    expires_at = from_timestamp(message.expires_at)
-    issued_at = from_timestamp(message.issued_at)
+    expires_at = from_timestamp(message.expires_at, f"{field}.expires_at")
+    issued_at = from_timestamp(message.issued_at, f"{field}.issued_at")
     if expires_at is None:
         raise InvalidArgumentError(f"invalid {field}.expires_at: it is missing")
     if issued_at is None:

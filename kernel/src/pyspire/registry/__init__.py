@@ -16,9 +16,10 @@ __all__ = [
     "is_node_alias",
     "is_reserved_path",
     "node_alias_parent",
-    "server_id",
     "validate_dns_name",
     "validate_entry",
+    "validate_entry_id",
+    "validate_text",
 ]
 
 from pyspire.registry.authorized import AuthorizedEntriesIndex, IndexStats
@@ -27,7 +28,8 @@ from pyspire.registry.validation import (
     is_node_alias,
     is_reserved_path,
     node_alias_parent,
-    server_id,
     validate_dns_name,
     validate_entry,
+    validate_entry_id,
+    validate_text,
 )

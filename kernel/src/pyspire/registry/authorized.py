@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
-from pyspire.registry.validation import server_id
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 
 # A child of some parent: the entry and the string key of its SPIFFE ID (the key its own
 # children are filed under). Tuples index faster than attribute lookups on the hot path.

@@ -11,6 +11,10 @@ Entry API (``pkg/server/api/entry.go``):
   ``/spire`` namespace (agents and the server get their IDs from attestation, never from an
   entry). SPIRE applies this to every entry, node aliases included, and so do we.
 
+Every string field, list and chosen entry ID also keeps to the limits of
+:mod:`pyspire_sdk.limits` (lengths, counts, no control characters); :func:`validate_text` applies
+the same rules to the strings of other records (bundle key IDs, agent versions).
+
 Every failure raises :class:`~pyspire_sdk.errors.InvalidArgumentError` whose message starts with
 the field it is about (``spiffe_id``, ``selectors[2]``, ``dns_names[0]``...) and says why.
 Nothing here does I/O or reads the wall clock: the caller passes ``now``.
@@ -20,17 +24,15 @@ from __future__ import annotations
 
 __all__ = [
     "ENTRY_FIELDS",
-    "HINT_MAX_BYTES",
-    "MAX_DNS_NAME_LENGTH",
-    "MAX_TTL_SECONDS",
     "RESERVED_PATH",
-    "SERVER_ID_PATH",
     "is_node_alias",
     "is_reserved_path",
     "node_alias_parent",
     "server_id",
     "validate_dns_name",
     "validate_entry",
+    "validate_entry_id",
+    "validate_text",
 ]
 
 import dataclasses
@@ -40,24 +42,27 @@ from datetime import datetime
 from typing import TypeVar
 
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.limits import (
+    ENTRY_ID_CHARACTERS,
+    MAX_DNS_NAME_LENGTH,
+    MAX_DNS_NAMES_PER_ENTRY,
+    MAX_ENTRY_ID_LENGTH,
+    MAX_FEDERATES_WITH_PER_ENTRY,
+    MAX_HINT_BYTES,
+    MAX_SELECTOR_TYPE_BYTES,
+    MAX_SELECTOR_VALUE_BYTES,
+    MAX_SELECTORS_PER_ENTRY,
+    MAX_TTL_SECONDS,
+    first_control_character,
+)
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import SERVER_ID_PATH, SpiffeId, TrustDomain, server_id
 
-SERVER_ID_PATH = "/spire/server"
 """Path of the server's own ID; an entry parented by it is a node alias."""
 
 RESERVED_PATH = "/spire"
 """The namespace reserved for the server and agents: ``/spire`` and everything under it."""
-
-HINT_MAX_BYTES = 1024
-"""The longest hint SPIRE accepts, in bytes of UTF-8."""
-
-MAX_TTL_SECONDS = 2**31 - 1
-"""TTLs travel as ``int32`` in ``spire.api.types.Entry``; a larger value cannot be sent."""
-
-MAX_DNS_NAME_LENGTH = 253
-"""The longest DNS name (without a trailing dot) RFC 1035 allows in its text form."""
 
 _MAX_LABEL_LENGTH = 63
 
@@ -82,11 +87,6 @@ ENTRY_FIELDS: frozenset[str] = frozenset(
 """The fields a caller sets (and an update mask may name); the others belong to the datastore."""
 
 
-def server_id(trust_domain: TrustDomain) -> SpiffeId:
-    """The server's ID in ``trust_domain``: ``spiffe://<td>/spire/server``."""
-    return SpiffeId._trusted(trust_domain, SERVER_ID_PATH)
-
-
 def node_alias_parent(trust_domain: TrustDomain) -> SpiffeId:
     """The parent ID that makes an entry a node alias: the server's ID, as in SPIRE.
 
@@ -104,6 +104,44 @@ def is_node_alias(entry: RegistrationEntry) -> bool:
 def is_reserved_path(path: str) -> bool:
     """True for ``/spire`` and every path under it (``/spire/agent/...``, ``/spire/server``)."""
     return path == RESERVED_PATH or path.startswith(RESERVED_PATH + "/")
+
+
+def validate_text(value: object, field: str, *, max_bytes: int) -> str:
+    """Check a free-text string field and return it unchanged: a ``str`` of at most
+    ``max_bytes`` bytes of UTF-8, without control characters (see
+    :func:`pyspire_sdk.limits.first_control_character`)."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{field} must be a string, found {type(value).__name__}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise InvalidArgumentError(f"{field} is {size} bytes, longer than the {max_bytes} allowed")
+    position = first_control_character(value)
+    if position is not None:
+        raise InvalidArgumentError(
+            f"{field} holds a control character (U+{ord(value[position]):04X}) at position "
+            f"{position}"
+        )
+    return value
+
+
+def validate_entry_id(entry_id: object) -> str:
+    """Check an entry ID a caller chose and return it unchanged: 1 to 255 of ASCII letters,
+    digits, ``.``, ``_`` and ``-`` (SPIRE's rule, which UUIDs meet), and not ``.`` or ``..``."""
+    if not isinstance(entry_id, str):
+        raise InvalidArgumentError(f"id must be a string, found {type(entry_id).__name__}")
+    if not entry_id:
+        raise InvalidArgumentError("id is empty")
+    if len(entry_id) > MAX_ENTRY_ID_LENGTH:
+        raise InvalidArgumentError(
+            f"id is {len(entry_id)} characters, longer than the {MAX_ENTRY_ID_LENGTH} allowed"
+        )
+    if not ENTRY_ID_CHARACTERS.issuperset(entry_id):
+        raise InvalidArgumentError(
+            f"id {entry_id!r} may hold only ASCII letters, digits, '.', '_' and '-'"
+        )
+    if entry_id in (".", ".."):
+        raise InvalidArgumentError(f"id {entry_id!r} is not a name")
+    return entry_id
 
 
 def _describe(value: object) -> str:
@@ -152,6 +190,7 @@ def _check_selectors(selectors: object) -> tuple[Selector, ...]:
         )
     if not selectors:
         raise InvalidArgumentError("selectors is empty: an entry needs at least one selector")
+    _check_count("selectors", selectors, MAX_SELECTORS_PER_ENTRY)
     for index, selector in enumerate(selectors):
         field = f"selectors[{index}]"
         if not isinstance(selector, Selector):
@@ -160,11 +199,18 @@ def _check_selectors(selectors: object) -> tuple[Selector, ...]:
             )
         if not isinstance(selector.type, str) or not selector.type:
             raise InvalidArgumentError(f"{field} has an empty type")
+        validate_text(selector.type, f"{field} type", max_bytes=MAX_SELECTOR_TYPE_BYTES)
         if ":" in selector.type:
             raise InvalidArgumentError(f"{field} type {selector.type!r} must not contain ':'")
         if not isinstance(selector.value, str) or not selector.value:
             raise InvalidArgumentError(f"{field} ({selector.type!r}) has an empty value")
+        validate_text(selector.value, f"{field} value", max_bytes=MAX_SELECTOR_VALUE_BYTES)
     return _unique(selectors)
+
+
+def _check_count(field: str, items: tuple[object, ...] | list[object], limit: int) -> None:
+    if len(items) > limit:
+        raise InvalidArgumentError(f"{field} has {len(items)} items, more than the {limit} allowed")
 
 
 def _check_ttl(field: str, ttl: object) -> None:
@@ -232,6 +278,7 @@ def _check_dns_names(names: object) -> tuple[str, ...]:
         raise InvalidArgumentError(
             f"dns_names must be a tuple of str, found {type(names).__name__}"
         )
+    _check_count("dns_names", names, MAX_DNS_NAMES_PER_ENTRY)
     for index, name in enumerate(names):
         try:
             validate_dns_name(name)
@@ -245,6 +292,7 @@ def _check_federates_with(domains: object, trust_domain: TrustDomain) -> tuple[T
         raise InvalidArgumentError(
             f"federates_with must be a tuple of TrustDomain, found {type(domains).__name__}"
         )
+    _check_count("federates_with", domains, MAX_FEDERATES_WITH_PER_ENTRY)
     for index, domain in enumerate(domains):
         if not isinstance(domain, TrustDomain):
             raise InvalidArgumentError(
@@ -259,13 +307,7 @@ def _check_federates_with(domains: object, trust_domain: TrustDomain) -> tuple[T
 
 
 def _check_hint(hint: object) -> None:
-    if not isinstance(hint, str):
-        raise InvalidArgumentError(f"hint must be a string, found {type(hint).__name__}")
-    size = len(hint.encode())
-    if size > HINT_MAX_BYTES:
-        raise InvalidArgumentError(
-            f"hint is {size} bytes, longer than the {HINT_MAX_BYTES} allowed"
-        )
+    validate_text(hint, "hint", max_bytes=MAX_HINT_BYTES)
 
 
 def _check_expires_at(expires_at: object, now: datetime | None) -> None:

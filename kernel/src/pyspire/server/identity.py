@@ -21,14 +21,9 @@ from pyspire.transport.tls import RotatingServerContext
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.model import X509Svid
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import TrustDomain, server_id
 
 BundleSource = Callable[[], Awaitable[Bundle | None]]
-
-
-def server_id(trust_domain: TrustDomain) -> SpiffeId:
-    """``spiffe://<td>/spire/server``: the ID agents require of the server they talk to."""
-    return SpiffeId.from_segments(trust_domain, "spire", "server")
 
 
 class ServerIdentity:

@@ -14,15 +14,23 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import grpclib.server
 import structlog
 
 from pyspire.ca.manager import CaManager, CaSettings
-from pyspire.ca.templates import CaSubject
-from pyspire.catalog import Catalog, Discovery, PlannedPlugin, Side, plan_plugins
-from pyspire.catalog.host import host_services_for, make_private_directory
+from pyspire.catalog import (
+    DATASTORE,
+    SERVER_KEY_MANAGER,
+    SERVER_NODE_ATTESTORS,
+    UPSTREAM_AUTHORITY,
+    Catalog,
+    Discovery,
+    PlannedPlugin,
+    Side,
+    plan_plugins,
+)
+from pyspire.catalog.host import host_services_for
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.context import ServerContext
@@ -32,14 +40,32 @@ from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
+from pyspire.transport.limits import ConnectionLimits
+from pyspire.transport.listener import serve_tcp, serve_unix
 from pyspire.transport.tls import RotatingServerContext
-from pyspire.transport.unix import prepare_socket_path, set_socket_mode
+from pyspire.transport.unix import remove_socket
+from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
+from pyspire_sdk.files import make_private_directory
+from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import DataStore
 
 ADMIN_DIRECTORY_MODE = 0o700
 ADMIN_SOCKET_MODE = 0o770
+SERVER_API_LIMITS = ConnectionLimits(
+    max_connections=4096,
+    max_unverified_per_address=64,
+    handshake_timeout=10.0,
+    first_request_timeout=10.0,
+    idle_timeout=300.0,
+)
+"""Connections the TCP listener keeps. Agents attest over TLS before they have an SVID, so
+connections without a client certificate are served, but at most 64 at once per address."""
+ADMIN_API_LIMITS = ConnectionLimits(
+    max_connections=256, first_request_timeout=10.0, idle_timeout=300.0
+)
+"""Connections the admin socket keeps."""
 DRAIN_TIMEOUT = 5.0
 REGISTRY_REFRESH = timedelta(seconds=1)
 PRUNE_INTERVAL = timedelta(hours=1)
@@ -62,7 +88,7 @@ class _LazyJoinTokens:
     def __init__(self) -> None:
         self.datastore: DataStore | None = None
 
-    async def consume(self, token: str):  # type: ignore[no-untyped-def]
+    async def consume(self, token: str) -> JoinToken:
         if self.datastore is None:
             raise RuntimeError("the datastore is not configured yet")
         return await DataStoreJoinTokens(self.datastore).consume(token)
@@ -77,8 +103,12 @@ class ServerRuntime:
         discovery: Discovery,
         *,
         clock: Clock | None = None,
+        tcp_limits: ConnectionLimits = SERVER_API_LIMITS,
+        admin_limits: ConnectionLimits = ADMIN_API_LIMITS,
     ) -> None:
         self.settings = loaded.settings
+        self._tcp_limits = tcp_limits
+        self._admin_limits = admin_limits
         self._plugins = loaded.plugins
         self._discovery = discovery
         self._clock = clock or SystemClock()
@@ -106,10 +136,10 @@ class ServerRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
-        await asyncio.to_thread(make_private_directory, settings.data_dir)
+        await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
         async with Catalog.open(plan, host_for=self._host_for) as catalog:
-            datastore: DataStore = catalog.one("datastore")
+            datastore = catalog.one(DATASTORE)
             self._join_tokens.datastore = datastore
             ca = CaManager(
                 CaSettings(
@@ -117,23 +147,19 @@ class ServerRuntime:
                     ca_ttl=settings.ca_ttl,
                     x509_key_type=settings.ca_key_type,
                     jwt_key_type=settings.effective_jwt_key_type,
-                    ca_subject=CaSubject(
-                        country=settings.ca_subject.country,
-                        organization=settings.ca_subject.organization,
-                        common_name=settings.ca_subject.common_name,
-                    ),
+                    ca_subject=settings.ca_subject,
                 ),
-                key_manager=catalog.one("key_manager"),
+                key_manager=catalog.one(SERVER_KEY_MANAGER),
                 store=datastore,
                 clock=self._clock,
-                upstream=catalog.optional("upstream_authority"),
+                upstream=catalog.optional(UPSTREAM_AUTHORITY),
             )
             await ca.start()
             registry = RegistryCache(datastore, settings.trust_domain, self._clock)
             await registry.start()
             tls = RotatingServerContext()
 
-            async def current_bundle():  # type: ignore[no-untyped-def]
+            async def current_bundle() -> Bundle | None:
                 return await datastore.get_bundle(settings.trust_domain)
 
             identity = ServerIdentity(
@@ -163,9 +189,7 @@ class ServerRuntime:
                     ),
                 ),
                 node_attestors={
-                    loaded.planned.name: loaded.instance
-                    for loaded in catalog.loaded
-                    if loaded.planned.kind.toml_name == "node_attestor"
+                    plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
                 },
                 started_at=self._clock.now(),
                 admin_ids=frozenset(settings.admin_ids),
@@ -197,21 +221,30 @@ class ServerRuntime:
         services = ServerServices.build(context)
         tcp = grpclib.server.Server(tcp_servables(services, context, in_flight))
         admin = grpclib.server.Server(admin_servables(services, context, in_flight))
-        await tcp.start(settings.bind_address, settings.bind_port, ssl=tls.listening)
+        listener = await serve_tcp(
+            tcp,
+            settings.bind_address,
+            settings.bind_port,
+            tls=tls.listening,
+            limits=self._tcp_limits,
+            name="server api",
+        )
         try:
-            await asyncio.to_thread(
-                prepare_socket_path, settings.socket_path, directory_mode=ADMIN_DIRECTORY_MODE
+            await serve_unix(
+                admin,
+                settings.socket_path,
+                directory_mode=ADMIN_DIRECTORY_MODE,
+                socket_mode=ADMIN_SOCKET_MODE,
+                limits=self._admin_limits,
+                name="admin api",
             )
-            await admin.start(path=str(settings.socket_path))
-            set_socket_mode(settings.socket_path, ADMIN_SOCKET_MODE)
             try:
-                port = _bound_port(tcp) or settings.bind_port
+                port = int(listener.sockets[0].getsockname()[1])
                 self.listening = Listening(settings.bind_address, port, settings.socket_path)
                 yield
             finally:
                 await _close(admin)
-                with contextlib.suppress(FileNotFoundError):
-                    settings.socket_path.unlink()
+                await asyncio.to_thread(remove_socket, settings.socket_path)
         finally:
             await _close(tcp)
 
@@ -248,14 +281,6 @@ class ServerRuntime:
             events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
             if tokens or events:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
-
-
-def _bound_port(server: grpclib.server.Server) -> int:
-    """The port the OS gave a listener bound to port 0 (grpclib keeps the asyncio server
-    private; this is the one place that looks)."""
-    inner: Any = getattr(server, "_server", None)
-    sockets = getattr(inner, "sockets", None) or ()
-    return int(sockets[0].getsockname()[1]) if sockets else 0
 
 
 async def _close(server: grpclib.server.Server) -> None:

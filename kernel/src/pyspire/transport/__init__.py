@@ -1,1 +1,2 @@
-"""Sockets and TLS: SPIFFE mTLS contexts, unix socket set-up, and who is on the other end."""
+"""Sockets and TLS: SPIFFE mTLS contexts, unix socket set-up, who is calling, and request
+messages read without trusting the peer (:mod:`pyspire.transport.messages`)."""

@@ -5,7 +5,9 @@ cannot see who is calling. :class:`WithCallContext` wraps a service's handler ta
 first runs an optional gate (authentication, authorization) with the method name and stream,
 then the handler runs with the stream in a context variable that :func:`current_stream` reads.
 grpclib runs every call in its own task, so the variable never leaks between calls. SDK errors
-that escape a handler become the gRPC status that says what they mean (:func:`status_for`).
+that escape a handler become the gRPC status that says what they mean (:func:`status_for`), and a
+malformed request becomes INVALID_ARGUMENT before the handler sees it
+(:mod:`pyspire.transport.messages`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ from typing import Any
 
 import grpclib.const
 import grpclib.server
+import structlog
 from grpclib.exceptions import GRPCError
 
+from pyspire.transport.messages import (
+    MAX_MESSAGE_BYTES,
+    MalformedRequestError,
+    checked_request_type,
+    guard_request_frames,
+)
 from pyspire_sdk.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -32,6 +41,8 @@ Gate = Callable[[str, grpclib.server.Stream[Any, Any]], Awaitable[None]]
 
 _current_stream: ContextVar[grpclib.server.Stream[Any, Any]] = ContextVar("pyspire_stream")
 _current_caller: ContextVar[object] = ContextVar("pyspire_caller")
+
+_log = structlog.get_logger("pyspire.transport.calls")
 
 
 _STATUS_BY_ERROR: tuple[tuple[type[PyspireError], grpclib.const.Status], ...] = (
@@ -108,38 +119,14 @@ class InFlight:
         return True
 
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""The largest request message a server accepts (gRPC's customary default)."""
-
-
-def limit_message_size(stream: grpclib.server.Stream[Any, Any], limit: int) -> None:
-    """Refuse request messages over ``limit`` bytes before reading them.
-
-    grpclib reads a message by its length prefix with no upper bound, so one call could make the
-    server buffer gigabytes. The length prefix is read through the HTTP/2 stream's
-    ``recv_data``; wrapping it on this stream is the only place grpclib lets us look at the size
-    first. This is the one use of that private attribute: a grpclib upgrade that moves it fails
-    the test of this function, not silently.
-    """
-    inner = getattr(stream, "_stream", None)
-    read = getattr(inner, "recv_data", None)
-    if read is None:
-        raise RuntimeError("grpclib stream has no recv_data: the size limit needs updating")
-
-    async def bounded(size: int) -> bytes:
-        if size > limit:
-            raise GRPCError(
-                grpclib.const.Status.RESOURCE_EXHAUSTED,
-                f"request message of {size} bytes is larger than the {limit} bytes allowed",
-            )
-        data: bytes = await read(size)
-        return data
-
-    inner.recv_data = bounded  # type: ignore[union-attr]
-
-
 class WithCallContext:
-    """A servable that wraps another one's handlers with the call context and a gate."""
+    """A servable that wraps another one's handlers with the call context and a gate.
+
+    Request messages are read through :mod:`pyspire.transport.messages`: one larger than
+    ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED before it is read, and one that is
+    not a well-formed message of the method's request type with INVALID_ARGUMENT, logged once as
+    a warning ("malformed request") rather than as a server error.
+    """
 
     def __init__(
         self,
@@ -158,15 +145,19 @@ class WithCallContext:
         wrapped: dict[str, grpclib.const.Handler] = {}
         for method, handler in self._service.__mapping__().items():
             wrapped[method] = grpclib.const.Handler(
-                self._wrap(method, handler.func),
+                self._wrap(method, handler.func, unary=not handler.cardinality.client_streaming),
                 handler.cardinality,
-                handler.request_type,
+                checked_request_type(handler.request_type),
                 handler.reply_type,
             )
         return wrapped
 
     def _wrap(
-        self, method: str, func: Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]
+        self,
+        method: str,
+        func: Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]],
+        *,
+        unary: bool,
     ) -> Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]:
         gate = self._gate
         in_flight = self._in_flight
@@ -174,13 +165,16 @@ class WithCallContext:
 
         async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
             _current_stream.set(stream)
-            limit_message_size(stream, limit)
+            guard_request_frames(stream, limit=limit, unary=unary)
             if in_flight is not None:
                 in_flight.enter()
             try:
                 if gate is not None:
                     await gate(method, stream)
                 await func(stream)
+            except MalformedRequestError as error:
+                _log.warning("malformed request", method=method, reason=error.message)
+                raise
             except PyspireError as error:
                 raise GRPCError(status_for(error), str(error)) from None
             finally:

@@ -7,6 +7,7 @@ with their own tests, so a grpclib upgrade that changes it breaks here, loudly, 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from dataclasses import dataclass
@@ -31,24 +32,38 @@ def _transport(peer: Any) -> Any:
     return transport
 
 
-def peer_certificate(peer: Any) -> bytes | None:
-    """The DER leaf certificate the peer presented in the TLS handshake, or None (no TLS, or
-    no client certificate)."""
-    ssl_object = _transport(peer).get_extra_info("ssl_object")
+def transport_certificate(transport: asyncio.BaseTransport) -> bytes | None:
+    """The DER leaf certificate the peer of ``transport`` presented in the TLS handshake, or
+    None (no TLS, or no client certificate)."""
+    ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
     der: bytes | None = ssl_object.getpeercert(binary_form=True)
     return der or None
 
 
-def peer_credentials(peer: Any) -> ProcessCredentials:
-    """SO_PEERCRED of the unix socket under ``peer``; OSError when it is not a unix socket."""
-    sock = _transport(peer).get_extra_info("socket")
-    if sock is None or sock.family != socket.AF_UNIX:
+def peer_certificate(peer: Any) -> bytes | None:
+    """The DER leaf certificate the peer presented in the TLS handshake, or None (no TLS, or
+    no client certificate)."""
+    return transport_certificate(_transport(peer))
+
+
+def socket_credentials(sock: socket.socket) -> ProcessCredentials:
+    """SO_PEERCRED of a connected unix socket: who is on the other end (for a listening
+    socket's client, the process that called ``listen``)."""
+    if sock.family != socket.AF_UNIX:
         raise OSError("peer credentials need a unix socket")
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     return ProcessCredentials(pid=pid, uid=uid, gid=gid)
+
+
+def peer_credentials(peer: Any) -> ProcessCredentials:
+    """SO_PEERCRED of the unix socket under ``peer``; OSError when it is not a unix socket."""
+    sock = _transport(peer).get_extra_info("socket")
+    if sock is None:
+        raise OSError("peer credentials need a unix socket")
+    return socket_credentials(sock)
 
 
 def peer_address(peer: Any) -> str:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from pyspire.agent.cache import StaleReason, WorkloadCache
+from pyspire.agent.cache import IDLE_BEFORE_EVICTION, StaleReason, WorkloadCache
 from pyspire.agent.identities import IdentitySource
 from pyspire.agent.sync import SyncManager
 from pyspire_sdk.bundle import Bundle
@@ -73,8 +73,13 @@ async def test_watch_gives_current_snapshot_at_once_then_changes(
     await asyncio.sleep(0)
     server.add(entry("web"))
     await manager.sync_now()
-    changed = await asyncio.wait_for(pending, 1)
-    assert changed.revision == cache.snapshot().revision == 2
+    # First the new entry (its SVID is being minted off the event loop), then its SVID.
+    known = await asyncio.wait_for(pending, 1)
+    assert known.revision == 2
+    assert [item.id for item in known.entries or ()] == ["web"]
+    assert known.identities == ()
+    changed = await asyncio.wait_for(anext(stream), 1)
+    assert changed.revision == cache.snapshot().revision == 3
     assert [identity.entry.id for identity in changed.identities] == ["web"]
     await stream.aclose()
     assert cache.watchers == 0
@@ -171,14 +176,14 @@ async def test_wanted_entry_gets_svid_beyond_the_bound(
     await manager.sync_now()
     assert _ids(cache) == ["a", "b"]
 
-    with cache.subscription(_selectors("unix:uid:3", "unix:pid:9")) as complete:
-        assert complete is False
+    with cache.demand(_selectors("unix:uid:3", "unix:pid:9")):
+        assert cache.snapshot().view(_selectors("unix:uid:3")).complete is False
         stale = cache.stale_entries(fake_clock.now())
         assert [(item.entry.id, item.reason) for item in stale] == [("c", StaleReason.MISSING)]
         await manager.sync_now()
         assert _ids(cache) == ["a", "b", "c"]
         # Over the bound: the least recently used unsubscribed SVID goes, never c.
-        with cache.subscription(_selectors("unix:uid:1")):
+        with cache.demand(_selectors("unix:uid:1")):
             pass
         await fake_clock.advance(1)
         await manager.sync_now()
@@ -263,3 +268,68 @@ async def test_unchanged_sync_does_not_bump_revision(
     assert cache.snapshot().revision == revision
     assert cache.snapshot().bundle is not None
     assert cache.snapshot().bundle.trust_domain == TRUST_DOMAIN  # type: ignore[union-attr]
+
+
+async def test_an_svid_is_dropped_the_moment_it_expires_and_watchers_are_told(
+    server: FakeServerApi, cache: WorkloadCache, manager: SyncManager, fake_clock: FakeClock
+) -> None:
+    server.add(entry("web", x509_svid_ttl=90))
+    await manager.sync_now()
+    issued = cache.issued("web")
+    assert issued is not None
+    expiry = asyncio.create_task(cache.run())
+    stream = cache.watch()
+    try:
+        assert _ids(cache) == ["web"]
+        assert [i.entry.id for i in (await anext(stream)).identities] == ["web"]
+        # The server is away: no renewal at half-life; the SVID is served until its notAfter.
+        await fake_clock.set(issued.not_after - timedelta(seconds=1))
+        assert _ids(cache) == ["web"]
+        following = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        assert not following.done()
+        await fake_clock.set(issued.not_after)
+        dropped = await asyncio.wait_for(following, 1)
+        assert dropped.identities == ()
+        assert [item.id for item in dropped.entries or ()] == ["web"]
+        assert cache.issued("web") is None
+        assert [item.reason for item in cache.stale_entries(fake_clock.now())] == [
+            StaleReason.MISSING
+        ]
+    finally:
+        await stream.aclose()
+        expiry.cancel()
+        await asyncio.gather(expiry, return_exceptions=True)
+
+
+async def test_a_snapshot_never_holds_an_expired_svid(
+    server: FakeServerApi, cache: WorkloadCache, manager: SyncManager, fake_clock: FakeClock
+) -> None:
+    # Even with no expiry task running (it may be late), a snapshot leaves expired SVIDs out.
+    server.add(entry("web", x509_svid_ttl=90), entry("db", created=1))
+    await manager.sync_now()
+    web = cache.issued("web")
+    assert web is not None
+    await fake_clock.set(web.not_after)
+    assert _ids(cache) == ["db"]
+
+
+async def test_svids_used_recently_are_not_evicted_over_the_bound(
+    server: FakeServerApi, fake_clock: FakeClock
+) -> None:
+    cache = WorkloadCache(server, fake_clock, x509_svid_cache_max_size=2)
+    manager = SyncManager(server, cache, fake_clock)
+    server.add(*(entry(f"e{index}", created=index) for index in range(3)))
+    await manager.sync_now()
+    with cache.demand(_selectors("unix:uid:1000")):
+        await manager.mint_now()
+        assert _ids(cache) == ["e0", "e1", "e2"]
+    # The one-shot caller hung up: its SVIDs stay while it may come back.
+    await fake_clock.advance(timedelta(minutes=59))
+    await manager.sync_now()
+    assert _ids(cache) == ["e0", "e1", "e2"]
+    # Idle for longer than the period: back within the bound, newest entry first.
+    await fake_clock.advance(IDLE_BEFORE_EVICTION - timedelta(minutes=58))
+    await manager.sync_now()
+    assert _ids(cache) == ["e0", "e1"]
+    await cache.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 from functools import partial
 
@@ -322,16 +323,19 @@ async def test_unavailable_keeps_cache_and_raises(
     server.add(entry("web"))
     await manager.sync_now()
     snapshot = cache.snapshot()
+    assert snapshot.server_away is False
     server.unavailable = True
     with pytest.raises(UnavailableError):
         await manager.sync_now()
-    assert cache.snapshot() is snapshot
+    assert cache.snapshot().identities == snapshot.identities
+    assert cache.snapshot().server_away is True
     assert manager.consecutive_failures == 1
 
 
-async def test_backoff_grows_caps_and_recovers(
-    server: FakeServerApi, cache: WorkloadCache, manager: SyncManager, fake_clock: FakeClock
+async def test_retry_delay_doubles_from_one_second_up_to_the_interval_with_jitter(
+    server: FakeServerApi, cache: WorkloadCache, fake_clock: FakeClock
 ) -> None:
+    manager = SyncManager(server, cache, fake_clock, interval=5, rng=random.Random(7))
     server.add(entry("web"))
     await manager.sync_now()
     server.unavailable = True
@@ -348,20 +352,22 @@ async def test_backoff_grows_caps_and_recovers(
                 delay = manager.next_delay
                 delays.append(delay)
                 made = server.calls["fetch_authorized_entries"]
-                await fake_clock.advance(delay - 1)
+                await fake_clock.advance(delay * 0.99)
                 assert server.calls["fetch_authorized_entries"] == made
-                await fake_clock.advance(1)
+                await fake_clock.advance(delay * 0.01)
                 await eventually(partial(_called_more, server, made))
                 await eventually(lambda: fake_clock.sleepers == 1)
-            # 5 s interval: doubling from 10 s, capped at min(8 min, 48 * 5 s) = 240 s.
-            assert delays == [10, 20, 40, 80, 160, 240, 240, 240]
-            assert manager.max_backoff == 240
+            # 1 s, 2 s, 4 s, then the 5 s interval, each shortened by up to 20%.
+            for delay, nominal in zip(delays, [1, 2, 4, 5, 5, 5, 5, 5], strict=True):
+                assert nominal * 0.8 <= delay <= nominal
+            assert len(set(delays[3:])) > 1, "jitter varies the delays"
             assert snapshot_ids(cache) == ["web"]
 
             server.unavailable = False
             await fake_clock.advance(manager.next_delay)
             await eventually(lambda: manager.consecutive_failures == 0)
             assert manager.next_delay == 5
+            assert cache.snapshot().server_away is False
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -376,19 +382,39 @@ async def test_backoff_grows_caps_and_recovers(
     assert fake_clock.sleepers == 0
 
 
+async def test_resync_within_an_interval_of_the_server_return_after_a_long_outage(
+    server: FakeServerApi, cache: WorkloadCache, fake_clock: FakeClock
+) -> None:
+    manager = SyncManager(server, cache, fake_clock, interval=5)
+    server.add(entry("web"))
+    await manager.sync_now()
+    server.unavailable = True
+    task = asyncio.create_task(manager.run())
+    try:
+        await eventually(lambda: manager.consecutive_failures == 1)
+        # Ten minutes away: at most one attempt per interval (plus the short first retries).
+        for _ in range(600):
+            await fake_clock.advance(1)
+        assert server.calls["fetch_authorized_entries"] <= 1 + 600 / 4 + 4
+        server.unavailable = False
+        back = fake_clock.now()
+        await eventually(lambda: fake_clock.sleepers == 1)
+        while manager.consecutive_failures:
+            await fake_clock.advance(0.5)
+            await asyncio.sleep(0.001)
+        assert (fake_clock.now() - back).total_seconds() <= 5
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 def _called_more(server: FakeServerApi, made: int) -> bool:
     return server.calls["fetch_authorized_entries"] > made
 
 
 def snapshot_ids(cache: WorkloadCache) -> list[str]:
     return [identity.entry.id for identity in cache.snapshot().identities]
-
-
-def test_backoff_cap_is_eight_minutes_for_long_intervals(
-    server: FakeServerApi, cache: WorkloadCache, fake_clock: FakeClock
-) -> None:
-    manager = SyncManager(server, cache, fake_clock, interval=timedelta(seconds=30))
-    assert manager.max_backoff == 480
 
 
 async def test_permission_denied_clears_identities_and_stops(
@@ -456,10 +482,12 @@ async def test_demand_wakes_the_loop(server: FakeServerApi, fake_clock: FakeCloc
     try:
         await eventually(lambda: snapshot_ids(cache) == ["a"])
         await eventually(lambda: fake_clock.sleepers == 1)
-        # b is beyond the bound; a workload wanting it wakes the loop without waiting 5 s.
+        # b is beyond the bound; a workload wanting it wakes the loop without waiting 5 s,
+        # and only the missing SVID is minted: the entries are not fetched again.
         assert cache.touch(frozenset({Selector.parse("unix:uid:2")})) is False
         await eventually(lambda: "b" in snapshot_ids(cache))
-        assert server.calls["fetch_authorized_entries"] == 2
+        assert server.calls["fetch_authorized_entries"] == 1
+        assert server.batches[-1] == ["b"]
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

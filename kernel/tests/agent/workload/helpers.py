@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -161,6 +161,8 @@ class FakeIdentitySource:
         self.jwt_error: Exception | None = None
         self.watchers = 0
         self._watchers_changed = asyncio.Condition()
+        self.demands: list[frozenset[Selector]] = []
+        self.open_demands = 0
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -192,6 +194,19 @@ class FakeIdentitySource:
         """Return once exactly ``count`` streams are watching."""
         async with self._watchers_changed:
             await self._watchers_changed.wait_for(lambda: self.watchers == count)
+
+    def demand(self, selectors: frozenset[Selector]) -> contextlib.AbstractContextManager[None]:
+        """Record the caller's selectors for as long as its stream is open."""
+        return self._demanding(selectors)
+
+    @contextlib.contextmanager
+    def _demanding(self, selectors: frozenset[Selector]) -> Iterator[None]:
+        self.demands.append(selectors)
+        self.open_demands += 1
+        try:
+            yield
+        finally:
+            self.open_demands -= 1
 
     async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
         self.jwt_requests.append((entry.id, tuple(audience)))

@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,6 +114,9 @@ class FakeIdentitySource:
                 yield self._snapshot
                 continue
             await changed.wait()
+
+    def demand(self, selectors: frozenset[Selector]) -> AbstractContextManager[None]:
+        return nullcontext()
 
     async def fetch_jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> JwtSvid:
         now = self.clock.now()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.server.api.agent import AgentService
+from pyspire.server.api.bundle import BundleService
 from pyspire.server.api.gate import TcpGate
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
@@ -177,3 +178,10 @@ def context(server_context: ServerContext, challenge_attestor: ChallengeAttestor
 @pytest.fixture
 def agent_service(context: ServerContext) -> AgentService:
     return AgentService(context, attestation_rate_limit=False)
+
+
+@pytest.fixture
+def bundle_service(context: ServerContext) -> BundleService:
+    """The Bundle service, called by a local (admin socket) caller."""
+    caller(CallerKind.LOCAL)
+    return BundleService(context)

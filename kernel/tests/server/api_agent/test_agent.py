@@ -346,8 +346,16 @@ async def test_post_status_records_the_agent_version(
     node = await context.datastore.get_attested_node(JOIN_AGENT)
     assert node is not None
     assert node.agent_version == "1.2.3"
-    with pytest.raises(InvalidArgumentError, match=r"^invalid agent_version: longer than 255"):
-        await agent_service.post_status(agent_pb.PostStatusRequest(agent_version="v" * 256))
+    for version, reason in (
+        ("v" * 256, "is 256 bytes, longer than the 255 allowed"),
+        ("1.2.3\nforged: line", "holds a control character (U+000A) at position 5"),
+    ):
+        with pytest.raises(InvalidArgumentError) as caught:
+            await agent_service.post_status(agent_pb.PostStatusRequest(agent_version=version))
+        assert str(caught.value) == f"agent_version {reason}"
+    node = await context.datastore.get_attested_node(JOIN_AGENT)
+    assert node is not None
+    assert node.agent_version == "1.2.3"
 
 
 # -- administration ---------------------------------------------------------------------------
@@ -616,6 +624,34 @@ async def test_create_join_token_with_an_agent_id_adds_the_alias_entry(
             ),
             InvalidArgumentError,
             "^invalid agent_id",
+        ),
+        (
+            agent_pb.CreateJoinTokenRequest(
+                ttl=5,
+                token="t",
+                agent_id=pb.Spiffeid(trust_domain="example.org", path="/spire/server"),
+            ),
+            InvalidArgumentError,
+            "^invalid agent_id: .* is in the namespace reserved for the server and agents",
+        ),
+        (
+            agent_pb.CreateJoinTokenRequest(
+                ttl=5,
+                token="t",
+                agent_id=pb.Spiffeid(trust_domain="example.org", path="/spire/agent/x/y"),
+            ),
+            InvalidArgumentError,
+            "^invalid agent_id: .* is in the namespace reserved",
+        ),
+        (
+            agent_pb.CreateJoinTokenRequest(ttl=5, token="t\nforged"),
+            InvalidArgumentError,
+            "^invalid token",
+        ),
+        (
+            agent_pb.CreateJoinTokenRequest(ttl=5, token=".."),
+            InvalidArgumentError,
+            "^invalid token",
         ),
     ],
 )

@@ -63,22 +63,16 @@ def federated(name: str = "other.org", *, refresh_hint: int = 300) -> pb.Bundle:
     )
 
 
-@pytest.fixture
-def service(context: ServerContext) -> BundleService:
-    caller(CallerKind.LOCAL)
-    return BundleService(context)
-
-
 async def test_get_bundle_with_and_without_a_mask(
-    context: ServerContext, service: BundleService
+    context: ServerContext, bundle_service: BundleService
 ) -> None:
     caller(CallerKind.ANY)
-    bundle = await service.get_bundle(bundle_pb.GetBundleRequest())
+    bundle = await bundle_service.get_bundle(bundle_pb.GetBundleRequest())
     assert bundle.trust_domain == "example.org"
     assert len(bundle.x509_authorities) == 1
     assert len(bundle.jwt_authorities) == 1
     assert bundle.sequence_number > 0
-    masked = await service.get_bundle(
+    masked = await bundle_service.get_bundle(
         bundle_pb.GetBundleRequest(output_mask=pb.BundleMask(jwt_authorities=True))
     )
     assert masked.trust_domain == "example.org"
@@ -87,11 +81,11 @@ async def test_get_bundle_with_and_without_a_mask(
     assert masked.sequence_number == 0
 
 
-async def test_append_bundle_adds_authorities_once(service: BundleService) -> None:
-    before = await service.get_bundle(bundle_pb.GetBundleRequest())
+async def test_append_bundle_adds_authorities_once(bundle_service: BundleService) -> None:
+    before = await bundle_service.get_bundle(bundle_pb.GetBundleRequest())
     extra_ca = ca_der("extra")
     key = jwt_key("appended")
-    after = await service.append_bundle(
+    after = await bundle_service.append_bundle(
         bundle_pb.AppendBundleRequest(
             x509_authorities=[pb.X509Certificate(asn1=extra_ca)], jwt_authorities=[key]
         )
@@ -99,7 +93,7 @@ async def test_append_bundle_adds_authorities_once(service: BundleService) -> No
     assert [a.asn1 for a in after.x509_authorities][-1] == extra_ca
     assert [k.key_id for k in after.jwt_authorities][-1] == "appended"
     assert after.sequence_number == before.sequence_number + 1
-    again = await service.append_bundle(
+    again = await bundle_service.append_bundle(
         bundle_pb.AppendBundleRequest(x509_authorities=[pb.X509Certificate(asn1=extra_ca)])
     )
     assert again.sequence_number == after.sequence_number
@@ -131,35 +125,35 @@ async def test_append_bundle_adds_authorities_once(service: BundleService) -> No
     ],
 )
 async def test_append_bundle_rejects_bad_authorities(
-    service: BundleService, request_: bundle_pb.AppendBundleRequest, message: str
+    bundle_service: BundleService, request_: bundle_pb.AppendBundleRequest, message: str
 ) -> None:
-    before = await service.get_bundle(bundle_pb.GetBundleRequest())
+    before = await bundle_service.get_bundle(bundle_pb.GetBundleRequest())
     with pytest.raises(InvalidArgumentError, match=message):
-        await service.append_bundle(request_)
-    assert await service.get_bundle(bundle_pb.GetBundleRequest()) == before
+        await bundle_service.append_bundle(request_)
+    assert await bundle_service.get_bundle(bundle_pb.GetBundleRequest()) == before
 
 
-async def test_publish_jwt_authority(service: BundleService) -> None:
+async def test_publish_jwt_authority(bundle_service: BundleService) -> None:
     caller(CallerKind.DOWNSTREAM, spiffe_id=SpiffeId.parse("spiffe://example.org/downstream"))
     key = jwt_key("downstream-key")
-    response = await service.publish_jwt_authority(
+    response = await bundle_service.publish_jwt_authority(
         bundle_pb.PublishJwtAuthorityRequest(jwt_authority=key)
     )
     assert [k.key_id for k in response.jwt_authorities][-1] == "downstream-key"
     assert response.jwt_authorities[-1].expires_at == key.expires_at
     caller(CallerKind.ANY)
-    bundle = await service.get_bundle(bundle_pb.GetBundleRequest())
+    bundle = await bundle_service.get_bundle(bundle_pb.GetBundleRequest())
     assert "downstream-key" in [k.key_id for k in bundle.jwt_authorities]
     with pytest.raises(InvalidArgumentError, match=r"^missing jwt_authority$"):
-        await service.publish_jwt_authority(bundle_pb.PublishJwtAuthorityRequest())
+        await bundle_service.publish_jwt_authority(bundle_pb.PublishJwtAuthorityRequest())
     with pytest.raises(InvalidArgumentError, match=r"^invalid jwt_authority: key_id is missing$"):
-        await service.publish_jwt_authority(
+        await bundle_service.publish_jwt_authority(
             bundle_pb.PublishJwtAuthorityRequest(jwt_authority=pb.JwtKey(public_key=b"x"))
         )
 
 
-async def test_federated_bundle_life_cycle(service: BundleService) -> None:
-    created = await service.batch_create_federated_bundle(
+async def test_federated_bundle_life_cycle(bundle_service: BundleService) -> None:
+    created = await bundle_service.batch_create_federated_bundle(
         bundle_pb.BatchCreateFederatedBundleRequest(
             bundle=[federated("a.org"), federated("b.org"), federated("a.org")]
         )
@@ -168,17 +162,17 @@ async def test_federated_bundle_life_cycle(service: BundleService) -> None:
     assert created.results[0].bundle.trust_domain == "a.org"
     assert created.results[2].bundle.trust_domain == ""
 
-    assert (await service.count_bundles(bundle_pb.CountBundlesRequest())).count == 3
-    listed = await service.list_federated_bundles(bundle_pb.ListFederatedBundlesRequest())
+    assert (await bundle_service.count_bundles(bundle_pb.CountBundlesRequest())).count == 3
+    listed = await bundle_service.list_federated_bundles(bundle_pb.ListFederatedBundlesRequest())
     assert [b.trust_domain for b in listed.bundles] == ["a.org", "b.org"]
 
-    fetched = await service.get_federated_bundle(
+    fetched = await bundle_service.get_federated_bundle(
         bundle_pb.GetFederatedBundleRequest(trust_domain="b.org")
     )
     assert fetched == created.results[1].bundle
 
     replacement = federated("a.org", refresh_hint=60)
-    updated = await service.batch_update_federated_bundle(
+    updated = await bundle_service.batch_update_federated_bundle(
         bundle_pb.BatchUpdateFederatedBundleRequest(
             bundle=[replacement, federated("c.org")],
             input_mask=pb.BundleMask(refresh_hint=True),
@@ -188,12 +182,12 @@ async def test_federated_bundle_life_cycle(service: BundleService) -> None:
     assert updated.results[0].bundle.refresh_hint == 60
     assert updated.results[0].bundle.x509_authorities == created.results[0].bundle.x509_authorities
 
-    full = await service.batch_update_federated_bundle(
+    full = await bundle_service.batch_update_federated_bundle(
         bundle_pb.BatchUpdateFederatedBundleRequest(bundle=[replacement])
     )
     assert full.results[0].bundle.x509_authorities == replacement.x509_authorities
 
-    set_response = await service.batch_set_federated_bundle(
+    set_response = await bundle_service.batch_set_federated_bundle(
         bundle_pb.BatchSetFederatedBundleRequest(
             bundle=[federated("c.org"), federated("a.org")],
             output_mask=pb.BundleMask(refresh_hint=True),
@@ -203,7 +197,7 @@ async def test_federated_bundle_life_cycle(service: BundleService) -> None:
     assert set_response.results[0].bundle.x509_authorities == []
     assert set_response.results[0].bundle.refresh_hint == 300
 
-    deleted = await service.batch_delete_federated_bundle(
+    deleted = await bundle_service.batch_delete_federated_bundle(
         bundle_pb.BatchDeleteFederatedBundleRequest(trust_domains=["a.org", "nope.org", "b.org"])
     )
     assert [(r.status.code, r.trust_domain) for r in deleted.results] == [
@@ -212,45 +206,45 @@ async def test_federated_bundle_life_cycle(service: BundleService) -> None:
         (0, "b.org"),
     ]
     with pytest.raises(NotFoundError, match=r"'a.org' not found"):
-        await service.get_federated_bundle(
+        await bundle_service.get_federated_bundle(
             bundle_pb.GetFederatedBundleRequest(trust_domain="a.org")
         )
 
 
-async def test_our_own_trust_domain_is_not_a_federated_one(service: BundleService) -> None:
+async def test_our_own_trust_domain_is_not_a_federated_one(bundle_service: BundleService) -> None:
     with pytest.raises(InvalidArgumentError, match=r"server's own trust domain"):
-        await service.get_federated_bundle(
+        await bundle_service.get_federated_bundle(
             bundle_pb.GetFederatedBundleRequest(trust_domain="example.org")
         )
     with pytest.raises(InvalidArgumentError, match=r"^invalid trust_domain"):
-        await service.get_federated_bundle(
+        await bundle_service.get_federated_bundle(
             bundle_pb.GetFederatedBundleRequest(trust_domain="Not A Domain")
         )
     own = federated("example.org")
     for response in (
-        await service.batch_create_federated_bundle(
+        await bundle_service.batch_create_federated_bundle(
             bundle_pb.BatchCreateFederatedBundleRequest(bundle=[own])
         ),
-        await service.batch_update_federated_bundle(
+        await bundle_service.batch_update_federated_bundle(
             bundle_pb.BatchUpdateFederatedBundleRequest(bundle=[own])
         ),
-        await service.batch_set_federated_bundle(
+        await bundle_service.batch_set_federated_bundle(
             bundle_pb.BatchSetFederatedBundleRequest(bundle=[own])
         ),
     ):
         assert response.results[0].status.code == 3
         assert "server's own trust domain" in response.results[0].status.message
-    deleted = await service.batch_delete_federated_bundle(
+    deleted = await bundle_service.batch_delete_federated_bundle(
         bundle_pb.BatchDeleteFederatedBundleRequest(trust_domains=["example.org"])
     )
     assert deleted.results[0].status.code == 3
-    assert (await service.get_bundle(bundle_pb.GetBundleRequest())).x509_authorities
+    assert (await bundle_service.get_bundle(bundle_pb.GetBundleRequest())).x509_authorities
 
 
-async def test_batch_items_with_bad_bundles_fail_alone(service: BundleService) -> None:
+async def test_batch_items_with_bad_bundles_fail_alone(bundle_service: BundleService) -> None:
     broken = federated("x.org")
     broken.x509_authorities = [pb.X509Certificate(asn1=b"junk")]
-    response = await service.batch_create_federated_bundle(
+    response = await bundle_service.batch_create_federated_bundle(
         bundle_pb.BatchCreateFederatedBundleRequest(
             bundle=[broken, pb.Bundle(trust_domain="bad domain"), federated("y.org")]
         )
@@ -259,13 +253,13 @@ async def test_batch_items_with_bad_bundles_fail_alone(service: BundleService) -
     assert "bundle[0].x509_authorities[0]" in response.results[0].status.message
     assert "bundle[1].trust_domain" in response.results[1].status.message
     with pytest.raises(NotFoundError):
-        await service.get_federated_bundle(
+        await bundle_service.get_federated_bundle(
             bundle_pb.GetFederatedBundleRequest(trust_domain="x.org")
         )
 
 
-async def test_delete_modes(context: ServerContext, service: BundleService) -> None:
-    await service.batch_create_federated_bundle(
+async def test_delete_modes(context: ServerContext, bundle_service: BundleService) -> None:
+    await bundle_service.batch_create_federated_bundle(
         bundle_pb.BatchCreateFederatedBundleRequest(
             bundle=[federated("r.org"), federated("d.org"), federated("s.org")]
         )
@@ -282,19 +276,19 @@ async def test_delete_modes(context: ServerContext, service: BundleService) -> N
             )
         )
 
-    restrict = await service.batch_delete_federated_bundle(
+    restrict = await bundle_service.batch_delete_federated_bundle(
         bundle_pb.BatchDeleteFederatedBundleRequest(trust_domains=["r.org"])
     )
     assert restrict.results[0].status.code == 9
     assert await context.datastore.get_bundle(TrustDomain("r.org")) is not None
 
-    delete = await service.batch_delete_federated_bundle(
+    delete = await bundle_service.batch_delete_federated_bundle(
         bundle_pb.BatchDeleteFederatedBundleRequest(trust_domains=["d.org"], mode=Mode(Mode.DELETE))
     )
     assert delete.results[0].status.code == 0
     assert await context.datastore.get_entry(stored["d.org"].id) is None
 
-    dissociate = await service.batch_delete_federated_bundle(
+    dissociate = await bundle_service.batch_delete_federated_bundle(
         bundle_pb.BatchDeleteFederatedBundleRequest(
             trust_domains=["s.org"], mode=Mode(Mode.DISSOCIATE)
         )
@@ -304,8 +298,8 @@ async def test_delete_modes(context: ServerContext, service: BundleService) -> N
     assert kept is not None and kept.federates_with == ()
 
 
-async def test_list_federated_bundles_pages(service: BundleService) -> None:
-    await service.batch_create_federated_bundle(
+async def test_list_federated_bundles_pages(bundle_service: BundleService) -> None:
+    await bundle_service.batch_create_federated_bundle(
         bundle_pb.BatchCreateFederatedBundleRequest(
             bundle=[federated(f"d{i}.org") for i in range(5)]
         )
@@ -313,7 +307,7 @@ async def test_list_federated_bundles_pages(service: BundleService) -> None:
     seen: list[str] = []
     token = ""
     while True:
-        page = await service.list_federated_bundles(
+        page = await bundle_service.list_federated_bundles(
             bundle_pb.ListFederatedBundlesRequest(
                 page_size=2, page_token=token, output_mask=pb.BundleMask()
             )
@@ -325,4 +319,6 @@ async def test_list_federated_bundles_pages(service: BundleService) -> None:
             break
     assert seen == [f"d{i}.org" for i in range(5)]
     with pytest.raises(InvalidArgumentError, match=r"^invalid page_size: -2 is negative$"):
-        await service.list_federated_bundles(bundle_pb.ListFederatedBundlesRequest(page_size=-2))
+        await bundle_service.list_federated_bundles(
+            bundle_pb.ListFederatedBundlesRequest(page_size=-2)
+        )

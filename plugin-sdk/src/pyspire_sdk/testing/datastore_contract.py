@@ -5,7 +5,7 @@ configured, empty datastore whose host services are the ``host_services`` fixtur
 is the test's ``fake_clock``)::
 
     class TestMyDataStore(DataStoreContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def datastore(self, host_services, tmp_path):
             store = MyDataStore()
             await store.configure(MyConfig(path=tmp_path / "db"), host_services)
@@ -67,6 +67,10 @@ FED_B = TrustDomain("b.test")
 FED_C = TrustDomain("c.test")
 PARENT = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/node-1")
 OTHER_PARENT = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/node-2")
+
+_BAD_PAGE_TOKENS = ("not a token", "9" * 23, "9" * 5000, "-1", "\u0661\u0662", "\x00")
+"""Page tokens no datastore gives out: each must be refused with InvalidArgumentError (a caller
+may send any string), never crash the query."""
 
 
 def _id(path: str) -> SpiffeId:
@@ -160,6 +164,7 @@ class DataStoreContract:
 
     # -- entries: create and get -------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_create_entry_assigns_id_time_and_revision(
         self, datastore: DataStore, fake_clock: FakeClock
     ) -> None:
@@ -170,16 +175,19 @@ class DataStoreContract:
         assert created.created_at == fake_clock.now()
         assert await datastore.get_entry(created.id) == created
 
+    @pytest.mark.asyncio
     async def test_create_entry_ids_are_unique(self, datastore: DataStore) -> None:
         first = await datastore.create_entry(_entry("/w1"))
         second = await datastore.create_entry(_entry("/w2"))
         assert first.id != second.id
 
+    @pytest.mark.asyncio
     async def test_create_entry_keeps_a_given_id(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(_entry("/w", id="my-entry"))
         assert created.id == "my-entry"
         assert await datastore.get_entry("my-entry") == created
 
+    @pytest.mark.asyncio
     async def test_create_entry_round_trips_every_field(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_B, FED_A)
         entry = _entry(
@@ -202,6 +210,7 @@ class DataStoreContract:
         assert await datastore.get_entry(created.id) == created
         assert (await datastore.list_entries()).entries == (created,)
 
+    @pytest.mark.asyncio
     async def test_create_entry_drops_duplicate_list_items(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(
             _entry("/w", "a:1", "b:2", "a:1", dns_names=("x.test", "x.test", "y.test"))
@@ -210,12 +219,14 @@ class DataStoreContract:
         assert created.dns_names == ("x.test", "y.test")
         assert await datastore.get_entry(created.id) == created
 
+    @pytest.mark.asyncio
     async def test_create_entry_rejects_same_identity(self, datastore: DataStore) -> None:
         await datastore.create_entry(_entry("/w", "a:1", "b:2"))
         with pytest.raises(AlreadyExistsError):
             await datastore.create_entry(_entry("/w", "b:2", "a:1", hint="other fields differ"))
         assert await datastore.count_entries() == 1
 
+    @pytest.mark.asyncio
     async def test_create_entry_accepts_different_identity(self, datastore: DataStore) -> None:
         await datastore.create_entry(_entry("/w", "a:1", "b:2"))
         await datastore.create_entry(_entry("/w", "a:1"))
@@ -223,12 +234,14 @@ class DataStoreContract:
         await datastore.create_entry(_entry("/w2", "a:1", "b:2"))
         assert await datastore.count_entries() == 4
 
+    @pytest.mark.asyncio
     async def test_create_entry_rejects_an_existing_id(self, datastore: DataStore) -> None:
         await datastore.create_entry(_entry("/w1", id="same"))
         with pytest.raises(AlreadyExistsError):
             await datastore.create_entry(_entry("/w2", id="same"))
         assert await datastore.count_entries() == 1
 
+    @pytest.mark.asyncio
     async def test_create_entry_rejects_invalid_entries(self, datastore: DataStore) -> None:
         with pytest.raises(InvalidArgumentError):
             await datastore.create_entry(replace(_entry("/w"), selectors=()))
@@ -238,6 +251,7 @@ class DataStoreContract:
             await datastore.create_entry(_entry("/w", jwt_svid_ttl=-1))
         assert await datastore.count_entries() == 0
 
+    @pytest.mark.asyncio
     async def test_create_entry_federating_without_bundle_writes_nothing(
         self, datastore: DataStore
     ) -> None:
@@ -249,6 +263,7 @@ class DataStoreContract:
         assert await datastore.list_all_entries() == []
         assert await datastore.last_change_event_id() == before
 
+    @pytest.mark.asyncio
     async def test_create_entry_if_not_exists(self, datastore: DataStore) -> None:
         first, existed = await datastore.create_entry_if_not_exists(_entry("/w", "a:1", "b:2"))
         assert not existed
@@ -259,9 +274,11 @@ class DataStoreContract:
         assert again == first
         assert await datastore.count_entries() == 1
 
+    @pytest.mark.asyncio
     async def test_get_entry_missing(self, datastore: DataStore) -> None:
         assert await datastore.get_entry("nope") is None
 
+    @pytest.mark.asyncio
     async def test_concurrent_creates_all_land(self, datastore: DataStore) -> None:
         created = await asyncio.gather(
             *(datastore.create_entry(_entry(f"/w{i}")) for i in range(40))
@@ -271,6 +288,7 @@ class DataStoreContract:
 
     # -- entries: filters ---------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_list_entries_by_simple_fields(self, datastore: DataStore) -> None:
         a = await datastore.create_entry(_entry("/a", hint="h1"))
         b = await datastore.create_entry(_entry("/b", parent=OTHER_PARENT, downstream=True))
@@ -302,6 +320,7 @@ class DataStoreContract:
             (MatchBehavior.ANY, {"a", "ab", "b", "abc", "ad"}),
         ],
     )
+    @pytest.mark.asyncio
     async def test_list_entries_by_selectors(
         self, datastore: DataStore, match: MatchBehavior, expected: set[str]
     ) -> None:
@@ -332,6 +351,7 @@ class DataStoreContract:
             (MatchBehavior.ANY, {"a", "ab", "b", "abc"}),
         ],
     )
+    @pytest.mark.asyncio
     async def test_list_entries_by_federates_with(
         self, datastore: DataStore, match: MatchBehavior, expected: set[str]
     ) -> None:
@@ -353,12 +373,14 @@ class DataStoreContract:
         assert {names[entry.id] for entry in found} == expected
         assert await datastore.count_entries(entry_filter) == len(expected)
 
+    @pytest.mark.asyncio
     async def test_selector_filter_must_not_be_empty(self) -> None:
         with pytest.raises(InvalidArgumentError):
             SelectorMatch((), MatchBehavior.ANY)
         with pytest.raises(InvalidArgumentError):
             FederatesWithMatch((), MatchBehavior.ANY)
 
+    @pytest.mark.asyncio
     async def test_filters_are_combined(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_A)
         wanted = await datastore.create_entry(
@@ -379,6 +401,7 @@ class DataStoreContract:
 
     # -- entries: paging ----------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_list_entries_pages_without_duplicates_or_omissions(
         self, datastore: DataStore
     ) -> None:
@@ -394,6 +417,7 @@ class DataStoreContract:
         last = await datastore.list_entries(None, Page(53))
         assert last.next_page_token == ""
 
+    @pytest.mark.asyncio
     async def test_list_entries_pages_filtered_results(self, datastore: DataStore) -> None:
         odd = []
         for i in range(30):
@@ -403,15 +427,19 @@ class DataStoreContract:
         paged = await self._all_entries(datastore, EntryFilter(by_hint="1"), size=4)
         assert paged == odd
 
+    @pytest.mark.asyncio
     async def test_list_entries_rejects_a_bad_token(self, datastore: DataStore) -> None:
         await datastore.create_entry(_entry("/w"))
-        with pytest.raises(InvalidArgumentError):
-            await datastore.list_entries(None, Page(5, "not a token"))
+        for token in _BAD_PAGE_TOKENS:
+            with pytest.raises(InvalidArgumentError):
+                await datastore.list_entries(None, Page(5, token))
 
+    @pytest.mark.asyncio
     async def test_page_size_must_not_be_negative(self) -> None:
         with pytest.raises(InvalidArgumentError):
             Page(-1)
 
+    @pytest.mark.asyncio
     async def test_list_all_entries_matches_list_entries(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_A)
         for i in range(25):
@@ -426,11 +454,13 @@ class DataStoreContract:
             )
         assert await datastore.list_all_entries() == list((await datastore.list_entries()).entries)
 
+    @pytest.mark.asyncio
     async def test_list_all_entries_empty(self, datastore: DataStore) -> None:
         assert await datastore.list_all_entries() == []
 
     # -- entries: update, delete, prune -------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_update_entry_every_field(
         self, datastore: DataStore, fake_clock: FakeClock
     ) -> None:
@@ -460,6 +490,7 @@ class DataStoreContract:
         again = await datastore.update_entry(updated)
         assert again.revision_number == 2
 
+    @pytest.mark.asyncio
     async def test_update_entry_with_mask(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(
             _entry("/w", "a:1", hint="old", dns_names=("a.test",), x509_svid_ttl=5)
@@ -482,11 +513,13 @@ class DataStoreContract:
             == 0
         )
 
+    @pytest.mark.asyncio
     async def test_update_entry_empty_mask_bumps_revision_only(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(_entry("/w"))
         updated = await datastore.update_entry(_entry("/x", id=created.id), frozenset())
         assert updated == replace(created, revision_number=1)
 
+    @pytest.mark.asyncio
     async def test_update_entry_errors(self, datastore: DataStore) -> None:
         first = await datastore.create_entry(_entry("/w", "a:1"))
         second = await datastore.create_entry(_entry("/w", "b:2"))
@@ -511,11 +544,13 @@ class DataStoreContract:
         assert await datastore.get_entry(second.id) == second
         assert await datastore.last_change_event_id() == before
 
+    @pytest.mark.asyncio
     async def test_update_entry_to_own_identity_is_fine(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(_entry("/w", "a:1", "b:2"))
         updated = await datastore.update_entry(replace(created, selectors=_selectors("b:2", "a:1")))
         assert updated.selectors == _selectors("b:2", "a:1")
 
+    @pytest.mark.asyncio
     async def test_delete_entry(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(_entry("/w", dns_names=("d.test",)))
         assert await datastore.delete_entry(created.id) == created
@@ -526,6 +561,7 @@ class DataStoreContract:
         recreated = await datastore.create_entry(_entry("/w", dns_names=("d.test",)))
         assert recreated.id != created.id
 
+    @pytest.mark.asyncio
     async def test_prune_registration_entries(self, datastore: DataStore) -> None:
         cut = datetime(2030, 6, 1, tzinfo=UTC)
         old = await datastore.create_entry(_entry("/old", expires_at=cut - timedelta(seconds=1)))
@@ -541,6 +577,7 @@ class DataStoreContract:
 
     # -- entries: batches --------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_create_entries_results_follow_the_items(
         self, datastore: DataStore, fake_clock: FakeClock
     ) -> None:
@@ -605,6 +642,7 @@ class DataStoreContract:
         assert await datastore.list_all_entries() == [stored, *ok]
         assert await self._all_entries(datastore) == [stored, *ok]
 
+    @pytest.mark.asyncio
     async def test_create_entries_writes_events_for_created_items_only(
         self, datastore: DataStore
     ) -> None:
@@ -620,6 +658,7 @@ class DataStoreContract:
             (ChangeKind.ENTRY, entry_id) for entry_id in created
         ]
 
+    @pytest.mark.asyncio
     async def test_create_entries_failing_items_leave_nothing(self, datastore: DataStore) -> None:
         last = await datastore.last_change_event_id()
         results = await datastore.create_entries(
@@ -638,6 +677,7 @@ class DataStoreContract:
             RegistrationEntry,
         )
 
+    @pytest.mark.asyncio
     async def test_create_entries_empty_batch(self, datastore: DataStore) -> None:
         assert await datastore.create_entries([]) == []
         assert await datastore.create_entries_if_not_exist([]) == []
@@ -645,6 +685,7 @@ class DataStoreContract:
         assert await datastore.delete_entries([]) == []
         assert await datastore.last_change_event_id() == 0
 
+    @pytest.mark.asyncio
     async def test_create_entries_are_seen_all_or_none(self, datastore: DataStore) -> None:
         items = [_entry(f"/w{i}", "a:1", "b:2") for i in range(60)]
         seen: set[int] = set()
@@ -666,6 +707,7 @@ class DataStoreContract:
         assert seen <= {0, 60}
         assert await datastore.count_entries() == 60
 
+    @pytest.mark.asyncio
     async def test_create_entries_if_not_exist(self, datastore: DataStore) -> None:
         stored = await datastore.create_entry(_entry("/w", "a:1", "b:2"))
         last = await datastore.last_change_event_id()
@@ -688,6 +730,7 @@ class DataStoreContract:
         events = await datastore.list_change_events(last)
         assert [e.object_id for e in events] == [new.id]
 
+    @pytest.mark.asyncio
     async def test_update_entries_results_follow_the_items(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_A)
         one = await datastore.create_entry(_entry("/one", "a:1"))
@@ -730,6 +773,7 @@ class DataStoreContract:
         events = await datastore.list_change_events(last)
         assert [e.object_id for e in events] == [one.id, three.id, two.id, one.id]
 
+    @pytest.mark.asyncio
     async def test_update_entries_rejects_a_bad_mask_whole(self, datastore: DataStore) -> None:
         created = await datastore.create_entry(_entry("/w"))
         last = await datastore.last_change_event_id()
@@ -740,6 +784,7 @@ class DataStoreContract:
         assert await datastore.get_entry(created.id) == created
         assert await datastore.last_change_event_id() == last
 
+    @pytest.mark.asyncio
     async def test_update_entries_without_mask_replaces_every_field(
         self, datastore: DataStore
     ) -> None:
@@ -754,6 +799,7 @@ class DataStoreContract:
         )
         assert await datastore.get_entry(created.id) == updated
 
+    @pytest.mark.asyncio
     async def test_delete_entries(self, datastore: DataStore) -> None:
         one = await datastore.create_entry(_entry("/one", dns_names=("d.test",)))
         two = await datastore.create_entry(_entry("/two"))
@@ -777,6 +823,7 @@ class DataStoreContract:
 
     # -- attested nodes -------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_attested_node_round_trip(self, datastore: DataStore) -> None:
         node = _node(
             "n1",
@@ -794,6 +841,7 @@ class DataStoreContract:
         with pytest.raises(AlreadyExistsError):
             await datastore.create_attested_node(replace(node, attestation_type="other"))
 
+    @pytest.mark.asyncio
     async def test_node_selectors_can_precede_the_node(self, datastore: DataStore) -> None:
         node = _node("n1")
         await datastore.set_node_selectors(node.spiffe_id, _selectors("test:a", "test:b"))
@@ -804,6 +852,7 @@ class DataStoreContract:
         )
         assert replaced.selectors == _selectors("test:x")
 
+    @pytest.mark.asyncio
     async def test_set_and_list_node_selectors(self, datastore: DataStore) -> None:
         one, two = _node("n1"), _node("n2")
         await datastore.create_attested_node(one)
@@ -822,6 +871,7 @@ class DataStoreContract:
         await datastore.set_node_selectors(two.spiffe_id, ())
         assert two.spiffe_id not in await datastore.list_all_node_selectors()
 
+    @pytest.mark.asyncio
     async def test_list_attested_nodes_filters(self, datastore: DataStore) -> None:
         early = datetime(2030, 1, 1, 1, tzinfo=UTC)
         late = datetime(2030, 1, 1, 5, tzinfo=UTC)
@@ -865,6 +915,7 @@ class DataStoreContract:
             (MatchBehavior.ANY, {"a", "ab", "abc", "bd"}),
         ],
     )
+    @pytest.mark.asyncio
     async def test_list_attested_nodes_by_selectors(
         self, datastore: DataStore, match: MatchBehavior, expected: set[str]
     ) -> None:
@@ -887,6 +938,7 @@ class DataStoreContract:
         assert {by_id[node.spiffe_id] for node in page.nodes} == expected
         assert await datastore.count_attested_nodes(node_filter) == len(expected)
 
+    @pytest.mark.asyncio
     async def test_list_attested_nodes_pages(self, datastore: DataStore) -> None:
         created = [
             await datastore.create_attested_node(_node(f"n{i:02}", selectors=_selectors(f"t:{i}")))
@@ -902,9 +954,11 @@ class DataStoreContract:
             if not token:
                 break
         assert found == created
-        with pytest.raises(InvalidArgumentError):
-            await datastore.list_attested_nodes(None, Page(5, "bogus"))
+        for bad in _BAD_PAGE_TOKENS:
+            with pytest.raises(InvalidArgumentError):
+                await datastore.list_attested_nodes(None, Page(5, bad))
 
+    @pytest.mark.asyncio
     async def test_update_attested_node(self, datastore: DataStore) -> None:
         node = await datastore.create_attested_node(_node("n1", selectors=_selectors("t:1")))
         change = _node(
@@ -932,6 +986,7 @@ class DataStoreContract:
         with pytest.raises(InvalidArgumentError):
             await datastore.update_attested_node(change, frozenset({"spiffe_id"}))
 
+    @pytest.mark.asyncio
     async def test_delete_attested_node(self, datastore: DataStore) -> None:
         node = await datastore.create_attested_node(_node("n1", selectors=_selectors("t:1")))
         assert await datastore.delete_attested_node(node.spiffe_id) == node
@@ -943,6 +998,7 @@ class DataStoreContract:
 
     # -- join tokens ----------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_join_tokens(self, datastore: DataStore) -> None:
         token = JoinToken("secret-1", datetime(2030, 1, 1, 0, 10, 0, 5, tzinfo=UTC))
         assert await datastore.create_join_token(token) == token
@@ -957,6 +1013,7 @@ class DataStoreContract:
         with pytest.raises(NotFoundError):
             await datastore.delete_join_token("secret-1")
 
+    @pytest.mark.asyncio
     async def test_consume_join_token_once(self, datastore: DataStore) -> None:
         token = JoinToken("secret", datetime(2030, 1, 2, tzinfo=UTC))
         await datastore.create_join_token(token)
@@ -965,6 +1022,7 @@ class DataStoreContract:
             await datastore.consume_join_token("secret")
         assert await datastore.fetch_join_token("secret") is None
 
+    @pytest.mark.asyncio
     async def test_consume_join_token_has_one_winner_under_concurrency(
         self, datastore: DataStore
     ) -> None:
@@ -977,6 +1035,7 @@ class DataStoreContract:
         assert len(winners) == 1
         assert len(losers) == 24
 
+    @pytest.mark.asyncio
     async def test_prune_join_tokens(self, datastore: DataStore) -> None:
         cut = datetime(2030, 1, 1, 12, tzinfo=UTC)
         await datastore.create_join_token(JoinToken("old", cut - timedelta(microseconds=1)))
@@ -989,6 +1048,7 @@ class DataStoreContract:
 
     # -- bundles ----------------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_bundle_round_trip(self, datastore: DataStore) -> None:
         bundle = Bundle(
             trust_domain=TD,
@@ -1010,6 +1070,7 @@ class DataStoreContract:
             await datastore.create_bundle(bundle)
         assert await datastore.count_bundles() == 1
 
+    @pytest.mark.asyncio
     async def test_set_bundle_creates_and_replaces(self, datastore: DataStore) -> None:
         first = Bundle(trust_domain=FED_A, jwt_authorities=(JwtAuthority("k1", b"1"),))
         assert await datastore.set_bundle(first) == first
@@ -1018,6 +1079,7 @@ class DataStoreContract:
         assert await datastore.get_bundle(FED_A) == second
         assert await datastore.count_bundles() == 1
 
+    @pytest.mark.asyncio
     async def test_list_bundles_in_pages(self, datastore: DataStore) -> None:
         domains = [TrustDomain(f"td{i:02}.test") for i in range(11)]
         for trust_domain in reversed(domains):
@@ -1035,6 +1097,7 @@ class DataStoreContract:
         assert [b.trust_domain for b in (await datastore.list_bundles()).bundles] == domains
         assert await datastore.count_bundles() == 11
 
+    @pytest.mark.asyncio
     async def test_update_bundle_reads_and_writes_in_one_step(self, datastore: DataStore) -> None:
         seen: list[Bundle | None] = []
 
@@ -1051,6 +1114,7 @@ class DataStoreContract:
         assert stored is not None
         assert stored.sequence_number == 16
 
+    @pytest.mark.asyncio
     async def test_update_bundle_failure_changes_nothing(self, datastore: DataStore) -> None:
         bundle = Bundle(trust_domain=TD, sequence_number=3)
         await datastore.create_bundle(bundle)
@@ -1065,6 +1129,7 @@ class DataStoreContract:
         assert await datastore.get_bundle(TD) == bundle
         assert await datastore.get_bundle(FED_A) is None
 
+    @pytest.mark.asyncio
     async def test_append_bundle(self, datastore: DataStore) -> None:
         ca1, ca2 = X509Authority(b"ca-1"), X509Authority(b"ca-2")
         k1, k2 = JwtAuthority("k1", b"1"), JwtAuthority("k2", b"2")
@@ -1089,6 +1154,7 @@ class DataStoreContract:
         )
         assert await datastore.get_bundle(TD) == grown
 
+    @pytest.mark.asyncio
     async def test_delete_bundle_restrict(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_A)
         entry = await datastore.create_entry(_entry("/w", federates_with=(FED_A,)))
@@ -1102,6 +1168,7 @@ class DataStoreContract:
         with pytest.raises(NotFoundError):
             await datastore.delete_bundle(FED_A)
 
+    @pytest.mark.asyncio
     async def test_delete_bundle_delete_mode(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_A, FED_B)
         gone = await datastore.create_entry(_entry("/gone", federates_with=(FED_A, FED_B)))
@@ -1114,6 +1181,7 @@ class DataStoreContract:
         events = await datastore.list_change_events(last)
         assert [(e.kind, e.object_id) for e in events] == [(ChangeKind.ENTRY, gone.id)]
 
+    @pytest.mark.asyncio
     async def test_delete_bundle_dissociate_mode(self, datastore: DataStore) -> None:
         await self._bundles(datastore, FED_A, FED_B)
         both = await datastore.create_entry(_entry("/both", federates_with=(FED_A, FED_B)))
@@ -1136,6 +1204,7 @@ class DataStoreContract:
             == 0
         )
 
+    @pytest.mark.asyncio
     async def test_prune_bundle(self, datastore: DataStore) -> None:
         cut = datetime(2030, 6, 1, tzinfo=UTC)
         old_ca = X509Authority(_certificate("old", cut - timedelta(seconds=1)))
@@ -1160,6 +1229,7 @@ class DataStoreContract:
         assert await datastore.prune_bundle(TD, cut) is False
         assert await datastore.prune_bundle(FED_A, cut) is False
 
+    @pytest.mark.asyncio
     async def test_prune_bundle_never_empties_a_bundle(self, datastore: DataStore) -> None:
         cut = datetime(2030, 6, 1, tzinfo=UTC)
         bundle = Bundle(
@@ -1174,6 +1244,7 @@ class DataStoreContract:
 
     # -- CA journal -------------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_ca_journal(self, datastore: DataStore) -> None:
         assert await datastore.get_ca_journal("server") is None
         await datastore.set_ca_journal("server", b"\x00first\xff")
@@ -1185,6 +1256,7 @@ class DataStoreContract:
 
     # -- federation relationships --------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_federation_relationships(self, datastore: DataStore) -> None:
         web = FederationRelationship(
             trust_domain=FED_A,
@@ -1211,6 +1283,7 @@ class DataStoreContract:
         assert second.next_page_token == ""
         assert (await datastore.list_federation_relationships()).relationships == (web, spiffe)
 
+    @pytest.mark.asyncio
     async def test_update_and_delete_federation_relationship(self, datastore: DataStore) -> None:
         web = FederationRelationship(
             trust_domain=FED_A,
@@ -1243,6 +1316,7 @@ class DataStoreContract:
 
     # -- change feed ------------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_change_events_follow_every_change(
         self, datastore: DataStore, fake_clock: FakeClock
     ) -> None:
@@ -1276,6 +1350,7 @@ class DataStoreContract:
         assert await datastore.list_change_events(ids[2], limit=2) == events[3:5]
         assert await datastore.list_change_events(ids[-1]) == []
 
+    @pytest.mark.asyncio
     async def test_reads_and_failures_write_no_events(self, datastore: DataStore) -> None:
         entry = await datastore.create_entry(_entry("/w"))
         last = await datastore.last_change_event_id()
@@ -1291,6 +1366,7 @@ class DataStoreContract:
         assert await datastore.last_change_event_id() == last
         assert await datastore.list_change_events(last) == []
 
+    @pytest.mark.asyncio
     async def test_prune_change_events(self, datastore: DataStore, fake_clock: FakeClock) -> None:
         await datastore.create_entry(_entry("/w1"))
         await datastore.create_entry(_entry("/w2"))
@@ -1308,6 +1384,7 @@ class DataStoreContract:
 
     # -- consistency ------------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_reads_during_writes_see_whole_entries(self, datastore: DataStore) -> None:
         selectors = tuple(f"t:{i}" for i in range(20))
 

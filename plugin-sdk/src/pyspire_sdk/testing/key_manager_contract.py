@@ -4,7 +4,7 @@ Subclass :class:`KeyManagerContract` and provide the fixture ``key_manager``: a 
 instance on empty storage, closed after the test::
 
     class TestDiskKeyManager(KeyManagerContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def key_manager(self, host_services):
             manager = DiskKeyManager()
             await manager.configure(DiskConfig(), host_services)
@@ -91,6 +91,7 @@ class KeyManagerContract:
     # -- generating ---------------------------------------------------------------------------
 
     @pytest.mark.parametrize("key_type", FAST_KEY_TYPES, ids=str)
+    @pytest.mark.asyncio
     async def test_generate_key_returns_its_public_key(
         self, key_manager: KeyManager, key_type: KeyType
     ) -> None:
@@ -103,16 +104,19 @@ class KeyManagerContract:
         assert public.fingerprint == hashlib.sha256(public.der).hexdigest()
         assert await key_manager.get_public_key("x509-CA-A") == public
 
+    @pytest.mark.asyncio
     async def test_generate_key_accepts_the_longest_key_id(self, key_manager: KeyManager) -> None:
         key_id = "k" * MAX_KEY_ID_LENGTH
         public = await key_manager.generate_key(key_id, KeyType.EC_P256)
         assert (await key_manager.get_public_key(key_id)).der == public.der
 
+    @pytest.mark.asyncio
     async def test_each_key_is_new(self, key_manager: KeyManager) -> None:
         first = await key_manager.generate_key("agent-A", KeyType.EC_P256)
         second = await key_manager.generate_key("agent-B", KeyType.EC_P256)
         assert first.der != second.der
 
+    @pytest.mark.asyncio
     async def test_unknown_key_type_is_rejected(self, key_manager: KeyManager) -> None:
         with pytest.raises(InvalidArgumentError, match="key_type"):
             await key_manager.generate_key("x509-CA-A", "dsa-1024")  # type: ignore[arg-type]
@@ -122,6 +126,7 @@ class KeyManagerContract:
     # -- signing ------------------------------------------------------------------------------
 
     @pytest.mark.parametrize("key_type", FAST_KEY_TYPES, ids=str)
+    @pytest.mark.asyncio
     async def test_signatures_verify_for_every_hash(
         self, key_manager: KeyManager, key_type: KeyType
     ) -> None:
@@ -140,6 +145,7 @@ class KeyManagerContract:
             other = _digest(hash_algorithm, b"other bytes")
             assert not verify_digest_signature(public, signature, other, hash_algorithm)
 
+    @pytest.mark.asyncio
     async def test_rsa_pss_signatures_verify_with_digest_length_salt(
         self, key_manager: KeyManager
     ) -> None:
@@ -160,6 +166,7 @@ class KeyManagerContract:
             )
             assert not verify_digest_signature(public, signature, digest, hash_algorithm)
 
+    @pytest.mark.asyncio
     async def test_rsa_4096(self, key_manager: KeyManager) -> None:
         public = await key_manager.generate_key("x509-CA-B", KeyType.RSA_4096)
         crypto_key = load_public_key(public.der)
@@ -174,6 +181,7 @@ class KeyManagerContract:
                 public, signature, digest, HashAlgorithm.SHA256, rsa_pss=rsa_pss
             )
 
+    @pytest.mark.asyncio
     async def test_digest_is_signed_as_given_not_hashed_again(
         self, key_manager: KeyManager
     ) -> None:
@@ -196,6 +204,7 @@ class KeyManagerContract:
             (HashAlgorithm.SHA512, 63),
         ],
     )
+    @pytest.mark.asyncio
     async def test_wrong_digest_length_is_rejected(
         self, key_manager: KeyManager, hash_algorithm: HashAlgorithm, length: int
     ) -> None:
@@ -203,11 +212,13 @@ class KeyManagerContract:
         with pytest.raises(InvalidArgumentError, match="digest"):
             await key_manager.sign_digest("signer", b"\x01" * length, hash_algorithm)
 
+    @pytest.mark.asyncio
     async def test_unknown_hash_algorithm_is_rejected(self, key_manager: KeyManager) -> None:
         await key_manager.generate_key("signer", KeyType.EC_P256)
         with pytest.raises(InvalidArgumentError, match="hash_algorithm"):
             await key_manager.sign_digest("signer", b"\x01" * 20, "sha1")  # type: ignore[arg-type]
 
+    @pytest.mark.asyncio
     async def test_concurrent_signing(self, key_manager: KeyManager) -> None:
         keys = {
             "x509-CA-A": await key_manager.generate_key("x509-CA-A", KeyType.EC_P256),
@@ -229,6 +240,7 @@ class KeyManagerContract:
 
     # -- replacing ----------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_replacing_a_key_changes_it(self, key_manager: KeyManager) -> None:
         old = await key_manager.generate_key("x509-CA-A", KeyType.EC_P256)
         digest = _digest(HashAlgorithm.SHA256, b"before rotation")
@@ -246,6 +258,7 @@ class KeyManagerContract:
         assert verify_digest_signature(new, new_signature, digest, HashAlgorithm.SHA256)
         assert not verify_digest_signature(old, new_signature, digest, HashAlgorithm.SHA256)
 
+    @pytest.mark.asyncio
     async def test_replacing_a_key_may_change_its_type(self, key_manager: KeyManager) -> None:
         await key_manager.generate_key("agent", KeyType.EC_P256)
         new = await key_manager.generate_key("agent", KeyType.EC_P384)
@@ -254,6 +267,7 @@ class KeyManagerContract:
         signature = await key_manager.sign_digest("agent", digest, HashAlgorithm.SHA384)
         assert verify_digest_signature(new, signature, digest, HashAlgorithm.SHA384)
 
+    @pytest.mark.asyncio
     async def test_old_key_signs_while_its_replacement_is_made(
         self, key_manager: KeyManager
     ) -> None:
@@ -274,6 +288,7 @@ class KeyManagerContract:
             ) or verify_digest_signature(new, signature, digest, HashAlgorithm.SHA256)
         assert verify_digest_signature(old, signatures[0], digest, HashAlgorithm.SHA256)
 
+    @pytest.mark.asyncio
     async def test_concurrent_generation_keeps_every_key(self, key_manager: KeyManager) -> None:
         key_ids = [f"workload-{index}" for index in range(12)]
         generated = await asyncio.gather(
@@ -283,6 +298,7 @@ class KeyManagerContract:
 
     # -- looking up ---------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_missing_key_is_not_found(self, key_manager: KeyManager) -> None:
         with pytest.raises(NotFoundError, match="x509-CA-B"):
             await key_manager.get_public_key("x509-CA-B")
@@ -292,6 +308,7 @@ class KeyManagerContract:
                 "x509-CA-B", _digest(HashAlgorithm.SHA256, b"x"), HashAlgorithm.SHA256
             )
 
+    @pytest.mark.asyncio
     async def test_listing_keys(self, key_manager: KeyManager) -> None:
         assert await key_manager.get_public_keys() == []
         created = [
@@ -304,6 +321,7 @@ class KeyManagerContract:
         assert [key.key_id for key in listed] == ["JWT-Signer-A", "x509-CA-A", "x509-CA-B"]
 
     @pytest.mark.parametrize("key_id", INVALID_KEY_IDS, ids=repr)
+    @pytest.mark.asyncio
     async def test_invalid_key_ids_are_rejected(self, key_manager: KeyManager, key_id: str) -> None:
         digest = _digest(HashAlgorithm.SHA256, b"x")
         with pytest.raises(InvalidArgumentError, match="key_id"):
@@ -316,6 +334,7 @@ class KeyManagerContract:
 
     # -- persistence (only when restarted_key_manager is provided) ----------------------------
 
+    @pytest.mark.asyncio
     async def test_keys_survive_a_restart(
         self, key_manager: KeyManager, host_services: HostServices
     ) -> None:
@@ -335,6 +354,7 @@ class KeyManagerContract:
         finally:
             await restarted.close()
 
+    @pytest.mark.asyncio
     async def test_replacement_survives_a_restart(
         self, key_manager: KeyManager, host_services: HostServices
     ) -> None:

@@ -5,14 +5,14 @@ configured agent half that together make one honest handshake (the agent's evide
 server accepts: a join token the server knows, a certificate its CA signed, ...)::
 
     class TestX509PopAttestor(NodeAttestorContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def server_node_attestor(self, host_services, ca_files):
             server = X509PopServer()
             await server.configure(ServerConfig(ca_bundle_path=ca_files.bundle), host_services)
             yield server
             await server.close()
 
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def agent_node_attestor(self, host_services, ca_files):
             ...
 
@@ -165,6 +165,7 @@ class NodeAttestorContract:
         """The trust domain the server half was configured for."""
         return host_services.trust_domain
 
+    @pytest.mark.asyncio
     async def test_honest_handshake_names_an_agent_of_the_trust_domain(
         self,
         server_node_attestor: ServerNodeAttestor,
@@ -187,6 +188,7 @@ class NodeAttestorContract:
             assert value, "a selector value is empty"
         assert isinstance(result.can_reattest, bool)
 
+    @pytest.mark.asyncio
     async def test_tampered_payload_is_refused_and_leaves_no_trace(
         self,
         server_node_attestor: ServerNodeAttestor,
@@ -204,6 +206,7 @@ class NodeAttestorContract:
         if expected_agent_id is not None:
             assert result.agent_id == expected_agent_id
 
+    @pytest.mark.asyncio
     async def test_tampered_challenge_answer_is_refused(
         self,
         server_node_attestor: ServerNodeAttestor,
@@ -224,6 +227,7 @@ class NodeAttestorContract:
             pytest.skip("this attestor sends no challenge")
         pytest.fail("the server accepted a tampered challenge answer")
 
+    @pytest.mark.asyncio
     async def test_empty_challenge_answer_is_refused(
         self,
         server_node_attestor: ServerNodeAttestor,
@@ -245,12 +249,14 @@ class NodeAttestorContract:
         pytest.fail("the server accepted an empty challenge answer")
 
     @pytest.mark.parametrize("payload", GARBAGE_PAYLOADS, ids=lambda p: repr(p[:12]))
+    @pytest.mark.asyncio
     async def test_garbage_payload_is_refused(
         self, server_node_attestor: ServerNodeAttestor, payload: bytes
     ) -> None:
         with pytest.raises(REFUSALS):
             await server_node_attestor.attest(payload, _refuse_any_challenge)
 
+    @pytest.mark.asyncio
     async def test_agent_payload_is_bytes(self, agent_node_attestor: AgentNodeAttestor) -> None:
         payload = await agent_node_attestor.attestation_payload()
         assert isinstance(payload, bytes)

@@ -1,18 +1,28 @@
 """pytest plugin of the SDK, loaded automatically when ``pyspire-plugin-sdk`` is installed.
 
 It provides the fixtures every contract suite builds on: ``fake_clock`` and ``host_services``.
-The suites themselves are classes to subclass (see :mod:`pyspire_sdk.testing`).
+The suites themselves are classes to subclass (see :mod:`pyspire_sdk.testing`); they mark their
+own tests for pytest-asyncio, so they run in its default strict mode as well as in auto mode.
+
+In strict mode an ``async def`` fixture declared with plain ``pytest.fixture`` is not run by
+anyone, and pytest stops with a generic message; for the tests of a contract suite this plugin
+adds what to write instead.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.testing.fake_clock import FakeClock
 from pyspire_sdk.testing.host import make_host_services
+
+_SUITE_PACKAGE = "pyspire_sdk.testing."
 
 
 @pytest.fixture
@@ -25,3 +35,34 @@ def fake_clock() -> FakeClock:
 def host_services(tmp_path: Path, fake_clock: FakeClock) -> HostServices:
     """Host services for trust domain ``example.org`` on the fake clock, data in ``tmp_path``."""
     return make_host_services(tmp_path, clock=fake_clock)
+
+
+def _in_contract_suite(request: pytest.FixtureRequest) -> bool:
+    """Whether the requesting test belongs to a subclass of one of the SDK's contract suites."""
+    test_class = request.cls
+    return test_class is not None and any(
+        klass.__module__.startswith(_SUITE_PACKAGE) for klass in test_class.__mro__[1:]
+    )
+
+
+def _is_async(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """Name the fix when a contract suite's test needs an async fixture nobody runs."""
+    try:
+        return (yield)
+    except pytest.fail.Exception as error:
+        if not (_is_async(fixturedef.func) and _in_contract_suite(request)):
+            raise
+        message = error.msg
+    pytest.fail(
+        f"{message}\nfixture {fixturedef.argname!r} is an async function declared with "
+        "@pytest.fixture, which pytest-asyncio runs only in auto mode: declare it with "
+        '@pytest_asyncio.fixture (import pytest_asyncio), or set asyncio_mode = "auto"',
+        pytrace=False,
+    )

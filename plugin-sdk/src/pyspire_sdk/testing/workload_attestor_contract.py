@@ -1,10 +1,11 @@
 """The contract every workload attestor keeps, as tests a plugin's test module inherits.
 
-Subclass :class:`WorkloadAttestorContract` and provide the fixture ``workload_attestor``: a
-configured instance, closed after the test::
+Subclass :class:`WorkloadAttestorContract` and provide two fixtures: ``workload_attestor``, a
+configured instance closed after the test, and ``workload_attestor_name``, the name the plugin
+is registered under (both are required)::
 
     class TestUnixAttestor(WorkloadAttestorContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def workload_attestor(self, host_services):
             attestor = UnixAttestor()
             await attestor.configure(UnixConfig(), host_services)
@@ -33,7 +34,6 @@ from collections.abc import Sequence
 import pytest
 
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
-from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor, workload_selectors
 
 
@@ -68,15 +68,27 @@ class WorkloadAttestorContract:
         )
 
     @pytest.fixture
-    def workload_attestor_name(self, host_services: HostServices) -> str:
-        """The plugin's registered name, its selector type; override with the real name."""
-        return host_services.plugin_name
+    def workload_attestor_name(self) -> str:
+        """The plugin's registered name, its selector type; the subclass must override this.
+
+        Without the real name the suite could not tell a value that wrongly carries the type
+        prefix (``session:sid:7`` from the ``session`` attestor) from a plain one.
+        """
+        pytest.fail(
+            "a WorkloadAttestorContract subclass must provide the 'workload_attestor_name' "
+            "fixture: the name the plugin is registered under (its selector type)"
+        )
+
+    @pytest.fixture(autouse=True)
+    def _requires_workload_attestor_name(self, workload_attestor_name: str) -> None:
+        """Every test of the suite needs the name, so a subclass without it fails at once."""
 
     @pytest.fixture
     def own_process_has_selectors(self) -> bool:
         """Whether attesting the test process must yield at least one selector value."""
         return True
 
+    @pytest.mark.asyncio
     async def test_own_process_yields_plain_selector_values(
         self,
         workload_attestor: WorkloadAttestor,
@@ -98,6 +110,7 @@ class WorkloadAttestorContract:
         selectors = workload_selectors(workload_attestor_name, values)
         assert all(selector.type == workload_attestor_name for selector in selectors)
 
+    @pytest.mark.asyncio
     async def test_vanished_process_is_unavailable_or_has_no_selectors(
         self, workload_attestor: WorkloadAttestor
     ) -> None:
@@ -109,12 +122,14 @@ class WorkloadAttestorContract:
         assert list(values) == [], f"selector values {list(values)!r} for a process that is gone"
 
     @pytest.mark.parametrize("pid", [0, -1])
+    @pytest.mark.asyncio
     async def test_impossible_pid_is_an_error(
         self, workload_attestor: WorkloadAttestor, pid: int
     ) -> None:
         with pytest.raises((InvalidArgumentError, UnavailableError)):
             await workload_attestor.attest(pid)
 
+    @pytest.mark.asyncio
     async def test_concurrent_attestations_agree(self, workload_attestor: WorkloadAttestor) -> None:
         pid = os.getpid()
         results = await asyncio.gather(*(workload_attestor.attest(pid) for _ in range(16)))
@@ -122,12 +137,14 @@ class WorkloadAttestorContract:
         for result in results[1:]:
             assert sorted(result) == first
 
+    @pytest.mark.asyncio
     async def test_results_are_deterministic(self, workload_attestor: WorkloadAttestor) -> None:
         pid = os.getpid()
         first = sorted(await workload_attestor.attest(pid))
         second = sorted(await workload_attestor.attest(pid))
         assert first == second
 
+    @pytest.mark.asyncio
     async def test_parent_process_is_attested_independently(
         self, workload_attestor: WorkloadAttestor
     ) -> None:

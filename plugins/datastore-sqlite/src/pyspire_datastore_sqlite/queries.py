@@ -31,14 +31,21 @@ def check_mask(mask: frozenset[str] | None, allowed: frozenset[str], what: str) 
     return mask
 
 
+def _bad_token(token: str) -> InvalidArgumentError:
+    shown = repr(token) if len(token) <= 64 else f"{token[:64]!r}..."
+    return InvalidArgumentError(f"page token {shown} is not one this datastore gave")
+
+
 def pk_page(page: Page | None) -> tuple[int, int]:
     """``(after_pk, limit)`` for a page over rows ordered by integer key; limit -1 is all."""
     page = page or Page()
     after = 0
     if page.token:
-        if not page.token.isdigit():
-            raise InvalidArgumentError(f"page token {page.token!r} is not one this datastore gave")
-        after = int(page.token)
+        # Row keys are SQLite INTEGERs: ASCII digits of at most 2**63 - 1.
+        token = page.token
+        if not (len(token) <= 19 and token.isascii() and token.isdigit() and int(token) < 2**63):
+            raise _bad_token(token)
+        after = int(token)
     return after, (page.size + 1 if page.size else -1)
 
 
@@ -49,9 +56,7 @@ def name_page(page: Page | None) -> tuple[str, int]:
         try:
             TrustDomain(page.token)
         except InvalidArgumentError:
-            raise InvalidArgumentError(
-                f"page token {page.token!r} is not one this datastore gave"
-            ) from None
+            raise _bad_token(page.token) from None
     return page.token, (page.size + 1 if page.size else -1)
 
 

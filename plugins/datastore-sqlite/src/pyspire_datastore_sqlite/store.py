@@ -66,6 +66,7 @@ from pyspire_sdk.errors import (
     PyspireError,
     UnavailableError,
 )
+from pyspire_sdk.files import PRIVATE_FILE_MODE, make_private_directory
 from pyspire_sdk.model import (
     AttestedNode,
     FederationRelationship,
@@ -156,13 +157,10 @@ def _certificate_not_after(der: bytes) -> datetime | None:
 
 def _prepare_files(path: Path) -> None:
     """Create missing directories (0700 each) and the database file (0600) when missing."""
-    missing = [parent for parent in path.parents if not parent.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        directory.chmod(0o700)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    make_private_directory(path.parent)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     os.close(descriptor)
-    path.chmod(0o600)
+    path.chmod(PRIVATE_FILE_MODE)
 
 
 class SqliteDataStore:

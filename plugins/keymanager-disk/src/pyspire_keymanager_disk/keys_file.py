@@ -34,27 +34,23 @@ __all__ = [
 
 import base64
 import binascii
-import contextlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pyspire_sdk.errors import InvalidArgumentError, PluginError
+from pyspire_sdk.files import PRIVATE_FILE_MODE, make_private_directory, write_private_file
 from pyspire_sdk.keys import KeyRecord, private_key_from_pkcs8, private_key_to_pkcs8
 from pyspire_sdk.plugins.key_manager import KeyType, validate_key_id
 
 FORMAT_VERSION = 1
 """The version this module writes and the only one it reads."""
 
-FILE_MODE = 0o600
+FILE_MODE = PRIVATE_FILE_MODE
 """The keys file's mode; a file granting anything more is refused."""
-
-DIRECTORY_MODE = 0o700
-"""The mode of directories created to hold the keys file."""
 
 _ENTRY_FIELDS = ("id", "type", "pkcs8")
 
@@ -180,33 +176,14 @@ def read_keys_file(path: Path) -> list[KeyRecord]:
 def ensure_private_directory(directory: Path) -> None:
     """Create ``directory`` and any missing parents with mode 0700; existing ones are kept as
     they are. PluginError when that fails or a path component is not a directory."""
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
     try:
-        for folder in reversed(missing):
-            folder.mkdir(mode=DIRECTORY_MODE)
-            os.chmod(folder, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
-    except FileExistsError:
-        pass
+        make_private_directory(directory)
+    except NotADirectoryError:
+        raise PluginError(f"{directory} must be a directory to hold the keys file") from None
     except OSError as error:
         raise PluginError(
             f"cannot create directory {directory} for the keys file: {error.strerror or error}"
         ) from None
-    if not directory.is_dir():
-        raise PluginError(f"{directory} must be a directory to hold the keys file")
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def write_keys_file(path: Path, data: bytes) -> bool:
@@ -214,31 +191,9 @@ def write_keys_file(path: Path, data: bytes) -> bool:
 
     On failure the old file is untouched, no temporary file is left behind, and PluginError
     names the path and the reason. Returns whether the rename was also made durable by syncing
-    the directory; some file systems cannot sync a directory, and the new file is in place
-    either way, so that is reported rather than raised.
+    the directory (see :func:`pyspire_sdk.files.write_private_file`).
     """
-    directory = path.parent
     try:
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=directory
-        )
+        return write_private_file(path, data)
     except OSError as error:
         raise PluginError(f"cannot write keys file {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise PluginError(f"cannot write keys file {path}: {error.strerror or error}") from None
-        raise
-    try:
-        _fsync_directory(directory)
-    except OSError:
-        return False
-    return True

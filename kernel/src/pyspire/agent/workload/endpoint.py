@@ -1,7 +1,9 @@
 """The Workload API's unix socket: where local workloads reach the agent.
 
 The socket's directory is made world-readable (0755) and the socket world-writable (0777): any
-local process may ask, and workload attestation decides what it gets. Closing ends open streams
+local process may ask, and workload attestation decides what it gets. The directory must be the
+agent's own and writable by no one else (see :mod:`pyspire.transport.unix`), and connections are
+bounded in number and time (:data:`WORKLOAD_API_LIMITS`). Closing ends open streams
 with UNAVAILABLE (a stream ending with OK would look like a broken stream to clients), lets
 unary calls in progress finish for a short grace period, stops the server and removes the
 socket.
@@ -13,6 +15,7 @@ __all__ = [
     "DRAIN_TIMEOUT",
     "SOCKET_DIRECTORY_MODE",
     "SOCKET_MODE",
+    "WORKLOAD_API_LIMITS",
     "WorkloadEndpoint",
 ]
 
@@ -27,7 +30,9 @@ from structlog.typing import FilteringBoundLogger
 
 from pyspire.agent.workload.service import WorkloadApiService
 from pyspire.transport.calls import InFlight, WithCallContext
-from pyspire.transport.unix import prepare_socket_path, set_socket_mode
+from pyspire.transport.limits import ConnectionLimits
+from pyspire.transport.listener import GuardedListener, serve_unix
+from pyspire.transport.unix import remove_socket
 from pyspire_sdk.errors import PyspireError
 
 SOCKET_DIRECTORY_MODE = 0o755
@@ -38,6 +43,11 @@ SOCKET_MODE = 0o777
 
 DRAIN_TIMEOUT = 5.0
 """Seconds calls in progress get to finish when the endpoint closes."""
+
+WORKLOAD_API_LIMITS = ConnectionLimits(
+    max_connections=1024, first_request_timeout=10.0, idle_timeout=300.0
+)
+"""Connections the Workload API keeps: an open stream is a call in progress, never idle."""
 
 
 class WorkloadEndpoint:
@@ -53,13 +63,16 @@ class WorkloadEndpoint:
         service: WorkloadApiService,
         *,
         drain_timeout: float = DRAIN_TIMEOUT,
+        limits: ConnectionLimits = WORKLOAD_API_LIMITS,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         self._service = service
         self._drain_timeout = drain_timeout
+        self._limits = limits
         self._in_flight = InFlight()
         self._server: grpclib.server.Server | None = None
+        self._listener: GuardedListener | None = None
         self._log: FilteringBoundLogger = (
             logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
         )
@@ -69,20 +82,28 @@ class WorkloadEndpoint:
         """Calls being handled now (streams included)."""
         return self._in_flight.count
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, idle or not."""
+        return self._listener.counts.total if self._listener is not None else 0
+
     async def start(self) -> None:
         """Listen on the socket; raises :class:`~pyspire.transport.unix.SocketPathError` when
         the path cannot be used."""
         if self._server is not None:
             raise PyspireError("workload api endpoint is already started")
-        await asyncio.to_thread(
-            prepare_socket_path, self.socket_path, directory_mode=SOCKET_DIRECTORY_MODE
-        )
         servable = WithCallContext(self._service, self._service.gate, self._in_flight)
         server = grpclib.server.Server([servable])
         self._server = server
         try:
-            await server.start(path=str(self.socket_path))
-            await asyncio.to_thread(set_socket_mode, self.socket_path, SOCKET_MODE)
+            self._listener = await serve_unix(
+                server,
+                self.socket_path,
+                directory_mode=SOCKET_DIRECTORY_MODE,
+                socket_mode=SOCKET_MODE,
+                limits=self._limits,
+                name="workload api",
+            )
         except BaseException:
             await self.close()
             raise
@@ -100,8 +121,10 @@ class WorkloadEndpoint:
         with contextlib.suppress(RuntimeError):
             server.close()
             await server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(self.socket_path.unlink)
+        if self._listener is not None:
+            # Only a socket we bound is ours to remove: a refused path is left as it was.
+            self._listener = None
+            await asyncio.to_thread(remove_socket, self.socket_path)
         self._log.info("workload api stopped", socket_path=str(self.socket_path))
 
     async def __aenter__(self) -> WorkloadEndpoint:

@@ -10,14 +10,25 @@ Status codes, as the Workload API standard and SPIRE give them:
 
 - INVALID_ARGUMENT: the security header is missing, or a mandatory request field is empty or
   malformed, or (ValidateJWTSVID) the token is not a valid JWT-SVID; clients do not retry;
-- UNAVAILABLE: attestation failed, the agent has no bundle yet, a JWT-SVID could not be
-  minted, or the agent is shutting down; clients retry;
-- PERMISSION_DENIED ``no identity issued``: the caller has no identity; clients retry, since an
-  entry may be registered later. The bundle calls need an identity too, as in SPIRE's default.
+- UNAVAILABLE: attestation failed, the agent has no bundle yet, does not know its entries yet
+  (no sync so far and nothing kept from an earlier run), holds no valid X509-SVID for a caller
+  that is entitled to one (not minted yet, or expired while the server was away), a JWT-SVID
+  could not be minted, or the agent is shutting down; clients retry;
+- PERMISSION_DENIED ``no identity issued``: no entry of the agent matches the caller; clients
+  retry, since an entry may be registered later. The bundle calls need an entry too, as in
+  SPIRE's default.
+
+An X509-SVID stream tells the cache the caller wants its SVIDs for as long as it is open
+(:meth:`~pyspire.agent.identities.IdentitySource.demand`): SVIDs missing from the cache (beyond
+its size bound, or for an entry just added) are minted at once, and the stream holds its first
+message until every SVID the caller is entitled to is there, for at most ``first_answer_wait``
+seconds (also while the agent waits for its first sync), then answers with what there is. It
+does not wait while the server is known to be away: the SVIDs could not come.
 
 Streams send the caller's full view at once and again whenever it changes, and never end with
 OK (clients take that for a broken stream): they end when the client goes away, with
-PERMISSION_DENIED when the caller's last identity disappears, or with UNAVAILABLE on shutdown.
+PERMISSION_DENIED when the caller's last entry disappears, with UNAVAILABLE when its last valid
+X509-SVID expires, or with UNAVAILABLE on shutdown.
 
 FetchX509SVID is the call every workload makes, usually to read one message and hang up, so its
 first message is kept cheap: it is built from the source's current snapshot without waiting for
@@ -36,7 +47,7 @@ __all__ = [
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import betterproto.lib.google.protobuf as struct_pb
@@ -46,7 +57,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from structlog.typing import FilteringBoundLogger
 
-from pyspire.agent.identities import Identity, IdentitySource, Snapshot
+from pyspire.agent.identities import CallerView, Identity, IdentitySource, Snapshot
 from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
 from pyspire.proto.gen import workload as pb
@@ -56,6 +67,7 @@ from pyspire.transport.peer import peer_credentials
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -67,6 +79,10 @@ _NO_IDENTITY = "no identity issued"
 
 X509_RESPONSE_CACHE_SIZE = 256
 """Distinct identity sets whose encoded X509SVIDResponse is kept for the current revision."""
+
+FIRST_ANSWER_WAIT = 10.0
+"""Seconds a new stream waits for the caller's SVIDs to be minted (or for the agent's first
+sync) before it answers with what there is."""
 
 
 class _EncodedX509SvidResponse(PrebuiltMessage, pb.X509SvidResponse):
@@ -116,6 +132,37 @@ def _denied() -> GRPCError:
     return GRPCError(Status.PERMISSION_DENIED, _NO_IDENTITY)
 
 
+def _no_valid_svid(snapshot: Snapshot, view: CallerView) -> GRPCError:
+    """The refusal for a caller without a valid X509-SVID: UNAVAILABLE while it may still get
+    one (it is entitled to an entry, or the agent does not know its entries yet)."""
+    if not snapshot.synced:
+        return GRPCError(Status.UNAVAILABLE, "agent has not synced its entries yet")
+    if view.entries:
+        return GRPCError(Status.UNAVAILABLE, "no valid x509 svid for the caller yet")
+    return _denied()
+
+
+def _not_entitled(snapshot: Snapshot) -> GRPCError:
+    """The refusal for a caller that matches no entry."""
+    if not snapshot.synced:
+        return GRPCError(Status.UNAVAILABLE, "agent has not synced its entries yet")
+    return _denied()
+
+
+def _settled(selectors: frozenset[Selector]) -> Callable[[Snapshot], bool]:
+    """Whether a first X509 answer should wait no longer: every SVID the caller is entitled to
+    is there, or the server is away (so they could not come)."""
+
+    def settled(snapshot: Snapshot) -> bool:
+        return snapshot.server_away or (snapshot.synced and snapshot.view(selectors).complete)
+
+    return settled
+
+
+def _entries_known(snapshot: Snapshot) -> bool:
+    return snapshot.synced or snapshot.server_away
+
+
 def _td_key(trust_domain: TrustDomain) -> str:
     return f"spiffe://{trust_domain.name}"
 
@@ -125,9 +172,10 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
 
     Serve it through :class:`pyspire.transport.calls.WithCallContext` with :meth:`gate` as the
     gate, on a unix socket (the handlers read the caller's stream and its peer credentials).
-    ``clock`` is the agent's clock, used to judge JWT-SVID expiry. Tokens from a foreign trust
-    domain have their claims reduced to ``sub``, ``aud``, ``exp`` and
-    ``allowed_foreign_jwt_claims`` before they are shown.
+    ``clock`` is the agent's clock, used to judge JWT-SVID expiry and to bound the first
+    answer's wait (``first_answer_wait`` seconds). Tokens from a foreign trust domain have their
+    claims reduced to ``sub``, ``aud``, ``exp`` and ``allowed_foreign_jwt_claims`` before they
+    are shown.
     """
 
     def __init__(
@@ -137,9 +185,11 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         clock: Clock,
         *,
         allowed_foreign_jwt_claims: frozenset[str] = frozenset(),
+        first_answer_wait: float = FIRST_ANSWER_WAIT,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         self._source = source
+        self._first_answer_wait = first_answer_wait
         self._attestation = attestation
         self._clock = clock
         self._allowed_foreign_claims = allowed_foreign_jwt_claims
@@ -174,17 +224,19 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
     ) -> AsyncIterator[pb.X509SvidResponse]:
         selectors = await self._attest()
         last: object = None
-        async for snapshot in self._snapshots():
-            identities = _unique_hints(snapshot.matching(selectors))
-            if not identities:
-                raise _denied()
-            bundle = _require_bundle(snapshot)
-            federated = _federated_bundles(snapshot, identities)
-            view = (identities, bundle, federated)
-            if view == last:
-                continue
-            last = view
-            yield self._x509_svid_response(snapshot.revision, identities, bundle, federated)
+        with self._source.demand(selectors):
+            async for snapshot in self._snapshots(_settled(selectors)):
+                caller = snapshot.view(selectors)
+                identities = _unique_hints(caller.identities)
+                if not identities:
+                    raise _no_valid_svid(snapshot, caller)
+                bundle = _require_bundle(snapshot)
+                federated = _federated_bundles(snapshot, [i.entry for i in identities])
+                view = (identities, bundle, federated)
+                if view == last:
+                    continue
+                last = view
+                yield self._x509_svid_response(snapshot.revision, identities, bundle, federated)
 
     def _x509_svid_response(
         self,
@@ -251,7 +303,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
     ) -> AsyncIterator[pb.X509BundlesResponse]:
         selectors = await self._attest()
         last: dict[str, bytes] | None = None
-        async for snapshot in self._snapshots():
+        async for snapshot in self._snapshots(_entries_known):
             bundles = _caller_bundles(snapshot, selectors)
             encoded = {
                 _td_key(td): bundle.x509_authorities_der()
@@ -278,16 +330,14 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
                     Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {error}"
                 ) from None
         selectors = await self._attest()
-        identities = _unique_hints(self._source.snapshot().matching(selectors))
+        snapshot = self._source.snapshot()
+        entries = _unique_hint_entries(snapshot.view(selectors).entries)
         if requested is not None:
-            identities = tuple(
-                identity for identity in identities if identity.entry.spiffe_id == requested
-            )
-        if not identities:
-            raise _denied()
+            entries = tuple(entry for entry in entries if entry.spiffe_id == requested)
+        if not entries:
+            raise _not_entitled(snapshot)
         svids = []
-        for identity in identities:
-            entry = identity.entry
+        for entry in entries:
             try:
                 jwt_svid = await self._source.fetch_jwt_svid(entry, audience)
             except Exception as error:  # any failure to mint is "try again later"
@@ -308,7 +358,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
     ) -> AsyncIterator[pb.JwtBundlesResponse]:
         selectors = await self._attest()
         last: dict[str, bytes] | None = None
-        async for snapshot in self._snapshots():
+        async for snapshot in self._snapshots(_entries_known):
             bundles = _caller_bundles(snapshot, selectors)
             encoded = {_td_key(td): bundle.jwt_bundle_jwks() for td, bundle in bundles.items()}
             if encoded == last:
@@ -365,43 +415,71 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             )
             raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
 
-    async def _snapshots(self) -> AsyncIterator[Snapshot]:
-        """The source's current snapshot at once, then every newer one its watch yields,
-        until the service stops, which ends the stream with UNAVAILABLE (as does the source
-        ending its watch).
+    async def _snapshots(
+        self, ready: Callable[[Snapshot], bool] | None = None
+    ) -> AsyncIterator[Snapshot]:
+        """The source's current snapshot, then every newer one its watch yields, until the
+        service stops, which ends the stream with UNAVAILABLE (as does the source ending its
+        watch).
 
-        The first snapshot comes from :meth:`IdentitySource.snapshot`, so the first message
-        goes out without waiting for a watch to start; the watch starts when the caller asks
-        for more and yields the then-current snapshot first, so no change is missed. A
-        snapshot of the revision just yielded is the same content and is skipped.
+        When the current snapshot is ``ready`` (or no ``ready`` is given) it comes first,
+        without waiting for a watch to start; the watch starts when the caller asks for more
+        and yields the then-current snapshot first, so no change is missed. Otherwise the first
+        snapshot is the first ready one the watch yields, or the current one once
+        ``first_answer_wait`` seconds have passed. A snapshot of the revision just yielded is
+        the same content and is skipped.
         """
         if self._stopping.is_set():
             raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
         current = self._source.snapshot()
-        yield current
-        revision = current.revision
+        pending = ready is not None and not ready(current)
+        revision = -1
+        if not pending:
+            yield current
+            revision = current.revision
         watch = self._source.watch()
         stopping = asyncio.ensure_future(self._stopping.wait())
+        deadline: asyncio.Future[None] | None = None
+        if pending:
+            deadline = asyncio.ensure_future(self._clock.sleep(self._first_answer_wait))
         following: asyncio.Future[Snapshot] | None = None
         try:
             while True:
-                following = asyncio.ensure_future(anext(watch))
-                await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():
+                if following is None:
+                    following = asyncio.ensure_future(anext(watch))
+                waiters: set[asyncio.Future[Any]] = {following, stopping}
+                if deadline is not None:
+                    waiters.add(deadline)
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done():
                     raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
-                try:
-                    snapshot = following.result()
-                except StopAsyncIteration:
-                    raise GRPCError(
-                        Status.UNAVAILABLE, "agent cache is no longer available"
-                    ) from None
-                following = None
+                if following.done():
+                    try:
+                        snapshot = following.result()
+                    except StopAsyncIteration:
+                        raise GRPCError(
+                            Status.UNAVAILABLE, "agent cache is no longer available"
+                        ) from None
+                    following = None
+                    if pending:
+                        if ready is not None and not ready(snapshot):
+                            continue
+                        pending = False
+                elif pending:
+                    # Waited long enough: answer with what there is now.
+                    pending = False
+                    snapshot = self._source.snapshot()
+                else:
+                    continue
+                if deadline is not None:
+                    deadline.cancel()
+                    deadline = None
                 if snapshot.revision == revision:
                     continue
                 revision = snapshot.revision
                 yield snapshot
         finally:
-            for future in (following, stopping):
+            for future in (following, stopping, deadline):
                 if future is not None and not future.done():
                     future.cancel()
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -413,15 +491,21 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
 
 def _unique_hints(identities: Sequence[Identity]) -> tuple[Identity, ...]:
     """Drop identities whose non-empty hint an earlier (older) identity already has."""
+    kept = {entry.id for entry in _unique_hint_entries([i.entry for i in identities])}
+    return tuple(identity for identity in identities if identity.entry.id in kept)
+
+
+def _unique_hint_entries(entries: Sequence[RegistrationEntry]) -> tuple[RegistrationEntry, ...]:
+    """Drop entries whose non-empty hint an earlier (older) entry already has."""
     seen: set[str] = set()
     kept = []
-    for identity in identities:
-        hint = identity.entry.hint
+    for entry in entries:
+        hint = entry.hint
         if hint:
             if hint in seen:
                 continue
             seen.add(hint)
-        kept.append(identity)
+        kept.append(entry)
     return tuple(kept)
 
 
@@ -432,13 +516,13 @@ def _require_bundle(snapshot: Snapshot) -> Bundle:
 
 
 def _federated_bundles(
-    snapshot: Snapshot, identities: Sequence[Identity]
+    snapshot: Snapshot, entries: Sequence[RegistrationEntry]
 ) -> dict[TrustDomain, Bundle]:
-    """The federated bundles of the trust domains these identities' entries federate with
-    (those the agent has)."""
+    """The federated bundles of the trust domains these entries federate with (those the agent
+    has)."""
     found: dict[TrustDomain, Bundle] = {}
-    for identity in identities:
-        for trust_domain in identity.entry.federates_with:
+    for entry in entries:
+        for trust_domain in entry.federates_with:
             bundle = snapshot.federated_bundles.get(trust_domain)
             if bundle is not None:
                 found[trust_domain] = bundle
@@ -449,13 +533,14 @@ def _caller_bundles(
     snapshot: Snapshot, selectors: frozenset[Selector]
 ) -> dict[TrustDomain, Bundle]:
     """The bundles a caller may see: our own and those its entries federate with.
-    PERMISSION_DENIED when it has no identity, UNAVAILABLE when we have no bundle yet."""
-    identities = snapshot.matching(selectors)
-    if not identities:
-        raise _denied()
+    PERMISSION_DENIED when it matches no entry, UNAVAILABLE when we do not know the entries or
+    have no bundle yet."""
+    entries = snapshot.view(selectors).entries
+    if not entries:
+        raise _not_entitled(snapshot)
     bundle = _require_bundle(snapshot)
     found = {bundle.trust_domain: bundle}
-    for trust_domain, federated in _federated_bundles(snapshot, identities).items():
+    for trust_domain, federated in _federated_bundles(snapshot, entries).items():
         found.setdefault(trust_domain, federated)
     return found
 

@@ -45,9 +45,8 @@ from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.spiffeid import SpiffeId, server_id
 
-_SERVER_PATH = "/spire/server"
 _SelectorMatch = pb.SelectorMatchMatchBehavior
 _FederatesMatch = pb.FederatesWithMatchMatchBehavior
 _MATCH = {
@@ -217,7 +216,7 @@ def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
     if args.node and args.parent_id:
         raise AdminError("-parentID and -node are mutually exclusive: give one of them")
     if args.node:
-        parent_id = SpiffeId.from_path(spiffe_id.trust_domain, _SERVER_PATH)
+        parent_id = server_id(spiffe_id.trust_domain)
     elif args.parent_id:
         parent_id = parse_spiffe_id(args.parent_id, "-parentID")
     else:

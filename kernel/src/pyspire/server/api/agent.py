@@ -36,6 +36,7 @@ from pyspire.proto.convert import (
 )
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+from pyspire.registry.validation import RESERVED_PATH, is_reserved_path, validate_text
 from pyspire.server.api.gate import serial_hex
 from pyspire.server.api.ratelimit import ATTESTATION_PER_IP, PerIpRateLimiter
 from pyspire.server.authorization import Caller, CallerKind
@@ -48,6 +49,7 @@ from pyspire_sdk.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from pyspire_sdk.limits import MAX_AGENT_VERSION_BYTES
 from pyspire_sdk.model import AttestationResult, AttestedNode, JoinToken, RegistrationEntry
 from pyspire_sdk.plugins.datastore import MatchBehavior, NodeFilter, Page, SelectorMatch
 from pyspire_sdk.plugins.node_attestor import (
@@ -57,9 +59,6 @@ from pyspire_sdk.plugins.node_attestor import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
-
-MAX_AGENT_VERSION = 255
-"""The longest agent version PostStatus accepts (SPIRE's limit)."""
 
 JOIN_TOKEN_ATTESTOR = "join_token"  # noqa: S105 (a plugin name, not a secret)
 
@@ -274,6 +273,11 @@ class AgentService(agent_pb.AgentBase):
                 )
             if alias_id.is_trust_domain_id():
                 raise InvalidArgumentError(f"invalid agent_id: {str(alias_id)!r} has no path")
+            if is_reserved_path(alias_id.path):
+                raise InvalidArgumentError(
+                    f"invalid agent_id: {str(alias_id)!r} is in the namespace reserved for the "
+                    f"server and agents ({RESERVED_PATH})"
+                )
         value = request.token or str(uuid.uuid4())
         try:
             token_agent_id = SpiffeId.from_segments(
@@ -432,11 +436,9 @@ class AgentService(agent_pb.AgentBase):
     ) -> agent_pb.PostStatusResponse:
         """Record the calling agent's version."""
         caller = self._calling_agent()
-        version = post_status_request.agent_version
-        if len(version) > MAX_AGENT_VERSION:
-            raise InvalidArgumentError(
-                f"invalid agent_version: longer than {MAX_AGENT_VERSION} characters"
-            )
+        version = validate_text(
+            post_status_request.agent_version, "agent_version", max_bytes=MAX_AGENT_VERSION_BYTES
+        )
         if version:
             node = await self._node_of(caller)
             try:

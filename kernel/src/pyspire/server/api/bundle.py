@@ -26,10 +26,12 @@ from cryptography.hazmat.primitives import serialization
 from pyspire.proto.convert import bundle_from_proto, bundle_to_proto, from_timestamp
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.registry.validation import validate_text
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import status_for
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import InvalidArgumentError, NotFoundError, PyspireError
+from pyspire_sdk.limits import MAX_JWT_KEY_ID_BYTES, MAX_SEQUENCE_NUMBER
 from pyspire_sdk.plugins.datastore import BundleDeleteMode, FailedPreconditionError, Page
 from pyspire_sdk.spiffeid import TrustDomain
 
@@ -65,6 +67,22 @@ def _status(error: PyspireError) -> pb.Status:
     return pb.Status(code=status_for(error).value, message=str(error))
 
 
+def _check_bundle(bundle: Bundle, field: str) -> Bundle:
+    """Reject a bundle whose numbers a datastore cannot hold or a reader cannot use (a
+    negative refresh hint makes its SPIFFE bundle document unreadable), or whose authorities
+    do not parse."""
+    if bundle.refresh_hint < 0:
+        raise InvalidArgumentError(
+            f"invalid {field}.refresh_hint: {bundle.refresh_hint} is negative"
+        )
+    if bundle.sequence_number > MAX_SEQUENCE_NUMBER:
+        raise InvalidArgumentError(
+            f"invalid {field}.sequence_number: {bundle.sequence_number} is larger than the "
+            f"{MAX_SEQUENCE_NUMBER} allowed"
+        )
+    return _check_authorities(bundle, field)
+
+
 def _check_authorities(bundle: Bundle, field: str) -> Bundle:
     """Reject authorities that do not parse: a bad certificate or key would break every
     peer that loads the bundle."""
@@ -83,6 +101,10 @@ def _check_authorities(bundle: Bundle, field: str) -> Bundle:
 def _check_jwt_key(key: JwtAuthority, field: str) -> None:
     if not key.key_id:
         raise InvalidArgumentError(f"invalid {field}: key_id is missing")
+    try:
+        validate_text(key.key_id, "key_id", max_bytes=MAX_JWT_KEY_ID_BYTES)
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError(f"invalid {field}: {error}") from None
     try:
         serialization.load_der_public_key(key.public_key)
     except (ValueError, TypeError):
@@ -127,7 +149,7 @@ class BundleService(bundle_pb.BundleBase):
 
     def _federated_bundle(self, message: pb.Bundle, field: str) -> Bundle:
         self._foreign(message.trust_domain, f"{field}.trust_domain")
-        return _check_authorities(bundle_from_proto(message, field), field)
+        return _check_bundle(bundle_from_proto(message, field), field)
 
     async def _own_bundle(self) -> Bundle:
         bundle = await self._context.datastore.get_bundle(self._context.trust_domain)
@@ -178,7 +200,7 @@ class BundleService(bundle_pb.BundleBase):
         key = JwtAuthority(
             key_id=message.key_id,
             public_key=message.public_key,
-            expires_at=from_timestamp(message.expires_at),
+            expires_at=from_timestamp(message.expires_at, "jwt_authority.expires_at"),
         )
         _check_jwt_key(key, "jwt_authority")
         await self._own_bundle()

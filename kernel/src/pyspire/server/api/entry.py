@@ -29,14 +29,12 @@ from __future__ import annotations
 
 __all__ = [
     "LIST_CHUNK_SIZE",
-    "MAX_ENTRY_ID_LENGTH",
     "SYNC_PAGE_SIZE",
     "EntryService",
     "entry_filter_from_proto",
 ]
 
 import dataclasses
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -53,7 +51,7 @@ from pyspire.proto.convert import (
 )
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
-from pyspire.registry.validation import ENTRY_FIELDS, validate_entry
+from pyspire.registry.validation import ENTRY_FIELDS, validate_entry, validate_entry_id
 from pyspire.server.api.encoded import (
     MAX_RESPONSE_BYTES,
     EncodedEntries,
@@ -87,11 +85,6 @@ beyond it the agent first receives revisions, in pages of this size."""
 
 LIST_CHUNK_SIZE = 500
 """How many entries ListEntries reads from the datastore at a time."""
-
-MAX_ENTRY_ID_LENGTH = 255
-"""The longest entry id a caller may choose."""
-
-_ENTRY_ID_RE = re.compile(r"[A-Za-z0-9._~:/@+-]+")
 
 _EDITABLE_FIELDS = ENTRY_FIELDS
 """Fields BatchUpdateEntry can change (the input mask's other fields are read-only)."""
@@ -176,17 +169,6 @@ def entry_filter_from_proto(
     )
 
 
-def _check_entry_id(entry_id: str) -> None:
-    if len(entry_id) > MAX_ENTRY_ID_LENGTH:
-        raise InvalidArgumentError(
-            f"id is {len(entry_id)} characters, longer than the {MAX_ENTRY_ID_LENGTH} allowed"
-        )
-    if _ENTRY_ID_RE.fullmatch(entry_id) is None:
-        raise InvalidArgumentError(
-            f"id {entry_id!r} may hold only ASCII letters, digits and '._~:/@+-'"
-        )
-
-
 _FIELD_CONVERTERS: dict[str, Callable[[pb.Entry, TrustDomain], Any]] = {
     "spiffe_id": lambda m, _: spiffe_id_from_proto(m.spiffe_id, "spiffe_id"),
     "parent_id": lambda m, _: spiffe_id_from_proto(m.parent_id, "parent_id"),
@@ -196,7 +178,7 @@ _FIELD_CONVERTERS: dict[str, Callable[[pb.Entry, TrustDomain], Any]] = {
     "federates_with": lambda m, _: trust_domains_from_proto(m.federates_with, "federates_with"),
     "admin": lambda m, _: m.admin,
     "downstream": lambda m, _: m.downstream,
-    "expires_at": lambda m, _: from_timestamp(m.expires_at),
+    "expires_at": lambda m, _: from_timestamp(m.expires_at, "expires_at"),
     "dns_names": lambda m, _: tuple(m.dns_names),
     "store_svid": lambda m, _: m.store_svid,
     "hint": lambda m, _: m.hint,
@@ -388,7 +370,7 @@ class EntryService(entry_pb.EntryBase):
         the field at fault."""
         context = self._context
         if message.id:
-            _check_entry_id(message.id)
+            validate_entry_id(message.id)
         values = _masked_values(message, _EDITABLE_FIELDS, context.trust_domain)
         return validate_entry(
             RegistrationEntry(id=message.id, **values),

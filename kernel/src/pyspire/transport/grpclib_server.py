@@ -1,0 +1,108 @@
+"""Where pyspire reaches into grpclib's server: two small functions, each with its own test.
+
+grpclib builds its listener inside ``Server.start`` with ``loop.create_server`` and offers no
+way to choose the accept path, the TLS handshake timeout, or what wraps each connection.
+:func:`start_on` gives a grpclib server a listener we built around its own protocol factory,
+leaving it in the state ``Server.start`` would have (so ``close`` and ``wait_closed`` work
+unchanged); :func:`watch_calls` tells a connection when its calls start and end, so an idle
+connection can be closed. A grpclib upgrade that changes either seam fails their tests loudly,
+and nothing else in pyspire knows these internals.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolFactory", "ServerListener", "start_on", "watch_calls"]
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpclib.protocol
+import grpclib.server
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
+
+class ServerListener(Protocol):
+    """What grpclib needs of the listener it keeps: ``close`` and ``wait_closed``."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+ListenerT = TypeVar("ListenerT", bound=ServerListener)
+
+
+async def start_on(
+    server: grpclib.server.Server, listen: Callable[[ProtocolFactory], Awaitable[ListenerT]]
+) -> ListenerT:
+    """Start ``server`` on the listener ``listen`` builds from grpclib's protocol factory."""
+    inner: Any = server
+    factory = getattr(inner, "_protocol_factory", None)
+    if factory is None or not hasattr(inner, "_server") or not hasattr(inner, "_server_closed_fut"):
+        raise RuntimeError("grpclib server internals changed: start_on needs updating")
+    if inner._server is not None:
+        raise RuntimeError("the server is already started")
+    listener = await listen(factory)
+    inner._server = listener
+    inner._server_closed_fut = asyncio.get_running_loop().create_future()
+    return listener
+
+
+class _CallWatcher(grpclib.protocol.AbstractHandler):
+    """grpclib's per-connection handler, telling someone when calls start and end."""
+
+    def __init__(
+        self,
+        inner: grpclib.protocol.AbstractHandler,
+        started: Callable[[], None],
+        ended: Callable[[], None],
+    ) -> None:
+        self._inner = inner
+        self._started = started
+        self._ended = ended
+        self._open: set[grpclib.protocol.Stream] = set()
+
+    def accept(
+        self,
+        stream: grpclib.protocol.Stream,
+        headers: Any,
+        release_stream: Callable[[], None],
+    ) -> None:
+        self._open.add(stream)
+        self._started()
+
+        def release() -> None:
+            try:
+                release_stream()
+            finally:
+                self._end(stream)
+
+        self._inner.accept(stream, headers, release)
+
+    def cancel(self, stream: grpclib.protocol.Stream) -> None:
+        # A call reset before its task ran never releases its stream: count it ended here.
+        try:
+            self._inner.cancel(stream)
+        finally:
+            self._end(stream)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def _end(self, stream: grpclib.protocol.Stream) -> None:
+        if stream in self._open:
+            self._open.discard(stream)
+            self._ended()
+
+
+def watch_calls(
+    protocol: asyncio.Protocol, started: Callable[[], None], ended: Callable[[], None]
+) -> None:
+    """Call ``started`` when a call arrives on the connection of ``protocol`` (a grpclib server
+    protocol not yet connected) and ``ended`` when it is over."""
+    handler = getattr(protocol, "handler", None)
+    if not isinstance(handler, grpclib.protocol.AbstractHandler):
+        raise RuntimeError("grpclib server protocol changed: watch_calls needs updating")
+    protocol.handler = _CallWatcher(handler, started, ended)  # type: ignore[attr-defined]

@@ -1,0 +1,152 @@
+"""Reading request messages off a gRPC stream without trusting the peer.
+
+grpclib reads a request as a 5-byte prefix (compressed flag, big-endian length) followed by that
+many bytes, then hands them to the request type's ``FromString``. Every way that can go wrong on
+purpose or by accident is answered here, in one place, before a handler sees the message:
+
+- a prefix with the compressed flag set (we never announce a ``grpc-encoding``), or a flag that
+  is neither 0 nor 1;
+- a stream that ends inside the prefix or before the announced length arrived;
+- a unary call that ends without any message;
+- bytes that are not a message of the expected type (random bytes, truncated fields, invalid
+  UTF-8 in a string field, a wrong wire type).
+
+Each of these is a :class:`MalformedRequestError`: INVALID_ARGUMENT with a one-line reason, where
+grpclib itself would answer UNKNOWN "Internal Server Error" and log a traceback. A message longer
+than the server accepts is refused with RESOURCE_EXHAUSTED before it is read.
+
+The prefix and the body are read through the HTTP/2 stream's ``recv_data``; wrapping it on the
+stream is the only place grpclib lets us look at them first. This is the one use of that private
+attribute: a grpclib upgrade that moves it fails loudly here (and in this module's tests).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MalformedRequestError",
+    "checked_request_type",
+    "guard_request_frames",
+]
+
+from typing import Any
+
+import grpclib.const
+import grpclib.server
+from grpclib.exceptions import GRPCError
+
+from pyspire_sdk.errors import InvalidArgumentError
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The largest request message a server accepts (gRPC's customary default)."""
+
+_PREFIX_BYTES = 5
+_MAX_REASON_CHARS = 200
+
+
+class MalformedRequestError(GRPCError):
+    """The bytes of a request are not a well-formed message of the expected type.
+
+    The message is one line, fit to send back and to log.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpclib.const.Status.INVALID_ARGUMENT, message)
+
+
+def _malformed(reason: str) -> MalformedRequestError:
+    return MalformedRequestError(f"malformed request: {reason}")
+
+
+def _one_line(error: BaseException) -> str:
+    """A short single-line account of ``error`` (decoders raise multi-line or empty ones)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].rstrip(".") if lines else type(error).__name__
+    if len(text) > _MAX_REASON_CHARS:
+        text = text[: _MAX_REASON_CHARS - 3] + "..."
+    return text[:1].lower() + text[1:]
+
+
+def guard_request_frames(
+    stream: grpclib.server.Stream[Any, Any], *, limit: int, unary: bool
+) -> None:
+    """Check each request frame of ``stream`` as grpclib reads it.
+
+    grpclib always reads a message as ``recv_data(5)`` (the prefix) then ``recv_data(length)``
+    (the body); the guard follows that alternation. ``limit`` is the largest body accepted;
+    ``unary`` says the call must carry exactly one message, so ending without one is refused.
+    """
+    inner = getattr(stream, "_stream", None)
+    read = getattr(inner, "recv_data", None)
+    if read is None:
+        raise RuntimeError("grpclib stream has no recv_data: the request guard needs updating")
+    expected_body: int | None = None
+    messages = 0
+
+    async def read_exactly(size: int, what: str) -> bytes:
+        try:
+            data: bytes = await read(size)
+        except AssertionError:
+            # grpclib's buffer asserts when the stream ends with fewer bytes than asked for.
+            raise _malformed(f"the stream ended inside the {what}") from None
+        if size and not data and what == "message":
+            raise _malformed("the stream ended inside the message")
+        return data
+
+    async def guarded(size: int) -> bytes:
+        nonlocal expected_body, messages
+        if expected_body is not None:
+            if size != expected_body:
+                raise RuntimeError("grpclib read a message body of an unexpected size")
+            expected_body = None
+            messages += 1
+            return await read_exactly(size, "message")
+        if size != _PREFIX_BYTES:
+            raise RuntimeError("grpclib read a message prefix of an unexpected size")
+        prefix = await read_exactly(size, "message prefix")
+        if not prefix:
+            if unary and messages == 0:
+                raise _malformed("the call carries no request message")
+            return prefix
+        flag = prefix[0]
+        if flag == 1:
+            raise _malformed(
+                "the message is compressed, and this server accepts uncompressed messages only"
+            )
+        if flag != 0:
+            raise _malformed(f"the compressed flag is {flag}, not 0 or 1")
+        length = int.from_bytes(prefix[1:], "big")
+        if length > limit:
+            raise GRPCError(
+                grpclib.const.Status.RESOURCE_EXHAUSTED,
+                f"request message of {length} bytes is larger than the {limit} bytes allowed",
+            )
+        expected_body = length
+        return prefix
+
+    inner.recv_data = guarded  # type: ignore[union-attr]
+
+
+def checked_request_type(request_type: type[Any]) -> type[Any]:
+    """A stand-in for ``request_type`` whose ``FromString`` turns any decoding failure into a
+    :class:`MalformedRequestError` naming the type.
+
+    grpclib decodes a request by calling ``FromString`` on the handler's request type and lets
+    whatever the decoder raises become UNKNOWN; the stand-in is given to grpclib instead, and
+    returns exactly what the real type's ``FromString`` returns.
+    """
+    decode = request_type.FromString
+    name = request_type.__name__
+
+    def from_string(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except GRPCError:
+            raise
+        except InvalidArgumentError as error:
+            # A hand-written decoder already says what is wrong.
+            raise MalformedRequestError(_one_line(error)) from None
+        except Exception as error:
+            raise _malformed(f"not a valid {name}: {_one_line(error)}") from None
+
+    return type(f"Checked{name}", (), {"FromString": staticmethod(from_string)})
