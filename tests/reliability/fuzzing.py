@@ -18,6 +18,7 @@ its own, so hypothesis tests stay synchronous.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -28,10 +29,11 @@ import grpclib.const
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from hypothesis import strategies as st
 
@@ -291,6 +293,12 @@ def request_bytes(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
 # -- calls ---------------------------------------------------------------------------------------
 
 
+async def _leave(stream: Stream[Raw, Raw]) -> None:
+    """Cancel a stream we stop reading; one the listener already ended needs nothing."""
+    with contextlib.suppress(h2.exceptions.StreamClosedError):
+        await stream.cancel()
+
+
 async def _exchange(
     channel: Channel,
     method: Method,
@@ -313,10 +321,10 @@ async def _exchange(
             try:
                 first = await asyncio.wait_for(stream.recv_message(), STREAM_FIRST_MESSAGE)
             except TimeoutError:
-                await stream.cancel()
+                await _leave(stream)
                 return "NO_MESSAGE"
             if first is not None:
-                await stream.cancel()
+                await _leave(stream)
                 return "OK"
         else:
             await stream.recv_message()

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from defects import IDLE_CONNECTIONS
 from figures import Figures, by_form, mib
 from grpclib.client import Channel
 from grpclib.const import Cardinality
@@ -204,7 +203,6 @@ async def _hold_idle(port: int, count: int, hold: float, during: object) -> tupl
     return len(writers), closed_by_server, value
 
 
-@IDLE_CONNECTIONS
 def test_idle_unauthenticated_tls_connections(deployment: Deployment, figures: Figures) -> None:
     server = deployment.server
     fds_before, rss_before = server.fd_count(), server.rss_bytes()

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from defects import AGENT_OUTAGE, AGENT_PERSISTENCE
 from figures import Figures, by_form
 from processes import (
     TRUST_DOMAIN,
@@ -102,7 +101,6 @@ def _failures_while_valid(outcomes: list[Outcome]) -> list[Outcome]:
     return found
 
 
-@AGENT_OUTAGE
 def test_server_outage_longer_than_the_svid_ttl(deployment: Deployment, figures: Figures) -> None:
     server, agent = deployment.server, deployment.agent
     with fetching(agent.endpoint, TRUST_DOMAIN, OUTAGE.fetch_period) as fetcher:
@@ -163,7 +161,6 @@ def long_lived() -> Iterator[Deployment]:
         deployed.stop()
 
 
-@AGENT_PERSISTENCE
 def test_agent_restarted_while_the_server_is_down_serves_persisted_svids(
     long_lived: Deployment, figures: Figures
 ) -> None:
