@@ -385,8 +385,9 @@ async def h2_status(
     writer: asyncio.StreamWriter,
     within: float,
 ) -> str:
-    """Read until stream 1 has a ``grpc-status`` (its name), the peer resets it (``RESET``),
-    closes (``CLOSED``), or ``within`` seconds pass (``TIMEOUT``)."""
+    """Read until stream 1 has a ``grpc-status`` (its name) or a response message (``OK``),
+    the peer resets it (``RESET``), closes (``CLOSED``), or ``within`` seconds pass
+    (``TIMEOUT``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
@@ -410,6 +411,8 @@ async def h2_status(
                 status = dict(event.headers).get("grpc-status")
                 if status is not None:
                     return grpclib.const.Status(int(status)).name
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
+                return "OK"  # a response message: the call is being answered
             elif isinstance(event, h2.events.StreamReset) and event.stream_id == 1:
                 return "RESET"
             elif isinstance(event, h2.events.ConnectionTerminated):

@@ -223,6 +223,7 @@ def test_idle_unauthenticated_tls_connections(deployment: Deployment, figures: F
     figures.add(
         connections=CHURN.idle,
         opened=opened,
+        refused_at_handshake=CHURN.idle - opened,
         closed_by_server=closed_by_server,
         held_s=CHURN.hold,
         answered_while_open=answered,

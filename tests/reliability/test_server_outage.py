@@ -108,6 +108,7 @@ def test_server_outage_longer_than_the_svid_ttl(deployment: Deployment, figures:
         assert server.terminate() == 0, server.log()
         down = datetime.now(UTC)
         time.sleep(OUTAGE.outage)
+        restarting = datetime.now(UTC)
         server.start()
         back = datetime.now(UTC)
         deadline = time.monotonic() + OUTAGE.resync_wait
@@ -115,15 +116,18 @@ def test_server_outage_longer_than_the_svid_ttl(deployment: Deployment, figures:
             time.sleep(0.1)
         time.sleep(1.0)
     outcomes = fetcher.outcomes
-    during = [o for o in outcomes if down <= o.ended < back]
+    during = [o for o in outcomes if down <= o.ended < restarting]
     expired = [o for o in outcomes if o.ok and not o.valid]
     while_valid = _failures_while_valid(outcomes)
     unchained = [o for o in outcomes if o.ok and not o.chains]
-    last_before = max((o.not_after for o in outcomes if o.ok and o.ended < back), default=down)
+    last_before = max(
+        (o.not_after for o in outcomes if o.ok and o.ended < restarting), default=down
+    )
     resynced = fetcher.first_valid_after(back)
     resync_seconds = (resynced.ended - back).total_seconds() if resynced else float("inf")
     figures.add(
         outage_s=(back - down).total_seconds(),
+        server_start_s=(back - restarting).total_seconds(),
         svid_ttl_s=OUTAGE.svid_ttl,
         fetches=len(outcomes),
         during_ok=sum(1 for o in during if o.ok),

@@ -31,6 +31,8 @@ _EPOCH = datetime.fromtimestamp(0, UTC)
 class Outcome:
     """One X.509 fetch: ``error`` is empty when an SVID came back."""
 
+    started: datetime
+    """When the call was made."""
     ended: datetime
     """When the answer (or the failure) arrived."""
     latency: float
@@ -52,8 +54,9 @@ class Outcome:
 
     @property
     def valid(self) -> bool:
-        """An SVID came back and had not expired when it arrived."""
-        return self.ok and self.ended < self.not_after
+        """An SVID came back that had not expired when the call was made (one that expires
+        while the answer travels was still the agent's to give)."""
+        return self.ok and self.started < self.not_after
 
 
 def _key(certificate: x509.Certificate) -> bytes:
@@ -110,10 +113,12 @@ def fetch(client: WorkloadApiClient, trust_domain: str) -> Outcome:
     """Fetch the X.509 context once and judge the default SVID against the bundle that came
     with it."""
     started = time.monotonic()
+    made = datetime.now(UTC)
     try:
         context = client.fetch_x509_context(timeout=FETCH_TIMEOUT)
     except Exception as error:
         return Outcome(
+            started=made,
             ended=datetime.now(UTC),
             latency=time.monotonic() - started,
             error=status_name(error),
@@ -123,8 +128,9 @@ def fetch(client: WorkloadApiClient, trust_domain: str) -> Outcome:
     svid = context.default_svid
     bundle = context.x509_bundle_set.get_bundle_for_trust_domain(TrustDomain(trust_domain))
     authorities = bundle.x509_authorities if bundle is not None else set()
-    issuer = chained_authority(svid.cert_chain, authorities, now)
+    issuer = chained_authority(svid.cert_chain, authorities, made)
     return Outcome(
+        started=made,
         ended=now,
         latency=latency,
         spiffe_id=str(svid.spiffe_id),
