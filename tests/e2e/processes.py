@@ -12,6 +12,7 @@ py-spiffe against the Workload API at ``<socket>`` and prints one JSON object (s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,10 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pyspire.cli.admin_client import AdminClient
 
 BIN = Path(sys.executable).parent
 SERVER = BIN / "pyspire-server"
@@ -257,14 +261,17 @@ class ServerProcess(Process):
         self.spawn([str(SERVER), "run", "-config", str(self.config)], env)
 
     def start(self, env: Mapping[str, str] | None = None) -> None:
-        """Start and wait until ``healthcheck`` passes."""
+        """Start and wait until the server's health check says SERVING."""
         self.launch(env)
 
         def healthy() -> bool | None:
             self._fail_if_exited("starting")
             if not self.socket_path.exists():
                 return None
-            return True if self.cli("healthcheck", check=False).returncode == 0 else None
+            try:
+                return True if self.serving() else None
+            except ProcessError:
+                return None
 
         try:
             wait_for("the server to pass its healthcheck", healthy, START_TIMEOUT)
@@ -291,22 +298,72 @@ class ServerProcess(Process):
             )
         return result
 
+    def api(self, exchange: Callable[[AdminClient], Awaitable[T]]) -> T:
+        """Run ``exchange`` against the admin API, in this process: test set-up calls it
+        instead of a CLI process, which costs a second of interpreter start-up a call (the
+        tests that call :meth:`cli` test the CLI itself). Raises :class:`ProcessError` with the
+        server's log when the call fails."""
+        from pyspire.cli.admin_client import AdminError, connect
+
+        async def call() -> T:
+            async with connect(self.socket_path, call_timeout=CLI_TIMEOUT) as client:
+                with client.errors():
+                    return await exchange(client)
+
+        try:
+            return asyncio.run(call())
+        except AdminError as error:
+            raise ProcessError(f"admin API call failed: {error}\n{self.log()}") from None
+
+    def serving(self) -> bool:
+        """Whether the gRPC health check answers SERVING (what ``healthcheck`` checks)."""
+        from pyspire.proto.gen.grpc.health import v1 as health_pb
+
+        answer = self.api(lambda client: client.health.check(health_pb.HealthCheckRequest()))
+        return answer.status == health_pb.HealthCheckResponseServingStatus.SERVING
+
     def write_bundle(self, path: Path) -> Path:
-        """The trust bundle as PEM at ``path`` (an agent's bootstrap bundle)."""
-        path.write_text(self.cli("bundle", "show", "-format", "pem").stdout)
+        """The trust bundle as PEM at ``path`` (an agent's bootstrap bundle), as ``bundle show
+        -format pem`` prints it."""
+        from pyspire.cli.commands.bundle import format_bundle
+        from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+
+        bundle = self.api(lambda client: client.bundle.get_bundle(bundle_pb.GetBundleRequest()))
+        path.write_text(format_bundle(bundle, "pem") + "\n")
         return path
 
     def generate_token(self, ttl: int = 600) -> str:
-        out = self.cli("token", "generate", "-ttl", str(ttl)).stdout
-        if not out.startswith("Token: "):
-            raise ProcessError(f"unexpected token generate output: {out!r}")
-        return out.split()[1]
+        """A new join token valid ``ttl`` seconds."""
+        from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+
+        request = agent_pb.CreateJoinTokenRequest(ttl=ttl)
+        token = self.api(lambda client: client.agent.create_join_token(request))
+        return str(token.value)
 
     def create_entry(self, spiffe_id: str, parent_id: str, *selectors: str) -> None:
-        argv = ["entry", "create", "-spiffeID", spiffe_id, "-parentID", parent_id]
-        for selector in selectors:
-            argv += ["-selector", selector]
-        self.cli(*argv)
+        """Register an entry; raises :class:`ProcessError` when the server refuses it."""
+        from pyspire.proto.gen.spire.api import types as pb
+        from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+        from pyspire_sdk.selector import Selector
+        from pyspire_sdk.spiffeid import SpiffeId
+
+        def wire_id(text: str) -> pb.Spiffeid:
+            parsed = SpiffeId.parse(text)
+            return pb.Spiffeid(trust_domain=parsed.trust_domain.name, path=parsed.path)
+
+        entry = pb.Entry(
+            spiffe_id=wire_id(spiffe_id),
+            parent_id=wire_id(parent_id),
+            selectors=[
+                pb.Selector(type=parsed.type, value=parsed.value)
+                for parsed in map(Selector.parse, selectors)
+            ],
+        )
+        request = entry_pb.BatchCreateEntryRequest(entries=[entry])
+        answer = self.api(lambda client: client.entry.batch_create_entry(request))
+        [result] = answer.results
+        if result.status.code != 0:
+            raise ProcessError(f"entry {spiffe_id} refused: {result.status.message}")
 
     def agent_ids(self) -> list[str]:
         """The SPIFFE IDs of the attested agents."""
