@@ -51,6 +51,9 @@ STREAM_FIRST_MESSAGE = 2.0
 
 _T = TypeVar("_T")
 
+OpenConnection = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+"""Opens a fresh transport to a listener (TLS already negotiated where it uses TLS)."""
+
 
 class Raw:
     """A message that is just its bytes: grpclib's codec sends and returns them unchanged."""
@@ -184,7 +187,9 @@ def _value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    return field.type == FieldDescriptor.TYPE_MESSAGE and bool(
+        field.message_type.GetOptions().map_entry
+    )
 
 
 def _field(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
@@ -240,7 +245,7 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Messag
 
 def _serialized(message: Message) -> bytes:
     try:
-        return message.SerializeToString()
+        return bytes(message.SerializeToString())
     except Exception:  # a value protobuf's writer refuses (a float out of range, say)
         return b""
 
@@ -379,6 +384,14 @@ def h2_request(
     return connection, connection.data_to_send()
 
 
+def _grpc_status(headers: Sequence[tuple[bytes | str, bytes | str]]) -> str | None:
+    for name, value in headers:
+        if name in ("grpc-status", b"grpc-status"):
+            text = value.decode() if isinstance(value, bytes) else value
+            return grpclib.const.Status(int(text)).name
+    return None
+
+
 async def h2_status(
     connection: h2.connection.H2Connection,
     reader: asyncio.StreamReader,
@@ -408,9 +421,9 @@ async def h2_status(
             return "PEER_PROTOCOL_ERROR"
         for event in events:
             if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                status = dict(event.headers).get("grpc-status")
+                status = _grpc_status(event.headers or [])
                 if status is not None:
-                    return grpclib.const.Status(int(status)).name
+                    return status
             elif isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
                 return "OK"  # a response message: the call is being answered
             elif isinstance(event, h2.events.StreamReset) and event.stream_id == 1:
@@ -464,7 +477,3 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
-
-
-OpenConnection = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-"""Opens a fresh transport to a listener (TLS already negotiated where it uses TLS)."""

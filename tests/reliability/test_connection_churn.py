@@ -18,7 +18,7 @@ import os
 import ssl
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -178,7 +178,9 @@ def _anonymous_context() -> ssl.SSLContext:
     return context
 
 
-async def _hold_idle(port: int, count: int, hold: float, during: object) -> tuple[int, int, int]:
+async def _hold_idle(
+    port: int, count: int, hold: float, during: Callable[[], bool]
+) -> tuple[int, int, bool]:
     """Open ``count`` TLS connections, run ``during`` (a callable returning a value kept in
     the result's last slot) after ``hold`` seconds, then close them all: (opened, closed by
     the server meanwhile, value of ``during``)."""
@@ -195,7 +197,7 @@ async def _hold_idle(port: int, count: int, hold: float, during: object) -> tupl
         readers.append(reader)
         writers.append(writer)
     await asyncio.sleep(hold)
-    value = await asyncio.to_thread(during)  # type: ignore[arg-type]
+    value = await asyncio.to_thread(during)
     closed_by_server = sum(1 for reader in readers if reader.at_eof())
     for writer in writers:
         writer.close()

@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from figures import Figures, by_form
@@ -188,10 +189,13 @@ async def _create_until_killed(server: ServerProcess, round_number: int, kill_af
             await stack.enter_async_context(connect(server.socket_path)) for _ in range(CONNECTIONS)
         ]
         calls = [asyncio.create_task(create(clients[n % CONNECTIONS], n)) for n in range(CREATES)]
-        everything = asyncio.gather(*calls)
-        await asyncio.wait(
-            [asyncio.create_task(killed.wait()), everything], return_when="FIRST_COMPLETED"
-        )
+        watchers: list[asyncio.Task[Any]] = [
+            asyncio.create_task(killed.wait()),
+            asyncio.create_task(asyncio.wait(calls)),
+        ]
+        await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        for watcher in watchers:
+            watcher.cancel()
         _, waiting = await asyncio.wait(calls, timeout=ANSWER_GRACE)
         for call in waiting:
             call.cancel()

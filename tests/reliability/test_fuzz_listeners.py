@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from cryptography import x509
@@ -60,6 +61,7 @@ from processes import (
 
 from pyspire.agent.client import ServerClient
 from pyspire.cli.commands.mint import build_csr
+from pyspire.cli.workload_client import SECURITY_HEADER
 from pyspire.transport.tls import build_client_context
 from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -69,7 +71,6 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 EXAMPLES = by_form(quick=20, full=10_000)
 GARBAGE_EXAMPLES = by_form(quick=40, full=10_000)
 WORKLOAD = f"spiffe://{TRUST_DOMAIN}/fuzz"
-SECURITY_HEADER = {"workload.spiffe.io": "true"}
 GARBAGE_READ_TIMEOUT = 2.0
 ATTEST_ATTEMPTS = 20
 ATTEST_RETRY = 0.25
@@ -124,7 +125,8 @@ class Listener:
 
 
 class _JoinToken:
-    """The agent side of join-token attestation, for the fuzzing client's own agent SVID."""
+    """The agent side of join-token attestation, for the fuzzing client's own agent SVID (the
+    part of the plugin's interface that attestation calls)."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -147,7 +149,7 @@ async def _attest(port: int, token: str) -> tuple[tuple[bytes, ...], PrivateKeyT
     try:
         for _ in range(ATTEST_ATTEMPTS):
             try:
-                result = await client.attest("join_token", _JoinToken(token), csr)
+                result = await client.attest("join_token", cast(Any, _JoinToken(token)), csr)
             except UnavailableError as error:
                 if "over the limit" not in str(error):
                     raise
