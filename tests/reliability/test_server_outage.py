@@ -3,9 +3,9 @@
 Outage: workloads keep fetching while the server is stopped for longer than the SVID TTL. The
 agent must never hand out an expired SVID, must not fail a fetch while it still holds a valid
 SVID, and must resync within ``sync_interval`` + 2 s of the server's return (the first fetch of
-a valid SVID after the server's healthcheck passes again). Quick form: 4 s workload SVIDs, a
-6 s outage, the agent's own SVID outlives it. Full form: 10 s SVIDs for workloads and the agent
-alike, a 60 s outage, so the agent's own SVID expires in the outage too.
+a valid SVID after the server's healthcheck passes again). Quick form: 4 s workload SVIDs and a
+6 s outage; full form: 10 s workload SVIDs and a 60 s outage. In both the agent's own SVID
+outlives the outage.
 
 Restart: the agent is restarted while the server is down; it must serve the SVIDs it persisted
 at once (the first fetch after its socket appears succeeds, with a valid SVID).
@@ -42,8 +42,9 @@ RESYNC_ALLOWANCE = SYNC_INTERVAL + 2.0
 @dataclass(frozen=True)
 class Outage:
     svid_ttl: int
-    agent_ttl: str | None
-    """The agent's own SVID lifetime; None: the SVID TTL, so it expires in the outage too."""
+    agent_ttl: str
+    """The agent's own SVID lifetime, longer than the outage: a join-token agent whose own SVID
+    expires while the server is away cannot renew it and is not allowed to attest again."""
     outage: float
     fetch_period: float
     resync_wait: float
@@ -54,7 +55,7 @@ OUTAGE = by_form(
     quick=Outage(
         svid_ttl=4, agent_ttl="1h", outage=6, fetch_period=0.25, resync_wait=RESYNC_ALLOWANCE + 3
     ),
-    full=Outage(svid_ttl=10, agent_ttl=None, outage=60, fetch_period=0.2, resync_wait=120),
+    full=Outage(svid_ttl=10, agent_ttl="1h", outage=60, fetch_period=0.2, resync_wait=120),
 )
 
 
