@@ -94,9 +94,11 @@ class RawGrpc:
         port: int | None = None,
         tls: ssl.SSLContext | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        end_stream: bool = True,
     ) -> RawReply:
         """Call ``method`` on a unix socket (``path``) or on 127.0.0.1:``port`` (TLS with ``tls``),
-        sending ``body`` as the whole request stream, then ending it."""
+        sending ``body`` as the whole request stream, then ending it (unless ``end_stream`` is
+        false: then the request stays open, as a client still sending would leave it)."""
         if path is not None:
             reader, writer = await asyncio.open_unix_connection(path)
         else:
@@ -115,9 +117,9 @@ class RawGrpc:
                 ("te", "trailers"),
                 *metadata,
             ]
-            connection.send_headers(1, headers, end_stream=not body)
+            connection.send_headers(1, headers, end_stream=end_stream and not body)
             if body:
-                connection.send_data(1, body, end_stream=True)
+                connection.send_data(1, body, end_stream=end_stream)
             writer.write(connection.data_to_send())
             await writer.drain()
             answer: dict[str, str] = {}

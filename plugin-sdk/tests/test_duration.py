@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyspire_sdk.duration import format_duration, parse_duration
+from pyspire_sdk._duration import format_duration, parse_duration
 from pyspire_sdk.errors import InvalidArgumentError
 
 

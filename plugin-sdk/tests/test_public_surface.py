@@ -1,8 +1,10 @@
 """The SDK's public surface stays documented: every module, and every name it exports.
 
-The walk is generic so that it covers modules added later without edits here. A module that
-fails to import is skipped with the reason, so one broken module does not hide the state of
-the others (and its own tests will fail loudly).
+The walk is generic so that it covers modules added later without edits here. Every public
+module (no part of its dotted name starts with ``_``) must import, declare ``__all__`` and
+document what it exports; modules behind a leading underscore are the SDK's implementation and
+are not plugin-author surface. CONTRIBUTING.md lists the public modules, and a test keeps that
+list equal to what the walk finds.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -30,11 +34,16 @@ def _module_names() -> list[str]:
 MODULE_NAMES = _module_names()
 
 
+PUBLIC_MODULE_NAMES = [
+    name for name in MODULE_NAMES if not any(part.startswith("_") for part in name.split("."))
+]
+
+
 def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except Exception as error:
-        pytest.skip(f"{name} does not import ({type(error).__name__}: {error})")
+        pytest.fail(f"{name} does not import ({type(error).__name__}: {error})")
 
 
 def _own_docstring(obj: Any) -> str | None:
@@ -58,12 +67,11 @@ def test_module_has_a_docstring(name: str) -> None:
     assert (module.__doc__ or "").strip(), f"module {name} has no docstring"
 
 
-@pytest.mark.parametrize("name", MODULE_NAMES)
+@pytest.mark.parametrize("name", PUBLIC_MODULE_NAMES)
 def test_exported_names_exist_and_are_documented(name: str) -> None:
     module = _import(name)
     exported = getattr(module, "__all__", None)
-    if exported is None:
-        return
+    assert exported is not None, f"public module {name} has no __all__"
     assert isinstance(exported, list | tuple), f"{name}.__all__ must be a list"
     assert len(set(exported)) == len(exported), f"{name}.__all__ lists a name twice"
     missing = [export for export in exported if not hasattr(module, export)]
@@ -97,3 +105,24 @@ def test_own_docstring_sees_through_generated_and_inherited_text() -> None:
     assert _own_docstring(Child) is None
     assert _own_docstring(function) is None
     assert _own_docstring(Base) == "Documented."
+
+
+def test_contributing_lists_the_public_modules() -> None:
+    contributing = Path(__file__).resolve().parents[2] / "CONTRIBUTING.md"
+    text = contributing.read_text(encoding="utf-8")
+    start = text.index("<!-- sdk-public-modules -->")
+    end = text.index("<!-- /sdk-public-modules -->")
+    listed = set(re.findall(r"`(pyspire_sdk(?:\.[a-z_]+)*)`", text[start:end]))
+    assert listed == set(PUBLIC_MODULE_NAMES)
+
+
+def test_the_walk_catches_a_module_without_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "probe_sdk"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""Probe."""\n__all__: list[str] = []\n')
+    (package / "loose.py").write_text('"""No __all__ here."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(AssertionError, match="has no __all__"):
+        test_exported_names_exist_and_are_documented("probe_sdk.loose")

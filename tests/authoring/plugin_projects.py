@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyspire_sdk.testing.distributions import environment_with_path
+
 PIP_TIMEOUT = 300
 PYTEST_TIMEOUT = 300
 CLI_TIMEOUT = 60
@@ -29,9 +31,8 @@ def script(name: str) -> str:
 
 def environment(site: Path, **extra: str) -> dict[str, str]:
     """The process environment with ``site`` (a pip ``--target``) first on the import path."""
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
-    environ["PYTHONPATH"] = os.pathsep.join(
-        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environ = environment_with_path(
+        site, {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
     )
     environ.update(extra)
     return environ

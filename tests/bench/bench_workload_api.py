@@ -5,10 +5,10 @@ Run from the repository root: ``.venv/bin/python tests/bench/bench_workload_api.
 This process serves, on two unix sockets:
 
 - the agent's Workload API (:class:`~pyspire.agent.workload.WorkloadApiService` behind
-  :class:`~pyspire.agent.workload.WorkloadEndpoint`, exactly as the agent serves it) over an
-  identity source holding one cached X509-SVID for this uid; every call is attested by the
-  real ``unix`` workload attestor from the caller's peer credentials and ``/proc``, as in
-  production;
+  :class:`~pyspire.agent.workload.WorkloadEndpoint`, exactly as the agent serves it, recording
+  its RPC metrics) over an identity source holding one cached X509-SVID for this uid; every
+  call is attested by the real ``unix`` workload attestor from the caller's peer credentials
+  and ``/proc``, as in production;
 - the floor: a bare grpclib server with the standard health service, whose ``Check`` is the
   cheapest call grpclib can answer.
 
@@ -56,6 +56,7 @@ from pyspire.agent.identities import Identity, Snapshot
 from pyspire.agent.workload import SECURITY_HEADER, WorkloadApiService, WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.proto.gen import workload as pb
+from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.errors import UnavailableError
@@ -184,7 +185,9 @@ async def serve_and_measure(args: argparse.Namespace) -> dict[str, list[float]]:
     floor = grpclib.server.Server([Health()])
     await floor.start(path=str(floor_socket))
     try:
-        async with WorkloadEndpoint(workload_socket, service, drain_timeout=1.0):
+        async with WorkloadEndpoint(
+            workload_socket, service, drain_timeout=1.0, metrics=PrometheusMetrics("bench")
+        ):
             client = await asyncio.create_subprocess_exec(
                 sys.executable,
                 __file__,

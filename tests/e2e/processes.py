@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from pyspire.cli.admin_client import AdminClient
 
+from pyspire_sdk.testing.distributions import environment_with_path
+
 BIN = Path(sys.executable).parent
 SERVER = BIN / "pyspire-server"
 AGENT = BIN / "pyspire-agent"
@@ -118,8 +120,8 @@ class Process:
         return self.process.pid
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        """Start ``argv`` with its output in a new log; ``env`` adds to this process's
-        environment."""
+        """Start ``argv`` with its output in a new log and ``env`` as its environment (this
+        process's by default)."""
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
@@ -129,7 +131,7 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=None if env is None else {**os.environ, **env},
+                env=None if env is None else dict(env),
             )
 
     def wait_for_log(self, text: str, timeout: float, *, count: int = 1) -> None:
@@ -206,6 +208,13 @@ class ServerSettings:
     ca_ttl: str = "24h"
     agent_ttl: str | None = None
     log_level: str = "INFO"
+    extra_plugins: str = ""
+    """More ``[server.plugins.<type>.<name>]`` tables, appended to the file as given."""
+    python_path: tuple[Path, ...] = ()
+    """Directories the server finds more plugin distributions in (see
+    :func:`install_test_plugins`)."""
+    extra: str = ""
+    """More of the file, after the [server] keys (e.g. "[server.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
@@ -231,13 +240,13 @@ ca_ttl = "{self.ca_ttl}"
 default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
 {agent_ttl}
-
+{self.extra}
 [server.plugins.datastore.sqlite]
 database_path = "{self.database_path}"
 
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
-"""
+{self.extra_plugins}"""
         )
         return path
 
@@ -257,11 +266,17 @@ class ServerProcess(Process):
         return self.settings.socket_path
 
     def launch(self, env: Mapping[str, str] | None = None) -> None:
-        """Start without waiting; ``env`` adds to the environment."""
-        self.spawn([str(SERVER), "run", "-config", str(self.config)], env)
+        """Start without waiting; ``env`` adds variables to the environment."""
+        environment: dict[str, str] | None = None
+        for site in reversed(self.settings.python_path):
+            environment = environment_with_path(site, environment)
+        if env:
+            environment = {**(os.environ if environment is None else environment), **env}
+        self.spawn([str(SERVER), "run", "-config", str(self.config)], environment)
 
     def start(self, env: Mapping[str, str] | None = None) -> None:
-        """Start and wait until the server's health check says SERVING."""
+        """Start and wait until the server's health check says SERVING; ``env`` adds
+        variables to the environment."""
         self.launch(env)
 
         def healthy() -> bool | None:
@@ -374,13 +389,40 @@ class ServerProcess(Process):
         )
 
 
+TEST_PLUGINS = HERE.parent / "testplugins" / "pyspire_testplugins"
+
+
+def install_test_plugins(site: Path) -> Path:
+    """Install the test plugins (``testplugins/pyspire_testplugins``: the ``journal`` notifier,
+    the ``file`` bundle publisher, the ``shaping`` credential composer) into ``site`` as the
+    distribution ``pyspire-testplugins``; a process with ``site`` on its ``PYTHONPATH`` finds
+    them through their entry points. Returns ``site``."""
+    from pyspire_sdk.testing.distributions import install_distribution
+
+    site.mkdir(parents=True, exist_ok=True)
+    install_distribution(
+        site,
+        "pyspire-testplugins",
+        {
+            "journal": "pyspire_testplugins.notifier",
+            "file": "pyspire_testplugins.publisher",
+            "shaping": "pyspire_testplugins.composer",
+        },
+        packages=[TEST_PLUGINS],
+    )
+    return site
+
+
 def join_token_agent_id(token: str) -> str:
     return f"spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class AgentSettings:
-    """What a test varies in the agent's configuration file (the join token is a flag)."""
+    """What a test varies in the agent's configuration file (the join token is a flag).
+
+    ``plugins_toml`` is appended to the file (more plugin tables); ``environment`` replaces the
+    process's environment (a ``PYTHONPATH`` with plugin distributions, say)."""
 
     root: Path
     server_port: int
@@ -388,10 +430,19 @@ class AgentSettings:
     sync_interval: str = "1s"
     log_level: str = "INFO"
     name: str = "agent"
+    admin_socket: bool = False
+    plugins_toml: str = ""
+    environment: Mapping[str, str] | None = None
+    extra: str = ""
+    """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
 
     @property
     def socket_path(self) -> Path:
         return self.root / self.name / "api.sock"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        return self.root / f"{self.name}-admin" / "admin.sock"
 
     @property
     def data_dir(self) -> Path:
@@ -411,11 +462,13 @@ trust_bundle_path = "{self.bootstrap_bundle}"
 trust_bundle_format = "pem"
 sync_interval = "{self.sync_interval}"
 log_level = "{self.log_level}"
+{f'admin_socket_path = "{self.admin_socket_path}"' if self.admin_socket else ""}
 
+{self.extra}
 [agent.plugins.key_manager.disk]
 [agent.plugins.node_attestor.join_token]
 [agent.plugins.workload_attestor.unix]
-"""
+{self.plugins_toml}"""
         )
         return path
 
@@ -444,7 +497,7 @@ class AgentProcess(Process):
         argv = [str(AGENT), "run", "-config", str(self.config)]
         if join_token is not None:
             argv += ["-joinToken", join_token]
-        self.spawn(argv)
+        self.spawn(argv, self.settings.environment)
 
     def start(self, join_token: str | None = None, timeout: float = START_TIMEOUT) -> None:
         """Start and wait until the Workload API socket exists."""

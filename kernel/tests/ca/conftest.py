@@ -83,10 +83,12 @@ def svid_builder(
     dns_names: Sequence[str] = (),
     subject: x509.Name | None = None,
     serial: int | None = None,
+    extra_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> x509.CertificateBuilder:
     """The reference construction of an SVID leaf with cryptography's builder: the DER
-    encoder in pyspire.ca.svid_der must produce the same TBS bytes."""
-    """An X509-SVID leaf for ``spiffe_id`` issued by ``issuer``, capped at the issuer's expiry."""
+    encoder in pyspire.ca.svid_der must produce the same TBS bytes. An X509-SVID leaf for
+    ``spiffe_id`` issued by ``issuer``, capped at the issuer's expiry, with ``extra_extensions``
+    (value, critical) after the SVID's own."""
     not_after = min(now + ttl, issuer.not_valid_after_utc)
     if subject is None:
         subject = SVID_SUBJECT
@@ -97,7 +99,7 @@ def svid_builder(
     issuer_key_id = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
     san += [x509.DNSName(name) for name in dns_names]
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer.subject)
@@ -133,6 +135,9 @@ def svid_builder(
         )
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
     )
+    for value, critical in extra_extensions:
+        builder = builder.add_extension(value, critical=critical)
+    return builder
 
 
 @pytest.fixture

@@ -206,6 +206,7 @@ class RootUpstream:
             ttl=timedelta(days=365),
         )
         self.published: list[object] = []
+        self.requests: list[tuple[x509.CertificateSigningRequest, timedelta]] = []
 
     def _sign(
         self, builder: x509.CertificateBuilder, *, ca: bool, ttl: timedelta
@@ -231,6 +232,7 @@ class RootUpstream:
 
         csr = x509.load_der_x509_csr(csr_der)
         assert csr.is_signature_valid
+        self.requests.append((csr, preferred_ttl))
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         certificate = self._sign(
             x509.CertificateBuilder()

@@ -32,10 +32,9 @@ async def test_remotely_signed_ca_verifies_with_cryptography_and_openssl(
     key = await managed(key_manager, key_type)
     builder = ca_builder(
         trust_domain=TD,
-        subject=CaSubject(),
+        template=CaSubject().ca_template(timedelta(hours=24)),
         public_key=key.load_public_key(),  # type: ignore[arg-type]
         now=fake_clock.now(),
-        ttl=timedelta(hours=24),
     )
     certificate = await sign_certificate(builder, key)
     certificate.verify_directly_issued_by(certificate)
@@ -64,10 +63,9 @@ async def test_signature_from_another_key_does_not_verify(
     key_b = ManagedKey(key_manager, await key_manager.generate_key("b", KeyType.EC_P256))
     builder = ca_builder(
         trust_domain=TD,
-        subject=CaSubject(),
+        template=CaSubject().ca_template(timedelta(hours=1)),
         public_key=key_a.load_public_key(),  # type: ignore[arg-type]
         now=fake_clock.now(),
-        ttl=timedelta(hours=1),
     )
     mismatched = await sign_certificate(builder, key_b)
     with pytest.raises(InvalidSignature):
@@ -80,7 +78,10 @@ async def test_csr_carries_the_managed_key_and_a_valid_signature(
 ) -> None:
     key = await managed(key_manager, key_type)
     csr = x509.load_der_x509_csr(
-        await sign_csr(ca_csr_builder(trust_domain=TD, subject=CaSubject()), key)
+        await sign_csr(
+            ca_csr_builder(trust_domain=TD, template=CaSubject().ca_template(timedelta(hours=1))),
+            key,
+        )
     )
     assert csr.is_signature_valid
     held = csr.public_key().public_bytes(

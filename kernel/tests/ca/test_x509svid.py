@@ -54,10 +54,9 @@ async def make_ca(key_manager: InProcessKeyManager, clock: FakeClock, ttl: timed
     key = ManagedKey(key_manager, await key_manager.generate_key("ca", KeyType.EC_P256))
     builder = ca_builder(
         trust_domain=TD,
-        subject=CaSubject(),
+        template=CaSubject().ca_template(ttl),
         public_key=key.load_public_key(),  # type: ignore[arg-type]
         now=clock.now(),
-        ttl=ttl,
     )
     return X509CA(await sign_certificate(builder, key), key)
 

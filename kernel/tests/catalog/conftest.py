@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from pyspire.catalog import PlannedPlugin
 from pyspire_sdk.config import setting
 from pyspire_sdk.plugin import HostServices, NoConfig, PluginRegistration, hookimpl
 from pyspire_sdk.plugins.key_manager import HashAlgorithm, KeyType, PublicKey
-from pyspire_sdk.testing import make_host_services
+from pyspire_sdk.testing import install_distribution, make_host_services
 
 Journal = list[str]
 
@@ -160,32 +160,9 @@ def agent_modules(journal: Journal) -> list[types.ModuleType]:
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A directory on ``sys.path`` where tests install distributions by writing their
-    ``.dist-info``; modules imported from it are forgotten afterwards."""
-    directory = tmp_path / "site"
-    directory.mkdir()
-    monkeypatch.syspath_prepend(str(directory))
-    before = set(sys.modules)
-    yield directory
-    for name in set(sys.modules) - before:
-        module = sys.modules.get(name)
-        if module is not None and str(directory) in str(getattr(module, "__file__", "")):
-            del sys.modules[name]
-
-
-def install_distribution(
-    site: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
-) -> None:
-    """Write a distribution into ``site`` as pip would leave it: modules and a ``.dist-info``
-    with ``METADATA`` and ``entry_points.txt``."""
-    for module_name, source in modules.items():
-        (site / f"{module_name}.py").write_text(source)
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[pyspire.plugins]\n{lines}")
+def site(plugin_site: Path) -> Path:
+    """A directory on ``sys.path`` where tests install distributions (the SDK's fixture)."""
+    return plugin_site
 
 
 @pytest.fixture
@@ -196,7 +173,7 @@ def install(site: Path) -> Callable[..., None]:
         modules: dict[str, str],
         version: str = "1.0",
     ) -> None:
-        install_distribution(site, name, version, entry_points, modules)
+        install_distribution(site, name, entry_points, modules=modules, version=version)
 
     return run
 

@@ -45,7 +45,7 @@ def test_examples_mention_every_setting(name: str, config_type: type[object]) ->
     text = (EXAMPLES / name).read_text()
     for row in describe_config(config_type):
         leaf = row.key.rsplit(".", 1)[-1]  # nested tables are documented row by row
-        pattern = rf"^(# )?({leaf} = |\[\w+\.{leaf}\])"
+        pattern = rf"^(# )?({leaf} = |\[[\w.]+\.{leaf}\])"
         assert re.search(pattern, text, re.MULTILINE), f"{name} lacks {row.key}"
 
 

@@ -3,10 +3,10 @@
 A plugin depends on this distribution alone, never on the ``pyspire`` kernel.
 """
 
+from pyspire_sdk._duration import format_duration, parse_duration
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.config import describe_config, load_config, setting
-from pyspire_sdk.duration import format_duration, parse_duration
 from pyspire_sdk.errors import (
     AlreadyExistsError,
     ConfigError,

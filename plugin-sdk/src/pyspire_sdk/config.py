@@ -46,7 +46,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from pyspire_sdk.duration import format_duration, parse_duration
+from pyspire_sdk._duration import format_duration, parse_duration
 from pyspire_sdk.errors import ConfigError, ConfigIssue, InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 

@@ -211,3 +211,14 @@ def test_hookspec_is_documented() -> None:
     hook = credential_composer.pyspire_credential_composers
     assert hasattr(hook, "pyspire_spec")
     assert hook.__doc__ and "chain" in hook.__doc__
+
+
+async def test_chain_names_a_composer_by_its_configured_name() -> None:
+    async def wrong(composer: object, template: X509SvidTemplate) -> X509SvidTemplate:
+        return JwtSvidClaims()  # type: ignore[return-value]
+
+    named = r'credential composer "uniqueid" #0 \(UniqueIdComposer\)'
+    with pytest.raises(PluginError, match=named):
+        await compose_chain([UniqueIdComposer()], SVID, wrong, names=["uniqueid"])
+    with pytest.raises(ValueError, match="2 names given for 1 composers"):
+        await compose_chain([UniqueIdComposer()], SVID, wrong, names=["a", "b"])

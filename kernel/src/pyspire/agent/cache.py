@@ -44,6 +44,8 @@ __all__ = [
     "StaleEntry",
     "StaleReason",
     "WorkloadCache",
+    "authority_index",
+    "stale_reason",
 ]
 
 import asyncio
@@ -184,8 +186,9 @@ class WorkloadCache:
     Implements :class:`~pyspire.agent.identities.IdentitySource`. Guarantees: a snapshot is
     immutable and its revision increases on every change a workload could see (an SVID issued,
     expired or dropped, an entry that holds an SVID changed, a bundle changed, the server lost
-    or regained); only entries holding an unexpired SVID appear as identities; see the module
-    documentation for expiry, demand and the size bound.
+    or regained); only entries holding an unexpired SVID appear as identities; entries marked
+    ``store_svid`` are never held, whoever hands them in; see the module documentation for
+    expiry, demand and the size bound.
     """
 
     def __init__(
@@ -349,11 +352,13 @@ class WorkloadCache:
 
         SVIDs (and JWT-SVIDs) of entries that are gone are dropped at once; SVIDs of changed
         entries stay until re-issued (see :meth:`stale_entries`); federated bundles not in
-        ``federated_bundles`` are dropped; SVIDs beyond the size bound are evicted.
+        ``federated_bundles`` are dropped; SVIDs beyond the size bound are evicted. Entries
+        marked ``store_svid`` are left out: their SVIDs go to SVID stores
+        (:mod:`pyspire.agent.stored_svids`), never to workloads.
         """
         visible = not self._synced
         self._synced = True
-        incoming = {entry.id: entry for entry in entries}
+        incoming = {entry.id: entry for entry in entries if not entry.store_svid}
         for entry_id in list(self._entries):
             if entry_id not in incoming:
                 visible |= self._held.pop(entry_id, None) is not None
@@ -367,7 +372,7 @@ class WorkloadCache:
 
         if bundle != self._bundle:
             self._bundle = bundle
-            self._authorities = _authority_index(bundle)
+            self._authorities = authority_index(bundle)
             visible = True
         federated = dict(federated_bundles)
         if federated != self._federated:
@@ -386,7 +391,7 @@ class WorkloadCache:
         how many SVIDs were taken. Expired SVIDs and SVIDs of entries not in ``contents`` are
         left out; the next sync replaces the entries and renews what needs renewing."""
         now = self._clock.now()
-        self._set_entries({entry.id: entry for entry in contents.entries})
+        self._set_entries({entry.id: entry for entry in contents.entries if not entry.store_svid})
         self._held = {
             item.entry_id: item
             for item in contents.issued
@@ -394,7 +399,7 @@ class WorkloadCache:
         }
         if contents.bundle is not None:
             self._bundle = contents.bundle
-            self._authorities = _authority_index(contents.bundle)
+            self._authorities = authority_index(contents.bundle)
         self._federated = dict(contents.federated_bundles)
         self._synced = True
         self._changed()
@@ -429,7 +434,7 @@ class WorkloadCache:
         stale: list[StaleEntry] = []
         for entry_id in wanted:
             entry = self._entries[entry_id]
-            reason = self._stale_reason(entry, self._held.get(entry_id), now)
+            reason = stale_reason(entry, self._held.get(entry_id), now, self._authorities)
             if reason is not None:
                 stale.append(StaleEntry(entry, reason))
         return stale
@@ -601,23 +606,32 @@ class WorkloadCache:
             del self._held[entry_id]
         return evicted
 
-    def _stale_reason(
-        self, entry: RegistrationEntry, held: IssuedSvid | None, now: datetime
-    ) -> StaleReason | None:
-        if held is None:
-            return StaleReason.MISSING
-        if held.entry_revision != entry.revision_number:
-            return StaleReason.ENTRY_CHANGED
-        if now >= held.not_after:
-            return StaleReason.EXPIRED
-        if now >= held.half_life():
-            return StaleReason.HALF_LIFE
-        matched = [self._authorities[key] for key in held.issuer_ids if key in self._authorities]
-        if not matched:
-            return StaleReason.ISSUER_UNTRUSTED
-        if any(matched):
-            return StaleReason.ISSUER_TAINTED
-        return None
+
+def stale_reason(
+    entry: RegistrationEntry,
+    held: IssuedSvid | None,
+    now: datetime,
+    authorities: Mapping[bytes, bool],
+) -> StaleReason | None:
+    """Why ``entry`` needs a new X509-SVID now, or None while ``held`` is good.
+
+    ``authorities`` is :func:`authority_index` of our bundle. Shared by the workload cache and
+    the cache of stored SVIDs, so both renew on the same rules.
+    """
+    if held is None:
+        return StaleReason.MISSING
+    if held.entry_revision != entry.revision_number:
+        return StaleReason.ENTRY_CHANGED
+    if now >= held.not_after:
+        return StaleReason.EXPIRED
+    if now >= held.half_life():
+        return StaleReason.HALF_LIFE
+    matched = [authorities[key] for key in held.issuer_ids if key in authorities]
+    if not matched:
+        return StaleReason.ISSUER_UNTRUSTED
+    if any(matched):
+        return StaleReason.ISSUER_TAINTED
+    return None
 
 
 def _spki(public_key: object) -> bytes:
@@ -666,8 +680,9 @@ def _issuer_ids(chain: list[x509.Certificate]) -> frozenset[bytes]:
     return frozenset(ids)
 
 
-def _authority_index(bundle: Bundle) -> dict[bytes, bool]:
-    """Identifiers of every X.509 authority in ``bundle`` (see :func:`_issuer_ids`) → tainted."""
+def authority_index(bundle: Bundle) -> dict[bytes, bool]:
+    """Identifiers of every X.509 authority in ``bundle`` (see :func:`_issuer_ids`) → tainted:
+    what :func:`stale_reason` recognises an SVID's issuer by."""
     index: dict[bytes, bool] = {}
     for authority in bundle.x509_authorities:
         try:

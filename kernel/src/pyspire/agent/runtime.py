@@ -3,26 +3,34 @@
 Start order: plugins (key manager, node attestor, workload attestors), the node identity (resume
 from ``data_dir`` or attest), the workload SVIDs kept by the last run
 (:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
-kept SVIDs are there to serve at once, then the Workload API socket. Background work — SVID
-rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry, keeping
-the workload SVIDs in ``data_dir``, following bundle changes — belongs to one task group. A
-banned or evicted agent stops serving identities and says why; a stop request closes the socket
-(open streams end with UNAVAILABLE) and cancels the rest.
+kept SVIDs are there to serve at once, then the Workload API socket and, when
+``admin_socket_path`` is set, the admin socket (:mod:`pyspire.agent.admin`). Background work —
+SVID rotation, periodic sync (the first one, when skipped before), dropping SVIDs at expiry,
+keeping the workload SVIDs in ``data_dir``, delivering the SVIDs of entries marked
+``store_svid`` to SVID store plugins (:mod:`pyspire.agent.svid_stores`), following bundle
+changes — belongs to one task group. A banned or evicted agent stops serving identities and says
+why; a stop request closes the sockets (open streams end with UNAVAILABLE) and cancels the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
 
+from pyspire.agent.admin import AdminEndpoint, AgentStatus, DebugService
 from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
 from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
 from pyspire.agent.node_identity import NodeIdentity, NodeKeyManager
+from pyspire.agent.readiness import AgentReadiness
 from pyspire.agent.storage import AgentStateStore
+from pyspire.agent.stored_svids import StoredSvidCache
+from pyspire.agent.stored_targets import StoredTargetsFile
+from pyspire.agent.svid_stores import SvidStoreDelivery
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
@@ -31,6 +39,7 @@ from pyspire.agent.workload_storage import WorkloadSvidStore
 from pyspire.catalog import (
     AGENT_KEY_MANAGER,
     AGENT_NODE_ATTESTOR,
+    SVID_STORES,
     WORKLOAD_ATTESTORS,
     Catalog,
     Discovery,
@@ -40,13 +49,15 @@ from pyspire.catalog import (
 )
 from pyspire.catalog.host import host_services_for
 from pyspire.config import AgentConfig, LoadedConfig
-from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
+from pyspire.telemetry.metrics import CACHE_ENTRIES, CACHE_X509_SVIDS, PrometheusMetrics
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
 from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.key_manager import PrivateKeyExport
 from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
+from pyspire_sdk.plugins.svid_store import SvidStore
 from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor
 
 
@@ -83,9 +94,12 @@ class AgentRuntime:
         self._clock = clock or SystemClock()
         self._stop = asyncio.Event()
         self.metrics = PrometheusMetrics("pyspire_agent")
+        self.readiness = AgentReadiness(self._clock)
+        self.telemetry = TelemetryEndpoints()
         self.ready = asyncio.Event()
         self.identity: NodeIdentity | None = None
         self.cache: WorkloadCache | None = None
+        self._started_at = self._clock.now()
         self._log = structlog.get_logger("pyspire.agent")
 
     @property
@@ -108,10 +122,19 @@ class AgentRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
+        self._started_at = self._clock.now()
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plugins = with_join_token(self._plugins, settings.join_token)
         plan = plan_plugins(Side.AGENT, plugins, self._discovery, path="agent.plugins")
-        async with Catalog.open(plan, host_for=self._host_for) as catalog:
+        async with (
+            serve_telemetry(
+                settings.telemetry,
+                settings.health_checks,
+                metrics=self.metrics,
+                checks=self.readiness.checks(),
+            ) as self.telemetry,
+            Catalog.open(plan, host_for=self._host_for) as catalog,
+        ):
             key_manager = catalog.one(AGENT_KEY_MANAGER)
             if not isinstance(key_manager, PrivateKeyExport):
                 raise PluginError(
@@ -122,6 +145,7 @@ class AgentRuntime:
             workload_attestors = [
                 (plugin.name, plugin.instance) for plugin in catalog.chain(WORKLOAD_ATTESTORS)
             ]
+            svid_stores = {plugin.name: plugin.instance for plugin in catalog.chain(SVID_STORES)}
             client = ServerClient(
                 trust_domain=settings.trust_domain,
                 address=settings.server_address,
@@ -130,7 +154,12 @@ class AgentRuntime:
             )
             try:
                 await self._serve(
-                    client, attestor.name, attestor.instance, key_manager, workload_attestors
+                    client,
+                    attestor.name,
+                    attestor.instance,
+                    key_manager,
+                    workload_attestors,
+                    svid_stores,
                 )
             finally:
                 await client.close()
@@ -143,6 +172,7 @@ class AgentRuntime:
         attestor: AgentNodeAttestor,
         key_manager: NodeKeyManager,
         workload_attestors: list[tuple[str, WorkloadAttestor]],
+        svid_stores: Mapping[str, SvidStore],
     ) -> None:
         settings = self.settings
 
@@ -159,12 +189,14 @@ class AgentRuntime:
             clock=self._clock,
         )
         await identity.start()
-        self.identity = identity
+        self.identity = self.readiness.identity = identity
         self._log.info("agent identity ready", spiffe_id=str(identity.spiffe_id))
         cache = WorkloadCache(
             client, self._clock, x509_svid_cache_max_size=settings.x509_svid_cache_max_size
         )
-        self.cache = cache
+        self.cache = self.readiness.cache = cache
+        self.metrics.gauge(CACHE_X509_SVIDS, lambda: cache.svid_count)
+        self.metrics.gauge(CACHE_ENTRIES, lambda: len(cache.entries()))
 
         async def stop_serving_when_revoked(changed: NodeIdentity) -> None:
             if changed.revoked:
@@ -175,12 +207,20 @@ class AgentRuntime:
                 cache.clear()
 
         identity.add_listener(stop_serving_when_revoked)
+        stored_targets = StoredTargetsFile(settings.data_dir)
+        stored = StoredSvidCache(svid_stores, self._clock, delivered=await stored_targets.load())
         sync = SyncManager(
             client,
             cache,
             self._clock,
             interval=settings.sync_interval,
             key_type=settings.workload_x509_svid_key_type,
+            stored=stored,
+            metrics=self.metrics,
+        )
+        delivery = SvidStoreDelivery(stored, svid_stores, self._clock, targets=stored_targets)
+        debug = DebugService(
+            AgentStatus(identity, cache, stored, sync, self._clock, self._started_at)
         )
         svid_store = WorkloadSvidStore(settings.data_dir, identity.spiffe_id, key_manager)
         try:
@@ -197,9 +237,17 @@ class AgentRuntime:
             service = WorkloadApiService(
                 cache, WorkloadAttestation(workload_attestors), self._clock
             )
-            async with WorkloadEndpoint(settings.socket_path, service):
+            async with contextlib.AsyncExitStack() as endpoints:
+                await endpoints.enter_async_context(
+                    WorkloadEndpoint(settings.socket_path, service, metrics=self.metrics)
+                )
                 self._log.info("workload api listening", socket_path=str(settings.socket_path))
+                if settings.admin_socket_path is not None:
+                    await endpoints.enter_async_context(
+                        AdminEndpoint(settings.admin_socket_path, [debug])
+                    )
                 self.ready.set()
+                self.readiness.serving = True
                 async with asyncio.TaskGroup() as group:
                     tasks = [
                         group.create_task(identity.run(), name="agent-svid"),
@@ -207,8 +255,10 @@ class AgentRuntime:
                         group.create_task(cache.run(), name="svid-expiry"),
                         group.create_task(self._keep_svids(cache, svid_store), name="keep-svids"),
                         group.create_task(self._follow_bundle(cache, identity), name="bundle"),
+                        group.create_task(delivery.run(), name="svid-stores"),
                     ]
                     await self._stop.wait()
+                    self.readiness.serving = False
                     self._log.info("agent stopping")
                     for task in tasks:
                         task.cancel()

@@ -53,7 +53,10 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from pyspire.agent.cache import IssuedSvid, StaleEntry, StaleReason, WorkloadCache
 from pyspire.agent.server_api import AgentServerApi, SvidRequest, SvidResult
+from pyspire.agent.stored_svids import StoredSvidCache
 from pyspire.agent.wakeup import sleep_or_wake
+from pyspire.telemetry.metrics import AGENT_SYNC, PrometheusMetrics
+from pyspire.transport.calls import counted
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
@@ -93,7 +96,9 @@ class SyncManager:
 
     Guarantees: syncs and mints never overlap (they share one lock); after a permission denial
     every later sync raises :class:`PermissionDeniedError` without calling the server. ``rng``
-    draws the retry jitter (injected so tests are deterministic).
+    draws the retry jitter (injected so tests are deterministic). Entries marked ``store_svid``
+    go to ``stored``, which gets their SVIDs, on the same renewal rules and in the same
+    batches; the workload cache never holds them.
     """
 
     def __init__(
@@ -106,6 +111,8 @@ class SyncManager:
         key_type: KeyType = KeyType.EC_P256,
         csr_batch: int = DEFAULT_CSR_BATCH,
         rng: random.Random | None = None,
+        stored: StoredSvidCache | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
         if seconds <= 0:
@@ -114,6 +121,7 @@ class SyncManager:
             raise InvalidArgumentError(f"csr_batch must be at least 1, found {csr_batch}")
         self._api = api
         self._cache = cache
+        self._stored = stored
         self._clock = clock
         self._interval = seconds
         self._key_type = KeyType.parse(key_type)
@@ -121,6 +129,7 @@ class SyncManager:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._rng = rng if rng is not None else random.SystemRandom()
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_agent")
         self._failures = 0
         self._retry_delay = 0.0
         self._last_success: datetime | None = None
@@ -198,7 +207,8 @@ class SyncManager:
             if self._denied is not None:
                 raise PermissionDeniedError(f"syncing stopped: {self._denied}")
             try:
-                report = await self._sync()
+                with counted(self._metrics, AGENT_SYNC):
+                    report = await self._sync()
             except PermissionDeniedError as error:
                 self._deny(error)
                 raise
@@ -285,8 +295,11 @@ class SyncManager:
         bundle = await self._api.fetch_bundle()
         federated = await self._fetch_federated(entries, bundle)
         self._cache.update(entries, bundle, federated)
-
-        stale = self._cache.stale_entries(self._clock.now())
+        now = self._clock.now()
+        stale = self._cache.stale_entries(now)
+        if self._stored is not None:
+            self._stored.update(entries, bundle, federated)
+            stale += self._stored.stale_entries(now)
         issued, failed = await self._issue_all(stale)
         if stale:
             _log.debug("x509 svids renewed", requested=len(stale), issued=issued)
@@ -340,6 +353,8 @@ class SyncManager:
         results = await self._api.new_x509_svids(requests)
         issued, refused = await asyncio.to_thread(_inspect_results, entries, keys, results)
         kept = self._cache.store(issued)
+        if self._stored is not None:
+            kept += self._stored.store(issued)
         for entry in entries:
             reason = refused.get(entry.id)
             if reason is not None:

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.ca.authorities import X509CA, JwtKey
+from pyspire.ca.composition import CredentialComposition
 from pyspire.ca.rotation import (
     ROTATION_INTERVAL,
     SlotStatus,
@@ -32,6 +33,13 @@ from pyspire.ca.rotation import (
 )
 from pyspire.ca.signing import ManagedKey, sign_certificate, sign_csr
 from pyspire.ca.templates import CaSubject, ca_builder, ca_csr_builder
+from pyspire.telemetry.metrics import (
+    CA_JWT_ACTIVATED,
+    CA_JWT_PREPARED,
+    CA_X509_ACTIVATED,
+    CA_X509_PREPARED,
+    PrometheusMetrics,
+)
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import NotFoundError, PyspireError
@@ -79,6 +87,7 @@ class X509Slot:
     ca: X509CA
 
     kind = "x509 CA"
+    activated_metric = CA_X509_ACTIVATED
 
     @property
     def not_before(self) -> datetime:
@@ -102,6 +111,7 @@ class JwtSlot:
     key: JwtKey
 
     kind = "jwt key"
+    activated_metric = CA_JWT_ACTIVATED
 
     @property
     def not_before(self) -> datetime:
@@ -142,8 +152,12 @@ class CaManager:
         store: CaStore,
         clock: Clock,
         upstream: UpstreamAuthority | None = None,
+        composition: CredentialComposition | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._composition = composition or CredentialComposition()
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
         self._key_manager = key_manager
         self._store = store
         self._clock = clock
@@ -256,12 +270,14 @@ class CaManager:
         slots[slot.slot_id] = replace(slot, status=SlotStatus.ACTIVE)
         await self._save_journal()
         self._log.info(f"{slot.kind} activated", slot=slot.slot_id, authority_id=slot.authority_id)
+        self._metrics.increment(slot.activated_metric)
         await self._notify()
 
     # -- X.509 -------------------------------------------------------------------------------
 
     async def _prepare_x509(self, slot_id: str, now: datetime) -> X509Slot:
         settings = self._settings
+        template = await self._composition.x509_ca(settings.ca_subject.ca_template(settings.ca_ttl))
         public_key = await self._key_manager.generate_key(
             f"x509-CA-{slot_id}", settings.x509_key_type
         )
@@ -269,19 +285,18 @@ class CaManager:
         if self._upstream is None:
             builder = ca_builder(
                 trust_domain=settings.trust_domain,
-                subject=settings.ca_subject,
+                template=template,
                 public_key=key.load_public_key(),  # type: ignore[arg-type]
                 now=now,
-                ttl=settings.ca_ttl,
             )
             certificate = await sign_certificate(builder, key)
             ca = X509CA(certificate, key)
             roots: tuple[bytes, ...] = (ca.der,)
         else:
             csr = await sign_csr(
-                ca_csr_builder(trust_domain=settings.trust_domain, subject=settings.ca_subject), key
+                ca_csr_builder(trust_domain=settings.trust_domain, template=template), key
             )
-            minted = await self._upstream.mint_x509_ca(csr, settings.ca_ttl)
+            minted = await self._upstream.mint_x509_ca(csr, template.ttl)
             certificate = x509.load_der_x509_certificate(minted.ca_certificate)
             chain = tuple(x509.load_der_x509_certificate(der) for der in minted.ca_chain[1:])
             ca = X509CA(certificate, key, chain, upstream_signed=True)
@@ -290,6 +305,7 @@ class CaManager:
         slot = X509Slot(slot_id, SlotStatus.PREPARED, ca)
         self._x509[slot_id] = slot
         await self._save_journal()
+        self._metrics.increment(CA_X509_PREPARED)
         self._log.info(
             "x509 CA prepared",
             slot=slot_id,
@@ -322,6 +338,7 @@ class CaManager:
         slot = JwtSlot(slot_id, SlotStatus.PREPARED, key)
         self._jwt[slot_id] = slot
         await self._save_journal()
+        self._metrics.increment(CA_JWT_PREPARED)
         self._log.info(
             "jwt key prepared", slot=slot_id, kid=key.kid, not_after=key.not_after.isoformat()
         )

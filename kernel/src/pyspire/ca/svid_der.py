@@ -10,11 +10,18 @@ byte for byte), so the two cannot drift apart unnoticed.
 along what changes how often: the parts fixed by the issuer are encoded once per CA, the names
 once per identity (:func:`leaf_names`, cached), the validity once per batch, and only the serial,
 the key and its identifier for every leaf. Both produce the same bytes (a test holds them equal).
+
+Credential composers may give a leaf another subject and extra extensions
+(:mod:`pyspire_sdk.plugins.credential_composer`). Those are encoded here too, strings typed the
+way ``cryptography`` types a name attribute by default, so a composed leaf is again exactly what
+the builder would make (a test holds that too). A leaf nobody composed takes the default subject
+and no extra extension, and costs what it always did.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +29,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from pyspire.ca.der import encode_tlv, read_tlv
+from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.plugins.credential_composer import Extension, SubjectAttribute
 
 _SEQUENCE = 0x30
 _SET = 0x31
@@ -31,6 +40,7 @@ _OCTET_STRING = 0x04
 _OID = 0x06
 _UTF8_STRING = 0x0C
 _PRINTABLE_STRING = 0x13
+_IA5_STRING = 0x16
 _UTC_TIME = 0x17
 _GENERALIZED_TIME = 0x18
 _BOOLEAN_TRUE = b"\x01\x01\xff"
@@ -81,24 +91,65 @@ _KEY_USAGE_LEAF = _extension("2.5.29.15", encode_tlv(_BIT_STRING, b"\x03\xa8"), 
 _EXTENDED_KEY_USAGE = _extension(
     "2.5.29.37", _sequence(encode_oid("1.3.6.1.5.5.7.3.1"), encode_oid("1.3.6.1.5.5.7.3.2"))
 )
-_COUNTRY = encode_oid("2.5.4.6")
-_ORGANIZATION = encode_oid("2.5.4.10")
-_COMMON_NAME = encode_oid("2.5.4.3")
+COMMON_NAME_OID = "2.5.4.3"
+DEFAULT_SVID_SUBJECT: tuple[SubjectAttribute, ...] = (
+    SubjectAttribute("2.5.4.6", "US"),
+    SubjectAttribute("2.5.4.10", "SPIRE"),
+)
+"""``C=US, O=SPIRE``: the subject of an X509-SVID, before any credential composer."""
+
+# The string type of a name attribute, as ``cryptography`` chooses it by default (its
+# ``_NAMEOID_DEFAULT_TYPE``): a test compares whole names with ``cryptography``'s encoding.
+_STRING_TYPES: dict[str, int] = {
+    "2.5.4.6": _PRINTABLE_STRING,  # countryName
+    "1.3.6.1.4.1.311.60.2.1.3": _PRINTABLE_STRING,  # jurisdictionCountryName
+    "2.5.4.5": _PRINTABLE_STRING,  # serialNumber
+    "2.5.4.46": _PRINTABLE_STRING,  # dnQualifier
+    "1.2.840.113549.1.9.1": _IA5_STRING,  # emailAddress
+    "0.9.2342.19200300.100.1.25": _IA5_STRING,  # domainComponent
+}
+_PRINTABLE_ALPHABET = re.compile(r"^[A-Za-z0-9 '()+,\-./:=?]*$")
 
 
-def _attribute(oid: bytes, tag: int, value: str) -> bytes:
-    return encode_tlv(_SET, _sequence(oid, encode_tlv(tag, value.encode("utf-8"))))
+def _attribute(attribute: SubjectAttribute) -> bytes:
+    tag = _STRING_TYPES.get(attribute.oid, _UTF8_STRING)
+    if tag == _PRINTABLE_STRING and not _PRINTABLE_ALPHABET.match(attribute.value):
+        raise InvalidArgumentError(
+            f"subject attribute {attribute.oid} value {attribute.value!r} has characters a "
+            "PrintableString cannot carry"
+        )
+    if tag == _IA5_STRING and not attribute.value.isascii():
+        raise InvalidArgumentError(
+            f"subject attribute {attribute.oid} value {attribute.value!r} is not ASCII"
+        )
+    value = encode_tlv(tag, attribute.value.encode("utf-8"))
+    return encode_tlv(_SET, _sequence(encode_oid(attribute.oid), value))
+
+
+def encode_name(attributes: Sequence[SubjectAttribute]) -> bytes:
+    """A DER Name with one relative distinguished name per attribute, in the given order."""
+    return _sequence(*(_attribute(attribute) for attribute in attributes))
+
+
+def leaf_subject(subject: Sequence[SubjectAttribute], dns_names: Sequence[str] = ()) -> bytes:
+    """The DER subject of a leaf: ``subject``, and ``CN=<first DNS name>`` after it when there
+    are DNS names and ``subject`` has no common name."""
+    if dns_names and all(attribute.oid != COMMON_NAME_OID for attribute in subject):
+        subject = (*subject, SubjectAttribute(COMMON_NAME_OID, dns_names[0]))
+    return encode_name(subject)
 
 
 def svid_subject(common_name: str = "") -> bytes:
     """``C=US, O=SPIRE`` and, when given, ``CN=<first DNS name>`` as a DER Name."""
-    parts = [
-        _attribute(_COUNTRY, _PRINTABLE_STRING, "US"),
-        _attribute(_ORGANIZATION, _UTF8_STRING, "SPIRE"),
-    ]
-    if common_name:
-        parts.append(_attribute(_COMMON_NAME, _UTF8_STRING, common_name))
-    return _sequence(*parts)
+    return leaf_subject(DEFAULT_SVID_SUBJECT, (common_name,) if common_name else ())
+
+
+def encode_extensions(extensions: Sequence[Extension]) -> bytes:
+    """The Extension elements of ``extensions``, concatenated in order."""
+    return b"".join(
+        _extension(extension.oid, extension.value, critical=extension.critical)
+        for extension in extensions
+    )
 
 
 # Every EC P-256 SubjectPublicKeyInfo with an uncompressed point starts with these bytes (up to
@@ -137,11 +188,15 @@ def svid_tbs(
     authority_key_id: bytes,
     spiffe_id: str,
     dns_names: Sequence[str] = (),
+    subject: Sequence[SubjectAttribute] = DEFAULT_SVID_SUBJECT,
+    extra_extensions: Sequence[Extension] = (),
 ) -> bytes:
     """The DER TBSCertificate of an X509-SVID leaf.
 
     ``signature_algorithm`` is the issuer's AlgorithmIdentifier element, ``issuer`` its subject
-    Name element and ``spki`` the leaf's SubjectPublicKeyInfo element, all DER.
+    Name element and ``spki`` the leaf's SubjectPublicKeyInfo element, all DER. ``subject`` and
+    ``extra_extensions`` are what credential composers made of the leaf (the extras follow the
+    SVID's own extensions).
     """
     extensions = b"".join(
         (
@@ -151,6 +206,7 @@ def svid_tbs(
             _extension("2.5.29.14", encode_tlv(_OCTET_STRING, subject_key_identifier(spki))),
             _extension("2.5.29.35", _sequence(encode_tlv(0x80, authority_key_id))),
             _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names))),
+            encode_extensions(extra_extensions),
         )
     )
     return _sequence(
@@ -159,7 +215,7 @@ def svid_tbs(
         signature_algorithm,
         issuer,
         _sequence(encode_time(not_before), encode_time(not_after)),
-        svid_subject(dns_names[0] if dns_names else ""),
+        leaf_subject(subject, dns_names),
         spki,
         encode_tlv(0xA3, _sequence(extensions)),
     )
@@ -180,15 +236,21 @@ def encode_validity(not_before: datetime, not_after: datetime) -> bytes:
 
 
 @lru_cache(maxsize=8192)
-def leaf_names(spiffe_id: str, dns_names: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+def leaf_names(
+    spiffe_id: str,
+    dns_names: tuple[str, ...] = (),
+    subject: tuple[SubjectAttribute, ...] = DEFAULT_SVID_SUBJECT,
+) -> tuple[bytes, bytes]:
     """The subject Name element and the SubjectAlternativeName extension of a leaf for
-    ``spiffe_id`` and ``dns_names``.
+    ``spiffe_id`` and ``dns_names`` (``subject`` as :func:`leaf_subject` completes it).
 
     Both depend only on the identity, which a server signs again and again, so the last few
     thousand are kept (the result is immutable bytes; the cache never affects what is signed).
     """
-    subject = svid_subject(dns_names[0] if dns_names else "")
-    return subject, _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names)))
+    return (
+        leaf_subject(subject, dns_names),
+        _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names))),
+    )
 
 
 def random_serial_elements(count: int) -> list[bytes]:
@@ -238,12 +300,14 @@ class SvidTemplate:
         validity: bytes,
         names: tuple[bytes, bytes],
         spki: bytes,
+        extra_extensions: bytes = b"",
     ) -> bytes:
         """The DER TBSCertificate of one leaf.
 
         ``serial`` is the INTEGER element (:func:`random_serial_elements`), ``validity`` the
         Validity element (:func:`encode_validity`), ``names`` what :func:`leaf_names` returns for
-        the leaf's identity and ``spki`` the leaf's SubjectPublicKeyInfo element.
+        the leaf's identity, ``spki`` the leaf's SubjectPublicKeyInfo element and
+        ``extra_extensions`` composed extensions as :func:`encode_extensions` encodes them.
         """
         subject, san_extension = names
         extensions = encode_tlv(
@@ -252,7 +316,8 @@ class SvidTemplate:
             + _SKI_EXTENSION_HEAD
             + subject_key_identifier(spki)
             + self.authority_key_extension
-            + san_extension,
+            + san_extension
+            + extra_extensions,
         )
         return encode_tlv(
             _SEQUENCE,

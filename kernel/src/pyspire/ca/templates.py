@@ -9,24 +9,33 @@ critical basicConstraints CA=false (py-spiffe refuses a leaf without it), critic
 digitalSignature|keyEncipherment|keyAgreement, EKU serverAuth+clientAuth, SKI, AKI, subject
 ``O=SPIRE, C=US`` with the first DNS name as CN, random positive 128-bit serial. notBefore is
 backdated 10 s for clock skew; notAfter never passes the issuer's.
+
+Credential composers may change a CA's subject and lifetime and add certificate policies and
+extensions (:class:`~pyspire_sdk.plugins.credential_composer.X509CaTemplate`), and a leaf's
+subject, DNS names, lifetime and extensions; never the parts listed above that make the
+certificate a SPIFFE credential.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import NameOID
 
+from pyspire.ca.svid_der import COMMON_NAME_OID
 from pyspire_sdk.config import setting
-from pyspire_sdk.errors import ConfigIssue
+from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
+from pyspire_sdk.plugins.credential_composer import SubjectAttribute, X509CaTemplate
 from pyspire_sdk.spiffeid import TrustDomain
 
 BACKDATE = timedelta(seconds=10)
+COUNTRY_OID = "2.5.4.6"
+ORGANIZATION_OID = "2.5.4.10"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,15 +63,34 @@ class CaSubject:
             if not organization:
                 yield ConfigIssue(f"organization[{index}]", "must not be empty")
 
-    def to_name(self) -> x509.Name:
-        attributes = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in self.country]
-        attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in self.organization]
+    def attributes(self) -> tuple[SubjectAttribute, ...]:
+        """The subject as attributes in order: countries, organizations, the common name."""
+        attributes = [SubjectAttribute(COUNTRY_OID, c) for c in self.country]
+        attributes += [SubjectAttribute(ORGANIZATION_OID, o) for o in self.organization]
         if self.common_name:
-            attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, self.common_name))
+            attributes.append(SubjectAttribute(COMMON_NAME_OID, self.common_name))
         if not attributes:
             # An empty issuer name breaks strict verifiers (OpenSSL's X509_STRICT).
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE"))
-        return x509.Name(attributes)
+            attributes.append(SubjectAttribute(ORGANIZATION_OID, "SPIFFE"))
+        return tuple(attributes)
+
+    def to_name(self) -> x509.Name:
+        return name_of(self.attributes())
+
+    def ca_template(self, ttl: timedelta) -> X509CaTemplate:
+        """The CA certificate template credential composers start from: this subject, ``ttl``,
+        no policies and no extra extensions."""
+        return X509CaTemplate(subject=self.attributes(), ttl=ttl)
+
+
+def name_of(attributes: Sequence[SubjectAttribute]) -> x509.Name:
+    """``attributes`` as a ``cryptography`` Name, one relative distinguished name each."""
+    try:
+        return x509.Name(
+            [x509.NameAttribute(x509.ObjectIdentifier(a.oid), a.value) for a in attributes]
+        )
+    except ValueError as error:
+        raise InvalidArgumentError(f"subject: {error}") from None
 
 
 def random_serial() -> int:
@@ -73,22 +101,22 @@ def random_serial() -> int:
 def ca_builder(
     *,
     trust_domain: TrustDomain,
-    subject: CaSubject,
+    template: X509CaTemplate,
     public_key: CertificatePublicKeyTypes,
     now: datetime,
-    ttl: timedelta,
 ) -> x509.CertificateBuilder:
-    """A self-signed root CA certificate for ``trust_domain``, valid ``ttl`` from ``now``."""
-    name = subject.to_name()
+    """A self-signed root CA certificate for ``trust_domain`` as ``template`` describes it,
+    valid ``template.ttl`` from ``now``."""
+    name = name_of(template.subject)
     key_id = x509.SubjectKeyIdentifier.from_public_key(public_key)
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(public_key)
         .serial_number(random_serial())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + ttl)
+        .not_valid_after(now + template.ttl)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(key_id, critical=False)
@@ -100,21 +128,52 @@ def ca_builder(
             critical=False,
         )
     )
+    return _with_composed_extensions(builder, template)
 
 
 def ca_csr_builder(
-    *, trust_domain: TrustDomain, subject: CaSubject
+    *, trust_domain: TrustDomain, template: X509CaTemplate
 ) -> x509.CertificateSigningRequestBuilder:
     """The CSR an upstream authority signs to make our CA an intermediate."""
-    return (
+    builder = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(subject.to_name())
+        .subject_name(name_of(template.subject))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(trust_domain.id))]),
             critical=False,
         )
     )
+    return _with_composed_extensions(builder, template)
+
+
+BuilderT = TypeVar("BuilderT", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder)
+
+
+CERTIFICATE_POLICIES_OID = "2.5.29.32"
+
+
+def _with_composed_extensions(builder: BuilderT, template: X509CaTemplate) -> BuilderT:
+    """``builder`` with the template's certificate policies and extra extensions."""
+    if template.policy_identifiers:
+        if any(e.oid == CERTIFICATE_POLICIES_OID for e in template.extra_extensions):
+            raise InvalidArgumentError(
+                f"extra extension {CERTIFICATE_POLICIES_OID} repeats the certificate policies "
+                "made from policy_identifiers"
+            )
+        policies = x509.CertificatePolicies(
+            [
+                x509.PolicyInformation(x509.ObjectIdentifier(oid), None)
+                for oid in template.policy_identifiers
+            ]
+        )
+        builder = builder.add_extension(policies, critical=False)
+    for extension in template.extra_extensions:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(extension.oid), extension.value),
+            critical=extension.critical,
+        )
+    return builder
 
 
 def _ca_key_usage() -> x509.KeyUsage:

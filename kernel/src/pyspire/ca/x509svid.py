@@ -16,9 +16,16 @@ from cryptography.x509.oid import SignatureAlgorithmOID
 from pyspire.ca.authorities import X509CA
 from pyspire.ca.der import join_signed
 from pyspire.ca.signing import public_key_type
-from pyspire.ca.svid_der import encode_validity, leaf_names, random_serial_elements
+from pyspire.ca.svid_der import (
+    DEFAULT_SVID_SUBJECT,
+    encode_extensions,
+    encode_validity,
+    leaf_names,
+    random_serial_elements,
+)
 from pyspire.ca.templates import BACKDATE
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
+from pyspire_sdk.plugins.credential_composer import Extension, SubjectAttribute
 from pyspire_sdk.spiffeid import SpiffeId
 
 
@@ -33,12 +40,15 @@ class MintedSvid:
 @dataclass(frozen=True, slots=True)
 class LeafRequest:
     """One X509-SVID to sign: for ``public_key``, naming ``spiffe_id`` and ``dns_names``, valid
-    for ``ttl``."""
+    for ``ttl``, with ``subject`` and ``extra_extensions`` (as credential composers left them;
+    the defaults are an SVID nobody composed)."""
 
     spiffe_id: SpiffeId
     public_key: CertificatePublicKeyTypes
     ttl: timedelta
     dns_names: tuple[str, ...] = ()
+    subject: tuple[SubjectAttribute, ...] = DEFAULT_SVID_SUBJECT
+    extra_extensions: tuple[Extension, ...] = ()
 
 
 async def mint_x509_svid(
@@ -52,9 +62,12 @@ async def mint_x509_svid(
 ) -> MintedSvid:
     """Sign an X509-SVID for ``public_key``, valid ``ttl`` from ``now`` (backdated for clock
     skew) and never past the CA's own expiry."""
-    [minted] = await mint_x509_svids(
-        ca, [LeafRequest(spiffe_id, public_key, ttl, tuple(dns_names))], now=now
-    )
+    return await mint_leaf(ca, LeafRequest(spiffe_id, public_key, ttl, tuple(dns_names)), now=now)
+
+
+async def mint_leaf(ca: X509CA, request: LeafRequest, *, now: datetime) -> MintedSvid:
+    """Sign the X509-SVID ``request`` describes, as :func:`mint_x509_svids` signs each one."""
+    [minted] = await mint_x509_svids(ca, [request], now=now)
     if isinstance(minted, PyspireError):
         raise minted
     return minted
@@ -92,8 +105,11 @@ async def mint_x509_svids(
             tbs = template.tbs(
                 serial=serial,
                 validity=validity[1],
-                names=_leaf_names(request.spiffe_id, request.dns_names),
+                names=_leaf_names(request),
                 spki=_spki(request.public_key),
+                extra_extensions=encode_extensions(request.extra_extensions)
+                if request.extra_extensions
+                else b"",
             )
             signature = await sign(tbs)
         except PyspireError as error:
@@ -107,10 +123,12 @@ async def mint_x509_svids(
     return results
 
 
-def _leaf_names(spiffe_id: SpiffeId, dns_names: tuple[str, ...]) -> tuple[bytes, bytes]:
-    if spiffe_id.is_trust_domain_id():
+def _leaf_names(request: LeafRequest) -> tuple[bytes, bytes]:
+    if request.spiffe_id.is_trust_domain_id():
         raise InvalidArgumentError("an X509-SVID needs a SPIFFE ID with a path")
-    return leaf_names(str(spiffe_id), dns_names)
+    if request.subject is DEFAULT_SVID_SUBJECT:
+        return leaf_names(str(request.spiffe_id), request.dns_names)
+    return leaf_names(str(request.spiffe_id), request.dns_names, request.subject)
 
 
 def _spki(public_key: CertificatePublicKeyTypes) -> bytes:

@@ -254,100 +254,17 @@ class Discovery:
         manager = pluggy.PluginManager(PROJECT_NAME)
         add_hookspecs(manager)
         problems: list[str] = []
-        registered: list[tuple[_Source, object]] = []
-        for source in sources:
-            try:
-                plugin = source.load()
-            except Exception as error:  # a broken plugin must be named, not crash discovery
-                problems.append(
-                    f"{source.describe()} cannot be imported: {type(error).__name__}: {error}"
-                )
-                continue
-            if manager.is_registered(plugin):  # two entry points naming the same module
-                continue
-            try:
-                manager.register(plugin, name=f"{source.distribution}:{source.entry_point}")
-            except Exception as error:
-                problems.append(
-                    f"{source.describe()} is not a valid plugin: {type(error).__name__}: {error}"
-                )
-                continue
-            unknown = sorted(
-                caller.name
-                for caller in manager.get_hookcallers(plugin) or []
-                if caller.name not in _HOOK_NAMES
-            )
-            if unknown:
-                manager.unregister(plugin)
-                problems.append(
-                    f"{source.describe()} implements unknown hook {', '.join(unknown)}; "
-                    f"known hooks: {', '.join(sorted(_HOOK_NAMES))}"
-                )
-                continue
-            registered.append((source, plugin))
-
-        offers: dict[str, dict[str, list[tuple[_Source, PluginRegistration[Any, Any]]]]] = {}
+        registered = _register(manager, sources, problems)
         excluded_plugins: dict[tuple[str, str], str] = {}
-        for hook_name in _HOOK_NAMES:
-            toml_name = next(k.toml_name for k in ALL_KINDS if k.hook_name == hook_name)
-            by_name: dict[str, list[tuple[_Source, PluginRegistration[Any, Any]]]] = {}
-            for source, plugin in registered:
-                callers = manager.get_hookcallers(plugin) or []
-                if not any(caller.name == hook_name for caller in callers):
-                    continue
-                others = [other for _, other in registered if other is not plugin]
-                call = manager.subset_hook_caller(hook_name, remove_plugins=others)
-                try:
-                    results = call()
-                except Exception as error:
-                    problems.append(
-                        f"{source.describe()}: hook {hook_name} failed: "
-                        f"{type(error).__name__}: {error}"
-                    )
-                    continue
-                for result in results:
-                    if not isinstance(result, list | tuple):
-                        problems.append(
-                            f"{source.describe()}: hook {hook_name} returned "
-                            f"{type(result).__name__} where a list of PluginRegistration "
-                            "was expected"
-                        )
-                        continue
-                    for item in result:
-                        reason = _check_registration(item)
-                        if reason is not None:
-                            problems.append(f"{source.describe()}: hook {hook_name} {reason}")
-                            continue
-                        assert isinstance(item, PluginRegistration)
-                        exclusion = plugin_filter.plugin_exclusion(
-                            toml_name, item.name, source.distribution
-                        )
-                        if exclusion is not None:
-                            excluded_plugins[(toml_name, item.name)] = exclusion
-                            continue
-                        by_name.setdefault(item.name, []).append((source, item))
-            offers[hook_name] = by_name
-
-        for hook_name, by_name in offers.items():
-            for name, providers in sorted(by_name.items()):
-                if len(providers) < 2:
-                    continue
-                label = _hook_label(hook_name)
-                distributions = {source.distribution for source, _ in providers}
-                if len(distributions) == 1:
-                    problems.append(
-                        f"{providers[0][0].describe()} provides {label} plugin "
-                        f'"{name}" {len(providers)} times'
-                    )
-                else:
-                    listed = " and ".join(source.describe() for source, _ in providers)
-                    problems.append(
-                        f'{label} plugin "{name}" is provided by more than one distribution: '
-                        f"{listed}; uninstall one or block it with PYSPIRE_PLUGINS_BLOCK"
-                    )
+        offers = {
+            hook_name: _offers(
+                manager, hook_name, registered, plugin_filter, excluded_plugins, problems
+            )
+            for hook_name in _HOOK_NAMES
+        }
+        problems += _duplicates(offers)
         if problems:
             raise PluginLoadError(problems)
-
         discovered = [
             DiscoveredPlugin(
                 kind=kind,
@@ -391,3 +308,114 @@ class Discovery:
     def __iter__(self) -> Iterator[DiscoveredPlugin]:
         for kind in ALL_KINDS:
             yield from self.plugins(kind)
+
+
+_Offer = tuple[_Source, PluginRegistration[Any, Any]]
+
+
+def _register(
+    manager: pluggy.PluginManager, sources: Sequence[_Source], problems: list[str]
+) -> list[tuple[_Source, object]]:
+    """Import and register every source's module; a module that fails to import, to register
+    or that implements a hook nobody knows is named in ``problems`` and left out."""
+    registered: list[tuple[_Source, object]] = []
+    for source in sources:
+        try:
+            plugin = source.load()
+        except Exception as error:  # a broken plugin must be named, not crash discovery
+            problems.append(
+                f"{source.describe()} cannot be imported: {type(error).__name__}: {error}"
+            )
+            continue
+        if manager.is_registered(plugin):  # two entry points naming the same module
+            continue
+        try:
+            manager.register(plugin, name=f"{source.distribution}:{source.entry_point}")
+        except Exception as error:
+            problems.append(
+                f"{source.describe()} is not a valid plugin: {type(error).__name__}: {error}"
+            )
+            continue
+        unknown = sorted(
+            caller.name
+            for caller in manager.get_hookcallers(plugin) or []
+            if caller.name not in _HOOK_NAMES
+        )
+        if unknown:
+            manager.unregister(plugin)
+            problems.append(
+                f"{source.describe()} implements unknown hook {', '.join(unknown)}; "
+                f"known hooks: {', '.join(sorted(_HOOK_NAMES))}"
+            )
+            continue
+        registered.append((source, plugin))
+    return registered
+
+
+def _offers(
+    manager: pluggy.PluginManager,
+    hook_name: str,
+    registered: list[tuple[_Source, object]],
+    plugin_filter: PluginFilter,
+    excluded_plugins: dict[tuple[str, str], str],
+    problems: list[str],
+) -> dict[str, list[_Offer]]:
+    """What each registered module offers through ``hook_name``, by plugin name. Each module's
+    hook is called on its own, so one failing module is named and the others still count."""
+    toml_name = next(k.toml_name for k in ALL_KINDS if k.hook_name == hook_name)
+    by_name: dict[str, list[_Offer]] = {}
+    for source, plugin in registered:
+        if not any(caller.name == hook_name for caller in manager.get_hookcallers(plugin) or []):
+            continue
+        others = [other for _, other in registered if other is not plugin]
+        try:
+            results = manager.subset_hook_caller(hook_name, remove_plugins=others)()
+        except Exception as error:
+            problems.append(
+                f"{source.describe()}: hook {hook_name} failed: {type(error).__name__}: {error}"
+            )
+            continue
+        for result in results:
+            if not isinstance(result, list | tuple):
+                problems.append(
+                    f"{source.describe()}: hook {hook_name} returned "
+                    f"{type(result).__name__} where a list of PluginRegistration was expected"
+                )
+                continue
+            for item in result:
+                reason = _check_registration(item)
+                if reason is not None:
+                    problems.append(f"{source.describe()}: hook {hook_name} {reason}")
+                    continue
+                assert isinstance(item, PluginRegistration)
+                exclusion = plugin_filter.plugin_exclusion(
+                    toml_name, item.name, source.distribution
+                )
+                if exclusion is not None:
+                    excluded_plugins[(toml_name, item.name)] = exclusion
+                    continue
+                by_name.setdefault(item.name, []).append((source, item))
+    return by_name
+
+
+def _duplicates(offers: dict[str, dict[str, list[_Offer]]]) -> list[str]:
+    """A problem for every plugin name offered more than once for the same hook."""
+    problems: list[str] = []
+    for hook_name, by_name in offers.items():
+        for name, providers in sorted(by_name.items()):
+            if len(providers) < 2:
+                continue
+            label = _hook_label(hook_name)
+            distributions = {source.distribution for source, _ in providers}
+            if len(distributions) == 1:
+                problems.append(
+                    f"{providers[0][0].describe()} provides {label} plugin "
+                    f'"{name}" {len(providers)} times'
+                )
+            else:
+                listed = " and ".join(source.describe() for source, _ in providers)
+                problems.append(
+                    f'{label} plugin "{name}" is provided by more than one distribution: '
+                    f"{listed}; uninstall one or block it with PYSPIRE_PLUGINS_BLOCK"
+                )
+    return problems

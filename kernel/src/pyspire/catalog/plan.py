@@ -142,81 +142,85 @@ def plan_plugins(
     names: dict[AnyKind, list[str]] = {kind: [] for kind in kinds}
     planned: dict[AnyKind, list[PlannedPlugin]] = {kind: [] for kind in kinds}
 
-    table: Mapping[str, Any] = {}
-    raw: object = plugins_table  # whatever the document holds, whatever the annotation says
-    if isinstance(raw, Mapping):
-        table = raw
-    elif raw is not None:
-        issues.append(ConfigIssue(base, f"expected a table, found {_found(raw)}"))
-
-    for type_name, type_table in table.items():
+    for type_name, type_table in _table(plugins_table, base, issues).items():
         type_path = f"{base}.{type_name}"
         kind = by_name.get(type_name)
         if kind is None:
+            known = ", ".join(sorted(by_name))
             issues.append(
                 ConfigIssue(
                     type_path,
-                    f'unknown plugin type "{type_name}"; known types for the {side}: '
-                    + ", ".join(sorted(by_name)),
+                    f'unknown plugin type "{type_name}"; known types for the {side}: {known}',
                 )
             )
             continue
         if not isinstance(type_table, Mapping):
-            hint = ""
-            if isinstance(type_table, list):
-                hint = f"; write one table per plugin: [{type_path}.<name>]"
-            issues.append(
-                ConfigIssue(
-                    type_path,
-                    f"expected a table of {type_name} plugins, found {_found(type_table)}{hint}",
-                )
-            )
+            issues.append(ConfigIssue(type_path, _not_a_type_table(type_path, type_table)))
             continue
         for name, settings in type_table.items():
-            plugin_path = f"{type_path}.{name}"
             names[kind].append(name)
-            if not isinstance(settings, Mapping):
-                issues.append(
-                    ConfigIssue(
-                        plugin_path,
-                        "expected a table with the plugin's settings (empty for the defaults), "
-                        f"found {_found(settings)}",
-                    )
-                )
-                continue
-            discovered = discovery.get(kind, name)
-            if discovered is None:
-                issues.append(ConfigIssue(plugin_path, _not_installed(kind, name, discovery)))
-                continue
-            try:
-                config = load_config(
-                    discovered.registration.config_type, settings, path=plugin_path
-                )
-            except ConfigError as error:
-                issues.extend(error.issues)
-                continue
-            except (TypeError, NameError) as error:  # the plugin declares a field we cannot load
-                issues.append(
-                    ConfigIssue(
-                        plugin_path,
-                        f'{kind.toml_name} plugin "{name}" of {discovered.origin} declares a '
-                        f"configuration that cannot be loaded: {error}",
-                    )
-                )
-                continue
-            planned[kind].append(
-                PlannedPlugin(
-                    kind=kind, name=name, config=config, discovered=discovered, path=plugin_path
-                )
-            )
+            plugin = _plan_one(kind, name, settings, f"{type_path}.{name}", discovery, issues)
+            if plugin is not None:
+                planned[kind].append(plugin)
 
-    for kind in kinds:
-        issue = _count_issue(kind, names[kind])
-        if issue is not None:
-            issues.append(issue)
+    issues += [issue for kind in kinds if (issue := _count_issue(kind, names[kind]))]
     if issues:
         raise ConfigError(issues)
     return CatalogPlan(
         side=side,
         plugins=tuple(plugin for kind in kinds for plugin in planned[kind]),
     )
+
+
+def _table(raw: object, path: str, issues: list[ConfigIssue]) -> Mapping[str, Any]:
+    """The plugins table, whatever the document holds there (an issue when not a table)."""
+    if isinstance(raw, Mapping):
+        return raw
+    if raw is not None:
+        issues.append(ConfigIssue(path, f"expected a table, found {_found(raw)}"))
+    return {}
+
+
+def _not_a_type_table(type_path: str, value: object) -> str:
+    type_name = type_path.rsplit(".", 1)[-1]
+    hint = f"; write one table per plugin: [{type_path}.<name>]" if isinstance(value, list) else ""
+    return f"expected a table of {type_name} plugins, found {_found(value)}{hint}"
+
+
+def _plan_one(
+    kind: AnyKind,
+    name: str,
+    settings: object,
+    path: str,
+    discovery: Discovery,
+    issues: list[ConfigIssue],
+) -> PlannedPlugin | None:
+    """One plugin's plan entry, or ``None`` with the reasons added to ``issues``."""
+    if not isinstance(settings, Mapping):
+        issues.append(
+            ConfigIssue(
+                path,
+                "expected a table with the plugin's settings (empty for the defaults), "
+                f"found {_found(settings)}",
+            )
+        )
+        return None
+    discovered = discovery.get(kind, name)
+    if discovered is None:
+        issues.append(ConfigIssue(path, _not_installed(kind, name, discovery)))
+        return None
+    try:
+        config = load_config(discovered.registration.config_type, settings, path=path)
+    except ConfigError as error:
+        issues.extend(error.issues)
+        return None
+    except (TypeError, NameError) as error:  # the plugin declares a field we cannot load
+        issues.append(
+            ConfigIssue(
+                path,
+                f'{kind.toml_name} plugin "{name}" of {discovered.origin} declares a '
+                f"configuration that cannot be loaded: {error}",
+            )
+        )
+        return None
+    return PlannedPlugin(kind=kind, name=name, config=config, discovered=discovered, path=path)

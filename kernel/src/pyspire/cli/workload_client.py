@@ -51,7 +51,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.cli.flags import add_flag
 from pyspire.proto.gen import workload as pb
-from pyspire_sdk.duration import format_duration, parse_duration
+from pyspire_sdk import format_duration, parse_duration
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 
 DEFAULT_SOCKET_PATH = Path("/tmp/pyspire-agent/public/api.sock")  # noqa: S108 - SPIRE's layout

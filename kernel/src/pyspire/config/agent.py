@@ -18,11 +18,14 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pyspire.config.common import (
+    HealthChecksConfig,
     KeyType,
+    TelemetryConfig,
     check_log_settings,
     check_port,
     check_positive,
     check_socket_path,
+    check_telemetry_endpoints,
 )
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
@@ -89,6 +92,13 @@ class AgentConfig:
     log_file: Path | None = setting(
         default=None, description="File to append logs to (created with mode 0640); unset: stderr."
     )
+    telemetry: TelemetryConfig = setting(
+        default_factory=TelemetryConfig, description="Where metrics are served."
+    )
+    health_checks: HealthChecksConfig = setting(
+        default_factory=HealthChecksConfig,
+        description="HTTP liveness and readiness endpoints for probes.",
+    )
 
     def bootstrap_keys_set(self) -> list[str]:
         """The bootstrap keys this configuration sets, in :data:`BOOTSTRAP_KEYS` order."""
@@ -144,6 +154,7 @@ class AgentConfig:
                 f"must be at least 1, found {self.x509_svid_cache_max_size}",
             )
         yield from check_log_settings(self.log_level, self.log_format)
+        yield from check_telemetry_endpoints(self.telemetry, self.health_checks)
 
     def warnings(self) -> list[ConfigIssue]:
         """Advice that does not stop the agent: insecure bootstrap trusts any server once."""

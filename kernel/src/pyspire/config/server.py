@@ -16,14 +16,17 @@ from urllib.parse import urlsplit
 
 from pyspire.ca.templates import CaSubject
 from pyspire.config.common import (
+    HealthChecksConfig,
     KeyType,
+    TelemetryConfig,
     check_log_settings,
     check_port,
     check_positive,
     check_socket_path,
+    check_telemetry_endpoints,
 )
+from pyspire_sdk import format_duration
 from pyspire_sdk.config import setting
-from pyspire_sdk.duration import format_duration
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -59,6 +62,13 @@ class ServerConfig:
     )
     log_file: Path | None = setting(
         default=None, description="File to append logs to (created with mode 0640); unset: stderr."
+    )
+    telemetry: TelemetryConfig = setting(
+        default_factory=TelemetryConfig, description="Where metrics are served."
+    )
+    health_checks: HealthChecksConfig = setting(
+        default_factory=HealthChecksConfig,
+        description="HTTP liveness and readiness endpoints for probes.",
     )
     ca_key_type: KeyType = setting(
         default=KeyType.EC_P256, description="Key type of the X.509 CA keys."
@@ -120,6 +130,7 @@ class ServerConfig:
         yield from check_port("bind_port", self.bind_port, allow_zero=True)
         yield from check_socket_path("socket_path", self.socket_path)
         yield from check_log_settings(self.log_level, self.log_format)
+        yield from check_telemetry_endpoints(self.telemetry, self.health_checks)
         yield from check_positive("ca_ttl", self.ca_ttl)
         for key, ttl in self._svid_ttls():
             yield from check_positive(key, ttl)

@@ -13,6 +13,7 @@ from datetime import datetime
 from pyspire.ca.manager import CaManager
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.issuer import SvidIssuer
+from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.plugins.datastore import DataStore
 from pyspire_sdk.plugins.node_attestor import ServerNodeAttestor
@@ -34,6 +35,8 @@ class ServerContext:
     admin_ids: frozenset[SpiffeId] = field(default_factory=frozenset)
     server_svid_chain: tuple[bytes, ...] = ()
     """The server's current SVID chain (for Debug.GetInfo); kept current by the runtime."""
+    metrics: PrometheusMetrics = field(default_factory=lambda: PrometheusMetrics("pyspire_server"))
+    """Where services record what they measure (the process's registry)."""
 
     @property
     def server_id(self) -> SpiffeId:

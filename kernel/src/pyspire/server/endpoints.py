@@ -20,7 +20,9 @@ from pyspire.server.api.gate import local_gate, tcp_gate
 from pyspire.server.api.health import HealthService
 from pyspire.server.api.svid import SvidService
 from pyspire.server.context import ServerContext
+from pyspire.telemetry.audit import AuditLog
 from pyspire.transport.calls import InFlight, WithCallContext
+from pyspire.transport.limits import ConnectionLimits
 
 
 @dataclass(frozen=True)
@@ -51,19 +53,48 @@ class ServerServices:
 
 
 def tcp_servables(
-    services: ServerServices, context: ServerContext, in_flight: InFlight
+    services: ServerServices,
+    context: ServerContext,
+    in_flight: InFlight,
+    *,
+    limits: ConnectionLimits,
+    audit: AuditLog | None = None,
 ) -> list[WithCallContext]:
-    """What the TCP listener serves: the API, each call through the TCP gate."""
+    """What the TCP listener serves: the API, each call through the TCP gate, measured (and
+    audited with ``audit``)."""
     gate = tcp_gate(context)
-    return [WithCallContext(service, gate, in_flight) for service in services.api()]
+    return [
+        WithCallContext(
+            service,
+            gate,
+            in_flight,
+            request_timeout=limits.request_timeout,
+            metrics=context.metrics,
+            audit=audit,
+        )
+        for service in services.api()
+    ]
 
 
 def admin_servables(
-    services: ServerServices, context: ServerContext, in_flight: InFlight
+    services: ServerServices,
+    context: ServerContext,
+    in_flight: InFlight,
+    *,
+    limits: ConnectionLimits,
+    audit: AuditLog | None = None,
 ) -> list[WithCallContext]:
-    """What the admin socket serves: the API plus Debug and Health, every caller local."""
+    """What the admin socket serves: the API plus Debug and Health, every caller local,
+    measured (and audited with ``audit``)."""
     gate = local_gate(context)
     return [
-        WithCallContext(service, gate, in_flight)
+        WithCallContext(
+            service,
+            gate,
+            in_flight,
+            request_timeout=limits.request_timeout,
+            metrics=context.metrics,
+            audit=audit,
+        )
         for service in (*services.api(), services.debug, services.health)
     ]

@@ -3,7 +3,8 @@
 The SVID is minted from the active CA with a fresh in-process key, re-minted at half-life and
 whenever the CA changes (a new authority prepared or activated), and handed to the TLS listener
 together with the current bundle, so agents always see a server SVID that chains to what they
-trust and the server always trusts agent SVIDs from every published authority.
+trust and the server always trusts agent SVIDs from every published authority. Credential
+composers adjust it as the server's own SVID (``ComposeServerX509SVID``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from datetime import datetime, timedelta
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.manager import CaManager
-from pyspire.ca.x509svid import mint_x509_svid
+from pyspire.ca.x509svid import mint_leaf
 from pyspire.transport.tls import RotatingServerContext
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.model import X509Svid
 from pyspire_sdk.spiffeid import TrustDomain, server_id
 
 BundleSource = Callable[[], Awaitable[Bundle | None]]
+
+ROTATION_RETRY = BackoffPolicy(initial=1.0, maximum=60.0)
+"""How a failed rotation of the server SVID is retried: 1 s, 2 s, 4 s, ... at most 60 s."""
 
 
 class ServerIdentity:
@@ -38,6 +45,7 @@ class ServerIdentity:
         clock: Clock,
         tls: RotatingServerContext,
         ttl: timedelta,
+        composition: CredentialComposition | None = None,
     ) -> None:
         self._trust_domain = trust_domain
         self._ca = ca
@@ -45,6 +53,7 @@ class ServerIdentity:
         self._clock = clock
         self._tls = tls
         self._ttl = ttl
+        self._composition = composition or CredentialComposition()
         self._svid: X509Svid | None = None
         self._issued_at: datetime | None = None
         self._changed = asyncio.Event()
@@ -63,15 +72,12 @@ class ServerIdentity:
 
     async def rotate(self) -> None:
         """Mint a new server SVID and serve new TLS connections with it."""
-        now = self._clock.now()
         key = await asyncio.to_thread(ec.generate_private_key, ec.SECP256R1())
-        minted = await mint_x509_svid(
-            self._ca.x509_ca,
-            spiffe_id=server_id(self._trust_domain),
-            public_key=key.public_key(),
-            ttl=self._ttl,
-            now=now,
+        request = await self._composition.leaf(
+            SvidKind.SERVER, server_id(self._trust_domain), key.public_key(), ttl=self._ttl
         )
+        now = self._clock.now()
+        minted = await mint_leaf(self._ca.x509_ca, request, now=now)
         chain_der = minted.chain
         bundle = await self._bundle()
         authorities = [a.der for a in bundle.x509_authorities] if bundle else []
@@ -91,9 +97,14 @@ class ServerIdentity:
         return max(0.0, (remaining - self._clock.now()).total_seconds())
 
     async def run(self) -> None:
-        """Rotate at half-life or on a CA change, until cancelled."""
+        """Rotate at half-life or on a CA change, until cancelled. A rotation that fails (a
+        credential composer or the key manager unavailable) is logged and retried after the
+        delay :data:`ROTATION_RETRY` gives, while the current SVID stays in use."""
+        backoff = Backoff(ROTATION_RETRY)
+        retry_in: float | None = None
         while True:
-            sleeper = asyncio.ensure_future(self._clock.sleep(self._half_life()))
+            wait = self._half_life() if retry_in is None else retry_in
+            sleeper = asyncio.ensure_future(self._clock.sleep(wait))
             changed = asyncio.ensure_future(self._changed.wait())
             try:
                 await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
@@ -102,4 +113,13 @@ class ServerIdentity:
                     waiter.cancel()
                 await asyncio.gather(sleeper, changed, return_exceptions=True)
             self._changed.clear()
-            await self.rotate()
+            try:
+                await self.rotate()
+            except PyspireError as error:
+                retry_in = backoff.failed()
+                self._log.error(
+                    "server SVID not rotated", error=str(error), retry_in=round(retry_in, 3)
+                )
+            else:
+                backoff.succeeded()
+                retry_in = None

@@ -2,7 +2,9 @@
 
 The CA (:mod:`pyspire.ca`) knows how to sign; this module decides what: workload SVIDs take the
 entry's TTL (or the server default) and DNS names, agent SVIDs take ``agent_ttl``, JWT-SVIDs the
-entry's JWT TTL (or the default), and every expiry is capped by the signing authority.
+entry's JWT TTL (or the default), and every expiry is capped by the signing authority. The
+configured credential composers then adjust each one before it is signed
+(:mod:`pyspire.ca.composition`): agent SVIDs as agents', everything else as workloads'.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.jwt import mint_jwt_svid
 from pyspire.ca.manager import CaManager
-from pyspire.ca.x509svid import LeafRequest, mint_x509_svid, mint_x509_svids
+from pyspire.ca.x509svid import LeafRequest, MintedSvid, mint_leaf, mint_x509_svids
+from pyspire.telemetry.metrics import SVID_JWT_SIGNED, SVID_X509_SIGNED, PrometheusMetrics
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
+from pyspire_sdk.plugins.credential_composer import JwtSvidClaims
 from pyspire_sdk.spiffeid import SpiffeId
 
 
@@ -35,10 +40,20 @@ class IssuancePolicy:
 class SvidIssuer:
     """Mints X509- and JWT-SVIDs with the CA's active authorities."""
 
-    def __init__(self, *, ca: CaManager, clock: Clock, policy: IssuancePolicy) -> None:
+    def __init__(
+        self,
+        *,
+        ca: CaManager,
+        clock: Clock,
+        policy: IssuancePolicy,
+        composition: CredentialComposition | None = None,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
         self._ca = ca
         self._clock = clock
         self.policy = policy
+        self._composition = composition or CredentialComposition()
+        self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
 
     async def x509(
         self,
@@ -48,15 +63,29 @@ class SvidIssuer:
         ttl: timedelta | None = None,
         dns_names: Sequence[str] = (),
     ) -> X509Svid:
-        """An X509-SVID for ``public_key``; ``ttl`` None means the default workload TTL."""
-        minted = await mint_x509_svid(
-            self._ca.x509_ca,
-            spiffe_id=spiffe_id,
-            public_key=public_key,
-            ttl=ttl or self.policy.default_x509_svid_ttl,
-            now=self._clock.now(),
-            dns_names=dns_names,
+        """A workload X509-SVID for ``public_key``; ``ttl`` None means the default workload
+        TTL."""
+        return await self._sign(
+            SvidKind.WORKLOAD,
+            spiffe_id,
+            public_key,
+            ttl or self.policy.default_x509_svid_ttl,
+            dns_names,
         )
+
+    async def _sign(
+        self,
+        kind: SvidKind,
+        spiffe_id: SpiffeId,
+        public_key: CertificatePublicKeyTypes,
+        ttl: timedelta,
+        dns_names: Sequence[str] = (),
+    ) -> X509Svid:
+        request = await self._composition.leaf(
+            kind, spiffe_id, public_key, ttl=ttl, dns_names=dns_names
+        )
+        minted = await mint_leaf(self._ca.x509_ca, request, now=self._clock.now())
+        self._metrics.increment(SVID_X509_SIGNED)
         return X509Svid(spiffe_id=spiffe_id, cert_chain=minted.chain, expires_at=minted.not_after)
 
     async def workload_x509(
@@ -81,11 +110,10 @@ class SvidIssuer:
         The whole batch is signed by the same CA at the same ``now``; a failed item does not
         affect the others. An error that concerns the whole batch (no active CA) is raised.
         """
-        ca = self._ca.x509_ca
         default_ttl = self.policy.default_x509_svid_ttl
-        minted = await mint_x509_svids(
-            ca,
-            [
+        minted: list[MintedSvid | PyspireError]
+        if not self._composition.active:
+            leaves = [
                 LeafRequest(
                     entry.spiffe_id,
                     public_key,
@@ -93,9 +121,17 @@ class SvidIssuer:
                     entry.dns_names,
                 )
                 for entry, public_key in requests
-            ],
-            now=self._clock.now(),
-        )
+            ]
+            minted = await mint_x509_svids(self._ca.x509_ca, leaves, now=self._clock.now())
+        else:
+            composed = [
+                await self._composed_leaf(entry, public_key, default_ttl)
+                for entry, public_key in requests
+            ]
+            signable = [leaf for leaf in composed if isinstance(leaf, LeafRequest)]
+            signed = iter(await mint_x509_svids(self._ca.x509_ca, signable, now=self._clock.now()))
+            minted = [leaf if isinstance(leaf, PyspireError) else next(signed) for leaf in composed]
+        self._metrics.increment(SVID_X509_SIGNED, sum(isinstance(m, MintedSvid) for m in minted))
         return [
             result
             if isinstance(result, PyspireError)
@@ -108,11 +144,28 @@ class SvidIssuer:
             for (entry, _), result in zip(requests, minted, strict=True)
         ]
 
+    async def _composed_leaf(
+        self,
+        entry: RegistrationEntry,
+        public_key: CertificatePublicKeyTypes,
+        default_ttl: timedelta,
+    ) -> LeafRequest | PyspireError:
+        try:
+            return await self._composition.leaf(
+                SvidKind.WORKLOAD,
+                entry.spiffe_id,
+                public_key,
+                ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else default_ttl,
+                dns_names=entry.dns_names,
+            )
+        except PyspireError as error:
+            return error
+
     async def agent_x509(
         self, agent_id: SpiffeId, public_key: CertificatePublicKeyTypes
     ) -> X509Svid:
         """An agent's own X509-SVID."""
-        return await self.x509(agent_id, public_key, ttl=self.policy.agent_ttl)
+        return await self._sign(SvidKind.AGENT, agent_id, public_key, self.policy.agent_ttl)
 
     async def jwt(
         self,
@@ -122,7 +175,17 @@ class SvidIssuer:
         ttl: timedelta | None = None,
         hint: str = "",
     ) -> JwtSvid:
-        """A JWT-SVID for every audience given; ``ttl`` None means the default JWT TTL."""
+        """A JWT-SVID for every audience given; ``ttl`` None means the default JWT TTL.
+
+        Composers see the claims beside those the JWT-SVID standard reserves, ``iss`` included
+        when ``jwt_issuer`` is configured, and decide them all."""
+        issuer = self.policy.jwt_issuer
+        extra_claims = None
+        if self._composition.active:
+            composed = await self._composition.jwt_claims(
+                spiffe_id, JwtSvidClaims({"iss": issuer} if issuer else {})
+            )
+            extra_claims, issuer = composed.to_dict(), ""
         now = self._clock.now()
         token, expires_at = await mint_jwt_svid(
             self._ca.jwt_key,
@@ -130,8 +193,10 @@ class SvidIssuer:
             audience=audience,
             ttl=ttl or self.policy.default_jwt_svid_ttl,
             now=now,
-            issuer=self.policy.jwt_issuer,
+            issuer=issuer,
+            extra_claims=extra_claims,
         )
+        self._metrics.increment(SVID_JWT_SIGNED)
         return JwtSvid(
             spiffe_id=spiffe_id,
             token=token,

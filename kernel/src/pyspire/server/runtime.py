@@ -1,26 +1,34 @@
 """The server's composition root: builds every subsystem, runs them together, stops them cleanly.
 
-Start order: plugins (datastore first), CA (keys, journal, bundle), registry cache, the server's
-own SVID, then the listeners (TCP with TLS for agents, the admin unix socket). Everything that
-runs in the background belongs to one task group: the first failure stops the rest, and a stop
-request (SIGINT/SIGTERM) drains in-flight calls for a bounded time before cancelling.
+Start order: plugins (datastore first), CA (keys, journal, bundle; credential composers shape
+what it signs), the notifiers told of the loaded bundle (any of them may veto the start),
+registry cache, the server's own SVID, then the listeners (TCP with TLS for agents, the admin
+unix socket); bundle changes then reach notifiers and bundle publishers in the background.
+Everything that runs in the background belongs to one task group: the first failure stops the
+rest, and a stop request (SIGINT/SIGTERM) drains in-flight calls for a bounded time before
+cancelling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpclib.server
 import structlog
 
+from pyspire.ca.composition import CredentialComposition
 from pyspire.ca.manager import CaManager, CaSettings
 from pyspire.catalog import (
+    BUNDLE_PUBLISHERS,
+    CREDENTIAL_COMPOSERS,
     DATASTORE,
+    NOTIFIERS,
     SERVER_KEY_MANAGER,
     SERVER_NODE_ATTESTORS,
     UPSTREAM_AUTHORITY,
@@ -33,17 +41,23 @@ from pyspire.catalog import (
 from pyspire.catalog.host import host_services_for
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
+from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
+from pyspire.server.notifications import BundleNotifications
+from pyspire.server.publishing import BundlePublishing
+from pyspire.server.readiness import ServerReadiness
+from pyspire.telemetry.audit import AuditLog
+from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
 from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.listener import serve_tcp, serve_unix
 from pyspire.transport.tls import RotatingServerContext
-from pyspire.transport.unix import remove_socket
+from pyspire.transport.unix import ADMIN_DIRECTORY_MODE, ADMIN_SOCKET_MODE, remove_socket
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.files import make_private_directory
@@ -51,8 +65,6 @@ from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import DataStore
 
-ADMIN_DIRECTORY_MODE = 0o700
-ADMIN_SOCKET_MODE = 0o770
 SERVER_API_LIMITS = ConnectionLimits(
     max_connections=4096,
     max_unverified_per_address=64,
@@ -115,6 +127,8 @@ class ServerRuntime:
         self._stop = asyncio.Event()
         self._join_tokens = _LazyJoinTokens()
         self.metrics = PrometheusMetrics("pyspire_server")
+        self.readiness = ServerReadiness(self.settings.trust_domain, self._clock)
+        self.telemetry = TelemetryEndpoints()
         self.listening: Listening | None = None
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("pyspire.server")
@@ -138,9 +152,20 @@ class ServerRuntime:
         settings = self.settings
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
-        async with Catalog.open(plan, host_for=self._host_for) as catalog:
-            datastore = catalog.one(DATASTORE)
-            self._join_tokens.datastore = datastore
+        async with (
+            serve_telemetry(
+                settings.telemetry,
+                settings.health_checks,
+                metrics=self.metrics,
+                checks=self.readiness.checks(),
+            ) as self.telemetry,
+            Catalog.open(plan, host_for=self._host_for) as catalog,
+        ):
+            stored = catalog.one(DATASTORE)
+            self._join_tokens.datastore = stored
+            bundles = BundleFeed(stored, settings.trust_domain, self._clock)
+            datastore = watch_bundle_writes(stored, settings.trust_domain, bundles.wake)
+            composition = CredentialComposition(catalog.chain(CREDENTIAL_COMPOSERS))
             ca = CaManager(
                 CaSettings(
                     trust_domain=settings.trust_domain,
@@ -153,8 +178,22 @@ class ServerRuntime:
                 store=datastore,
                 clock=self._clock,
                 upstream=catalog.optional(UPSTREAM_AUTHORITY),
+                composition=composition,
+                metrics=self.metrics,
             )
             await ca.start()
+            self.readiness.datastore, self.readiness.ca = datastore, ca
+            notifications = BundleNotifications(
+                catalog.chain(NOTIFIERS), clock=self._clock, metrics=self.metrics
+            )
+            publishing = BundlePublishing(
+                catalog.chain(BUNDLE_PUBLISHERS), clock=self._clock, metrics=self.metrics
+            )
+            loaded_bundle = await bundles.load()
+            await notifications.bundle_loaded(loaded_bundle)
+            bundles.subscribe(notifications.bundle_updated)
+            bundles.subscribe(publishing.offer)
+            publishing.offer(loaded_bundle)
             registry = RegistryCache(datastore, settings.trust_domain, self._clock)
             await registry.start()
             tls = RotatingServerContext()
@@ -169,6 +208,7 @@ class ServerRuntime:
                 clock=self._clock,
                 tls=tls,
                 ttl=settings.default_x509_svid_ttl,
+                composition=composition,
             )
             await identity.rotate()
             ca.add_listener(identity.ca_changed)
@@ -187,6 +227,8 @@ class ServerRuntime:
                         agent_ttl=settings.effective_agent_ttl,
                         jwt_issuer=settings.jwt_issuer or "",
                     ),
+                    composition=composition,
+                    metrics=self.metrics,
                 ),
                 node_attestors={
                     plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
@@ -194,6 +236,7 @@ class ServerRuntime:
                 started_at=self._clock.now(),
                 admin_ids=frozenset(settings.admin_ids),
                 server_svid_chain=identity.svid.cert_chain,
+                metrics=self.metrics,
             )
 
             async def keep_svid_chain() -> None:
@@ -210,7 +253,19 @@ class ServerRuntime:
                     socket_path=str(settings.socket_path),
                 )
                 self.ready.set()
-                await self._run_background(ca, registry, identity, datastore, in_flight)
+                self.readiness.serving = True
+                await self._run_background(
+                    ca,
+                    registry,
+                    identity,
+                    datastore,
+                    in_flight,
+                    bundle_services={
+                        "bundle-feed": bundles.run,
+                        "notifiers": notifications.run,
+                        "bundle-publishers": publishing.run,
+                    },
+                )
         self._log.info("server stopped")
 
     @contextlib.asynccontextmanager
@@ -219,8 +274,13 @@ class ServerRuntime:
     ) -> AsyncIterator[None]:
         settings = self.settings
         services = ServerServices.build(context)
-        tcp = grpclib.server.Server(tcp_servables(services, context, in_flight))
-        admin = grpclib.server.Server(admin_servables(services, context, in_flight))
+        audit = AuditLog() if settings.audit_log_enabled else None
+        tcp = grpclib.server.Server(
+            tcp_servables(services, context, in_flight, limits=self._tcp_limits, audit=audit)
+        )
+        admin = grpclib.server.Server(
+            admin_servables(services, context, in_flight, limits=self._admin_limits, audit=audit)
+        )
         listener = await serve_tcp(
             tcp,
             settings.bind_address,
@@ -255,9 +315,11 @@ class ServerRuntime:
         identity: ServerIdentity,
         datastore: DataStore,
         in_flight: InFlight,
+        bundle_services: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
     ) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [
+                *(group.create_task(run(), name=name) for name, run in bundle_services.items()),
                 group.create_task(ca.run(), name="ca-rotation"),
                 group.create_task(
                     registry.run(self._clock, REGISTRY_REFRESH), name="registry-refresh"
@@ -266,6 +328,7 @@ class ServerRuntime:
                 group.create_task(self._prune(datastore), name="prune"),
             ]
             await self._stop.wait()
+            self.readiness.serving = False
             self._log.info("server stopping", in_flight=in_flight.count)
             drained = await in_flight.drain(DRAIN_TIMEOUT)
             if not drained:

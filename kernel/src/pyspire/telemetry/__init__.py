@@ -1,4 +1,4 @@
-"""Telemetry of the pyspire processes: structured logging (and, later, metrics and health)."""
+"""Telemetry of the pyspire processes: structured logging, metrics, health checks, audit log."""
 
 from __future__ import annotations
 

@@ -208,60 +208,22 @@ def configure_logging(
     """
     numeric_level = parse_log_level(level)
     log_format = parse_log_format(fmt)
-    handler: logging.Handler
-    if file is not None:
-        path = Path(file)
-        try:
-            handler = _AppendFileHandler(path, mode="a", encoding="utf-8")
-        except OSError as error:
-            reason = error.strerror or str(error)
-            reason = reason[:1].lower() + reason[1:]
-            raise InvalidArgumentError(f"log_file: cannot open {str(path)!r}: {reason}") from None
-        terminal = False
-    else:
-        output = stream if stream is not None else sys.stderr
-        handler = logging.StreamHandler(output)
-        terminal = _is_terminal(output)
+    handler, terminal = _open_handler(file, stream)
     if log_format is LogFormat.AUTO:
         log_format = LogFormat.TEXT if terminal else LogFormat.JSON
-
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-        redact_secrets,
-    ]
-    renderer: list[Processor]
-    if log_format is LogFormat.JSON:
-        renderer = [
-            structlog.processors.dict_tracebacks,
-            structlog.processors.EventRenamer("msg"),
-            structlog.processors.JSONRenderer(),
-        ]
-    else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=terminal)]
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            foreign_pre_chain=_SHARED_PROCESSORS,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *_renderer(log_format, terminal),
+            ],
         )
     )
     handler.setLevel(numeric_level)
-
-    root = logging.getLogger()
-    while _installed_handlers:
-        previous = _installed_handlers.pop()
-        root.removeHandler(previous)
-        previous.close()
-    root.addHandler(handler)
-    _installed_handlers.append(handler)
-    root.setLevel(numeric_level)
-    logging.captureWarnings(True)
-
+    _install(handler, numeric_level)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.stdlib.LoggerFactory(),
         context_class=dict,
@@ -270,3 +232,54 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return log_format
+
+
+_SHARED_PROCESSORS: list[Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+    redact_secrets,
+]
+"""What every record goes through, from structlog or the standard library alike."""
+
+
+def _open_handler(
+    file: str | os.PathLike[str] | None, stream: TextIO | None
+) -> tuple[logging.Handler, bool]:
+    """The handler writing to ``file`` (appended to) or ``stream``, and whether it is a
+    terminal; InvalidArgumentError naming ``log_file`` when the file cannot be opened."""
+    if file is None:
+        output = stream if stream is not None else sys.stderr
+        return logging.StreamHandler(output), _is_terminal(output)
+    path = Path(file)
+    try:
+        return _AppendFileHandler(path, mode="a", encoding="utf-8"), False
+    except OSError as error:
+        reason = error.strerror or str(error)
+        reason = reason[:1].lower() + reason[1:]
+        raise InvalidArgumentError(f"log_file: cannot open {str(path)!r}: {reason}") from None
+
+
+def _renderer(log_format: LogFormat, terminal: bool) -> list[Processor]:
+    if log_format is LogFormat.JSON:
+        return [
+            structlog.processors.dict_tracebacks,
+            structlog.processors.EventRenamer("msg"),
+            structlog.processors.JSONRenderer(),
+        ]
+    return [structlog.dev.ConsoleRenderer(colors=terminal)]
+
+
+def _install(handler: logging.Handler, level: int) -> None:
+    """Make ``handler`` the root logger's pyspire handler, replacing the previous one only."""
+    root = logging.getLogger()
+    while _installed_handlers:
+        previous = _installed_handlers.pop()
+        root.removeHandler(previous)
+        previous.close()
+    root.addHandler(handler)
+    _installed_handlers.append(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)

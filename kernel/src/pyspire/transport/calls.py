@@ -5,15 +5,22 @@ cannot see who is calling. :class:`WithCallContext` wraps a service's handler ta
 first runs an optional gate (authentication, authorization) with the method name and stream,
 then the handler runs with the stream in a context variable that :func:`current_stream` reads.
 grpclib runs every call in its own task, so the variable never leaks between calls. SDK errors
-that escape a handler become the gRPC status that says what they mean (:func:`status_for`), and a
-malformed request becomes INVALID_ARGUMENT before the handler sees it
-(:mod:`pyspire.transport.messages`).
+that escape a handler become the gRPC status that says what they mean (:func:`status_for`), a
+malformed request becomes INVALID_ARGUMENT before the handler sees it, and a request message that
+does not arrive in time DEADLINE_EXCEEDED (:mod:`pyspire.transport.messages`).
+
+Every call is also measured here, so no method can be forgotten: with ``metrics``, each method
+has SPIRE's call counter ``rpc.<service>.<method>`` (a count and the elapsed time, labelled with
+the status code the call ended with); with ``audit``, each call writes one audit line
+(:mod:`pyspire.telemetry.audit`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,6 +29,9 @@ import grpclib.server
 import structlog
 from grpclib.exceptions import GRPCError
 
+from pyspire.telemetry.audit import AuditLog
+from pyspire.telemetry.metrics import PrometheusMetrics, rpc_metric_name
+from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.messages import (
     MAX_MESSAGE_BYTES,
     MalformedRequestError,
@@ -67,6 +77,42 @@ def status_for(error: PyspireError) -> grpclib.const.Status:
         if isinstance(error, kind):
             return status
     return grpclib.const.Status.INTERNAL
+
+
+def status_of(error: BaseException) -> grpclib.const.Status:
+    """The gRPC status a call that raised ``error`` ends with."""
+    if isinstance(error, GRPCError):
+        return error.status
+    if isinstance(error, PyspireError):
+        return status_for(error)
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpclib.const.Status.CANCELLED
+    return grpclib.const.Status.UNKNOWN
+
+
+def _message_of(error: BaseException) -> str:
+    """The status message a call that raised ``error`` ends with (grpclib's, for errors that
+    are not gRPC ones)."""
+    if isinstance(error, GRPCError):
+        return error.message or ""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "the call was cancelled"
+    return "Internal Server Error"
+
+
+@contextmanager
+def counted(metrics: PrometheusMetrics, name: str, **labels: str) -> Iterator[None]:
+    """Record the block as one call of the call counter ``name``: its duration, and the status
+    it ended with (``OK``, or the status of what it raised, which is raised on)."""
+    started = time.perf_counter()
+    status = grpclib.const.Status.OK
+    try:
+        yield
+    except BaseException as error:
+        status = status_of(error)
+        raise
+    finally:
+        metrics.call_counter(name, **labels).record(status.name, time.perf_counter() - started)
 
 
 def current_stream() -> grpclib.server.Stream[Any, Any]:
@@ -123,9 +169,11 @@ class WithCallContext:
     """A servable that wraps another one's handlers with the call context and a gate.
 
     Request messages are read through :mod:`pyspire.transport.messages`: one larger than
-    ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED before it is read, and one that is
-    not a well-formed message of the method's request type with INVALID_ARGUMENT, logged once as
-    a warning ("malformed request") rather than as a server error.
+    ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED before it is read, one that is not
+    a well-formed message of the method's request type with INVALID_ARGUMENT, logged once as a
+    warning ("malformed request") rather than as a server error, and a call whose first request
+    message has not arrived ``request_timeout`` seconds after it started ends with
+    DEADLINE_EXCEEDED.
     """
 
     def __init__(
@@ -135,11 +183,17 @@ class WithCallContext:
         in_flight: InFlight | None = None,
         *,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        request_timeout: float = ConnectionLimits.request_timeout,
+        metrics: PrometheusMetrics | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._service = service
         self._gate = gate
         self._in_flight = in_flight
         self._max_message_bytes = max_message_bytes
+        self._request_timeout = request_timeout
+        self._metrics = metrics
+        self._audit = audit
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         wrapped: dict[str, grpclib.const.Handler] = {}
@@ -162,23 +216,64 @@ class WithCallContext:
         gate = self._gate
         in_flight = self._in_flight
         limit = self._max_message_bytes
+        timeout = self._request_timeout
+        audit = self._audit
+        calls = (
+            self._metrics.call_counter(rpc_metric_name(method))
+            if self._metrics is not None
+            else None
+        )
 
         async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
+            started = time.perf_counter()
             _current_stream.set(stream)
-            guard_request_frames(stream, limit=limit, unary=unary)
-            if in_flight is not None:
-                in_flight.enter()
+            guard_request_frames(stream, limit=limit, unary=unary, first_message_timeout=timeout)
+            request = _FirstRequest(stream) if audit is not None else None
+            status = grpclib.const.Status.OK
+            message: str | None = None
+            entered = False
             try:
+                if in_flight is not None:
+                    in_flight.enter()
+                    entered = True
                 if gate is not None:
                     await gate(method, stream)
                 await func(stream)
             except MalformedRequestError as error:
+                status, message = error.status, error.message
                 _log.warning("malformed request", method=method, reason=error.message)
                 raise
             except PyspireError as error:
-                raise GRPCError(status_for(error), str(error)) from None
+                status, message = status_for(error), str(error)
+                raise GRPCError(status, message) from None
+            except BaseException as error:
+                status = status_of(error)
+                message = _message_of(error)
+                raise
             finally:
-                if in_flight is not None:
+                if entered and in_flight is not None:
                     in_flight.exit()
+                if calls is not None:
+                    calls.record(status.name, time.perf_counter() - started)
+                if audit is not None and request is not None:
+                    audit.record(method, stream, request.message, status, message)
 
         return handle
+
+
+class _FirstRequest:
+    """Keeps the first request message a handler reads from a stream (for the audit log)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        self.message: object | None = None
+        receive = stream.recv_message
+
+        async def recv_message() -> Any:
+            received = await receive()
+            if self.message is None:
+                self.message = received
+            return received
+
+        stream.recv_message = recv_message  # type: ignore[method-assign]

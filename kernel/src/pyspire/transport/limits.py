@@ -4,9 +4,10 @@ Whoever reaches a listener can open connections to it, and each one holds a file
 memory until it closes. Agents connect before they have an SVID (node attestation runs over TLS
 without a client certificate), so such connections are legitimate, but they prove nothing about
 the peer: they are bounded in number per source address, and every connection is bounded in
-time (TLS handshake, first request, idle between calls). Overall a listener keeps at most
-``max_connections``: file descriptors and memory stay bounded whatever the peers do. The counts
-here are sans-IO; :mod:`pyspire.transport.listener` applies them to sockets.
+time (TLS handshake, first request, idle between calls), as is the wait for a call's request
+message. Overall a listener keeps at most ``max_connections``: file descriptors and memory stay
+bounded whatever the peers do. The counts here are sans-IO; :mod:`pyspire.transport.listener`
+applies them to sockets, :class:`~pyspire.transport.calls.WithCallContext` to calls.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class ConnectionLimits:
 
     idle_timeout: float = 300.0
     """Seconds a connection may stay open with no call in progress after its last call."""
+
+    request_timeout: float = 10.0
+    """Seconds from the start of a call to the arrival of its (first) request message; a call
+    still waiting for it then ends with DEADLINE_EXCEEDED."""
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -13,7 +13,10 @@ purpose or by accident is answered here, in one place, before a handler sees the
 
 Each of these is a :class:`MalformedRequestError`: INVALID_ARGUMENT with a one-line reason, where
 grpclib itself would answer UNKNOWN "Internal Server Error" and log a traceback. A message longer
-than the server accepts is refused with RESOURCE_EXHAUSTED before it is read.
+than the server accepts is refused with RESOURCE_EXHAUSTED before it is read, and a first request
+message that has not arrived in full within the allowed time (a peer holding the call open by
+sending nothing, or its bytes one by one) with DEADLINE_EXCEEDED, which also resets the HTTP/2
+stream so that it holds nothing more on the server.
 
 The prefix and the body are read through the HTTP/2 stream's ``recv_data``; wrapping it on the
 stream is the only place grpclib lets us look at them first. This is the one use of that private
@@ -29,6 +32,7 @@ __all__ = [
     "guard_request_frames",
 ]
 
+import asyncio
 from typing import Any
 
 import grpclib.const
@@ -68,13 +72,19 @@ def _one_line(error: BaseException) -> str:
 
 
 def guard_request_frames(
-    stream: grpclib.server.Stream[Any, Any], *, limit: int, unary: bool
+    stream: grpclib.server.Stream[Any, Any],
+    *,
+    limit: int,
+    unary: bool,
+    first_message_timeout: float,
 ) -> None:
     """Check each request frame of ``stream`` as grpclib reads it.
 
     grpclib always reads a message as ``recv_data(5)`` (the prefix) then ``recv_data(length)``
     (the body); the guard follows that alternation. ``limit`` is the largest body accepted;
     ``unary`` says the call must carry exactly one message, so ending without one is refused.
+    The first message must have arrived ``first_message_timeout`` seconds after this call (the
+    start of the RPC); later messages of a client stream are the handler's to wait for.
     """
     inner = getattr(stream, "_stream", None)
     read = getattr(inner, "recv_data", None)
@@ -82,10 +92,25 @@ def guard_request_frames(
         raise RuntimeError("grpclib stream has no recv_data: the request guard needs updating")
     expected_body: int | None = None
     messages = 0
+    deadline = asyncio.get_running_loop().time() + first_message_timeout
+
+    async def read_in_time(size: int) -> bytes:
+        if messages:
+            data: bytes = await read(size)
+            return data
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await read(size)
+        except TimeoutError:
+            raise GRPCError(
+                grpclib.const.Status.DEADLINE_EXCEEDED,
+                f"the request message did not arrive within {first_message_timeout:g}s",
+            ) from None
+        return data
 
     async def read_exactly(size: int, what: str) -> bytes:
         try:
-            data: bytes = await read(size)
+            data = await read_in_time(size)
         except AssertionError:
             # grpclib's buffer asserts when the stream ends with fewer bytes than asked for.
             raise _malformed(f"the stream ended inside the {what}") from None
@@ -99,8 +124,9 @@ def guard_request_frames(
             if size != expected_body:
                 raise RuntimeError("grpclib read a message body of an unexpected size")
             expected_body = None
+            body = await read_exactly(size, "message")
             messages += 1
-            return await read_exactly(size, "message")
+            return body
         if size != _PREFIX_BYTES:
             raise RuntimeError("grpclib read a message prefix of an unexpected size")
         prefix = await read_exactly(size, "message prefix")

@@ -34,6 +34,13 @@ MAX_SOCKET_PATH_BYTES = 107
 PASSAGE_DIRECTORY_MODE = 0o755
 """Mode of missing directories created on the way to a socket's own directory."""
 
+ADMIN_DIRECTORY_MODE = 0o700
+"""Mode of the directory holding an admin socket (the server's, the agent's): only the
+daemon's user may reach the socket."""
+
+ADMIN_SOCKET_MODE = 0o770
+"""Mode of an admin socket itself, as SPIRE sets it; its directory keeps everyone else out."""
+
 _MAX_SYMLINKS = 40
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 _PROBE_TIMEOUT = 2.0

@@ -35,6 +35,7 @@ def entry(
     federates_with: Sequence[str] = (),
     created: int = 0,
     x509_svid_ttl: int = 0,
+    store_svid: bool = False,
 ) -> RegistrationEntry:
     """An entry with id ``name`` for ``spiffe://example.org/<name>`` under the agent."""
     return RegistrationEntry(
@@ -46,6 +47,7 @@ def entry(
         federates_with=tuple(TrustDomain(value) for value in federates_with),
         created_at=datetime(2029, 1, 1, tzinfo=UTC) + timedelta(seconds=created),
         x509_svid_ttl=x509_svid_ttl,
+        store_svid=store_svid,
     )
 
 

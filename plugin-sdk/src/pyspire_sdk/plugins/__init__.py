@@ -16,3 +16,5 @@ the contract those objects keep.
 
 ``pyspire_sdk.hookspecs.add_hookspecs`` registers all of them on a plugin manager.
 """
+
+__all__: list[str] = []  # the surface is the modules above, one per plugin type

@@ -1,8 +1,12 @@
 """Bundle publishers: put the server's trust bundle somewhere others can fetch it.
 
 The host calls :meth:`BundlePublisher.publish_bundle` with the current bundle at start and after
-every change, and again periodically, so a publisher that missed an update (its store was down)
-catches up. Mirrors SPIRE's ``BundlePublisher.PublishBundle``.
+every change. It also reads the bundle again periodically, so a change it was not told of
+(made by another server sharing the datastore) is published too. A publish that failed is
+retried with the SDK's backoff (:mod:`pyspire_sdk.backoff`), with the newest bundle, until it
+succeeds, so a publisher whose store was down catches up. The host remembers the bundle each
+publisher last published successfully and does not offer it an unchanged one again. Mirrors
+SPIRE's ``BundlePublisher.PublishBundle``.
 """
 
 from __future__ import annotations

@@ -313,21 +313,27 @@ async def compose_chain(
     composers: Sequence[ComposerT],
     template: TemplateT,
     step: Callable[[ComposerT, TemplateT], Awaitable[TemplateT]],
+    *,
+    names: Sequence[str] | None = None,
 ) -> TemplateT:
     """Pass ``template`` through ``composers`` in order and return the final template.
 
     ``step`` calls one method on one composer, e.g.
     ``lambda c, t: c.compose_workload_x509_svid(spiffe_id, key, t)``. A composer that returns
     something other than the template's type breaks the contract and raises
-    :class:`~pyspire_sdk.errors.PluginError` naming its position in the chain.
+    :class:`~pyspire_sdk.errors.PluginError` naming its position in the chain, and its name
+    when ``names`` (one per composer, as configured) is given.
     """
+    if names is not None and len(names) != len(composers):
+        raise ValueError(f"{len(names)} names given for {len(composers)} composers")
     expected = type(template)
     current = template
     for position, composer in enumerate(composers):
         result = await step(composer, current)
         if type(result) is not expected:
+            named = f'"{names[position]}" ' if names is not None else ""
             raise PluginError(
-                f"credential composer #{position} ({type(composer).__name__}) returned "
+                f"credential composer {named}#{position} ({type(composer).__name__}) returned "
                 f"{type(result).__name__}, expected {expected.__name__}"
             )
         current = result

@@ -6,8 +6,8 @@ Two kinds of event, as in SPIRE's ``Notifier``:
   :meth:`Notifier.notify_and_advise`: the notifier may *veto* the start by raising (for
   example when it cannot write the bundle where workloads expect it). "Notify and advise".
 - :class:`BundleUpdated` is sent after every change of the bundle (a new or tainted CA, a
-  pruned key), through :meth:`Notifier.notify`. Failures are logged and counted; they do not
-  stop the server, and the next update is delivered regardless.
+  pruned key), through :meth:`Notifier.notify`. Failures are logged and counted and retried
+  with the SDK's backoff (:mod:`pyspire_sdk.backoff`); they never stop the server.
 """
 
 from __future__ import annotations
@@ -51,12 +51,17 @@ class Notifier(Plugin, Protocol):
 
     Guarantees both sides keep:
 
-    - The host calls notifiers one after another in configured order, never concurrently for
-      the same notifier, and events reach each notifier in the order they happened.
+    - At start the host tells notifiers :class:`BundleLoaded` one after another in configured
+      order. Updates reach each notifier through a queue of its own, so one slow notifier
+      never delays another; a notifier is never called concurrently with itself, and sees
+      bundles in the order they happened. A notifier that is behind (busy, or failing and
+      waiting to be retried) is told the newest bundle next: each event carries the whole
+      bundle, so those in between are skipped.
     - **No opinion** is returning ``None`` without doing anything: a notifier ignores event
       kinds it does not handle, so new kinds can be added without breaking it.
     - ``notify_and_advise`` raising (any :class:`~pyspire_sdk.errors.PyspireError`, with the
-      reason) makes the server refuse to start; ``notify`` raising is logged and counted only.
+      reason) makes the server refuse to start, naming the notifier; ``notify`` raising is
+      logged and counted, and the newest bundle is offered again after a backoff delay.
     - Handling the same event twice is harmless (a retry after a failure may repeat one).
     """
 

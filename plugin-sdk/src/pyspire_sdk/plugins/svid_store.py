@@ -5,10 +5,10 @@ their SVIDs (with the private key and the bundles) to an SVID store plugin, whic
 to a secret store (AWS Secrets Manager, GCP Secret Manager, ...) for workloads that cannot call
 the Workload API. Mirrors SPIRE's ``SVIDStore`` (``PutX509SVID``, ``DeleteX509SVID``).
 
-**Metadata.** Such an entry's selectors include some whose *type is the store plugin's name*,
-e.g. ``aws_secretsmanager:secretname:web``. Their values (``secretname:web``) are the metadata
-that tell the plugin where and how to store; :func:`store_metadata` extracts them. The agent
-picks the store whose name appears as a selector type.
+**Metadata.** Such an entry's selectors all have one type, *the store plugin's name* (SPIRE's
+rule), e.g. ``aws_secretsmanager:secretname:web``. Their values (``secretname:web``) are the
+metadata that tell the plugin where and how to store; :func:`store_metadata` extracts them. The
+agent picks the store whose name is that type.
 """
 
 from __future__ import annotations
@@ -100,10 +100,11 @@ class SvidStore(Plugin, Protocol):
     - ``delete_x509_svid`` removes what a put with the same metadata stored; deleting something
       that is not stored succeeds (the agent may repeat a delete after a restart).
     - Metadata the plugin does not understand (an unknown key, a missing required key such as
-      a secret name) raises :class:`~pyspire_sdk.errors.InvalidArgumentError` naming it; a
-      store that cannot be reached raises :class:`~pyspire_sdk.errors.UnavailableError` and
-      the agent retries on its next sync; a store that refuses the credentials raises
-      :class:`~pyspire_sdk.errors.PermissionDeniedError`.
+      a secret name) raises :class:`~pyspire_sdk.errors.InvalidArgumentError` naming it (the
+      agent does not put that SVID again, and counts such a delete as done); a store that
+      cannot be reached raises :class:`~pyspire_sdk.errors.UnavailableError`, and one that
+      refuses the credentials :class:`~pyspire_sdk.errors.PermissionDeniedError`: the agent
+      retries those (and any other failure) with backoff.
     - The private key is never logged.
     """
 

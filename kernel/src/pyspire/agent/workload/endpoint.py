@@ -29,6 +29,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from pyspire.agent.workload.service import WorkloadApiService
+from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight, WithCallContext
 from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.listener import GuardedListener, serve_unix
@@ -65,11 +66,13 @@ class WorkloadEndpoint:
         drain_timeout: float = DRAIN_TIMEOUT,
         limits: ConnectionLimits = WORKLOAD_API_LIMITS,
         logger: FilteringBoundLogger | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         self._service = service
         self._drain_timeout = drain_timeout
         self._limits = limits
+        self._metrics = metrics
         self._in_flight = InFlight()
         self._server: grpclib.server.Server | None = None
         self._listener: GuardedListener | None = None
@@ -92,7 +95,13 @@ class WorkloadEndpoint:
         the path cannot be used."""
         if self._server is not None:
             raise PyspireError("workload api endpoint is already started")
-        servable = WithCallContext(self._service, self._service.gate, self._in_flight)
+        servable = WithCallContext(
+            self._service,
+            self._service.gate,
+            self._in_flight,
+            request_timeout=self._limits.request_timeout,
+            metrics=self._metrics,
+        )
         server = grpclib.server.Server([servable])
         self._server = server
         try:

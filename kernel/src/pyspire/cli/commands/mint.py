@@ -38,7 +38,7 @@ from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire_sdk.duration import parse_duration
+from pyspire_sdk import parse_duration
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId
 

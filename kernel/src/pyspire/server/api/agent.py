@@ -41,7 +41,8 @@ from pyspire.server.api.gate import serial_hex
 from pyspire.server.api.ratelimit import ATTESTATION_PER_IP, PerIpRateLimiter
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
-from pyspire.transport.calls import current_caller
+from pyspire.telemetry.metrics import NODE_ATTESTATION
+from pyspire.transport.calls import counted, current_caller
 from pyspire_sdk.errors import (
     InvalidArgumentError,
     InvalidSpiffeIdError,
@@ -328,49 +329,56 @@ class AgentService(agent_pb.AgentBase):
             raise InvalidArgumentError(
                 f"invalid params.data.type: no node attestor named {plugin_name!r} is configured"
             )
-        public_key = public_key_from_csr(params.params.csr)
+        # Counted only once the attestor is known: its name labels the metric, and names
+        # callers make up must not.
+        with counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name):
+            public_key = public_key_from_csr(params.params.csr)
 
-        outgoing: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-        answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+            outgoing: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+            answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
 
-        async def challenger(challenge: bytes) -> bytes:
-            await outgoing.put(challenge)
-            return await answers.get()
+            async def challenger(challenge: bytes) -> bytes:
+                await outgoing.put(challenge)
+                return await answers.get()
 
-        attestation = asyncio.ensure_future(attestor.attest(params.data.payload, challenger))
-        challenge: asyncio.Future[bytes] | None = None
-        try:
-            while True:
-                challenge = asyncio.ensure_future(outgoing.get())
-                await asyncio.wait((attestation, challenge), return_when=asyncio.FIRST_COMPLETED)
-                if not challenge.done():
-                    break
-                yield agent_pb.AttestAgentResponse(challenge=challenge.result())
-                answer = await _next(requests)
-                if answer is None:
-                    raise UnavailableError("agent closed the stream before answering a challenge")
-                if betterproto.which_one_of(answer, "step")[0] != "challenge_response":
-                    raise InvalidArgumentError(
-                        "invalid request: expected challenge_response after a challenge"
+            attestation = asyncio.ensure_future(attestor.attest(params.data.payload, challenger))
+            challenge: asyncio.Future[bytes] | None = None
+            try:
+                while True:
+                    challenge = asyncio.ensure_future(outgoing.get())
+                    await asyncio.wait(
+                        (attestation, challenge), return_when=asyncio.FIRST_COMPLETED
                     )
-                await answers.put(answer.challenge_response)
-            result: AttestationResult = attestation.result()
-        finally:
-            for pending in (attestation, challenge):
-                if pending is not None and not pending.done():
-                    pending.cancel()
-        node, svid_message = await self._admit(plugin_name, result, public_key)
-        _log.info(
-            "agent attested",
-            agent_id=str(node.spiffe_id),
-            attestation_type=plugin_name,
-            address=address,
-        )
-        yield agent_pb.AttestAgentResponse(
-            result=agent_pb.AttestAgentResponseResult(
-                svid=svid_message, reattestable=node.can_reattest
+                    if not challenge.done():
+                        break
+                    yield agent_pb.AttestAgentResponse(challenge=challenge.result())
+                    answer = await _next(requests)
+                    if answer is None:
+                        raise UnavailableError(
+                            "agent closed the stream before answering a challenge"
+                        )
+                    if betterproto.which_one_of(answer, "step")[0] != "challenge_response":
+                        raise InvalidArgumentError(
+                            "invalid request: expected challenge_response after a challenge"
+                        )
+                    await answers.put(answer.challenge_response)
+                result: AttestationResult = attestation.result()
+            finally:
+                for pending in (attestation, challenge):
+                    if pending is not None and not pending.done():
+                        pending.cancel()
+            node, svid_message = await self._admit(plugin_name, result, public_key)
+            _log.info(
+                "agent attested",
+                agent_id=str(node.spiffe_id),
+                attestation_type=plugin_name,
+                address=address,
             )
-        )
+            yield agent_pb.AttestAgentResponse(
+                result=agent_pb.AttestAgentResponseResult(
+                    svid=svid_message, reattestable=node.can_reattest
+                )
+            )
 
     async def _admit(
         self, plugin_name: str, result: AttestationResult, public_key: CertificatePublicKeyTypes

@@ -21,9 +21,10 @@ import structlog
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.ca.manager import CaNotReadyError
 from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire.server.context import ServerContext
+from pyspire.server.readiness import ca_ready, datastore_ready
+from pyspire.telemetry.health import CheckResult
 from pyspire_sdk.errors import InvalidArgumentError
 
 SERVICE_NAMES: frozenset[str] = frozenset({"", "spire.server", "pyspire.server"})
@@ -63,22 +64,17 @@ class HealthService(health_pb.HealthBase):
     async def serving_status(self) -> health_pb.HealthCheckResponseServingStatus:
         """SERVING or NOT_SERVING for the server as a whole, checked now."""
         context = self._context
-        try:
-            authority = context.ca.x509_ca
-        except CaNotReadyError:
-            _log.warning("not serving: no active x509 authority")
-            return _NOT_SERVING
-        if authority.not_after <= context.clock.now():
-            _log.warning("not serving: the active x509 authority has expired")
-            return _NOT_SERVING
-        try:
-            async with asyncio.timeout(self._datastore_timeout):
-                await context.datastore.get_bundle(context.trust_domain)
-        except TimeoutError:
-            _log.warning("not serving: the datastore did not answer in time")
-            return _NOT_SERVING
-        except Exception as error:  # any failure of the datastore plugin means "not serving"
-            _log.warning("not serving: the datastore failed", error=str(error))
+        found = ca_ready(context.ca, context.clock)
+        if found.ready:
+            try:
+                async with asyncio.timeout(self._datastore_timeout):
+                    found = await datastore_ready(context.datastore, context.trust_domain)
+            except TimeoutError:
+                found = CheckResult(False, "the datastore did not answer in time")
+            except Exception as error:  # any failure of the datastore plugin means "not serving"
+                found = CheckResult(False, f"the datastore failed: {error}")
+        if not found.ready:
+            _log.warning("not serving", reason=found.message)
             return _NOT_SERVING
         return _SERVING
 

@@ -6,7 +6,7 @@ datastore's settings), so every committed transaction costs an fsync. The one-ca
 figure is the floor the others are compared with; the script prints each way's time, its
 cost per entry and its ratio to that floor. Batch update and delete are timed the same way.
 
-    .venv/bin/python plugins/datastore-sqlite/bench/bench_create_entries.py [entries]
+    .venv/bin/python tests/bench/bench_create_entries.py [entries]
 """
 
 from __future__ import annotations

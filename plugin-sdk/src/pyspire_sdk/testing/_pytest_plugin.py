@@ -1,8 +1,10 @@
 """pytest plugin of the SDK, loaded automatically when ``pyspire-plugin-sdk`` is installed.
 
-It provides the fixtures every contract suite builds on: ``fake_clock`` and ``host_services``.
-The suites themselves are classes to subclass (see :mod:`pyspire_sdk.testing`); they mark their
-own tests for pytest-asyncio, so they run in its default strict mode as well as in auto mode.
+It provides the fixtures every contract suite builds on: ``fake_clock`` and ``host_services``,
+and ``plugin_site`` for tests that install a plugin distribution
+(:func:`~pyspire_sdk.testing.distributions.install_distribution`). The suites themselves are
+classes to subclass (see :mod:`pyspire_sdk.testing`); they mark their own tests for
+pytest-asyncio, so they run in its default strict mode as well as in auto mode.
 
 In strict mode an ``async def`` fixture declared with plain ``pytest.fixture`` is not run by
 anyone, and pytest stops with a generic message; for the tests of a contract suite this plugin
@@ -12,7 +14,8 @@ adds what to write instead.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Generator
+import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,22 @@ def fake_clock() -> FakeClock:
 def host_services(tmp_path: Path, fake_clock: FakeClock) -> HostServices:
     """Host services for trust domain ``example.org`` on the fake clock, data in ``tmp_path``."""
     return make_host_services(tmp_path, clock=fake_clock)
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh directory on ``sys.path`` where a test installs distributions (see
+    :func:`~pyspire_sdk.testing.distributions.install_distribution`); the modules imported from
+    it are forgotten afterwards, so the next test imports its own."""
+    directory = tmp_path / "site"
+    directory.mkdir()
+    monkeypatch.syspath_prepend(str(directory))
+    before = set(sys.modules)
+    yield directory
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        if module is not None and str(directory) in str(getattr(module, "__file__", "")):
+            del sys.modules[name]
 
 
 def _in_contract_suite(request: pytest.FixtureRequest) -> bool:

@@ -1,0 +1,6 @@
+"""The agent's admin socket and the administration APIs served there (the Debug API)."""
+
+from pyspire.agent.admin.debug import AgentStatus, DebugService
+from pyspire.agent.admin.endpoint import ADMIN_API_LIMITS, AdminEndpoint
+
+__all__ = ["ADMIN_API_LIMITS", "AdminEndpoint", "AgentStatus", "DebugService"]

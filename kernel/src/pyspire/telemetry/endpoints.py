@@ -1,0 +1,82 @@
+"""The telemetry endpoints a process serves, as its configuration asks: the Prometheus endpoint
+(``telemetry.Prometheus``) and the health endpoints (``health_checks``).
+
+Both are small HTTP servers (:mod:`pyspire.telemetry.http`) on the process's event loop, opened
+before anything else starts (so ``/live`` answers and ``/ready`` says "not yet" during start-up)
+and closed after everything else stopped.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TelemetryEndpoints", "prometheus_handler", "serve_telemetry"]
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from pyspire.config.common import HealthChecksConfig, TelemetryConfig
+from pyspire.telemetry.health import HealthCheck, HealthChecks
+from pyspire.telemetry.http import HttpHandler, HttpResponse, HttpServer, serve_http
+from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire_sdk.errors import PyspireError
+
+
+@dataclass(frozen=True)
+class TelemetryEndpoints:
+    """The endpoints a process serves (None: not configured)."""
+
+    prometheus: HttpServer | None = None
+    health: HttpServer | None = None
+
+
+def prometheus_handler(metrics: PrometheusMetrics) -> HttpHandler:
+    """Answers every path with the metrics, in the format the scraper accepts (SPIRE's
+    Prometheus endpoint answers on any path too)."""
+
+    async def answer(path: str, headers: Mapping[str, str]) -> HttpResponse:
+        body, content_type = metrics.exposition(headers.get("accept", ""))
+        return HttpResponse(HTTPStatus.OK, body, content_type)
+
+    return answer
+
+
+async def _listen(key: str, handler: HttpHandler, host: str, port: int) -> HttpServer:
+    try:
+        return await serve_http(handler, host, port, name=key)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise PyspireError(f"{key}: cannot listen on {host}:{port}: {reason}") from None
+
+
+@contextlib.asynccontextmanager
+async def serve_telemetry(
+    telemetry: TelemetryConfig,
+    health_checks: HealthChecksConfig,
+    *,
+    metrics: PrometheusMetrics,
+    checks: Mapping[str, HealthCheck],
+) -> AsyncIterator[TelemetryEndpoints]:
+    """Serve what ``telemetry`` and ``health_checks`` ask for until the block ends.
+
+    ``checks`` are the process's readiness checks. Raises :class:`PyspireError` naming the
+    setting when an address cannot be bound.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        prometheus: HttpServer | None = None
+        health: HttpServer | None = None
+        if telemetry.Prometheus is not None:
+            config = telemetry.Prometheus
+            prometheus = await _listen(
+                "telemetry.Prometheus", prometheus_handler(metrics), config.host, config.port
+            )
+            stack.push_async_callback(prometheus.close)
+        if health_checks.listener_enabled:
+            probes = HealthChecks(
+                checks, live_path=health_checks.live_path, ready_path=health_checks.ready_path
+            )
+            health = await _listen(
+                "health_checks", probes.answer, health_checks.bind_address, health_checks.bind_port
+            )
+            stack.push_async_callback(health.close)
+        yield TelemetryEndpoints(prometheus=prometheus, health=health)
