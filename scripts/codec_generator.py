@@ -427,8 +427,10 @@ class _Module:
         condition = f"if {name} is not None:" if item.presence else f"if {name}:"
         self.emit(1, condition)
         if item.kind == "bool":
-            flag = f"b'\\x01' if {name} else b'\\x00'" if item.presence else "b'\\x01'"
-            self.emit(2, f"_out += ({tag_bytes}, {flag})")
+            if item.presence:
+                self.emit(2, f"_out += ({tag_bytes}, b'\\x01' if {name} else b'\\x00')")
+            else:
+                self.emit(2, f"_out.append({tag_bytes[:-1]}\\x01')")
         elif item.kind == "double":
             self.emit(2, f"_out += ({tag_bytes}, _pack_double({name}))")
         else:
@@ -737,7 +739,8 @@ class _Module:
             for m in messages
             for kind in ("", "write_", "encode_", "decode_")
         )
-        head += ["", "__all__ = ["] + [f'    "{name}",' for name in exported] + ["]", ""]
+        exported.append("FIELD_NUMBERS")
+        head += ["", "__all__ = ["] + [f'    "{name}",' for name in sorted(exported)] + ["]", ""]
         head += [
             "_pack_double = struct.Struct('<d').pack",
             "_unpack_double = struct.Struct('<d').unpack_from",
@@ -745,6 +748,11 @@ class _Module:
         head += [
             f"_P{tag} = _length_prefixes({_varint_literal(tag)})" for tag in sorted(self.prefixes)
         ]
+        head += ["", "FIELD_NUMBERS: dict[str, dict[str, int]] = {"]
+        for message in messages:
+            numbers = ", ".join(f'"{item.name}": {item.number}' for item in message.fields)
+            head.append(f'    "{message.local_name}": {{{numbers}}},')
+        head += ["}", '"""Field numbers by message and field name."""']
         return "\n".join(head + body) + "\n"
 
 

@@ -1,5 +1,8 @@
 """Conversions between wire messages (``spire.api.types``) and SDK records.
 
+The readers accept the betterproto messages and the generated codecs' messages alike (they
+have the same field names).
+
 Protobuf stays at the edge: services convert what arrives into SDK types here, and convert SDK
 types back just before sending. Parsing a peer's message never trusts it: every ID and selector
 is validated, and errors name the field (``entry.spiffe_id``) so a caller knows what to fix.
@@ -7,9 +10,10 @@ is validated, and errors name the field (``entry.spiffe_id``) so a caller knows 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from pyspire.proto.gen.codec import spire_api_types as wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.errors import InvalidArgumentError
@@ -32,7 +36,7 @@ def spiffe_id_to_proto(spiffe_id: SpiffeId) -> pb.Spiffeid:
     return pb.Spiffeid(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
 
 
-def spiffe_id_from_proto(message: pb.Spiffeid | None, field: str) -> SpiffeId:
+def spiffe_id_from_proto(message: pb.Spiffeid | wire.SPIFFEID | None, field: str) -> SpiffeId:
     """Validate a wire SPIFFE ID; the error names ``field``."""
     if message is None or not message.trust_domain:
         raise InvalidArgumentError(f"invalid {field}: trust domain is missing")
@@ -46,7 +50,9 @@ def selector_to_proto(selector: Selector) -> pb.Selector:
     return pb.Selector(type=selector.type, value=selector.value)
 
 
-def selectors_from_proto(messages: Iterable[pb.Selector], field: str) -> tuple[Selector, ...]:
+def selectors_from_proto(
+    messages: Iterable[pb.Selector | wire.Selector], field: str
+) -> tuple[Selector, ...]:
     found = []
     for index, message in enumerate(messages):
         try:
@@ -86,7 +92,7 @@ def entry_to_proto(entry: RegistrationEntry) -> pb.Entry:
     )
 
 
-def entry_from_proto(message: pb.Entry, field: str = "entry") -> RegistrationEntry:
+def entry_from_proto(message: pb.Entry | wire.Entry, field: str = "entry") -> RegistrationEntry:
     """A registration entry from the wire; IDs and selectors validated, semantics not (that is
     the registry's job)."""
     if message.x509_svid_ttl < 0 or message.jwt_svid_ttl < 0:
@@ -143,12 +149,14 @@ def bundle_to_proto(bundle: Bundle) -> pb.Bundle:
     )
 
 
-def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
+def bundle_from_proto(message: pb.Bundle | wire.Bundle, field: str = "bundle") -> Bundle:
     try:
         trust_domain = TrustDomain.parse(message.trust_domain)
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"invalid {field}.trust_domain: {error}") from None
-    for index, key in enumerate(message.jwt_authorities):
+    jwt_authorities: Sequence[pb.JwtKey | wire.JWTKey] = message.jwt_authorities
+    x509_authorities: Sequence[pb.X509Certificate | wire.X509Certificate] = message.x509_authorities
+    for index, key in enumerate(jwt_authorities):
         if not key.key_id:
             raise InvalidArgumentError(
                 f"invalid {field}.jwt_authorities[{index}]: key_id is missing"
@@ -157,7 +165,7 @@ def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
             raise InvalidArgumentError(
                 f"invalid {field}.jwt_authorities[{index}]: public_key is missing"
             )
-    for index, certificate in enumerate(message.x509_authorities):
+    for index, certificate in enumerate(x509_authorities):
         if not certificate.asn1:
             raise InvalidArgumentError(
                 f"invalid {field}.x509_authorities[{index}]: asn1 is missing"
@@ -200,7 +208,9 @@ def jwt_svid_to_proto(svid: JwtSvid) -> pb.Jwtsvid:
     )
 
 
-def x509_svid_from_proto(message: pb.X509Svid | None, field: str = "svid") -> X509Svid:
+def x509_svid_from_proto(
+    message: pb.X509Svid | wire.X509SVID | None, field: str = "svid"
+) -> X509Svid:
     """An X509-SVID (without private key) from the wire; the chain must be non-empty and the
     ID valid. The chain is not verified here: that needs a bundle, which the caller has."""
     if message is None or not message.cert_chain:

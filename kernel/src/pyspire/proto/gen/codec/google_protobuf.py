@@ -19,6 +19,7 @@ from pyspire.proto.runtime import uint64_varint as _varint
 from pyspire.proto.runtime import utf8_error as _utf8_error
 
 __all__ = [
+    "FIELD_NUMBERS",
     "ListValue",
     "Struct",
     "Value",
@@ -39,6 +40,13 @@ _P10 = _length_prefixes(b'\x0a')
 _P26 = _length_prefixes(b'\x1a')
 _P42 = _length_prefixes(b'\x2a')
 _P50 = _length_prefixes(b'\x32')
+
+FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "ListValue": {"values": 1},
+    "Struct": {"fields": 1},
+    "Value": {"null_value": 1, "number_value": 2, "string_value": 3, "bool_value": 4, "struct_value": 5, "list_value": 6},
+}
+"""Field numbers by message and field name."""
 
 
 @dataclass(slots=True)

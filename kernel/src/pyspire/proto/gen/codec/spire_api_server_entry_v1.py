@@ -44,6 +44,7 @@ __all__ = [
     "BatchUpdateEntryResponse",
     "BatchUpdateEntryResponse_Result",
     "EntryRevision",
+    "FIELD_NUMBERS",
     "GetAuthorizedEntriesRequest",
     "GetAuthorizedEntriesResponse",
     "GetEntryRequest",
@@ -106,6 +107,25 @@ _P18 = _length_prefixes(b'\x12')
 _P26 = _length_prefixes(b'\x1a')
 _P34 = _length_prefixes(b'\x22')
 _P42 = _length_prefixes(b'\x2a')
+
+FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "BatchCreateEntryRequest": {"entries": 1, "output_mask": 2},
+    "BatchCreateEntryResponse": {"results": 1},
+    "BatchCreateEntryResponse_Result": {"status": 1, "entry": 2},
+    "BatchUpdateEntryRequest": {"entries": 1, "input_mask": 2, "output_mask": 3},
+    "BatchUpdateEntryResponse": {"results": 1},
+    "BatchUpdateEntryResponse_Result": {"status": 1, "entry": 2},
+    "EntryRevision": {"id": 1, "revision_number": 2, "created_at": 3},
+    "GetAuthorizedEntriesRequest": {"output_mask": 1},
+    "GetAuthorizedEntriesResponse": {"entries": 1},
+    "GetEntryRequest": {"id": 1, "output_mask": 2},
+    "ListEntriesRequest": {"filter": 1, "output_mask": 2, "page_size": 3, "page_token": 4},
+    "ListEntriesRequest_Filter": {"by_spiffe_id": 1, "by_parent_id": 2, "by_selectors": 3, "by_federates_with": 4, "by_hint": 5},
+    "ListEntriesResponse": {"entries": 1, "next_page_token": 2},
+    "SyncAuthorizedEntriesRequest": {"output_mask": 1, "ids": 2},
+    "SyncAuthorizedEntriesResponse": {"entry_revisions": 1, "entries": 2, "more": 3},
+}
+"""Field numbers by message and field name."""
 
 
 @dataclass(slots=True)
@@ -1522,7 +1542,7 @@ def write_SyncAuthorizedEntriesResponse(
         _size = len(_value)
         _out += (_P18[_size] if _size < 128 else b'\x12' + _varint(_size), _value)
     if more:
-        _out += (b'\x18', b'\x01')
+        _out.append(b'\x18\x01')
     return b"".join(_out)
 
 

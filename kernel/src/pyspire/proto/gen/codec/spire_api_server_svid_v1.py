@@ -28,6 +28,7 @@ __all__ = [
     "BatchNewX509SVIDRequest",
     "BatchNewX509SVIDResponse",
     "BatchNewX509SVIDResponse_Result",
+    "FIELD_NUMBERS",
     "NewX509SVIDParams",
     "decode_BatchNewX509SVIDRequest",
     "decode_BatchNewX509SVIDResponse",
@@ -47,6 +48,14 @@ _pack_double = struct.Struct('<d').pack
 _unpack_double = struct.Struct('<d').unpack_from
 _P10 = _length_prefixes(b'\x0a')
 _P18 = _length_prefixes(b'\x12')
+
+FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "BatchNewX509SVIDRequest": {"params": 1},
+    "BatchNewX509SVIDResponse": {"results": 1},
+    "BatchNewX509SVIDResponse_Result": {"status": 1, "svid": 2},
+    "NewX509SVIDParams": {"entry_id": 1, "csr": 2},
+}
+"""Field numbers by message and field name."""
 
 
 @dataclass(slots=True)

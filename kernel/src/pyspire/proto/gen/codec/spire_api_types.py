@@ -23,6 +23,7 @@ __all__ = [
     "Bundle",
     "Entry",
     "EntryMask",
+    "FIELD_NUMBERS",
     "FederatesWithMatch",
     "JWTKey",
     "SPIFFEID",
@@ -81,6 +82,22 @@ _P82 = _length_prefixes(b'\x52')
 _P114 = _length_prefixes(b'\x72')
 _P130 = _length_prefixes(b'\x82\x01')
 
+FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "AdditionalAttributes": {"disable_x509_svid_prefetch": 1, "jwt_svid_include_jti": 2},
+    "Bundle": {"trust_domain": 1, "x509_authorities": 2, "jwt_authorities": 3, "refresh_hint": 4, "sequence_number": 5},
+    "Entry": {"id": 1, "spiffe_id": 2, "parent_id": 3, "selectors": 4, "x509_svid_ttl": 5, "federates_with": 6, "admin": 7, "downstream": 8, "expires_at": 9, "dns_names": 10, "revision_number": 11, "store_svid": 12, "jwt_svid_ttl": 13, "hint": 14, "created_at": 15, "additional_attributes": 16},
+    "EntryMask": {"spiffe_id": 2, "parent_id": 3, "selectors": 4, "x509_svid_ttl": 5, "federates_with": 6, "admin": 7, "downstream": 8, "expires_at": 9, "dns_names": 10, "revision_number": 11, "store_svid": 12, "jwt_svid_ttl": 13, "hint": 14, "created_at": 15, "additional_attributes": 16},
+    "FederatesWithMatch": {"trust_domains": 1, "match": 2},
+    "JWTKey": {"public_key": 1, "key_id": 2, "expires_at": 3, "tainted": 4, "hint": 5},
+    "SPIFFEID": {"trust_domain": 1, "path": 2},
+    "Selector": {"type": 1, "value": 2},
+    "SelectorMatch": {"selectors": 1, "match": 2},
+    "Status": {"code": 1, "message": 2},
+    "X509Certificate": {"asn1": 1, "tainted": 2, "hint": 3},
+    "X509SVID": {"cert_chain": 1, "id": 2, "expires_at": 3, "hint": 4},
+}
+"""Field numbers by message and field name."""
+
 
 @dataclass(slots=True)
 class AdditionalAttributes:
@@ -105,9 +122,9 @@ def write_AdditionalAttributes(
     """The encoding of ``spire.api.types.AdditionalAttributes`` with these field values; message fields take encoded messages."""
     _out: list[bytes] = []
     if disable_x509_svid_prefetch:
-        _out += (b'\x08', b'\x01')
+        _out.append(b'\x08\x01')
     if jwt_svid_include_jti:
-        _out += (b'\x10', b'\x01')
+        _out.append(b'\x10\x01')
     return b"".join(_out)
 
 
@@ -389,9 +406,9 @@ def write_Entry(
         _size = len(_value)
         _out += (_P50[_size] if _size < 128 else b'\x32' + _varint(_size), _value)
     if admin:
-        _out += (b'\x38', b'\x01')
+        _out.append(b'\x38\x01')
     if downstream:
-        _out += (b'\x40', b'\x01')
+        _out.append(b'\x40\x01')
     if expires_at:
         if not -0x8000000000000000 <= expires_at <= 0x7FFFFFFFFFFFFFFF:
             _check_range(expires_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.Entry.expires_at")
@@ -405,7 +422,7 @@ def write_Entry(
             _check_range(revision_number, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.Entry.revision_number")
         _out += (b'\x58', _varint(revision_number & 0xFFFFFFFFFFFFFFFF))
     if store_svid:
-        _out += (b'\x60', b'\x01')
+        _out.append(b'\x60\x01')
     if jwt_svid_ttl:
         if not -0x80000000 <= jwt_svid_ttl <= 0x7FFFFFFF:
             _check_range(jwt_svid_ttl, -0x80000000, 0x7FFFFFFF, "spire.api.types.Entry.jwt_svid_ttl")
@@ -738,35 +755,35 @@ def write_EntryMask(
     """The encoding of ``spire.api.types.EntryMask`` with these field values; message fields take encoded messages."""
     _out: list[bytes] = []
     if spiffe_id:
-        _out += (b'\x10', b'\x01')
+        _out.append(b'\x10\x01')
     if parent_id:
-        _out += (b'\x18', b'\x01')
+        _out.append(b'\x18\x01')
     if selectors:
-        _out += (b'\x20', b'\x01')
+        _out.append(b'\x20\x01')
     if x509_svid_ttl:
-        _out += (b'\x28', b'\x01')
+        _out.append(b'\x28\x01')
     if federates_with:
-        _out += (b'\x30', b'\x01')
+        _out.append(b'\x30\x01')
     if admin:
-        _out += (b'\x38', b'\x01')
+        _out.append(b'\x38\x01')
     if downstream:
-        _out += (b'\x40', b'\x01')
+        _out.append(b'\x40\x01')
     if expires_at:
-        _out += (b'\x48', b'\x01')
+        _out.append(b'\x48\x01')
     if dns_names:
-        _out += (b'\x50', b'\x01')
+        _out.append(b'\x50\x01')
     if revision_number:
-        _out += (b'\x58', b'\x01')
+        _out.append(b'\x58\x01')
     if store_svid:
-        _out += (b'\x60', b'\x01')
+        _out.append(b'\x60\x01')
     if jwt_svid_ttl:
-        _out += (b'\x68', b'\x01')
+        _out.append(b'\x68\x01')
     if hint:
-        _out += (b'\x70', b'\x01')
+        _out.append(b'\x70\x01')
     if created_at:
-        _out += (b'\x78', b'\x01')
+        _out.append(b'\x78\x01')
     if additional_attributes:
-        _out += (b'\x80\x01', b'\x01')
+        _out.append(b'\x80\x01\x01')
     return b"".join(_out)
 
 
@@ -1100,7 +1117,7 @@ def write_JWTKey(
             _check_range(expires_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.JWTKey.expires_at")
         _out += (b'\x18', _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
     if tainted:
-        _out += (b'\x20', b'\x01')
+        _out.append(b'\x20\x01')
     if hint:
         _value = hint.encode()
         _size = len(_value)
@@ -1625,7 +1642,7 @@ def write_X509Certificate(
         _size = len(_value)
         _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
     if tainted:
-        _out += (b'\x10', b'\x01')
+        _out.append(b'\x10\x01')
     if hint:
         _value = hint.encode()
         _size = len(_value)

@@ -22,6 +22,7 @@ from pyspire.proto.gen.codec.google_protobuf import _read_Struct
 from pyspire.proto.gen.codec.google_protobuf import encode_Struct
 
 __all__ = [
+    "FIELD_NUMBERS",
     "JWTBundlesResponse",
     "JWTSVID",
     "JWTSVIDRequest",
@@ -67,6 +68,19 @@ _P18 = _length_prefixes(b'\x12')
 _P26 = _length_prefixes(b'\x1a')
 _P34 = _length_prefixes(b'\x22')
 _P42 = _length_prefixes(b'\x2a')
+
+FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "JWTBundlesResponse": {"bundles": 1},
+    "JWTSVID": {"spiffe_id": 1, "svid": 2, "hint": 3},
+    "JWTSVIDRequest": {"audience": 1, "spiffe_id": 2},
+    "JWTSVIDResponse": {"svids": 1},
+    "ValidateJWTSVIDRequest": {"audience": 1, "svid": 2},
+    "ValidateJWTSVIDResponse": {"spiffe_id": 1, "claims": 2},
+    "X509BundlesResponse": {"crl": 1, "bundles": 2},
+    "X509SVID": {"spiffe_id": 1, "x509_svid": 2, "x509_svid_key": 3, "bundle": 4, "hint": 5},
+    "X509SVIDResponse": {"svids": 1, "crl": 2, "federated_bundles": 3},
+}
+"""Field numbers by message and field name."""
 
 
 @dataclass(slots=True)
