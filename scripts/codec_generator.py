@@ -489,6 +489,14 @@ class _Module:
             self.emit(1, "else:")
             for item in message.fields:
                 self.emit(2, f"f_{item.name} = base.{item.name}")
+        # Fast path: fields in field-number order, as every canonical encoder writes them. The
+        # loop below reads whatever is left (any order, unknown fields) into the same locals.
+        for item in message.fields:
+            if item.tag >= 0x80:
+                continue
+            loop = "while" if item.repeated or item.kind == "map" else "if"
+            self.emit(1, f"{loop} pos < end and data[pos] == {item.tag}:", "    pos += 1")
+            self.emit_field_read(full, message.fields, item, 2)
         self.emit_loop(full, message.fields, 1)
         self.emit(1, f"return {name}({', '.join(names)})")
 

@@ -169,22 +169,30 @@ _INTS = {
 }
 
 
+# Generation cost is in hypothesis's draws, so most values come from pools of telling ones (one
+# draw each): empty, one byte, multi-byte UTF-8, lengths on both sides of the one-byte varint
+# limit, integer limits; and some from hypothesis's own small strategies.
+_STRINGS = ("", "a", "é", "\x00", "\U0001f600", "spiffe://example.org/w", "x" * 127, "é" * 64)
+_BYTES = (b"", b"\x00", b"\xff", b"\x80" * 127, b"\x30" * 128, b"\x00" * 300)
+_INT_POOLS = {
+    FieldDescriptor.TYPE_INT32: (0, 1, -1, 127, 128, 2**31 - 1, -(2**31)),
+    FieldDescriptor.TYPE_ENUM: (0, 1, 3, -1, 2**31 - 1, -(2**31)),
+    FieldDescriptor.TYPE_INT64: (0, 1, -1, 128, 2**32, 2**63 - 1, -(2**63)),
+    FieldDescriptor.TYPE_UINT64: (0, 1, 127, 128, 2**63, 2**64 - 1),
+}
+
+
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
-        return st.one_of(st.just(""), st.text(max_size=8), st.text(min_size=100, max_size=140))
+        return st.one_of(st.sampled_from(_STRINGS), st.text(max_size=4))
     if kind == FieldDescriptor.TYPE_BYTES:
-        return st.one_of(st.just(b""), st.binary(max_size=8), st.binary(min_size=120, max_size=200))
+        return st.one_of(st.sampled_from(_BYTES), st.binary(max_size=4))
     if kind == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if kind == FieldDescriptor.TYPE_DOUBLE:
         return st.floats(allow_nan=False)
-    small = st.integers(-3, 200)
-    return st.one_of(st.just(0), small.filter(_fits(kind)), _INTS[kind])
-
-
-def _fits(kind: int) -> Callable[[int], bool]:
-    return lambda value: kind != FieldDescriptor.TYPE_UINT64 or value >= 0
+    return st.one_of(st.sampled_from(_INT_POOLS[kind]), _INTS[kind])
 
 
 @functools.cache
@@ -199,26 +207,25 @@ def messages(full_name: str, depth: int = 0) -> st.SearchStrategy[Any]:
             oneofs.setdefault(field.containing_oneof.name, []).append(field)
             continue
         fields[field.name] = _field(field, depth)
-    base = st.fixed_dictionaries(fields)
+    if not oneofs:
+        return st.builds(cls, **fields)
+    # One variant per choice of oneof member (or none), each a plain fixed set of fields.
+    variants: list[dict[str, st.SearchStrategy[Any]]] = [fields]
     for members in oneofs.values():
-        base = base.flatmap(lambda values, members=members: _with_oneof(values, members, depth))
-    return base.map(lambda values: cls(**values))
-
-
-def _with_oneof(
-    values: dict[str, Any], members: list[FieldDescriptor], depth: int
-) -> st.SearchStrategy[dict[str, Any]]:
-    choices: list[st.SearchStrategy[dict[str, Any]]] = [st.just(values)]
-    for member in members:
-        if member.message_type is not None and depth >= _MAX_DEPTH:
-            continue
-        strategy = (
-            messages(member.message_type.full_name, depth + 1)
-            if member.message_type is not None
-            else _scalar(member)
-        )
-        choices.append(strategy.map(lambda chosen, name=member.name: {**values, name: chosen}))
-    return st.one_of(choices)
+        chosen = []
+        for variant in variants:
+            chosen.append(variant)
+            for member in members:
+                if member.message_type is not None and depth >= _MAX_DEPTH:
+                    continue
+                strategy = (
+                    messages(member.message_type.full_name, depth + 1)
+                    if member.message_type is not None
+                    else _scalar(member)
+                )
+                chosen.append({**variant, member.name: strategy})
+        variants = chosen
+    return st.one_of([st.builds(cls, **variant) for variant in variants])
 
 
 def _field(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
@@ -300,18 +307,20 @@ def split_fields(data: bytes) -> list[bytes]:
 def scrambled(draw: st.DrawFn, data: bytes, known: frozenset[int]) -> bytes:
     """``data`` with its fields reordered (each field number's own order kept, as repeated
     fields need) and unknown fields put between them."""
-    fields = split_fields(data)
-    by_number: dict[int, list[bytes]] = {}
-    for chunk in fields:
-        tag = chunk[0] if chunk[0] < 0x80 else 0
-        by_number.setdefault(tag >> 3 if tag else -1, []).append(chunk)
-    order = draw(st.permutations([number for number, chunks in by_number.items() for _ in chunks]))
-    taken = {number: iter(chunks) for number, chunks in by_number.items()}
-    out = []
-    for number in order:
-        out.extend(draw(st.lists(unknown_fields(known), max_size=1)))
-        out.append(next(taken[number]))
-    out.extend(draw(st.lists(unknown_fields(known), max_size=2)))
+    chunks = split_fields(data)
+    unknown = draw(st.lists(unknown_fields(known), max_size=3))
+    shuffle = draw(st.randoms(use_true_random=False))
+    numbers = [chunk[0] >> 3 if chunk[0] < 0x80 else -1 for chunk in chunks]
+    order = list(range(len(chunks)))
+    shuffle.shuffle(order)
+    # Keep each field number's chunks in their original order.
+    by_number: dict[int, list[int]] = {}
+    for index in range(len(chunks)):
+        by_number.setdefault(numbers[index], []).append(index)
+    taken = {number: iter(indexes) for number, indexes in by_number.items()}
+    out = [chunks[next(taken[numbers[index]])] for index in order]
+    for field in unknown:
+        out.insert(shuffle.randint(0, len(out)), field)
     return b"".join(out)
 
 

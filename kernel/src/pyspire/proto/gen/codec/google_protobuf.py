@@ -92,6 +92,17 @@ def _read_ListValue(
         f_values = []
     else:
         f_values = base.values
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.ListValue.values")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.ListValue.values")
+        f_values.append(_read_Value(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -170,6 +181,57 @@ def _read_Struct(
         f_fields = {}
     else:
         f_fields = base.fields
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Struct.fields")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.Struct.fields")
+        m_key = ""
+        m_value = None
+        m_unknown = False
+        entry_end = end
+        end = stop
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag >= 0x80:
+                tag, pos = _read_varint(data, pos - 1, end, "google.protobuf.Struct.fields.entry")
+            if tag == 10:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Struct.fields.entry.key")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("google.protobuf.Struct.fields.entry.key")
+                try:
+                    m_key = str(data[pos:item_stop], 'utf-8')
+                except UnicodeDecodeError:
+                    raise _utf8_error("google.protobuf.Struct.fields.entry.key") from None
+                pos = item_stop
+            elif tag == 18:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Struct.fields.entry.value")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("google.protobuf.Struct.fields.entry.value")
+                m_value = _read_Value(data, pos, item_stop, m_value, depth + 2)
+                pos = item_stop
+            else:
+                pos = _skip_field(data, pos, end, tag, "google.protobuf.Struct.fields.entry", depth + 1)
+                m_unknown = True
+        if pos != end:
+            raise _truncated("google.protobuf.Struct.fields.entry")
+        end = entry_end
+        if not m_unknown:
+            f_fields[m_key] = Value() if m_value is None else m_value
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -327,6 +389,95 @@ def _read_Value(
         f_bool_value = base.bool_value
         f_struct_value = base.struct_value
         f_list_value = base.list_value
+    if pos < end and data[pos] == 8:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.null_value")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_null_value = value
+        f_number_value = None
+        f_string_value = None
+        f_bool_value = None
+        f_struct_value = None
+        f_list_value = None
+    if pos < end and data[pos] == 17:
+        pos += 1
+        if pos + 8 > end:
+            raise _truncated("google.protobuf.Value.number_value")
+        f_number_value = _unpack_double(data, pos)[0]
+        pos += 8
+        f_null_value = None
+        f_string_value = None
+        f_bool_value = None
+        f_struct_value = None
+        f_list_value = None
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.string_value")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.Value.string_value")
+        try:
+            f_string_value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("google.protobuf.Value.string_value") from None
+        pos = stop
+        f_null_value = None
+        f_number_value = None
+        f_bool_value = None
+        f_struct_value = None
+        f_list_value = None
+    if pos < end and data[pos] == 32:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.bool_value")
+        f_bool_value = value != 0
+        f_null_value = None
+        f_number_value = None
+        f_string_value = None
+        f_struct_value = None
+        f_list_value = None
+    if pos < end and data[pos] == 42:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.struct_value")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.Value.struct_value")
+        f_struct_value = _read_Struct(data, pos, stop, f_struct_value, depth + 1)
+        pos = stop
+        f_null_value = None
+        f_number_value = None
+        f_string_value = None
+        f_bool_value = None
+        f_list_value = None
+    if pos < end and data[pos] == 50:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.list_value")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.Value.list_value")
+        f_list_value = _read_ListValue(data, pos, stop, f_list_value, depth + 1)
+        pos = stop
+        f_null_value = None
+        f_number_value = None
+        f_string_value = None
+        f_bool_value = None
+        f_struct_value = None
     while pos < end:
         tag = data[pos]
         pos += 1

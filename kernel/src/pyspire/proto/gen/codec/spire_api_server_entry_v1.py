@@ -178,6 +178,28 @@ def _read_BatchCreateEntryRequest(
     else:
         f_entries = base.entries
         f_output_mask = base.output_mask
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryRequest.entries")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchCreateEntryRequest.entries")
+        f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryRequest.output_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchCreateEntryRequest.output_mask")
+        f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -262,6 +284,17 @@ def _read_BatchCreateEntryResponse(
         f_results = []
     else:
         f_results = base.results
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryResponse.results")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchCreateEntryResponse.results")
+        f_results.append(_read_BatchCreateEntryResponse_Result(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -345,6 +378,28 @@ def _read_BatchCreateEntryResponse_Result(
     else:
         f_status = base.status
         f_entry = base.entry
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryResponse.Result.status")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchCreateEntryResponse.Result.status")
+        f_status = _read_Status(data, pos, stop, f_status, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryResponse.Result.entry")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchCreateEntryResponse.Result.entry")
+        f_entry = _read_Entry(data, pos, stop, f_entry, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -447,6 +502,39 @@ def _read_BatchUpdateEntryRequest(
         f_entries = base.entries
         f_input_mask = base.input_mask
         f_output_mask = base.output_mask
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryRequest.entries")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryRequest.entries")
+        f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryRequest.input_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryRequest.input_mask")
+        f_input_mask = _read_EntryMask(data, pos, stop, f_input_mask, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryRequest.output_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryRequest.output_mask")
+        f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -541,6 +629,17 @@ def _read_BatchUpdateEntryResponse(
         f_results = []
     else:
         f_results = base.results
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryResponse.results")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryResponse.results")
+        f_results.append(_read_BatchUpdateEntryResponse_Result(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -624,6 +723,28 @@ def _read_BatchUpdateEntryResponse_Result(
     else:
         f_status = base.status
         f_entry = base.entry
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryResponse.Result.status")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryResponse.Result.status")
+        f_status = _read_Status(data, pos, stop, f_status, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryResponse.Result.entry")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryResponse.Result.entry")
+        f_entry = _read_Entry(data, pos, stop, f_entry, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -726,6 +847,38 @@ def _read_EntryRevision(
         f_id = base.id
         f_revision_number = base.revision_number
         f_created_at = base.created_at
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.EntryRevision.id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.EntryRevision.id")
+        try:
+            f_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.EntryRevision.id") from None
+        pos = stop
+    if pos < end and data[pos] == 16:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.EntryRevision.revision_number")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_revision_number = value
+    if pos < end and data[pos] == 24:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.EntryRevision.created_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_created_at = value
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -819,6 +972,17 @@ def _read_GetAuthorizedEntriesRequest(
         f_output_mask = None
     else:
         f_output_mask = base.output_mask
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetAuthorizedEntriesRequest.output_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.GetAuthorizedEntriesRequest.output_mask")
+        f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -893,6 +1057,17 @@ def _read_GetAuthorizedEntriesResponse(
         f_entries = []
     else:
         f_entries = base.entries
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetAuthorizedEntriesResponse.entries")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.GetAuthorizedEntriesResponse.entries")
+        f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -976,6 +1151,31 @@ def _read_GetEntryRequest(
     else:
         f_id = base.id
         f_output_mask = base.output_mask
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetEntryRequest.id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.GetEntryRequest.id")
+        try:
+            f_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.GetEntryRequest.id") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetEntryRequest.output_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.GetEntryRequest.output_mask")
+        f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1090,6 +1290,52 @@ def _read_ListEntriesRequest(
         f_output_mask = base.output_mask
         f_page_size = base.page_size
         f_page_token = base.page_token
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.filter")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.filter")
+        f_filter = _read_ListEntriesRequest_Filter(data, pos, stop, f_filter, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.output_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.output_mask")
+        f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 24:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.page_size")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_page_size = value
+    if pos < end and data[pos] == 34:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.page_token")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.page_token")
+        try:
+            f_page_token = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.ListEntriesRequest.page_token") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1236,6 +1482,64 @@ def _read_ListEntriesRequest_Filter(
         f_by_selectors = base.by_selectors
         f_by_federates_with = base.by_federates_with
         f_by_hint = base.by_hint
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_spiffe_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_spiffe_id")
+        f_by_spiffe_id = _read_SPIFFEID(data, pos, stop, f_by_spiffe_id, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_parent_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_parent_id")
+        f_by_parent_id = _read_SPIFFEID(data, pos, stop, f_by_parent_id, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_selectors")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_selectors")
+        f_by_selectors = _read_SelectorMatch(data, pos, stop, f_by_selectors, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 34:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_federates_with")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_federates_with")
+        f_by_federates_with = _read_FederatesWithMatch(data, pos, stop, f_by_federates_with, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 42:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint")
+        try:
+            f_by_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1366,6 +1670,31 @@ def _read_ListEntriesResponse(
     else:
         f_entries = base.entries
         f_next_page_token = base.next_page_token
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesResponse.entries")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesResponse.entries")
+        f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesResponse.next_page_token")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.ListEntriesResponse.next_page_token")
+        try:
+            f_next_page_token = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.ListEntriesResponse.next_page_token") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1462,6 +1791,32 @@ def _read_SyncAuthorizedEntriesRequest(
     else:
         f_output_mask = base.output_mask
         f_ids = base.ids
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.output_mask")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.output_mask")
+        f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
+        pos = stop
+    while pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids")
+        try:
+            value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids") from None
+        f_ids.append(value)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1566,6 +1921,35 @@ def _read_SyncAuthorizedEntriesResponse(
         f_entry_revisions = base.entry_revisions
         f_entries = base.entries
         f_more = base.more
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.entry_revisions")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.entry_revisions")
+        f_entry_revisions.append(_read_EntryRevision(data, pos, stop, None, depth + 1))
+        pos = stop
+    while pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.entries")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.entries")
+        f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 24:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.more")
+        f_more = value != 0
     while pos < end:
         tag = data[pos]
         pos += 1

@@ -99,6 +99,17 @@ def _read_BatchNewX509SVIDRequest(
         f_params = []
     else:
         f_params = base.params
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDRequest.params")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDRequest.params")
+        f_params.append(_read_NewX509SVIDParams(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -173,6 +184,17 @@ def _read_BatchNewX509SVIDResponse(
         f_results = []
     else:
         f_results = base.results
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDResponse.results")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDResponse.results")
+        f_results.append(_read_BatchNewX509SVIDResponse_Result(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -256,6 +278,28 @@ def _read_BatchNewX509SVIDResponse_Result(
     else:
         f_status = base.status
         f_svid = base.svid
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result.status")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result.status")
+        f_status = _read_Status(data, pos, stop, f_status, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result.svid")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result.svid")
+        f_svid = _read_X509SVID(data, pos, stop, f_svid, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -349,6 +393,31 @@ def _read_NewX509SVIDParams(
     else:
         f_entry_id = base.entry_id
         f_csr = base.csr
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.NewX509SVIDParams.entry_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.svid.v1.NewX509SVIDParams.entry_id")
+        try:
+            f_entry_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.svid.v1.NewX509SVIDParams.entry_id") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.NewX509SVIDParams.csr")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.svid.v1.NewX509SVIDParams.csr")
+        f_csr = data[pos:stop]
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1

@@ -145,6 +145,20 @@ def _read_AdditionalAttributes(
     else:
         f_disable_x509_svid_prefetch = base.disable_x509_svid_prefetch
         f_jwt_svid_include_jti = base.jwt_svid_include_jti
+    if pos < end and data[pos] == 8:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.AdditionalAttributes.disable_x509_svid_prefetch")
+        f_disable_x509_svid_prefetch = value != 0
+    if pos < end and data[pos] == 16:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.AdditionalAttributes.jwt_svid_include_jti")
+        f_jwt_svid_include_jti = value != 0
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -257,6 +271,58 @@ def _read_Bundle(
         f_jwt_authorities = base.jwt_authorities
         f_refresh_hint = base.refresh_hint
         f_sequence_number = base.sequence_number
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.trust_domain")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Bundle.trust_domain")
+        try:
+            f_trust_domain = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Bundle.trust_domain") from None
+        pos = stop
+    while pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.x509_authorities")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Bundle.x509_authorities")
+        f_x509_authorities.append(_read_X509Certificate(data, pos, stop, None, depth + 1))
+        pos = stop
+    while pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.jwt_authorities")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Bundle.jwt_authorities")
+        f_jwt_authorities.append(_read_JWTKey(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 32:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.refresh_hint")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_refresh_hint = value
+    if pos < end and data[pos] == 40:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.sequence_number")
+        f_sequence_number = value
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -501,6 +567,165 @@ def _read_Entry(
         f_hint = base.hint
         f_created_at = base.created_at
         f_additional_attributes = base.additional_attributes
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.id")
+        try:
+            f_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Entry.id") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.spiffe_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.spiffe_id")
+        f_spiffe_id = _read_SPIFFEID(data, pos, stop, f_spiffe_id, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.parent_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.parent_id")
+        f_parent_id = _read_SPIFFEID(data, pos, stop, f_parent_id, depth + 1)
+        pos = stop
+    while pos < end and data[pos] == 34:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.selectors")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.selectors")
+        f_selectors.append(_read_Selector(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 40:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.x509_svid_ttl")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_x509_svid_ttl = value
+    while pos < end and data[pos] == 50:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.federates_with")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.federates_with")
+        try:
+            value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Entry.federates_with") from None
+        f_federates_with.append(value)
+        pos = stop
+    if pos < end and data[pos] == 56:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.admin")
+        f_admin = value != 0
+    if pos < end and data[pos] == 64:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.downstream")
+        f_downstream = value != 0
+    if pos < end and data[pos] == 72:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.expires_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_expires_at = value
+    while pos < end and data[pos] == 82:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.dns_names")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.dns_names")
+        try:
+            value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Entry.dns_names") from None
+        f_dns_names.append(value)
+        pos = stop
+    if pos < end and data[pos] == 88:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.revision_number")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_revision_number = value
+    if pos < end and data[pos] == 96:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.store_svid")
+        f_store_svid = value != 0
+    if pos < end and data[pos] == 104:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.jwt_svid_ttl")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_jwt_svid_ttl = value
+    if pos < end and data[pos] == 114:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Entry.hint")
+        try:
+            f_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Entry.hint") from None
+        pos = stop
+    if pos < end and data[pos] == 120:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.created_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_created_at = value
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -843,6 +1068,104 @@ def _read_EntryMask(
         f_hint = base.hint
         f_created_at = base.created_at
         f_additional_attributes = base.additional_attributes
+    if pos < end and data[pos] == 16:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.spiffe_id")
+        f_spiffe_id = value != 0
+    if pos < end and data[pos] == 24:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.parent_id")
+        f_parent_id = value != 0
+    if pos < end and data[pos] == 32:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.selectors")
+        f_selectors = value != 0
+    if pos < end and data[pos] == 40:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.x509_svid_ttl")
+        f_x509_svid_ttl = value != 0
+    if pos < end and data[pos] == 48:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.federates_with")
+        f_federates_with = value != 0
+    if pos < end and data[pos] == 56:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.admin")
+        f_admin = value != 0
+    if pos < end and data[pos] == 64:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.downstream")
+        f_downstream = value != 0
+    if pos < end and data[pos] == 72:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.expires_at")
+        f_expires_at = value != 0
+    if pos < end and data[pos] == 80:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.dns_names")
+        f_dns_names = value != 0
+    if pos < end and data[pos] == 88:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.revision_number")
+        f_revision_number = value != 0
+    if pos < end and data[pos] == 96:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.store_svid")
+        f_store_svid = value != 0
+    if pos < end and data[pos] == 104:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.jwt_svid_ttl")
+        f_jwt_svid_ttl = value != 0
+    if pos < end and data[pos] == 112:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.hint")
+        f_hint = value != 0
+    if pos < end and data[pos] == 120:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.created_at")
+        f_created_at = value != 0
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1030,6 +1353,31 @@ def _read_FederatesWithMatch(
     else:
         f_trust_domains = base.trust_domains
         f_match = base.match
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.FederatesWithMatch.trust_domains")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.FederatesWithMatch.trust_domains")
+        try:
+            value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.FederatesWithMatch.trust_domains") from None
+        f_trust_domains.append(value)
+        pos = stop
+    if pos < end and data[pos] == 16:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.FederatesWithMatch.match")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_match = value
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1151,6 +1499,61 @@ def _read_JWTKey(
         f_expires_at = base.expires_at
         f_tainted = base.tainted
         f_hint = base.hint
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.public_key")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.JWTKey.public_key")
+        f_public_key = data[pos:stop]
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.key_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.JWTKey.key_id")
+        try:
+            f_key_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.JWTKey.key_id") from None
+        pos = stop
+    if pos < end and data[pos] == 24:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.expires_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_expires_at = value
+    if pos < end and data[pos] == 32:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.tainted")
+        f_tainted = value != 0
+    if pos < end and data[pos] == 42:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.JWTKey.hint")
+        try:
+            f_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.JWTKey.hint") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1278,6 +1681,34 @@ def _read_SPIFFEID(
     else:
         f_trust_domain = base.trust_domain
         f_path = base.path
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.SPIFFEID.trust_domain")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.SPIFFEID.trust_domain")
+        try:
+            f_trust_domain = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.SPIFFEID.trust_domain") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.SPIFFEID.path")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.SPIFFEID.path")
+        try:
+            f_path = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.SPIFFEID.path") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1377,6 +1808,34 @@ def _read_Selector(
     else:
         f_type = base.type
         f_value = base.value
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Selector.type")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Selector.type")
+        try:
+            f_type = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Selector.type") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Selector.value")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Selector.value")
+        try:
+            f_value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Selector.value") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1476,6 +1935,27 @@ def _read_SelectorMatch(
     else:
         f_selectors = base.selectors
         f_match = base.match
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.SelectorMatch.selectors")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.SelectorMatch.selectors")
+        f_selectors.append(_read_Selector(data, pos, stop, None, depth + 1))
+        pos = stop
+    if pos < end and data[pos] == 16:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.SelectorMatch.match")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_match = value
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1568,6 +2048,30 @@ def _read_Status(
     else:
         f_code = base.code
         f_message = base.message
+    if pos < end and data[pos] == 8:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Status.code")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_code = value
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Status.message")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.Status.message")
+        try:
+            f_message = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.Status.message") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1670,6 +2174,38 @@ def _read_X509Certificate(
         f_asn1 = base.asn1
         f_tainted = base.tainted
         f_hint = base.hint
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509Certificate.asn1")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.X509Certificate.asn1")
+        f_asn1 = data[pos:stop]
+        pos = stop
+    if pos < end and data[pos] == 16:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509Certificate.tainted")
+        f_tainted = value != 0
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509Certificate.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.X509Certificate.hint")
+        try:
+            f_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.X509Certificate.hint") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1790,6 +2326,51 @@ def _read_X509SVID(
         f_id = base.id
         f_expires_at = base.expires_at
         f_hint = base.hint
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.cert_chain")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.X509SVID.cert_chain")
+        f_cert_chain.append(data[pos:stop])
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.X509SVID.id")
+        f_id = _read_SPIFFEID(data, pos, stop, f_id, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 24:
+        pos += 1
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.expires_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_expires_at = value
+    if pos < end and data[pos] == 34:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.X509SVID.hint")
+        try:
+            f_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.X509SVID.hint") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1

@@ -126,6 +126,57 @@ def _read_JWTBundlesResponse(
         f_bundles = {}
     else:
         f_bundles = base.bundles
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTBundlesResponse.bundles")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTBundlesResponse.bundles")
+        m_key = ""
+        m_value = b""
+        m_unknown = False
+        entry_end = end
+        end = stop
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag >= 0x80:
+                tag, pos = _read_varint(data, pos - 1, end, "JWTBundlesResponse.bundles.entry")
+            if tag == 10:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "JWTBundlesResponse.bundles.entry.key")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("JWTBundlesResponse.bundles.entry.key")
+                try:
+                    m_key = str(data[pos:item_stop], 'utf-8')
+                except UnicodeDecodeError:
+                    raise _utf8_error("JWTBundlesResponse.bundles.entry.key") from None
+                pos = item_stop
+            elif tag == 18:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "JWTBundlesResponse.bundles.entry.value")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("JWTBundlesResponse.bundles.entry.value")
+                m_value = data[pos:item_stop]
+                pos = item_stop
+            else:
+                pos = _skip_field(data, pos, end, tag, "JWTBundlesResponse.bundles.entry", depth + 1)
+                m_unknown = True
+        if pos != end:
+            raise _truncated("JWTBundlesResponse.bundles.entry")
+        end = entry_end
+        if not m_unknown:
+            f_bundles[m_key] = m_value
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -258,6 +309,48 @@ def _read_JWTSVID(
         f_spiffe_id = base.spiffe_id
         f_svid = base.svid
         f_hint = base.hint
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTSVID.spiffe_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTSVID.spiffe_id")
+        try:
+            f_spiffe_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("JWTSVID.spiffe_id") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTSVID.svid")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTSVID.svid")
+        try:
+            f_svid = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("JWTSVID.svid") from None
+        pos = stop
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTSVID.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTSVID.hint")
+        try:
+            f_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("JWTSVID.hint") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -370,6 +463,35 @@ def _read_JWTSVIDRequest(
     else:
         f_audience = base.audience
         f_spiffe_id = base.spiffe_id
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTSVIDRequest.audience")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTSVIDRequest.audience")
+        try:
+            value = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("JWTSVIDRequest.audience") from None
+        f_audience.append(value)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTSVIDRequest.spiffe_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTSVIDRequest.spiffe_id")
+        try:
+            f_spiffe_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("JWTSVIDRequest.spiffe_id") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -461,6 +583,17 @@ def _read_JWTSVIDResponse(
         f_svids = []
     else:
         f_svids = base.svids
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "JWTSVIDResponse.svids")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("JWTSVIDResponse.svids")
+        f_svids.append(_read_JWTSVID(data, pos, stop, None, depth + 1))
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -544,6 +677,34 @@ def _read_ValidateJWTSVIDRequest(
     else:
         f_audience = base.audience
         f_svid = base.svid
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDRequest.audience")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("ValidateJWTSVIDRequest.audience")
+        try:
+            f_audience = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("ValidateJWTSVIDRequest.audience") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDRequest.svid")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("ValidateJWTSVIDRequest.svid")
+        try:
+            f_svid = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("ValidateJWTSVIDRequest.svid") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -643,6 +804,31 @@ def _read_ValidateJWTSVIDResponse(
     else:
         f_spiffe_id = base.spiffe_id
         f_claims = base.claims
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDResponse.spiffe_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("ValidateJWTSVIDResponse.spiffe_id")
+        try:
+            f_spiffe_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("ValidateJWTSVIDResponse.spiffe_id") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDResponse.claims")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("ValidateJWTSVIDResponse.claims")
+        f_claims = _read_Struct(data, pos, stop, f_claims, depth + 1)
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -741,6 +927,68 @@ def _read_X509BundlesResponse(
     else:
         f_crl = base.crl
         f_bundles = base.bundles
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.crl")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509BundlesResponse.crl")
+        f_crl.append(data[pos:stop])
+        pos = stop
+    while pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.bundles")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509BundlesResponse.bundles")
+        m_key = ""
+        m_value = b""
+        m_unknown = False
+        entry_end = end
+        end = stop
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag >= 0x80:
+                tag, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.bundles.entry")
+            if tag == 10:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.bundles.entry.key")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("X509BundlesResponse.bundles.entry.key")
+                try:
+                    m_key = str(data[pos:item_stop], 'utf-8')
+                except UnicodeDecodeError:
+                    raise _utf8_error("X509BundlesResponse.bundles.entry.key") from None
+                pos = item_stop
+            elif tag == 18:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.bundles.entry.value")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("X509BundlesResponse.bundles.entry.value")
+                m_value = data[pos:item_stop]
+                pos = item_stop
+            else:
+                pos = _skip_field(data, pos, end, tag, "X509BundlesResponse.bundles.entry", depth + 1)
+                m_unknown = True
+        if pos != end:
+            raise _truncated("X509BundlesResponse.bundles.entry")
+        end = entry_end
+        if not m_unknown:
+            f_bundles[m_key] = m_value
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -901,6 +1149,67 @@ def _read_X509SVID(
         f_x509_svid_key = base.x509_svid_key
         f_bundle = base.bundle
         f_hint = base.hint
+    if pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVID.spiffe_id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVID.spiffe_id")
+        try:
+            f_spiffe_id = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("X509SVID.spiffe_id") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVID.x509_svid")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVID.x509_svid")
+        f_x509_svid = data[pos:stop]
+        pos = stop
+    if pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVID.x509_svid_key")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVID.x509_svid_key")
+        f_x509_svid_key = data[pos:stop]
+        pos = stop
+    if pos < end and data[pos] == 34:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVID.bundle")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVID.bundle")
+        f_bundle = data[pos:stop]
+        pos = stop
+    if pos < end and data[pos] == 42:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVID.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVID.hint")
+        try:
+            f_hint = str(data[pos:stop], 'utf-8')
+        except UnicodeDecodeError:
+            raise _utf8_error("X509SVID.hint") from None
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -1045,6 +1354,79 @@ def _read_X509SVIDResponse(
         f_svids = base.svids
         f_crl = base.crl
         f_federated_bundles = base.federated_bundles
+    while pos < end and data[pos] == 10:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.svids")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVIDResponse.svids")
+        f_svids.append(_read_X509SVID(data, pos, stop, None, depth + 1))
+        pos = stop
+    while pos < end and data[pos] == 18:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.crl")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVIDResponse.crl")
+        f_crl.append(data[pos:stop])
+        pos = stop
+    while pos < end and data[pos] == 26:
+        pos += 1
+        size = data[pos]
+        pos += 1
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.federated_bundles")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("X509SVIDResponse.federated_bundles")
+        m_key = ""
+        m_value = b""
+        m_unknown = False
+        entry_end = end
+        end = stop
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag >= 0x80:
+                tag, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.federated_bundles.entry")
+            if tag == 10:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.federated_bundles.entry.key")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("X509SVIDResponse.federated_bundles.entry.key")
+                try:
+                    m_key = str(data[pos:item_stop], 'utf-8')
+                except UnicodeDecodeError:
+                    raise _utf8_error("X509SVIDResponse.federated_bundles.entry.key") from None
+                pos = item_stop
+            elif tag == 18:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.federated_bundles.entry.value")
+                item_stop = pos + size
+                if item_stop > end:
+                    raise _truncated("X509SVIDResponse.federated_bundles.entry.value")
+                m_value = data[pos:item_stop]
+                pos = item_stop
+            else:
+                pos = _skip_field(data, pos, end, tag, "X509SVIDResponse.federated_bundles.entry", depth + 1)
+                m_unknown = True
+        if pos != end:
+            raise _truncated("X509SVIDResponse.federated_bundles.entry")
+        end = entry_end
+        if not m_unknown:
+            f_federated_bundles[m_key] = m_value
+        pos = stop
     while pos < end:
         tag = data[pos]
         pos += 1
