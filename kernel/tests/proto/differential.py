@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -24,30 +27,20 @@ from hypothesis import strategies as st
 from pyspire.proto import descriptor_set
 from pyspire.proto.errors import DecodeError
 
-HOT_ROOTS = (
-    "spire.api.types.Entry",
-    "spire.api.types.Bundle",
-    "spire.api.server.entry.v1.ListEntriesRequest",
-    "spire.api.server.entry.v1.ListEntriesResponse",
-    "spire.api.server.entry.v1.GetEntryRequest",
-    "spire.api.server.entry.v1.BatchCreateEntryRequest",
-    "spire.api.server.entry.v1.BatchCreateEntryResponse",
-    "spire.api.server.entry.v1.BatchUpdateEntryRequest",
-    "spire.api.server.entry.v1.BatchUpdateEntryResponse",
-    "spire.api.server.entry.v1.GetAuthorizedEntriesRequest",
-    "spire.api.server.entry.v1.GetAuthorizedEntriesResponse",
-    "spire.api.server.entry.v1.SyncAuthorizedEntriesRequest",
-    "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse",
-    "spire.api.server.svid.v1.BatchNewX509SVIDRequest",
-    "spire.api.server.svid.v1.BatchNewX509SVIDResponse",
-    "X509SVIDResponse",
-    "X509BundlesResponse",
-    "JWTSVIDRequest",
-    "JWTSVIDResponse",
-    "JWTBundlesResponse",
-    "ValidateJWTSVIDRequest",
-    "ValidateJWTSVIDResponse",
-)
+
+def _generator() -> Any:
+    """``scripts/codec_generator.py``, whose roots are the messages checked here."""
+    path = Path(__file__).resolve().parents[3] / "scripts" / "codec_generator.py"
+    spec = importlib.util.spec_from_file_location("codec_generator_under_test", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+HOT_ROOTS: tuple[str, ...] = _generator().HOT_MESSAGES
 """Every message given a generated codec (the generator's roots)."""
 
 _POOL = descriptor_pool.DescriptorPool()
