@@ -77,6 +77,28 @@ HEADER = (
 )
 
 
+_WELL_KNOWN_JSON: dict[str, tuple[str, ...]] = {
+    "google.protobuf.Struct": (
+        "return {key: json_Value(value) for key, value in message.fields.items()}",
+    ),
+    "google.protobuf.ListValue": ("return [json_Value(value) for value in message.values]",),
+    "google.protobuf.Value": (
+        "if message.struct_value is not None:",
+        "    return json_Struct(message.struct_value)",
+        "if message.list_value is not None:",
+        "    return json_ListValue(message.list_value)",
+        "if message.string_value is not None:",
+        "    return message.string_value",
+        "if message.bool_value is not None:",
+        "    return message.bool_value",
+        "if message.number_value is not None:",
+        "    return message.number_value",
+        "return None",
+    ),
+}
+"""The well-known types' own JSON forms (plain JSON objects, arrays and values)."""
+
+
 class CodecGenerationError(RuntimeError):
     """The descriptors use a feature the codec generator does not support."""
 
@@ -92,6 +114,7 @@ class Field:
     oneof: str = ""
     key: Field | None = None  # map entries
     value: Field | None = None
+    enum: str = ""  # full name of the enum type (kind "enum")
 
     @property
     def wire_type(self) -> int:
@@ -136,12 +159,12 @@ class _Model:
         files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file
         self.messages: dict[str, Message] = {}
         self._raw: dict[str, tuple[descriptor_pb2.DescriptorProto, str]] = {}
-        self.enums: set[str] = set()
+        self.enums: dict[str, dict[int, str]] = {}
         self.syntax: dict[str, str] = {}
         for file in files:
             prefix = f"{file.package}." if file.package else ""
             for enum in file.enum_type:
-                self.enums.add(prefix + enum.name)
+                self.enums[prefix + enum.name] = {v.number: v.name for v in enum.value}
             for message in file.message_type:
                 self._index(message, prefix, file.package, "", file.syntax)
 
@@ -161,7 +184,7 @@ class _Model:
             full_name, package, local, map_entry=message.options.map_entry
         )
         for enum in message.enum_type:
-            self.enums.add(f"{full_name}.{enum.name}")
+            self.enums[f"{full_name}.{enum.name}"] = {v.number: v.name for v in enum.value}
         for nested in message.nested_type:
             self._index(nested, f"{full_name}.", package, local, syntax)
 
@@ -203,7 +226,8 @@ class _Model:
             )
         if kind == "double" and not presence:
             raise CodecGenerationError(f"{where}: double is supported in oneofs only")
-        return Field(proto.name, proto.number, kind, repeated, presence, "", oneof)
+        enum = proto.type_name.lstrip(".") if kind == "enum" else ""
+        return Field(proto.name, proto.number, kind, repeated, presence, "", oneof, enum=enum)
 
     def closure(self, roots: Iterable[str]) -> list[Message]:
         """The messages reachable from ``roots`` (map entries excluded), in a stable order."""
@@ -335,6 +359,7 @@ class _Module:
         self.emit_encode(message)
         self.emit_read(message)
         self.emit_decode(message)
+        self.emit_json(message)
 
     def emit_class(self, message: Message) -> None:
         name = message.local_name
@@ -710,9 +735,70 @@ class _Module:
             f'        raise _truncated("{message.full_name}") from None',
         )
 
+    def emit_json(self, message: Message) -> None:
+        name = message.local_name
+        self.emit(
+            0,
+            "",
+            "",
+            f"def json_{name}(message: {name}) -> Any:",
+            f'    """A ``{message.full_name}`` in protobuf\'s JSON mapping, as the CLI prints it:',
+            "    .proto field names, every field present (an unset message as its defaults),",
+            '    64-bit integers as strings, bytes in base64, enums by name."""',
+        )
+        special = _WELL_KNOWN_JSON.get(message.full_name)
+        if special is not None:
+            self.emit(1, *special)
+            return
+        self.emit(1, "out: dict[str, Any] = {}")
+        for item in message.fields:
+            value = self.json_value(item, f"message.{item.name}")
+            if item.presence:
+                self.emit(
+                    1,
+                    f"if message.{item.name} is not None:",
+                    f'    out["{item.name}"] = {value}',
+                )
+            else:
+                self.emit(1, f'out["{item.name}"] = {value}')
+        self.emit(1, "return out")
+
+    def json_value(self, item: Field, attribute: str) -> str:
+        if item.kind == "map":
+            assert item.value is not None
+            inner = self.json_scalar(item.value, "value")
+            return f"{{key: {inner} for key, value in {attribute}.items()}}"
+        if item.repeated:
+            element = self.json_scalar(item, "item")
+            return (
+                f"list({attribute})"
+                if element == "item"
+                else f"[{element} for item in {attribute}]"
+            )
+        if item.kind == "message" and not item.presence:
+            cls = self.ref(item.message)
+            return self.json_scalar(item, f"({cls}() if {attribute} is None else {attribute})")
+        return self.json_scalar(item, attribute)
+
+    def json_scalar(self, item: Field, value: str) -> str:
+        kind = item.kind
+        if kind == "message":
+            return f"{self.ref(item.message, 'json_')}({value})"
+        if kind in ("int64", "uint64"):
+            return f"str({value})"
+        if kind == "bytes":
+            return f"_base64_text({value})"
+        if kind == "enum":
+            names = self.model.enums[item.enum]
+            table = "{" + ", ".join(f'{number}: "{n}"' for number, n in sorted(names.items())) + "}"
+            return f"{table}.get({value}, {value})"
+        return value
+
     def source(self, messages: Sequence[Message]) -> str:
         self.local_names = {m.local_name for m in messages} | {
-            f"{kind}{m.local_name}" for m in messages for kind in ("write_", "encode_", "_read_")
+            f"{kind}{m.local_name}"
+            for m in messages
+            for kind in ("write_", "encode_", "_read_", "json_")
         }
         for message in messages:
             self.message(message)
@@ -726,9 +812,11 @@ class _Module:
             "",
             "import struct",
             "from collections.abc import Iterable, Mapping",
+            "from typing import Any",
             "from dataclasses import dataclass, field",
             "",
             "from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH",
+            "from pyspire.proto.runtime import base64_text as _base64_text",
             "from pyspire.proto.runtime import check_range as _check_range",
             "from pyspire.proto.runtime import length_prefixes as _length_prefixes",
             "from pyspire.proto.runtime import read_varint as _read_varint",

@@ -7,7 +7,8 @@ revision, one DNS name, a hint, created_at), a ``BatchNewX509SVIDResponse`` of o
 ``X509SVIDResponse`` of one SVID and a ``spire.api.types.Bundle``, it times per message:
 
 * encode: from the SDK records the kernel holds to wire bytes, cold (no cache);
-* decode: from those bytes to the runtime's message object (and, for ours, on to SDK records).
+* decode: from those bytes to the runtime's message object (and on to SDK records);
+* for the entry, the JSON document the CLI prints (``-output json``).
 
 Runtimes: betterproto 2.0.0b7 (with betterproto-rust-codec when installed, which it patches
 in), Google's protobuf runtime (upb), betterproto2 (only when ``betterproto2`` and
@@ -36,6 +37,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from pyspire.cli.admin_client import message_json
 from pyspire.proto import bundles, descriptor_set, entries, svids
 from pyspire.proto.convert import bundle_to_proto, entry_from_proto, x509_svid_to_proto
 from pyspire.proto.gen import workload as bp_workload
@@ -253,6 +255,21 @@ def main() -> None:
         "Entry",
         "decode generated -> SDK entry",
         measure(lambda: entry_from_proto(codec_types.decode_Entry(data))),
+        floor_decode,
+    )
+    betterproto_entry = bp_types.Entry().parse(data)
+    codec_entry = codec_types.decode_Entry(data)
+    assert message_json(betterproto_entry) == codec_types.json_Entry(codec_entry)
+    row(
+        "Entry",
+        "JSON dict betterproto (CLI)",
+        measure(lambda: message_json(betterproto_entry)),
+        floor_decode,
+    )
+    row(
+        "Entry",
+        "JSON dict generated",
+        measure(lambda: codec_types.json_Entry(codec_entry)),
         floor_decode,
     )
     assert (

@@ -410,3 +410,9 @@ __all__ = [
     "mutations",
     "scrambled",
 ]
+
+
+def json_function(full_name: str) -> Callable[[Any], Any]:
+    module, name = _module_and_name(descriptor(full_name))
+    function: Callable[[Any], Any] = getattr(module, f"json_{name}")
+    return function

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_DEPTH",
+    "base64_text",
     "check_range",
     "field_size",
     "length_prefixes",
@@ -29,6 +30,8 @@ __all__ = [
     "uint64_varint",
     "utf8_error",
 ]
+
+import base64
 
 from pyspire.proto.errors import DecodeError
 
@@ -144,3 +147,8 @@ def field_size(number: int, payload_size: int) -> int:
     """Bytes a length-delimited field takes on the wire: tag, varint length and payload (to
     keep a response under a size limit without encoding it twice)."""
     return len(uint64_varint(number << 3)) + len(uint64_varint(payload_size)) + payload_size
+
+
+def base64_text(data: bytes) -> str:
+    """``data`` in standard base64 with padding, as protobuf's JSON mapping writes bytes."""
+    return base64.b64encode(data).decode("ascii")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
 from pyspire.proto.runtime import read_varint as _read_varint
@@ -134,6 +136,13 @@ def decode_ListValue(data: bytes | bytearray | memoryview) -> ListValue:
         return _read_ListValue(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("google.protobuf.ListValue") from None
+
+
+def json_ListValue(message: ListValue) -> Any:
+    """A ``google.protobuf.ListValue`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    return [json_Value(value) for value in message.values]
 
 
 @dataclass(slots=True)
@@ -303,6 +312,13 @@ def decode_Struct(data: bytes | bytearray | memoryview) -> Struct:
         return _read_Struct(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("google.protobuf.Struct") from None
+
+
+def json_Struct(message: Struct) -> Any:
+    """A ``google.protobuf.Struct`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    return {key: json_Value(value) for key, value in message.fields.items()}
 
 
 @dataclass(slots=True)
@@ -586,3 +602,20 @@ def decode_Value(data: bytes | bytearray | memoryview) -> Value:
         return _read_Value(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("google.protobuf.Value") from None
+
+
+def json_Value(message: Value) -> Any:
+    """A ``google.protobuf.Value`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    if message.struct_value is not None:
+        return json_Struct(message.struct_value)
+    if message.list_value is not None:
+        return json_ListValue(message.list_value)
+    if message.string_value is not None:
+        return message.string_value
+    if message.bool_value is not None:
+        return message.bool_value
+    if message.number_value is not None:
+        return message.number_value
+    return None

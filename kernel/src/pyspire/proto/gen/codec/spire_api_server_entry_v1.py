@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
 from pyspire.proto.runtime import read_varint as _read_varint
@@ -35,6 +37,12 @@ from pyspire.proto.gen.codec.spire_api_types import encode_FederatesWithMatch
 from pyspire.proto.gen.codec.spire_api_types import encode_SPIFFEID
 from pyspire.proto.gen.codec.spire_api_types import encode_SelectorMatch
 from pyspire.proto.gen.codec.spire_api_types import encode_Status
+from pyspire.proto.gen.codec.spire_api_types import json_Entry
+from pyspire.proto.gen.codec.spire_api_types import json_EntryMask
+from pyspire.proto.gen.codec.spire_api_types import json_FederatesWithMatch
+from pyspire.proto.gen.codec.spire_api_types import json_SPIFFEID
+from pyspire.proto.gen.codec.spire_api_types import json_SelectorMatch
+from pyspire.proto.gen.codec.spire_api_types import json_Status
 
 __all__ = [
     "BatchCreateEntryRequest",
@@ -243,6 +251,16 @@ def decode_BatchCreateEntryRequest(data: bytes | bytearray | memoryview) -> Batc
         raise _truncated("spire.api.server.entry.v1.BatchCreateEntryRequest") from None
 
 
+def json_BatchCreateEntryRequest(message: BatchCreateEntryRequest) -> Any:
+    """A ``spire.api.server.entry.v1.BatchCreateEntryRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["entries"] = [json_Entry(item) for item in message.entries]
+    out["output_mask"] = json_EntryMask((EntryMask() if message.output_mask is None else message.output_mask))
+    return out
+
+
 @dataclass(slots=True)
 class BatchCreateEntryResponse:
     """``spire.api.server.entry.v1.BatchCreateEntryResponse``."""
@@ -326,6 +344,15 @@ def decode_BatchCreateEntryResponse(data: bytes | bytearray | memoryview) -> Bat
         return _read_BatchCreateEntryResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.BatchCreateEntryResponse") from None
+
+
+def json_BatchCreateEntryResponse(message: BatchCreateEntryResponse) -> Any:
+    """A ``spire.api.server.entry.v1.BatchCreateEntryResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["results"] = [json_BatchCreateEntryResponse_Result(item) for item in message.results]
+    return out
 
 
 @dataclass(slots=True)
@@ -441,6 +468,16 @@ def decode_BatchCreateEntryResponse_Result(data: bytes | bytearray | memoryview)
         return _read_BatchCreateEntryResponse_Result(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.BatchCreateEntryResponse.Result") from None
+
+
+def json_BatchCreateEntryResponse_Result(message: BatchCreateEntryResponse_Result) -> Any:
+    """A ``spire.api.server.entry.v1.BatchCreateEntryResponse.Result`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["status"] = json_Status((Status() if message.status is None else message.status))
+    out["entry"] = json_Entry((Entry() if message.entry is None else message.entry))
+    return out
 
 
 @dataclass(slots=True)
@@ -588,6 +625,17 @@ def decode_BatchUpdateEntryRequest(data: bytes | bytearray | memoryview) -> Batc
         raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryRequest") from None
 
 
+def json_BatchUpdateEntryRequest(message: BatchUpdateEntryRequest) -> Any:
+    """A ``spire.api.server.entry.v1.BatchUpdateEntryRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["entries"] = [json_Entry(item) for item in message.entries]
+    out["input_mask"] = json_EntryMask((EntryMask() if message.input_mask is None else message.input_mask))
+    out["output_mask"] = json_EntryMask((EntryMask() if message.output_mask is None else message.output_mask))
+    return out
+
+
 @dataclass(slots=True)
 class BatchUpdateEntryResponse:
     """``spire.api.server.entry.v1.BatchUpdateEntryResponse``."""
@@ -671,6 +719,15 @@ def decode_BatchUpdateEntryResponse(data: bytes | bytearray | memoryview) -> Bat
         return _read_BatchUpdateEntryResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryResponse") from None
+
+
+def json_BatchUpdateEntryResponse(message: BatchUpdateEntryResponse) -> Any:
+    """A ``spire.api.server.entry.v1.BatchUpdateEntryResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["results"] = [json_BatchUpdateEntryResponse_Result(item) for item in message.results]
+    return out
 
 
 @dataclass(slots=True)
@@ -786,6 +843,16 @@ def decode_BatchUpdateEntryResponse_Result(data: bytes | bytearray | memoryview)
         return _read_BatchUpdateEntryResponse_Result(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.BatchUpdateEntryResponse.Result") from None
+
+
+def json_BatchUpdateEntryResponse_Result(message: BatchUpdateEntryResponse_Result) -> Any:
+    """A ``spire.api.server.entry.v1.BatchUpdateEntryResponse.Result`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["status"] = json_Status((Status() if message.status is None else message.status))
+    out["entry"] = json_Entry((Entry() if message.entry is None else message.entry))
+    return out
 
 
 @dataclass(slots=True)
@@ -931,6 +998,17 @@ def decode_EntryRevision(data: bytes | bytearray | memoryview) -> EntryRevision:
         raise _truncated("spire.api.server.entry.v1.EntryRevision") from None
 
 
+def json_EntryRevision(message: EntryRevision) -> Any:
+    """A ``spire.api.server.entry.v1.EntryRevision`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["id"] = message.id
+    out["revision_number"] = str(message.revision_number)
+    out["created_at"] = str(message.created_at)
+    return out
+
+
 @dataclass(slots=True)
 class GetAuthorizedEntriesRequest:
     """``spire.api.server.entry.v1.GetAuthorizedEntriesRequest``."""
@@ -1016,6 +1094,15 @@ def decode_GetAuthorizedEntriesRequest(data: bytes | bytearray | memoryview) -> 
         raise _truncated("spire.api.server.entry.v1.GetAuthorizedEntriesRequest") from None
 
 
+def json_GetAuthorizedEntriesRequest(message: GetAuthorizedEntriesRequest) -> Any:
+    """A ``spire.api.server.entry.v1.GetAuthorizedEntriesRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["output_mask"] = json_EntryMask((EntryMask() if message.output_mask is None else message.output_mask))
+    return out
+
+
 @dataclass(slots=True)
 class GetAuthorizedEntriesResponse:
     """``spire.api.server.entry.v1.GetAuthorizedEntriesResponse``."""
@@ -1099,6 +1186,15 @@ def decode_GetAuthorizedEntriesResponse(data: bytes | bytearray | memoryview) ->
         return _read_GetAuthorizedEntriesResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.GetAuthorizedEntriesResponse") from None
+
+
+def json_GetAuthorizedEntriesResponse(message: GetAuthorizedEntriesResponse) -> Any:
+    """A ``spire.api.server.entry.v1.GetAuthorizedEntriesResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["entries"] = [json_Entry(item) for item in message.entries]
+    return out
 
 
 @dataclass(slots=True)
@@ -1220,6 +1316,16 @@ def decode_GetEntryRequest(data: bytes | bytearray | memoryview) -> GetEntryRequ
         return _read_GetEntryRequest(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.GetEntryRequest") from None
+
+
+def json_GetEntryRequest(message: GetEntryRequest) -> Any:
+    """A ``spire.api.server.entry.v1.GetEntryRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["id"] = message.id
+    out["output_mask"] = json_EntryMask((EntryMask() if message.output_mask is None else message.output_mask))
+    return out
 
 
 @dataclass(slots=True)
@@ -1403,6 +1509,18 @@ def decode_ListEntriesRequest(data: bytes | bytearray | memoryview) -> ListEntri
         return _read_ListEntriesRequest(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.ListEntriesRequest") from None
+
+
+def json_ListEntriesRequest(message: ListEntriesRequest) -> Any:
+    """A ``spire.api.server.entry.v1.ListEntriesRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["filter"] = json_ListEntriesRequest_Filter((ListEntriesRequest_Filter() if message.filter is None else message.filter))
+    out["output_mask"] = json_EntryMask((EntryMask() if message.output_mask is None else message.output_mask))
+    out["page_size"] = message.page_size
+    out["page_token"] = message.page_token
+    return out
 
 
 @dataclass(slots=True)
@@ -1620,6 +1738,19 @@ def decode_ListEntriesRequest_Filter(data: bytes | bytearray | memoryview) -> Li
         raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter") from None
 
 
+def json_ListEntriesRequest_Filter(message: ListEntriesRequest_Filter) -> Any:
+    """A ``spire.api.server.entry.v1.ListEntriesRequest.Filter`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["by_spiffe_id"] = json_SPIFFEID((SPIFFEID() if message.by_spiffe_id is None else message.by_spiffe_id))
+    out["by_parent_id"] = json_SPIFFEID((SPIFFEID() if message.by_parent_id is None else message.by_parent_id))
+    out["by_selectors"] = json_SelectorMatch((SelectorMatch() if message.by_selectors is None else message.by_selectors))
+    out["by_federates_with"] = json_FederatesWithMatch((FederatesWithMatch() if message.by_federates_with is None else message.by_federates_with))
+    out["by_hint"] = message.by_hint
+    return out
+
+
 @dataclass(slots=True)
 class ListEntriesResponse:
     """``spire.api.server.entry.v1.ListEntriesResponse``."""
@@ -1739,6 +1870,16 @@ def decode_ListEntriesResponse(data: bytes | bytearray | memoryview) -> ListEntr
         return _read_ListEntriesResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.ListEntriesResponse") from None
+
+
+def json_ListEntriesResponse(message: ListEntriesResponse) -> Any:
+    """A ``spire.api.server.entry.v1.ListEntriesResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["entries"] = [json_Entry(item) for item in message.entries]
+    out["next_page_token"] = message.next_page_token
+    return out
 
 
 @dataclass(slots=True)
@@ -1862,6 +2003,16 @@ def decode_SyncAuthorizedEntriesRequest(data: bytes | bytearray | memoryview) ->
         return _read_SyncAuthorizedEntriesRequest(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest") from None
+
+
+def json_SyncAuthorizedEntriesRequest(message: SyncAuthorizedEntriesRequest) -> Any:
+    """A ``spire.api.server.entry.v1.SyncAuthorizedEntriesRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["output_mask"] = json_EntryMask((EntryMask() if message.output_mask is None else message.output_mask))
+    out["ids"] = list(message.ids)
+    return out
 
 
 @dataclass(slots=True)
@@ -1997,3 +2148,14 @@ def decode_SyncAuthorizedEntriesResponse(data: bytes | bytearray | memoryview) -
         return _read_SyncAuthorizedEntriesResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesResponse") from None
+
+
+def json_SyncAuthorizedEntriesResponse(message: SyncAuthorizedEntriesResponse) -> Any:
+    """A ``spire.api.server.entry.v1.SyncAuthorizedEntriesResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["entry_revisions"] = [json_EntryRevision(item) for item in message.entry_revisions]
+    out["entries"] = [json_Entry(item) for item in message.entries]
+    out["more"] = message.more
+    return out

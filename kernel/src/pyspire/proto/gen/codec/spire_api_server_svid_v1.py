@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
 from pyspire.proto.runtime import read_varint as _read_varint
@@ -23,6 +25,8 @@ from pyspire.proto.gen.codec.spire_api_types import _read_Status
 from pyspire.proto.gen.codec.spire_api_types import _read_X509SVID
 from pyspire.proto.gen.codec.spire_api_types import encode_Status
 from pyspire.proto.gen.codec.spire_api_types import encode_X509SVID
+from pyspire.proto.gen.codec.spire_api_types import json_Status
+from pyspire.proto.gen.codec.spire_api_types import json_X509SVID
 
 __all__ = [
     "BatchNewX509SVIDRequest",
@@ -143,6 +147,15 @@ def decode_BatchNewX509SVIDRequest(data: bytes | bytearray | memoryview) -> Batc
         raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDRequest") from None
 
 
+def json_BatchNewX509SVIDRequest(message: BatchNewX509SVIDRequest) -> Any:
+    """A ``spire.api.server.svid.v1.BatchNewX509SVIDRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["params"] = [json_NewX509SVIDParams(item) for item in message.params]
+    return out
+
+
 @dataclass(slots=True)
 class BatchNewX509SVIDResponse:
     """``spire.api.server.svid.v1.BatchNewX509SVIDResponse``."""
@@ -226,6 +239,15 @@ def decode_BatchNewX509SVIDResponse(data: bytes | bytearray | memoryview) -> Bat
         return _read_BatchNewX509SVIDResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDResponse") from None
+
+
+def json_BatchNewX509SVIDResponse(message: BatchNewX509SVIDResponse) -> Any:
+    """A ``spire.api.server.svid.v1.BatchNewX509SVIDResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["results"] = [json_BatchNewX509SVIDResponse_Result(item) for item in message.results]
+    return out
 
 
 @dataclass(slots=True)
@@ -341,6 +363,16 @@ def decode_BatchNewX509SVIDResponse_Result(data: bytes | bytearray | memoryview)
         return _read_BatchNewX509SVIDResponse_Result(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result") from None
+
+
+def json_BatchNewX509SVIDResponse_Result(message: BatchNewX509SVIDResponse_Result) -> Any:
+    """A ``spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["status"] = json_Status((Status() if message.status is None else message.status))
+    out["svid"] = json_X509SVID((X509SVID() if message.svid is None else message.svid))
+    return out
 
 
 @dataclass(slots=True)
@@ -462,3 +494,13 @@ def decode_NewX509SVIDParams(data: bytes | bytearray | memoryview) -> NewX509SVI
         return _read_NewX509SVIDParams(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.server.svid.v1.NewX509SVIDParams") from None
+
+
+def json_NewX509SVIDParams(message: NewX509SVIDParams) -> Any:
+    """A ``spire.api.server.svid.v1.NewX509SVIDParams`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["entry_id"] = message.entry_id
+    out["csr"] = _base64_text(message.csr)
+    return out

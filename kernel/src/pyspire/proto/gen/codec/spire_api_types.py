@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
 from pyspire.proto.runtime import read_varint as _read_varint
@@ -192,6 +194,16 @@ def decode_AdditionalAttributes(data: bytes | bytearray | memoryview) -> Additio
         return _read_AdditionalAttributes(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.AdditionalAttributes") from None
+
+
+def json_AdditionalAttributes(message: AdditionalAttributes) -> Any:
+    """A ``spire.api.types.AdditionalAttributes`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["disable_x509_svid_prefetch"] = message.disable_x509_svid_prefetch
+    out["jwt_svid_include_jti"] = message.jwt_svid_include_jti
+    return out
 
 
 @dataclass(slots=True)
@@ -395,6 +407,19 @@ def decode_Bundle(data: bytes | bytearray | memoryview) -> Bundle:
         return _read_Bundle(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.Bundle") from None
+
+
+def json_Bundle(message: Bundle) -> Any:
+    """A ``spire.api.types.Bundle`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["trust_domain"] = message.trust_domain
+    out["x509_authorities"] = [json_X509Certificate(item) for item in message.x509_authorities]
+    out["jwt_authorities"] = [json_JWTKey(item) for item in message.jwt_authorities]
+    out["refresh_hint"] = str(message.refresh_hint)
+    out["sequence_number"] = str(message.sequence_number)
+    return out
 
 
 @dataclass(slots=True)
@@ -931,6 +956,30 @@ def decode_Entry(data: bytes | bytearray | memoryview) -> Entry:
         raise _truncated("spire.api.types.Entry") from None
 
 
+def json_Entry(message: Entry) -> Any:
+    """A ``spire.api.types.Entry`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["id"] = message.id
+    out["spiffe_id"] = json_SPIFFEID((SPIFFEID() if message.spiffe_id is None else message.spiffe_id))
+    out["parent_id"] = json_SPIFFEID((SPIFFEID() if message.parent_id is None else message.parent_id))
+    out["selectors"] = [json_Selector(item) for item in message.selectors]
+    out["x509_svid_ttl"] = message.x509_svid_ttl
+    out["federates_with"] = list(message.federates_with)
+    out["admin"] = message.admin
+    out["downstream"] = message.downstream
+    out["expires_at"] = str(message.expires_at)
+    out["dns_names"] = list(message.dns_names)
+    out["revision_number"] = str(message.revision_number)
+    out["store_svid"] = message.store_svid
+    out["jwt_svid_ttl"] = message.jwt_svid_ttl
+    out["hint"] = message.hint
+    out["created_at"] = str(message.created_at)
+    out["additional_attributes"] = json_AdditionalAttributes((AdditionalAttributes() if message.additional_attributes is None else message.additional_attributes))
+    return out
+
+
 @dataclass(slots=True)
 class EntryMask:
     """``spire.api.types.EntryMask``."""
@@ -1303,6 +1352,29 @@ def decode_EntryMask(data: bytes | bytearray | memoryview) -> EntryMask:
         raise _truncated("spire.api.types.EntryMask") from None
 
 
+def json_EntryMask(message: EntryMask) -> Any:
+    """A ``spire.api.types.EntryMask`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["spiffe_id"] = message.spiffe_id
+    out["parent_id"] = message.parent_id
+    out["selectors"] = message.selectors
+    out["x509_svid_ttl"] = message.x509_svid_ttl
+    out["federates_with"] = message.federates_with
+    out["admin"] = message.admin
+    out["downstream"] = message.downstream
+    out["expires_at"] = message.expires_at
+    out["dns_names"] = message.dns_names
+    out["revision_number"] = message.revision_number
+    out["store_svid"] = message.store_svid
+    out["jwt_svid_ttl"] = message.jwt_svid_ttl
+    out["hint"] = message.hint
+    out["created_at"] = message.created_at
+    out["additional_attributes"] = message.additional_attributes
+    return out
+
+
 @dataclass(slots=True)
 class FederatesWithMatch:
     """``spire.api.types.FederatesWithMatch``."""
@@ -1422,6 +1494,16 @@ def decode_FederatesWithMatch(data: bytes | bytearray | memoryview) -> Federates
         return _read_FederatesWithMatch(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.FederatesWithMatch") from None
+
+
+def json_FederatesWithMatch(message: FederatesWithMatch) -> Any:
+    """A ``spire.api.types.FederatesWithMatch`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["trust_domains"] = list(message.trust_domains)
+    out["match"] = {0: "MATCH_EXACT", 1: "MATCH_SUBSET", 2: "MATCH_SUPERSET", 3: "MATCH_ANY"}.get(message.match, message.match)
+    return out
 
 
 @dataclass(slots=True)
@@ -1631,6 +1713,19 @@ def decode_JWTKey(data: bytes | bytearray | memoryview) -> JWTKey:
         raise _truncated("spire.api.types.JWTKey") from None
 
 
+def json_JWTKey(message: JWTKey) -> Any:
+    """A ``spire.api.types.JWTKey`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["public_key"] = _base64_text(message.public_key)
+    out["key_id"] = message.key_id
+    out["expires_at"] = str(message.expires_at)
+    out["tainted"] = message.tainted
+    out["hint"] = message.hint
+    return out
+
+
 @dataclass(slots=True)
 class SPIFFEID:
     """``spire.api.types.SPIFFEID``."""
@@ -1756,6 +1851,16 @@ def decode_SPIFFEID(data: bytes | bytearray | memoryview) -> SPIFFEID:
         return _read_SPIFFEID(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.SPIFFEID") from None
+
+
+def json_SPIFFEID(message: SPIFFEID) -> Any:
+    """A ``spire.api.types.SPIFFEID`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["trust_domain"] = message.trust_domain
+    out["path"] = message.path
+    return out
 
 
 @dataclass(slots=True)
@@ -1885,6 +1990,16 @@ def decode_Selector(data: bytes | bytearray | memoryview) -> Selector:
         raise _truncated("spire.api.types.Selector") from None
 
 
+def json_Selector(message: Selector) -> Any:
+    """A ``spire.api.types.Selector`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["type"] = message.type
+    out["value"] = message.value
+    return out
+
+
 @dataclass(slots=True)
 class SelectorMatch:
     """``spire.api.types.SelectorMatch``."""
@@ -1996,6 +2111,16 @@ def decode_SelectorMatch(data: bytes | bytearray | memoryview) -> SelectorMatch:
         return _read_SelectorMatch(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.SelectorMatch") from None
+
+
+def json_SelectorMatch(message: SelectorMatch) -> Any:
+    """A ``spire.api.types.SelectorMatch`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["selectors"] = [json_Selector(item) for item in message.selectors]
+    out["match"] = {0: "MATCH_EXACT", 1: "MATCH_SUBSET", 2: "MATCH_SUPERSET", 3: "MATCH_ANY"}.get(message.match, message.match)
+    return out
 
 
 @dataclass(slots=True)
@@ -2115,6 +2240,16 @@ def decode_Status(data: bytes | bytearray | memoryview) -> Status:
         return _read_Status(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.Status") from None
+
+
+def json_Status(message: Status) -> Any:
+    """A ``spire.api.types.Status`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["code"] = message.code
+    out["message"] = message.message
+    return out
 
 
 @dataclass(slots=True)
@@ -2256,6 +2391,17 @@ def decode_X509Certificate(data: bytes | bytearray | memoryview) -> X509Certific
         return _read_X509Certificate(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.X509Certificate") from None
+
+
+def json_X509Certificate(message: X509Certificate) -> Any:
+    """A ``spire.api.types.X509Certificate`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["asn1"] = _base64_text(message.asn1)
+    out["tainted"] = message.tainted
+    out["hint"] = message.hint
+    return out
 
 
 @dataclass(slots=True)
@@ -2437,3 +2583,15 @@ def decode_X509SVID(data: bytes | bytearray | memoryview) -> X509SVID:
         return _read_X509SVID(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("spire.api.types.X509SVID") from None
+
+
+def json_X509SVID(message: X509SVID) -> Any:
+    """A ``spire.api.types.X509SVID`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["cert_chain"] = [_base64_text(item) for item in message.cert_chain]
+    out["id"] = json_SPIFFEID((SPIFFEID() if message.id is None else message.id))
+    out["expires_at"] = str(message.expires_at)
+    out["hint"] = message.hint
+    return out

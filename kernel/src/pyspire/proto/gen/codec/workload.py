@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
 from pyspire.proto.runtime import read_varint as _read_varint
@@ -20,6 +22,7 @@ from pyspire.proto.runtime import utf8_error as _utf8_error
 from pyspire.proto.gen.codec.google_protobuf import Struct
 from pyspire.proto.gen.codec.google_protobuf import _read_Struct
 from pyspire.proto.gen.codec.google_protobuf import encode_Struct
+from pyspire.proto.gen.codec.google_protobuf import json_Struct
 
 __all__ = [
     "FIELD_NUMBERS",
@@ -250,6 +253,15 @@ def decode_JWTBundlesResponse(data: bytes | bytearray | memoryview) -> JWTBundle
         raise _truncated("JWTBundlesResponse") from None
 
 
+def json_JWTBundlesResponse(message: JWTBundlesResponse) -> Any:
+    """A ``JWTBundlesResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["bundles"] = {key: _base64_text(value) for key, value in message.bundles.items()}
+    return out
+
+
 @dataclass(slots=True)
 class JWTSVID:
     """``JWTSVID``."""
@@ -413,6 +425,17 @@ def decode_JWTSVID(data: bytes | bytearray | memoryview) -> JWTSVID:
         raise _truncated("JWTSVID") from None
 
 
+def json_JWTSVID(message: JWTSVID) -> Any:
+    """A ``JWTSVID`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["spiffe_id"] = message.spiffe_id
+    out["svid"] = message.svid
+    out["hint"] = message.hint
+    return out
+
+
 @dataclass(slots=True)
 class JWTSVIDRequest:
     """``JWTSVIDRequest``."""
@@ -542,6 +565,16 @@ def decode_JWTSVIDRequest(data: bytes | bytearray | memoryview) -> JWTSVIDReques
         raise _truncated("JWTSVIDRequest") from None
 
 
+def json_JWTSVIDRequest(message: JWTSVIDRequest) -> Any:
+    """A ``JWTSVIDRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["audience"] = list(message.audience)
+    out["spiffe_id"] = message.spiffe_id
+    return out
+
+
 @dataclass(slots=True)
 class JWTSVIDResponse:
     """``JWTSVIDResponse``."""
@@ -625,6 +658,15 @@ def decode_JWTSVIDResponse(data: bytes | bytearray | memoryview) -> JWTSVIDRespo
         return _read_JWTSVIDResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("JWTSVIDResponse") from None
+
+
+def json_JWTSVIDResponse(message: JWTSVIDResponse) -> Any:
+    """A ``JWTSVIDResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["svids"] = [json_JWTSVID(item) for item in message.svids]
+    return out
 
 
 @dataclass(slots=True)
@@ -754,6 +796,16 @@ def decode_ValidateJWTSVIDRequest(data: bytes | bytearray | memoryview) -> Valid
         raise _truncated("ValidateJWTSVIDRequest") from None
 
 
+def json_ValidateJWTSVIDRequest(message: ValidateJWTSVIDRequest) -> Any:
+    """A ``ValidateJWTSVIDRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["audience"] = message.audience
+    out["svid"] = message.svid
+    return out
+
+
 @dataclass(slots=True)
 class ValidateJWTSVIDResponse:
     """``ValidateJWTSVIDResponse``."""
@@ -873,6 +925,16 @@ def decode_ValidateJWTSVIDResponse(data: bytes | bytearray | memoryview) -> Vali
         return _read_ValidateJWTSVIDResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("ValidateJWTSVIDResponse") from None
+
+
+def json_ValidateJWTSVIDResponse(message: ValidateJWTSVIDResponse) -> Any:
+    """A ``ValidateJWTSVIDResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["spiffe_id"] = message.spiffe_id
+    out["claims"] = json_Struct((Struct() if message.claims is None else message.claims))
+    return out
 
 
 @dataclass(slots=True)
@@ -1070,6 +1132,16 @@ def decode_X509BundlesResponse(data: bytes | bytearray | memoryview) -> X509Bund
         return _read_X509BundlesResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("X509BundlesResponse") from None
+
+
+def json_X509BundlesResponse(message: X509BundlesResponse) -> Any:
+    """A ``X509BundlesResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["crl"] = [_base64_text(item) for item in message.crl]
+    out["bundles"] = {key: _base64_text(value) for key, value in message.bundles.items()}
+    return out
 
 
 @dataclass(slots=True)
@@ -1291,6 +1363,19 @@ def decode_X509SVID(data: bytes | bytearray | memoryview) -> X509SVID:
         return _read_X509SVID(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("X509SVID") from None
+
+
+def json_X509SVID(message: X509SVID) -> Any:
+    """A ``X509SVID`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["spiffe_id"] = message.spiffe_id
+    out["x509_svid"] = _base64_text(message.x509_svid)
+    out["x509_svid_key"] = _base64_text(message.x509_svid_key)
+    out["bundle"] = _base64_text(message.bundle)
+    out["hint"] = message.hint
+    return out
 
 
 @dataclass(slots=True)
@@ -1518,3 +1603,14 @@ def decode_X509SVIDResponse(data: bytes | bytearray | memoryview) -> X509SVIDRes
         return _read_X509SVIDResponse(data, 0, len(data), None, 0)
     except IndexError:
         raise _truncated("X509SVIDResponse") from None
+
+
+def json_X509SVIDResponse(message: X509SVIDResponse) -> Any:
+    """A ``X509SVIDResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["svids"] = [json_X509SVID(item) for item in message.svids]
+    out["crl"] = [_base64_text(item) for item in message.crl]
+    out["federated_bundles"] = {key: _base64_text(value) for key, value in message.federated_bundles.items()}
+    return out
