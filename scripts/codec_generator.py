@@ -464,7 +464,8 @@ class _Module:
                 2,
                 f"if not {low} <= {name} <= {high}:",
                 f'    _check_range({name}, {low}, {high}, "{where}")',
-                f"_out += ({tag_bytes}, _varint({name} & 0xFFFFFFFFFFFFFFFF))",
+                f"_out += ({tag_bytes}, _V1[{name}] if 0 <= {name} < 0x80 else "
+                f"_varint({name} & 0xFFFFFFFFFFFFFFFF))",
             )
 
     def emit_encode(self, message: Message) -> None:
@@ -520,8 +521,8 @@ class _Module:
             if item.tag >= 0x80:
                 continue
             loop = "while" if item.repeated or item.kind == "map" else "if"
-            self.emit(1, f"{loop} pos < end and data[pos] == {item.tag}:", "    pos += 1")
-            self.emit_field_read(full, message.fields, item, 2)
+            self.emit(1, f"{loop} pos < end and data[pos] == {item.tag}:")
+            self.emit_field_read(full, message.fields, item, 2, at_tag=True)
         self.emit_loop(full, message.fields, 1)
         self.emit(1, f"return {name}({', '.join(names)})")
 
@@ -556,11 +557,13 @@ class _Module:
         self.emit(indent, "else:")
         self.emit_tree(full, fields, branches[middle:], indent + 1)
 
-    def emit_length(self, where: str, indent: int) -> None:
+    def emit_length(self, where: str, indent: int, at_tag: bool) -> None:
+        """Read a length into ``size`` and the value's end into ``stop``; ``at_tag``: ``pos``
+        is still at the (one-byte) tag."""
         self.emit(
             indent,
-            "size = data[pos]",
-            "pos += 1",
+            "size = data[pos + 1]" if at_tag else "size = data[pos]",
+            "pos += 2" if at_tag else "pos += 1",
             "if size >= 0x80:",
             f'    size, pos = _read_varint(data, pos - 1, end, "{where}")',
             "stop = pos + size",
@@ -568,7 +571,9 @@ class _Module:
             f'    raise _truncated("{where}")',
         )
 
-    def emit_field_read(self, full: str, fields: Sequence[Field], item: Field, indent: int) -> None:
+    def emit_field_read(
+        self, full: str, fields: Sequence[Field], item: Field, indent: int, at_tag: bool = False
+    ) -> None:
         where = f"{full}.{item.name}"
         name = f"f_{item.name}"
         clear = [
@@ -579,12 +584,12 @@ class _Module:
         if item.kind == "map":
             assert item.key is not None
             assert item.value is not None
-            self.emit_length(where, indent)
+            self.emit_length(where, indent, at_tag)
             self.emit_map_entry(where, item, indent)
             self.emit(indent, "pos = stop")
             return
         if item.kind == "message":
-            self.emit_length(where, indent)
+            self.emit_length(where, indent, at_tag)
             read = self.ref(item.message, "_read_")
             if item.repeated:
                 self.emit(indent, f"{name}.append({read}(data, pos, stop, None, depth + 1))")
@@ -593,13 +598,13 @@ class _Module:
             self.emit(indent, "pos = stop", *clear)
             return
         if item.kind in ("string", "bytes"):
-            self.emit_length(where, indent)
+            self.emit_length(where, indent, at_tag)
             if item.kind == "string":
                 target = "value" if item.repeated else name
                 self.emit(
                     indent,
                     "try:",
-                    f"    {target} = str(data[pos:stop], 'utf-8')",
+                    f"    {target} = data[pos:stop].decode()",
                     "except UnicodeDecodeError:",
                     f'    raise _utf8_error("{where}") from None',
                 )
@@ -612,6 +617,8 @@ class _Module:
             self.emit(indent, "pos = stop", *clear)
             return
         if item.kind == "double":
+            if at_tag:
+                self.emit(indent, "pos += 1")
             self.emit(
                 indent,
                 "if pos + 8 > end:",
@@ -623,8 +630,8 @@ class _Module:
             return
         self.emit(
             indent,
-            "value = data[pos]",
-            "pos += 1",
+            "value = data[pos + 1]" if at_tag else "value = data[pos]",
+            "pos += 2" if at_tag else "pos += 1",
             "if value >= 0x80:",
             f'    value, pos = _read_varint(data, pos - 1, end, "{where}")',
         )
@@ -710,7 +717,7 @@ class _Module:
             self.emit(
                 indent,
                 "try:",
-                f"    m_{member.name} = str(data[pos:item_stop], 'utf-8')",
+                f"    m_{member.name} = data[pos:item_stop].decode()",
                 "except UnicodeDecodeError:",
                 f'    raise _utf8_error("{where}") from None',
             )
@@ -816,6 +823,7 @@ class _Module:
             "from dataclasses import dataclass, field",
             "",
             "from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH",
+            "from pyspire.proto.runtime import ONE_BYTE_VARINTS as _V1",
             "from pyspire.proto.runtime import base64_text as _base64_text",
             "from pyspire.proto.runtime import check_range as _check_range",
             "from pyspire.proto.runtime import length_prefixes as _length_prefixes",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_DEPTH",
+    "ONE_BYTE_VARINTS",
     "base64_text",
     "check_range",
     "field_size",
@@ -42,10 +43,43 @@ _MAX_FIELD_NUMBER = (1 << 29) - 1
 
 
 def read_varint(data: bytes, position: int, end: int, field: str) -> tuple[int, int]:
-    """The unsigned varint starting at ``position`` (before ``end``) and the position after it."""
-    result = 0
-    shift = 0
-    while position < end:
+    """The unsigned varint starting at ``position`` (before ``end``) and the position after it.
+
+    Unrolled: the generated readers call this for every value of two bytes or more.
+    """
+    try:
+        byte = data[position]
+        result = byte & 0x7F
+        if byte < 0x80:
+            stop = position + 1
+        else:
+            byte = data[position + 1]
+            result |= (byte & 0x7F) << 7
+            if byte < 0x80:
+                stop = position + 2
+            else:
+                byte = data[position + 2]
+                result |= (byte & 0x7F) << 14
+                if byte < 0x80:
+                    stop = position + 3
+                else:
+                    byte = data[position + 3]
+                    result |= (byte & 0x7F) << 21
+                    if byte < 0x80:
+                        stop = position + 4
+                    else:
+                        result, stop = _read_long_varint(data, position + 4, result, field)
+    except IndexError:
+        raise DecodeError(field, "truncated varint") from None
+    if stop > end:
+        raise DecodeError(field, "truncated varint")
+    return result, stop
+
+
+def _read_long_varint(data: bytes, position: int, result: int, field: str) -> tuple[int, int]:
+    """The rest of a varint whose first four bytes gave ``result``."""
+    shift = 28
+    while True:
         byte = data[position]
         position += 1
         if shift == 63:
@@ -56,7 +90,6 @@ def read_varint(data: bytes, position: int, end: int, field: str) -> tuple[int, 
         if byte < 0x80:
             return result, position
         shift += 7
-    raise DecodeError(field, "truncated varint")
 
 
 def truncated(field: str) -> DecodeError:
@@ -120,6 +153,29 @@ def uint64_varint(value: int) -> bytes:
     complement)."""
     if value < 0x80:
         return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes(((value & 0x7F) | 0x80, (value >> 7 & 0x7F) | 0x80, value >> 14))
+    if value < 0x800000000:  # up to five bytes: every timestamp until the year 3058
+        if value < 0x10000000:
+            return bytes(
+                (
+                    (value & 0x7F) | 0x80,
+                    (value >> 7 & 0x7F) | 0x80,
+                    (value >> 14 & 0x7F) | 0x80,
+                    value >> 21,
+                )
+            )
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                (value >> 7 & 0x7F) | 0x80,
+                (value >> 14 & 0x7F) | 0x80,
+                (value >> 21 & 0x7F) | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -129,6 +185,8 @@ def uint64_varint(value: int) -> bytes:
 
 
 _ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+ONE_BYTE_VARINTS = _ONE_BYTE
+"""The varints of 0 to 127, looked up by the generated writers."""
 
 
 def length_prefixes(tag: bytes) -> tuple[bytes, ...]:

@@ -10,6 +10,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import ONE_BYTE_VARINTS as _V1
 from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
@@ -95,9 +96,8 @@ def _read_ListValue(
     else:
         f_values = base.values
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "google.protobuf.ListValue.values")
         stop = pos + size
@@ -191,9 +191,8 @@ def _read_Struct(
     else:
         f_fields = base.fields
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Struct.fields")
         stop = pos + size
@@ -218,7 +217,7 @@ def _read_Struct(
                 if item_stop > end:
                     raise _truncated("google.protobuf.Struct.fields.entry.key")
                 try:
-                    m_key = str(data[pos:item_stop], 'utf-8')
+                    m_key = data[pos:item_stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("google.protobuf.Struct.fields.entry.key") from None
                 pos = item_stop
@@ -273,7 +272,7 @@ def _read_Struct(
                     if item_stop > end:
                         raise _truncated("google.protobuf.Struct.fields.entry.key")
                     try:
-                        m_key = str(data[pos:item_stop], 'utf-8')
+                        m_key = data[pos:item_stop].decode()
                     except UnicodeDecodeError:
                         raise _utf8_error("google.protobuf.Struct.fields.entry.key") from None
                     pos = item_stop
@@ -354,7 +353,7 @@ def write_Value(
     if null_value is not None:
         if not -0x80000000 <= null_value <= 0x7FFFFFFF:
             _check_range(null_value, -0x80000000, 0x7FFFFFFF, "google.protobuf.Value.null_value")
-        _out += (b'\x08', _varint(null_value & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x08', _V1[null_value] if 0 <= null_value < 0x80 else _varint(null_value & 0xFFFFFFFFFFFFFFFF))
     if number_value is not None:
         _out += (b'\x11', _pack_double(number_value))
     if string_value is not None:
@@ -406,9 +405,8 @@ def _read_Value(
         f_struct_value = base.struct_value
         f_list_value = base.list_value
     if pos < end and data[pos] == 8:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.null_value")
             value &= 0xFFFFFFFF
@@ -432,16 +430,15 @@ def _read_Value(
         f_struct_value = None
         f_list_value = None
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.string_value")
         stop = pos + size
         if stop > end:
             raise _truncated("google.protobuf.Value.string_value")
         try:
-            f_string_value = str(data[pos:stop], 'utf-8')
+            f_string_value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("google.protobuf.Value.string_value") from None
         pos = stop
@@ -451,9 +448,8 @@ def _read_Value(
         f_struct_value = None
         f_list_value = None
     if pos < end and data[pos] == 32:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.bool_value")
         f_bool_value = value != 0
@@ -463,9 +459,8 @@ def _read_Value(
         f_struct_value = None
         f_list_value = None
     if pos < end and data[pos] == 42:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.struct_value")
         stop = pos + size
@@ -479,9 +474,8 @@ def _read_Value(
         f_bool_value = None
         f_list_value = None
     if pos < end and data[pos] == 50:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Value.list_value")
         stop = pos + size
@@ -533,7 +527,7 @@ def _read_Value(
                 if stop > end:
                     raise _truncated("google.protobuf.Value.string_value")
                 try:
-                    f_string_value = str(data[pos:stop], 'utf-8')
+                    f_string_value = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("google.protobuf.Value.string_value") from None
                 pos = stop

@@ -10,6 +10,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import ONE_BYTE_VARINTS as _V1
 from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
@@ -187,9 +188,8 @@ def _read_BatchCreateEntryRequest(
         f_entries = base.entries
         f_output_mask = base.output_mask
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryRequest.entries")
         stop = pos + size
@@ -198,9 +198,8 @@ def _read_BatchCreateEntryRequest(
         f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryRequest.output_mask")
         stop = pos + size
@@ -303,9 +302,8 @@ def _read_BatchCreateEntryResponse(
     else:
         f_results = base.results
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryResponse.results")
         stop = pos + size
@@ -406,9 +404,8 @@ def _read_BatchCreateEntryResponse_Result(
         f_status = base.status
         f_entry = base.entry
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryResponse.Result.status")
         stop = pos + size
@@ -417,9 +414,8 @@ def _read_BatchCreateEntryResponse_Result(
         f_status = _read_Status(data, pos, stop, f_status, depth + 1)
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchCreateEntryResponse.Result.entry")
         stop = pos + size
@@ -540,9 +536,8 @@ def _read_BatchUpdateEntryRequest(
         f_input_mask = base.input_mask
         f_output_mask = base.output_mask
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryRequest.entries")
         stop = pos + size
@@ -551,9 +546,8 @@ def _read_BatchUpdateEntryRequest(
         f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryRequest.input_mask")
         stop = pos + size
@@ -562,9 +556,8 @@ def _read_BatchUpdateEntryRequest(
         f_input_mask = _read_EntryMask(data, pos, stop, f_input_mask, depth + 1)
         pos = stop
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryRequest.output_mask")
         stop = pos + size
@@ -678,9 +671,8 @@ def _read_BatchUpdateEntryResponse(
     else:
         f_results = base.results
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryResponse.results")
         stop = pos + size
@@ -781,9 +773,8 @@ def _read_BatchUpdateEntryResponse_Result(
         f_status = base.status
         f_entry = base.entry
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryResponse.Result.status")
         stop = pos + size
@@ -792,9 +783,8 @@ def _read_BatchUpdateEntryResponse_Result(
         f_status = _read_Status(data, pos, stop, f_status, depth + 1)
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchUpdateEntryResponse.Result.entry")
         stop = pos + size
@@ -886,11 +876,11 @@ def write_EntryRevision(
     if revision_number:
         if not -0x8000000000000000 <= revision_number <= 0x7FFFFFFFFFFFFFFF:
             _check_range(revision_number, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.server.entry.v1.EntryRevision.revision_number")
-        _out += (b'\x10', _varint(revision_number & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x10', _V1[revision_number] if 0 <= revision_number < 0x80 else _varint(revision_number & 0xFFFFFFFFFFFFFFFF))
     if created_at:
         if not -0x8000000000000000 <= created_at <= 0x7FFFFFFFFFFFFFFF:
             _check_range(created_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.server.entry.v1.EntryRevision.created_at")
-        _out += (b'\x18', _varint(created_at & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x18', _V1[created_at] if 0 <= created_at < 0x80 else _varint(created_at & 0xFFFFFFFFFFFFFFFF))
     return b"".join(_out)
 
 
@@ -915,32 +905,29 @@ def _read_EntryRevision(
         f_revision_number = base.revision_number
         f_created_at = base.created_at
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.EntryRevision.id")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.entry.v1.EntryRevision.id")
         try:
-            f_id = str(data[pos:stop], 'utf-8')
+            f_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.entry.v1.EntryRevision.id") from None
         pos = stop
     if pos < end and data[pos] == 16:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.EntryRevision.revision_number")
             if value >= 0x8000000000000000:
                 value -= 0x10000000000000000
         f_revision_number = value
     if pos < end and data[pos] == 24:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.EntryRevision.created_at")
             if value >= 0x8000000000000000:
@@ -960,7 +947,7 @@ def _read_EntryRevision(
             if stop > end:
                 raise _truncated("spire.api.server.entry.v1.EntryRevision.id")
             try:
-                f_id = str(data[pos:stop], 'utf-8')
+                f_id = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.server.entry.v1.EntryRevision.id") from None
             pos = stop
@@ -1051,9 +1038,8 @@ def _read_GetAuthorizedEntriesRequest(
     else:
         f_output_mask = base.output_mask
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetAuthorizedEntriesRequest.output_mask")
         stop = pos + size
@@ -1145,9 +1131,8 @@ def _read_GetAuthorizedEntriesResponse(
     else:
         f_entries = base.entries
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetAuthorizedEntriesResponse.entries")
         stop = pos + size
@@ -1248,23 +1233,21 @@ def _read_GetEntryRequest(
         f_id = base.id
         f_output_mask = base.output_mask
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetEntryRequest.id")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.entry.v1.GetEntryRequest.id")
         try:
-            f_id = str(data[pos:stop], 'utf-8')
+            f_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.entry.v1.GetEntryRequest.id") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.GetEntryRequest.output_mask")
         stop = pos + size
@@ -1286,7 +1269,7 @@ def _read_GetEntryRequest(
             if stop > end:
                 raise _truncated("spire.api.server.entry.v1.GetEntryRequest.id")
             try:
-                f_id = str(data[pos:stop], 'utf-8')
+                f_id = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.server.entry.v1.GetEntryRequest.id") from None
             pos = stop
@@ -1365,7 +1348,7 @@ def write_ListEntriesRequest(
     if page_size:
         if not -0x80000000 <= page_size <= 0x7FFFFFFF:
             _check_range(page_size, -0x80000000, 0x7FFFFFFF, "spire.api.server.entry.v1.ListEntriesRequest.page_size")
-        _out += (b'\x18', _varint(page_size & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x18', _V1[page_size] if 0 <= page_size < 0x80 else _varint(page_size & 0xFFFFFFFFFFFFFFFF))
     if page_token:
         _value = page_token.encode()
         _size = len(_value)
@@ -1397,9 +1380,8 @@ def _read_ListEntriesRequest(
         f_page_size = base.page_size
         f_page_token = base.page_token
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.filter")
         stop = pos + size
@@ -1408,9 +1390,8 @@ def _read_ListEntriesRequest(
         f_filter = _read_ListEntriesRequest_Filter(data, pos, stop, f_filter, depth + 1)
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.output_mask")
         stop = pos + size
@@ -1419,9 +1400,8 @@ def _read_ListEntriesRequest(
         f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
         pos = stop
     if pos < end and data[pos] == 24:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.page_size")
             value &= 0xFFFFFFFF
@@ -1429,16 +1409,15 @@ def _read_ListEntriesRequest(
                 value -= 0x100000000
         f_page_size = value
     if pos < end and data[pos] == 34:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.page_token")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.page_token")
         try:
-            f_page_token = str(data[pos:stop], 'utf-8')
+            f_page_token = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.entry.v1.ListEntriesRequest.page_token") from None
         pos = stop
@@ -1489,7 +1468,7 @@ def _read_ListEntriesRequest(
                 if stop > end:
                     raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.page_token")
                 try:
-                    f_page_token = str(data[pos:stop], 'utf-8')
+                    f_page_token = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("spire.api.server.entry.v1.ListEntriesRequest.page_token") from None
                 pos = stop
@@ -1601,9 +1580,8 @@ def _read_ListEntriesRequest_Filter(
         f_by_federates_with = base.by_federates_with
         f_by_hint = base.by_hint
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_spiffe_id")
         stop = pos + size
@@ -1612,9 +1590,8 @@ def _read_ListEntriesRequest_Filter(
         f_by_spiffe_id = _read_SPIFFEID(data, pos, stop, f_by_spiffe_id, depth + 1)
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_parent_id")
         stop = pos + size
@@ -1623,9 +1600,8 @@ def _read_ListEntriesRequest_Filter(
         f_by_parent_id = _read_SPIFFEID(data, pos, stop, f_by_parent_id, depth + 1)
         pos = stop
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_selectors")
         stop = pos + size
@@ -1634,9 +1610,8 @@ def _read_ListEntriesRequest_Filter(
         f_by_selectors = _read_SelectorMatch(data, pos, stop, f_by_selectors, depth + 1)
         pos = stop
     if pos < end and data[pos] == 34:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_federates_with")
         stop = pos + size
@@ -1645,16 +1620,15 @@ def _read_ListEntriesRequest_Filter(
         f_by_federates_with = _read_FederatesWithMatch(data, pos, stop, f_by_federates_with, depth + 1)
         pos = stop
     if pos < end and data[pos] == 42:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint")
         try:
-            f_by_hint = str(data[pos:stop], 'utf-8')
+            f_by_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint") from None
         pos = stop
@@ -1716,7 +1690,7 @@ def _read_ListEntriesRequest_Filter(
                 if stop > end:
                     raise _truncated("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint")
                 try:
-                    f_by_hint = str(data[pos:stop], 'utf-8')
+                    f_by_hint = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("spire.api.server.entry.v1.ListEntriesRequest.Filter.by_hint") from None
                 pos = stop
@@ -1802,9 +1776,8 @@ def _read_ListEntriesResponse(
         f_entries = base.entries
         f_next_page_token = base.next_page_token
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesResponse.entries")
         stop = pos + size
@@ -1813,16 +1786,15 @@ def _read_ListEntriesResponse(
         f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.ListEntriesResponse.next_page_token")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.entry.v1.ListEntriesResponse.next_page_token")
         try:
-            f_next_page_token = str(data[pos:stop], 'utf-8')
+            f_next_page_token = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.entry.v1.ListEntriesResponse.next_page_token") from None
         pos = stop
@@ -1850,7 +1822,7 @@ def _read_ListEntriesResponse(
             if stop > end:
                 raise _truncated("spire.api.server.entry.v1.ListEntriesResponse.next_page_token")
             try:
-                f_next_page_token = str(data[pos:stop], 'utf-8')
+                f_next_page_token = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.server.entry.v1.ListEntriesResponse.next_page_token") from None
             pos = stop
@@ -1933,9 +1905,8 @@ def _read_SyncAuthorizedEntriesRequest(
         f_output_mask = base.output_mask
         f_ids = base.ids
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.output_mask")
         stop = pos + size
@@ -1944,16 +1915,15 @@ def _read_SyncAuthorizedEntriesRequest(
         f_output_mask = _read_EntryMask(data, pos, stop, f_output_mask, depth + 1)
         pos = stop
     while pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids")
         try:
-            value = str(data[pos:stop], 'utf-8')
+            value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids") from None
         f_ids.append(value)
@@ -1982,7 +1952,7 @@ def _read_SyncAuthorizedEntriesRequest(
             if stop > end:
                 raise _truncated("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids")
             try:
-                value = str(data[pos:stop], 'utf-8')
+                value = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.server.entry.v1.SyncAuthorizedEntriesRequest.ids") from None
             f_ids.append(value)
@@ -2073,9 +2043,8 @@ def _read_SyncAuthorizedEntriesResponse(
         f_entries = base.entries
         f_more = base.more
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.entry_revisions")
         stop = pos + size
@@ -2084,9 +2053,8 @@ def _read_SyncAuthorizedEntriesResponse(
         f_entry_revisions.append(_read_EntryRevision(data, pos, stop, None, depth + 1))
         pos = stop
     while pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.entries")
         stop = pos + size
@@ -2095,9 +2063,8 @@ def _read_SyncAuthorizedEntriesResponse(
         f_entries.append(_read_Entry(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 24:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse.more")
         f_more = value != 0

@@ -10,6 +10,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import ONE_BYTE_VARINTS as _V1
 from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
@@ -104,9 +105,8 @@ def _read_BatchNewX509SVIDRequest(
     else:
         f_params = base.params
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDRequest.params")
         stop = pos + size
@@ -198,9 +198,8 @@ def _read_BatchNewX509SVIDResponse(
     else:
         f_results = base.results
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDResponse.results")
         stop = pos + size
@@ -301,9 +300,8 @@ def _read_BatchNewX509SVIDResponse_Result(
         f_status = base.status
         f_svid = base.svid
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result.status")
         stop = pos + size
@@ -312,9 +310,8 @@ def _read_BatchNewX509SVIDResponse_Result(
         f_status = _read_Status(data, pos, stop, f_status, depth + 1)
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.BatchNewX509SVIDResponse.Result.svid")
         stop = pos + size
@@ -426,23 +423,21 @@ def _read_NewX509SVIDParams(
         f_entry_id = base.entry_id
         f_csr = base.csr
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.NewX509SVIDParams.entry_id")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.server.svid.v1.NewX509SVIDParams.entry_id")
         try:
-            f_entry_id = str(data[pos:stop], 'utf-8')
+            f_entry_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.server.svid.v1.NewX509SVIDParams.entry_id") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.server.svid.v1.NewX509SVIDParams.csr")
         stop = pos + size
@@ -464,7 +459,7 @@ def _read_NewX509SVIDParams(
             if stop > end:
                 raise _truncated("spire.api.server.svid.v1.NewX509SVIDParams.entry_id")
             try:
-                f_entry_id = str(data[pos:stop], 'utf-8')
+                f_entry_id = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.server.svid.v1.NewX509SVIDParams.entry_id") from None
             pos = stop

@@ -10,6 +10,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import ONE_BYTE_VARINTS as _V1
 from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
@@ -148,16 +149,14 @@ def _read_AdditionalAttributes(
         f_disable_x509_svid_prefetch = base.disable_x509_svid_prefetch
         f_jwt_svid_include_jti = base.jwt_svid_include_jti
     if pos < end and data[pos] == 8:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.AdditionalAttributes.disable_x509_svid_prefetch")
         f_disable_x509_svid_prefetch = value != 0
     if pos < end and data[pos] == 16:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.AdditionalAttributes.jwt_svid_include_jti")
         f_jwt_svid_include_jti = value != 0
@@ -249,11 +248,11 @@ def write_Bundle(
     if refresh_hint:
         if not -0x8000000000000000 <= refresh_hint <= 0x7FFFFFFFFFFFFFFF:
             _check_range(refresh_hint, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.Bundle.refresh_hint")
-        _out += (b'\x20', _varint(refresh_hint & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x20', _V1[refresh_hint] if 0 <= refresh_hint < 0x80 else _varint(refresh_hint & 0xFFFFFFFFFFFFFFFF))
     if sequence_number:
         if not 0 <= sequence_number <= 0xFFFFFFFFFFFFFFFF:
             _check_range(sequence_number, 0, 0xFFFFFFFFFFFFFFFF, "spire.api.types.Bundle.sequence_number")
-        _out += (b'\x28', _varint(sequence_number & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x28', _V1[sequence_number] if 0 <= sequence_number < 0x80 else _varint(sequence_number & 0xFFFFFFFFFFFFFFFF))
     return b"".join(_out)
 
 
@@ -284,23 +283,21 @@ def _read_Bundle(
         f_refresh_hint = base.refresh_hint
         f_sequence_number = base.sequence_number
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.trust_domain")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Bundle.trust_domain")
         try:
-            f_trust_domain = str(data[pos:stop], 'utf-8')
+            f_trust_domain = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Bundle.trust_domain") from None
         pos = stop
     while pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.x509_authorities")
         stop = pos + size
@@ -309,9 +306,8 @@ def _read_Bundle(
         f_x509_authorities.append(_read_X509Certificate(data, pos, stop, None, depth + 1))
         pos = stop
     while pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.jwt_authorities")
         stop = pos + size
@@ -320,18 +316,16 @@ def _read_Bundle(
         f_jwt_authorities.append(_read_JWTKey(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 32:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.refresh_hint")
             if value >= 0x8000000000000000:
                 value -= 0x10000000000000000
         f_refresh_hint = value
     if pos < end and data[pos] == 40:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Bundle.sequence_number")
         f_sequence_number = value
@@ -350,7 +344,7 @@ def _read_Bundle(
                 if stop > end:
                     raise _truncated("spire.api.types.Bundle.trust_domain")
                 try:
-                    f_trust_domain = str(data[pos:stop], 'utf-8')
+                    f_trust_domain = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("spire.api.types.Bundle.trust_domain") from None
                 pos = stop
@@ -491,7 +485,7 @@ def write_Entry(
     if x509_svid_ttl:
         if not -0x80000000 <= x509_svid_ttl <= 0x7FFFFFFF:
             _check_range(x509_svid_ttl, -0x80000000, 0x7FFFFFFF, "spire.api.types.Entry.x509_svid_ttl")
-        _out += (b'\x28', _varint(x509_svid_ttl & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x28', _V1[x509_svid_ttl] if 0 <= x509_svid_ttl < 0x80 else _varint(x509_svid_ttl & 0xFFFFFFFFFFFFFFFF))
     for _item in federates_with:
         _value = _item.encode()
         _size = len(_value)
@@ -503,7 +497,7 @@ def write_Entry(
     if expires_at:
         if not -0x8000000000000000 <= expires_at <= 0x7FFFFFFFFFFFFFFF:
             _check_range(expires_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.Entry.expires_at")
-        _out += (b'\x48', _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x48', _V1[expires_at] if 0 <= expires_at < 0x80 else _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
     for _item in dns_names:
         _value = _item.encode()
         _size = len(_value)
@@ -511,13 +505,13 @@ def write_Entry(
     if revision_number:
         if not -0x8000000000000000 <= revision_number <= 0x7FFFFFFFFFFFFFFF:
             _check_range(revision_number, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.Entry.revision_number")
-        _out += (b'\x58', _varint(revision_number & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x58', _V1[revision_number] if 0 <= revision_number < 0x80 else _varint(revision_number & 0xFFFFFFFFFFFFFFFF))
     if store_svid:
         _out.append(b'\x60\x01')
     if jwt_svid_ttl:
         if not -0x80000000 <= jwt_svid_ttl <= 0x7FFFFFFF:
             _check_range(jwt_svid_ttl, -0x80000000, 0x7FFFFFFF, "spire.api.types.Entry.jwt_svid_ttl")
-        _out += (b'\x68', _varint(jwt_svid_ttl & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x68', _V1[jwt_svid_ttl] if 0 <= jwt_svid_ttl < 0x80 else _varint(jwt_svid_ttl & 0xFFFFFFFFFFFFFFFF))
     if hint:
         _value = hint.encode()
         _size = len(_value)
@@ -525,7 +519,7 @@ def write_Entry(
     if created_at:
         if not -0x8000000000000000 <= created_at <= 0x7FFFFFFFFFFFFFFF:
             _check_range(created_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.Entry.created_at")
-        _out += (b'\x78', _varint(created_at & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x78', _V1[created_at] if 0 <= created_at < 0x80 else _varint(created_at & 0xFFFFFFFFFFFFFFFF))
     if additional_attributes is not None:
         _value = additional_attributes
         _size = len(_value)
@@ -593,23 +587,21 @@ def _read_Entry(
         f_created_at = base.created_at
         f_additional_attributes = base.additional_attributes
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.id")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Entry.id")
         try:
-            f_id = str(data[pos:stop], 'utf-8')
+            f_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Entry.id") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.spiffe_id")
         stop = pos + size
@@ -618,9 +610,8 @@ def _read_Entry(
         f_spiffe_id = _read_SPIFFEID(data, pos, stop, f_spiffe_id, depth + 1)
         pos = stop
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.parent_id")
         stop = pos + size
@@ -629,9 +620,8 @@ def _read_Entry(
         f_parent_id = _read_SPIFFEID(data, pos, stop, f_parent_id, depth + 1)
         pos = stop
     while pos < end and data[pos] == 34:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.selectors")
         stop = pos + size
@@ -640,9 +630,8 @@ def _read_Entry(
         f_selectors.append(_read_Selector(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 40:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.x509_svid_ttl")
             value &= 0xFFFFFFFF
@@ -650,78 +639,70 @@ def _read_Entry(
                 value -= 0x100000000
         f_x509_svid_ttl = value
     while pos < end and data[pos] == 50:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.federates_with")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Entry.federates_with")
         try:
-            value = str(data[pos:stop], 'utf-8')
+            value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Entry.federates_with") from None
         f_federates_with.append(value)
         pos = stop
     if pos < end and data[pos] == 56:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.admin")
         f_admin = value != 0
     if pos < end and data[pos] == 64:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.downstream")
         f_downstream = value != 0
     if pos < end and data[pos] == 72:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.expires_at")
             if value >= 0x8000000000000000:
                 value -= 0x10000000000000000
         f_expires_at = value
     while pos < end and data[pos] == 82:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.dns_names")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Entry.dns_names")
         try:
-            value = str(data[pos:stop], 'utf-8')
+            value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Entry.dns_names") from None
         f_dns_names.append(value)
         pos = stop
     if pos < end and data[pos] == 88:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.revision_number")
             if value >= 0x8000000000000000:
                 value -= 0x10000000000000000
         f_revision_number = value
     if pos < end and data[pos] == 96:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.store_svid")
         f_store_svid = value != 0
     if pos < end and data[pos] == 104:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.jwt_svid_ttl")
             value &= 0xFFFFFFFF
@@ -729,23 +710,21 @@ def _read_Entry(
                 value -= 0x100000000
         f_jwt_svid_ttl = value
     if pos < end and data[pos] == 114:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.hint")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Entry.hint")
         try:
-            f_hint = str(data[pos:stop], 'utf-8')
+            f_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Entry.hint") from None
         pos = stop
     if pos < end and data[pos] == 120:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Entry.created_at")
             if value >= 0x8000000000000000:
@@ -768,7 +747,7 @@ def _read_Entry(
                         if stop > end:
                             raise _truncated("spire.api.types.Entry.id")
                         try:
-                            f_id = str(data[pos:stop], 'utf-8')
+                            f_id = data[pos:stop].decode()
                         except UnicodeDecodeError:
                             raise _utf8_error("spire.api.types.Entry.id") from None
                         pos = stop
@@ -827,7 +806,7 @@ def _read_Entry(
                         if stop > end:
                             raise _truncated("spire.api.types.Entry.federates_with")
                         try:
-                            value = str(data[pos:stop], 'utf-8')
+                            value = data[pos:stop].decode()
                         except UnicodeDecodeError:
                             raise _utf8_error("spire.api.types.Entry.federates_with") from None
                         f_federates_with.append(value)
@@ -869,7 +848,7 @@ def _read_Entry(
                         if stop > end:
                             raise _truncated("spire.api.types.Entry.dns_names")
                         try:
-                            value = str(data[pos:stop], 'utf-8')
+                            value = data[pos:stop].decode()
                         except UnicodeDecodeError:
                             raise _utf8_error("spire.api.types.Entry.dns_names") from None
                         f_dns_names.append(value)
@@ -913,7 +892,7 @@ def _read_Entry(
                         if stop > end:
                             raise _truncated("spire.api.types.Entry.hint")
                         try:
-                            f_hint = str(data[pos:stop], 'utf-8')
+                            f_hint = data[pos:stop].decode()
                         except UnicodeDecodeError:
                             raise _utf8_error("spire.api.types.Entry.hint") from None
                         pos = stop
@@ -1118,100 +1097,86 @@ def _read_EntryMask(
         f_created_at = base.created_at
         f_additional_attributes = base.additional_attributes
     if pos < end and data[pos] == 16:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.spiffe_id")
         f_spiffe_id = value != 0
     if pos < end and data[pos] == 24:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.parent_id")
         f_parent_id = value != 0
     if pos < end and data[pos] == 32:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.selectors")
         f_selectors = value != 0
     if pos < end and data[pos] == 40:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.x509_svid_ttl")
         f_x509_svid_ttl = value != 0
     if pos < end and data[pos] == 48:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.federates_with")
         f_federates_with = value != 0
     if pos < end and data[pos] == 56:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.admin")
         f_admin = value != 0
     if pos < end and data[pos] == 64:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.downstream")
         f_downstream = value != 0
     if pos < end and data[pos] == 72:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.expires_at")
         f_expires_at = value != 0
     if pos < end and data[pos] == 80:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.dns_names")
         f_dns_names = value != 0
     if pos < end and data[pos] == 88:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.revision_number")
         f_revision_number = value != 0
     if pos < end and data[pos] == 96:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.store_svid")
         f_store_svid = value != 0
     if pos < end and data[pos] == 104:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.jwt_svid_ttl")
         f_jwt_svid_ttl = value != 0
     if pos < end and data[pos] == 112:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.hint")
         f_hint = value != 0
     if pos < end and data[pos] == 120:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.EntryMask.created_at")
         f_created_at = value != 0
@@ -1404,7 +1369,7 @@ def write_FederatesWithMatch(
     if match:
         if not -0x80000000 <= match <= 0x7FFFFFFF:
             _check_range(match, -0x80000000, 0x7FFFFFFF, "spire.api.types.FederatesWithMatch.match")
-        _out += (b'\x10', _varint(match & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x10', _V1[match] if 0 <= match < 0x80 else _varint(match & 0xFFFFFFFFFFFFFFFF))
     return b"".join(_out)
 
 
@@ -1426,24 +1391,22 @@ def _read_FederatesWithMatch(
         f_trust_domains = base.trust_domains
         f_match = base.match
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.FederatesWithMatch.trust_domains")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.FederatesWithMatch.trust_domains")
         try:
-            value = str(data[pos:stop], 'utf-8')
+            value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.FederatesWithMatch.trust_domains") from None
         f_trust_domains.append(value)
         pos = stop
     if pos < end and data[pos] == 16:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.FederatesWithMatch.match")
             value &= 0xFFFFFFFF
@@ -1464,7 +1427,7 @@ def _read_FederatesWithMatch(
             if stop > end:
                 raise _truncated("spire.api.types.FederatesWithMatch.trust_domains")
             try:
-                value = str(data[pos:stop], 'utf-8')
+                value = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.FederatesWithMatch.trust_domains") from None
             f_trust_domains.append(value)
@@ -1545,7 +1508,7 @@ def write_JWTKey(
     if expires_at:
         if not -0x8000000000000000 <= expires_at <= 0x7FFFFFFFFFFFFFFF:
             _check_range(expires_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.JWTKey.expires_at")
-        _out += (b'\x18', _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x18', _V1[expires_at] if 0 <= expires_at < 0x80 else _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
     if tainted:
         _out.append(b'\x20\x01')
     if hint:
@@ -1582,9 +1545,8 @@ def _read_JWTKey(
         f_tainted = base.tainted
         f_hint = base.hint
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.public_key")
         stop = pos + size
@@ -1593,46 +1555,42 @@ def _read_JWTKey(
         f_public_key = data[pos:stop]
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.key_id")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.JWTKey.key_id")
         try:
-            f_key_id = str(data[pos:stop], 'utf-8')
+            f_key_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.JWTKey.key_id") from None
         pos = stop
     if pos < end and data[pos] == 24:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.expires_at")
             if value >= 0x8000000000000000:
                 value -= 0x10000000000000000
         f_expires_at = value
     if pos < end and data[pos] == 32:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.tainted")
         f_tainted = value != 0
     if pos < end and data[pos] == 42:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTKey.hint")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.JWTKey.hint")
         try:
-            f_hint = str(data[pos:stop], 'utf-8')
+            f_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.JWTKey.hint") from None
         pos = stop
@@ -1661,7 +1619,7 @@ def _read_JWTKey(
                 if stop > end:
                     raise _truncated("spire.api.types.JWTKey.key_id")
                 try:
-                    f_key_id = str(data[pos:stop], 'utf-8')
+                    f_key_id = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("spire.api.types.JWTKey.key_id") from None
                 pos = stop
@@ -1691,7 +1649,7 @@ def _read_JWTKey(
                 if stop > end:
                     raise _truncated("spire.api.types.JWTKey.hint")
                 try:
-                    f_hint = str(data[pos:stop], 'utf-8')
+                    f_hint = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("spire.api.types.JWTKey.hint") from None
                 pos = stop
@@ -1777,30 +1735,28 @@ def _read_SPIFFEID(
         f_trust_domain = base.trust_domain
         f_path = base.path
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.SPIFFEID.trust_domain")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.SPIFFEID.trust_domain")
         try:
-            f_trust_domain = str(data[pos:stop], 'utf-8')
+            f_trust_domain = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.SPIFFEID.trust_domain") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.SPIFFEID.path")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.SPIFFEID.path")
         try:
-            f_path = str(data[pos:stop], 'utf-8')
+            f_path = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.SPIFFEID.path") from None
         pos = stop
@@ -1818,7 +1774,7 @@ def _read_SPIFFEID(
             if stop > end:
                 raise _truncated("spire.api.types.SPIFFEID.trust_domain")
             try:
-                f_trust_domain = str(data[pos:stop], 'utf-8')
+                f_trust_domain = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.SPIFFEID.trust_domain") from None
             pos = stop
@@ -1831,7 +1787,7 @@ def _read_SPIFFEID(
             if stop > end:
                 raise _truncated("spire.api.types.SPIFFEID.path")
             try:
-                f_path = str(data[pos:stop], 'utf-8')
+                f_path = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.SPIFFEID.path") from None
             pos = stop
@@ -1914,30 +1870,28 @@ def _read_Selector(
         f_type = base.type
         f_value = base.value
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Selector.type")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Selector.type")
         try:
-            f_type = str(data[pos:stop], 'utf-8')
+            f_type = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Selector.type") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Selector.value")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Selector.value")
         try:
-            f_value = str(data[pos:stop], 'utf-8')
+            f_value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Selector.value") from None
         pos = stop
@@ -1955,7 +1909,7 @@ def _read_Selector(
             if stop > end:
                 raise _truncated("spire.api.types.Selector.type")
             try:
-                f_type = str(data[pos:stop], 'utf-8')
+                f_type = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.Selector.type") from None
             pos = stop
@@ -1968,7 +1922,7 @@ def _read_Selector(
             if stop > end:
                 raise _truncated("spire.api.types.Selector.value")
             try:
-                f_value = str(data[pos:stop], 'utf-8')
+                f_value = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.Selector.value") from None
             pos = stop
@@ -2029,7 +1983,7 @@ def write_SelectorMatch(
     if match:
         if not -0x80000000 <= match <= 0x7FFFFFFF:
             _check_range(match, -0x80000000, 0x7FFFFFFF, "spire.api.types.SelectorMatch.match")
-        _out += (b'\x10', _varint(match & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x10', _V1[match] if 0 <= match < 0x80 else _varint(match & 0xFFFFFFFFFFFFFFFF))
     return b"".join(_out)
 
 
@@ -2051,9 +2005,8 @@ def _read_SelectorMatch(
         f_selectors = base.selectors
         f_match = base.match
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.SelectorMatch.selectors")
         stop = pos + size
@@ -2062,9 +2015,8 @@ def _read_SelectorMatch(
         f_selectors.append(_read_Selector(data, pos, stop, None, depth + 1))
         pos = stop
     if pos < end and data[pos] == 16:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.SelectorMatch.match")
             value &= 0xFFFFFFFF
@@ -2148,7 +2100,7 @@ def write_Status(
     if code:
         if not -0x80000000 <= code <= 0x7FFFFFFF:
             _check_range(code, -0x80000000, 0x7FFFFFFF, "spire.api.types.Status.code")
-        _out += (b'\x08', _varint(code & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x08', _V1[code] if 0 <= code < 0x80 else _varint(code & 0xFFFFFFFFFFFFFFFF))
     if message:
         _value = message.encode()
         _size = len(_value)
@@ -2174,9 +2126,8 @@ def _read_Status(
         f_code = base.code
         f_message = base.message
     if pos < end and data[pos] == 8:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.Status.code")
             value &= 0xFFFFFFFF
@@ -2184,16 +2135,15 @@ def _read_Status(
                 value -= 0x100000000
         f_code = value
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.Status.message")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.Status.message")
         try:
-            f_message = str(data[pos:stop], 'utf-8')
+            f_message = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.Status.message") from None
         pos = stop
@@ -2220,7 +2170,7 @@ def _read_Status(
             if stop > end:
                 raise _truncated("spire.api.types.Status.message")
             try:
-                f_message = str(data[pos:stop], 'utf-8')
+                f_message = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.Status.message") from None
             pos = stop
@@ -2310,9 +2260,8 @@ def _read_X509Certificate(
         f_tainted = base.tainted
         f_hint = base.hint
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509Certificate.asn1")
         stop = pos + size
@@ -2321,23 +2270,21 @@ def _read_X509Certificate(
         f_asn1 = data[pos:stop]
         pos = stop
     if pos < end and data[pos] == 16:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509Certificate.tainted")
         f_tainted = value != 0
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509Certificate.hint")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.X509Certificate.hint")
         try:
-            f_hint = str(data[pos:stop], 'utf-8')
+            f_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.X509Certificate.hint") from None
         pos = stop
@@ -2371,7 +2318,7 @@ def _read_X509Certificate(
             if stop > end:
                 raise _truncated("spire.api.types.X509Certificate.hint")
             try:
-                f_hint = str(data[pos:stop], 'utf-8')
+                f_hint = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("spire.api.types.X509Certificate.hint") from None
             pos = stop
@@ -2441,7 +2388,7 @@ def write_X509SVID(
     if expires_at:
         if not -0x8000000000000000 <= expires_at <= 0x7FFFFFFFFFFFFFFF:
             _check_range(expires_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.X509SVID.expires_at")
-        _out += (b'\x18', _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
+        _out += (b'\x18', _V1[expires_at] if 0 <= expires_at < 0x80 else _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
     if hint:
         _value = hint.encode()
         _size = len(_value)
@@ -2473,9 +2420,8 @@ def _read_X509SVID(
         f_expires_at = base.expires_at
         f_hint = base.hint
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.cert_chain")
         stop = pos + size
@@ -2484,9 +2430,8 @@ def _read_X509SVID(
         f_cert_chain.append(data[pos:stop])
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.id")
         stop = pos + size
@@ -2495,25 +2440,23 @@ def _read_X509SVID(
         f_id = _read_SPIFFEID(data, pos, stop, f_id, depth + 1)
         pos = stop
     if pos < end and data[pos] == 24:
-        pos += 1
-        value = data[pos]
-        pos += 1
+        value = data[pos + 1]
+        pos += 2
         if value >= 0x80:
             value, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.expires_at")
             if value >= 0x8000000000000000:
                 value -= 0x10000000000000000
         f_expires_at = value
     if pos < end and data[pos] == 34:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "spire.api.types.X509SVID.hint")
         stop = pos + size
         if stop > end:
             raise _truncated("spire.api.types.X509SVID.hint")
         try:
-            f_hint = str(data[pos:stop], 'utf-8')
+            f_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("spire.api.types.X509SVID.hint") from None
         pos = stop
@@ -2563,7 +2506,7 @@ def _read_X509SVID(
                 if stop > end:
                     raise _truncated("spire.api.types.X509SVID.hint")
                 try:
-                    f_hint = str(data[pos:stop], 'utf-8')
+                    f_hint = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("spire.api.types.X509SVID.hint") from None
                 pos = stop

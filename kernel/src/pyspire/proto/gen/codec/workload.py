@@ -10,6 +10,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from pyspire.proto.runtime import MAX_DEPTH as _MAX_DEPTH
+from pyspire.proto.runtime import ONE_BYTE_VARINTS as _V1
 from pyspire.proto.runtime import base64_text as _base64_text
 from pyspire.proto.runtime import check_range as _check_range
 from pyspire.proto.runtime import length_prefixes as _length_prefixes
@@ -130,9 +131,8 @@ def _read_JWTBundlesResponse(
     else:
         f_bundles = base.bundles
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTBundlesResponse.bundles")
         stop = pos + size
@@ -157,7 +157,7 @@ def _read_JWTBundlesResponse(
                 if item_stop > end:
                     raise _truncated("JWTBundlesResponse.bundles.entry.key")
                 try:
-                    m_key = str(data[pos:item_stop], 'utf-8')
+                    m_key = data[pos:item_stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("JWTBundlesResponse.bundles.entry.key") from None
                 pos = item_stop
@@ -212,7 +212,7 @@ def _read_JWTBundlesResponse(
                     if item_stop > end:
                         raise _truncated("JWTBundlesResponse.bundles.entry.key")
                     try:
-                        m_key = str(data[pos:item_stop], 'utf-8')
+                        m_key = data[pos:item_stop].decode()
                     except UnicodeDecodeError:
                         raise _utf8_error("JWTBundlesResponse.bundles.entry.key") from None
                     pos = item_stop
@@ -322,44 +322,41 @@ def _read_JWTSVID(
         f_svid = base.svid
         f_hint = base.hint
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTSVID.spiffe_id")
         stop = pos + size
         if stop > end:
             raise _truncated("JWTSVID.spiffe_id")
         try:
-            f_spiffe_id = str(data[pos:stop], 'utf-8')
+            f_spiffe_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("JWTSVID.spiffe_id") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTSVID.svid")
         stop = pos + size
         if stop > end:
             raise _truncated("JWTSVID.svid")
         try:
-            f_svid = str(data[pos:stop], 'utf-8')
+            f_svid = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("JWTSVID.svid") from None
         pos = stop
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTSVID.hint")
         stop = pos + size
         if stop > end:
             raise _truncated("JWTSVID.hint")
         try:
-            f_hint = str(data[pos:stop], 'utf-8')
+            f_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("JWTSVID.hint") from None
         pos = stop
@@ -377,7 +374,7 @@ def _read_JWTSVID(
             if stop > end:
                 raise _truncated("JWTSVID.spiffe_id")
             try:
-                f_spiffe_id = str(data[pos:stop], 'utf-8')
+                f_spiffe_id = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("JWTSVID.spiffe_id") from None
             pos = stop
@@ -390,7 +387,7 @@ def _read_JWTSVID(
             if stop > end:
                 raise _truncated("JWTSVID.svid")
             try:
-                f_svid = str(data[pos:stop], 'utf-8')
+                f_svid = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("JWTSVID.svid") from None
             pos = stop
@@ -403,7 +400,7 @@ def _read_JWTSVID(
             if stop > end:
                 raise _truncated("JWTSVID.hint")
             try:
-                f_hint = str(data[pos:stop], 'utf-8')
+                f_hint = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("JWTSVID.hint") from None
             pos = stop
@@ -487,31 +484,29 @@ def _read_JWTSVIDRequest(
         f_audience = base.audience
         f_spiffe_id = base.spiffe_id
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTSVIDRequest.audience")
         stop = pos + size
         if stop > end:
             raise _truncated("JWTSVIDRequest.audience")
         try:
-            value = str(data[pos:stop], 'utf-8')
+            value = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("JWTSVIDRequest.audience") from None
         f_audience.append(value)
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTSVIDRequest.spiffe_id")
         stop = pos + size
         if stop > end:
             raise _truncated("JWTSVIDRequest.spiffe_id")
         try:
-            f_spiffe_id = str(data[pos:stop], 'utf-8')
+            f_spiffe_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("JWTSVIDRequest.spiffe_id") from None
         pos = stop
@@ -529,7 +524,7 @@ def _read_JWTSVIDRequest(
             if stop > end:
                 raise _truncated("JWTSVIDRequest.audience")
             try:
-                value = str(data[pos:stop], 'utf-8')
+                value = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("JWTSVIDRequest.audience") from None
             f_audience.append(value)
@@ -543,7 +538,7 @@ def _read_JWTSVIDRequest(
             if stop > end:
                 raise _truncated("JWTSVIDRequest.spiffe_id")
             try:
-                f_spiffe_id = str(data[pos:stop], 'utf-8')
+                f_spiffe_id = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("JWTSVIDRequest.spiffe_id") from None
             pos = stop
@@ -617,9 +612,8 @@ def _read_JWTSVIDResponse(
     else:
         f_svids = base.svids
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "JWTSVIDResponse.svids")
         stop = pos + size
@@ -720,30 +714,28 @@ def _read_ValidateJWTSVIDRequest(
         f_audience = base.audience
         f_svid = base.svid
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDRequest.audience")
         stop = pos + size
         if stop > end:
             raise _truncated("ValidateJWTSVIDRequest.audience")
         try:
-            f_audience = str(data[pos:stop], 'utf-8')
+            f_audience = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("ValidateJWTSVIDRequest.audience") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDRequest.svid")
         stop = pos + size
         if stop > end:
             raise _truncated("ValidateJWTSVIDRequest.svid")
         try:
-            f_svid = str(data[pos:stop], 'utf-8')
+            f_svid = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("ValidateJWTSVIDRequest.svid") from None
         pos = stop
@@ -761,7 +753,7 @@ def _read_ValidateJWTSVIDRequest(
             if stop > end:
                 raise _truncated("ValidateJWTSVIDRequest.audience")
             try:
-                f_audience = str(data[pos:stop], 'utf-8')
+                f_audience = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("ValidateJWTSVIDRequest.audience") from None
             pos = stop
@@ -774,7 +766,7 @@ def _read_ValidateJWTSVIDRequest(
             if stop > end:
                 raise _truncated("ValidateJWTSVIDRequest.svid")
             try:
-                f_svid = str(data[pos:stop], 'utf-8')
+                f_svid = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("ValidateJWTSVIDRequest.svid") from None
             pos = stop
@@ -857,23 +849,21 @@ def _read_ValidateJWTSVIDResponse(
         f_spiffe_id = base.spiffe_id
         f_claims = base.claims
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDResponse.spiffe_id")
         stop = pos + size
         if stop > end:
             raise _truncated("ValidateJWTSVIDResponse.spiffe_id")
         try:
-            f_spiffe_id = str(data[pos:stop], 'utf-8')
+            f_spiffe_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("ValidateJWTSVIDResponse.spiffe_id") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "ValidateJWTSVIDResponse.claims")
         stop = pos + size
@@ -895,7 +885,7 @@ def _read_ValidateJWTSVIDResponse(
             if stop > end:
                 raise _truncated("ValidateJWTSVIDResponse.spiffe_id")
             try:
-                f_spiffe_id = str(data[pos:stop], 'utf-8')
+                f_spiffe_id = data[pos:stop].decode()
             except UnicodeDecodeError:
                 raise _utf8_error("ValidateJWTSVIDResponse.spiffe_id") from None
             pos = stop
@@ -990,9 +980,8 @@ def _read_X509BundlesResponse(
         f_crl = base.crl
         f_bundles = base.bundles
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.crl")
         stop = pos + size
@@ -1001,9 +990,8 @@ def _read_X509BundlesResponse(
         f_crl.append(data[pos:stop])
         pos = stop
     while pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509BundlesResponse.bundles")
         stop = pos + size
@@ -1028,7 +1016,7 @@ def _read_X509BundlesResponse(
                 if item_stop > end:
                     raise _truncated("X509BundlesResponse.bundles.entry.key")
                 try:
-                    m_key = str(data[pos:item_stop], 'utf-8')
+                    m_key = data[pos:item_stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("X509BundlesResponse.bundles.entry.key") from None
                 pos = item_stop
@@ -1093,7 +1081,7 @@ def _read_X509BundlesResponse(
                     if item_stop > end:
                         raise _truncated("X509BundlesResponse.bundles.entry.key")
                     try:
-                        m_key = str(data[pos:item_stop], 'utf-8')
+                        m_key = data[pos:item_stop].decode()
                     except UnicodeDecodeError:
                         raise _utf8_error("X509BundlesResponse.bundles.entry.key") from None
                     pos = item_stop
@@ -1222,23 +1210,21 @@ def _read_X509SVID(
         f_bundle = base.bundle
         f_hint = base.hint
     if pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVID.spiffe_id")
         stop = pos + size
         if stop > end:
             raise _truncated("X509SVID.spiffe_id")
         try:
-            f_spiffe_id = str(data[pos:stop], 'utf-8')
+            f_spiffe_id = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("X509SVID.spiffe_id") from None
         pos = stop
     if pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVID.x509_svid")
         stop = pos + size
@@ -1247,9 +1233,8 @@ def _read_X509SVID(
         f_x509_svid = data[pos:stop]
         pos = stop
     if pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVID.x509_svid_key")
         stop = pos + size
@@ -1258,9 +1243,8 @@ def _read_X509SVID(
         f_x509_svid_key = data[pos:stop]
         pos = stop
     if pos < end and data[pos] == 34:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVID.bundle")
         stop = pos + size
@@ -1269,16 +1253,15 @@ def _read_X509SVID(
         f_bundle = data[pos:stop]
         pos = stop
     if pos < end and data[pos] == 42:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVID.hint")
         stop = pos + size
         if stop > end:
             raise _truncated("X509SVID.hint")
         try:
-            f_hint = str(data[pos:stop], 'utf-8')
+            f_hint = data[pos:stop].decode()
         except UnicodeDecodeError:
             raise _utf8_error("X509SVID.hint") from None
         pos = stop
@@ -1297,7 +1280,7 @@ def _read_X509SVID(
                 if stop > end:
                     raise _truncated("X509SVID.spiffe_id")
                 try:
-                    f_spiffe_id = str(data[pos:stop], 'utf-8')
+                    f_spiffe_id = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("X509SVID.spiffe_id") from None
                 pos = stop
@@ -1343,7 +1326,7 @@ def _read_X509SVID(
                 if stop > end:
                     raise _truncated("X509SVID.hint")
                 try:
-                    f_hint = str(data[pos:stop], 'utf-8')
+                    f_hint = data[pos:stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("X509SVID.hint") from None
                 pos = stop
@@ -1440,9 +1423,8 @@ def _read_X509SVIDResponse(
         f_crl = base.crl
         f_federated_bundles = base.federated_bundles
     while pos < end and data[pos] == 10:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.svids")
         stop = pos + size
@@ -1451,9 +1433,8 @@ def _read_X509SVIDResponse(
         f_svids.append(_read_X509SVID(data, pos, stop, None, depth + 1))
         pos = stop
     while pos < end and data[pos] == 18:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.crl")
         stop = pos + size
@@ -1462,9 +1443,8 @@ def _read_X509SVIDResponse(
         f_crl.append(data[pos:stop])
         pos = stop
     while pos < end and data[pos] == 26:
-        pos += 1
-        size = data[pos]
-        pos += 1
+        size = data[pos + 1]
+        pos += 2
         if size >= 0x80:
             size, pos = _read_varint(data, pos - 1, end, "X509SVIDResponse.federated_bundles")
         stop = pos + size
@@ -1489,7 +1469,7 @@ def _read_X509SVIDResponse(
                 if item_stop > end:
                     raise _truncated("X509SVIDResponse.federated_bundles.entry.key")
                 try:
-                    m_key = str(data[pos:item_stop], 'utf-8')
+                    m_key = data[pos:item_stop].decode()
                 except UnicodeDecodeError:
                     raise _utf8_error("X509SVIDResponse.federated_bundles.entry.key") from None
                 pos = item_stop
@@ -1564,7 +1544,7 @@ def _read_X509SVIDResponse(
                     if item_stop > end:
                         raise _truncated("X509SVIDResponse.federated_bundles.entry.key")
                     try:
-                        m_key = str(data[pos:item_stop], 'utf-8')
+                        m_key = data[pos:item_stop].decode()
                     except UnicodeDecodeError:
                         raise _utf8_error("X509SVIDResponse.federated_bundles.entry.key") from None
                     pos = item_stop
