@@ -1,4 +1,4 @@
-"""Regenerate the betterproto code under ``kernel/src/pyspire/proto/gen`` from our .proto files.
+"""Regenerate the betterproto code and the hot codecs under ``kernel/src/pyspire/proto/gen``.
 
 Usage (from the repository root)::
 
@@ -19,6 +19,8 @@ Layout guarantees of the generated tree:
   script moves it to ``pyspire.proto.gen.workload``;
 * ``descriptors.binpb`` holds a serialized ``FileDescriptorSet`` of every source file and
   its imports, for gRPC reflection and for cross-checks with the ``protobuf`` runtime;
+* ``codec/`` holds the straight-line codecs of the hot messages, generated from that
+  descriptor set by ``scripts/codec_generator.py``;
 * every generated Python file starts with a header naming this script.
 """
 
