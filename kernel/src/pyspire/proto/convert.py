@@ -10,6 +10,7 @@ is validated, and errors name the field (``entry.spiffe_id``) so a caller knows 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -41,9 +42,25 @@ def spiffe_id_from_proto(message: pb.Spiffeid | wire.SPIFFEID | None, field: str
     if message is None or not message.trust_domain:
         raise InvalidArgumentError(f"invalid {field}: trust domain is missing")
     try:
-        return SpiffeId(TrustDomain(message.trust_domain), message.path)
+        return _spiffe_id(message.trust_domain, message.path)
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"invalid {field}: {error}") from None
+
+
+_RECENT_VALUES = 1 << 16
+"""How many validated SPIFFE IDs and selectors are remembered: peers send the same ones again
+and again (an agent's entries share their parent, workloads share selectors), and the SDK
+records are immutable, so a remembered one is the very value validation would build."""
+
+
+@functools.lru_cache(maxsize=_RECENT_VALUES)
+def _spiffe_id(trust_domain: str, path: str) -> SpiffeId:
+    return SpiffeId(TrustDomain(trust_domain), path)
+
+
+@functools.lru_cache(maxsize=_RECENT_VALUES)
+def _selector(kind: str, value: str) -> Selector:
+    return Selector(kind, value)
 
 
 def selector_to_proto(selector: Selector) -> pb.Selector:
@@ -56,7 +73,7 @@ def selectors_from_proto(
     found = []
     for index, message in enumerate(messages):
         try:
-            found.append(Selector(message.type, message.value))
+            found.append(_selector(message.type, message.value))
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"invalid {field}[{index}]: {error}") from None
     return tuple(found)
