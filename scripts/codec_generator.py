@@ -633,7 +633,12 @@ class _Module:
             "value = data[pos + 1]" if at_tag else "value = data[pos]",
             "pos += 2" if at_tag else "pos += 1",
             "if value >= 0x80:",
-            f'    value, pos = _read_varint(data, pos - 1, end, "{where}")',
+            "    high = data[pos]",
+            "    if high < 0x80:  # two bytes (TTLs, small numbers) without a call",
+            "        value = (value & 0x7F) | (high << 7)",
+            "        pos += 1",
+            "    else:",
+            f'        value, pos = _read_varint(data, pos - 1, end, "{where}")',
         )
         if item.kind in ("int32", "enum"):
             self.emit(
@@ -813,7 +818,7 @@ class _Module:
         head = [
             HEADER.rstrip("\n"),
             f'"""Generated codecs of the ``{self.package or "(no package)"}`` hot messages; '
-            'see pyspire.proto.codecs."""',
+            'see pyspire.proto."""',
             "",
             "from __future__ import annotations",
             "",
@@ -871,6 +876,6 @@ def generate_codecs(descriptor_set: bytes, roots: Sequence[str] = HOT_MESSAGES) 
     for package, members in sorted(by_package.items()):
         out[f"{module_name(package)}.py"] = _Module(package, model).source(members)
     out["__init__.py"] = (
-        HEADER + '"""Generated protobuf codecs of the hot messages; see pyspire.proto.codecs."""\n'
+        HEADER + '"""Generated protobuf codecs of the hot messages; see pyspire.proto."""\n'
     )
     return out

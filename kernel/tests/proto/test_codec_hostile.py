@@ -75,7 +75,8 @@ def test_every_truncation_is_a_decode_error_or_a_shorter_message() -> None:
     [
         (b"\x28" + b"\xff" * 9 + b"\x02", "varint overflows 64 bits"),
         (b"\x28" + b"\xff" * 10 + b"\x01", "varint overflows 64 bits"),
-        (b"\x28\xff", "truncated varint"),
+        (b"\x28\xff", "truncated: the value runs past the end of its message"),
+        (b"\x28\xff\xff", "truncated varint"),
         (b"\x0a\x05abc", "truncated: the value runs past the end of its message"),
         (b"\x0a\xff\xff\xff\xff\x0fabc", "truncated: the value runs past the end of its message"),
         (b"\x00\x01", "invalid field number 0"),

@@ -68,7 +68,12 @@ def read_varint(data: bytes, position: int, end: int, field: str) -> tuple[int, 
                     if byte < 0x80:
                         stop = position + 4
                     else:
-                        result, stop = _read_long_varint(data, position + 4, result, field)
+                        byte = data[position + 4]
+                        result |= (byte & 0x7F) << 28
+                        if byte < 0x80:  # five bytes: timestamps
+                            stop = position + 5
+                        else:
+                            result, stop = _read_long_varint(data, position + 5, result, field)
     except IndexError:
         raise DecodeError(field, "truncated varint") from None
     if stop > end:
@@ -77,8 +82,8 @@ def read_varint(data: bytes, position: int, end: int, field: str) -> tuple[int, 
 
 
 def _read_long_varint(data: bytes, position: int, result: int, field: str) -> tuple[int, int]:
-    """The rest of a varint whose first four bytes gave ``result``."""
-    shift = 28
+    """The rest of a varint whose first five bytes gave ``result``."""
+    shift = 35
     while True:
         byte = data[position]
         position += 1
