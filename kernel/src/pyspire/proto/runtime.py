@@ -10,7 +10,8 @@ these helpers for the rest, so their rules live here once:
 * an unknown field of any wire type is skipped: varint, 64- and 32-bit, length-delimited and
   groups (read to their matching end, nested at most :data:`MAX_DEPTH` deep); an end-group tag
   without its start, and the wire types 6 and 7, are errors;
-* nothing is read at or past ``end``, the end of the message being read.
+* nothing at or past ``end``, the end of the message being read, is taken as part of it: a
+  value that reaches there is an error (readers may look at that byte, never keep it).
 
 Every error is a :class:`~pyspire.proto.errors.DecodeError` naming the message or field.
 """
