@@ -4,8 +4,6 @@ serves none."""
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import json
 import socket
 import subprocess
@@ -20,6 +18,8 @@ from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.health import CheckResult, HealthCheck
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.errors import PyspireError
+
+from .servers import get, refused
 
 BOTH = (
     TelemetryConfig(Prometheus=PrometheusConfig(host="127.0.0.1", port=0)),
@@ -41,30 +41,6 @@ def taken_port() -> Iterator[int]:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         yield holder.getsockname()[1]
-
-
-def _get(port: int, path: str, accept: str) -> tuple[int, str, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", path, headers={"Accept": accept} if accept else {})
-        response = connection.getresponse()
-        return response.status, response.headers["Content-Type"], response.read()
-    finally:
-        connection.close()
-
-
-async def get(port: int, path: str, accept: str = "") -> tuple[int, str, bytes]:
-    """GET over real HTTP (http.client, in a thread): status, content type and body."""
-    return await asyncio.to_thread(_get, port, path, accept)
-
-
-async def refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    return False
 
 
 async def test_both_endpoints_answer_until_the_block_ends() -> None:

@@ -10,6 +10,7 @@ import http.client
 from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 
+import anyio
 import pytest
 
 from pyspire.telemetry.handler import HttpResponse
@@ -21,6 +22,8 @@ from pyspire.telemetry.http import (
     HttpServer,
     serve_http,
 )
+
+from .servers import refused
 
 SHORT = 0.2
 WAIT = 5.0
@@ -292,8 +295,7 @@ async def test_leaving_ends_connections_in_progress_and_stops_listening() -> Non
         async with asyncio.timeout(WAIT):
             await stack.aclose()
         assert await read_all(reader) == b""
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_connection("127.0.0.1", server.port)
+        assert await refused(server.port)
 
 
 async def test_a_request_in_progress_is_cancelled_after_the_grace() -> None:
@@ -320,3 +322,25 @@ async def test_a_request_is_cancelled_when_its_client_hangs_up() -> None:
                 await handler.stuck.wait()
         async with asyncio.timeout(WAIT):
             await handler.cancelled.wait()
+
+
+async def test_a_cancelled_owner_still_closes_everything() -> None:
+    """Cancelled by an anyio scope, which cancels every await until it is left, the endpoint
+    still closes its connections and stops listening before it is gone."""
+    started: asyncio.Queue[HttpServer] = asyncio.Queue()
+
+    async def serve_forever() -> None:
+        async with served(Recorder()) as server:
+            await started.put(server)
+            await asyncio.Event().wait()
+
+    async with contextlib.AsyncExitStack() as client:
+        async with anyio.create_task_group() as group:
+            group.start_soon(serve_forever)
+            server = await started.get()
+            reader, writer = await client.enter_async_context(connection(server.port))
+            writer.write(b"GET /live HTTP/1.1\r\n")
+            await writer.drain()
+            group.cancel_scope.cancel()
+        assert await read_all(reader) == b""
+        assert await refused(server.port)
