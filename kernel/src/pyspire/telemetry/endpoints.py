@@ -4,8 +4,8 @@
 Both are HTTP servers (:mod:`pyspire.telemetry.http`) on the process's event loop, opened before
 anything else starts (so ``/live`` answers and ``/ready`` says "not yet" during start-up) and
 closed after everything else stopped. The HTTP server is imported only when one of them is
-configured: aiohttp takes a fifth of a second to import, which a process serving neither should
-not pay (``tests/bench/bench_import_time.py``).
+configured: aiohttp adds a quarter of a second to a process's start, which one serving neither
+should not pay (``tests/bench/bench_import_time.py``).
 """
 
 from __future__ import annotations
