@@ -134,6 +134,7 @@ async def test_a_get_is_answered_with_the_handlers_answer() -> None:
     assert (status, body) == (200, b"you asked for /metrics")
     assert headers["Content-Type"] == "text/plain"
     assert headers["Content-Length"] == "22"
+    assert headers["Server"] == "pyspire"  # no Python or aiohttp version given away
     [seen] = handler.headers
     assert seen["Accept"] == "text/plain"
 

@@ -119,7 +119,8 @@ def _answering(
         return web.Response(
             status=response.status,
             body=response.body,
-            headers={"Content-Type": response.content_type},
+            # Name the product, not the versions of Python and aiohttp it runs on.
+            headers={"Content-Type": response.content_type, "Server": "pyspire"},
         )
 
     return answer
