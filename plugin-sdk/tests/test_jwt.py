@@ -20,9 +20,10 @@ from pyspire_sdk.jwt import (
     UnknownKeyError,
     check_claims,
     parse_jwt,
+    sign_jwt,
     verify_jwt,
 )
-from pyspire_sdk.testing.tokens import TokenIssuer, encode_jwt
+from pyspire_sdk.testing.tokens import TokenIssuer
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 RULES = ClaimRules(audiences=("spire",), issuers=("https://issuer",))
@@ -96,7 +97,7 @@ def test_an_unknown_key_id_is_refused() -> None:
 
 def test_a_token_without_key_id_is_refused() -> None:
     issuer = TokenIssuer()
-    token = encode_jwt({"typ": "JWT"}, claims(), issuer.key, "RS256")
+    token = sign_jwt({"typ": "JWT"}, claims(), issuer.key, "RS256")
     with pytest.raises(UnknownKeyError, match="no key id"):
         verify(issuer, token)
 
@@ -159,7 +160,7 @@ def test_none_and_hmac_cannot_be_allowed(algorithm: str) -> None:
 
 def test_a_key_of_the_wrong_type_for_the_algorithm_is_refused() -> None:
     rsa_issuer, ec_issuer = TokenIssuer("RS256"), TokenIssuer("ES256")
-    token = encode_jwt({"kid": ec_issuer.key_id}, claims(), ec_issuer.key, "ES256")
+    token = sign_jwt({"kid": ec_issuer.key_id}, claims(), ec_issuer.key, "ES256")
     keys = JwkSet(keys={ec_issuer.key_id: (rsa_issuer.key.public_key(),)})  # type: ignore[union-attr]
     with pytest.raises(JwtSignatureError, match="needs an EC key"):
         verify_jwt(token, keys, algorithms=("ES256",), rules=RULES, now=NOW)
@@ -167,7 +168,7 @@ def test_a_key_of_the_wrong_type_for_the_algorithm_is_refused() -> None:
 
 def test_a_short_rsa_key_is_refused() -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point of the test
-    token = encode_jwt({"kid": "k"}, claims(), weak, "RS256")
+    token = sign_jwt({"kid": "k"}, claims(), weak, "RS256")
     keys = parse_jwk_set({"keys": [public_key_to_jwk(weak.public_key(), kid="k")]})
     with pytest.raises(JwtSignatureError, match="shorter than 2048"):
         verify_jwt(token, keys, algorithms=("RS256",), rules=RULES, now=NOW)
@@ -230,3 +231,19 @@ def test_claim_rules_refuse_nonsense() -> None:
 
 def test_check_claims_can_leave_expiry_optional() -> None:
     check_claims({"aud": "spire"}, ClaimRules(audiences=("spire",), require_expiry=False), NOW)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "key_algorithm", "message"),
+    [
+        ("ES256", "RS256", "needs an EC key"),
+        ("RS256", "ES256", "needs an RSA key"),
+        ("EdDSA", "ES256", "needs an Ed25519"),
+        ("HS256", "RS256", "not supported"),
+    ],
+)
+def test_sign_jwt_refuses_a_key_that_does_not_fit(
+    algorithm: str, key_algorithm: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        sign_jwt({}, {}, TokenIssuer(key_algorithm).key, algorithm)

@@ -34,9 +34,11 @@ __all__ = [
     "JwtSignatureError",
     "MalformedJwtError",
     "ParsedJwt",
+    "SigningKey",
     "UnknownKeyError",
     "check_claims",
     "parse_jwt",
+    "sign_jwt",
     "verify_jwt",
     "verify_signature",
 ]
@@ -53,10 +55,16 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from pyspire_sdk.errors import InvalidArgumentError
-from pyspire_sdk.jwk import JwkSet, PublicKey, b64url_decode
+from pyspire_sdk.jwk import JwkSet, PublicKey, b64url_decode, b64url_encode
+
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+"""The private keys :func:`sign_jwt` signs with."""
 
 _HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "256": hashes.SHA256,
@@ -301,6 +309,42 @@ def verify_jwt(
         return parsed
     assert failure is not None
     raise failure
+
+
+def _segment(value: Mapping[str, Any]) -> str:
+    return b64url_encode(json.dumps(value, separators=(",", ":")).encode())
+
+
+def sign_jwt(
+    header: Mapping[str, Any], claims: Mapping[str, Any], key: SigningKey, algorithm: str
+) -> str:
+    """The compact JWS of ``claims`` under ``header`` (its ``alg`` set to ``algorithm``),
+    signed with ``key``: an assertion a plugin presents to a token endpoint, say. The
+    algorithm must fit the key as :func:`verify_signature` expects."""
+    if algorithm not in SUPPORTED_ALGORITHMS:
+        raise ValueError(f"algorithm {algorithm!r} is not supported")
+    signing_input = f"{_segment({**header, 'alg': algorithm})}.{_segment(claims)}".encode()
+    if algorithm == "EdDSA":
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ValueError("EdDSA needs an Ed25519 key")
+        signature = key.sign(signing_input)
+    elif algorithm[:2] in ("RS", "PS"):
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError(f"{algorithm} needs an RSA key")
+        digest = _HASHES[algorithm[2:]]()
+        scheme: padding.AsymmetricPadding = (
+            padding.PKCS1v15()
+            if algorithm.startswith("RS")
+            else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+        )
+        signature = key.sign(signing_input, scheme, digest)
+    else:
+        curve, size = _EC_CURVES[algorithm]
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != curve:
+            raise ValueError(f"{algorithm} needs an EC key on {curve}")
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(_HASHES[algorithm[2:]]())))
+        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    return f"{signing_input.decode()}.{b64url_encode(signature)}"
 
 
 def _text(token: str | bytes, max_bytes: int) -> str:

@@ -13,59 +13,22 @@ Keys are RSA-2048 (RS256) by default; ``algorithm`` picks another (ES256, PS256,
 
 from __future__ import annotations
 
-__all__ = ["TokenIssuer", "encode_jwt"]
+__all__ = ["TokenIssuer"]
 
-import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from pyspire_sdk.jwk import b64url_encode, public_key_to_jwk
+from pyspire_sdk.jwk import public_key_to_jwk
+from pyspire_sdk.jwt import SigningKey, sign_jwt
 
-SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
-    "256": hashes.SHA256,
-    "384": hashes.SHA384,
-    "512": hashes.SHA512,
-}
 _CURVES: dict[str, type[ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1]] = {
     "ES256": ec.SECP256R1,
     "ES384": ec.SECP384R1,
     "ES512": ec.SECP521R1,
 }
-_EC_SIZES = {"ES256": 32, "ES384": 48, "ES512": 66}
-
-
-def _segment(value: Mapping[str, Any]) -> str:
-    return b64url_encode(json.dumps(value, separators=(",", ":")).encode())
-
-
-def encode_jwt(
-    header: Mapping[str, Any], claims: Mapping[str, Any], key: SigningKey, algorithm: str
-) -> str:
-    """The compact JWS of ``claims`` under ``header`` (``alg`` is set to ``algorithm``),
-    signed with ``key``."""
-    signing_input = f"{_segment({**header, 'alg': algorithm})}.{_segment(claims)}".encode()
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        signature = key.sign(signing_input)
-    elif isinstance(key, rsa.RSAPrivateKey):
-        digest = _HASHES[algorithm[2:]]()
-        scheme: padding.AsymmetricPadding = (
-            padding.PKCS1v15()
-            if algorithm.startswith("RS")
-            else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-        )
-        signature = key.sign(signing_input, scheme, digest)
-    else:
-        size = _EC_SIZES[algorithm]
-        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(_HASHES[algorithm[2:]]())))
-        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
-    return f"{signing_input.decode()}.{b64url_encode(signature)}"
 
 
 def _new_key(algorithm: str) -> SigningKey:
@@ -105,7 +68,7 @@ class TokenIssuer:
     ) -> str:
         """A token of ``claims`` signed with the current key, ``kid`` in its header (or
         ``key_id``, which need not be a key of this issuer)."""
-        return encode_jwt(
+        return sign_jwt(
             {"typ": "JWT", "kid": key_id or self.key_id, **(header or {})},
             claims,
             self.key,
