@@ -17,7 +17,7 @@ __all__ = ["AgentService", "apply_agent_mask"]
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -128,6 +128,22 @@ async def _next(
         return await anext(requests)
     except StopAsyncIteration:
         return None
+
+
+@contextlib.contextmanager
+def _logged_refusal(plugin_name: str, address: str) -> Iterator[None]:
+    """Log why an attestation was refused (the node attestor's or the admission's reason), so
+    the operator sees on the server what the agent is told."""
+    try:
+        yield
+    except (PermissionDeniedError, InvalidArgumentError) as error:
+        _log.warning(
+            "agent attestation refused",
+            attestation_type=plugin_name,
+            address=address,
+            reason=str(error),
+        )
+        raise
 
 
 class AgentService(agent_pb.AgentBase):
@@ -332,7 +348,10 @@ class AgentService(agent_pb.AgentBase):
             )
         # Counted only once the attestor is known: its name labels the metric, and names
         # callers make up must not.
-        with counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name):
+        with (
+            counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name),
+            _logged_refusal(plugin_name, address),
+        ):
             public_key = public_key_from_csr(params.params.csr)
 
             outgoing: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
