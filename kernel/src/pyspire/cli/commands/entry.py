@@ -26,7 +26,6 @@ __all__ = ["COMMANDS", "SHOW_PAGE_SIZE", "entry_filter"]
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -66,6 +65,7 @@ from pyspire.cli.progress import Progress
 from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.tasks import GeneratorTasks
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import server_id
 
@@ -497,27 +497,20 @@ async def _pages(
     """Every page of ListEntries; the next page is asked for before the current one is
     handed over, so the server works on it while this one is printed."""
 
-    def ask(token: str) -> asyncio.Future[entry_pb.ListEntriesResponse]:
-        return asyncio.ensure_future(
-            client.entry.list_entries(
-                entry_pb.ListEntriesRequest(
-                    filter=request_filter, page_size=SHOW_PAGE_SIZE, page_token=token
-                )
-            )
-        )
+    async with GeneratorTasks() as tasks:
 
-    upcoming: asyncio.Future[entry_pb.ListEntriesResponse] | None = ask("")
-    try:
+        def ask(token: str) -> asyncio.Task[entry_pb.ListEntriesResponse]:
+            request = entry_pb.ListEntriesRequest(
+                filter=request_filter, page_size=SHOW_PAGE_SIZE, page_token=token
+            )
+            return tasks.start(client.entry.list_entries(request))
+
+        upcoming: asyncio.Task[entry_pb.ListEntriesResponse] | None = ask("")
         while upcoming is not None:
             with client.errors():
                 page = await upcoming
             upcoming = ask(page.next_page_token) if page.next_page_token else None
             yield page
-    finally:
-        if upcoming is not None and not upcoming.done():
-            upcoming.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await upcoming
 
 
 async def _show(args: argparse.Namespace, context: CliContext) -> int:
