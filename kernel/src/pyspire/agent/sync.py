@@ -18,11 +18,12 @@ Failure handling:
 - :class:`~pyspire_sdk.errors.UnavailableError` keeps the cache as it is (SVIDs are still
   dropped when they expire) and retries by the one retry policy (:mod:`pyspire_sdk.backoff`)
   after 1 s, 2 s, 4 s, ... up to the sync interval, never longer, each delay shortened by up
-  to :data:`RETRY_JITTER` at random so that agents do not retry in step. So the agent is back in sync within about one interval of the server's return,
-  however long it was away, while a server that is down sees no more than one attempt per
-  interval from each agent (SPIRE backs off to 8 minutes instead, which leaves workloads on
-  expiring SVIDs long after the server is back). The state change (lost, regained) is logged
-  once, not every attempt; demand does not cut a retry delay short;
+  to :data:`RETRY_JITTER` at random so that agents do not retry in step. So the agent is
+  back in sync within about one interval of the server's return, however long it was away,
+  while a server that is down sees no more than one attempt per interval from each agent
+  (SPIRE backs off to 8 minutes instead, which leaves workloads on expiring SVIDs long after
+  the server is back). The state change (lost, regained) is logged once, not every attempt;
+  demand does not cut a retry delay short;
 - :class:`~pyspire_sdk.errors.PermissionDeniedError` means the server no longer accepts this
   agent (banned, evicted): identities are cleared, the error is logged and raised, and the
   manager stops syncing.
