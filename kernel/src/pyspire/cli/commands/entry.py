@@ -92,6 +92,18 @@ _FEDERATES_MATCH = {
 
 def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     add_admin_flags(parser)
+    _add_entry_identity_flags(parser)
+    _add_entry_issuance_flags(parser)
+    add_flag(
+        parser,
+        "data",
+        metavar="FILE",
+        help='a JSON file of entries ({"entries": [...]}); "-" reads standard input',
+    )
+
+
+def _add_entry_identity_flags(parser: argparse.ArgumentParser) -> None:
+    """Who the entry is for and what identity it grants."""
     add_flag(
         parser, "entryID", metavar="ID", help="the entry ID (create: optional; update: required)"
     )
@@ -124,6 +136,10 @@ def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         default=[],
         help="a trust domain whose bundle workloads also receive (repeatable)",
     )
+
+
+def _add_entry_issuance_flags(parser: argparse.ArgumentParser) -> None:
+    """How the entry's SVIDs are issued, and how long the entry lives."""
     add_flag(
         parser,
         "x509SVIDTTL",
@@ -148,12 +164,6 @@ def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     )
     add_flag(parser, "storeSVID", action="store_true", help="issue the SVID to an SVID store")
     add_flag(parser, "hint", metavar="TEXT", default="", help="a hint for workloads")
-    add_flag(
-        parser,
-        "data",
-        metavar="FILE",
-        help='a JSON file of entries ({"entries": [...]}); "-" reads standard input',
-    )
 
 
 def _add_filter_flags(parser: argparse.ArgumentParser, side: Side) -> None:
