@@ -22,7 +22,6 @@ __all__ = ["GeneratorTasks", "Service", "all_of", "run_services"]
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import anyio
@@ -102,12 +101,7 @@ class GeneratorTasks:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         interrupted: asyncio.CancelledError | None = None
         while running := [task for task in self._running if not task.done()]:
             for task in running:
