@@ -1,5 +1,5 @@
 """Real ``pyspire-server`` and ``pyspire-agent`` processes, and workload client processes, for
-end-to-end tests and benchmarks.
+end-to-end tests, reliability scenarios and benchmarks.
 
 Every wait is bounded; a process that fails to start or stop raises :class:`ProcessError`
 carrying its log, so a failing test shows what the process said. Nothing here imports pytest:
@@ -12,6 +12,7 @@ py-spiffe against the Workload API at ``<socket>`` and prints one JSON object (s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,10 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pyspire.cli.admin_client import AdminClient
 
 from pyspire_sdk.testing.distributions import environment_with_path
 
@@ -108,8 +112,16 @@ class Process:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The process ID of the current run."""
+        if self.process is None:
+            raise ProcessError(f"the {self.name} was never started")
+        return self.process.pid
+
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        """Start ``argv`` with ``env`` as its environment (this process's by default)."""
+        """Start ``argv`` with its output in a new log and ``env`` as its environment (this
+        process's by default)."""
         if self.running:
             raise ProcessError(f"the {self.name} is already running")
         self.starts += 1
@@ -121,6 +133,29 @@ class Process:
                 stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env),
             )
+
+    def wait_for_log(self, text: str, timeout: float, *, count: int = 1) -> None:
+        """Wait until the current run's log holds ``text`` at least ``count`` times; raises
+        :class:`ProcessError` (with the log) when the process exits or ``timeout`` passes."""
+
+        def logged() -> bool | None:
+            if self.log().count(text) >= count:
+                return True
+            self._fail_if_exited(f"waiting for {text!r} in its log")
+            return None
+
+        wait_for(f"{text!r} in the {self.name}'s log", logged, timeout, self.log())
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the running process, from ``/proc/<pid>/status``."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ProcessError(f"the {self.name} has no VmRSS in /proc/{self.pid}/status")
+
+    def fd_count(self) -> int:
+        """Open file descriptors of the running process, from ``/proc/<pid>/fd``."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def exited(self) -> int | None:
         """The exit code if the process has ended, else None."""
@@ -171,6 +206,7 @@ class ServerSettings:
     default_x509_svid_ttl: str = "1h"
     default_jwt_svid_ttl: str = "5m"
     ca_ttl: str = "24h"
+    agent_ttl: str | None = None
     log_level: str = "INFO"
     extra_plugins: str = ""
     """More ``[server.plugins.<type>.<name>]`` tables, appended to the file as given."""
@@ -184,8 +220,13 @@ class ServerSettings:
     def socket_path(self) -> Path:
         return self.root / "s" / "api.sock"
 
+    @property
+    def database_path(self) -> Path:
+        return self.root / "sdata" / "datastore.sqlite3"
+
     def write(self) -> Path:
         path = self.root / "server.toml"
+        agent_ttl = f'agent_ttl = "{self.agent_ttl}"' if self.agent_ttl else ""
         path.write_text(
             f"""\
 [server]
@@ -198,8 +239,11 @@ log_level = "{self.log_level}"
 ca_ttl = "{self.ca_ttl}"
 default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
+{agent_ttl}
 {self.extra}
 [server.plugins.datastore.sqlite]
+database_path = "{self.database_path}"
+
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
 {self.extra_plugins}"""
@@ -221,22 +265,28 @@ class ServerProcess(Process):
     def socket_path(self) -> Path:
         return self.settings.socket_path
 
-    def launch(self) -> None:
-        """Start without waiting."""
-        env: dict[str, str] | None = None
+    def launch(self, env: Mapping[str, str] | None = None) -> None:
+        """Start without waiting; ``env`` adds variables to the environment."""
+        environment: dict[str, str] | None = None
         for site in reversed(self.settings.python_path):
-            env = environment_with_path(site, env)
-        self.spawn([str(SERVER), "run", "-config", str(self.config)], env)
+            environment = environment_with_path(site, environment)
+        if env:
+            environment = {**(os.environ if environment is None else environment), **env}
+        self.spawn([str(SERVER), "run", "-config", str(self.config)], environment)
 
-    def start(self) -> None:
-        """Start and wait until ``healthcheck`` passes."""
-        self.launch()
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        """Start and wait until the server's health check says SERVING; ``env`` adds
+        variables to the environment."""
+        self.launch(env)
 
         def healthy() -> bool | None:
             self._fail_if_exited("starting")
             if not self.socket_path.exists():
                 return None
-            return True if self.cli("healthcheck", check=False).returncode == 0 else None
+            try:
+                return True if self.serving() else None
+            except ProcessError:
+                return None
 
         try:
             wait_for("the server to pass its healthcheck", healthy, START_TIMEOUT)
@@ -263,16 +313,47 @@ class ServerProcess(Process):
             )
         return result
 
+    def api(self, exchange: Callable[[AdminClient], Awaitable[T]]) -> T:
+        """Run ``exchange`` against the admin API, in this process: test set-up calls it
+        instead of a CLI process, which costs a second of interpreter start-up a call (the
+        tests that call :meth:`cli` test the CLI itself). Raises :class:`ProcessError` with the
+        server's log when the call fails."""
+        from pyspire.cli.admin_client import AdminError, connect
+
+        async def call() -> T:
+            async with connect(self.socket_path, call_timeout=CLI_TIMEOUT) as client:
+                with client.errors():
+                    return await exchange(client)
+
+        try:
+            return asyncio.run(call())
+        except AdminError as error:
+            raise ProcessError(f"admin API call failed: {error}\n{self.log()}") from None
+
+    def serving(self) -> bool:
+        """Whether the gRPC health check answers SERVING (what ``healthcheck`` checks)."""
+        from pyspire.proto.gen.grpc.health import v1 as health_pb
+
+        answer = self.api(lambda client: client.health.check(health_pb.HealthCheckRequest()))
+        return answer.status == health_pb.HealthCheckResponseServingStatus.SERVING
+
     def write_bundle(self, path: Path) -> Path:
-        """The trust bundle as PEM at ``path`` (an agent's bootstrap bundle)."""
-        path.write_text(self.cli("bundle", "show", "-format", "pem").stdout)
+        """The trust bundle as PEM at ``path`` (an agent's bootstrap bundle), as ``bundle show
+        -format pem`` prints it."""
+        from pyspire.cli.commands.bundle import format_bundle
+        from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+
+        bundle = self.api(lambda client: client.bundle.get_bundle(bundle_pb.GetBundleRequest()))
+        path.write_text(format_bundle(bundle, "pem") + "\n")
         return path
 
     def generate_token(self, ttl: int = 600) -> str:
-        out = self.cli("token", "generate", "-ttl", str(ttl)).stdout
-        if not out.startswith("Token: "):
-            raise ProcessError(f"unexpected token generate output: {out!r}")
-        return out.split()[1]
+        """A new join token valid ``ttl`` seconds."""
+        from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+
+        request = agent_pb.CreateJoinTokenRequest(ttl=ttl)
+        token = self.api(lambda client: client.agent.create_join_token(request))
+        return str(token.value)
 
     def write_token(self, path: Path, ttl: str = "10m") -> str:
         """A new join token written to ``path`` (mode 0600) as an agent's -joinTokenFile; the
@@ -281,10 +362,29 @@ class ServerProcess(Process):
         return path.read_text().strip()
 
     def create_entry(self, spiffe_id: str, parent_id: str, *selectors: str) -> None:
-        argv = ["entry", "create", "-spiffeID", spiffe_id, "-parentID", parent_id]
-        for selector in selectors:
-            argv += ["-selector", selector]
-        self.cli(*argv)
+        """Register an entry; raises :class:`ProcessError` when the server refuses it."""
+        from pyspire.proto.gen.spire.api import types as pb
+        from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+        from pyspire_sdk.selector import Selector
+        from pyspire_sdk.spiffeid import SpiffeId
+
+        def wire_id(text: str) -> pb.Spiffeid:
+            parsed = SpiffeId.parse(text)
+            return pb.Spiffeid(trust_domain=parsed.trust_domain.name, path=parsed.path)
+
+        entry = pb.Entry(
+            spiffe_id=wire_id(spiffe_id),
+            parent_id=wire_id(parent_id),
+            selectors=[
+                pb.Selector(type=parsed.type, value=parsed.value)
+                for parsed in map(Selector.parse, selectors)
+            ],
+        )
+        request = entry_pb.BatchCreateEntryRequest(entries=[entry])
+        answer = self.api(lambda client: client.entry.batch_create_entry(request))
+        [result] = answer.results
+        if result.status.code != 0:
+            raise ProcessError(f"entry {spiffe_id} refused: {result.status.message}")
 
     def agent_ids(self) -> list[str]:
         """The SPIFFE IDs of the attested agents."""
@@ -459,6 +559,39 @@ class Deployment:
     token: str
     agent_id: str
     extra: list[Process] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        server_settings: ServerSettings,
+        agent_settings: AgentSettings,
+        entries: Sequence[tuple[str, Sequence[str]]] = (),
+    ) -> Deployment:
+        """Start a server, write its bundle where the agent bootstraps from, register
+        ``entries`` (SPIFFE ID and selectors) under a fresh join token's agent ID, and start
+        the agent with that token. When any step fails, everything started is stopped, the
+        directory removed, and :class:`ProcessError` raised with every process's log."""
+        root = server_settings.root
+        server = ServerProcess(server_settings)
+        agent = AgentProcess(agent_settings)
+        deployed = cls(root=root, server=server, agent=agent, token="", agent_id="")
+        try:
+            server.start()
+            server.write_bundle(agent_settings.bootstrap_bundle)
+            deployed.token = server.generate_token()
+            deployed.agent_id = join_token_agent_id(deployed.token)
+            for spiffe_id, selectors in entries:
+                server.create_entry(spiffe_id, deployed.agent_id, *selectors)
+            agent.start(join_token=deployed.token)
+        except ProcessError as error:
+            logs = deployed.logs()
+            deployed.stop()
+            headline = str(error).splitlines()[0]
+            raise ProcessError(f"the deployment did not start: {headline}\n{logs}") from None
+        except BaseException:
+            deployed.stop()
+            raise
+        return deployed
 
     def logs(self) -> str:
         return "\n".join(process.all_logs() for process in [self.server, self.agent, *self.extra])

@@ -29,11 +29,8 @@ from processes import (
     AgentProcess,
     AgentSettings,
     Deployment,
-    ProcessError,
-    ServerProcess,
     ServerSettings,
     free_port,
-    join_token_agent_id,
     run_workload,
     short_temp_dir,
     wait_for,
@@ -54,37 +51,14 @@ def deployment() -> Iterator[Deployment]:
     """A server with short SVID lifetimes, an agent attested with a join token, and one entry
     (``/web``) for this test process's uid, parented to the agent."""
     root = short_temp_dir()
-    server = ServerProcess(
+    port = free_port()
+    deployed = Deployment.start(
         ServerSettings(
-            root=root,
-            port=free_port(),
-            ca_ttl="1h",
-            default_x509_svid_ttl=f"{SVID_TTL_SECONDS}s",
-        )
+            root=root, port=port, ca_ttl="1h", default_x509_svid_ttl=f"{SVID_TTL_SECONDS}s"
+        ),
+        AgentSettings(root=root, server_port=port, bootstrap_bundle=root / "bootstrap.pem"),
+        [(WEB, [CALLER_SELECTOR])],
     )
-    agent = AgentProcess(
-        AgentSettings(
-            root=root,
-            server_port=server.settings.port,
-            bootstrap_bundle=root / "bootstrap.pem",
-        )
-    )
-    deployed = Deployment(root=root, server=server, agent=agent, token="", agent_id="")
-    try:
-        server.start()
-        server.write_bundle(root / "bootstrap.pem")
-        deployed.token = server.generate_token()
-        deployed.agent_id = join_token_agent_id(deployed.token)
-        server.create_entry(WEB, deployed.agent_id, CALLER_SELECTOR)
-        agent.start(join_token=deployed.token)
-    except ProcessError as error:
-        logs = deployed.logs()
-        deployed.stop()
-        headline = str(error).splitlines()[0]
-        pytest.fail(f"the deployment did not start: {headline}\n{logs}")
-    except BaseException:
-        deployed.stop()
-        raise
     try:
         yield deployed
     finally:

@@ -8,15 +8,24 @@ refused rather than guessed at: this code does not know what the newer tables me
 Timestamps are stored as integer microseconds since the Unix epoch (UTC), so they round-trip
 exactly. Lists (selectors, DNS names, federated trust domains) live in child tables with a
 ``position`` column that keeps the caller's order.
+
+Crash tests need to stop a server *inside* a migration: with :data:`PAUSE_ENV` set to a version
+``n``, the migration to ``n`` runs its statements, logs ``migration paused`` and then waits
+forever without committing, so the test can kill the process at that point and check that the
+database still holds the whole previous version. Unset (always, outside such tests), it costs
+one environment lookup per start.
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNewError", "migrate"]
+__all__ = ["MIGRATIONS", "PAUSE_ENV", "SCHEMA_VERSION", "SchemaTooNewError", "migrate"]
 
+import asyncio
+import os
 from pathlib import Path
 
 import aiosqlite
+import structlog
 
 from pyspire_sdk.errors import PluginError
 
@@ -148,6 +157,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes and understands."""
 
 
+PAUSE_ENV = "PYSPIRE_SQLITE_PAUSE_IN_MIGRATION"
+"""Test hook: the schema version whose migration pauses before committing (see the module)."""
+
+
 class SchemaTooNewError(PluginError):
     """The database was written by a newer release whose schema this code does not know."""
 
@@ -175,9 +188,15 @@ async def migrate(connection: aiosqlite.Connection, path: Path) -> int:
                 f"{SCHEMA_VERSION} this pyspire-datastore-sqlite understands; upgrade it or "
                 "use a database written by this release"
             )
-        for statements in MIGRATIONS[found:]:
+        pause = os.environ.get(PAUSE_ENV)
+        for version, statements in enumerate(MIGRATIONS[found:], start=found + 1):
             for statement in statements:
                 await connection.execute(statement)
+            if pause == str(version):
+                structlog.get_logger("pyspire_datastore_sqlite").warning(
+                    "migration paused", version=version, env=PAUSE_ENV
+                )
+                await asyncio.Event().wait()
         if not rows:
             await connection.execute(
                 "INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,)
