@@ -54,16 +54,19 @@ async def test_run_services_runs_until_stopped_then_says_so_before_cancelling() 
     async def stopping() -> None:
         ended.append("stopping")
 
+    started = [asyncio.Event(), asyncio.Event()]
+
     async def one() -> None:
-        await _forever(ended, "one")
+        await _forever(ended, "one", started[0])
 
     async def two() -> None:
-        await _forever(ended, "two")
+        await _forever(ended, "two", started[1])
 
     running = asyncio.create_task(
         run_services({"one": one, "two": two}, stop=stop, stopping=stopping)
     )
-    await asyncio.sleep(0.01)
+    for event in started:
+        await event.wait()
     assert not running.done()
     stop.set()
     await running
@@ -126,18 +129,20 @@ async def test_generator_tasks_end_when_the_consumer_is_cancelled() -> None:
     for _ in range(100):
         if ended:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
     assert ended == ["helper"]
 
 
 async def test_generator_tasks_wait_for_a_slow_task_even_when_cancelled_meanwhile() -> None:
     ended: list[str] = []
-    release = asyncio.Event()
+    started, cancelled, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow_to_end() -> None:
+        started.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
+            cancelled.set()
             while not release.is_set():
                 with contextlib.suppress(asyncio.CancelledError):
                     await release.wait()
@@ -147,12 +152,13 @@ async def test_generator_tasks_wait_for_a_slow_task_even_when_cancelled_meanwhil
     async def owner() -> None:
         async with GeneratorTasks() as tasks:
             tasks.start(slow_to_end())
-            await asyncio.sleep(0)
+            await started.wait()
 
     running = asyncio.create_task(owner())
-    await asyncio.sleep(0.01)
-    running.cancel()
-    await asyncio.sleep(0.01)
+    await cancelled.wait()  # the owner left its block and cancelled the task
+    running.cancel()  # and is cancelled itself while it waits for the task
+    for _ in range(10):
+        await asyncio.sleep(0)
     assert not running.done(), "leaving the block waits for the task to end"
     release.set()
     with pytest.raises(asyncio.CancelledError):
