@@ -314,6 +314,32 @@ async def test_closing_the_listener_closes_every_connection(authority: TestAutho
         assert not served.listener.connections
 
 
+async def _accepted_late(listener: GuardedListener) -> tuple[asyncio.Transport, socket.socket]:
+    """A connection the kernel accepted just before the listener closed, whose protocol asyncio
+    starts only now; returns its transport and the peer's socket."""
+    ours, peer = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(listener.protocol, sock=ours)
+    return transport, peer
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "unix"])
+async def test_a_connection_starting_after_close_is_closed_before_any_handshake(
+    authority: TestAuthority, short_dir: Path, tls: bool
+) -> None:
+    serving = served_tls(authority, limits()) if tls else served_unix(short_dir, limits())
+    async with serving as served:
+        served.server.close()
+        transport, peer = await _accepted_late(served.listener)
+        try:
+            assert transport.is_closing()
+            assert not served.listener.connections
+            assert served.listener.counts.total == 0
+            await served.server.wait_closed()
+        finally:
+            peer.close()
+
+
 # -- memory ----------------------------------------------------------------------------------
 
 
