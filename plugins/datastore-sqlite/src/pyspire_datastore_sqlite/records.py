@@ -1,7 +1,8 @@
-"""Rows to records and back: the column lists, list normalization and record assembly.
+"""Rows to records and back: the column lists and record assembly.
 
-Reading builds records from rows already validated when written (see :mod:`.codec`); building
-many at once (:func:`assemble_all_entries`) is tuned for 100,000 entries.
+Reading builds records from rows already validated when written (see
+:class:`pyspire_sdk.stored_records.Decoder`); building many at once
+(:func:`assemble_all_entries`) is tuned for 100,000 entries.
 """
 
 from __future__ import annotations
@@ -17,27 +18,17 @@ __all__ = [
     "assemble_all_entries",
     "assemble_entries",
     "datetime_or_none",
-    "dedupe",
-    "gc_paused",
     "micros_or_none",
     "node_from_row",
     "node_params",
-    "normalize_entry",
     "relationship_from_row",
 ]
 
-import gc
-import threading
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from pyspire_datastore_sqlite.codec import Decoder, from_micros, to_micros
-from pyspire_sdk.clock import utc
-from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import (
     AttestedNode,
     FederationProfile,
@@ -46,8 +37,7 @@ from pyspire_sdk.model import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import TrustDomain
-
-T = TypeVar("T")
+from pyspire_sdk.stored_records import Decoder, from_micros, gc_paused, to_micros
 
 ENTRY_COLUMNS = (
     "pk, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, "
@@ -68,36 +58,14 @@ KIND_FEDERATES = 2
 Row = Sequence[Any]
 
 
-def dedupe(values: Iterable[T]) -> tuple[T, ...]:
-    """The values in their order, each kept at its first occurrence."""
-    return tuple(dict.fromkeys(values))
-
-
 def micros_or_none(moment: datetime | None) -> int | None:
-    """:func:`~.codec.to_micros`, passing ``None`` through."""
+    """:func:`~pyspire_sdk.stored_records.to_micros`, passing ``None`` through."""
     return None if moment is None else to_micros(moment)
 
 
 def datetime_or_none(value: int | None) -> datetime | None:
-    """:func:`~.codec.from_micros`, passing ``None`` through."""
+    """:func:`~pyspire_sdk.stored_records.from_micros`, passing ``None`` through."""
     return None if value is None else from_micros(value)
-
-
-def normalize_entry(entry: RegistrationEntry) -> RegistrationEntry:
-    """The entry as it will be stored (lists without duplicates), or InvalidArgumentError."""
-    if not entry.selectors:
-        raise InvalidArgumentError("entry selectors are empty: an entry needs at least one")
-    if entry.x509_svid_ttl < 0:
-        raise InvalidArgumentError(f"entry x509_svid_ttl {entry.x509_svid_ttl} is negative")
-    if entry.jwt_svid_ttl < 0:
-        raise InvalidArgumentError(f"entry jwt_svid_ttl {entry.jwt_svid_ttl} is negative")
-    return replace(
-        entry,
-        expires_at=None if entry.expires_at is None else utc(entry.expires_at),
-        selectors=dedupe(entry.selectors),
-        dns_names=dedupe(entry.dns_names),
-        federates_with=dedupe(entry.federates_with),
-    )
 
 
 def assemble_entries(rows: Iterable[Row], children: Iterable[Row]) -> list[RegistrationEntry]:
@@ -154,35 +122,6 @@ def build_entries(
             )
         )
     return result
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_resume = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a large batch of acyclic records.
-
-    Building 100,000 entries allocates over a million objects, which would trigger hundreds of
-    collections that find nothing to free (records hold no cycles) and double the build time.
-    Reference counting still frees everything as usual. Pauses nest across threads: the
-    collector resumes when the last pause ends, and only if it was running before the first.
-    """
-    global _gc_pauses, _gc_resume
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_resume:
-                gc.enable()
 
 
 def assemble_all_entries(
