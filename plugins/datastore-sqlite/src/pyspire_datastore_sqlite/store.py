@@ -30,13 +30,8 @@ from pyspire_datastore_sqlite.queries import entry_where, name_page, node_where,
 from pyspire_datastore_sqlite.records import (
     CHILD_CHUNK,
     ENTRY_COLUMNS,
-    KIND_DNS,
-    KIND_FEDERATES,
-    KIND_SELECTOR,
     NODE_COLUMNS,
     Row,
-    assemble_all_entries,
-    assemble_entries,
     micros_or_none,
     node_from_row,
     node_params,
@@ -81,8 +76,13 @@ from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.stored_records import (
     ENTRY_IDENTITY_FIELDS,
+    KIND_DNS,
+    KIND_FEDERATES,
+    KIND_SELECTOR,
     Decoder,
     appended_bundle,
+    assemble_all_entries,
+    assemble_entries,
     bundle_from_json,
     bundle_to_json,
     check_mask,
@@ -326,7 +326,7 @@ class SqliteDataStore:
                     chunk * 3,
                 )
             )
-        return pks, assemble_entries(rows, children)
+        return pks, assemble_entries(rows, children, from_micros)
 
     async def _entry_by_id(
         self, connection: aiosqlite.Connection, entry_id: str
@@ -986,7 +986,7 @@ class SqliteDataStore:
                 )
             )
         return await asyncio.to_thread(
-            assemble_all_entries, rows, selector_rows, dns_rows, federates_rows
+            assemble_all_entries, rows, selector_rows, dns_rows, federates_rows, from_micros
         )
 
     # -- attested nodes --------------------------------------------------------------------------
