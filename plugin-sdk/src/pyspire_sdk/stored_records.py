@@ -160,9 +160,7 @@ def checked_bundle_update(trust_domain: TrustDomain, result: Bundle) -> Bundle:
 
 def appended_bundle(current: Bundle, bundle: Bundle) -> Bundle | None:
     """``current`` with the authorities of ``bundle`` it lacks (X.509 compared by DER, JWT by key
-    ID) added in order, or ``None`` when it lacks none. The sequence number is left as it is:
-    the contract of ``append_bundle`` raises it by one in the datastore that stores the result.
-    """
+    ID) added in order and its sequence number raised by one, or ``None`` when it lacks none."""
     known_der = {authority.der for authority in current.x509_authorities}
     known_kid = {authority.key_id for authority in current.jwt_authorities}
     new_x509: list[X509Authority] = []
@@ -191,8 +189,8 @@ def _certificate_not_after(der: bytes) -> datetime | None:
 
 
 def pruned_bundle(current: Bundle, expires_before: datetime) -> Bundle | None:
-    """``current`` without the authorities that expire before ``expires_before``, or ``None``
-    when none does. Raises ``FailedPreconditionError`` when every authority would go: pruning
+    """``current`` without the authorities that expire before ``expires_before`` and with its
+    sequence number raised by one, or ``None`` when none expires. Raises ``FailedPreconditionError`` when every authority would go: pruning
     never empties a bundle."""
     keep_x509 = tuple(
         authority
