@@ -190,8 +190,8 @@ def _certificate_not_after(der: bytes) -> datetime | None:
 
 def pruned_bundle(current: Bundle, expires_before: datetime) -> Bundle | None:
     """``current`` without the authorities that expire before ``expires_before`` and with its
-    sequence number raised by one, or ``None`` when none expires. Raises ``FailedPreconditionError`` when every authority would go: pruning
-    never empties a bundle."""
+    sequence number raised by one, or ``None`` when none expires. Raises
+    ``FailedPreconditionError`` when every authority would go: pruning never empties a bundle."""
     keep_x509 = tuple(
         authority
         for authority in current.x509_authorities
