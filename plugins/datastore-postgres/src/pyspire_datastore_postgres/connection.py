@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import asyncpg
 
@@ -73,12 +73,6 @@ def _parse_key_values(text: str, key: str) -> dict[str, str]:
         pairs[name] = "".join(value)
 
 
-def _uri_from_pairs(pairs: dict[str, str]) -> str:
-    """A URI with every keyword as a query parameter (asyncpg reads ``host``, ``user``,
-    ``password``, ``dbname``... from the query, and passes the rest on as server settings)."""
-    return urlunsplit(("postgresql", "", "/", urlencode(pairs, quote_via=quote), ""))
-
-
 def _redact_uri(uri: str) -> str:
     parts = urlsplit(uri)
     netloc = parts.netloc
@@ -90,9 +84,8 @@ def _redact_uri(uri: str) -> str:
         (name, _REDACTED if name in _SECRET_KEYS else value)
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
     ]
-    return urlunsplit(
-        (parts.scheme, netloc, parts.path, urlencode(query, safe="*/", quote_via=quote), "")
-    )
+    encoded = urlencode(query, safe="*/", quote_via=quote)
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{encoded}" if encoded else "")
 
 
 @dataclass(frozen=True)
@@ -134,8 +127,12 @@ class ConnectionTarget:
                 [ConfigIssue(key, f"URI scheme {scheme!r} is not postgresql:// or postgres://")]
             )
         else:
+            # The database becomes the path, every other keyword a query parameter: asyncpg
+            # reads host, port, user, password... from the query and passes the rest on as
+            # server settings.
             query = _parse_key_values(stripped, key)
-            parts = urlsplit(_uri_from_pairs({}))
+            database = query.pop("dbname", "")
+            parts = urlsplit(f"postgresql:///{quote(database, safe='')}")
             password = ""
         secrets = tuple(
             value for value in (password, *(query.get(name, "") for name in _SECRET_KEYS)) if value
@@ -156,15 +153,10 @@ class ConnectionTarget:
             query[name] = str(path)
         if root_ca is not None and "sslmode" not in query:
             query["sslmode"] = "verify-full"
-        uri = urlunsplit(
-            (
-                parts.scheme or "postgresql",
-                parts.netloc,
-                parts.path or "/",
-                urlencode(query, quote_via=quote),
-                "",
-            )
-        )
+        encoded = urlencode(query, quote_via=quote)
+        uri = f"{parts.scheme or 'postgresql'}://{parts.netloc}{parts.path or '/'}"
+        if encoded:
+            uri += f"?{encoded}"
         return cls(key=key, uri=uri, shown=_redact_uri(uri), secrets=secrets)
 
     def scrub(self, text: str) -> str:

@@ -349,20 +349,25 @@ class PostgresDataStore:
                 transaction = _Transaction(connection)
                 yield transaction
                 if transaction.events:
-                    kinds, ids = zip(*transaction.events, strict=True)
-                    await connection.execute(
-                        _APPEND_EVENTS,
-                        list(kinds),
-                        list(ids),
-                        self._clock.now(),
-                        NOTIFY_CHANNEL,
-                        self._schema,
-                    )
+                    await self._append_events(connection, transaction.events)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             translated = self._translate(error)
             if translated is error:
                 raise
             raise translated from None
+
+    async def _append_events(
+        self, connection: asyncpg.Connection, events: Sequence[tuple[str, str]]
+    ) -> None:
+        """Append a transaction's change events and notify; the last statement before commit.
+
+        Taking the next ids locks the counter row until the transaction ends, so the
+        transactions that append events commit in the order of their ids.
+        """
+        kinds, ids = zip(*events, strict=True)
+        await connection.execute(
+            _APPEND_EVENTS, list(kinds), list(ids), self._clock.now(), NOTIFY_CHANNEL, self._schema
+        )
 
     @asynccontextmanager
     async def _read(
