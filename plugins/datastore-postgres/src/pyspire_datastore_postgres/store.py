@@ -863,6 +863,34 @@ class PostgresDataStore:
             assemble_all_entries, rows, selector_rows, dns_rows, federates_rows
         )
 
+    async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
+        """Store entries exactly as given (see
+        :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
+        prepared: list[RegistrationEntry] = []
+        for entry in entries:
+            if not entry.id or entry.created_at is None:
+                raise InvalidArgumentError(
+                    f"entry {entry.id!r} to restore needs its id and created_at"
+                )
+            prepared.append(normalize_entry(entry))
+        if not prepared:
+            return
+        async with self._write() as transaction:
+            connection = transaction.connection
+            ids = list(dict.fromkeys(entry.id for entry in prepared))
+            await connection.execute("DELETE FROM entries WHERE entry_id = ANY($1::text[])", ids)
+            bundled = await self._bundled(
+                connection, (td.name for entry in prepared for td in entry.federates_with)
+            )
+            for entry in prepared:
+                missing = self._missing_bundles(entry, bundled)
+                if missing is not None:
+                    raise missing
+            if not await self._insert_entries(transaction, prepared):
+                raise AlreadyExistsError(
+                    "entries to restore repeat an id or an identity, or another writer took one"
+                )
+
     # -- attested nodes --------------------------------------------------------------------------
 
     async def _node_selectors(
@@ -1047,6 +1075,13 @@ class PostgresDataStore:
             if created is None:
                 raise AlreadyExistsError("join token already exists")
         return JoinToken(token=token.token, expires_at=created)
+
+    async def list_join_tokens(self) -> list[JoinToken]:
+        async with self._read() as connection:
+            rows = await connection.fetch(
+                'SELECT token, expires_at FROM join_tokens ORDER BY token COLLATE "C"'
+            )
+        return [JoinToken(token=row[0], expires_at=row[1]) for row in rows]
 
     async def fetch_join_token(self, token: str) -> JoinToken | None:
         async with self._read() as connection:

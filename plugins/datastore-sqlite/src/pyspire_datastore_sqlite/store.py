@@ -569,7 +569,7 @@ class SqliteDataStore:
             results[index] = (stored, False)
             next_pk += 1
 
-        await self._insert_entries(connection, accepted, to_micros(now))
+        await self._insert_entries(connection, accepted)
         if existing_pks:
             found: dict[int, RegistrationEntry] = {}
             pks = list(set(existing_pks.values()))
@@ -589,9 +589,9 @@ class SqliteDataStore:
         self,
         connection: aiosqlite.Connection,
         accepted: Sequence[tuple[int, RegistrationEntry]],
-        created_at: int,
     ) -> None:
-        """Write new entries with the given primary keys, one statement per table."""
+        """Write new entries with the given primary keys (creation times and revisions as the
+        entries hold them), one statement per table."""
         if not accepted:
             return
         await connection.executemany(
@@ -610,10 +610,10 @@ class SqliteDataStore:
                     int(entry.admin),
                     int(entry.downstream),
                     micros_or_none(entry.expires_at),
-                    0,
+                    entry.revision_number,
                     int(entry.store_svid),
                     entry.hint,
-                    created_at,
+                    to_micros(entry.created_at or self._clock.now()),
                 )
                 for pk, entry in accepted
             ],
@@ -682,6 +682,44 @@ class SqliteDataStore:
                 await connection.execute_fetchall(query.format(", ".join("?" * len(chunk))), chunk)
             )
         return rows
+
+    async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
+        """Store entries exactly as given (see
+        :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
+        prepared: list[RegistrationEntry] = []
+        for entry in entries:
+            if not entry.id or entry.created_at is None:
+                raise InvalidArgumentError(
+                    f"entry {entry.id!r} to restore needs its id and created_at"
+                )
+            prepared.append(normalize_entry(entry))
+        if not prepared:
+            return
+        async with self._write() as connection:
+            await self._select_in(
+                connection,
+                "DELETE FROM entries WHERE entry_id IN ({}) RETURNING pk",
+                list(dict.fromkeys(entry.id for entry in prepared)),
+            )
+            named = list({td.name for entry in prepared for td in entry.federates_with})
+            bundled = {
+                row[0]
+                for row in await self._select_in(
+                    connection, "SELECT trust_domain FROM bundles WHERE trust_domain IN ({})", named
+                )
+            }
+            for entry in prepared:
+                missing = sorted({td.name for td in entry.federates_with} - bundled)
+                if missing:
+                    raise InvalidArgumentError(
+                        "entry federates_with names trust domain(s) without a bundle: "
+                        + ", ".join(missing)
+                    )
+            rows = list(
+                await connection.execute_fetchall("SELECT COALESCE(MAX(pk), 0) FROM entries")
+            )
+            first = int(rows[0][0]) + 1
+            await self._insert_entries(connection, list(enumerate(prepared, start=first)))
 
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         async with self._read() as connection:
@@ -1158,6 +1196,13 @@ class SqliteDataStore:
                 (token.token, to_micros(token.expires_at)),
             )
         return JoinToken(token=token.token, expires_at=from_micros(to_micros(token.expires_at)))
+
+    async def list_join_tokens(self) -> list[JoinToken]:
+        async with self._read(snapshot=False) as connection:
+            rows = await connection.execute_fetchall(
+                "SELECT token, expires_at FROM join_tokens ORDER BY token"
+            )
+        return [JoinToken(token=row[0], expires_at=from_micros(row[1])) for row in rows]
 
     async def fetch_join_token(self, token: str) -> JoinToken | None:
         async with self._read(snapshot=False) as connection:
