@@ -3,7 +3,7 @@ interrupted by a kill and resumed, verified by both the command and a read of bo
 
 from __future__ import annotations
 
-import os
+import asyncio
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -150,23 +150,27 @@ async def test_sqlite_to_postgres_interrupted_resumed_and_back(
     new = _postgres_config(tmp_path / "new.toml", postgres_dsn)
 
     # First run: killed as soon as the first batch of entries is in.
-    process = subprocess.Popen(
-        [str(SERVER), "datastore", "copy", "-from", str(old), "-to", str(new)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = await asyncio.create_subprocess_exec(
+        str(SERVER),
+        "datastore",
+        "copy",
+        "-from",
+        str(old),
+        "-to",
+        str(new),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
-    lines: list[str] = []
-    for line in process.stdout:
+    lines: list[bytes] = []
+    async for line in process.stdout:
         lines.append(line)
-        if line.startswith("entries: copied"):
-            os.kill(process.pid, signal.SIGKILL)
+        if line.startswith(b"entries: copied"):
+            process.kill()
             break
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "".join(lines) + process.stderr.read()
+    assert await asyncio.wait_for(process.wait(), timeout=60) == -signal.SIGKILL, lines
 
-    resumed = _copy(old, new)
+    resumed = await asyncio.to_thread(_copy, old, new)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     summary = next(
         line
@@ -187,13 +191,13 @@ async def test_sqlite_to_postgres_interrupted_resumed_and_back(
         await postgres.close()
 
     # Running it again finds nothing to do.
-    again = _copy(old, new)
+    again = await asyncio.to_thread(_copy, old, new)
     assert again.returncode == 0, again.stderr
     assert f"entries: copied 0, already present {ENTRIES}" in again.stdout
 
     # And back, into a new SQLite file.
     back_file = tmp_path / "back.sqlite3"
-    back = _copy(new, _sqlite_config(tmp_path / "back.toml", back_file))
+    back = await asyncio.to_thread(_copy, new, _sqlite_config(tmp_path / "back.toml", back_file))
     assert back.returncode == 0, back.stdout + back.stderr
     restored = SqliteDataStore()
     await restored.configure(SqliteDataStoreConfig(database_path=back_file), host)
