@@ -1,4 +1,4 @@
-"""Regenerate the betterproto code under ``kernel/src/pyspire/proto/gen`` from our .proto files.
+"""Regenerate the betterproto code and the hot codecs under ``kernel/src/pyspire/proto/gen``.
 
 Usage (from the repository root)::
 
@@ -19,6 +19,8 @@ Layout guarantees of the generated tree:
   script moves it to ``pyspire.proto.gen.workload``;
 * ``descriptors.binpb`` holds a serialized ``FileDescriptorSet`` of every source file and
   its imports, for gRPC reflection and for cross-checks with the ``protobuf`` runtime;
+* ``codec/`` holds the straight-line codecs of the hot messages, generated from that
+  descriptor set by ``scripts/codec_generator.py``;
 * every generated Python file starts with a header naming this script.
 """
 
@@ -34,6 +36,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO_ROOT / "kernel" / "src" / "pyspire" / "proto"
@@ -42,6 +45,7 @@ GEN_DIR = PROTO_ROOT / "gen"
 
 DESCRIPTOR_SET_NAME = "descriptors.binpb"
 WORKLOAD_MODULE = "workload.py"
+CODEC_DIR = "codec"
 PLUGIN_NAME = "protoc-gen-python_betterproto"
 
 HEADER = (
@@ -126,6 +130,27 @@ def generate(out_dir: Path) -> None:
         ]
     )
     _postprocess(out_dir)
+    codecs = _codec_generator().generate_codecs((out_dir / DESCRIPTOR_SET_NAME).read_bytes())
+    (out_dir / CODEC_DIR).mkdir()
+    for name, text in codecs.items():
+        (out_dir / CODEC_DIR / name).write_text(text)
+
+
+def _codec_generator() -> ModuleType:
+    """``scripts/codec_generator.py``, loaded beside this script however it was started."""
+    name = "pyspire_codec_generator"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).with_name("codec_generator.py")
+    )
+    if spec is None or spec.loader is None:
+        raise GenerationError("scripts/codec_generator.py is missing")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _relative_files(root: Path) -> set[str]:

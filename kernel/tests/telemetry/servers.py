@@ -1,12 +1,11 @@
 """A real server runtime with its telemetry endpoints, and HTTP clients that read them the way
-Prometheus and probes do (urllib, and prometheus_client's own text parser)."""
+Prometheus and probes do (http.client, and prometheus_client's own text parser)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +75,36 @@ async def stop_server(runtime: ServerRuntime, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, timeout=30)
 
 
-def _get(port: int, path: str) -> tuple[int, str, bytes]:
+def _get(port: int, path: str, accept: str) -> tuple[int, str, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.headers.get("Content-Type", ""), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("Content-Type", ""), error.read()
+        connection.request("GET", path, headers={"Accept": accept} if accept else {})
+        response = connection.getresponse()
+        return response.status, response.headers.get("Content-Type", ""), response.read()
+    finally:
+        connection.close()
+
+
+async def get(port: int, path: str, accept: str = "") -> tuple[int, str, bytes]:
+    """GET over real HTTP (http.client in a thread, as an outside client): the status, content
+    type and body."""
+    return await asyncio.to_thread(_get, port, path, accept)
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """GET over real HTTP (in a thread, as an outside client): the status and body."""
-    status, _, body = await asyncio.to_thread(_get, port, path)
+    """GET over real HTTP: the status and body."""
+    status, _, body = await get(port, path)
     return status, body
+
+
+async def refused(port: int) -> bool:
+    """Whether nothing listens on the loopback ``port`` any more."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
 
 
 async def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -98,7 +115,7 @@ async def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
 
 async def scrape(port: int) -> Samples:
     """Every sample the Prometheus endpoint serves, parsed by prometheus_client's parser."""
-    status, content_type, body = await asyncio.to_thread(_get, port, "/metrics")
+    status, content_type, body = await get(port, "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain")
     return {

@@ -48,11 +48,8 @@ async def switches() -> dict[str, Switch]:
 @pytest.fixture
 async def endpoint(switches: dict[str, Switch]) -> AsyncIterator[HttpServer]:
     checks = HealthChecks(switches, live_path="/alive", ready_path="/ready", check_timeout=0.2)
-    server = await serve_http(checks.answer, "127.0.0.1", 0, name="health")
-    try:
+    async with serve_http(checks.answer, "127.0.0.1", 0, name="health") as server:
         yield server
-    finally:
-        await server.close()
 
 
 async def test_live_answers_while_the_process_runs(endpoint: HttpServer) -> None:
@@ -86,12 +83,9 @@ async def test_a_failing_or_stuck_check_is_not_ready_with_its_reason() -> None:
         raise AssertionError("unreachable")
 
     checks = HealthChecks({"broken": broken, "stuck": stuck}, check_timeout=0.2)
-    server = await serve_http(checks.answer, "127.0.0.1", 0, name="health")
-    try:
+    async with serve_http(checks.answer, "127.0.0.1", 0, name="health") as server:
         status, body = await probe(server.port, "/ready")
         live = await probe(server.port, "/live")
-    finally:
-        await server.close()
     assert status == 500
     assert body["checks"] == {
         "broken": {"ready": False, "message": "database is unreachable"},

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
 import structlog
 
+from pyspire.telemetry.handler import HttpResponse
+from pyspire.telemetry.http import serve_http
 from pyspire.telemetry.logging import (
     LOG_FILE_MODE,
     REDACTED,
@@ -252,3 +256,40 @@ def test_a_client_hanging_up_is_routine_and_logged_at_debug_only() -> None:
     [event] = json_lines(verbose.getvalue())
     assert event["msg"] == "Request was cancelled: Connection lost"
     assert event["level"] == "debug"
+
+
+async def test_http_requests_are_not_logged_and_malformed_ones_only_at_debug() -> None:
+    """The telemetry endpoints log no line per scrape or probe (aiohttp's access log is off),
+    and a malformed request, which aiohttp logs at ERROR with a traceback, is routine."""
+
+    async def answer(path: str, headers: Mapping[str, str]) -> HttpResponse:
+        return HttpResponse(HTTPStatus.OK)
+
+    async def exchange(port: int, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request)
+            async with asyncio.timeout(5):
+                return await reader.read()
+        finally:
+            writer.close()
+
+    async def send_requests() -> None:
+        async with serve_http(answer, "127.0.0.1", 0, name="test") as server:
+            good = b"GET /live HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            assert (await exchange(server.port, good)).startswith(b"HTTP/1.1 200 ")
+            malformed = b"GET no-slash HTTP/1.1\r\nHost: a\r\n\r\n"
+            assert (await exchange(server.port, malformed)).startswith(b"HTTP/1.0 400 ")
+
+    def library_events(text: str) -> list[dict[str, object]]:
+        return [event for event in json_lines(text) if str(event["logger"]).startswith("aiohttp")]
+
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    await send_requests()
+    assert library_events(stream.getvalue()) == []
+    verbose = io.StringIO()
+    configure_logging("debug", "json", stream=verbose)
+    await send_requests()
+    [event] = library_events(verbose.getvalue())
+    assert (event["logger"], event["level"]) == ("aiohttp.server", "debug")

@@ -1,5 +1,8 @@
 """Conversions between wire messages (``spire.api.types``) and SDK records.
 
+The readers accept the betterproto messages and the generated codecs' messages alike (they
+have the same field names).
+
 Protobuf stays at the edge: services convert what arrives into SDK types here, and convert SDK
 types back just before sending. Parsing a peer's message never trusts it: every ID and selector
 is validated, and errors name the field (``entry.spiffe_id``) so a caller knows what to fix.
@@ -7,9 +10,11 @@ is validated, and errors name the field (``entry.spiffe_id``) so a caller knows 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from pyspire.proto.gen.codec import spire_api_types as wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.errors import InvalidArgumentError
@@ -51,25 +56,43 @@ def spiffe_id_to_proto(spiffe_id: SpiffeId) -> pb.Spiffeid:
     return pb.Spiffeid(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
 
 
-def spiffe_id_from_proto(message: pb.Spiffeid | None, field: str) -> SpiffeId:
+def spiffe_id_from_proto(message: pb.Spiffeid | wire.SPIFFEID | None, field: str) -> SpiffeId:
     """Validate a wire SPIFFE ID; the error names ``field``."""
     if message is None or not message.trust_domain:
         raise InvalidArgumentError(f"invalid {field}: trust domain is missing")
     try:
-        return SpiffeId(TrustDomain(message.trust_domain), message.path)
+        return _spiffe_id(message.trust_domain, message.path)
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"invalid {field}: {error}") from None
+
+
+_RECENT_VALUES = 1 << 16
+"""How many validated SPIFFE IDs and selectors are remembered: peers send the same ones again
+and again (an agent's entries share their parent, workloads share selectors), and the SDK
+records are immutable, so a remembered one is the very value validation would build."""
+
+
+@functools.lru_cache(maxsize=_RECENT_VALUES)
+def _spiffe_id(trust_domain: str, path: str) -> SpiffeId:
+    return SpiffeId(TrustDomain(trust_domain), path)
+
+
+@functools.lru_cache(maxsize=_RECENT_VALUES)
+def _selector(kind: str, value: str) -> Selector:
+    return Selector(kind, value)
 
 
 def selector_to_proto(selector: Selector) -> pb.Selector:
     return pb.Selector(type=selector.type, value=selector.value)
 
 
-def selectors_from_proto(messages: Iterable[pb.Selector], field: str) -> tuple[Selector, ...]:
+def selectors_from_proto(
+    messages: Iterable[pb.Selector | wire.Selector], field: str
+) -> tuple[Selector, ...]:
     found = []
     for index, message in enumerate(messages):
         try:
-            found.append(Selector(message.type, message.value))
+            found.append(_selector(message.type, message.value))
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"invalid {field}[{index}]: {error}") from None
     return tuple(found)
@@ -105,7 +128,7 @@ def entry_to_proto(entry: RegistrationEntry) -> pb.Entry:
     )
 
 
-def entry_from_proto(message: pb.Entry, field: str = "entry") -> RegistrationEntry:
+def entry_from_proto(message: pb.Entry | wire.Entry, field: str = "entry") -> RegistrationEntry:
     """A registration entry from the wire; IDs and selectors validated, semantics not (that is
     the registry's job)."""
     if message.x509_svid_ttl < 0 or message.jwt_svid_ttl < 0:
@@ -162,12 +185,14 @@ def bundle_to_proto(bundle: Bundle) -> pb.Bundle:
     )
 
 
-def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
+def bundle_from_proto(message: pb.Bundle | wire.Bundle, field: str = "bundle") -> Bundle:
     try:
         trust_domain = TrustDomain.parse(message.trust_domain)
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"invalid {field}.trust_domain: {error}") from None
-    for index, key in enumerate(message.jwt_authorities):
+    jwt_authorities: Sequence[pb.JwtKey | wire.JWTKey] = message.jwt_authorities
+    x509_authorities: Sequence[pb.X509Certificate | wire.X509Certificate] = message.x509_authorities
+    for index, key in enumerate(jwt_authorities):
         if not key.key_id:
             raise InvalidArgumentError(
                 f"invalid {field}.jwt_authorities[{index}]: key_id is missing"
@@ -176,7 +201,7 @@ def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
             raise InvalidArgumentError(
                 f"invalid {field}.jwt_authorities[{index}]: public_key is missing"
             )
-    for index, certificate in enumerate(message.x509_authorities):
+    for index, certificate in enumerate(x509_authorities):
         if not certificate.asn1:
             raise InvalidArgumentError(
                 f"invalid {field}.x509_authorities[{index}]: asn1 is missing"
@@ -184,7 +209,7 @@ def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
     return Bundle(
         trust_domain=trust_domain,
         x509_authorities=tuple(
-            X509Authority(der=a.asn1, tainted=a.tainted) for a in message.x509_authorities
+            X509Authority(der=a.asn1, tainted=a.tainted) for a in x509_authorities
         ),
         jwt_authorities=tuple(
             JwtAuthority(
@@ -195,7 +220,7 @@ def bundle_from_proto(message: pb.Bundle, field: str = "bundle") -> Bundle:
                 ),
                 tainted=a.tainted,
             )
-            for index, a in enumerate(message.jwt_authorities)
+            for index, a in enumerate(jwt_authorities)
         ),
         refresh_hint=message.refresh_hint,
         sequence_number=message.sequence_number,
@@ -221,7 +246,9 @@ def jwt_svid_to_proto(svid: JwtSvid) -> pb.Jwtsvid:
     )
 
 
-def x509_svid_from_proto(message: pb.X509Svid | None, field: str = "svid") -> X509Svid:
+def x509_svid_from_proto(
+    message: pb.X509Svid | wire.X509SVID | None, field: str = "svid"
+) -> X509Svid:
     """An X509-SVID (without private key) from the wire; the chain must be non-empty and the
     ID valid. The chain is not verified here: that needs a bundle, which the caller has."""
     if message is None or not message.cert_chain:

@@ -47,3 +47,23 @@ class PrebuiltMessage:
     def decode(self) -> Any:
         """The message these bytes encode, as an ordinary instance of the reply type."""
         return self._plain().parse(self.__bytes__())
+
+
+class EncodedMessage:
+    """A message that is already its wire bytes, for grpclib: declared as a handler's reply
+    type, it is sent as is (``SerializeToString``); declared as a request or reply type, the
+    bytes arrive undecoded (``FromString``) for a generated codec to read."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - the name grpclib calls
+        """The wire bytes."""
+        return self.data
+
+    @classmethod
+    def FromString(cls, data: bytes) -> EncodedMessage:  # noqa: N802 - the name grpclib calls
+        """Keep the received bytes."""
+        return cls(bytes(data))

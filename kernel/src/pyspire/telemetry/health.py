@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from pyspire.telemetry.http import HttpResponse
+from pyspire.telemetry.handler import HttpResponse
 
 CHECK_TIMEOUT = 5.0
 """Seconds one readiness check may take before it counts as failed."""

@@ -1,15 +1,27 @@
-"""A small HTTP/1.1 server for the telemetry endpoints (Prometheus scrapes, health probes).
+"""The HTTP server of the telemetry endpoints (Prometheus scrapes, health probes): aiohttp's
+low-level server, on the process's event loop.
 
-Those clients send one ``GET`` and read one answer, so this server does only that: it reads the
-request head (at most :data:`MAX_HEAD_BYTES`, within ``head_timeout`` seconds, as SPIRE's
-health server bounds its ``ReadHeaderTimeout``), hands the path and headers to the handler,
-writes the answer with ``Connection: close`` and closes. Anything else is answered with the
-status that says why (400, 405, 431) or, for a peer too slow to send its head, by closing. At
-most ``max_connections`` connections are served at once; more are closed when accepted. No
-request body is read, so none can hold the connection.
+aiohttp parses the requests and writes the answers (HTTP/1.1 with keep-alive, ``HEAD`` without a
+body). What this module adds is what the endpoints need and what a client may hold:
 
-It runs on the process's event loop: an answer at all proves the loop turns, which is what a
-liveness probe asks.
+- only ``GET`` and ``HEAD`` are answered, 405 otherwise; the handler sees the path and headers
+  (:data:`~pyspire.telemetry.handler.HttpHandler`), and a handler that raises is logged and
+  answered 500;
+- a request line or header longer than :data:`MAX_LINE_BYTES`, or more than
+  :data:`MAX_HEADERS` headers, is answered 400 by aiohttp's parser (as is any malformed
+  request; :mod:`pyspire.telemetry.logging` logs aiohttp's record of it at DEBUG only);
+- a connection that has not sent a whole request head within ``head_timeout`` seconds of opening,
+  or of its last answer, is closed (aiohttp's keep-alive timer, which runs from the start of a
+  connection since aiohttp 3.14.4: SPIRE's health server bounds its ``ReadHeaderTimeout`` alike);
+- a request whose client hangs up is cancelled (a probe that gave up leaves no check running);
+- no request body is read, and one left unread closes the connection after the answer
+  (``lingering_time=0``), so a body cannot hold a connection;
+- at most ``max_connections`` connections are served at once, and more are closed when
+  accepted: aiohttp has no such bound, so :class:`_BoundedServer` adds it;
+- leaving :func:`serve_http` stops listening, closes idle connections and gives a request in
+  progress :data:`SHUTDOWN_GRACE` seconds before cancelling it.
+
+An answer at all proves the loop turns, which is what a liveness probe asks.
 """
 
 from __future__ import annotations
@@ -17,169 +29,104 @@ from __future__ import annotations
 __all__ = [
     "HEAD_TIMEOUT",
     "MAX_CONNECTIONS",
-    "MAX_HEAD_BYTES",
-    "HttpHandler",
-    "HttpResponse",
+    "MAX_HEADERS",
+    "MAX_LINE_BYTES",
+    "SHUTDOWN_GRACE",
     "HttpServer",
     "serve_http",
 ]
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
+import anyio
 import structlog
+from aiohttp import web
+
+from pyspire.telemetry.handler import HttpHandler, HttpResponse
 
 HEAD_TIMEOUT = 10.0
-"""Seconds a client has to send its request line and headers."""
+"""Seconds a connection may stay without a whole request head: from its start, and from each
+answer on a kept-alive connection."""
 
-MAX_HEAD_BYTES = 8192
-"""The longest request head (request line and headers) read."""
+MAX_LINE_BYTES = 8190
+"""The longest request line, and the longest header (name or value), read."""
+
+MAX_HEADERS = 32
+"""The most headers a request may carry (scrapers and probes send a handful)."""
 
 MAX_CONNECTIONS = 64
 """Connections served at once by one endpoint."""
+
+SHUTDOWN_GRACE = 1.0
+"""Seconds a request in progress has to be answered once its endpoint closes."""
+
+_ALLOWED_METHODS = ("GET", "HEAD")
 
 _log = structlog.get_logger("pyspire.telemetry.http")
 
 
 @dataclass(frozen=True)
-class HttpResponse:
-    """What a handler answers."""
-
-    status: HTTPStatus
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-
-
-HttpHandler = Callable[[str, Mapping[str, str]], Awaitable[HttpResponse]]
-"""Answers a ``GET`` of a path (without its query string), given the headers (lower-case
-names)."""
-
-
-class _BadRequestError(Exception):
-    def __init__(self, status: HTTPStatus) -> None:
-        super().__init__(status.phrase)
-        self.status = status
-
-
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
-    """The method, path and headers of a request head; _BadRequestError when it is not HTTP/1.x."""
-    request_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequestError(HTTPStatus.BAD_REQUEST)
-    method, target, _ = parts
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _BadRequestError(HTTPStatus.BAD_REQUEST)
-        headers[name.lower()] = value.strip()
-    path = target.split("?", 1)[0]
-    if not path.startswith("/"):
-        raise _BadRequestError(HTTPStatus.BAD_REQUEST)
-    return method, path, headers
-
-
-def _encode(response: HttpResponse, *, with_body: bool) -> bytes:
-    head = (
-        f"HTTP/1.1 {response.status.value} {response.status.phrase}\r\n"
-        f"Content-Type: {response.content_type}\r\n"
-        f"Content-Length: {len(response.body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("latin-1")
-    return head + response.body if with_body else head
-
-
 class HttpServer:
-    """A listening endpoint; :meth:`close` stops it and ends the connections it serves.
+    """A listening endpoint: the setting it serves, and the TCP port it listens on (the one
+    picked when it was asked for port 0)."""
 
-    ``port`` is the TCP port it listens on (the one picked when it was asked for port 0).
+    name: str
+    port: int
+
+
+class _BoundedServer(web.Server):
+    """aiohttp's low-level server, closing the connections accepted beyond ``max_connections``.
+
+    Every connection reports to its server through :meth:`connection_made` before it reads a
+    byte; refusing there (closing the connection, and not counting it) is the whole bound.
     """
 
     def __init__(
-        self, handler: HttpHandler, *, name: str, head_timeout: float, max_connections: int
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        max_connections: int,
+        **kwargs: Any,
     ) -> None:
-        self._handler = handler
-        self.name = name
-        self._head_timeout = head_timeout
+        super().__init__(handler, **kwargs)
         self._max_connections = max_connections
-        self._connections: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    async def _listen(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=MAX_HEAD_BYTES, reuse_address=True
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        if len(self.connections) >= self._max_connections:
+            handler.force_close()
+            return
+        super().connection_made(handler, transport)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if len(self._connections) >= self._max_connections:
-            writer.close()
-            return
-        self._connections.add(task)
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _answering(
+    handler: HttpHandler, name: str
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """An aiohttp request handler answering ``GET`` and ``HEAD`` with ``handler``."""
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        if request.method not in _ALLOWED_METHODS:
+            raise web.HTTPMethodNotAllowed(request.method, _ALLOWED_METHODS)
         try:
-            async with asyncio.timeout(self._head_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            return
-        except asyncio.LimitOverrunError:
-            await self._answer(
-                writer, HttpResponse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE), with_body=True
-            )
-            return
-        try:
-            method, path, headers = _parse_head(head[:-4])
-        except _BadRequestError as error:
-            await self._answer(writer, HttpResponse(error.status), with_body=True)
-            return
-        if method not in ("GET", "HEAD"):
-            await self._answer(writer, HttpResponse(HTTPStatus.METHOD_NOT_ALLOWED), with_body=True)
-            return
-        try:
-            response = await self._handler(path, headers)
+            response = await handler(request.path, request.headers)
         except Exception:
-            _log.exception("telemetry endpoint failed to answer", endpoint=self.name, path=path)
+            _log.exception("telemetry endpoint failed to answer", endpoint=name, path=request.path)
             response = HttpResponse(HTTPStatus.INTERNAL_SERVER_ERROR)
-        await self._answer(writer, response, with_body=method == "GET")
+        return web.Response(
+            status=response.status,
+            body=response.body,
+            # Name the product, not the versions of Python and aiohttp it runs on.
+            headers={"Content-Type": response.content_type, "Server": "pyspire"},
+        )
 
-    @staticmethod
-    async def _answer(
-        writer: asyncio.StreamWriter, response: HttpResponse, *, with_body: bool
-    ) -> None:
-        writer.write(_encode(response, with_body=with_body))
-        await writer.drain()
-
-    async def close(self) -> None:
-        """Stop listening and end the connections in progress; safe to call more than once."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await server.wait_closed()
+    return answer
 
 
+@contextlib.asynccontextmanager
 async def serve_http(
     handler: HttpHandler,
     host: str,
@@ -188,14 +135,33 @@ async def serve_http(
     name: str,
     head_timeout: float = HEAD_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
-) -> HttpServer:
-    """Listen on ``host``:``port`` (0 picks a free port) and answer with ``handler``.
+    shutdown_grace: float = SHUTDOWN_GRACE,
+) -> AsyncIterator[HttpServer]:
+    """Listen on ``host``:``port`` (0 picks a free port) and answer with ``handler`` until the
+    block ends; then stop, as the module says, before returning.
 
     Raises :class:`OSError` when the address cannot be bound.
     """
-    server = HttpServer(
-        handler, name=name, head_timeout=head_timeout, max_connections=max_connections
+    server = _BoundedServer(
+        _answering(handler, name),
+        max_connections=max_connections,
+        handler_cancellation=True,
+        keepalive_timeout=head_timeout,
+        max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_LINE_BYTES,
+        max_headers=MAX_HEADERS,
+        lingering_time=0,
+        access_log=None,
     )
-    await server._listen(host, port)
-    _log.info("serving http", endpoint=name, host=host, port=server.port)
-    return server
+    runner = web.ServerRunner(server, shutdown_timeout=shutdown_grace)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        _log.info("serving http", endpoint=name, host=host, port=site.port)
+        yield HttpServer(name=name, port=site.port)
+    finally:
+        # Bounded by the grace, and finished even when the owner is being cancelled, so no
+        # socket outlives the block.
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()

@@ -182,10 +182,16 @@ class _AppendFileHandler(logging.FileHandler):
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
 
-_ROUTINE_LIBRARY_RECORDS = frozenset({("grpclib.server", "Request was cancelled: %s")})
+_ROUTINE_LIBRARY_RECORDS = frozenset(
+    {
+        ("grpclib.server", "Request was cancelled: %s"),
+        ("aiohttp.server", "Error handling request from %s"),
+    }
+)
 """Library records that are routine here and only worth seeing at DEBUG: grpclib logs at INFO
 every call whose client hung up before the end, and Workload API clients (py-spiffe, the CLI)
-end their streams that way on every fetch."""
+end their streams that way on every fetch; aiohttp logs at ERROR, with a traceback, every
+malformed request it answers 400 (the telemetry endpoints' handlers log their own failures)."""
 
 
 class _DemoteRoutineRecords(logging.Filter):
