@@ -146,7 +146,11 @@ async def copy_datastore(
     present_journal = await destination.get_ca_journal(JOURNAL_NAME)
     if journal is not None and journal != present_journal:
         await destination.set_ca_journal(JOURNAL_NAME, journal)
-    done("CA journal", int(journal is not None and journal != present_journal), 0)
+    done(
+        "CA journal",
+        int(journal is not None and journal != present_journal),
+        int(present_journal is not None),
+    )
 
     have_tokens = {t.token: t for t in await destination.list_join_tokens()}
     count = 0
@@ -313,7 +317,10 @@ async def _copy(args: argparse.Namespace, context: CliContext) -> int:
         context.err(f"datastore copy failed: {error}")
         return 1
     for tally in tallies:
-        context.out(f"verified {tally.kind}: {tally.count} (sha256 {tally.digest[:16]})")
+        context.out(
+            f"verified {tally.kind}: {tally.count} (copied now {tally.copied}, "
+            f"sha256 {tally.digest[:16]})"
+        )
     context.out("datastore copy complete: both datastores hold the same records")
     return 0
 
