@@ -31,7 +31,15 @@ _UNSHARE = ("unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "-
 commands start in the background ends with the shell, however the test ends)."""
 
 _ISOLATE = """\
-mount -t tmpfs tmpfs /tmp
+case "$CHECKOUT" in
+    /tmp/*)  # a checkout under /tmp stays where it is, above the private /tmp
+        mount --bind "$CHECKOUT" /mnt
+        mount -t tmpfs tmpfs /tmp
+        mkdir -p "$CHECKOUT"
+        mount --bind /mnt "$CHECKOUT"
+        umount /mnt ;;
+    *) mount -t tmpfs tmpfs /tmp ;;
+esac
 ip link set lo up
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
 """
@@ -71,9 +79,9 @@ def test_the_readme_commands_issue_an_svid() -> None:
     try:
         (workdir / ".venv").symlink_to(ROOT / ".venv")
         (workdir / "examples").symlink_to(ROOT / "examples")
-        # The working directory is entered before /tmp is covered (it is not under /tmp
-        # anyway), and the commands run with `set -e`: the first one failing ends the run.
-        script = f"set -e\ncd {workdir}\n{_ISOLATE}{commands}{_AFTER}"
+        # The working directory is entered after /tmp is covered (and a checkout under it put
+        # back), and the commands run with `set -e`: the first one failing ends the run.
+        script = f"set -e\nCHECKOUT={ROOT}\n{_ISOLATE}cd {workdir}\n{commands}{_AFTER}"
         result = subprocess.run(
             [*_UNSHARE, "bash", "-c", script],
             capture_output=True,

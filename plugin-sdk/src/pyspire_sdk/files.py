@@ -73,6 +73,10 @@ def write_file_atomically(path: Path, data: bytes, *, mode: int) -> bool:
     raised. Returns whether the rename itself was made durable: some file systems cannot sync
     a directory, and the new file is in place either way, so that is reported, not raised.
     """
+    # One spelling of the place for both names: mkstemp hands back an absolute path, and a
+    # relative ``path`` resolved through the working directory may reach the same directory
+    # through another mount (a bind mount), where rename refuses to cross.
+    path = path.absolute()
     directory = path.parent
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 __all__ = ["MemoryDataStore"]
 
-import secrets
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
-from cryptography import x509
 from structlog.typing import FilteringBoundLogger
 
-from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
-from pyspire_sdk.clock import Clock, SystemClock, utc
+from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -56,53 +53,25 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.stored_records import (
+    appended_bundle,
+    check_mask,
+    checked_bundle_update,
+    dedupe,
+    duplicate_entry_error,
+    new_entry_id,
+    normalize_entry,
+    pruned_bundle,
+    updated_entry,
+)
 
 T = TypeVar("T")
 
 _Identity = tuple[SpiffeId, SpiffeId, frozenset[Selector]]
 
 
-def _dedupe(values: Iterable[T]) -> tuple[T, ...]:
-    """The values in their order, each kept at its first occurrence."""
-    return tuple(dict.fromkeys(values))
-
-
-def _new_entry_id() -> str:
-    return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
-
-
 def _identity(entry: RegistrationEntry) -> _Identity:
     return entry.spiffe_id, entry.parent_id, frozenset(entry.selectors)
-
-
-def _normalized(entry: RegistrationEntry) -> RegistrationEntry:
-    """The entry as it is stored (lists without duplicates), or InvalidArgumentError."""
-    if not entry.selectors:
-        raise InvalidArgumentError("entry selectors are empty: an entry needs at least one")
-    if entry.x509_svid_ttl < 0:
-        raise InvalidArgumentError(f"entry x509_svid_ttl {entry.x509_svid_ttl} is negative")
-    if entry.jwt_svid_ttl < 0:
-        raise InvalidArgumentError(f"entry jwt_svid_ttl {entry.jwt_svid_ttl} is negative")
-    return replace(
-        entry,
-        expires_at=None if entry.expires_at is None else utc(entry.expires_at),
-        selectors=_dedupe(entry.selectors),
-        dns_names=_dedupe(entry.dns_names),
-        federates_with=_dedupe(entry.federates_with),
-    )
-
-
-def _check_mask(mask: frozenset[str] | None, allowed: frozenset[str], what: str) -> frozenset[str]:
-    """The fields to write: ``allowed`` for no mask, else the mask, which must be a subset."""
-    if mask is None:
-        return allowed
-    unknown = sorted(mask - allowed)
-    if unknown:
-        raise InvalidArgumentError(
-            f"mask names unknown {what} field(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-    return mask
 
 
 def _set_matches(have: frozenset[T], want: frozenset[T], match: MatchBehavior) -> bool:
@@ -195,13 +164,6 @@ def _name_token(prefix: str, page: Page | None) -> str:
     return name
 
 
-def _not_after(authority: X509Authority) -> datetime | None:
-    try:
-        return x509.load_der_x509_certificate(authority.der).not_valid_after_utc
-    except ValueError:
-        return None
-
-
 class MemoryDataStore:
     """A :class:`~pyspire_sdk.plugins.datastore.DataStore` whose state lives in this object.
 
@@ -270,7 +232,7 @@ class MemoryDataStore:
 
     def _create(self, entry: RegistrationEntry) -> tuple[RegistrationEntry, bool]:
         """Store ``entry``, or return the stored entry of the same identity with ``True``."""
-        stored = _normalized(entry)
+        stored = normalize_entry(entry)
         self._check_federated_bundles(stored)
         existing = self._identities.get(_identity(stored))
         if existing is not None:
@@ -283,7 +245,7 @@ class MemoryDataStore:
             )
         stored = replace(
             stored,
-            id=stored.id or _new_entry_id(),
+            id=stored.id or new_entry_id(),
             created_at=self._clock.now(),
             revision_number=0,
         )
@@ -296,10 +258,7 @@ class MemoryDataStore:
     def _create_new(self, entry: RegistrationEntry) -> RegistrationEntry:
         stored, existed = self._create(entry)
         if existed:
-            raise AlreadyExistsError(
-                f"an entry for spiffe_id {entry.spiffe_id} under parent_id {entry.parent_id} "
-                f"with the same selectors already exists (id {stored.id!r})"
-            )
+            raise duplicate_entry_error(entry, stored.id)
         return stored
 
     def _put_entry(self, entry: RegistrationEntry) -> None:
@@ -322,17 +281,11 @@ class MemoryDataStore:
         current = self._entries.get(entry.id)
         if current is None:
             raise NotFoundError(f"entry {entry.id!r} not found")
-        changes = {name: getattr(entry, name) for name in fields}
-        updated = _normalized(
-            replace(current, **changes, revision_number=current.revision_number + 1)
-        )
+        updated = updated_entry(current, entry, fields)
         self._check_federated_bundles(updated)
         other = self._identities.get(_identity(updated))
         if other is not None and other != updated.id:
-            raise AlreadyExistsError(
-                f"an entry for spiffe_id {updated.spiffe_id} under parent_id "
-                f"{updated.parent_id} with the same selectors already exists (id {other!r})"
-            )
+            raise duplicate_entry_error(updated, other)
         self._put_entry(updated)
         self._event(ChangeKind.ENTRY, updated.id)
         return updated
@@ -393,7 +346,7 @@ class MemoryDataStore:
         self, entry: RegistrationEntry, mask: frozenset[str] | None = None
     ) -> RegistrationEntry:
         self._require_open()
-        return self._update(entry, _check_mask(mask, ENTRY_MASK_FIELDS, "entry"))
+        return self._update(entry, check_mask(mask, ENTRY_MASK_FIELDS, "entry"))
 
     async def delete_entry(self, entry_id: str) -> RegistrationEntry:
         self._require_open()
@@ -403,7 +356,7 @@ class MemoryDataStore:
         self, entries: Sequence[RegistrationEntry], mask: frozenset[str] | None = None
     ) -> list[RegistrationEntry | PyspireError]:
         self._require_open()
-        fields = _check_mask(mask, ENTRY_MASK_FIELDS, "entry")
+        fields = check_mask(mask, ENTRY_MASK_FIELDS, "entry")
         return [_result_or_error(self._update, entry, fields) for entry in entries]
 
     async def delete_entries(
@@ -433,7 +386,7 @@ class MemoryDataStore:
         return replace(node, selectors=self._node_selectors.get(node.spiffe_id, ()))
 
     def _set_selectors(self, spiffe_id: SpiffeId, selectors: Iterable[Selector]) -> None:
-        kept = _dedupe(selectors)
+        kept = dedupe(selectors)
         if kept:
             self._node_selectors[spiffe_id] = kept
         else:
@@ -491,7 +444,7 @@ class MemoryDataStore:
         self, node: AttestedNode, mask: frozenset[str] | None = None
     ) -> AttestedNode:
         self._require_open()
-        fields = _check_mask(mask, NODE_MASK_FIELDS, "attested node")
+        fields = check_mask(mask, NODE_MASK_FIELDS, "attested node")
         current = self._node(node.spiffe_id)
         changes = {name: getattr(node, name) for name in fields if name != "selectors"}
         self._nodes[node.spiffe_id] = replace(current, **changes)
@@ -593,12 +546,7 @@ class MemoryDataStore:
         self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
     ) -> Bundle:
         self._require_open()
-        updated = mutate(self._bundles.get(trust_domain))
-        if updated.trust_domain != trust_domain:
-            raise InvalidArgumentError(
-                f"bundle update for trust domain {trust_domain} returned a bundle for "
-                f"{updated.trust_domain}"
-            )
+        updated = checked_bundle_update(trust_domain, mutate(self._bundles.get(trust_domain)))
         self._bundles[trust_domain] = updated
         return updated
 
@@ -608,24 +556,9 @@ class MemoryDataStore:
         if current is None:
             self._bundles[bundle.trust_domain] = bundle
             return bundle
-        known_der = {authority.der for authority in current.x509_authorities}
-        known_kid = {authority.key_id for authority in current.jwt_authorities}
-        new_x509: list[X509Authority] = []
-        for x509_authority in bundle.x509_authorities:
-            if x509_authority.der not in known_der:
-                known_der.add(x509_authority.der)
-                new_x509.append(x509_authority)
-        new_jwt: list[JwtAuthority] = []
-        for jwt_authority in bundle.jwt_authorities:
-            if jwt_authority.key_id not in known_kid:
-                known_kid.add(jwt_authority.key_id)
-                new_jwt.append(jwt_authority)
-        if not new_x509 and not new_jwt:
+        grown = appended_bundle(current, bundle)
+        if grown is None:
             return current
-        grown = current.with_changes(
-            x509_authorities=current.x509_authorities + tuple(new_x509),
-            jwt_authorities=current.jwt_authorities + tuple(new_jwt),
-        )
         self._bundles[bundle.trust_domain] = grown
         return grown
 
@@ -663,26 +596,10 @@ class MemoryDataStore:
         current = self._bundles.get(trust_domain)
         if current is None:
             return False
-        keep_x509 = tuple(
-            authority
-            for authority in current.x509_authorities
-            if (not_after := _not_after(authority)) is None or not_after >= expires_before
-        )
-        keep_jwt = tuple(
-            authority
-            for authority in current.jwt_authorities
-            if authority.expires_at is None or authority.expires_at >= expires_before
-        )
-        if keep_x509 == current.x509_authorities and keep_jwt == current.jwt_authorities:
+        pruned = pruned_bundle(current, expires_before)
+        if pruned is None:
             return False
-        if not keep_x509 and not keep_jwt:
-            raise FailedPreconditionError(
-                f"pruning the bundle of trust domain {trust_domain} would remove every "
-                "authority; refusing to leave it empty"
-            )
-        self._bundles[trust_domain] = current.with_changes(
-            x509_authorities=keep_x509, jwt_authorities=keep_jwt
-        )
+        self._bundles[trust_domain] = pruned
         self._logger.info("pruned bundle", trust_domain=trust_domain.name)
         return True
 
@@ -737,7 +654,7 @@ class MemoryDataStore:
         self, relationship: FederationRelationship, mask: frozenset[str] | None = None
     ) -> FederationRelationship:
         self._require_open()
-        fields = _check_mask(mask, FEDERATION_RELATIONSHIP_MASK_FIELDS, "federation relationship")
+        fields = check_mask(mask, FEDERATION_RELATIONSHIP_MASK_FIELDS, "federation relationship")
         current = self._relationship(relationship.trust_domain)
         updated = replace(current, **{name: getattr(relationship, name) for name in fields})
         self._relationships[relationship.trust_domain] = updated

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pyspire_datastore_sqlite import SqliteDataStore, SqliteDataStoreConfig
-from pyspire_datastore_sqlite.codec import selectors_hash, to_micros
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.stored_records import selectors_hash, to_micros
 from pyspire_sdk.testing import make_host_services
 
 RUNS = 3

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -53,8 +54,10 @@ from pyspire.catalog import (
 )
 from pyspire.catalog.host import host_services_for
 from pyspire.config import AgentConfig, LoadedConfig, read_join_token
+from pyspire.tasks import run_services
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import CACHE_ENTRIES, CACHE_X509_SVIDS, PrometheusMetrics
+from pyspire.waiting import run_until
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import PermissionDeniedError, PluginError, PyspireError
 from pyspire_sdk.files import make_private_directory
@@ -80,6 +83,49 @@ def with_join_token(plugins: Mapping[str, object], token: str | None) -> Mapping
         **plugins,
         "node_attestor": {**attestors, "join_token": {**table, "token": token}},
     }
+
+
+@dataclass(frozen=True)
+class _Plugins:
+    """The configured plugins the agent works with."""
+
+    key_manager: NodeKeyManager
+    attestor_name: str
+    attestor: AgentNodeAttestor
+    workload_attestors: tuple[tuple[str, WorkloadAttestor], ...]
+    svid_stores: Mapping[str, SvidStore]
+
+
+def _configured_plugins(catalog: Catalog) -> _Plugins:
+    """The catalog's plugins as the agent needs them; refuses a key manager whose keys are not
+    in this process."""
+    key_manager = catalog.one(AGENT_KEY_MANAGER)
+    if not isinstance(key_manager, PrivateKeyExport):
+        raise PluginError(
+            "agent.plugins.key_manager: the agent needs a key manager that holds its "
+            "keys in this process (memory or disk), since TLS needs the SVID key itself"
+        )
+    attestor = catalog.one_named(AGENT_NODE_ATTESTOR)
+    return _Plugins(
+        key_manager=key_manager,
+        attestor_name=attestor.name,
+        attestor=attestor.instance,
+        workload_attestors=tuple(
+            (plugin.name, plugin.instance) for plugin in catalog.chain(WORKLOAD_ATTESTORS)
+        ),
+        svid_stores={plugin.name: plugin.instance for plugin in catalog.chain(SVID_STORES)},
+    )
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What serves workloads once the agent has an identity."""
+
+    cache: WorkloadCache
+    sync: SyncManager
+    delivery: SvidStoreDelivery
+    svid_store: WorkloadSvidStore
+    debug: DebugService
 
 
 class AgentRuntime:
@@ -143,17 +189,7 @@ class AgentRuntime:
             ) as self.telemetry,
             Catalog.open(plan, host_for=self._host_for) as catalog,
         ):
-            key_manager = catalog.one(AGENT_KEY_MANAGER)
-            if not isinstance(key_manager, PrivateKeyExport):
-                raise PluginError(
-                    "agent.plugins.key_manager: the agent needs a key manager that holds its "
-                    "keys in this process (memory or disk), since TLS needs the SVID key itself"
-                )
-            attestor = catalog.one_named(AGENT_NODE_ATTESTOR)
-            workload_attestors = [
-                (plugin.name, plugin.instance) for plugin in catalog.chain(WORKLOAD_ATTESTORS)
-            ]
-            svid_stores = {plugin.name: plugin.instance for plugin in catalog.chain(SVID_STORES)}
+            configured = _configured_plugins(catalog)
             client = ServerClient(
                 trust_domain=settings.trust_domain,
                 address=settings.server_address,
@@ -161,27 +197,42 @@ class AgentRuntime:
                 bundle=None,
             )
             try:
-                await self._serve(
-                    client,
-                    attestor.name,
-                    attestor.instance,
-                    key_manager,
-                    workload_attestors,
-                    svid_stores,
-                )
+                await self._serve(client, configured)
             finally:
                 await client.close()
         self._log.info("agent stopped")
 
-    async def _serve(
-        self,
-        client: ServerClient,
-        attestor_name: str,
-        attestor: AgentNodeAttestor,
-        key_manager: NodeKeyManager,
-        workload_attestors: list[tuple[str, WorkloadAttestor]],
-        svid_stores: Mapping[str, SvidStore],
-    ) -> None:
+    async def _serve(self, client: ServerClient, plugins: _Plugins) -> None:
+        """Get an identity, then serve workloads until :meth:`stop`."""
+        identity = await self._start_identity(client, plugins)
+        if identity is None:
+            self._log.info("agent stopped before it had an identity")
+            return
+        cache = self._start_cache(client, identity)
+        try:
+            parts = await self._start_parts(client, plugins, identity, cache)
+            await self._restore_or_sync(parts)
+            async with self._endpoints(parts, plugins):
+                self.ready.set()
+                self.readiness.serving = True
+                await run_services(
+                    {
+                        "agent-svid": identity.run,
+                        "sync": partial(self._sync, parts.sync, identity),
+                        "svid-expiry": cache.run,
+                        "keep-svids": partial(self._keep_svids, cache, parts.svid_store),
+                        "bundle": partial(self._follow_bundle, cache, identity),
+                        "svid-stores": parts.delivery.run,
+                    },
+                    stop=self._stop,
+                    stopping=self._stopping,
+                )
+        finally:
+            await cache.close()
+
+    async def _start_identity(self, client: ServerClient, plugins: _Plugins) -> NodeIdentity | None:
+        """The node identity, resumed from ``data_dir`` or attested; None when a stop request
+        came first (attestation waits out a server that is away or busy, indefinitely)."""
         settings = self.settings
 
         async def bootstrap() -> BootstrapTrust:
@@ -189,21 +240,24 @@ class AgentRuntime:
 
         identity = NodeIdentity(
             client=client,
-            attestor_name=attestor_name,
-            attestor=attestor,
-            key_manager=key_manager,
+            attestor_name=plugins.attestor_name,
+            attestor=plugins.attestor,
+            key_manager=plugins.key_manager,
             store=AgentStateStore(settings.data_dir, settings.trust_domain),
             bootstrap=bootstrap,
             clock=self._clock,
         )
-        if not await self._until_stopped(identity.start()):
-            self._log.info("agent stopped before it had an identity")
-            return
+        if not await run_until(self._stop, identity.start):
+            return None
         self.identity = self.readiness.identity = identity
         self._warn_if_join_token_unused(identity)
         self._log.info("agent identity ready", spiffe_id=str(identity.spiffe_id))
+        return identity
+
+    def _start_cache(self, client: ServerClient, identity: NodeIdentity) -> WorkloadCache:
+        """The workload cache, measured, and cleared when the server revokes the agent."""
         cache = WorkloadCache(
-            client, self._clock, x509_svid_cache_max_size=settings.x509_svid_cache_max_size
+            client, self._clock, x509_svid_cache_max_size=self.settings.x509_svid_cache_max_size
         )
         self.cache = self.readiness.cache = cache
         self.metrics.gauge(CACHE_X509_SVIDS, lambda: cache.svid_count)
@@ -218,8 +272,19 @@ class AgentRuntime:
                 cache.clear()
 
         identity.add_listener(stop_serving_when_revoked)
-        stored_targets = StoredTargetsFile(settings.data_dir)
-        stored = StoredSvidCache(svid_stores, self._clock, delivered=await stored_targets.load())
+        return cache
+
+    async def _start_parts(
+        self,
+        client: ServerClient,
+        plugins: _Plugins,
+        identity: NodeIdentity,
+        cache: WorkloadCache,
+    ) -> _Parts:
+        """The sync manager, SVID store delivery, workload SVID storage and debug service."""
+        settings = self.settings
+        targets = StoredTargetsFile(settings.data_dir)
+        stored = StoredSvidCache(plugins.svid_stores, self._clock, delivered=await targets.load())
         sync = SyncManager(
             client,
             cache,
@@ -229,75 +294,56 @@ class AgentRuntime:
             stored=stored,
             metrics=self.metrics,
         )
-        delivery = SvidStoreDelivery(stored, svid_stores, self._clock, targets=stored_targets)
-        debug = DebugService(
-            AgentStatus(identity, cache, stored, sync, self._clock, self._started_at)
+        status = AgentStatus(identity, cache, stored, sync, self._clock, self._started_at)
+        return _Parts(
+            cache=cache,
+            sync=sync,
+            delivery=SvidStoreDelivery(stored, plugins.svid_stores, self._clock, targets=targets),
+            svid_store=WorkloadSvidStore(
+                settings.data_dir, identity.spiffe_id, plugins.key_manager
+            ),
+            debug=DebugService(status),
         )
-        svid_store = WorkloadSvidStore(settings.data_dir, identity.spiffe_id, key_manager)
-        try:
-            kept = await svid_store.load(self._clock.now())
-            if kept is not None:
-                restored = cache.restore(kept)
-                self._log.info(
-                    "serving the workload svids kept by the last run; syncing in the background",
-                    svids=restored,
-                    entries=len(kept.entries),
-                )
-            else:
-                await self._first_sync(sync)
-            service = WorkloadApiService(
-                cache, WorkloadAttestation(workload_attestors), self._clock
-            )
-            async with contextlib.AsyncExitStack() as endpoints:
-                await endpoints.enter_async_context(
-                    WorkloadEndpoint(
-                        settings.socket_path,
-                        service,
-                        health=AgentHealthService(self.readiness.checks()),
-                        metrics=self.metrics,
-                    )
-                )
-                if settings.admin_socket_path is not None:
-                    await endpoints.enter_async_context(
-                        AdminEndpoint(settings.admin_socket_path, [debug])
-                    )
-                self.ready.set()
-                self.readiness.serving = True
-                async with asyncio.TaskGroup() as group:
-                    tasks = [
-                        group.create_task(identity.run(), name="agent-svid"),
-                        group.create_task(self._sync(sync, identity), name="sync"),
-                        group.create_task(cache.run(), name="svid-expiry"),
-                        group.create_task(self._keep_svids(cache, svid_store), name="keep-svids"),
-                        group.create_task(self._follow_bundle(cache, identity), name="bundle"),
-                        group.create_task(delivery.run(), name="svid-stores"),
-                    ]
-                    await self._stop.wait()
-                    self.readiness.serving = False
-                    self._log.info("agent stopping")
-                    for task in tasks:
-                        task.cancel()
-        finally:
-            await cache.close()
 
-    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
-        """Run ``work`` unless :meth:`stop` comes first (then cancel it); True when it ran to
-        the end. Start-up retries a busy or absent server indefinitely, so it must yield to a
-        stop request."""
-        task = asyncio.ensure_future(work)
-        stopping = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in (task, stopping):
-                if not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pending
-        if task.cancelled():
-            return False
-        task.result()
-        return True
+    async def _restore_or_sync(self, parts: _Parts) -> None:
+        """Serve the workload SVIDs the last run kept, or else sync once before serving."""
+        kept = await parts.svid_store.load(self._clock.now())
+        if kept is None:
+            await self._first_sync(parts.sync)
+            return
+        restored = parts.cache.restore(kept)
+        self._log.info(
+            "serving the workload svids kept by the last run; syncing in the background",
+            svids=restored,
+            entries=len(kept.entries),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _endpoints(self, parts: _Parts, plugins: _Plugins) -> AsyncIterator[None]:
+        """The Workload API socket (with the health service) and, when configured, the admin
+        socket, open while the block runs."""
+        settings = self.settings
+        service = WorkloadApiService(
+            parts.cache, WorkloadAttestation(plugins.workload_attestors), self._clock
+        )
+        async with contextlib.AsyncExitStack() as endpoints:
+            await endpoints.enter_async_context(
+                WorkloadEndpoint(
+                    settings.socket_path,
+                    service,
+                    health=AgentHealthService(self.readiness.checks()),
+                    metrics=self.metrics,
+                )
+            )
+            if settings.admin_socket_path is not None:
+                await endpoints.enter_async_context(
+                    AdminEndpoint(settings.admin_socket_path, [parts.debug])
+                )
+            yield
+
+    async def _stopping(self) -> None:
+        self.readiness.serving = False
+        self._log.info("agent stopping")
 
     def _warn_if_join_token_unused(self, identity: NodeIdentity) -> None:
         """A join token given to an agent that resumed another identity is not used: say so

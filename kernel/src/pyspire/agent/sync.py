@@ -16,13 +16,14 @@ Failure handling:
 - one item the server refuses does not stop the others; it is logged with the server's reason
   and retried at the next sync;
 - :class:`~pyspire_sdk.errors.UnavailableError` keeps the cache as it is (SVIDs are still
-  dropped when they expire) and retries after 1 s, 2 s, 4 s, ... up to the sync interval, never
-  longer, each delay shortened by up to :data:`RETRY_JITTER` at random so that agents do not
-  retry in step. So the agent is back in sync within about one interval of the server's return,
-  however long it was away, while a server that is down sees no more than one attempt per
-  interval from each agent (SPIRE backs off to 8 minutes instead, which leaves workloads on
-  expiring SVIDs long after the server is back). The state change (lost, regained) is logged
-  once, not every attempt; demand does not cut a retry delay short;
+  dropped when they expire) and retries by the one retry policy (:mod:`pyspire_sdk.backoff`)
+  after 1 s, 2 s, 4 s, ... up to the sync interval, never longer, each delay shortened by up
+  to :data:`RETRY_JITTER` at random so that agents do not retry in step. So the agent is
+  back in sync within about one interval of the server's return, however long it was away,
+  while a server that is down sees no more than one attempt per interval from each agent
+  (SPIRE backs off to 8 minutes instead, which leaves workloads on expiring SVIDs long after
+  the server is back). The state change (lost, regained) is logged once, not every attempt;
+  demand does not cut a retry delay short;
 - :class:`~pyspire_sdk.errors.PermissionDeniedError` means the server no longer accepts this
   agent (banned, evicted): identities are cleared, the error is logged and raised, and the
   manager stops syncing.
@@ -57,6 +58,7 @@ from pyspire.agent.stored_svids import StoredSvidCache
 from pyspire.telemetry.metrics import AGENT_SYNC, PrometheusMetrics
 from pyspire.transport.calls import counted
 from pyspire.waiting import sleep_or_wake
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
@@ -128,9 +130,11 @@ class SyncManager:
         self._csr_batch = csr_batch
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._rng = rng if rng is not None else random.SystemRandom()
+        self._retries = Backoff(
+            BackoffPolicy(initial=min(RETRY_START, seconds), maximum=seconds, jitter=RETRY_JITTER),
+            rng=rng,
+        )
         self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_agent")
-        self._failures = 0
         self._retry_delay = 0.0
         self._last_success: datetime | None = None
         self._denied: PermissionDeniedError | None = None
@@ -146,13 +150,13 @@ class SyncManager:
     @property
     def consecutive_failures(self) -> int:
         """Syncs that failed in a row since the last one that succeeded."""
-        return self._failures
+        return self._retries.failures
 
     @property
     def next_delay(self) -> float:
         """Seconds :meth:`run` waits before the next attempt: the interval, or the retry delay
         (never longer than the interval)."""
-        if self._failures == 0:
+        if self._retries.failures == 0:
             return self._interval
         return self._retry_delay
 
@@ -243,7 +247,7 @@ class SyncManager:
         """Wait ``delay`` seconds, minting on demand meanwhile while the server answers."""
         deadline = self._clock.now() + timedelta(seconds=delay)
         while (remaining := (deadline - self._clock.now()).total_seconds()) > 0:
-            if self._failures:
+            if self._retries.failures:
                 await self._clock.sleep(remaining)
                 break
             if not await sleep_or_wake(self._clock, remaining, self._wake):
@@ -261,13 +265,9 @@ class SyncManager:
         )
 
     def _failed(self, error: Exception) -> None:
-        self._failures += 1
-        # Doubling from RETRY_START up to the interval; the exponent is bounded so the float
-        # never overflows.
-        delay = min(self._interval, RETRY_START * 2.0 ** min(self._failures - 1, 64))
-        self._retry_delay = delay * (1.0 - RETRY_JITTER * self._rng.random())
+        self._retry_delay = self._retries.failed()
         self._cache.set_server_away(True)
-        if self._failures == 1:
+        if self._retries.failures == 1:
             _log.warning(
                 "sync with the server failed; keeping cached identities, retrying with backoff",
                 error=str(error),
@@ -279,14 +279,14 @@ class SyncManager:
             _log.debug(
                 "sync with the server failed again",
                 error=str(error),
-                failures=self._failures,
+                failures=self._retries.failures,
                 retry_in=self.next_delay,
             )
 
     def _succeeded(self) -> None:
-        if self._failures:
-            _log.info("sync with the server restored", failed_attempts=self._failures)
-        self._failures = 0
+        if self._retries.failures:
+            _log.info("sync with the server restored", failed_attempts=self._retries.failures)
+        self._retries.succeeded()
         self._last_success = self._clock.now()
         self._cache.set_server_away(False)
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ITEMS", "batched", "send_pipelined"]
 
-import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 ItemT = TypeVar("ItemT")
 ReplyT = TypeVar("ReplyT")
@@ -75,29 +77,63 @@ async def send_pipelined(
 
     The first failing call raises its error once the answers before it were handled; calls
     still in flight are cancelled (what they did on the server is done, and unknown here).
+    The calls run in one task group, ended before this returns.
     """
     if window < 1:
         raise ValueError("window must be at least 1")
-    pending: deque[tuple[Sequence[ItemT], asyncio.Future[ReplyT]]] = deque()
-    source = iter(batches)
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(pending) < window:
-                batch = next(source, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                pending.append((batch, asyncio.ensure_future(call(batch))))
-                # Let the call start (send its request) before the next batch is measured.
-                await asyncio.sleep(0)
-            if not pending:
-                return
-            batch, reply = pending.popleft()
-            handle(batch, await reply)
-    finally:
-        for _, reply in pending:
-            reply.cancel()
-        for _, reply in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reply
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        try:
+            await _in_order(group, iter(batches), call, handle, window)
+        except Exception as error:  # raised below, once the calls in flight are cancelled
+            failure = error
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _in_order(
+    group: TaskGroup,
+    batches: Iterator[Sequence[ItemT]],
+    call: Callable[[Sequence[ItemT]], Awaitable[ReplyT]],
+    handle: Callable[[Sequence[ItemT], ReplyT], None],
+    window: int,
+) -> None:
+    pending: deque[tuple[Sequence[ItemT], _Reply[ReplyT]]] = deque()
+    while True:
+        while len(pending) < window and (batch := next(batches, None)) is not None:
+            reply: _Reply[ReplyT] = _Reply()
+            group.start_soon(reply.fill, call, batch)
+            pending.append((batch, reply))
+            # Let the call start (send its request) before the next batch is measured.
+            await anyio.lowlevel.checkpoint()
+        if not pending:
+            return
+        batch, reply = pending.popleft()
+        handle(batch, await reply.get())
+
+
+class _Reply(Generic[ReplyT]):
+    """The answer to one call, or its failure, kept by the task that makes the call until the
+    answers before it were handled."""
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._answer: list[ReplyT] = []
+        self._failure: Exception | None = None
+
+    async def fill(
+        self, call: Callable[[Sequence[ItemT]], Awaitable[ReplyT]], batch: Sequence[ItemT]
+    ) -> None:
+        try:
+            self._answer.append(await call(batch))
+        except Exception as error:  # handed over in order, by get()
+            self._failure = error
+        finally:
+            self._done.set()
+
+    async def get(self) -> ReplyT:
+        await self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+        return self._answer[0]

@@ -27,10 +27,12 @@ __all__ = ["RegistryCache"]
 import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
+from functools import partial
 
 import structlog
 
 from pyspire.registry.authorized import AuthorizedEntriesIndex
+from pyspire.tasks import all_of
 from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
@@ -274,7 +276,7 @@ class RegistryCache:
         get_entry = self._datastore.get_entry
         for start in range(0, len(ids), _FETCH_CONCURRENCY):
             chunk = ids[start : start + _FETCH_CONCURRENCY]
-            found = await asyncio.gather(*(get_entry(entry_id) for entry_id in chunk))
+            found = await all_of([partial(get_entry, entry_id) for entry_id in chunk])
             for entry_id, entry in zip(chunk, found, strict=True):
                 if entry is None:
                     self._index.remove_entry(entry_id)
@@ -295,6 +297,6 @@ class RegistryCache:
         get_selectors = self._datastore.get_node_selectors
         for start in range(0, len(agents), _FETCH_CONCURRENCY):
             chunk = agents[start : start + _FETCH_CONCURRENCY]
-            found = await asyncio.gather(*(get_selectors(agent_id) for agent_id in chunk))
+            found = await all_of([partial(get_selectors, agent_id) for agent_id in chunk])
             for agent_id, selectors in zip(chunk, found, strict=True):
                 self._index.set_node_selectors(agent_id, selectors)

@@ -366,9 +366,26 @@ def validate_entry(
         raise InvalidArgumentError(
             f"mask names unknown or read-only fields: {', '.join(sorted(unknown))}"
         )
-    selectors = entry.selectors
-    dns_names = entry.dns_names
-    federates_with = entry.federates_with
+    normalised = _checked_fields(entry, fields, trust_domain, now)
+    if not isinstance(entry.id, str):
+        raise InvalidArgumentError(f"id must be a string, found {type(entry.id).__name__}")
+    if normalised == (entry.selectors, entry.dns_names, entry.federates_with):
+        return entry
+    selectors, dns_names, federates_with = normalised
+    return dataclasses.replace(
+        entry, selectors=selectors, dns_names=dns_names, federates_with=federates_with
+    )
+
+
+def _checked_fields(
+    entry: RegistrationEntry,
+    fields: frozenset[str],
+    trust_domain: TrustDomain,
+    now: datetime | None,
+) -> tuple[tuple[Selector, ...], tuple[str, ...], tuple[TrustDomain, ...]]:
+    """Check the ``fields`` of ``entry`` in a fixed order (the first at fault is named); its
+    selectors, DNS names and federated trust domains, normalised when checked."""
+    selectors, dns_names, federates_with = entry.selectors, entry.dns_names, entry.federates_with
     if "parent_id" in fields:
         _check_parent_id(entry.parent_id, trust_domain)
     if "spiffe_id" in fields:
@@ -390,14 +407,4 @@ def validate_entry(
     for flag in ("admin", "downstream", "store_svid"):
         if flag in fields:
             _check_flag(flag, getattr(entry, flag))
-    if not isinstance(entry.id, str):
-        raise InvalidArgumentError(f"id must be a string, found {type(entry.id).__name__}")
-    if (selectors, dns_names, federates_with) == (
-        entry.selectors,
-        entry.dns_names,
-        entry.federates_with,
-    ):
-        return entry
-    return dataclasses.replace(
-        entry, selectors=selectors, dns_names=dns_names, federates_with=federates_with
-    )
+    return selectors, dns_names, federates_with

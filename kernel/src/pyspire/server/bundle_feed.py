@@ -29,9 +29,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
 import structlog
 
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.backoff import BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -93,18 +93,12 @@ class BundleFeed:
         return bundle
 
     async def run(self) -> None:
-        """Read the bundle whenever woken or every refresh interval, until cancelled."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._tick)
-            while True:
-                await self._woken.wait()
-                self._woken.clear()
-                await self._check()
-
-    async def _tick(self) -> None:
+        """Read the bundle whenever woken, and at the latest a refresh interval after the last
+        read, until cancelled."""
         while True:
-            await self._clock.sleep(self._refresh.total_seconds())
-            self._woken.set()
+            await sleep_or_wake(self._clock, self._refresh.total_seconds(), self._woken)
+            self._woken.clear()
+            await self._check()
 
     async def _check(self) -> None:
         try:

@@ -66,10 +66,9 @@ class ServerIdentity:
             raise RuntimeError("server SVID not minted yet")
         return self._svid
 
-    def ca_changed(self) -> Awaitable[None]:
+    async def ca_changed(self) -> None:
         """CA listener: mint again soon (the run loop does it, off the CA's own call path)."""
         self._changed.set()
-        return asyncio.sleep(0)
 
     async def rotate(self) -> None:
         """Mint a new server SVID and serve new TLS connections with it."""

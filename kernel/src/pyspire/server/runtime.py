@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import anyio
 import grpclib.server
 import structlog
 
@@ -52,6 +50,7 @@ from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.notifications import BundleNotifications
 from pyspire.server.publishing import BundlePublishing
 from pyspire.server.readiness import ServerReadiness
+from pyspire.tasks import Service, run_services
 from pyspire.telemetry.audit import AuditLog
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import PrometheusMetrics
@@ -84,10 +83,6 @@ DRAIN_TIMEOUT = 5.0
 REGISTRY_REFRESH = timedelta(seconds=1)
 PRUNE_INTERVAL = timedelta(hours=1)
 CHANGE_EVENT_RETENTION = timedelta(hours=12)
-
-
-_Service = Callable[[], Coroutine[Any, Any, None]]
-"""A background service of the server: runs until cancelled."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +230,7 @@ class ServerRuntime:
         self.readiness.datastore, self.readiness.ca = datastore, ca
         return _Core(datastore=datastore, feed=feed, composition=composition, ca=ca)
 
-    async def _start_bundle_delivery(self, catalog: Catalog, core: _Core) -> dict[str, _Service]:
+    async def _start_bundle_delivery(self, catalog: Catalog, core: _Core) -> dict[str, Service]:
         """Tell the notifiers of the loaded bundle (any may veto the start) and hand it to the
         publishers; the background services that deliver its later changes, by name."""
         notifications = BundleNotifications(
@@ -354,19 +349,18 @@ class ServerRuntime:
         finally:
             await _close(tcp)
 
-    async def _run_background(self, in_flight: InFlight, services: Mapping[str, _Service]) -> None:
+    async def _run_background(self, in_flight: InFlight, services: Mapping[str, Service]) -> None:
         """Run ``services`` in one task group until :meth:`stop` (or the first failure, which
         cancels the rest and is raised); a stop drains in-flight calls for a bounded time first."""
-        async with anyio.create_task_group() as group:
-            for name, service in services.items():
-                group.start_soon(service, name=name)
-            await self._stop.wait()
+
+        async def stopping() -> None:
             self.readiness.serving = False
             self._log.info("server stopping", in_flight=in_flight.count)
             drained = await in_flight.drain(DRAIN_TIMEOUT)
             if not drained:
                 self._log.warning("in-flight calls cut short", in_flight=in_flight.count)
-            group.cancel_scope.cancel()
+
+        await run_services(services, stop=self._stop, stopping=stopping)
 
     async def _prune(self, datastore: DataStore) -> None:
         while True:

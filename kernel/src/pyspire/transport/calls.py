@@ -38,6 +38,8 @@ from pyspire.transport.messages import (
     checked_request_type,
     guard_request_frames,
 )
+from pyspire.waiting import sleep_or_wake
+from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -53,6 +55,8 @@ _current_stream: ContextVar[grpclib.server.Stream[Any, Any]] = ContextVar("pyspi
 _current_caller: ContextVar[object] = ContextVar("pyspire_caller")
 
 _log = structlog.get_logger("pyspire.transport.calls")
+
+_REAL_TIME = SystemClock()
 
 
 _STATUS_BY_ERROR: tuple[tuple[type[PyspireError], grpclib.const.Status], ...] = (
@@ -155,14 +159,10 @@ class InFlight:
             self._idle.set()
 
     async def drain(self, grace: float) -> bool:
-        """Refuse new calls and wait up to ``grace`` seconds for running ones; True when
-        every call finished."""
+        """Refuse new calls and wait up to ``grace`` real seconds (a bound on I/O, not on the
+        process's clock) for running ones; True when every call finished."""
         self.draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
-            return False
-        return True
+        return await sleep_or_wake(_REAL_TIME, grace, self._idle)
 
 
 class WithCallContext:

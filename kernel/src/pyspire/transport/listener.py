@@ -81,9 +81,15 @@ class GuardedListener:
         self._server: asyncio.Server | None = None
         self.connections: set[_GuardedConnection] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._log = (logger or structlog.get_logger("pyspire.transport")).bind(listener=name)
         self._refused = 0
         self._refusal_logged_at: float | None = None
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called: a connection whose protocol starts now is closed."""
+        return self._closing
 
     @property
     def sockets(self) -> Sequence[Any]:
@@ -99,7 +105,10 @@ class GuardedListener:
         return self
 
     def close(self) -> None:
-        """Stop accepting, end handshakes in progress and close every connection."""
+        """Stop accepting, end handshakes in progress and close every connection (one accepted
+        just before, whose protocol starts only now, is closed as it starts, before any
+        handshake task)."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in self._handshakes:
@@ -108,7 +117,8 @@ class GuardedListener:
             connection.abort()
 
     async def wait_closed(self) -> None:
-        if self._handshakes:
+        """Return once every handshake task has ended and the server has closed."""
+        while self._handshakes:
             await asyncio.gather(*self._handshakes, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
@@ -131,10 +141,17 @@ class GuardedListener:
     def start_handshake(
         self, connection: _GuardedConnection, raw: asyncio.Transport, tls: ssl.SSLContext
     ) -> None:
-        """Run the connection's TLS handshake in a task this listener owns."""
+        """Run the connection's TLS handshake in a task this listener owns: :meth:`close`
+        cancels it and :meth:`wait_closed` waits for it."""
         task = asyncio.get_running_loop().create_task(connection.handshake(raw, tls))
         self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
+        task.add_done_callback(self._handshake_ended)
+
+    def _handshake_ended(self, task: asyncio.Task[None]) -> None:
+        self._handshakes.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._log.error("tls handshake task failed", exc_info=error)
 
 
 def _address_of(transport: asyncio.BaseTransport) -> str:
@@ -166,6 +183,9 @@ class _GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         listener = self._listener
+        if listener.closing:
+            transport.abort()
+            return
         address = _address_of(transport)
         admitted = listener.counts.admit(address)
         if isinstance(admitted, Refused):

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpclib.const
@@ -90,48 +91,46 @@ def guard_request_frames(
     read = getattr(inner, "recv_data", None)
     if read is None:
         raise RuntimeError("grpclib stream has no recv_data: the request guard needs updating")
-    expected_body: int | None = None
-    messages = 0
-    deadline = asyncio.get_running_loop().time() + first_message_timeout
+    guard = _FrameGuard(read, limit=limit, unary=unary, first_message_timeout=first_message_timeout)
+    inner.recv_data = guard.recv_data  # type: ignore[union-attr]
 
-    async def read_in_time(size: int) -> bytes:
-        if messages:
-            data: bytes = await read(size)
-            return data
-        try:
-            async with asyncio.timeout_at(deadline):
-                data = await read(size)
-        except TimeoutError:
-            raise GRPCError(
-                grpclib.const.Status.DEADLINE_EXCEEDED,
-                f"the request message did not arrive within {first_message_timeout:g}s",
-            ) from None
-        return data
 
-    async def read_exactly(size: int, what: str) -> bytes:
-        try:
-            data = await read_in_time(size)
-        except AssertionError:
-            # grpclib's buffer asserts when the stream ends with fewer bytes than asked for.
-            raise _malformed(f"the stream ended inside the {what}") from None
-        if size and not data and what == "message":
-            raise _malformed("the stream ended inside the message")
-        return data
+class _FrameGuard:
+    """The checks of :func:`guard_request_frames` for one stream, in front of its reads."""
 
-    async def guarded(size: int) -> bytes:
-        nonlocal expected_body, messages
-        if expected_body is not None:
-            if size != expected_body:
-                raise RuntimeError("grpclib read a message body of an unexpected size")
-            expected_body = None
-            body = await read_exactly(size, "message")
-            messages += 1
-            return body
+    def __init__(
+        self,
+        read: Callable[[int], Awaitable[bytes]],
+        *,
+        limit: int,
+        unary: bool,
+        first_message_timeout: float,
+    ) -> None:
+        self._read = read
+        self._limit = limit
+        self._unary = unary
+        self._first_message_timeout = first_message_timeout
+        self._deadline = asyncio.get_running_loop().time() + first_message_timeout
+        self._expected_body: int | None = None
+        self._messages = 0
+
+    async def recv_data(self, size: int) -> bytes:
+        """What grpclib reads: a message prefix, checked, or the body it announced."""
+        if self._expected_body is None:
+            return await self._prefix(size)
+        if size != self._expected_body:
+            raise RuntimeError("grpclib read a message body of an unexpected size")
+        self._expected_body = None
+        body = await self._read_exactly(size, "message")
+        self._messages += 1
+        return body
+
+    async def _prefix(self, size: int) -> bytes:
         if size != _PREFIX_BYTES:
             raise RuntimeError("grpclib read a message prefix of an unexpected size")
-        prefix = await read_exactly(size, "message prefix")
+        prefix = await self._read_exactly(size, "message prefix")
         if not prefix:
-            if unary and messages == 0:
+            if self._unary and self._messages == 0:
                 raise _malformed("the call carries no request message")
             return prefix
         flag = prefix[0]
@@ -142,15 +141,35 @@ def guard_request_frames(
         if flag != 0:
             raise _malformed(f"the compressed flag is {flag}, not 0 or 1")
         length = int.from_bytes(prefix[1:], "big")
-        if length > limit:
+        if length > self._limit:
             raise GRPCError(
                 grpclib.const.Status.RESOURCE_EXHAUSTED,
-                f"request message of {length} bytes is larger than the {limit} bytes allowed",
+                f"request message of {length} bytes is larger than the {self._limit} bytes allowed",
             )
-        expected_body = length
+        self._expected_body = length
         return prefix
 
-    inner.recv_data = guarded  # type: ignore[union-attr]
+    async def _read_exactly(self, size: int, what: str) -> bytes:
+        try:
+            data = await self._read_in_time(size)
+        except AssertionError:
+            # grpclib's buffer asserts when the stream ends with fewer bytes than asked for.
+            raise _malformed(f"the stream ended inside the {what}") from None
+        if size and not data and what == "message":
+            raise _malformed("the stream ended inside the message")
+        return data
+
+    async def _read_in_time(self, size: int) -> bytes:
+        if self._messages:
+            return await self._read(size)
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await self._read(size)
+        except TimeoutError:
+            raise GRPCError(
+                grpclib.const.Status.DEADLINE_EXCEEDED,
+                f"the request message did not arrive within {self._first_message_timeout:g}s",
+            ) from None
 
 
 def checked_request_type(request_type: type[Any]) -> type[Any]:

@@ -141,6 +141,7 @@ class ChallengeAttestor:
     def __init__(self, trust_domain: TrustDomain = TD) -> None:
         self.trust_domain = trust_domain
         self.calls = 0
+        self.cancelled = 0
 
     async def configure(self, config: object, host: HostServices) -> None:
         return None
@@ -150,7 +151,11 @@ class ChallengeAttestor:
 
     async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
         self.calls += 1
-        answer = await challenge(b"reverse:" + payload)
+        try:
+            answer = await challenge(b"reverse:" + payload)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         if answer != payload[::-1]:
             raise PermissionDeniedError("challenge answer is wrong")
         return AttestationResult(

@@ -244,6 +244,18 @@ async def test_an_agent_that_leaves_mid_challenge(agent_service: AgentService) -
         )
 
 
+async def test_the_attestor_ends_with_a_stream_closed_mid_challenge(
+    agent_service: AgentService, challenge_attestor: ChallengeAttestor
+) -> None:
+    caller(CallerKind.ANY)
+    requests = Requests()
+    responses = agent_service.attest_agent(requests)
+    requests.put(params("challenge", b"node-1", make_csr()))
+    assert (await anext(responses)).challenge == b"reverse:node-1"
+    await responses.aclose()  # the agent hung up: the stream is closed at its yield
+    assert challenge_attestor.cancelled == 1, "the attestor was cancelled and awaited"
+
+
 async def test_a_banned_agent_cannot_attest_again(
     context: ServerContext, agent_service: AgentService
 ) -> None:

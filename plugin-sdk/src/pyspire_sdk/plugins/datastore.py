@@ -46,6 +46,7 @@ __all__ = [
     "BundlePage",
     "ChangeEvent",
     "ChangeKind",
+    "CopyableDataStore",
     "DataStore",
     "EntryFilter",
     "EntryPage",
@@ -576,6 +577,25 @@ class DataStore(Plugin, Protocol):
 
     async def prune_change_events(self, before: datetime) -> int:
         """Delete events created before ``before``; return how many."""
+        ...
+
+
+@runtime_checkable
+class CopyableDataStore(Protocol):
+    """What a datastore offers, beyond :class:`DataStore`, to be copied to or from another one
+    (``pyspire-server datastore copy``). Optional: a datastore without it runs a server all
+    the same, and the copy command refuses it by name."""
+
+    async def list_join_tokens(self) -> list[JoinToken]:
+        """Every stored join token, expired ones included, ordered by value."""
+        ...
+
+    async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
+        """Store entries exactly as given, ``id``, ``created_at`` and ``revision_number``
+        included, replacing any stored entry with the same id, in one transaction; each
+        written entry gets an ``ENTRY`` change event. Raises (writing nothing) what
+        :meth:`DataStore.create_entries` reports for an invalid item, or
+        ``InvalidArgumentError`` for an item without an id or ``created_at``."""
         ...
 
 

@@ -48,6 +48,7 @@ from pyspire_sdk.model import (
 from pyspire_sdk.plugins.datastore import (
     BundleDeleteMode,
     ChangeKind,
+    CopyableDataStore,
     DataStore,
     EntryFilter,
     FailedPreconditionError,
@@ -1381,6 +1382,62 @@ class DataStoreContract:
         assert await datastore.last_change_event_id() == last
         await datastore.create_entry(_entry("/w4"))
         assert await datastore.last_change_event_id() > last
+
+    # -- copying (optional: CopyableDataStore) ----------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_restore_entries_keeps_every_field(
+        self, datastore: DataStore, fake_clock: FakeClock
+    ) -> None:
+        if not isinstance(datastore, CopyableDataStore):
+            pytest.skip("the datastore does not offer CopyableDataStore")
+        await self._bundles(datastore, FED_A)
+        moment = datetime(2021, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+        full = _entry(
+            "/restored",
+            "k8s:ns:prod",
+            "unix:uid:0",
+            id="restored-1",
+            created_at=moment,
+            revision_number=7,
+            x509_svid_ttl=60,
+            federates_with=(FED_A,),
+            dns_names=("a.test",),
+            expires_at=moment + timedelta(days=3000),
+            hint="h",
+            admin=True,
+            store_svid=True,
+        )
+        plain = _entry("/plain", id="restored-2", created_at=moment, revision_number=2)
+        before = await datastore.last_change_event_id()
+        await datastore.restore_entries([full, plain])
+        assert await datastore.get_entry("restored-1") == full
+        assert await datastore.list_all_entries() == [full, plain]
+        changed = replace(full, hint="again", revision_number=9)
+        await datastore.restore_entries([changed])
+        assert await datastore.get_entry("restored-1") == changed
+        assert await datastore.count_entries() == 2
+        events = await datastore.list_change_events(before)
+        assert [e.object_id for e in events] == ["restored-1", "restored-2", "restored-1"]
+        with pytest.raises(InvalidArgumentError):
+            await datastore.restore_entries([replace(plain, id="x", federates_with=(FED_B,))])
+        with pytest.raises(InvalidArgumentError):
+            await datastore.restore_entries([replace(plain, created_at=None)])
+        assert await datastore.count_entries() == 2
+
+    @pytest.mark.asyncio
+    async def test_list_join_tokens(self, datastore: DataStore, fake_clock: FakeClock) -> None:
+        if not isinstance(datastore, CopyableDataStore):
+            pytest.skip("the datastore does not offer CopyableDataStore")
+        assert await datastore.list_join_tokens() == []
+        later = fake_clock.now() + timedelta(minutes=5)
+        for value in ("b-token", "a-token", "B-token"):
+            await datastore.create_join_token(JoinToken(value, later))
+        await datastore.consume_join_token("b-token")
+        assert await datastore.list_join_tokens() == [
+            JoinToken("B-token", later),
+            JoinToken("a-token", later),
+        ]
 
     # -- consistency ------------------------------------------------------------------------------
 

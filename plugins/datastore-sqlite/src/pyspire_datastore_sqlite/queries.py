@@ -7,57 +7,25 @@ Only constant SQL text is ever assembled; every value travels as a bound paramet
 
 from __future__ import annotations
 
-__all__ = ["check_mask", "entry_where", "name_page", "node_where", "pk_page", "set_match"]
+__all__ = ["entry_where", "name_page", "node_where", "pk_page", "set_match"]
 
 from collections.abc import Sequence
 from typing import Any
 
-from pyspire_datastore_sqlite.codec import to_micros
-from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugins.datastore import EntryFilter, MatchBehavior, NodeFilter, Page
-from pyspire_sdk.spiffeid import TrustDomain
-
-
-def check_mask(mask: frozenset[str] | None, allowed: frozenset[str], what: str) -> frozenset[str]:
-    """The fields to write: ``allowed`` for no mask, else the mask, which must be a subset."""
-    if mask is None:
-        return allowed
-    unknown = sorted(mask - allowed)
-    if unknown:
-        raise InvalidArgumentError(
-            f"mask names unknown {what} field(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-    return mask
-
-
-def _bad_token(token: str) -> InvalidArgumentError:
-    shown = repr(token) if len(token) <= 64 else f"{token[:64]!r}..."
-    return InvalidArgumentError(f"page token {shown} is not one this datastore gave")
+from pyspire_sdk.stored_records import integer_page_token, name_page_token, to_micros
 
 
 def pk_page(page: Page | None) -> tuple[int, int]:
     """``(after_pk, limit)`` for a page over rows ordered by integer key; limit -1 is all."""
     page = page or Page()
-    after = 0
-    if page.token:
-        # Row keys are SQLite INTEGERs: ASCII digits of at most 2**63 - 1.
-        token = page.token
-        if not (len(token) <= 19 and token.isascii() and token.isdigit() and int(token) < 2**63):
-            raise _bad_token(token)
-        after = int(token)
-    return after, (page.size + 1 if page.size else -1)
+    return integer_page_token(page.token), (page.size + 1 if page.size else -1)
 
 
 def name_page(page: Page | None) -> tuple[str, int]:
     """``(after_name, limit)`` for a page over rows ordered by trust domain name."""
     page = page or Page()
-    if page.token:
-        try:
-            TrustDomain(page.token)
-        except InvalidArgumentError:
-            raise _bad_token(page.token) from None
-    return page.token, (page.size + 1 if page.size else -1)
+    return name_page_token(page.token), (page.size + 1 if page.size else -1)
 
 
 def set_match(

@@ -1,7 +1,8 @@
-"""Rows to records and back: the column lists, list normalization and record assembly.
+"""Rows to records and back: the column lists and record assembly.
 
-Reading builds records from rows already validated when written (see :mod:`.codec`); building
-many at once (:func:`assemble_all_entries`) is tuned for 100,000 entries.
+Reading builds records from rows already validated when written (see
+:class:`pyspire_sdk.stored_records.Decoder`); building many at once
+(:func:`assemble_all_entries`) is tuned for 100,000 entries.
 """
 
 from __future__ import annotations
@@ -9,45 +10,26 @@ from __future__ import annotations
 __all__ = [
     "CHILD_CHUNK",
     "ENTRY_COLUMNS",
-    "KIND_DNS",
-    "KIND_FEDERATES",
-    "KIND_SELECTOR",
     "NODE_COLUMNS",
     "Row",
-    "assemble_all_entries",
-    "assemble_entries",
     "datetime_or_none",
-    "dedupe",
-    "gc_paused",
     "micros_or_none",
     "node_from_row",
     "node_params",
-    "normalize_entry",
     "relationship_from_row",
 ]
 
-import gc
-import threading
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from pyspire_datastore_sqlite.codec import Decoder, from_micros, to_micros
-from pyspire_sdk.clock import utc
-from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import (
     AttestedNode,
     FederationProfile,
     FederationRelationship,
-    RegistrationEntry,
 )
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import TrustDomain
-
-T = TypeVar("T")
+from pyspire_sdk.stored_records import Decoder, from_micros, to_micros
 
 ENTRY_COLUMNS = (
     "pk, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, "
@@ -61,185 +43,17 @@ CHILD_CHUNK = 300
 """Entries whose lists are fetched per query (three IN lists of this size stay far below
 SQLite's limit on bound parameters)."""
 
-KIND_SELECTOR = 0
-KIND_DNS = 1
-KIND_FEDERATES = 2
-
 Row = Sequence[Any]
 
 
-def dedupe(values: Iterable[T]) -> tuple[T, ...]:
-    """The values in their order, each kept at its first occurrence."""
-    return tuple(dict.fromkeys(values))
-
-
 def micros_or_none(moment: datetime | None) -> int | None:
-    """:func:`~.codec.to_micros`, passing ``None`` through."""
+    """:func:`~pyspire_sdk.stored_records.to_micros`, passing ``None`` through."""
     return None if moment is None else to_micros(moment)
 
 
 def datetime_or_none(value: int | None) -> datetime | None:
-    """:func:`~.codec.from_micros`, passing ``None`` through."""
+    """:func:`~pyspire_sdk.stored_records.from_micros`, passing ``None`` through."""
     return None if value is None else from_micros(value)
-
-
-def normalize_entry(entry: RegistrationEntry) -> RegistrationEntry:
-    """The entry as it will be stored (lists without duplicates), or InvalidArgumentError."""
-    if not entry.selectors:
-        raise InvalidArgumentError("entry selectors are empty: an entry needs at least one")
-    if entry.x509_svid_ttl < 0:
-        raise InvalidArgumentError(f"entry x509_svid_ttl {entry.x509_svid_ttl} is negative")
-    if entry.jwt_svid_ttl < 0:
-        raise InvalidArgumentError(f"entry jwt_svid_ttl {entry.jwt_svid_ttl} is negative")
-    return replace(
-        entry,
-        expires_at=None if entry.expires_at is None else utc(entry.expires_at),
-        selectors=dedupe(entry.selectors),
-        dns_names=dedupe(entry.dns_names),
-        federates_with=dedupe(entry.federates_with),
-    )
-
-
-def assemble_entries(rows: Iterable[Row], children: Iterable[Row]) -> list[RegistrationEntry]:
-    """Entries from entry rows and child rows ``(entry_pk, kind, position, a, b)`` that come
-    ordered by entry and position."""
-    decoder = Decoder()
-    selectors: dict[int, list[Selector]] = {}
-    dns_names: dict[int, list[str]] = {}
-    federates: dict[int, list[TrustDomain]] = {}
-    for pk, kind, _position, first, second in children:
-        if kind == KIND_SELECTOR:
-            selectors.setdefault(pk, []).append(decoder.selector(first, second))
-        elif kind == KIND_DNS:
-            dns_names.setdefault(pk, []).append(first)
-        else:
-            federates.setdefault(pk, []).append(decoder.trust_domain(first))
-    return build_entries(decoder, rows, selectors, dns_names, federates)
-
-
-def build_entries(
-    decoder: Decoder,
-    rows: Iterable[Row],
-    selectors: dict[int, list[Selector]],
-    dns_names: dict[int, list[str]],
-    federates: dict[int, list[TrustDomain]],
-) -> list[RegistrationEntry]:
-    empty: tuple[Any, ...] = ()
-    spiffe_id = decoder.spiffe_id
-    parent_id = decoder.shared_spiffe_id
-    result: list[RegistrationEntry] = []
-    append = result.append
-    for row in rows:
-        pk = row[0]
-        dns = dns_names.get(pk)
-        feds = federates.get(pk)
-        expires_at = row[8]
-        append(
-            RegistrationEntry(
-                spiffe_id(row[2]),
-                parent_id(row[3]),
-                tuple(selectors.get(pk, empty)),
-                row[1],
-                row[4],
-                row[5],
-                tuple(feds) if feds else empty,
-                bool(row[6]),
-                bool(row[7]),
-                None if expires_at is None else from_micros(expires_at),
-                tuple(dns) if dns else empty,
-                row[9],
-                bool(row[10]),
-                row[11],
-                from_micros(row[12]),
-            )
-        )
-    return result
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_resume = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a large batch of acyclic records.
-
-    Building 100,000 entries allocates over a million objects, which would trigger hundreds of
-    collections that find nothing to free (records hold no cycles) and double the build time.
-    Reference counting still frees everything as usual. Pauses nest across threads: the
-    collector resumes when the last pause ends, and only if it was running before the first.
-    """
-    global _gc_pauses, _gc_resume
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_resume:
-                gc.enable()
-
-
-def assemble_all_entries(
-    rows: Sequence[Row],
-    selector_rows: Sequence[Row],
-    dns_rows: Sequence[Row],
-    federates_rows: Sequence[Row],
-) -> list[RegistrationEntry]:
-    """Every entry from the four full-table reads of :meth:`SqliteDataStore.list_all_entries`.
-
-    Entry rows come ordered by ``pk`` and selector rows by ``(entry_pk, position)``, so each
-    entry's selectors are one slice of the selector list, found by bisection.
-    """
-    with gc_paused():
-        decoder = Decoder()
-        make_selector = decoder.selector
-        selector_pks = [row[0] for row in selector_rows]
-        all_selectors = [make_selector(row[1], row[2]) for row in selector_rows]
-        dns_names: dict[int, list[str]] = {}
-        for pk, name in dns_rows:
-            dns_names.setdefault(pk, []).append(name)
-        federates: dict[int, list[TrustDomain]] = {}
-        for pk, name in federates_rows:
-            federates.setdefault(pk, []).append(decoder.trust_domain(name))
-        empty: tuple[Any, ...] = ()
-        spiffe_id = decoder.spiffe_id
-        parent_id = decoder.shared_spiffe_id
-        result: list[RegistrationEntry] = []
-        append = result.append
-        start = 0
-        for row in rows:
-            pk = row[0]
-            end = bisect_right(selector_pks, pk, start)
-            dns = dns_names.get(pk) if dns_names else None
-            feds = federates.get(pk) if federates else None
-            expires_at = row[8]
-            append(
-                RegistrationEntry(
-                    spiffe_id(row[2]),
-                    parent_id(row[3]),
-                    tuple(all_selectors[start:end]),
-                    row[1],
-                    row[4],
-                    row[5],
-                    tuple(feds) if feds else empty,
-                    bool(row[6]),
-                    bool(row[7]),
-                    None if expires_at is None else from_micros(expires_at),
-                    tuple(dns) if dns else empty,
-                    row[9],
-                    bool(row[10]),
-                    row[11],
-                    from_micros(row[12]),
-                )
-            )
-            start = end
-        return result
 
 
 def node_from_row(decoder: Decoder, row: Row, selectors: tuple[Selector, ...]) -> AttestedNode:

@@ -28,6 +28,7 @@ import aiosqlite
 import structlog
 
 from pyspire_sdk.errors import PluginError
+from pyspire_sdk.stored_records import SchemaTooNewError
 
 _V1: tuple[str, ...] = (
     """
@@ -159,10 +160,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 PAUSE_ENV = "PYSPIRE_SQLITE_PAUSE_IN_MIGRATION"
 """Test hook: the schema version whose migration pauses before committing (see the module)."""
-
-
-class SchemaTooNewError(PluginError):
-    """The database was written by a newer release whose schema this code does not know."""
 
 
 async def migrate(connection: aiosqlite.Connection, path: Path) -> int:

@@ -14,9 +14,7 @@ __all__ = ["SqliteDataStore"]
 
 import asyncio
 import os
-import secrets
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
@@ -26,37 +24,21 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
-from cryptography import x509
 
-from pyspire_datastore_sqlite.codec import (
-    Decoder,
-    bundle_from_row,
-    bundle_to_json,
-    from_micros,
-    selectors_hash,
-    to_micros,
-)
 from pyspire_datastore_sqlite.config import SqliteDataStoreConfig
-from pyspire_datastore_sqlite.queries import check_mask, entry_where, name_page, node_where, pk_page
+from pyspire_datastore_sqlite.queries import entry_where, name_page, node_where, pk_page
 from pyspire_datastore_sqlite.records import (
     CHILD_CHUNK,
     ENTRY_COLUMNS,
-    KIND_DNS,
-    KIND_FEDERATES,
-    KIND_SELECTOR,
     NODE_COLUMNS,
     Row,
-    assemble_all_entries,
-    assemble_entries,
-    dedupe,
     micros_or_none,
     node_from_row,
     node_params,
-    normalize_entry,
     relationship_from_row,
 )
 from pyspire_datastore_sqlite.schema import migrate
-from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
+from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock, utc
 from pyspire_sdk.errors import (
     AlreadyExistsError,
@@ -92,19 +74,35 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.stored_records import (
+    ENTRY_IDENTITY_FIELDS,
+    KIND_DNS,
+    KIND_FEDERATES,
+    KIND_SELECTOR,
+    Decoder,
+    appended_bundle,
+    assemble_all_entries,
+    assemble_entries,
+    bundle_from_json,
+    bundle_to_json,
+    check_mask,
+    checked_bundle_update,
+    dedupe,
+    duplicate_entry_error,
+    from_micros,
+    new_entry_id,
+    normalize_entry,
+    pruned_bundle,
+    selectors_hash,
+    to_micros,
+    updated_entry,
+)
 
 T = TypeVar("T")
 
 _IN_CHUNK = 500
 """Values per IN list in one query, far below SQLite's limit on bound parameters."""
 
-
-def _new_entry_id() -> str:
-    return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
-
-
-_IDENTITY_FIELDS = frozenset({"spiffe_id", "parent_id", "selectors"})
-"""Entry fields that make up an entry's identity: no two entries share all three."""
 
 _UPDATE_COLUMNS = (
     "spiffe_id = ?, parent_id = ?, selectors_hash = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, "
@@ -114,21 +112,6 @@ _UPDATE_COLUMNS = (
 
 def _identity(entry: RegistrationEntry) -> tuple[str, str, bytes]:
     return str(entry.spiffe_id), str(entry.parent_id), selectors_hash(entry.selectors)
-
-
-def _updated_entry(
-    current: RegistrationEntry, entry: RegistrationEntry, fields: frozenset[str]
-) -> RegistrationEntry:
-    """``current`` with the ``fields`` of ``entry`` and the next revision, normalized."""
-    changes = {name: getattr(entry, name) for name in fields}
-    return normalize_entry(replace(current, **changes, revision_number=current.revision_number + 1))
-
-
-def _duplicate_update(updated: RegistrationEntry, other_id: str) -> AlreadyExistsError:
-    return AlreadyExistsError(
-        f"an entry for spiffe_id {updated.spiffe_id} under parent_id {updated.parent_id} "
-        f"with the same selectors already exists (id {other_id!r})"
-    )
 
 
 def _update_params(pk: int, updated: RegistrationEntry) -> tuple[Any, ...]:
@@ -146,13 +129,6 @@ def _update_params(pk: int, updated: RegistrationEntry) -> tuple[Any, ...]:
         updated.hint,
         pk,
     )
-
-
-def _certificate_not_after(der: bytes) -> datetime | None:
-    try:
-        return x509.load_der_x509_certificate(der).not_valid_after_utc
-    except ValueError:
-        return None
 
 
 def _prepare_files(path: Path) -> None:
@@ -350,7 +326,7 @@ class SqliteDataStore:
                     chunk * 3,
                 )
             )
-        return pks, assemble_entries(rows, children)
+        return pks, assemble_entries(rows, children, from_micros)
 
     async def _entry_by_id(
         self, connection: aiosqlite.Connection, entry_id: str
@@ -422,7 +398,7 @@ class SqliteDataStore:
         now = utc(self._clock.now())
         stored = replace(
             normalize_entry(entry),
-            id=entry.id or _new_entry_id(),
+            id=entry.id or new_entry_id(),
             created_at=now,
             revision_number=0,
         )
@@ -465,10 +441,7 @@ class SqliteDataStore:
         async with self._write() as connection:
             existing = await self._entry_by_identity(connection, normalize_entry(entry))
             if existing is not None:
-                raise AlreadyExistsError(
-                    f"an entry for spiffe_id {entry.spiffe_id} under parent_id {entry.parent_id} "
-                    f"with the same selectors already exists (id {existing[1].id!r})"
-                )
+                raise duplicate_entry_error(entry, existing[1].id)
             return await self._insert_entry(connection, entry)
 
     async def create_entry_if_not_exists(
@@ -488,13 +461,7 @@ class SqliteDataStore:
             if isinstance(result, PyspireError):
                 results.append(result)
             elif result[1]:
-                results.append(
-                    AlreadyExistsError(
-                        f"an entry for spiffe_id {entry.spiffe_id} under parent_id "
-                        f"{entry.parent_id} with the same selectors already exists "
-                        f"(id {result[0].id!r})"
-                    )
-                )
+                results.append(duplicate_entry_error(entry, result[0].id))
             else:
                 results.append(result[0])
         return results
@@ -542,7 +509,7 @@ class SqliteDataStore:
                 results.append(error)
                 continue
             stored = replace(
-                normalized, id=entry.id or _new_entry_id(), created_at=now, revision_number=0
+                normalized, id=entry.id or new_entry_id(), created_at=now, revision_number=0
             )
             key = (str(stored.spiffe_id), str(stored.parent_id), selectors_hash(stored.selectors))
             prepared.append((index, stored, key))
@@ -602,7 +569,7 @@ class SqliteDataStore:
             results[index] = (stored, False)
             next_pk += 1
 
-        await self._insert_entries(connection, accepted, to_micros(now))
+        await self._insert_entries(connection, accepted)
         if existing_pks:
             found: dict[int, RegistrationEntry] = {}
             pks = list(set(existing_pks.values()))
@@ -622,9 +589,9 @@ class SqliteDataStore:
         self,
         connection: aiosqlite.Connection,
         accepted: Sequence[tuple[int, RegistrationEntry]],
-        created_at: int,
     ) -> None:
-        """Write new entries with the given primary keys, one statement per table."""
+        """Write new entries with the given primary keys (creation times and revisions as the
+        entries hold them), one statement per table."""
         if not accepted:
             return
         await connection.executemany(
@@ -643,10 +610,10 @@ class SqliteDataStore:
                     int(entry.admin),
                     int(entry.downstream),
                     micros_or_none(entry.expires_at),
-                    0,
+                    entry.revision_number,
                     int(entry.store_svid),
                     entry.hint,
-                    created_at,
+                    to_micros(entry.created_at or self._clock.now()),
                 )
                 for pk, entry in accepted
             ],
@@ -716,6 +683,44 @@ class SqliteDataStore:
             )
         return rows
 
+    async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
+        """Store entries exactly as given (see
+        :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
+        prepared: list[RegistrationEntry] = []
+        for entry in entries:
+            if not entry.id or entry.created_at is None:
+                raise InvalidArgumentError(
+                    f"entry {entry.id!r} to restore needs its id and created_at"
+                )
+            prepared.append(normalize_entry(entry))
+        if not prepared:
+            return
+        async with self._write() as connection:
+            await self._select_in(
+                connection,
+                "DELETE FROM entries WHERE entry_id IN ({}) RETURNING pk",
+                list(dict.fromkeys(entry.id for entry in prepared)),
+            )
+            named = list({td.name for entry in prepared for td in entry.federates_with})
+            bundled = {
+                row[0]
+                for row in await self._select_in(
+                    connection, "SELECT trust_domain FROM bundles WHERE trust_domain IN ({})", named
+                )
+            }
+            for entry in prepared:
+                missing = sorted({td.name for td in entry.federates_with} - bundled)
+                if missing:
+                    raise InvalidArgumentError(
+                        "entry federates_with names trust domain(s) without a bundle: "
+                        + ", ".join(missing)
+                    )
+            rows = list(
+                await connection.execute_fetchall("SELECT COALESCE(MAX(pk), 0) FROM entries")
+            )
+            first = int(rows[0][0]) + 1
+            await self._insert_entries(connection, list(enumerate(prepared, start=first)))
+
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         async with self._read() as connection:
             found = await self._entry_by_id(connection, entry_id)
@@ -759,11 +764,11 @@ class SqliteDataStore:
         if found is None:
             raise NotFoundError(f"entry id {entry.id!r} not found")
         pk, current = found
-        updated = _updated_entry(current, entry, fields)
-        if fields & _IDENTITY_FIELDS:
+        updated = updated_entry(current, entry, fields)
+        if fields & ENTRY_IDENTITY_FIELDS:
             other = await self._entry_by_identity(connection, updated)
             if other is not None and other[0] != pk:
-                raise _duplicate_update(updated, other[1].id)
+                raise duplicate_entry_error(updated, other[1].id)
         if "federates_with" in fields:
             await self._check_federated_bundles(connection, updated.federates_with)
         await connection.execute(
@@ -808,7 +813,7 @@ class SqliteDataStore:
             )
             current.update((item.id, (pk, item)) for pk, item in zip(pks, loaded, strict=True))
         identities: dict[tuple[str, str, bytes], tuple[int, str]] = {}
-        if fields & _IDENTITY_FIELDS:
+        if fields & ENTRY_IDENTITY_FIELDS:
             spiffe_ids = {str(item.spiffe_id) for _, item in current.values()}
             if "spiffe_id" in fields:
                 spiffe_ids.update(str(entry.spiffe_id) for entry in entries)
@@ -841,15 +846,15 @@ class SqliteDataStore:
                 continue
             pk, before = hit
             try:
-                updated = _updated_entry(before, entry, fields)
+                updated = updated_entry(before, entry, fields)
             except PyspireError as error:
                 results.append(error)
                 continue
             key = _identity(updated)
-            if fields & _IDENTITY_FIELDS:
+            if fields & ENTRY_IDENTITY_FIELDS:
                 other = identities.get(key)
                 if other is not None and other[0] != pk:
-                    results.append(_duplicate_update(updated, other[1]))
+                    results.append(duplicate_entry_error(updated, other[1]))
                     continue
             missing = sorted({td.name for td in updated.federates_with} - bundled)
             if "federates_with" in fields and missing:
@@ -860,7 +865,7 @@ class SqliteDataStore:
                     )
                 )
                 continue
-            if fields & _IDENTITY_FIELDS:
+            if fields & ENTRY_IDENTITY_FIELDS:
                 old_key = _identity(before)
                 if identities.get(old_key, (None, ""))[0] == pk:
                     del identities[old_key]
@@ -1019,7 +1024,7 @@ class SqliteDataStore:
                 )
             )
         return await asyncio.to_thread(
-            assemble_all_entries, rows, selector_rows, dns_rows, federates_rows
+            assemble_all_entries, rows, selector_rows, dns_rows, federates_rows, from_micros
         )
 
     # -- attested nodes --------------------------------------------------------------------------
@@ -1192,6 +1197,13 @@ class SqliteDataStore:
             )
         return JoinToken(token=token.token, expires_at=from_micros(to_micros(token.expires_at)))
 
+    async def list_join_tokens(self) -> list[JoinToken]:
+        async with self._read(snapshot=False) as connection:
+            rows = await connection.execute_fetchall(
+                "SELECT token, expires_at FROM join_tokens ORDER BY token"
+            )
+        return [JoinToken(token=row[0], expires_at=from_micros(row[1])) for row in rows]
+
     async def fetch_join_token(self, token: str) -> JoinToken | None:
         async with self._read(snapshot=False) as connection:
             rows = list(
@@ -1242,7 +1254,7 @@ class SqliteDataStore:
                 (trust_domain.name,),
             )
         )
-        return bundle_from_row(*rows[0]) if rows else None
+        return bundle_from_json(*rows[0]) if rows else None
 
     async def _store_bundle(self, connection: aiosqlite.Connection, bundle: Bundle) -> Bundle:
         await connection.execute(
@@ -1281,7 +1293,7 @@ class SqliteDataStore:
                     (after, limit),
                 )
             )
-        bundles = [bundle_from_row(*row) for row in rows]
+        bundles = [bundle_from_json(*row) for row in rows]
         if limit > 0 and len(bundles) == limit:
             return BundlePage(tuple(bundles[:-1]), bundles[-2].trust_domain.name)
         return BundlePage(tuple(bundles))
@@ -1300,39 +1312,17 @@ class SqliteDataStore:
     ) -> Bundle:
         async with self._write() as connection:
             result = mutate(await self._bundle(connection, trust_domain))
-            if result.trust_domain != trust_domain:
-                raise InvalidArgumentError(
-                    f"bundle update for trust domain {trust_domain} returned a bundle for "
-                    f"{result.trust_domain}"
-                )
-            return await self._store_bundle(connection, result)
+            return await self._store_bundle(connection, checked_bundle_update(trust_domain, result))
 
     async def append_bundle(self, bundle: Bundle) -> Bundle:
         async with self._write() as connection:
             current = await self._bundle(connection, bundle.trust_domain)
             if current is None:
                 return await self._store_bundle(connection, bundle)
-            known_der = {authority.der for authority in current.x509_authorities}
-            known_kid = {authority.key_id for authority in current.jwt_authorities}
-            new_x509: list[X509Authority] = []
-            for x509_authority in bundle.x509_authorities:
-                if x509_authority.der not in known_der:
-                    known_der.add(x509_authority.der)
-                    new_x509.append(x509_authority)
-            new_jwt: list[JwtAuthority] = []
-            for jwt_authority in bundle.jwt_authorities:
-                if jwt_authority.key_id not in known_kid:
-                    known_kid.add(jwt_authority.key_id)
-                    new_jwt.append(jwt_authority)
-            if not new_x509 and not new_jwt:
+            grown = appended_bundle(current, bundle)
+            if grown is None:
                 return current
-            return await self._store_bundle(
-                connection,
-                current.with_changes(
-                    x509_authorities=current.x509_authorities + tuple(new_x509),
-                    jwt_authorities=current.jwt_authorities + tuple(new_jwt),
-                ),
-            )
+            return await self._store_bundle(connection, grown)
 
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
@@ -1376,28 +1366,10 @@ class SqliteDataStore:
             current = await self._bundle(connection, trust_domain)
             if current is None:
                 return False
-            keep_x509 = tuple(
-                authority
-                for authority in current.x509_authorities
-                if (not_after := _certificate_not_after(authority.der)) is None
-                or not_after >= expires_before
-            )
-            keep_jwt = tuple(
-                authority
-                for authority in current.jwt_authorities
-                if authority.expires_at is None or authority.expires_at >= expires_before
-            )
-            if keep_x509 == current.x509_authorities and keep_jwt == current.jwt_authorities:
+            pruned = pruned_bundle(current, expires_before)
+            if pruned is None:
                 return False
-            if not keep_x509 and not keep_jwt:
-                raise FailedPreconditionError(
-                    f"pruning the bundle of trust domain {trust_domain} would remove every "
-                    "authority; refusing to leave it empty"
-                )
-            await self._store_bundle(
-                connection,
-                current.with_changes(x509_authorities=keep_x509, jwt_authorities=keep_jwt),
-            )
+            await self._store_bundle(connection, pruned)
         self._logger.info("pruned bundle", trust_domain=trust_domain.name)
         return True
 

@@ -16,9 +16,9 @@ __all__ = [
     "WorkloadAttestationError",
 ]
 
-import asyncio
 from collections.abc import Sequence
 
+import anyio
 import structlog
 from structlog.typing import FilteringBoundLogger
 
@@ -90,29 +90,29 @@ class WorkloadAttestation:
             # The common case, on every Workload API call: no task group to set up.
             [(name, attestor)] = self._attestors
             return frozenset(await self._attest_one(name, attestor, pid))
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self._attest_one(name, attestor, pid), name=f"attest-{name}")
-                    for name, attestor in self._attestors
-                ]
-        except BaseExceptionGroup as group_error:
-            failures = group_error.subgroup(WorkloadAttestationError)
-            if failures is None:
-                raise
-            failed = {error.attestor: error for error in _leaves(failures)}
+        found: dict[str, tuple[Selector, ...]] = {}
+        failed: dict[str, WorkloadAttestationError] = {}
+        async with anyio.create_task_group() as group:
+
+            async def attest_one(name: str, attestor: WorkloadAttestor) -> None:
+                try:
+                    found[name] = await self._attest_one(name, attestor, pid)
+                except WorkloadAttestationError as error:
+                    failed[name] = error
+                    group.cancel_scope.cancel()
+
+            for name, attestor in self._attestors:
+                group.start_soon(attest_one, name, attestor, name=f"attest-{name}")
+        if failed:
             first = next(name for name in self.names if name in failed)
-            raise failed[first] from None
-        selectors: set[Selector] = set()
-        for task in tasks:
-            selectors.update(task.result())
-        return frozenset(selectors)
+            raise failed[first]
+        return frozenset(selector for selectors in found.values() for selector in selectors)
 
     async def _attest_one(
         self, name: str, attestor: WorkloadAttestor, pid: int
     ) -> tuple[Selector, ...]:
         try:
-            async with asyncio.timeout(self._timeout):
+            with anyio.fail_after(self._timeout):
                 values = await attestor.attest(pid)
             return workload_selectors(name, values)
         except TimeoutError:
@@ -124,13 +124,3 @@ class WorkloadAttestation:
             reason = f"unexpected {type(error).__name__}"
         self._log.warning("workload attestor failed", attestor=name, pid=pid, reason=reason)
         raise WorkloadAttestationError(name, reason)
-
-
-def _leaves(group: BaseExceptionGroup[WorkloadAttestationError]) -> list[WorkloadAttestationError]:
-    found: list[WorkloadAttestationError] = []
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            found.extend(_leaves(error))
-        else:
-            found.append(error)
-    return found

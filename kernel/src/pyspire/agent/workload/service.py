@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import betterproto.lib.google.protobuf as struct_pb
@@ -62,8 +63,10 @@ from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAtte
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
 from pyspire.proto.gen import workload as pb
 from pyspire.proto.prebuilt import PrebuiltMessage, field_metadata
+from pyspire.tasks import GeneratorTasks
 from pyspire.transport.calls import current_stream
 from pyspire.transport.peer import peer_credentials
+from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
@@ -126,6 +129,10 @@ class _X509ResponseCache:
         self._responses[entry_ids] = response
         while len(self._responses) > self._size:
             self._responses.popitem(last=False)
+
+
+def _shutting_down() -> GRPCError:
+    return GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
 
 
 def _denied() -> GRPCError:
@@ -197,6 +204,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
         )
         self._stopping = asyncio.Event()
+        self._feeds: set[_SnapshotFeed] = set()
         self._x509_responses = _X509ResponseCache()
 
     # -- lifecycle and gate -----------------------------------------------------------------
@@ -205,11 +213,13 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         """End every open stream with UNAVAILABLE (clients reconnect to the next agent run);
         calls made afterwards are refused with UNAVAILABLE too."""
         self._stopping.set()
+        for feed in self._feeds:
+            feed.wake()
 
     async def gate(self, method: str, stream: grpclib.server.Stream[Any, Any]) -> None:
         """Refuse a call without exactly one ``workload.spiffe.io: true`` metadata value."""
         if self._stopping.is_set():
-            raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
+            raise _shutting_down()
         if not method.startswith(_SERVICE_PREFIX):
             return
         metadata = stream.metadata
@@ -430,63 +440,117 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         the same content and is skipped.
         """
         if self._stopping.is_set():
-            raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
+            raise _shutting_down()
         current = self._source.snapshot()
-        pending = ready is not None and not ready(current)
-        revision = -1
-        if not pending:
+        waiting = ready is not None and not ready(current)
+        if not waiting:
             yield current
-            revision = current.revision
-        watch = self._source.watch()
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        deadline: asyncio.Future[None] | None = None
-        if pending:
-            deadline = asyncio.ensure_future(self._clock.sleep(self._first_answer_wait))
-        following: asyncio.Future[Snapshot] | None = None
-        try:
+        async with self._feed(after=-1 if waiting else current.revision) as feed:
+            if ready is not None and waiting:
+                yield await feed.first(ready, within=self._first_answer_wait)
             while True:
-                if following is None:
-                    following = asyncio.ensure_future(anext(watch))
-                waiters: set[asyncio.Future[Any]] = {following, stopping}
-                if deadline is not None:
-                    waiters.add(deadline)
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                if stopping.done():
-                    raise GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
-                if following.done():
-                    try:
-                        snapshot = following.result()
-                    except StopAsyncIteration:
-                        raise GRPCError(
-                            Status.UNAVAILABLE, "agent cache is no longer available"
-                        ) from None
-                    following = None
-                    if pending:
-                        if ready is not None and not ready(snapshot):
-                            continue
-                        pending = False
-                elif pending:
-                    # Waited long enough: answer with what there is now.
-                    pending = False
-                    snapshot = self._source.snapshot()
-                else:
-                    continue
-                if deadline is not None:
-                    deadline.cancel()
-                    deadline = None
-                if snapshot.revision == revision:
-                    continue
-                revision = snapshot.revision
-                yield snapshot
+                yield await feed.next()
+
+    @contextlib.asynccontextmanager
+    async def _feed(self, *, after: int) -> AsyncIterator[_SnapshotFeed]:
+        """The snapshots after revision ``after``, for one stream, while the block runs (the
+        stream's yields are inside it); :meth:`stop` wakes it."""
+        feed = _SnapshotFeed(self._source, self._clock, self._stopping, after=after)
+        self._feeds.add(feed)
+        try:
+            async with GeneratorTasks() as tasks:
+                tasks.start(feed.follow(), name="workload-api-watch")
+                yield feed
         finally:
-            for future in (following, stopping, deadline):
-                if future is not None and not future.done():
-                    future.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await future
+            self._feeds.discard(feed)
+
+
+class _SnapshotFeed:
+    """The source's snapshots for one stream, after its first answer.
+
+    :meth:`follow` reads the source's watch in a task the stream owns (see
+    :class:`~pyspire.tasks.GeneratorTasks`: the reading goes on while the stream is suspended
+    at a yield, and a read cancelled half-way would end the watch) and keeps only the newest
+    snapshot, so a stream slower than the changes sees the latest when it comes back. The
+    stream takes it with :meth:`next`; a snapshot of the revision it took last is the same
+    content and is not taken again.
+    """
+
+    def __init__(
+        self, source: IdentitySource, clock: Clock, stopping: asyncio.Event, *, after: int
+    ) -> None:
+        self._source = source
+        self._clock = clock
+        self._stopping = stopping
+        self._revision = after
+        self._newest: Snapshot | None = None
+        self._ended = False
+        self._failure: Exception | None = None
+        self._news = asyncio.Event()
+
+    def wake(self) -> None:
+        """Have the stream look again (the service is stopping)."""
+        self._news.set()
+
+    async def follow(self) -> None:
+        """Keep the newest snapshot of the source's watch until it ends or this is cancelled."""
+        watch = self._source.watch()
+        try:
+            async for snapshot in watch:
+                self._newest = snapshot
+                self._news.set()
+        except Exception as error:  # the stream raises it when it next looks
+            self._failure = error
+        finally:
+            self._ended = True
+            self._news.set()
             close = getattr(watch, "aclose", None)
             if close is not None:
                 await close()
+
+    async def first(self, ready: Callable[[Snapshot], bool], *, within: float) -> Snapshot:
+        """The first ``ready`` snapshot, or the current one once ``within`` seconds have
+        passed on the clock."""
+        found = await self._take(ready, within)
+        if found is None:
+            found = self._source.snapshot()
+            self._revision = found.revision
+        return found
+
+    async def next(self) -> Snapshot:
+        """The newest snapshot of a revision not taken yet, once there is one."""
+        while True:
+            found = await self._take(None, None)
+            if found is not None:
+                return found
+
+    async def _take(
+        self, ready: Callable[[Snapshot], bool] | None, within: float | None
+    ) -> Snapshot | None:
+        """A new snapshot that is ``ready`` (any, for None), or None once ``within`` seconds
+        have passed first; UNAVAILABLE once the service stops or the watch has ended."""
+        deadline = None if within is None else self._clock.now() + timedelta(seconds=within)
+        while True:
+            self._news.clear()
+            if self._stopping.is_set():
+                raise _shutting_down()
+            found, self._newest = self._newest, None
+            if found is not None and _new_and_ready(found, self._revision, ready):
+                self._revision = found.revision
+                return found
+            if self._ended:
+                if self._failure is not None:
+                    raise self._failure
+                raise GRPCError(Status.UNAVAILABLE, "agent cache is no longer available")
+            remaining = None if deadline is None else (deadline - self._clock.now()).total_seconds()
+            if not await sleep_or_wake(self._clock, remaining, self._news):
+                return None
+
+
+def _new_and_ready(
+    snapshot: Snapshot, revision: int, ready: Callable[[Snapshot], bool] | None
+) -> bool:
+    return snapshot.revision != revision and (ready is None or ready(snapshot))
 
 
 def _unique_hints(identities: Sequence[Identity]) -> tuple[Identity, ...]:

@@ -9,6 +9,7 @@ from pyspire.cli.commands import (
     agent_health,
     api,
     bundle,
+    datastore,
     entry,
     healthcheck,
     mint,
@@ -29,6 +30,7 @@ _GROUPS = (
     token,
     mint,
     healthcheck,
+    datastore,
     api,
     agent_health,
 )

@@ -40,8 +40,9 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import betterproto
 import betterproto.lib.google.protobuf as struct_pb
@@ -63,6 +64,7 @@ from pyspire.cli.workload_client import (
     resolve_endpoint,
 )
 from pyspire.proto.gen import workload as pb
+from pyspire.waiting import run_until
 from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import SpiffeId
@@ -512,18 +514,7 @@ async def watch_x509_svids(
     an agent restarting, or an identity registered later, is picked up without a restart.
     Only INVALID_ARGUMENT (the agent will never accept the call) ends the watch with 1.
     """
-    worker = asyncio.ensure_future(_watch_forever(endpoint, args, context, backoff))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (worker, stopping):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-    if worker.done() and not worker.cancelled():
-        return worker.result()
+    await run_until(stop, partial(_watch_forever, endpoint, args, context, backoff))
     return 0
 
 
@@ -532,7 +523,7 @@ async def _watch_forever(
     args: argparse.Namespace,
     context: CliContext,
     backoff: tuple[float, float],
-) -> int:
+) -> NoReturn:
     retries = Backoff(BackoffPolicy(*backoff, jitter=WATCH_JITTER))
     last = time.monotonic()
     while True:

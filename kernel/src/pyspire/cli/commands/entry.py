@@ -26,7 +26,6 @@ __all__ = ["COMMANDS", "SHOW_PAGE_SIZE", "entry_filter"]
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -66,6 +65,7 @@ from pyspire.cli.progress import Progress
 from pyspire.cli.registry import CliContext, Command
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.tasks import GeneratorTasks
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import server_id
 
@@ -92,6 +92,18 @@ _FEDERATES_MATCH = {
 
 def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     add_admin_flags(parser)
+    _add_entry_identity_flags(parser)
+    _add_entry_issuance_flags(parser)
+    add_flag(
+        parser,
+        "data",
+        metavar="FILE",
+        help='a JSON file of entries ({"entries": [...]}); "-" reads standard input',
+    )
+
+
+def _add_entry_identity_flags(parser: argparse.ArgumentParser) -> None:
+    """Who the entry is for and what identity it grants."""
     add_flag(
         parser, "entryID", metavar="ID", help="the entry ID (create: optional; update: required)"
     )
@@ -124,6 +136,10 @@ def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
         default=[],
         help="a trust domain whose bundle workloads also receive (repeatable)",
     )
+
+
+def _add_entry_issuance_flags(parser: argparse.ArgumentParser) -> None:
+    """How the entry's SVIDs are issued, and how long the entry lives."""
     add_flag(
         parser,
         "x509SVIDTTL",
@@ -148,12 +164,6 @@ def _add_entry_spec_flags(parser: argparse.ArgumentParser, side: Side) -> None:
     )
     add_flag(parser, "storeSVID", action="store_true", help="issue the SVID to an SVID store")
     add_flag(parser, "hint", metavar="TEXT", default="", help="a hint for workloads")
-    add_flag(
-        parser,
-        "data",
-        metavar="FILE",
-        help='a JSON file of entries ({"entries": [...]}); "-" reads standard input',
-    )
 
 
 def _add_filter_flags(parser: argparse.ArgumentParser, side: Side) -> None:
@@ -497,27 +507,20 @@ async def _pages(
     """Every page of ListEntries; the next page is asked for before the current one is
     handed over, so the server works on it while this one is printed."""
 
-    def ask(token: str) -> asyncio.Future[entry_pb.ListEntriesResponse]:
-        return asyncio.ensure_future(
-            client.entry.list_entries(
-                entry_pb.ListEntriesRequest(
-                    filter=request_filter, page_size=SHOW_PAGE_SIZE, page_token=token
-                )
-            )
-        )
+    async with GeneratorTasks() as tasks:
 
-    upcoming: asyncio.Future[entry_pb.ListEntriesResponse] | None = ask("")
-    try:
+        def ask(token: str) -> asyncio.Task[entry_pb.ListEntriesResponse]:
+            request = entry_pb.ListEntriesRequest(
+                filter=request_filter, page_size=SHOW_PAGE_SIZE, page_token=token
+            )
+            return tasks.start(client.entry.list_entries(request))
+
+        upcoming: asyncio.Task[entry_pb.ListEntriesResponse] | None = ask("")
         while upcoming is not None:
             with client.errors():
                 page = await upcoming
             upcoming = ask(page.next_page_token) if page.next_page_token else None
             yield page
-    finally:
-        if upcoming is not None and not upcoming.done():
-            upcoming.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await upcoming
 
 
 async def _show(args: argparse.Namespace, context: CliContext) -> int:

@@ -42,6 +42,7 @@ from pyspire.server.api.gate import serial_hex
 from pyspire.server.api.ratelimit import ATTESTATION_PER_IP, PerIpRateLimiter
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
+from pyspire.tasks import GeneratorTasks
 from pyspire.telemetry.metrics import NODE_ATTESTATION
 from pyspire.transport.calls import counted, current_caller
 from pyspire_sdk.errors import (
@@ -55,6 +56,7 @@ from pyspire_sdk.limits import MAX_AGENT_VERSION_BYTES
 from pyspire_sdk.model import AttestationResult, AttestedNode, JoinToken, RegistrationEntry
 from pyspire_sdk.plugins.datastore import MatchBehavior, NodeFilter, Page, SelectorMatch
 from pyspire_sdk.plugins.node_attestor import (
+    ServerNodeAttestor,
     attestation_selectors,
     check_agent_id,
     is_agent_id,
@@ -128,6 +130,67 @@ async def _next(
         return await anext(requests)
     except StopAsyncIteration:
         return None
+
+
+def _attestation_params(
+    first: agent_pb.AttestAgentRequest | None,
+) -> agent_pb.AttestAgentRequestParams:
+    """The params of an AttestAgent stream's first request, checked before anything runs."""
+    if first is None or betterproto.which_one_of(first, "step")[0] != "params":
+        raise InvalidArgumentError("missing params: the first request must carry params")
+    params = first.params
+    if not params.data.type:
+        raise InvalidArgumentError("missing params.data.type: the attestation data type")
+    if not params.data.payload:
+        raise InvalidArgumentError("missing params.data.payload: the attestation data")
+    return params
+
+
+async def _challenge_response(requests: AsyncIterator[agent_pb.AttestAgentRequest]) -> bytes:
+    """The agent's answer to the challenge it was just sent."""
+    answer = await _next(requests)
+    if answer is None:
+        raise UnavailableError("agent closed the stream before answering a challenge")
+    if betterproto.which_one_of(answer, "step")[0] != "challenge_response":
+        raise InvalidArgumentError("invalid request: expected challenge_response after a challenge")
+    return answer.challenge_response
+
+
+class _ChallengeRelay:
+    """A node attestor's run for one AttestAgent stream, and the challenges it sends the agent.
+
+    The attestor runs in a task of the stream's :class:`~pyspire.tasks.GeneratorTasks`: it goes
+    on while the stream is suspended at a yield (a challenge on its way to the agent, the
+    agent's answer on its way back), and ends with the stream however the stream ends.
+    """
+
+    def __init__(self, tasks: GeneratorTasks, attestor: ServerNodeAttestor, payload: bytes) -> None:
+        self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self._attestation = tasks.start(self._attest(attestor, payload), name="node-attestation")
+
+    async def _attest(self, attestor: ServerNodeAttestor, payload: bytes) -> AttestationResult:
+        try:
+            return await attestor.attest(payload, self._challenger)
+        finally:
+            self._outgoing.put_nowait(None)  # no more challenges: the result is there
+
+    async def _challenger(self, challenge: bytes) -> bytes:
+        await self._outgoing.put(challenge)
+        return await self._answers.get()
+
+    async def challenge(self) -> bytes | None:
+        """The attestor's next challenge for the agent; None once the attestor has finished."""
+        return await self._outgoing.get()
+
+    async def answer(self, response: bytes) -> None:
+        """Hand the agent's answer to the attestor."""
+        await self._answers.put(response)
+
+    async def result(self) -> AttestationResult:
+        """What the attestor found (once :meth:`challenge` said it has finished); raises what
+        the attestor raised."""
+        return await self._attestation
 
 
 @contextlib.contextmanager
@@ -332,20 +395,9 @@ class AgentService(agent_pb.AgentBase):
         address = caller.address if caller is not None else ""
         if self._attestation_limiter is not None:
             self._attestation_limiter.check(address, what="agent attestation")
-        first = await _next(requests)
-        if first is None or betterproto.which_one_of(first, "step")[0] != "params":
-            raise InvalidArgumentError("missing params: the first request must carry params")
-        params = first.params
+        params = _attestation_params(await _next(requests))
         plugin_name = params.data.type
-        if not plugin_name:
-            raise InvalidArgumentError("missing params.data.type: the attestation data type")
-        if not params.data.payload:
-            raise InvalidArgumentError("missing params.data.payload: the attestation data")
-        attestor = self._context.node_attestors.get(plugin_name)
-        if attestor is None:
-            raise InvalidArgumentError(
-                f"invalid params.data.type: no node attestor named {plugin_name!r} is configured"
-            )
+        attestor = self._node_attestor(plugin_name)
         # Counted only once the attestor is known: its name labels the metric, and names
         # callers make up must not.
         with (
@@ -353,43 +405,12 @@ class AgentService(agent_pb.AgentBase):
             _logged_refusal(plugin_name, address),
         ):
             public_key = public_key_from_csr(params.params.csr)
-
-            outgoing: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-            answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-
-            async def challenger(challenge: bytes) -> bytes:
-                await outgoing.put(challenge)
-                return await answers.get()
-
-            attestation = asyncio.ensure_future(attestor.attest(params.data.payload, challenger))
-            challenge: asyncio.Future[bytes] | None = None
-            try:
-                while True:
-                    challenge = asyncio.ensure_future(outgoing.get())
-                    await asyncio.wait(
-                        (attestation, challenge), return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if not challenge.done():
-                        break
-                    yield agent_pb.AttestAgentResponse(challenge=challenge.result())
-                    answer = await _next(requests)
-                    if answer is None:
-                        raise UnavailableError(
-                            "agent closed the stream before answering a challenge"
-                        )
-                    if betterproto.which_one_of(answer, "step")[0] != "challenge_response":
-                        raise InvalidArgumentError(
-                            "invalid request: expected challenge_response after a challenge"
-                        )
-                    await answers.put(answer.challenge_response)
-                result: AttestationResult = attestation.result()
-            finally:
-                # This generator owns both futures: neither outlives the call.
-                for pending in (attestation, challenge):
-                    if pending is not None and not pending.done():
-                        pending.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await pending
+            async with GeneratorTasks() as tasks:
+                relay = _ChallengeRelay(tasks, attestor, params.data.payload)
+                while (challenge := await relay.challenge()) is not None:
+                    yield agent_pb.AttestAgentResponse(challenge=challenge)
+                    await relay.answer(await _challenge_response(requests))
+                result = await relay.result()
             node, svid_message = await self._admit(plugin_name, result, public_key)
             _log.info(
                 "agent attested",
@@ -402,6 +423,14 @@ class AgentService(agent_pb.AgentBase):
                     svid=svid_message, reattestable=node.can_reattest
                 )
             )
+
+    def _node_attestor(self, plugin_name: str) -> ServerNodeAttestor:
+        attestor = self._context.node_attestors.get(plugin_name)
+        if attestor is None:
+            raise InvalidArgumentError(
+                f"invalid params.data.type: no node attestor named {plugin_name!r} is configured"
+            )
+        return attestor
 
     async def _admit(
         self, plugin_name: str, result: AttestationResult, public_key: CertificatePublicKeyTypes

@@ -1,0 +1,105 @@
+"""Settings of the ``postgres`` datastore (SPIRE's ``sql`` plugin with ``database_type =
+"postgres"``, under our own name)."""
+
+from __future__ import annotations
+
+__all__ = ["PostgresDataStoreConfig"]
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pyspire_sdk.config import setting
+from pyspire_sdk.errors import ConfigIssue
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresDataStoreConfig:
+    """Where the database is, how many connections to keep and how to secure them."""
+
+    connection_string: str = setting(
+        description=(
+            "the database to use: a URI (`postgresql://user:password@host:5432/db?sslmode=...`) "
+            "or libpq key/value pairs (`host=... dbname=... user=... password=...`); tables go "
+            "into the first schema of `search_path` (a URI query parameter or `options=-c "
+            "search_path=...`), `public` by default; keep the password out of the file with "
+            "`-expandEnv` and `${VAR}`; never logged"
+        ),
+        secret=True,
+    )
+    ro_connection_string: str | None = setting(
+        None,
+        description=(
+            "a read-only replica for reads that tolerate lag (entry, agent, bundle and "
+            "federation listings and counts); same forms as `connection_string`; never logged"
+        ),
+        secret=True,
+    )
+    max_open_conns: int = setting(
+        100, description="the most connections open at once, per connection string"
+    )
+    max_idle_conns: int = setting(
+        2,
+        description=(
+            "connections kept open while idle (opened at start); connections above it close "
+            "after a minute unused"
+        ),
+    )
+    conn_max_lifetime: timedelta = setting(
+        timedelta(0),
+        description="how long a connection may be reused before it is replaced; 0 for no limit",
+    )
+    root_ca_path: Path | None = setting(
+        None,
+        description=(
+            "CA certificates (PEM) that verify the server's certificate (libpq's `sslrootcert`); "
+            "with it, `sslmode` defaults to `verify-full`"
+        ),
+    )
+    client_cert_path: Path | None = setting(
+        None, description="client certificate (PEM) presented to the server (libpq's `sslcert`)"
+    )
+    client_key_path: Path | None = setting(
+        None, description="private key (PEM) of `client_cert_path` (libpq's `sslkey`)"
+    )
+    statement_timeout: timedelta = setting(
+        timedelta(seconds=30),
+        description=(
+            "longest a statement may run before the server cancels it (the call then fails as "
+            "unavailable); 0 for no limit; migrations run without it"
+        ),
+    )
+    disable_migration: bool = setting(
+        False,
+        description=(
+            "never change the schema: refuse to start unless the database already has the "
+            "schema version this release writes"
+        ),
+    )
+
+    def validate(self) -> Iterable[ConfigIssue]:
+        if not self.connection_string.strip():
+            yield ConfigIssue("connection_string", "must not be empty")
+        if self.ro_connection_string is not None and not self.ro_connection_string.strip():
+            yield ConfigIssue("ro_connection_string", "must not be empty when set")
+        if self.max_open_conns < 1:
+            yield ConfigIssue("max_open_conns", f"must be at least 1, found {self.max_open_conns}")
+        if self.max_idle_conns < 0:
+            yield ConfigIssue(
+                "max_idle_conns", f"must not be negative, found {self.max_idle_conns}"
+            )
+        elif self.max_idle_conns > self.max_open_conns:
+            yield ConfigIssue(
+                "max_idle_conns",
+                f"{self.max_idle_conns} is more than max_open_conns {self.max_open_conns}",
+            )
+        if self.conn_max_lifetime < timedelta(0):
+            yield ConfigIssue("conn_max_lifetime", "must not be negative")
+        if self.statement_timeout < timedelta(0):
+            yield ConfigIssue("statement_timeout", "must not be negative")
+        if (self.client_cert_path is None) != (self.client_key_path is None):
+            missing = "client_key_path" if self.client_key_path is None else "client_cert_path"
+            yield ConfigIssue(
+                missing, "is required with client_cert_path and client_key_path: set both or none"
+            )
