@@ -247,3 +247,13 @@ def test_sign_jwt_refuses_a_key_that_does_not_fit(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         sign_jwt({}, {}, TokenIssuer(key_algorithm).key, algorithm)
+
+
+def test_the_header_type_can_be_restricted() -> None:
+    issuer = TokenIssuer()
+    allowed = {"JWT", "JOSE"}
+    verify(issuer, issuer.issue(claims()), types=allowed)
+    with pytest.raises(MalformedJwtError, match='type must be "JOSE" or "JWT"'):
+        verify(issuer, issuer.issue(claims(), header={"typ": "at+jwt"}), types=allowed)
+    untyped = sign_jwt({"kid": issuer.key_id}, claims(), issuer.key, "RS256")
+    verify(issuer, untyped, types=allowed)

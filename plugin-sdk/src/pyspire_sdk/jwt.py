@@ -6,7 +6,8 @@ no key is looked up for an algorithm that is not allowed:
 1. compact serialization, at most ``max_bytes``, three base64url parts of JSON objects whose
    members are each named once (parsers disagree on which of two duplicates wins);
 2. the header: ``alg`` on the caller's allow-list (``none`` and HMAC are never supported),
-   no ``crit`` (no extension is understood here), and only the members the caller allows;
+   no ``crit`` (no extension is understood here), only the members the caller allows, and a
+   ``typ``, when present, among the types the caller allows;
 3. the key: the header's ``kid`` must name a key of the set whose type fits ``alg``;
 4. the signature, with :mod:`cryptography` (RSA keys of at least :data:`MIN_RSA_KEY_BITS`);
 5. the claims (:class:`ClaimRules`): ``exp`` (required unless said otherwise), ``nbf`` and
@@ -156,13 +157,15 @@ def parse_jwt(
     *,
     algorithms: Collection[str],
     header_fields: Collection[str] | None = None,
+    types: Collection[str] | None = None,
     max_bytes: int = MAX_TOKEN_BYTES,
 ) -> ParsedJwt:
     """Split and decode ``token`` and check its header (steps 1 and 2 above).
 
     ``algorithms`` is the allow-list of ``alg`` values (each in :data:`SUPPORTED_ALGORITHMS`:
     asking for another raises :class:`ValueError`); ``header_fields``, when given, are the
-    only header members allowed.
+    only header members allowed; ``types``, when given, the values ``typ`` may have when it
+    is present (a JWT-SVID's are ``JWT`` and ``JOSE``).
     """
     unsupported = set(algorithms) - SUPPORTED_ALGORITHMS
     if unsupported:
@@ -188,6 +191,10 @@ def parse_jwt(
         extra = sorted(set(header) - set(header_fields))
         if extra:
             raise MalformedJwtError("token header has members not allowed: " + ", ".join(extra))
+    if types is not None and "typ" in header and header["typ"] not in types:
+        raise MalformedJwtError(
+            "token header type must be " + " or ".join(f'"{kind}"' for kind in sorted(types))
+        )
     key_id = header.get("kid")
     if key_id is not None and not isinstance(key_id, str):
         raise MalformedJwtError("token header key id must be a string")
@@ -286,12 +293,13 @@ def verify_jwt(
     rules: ClaimRules,
     now: datetime,
     header_fields: Collection[str] | None = None,
+    types: Collection[str] | None = None,
     max_bytes: int = MAX_TOKEN_BYTES,
 ) -> ParsedJwt:
     """Every step above: the token, verified with the key its ``kid`` names in ``keys`` and
     its claims checked at ``now``. Raises a subclass of :class:`InvalidJwtError`."""
     parsed = parse_jwt(
-        token, algorithms=algorithms, header_fields=header_fields, max_bytes=max_bytes
+        token, algorithms=algorithms, header_fields=header_fields, types=types, max_bytes=max_bytes
     )
     if parsed.key_id is None:
         raise UnknownKeyError("token header has no key id ('kid')")
