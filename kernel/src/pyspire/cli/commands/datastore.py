@@ -22,11 +22,11 @@ __all__ = ["COMMANDS", "copy_datastore"]
 
 import argparse
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pyspire.ca.manager import JOURNAL_NAME
 from pyspire.catalog import DATASTORE, Catalog, CatalogPlan, Discovery, PlannedPlugin, Side
@@ -118,81 +118,131 @@ async def copy_datastore(
     assert isinstance(source, CopyableDataStore)
     assert isinstance(destination, CopyableDataStore)
     copied: dict[str, int] = {}
-
-    def done(kind: str, count: int, present: int) -> None:
+    for kind, step in _STEPS:
+        count, present = await step(source, destination, report)
         copied[kind] = count
         report(f"{kind}: copied {count}, already present {present}")
+    return await _compare(source, destination, copied)
 
+
+class _Copyable(DataStore, CopyableDataStore, Protocol):
+    """A datastore that can be copied (what :func:`copy_datastore` checks both sides are)."""
+
+
+_Step = Callable[[_Copyable, _Copyable, Callable[[str], None]], Awaitable[tuple[int, int]]]
+
+
+async def _copy_bundles(
+    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+) -> tuple[int, int]:
     have = {b.trust_domain: b for b in await _all_bundles(destination)}
     wanted = [b for b in await _all_bundles(source) if have.get(b.trust_domain) != b]
     for bundle in wanted:
         await destination.set_bundle(bundle)
-    done("bundles", len(wanted), len(have))
+    return len(wanted), len(have)
 
-    have_rel = {r.trust_domain: r for r in await _all_relationships(destination)}
+
+async def _copy_relationships(
+    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+) -> tuple[int, int]:
+    have = {r.trust_domain: r for r in await _all_relationships(destination)}
     count = 0
     for relationship in await _all_relationships(source):
-        present = have_rel.get(relationship.trust_domain)
+        present = have.get(relationship.trust_domain)
+        if present == relationship:
+            continue
         if present is None:
             await destination.create_federation_relationship(relationship)
-        elif present != relationship:
-            await destination.update_federation_relationship(relationship)
         else:
-            continue
+            await destination.update_federation_relationship(relationship)
         count += 1
-    done("federation relationships", count, len(have_rel))
+    return count, len(have)
 
+
+async def _copy_journal(
+    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+) -> tuple[int, int]:
     journal = await source.get_ca_journal(JOURNAL_NAME)
-    present_journal = await destination.get_ca_journal(JOURNAL_NAME)
-    if journal is not None and journal != present_journal:
-        await destination.set_ca_journal(JOURNAL_NAME, journal)
-    done(
-        "CA journal",
-        int(journal is not None and journal != present_journal),
-        int(present_journal is not None),
-    )
+    present = await destination.get_ca_journal(JOURNAL_NAME)
+    if journal is None or journal == present:
+        return 0, int(present is not None)
+    await destination.set_ca_journal(JOURNAL_NAME, journal)
+    return 1, int(present is not None)
 
-    have_tokens = {t.token: t for t in await destination.list_join_tokens()}
+
+async def _copy_join_tokens(
+    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+) -> tuple[int, int]:
+    have = {t.token: t for t in await destination.list_join_tokens()}
     count = 0
     for token in await source.list_join_tokens():
-        present_token = have_tokens.get(token.token)
-        if present_token == token:
+        present = have.get(token.token)
+        if present == token:
             continue
-        if present_token is not None:
+        if present is not None:
             await destination.delete_join_token(token.token)
         await destination.create_join_token(token)
         count += 1
-    done("join tokens", count, len(have_tokens))
+    return count, len(have)
 
-    have_nodes = {n.spiffe_id: n for n in await _all_nodes(destination)}
+
+async def _copy_nodes(
+    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+) -> tuple[int, int]:
+    have = {n.spiffe_id: n for n in await _all_nodes(destination)}
     count = 0
     for node in await _all_nodes(source):
-        present_node = have_nodes.get(node.spiffe_id)
-        if present_node == node:
+        present = have.get(node.spiffe_id)
+        if present == node:
             continue
-        if present_node is None:
+        if present is None:
             await destination.create_attested_node(node)
         else:
             await destination.update_attested_node(node)
         count += 1
-    done("attested nodes", count, len(have_nodes))
+    return count, len(have)
 
-    have_selectors = await destination.list_all_node_selectors()
+
+async def _copy_node_selectors(
+    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+) -> tuple[int, int]:
+    have = await destination.list_all_node_selectors()
     count = 0
     for spiffe_id, selectors in (await source.list_all_node_selectors()).items():
-        if have_selectors.get(spiffe_id) != selectors:
+        if have.get(spiffe_id) != selectors:
             await destination.set_node_selectors(spiffe_id, selectors)
             count += 1
-    done("node selectors", count, len(have_selectors))
+    return count, len(have)
 
-    have_entries = {e.id: e for e in await destination.list_all_entries()}
-    missing = [e for e in await source.list_all_entries() if have_entries.get(e.id) != e]
+
+async def _copy_entries(
+    source: _Copyable, destination: _Copyable, report: Callable[[str], None]
+) -> tuple[int, int]:
+    have = {e.id: e for e in await destination.list_all_entries()}
+    missing = [e for e in await source.list_all_entries() if have.get(e.id) != e]
     for start in range(0, len(missing), ENTRY_BATCH):
         batch = missing[start : start + ENTRY_BATCH]
         await destination.restore_entries(batch)
         report(f"entries: copied {start + len(batch)} of {len(missing)}")
-    done("entries", len(missing), len(have_entries))
+    return len(missing), len(have)
 
+
+_STEPS: tuple[tuple[str, _Step], ...] = (
+    ("bundles", _copy_bundles),
+    ("federation relationships", _copy_relationships),
+    ("CA journal", _copy_journal),
+    ("join tokens", _copy_join_tokens),
+    ("attested nodes", _copy_nodes),
+    ("node selectors", _copy_node_selectors),
+    ("entries", _copy_entries),
+)
+"""Each kind of record with the step that copies it, in dependency order."""
+
+
+async def _compare(
+    source: _Copyable, destination: _Copyable, copied: Mapping[str, int]
+) -> list[Tally]:
+    """Both sides kind by kind, by count and digest; CopyError naming every difference."""
     source_records = await _records(source)
     destination_records = await _records(destination)
     tallies: list[Tally] = []
