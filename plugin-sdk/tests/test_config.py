@@ -441,6 +441,23 @@ def test_describe_config_rows() -> None:
     assert list(rows)[:3] == ["text", "count", "ratio"]
 
 
+def test_describe_config_lists_the_keys_of_a_table_of_named_tables() -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Clusters:
+        clusters: dict[str, Upstream] = setting(default_factory=dict, description="by name")
+
+    rows = [(row.key, row.type_name, row.required) for row in describe_config(Clusters)]
+    assert rows == [
+        ("clusters", "a table of tables", False),
+        ("clusters.<name>.name", "a string", True),
+        ("clusters.<name>.weight", "a number", False),
+    ]
+    loaded = load_config(Clusters, {"clusters": {"a": {"name": "x"}}})
+    assert loaded.clusters == {"a": Upstream(name="x")}
+    with pytest.raises(ConfigError, match=r"clusters\.b\.name: required key is missing"):
+        load_config(Clusters, {"clusters": {"b": {}}})
+
+
 def test_describe_config_hides_secret_defaults() -> None:
     @dataclass(frozen=True, kw_only=True)
     class WithDefault:

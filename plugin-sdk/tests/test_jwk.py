@@ -180,3 +180,40 @@ def test_thumbprint_is_stable_and_key_specific() -> None:
     second = ec.generate_private_key(ec.SECP256R1()).public_key()
     assert jwk_thumbprint(first) == jwk_thumbprint(public_key_from_jwk(public_key_to_jwk(first)))
     assert jwk_thumbprint(first) != jwk_thumbprint(second)
+
+
+def test_a_jwk_set_keeps_the_signature_keys_by_kid() -> None:
+    from pyspire_sdk.jwk import parse_jwk_set
+
+    first = ec.generate_private_key(ec.SECP256R1()).public_key()
+    second = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    third = ed25519.Ed25519PrivateKey.generate().public_key()
+    document = {
+        "keys": [
+            public_key_to_jwk(first, kid="a", use="sig"),
+            public_key_to_jwk(second, kid="a"),
+            public_key_to_jwk(third, kid="b"),
+            public_key_to_jwk(first, kid="enc", use="enc"),
+            public_key_to_jwk(first),  # no kid
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "bad", "crv": "P-256", "x": "AA", "y": "AA"},
+            "not an object",
+        ]
+    }
+    keys = parse_jwk_set(document)
+    assert [spki(key) for key in keys.find("a")] == [spki(first), spki(second)]
+    assert [spki(key) for key in keys.find("b")] == [spki(third)]
+    assert keys.find("enc") == ()
+    assert keys.skipped == 5
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [([], "must be a JSON object"), ({}, "'keys' is missing"), ({"keys": {}}, "not an array")],
+)
+def test_a_jwk_set_document_must_have_a_keys_array(document: object, message: str) -> None:
+    from pyspire_sdk.jwk import parse_jwk_set
+
+    with pytest.raises(InvalidArgumentError, match=message):
+        parse_jwk_set(document)

@@ -442,6 +442,8 @@ class AgentSettings:
     environment: Mapping[str, str] | None = None
     extra: str = ""
     """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
+    node_attestor: str = "[agent.plugins.node_attestor.join_token]"
+    """The node attestor's table (the agent has exactly one)."""
 
     @property
     def socket_path(self) -> Path:
@@ -474,7 +476,7 @@ log_level = "{self.log_level}"
 
 {self.extra}
 [agent.plugins.key_manager.disk]
-[agent.plugins.node_attestor.join_token]
+{self.node_attestor}
 [agent.plugins.workload_attestor.unix]
 {self.plugins_toml}"""
         )

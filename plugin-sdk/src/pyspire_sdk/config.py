@@ -373,7 +373,8 @@ def describe_config(config_type: type[Any]) -> list[SettingDoc]:
     """The documentation table of a configuration class, one row per key.
 
     A nested configuration table gets its own row followed by rows for its keys
-    (``pool``, ``pool.size``, ...); an array of tables lists its keys under ``name[]``.
+    (``pool``, ``pool.size``, ...); an array of tables lists its keys under ``name[]``, a
+    table of tables keyed by names of the operator's choosing under ``name.<name>``.
     """
     rows: list[SettingDoc] = []
     _describe(config_type, "", rows)
@@ -402,6 +403,9 @@ def _nested_config(annotation: Any) -> tuple[type[Any], str] | None:
     if origin in (tuple, list) and args:
         found = _nested_config(args[0])
         return (found[0], "[]" + found[1]) if found else None
+    if origin in (dict, Mapping) and len(args) == 2:
+        found = _nested_config(args[1])
+        return (found[0], ".<name>" + found[1]) if found else None
     if _is_table_type(annotation):
         return (annotation, "")
     return None

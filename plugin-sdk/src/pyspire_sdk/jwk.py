@@ -11,11 +11,13 @@ integers in their shortest big-endian form. Parsing is as strict on what matters
 from __future__ import annotations
 
 __all__ = [
+    "JwkSet",
     "PublicKey",
     "b64url_decode",
     "b64url_encode",
     "jwk_thumbprint",
     "jwk_to_spki",
+    "parse_jwk_set",
     "public_key_from_jwk",
     "public_key_to_jwk",
     "spki_to_jwk",
@@ -25,7 +27,8 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -205,3 +208,58 @@ def jwk_thumbprint(key: PublicKey) -> str:
     members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True)
     return b64url_encode(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclass(frozen=True)
+class JwkSet:
+    """The usable keys of a JWK Set (RFC 7517 section 5), by key ID.
+
+    A key ID may name several keys (a set in the middle of a rotation can); verifiers try each.
+    ``skipped`` counts the set's members that were left out: keys for another use than
+    signatures, of a type or curve not supported here, or malformed. A set that mixes in keys
+    this module cannot use still verifies with the others, as go-jose's does.
+    """
+
+    keys: Mapping[str, Sequence[PublicKey]] = field(default_factory=dict)
+    skipped: int = 0
+
+    def find(self, key_id: str) -> Sequence[PublicKey]:
+        """The keys with ``key_id``; empty when there is none."""
+        return self.keys.get(key_id, ())
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self.keys.values())
+
+
+def parse_jwk_set(document: Any) -> JwkSet:
+    """The signature keys of a JWK Set document (``{"keys": [...]}``), by ``kid``.
+
+    Keys without a ``kid`` cannot be chosen by a token and are skipped, as are keys whose
+    ``use`` is present and not ``"sig"`` and keys :func:`public_key_from_jwk` refuses. Raises
+    :class:`InvalidArgumentError` when the document is not a JSON object with a ``keys`` array.
+    """
+    if not isinstance(document, Mapping):
+        raise InvalidArgumentError(
+            f"jwk set must be a JSON object, found {type(document).__name__}"
+        )
+    members = document.get("keys")
+    if not isinstance(members, list):
+        raise InvalidArgumentError("jwk set member 'keys' is missing or not an array")
+    keys: dict[str, list[PublicKey]] = {}
+    skipped = 0
+    for member in members:
+        if not isinstance(member, Mapping):
+            skipped += 1
+            continue
+        key_id = member.get("kid")
+        use = member.get("use")
+        if not isinstance(key_id, str) or not key_id or use not in (None, "sig"):
+            skipped += 1
+            continue
+        try:
+            key = public_key_from_jwk(member)
+        except InvalidArgumentError:
+            skipped += 1
+            continue
+        keys.setdefault(key_id, []).append(key)
+    return JwkSet(keys={kid: tuple(found) for kid, found in keys.items()}, skipped=skipped)

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import structlog.testing
 from betterproto.lib.google.protobuf import Empty
 
 from pyspire.proto.gen.spire.api import types as pb
@@ -111,6 +112,19 @@ async def test_an_expired_join_token_is_refused(
     with pytest.raises(PermissionDeniedError, match=r"join token expired"):
         await join(agent_service)
     assert await context.datastore.get_attested_node(JOIN_AGENT) is None
+
+
+async def test_a_refused_attestation_is_logged_with_its_reason(
+    context: ServerContext, agent_service: AgentService
+) -> None:
+    with structlog.testing.capture_logs() as logs, pytest.raises(PermissionDeniedError):
+        await join(agent_service, "never-created")
+    [refusal] = [line for line in logs if line["event"] == "agent attestation refused"]
+    assert refusal["log_level"] == "warning"
+    assert refusal["attestation_type"] == "join_token"
+    assert refusal["address"] == "10.0.0.1"
+    assert "does not exist or has already been used" in refusal["reason"]
+    assert "never-created" not in str(refusal)
 
 
 async def test_a_node_of_a_non_reattestable_attestor_cannot_attest_again(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = ["TestAuthority", "jwt_authority", "spki_der"]
 
+import ipaddress
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -227,6 +228,53 @@ class TestAuthority:
                 serialization.NoEncryption(),
             ),
             hint=hint,
+        )
+
+    @property
+    def pem(self) -> bytes:
+        """The CA certificate, PEM encoded (a trust-store file for TLS clients)."""
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issue_tls_server(
+        self,
+        hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        *,
+        ttl: timedelta = timedelta(days=1),
+    ) -> tuple[bytes, bytes]:
+        """A TLS server certificate for ``hosts`` (DNS names or IP addresses) signed by this CA,
+        and its fresh P-256 key: ``(certificate PEM, unencrypted PKCS#8 key PEM)``.
+
+        For HTTPS test servers that clients verify with :attr:`pem` as their trust store.
+        """
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        key = ec.generate_private_key(ec.SECP256R1())
+        start = _whole_seconds(None)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start - SVID_BACKDATE)
+            .not_valid_after(min(start + ttl, self.certificate.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return (
+            certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
         )
 
     def bundle(

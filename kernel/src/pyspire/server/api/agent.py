@@ -15,8 +15,9 @@ from __future__ import annotations
 __all__ = ["AgentService", "apply_agent_mask"]
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -190,6 +191,22 @@ class _ChallengeRelay:
         """What the attestor found (once :meth:`challenge` said it has finished); raises what
         the attestor raised."""
         return await self._attestation
+
+
+@contextlib.contextmanager
+def _logged_refusal(plugin_name: str, address: str) -> Iterator[None]:
+    """Log why an attestation was refused (the node attestor's or the admission's reason), so
+    the operator sees on the server what the agent is told."""
+    try:
+        yield
+    except (PermissionDeniedError, InvalidArgumentError) as error:
+        _log.warning(
+            "agent attestation refused",
+            attestation_type=plugin_name,
+            address=address,
+            reason=str(error),
+        )
+        raise
 
 
 class AgentService(agent_pb.AgentBase):
@@ -383,7 +400,10 @@ class AgentService(agent_pb.AgentBase):
         attestor = self._node_attestor(plugin_name)
         # Counted only once the attestor is known: its name labels the metric, and names
         # callers make up must not.
-        with counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name):
+        with (
+            counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name),
+            _logged_refusal(plugin_name, address),
+        ):
             public_key = public_key_from_csr(params.params.csr)
             async with GeneratorTasks() as tasks:
                 relay = _ChallengeRelay(tasks, attestor, params.data.payload)
