@@ -439,11 +439,11 @@ class AgentSettings:
     log_file: Path | None = None
     admin_socket: bool = False
     plugins_toml: str = ""
+    node_attestor: str = "[agent.plugins.node_attestor.join_token]"
+    """The agent's one node attestor table (with its settings)."""
     environment: Mapping[str, str] | None = None
     extra: str = ""
     """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
-    node_attestor: str = "[agent.plugins.node_attestor.join_token]"
-    """The node attestor's table (the agent has exactly one)."""
 
     @property
     def socket_path(self) -> Path:

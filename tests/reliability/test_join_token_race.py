@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import ssl
 from collections import Counter
 from collections.abc import Iterator
 
 import betterproto
 import grpclib.const
 import pytest
+from channels import SourceBoundChannel, anonymous_context
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from figures import Figures
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
-from grpclib.protocol import H2Protocol
 from processes import ServerProcess, ServerSettings, free_port, short_temp_dir
 
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
-from pyspire.transport.tls import ALPN
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -36,36 +34,6 @@ RACERS = 40
 FIRST_ADDRESS = 10
 ATTEST_AGENT = "/spire.api.server.agent.v1.Agent/AttestAgent"
 CALL_TIMEOUT = 30.0
-
-
-class SourceBoundChannel(Channel):
-    """A grpclib channel whose TCP connection leaves from ``source``, so the server sees each
-    racer as a different client address. grpclib has no option for it: this overrides its
-    connection factory, the one place that would break on a grpclib change."""
-
-    def __init__(self, source: str, host: str, port: int, ssl: ssl.SSLContext) -> None:
-        super().__init__(host, port, ssl=ssl)
-        self._source = source
-
-    async def _create_connection(self) -> H2Protocol:
-        _, protocol = await self._loop.create_connection(
-            self._protocol_factory,
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            local_addr=(self._source, 0),
-        )
-        return protocol
-
-
-def _anonymous_context() -> ssl.SSLContext:
-    """A client context without a certificate that does not check the server's: the race is
-    about the token, and an agent's first contact carries no certificate either."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(ALPN)
-    return context
 
 
 def _csr() -> bytes:
@@ -111,7 +79,7 @@ async def _attest(channel: Channel, token: str, csr: bytes, ready: asyncio.Barri
 
 async def _race(port: int, token: str) -> list[str]:
     ready = asyncio.Barrier(RACERS)
-    context = _anonymous_context()
+    context = anonymous_context()
     csr = _csr()
     channels = [
         SourceBoundChannel(f"127.0.0.{FIRST_ADDRESS + n}", "127.0.0.1", port, context)

@@ -1,6 +1,7 @@
 """The server runtime wires notifiers and bundle publishers to the CA: they hear of the bundle
 at start, and of the next CA the rotation publishes, on a fake clock; a notifier's veto stops
-the start before any listener opens and closes every plugin."""
+the start before any listener opens and closes every plugin. Every plugin reads the same bundle
+through its host's ``trust_bundle``."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ class MemoryNotifier:
         self.refuse = refuse
         self.told: list[NotifierEvent] = []
         self.closed = False
+        self.host: HostServices | None = None
 
     async def configure(self, config: Any, host: HostServices) -> None:
-        return None
+        self.host = host
 
     async def close(self) -> None:
         self.closed = True
@@ -167,6 +169,21 @@ async def test_notifiers_and_publishers_hear_of_the_loaded_bundle_and_the_next_c
     assert isinstance(update, BundleUpdated)
     assert update.bundle.sequence_number > loaded.bundle.sequence_number
     await until(lambda: publisher.published[-1] == update.bundle)
+
+
+async def test_plugins_read_the_servers_own_bundle_through_their_host(
+    started: tuple[ServerRuntime, Made], fake_clock: FakeClock
+) -> None:
+    _, made = started
+    [notifier] = made.notifiers
+    assert notifier.host is not None and notifier.host.trust_bundle is not None
+    [loaded] = notifier.told
+    assert await notifier.host.trust_bundle.current_bundle() == loaded.bundle
+
+    await fake_clock.advance(CA_TTL / 2)
+    await advance_until(fake_clock, lambda: any(x509_count(e) == 2 for e in notifier.told))
+    update = next(event for event in notifier.told if x509_count(event) == 2)
+    assert await notifier.host.trust_bundle.current_bundle() == update.bundle
 
 
 async def test_a_veto_stops_the_start_before_the_listeners_and_closes_the_plugins(

@@ -32,6 +32,7 @@ __all__ = [
     "Metrics",
     "Plugin",
     "PluginRegistration",
+    "TrustBundleSource",
     "distribution_name",
     "distribution_prefix",
     "hookimpl",
@@ -46,6 +47,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import pluggy
 import structlog
 
+from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.spiffeid import TrustDomain
@@ -100,14 +102,29 @@ class JoinTokenStore(Protocol):
         ...
 
 
+@runtime_checkable
+class TrustBundleSource(Protocol):
+    """Host service for server plugins: the server's own trust bundle, as it is now.
+
+    SPIRE gives its plugins the same through the IdentityProvider host service; x509pop's
+    ``mode = "spiffe"`` verifies agents' certificates against it.
+    """
+
+    async def current_bundle(self) -> Bundle:
+        """The bundle of the server's trust domain, current to the last change the server
+        saw; :class:`~pyspire_sdk.errors.UnavailableError` before the server has loaded it."""
+        ...
+
+
 @dataclass(frozen=True)
 class HostServices:
     """What the host gives each plugin at configure time, the way SPIRE hands plugins host
     services: who we are (trust domain), time, logging bound to the plugin, metrics, and the
     directory where the process keeps its state.
 
-    ``join_tokens`` is set on the server side only (for node attestors); ``extras`` carries
-    host services added later, looked up by name, so older plugins keep loading."""
+    ``join_tokens`` is set on the server side only (for node attestors), ``trust_bundle`` on
+    the server side only; ``extras`` carries host services added later, looked up by name, so
+    older plugins keep loading."""
 
     trust_domain: TrustDomain
     clock: Clock
@@ -118,6 +135,7 @@ class HostServices:
     plugin_type: str = ""
     join_tokens: JoinTokenStore | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    trust_bundle: TrustBundleSource | None = None
 
 
 @runtime_checkable

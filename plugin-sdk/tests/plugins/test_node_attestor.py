@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
+import structlog
 
 from pyspire_sdk.errors import InvalidArgumentError, InvalidSelectorError
 from pyspire_sdk.model import AttestationResult
@@ -96,3 +100,122 @@ def test_hookspecs_are_marked_for_pyspire() -> None:
     ):
         assert hasattr(hook, "pyspire_spec")
         assert hook.__doc__ and "Return" in hook.__doc__
+
+
+# -- the peer and the agent's attestation scope ---------------------------------------------
+
+
+async def test_current_peer_is_unknown_outside_an_attestation() -> None:
+    assert node_attestor.current_peer() == node_attestor.AttestationPeer(address=None)
+
+
+async def test_attesting_peer_reaches_tasks_created_inside_and_ends_with_the_block() -> None:
+    import asyncio
+
+    peer = node_attestor.AttestationPeer(address="192.0.2.7")
+    with node_attestor.attesting_peer(peer):
+        seen = await asyncio.ensure_future(_peer_in_a_task())
+        assert node_attestor.current_peer() == peer
+    assert seen == peer
+    assert node_attestor.current_peer().address is None
+
+
+async def _peer_in_a_task() -> node_attestor.AttestationPeer:
+    return node_attestor.current_peer()
+
+
+class _ScopedAgent:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def configure(self, config: object, host: object) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def attestation_payload(self) -> bytes:
+        self.events.append("payload")
+        return b"payload"
+
+    async def answer_challenge(self, challenge: bytes) -> bytes:
+        return b""
+
+    def attestation_scope(self) -> contextlib.AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def scope() -> AsyncIterator[None]:
+            self.events.append("enter")
+            try:
+                yield
+            finally:
+                self.events.append("exit")
+
+        return scope()
+
+
+async def test_agent_attestation_enters_the_scope_of_a_scoped_attestor() -> None:
+    agent = _ScopedAgent()
+    assert isinstance(agent, node_attestor.ScopedAgentNodeAttestor)
+
+    async def refused_attestation() -> None:
+        async with node_attestor.agent_attestation(agent):
+            await agent.attestation_payload()
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        await refused_attestation()
+
+    assert agent.events == ["enter", "payload", "exit"]
+
+
+async def test_agent_attestation_is_empty_for_an_attestor_without_a_scope() -> None:
+    class Plain:
+        async def configure(self, config: object, host: object) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+        async def attestation_payload(self) -> bytes:
+            return b"x"
+
+        async def answer_challenge(self, challenge: bytes) -> bytes:
+            return b""
+
+    plain = Plain()
+    assert not isinstance(plain, node_attestor.ScopedAgentNodeAttestor)
+    async with node_attestor.agent_attestation(plain):
+        assert await plain.attestation_payload() == b"x"
+
+
+def test_logging_refusals_logs_the_reason_and_the_address_then_lets_it_propagate() -> None:
+    from structlog.testing import capture_logs
+
+    from pyspire_sdk.errors import PermissionDeniedError
+
+    logger = structlog.get_logger().bind(plugin="x")
+    peer = node_attestor.AttestationPeer(address="192.0.2.4")
+    with (
+        capture_logs() as logs,
+        node_attestor.attesting_peer(peer),
+        pytest.raises(PermissionDeniedError, match="bad signature"),
+        node_attestor.logging_refusals(logger),
+    ):
+        raise PermissionDeniedError("bad signature")
+    with (
+        capture_logs() as quiet,
+        pytest.raises(RuntimeError),
+        node_attestor.logging_refusals(logger),
+    ):
+        raise RuntimeError("not a refusal")
+    assert [
+        {key: entry[key] for key in ("event", "reason", "address", "log_level")} for entry in logs
+    ] == [
+        {
+            "event": "node attestation refused",
+            "reason": "bad signature",
+            "address": "192.0.2.4",
+            "log_level": "warning",
+        }
+    ]
+    assert quiet == []

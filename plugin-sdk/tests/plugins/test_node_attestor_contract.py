@@ -9,6 +9,7 @@ shows that the suite fails a plugin that breaks the contract.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,12 +25,15 @@ from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.node_attestor import (
     AgentNodeAttestor,
+    AttestationPeer,
     Challenger,
     ServerNodeAttestor,
     agent_id,
+    current_peer,
 )
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing.node_attestor_contract import (
+    LOOPBACK_PEER,
     MAX_CHALLENGES,
     NodeAttestorContract,
     Transcript,
@@ -292,3 +296,108 @@ class TestTheSuiteCatchesACredulousAttestor:
 
         with pytest.raises(pytest.fail.Exception, match="accepted a tampered challenge answer"):
             await NodeAttestorContract().test_tampered_challenge_answer_is_refused(server, agent)
+
+    async def test_a_fixed_challenge_fails_the_replay_test(
+        self, host_services: HostServices
+    ) -> None:
+        class FixedNonce(HmacServerAttestor):
+            """Asks the same question every time, so yesterday's answer still works."""
+
+            async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
+                assert self._trust_domain is not None
+                answer = await challenge(b"n" * 32)
+                if not hmac.compare_digest(answer, _mac(self._secret, "node1", b"n" * 32)):
+                    raise PermissionDeniedError("challenge answer does not verify")
+                return AttestationResult(agent_id=agent_id(self._trust_domain, "hmac", "node1"))
+
+        server = FixedNonce()
+        await server.configure(HmacServerConfig(secret=SECRET), host_services)
+        agent = await _agent(host_services)
+
+        with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+            await NodeAttestorContract().test_replayed_challenge_answers_are_refused(server, agent)
+
+    async def test_a_reattestable_node_named_anew_fails_the_reattest_test(
+        self, host_services: HostServices
+    ) -> None:
+        class NewNameEachTime(HmacServerAttestor):
+            async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
+                await super().attest(payload, challenge)
+                assert self._trust_domain is not None
+                return AttestationResult(
+                    agent_id=agent_id(self._trust_domain, "hmac", secrets.token_hex(4)),
+                    can_reattest=True,
+                )
+
+        server = NewNameEachTime()
+        await server.configure(HmacServerConfig(secret=SECRET), host_services)
+        agent = await _agent(host_services)
+
+        with pytest.raises(AssertionError):
+            await NodeAttestorContract().test_a_reattestable_node_attests_again_as_itself(
+                server, agent
+            )
+
+    async def test_a_refusal_without_a_reason_fails_the_garbage_test(
+        self, host_services: HostServices
+    ) -> None:
+        class Terse(HmacServerAttestor):
+            async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
+                raise InvalidArgumentError("")
+
+        server = Terse()
+        await server.configure(HmacServerConfig(secret=SECRET), host_services)
+
+        with pytest.raises(AssertionError, match="gives no reason"):
+            await NodeAttestorContract().test_garbage_payload_is_refused(server, b"garbage")
+
+
+async def test_run_attestation_tells_the_server_who_the_agent_is(
+    host_services: HostServices,
+) -> None:
+    seen: list[AttestationPeer] = []
+
+    class Recording(HmacServerAttestor):
+        async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
+            seen.append(current_peer())
+            return await super().attest(payload, challenge)
+
+    server = Recording()
+    await server.configure(HmacServerConfig(secret=SECRET), host_services)
+    agent = await _agent(host_services)
+
+    await run_attestation(server, agent)
+    await run_attestation(server, agent, peer=AttestationPeer(address="192.0.2.1"))
+
+    assert seen == [LOOPBACK_PEER, AttestationPeer(address="192.0.2.1")]
+
+
+async def test_run_attestation_closes_the_agent_scope_after_a_refusal(
+    host_services: HostServices,
+) -> None:
+    events: list[str] = []
+
+    class Scoped(HmacAgentAttestor):
+        def attestation_scope(self) -> contextlib.AbstractAsyncContextManager[None]:
+            @contextlib.asynccontextmanager
+            async def scope() -> AsyncIterator[None]:
+                events.append("enter")
+                try:
+                    yield
+                finally:
+                    events.append("exit")
+
+            return scope()
+
+        async def answer_challenge(self, challenge: bytes) -> bytes:
+            events.append("answer")
+            return await super().answer_challenge(challenge)
+
+    server = await _server(host_services)
+    agent = Scoped()
+    await agent.configure(HmacAgentConfig(secret=b"wrong", node="node1"), host_services)
+
+    with pytest.raises(PermissionDeniedError):
+        await run_attestation(server, agent)
+
+    assert events == ["enter", "answer", "exit"]

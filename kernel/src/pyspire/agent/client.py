@@ -93,7 +93,7 @@ from pyspire_sdk.errors import (
     UnavailableError,
 )
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
-from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor
+from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor, agent_attestation
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 
 from .server_api import SvidRequest, SvidResult
@@ -651,8 +651,16 @@ class ServerClient:
         Runs AttestAgent: sends the attestation data and the CSR, answers every challenge with
         the attestor, then ends the request stream once the server sent its result. Errors of
         the attestor propagate unchanged; the server's refusal is a
-        :class:`~pyspire_sdk.errors.PermissionDeniedError`.
+        :class:`~pyspire_sdk.errors.PermissionDeniedError`. The attestor's attestation scope
+        (a listener the server calls back, say) lasts from before its payload until the
+        server's verdict.
         """
+        async with agent_attestation(node_attestor):
+            return await self._attest(plugin_name, node_attestor, csr_der)
+
+    async def _attest(
+        self, plugin_name: str, node_attestor: AgentNodeAttestor, csr_der: bytes
+    ) -> AttestResult:
         payload = await node_attestor.attestation_payload()
         first = agent_pb.AttestAgentRequest(
             params=agent_pb.AttestAgentRequestParams(

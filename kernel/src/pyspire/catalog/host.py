@@ -9,7 +9,7 @@ import structlog
 
 from pyspire.catalog.plan import PlannedPlugin
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.plugin import HostServices, JoinTokenStore, Metrics
+from pyspire_sdk.plugin import HostServices, JoinTokenStore, Metrics, TrustBundleSource
 from pyspire_sdk.spiffeid import TrustDomain
 
 
@@ -21,9 +21,11 @@ def host_services_for(
     metrics: Metrics,
     data_dir: Path,
     join_tokens: JoinTokenStore | None = None,
+    trust_bundle: TrustBundleSource | None = None,
 ) -> HostServices:
     """Host services for one planned plugin: a logger bound to its name and type, the
-    process's clock, metrics and state directory; ``join_tokens`` only for node attestors."""
+    process's clock, metrics and state directory; ``join_tokens`` only for node attestors,
+    ``trust_bundle`` (the server's own bundle) for every plugin of a process that has one."""
     kind = planned.kind.toml_name
     return HostServices(
         trust_domain=trust_domain,
@@ -34,4 +36,5 @@ def host_services_for(
         plugin_name=planned.name,
         plugin_type=kind,
         join_tokens=join_tokens if kind == "node_attestor" else None,
+        trust_bundle=trust_bundle,
     )

@@ -61,6 +61,7 @@ from pyspire.transport.tls import RotatingServerContext
 from pyspire.transport.unix import ADMIN_DIRECTORY_MODE, ADMIN_SOCKET_MODE, remove_socket
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
+from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
@@ -118,6 +119,21 @@ class _LazyJoinTokens:
         return await DataStoreJoinTokens(self.datastore).consume(token)
 
 
+class _LazyTrustBundle:
+    """The server's own bundle as a host service, before the bundle feed exists: plugins are
+    configured before the datastore, and read the bundle only once the server runs. Served from
+    the feed's memory, which every write of the bundle through this server updates."""
+
+    def __init__(self) -> None:
+        self.feed: BundleFeed | None = None
+
+    async def current_bundle(self) -> Bundle:
+        bundle = self.feed.current if self.feed is not None else None
+        if bundle is None:
+            raise UnavailableError("the server's trust bundle is not loaded yet")
+        return bundle
+
+
 class ServerRuntime:
     """One server process."""
 
@@ -138,6 +154,7 @@ class ServerRuntime:
         self._clock = clock or SystemClock()
         self._stop = asyncio.Event()
         self._join_tokens = _LazyJoinTokens()
+        self._trust_bundle = _LazyTrustBundle()
         self.metrics = PrometheusMetrics("pyspire_server")
         self.readiness = ServerReadiness(self.settings.trust_domain, self._clock)
         self.telemetry = TelemetryEndpoints()
@@ -157,6 +174,7 @@ class ServerRuntime:
             metrics=self.metrics,
             data_dir=self.settings.data_dir,
             join_tokens=self._join_tokens,
+            trust_bundle=self._trust_bundle,
         )
 
     async def run(self) -> None:
@@ -209,6 +227,7 @@ class ServerRuntime:
         stored = catalog.one(DATASTORE)
         self._join_tokens.datastore = stored
         feed = BundleFeed(stored, settings.trust_domain, self._clock)
+        self._trust_bundle.feed = feed
         datastore = watch_bundle_writes(stored, settings.trust_domain, feed.wake)
         composition = CredentialComposition(catalog.chain(CREDENTIAL_COMPOSERS))
         ca = CaManager(

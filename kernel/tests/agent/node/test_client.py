@@ -4,6 +4,7 @@ the server ID check and the mapping of failures to SDK errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,12 +42,22 @@ from pyspire_sdk.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
-from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.model import AttestationResult, RegistrationEntry
+from pyspire_sdk.plugins.node_attestor import Challenger
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
 
 from . import test_svid_reply as wire
-from .conftest import TD, Agent, RunningServer, make_ca, make_csr, workload_entry
+from .conftest import (
+    TD,
+    Agent,
+    AgentReverseAttestor,
+    RunningServer,
+    ServerReverseAttestor,
+    make_ca,
+    make_csr,
+    workload_entry,
+)
 
 
 @pytest.fixture
@@ -413,4 +424,69 @@ async def test_sync_falls_back_to_get_authorized_entries_when_unimplemented(
         assert [e.spiffe_id.path for e in entries] == ["/web"]
     finally:
         await agent.close()
+        await server.stop()
+
+
+class _Judging(ServerReverseAttestor):
+    """Notes when it has judged, in the same list as the agent half notes its steps."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
+        try:
+            return await super().attest(payload, challenge)
+        finally:
+            self.events.append("verdict")
+
+
+class _ScopedReverse(AgentReverseAttestor):
+    """An agent half with an attestation scope, answering wrongly when told to."""
+
+    def __init__(self, node: str, events: list[str], *, wrong: bool = False) -> None:
+        super().__init__(node)
+        self.events = events
+        self.wrong = wrong
+
+    def attestation_scope(self) -> contextlib.AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def scope() -> AsyncIterator[None]:
+            self.events.append("enter")
+            try:
+                yield
+            finally:
+                self.events.append("exit")
+
+        return scope()
+
+    async def answer_challenge(self, challenge: bytes) -> bytes:
+        self.events.append("answer")
+        answer = await super().answer_challenge(challenge)
+        return answer[::-1] if self.wrong else answer
+
+
+async def test_the_attestors_scope_lasts_until_the_servers_verdict(
+    tmp_path: Path, discovery: Discovery
+) -> None:
+    events: list[str] = []
+    server = RunningServer(
+        tmp_path / "server", discovery, node_attestors={"reverse": _Judging(events)}
+    )
+    await server.start()
+    client = ServerClient(trust_domain=TD, address="127.0.0.1", port=server.port, bundle=None)
+    try:
+        result = await client.attest("reverse", _ScopedReverse("node-1", events), make_csr())
+        assert result.svid.spiffe_id == SpiffeId.parse(
+            "spiffe://example.org/spire/agent/reverse/node-1"
+        )
+        assert events == ["enter", "answer", "verdict", "exit"]
+
+        events.clear()
+        refused = _ScopedReverse("node-2", events, wrong=True)
+        with pytest.raises(PermissionDeniedError, match="challenge answer is wrong"):
+            await client.attest("reverse", refused, make_csr())
+        assert events == ["enter", "answer", "verdict", "exit"]
+    finally:
+        await client.close()
         await server.stop()

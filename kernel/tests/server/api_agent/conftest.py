@@ -23,7 +23,12 @@ from pyspire.transport.calls import set_caller
 from pyspire_sdk.errors import PermissionDeniedError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.node_attestor import Challenger, agent_id
+from pyspire_sdk.plugins.node_attestor import (
+    AttestationPeer,
+    Challenger,
+    agent_id,
+    current_peer,
+)
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 TD = TrustDomain("example.org")
@@ -136,11 +141,12 @@ async def attest(
 
 class ChallengeAttestor:
     """A server node attestor that asks one challenge: the answer must be the payload
-    reversed. Reattestable; reports one selector value."""
+    reversed. Reattestable; reports one selector value; remembers whom it saw attesting."""
 
     def __init__(self, trust_domain: TrustDomain = TD) -> None:
         self.trust_domain = trust_domain
         self.calls = 0
+        self.peers: list[AttestationPeer] = []
         self.cancelled = 0
 
     async def configure(self, config: object, host: HostServices) -> None:
@@ -151,6 +157,7 @@ class ChallengeAttestor:
 
     async def attest(self, payload: bytes, challenge: Challenger) -> AttestationResult:
         self.calls += 1
+        self.peers.append(current_peer())
         try:
             answer = await challenge(b"reverse:" + payload)
         except asyncio.CancelledError:

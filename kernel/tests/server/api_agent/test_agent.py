@@ -24,6 +24,7 @@ from pyspire_sdk.errors import (
     UnavailableError,
 )
 from pyspire_sdk.plugins.datastore import EntryFilter
+from pyspire_sdk.plugins.node_attestor import AttestationPeer
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.testing import FakeClock
@@ -197,6 +198,22 @@ async def test_challenge_response_attestation(
     assert node.selectors == (Selector("challenge", "region:eu"),)
     assert node.can_reattest is True
     assert await context.datastore.get_node_selectors(CHALLENGE_AGENT) == node.selectors
+
+
+async def test_the_attestor_sees_the_address_the_agent_connects_from(
+    agent_service: AgentService, challenge_attestor: ChallengeAttestor
+) -> None:
+    for address in ("192.0.2.9", ""):
+        caller(CallerKind.ANY, address=address)
+        await attest(
+            agent_service,
+            params("challenge", b"node-1", make_csr()),
+            agent_pb.AttestAgentRequest(challenge_response=b"1-edon"),
+        )
+    assert challenge_attestor.peers == [
+        AttestationPeer(address="192.0.2.9"),
+        AttestationPeer(address=None),
+    ]
 
 
 async def test_a_reattestable_agent_attests_again_with_a_new_svid(

@@ -20,6 +20,18 @@ The host trusts nothing the plugin returns blindly: the agent ID must be in the 
 domain under ``/spire/agent/`` (:func:`check_agent_id`), and selector values become selectors
 whose type is the plugin's name (:func:`attestation_selectors`), so a plugin cannot claim
 another's selectors.
+
+Two facts reach a plugin beside the agent's evidence, each without changing the methods above,
+so attestors written before them keep working:
+
+- **Who is on the other end** (server half). While ``attest`` runs, :func:`current_peer` tells
+  the address the agent connects from, the way SPIRE hands its attestors the caller's address
+  in the call's metadata; a host sets it with :func:`attesting_peer`.
+- **How long one attestation lasts** (agent half). An agent half that must hold something for
+  the length of one attestation, such as a listener the server calls back, implements
+  ``attestation_scope()`` (:class:`ScopedAgentNodeAttestor`); the host enters it around the
+  whole exchange with :func:`agent_attestation`, and leaves it once the server has answered,
+  whatever the outcome.
 """
 
 from __future__ import annotations
@@ -27,20 +39,32 @@ from __future__ import annotations
 __all__ = [
     "AGENT_PATH_PREFIX",
     "AgentNodeAttestor",
+    "AttestationPeer",
     "Challenger",
+    "ScopedAgentNodeAttestor",
     "ServerNodeAttestor",
+    "agent_attestation",
     "agent_id",
     "attestation_selectors",
+    "attesting_peer",
     "check_agent_id",
+    "current_peer",
     "is_agent_id",
+    "logging_refusals",
     "pyspire_agent_node_attestors",
     "pyspire_server_node_attestors",
 ]
 
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from pyspire_sdk.errors import InvalidArgumentError, InvalidSpiffeIdError
+import structlog
+
+from pyspire_sdk.errors import InvalidArgumentError, InvalidSpiffeIdError, PermissionDeniedError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
 from pyspire_sdk.selector import Selector
@@ -118,6 +142,62 @@ def attestation_selectors(plugin_name: str, values: Iterable[str]) -> tuple[Sele
     return tuple(sorted({Selector(plugin_name, value) for value in values}))
 
 
+@dataclass(frozen=True)
+class AttestationPeer:
+    """What the server knows of the agent it is attesting, beyond the agent's evidence."""
+
+    address: str | None = None
+    """The IP address the agent's connection comes from, as the server's listener sees it: the
+    immediate peer, so a proxy's or load balancer's address when there is one. ``None`` when
+    the host does not know it."""
+
+
+_UNKNOWN_PEER = AttestationPeer()
+_PEER: contextvars.ContextVar[AttestationPeer | None] = contextvars.ContextVar(
+    "pyspire_attestation_peer", default=None
+)
+
+
+def current_peer() -> AttestationPeer:
+    """The agent being attested in this task, as the host described it.
+
+    A server half calls this inside ``attest``; outside an attestation, or under a host that
+    tells nothing, it is ``AttestationPeer()`` (nothing known), and an attestor that needs a
+    fact it lacks refuses the attestation rather than guess.
+    """
+    return _PEER.get() or _UNKNOWN_PEER
+
+
+@contextlib.contextmanager
+def attesting_peer(peer: AttestationPeer) -> Iterator[None]:
+    """Host side: make ``peer`` the :func:`current_peer` of the code run inside, and of tasks
+    created inside (they copy the context when created)."""
+    token = _PEER.set(peer)
+    try:
+        yield
+    finally:
+        _PEER.reset(token)
+
+
+@contextlib.contextmanager
+def logging_refusals(logger: structlog.typing.FilteringBoundLogger) -> Iterator[None]:
+    """Server side: log a refusal raised inside (a
+    :class:`~pyspire_sdk.errors.PermissionDeniedError` or
+    :class:`~pyspire_sdk.errors.InvalidArgumentError`) as the warning ``node attestation
+    refused`` with its ``reason`` and the agent's ``address``, then let it propagate.
+
+    The agent learns the reason from its failed call; this puts the same reason in the server's
+    log, where an operator looks when an agent cannot attest (SPIRE logs it too).
+    """
+    try:
+        yield
+    except (PermissionDeniedError, InvalidArgumentError) as error:
+        logger.warning(
+            "node attestation refused", reason=str(error), address=current_peer().address or ""
+        )
+        raise
+
+
 @runtime_checkable
 class ServerNodeAttestor(Plugin, Protocol):
     """The server half: verifies an agent's evidence and names the agent.
@@ -159,6 +239,34 @@ class AgentNodeAttestor(Plugin, Protocol):
     async def answer_challenge(self, challenge: bytes) -> bytes:
         """The answer to one challenge from the server half of the same plugin."""
         ...
+
+
+@runtime_checkable
+class ScopedAgentNodeAttestor(AgentNodeAttestor, Protocol):
+    """An agent half that holds something for the length of one attestation.
+
+    SPIRE's ``http_challenge`` agent listens on a port from before it sends its payload (which
+    names the port) until the server has fetched the challenge from it, that is until the
+    server's verdict. Such an attestor implements ``attestation_scope``; the host enters the
+    scope before ``attestation_payload`` and leaves it after the server's answer (result or
+    refusal), so what the scope opened is closed in every case.
+    """
+
+    def attestation_scope(self) -> AbstractAsyncContextManager[None]:
+        """A context entered around one whole attestation; raises like ``attestation_payload``
+        when what it needs cannot be had (a port already in use)."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def agent_attestation(attestor: AgentNodeAttestor) -> AsyncIterator[None]:
+    """Host side: the scope of one attestation with ``attestor``, its own
+    ``attestation_scope()`` when it is a :class:`ScopedAgentNodeAttestor`, else nothing."""
+    if isinstance(attestor, ScopedAgentNodeAttestor):
+        async with attestor.attestation_scope():
+            yield
+    else:
+        yield
 
 
 @hookspec

@@ -1,16 +1,19 @@
-"""Host services for plugins under test: a fake clock, a real logger, a recording metrics sink."""
+"""Host services for plugins under test: a fake clock, a real logger, a recording metrics sink,
+and a trust bundle a test sets."""
 
 from __future__ import annotations
 
-__all__ = ["RecordingMetrics", "make_host_services"]
+__all__ = ["RecordingMetrics", "StaticTrustBundle", "make_host_services"]
 
 from collections import defaultdict
 from pathlib import Path
 
 import structlog
 
+from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.errors import UnavailableError
+from pyspire_sdk.plugin import HostServices, TrustBundleSource
 from pyspire_sdk.spiffeid import TrustDomain
 from pyspire_sdk.testing.fake_clock import FakeClock
 
@@ -29,6 +32,19 @@ class RecordingMetrics:
         self.samples[name].append(value)
 
 
+class StaticTrustBundle:
+    """The server's trust bundle as a test sets it (:class:`~pyspire_sdk.plugin.TrustBundleSource`):
+    ``bundle`` is served until changed; ``None`` answers as a server that has not loaded one."""
+
+    def __init__(self, bundle: Bundle | None = None) -> None:
+        self.bundle = bundle
+
+    async def current_bundle(self) -> Bundle:
+        if self.bundle is None:
+            raise UnavailableError("the server's trust bundle is not loaded")
+        return self.bundle
+
+
 def make_host_services(
     data_dir: Path,
     *,
@@ -36,6 +52,7 @@ def make_host_services(
     clock: Clock | None = None,
     plugin_name: str = "under-test",
     plugin_type: str = "",
+    trust_bundle: TrustBundleSource | None = None,
 ) -> HostServices:
     """Host services as the kernel would give them, for a plugin under test."""
     return HostServices(
@@ -46,4 +63,5 @@ def make_host_services(
         data_dir=data_dir,
         plugin_name=plugin_name,
         plugin_type=plugin_type,
+        trust_bundle=trust_bundle,
     )

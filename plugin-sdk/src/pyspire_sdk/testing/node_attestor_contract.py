@@ -21,13 +21,16 @@ server accepts: a join token the server knows, a certificate its CA signed, ...)
             return SpiffeId.parse(f"spiffe://example.org/spire/agent/x509pop/{ca_files.sha1}")
 
 The handshake runs in memory through :func:`run_attestation`, which plugin tests can also call
-directly. The server's trust domain is ``host_services.trust_domain`` unless the subclass
-overrides the ``attestation_trust_domain`` fixture.
+directly; it enters the agent half's attestation scope and tells the server half who the agent
+is (``peer``), as a host does. The server's trust domain is ``host_services.trust_domain``
+unless the subclass overrides the ``attestation_trust_domain`` fixture; the server half sees
+the agent at :data:`LOOPBACK_PEER`.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "LOOPBACK_PEER",
     "MAX_CHALLENGES",
     "NodeAttestorContract",
     "Transcript",
@@ -45,7 +48,10 @@ from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.node_attestor import (
     AgentNodeAttestor,
+    AttestationPeer,
     ServerNodeAttestor,
+    agent_attestation,
+    attesting_peer,
     check_agent_id,
     is_agent_id,
 )
@@ -56,6 +62,9 @@ MAX_CHALLENGES = 16
 
 REFUSALS = (PermissionDeniedError, InvalidArgumentError)
 """How a server attestor refuses evidence: not holding, or not parseable."""
+
+LOOPBACK_PEER = AttestationPeer(address="127.0.0.1")
+"""The agent as the contract's handshakes present it to the server half."""
 
 
 @dataclass
@@ -81,41 +90,49 @@ async def run_attestation(
     transcript: Transcript | None = None,
     alter_payload: Callable[[bytes], bytes] | None = None,
     alter_answer: Callable[[bytes], bytes] | None = None,
+    peer: AttestationPeer = LOOPBACK_PEER,
 ) -> AttestationResult:
     """Run one handshake between ``agent`` and ``server`` in memory, as the host would.
 
-    The agent's payload goes to ``server.attest``; each challenge the server sends is answered
-    by ``agent.answer_challenge``. ``alter_payload`` and ``alter_answer`` let a test tamper with
-    what crosses the wire; ``transcript`` records it (after tampering). Whatever the server
-    raises propagates. More than :data:`MAX_CHALLENGES` challenges, or a challenge sent while
-    another is unanswered, raise :class:`~pyspire_sdk.errors.PluginError`.
+    The agent's attestation scope is entered first and left after the server's verdict; the
+    agent's payload goes to ``server.attest``, which sees ``peer`` as
+    :func:`~pyspire_sdk.plugins.node_attestor.current_peer`; each challenge the server sends is
+    answered by ``agent.answer_challenge``. ``alter_payload`` and ``alter_answer`` let a test
+    tamper with what crosses the wire; ``transcript`` records it (after tampering). Whatever
+    the server raises propagates. More than :data:`MAX_CHALLENGES` challenges, or a challenge
+    sent while another is unanswered, raise :class:`~pyspire_sdk.errors.PluginError`.
     """
     record = transcript if transcript is not None else Transcript()
-    payload = await agent.attestation_payload()
-    if alter_payload is not None:
-        payload = alter_payload(payload)
-    record.payload = payload
-    in_flight = False
+    async with agent_attestation(agent):
+        payload = await agent.attestation_payload()
+        if alter_payload is not None:
+            payload = alter_payload(payload)
+        record.payload = payload
+        in_flight = False
 
-    async def challenge(data: bytes) -> bytes:
-        nonlocal in_flight
-        if in_flight:
-            raise PluginError("server node attestor sent a challenge before the last was answered")
-        if len(record.exchanges) >= MAX_CHALLENGES:
-            raise PluginError(
-                f"server node attestor sent more than {MAX_CHALLENGES} challenges in one handshake"
-            )
-        in_flight = True
-        try:
-            answer = await agent.answer_challenge(data)
-        finally:
-            in_flight = False
-        if alter_answer is not None:
-            answer = alter_answer(answer)
-        record.exchanges.append((data, answer))
-        return answer
+        async def challenge(data: bytes) -> bytes:
+            nonlocal in_flight
+            if in_flight:
+                raise PluginError(
+                    "server node attestor sent a challenge before the last was answered"
+                )
+            if len(record.exchanges) >= MAX_CHALLENGES:
+                raise PluginError(
+                    f"server node attestor sent more than {MAX_CHALLENGES} challenges in one "
+                    "handshake"
+                )
+            in_flight = True
+            try:
+                answer = await agent.answer_challenge(data)
+            finally:
+                in_flight = False
+            if alter_answer is not None:
+                answer = alter_answer(answer)
+            record.exchanges.append((data, answer))
+            return answer
 
-    return await server.attest(payload, challenge)
+        with attesting_peer(peer):
+            return await server.attest(payload, challenge)
 
 
 async def _refuse_any_challenge(challenge: bytes) -> bytes:
@@ -253,11 +270,50 @@ class NodeAttestorContract:
     async def test_garbage_payload_is_refused(
         self, server_node_attestor: ServerNodeAttestor, payload: bytes
     ) -> None:
-        with pytest.raises(REFUSALS):
+        with attesting_peer(LOOPBACK_PEER), pytest.raises(REFUSALS) as refused:
             await server_node_attestor.attest(payload, _refuse_any_challenge)
+        assert str(refused.value), "the refusal gives no reason"
+
+    @pytest.mark.asyncio
+    async def test_replayed_challenge_answers_are_refused(
+        self,
+        server_node_attestor: ServerNodeAttestor,
+        agent_node_attestor: AgentNodeAttestor,
+    ) -> None:
+        """What crossed the wire in one handshake, played back later without the agent, does
+        not attest: every handshake's challenges are fresh."""
+        transcript = Transcript()
+        await run_attestation(server_node_attestor, agent_node_attestor, transcript=transcript)
+        if not transcript.exchanges:
+            pytest.skip("this attestor sends no challenge")
+        recorded = [answer for _, answer in transcript.exchanges]
+
+        async def replay(challenge: bytes) -> bytes:
+            return recorded.pop(0) if recorded else b""
+
+        with attesting_peer(LOOPBACK_PEER), pytest.raises(REFUSALS) as refused:
+            await server_node_attestor.attest(transcript.payload, replay)
+        assert str(refused.value), "the refusal gives no reason"
+
+    @pytest.mark.asyncio
+    async def test_a_reattestable_node_attests_again_as_itself(
+        self,
+        server_node_attestor: ServerNodeAttestor,
+        agent_node_attestor: AgentNodeAttestor,
+    ) -> None:
+        """A result that says the node may attest again must hold: the same agent, attesting
+        again, gets the same ID and selectors."""
+        first = await run_attestation(server_node_attestor, agent_node_attestor)
+        if not first.can_reattest:
+            pytest.skip("this attestor's nodes do not attest again")
+        second = await run_attestation(server_node_attestor, agent_node_attestor)
+        assert second.agent_id == first.agent_id
+        assert set(second.selector_values) == set(first.selector_values)
+        assert second.can_reattest
 
     @pytest.mark.asyncio
     async def test_agent_payload_is_bytes(self, agent_node_attestor: AgentNodeAttestor) -> None:
-        payload = await agent_node_attestor.attestation_payload()
+        async with agent_attestation(agent_node_attestor):
+            payload = await agent_node_attestor.attestation_payload()
         assert isinstance(payload, bytes)
         assert payload, "the attestation payload is empty"

@@ -56,8 +56,10 @@ from pyspire_sdk.limits import MAX_AGENT_VERSION_BYTES
 from pyspire_sdk.model import AttestationResult, AttestedNode, JoinToken, RegistrationEntry
 from pyspire_sdk.plugins.datastore import MatchBehavior, NodeFilter, Page, SelectorMatch
 from pyspire_sdk.plugins.node_attestor import (
+    AttestationPeer,
     ServerNodeAttestor,
     attestation_selectors,
+    attesting_peer,
     check_agent_id,
     is_agent_id,
 )
@@ -406,7 +408,9 @@ class AgentService(agent_pb.AgentBase):
         ):
             public_key = public_key_from_csr(params.params.csr)
             async with GeneratorTasks() as tasks:
-                relay = _ChallengeRelay(tasks, attestor, params.data.payload)
+                # The attestor's task sees who is attesting (a task copies the context).
+                with attesting_peer(AttestationPeer(address=address or None)):
+                    relay = _ChallengeRelay(tasks, attestor, params.data.payload)
                 while (challenge := await relay.challenge()) is not None:
                     yield agent_pb.AttestAgentResponse(challenge=challenge)
                     await relay.answer(await _challenge_response(requests))
