@@ -29,7 +29,7 @@ from pyspire_nodeattestor_sshpop.protocol import encode_answer
 from pyspire_nodeattestor_sshpop.ssh import Signature, sign
 
 from pyspire_sdk.challenge import combined_digest
-from pyspire_sdk.config import load_config, settings_table
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, InvalidArgumentError, PermissionDeniedError, PluginError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor, ServerNodeAttestor
@@ -40,6 +40,7 @@ from pyspire_sdk.testing.node_attestor_contract import (
     Transcript,
     run_attestation,
 )
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -443,6 +444,4 @@ def test_both_halves_register_under_one_name() -> None:
 
 
 def test_the_readme_shows_both_settings_tables() -> None:
-    text = README.read_text()
-    assert settings_table(SshPopServerConfig) in text
-    assert settings_table(SshPopAgentConfig) in text
+    assert_readme_documents(README, SshPopServerConfig, SshPopAgentConfig)

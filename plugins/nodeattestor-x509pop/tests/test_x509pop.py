@@ -30,7 +30,7 @@ from pyspire_nodeattestor_x509pop.plugin import (
 from pyspire_nodeattestor_x509pop.protocol import answer_challenge
 
 from pyspire_sdk.challenge import combined_digest
-from pyspire_sdk.config import load_config, settings_table
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import (
     ConfigError,
     InvalidArgumentError,
@@ -52,6 +52,7 @@ from pyspire_sdk.testing.node_attestor_contract import (
     run_attestation,
 )
 from pyspire_sdk.testing.pki import TestAuthority
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -700,6 +701,4 @@ def test_both_halves_register_under_one_name() -> None:
 
 
 def test_the_readme_shows_both_settings_tables() -> None:
-    text = README.read_text()
-    assert settings_table(X509PopServerConfig) in text
-    assert settings_table(X509PopAgentConfig) in text
+    assert_readme_documents(README, X509PopServerConfig, X509PopAgentConfig)
