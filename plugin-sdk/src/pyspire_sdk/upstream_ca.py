@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtensionOID
 
-from pyspire_sdk.errors import ConfigError, ConfigIssue, InvalidArgumentError
+from pyspire_sdk.errors import ConfigError, ConfigIssue, InvalidArgumentError, UnavailableError
 from pyspire_sdk.plugins.upstream_authority import UpstreamX509CA
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -331,8 +331,14 @@ class UpstreamCa:
     trust_domain: TrustDomain
 
     def sign_csr(self, csr_der: bytes, preferred_ttl: timedelta, now: datetime) -> x509.Certificate:
-        """The server CA certificate for ``csr_der`` (checked by :func:`validate_ca_csr`)."""
+        """The server CA certificate for ``csr_der`` (checked by :func:`validate_ca_csr`);
+        :class:`~pyspire_sdk.errors.UnavailableError` once the upstream CA has expired."""
         csr = validate_ca_csr(csr_der, self.trust_domain)
+        if now >= self.certificate.not_valid_after_utc:
+            raise UnavailableError(
+                "the upstream CA certificate expired at "
+                f"{self.certificate.not_valid_after_utc.isoformat()}: it can sign nothing"
+            )
         public_key = csr.public_key()
         ttl = preferred_ttl if preferred_ttl > timedelta(0) else DEFAULT_CA_TTL
         not_after = min(now + ttl, self.certificate.not_valid_after_utc)
