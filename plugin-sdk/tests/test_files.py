@@ -118,5 +118,5 @@ def test_read_private_file_refuses_any_access_by_group_or_others(tmp_path: Path,
 
 
 def test_read_private_file_refuses_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(OSError, match="(?i)directory|not a regular file"):
+    with pytest.raises(OSError, match=r"(?i)directory|not a regular file"):
         read_private_file(tmp_path)
