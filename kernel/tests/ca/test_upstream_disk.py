@@ -295,3 +295,48 @@ async def test_an_upstream_ca_that_cannot_work_is_refused_before_use(
     with pytest.raises(PyspireError, match=reason):
         await manager.start()
     assert TD not in ca_store.bundles
+
+
+def test_an_answer_that_is_no_ca_of_the_trust_domain_is_refused(fake_clock: FakeClock) -> None:
+    from pyspire.ca.upstream import accept_upstream_ca
+    from pyspire_sdk.errors import PluginError
+
+    root = _ca("root", None, fake_clock.now(), timedelta(days=1))
+    key = ec.generate_private_key(ec.SECP256R1())
+    spki = key.public_key().public_bytes(DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def answer(uri: str, *, key_usage: bool = True, ttl: timedelta = timedelta(hours=1)) -> bytes:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")]))
+            .issuer_name(root[0].subject)
+            .public_key(key.public_key())
+            .serial_number(7)
+            .not_valid_before(fake_clock.now() - timedelta(minutes=1))
+            .not_valid_after(fake_clock.now() + ttl)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False
+            )
+        )
+        if key_usage:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+            )
+        return builder.sign(root[1], hashes.SHA256()).public_bytes(DER)
+
+    def check(ca_der: bytes) -> None:
+        accept_upstream_ca(
+            UpstreamX509CA(ca_chain=(ca_der,), upstream_roots=(root[0].public_bytes(DER),)),
+            public_key_der=spki,
+            trust_domain=TD,
+            now=fake_clock.now(),
+        )
+
+    check(answer("spiffe://example.org"))
+    with pytest.raises(PluginError, match="lacks the keyUsage extension"):
+        check(answer("spiffe://example.org", key_usage=False))
+    with pytest.raises(PluginError, match="not the trust domain's ID"):
+        check(answer("spiffe://example.org/workload"))
+    with pytest.raises(PluginError, match="not valid at validation time"):
+        check(answer("spiffe://example.org", ttl=-timedelta(seconds=1)))

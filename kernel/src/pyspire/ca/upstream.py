@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -44,18 +45,27 @@ def _parse(minted: UpstreamX509CA) -> tuple[list[x509.Certificate], list[x509.Ce
     return chain, roots
 
 
+ExtensionT = TypeVar("ExtensionT", bound=x509.ExtensionType)
+
+
+def _extension(ca: x509.Certificate, kind: type[ExtensionT], name: str) -> ExtensionT:
+    try:
+        return ca.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        raise _refuse(f"it lacks the {name} extension") from None
+    except ValueError as error:
+        raise _refuse(f"its {name} extension does not parse: {error}") from None
+
+
 def _check_ca(ca: x509.Certificate, public_key_der: bytes, trust_domain: TrustDomain) -> None:
     held = ca.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if held != public_key_der:
         raise _refuse("it certifies another key than the one in the CSR")
-    try:
-        constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
-        usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
-        names = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound as error:
-        raise _refuse(f"it lacks the {error.oid._name} extension") from None
+    constraints = _extension(ca, x509.BasicConstraints, "basicConstraints")
+    usage = _extension(ca, x509.KeyUsage, "keyUsage")
+    names = _extension(ca, x509.SubjectAlternativeName, "subjectAltName")
     if not constraints.ca or not usage.key_cert_sign:
         raise _refuse("it is not a CA (basicConstraints CA:TRUE and keyCertSign are required)")
     uris = names.get_values_for_type(x509.UniformResourceIdentifier)
