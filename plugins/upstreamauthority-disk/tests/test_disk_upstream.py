@@ -21,11 +21,12 @@ from cryptography.x509.oid import NameOID
 from pyspire_upstreamauthority_disk import DiskUpstreamAuthority, DiskUpstreamConfig
 from pyspire_upstreamauthority_disk.plugin import pyspire_upstream_authorities
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, InvalidArgumentError, UnavailableError
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, HostServices, PluginRegistration
 from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority
 from pyspire_sdk.testing import FakeClock
+from pyspire_sdk.testing.readme import assert_readme_documents
 from pyspire_sdk.testing.upstream_authority_contract import (
     Misconfiguration,
     UpstreamAuthorityContract,
@@ -391,9 +392,7 @@ async def test_bad_csrs_name_spire_reasons(chained: CaFiles, host_services: Host
 
 
 def test_readme_documents_every_setting() -> None:
-    text = README.read_text()
-    for row in describe_config(DiskUpstreamConfig):
-        assert f"| `{row.key}` | {row.type_name} | {'yes' if row.required else 'no'} |" in text
+    assert_readme_documents(README, DiskUpstreamConfig)
 
 
 def test_entry_point_is_installed() -> None:
