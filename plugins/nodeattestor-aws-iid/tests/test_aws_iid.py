@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from pyspire_nodeattestor_aws_iid import (
     ServerAwsIidAttestor,
     ServerAwsIidConfig,
 )
-from pyspire_nodeattestor_aws_iid.ec2 import Ec2Instance
+from pyspire_nodeattestor_aws_iid.ec2 import AwsSession, AwsSettings, Ec2Instance
 from pyspire_nodeattestor_aws_iid.identity import AttestationData
 from pyspire_nodeattestor_aws_iid.server import check_block_device, profile_name
 from pyspire_nodeattestor_aws_iid.testing import (
@@ -39,6 +41,7 @@ from pyspire_sdk.errors import (
 )
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.testing import FakeClock
 from pyspire_sdk.testing.aws import MotoServer
 from pyspire_sdk.testing.loopback import LoopbackServer
 from pyspire_sdk.testing.node_attestor_contract import NodeAttestorContract, run_attestation
@@ -488,3 +491,36 @@ def test_the_readme_documents_every_setting() -> None:
     assert settings_table(ServerAwsIidConfig) in text
     assert settings_table(AgentAwsIidConfig) in text
     assert re.search(r"\| `aws_iid:tag:<key>:<value>`", text)
+
+
+async def test_assumed_role_clients_are_made_again_before_their_credentials_expire(
+    aws: MotoServer, instance: LaunchedInstance
+) -> None:
+    """moto's assumed-role credentials last an hour from the wall clock; the clients made with
+    them serve until five minutes before that, by the injected clock."""
+    clock = FakeClock(datetime.now(UTC))
+    session = AwsSession(AwsSettings(assume_role="spire-server-delegate"), clock)
+    try:
+        await session.instance(instance.account_id, instance.region, instance.instance_id)
+        first = session._clients[(instance.account_id, instance.region)]
+        await clock.advance(timedelta(minutes=50))
+        await session.instance(instance.account_id, instance.region, instance.instance_id)
+        assert session._clients[(instance.account_id, instance.region)] is first
+        await clock.advance(timedelta(minutes=6))
+        await session.instance(instance.account_id, instance.region, instance.instance_id)
+        assert session._clients[(instance.account_id, instance.region)] is not first
+    finally:
+        await session.close()
+
+
+def test_loading_the_plugin_imports_neither_aws_sdk_nor_http_library() -> None:
+    program = (
+        "import sys, pyspire_nodeattestor_aws_iid.plugin as p; "
+        "p.pyspire_server_node_attestors(); p.pyspire_agent_node_attestors(); "
+        "print(sorted({n.split('.')[0] for n in sys.modules} & "
+        "{'aiohttp', 'aiobotocore', 'botocore'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
