@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from cryptography import x509
@@ -265,12 +265,12 @@ class FakeImds:
     """The instance metadata service of one instance at a time (the last :meth:`serve`d).
 
     ``sessions`` is how it treats IMDSv2: ``"required"`` (reads need a session token, as on
-    instances that enforce IMDSv2), ``"optional"`` (as by default on EC2) or ``"absent"``
-    (the token PUT answers 405, as before IMDSv2). A test swaps ``signer`` for another
+    instances that enforce IMDSv2) or ``"absent"`` (the token PUT answers 405 and reads need
+    none, as before IMDSv2). A test swaps ``signer`` for another
     :class:`AwsSigner` to serve signatures AWS did not make."""
 
     signer: AwsSigner
-    sessions: str = "required"
+    sessions: Literal["required", "absent"] = "required"
     document: str = ""
     tokens: set[str] = field(default_factory=set)
     _signed: dict[tuple[int, str, str], str] = field(default_factory=dict)
