@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_AGENT_PATH_TEMPLATE", "ServerAwsIidAttestor", "ServerAwsIidC
 import asyncio
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -162,11 +162,13 @@ def profile_name(arn: str) -> str:
     return match.group(1).split("/")[-1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Attested:
+    """What a verified node is: its document, its instance in EC2, its profile's roles."""
+
     document: InstanceIdentityDocument
     instance: Ec2Instance
-    roles: tuple[str, ...] = field(default=())
+    roles: tuple[str, ...] = ()
 
 
 class ServerAwsIidAttestor:
