@@ -442,6 +442,10 @@ async def test_the_agent_path_template_may_use_tags(
 
 def test_configuration_rules(certificates: Path) -> None:
     load_config(ServerAwsIidConfig, {"certificate_path": str(certificates)})
+    regional = load_config(
+        ServerAwsIidConfig, {"region_certificate_paths": {"us-west-2": str(certificates)}}
+    )
+    assert regional.region_certificate_paths == {"us-west-2": certificates}
     cases = {
         "certificate_path: AWS's public certificates are required": {},
         "secret_access_key: configuration missing secret access key": {
