@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from pyspire_nodeattestor_aws_iid import (
     AgentAwsIidAttestor,
     AgentAwsIidConfig,
@@ -43,7 +44,7 @@ from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.testing import FakeClock
 from pyspire_sdk.testing.aws import MotoServer
-from pyspire_sdk.testing.loopback import LoopbackServer
+from pyspire_sdk.testing.loopback import LoopbackServer, serve_loopback
 from pyspire_sdk.testing.node_attestor_contract import NodeAttestorContract, run_attestation
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -528,3 +529,31 @@ def test_loading_the_plugin_imports_neither_aws_sdk_nor_http_library() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_role_that_may_not_be_assumed_is_a_refusal(
+    host_services: HostServices,
+    agent: AgentAwsIidAttestor,
+    certificates: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """STS refusing the role (the node's account does not trust the server) refuses the node;
+    STS answers here from a loopback server shaped as AWS's error response."""
+
+    async def deny(request: web.Request) -> web.Response:
+        return web.Response(
+            status=403,
+            content_type="text/xml",
+            text='<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            "<Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized to perform "
+            "sts:AssumeRole</Message></Error><RequestId>1</RequestId></ErrorResponse>",
+        )
+
+    async with serve_loopback([("POST", "/", deny)]) as sts:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
+        server = await make_server(host_services, server_config(certificates, assume_role="x"))
+        try:
+            with pytest.raises(PermissionDeniedError, match="AccessDenied: not authorized"):
+                await run_attestation(server, agent)
+        finally:
+            await server.close()
