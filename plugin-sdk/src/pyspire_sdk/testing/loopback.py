@@ -151,10 +151,14 @@ class LoopbackThread:
         *,
         tls: TestAuthority | None = None,
         directory: Path | None = None,
+        tls_hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        client_ca: TestAuthority | None = None,
     ) -> None:
         self._routes = list(routes)
         self._tls = tls
         self._directory = directory
+        self._tls_hosts = tuple(tls_hosts)
+        self._client_ca = client_ca
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,7 +176,13 @@ class LoopbackThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve_loopback(self._routes, tls=self._tls, directory=self._directory) as server:
+        async with serve_loopback(
+            self._routes,
+            tls=self._tls,
+            directory=self._directory,
+            tls_hosts=self._tls_hosts,
+            client_ca=self._client_ca,
+        ) as server:
             self._server = server
             self._ready.set()
             await self._stop.wait()
