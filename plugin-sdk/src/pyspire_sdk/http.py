@@ -188,9 +188,10 @@ class HttpClient:
             await session.close()
 
     async def open(self) -> None:
-        """Prepare the connection pool now (loading ``ca_file``), so a configuration that
-        cannot work fails in ``configure`` rather than at the first request. Raises
-        :class:`~pyspire_sdk.errors.UnavailableError` when ``ca_file`` cannot be loaded."""
+        """Prepare the connection pool now (loading ``ca_file`` and the client certificate),
+        so a configuration that cannot work fails in ``configure`` rather than at the first
+        request. Raises :class:`~pyspire_sdk.errors.UnavailableError` when one of them cannot
+        be loaded."""
         await self._open()
 
     async def _open(self) -> aiohttp.ClientSession:

@@ -483,6 +483,26 @@ def test_bad_settings_name_the_key(settings: dict[str, Any], message: str) -> No
         load_config(K8sAttestorConfig, settings, path="k8s")
 
 
+async def test_unreadable_kubelet_ca_or_client_certificate_fail_at_configure(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    for settings, name in (
+        ({"kubelet_ca_path": str(tmp_path / "no-ca.pem")}, "no-ca.pem"),
+        (
+            {
+                "skip_kubelet_verification": True,
+                "certificate_path": str(tmp_path / "no-cert.pem"),
+                "private_key_path": str(tmp_path / "no-key.pem"),
+            },
+            "no-cert.pem",
+        ),
+    ):
+        attestor = K8sAttestor(environ={}.get)
+        with pytest.raises(UnavailableError, match=name):
+            await attestor.configure(load_config(K8sAttestorConfig, settings), host_services)
+        await attestor.close()
+
+
 def test_the_readme_documents_every_setting() -> None:
     assert_readme_documents(README, K8sAttestorConfig)
 
@@ -502,7 +522,8 @@ class TestK8sAttestor(WorkloadAttestorContract):
         if find_container(await read_cgroups(os.getpid()), with_pod_uid=True) is not None:
             pytest.skip("the test process runs in a container no test kubelet lists")
         attestor = K8sAttestor(environ={}.get)
-        config = load_config(K8sAttestorConfig, {"token_path": str(tmp_path / "token")}, path="k8s")
+        settings = {"token_path": str(tmp_path / "token"), "skip_kubelet_verification": True}
+        config = load_config(K8sAttestorConfig, settings, path="k8s")
         await attestor.configure(config, host_services)
         yield attestor
         await attestor.close()

@@ -68,10 +68,16 @@ class K8sAttestor:
         return self._environ(config.node_name_env) or ""
 
     async def configure(self, config: K8sAttestorConfig, host: HostServices) -> None:
-        """Keep ``config``; the kubelet is first asked when a process in a pod is attested,
-        and the token is read then (and again every ``reload_interval``)."""
+        """Keep ``config`` and load the kubelet CA and client certificate (a file that cannot
+        be read fails here, naming it); the kubelet is first asked when a process in a pod is
+        attested, and the token is read then (and again every ``reload_interval``)."""
         node_name = self._node_name(config)
         source = PodListSource(config, node_name, host.clock)
+        try:
+            await source.open()
+        except UnavailableError:
+            await source.close()
+            raise
         previous, self._source = self._source, source
         if previous is not None:
             await previous.close()

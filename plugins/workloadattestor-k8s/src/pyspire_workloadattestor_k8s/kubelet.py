@@ -78,6 +78,12 @@ class PodListSource:
         self._latest: PodList | None = None
         self._fetching = asyncio.Lock()
 
+    async def open(self) -> None:
+        """Load the kubelet CA and the client certificate now, so a configuration naming
+        files that cannot be read fails at start; raises
+        :class:`~pyspire_sdk.errors.UnavailableError` naming the file."""
+        await self._client.open()
+
     async def close(self) -> None:
         await self._client.close()
 
