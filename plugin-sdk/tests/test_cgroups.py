@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,25 @@ async def test_own_cgroups_read_and_a_vanished_process_is_unavailable(tmp_path: 
     with pytest.raises(UnavailableError, match="does not exist"):
         await read_cgroups(4242, proc_root=tmp_path)
     assert issubclass(ProcessReplacedError, UnavailableError)
+
+
+async def test_a_pid_reused_while_its_cgroups_are_read_is_refused(tmp_path: Path) -> None:
+    root = _fake_process(tmp_path, "", "77")
+    cgroup = root / "4242" / "cgroup"
+    cgroup.unlink()
+    os.mkfifo(cgroup)
+
+    def new_process_takes_the_pid() -> None:
+        # Opening the FIFO waits for the reader, which has read the start time by then.
+        with cgroup.open("w") as writer:
+            fields = " ".join(["S", *["0"] * 18, "78"])
+            (root / "4242" / "stat").write_text(f"4242 (other) {fields}\n")
+            writer.write(f"0::/docker/{ID}\n")
+
+    thread = threading.Thread(target=new_process_takes_the_pid)
+    thread.start()
+    try:
+        with pytest.raises(ProcessReplacedError, match="replaced"):
+            await read_cgroups(4242, proc_root=root)
+    finally:
+        thread.join(timeout=10)
