@@ -78,7 +78,8 @@ def _rootfs_tar(busybox: Path) -> bytes:
 class DockerDaemon:
     """``dockerd`` with everything under one temporary directory; a context manager.
 
-    ``start`` raises :class:`RuntimeError` with the daemon's log when it does not come up.
+    ``start`` raises :class:`RuntimeError` with the daemon's log when it does not come up or
+    cannot run a container, having stopped it and removed its directory.
     """
 
     def __init__(self) -> None:
@@ -115,19 +116,32 @@ class DockerDaemon:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self._process.returncode}:\n{self.log}")
+                failure = f"dockerd exited {self._process.returncode}:\n{self.log}"
+                self.stop()
+                raise RuntimeError(failure)
             if self.socket.exists() and self.docker("version", check=False).returncode == 0:
                 self._import_image()
+                self._probe()
                 return self
             time.sleep(0.2)
+        failure = f"dockerd did not answer within {START_TIMEOUT:g}s:\n{self.log}"
         self.stop()
-        raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT:g}s:\n{self.log}")
+        raise RuntimeError(failure)
 
     def _import_image(self) -> None:
         busybox = _busybox()
         if busybox is None:
             raise RuntimeError("busybox is not installed")
         self.docker("import", "-c", 'CMD ["/bin/sh"]', "-", TEST_IMAGE, stdin=_rootfs_tar(busybox))
+
+    def _probe(self) -> None:
+        """Run one container, so an engine that answers but cannot run containers here (no
+        overlay file system, cgroups it cannot use) is reported at start, not as test
+        failures."""
+        probe = self.docker("run", "--rm", "--network", "none", TEST_IMAGE, "true", check=False)
+        if probe.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"the engine cannot run a container: {probe.stderr.strip()}")
 
     def docker(
         self, *argv: str, check: bool = True, stdin: bytes | None = None
