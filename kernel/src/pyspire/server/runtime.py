@@ -23,7 +23,7 @@ import grpclib.server
 import structlog
 
 from pyspire.ca.composition import CredentialComposition
-from pyspire.ca.manager import CaManager, CaSettings
+from pyspire.ca.manager import CaManager, CaSettings, journal_name
 from pyspire.catalog import (
     BUNDLE_PUBLISHERS,
     CREDENTIAL_COMPOSERS,
@@ -45,6 +45,7 @@ from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
 from pyspire.server.identity import ServerIdentity
+from pyspire.server.instance import load_server_id
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.notifications import BundleNotifications
@@ -65,7 +66,7 @@ from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.datastore import DataStore
+from pyspire_sdk.plugins.datastore import DataStore, WatchableDataStore
 
 SERVER_API_LIMITS = ConnectionLimits(
     max_connections=4096,
@@ -89,9 +90,11 @@ CHANGE_EVENT_RETENTION = timedelta(hours=12)
 @dataclass(frozen=True)
 class _Core:
     """The signing core, started before anything else: the datastore as the server uses it
-    (bundle writes watched by ``feed``), the credential composers and the CA."""
+    (bundle writes watched by ``feed``), the datastore plugin itself (``stored``), the
+    credential composers and the CA."""
 
     datastore: DataStore
+    stored: DataStore
     feed: BundleFeed
     composition: CredentialComposition
     ca: CaManager
@@ -195,6 +198,9 @@ class ServerRuntime:
             delivery = await self._start_bundle_delivery(catalog, core)
             registry = RegistryCache(core.datastore, settings.trust_domain, self._clock)
             await registry.start()
+            if isinstance(core.stored, WatchableDataStore):
+                # Changes made through other servers sharing the datastore, as they commit.
+                delivery["registry-watch"] = partial(core.stored.watch_changes, registry.hear)
             identity = await self._start_identity(core)
             context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
@@ -244,10 +250,11 @@ class ServerRuntime:
             upstream=catalog.optional(UPSTREAM_AUTHORITY),
             composition=composition,
             metrics=self.metrics,
+            journal=journal_name(await load_server_id(settings.data_dir)),
         )
         await ca.start()
         self.readiness.datastore, self.readiness.ca = datastore, ca
-        return _Core(datastore=datastore, feed=feed, composition=composition, ca=ca)
+        return _Core(datastore=datastore, stored=stored, feed=feed, composition=composition, ca=ca)
 
     async def _start_bundle_delivery(self, catalog: Catalog, core: _Core) -> dict[str, Service]:
         """Tell the notifiers of the loaded bundle (any may veto the start) and hand it to the

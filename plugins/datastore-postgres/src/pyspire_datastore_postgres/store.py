@@ -16,8 +16,9 @@ processes, not only across the tasks of one:
   counter that a transaction updates as its very last statement before ``COMMIT``: the row lock
   makes event-writing transactions commit in id order, so a reader that saw event *n* has seen
   every event below *n*, and an id is never lost to a rollback. Each such commit also sends
-  ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with ``<schema>:<last event id>``, for servers that want
-  to hear about changes before their next poll.
+  ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with ``<schema>:<last event id>``, which
+  :meth:`PostgresDataStore.watch_changes` (:mod:`pyspire_datastore_postgres.watch`) listens
+  for, so a change made through one server reaches the others' caches at once.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from pyspire_datastore_postgres.records import (
     relationship_from_row,
 )
 from pyspire_datastore_postgres.schema import migrate, schema_lock_key
+from pyspire_datastore_postgres.watch import NOTIFY_CHANNEL, ChangeWatch
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock, utc
 from pyspire_sdk.errors import (
@@ -67,6 +69,7 @@ from pyspire_sdk.plugins.datastore import (
     BundlePage,
     ChangeEvent,
     ChangeKind,
+    ChangeListener,
     EntryFilter,
     EntryPage,
     FailedPreconditionError,
@@ -99,10 +102,6 @@ from pyspire_sdk.stored_records import (
     selectors_hash,
     updated_entry,
 )
-
-NOTIFY_CHANNEL = "pyspire_change_events"
-"""The channel every commit that appended change events notifies, with the payload
-``<schema>:<last event id>``."""
 
 _Identity = tuple[str, str, bytes]
 
@@ -292,6 +291,14 @@ class PostgresDataStore:
     def schema(self) -> str:
         """The schema holding this datastore's tables."""
         return self._schema
+
+    async def watch_changes(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` of changes written by any server sharing this schema, as they
+        commit (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`), through
+        ``LISTEN`` on a connection of its own."""
+        if self._target is None:
+            raise UnavailableError("postgres datastore is not configured or already closed")
+        await ChangeWatch(self._target, self._schema, self._clock, self._logger).run(listener)
 
     # -- connections and transactions ------------------------------------------------------------
 
