@@ -198,9 +198,6 @@ class ServerRuntime:
             delivery = await self._start_bundle_delivery(catalog, core)
             registry = RegistryCache(core.datastore, settings.trust_domain, self._clock)
             await registry.start()
-            if isinstance(core.stored, WatchableDataStore):
-                # Changes made through other servers sharing the datastore, as they commit.
-                delivery["registry-watch"] = partial(core.stored.watch_changes, registry.hear)
             identity = await self._start_identity(core)
             context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
@@ -218,6 +215,7 @@ class ServerRuntime:
                     in_flight,
                     {
                         **delivery,
+                        **change_watch(core.stored, registry),
                         "ca-rotation": core.ca.run,
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
                         "server-svid": identity.run,
@@ -396,6 +394,16 @@ class ServerRuntime:
             events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
             if tokens or events:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
+
+
+def change_watch(datastore: DataStore, registry: RegistryCache) -> dict[str, Service]:
+    """The service that passes the datastore's change signals to the registry cache, by name,
+    when the datastore offers them (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`):
+    changes made through other servers sharing the datastore then reach the cache as they
+    commit instead of at its next poll. None otherwise."""
+    if not isinstance(datastore, WatchableDataStore):
+        return {}
+    return {"registry-watch": partial(datastore.watch_changes, registry.hear)}
 
 
 async def _close(server: grpclib.server.Server) -> None:

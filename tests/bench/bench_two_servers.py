@@ -1,0 +1,250 @@
+"""Workload SVID issuance through a TCP load balancer: two servers against one, in one run.
+
+    .venv/bin/python tests/bench/bench_two_servers.py [--agents 4] [--batches 30]
+        [--batch-size 50] [--in-flight 2] [--rounds 2]
+
+Two real ``pyspire-server`` processes share a throwaway PostgreSQL schema. ``--agents`` agents
+attest with join tokens through the proxy (:mod:`tcp_proxy`), each gets ``--batch-size``
+entries, and each then runs in its own process, as an agent would, the agent's own
+``ServerClient.new_x509_svids``: ``--batches`` BatchNewX509SVID calls of ``--batch-size`` CSRs,
+``--in-flight`` at a time, every agent starting at the same moment. Each agent holds one
+connection; the proxy hands connections to the servers in turn, so the agents split evenly.
+
+The floor is the same load through a proxy whose one backend is the first server (the second
+idles); the figure is the SVIDs per second through a proxy in front of both, and their ratio.
+Rounds interleave the two and the best of each is kept. Aim: ≥ 1.7x, which needs a core per
+server plus room for the agents and the proxy; with fewer cores the servers, the agents, the
+proxy and PostgreSQL share them and the ratio says so (the number of cores is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import asyncpg
+import structlog
+from bench_batch_new_x509_svid import csr_for
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from processes import ServerProcess, ServerSettings, free_port, short_temp_dir
+from pyspire_datastore_postgres.testing import find_server
+from pyspire_nodeattestor_join_token.plugin import AgentJoinTokenAttestor, AgentJoinTokenConfig
+from tcp_proxy import TcpProxy
+
+from pyspire.agent.client import ServerClient
+from pyspire.agent.server_api import SvidRequest
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.transport.tls import spiffe_id_of
+from pyspire_sdk.bundle import Bundle, X509Authority
+from pyspire_sdk.clock import SystemClock
+from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.testing import make_host_services
+
+TD = TrustDomain("example.org")
+ATTESTATION_SPACING = 1.05
+"""Seconds between attestations: the server admits one per second per client address, and
+every connection through the proxy comes from 127.0.0.1."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An attested agent: its SVID chain, key and the entries it may mint SVIDs for."""
+
+    chain: tuple[bytes, ...]
+    key_pem: bytes
+    entry_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one agent process needs: where to call, whom to trust, what to ask, and when."""
+
+    port: int
+    authorities: tuple[bytes, ...]
+    agent: Agent
+    batches: int
+    in_flight: int
+    start_at: float
+
+
+def run_agent(job: Job) -> float:
+    """In its own process: make the CSRs, wait for the common start, run the batches; the
+    wall-clock time the last batch finished."""
+    return asyncio.run(_agent(job))
+
+
+async def _agent(job: Job) -> float:
+    key = serialization.load_pem_private_key(job.agent.key_pem, None)
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=job.port,
+        bundle=Bundle(TD, tuple(X509Authority(der) for der in job.authorities)),
+    )
+    client.use_identity(job.agent.chain, key)  # type: ignore[arg-type]
+    batches = [
+        [
+            SvidRequest(entry_id, csr_for(ec.generate_private_key(ec.SECP256R1())))
+            for entry_id in job.agent.entry_ids
+        ]
+        for _ in range(job.batches + 1)
+    ]
+    await client.new_x509_svids(batches[0])  # the connection, the server's caches
+    await asyncio.sleep(max(0.0, job.start_at - time.time()))
+    pending = iter(batches[1:])
+
+    async def worker() -> None:
+        for batch in pending:
+            results = await client.new_x509_svids(batch)
+            failed = [result for result in results if result.svid is None]
+            if failed:
+                raise RuntimeError(f"a batch failed: {failed[0].error}")
+
+    await asyncio.gather(*(worker() for _ in range(job.in_flight)))
+    finished = time.time()
+    await client.close()
+    return finished
+
+
+def trust_anchors(server: ServerProcess) -> tuple[bytes, ...]:
+    bundle = server.api(lambda client: client.bundle.get_bundle(bundle_pb.GetBundleRequest()))
+    return tuple(authority.asn1 for authority in bundle.x509_authorities)
+
+
+async def attest(port: int, authorities: tuple[bytes, ...], token: str, root: Path) -> Agent:
+    """Attest through the proxy with ``token``, as the agent does; the agent's SVID and key."""
+    attestor = AgentJoinTokenAttestor()
+    await attestor.configure(
+        AgentJoinTokenConfig(token=token), make_host_services(root, clock=SystemClock())
+    )
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=port,
+        bundle=Bundle(TD, tuple(X509Authority(der) for der in authorities)),
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        result = await client.attest("join_token", attestor, csr_for(key))
+    finally:
+        await client.close()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Agent(chain=tuple(result.svid.cert_chain), key_pem=pem)
+
+
+def register(server: ServerProcess, agent: Agent, count: int, number: int) -> Agent:
+    """``count`` entries whose parent is ``agent``, created through ``server``."""
+    agent_id = spiffe_id_of(agent.chain[0])
+    parent = pb.Spiffeid(trust_domain=TD.name, path=agent_id.path)
+    entries = [
+        pb.Entry(
+            spiffe_id=pb.Spiffeid(trust_domain=TD.name, path=f"/agent-{number}/w/{index}"),
+            parent_id=parent,
+            selectors=[pb.Selector(type="unix", value=f"uid:{index}")],
+        )
+        for index in range(count)
+    ]
+    request = entry_pb.BatchCreateEntryRequest(entries=entries)
+    answer = server.api(lambda client: client.entry.batch_create_entry(request))
+    ids = tuple(result.entry.id for result in answer.results if result.status.code == 0)
+    if len(ids) != count:
+        raise SystemExit(f"entries refused: {answer.results[0].status.message}")
+    return Agent(agent.chain, agent.key_pem, ids)
+
+
+def issuance_rate(
+    port: int, authorities: tuple[bytes, ...], agents: list[Agent], batches: int, in_flight: int
+) -> float:
+    """SVIDs per second with every agent in its own process, all starting together."""
+    start_at = time.time() + 2.0 + 0.2 * len(agents)  # after every process made its CSRs
+    jobs = [Job(port, authorities, agent, batches, in_flight, start_at) for agent in agents]
+    with concurrent.futures.ProcessPoolExecutor(
+        len(jobs), mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        finished = list(pool.map(run_agent, jobs))
+    total = sum(len(agent.entry_ids) for agent in agents) * batches
+    return total / (max(finished) - start_at)
+
+
+async def _schema(server: str, statement: str) -> None:
+    connection = await asyncpg.connect(server)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--in-flight", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    database = asyncio.run(find_server())
+    schema = f"pyspire_bench_{secrets.token_hex(6)}"
+    asyncio.run(_schema(database, f'CREATE SCHEMA "{schema}"'))
+    root = short_temp_dir()
+    table = (
+        "[server.plugins.datastore.postgres]\n"
+        f'connection_string = "{database}?search_path={schema}"\n'
+    )
+    servers: list[ServerProcess] = []
+    try:
+        for name in ("a", "b"):
+            (root / name).mkdir()
+            settings = ServerSettings(
+                root=root / name, port=free_port(), datastore=table, log_level="WARN"
+            )
+            servers.append(ServerProcess(settings))
+            servers[-1].start()
+        ports = [server.settings.port for server in servers]
+        authorities = trust_anchors(servers[0])
+        agents = []
+        with TcpProxy(ports) as proxy:
+            for number in range(args.agents):
+                token = servers[0].generate_token()
+                agent = asyncio.run(attest(proxy.port, authorities, token, root))
+                agents.append(register(servers[0], agent, args.batch_size, number))
+                time.sleep(ATTESTATION_SPACING)
+        best = {"one server": 0.0, "two servers": 0.0}
+        for _ in range(args.rounds):
+            for name, backends in (("one server", ports[:1]), ("two servers", ports)):
+                with TcpProxy(backends) as proxy:
+                    rate = issuance_rate(
+                        proxy.port, authorities, agents, args.batches, args.in_flight
+                    )
+                best[name] = max(best[name], rate)
+                print(f"  {name}: {rate:,.0f} SVIDs/s")
+    finally:
+        for server in servers:
+            server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+        asyncio.run(_schema(database, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    print(f"cores: {os.cpu_count()}; agents: {args.agents}, {args.in_flight} batches in flight")
+    print(f"one server behind the proxy (floor): {best['one server']:,.0f} SVIDs/s")
+    print(f"two servers behind the proxy: {best['two servers']:,.0f} SVIDs/s")
+    print(f"ratio: {best['two servers'] / best['one server']:.2f} (aim >= 1.7)")
+
+
+if __name__ == "__main__":
+    main()
