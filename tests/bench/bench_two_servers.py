@@ -37,23 +37,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import asyncpg
 import structlog
 from bench_batch_new_x509_svid import csr_for
+from channels import attest_join_token, server_client
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from processes import ServerProcess, ServerSettings, free_port, short_temp_dir
 from pyspire_datastore_postgres.testing import find_server
-from pyspire_nodeattestor_join_token.plugin import AgentJoinTokenAttestor, AgentJoinTokenConfig
 from tcp_proxy import TcpProxy
 
-from pyspire.agent.client import ServerClient
 from pyspire.agent.server_api import SvidRequest
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.transport.tls import spiffe_id_of
-from pyspire_sdk.bundle import Bundle, X509Authority
-from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.spiffeid import TrustDomain
-from pyspire_sdk.testing import make_host_services
 
 TD = TrustDomain("example.org")
 ATTESTATION_SPACING = 1.05
@@ -90,12 +86,7 @@ def run_agent(job: Job) -> float:
 
 async def _agent(job: Job) -> float:
     key = serialization.load_pem_private_key(job.agent.key_pem, None)
-    client = ServerClient(
-        trust_domain=TD,
-        address="127.0.0.1",
-        port=job.port,
-        bundle=Bundle(TD, tuple(X509Authority(der) for der in job.authorities)),
-    )
+    client = server_client(job.port, job.authorities)
     client.use_identity(job.agent.chain, key)  # type: ignore[arg-type]
     batches = [
         [
@@ -128,25 +119,11 @@ def trust_anchors(server: ServerProcess) -> tuple[bytes, ...]:
 
 async def attest(port: int, authorities: tuple[bytes, ...], token: str, root: Path) -> Agent:
     """Attest through the proxy with ``token``, as the agent does; the agent's SVID and key."""
-    attestor = AgentJoinTokenAttestor()
-    await attestor.configure(
-        AgentJoinTokenConfig(token=token), make_host_services(root, clock=SystemClock())
-    )
-    client = ServerClient(
-        trust_domain=TD,
-        address="127.0.0.1",
-        port=port,
-        bundle=Bundle(TD, tuple(X509Authority(der) for der in authorities)),
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        result = await client.attest("join_token", attestor, csr_for(key))
-    finally:
-        await client.close()
+    chain, key = await attest_join_token(port, authorities, token, root)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return Agent(chain=tuple(result.svid.cert_chain), key_pem=pem)
+    return Agent(chain=chain, key_pem=pem)
 
 
 def register(server: ServerProcess, agent: Agent, count: int, number: int) -> Agent:
@@ -235,6 +212,10 @@ def main() -> None:
                     )
                 best[name] = max(best[name], rate)
                 print(f"  {name}: {rate:,.0f} SVIDs/s")
+    except BaseException:
+        for server in servers:
+            print(server.log()[-5000:], file=sys.stderr)
+        raise
     finally:
         for server in servers:
             server.kill()

@@ -3,7 +3,8 @@
 The server admits one attestation per second per client address, so a test or benchmark that
 attests many agents at once gives each its own loopback address (all of ``127.0.0.0/8`` reaches
 this host on Linux). :func:`race_join_token` plays many agents attesting with one join token at
-the same moment, against one server or several.
+the same moment, against one server or several; :func:`attest_join_token` attests one agent as
+the agent does and hands back its credentials, for tests and benchmarks that then call as it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 
 import betterproto
 import grpclib.const
@@ -21,9 +23,14 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 
+from pyspire.agent.client import ServerClient
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.transport.tls import ALPN
+from pyspire_sdk.bundle import Bundle, X509Authority
+from pyspire_sdk.clock import SystemClock
+from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.testing import make_host_services
 
 ATTEST_AGENT = "/spire.api.server.agent.v1.Agent/AttestAgent"
 CALL_TIMEOUT = 30.0
@@ -59,8 +66,8 @@ def anonymous_context() -> ssl.SSLContext:
     return context
 
 
-def _csr() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _csr(key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    key = key or ec.generate_private_key(ec.SECP256R1())
     request = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
@@ -121,3 +128,36 @@ async def race_join_token(
     finally:
         for channel in channels:
             channel.close()
+
+
+async def attest_join_token(
+    port: int, authorities: Sequence[bytes], token: str, data_dir: Path
+) -> tuple[tuple[bytes, ...], ec.EllipticCurvePrivateKey]:
+    """Attest at ``127.0.0.1:port`` with ``token`` through the agent's own client and join
+    token attestor, verifying the server with ``authorities``; the agent SVID chain and key."""
+    from pyspire_nodeattestor_join_token.plugin import (
+        AgentJoinTokenAttestor,
+        AgentJoinTokenConfig,
+    )
+
+    attestor = AgentJoinTokenAttestor()
+    await attestor.configure(
+        AgentJoinTokenConfig(token=token), make_host_services(data_dir, clock=SystemClock())
+    )
+    client = server_client(port, authorities)
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        result = await client.attest("join_token", attestor, _csr(key))
+    finally:
+        await client.close()
+    return tuple(result.svid.cert_chain), key
+
+
+def server_client(port: int, authorities: Sequence[bytes]) -> ServerClient:
+    """The agent's client for the server at ``127.0.0.1:port``, trusting ``authorities``."""
+    return ServerClient(
+        trust_domain=TrustDomain("example.org"),
+        address="127.0.0.1",
+        port=port,
+        bundle=Bundle(TrustDomain("example.org"), tuple(X509Authority(der) for der in authorities)),
+    )

@@ -1,11 +1,12 @@
 """Two servers of one trust domain on one PostgreSQL, behind a TCP load balancer, as real
 processes.
 
-Both servers start at once on one fresh schema, each with its own data directory, key manager
-and CA; one agent (syncing every 500 ms) reaches them only through :class:`~tcp_proxy.TcpProxy`.
-The tests run in file order on that one deployment:
+Two servers start one after the other on one fresh schema, each with its own data directory,
+key manager and CA; one agent (syncing every 500 ms) reaches them only through
+:class:`~tcp_proxy.TcpProxy`. The tests run in file order on that one deployment:
 
-- the shared bundle holds both servers' CAs and JWT keys;
+- the shared bundle holds both servers' CAs and JWT keys, and an agent attested through the
+  second server is served by the first, which started before the second's CA existed;
 - an entry created through the server the agent is *not* connected to reaches the workload's
   X.509 stream within a second (the change travels by LISTEN/NOTIFY to the agent's server);
 - one join token, attestations through both servers at once: exactly one succeeds;
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from channels import race_join_token
+from channels import attest_join_token, race_join_token, server_client
 from processes import (
     TRUST_DOMAIN,
     AgentProcess,
@@ -45,6 +46,8 @@ from processes import (
 )
 from pyspire_datastore_postgres.testing import ServerUnavailableError, find_server
 from tcp_proxy import TcpProxy
+
+from pyspire_sdk.errors import UnavailableError
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -124,24 +127,6 @@ def postgres_table(server: str, schema: str) -> str:
     )
 
 
-def start_servers(servers: list[ServerProcess]) -> None:
-    """Launch every server at once (they migrate one schema together), then wait until each
-    answers its health check."""
-    for server in servers:
-        server.launch()
-    for server in servers:
-
-        def serving(server: ServerProcess = server) -> bool | None:
-            if server.exited() is not None:
-                raise ProcessError(f"the server exited\n{server.log()}")
-            try:
-                return True if server.socket_path.exists() and server.serving() else None
-            except ProcessError:
-                return None
-
-        wait_for("both servers to serve", serving, 30, server.log())
-
-
 def create_entry(server: ServerProcess, spiffe_id: str, parent_id: str) -> None:
     server.cli(
         "entry",
@@ -184,7 +169,8 @@ def cluster() -> Iterator[Cluster]:
     )
     deployed = Cluster(root, server, schema, servers, proxy, agent)
     try:
-        start_servers(servers)
+        for started in servers:  # one after the other: the second's CA comes later
+            started.start()
         first = servers[0]
         first.write_bundle(agent.settings.bootstrap_bundle)
         token = first.generate_token()
@@ -254,6 +240,41 @@ def test_one_join_token_attested_through_both_servers_at_once_succeeds_once(
     after = cluster.servers[0].agent_ids()
     assert len(after) == len(before) + 1
     assert cluster.servers[1].agent_ids() == after
+
+
+def test_an_agent_attested_through_one_server_is_served_by_the_other(cluster: Cluster) -> None:
+    """The second server published its CA after the first started: the first must trust the
+    agent SVIDs the second signs (its TLS follows the shared bundle)."""
+    first, second = cluster.servers
+    token = first.generate_token()
+    authorities = trust_anchors(first)
+
+    async def exchange() -> int:
+        for _ in range(3):  # the server admits one attestation per second from 127.0.0.1
+            try:
+                chain, key = await attest_join_token(
+                    second.settings.port, authorities, token, cluster.root
+                )
+                break
+            except UnavailableError:
+                await asyncio.sleep(1.1)
+        else:
+            raise AssertionError("the agent was not attested through the second server")
+        client = server_client(first.settings.port, authorities)
+        client.use_identity(chain, key)
+        try:
+            return len(await client.fetch_authorized_entries())
+        finally:
+            await client.close()
+
+    assert asyncio.run(exchange()) == 0  # served: no entries name this agent
+
+
+def trust_anchors(server: ServerProcess) -> list[bytes]:
+    from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+
+    bundle = server.api(lambda client: client.bundle.get_bundle(bundle_pb.GetBundleRequest()))
+    return [authority.asn1 for authority in bundle.x509_authorities]
 
 
 def test_killing_the_agents_server_keeps_workloads_served_and_rotating(cluster: Cluster) -> None:

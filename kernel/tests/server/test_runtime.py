@@ -194,14 +194,23 @@ class _HearingCache:
         self.heard.append(signal)
 
 
-async def test_a_watchable_datastore_signals_the_registry_cache() -> None:
-    cache = _HearingCache()
-    services = change_watch(_SignallingDataStore(), cache)  # type: ignore[arg-type]
+class _WokenFeed:
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+async def test_a_watchable_datastore_signals_the_registry_cache_and_the_bundle_feed() -> None:
+    cache, feed = _HearingCache(), _WokenFeed()
+    services = change_watch(_SignallingDataStore(), cache, feed)  # type: ignore[arg-type]
     assert list(services) == ["registry-watch"]
     task = asyncio.create_task(services["registry-watch"]())
     try:
         await asyncio.sleep(0)
         assert cache.heard == [ChangeSignal.CHANGED, ChangeSignal.RESYNC]
+        assert feed.woken == 2
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -209,4 +218,4 @@ async def test_a_watchable_datastore_signals_the_registry_cache() -> None:
 
 
 async def test_a_datastore_without_signals_gets_no_watch() -> None:
-    assert change_watch(object(), _HearingCache()) == {}  # type: ignore[arg-type]
+    assert change_watch(object(), _HearingCache(), _WokenFeed()) == {}  # type: ignore[arg-type]

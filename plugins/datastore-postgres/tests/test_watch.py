@@ -13,16 +13,19 @@ import pytest
 from pyspire_datastore_postgres import NOTIFY_CHANNEL, PostgresDataStore, PostgresDataStoreConfig
 from pyspire_datastore_postgres.watch import application_name
 
+from pyspire_sdk.bundle import Bundle, JwtAuthority
+from pyspire_sdk.errors import AlreadyExistsError
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import ChangeSignal, WatchableDataStore
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
 
 pytestmark = pytest.mark.postgres
 
 AGENT = SpiffeId.parse("spiffe://example.org/spire/agent/x")
+TD = TrustDomain("example.org")
 
 
 def _entry(path: str) -> RegistrationEntry:
@@ -141,5 +144,28 @@ async def test_a_dropped_connection_is_replaced_and_reported_as_a_resync(
         await first.create_entry(_entry("/after"))
         await _until(lambda: len(watching.signals) == 3)
         assert watching.signals[-1] is ChangeSignal.CHANGED
+    finally:
+        await watching.stop()
+
+
+async def test_a_bundle_written_through_one_server_is_signalled_to_the_other(
+    servers: tuple[PostgresDataStore, PostgresDataStore],
+) -> None:
+    """Another server's new CA must reach this one's TLS trust before its agents call."""
+    first, second = servers
+    watching = Watching(second)
+    try:
+        await _until(lambda: len(watching.signals) == 1)
+        bundle = Bundle(TD, jwt_authorities=(JwtAuthority("first", b"key"),))
+        await first.create_bundle(bundle)
+        await _until(lambda: len(watching.signals) == 2)
+        await first.append_bundle(Bundle(TD, jwt_authorities=(JwtAuthority("second", b"k"),)))
+        await _until(lambda: len(watching.signals) == 3)
+        with pytest.raises(AlreadyExistsError):
+            await first.create_bundle(bundle)  # rolled back: nothing is sent
+        await first.create_entry(_entry("/after"))
+        await _until(lambda: len(watching.signals) == 4)
+        await asyncio.sleep(0.05)
+        assert watching.signals == [ChangeSignal.CHANGED] * 4
     finally:
         await watching.stop()

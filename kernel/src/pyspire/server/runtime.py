@@ -66,7 +66,7 @@ from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.datastore import DataStore, WatchableDataStore
+from pyspire_sdk.plugins.datastore import ChangeSignal, DataStore, WatchableDataStore
 
 SERVER_API_LIMITS = ConnectionLimits(
     max_connections=4096,
@@ -215,7 +215,7 @@ class ServerRuntime:
                     in_flight,
                     {
                         **delivery,
-                        **change_watch(core.stored, registry),
+                        **change_watch(core.stored, registry, core.feed),
                         "ca-rotation": core.ca.run,
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
                         "server-svid": identity.run,
@@ -293,6 +293,7 @@ class ServerRuntime:
         )
         await identity.rotate()
         core.ca.add_listener(identity.ca_changed)
+        core.feed.subscribe(identity.bundle_changed)
         return identity
 
     def _context(
@@ -396,14 +397,23 @@ class ServerRuntime:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
 
 
-def change_watch(datastore: DataStore, registry: RegistryCache) -> dict[str, Service]:
-    """The service that passes the datastore's change signals to the registry cache, by name,
-    when the datastore offers them (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`):
-    changes made through other servers sharing the datastore then reach the cache as they
-    commit instead of at its next poll. None otherwise."""
+def change_watch(
+    datastore: DataStore, registry: RegistryCache, feed: BundleFeed
+) -> dict[str, Service]:
+    """The service that passes the datastore's change signals on, by name, when the datastore
+    offers them (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`); none otherwise.
+    Changes made through other servers sharing the datastore then reach this one as they
+    commit instead of at its next poll: entries and agents to the registry cache, and the
+    bundle (another server's new CA, which this server's TLS must trust) to the bundle feed.
+    """
     if not isinstance(datastore, WatchableDataStore):
         return {}
-    return {"registry-watch": partial(datastore.watch_changes, registry.hear)}
+
+    def heard(signal: ChangeSignal) -> None:
+        registry.hear(signal)
+        feed.wake()
+
+    return {"registry-watch": partial(datastore.watch_changes, heard)}
 
 
 async def _close(server: grpclib.server.Server) -> None:

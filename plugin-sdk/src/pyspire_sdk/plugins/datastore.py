@@ -284,7 +284,8 @@ class ChangeSignal(StrEnum):
     """What a :class:`WatchableDataStore` tells its listener."""
 
     CHANGED = "changed"
-    """Change events may have been appended (through this server or another): read the feed."""
+    """Change events may have been appended, or a bundle written (through this server or
+    another): read the feed, and the bundle."""
     RESYNC = "resync"
     """The watch was re-established after a gap in which signals may have been lost (a lost
     connection, a failed poll): rebuild what follows the feed from a full read."""
@@ -632,13 +633,17 @@ class WatchableDataStore(Protocol):
     it applied, so signals may be coalesced, repeated or spurious without harm. Two ways to
     implement it:
 
-    - **Pushed** (PostgreSQL): every transaction that appends events also sends a notification
-      (``NOTIFY`` with the schema and the last event id); the watch holds one connection of its
+    - **Pushed** (PostgreSQL): every transaction that appends events or writes a bundle also
+      sends a notification (``NOTIFY`` with the schema); the watch holds one connection of its
       own that listens and turns each notification about this datastore into ``CHANGED``.
     - **Polled** (MySQL, or any database without notifications): the watch reads
-      :meth:`DataStore.last_change_event_id` every poll interval (a setting of the plugin,
-      under a second to meet the same latency) and signals ``CHANGED`` when it grew. One
-      indexed query per interval per server.
+      :meth:`DataStore.last_change_event_id` and the bundles' sequence numbers every poll
+      interval (a setting of the plugin, under a second to meet the same latency) and signals
+      ``CHANGED`` when either changed. A couple of indexed queries per interval per server.
+
+    Bundles matter because each server trusts agents by the shared bundle: when a server
+    publishes a new CA (at its first start, or when it prepares the next one), the others must
+    trust the agent SVIDs it signs before those agents call them.
     """
 
     async def watch_changes(self, listener: ChangeListener) -> None:
@@ -646,8 +651,9 @@ class WatchableDataStore(Protocol):
 
         Contract:
 
-        - Once the watch is established, ``listener(CHANGED)`` is called once, so a change made
-          between the caller's last read of the feed and the start of the watch is not missed.
+        - ``listener(CHANGED)`` after every commit that appended change events or wrote a
+          bundle, by whichever server; and once when the watch is established, so a change
+          made between the caller's last read and the start of the watch is not missed.
         - When the watch breaks (the connection is lost, a poll fails), it retries by
           :mod:`pyspire_sdk.backoff` (logging the state change once, never a secret), and once
           re-established calls ``listener(RESYNC)``: events may have been appended and pruned

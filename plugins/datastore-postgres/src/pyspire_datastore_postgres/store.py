@@ -16,7 +16,8 @@ processes, not only across the tasks of one:
   counter that a transaction updates as its very last statement before ``COMMIT``: the row lock
   makes event-writing transactions commit in id order, so a reader that saw event *n* has seen
   every event below *n*, and an id is never lost to a rollback. Each such commit also sends
-  ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with ``<schema>:<last event id>``, which
+  ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with ``<schema>:<last event id>`` (and a commit that
+  wrote a bundle ``<schema>:bundle``), which
   :meth:`PostgresDataStore.watch_changes` (:mod:`pyspire_datastore_postgres.watch`) listens
   for, so a change made through one server reaches the others' caches at once.
 """
@@ -47,7 +48,7 @@ from pyspire_datastore_postgres.records import (
     relationship_from_row,
 )
 from pyspire_datastore_postgres.schema import migrate, schema_lock_key
-from pyspire_datastore_postgres.watch import NOTIFY_CHANNEL, ChangeWatch
+from pyspire_datastore_postgres.watch import BUNDLE_PAYLOAD, NOTIFY_CHANNEL, ChangeWatch
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock, utc
 from pyspire_sdk.errors import (
@@ -1131,7 +1132,16 @@ class PostgresDataStore:
         )
         return None if row is None else bundle_from_json(*row)
 
+    async def _bundle_changed(self, connection: asyncpg.Connection) -> None:
+        """Notify, at commit, that a bundle changed: servers sharing the schema read their
+        bundle again (to trust a CA another server just published) instead of at their next
+        poll. Sent with the transaction, so a rollback sends nothing."""
+        await connection.execute(
+            "SELECT pg_notify($1, $2 || ':' || $3)", NOTIFY_CHANNEL, self._schema, BUNDLE_PAYLOAD
+        )
+
     async def _store_bundle(self, connection: asyncpg.Connection, bundle: Bundle) -> Bundle:
+        await self._bundle_changed(connection)
         row = await connection.fetchrow(
             f"INSERT INTO bundles ({_BUNDLE_COLUMNS}) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (trust_domain) DO UPDATE SET "
@@ -1241,6 +1251,7 @@ class PostgresDataStore:
                     await connection.execute(
                         "DELETE FROM bundles WHERE trust_domain = $1", trust_domain.name
                     )
+                    await self._bundle_changed(connection)
             except asyncpg.ForeignKeyViolationError:
                 raise FailedPreconditionError(
                     f"bundle for trust domain {trust_domain} gained federating registration "

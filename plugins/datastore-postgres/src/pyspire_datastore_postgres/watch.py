@@ -1,7 +1,8 @@
 """Hearing of changes made through other servers: ``LISTEN`` on a connection of its own.
 
 Every transaction that appends change events sends ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with
-``<schema>:<last event id>`` (see :mod:`pyspire_datastore_postgres.store`). The watch keeps one
+``<schema>:<last event id>``, and every one that writes a bundle ``<schema>:bundle`` (see
+:mod:`pyspire_datastore_postgres.store`). The watch keeps one
 connection outside the pools that listens on that channel and turns each notification about
 its own schema into :attr:`~pyspire_sdk.plugins.datastore.ChangeSignal.CHANGED`. A connection
 that is lost (the database restarted, a proxy dropped it, a network partition found by the
@@ -12,7 +13,14 @@ gone, so the server reloads in full.
 
 from __future__ import annotations
 
-__all__ = ["NOTIFY_CHANNEL", "PROBE_INTERVAL", "WATCH_RETRY", "ChangeWatch", "application_name"]
+__all__ = [
+    "BUNDLE_PAYLOAD",
+    "NOTIFY_CHANNEL",
+    "PROBE_INTERVAL",
+    "WATCH_RETRY",
+    "ChangeWatch",
+    "application_name",
+]
 
 import asyncio
 from typing import Any
@@ -27,7 +35,10 @@ from pyspire_sdk.plugins.datastore import ChangeListener, ChangeSignal
 
 NOTIFY_CHANNEL = "pyspire_change_events"
 """The channel every commit that appended change events notifies, with the payload
-``<schema>:<last event id>``."""
+``<schema>:<last event id>``, and every commit that wrote a bundle, with
+``<schema>:``:data:`BUNDLE_PAYLOAD`."""
+
+BUNDLE_PAYLOAD = "bundle"
 
 PROBE_INTERVAL = 2.0
 """Seconds between checks that the listening connection still answers: a connection closed by
