@@ -2,7 +2,7 @@
 processes.
 
 Two servers start one after the other on one fresh schema, each with its own data directory,
-key manager and CA; one agent (syncing every 500 ms) reaches them only through
+key manager and CA; one agent (syncing every 250 ms) reaches them only through
 :class:`~tcp_proxy.TcpProxy`. The tests run in file order on that one deployment:
 
 - the shared bundle holds both servers' CAs and JWT keys, and an agent attested through the
@@ -79,7 +79,7 @@ class Cluster:
         return next(s for s in self.servers if s.settings.port == port)
 
     def connected(self) -> ServerProcess:
-        """The one server the agent talks to through the proxy: its syncs (every 500 ms) keep
+        """The one server the agent talks to through the proxy: its syncs (every 250 ms) keep
         that connection busy, while its attestation connection may idle on the other."""
         used = self.proxy.recently_used(within=1.0)
         if len(used) != 1:
@@ -164,7 +164,7 @@ def cluster() -> Iterator[Cluster]:
             root=root,
             server_port=proxy.port,
             bootstrap_bundle=root / "bootstrap.pem",
-            sync_interval="500ms",
+            sync_interval="250ms",
         )
     )
     deployed = Cluster(root, server, schema, servers, proxy, agent)
@@ -219,7 +219,7 @@ def test_an_entry_made_through_one_server_reaches_an_agent_on_the_other_within_a
 
     # From before the admin call to the workload holding the SVID: the change commits on one
     # server, is signalled to the other, read into its index, fetched by the agent's next sync
-    # (every 500 ms), signed and streamed.
+    # (every 250 ms), signed and streamed.
     latency = update["at"] - started
     print(f"entry through one server -> workload on the other: {latency * 1000:.0f} ms")
     assert latency < PROPAGATION_TARGET, latency
