@@ -26,9 +26,15 @@ from pyspire.server.context import ServerContext
 from pyspire.transport.calls import WithCallContext, set_caller
 from pyspire_sdk.spiffeid import SpiffeId
 
-from .conftest import AGENT, wire_entry
+from .conftest import AGENT
+from .conftest import wire_entry as codec_entry
 
 AGENT_HEADER = "x-test-agent"
+
+
+def wire_entry(path: str, **fields: Any) -> pb.Entry:
+    """A betterproto entry, as a betterproto client sends it (the services speak codecs)."""
+    return pb.Entry().parse(codec_entry(path, **fields).SerializeToString())
 
 
 async def _gate(method: str, stream: Stream[Any, Any]) -> None:
