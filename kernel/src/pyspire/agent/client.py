@@ -59,8 +59,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.client import Channel, Stream
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from pyspire.proto.bundles import decode_bundle
 from pyspire.proto.convert import (
-    bundle_from_proto,
     entry_from_proto,
     jwt_svid_from_proto,
     x509_svid_from_proto,
@@ -578,7 +578,7 @@ class ServerClient:
             _GET_BUNDLE,
             grpclib.const.Cardinality.UNARY_UNARY,
             bundle_pb.GetBundleRequest,
-            pb.Bundle,
+            EncodedMessage,
             authenticated=self.has_identity,
         ) as stream:
             await stream.send_message(bundle_pb.GetBundleRequest(), end=True)
@@ -600,7 +600,7 @@ class ServerClient:
             reply = await self._unary(
                 _GET_FEDERATED_BUNDLE,
                 bundle_pb.GetFederatedBundleRequest(trust_domain=trust_domain.name),
-                pb.Bundle,
+                EncodedMessage,
             )
         except NotFoundError:
             return None
@@ -613,9 +613,9 @@ class ServerClient:
         return bundle
 
     @staticmethod
-    def _parse_bundle(message: pb.Bundle, what: str) -> Bundle:
+    def _parse_bundle(reply: EncodedMessage[Any], what: str) -> Bundle:
         try:
-            return bundle_from_proto(message, "bundle")
+            return decode_bundle(reply.data, "bundle")
         except InvalidArgumentError as error:
             raise _malformed(what, error) from None
 
