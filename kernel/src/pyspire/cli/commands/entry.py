@@ -544,6 +544,9 @@ async def _pages(
             with client.errors():
                 page = await upcoming
             upcoming = ask(page.next_page_token) if page.next_page_token else None
+            # Let the request go out before this page is printed: printing does not give the
+            # event loop a turn, and the server would otherwise wait for the next ask.
+            await asyncio.sleep(0)
             yield page
 
 
