@@ -689,20 +689,7 @@ class ServerClient:
                 for entry_id, number in revisions.items()
                 if (held := self._entries.get(entry_id)) is None or held.revision_number != number
             ]
-            fetched: dict[str, RegistrationEntry] = {}
-            for start in range(0, len(wanted), SYNC_IDS_PER_REQUEST):
-                ids = wanted[start : start + SYNC_IDS_PER_REQUEST]
-                await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest(ids=ids))
-                while True:
-                    answer = _sync_page(await stream.recv_message())
-                    if answer is None:
-                        raise ServerCallError(
-                            "server ended SyncAuthorizedEntries before sending the entries asked"
-                        )
-                    for entry in self._parse_entries(answer.entries):
-                        fetched[entry.id] = entry
-                    if not answer.more:
-                        break
+            fetched = await self._fetch_entries(stream, wanted)
             await stream.end()
         entries = []
         for entry_id, number in revisions.items():
@@ -713,6 +700,35 @@ class ServerClient:
                 _log.warning("server did not send an authorized entry it listed", entry_id=entry_id)
         _log.debug("authorized entries synced", entries=len(entries), fetched=len(fetched))
         return entries
+
+    async def _fetch_entries(
+        self, stream: Stream[Any, Any], wanted: list[str]
+    ) -> dict[str, RegistrationEntry]:
+        """The entries ``wanted`` (ids), asked for on a SyncAuthorizedEntries ``stream``.
+
+        Every request goes out before the first answer is read, so the server answers them
+        back to back instead of waiting a round trip for each; it answers in request order,
+        each in pages until one without ``more``.
+        """
+        requests = [
+            wanted[start : start + SYNC_IDS_PER_REQUEST]
+            for start in range(0, len(wanted), SYNC_IDS_PER_REQUEST)
+        ]
+        for ids in requests:
+            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest(ids=ids))
+        fetched: dict[str, RegistrationEntry] = {}
+        for _ in requests:
+            while True:
+                answer = _sync_page(await stream.recv_message())
+                if answer is None:
+                    raise ServerCallError(
+                        "server ended SyncAuthorizedEntries before sending the entries asked"
+                    )
+                for entry in self._parse_entries(answer.entries):
+                    fetched[entry.id] = entry
+                if not answer.more:
+                    break
+        return fetched
 
     async def new_x509_svids(self, requests: Sequence[SvidRequest]) -> list[SvidResult]:
         """Sign CSRs for entries (BatchNewX509SVID, at most :data:`SVID_BATCH_SIZE` a call),

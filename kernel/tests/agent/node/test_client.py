@@ -20,6 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
+from pyspire.agent import client as client_module
 from pyspire.agent.client import (
     SVID_BATCH_SIZE,
     ServerCallError,
@@ -346,6 +347,33 @@ async def test_the_right_server_id_passes_the_check(
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_sync_sends_every_request_for_entries_before_reading_the_answers(
+    tmp_path: Path, paged_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries asked for in several requests (two ids each here) all arrive, in pages of two,
+    although every request went out before the first answer was read."""
+    monkeypatch.setattr(client_module, "SYNC_IDS_PER_REQUEST", 2)
+    agent = Agent(
+        directory=tmp_path / "agent",
+        server=paged_server,
+        clock=FakeClock(start=datetime.now(UTC)),
+    )
+    agent.token = await paged_server.join_token()
+    try:
+        identity, client = await agent.build()
+        await identity.start()
+        created = await paged_server.create_entries(
+            *(workload_entry(f"/w{index}", identity.spiffe_id) for index in range(7))
+        )
+        with structlog.testing.capture_logs() as logs:
+            entries = await authorized(client, 7)
+        synced = [log for log in logs if log["event"] == "authorized entries synced"]
+        assert synced[-1]["fetched"] == 7
+        assert {e.id for e in entries} == {c.id for c in created}
+    finally:
+        await agent.close()
 
 
 class CannedSvid(svid_pb.SvidBase):
