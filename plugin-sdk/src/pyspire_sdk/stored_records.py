@@ -24,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "ENTRY_IDENTITY_FIELDS",
+    "ENTRY_LIST_FIELDS",
     "ENTRY_ROW",
     "KIND_DNS",
     "KIND_FEDERATES",
@@ -70,7 +71,7 @@ from cryptography import x509
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import utc
 from pyspire_sdk.errors import AlreadyExistsError, InvalidArgumentError, PluginError
-from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.model import ENTRY_FIELDS, RegistrationEntry
 from pyspire_sdk.plugins.datastore import FailedPreconditionError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -395,20 +396,13 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-ENTRY_ROW = (
+ENTRY_LIST_FIELDS: tuple[str, ...] = ("selectors", "dns_names", "federates_with")
+"""Entry fields stored as rows of their own (one per item), not as columns of the entry row."""
+
+ENTRY_ROW: tuple[str, ...] = (
     "pk",
     "entry_id",
-    "spiffe_id",
-    "parent_id",
-    "x509_svid_ttl",
-    "jwt_svid_ttl",
-    "admin",
-    "downstream",
-    "expires_at",
-    "revision_number",
-    "store_svid",
-    "hint",
-    "created_at",
+    *(name for name in ENTRY_FIELDS if name != "id" and name not in ENTRY_LIST_FIELDS),
 )
 """The columns of an entry row, in the order :func:`assemble_entries` and
 :func:`assemble_all_entries` read them. ``pk`` is the integer key that list rows refer to."""

@@ -26,12 +26,10 @@ from pyspire_sdk.model import (
     RegistrationEntry,
 )
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.stored_records import Decoder, selectors_hash
+from pyspire_sdk.stored_records import ENTRY_ROW, Decoder, selectors_hash
 
-ENTRY_COLUMNS = (
-    "e.pk, e.entry_id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, "
-    "e.downstream, e.expires_at, e.revision_number, e.store_svid, e.hint, e.created_at"
-)
+ENTRY_COLUMNS = ", ".join(f"e.{column}" for column in ENTRY_ROW)
+"""The entry row's columns in :data:`~pyspire_sdk.stored_records.ENTRY_ROW` order."""
 NODE_COLUMNS = (
     "n.pk, n.spiffe_id, n.attestation_type, n.serial_number, n.expires_at, n.new_serial_number, "
     "n.new_expires_at, n.banned, n.can_reattest, n.agent_version"

@@ -29,12 +29,10 @@ from pyspire_sdk.model import (
     FederationRelationship,
 )
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.stored_records import Decoder, from_micros, to_micros
+from pyspire_sdk.stored_records import ENTRY_ROW, Decoder, from_micros, to_micros
 
-ENTRY_COLUMNS = (
-    "pk, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, "
-    "expires_at, revision_number, store_svid, hint, created_at"
-)
+ENTRY_COLUMNS = ", ".join(f"{column}" for column in ENTRY_ROW)
+"""The entry row's columns in :data:`~pyspire_sdk.stored_records.ENTRY_ROW` order."""
 NODE_COLUMNS = (
     "pk, spiffe_id, attestation_type, serial_number, expires_at, new_serial_number, "
     "new_expires_at, banned, can_reattest, agent_version"
