@@ -142,10 +142,12 @@ def test_agents_started_together_retry_through_the_rate_limit(site: Site) -> Non
         with AttestationHammer(site.server.settings.port, site.bundle):
             for agent, path in zip(agents, token_files, strict=True):
                 agent.launch(join_token_file=path)
-            # Every agent is refused at least once while the allowance is spent ...
+            # Agents are refused while the allowance is spent, and retry (the hammer keeps it
+            # spent almost always; on a loaded machine one agent may slip through, so the
+            # refusals of at least two are what is waited for) ...
             wait_for(
-                "every agent to be refused by the rate limit",
-                lambda: _every(_retried, agents),
+                "agents to be refused by the rate limit",
+                lambda: _at_least(2, _retried, agents),
                 FLEET_TIMEOUT,
             )
         # ... and, the allowance free again, every one of them attests and serves.
@@ -168,6 +170,15 @@ def _every(check: Callable[[AgentProcess], bool], agents: list[AgentProcess]) ->
     agent is checked, so one that exited is noticed at once."""
     results = [check(agent) for agent in agents]
     return True if all(results) else None
+
+
+def _at_least(
+    count: int, check: Callable[[AgentProcess], bool], agents: list[AgentProcess]
+) -> bool | None:
+    """True when ``check`` holds for ``count`` agents or more, else None (for
+    :func:`wait_for`); every agent is checked, so one that exited is noticed at once."""
+    results = [check(agent) for agent in agents]
+    return True if sum(results) >= count else None
 
 
 def _retried(agent: AgentProcess) -> bool:
