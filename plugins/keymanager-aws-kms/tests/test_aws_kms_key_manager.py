@@ -7,6 +7,7 @@ import asyncio
 import importlib.metadata
 import json
 import stat
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -327,3 +328,54 @@ def test_registering_does_not_import_aiobotocore() -> None:
 
 def test_readme_documents_every_setting() -> None:
     assert_readme_documents(README, AwsKmsKeyManagerConfig)
+
+
+@pytest.mark.usefixtures("kms_signs_digests")
+async def test_the_secret_access_key_is_never_logged(
+    aws: MotoServer, host_services: HostServices, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+    manager = await start(host_services, access_key_id="AKIDEXAMPLE", secret_access_key=secret)
+    try:
+        await manager.generate_key("x509-CA-A", KeyType.EC_P256)
+        await manager.sign_digest("x509-CA-A", DIGEST, HashAlgorithm.SHA256)
+    finally:
+        await manager.close()
+    captured = capsys.readouterr()
+    assert "kms key made" in captured.out + captured.err
+    assert secret not in captured.out + captured.err
+
+
+@pytest.mark.usefixtures("kms_signs_digests")
+async def test_a_replaced_key_lives_until_its_last_signature_is_done(
+    aws: MotoServer, host_services: HostServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyspire_keymanager_aws_kms import testing
+
+    signing = threading.Event()
+    release = threading.Event()
+    sign_as_aws = testing._sign_digest_as_aws
+
+    def held(response: Any) -> str:
+        signing.set()
+        release.wait(timeout=10)
+        return sign_as_aws(response)
+
+    manager = await start(host_services)
+    try:
+        old = await manager.generate_key("x509-CA-A", KeyType.EC_P256)
+        (old_target,) = aliases(aws, server_prefix("example.org", manager.server_id)).values()
+        monkeypatch.setattr(testing, "_sign_digest_as_aws", held)
+        under_way = asyncio.ensure_future(
+            manager.sign_digest("x509-CA-A", DIGEST, HashAlgorithm.SHA256)
+        )
+        assert await asyncio.to_thread(signing.wait, 10)
+        await manager.generate_key("x509-CA-A", KeyType.EC_P256)
+        assert key_state(aws, old_target) == "Enabled"
+        release.set()
+        signature = await under_way
+        assert verify_digest_signature(old, signature, DIGEST, HashAlgorithm.SHA256)
+        assert key_state(aws, old_target) == "PendingDeletion"
+    finally:
+        release.set()
+        await manager.close()
