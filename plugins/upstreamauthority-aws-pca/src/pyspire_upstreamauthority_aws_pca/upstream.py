@@ -30,6 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pyspire_sdk.aws import AwsAccess, AwsCallError
 from pyspire_sdk.bundle import JwtAuthority
 from pyspire_sdk.errors import (
     ConfigError,
@@ -46,7 +47,7 @@ from pyspire_upstreamauthority_aws_pca.config import (
     DEFAULT_CA_SIGNING_TEMPLATE_ARN,
     AwsPcaUpstreamConfig,
 )
-from pyspire_upstreamauthority_aws_pca.pca import AwsCallError, CaCertificate, PcaAccess, private_ca
+from pyspire_upstreamauthority_aws_pca.pca import CaCertificate, private_ca
 
 _DER = serialization.Encoding.DER
 
@@ -95,7 +96,7 @@ def _answer(
 @dataclass(frozen=True)
 class _Configured:
     host: HostServices
-    access: PcaAccess
+    access: AwsAccess
     ca_arn: str
     signing_algorithm: str
     template_arn: str
@@ -116,7 +117,12 @@ class AwsPcaUpstreamAuthority:
             supplemental = await asyncio.to_thread(
                 _load_supplemental, config.supplemental_bundle_path
             )
-        access = PcaAccess(config.region, config.endpoint, config.assume_role_arn)
+        access = AwsAccess(
+            region=config.region,
+            endpoint=config.endpoint,
+            assume_role_arn=config.assume_role_arn,
+            session_name="pyspire-aws-pca",
+        )
         described = await self._describe(access, config)
         status = described.get("Status", "")
         if status != "ACTIVE":
@@ -141,7 +147,7 @@ class AwsPcaUpstreamAuthority:
         )
 
     @staticmethod
-    async def _describe(access: PcaAccess, config: AwsPcaUpstreamConfig) -> dict[str, Any]:
+    async def _describe(access: AwsAccess, config: AwsPcaUpstreamConfig) -> dict[str, Any]:
         field = "assume_role_arn" if access.assume_role_arn else "certificate_authority_arn"
         try:
             async with private_ca(access) as pca:

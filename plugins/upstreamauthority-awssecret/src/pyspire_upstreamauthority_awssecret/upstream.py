@@ -22,13 +22,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from pyspire_sdk.aws import AwsAccess
 from pyspire_sdk.bundle import JwtAuthority
 from pyspire_sdk.errors import PluginError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.upstream_authority import UpstreamBundle, UpstreamX509CA
 from pyspire_sdk.upstream_ca import PemSources, UpstreamCa, load_upstream_ca, no_bundle_updates
 from pyspire_upstreamauthority_awssecret.config import AwsSecretUpstreamConfig
-from pyspire_upstreamauthority_awssecret.secretsmanager import AwsAccess, read_secrets
+from pyspire_upstreamauthority_awssecret.secretsmanager import read_secrets
 
 
 def _access(config: AwsSecretUpstreamConfig) -> AwsAccess:
@@ -36,8 +37,9 @@ def _access(config: AwsSecretUpstreamConfig) -> AwsAccess:
         region=config.region,
         access_key_id=config.access_key_id,
         secret_access_key=config.secret_access_key,
-        secret_token=config.secret_token,
+        session_token=config.secret_token,
         assume_role_arn=config.assume_role_arn,
+        session_name="pyspire-awssecret",
     )
 
 
