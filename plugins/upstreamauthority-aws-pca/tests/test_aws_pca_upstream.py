@@ -26,7 +26,7 @@ from pyspire_upstreamauthority_aws_pca.testing import PrivateCaEndpoint
 from structlog.testing import capture_logs
 
 from pyspire_sdk.config import load_config
-from pyspire_sdk.errors import ConfigError, UnavailableError
+from pyspire_sdk.errors import ConfigError, PermissionDeniedError, UnavailableError
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, HostServices, PluginRegistration
 from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority, UpstreamX509CA
 from pyspire_sdk.testing import FakeClock
@@ -277,6 +277,24 @@ async def test_an_inactive_private_ca_is_a_warning_then_refuses_to_issue(
     assert warnings and warnings[0]["status"] == "DISABLED"
     with pytest.raises(UnavailableError, match="InvalidStateException"):
         await mint(upstream, timedelta(hours=1))
+
+
+async def test_a_denied_issuance_is_a_permission_error(
+    serve: Any, fake_clock: FakeClock, host_services: HostServices
+) -> None:
+    pca: Pca = await serve(PrivateCaEndpoint(fake_clock, denied=frozenset({"IssueCertificate"})))
+    upstream = await configured(pca.config(), host_services)
+    with pytest.raises(PermissionDeniedError, match="AccessDeniedException"):
+        await mint(upstream, timedelta(hours=1))
+
+
+async def test_a_private_ca_naming_no_algorithm_needs_signing_algorithm(
+    serve: Any, fake_clock: FakeClock, host_services: HostServices
+) -> None:
+    pca: Pca = await serve(PrivateCaEndpoint(fake_clock, signing_algorithm=""))
+    with pytest.raises(ConfigError, match="signing_algorithm: not set"):
+        await configured(pca.config(), host_services)
+    await configured(pca.config(signing_algorithm="SHA256WITHECDSA"), host_services)
 
 
 async def test_an_assumed_role_signs_the_private_ca_calls(

@@ -10,7 +10,8 @@ that signs for real: DescribeCertificateAuthority, IssueCertificate (the
 ``SubordinateCACertificate_PathLen<N>/V1`` templates, an ``ABSOLUTE`` validity not past the
 CA's end, an ECDSA signing algorithm), GetCertificate (answering
 ``RequestInProgressException`` ``pending_polls`` times per certificate first, as an issuance
-in progress does) and GetCertificateAuthorityCertificate::
+in progress does) and GetCertificateAuthorityCertificate; the actions in ``denied`` are
+answered ``AccessDeniedException``::
 
     endpoint = PrivateCaEndpoint(clock, depth=2)
     async with serve_loopback(endpoint.routes()) as server:
@@ -121,6 +122,8 @@ class PrivateCaEndpoint:
     region: str = "us-east-1"
     account_id: str = "123456789012"
     pending_polls: int = 0
+    denied: frozenset[str] = frozenset()
+    """Actions answered ``AccessDeniedException``, as to a caller without the permission."""
     arn: str = ""
     authority: list[Issuer] = field(default_factory=list)
     """The private CA first, then each issuer above it up to the root."""
@@ -176,6 +179,8 @@ class PrivateCaEndpoint:
         try:
             if action not in actions:
                 raise _RefusalError("InvalidAction", f"{target!r} is not served here")
+            if action in self.denied:
+                raise _RefusalError("AccessDeniedException", f"not authorized to {action}")
             if body.get("CertificateAuthorityArn") != self.arn:
                 raise _RefusalError("ResourceNotFoundException", "no such certificate authority")
             answer = actions[action](body)
