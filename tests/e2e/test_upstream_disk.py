@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from processes import (
     TRUST_DOMAIN,
     AgentSettings,
@@ -34,6 +30,7 @@ from processes import (
     run_workload,
     short_temp_dir,
 )
+from upstream_pki import UpstreamPki, openssl_verify
 
 pytestmark = pytest.mark.slow
 
@@ -42,72 +39,21 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 PEM = serialization.Encoding.PEM
 TIMEOUT = 30.0
 
-Issuer = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
-
-def _ca(name: str, issuer: Issuer | None, ttl: timedelta) -> Issuer:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-        ]
-    )
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    public = key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + ttl)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()),
-            critical=False,
-        )
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
-
-
-class UpstreamFiles:
+class UpstreamFiles(UpstreamPki):
     """The upstream PKI as the disk plugin reads it."""
 
     def __init__(self, directory: Path) -> None:
+        super().__init__()
         directory.mkdir()
-        self.root = _ca("upstream root", None, timedelta(days=3650))
-        self.intermediate = _ca("upstream intermediate", self.root, timedelta(days=365))
-        self.signer = _ca("upstream signer", self.intermediate, timedelta(days=30))
         self.cert = directory / "upstream.crt"
         self.key = directory / "upstream.key"
         self.bundle = directory / "roots.crt"
-        self.cert.write_bytes(
-            self.signer[0].public_bytes(PEM) + self.intermediate[0].public_bytes(PEM)
-        )
+        self.cert.write_bytes(self.cert_pem)
         self.key.touch(mode=0o600)
         self.key.chmod(0o600)
-        self.key.write_bytes(
-            self.signer[1].private_bytes(
-                PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        self.bundle.write_bytes(self.root[0].public_bytes(PEM))
+        self.key.write_bytes(self.key_pem)
+        self.bundle.write_bytes(self.bundle_pem)
 
     def table(self) -> str:
         return f"""
@@ -170,46 +116,14 @@ def test_svid_chain_verifies_against_the_upstream_root_with_openssl(
     assert constraints.ca
     assert constraints.path_length is None
 
-    openssl = shutil.which("openssl")
-    if openssl is None:
+    verified = openssl_verify(tmp_path, leaf, chain[1:], [upstream.root[0]])
+    if verified is None:
         pytest.skip("openssl is not installed: the chain was checked above, not by openssl")
-    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(PEM))
-    (tmp_path / "chain.pem").write_bytes(b"".join(c.public_bytes(PEM) for c in chain[1:]))
-    (tmp_path / "roots.pem").write_bytes(upstream.root[0].public_bytes(PEM))
-    result = subprocess.run(
-        [
-            openssl,
-            "verify",
-            "-CAfile",
-            str(tmp_path / "roots.pem"),
-            "-untrusted",
-            str(tmp_path / "chain.pem"),
-            str(tmp_path / "leaf.pem"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith(": OK")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.strip().endswith(": OK")
     # Without the upstream intermediates the chain does not reach the root.
-    (tmp_path / "short.pem").write_bytes(server_ca.public_bytes(PEM))
-    short = subprocess.run(
-        [
-            openssl,
-            "verify",
-            "-CAfile",
-            str(tmp_path / "roots.pem"),
-            "-untrusted",
-            str(tmp_path / "short.pem"),
-            str(tmp_path / "leaf.pem"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    short = openssl_verify(tmp_path, leaf, [server_ca], [upstream.root[0]])
+    assert short is not None
     assert short.returncode != 0
 
 

@@ -14,8 +14,12 @@ server's CA CSRs is the same code (SPIRE's ``x509svid.UpstreamCA``), kept here o
 - :meth:`UpstreamCa.mint` signs like SPIRE: the CSR's subject, key, URI SAN and extra
   extensions, ``basicConstraints`` CA:TRUE with no path length, keyCertSign and cRLSign,
   backdated 10 s, valid for the preferred TTL (1 h when none) but never past the signing CA.
+- :func:`no_bundle_updates` is the bundle subscription of an upstream whose roots change only
+  with what it is given (files, secrets): it ends at once, and the server follows the roots
+  each mint returns.
 
-Everything here is CPU work without I/O; callers run it in a thread.
+Everything here but :func:`no_bundle_updates` is CPU work without I/O; callers run it in a
+thread.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ __all__ = [
     "PemSources",
     "UpstreamCa",
     "load_upstream_ca",
+    "no_bundle_updates",
     "validate_ca_csr",
 ]
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,7 +50,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtensionOID
 
 from pyspire_sdk.errors import ConfigError, ConfigIssue, InvalidArgumentError, UnavailableError
-from pyspire_sdk.plugins.upstream_authority import UpstreamX509CA
+from pyspire_sdk.plugins.upstream_authority import UpstreamBundle, UpstreamX509CA
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 BACKDATE = timedelta(seconds=10)
@@ -375,3 +380,12 @@ class UpstreamCa:
             ca_chain=tuple(c.public_bytes(der) for c in (certificate, *self.chain)),
             upstream_roots=tuple(c.public_bytes(der) for c in self.roots),
         )
+
+
+async def no_bundle_updates() -> AsyncIterator[UpstreamBundle]:
+    """A bundle subscription that ends at once without yielding ("no updates", as the
+    :class:`~pyspire_sdk.plugins.upstream_authority.UpstreamAuthority` contract puts it): the
+    upstream's roots are what each mint returns."""
+    updates: tuple[UpstreamBundle, ...] = ()  # an async generator that ends at once
+    for update in updates:
+        yield update

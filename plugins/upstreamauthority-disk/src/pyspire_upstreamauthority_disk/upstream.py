@@ -30,7 +30,7 @@ from pyspire_sdk.files import LooseFileModeError, read_private_file
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.upstream_authority import UpstreamBundle, UpstreamX509CA
 from pyspire_sdk.spiffeid import TrustDomain
-from pyspire_sdk.upstream_ca import PemSources, UpstreamCa, load_upstream_ca
+from pyspire_sdk.upstream_ca import PemSources, UpstreamCa, load_upstream_ca, no_bundle_updates
 from pyspire_upstreamauthority_disk.config import DiskUpstreamConfig
 
 
@@ -163,8 +163,6 @@ class DiskUpstreamAuthority:
         Unimplemented here)."""
         return []
 
-    async def subscribe_to_bundle_updates(self) -> AsyncIterator[UpstreamBundle]:
+    def subscribe_to_bundle_updates(self) -> AsyncIterator[UpstreamBundle]:
         """No updates: the roots are what each mint returns."""
-        updates: tuple[UpstreamBundle, ...] = ()  # an async generator that ends at once
-        for update in updates:
-            yield update
+        return no_bundle_updates()
