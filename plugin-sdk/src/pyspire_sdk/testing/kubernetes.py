@@ -3,7 +3,7 @@ webhook configurations and API services, for the tests of plugins that write CA 
 
 It speaks the published shapes: ``GET``/``PATCH`` of
 ``/api/v1/namespaces/{ns}/configmaps/{name}`` and ``POST`` to create one; list (with a
-``labelSelector`` of ``key=value``) and ``PATCH`` of
+``labelSelector`` of ``key=value``), ``GET`` and ``PATCH`` of
 ``/apis/admissionregistration.k8s.io/v1/{validating,mutating}webhookconfigurations`` and
 ``/apis/apiregistration.k8s.io/v1/apiservices``. Patches are strategic merge patches (lists of
 named objects merged by ``name``); one carrying a stale ``metadata.resourceVersion`` gets 409
@@ -200,8 +200,10 @@ class FakeKubernetesApi:
             ("PATCH", configmap, self._patch),
             ("POST", "/api/v1/namespaces/{namespace}/configmaps", self._create),
             ("GET", admission, self._list),
+            ("GET", admission + "/{name}", self._get),
             ("PATCH", admission + "/{name}", self._patch),
             ("GET", apiservices, self._list),
+            ("GET", apiservices + "/{name}", self._get),
             ("PATCH", apiservices + "/{name}", self._patch),
         ]
 
