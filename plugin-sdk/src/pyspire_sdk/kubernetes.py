@@ -66,10 +66,13 @@ def _read_kube_config(path: Path) -> Any:
 
 class KubernetesClient:
     """One cluster's API server; ``name`` says whose it is in errors (``"k8sbundle: cluster
-    0"``)."""
+    0"``) and ``config_key`` how the plugin's settings name the kubeconfig file."""
 
-    def __init__(self, name: str, kube_config_file: Path | None) -> None:
+    def __init__(
+        self, name: str, kube_config_file: Path | None, *, config_key: str = "kubeconfig"
+    ) -> None:
         self._name = name
+        self._key = config_key
         self._path = kube_config_file
         self._client: Any = None
         self._loaded_mtime: float | None = None
@@ -86,6 +89,11 @@ class KubernetesClient:
         if client is not None:
             await client.close()
 
+    async def api_client(self) -> Any:
+        """The kubernetes_asyncio ``ApiClient``, built again when the kubeconfig file changed,
+        for plugins that call the typed API classes (``CoreV1Api(await c.api_client())``)."""
+        return await self._api_client()
+
     async def _api_client(self) -> Any:
         async with self._lock:
             if self._path is None:
@@ -99,7 +107,7 @@ class KubernetesClient:
                 if self._client is not None:
                     return self._client
                 raise PluginError(
-                    f"{self._name}: kubeconfig {str(path)!r} cannot be read: {error.strerror}"
+                    f"{self._name}: {self._key} {str(path)!r} cannot be read: {error.strerror}"
                 ) from None
             if self._client is None or mtime != self._loaded_mtime:
                 fresh = await self._from_file(path)
@@ -119,7 +127,7 @@ class KubernetesClient:
             return await config.new_client_from_config_dict(config_dict=document)
         except unusable as error:
             raise PluginError(
-                f"{self._name}: kubeconfig {str(path)!r} is not usable: {error}"
+                f"{self._name}: {self._key} {str(path)!r} is not usable: {error}"
             ) from None
 
     async def _in_cluster(self) -> Any:
@@ -133,7 +141,7 @@ class KubernetesClient:
             )
         except ConfigException as error:
             raise PluginError(
-                f"{self._name}: no kubeconfig is set and the server is not in a cluster: {error}"
+                f"{self._name} has no {self._key} and the server is not in a cluster: {error}"
             ) from None
         return client.ApiClient(configuration)
 

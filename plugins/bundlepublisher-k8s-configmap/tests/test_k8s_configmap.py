@@ -152,7 +152,7 @@ async def test_an_unusable_kubeconfig_stops_the_start(
 ) -> None:
     broken = tmp_path / "kubeconfig"
     broken.write_text("clusters: [")
-    with pytest.raises(PluginError, match=r"cluster 'one': kubeconfig .* is not usable"):
+    with pytest.raises(PluginError, match=r"cluster 'one': kubeconfig_path .* is not usable"):
         await configured(host_services, one=cluster(broken))
     with pytest.raises(PluginError, match="cannot be read"):
         await configured(host_services, one=cluster(tmp_path / "absent"))

@@ -84,7 +84,11 @@ class K8sConfigMapPublisher:
             _Cluster(
                 name,
                 cluster,
-                KubernetesClient(f"{PLUGIN_NAME}: cluster {name!r}", cluster.kubeconfig_path),
+                KubernetesClient(
+                    f"{PLUGIN_NAME}: cluster {name!r}",
+                    cluster.kubeconfig_path,
+                    config_key="kubeconfig_path",
+                ),
             )
             for name, cluster in sorted(config.clusters.items())
         ]

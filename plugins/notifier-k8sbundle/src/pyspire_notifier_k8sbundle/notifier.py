@@ -41,7 +41,11 @@ class K8sBundleNotifier:
         clusters = [
             _Cluster(
                 target,
-                KubernetesClient(f"{PLUGIN_NAME}: cluster {index}", target.kube_config_file_path),
+                KubernetesClient(
+                    f"{PLUGIN_NAME}: cluster {index}",
+                    target.kube_config_file_path,
+                    config_key="kube_config_file_path",
+                ),
             )
             for index, target in enumerate(config.targets())
         ]
