@@ -80,4 +80,3 @@ async def test_a_changed_kubeconfig_is_read_again(api: FakeKubernetesApi, tmp_pa
 async def test_no_kubeconfig_outside_a_cluster_is_a_plugin_error() -> None:
     with pytest.raises(PluginError, match="test has no kube_config and the server is not in a"):
         await KubernetesClient("test", None, config_key="kube_config").open()
-
