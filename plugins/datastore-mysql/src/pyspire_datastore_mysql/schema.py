@@ -35,7 +35,6 @@ from typing import Any
 
 import structlog
 
-from pyspire_datastore_mysql.connection import statement_timeout_sql
 from pyspire_sdk.errors import PluginError
 from pyspire_sdk.stored_records import SchemaTooNewError
 
@@ -260,14 +259,15 @@ async def _step(connection: Any, version: int, collation: str) -> None:
 
 async def migrate(connection: Any, database: str, where: str, *, allowed: bool = True) -> int:
     """Bring ``database`` to :data:`SCHEMA_VERSION`, one transaction per step; return the
-    version found before.
+    version found before. ``connection`` is a session of its own without a statement timeout
+    (steps may take long on a large database).
 
     ``where`` names the database in errors (its redacted connection string). Raises
     :class:`SchemaTooNewError` for a newer schema and, with ``allowed`` false
     (``disable_migration``), :class:`PluginError` for an older one; neither changes anything.
     """
     logger = structlog.get_logger("pyspire_datastore_mysql")
-    await _fetch(connection, statement_timeout_sql(connection, 0.0))
+    await _fetch(connection, "SET SESSION sql_notes = 0")  # "already exists" on a rerun
     lock = lock_name(database, "migrate")
     (held,) = (await _fetch(connection, "SELECT GET_LOCK(%s, %s)", lock, _LOCK_WAIT_SECONDS))[0]
     if held != 1:

@@ -221,13 +221,19 @@ class MysqlDataStore:
         self._pool = self._new_pool(target, files, config, read_only=False)
         try:
             await self._open(target, self._pool)
-            async with self._pool.acquire() as connection:
+            # A session of its own: migrations run without the statement timeout.
+            connection = await open_connection(
+                target, target.ssl_context(files), statement_timeout=0.0, read_only=False
+            )
+            try:
                 found = await migrate(
                     connection,
                     target.database,
                     f"connection_string {target.shown}",
                     allowed=not config.disable_migration,
                 )
+            finally:
+                connection.close()
             if replica is not None:
                 self._replica = self._new_pool(replica, files, config, read_only=True)
                 await self._open(replica, self._replica)
