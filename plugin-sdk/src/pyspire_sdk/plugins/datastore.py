@@ -46,6 +46,7 @@ __all__ = [
     "BundlePage",
     "ChangeEvent",
     "ChangeKind",
+    "ChangeWatchingDataStore",
     "CopyableDataStore",
     "DataStore",
     "EntryFilter",
@@ -596,6 +597,25 @@ class CopyableDataStore(Protocol):
         written entry gets an ``ENTRY`` change event. Raises (writing nothing) what
         :meth:`DataStore.create_entries` reports for an invalid item, or
         ``InvalidArgumentError`` for an item without an id or ``created_at``."""
+        ...
+
+
+@runtime_checkable
+class ChangeWatchingDataStore(Protocol):
+    """What a datastore that several servers can share offers, beyond :class:`DataStore`, so a
+    server hears of changes another server made sooner than its registry cache's periodic
+    refresh (SPIRE polls every 5 s). Optional: without it the server relies on that refresh.
+
+    The server calls :meth:`wait_for_change` in a loop of its own and refreshes its cache
+    each time it returns; how the datastore learns of changes (a notification channel, a
+    table polled at an interval) is its own affair.
+    """
+
+    async def wait_for_change(self, after_event_id: int) -> int:
+        """Return the last change event id once it is above ``after_event_id`` (at once when
+        it already is), whichever server wrote the change. May wait as long as nothing
+        changes; must be safe to cancel; does not raise while the storage is unreachable but
+        goes on waiting."""
         ...
 
 

@@ -207,14 +207,20 @@ class ConnectionTarget:
     def ssl_context(self, files: TlsFiles) -> ssl.SSLContext | None:
         """The TLS context for connections to this target, or ``None`` for plain connections.
 
-        A root CA (or a client certificate) turns TLS on with the server verified and its name
-        checked; ``tls=skip-verify`` without a root CA verifies nothing.
+        A root CA (or a client certificate) turns TLS on with the server verified (against the
+        root CA's certificates alone when one is configured, the system's otherwise) and its
+        name checked; ``tls=skip-verify`` without a root CA verifies nothing.
         Raises :class:`ConfigError` naming the file that cannot be read.
         """
         configured = files.root_ca is not None or files.client_cert is not None
         if self.tls is TlsMode.FALSE and not configured:
             return None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        if files.root_ca is not None:
+            # Only the configured CAs, not the system's: the database's CA is a private one.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+        else:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         if files.root_ca is not None:
             try:
                 context.load_verify_locations(cafile=str(files.root_ca))

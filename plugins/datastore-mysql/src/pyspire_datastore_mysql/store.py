@@ -393,8 +393,15 @@ class MysqlDataStore:
                 await execute(connection, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 try:
                     yield connection
-                finally:
-                    await connection.commit()
+                except Exception as error:
+                    # A cancelled or broken connection is closed by the pool, which ends the
+                    # transaction on the server; only a healthy one is rolled back here.
+                    if server_error_code(error) is not None or not isinstance(
+                        error, MySQLError | OSError
+                    ):
+                        await connection.rollback()
+                    raise
+                await connection.commit()
         except (MySQLError, OSError, TimeoutError) as error:
             translated = self._translate(error)
             if translated is error:
