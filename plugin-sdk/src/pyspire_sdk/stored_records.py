@@ -15,6 +15,7 @@ back out are the same for every backend, so they live here once:
 - **Reading many records fast**: :class:`Decoder` builds values from stored columns without
   re-validating them; :func:`assemble_entries` and :func:`assemble_all_entries` build entries
   from an entry table and its list tables laid out as SPIRE's (see :data:`ENTRY_ROW`), and
+  :func:`assemble_node_selectors` every node's selectors from a full read, and
   :func:`gc_paused` keeps the garbage collector out of a bulk build.
 - **Rows of a relational schema** laid out as SPIRE's (an entry table with list tables, a node
   table, a relationship table): :func:`entry_columns`, :func:`node_columns`,
@@ -45,6 +46,7 @@ __all__ = [
     "appended_bundle",
     "assemble_all_entries",
     "assemble_entries",
+    "assemble_node_selectors",
     "bundle_from_json",
     "bundle_to_json",
     "check_mask",
@@ -86,6 +88,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -569,6 +573,21 @@ def assemble_all_entries(
             )
             start = end
         return result
+
+
+def assemble_node_selectors(rows: Iterable[_Row]) -> dict[SpiffeId, tuple[Selector, ...]]:
+    """Every node's selectors from rows ``(spiffe_id, type, value)`` ordered by SPIFFE ID and
+    position (a full read of a node selector table). Tuned for 50,000 agents: each ID is
+    decoded once, equal selectors are shared, and the collector is paused (run it off the event
+    loop)."""
+    with gc_paused():
+        decoder = Decoder()
+        selector = decoder.selector
+        spiffe_id = decoder.spiffe_id
+        return {
+            spiffe_id(key): tuple([selector(row[1], row[2]) for row in group])
+            for key, group in groupby(rows, itemgetter(0))
+        }
 
 
 # -- rows of a relational schema ----------------------------------------------------------------

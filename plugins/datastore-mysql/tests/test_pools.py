@@ -107,7 +107,7 @@ async def test_connections_are_replaced_after_their_lifetime(
         await store.close()
 
 
-@pytest.mark.parametrize("yields", [0, 1, 2, 3, 5, 8])
+@pytest.mark.parametrize("yields", [0, 2, 5])
 async def test_cancelled_calls_leave_the_pool_usable(
     mysql_dsn: str, host_services: HostServices, yields: int
 ) -> None:

@@ -79,6 +79,7 @@ from pyspire_sdk.stored_records import (
     appended_bundle,
     assemble_all_entries,
     assemble_entries,
+    assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
     check_mask,
@@ -959,13 +960,7 @@ class PostgresDataStore:
             rows = await connection.fetch(
                 "SELECT spiffe_id, type, value FROM node_selectors ORDER BY spiffe_id, position"
             )
-        decoder = Decoder()
-        found: dict[SpiffeId, list[Selector]] = {}
-        for spiffe_id, kind, value in rows:
-            found.setdefault(decoder.shared_spiffe_id(spiffe_id), []).append(
-                decoder.selector(kind, value)
-            )
-        return {key: tuple(value) for key, value in found.items()}
+        return await asyncio.to_thread(assemble_node_selectors, rows)
 
     # -- join tokens -----------------------------------------------------------------------------
 
