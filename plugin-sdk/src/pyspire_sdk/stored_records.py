@@ -472,8 +472,9 @@ def assemble_entries(
     timestamp: Callable[[Any], datetime] = _stored_time,
 ) -> list[RegistrationEntry]:
     """Entries from rows laid out as :data:`ENTRY_ROW` and list rows ``(pk, kind, position, a,
-    b)`` ordered by entry, kind and position; ``timestamp`` turns a stored time into a
-    ``datetime`` (the identity for a database that stores ``datetime`` values)."""
+    b)`` in position order within each entry and kind (rows of different entries or kinds may
+    come in any order, so one query per list table will do); ``timestamp`` turns a stored time
+    into a ``datetime`` (the identity for a database that stores ``datetime`` values)."""
     decoder = Decoder()
     selectors: dict[int, list[Selector]] = {}
     dns_names: dict[int, list[str]] = {}

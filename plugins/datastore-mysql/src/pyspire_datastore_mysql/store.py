@@ -433,19 +433,22 @@ class MysqlDataStore:
     # -- registration entries --------------------------------------------------------------------
 
     async def _entry_children(self, connection: Any, pks: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The list rows of the entries ``pks`` as :func:`assemble_entries` reads them: one
+        query per table, each in its primary key's order (entry, position), so none sorts."""
         children: list[tuple[Any, ...]] = []
         for chunk in _chunks(pks):
             marks = placeholders(len(chunk))
-            children += await fetch(
-                connection,
-                f"SELECT entry_pk, {KIND_SELECTOR}, position, type, value FROM entry_selectors "
-                f"WHERE entry_pk IN ({marks}) UNION ALL "
-                f"SELECT entry_pk, {KIND_DNS}, position, name, NULL FROM entry_dns_names "
-                f"WHERE entry_pk IN ({marks}) UNION ALL "
+            for sql in (
+                f"SELECT entry_pk, {KIND_SELECTOR}, position, type, value FROM entry_selectors",
+                f"SELECT entry_pk, {KIND_DNS}, position, name, NULL FROM entry_dns_names",
                 f"SELECT entry_pk, {KIND_FEDERATES}, position, trust_domain, NULL "
-                f"FROM entry_federates_with WHERE entry_pk IN ({marks}) ORDER BY 1, 2, 3",
-                [*chunk, *chunk, *chunk],
-            )
+                "FROM entry_federates_with",
+            ):
+                children += await fetch(
+                    connection,
+                    f"{sql} WHERE entry_pk IN ({marks}) ORDER BY entry_pk, position",
+                    chunk,
+                )
         return children
 
     async def _load_entries(
