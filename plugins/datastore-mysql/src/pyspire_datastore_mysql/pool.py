@@ -4,8 +4,9 @@ asyncmy's own pool retires connections by idle time only; the settings promise m
 ``max_open_conns`` bounds the connections open at once, ``max_idle_conns`` how many are kept
 when released (one released while that many are idle is closed), and ``conn_max_lifetime``
 how long one connection is reused, measured on the host clock. A connection whose use ended
-in anything but an error the server reported (a cancellation, a lost connection, a protocol
-error) is closed rather than reused, since its state is unknown.
+in a cancellation, a lost connection or any other failure of the client is closed rather than
+reused, since its state is unknown; one whose use ended in an error the server reported, or in
+a :class:`~pyspire_sdk.errors.PyspireError` the store raised after rolling back, is reused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from asyncmy.errors import MySQLError
+
+from pyspire_sdk.errors import PyspireError
 
 _CLIENT_ERRORS = 2000
 """Error numbers from 2000 on are the client's (lost connection, cannot connect...); below are
@@ -86,7 +89,7 @@ class ConnectionPool:
                 yield connection
                 reusable = True
             except BaseException as error:
-                reusable = server_error_code(error) is not None
+                reusable = server_error_code(error) is not None or isinstance(error, PyspireError)
                 raise
             finally:
                 if (
