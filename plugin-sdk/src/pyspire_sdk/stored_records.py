@@ -25,6 +25,8 @@ back out are the same for every backend, so they live here once:
   :func:`entry_update_candidates` and :func:`plan_entry_updates` decide, per item and in item
   order, what a batch create or update does once the plugin has read the rows it needs; the
   plugin then writes the accepted items in bulk.
+- **Connection strings' secrets**: :func:`scrub_secrets` keeps a password out of a message that
+  quotes a driver's error.
 - **Schema versions**: :class:`SchemaTooNewError`, raised for a database written by a newer
   release, which a plugin refuses rather than guesses at.
 """
@@ -71,6 +73,7 @@ __all__ = [
     "prepare_new_entries",
     "pruned_bundle",
     "relationship_from_row",
+    "scrub_secrets",
     "selectors_hash",
     "to_micros",
     "updated_entry",
@@ -91,6 +94,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from cryptography import x509
 
@@ -125,6 +129,19 @@ ENTRY_IDENTITY_FIELDS: frozenset[str] = frozenset({"spiffe_id", "parent_id", "se
 
 class SchemaTooNewError(PluginError):
     """The database was written by a newer release whose schema this code does not know."""
+
+
+def scrub_secrets(text: str, secrets: Iterable[str], mask: str = "***") -> str:
+    """``text`` with every one of ``secrets`` (and its URL-encoded form) replaced by ``mask``:
+    drivers' errors may quote the connection string or the password they were given."""
+    for secret in secrets:
+        if not secret:
+            continue
+        text = text.replace(secret, mask)
+        quoted = quote(secret, safe="")
+        if quoted != secret:
+            text = text.replace(quoted, mask)
+    return text
 
 
 # -- records before writing ---------------------------------------------------------------------

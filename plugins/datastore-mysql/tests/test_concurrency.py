@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from pyspire_datastore_mysql import MysqlDataStore, MysqlDataStoreConfig
-from pyspire_datastore_mysql.session import fetch
+from pyspire_datastore_mysql.session import Transaction, fetch
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import AlreadyExistsError, NotFoundError, UnavailableError
 from pyspire_sdk.model import AttestedNode, JoinToken, RegistrationEntry
 from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.plugins.datastore import ChangeKind
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -278,3 +279,39 @@ async def test_a_statement_over_its_timeout_is_unavailable(
         assert await store.count_entries() == 0
     finally:
         await store.close()
+
+
+async def test_a_deadlock_victim_runs_again_whole(
+    servers: tuple[MysqlDataStore, MysqlDataStore],
+) -> None:
+    first, second = servers
+    both_hold_one = asyncio.Barrier(2)
+    runs = {"first": 0, "second": 0}
+
+    def crossing(store: MysqlDataStore, name: str, locks: tuple[str, str]) -> Any:
+        async def work(transaction: Transaction) -> str:
+            runs[name] += 1
+            await store._lock(transaction.connection, "test", locks[0])
+            if runs[name] == 1:
+                await both_hold_one.wait()
+            await store._lock(transaction.connection, "test", locks[1])
+            transaction.event(ChangeKind.NODE, [f"spiffe://example.org/{name}"])
+            return name
+
+        return work
+
+    done = await asyncio.wait_for(
+        asyncio.gather(
+            first._transact(crossing(first, "first", ("a", "b"))),
+            second._transact(crossing(second, "second", ("b", "a"))),
+        ),
+        timeout=30,
+    )
+    assert done == ["first", "second"]
+    assert sorted(runs.values()) == [1, 2]  # InnoDB rolled one back; it ran again
+    events = await first.list_change_events()
+    assert sorted(event.object_id for event in events) == [
+        "spiffe://example.org/first",
+        "spiffe://example.org/second",
+    ]
+    assert [event.event_id for event in events] == [1, 2]

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pyspire_sdk.errors import ConfigError, ConfigIssue
+from pyspire_sdk.stored_records import scrub_secrets
 
 _REDACTED = "***"
 _URI_SCHEMES = ("mysql", "mariadb")
@@ -241,8 +242,4 @@ class ConnectionTarget:
 
     def scrub(self, text: str) -> str:
         """``text`` with the password replaced by ``***`` (driver errors may quote it)."""
-        if not self.password:
-            return text
-        text = text.replace(self.password, _REDACTED)
-        quoted = quote(self.password, safe="")
-        return text.replace(quoted, _REDACTED) if quoted != self.password else text
+        return scrub_secrets(text, (self.password,), _REDACTED)
