@@ -41,7 +41,6 @@ from pyspire.catalog import (
 from pyspire.catalog.host import host_services_for
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
-from pyspire.registry.change_watch import follow_changes
 from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
@@ -66,7 +65,7 @@ from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.datastore import ChangeWatchingDataStore, DataStore
+from pyspire_sdk.plugins.datastore import DataStore
 
 SERVER_API_LIMITS = ConnectionLimits(
     max_connections=4096,
@@ -213,7 +212,6 @@ class ServerRuntime:
                     in_flight,
                     {
                         **delivery,
-                        **_change_watch(catalog.one(DATASTORE), registry),
                         "ca-rotation": core.ca.run,
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
                         "server-svid": identity.run,
@@ -391,14 +389,6 @@ class ServerRuntime:
             events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
             if tokens or events:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
-
-
-def _change_watch(datastore: DataStore, registry: RegistryCache) -> dict[str, Service]:
-    """The service that refreshes ``registry`` when the datastore reports a change, for a
-    datastore that can (one shared by several servers); none otherwise."""
-    if not isinstance(datastore, ChangeWatchingDataStore):
-        return {}
-    return {"change-watch": partial(follow_changes, datastore, registry)}
 
 
 async def _close(server: grpclib.server.Server) -> None:

@@ -33,6 +33,10 @@ Contract shared by every method of :class:`DataStore`:
   appends a :class:`ChangeEvent` in the same transaction. Event ids increase strictly, and an
   event becomes visible only after every event with a lower id is visible, so a reader that
   remembers the last id it saw never misses one.
+- **Several servers.** Servers of one trust domain may share one datastore. A datastore that
+  can tell a server promptly of changes made through the others offers
+  :class:`WatchableDataStore` (PostgreSQL with ``LISTEN``/``NOTIFY``, MySQL by polling the
+  event counter); without it, servers find those changes when they next read the feed.
 
 Plugins are registered with the :func:`pyspire_datastores` hook and checked with
 :class:`pyspire_sdk.testing.datastore_contract.DataStoreContract`.
@@ -46,7 +50,8 @@ __all__ = [
     "BundlePage",
     "ChangeEvent",
     "ChangeKind",
-    "ChangeWatchingDataStore",
+    "ChangeListener",
+    "ChangeSignal",
     "CopyableDataStore",
     "DataStore",
     "EntryFilter",
@@ -58,6 +63,7 @@ __all__ = [
     "NodeFilter",
     "Page",
     "SelectorMatch",
+    "WatchableDataStore",
     "pyspire_datastores",
 ]
 
@@ -272,6 +278,21 @@ class ChangeEvent:
     kind: ChangeKind
     object_id: str
     created_at: datetime
+
+
+class ChangeSignal(StrEnum):
+    """What a :class:`WatchableDataStore` tells its listener."""
+
+    CHANGED = "changed"
+    """Change events may have been appended, or a bundle written (through this server or
+    another): read the feed, and the bundle."""
+    RESYNC = "resync"
+    """The watch was re-established after a gap in which signals may have been lost (a lost
+    connection, a failed poll): rebuild what follows the feed from a full read."""
+
+
+ChangeListener = Callable[[ChangeSignal], None]
+"""Told of each :class:`ChangeSignal`; runs on the event loop and must return at once."""
 
 
 @runtime_checkable
@@ -601,21 +622,47 @@ class CopyableDataStore(Protocol):
 
 
 @runtime_checkable
-class ChangeWatchingDataStore(Protocol):
-    """What a datastore that several servers can share offers, beyond :class:`DataStore`, so a
-    server hears of changes another server made sooner than its registry cache's periodic
-    refresh (SPIRE polls every 5 s). Optional: without it the server relies on that refresh.
+class WatchableDataStore(Protocol):
+    """What a datastore offers, beyond :class:`DataStore`, so that a change written through one
+    server reaches the caches of the other servers sharing the storage in well under a second,
+    instead of at their next poll of the change feed. Optional: without it, servers still see
+    every change, only later.
 
-    The server calls :meth:`wait_for_change` in a loop of its own and refreshes its cache
-    each time it returns; how the datastore learns of changes (a notification channel, a
-    table polled at an interval) is its own affair.
+    The signal is a hint, the change feed stays the truth: a server that hears
+    :attr:`ChangeSignal.CHANGED` reads :meth:`DataStore.list_change_events` after the last id
+    it applied, so signals may be coalesced, repeated or spurious without harm. Two ways to
+    implement it:
+
+    - **Pushed** (PostgreSQL): every transaction that appends events or writes a bundle also
+      sends a notification (``NOTIFY`` with the schema); the watch holds one connection of its
+      own that listens and turns each notification about this datastore into ``CHANGED``.
+    - **Polled** (MySQL, or any database without notifications): the watch reads
+      :meth:`DataStore.last_change_event_id` and the bundles' sequence numbers every poll
+      interval (a setting of the plugin, under a second to meet the same latency) and signals
+      ``CHANGED`` when either changed. A couple of indexed queries per interval per server.
+
+    Bundles matter because each server trusts agents by the shared bundle: when a server
+    publishes a new CA (at its first start, or when it prepares the next one), the others must
+    trust the agent SVIDs it signs before those agents call them.
     """
 
-    async def wait_for_change(self, after_event_id: int) -> int:
-        """Return the last change event id once it is above ``after_event_id`` (at once when
-        it already is), whichever server wrote the change. May wait as long as nothing
-        changes; must be safe to cancel; does not raise while the storage is unreachable but
-        goes on waiting."""
+    async def watch_changes(self, listener: ChangeListener) -> None:
+        """Call ``listener`` whenever change events may have been appended, until cancelled.
+
+        Contract:
+
+        - ``listener(CHANGED)`` after every commit that appended change events or wrote a
+          bundle, by whichever server; and once when the watch is established, so a change
+          made between the caller's last read and the start of the watch is not missed.
+        - When the watch breaks (the connection is lost, a poll fails), it retries by
+          :mod:`pyspire_sdk.backoff` (logging the state change once, never a secret), and once
+          re-established calls ``listener(RESYNC)``: events may have been appended and pruned
+          meanwhile, so the caller reloads in full.
+        - A notification is delivered within a few milliseconds of the commit that caused it
+          (pushed), or within one poll interval (polled).
+        - It never returns and never raises for a storage failure; cancelling the caller ends
+          it and releases what it holds (the listening connection).
+        """
         ...
 
 

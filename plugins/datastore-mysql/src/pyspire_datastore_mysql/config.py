@@ -83,8 +83,9 @@ class MysqlDataStoreConfig:
     events_poll_interval: timedelta = setting(
         timedelta(milliseconds=500),
         description=(
-            "how often the change events table is checked for changes made by other servers "
-            "sharing the database, so their registry caches refresh at once"
+            "how often the change event counter and the bundles' write generation are read, so "
+            "changes made through other servers sharing the database reach this one within "
+            "about this long"
         ),
     )
 

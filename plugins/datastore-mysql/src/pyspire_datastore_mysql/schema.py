@@ -179,6 +179,13 @@ _V1: tuple[str, ...] = (
     ) {_TABLE}
     """,
     "INSERT IGNORE INTO change_event_counter (only_row, last_event_id) VALUES (1, 0)",
+    f"""
+    CREATE TABLE IF NOT EXISTS bundle_changes (
+        only_row TINYINT NOT NULL PRIMARY KEY,
+        generation BIGINT NOT NULL
+    ) {_TABLE}
+    """,
+    "INSERT IGNORE INTO bundle_changes (only_row, generation) VALUES (1, 0)",
     f"CREATE TABLE IF NOT EXISTS object_locks (slot INT NOT NULL PRIMARY KEY) {_TABLE}",
     "INSERT IGNORE INTO object_locks (slot) WITH RECURSIVE slots (n) AS (SELECT 0 UNION ALL "
     f"SELECT n + 1 FROM slots WHERE n < {LOCK_SLOTS - 1}) SELECT n FROM slots",

@@ -18,7 +18,8 @@ processes, not only across the tasks of one:
   counter a transaction updates at its very end, right before ``COMMIT``: the row lock makes
   event-writing transactions commit in id order, so a reader that saw event *n* has seen every
   event below *n*, and an id is never lost to a rollback. Other servers learn of changes by
-  polling the counter every ``events_poll_interval`` (:meth:`MysqlDataStore.wait_for_change`).
+  polling that counter, and the bundles' write generation, every ``events_poll_interval``
+  (:meth:`MysqlDataStore.watch_changes`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pyspire_datastore_mysql.session import (
     fetch,
     open_connection,
 )
+from pyspire_datastore_mysql.watch import ChangeWatch, Counters
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import (
@@ -71,6 +73,7 @@ from pyspire_sdk.plugins.datastore import (
     BundlePage,
     ChangeEvent,
     ChangeKind,
+    ChangeListener,
     EntryFilter,
     EntryPage,
     FailedPreconditionError,
@@ -417,18 +420,32 @@ class MysqlDataStore:
             (_lock_slot(kind, name),),
         )
 
-    async def wait_for_change(self, after_event_id: int) -> int:
-        """Wait until a change event above ``after_event_id`` exists, whichever server wrote
-        it, and return the last event id; the counter is read every ``events_poll_interval``
-        of the host clock. A read that fails is retried at the next tick."""
-        while True:
-            try:
-                last = await self.last_change_event_id()
-            except UnavailableError:
-                last = after_event_id
-            if last > after_event_id:
-                return last
-            await self._clock.sleep(self._poll_interval)
+    async def watch_changes(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` of changes written by any server sharing this database
+        (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`), by reading the change
+        event counter and the bundles' write generation every ``events_poll_interval``
+        (:mod:`pyspire_datastore_mysql.watch`)."""
+        if self._pool is None:
+            raise UnavailableError("mysql datastore is not configured or already closed")
+        watch = ChangeWatch(self._counters, self._clock, self._logger, self._poll_interval)
+        await watch.run(listener)
+
+    async def _counters(self) -> Counters:
+        async with self._read() as connection:
+            rows = await fetch(
+                connection,
+                "SELECT c.last_event_id, b.generation FROM change_event_counter AS c "
+                "JOIN bundle_changes AS b ON b.only_row = c.only_row WHERE c.only_row = 1",
+            )
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def _bundle_changed(self, connection: Any) -> None:
+        """Raise the bundles' write generation with the transaction, so servers polling it read
+        their bundle again (to trust a CA another server just published); a rollback raises
+        nothing."""
+        await execute(
+            connection, "UPDATE bundle_changes SET generation = generation + 1 WHERE only_row = 1"
+        )
 
     # -- registration entries --------------------------------------------------------------------
 
@@ -1148,6 +1165,7 @@ class MysqlDataStore:
 
     async def _store_bundle(self, connection: Any, bundle: Bundle) -> Bundle:
         data = bundle_to_json(bundle)
+        await self._bundle_changed(connection)
         await execute(
             connection,
             f"INSERT INTO bundles ({_BUNDLE_COLUMNS}) VALUES (%s, %s, %s, %s) "
@@ -1278,6 +1296,7 @@ class MysqlDataStore:
                         "DELETE FROM bundles WHERE trust_domain = %s",
                         (trust_domain.name,),
                     )
+                    await self._bundle_changed(connection)
             except MySQLError as error:
                 if server_error_code(error) not in (1451, 1217):
                     raise
