@@ -487,3 +487,14 @@ def test_settings_table_is_the_markdown_of_describe_config() -> None:
         "| `path` | a file path | yes |  | where it goes |\n"
         "| `retries` | an integer | no | 3 | how often to try |"
     )
+
+
+def test_settings_table_escapes_what_markdown_would_swallow() -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Table:
+        path: str = setting("<data_dir>/x", description="as <namespace>:<name>, a|b")
+
+    assert settings_table(Table).splitlines()[2] == (
+        "| `path` | a string | no | '&lt;data_dir&gt;/x' | "
+        "as &lt;namespace&gt;:&lt;name&gt;, a\\|b |"
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,11 +14,12 @@ from pyspire_workloadattestor_environ import EnvironAttestor, EnvironConfig
 from pyspire_workloadattestor_environ.plugin import pyspire_workload_attestors
 from structlog.testing import capture_logs
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, PluginError, UnavailableError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor
 from pyspire_sdk.testing import make_host_services
+from pyspire_sdk.testing.readme import assert_readme_documents
 from pyspire_sdk.testing.workload_attestor_contract import WorkloadAttestorContract
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -222,11 +222,4 @@ def test_hook_registers_the_attestor() -> None:
 
 
 def test_readme_settings_table_matches_the_declaration() -> None:
-    text = README.read_text()
-    rows = [line for line in text.splitlines() if re.match(r"^\| `[a-z_]+` \|", line)]
-    expected = [
-        f"| `{row.key}` | {row.type_name} | {'yes' if row.required else 'no'} | "
-        f"{row.default} | {row.description} |"
-        for row in describe_config(EnvironConfig)
-    ]
-    assert rows == expected
+    assert_readme_documents(README, EnvironConfig)

@@ -387,10 +387,18 @@ def settings_table(config_type: type[Any]) -> str:
     lines = ["| key | type | required | default | description |", "|---|---|---|---|---|"]
     for row in describe_config(config_type):
         required = "yes" if row.required else "no"
+        cells = (_markdown_text(row.type_name), _markdown_text(row.default))
         lines.append(
-            f"| `{row.key}` | {row.type_name} | {required} | {row.default} | {row.description} |"
+            f"| `{row.key}` | {cells[0]} | {required} | {cells[1]} | "
+            f"{_markdown_text(row.description)} |"
         )
     return "\n".join(lines)
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` as a Markdown table cell shows it: ``<name>`` would be read as an HTML tag and
+    vanish, and ``|`` would end the cell."""
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
 def _nested_config(annotation: Any) -> tuple[type[Any], str] | None:

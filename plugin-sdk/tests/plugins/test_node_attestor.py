@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-import structlog
 
 from pyspire_sdk.errors import InvalidArgumentError, InvalidSelectorError
 from pyspire_sdk.model import AttestationResult
@@ -186,36 +185,3 @@ async def test_agent_attestation_is_empty_for_an_attestor_without_a_scope() -> N
     assert not isinstance(plain, node_attestor.ScopedAgentNodeAttestor)
     async with node_attestor.agent_attestation(plain):
         assert await plain.attestation_payload() == b"x"
-
-
-def test_logging_refusals_logs_the_reason_and_the_address_then_lets_it_propagate() -> None:
-    from structlog.testing import capture_logs
-
-    from pyspire_sdk.errors import PermissionDeniedError
-
-    logger = structlog.get_logger().bind(plugin="x")
-    peer = node_attestor.AttestationPeer(address="192.0.2.4")
-    with (
-        capture_logs() as logs,
-        node_attestor.attesting_peer(peer),
-        pytest.raises(PermissionDeniedError, match="bad signature"),
-        node_attestor.logging_refusals(logger),
-    ):
-        raise PermissionDeniedError("bad signature")
-    with (
-        capture_logs() as quiet,
-        pytest.raises(RuntimeError),
-        node_attestor.logging_refusals(logger),
-    ):
-        raise RuntimeError("not a refusal")
-    assert [
-        {key: entry[key] for key in ("event", "reason", "address", "log_level")} for entry in logs
-    ] == [
-        {
-            "event": "node attestation refused",
-            "reason": "bad signature",
-            "address": "192.0.2.4",
-            "log_level": "warning",
-        }
-    ]
-    assert quiet == []

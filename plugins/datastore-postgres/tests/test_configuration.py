@@ -12,10 +12,11 @@ from pyspire_datastore_postgres import PostgresDataStore, PostgresDataStoreConfi
 from pyspire_datastore_postgres import plugin as plugin_module
 from pyspire_datastore_postgres.connection import ConnectionTarget
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, PROJECT_NAME
 from pyspire_sdk.plugins import datastore as datastore_spec
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 
 def test_config_loads_from_toml_values(tmp_path: Path) -> None:
@@ -74,9 +75,7 @@ def test_config_reports_every_problem_and_hides_the_connection_string() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for row in describe_config(PostgresDataStoreConfig):
-        assert f"| `{row.key}` |" in readme
+    assert_readme_documents(Path(__file__).parent.parent / "README.md", PostgresDataStoreConfig)
 
 
 def test_registers_through_the_entry_point() -> None:

@@ -24,7 +24,7 @@ from pyspire_datastore_sqlite import plugin as plugin_module
 from pyspire_datastore_sqlite.queries import entry_where
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -45,6 +45,7 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 ENTRY = RegistrationEntry(
     spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
@@ -250,9 +251,7 @@ def test_config_reports_every_problem() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for row in describe_config(SqliteDataStoreConfig):
-        assert f"| `{row.key}` |" in readme
+    assert_readme_documents(Path(__file__).parent.parent / "README.md", SqliteDataStoreConfig)
 
 
 def test_registers_through_the_entry_point() -> None:

@@ -24,12 +24,13 @@ from pyspire_keymanager_disk.keys_file import (
 )
 from pyspire_keymanager_disk.plugin import DiskKeyManager
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, PluginError
 from pyspire_sdk.keys import KeyRecord, private_key_to_pkcs8, verify_digest_signature
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, HostServices
 from pyspire_sdk.plugins.key_manager import HashAlgorithm, KeyManager, KeyType
 from pyspire_sdk.testing.key_manager_contract import KeyManagerContract
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DIGEST = HashAlgorithm.SHA256.digest(b"tbs")
@@ -371,10 +372,7 @@ def test_config_loading(tmp_path: Path) -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    text = README.read_text()
-    for row in describe_config(DiskKeyManagerConfig):
-        assert f"| `{row.key}` | {row.type_name} |" in text
-        assert row.default in text
+    assert_readme_documents(README, DiskKeyManagerConfig)
 
 
 def test_entry_point_is_installed() -> None:

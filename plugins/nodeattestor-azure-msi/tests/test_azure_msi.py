@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +25,7 @@ from pyspire_nodeattestor_azure_msi.testing import (
     FakeVm,
 )
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import (
     ConfigError,
     InvalidArgumentError,
@@ -38,7 +36,9 @@ from pyspire_sdk.errors import (
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.testing import FakeClock
+from pyspire_sdk.testing.imports import top_level_modules_imported_by
 from pyspire_sdk.testing.node_attestor_contract import NodeAttestorContract, run_attestation
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PRINCIPAL = "11111111-2222-3333-4444-555555555555"
@@ -348,22 +348,13 @@ def test_the_app_secret_never_shows() -> None:
 
 @pytest.mark.parametrize("config", [ServerAzureMsiConfig, AgentAzureMsiConfig])
 def test_readme_tables_match_the_declarations(config: type[Any]) -> None:
-    rows = set(README.read_text().splitlines())
-    for row in describe_config(config):
-        line = (
-            f"| `{row.key}` | {row.type_name} | {'yes' if row.required else 'no'} | "
-            f"{row.default} | {row.description} |"
-        )
-        assert line in rows, f"README lacks: {line}"
+    assert_readme_documents(README, config)
 
 
 def test_loading_the_plugin_imports_no_http_library() -> None:
-    program = (
-        "import sys, pyspire_nodeattestor_azure_msi.plugin as p; "
-        "p.pyspire_server_node_attestors(); p.pyspire_agent_node_attestors(); "
-        "print(any(n.split('.')[0] == 'aiohttp' for n in sys.modules))"
+    loaded = top_level_modules_imported_by(
+        "import pyspire_nodeattestor_azure_msi.plugin as p; "
+        "p.pyspire_server_node_attestors(); "
+        "p.pyspire_agent_node_attestors()"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "False"
+    assert loaded.isdisjoint({"aiohttp"})

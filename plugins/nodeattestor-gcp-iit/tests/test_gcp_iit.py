@@ -6,8 +6,6 @@ import base64
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +21,7 @@ from pyspire_nodeattestor_gcp_iit import (
 )
 from pyspire_nodeattestor_gcp_iit.testing import FakeGcp, FakeGcpEndpoints, FakeInstance
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import (
     ConfigError,
     InvalidArgumentError,
@@ -34,7 +32,9 @@ from pyspire_sdk.errors import (
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.testing import FakeClock
+from pyspire_sdk.testing.imports import top_level_modules_imported_by
 from pyspire_sdk.testing.node_attestor_contract import NodeAttestorContract, run_attestation
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -381,22 +381,13 @@ def test_bad_server_settings_are_refused_with_their_key(
 
 @pytest.mark.parametrize("config", [ServerGcpIitConfig, AgentGcpIitConfig])
 def test_readme_tables_match_the_declarations(config: type[Any]) -> None:
-    rows = set(README.read_text().splitlines())
-    for row in describe_config(config):
-        line = (
-            f"| `{row.key}` | {row.type_name} | {'yes' if row.required else 'no'} | "
-            f"{row.default} | {row.description} |"
-        )
-        assert line in rows, f"README lacks: {line}"
+    assert_readme_documents(README, config)
 
 
 def test_loading_the_plugin_imports_no_http_library() -> None:
-    program = (
-        "import sys, pyspire_nodeattestor_gcp_iit.plugin as p; "
-        "p.pyspire_server_node_attestors(); p.pyspire_agent_node_attestors(); "
-        "print(any(n.split('.')[0] == 'aiohttp' for n in sys.modules))"
+    loaded = top_level_modules_imported_by(
+        "import pyspire_nodeattestor_gcp_iit.plugin as p; "
+        "p.pyspire_server_node_attestors(); "
+        "p.pyspire_agent_node_attestors()"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "False"
+    assert loaded.isdisjoint({"aiohttp"})

@@ -18,10 +18,11 @@ import pytest
 from pyspire_workloadattestor_unix import UnixAttestor, UnixAttestorConfig
 from pyspire_workloadattestor_unix.plugin import pyspire_workload_attestors
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, UnavailableError
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, HostServices
 from pyspire_sdk.plugins.workload_attestor import WorkloadAttestor, workload_selectors
+from pyspire_sdk.testing.readme import assert_readme_documents
 from pyspire_sdk.testing.workload_attestor_contract import (
     WorkloadAttestorContract,
     vanished_pid,
@@ -281,9 +282,8 @@ def test_bad_settings_are_reported_with_their_key_paths() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
+    assert_readme_documents(README, UnixAttestorConfig)
     text = README.read_text()
-    for row in describe_config(UnixAttestorConfig):
-        assert f"| `{row.key}` | {row.type_name} | no | `{row.default}` |" in text
     for kind in ("uid", "user", "gid", "group", "supplementary_gid", "supplementary_group"):
         assert f"`unix:{kind}:" in text
     assert "`unix:path:" in text

@@ -50,7 +50,6 @@ __all__ = [
     "check_agent_id",
     "current_peer",
     "is_agent_id",
-    "logging_refusals",
     "pyspire_agent_node_attestors",
     "pyspire_server_node_attestors",
 ]
@@ -62,9 +61,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import structlog
-
-from pyspire_sdk.errors import InvalidArgumentError, InvalidSpiffeIdError, PermissionDeniedError
+from pyspire_sdk.errors import InvalidArgumentError, InvalidSpiffeIdError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
 from pyspire_sdk.selector import Selector
@@ -177,25 +174,6 @@ def attesting_peer(peer: AttestationPeer) -> Iterator[None]:
         yield
     finally:
         _PEER.reset(token)
-
-
-@contextlib.contextmanager
-def logging_refusals(logger: structlog.typing.FilteringBoundLogger) -> Iterator[None]:
-    """Server side: log a refusal raised inside (a
-    :class:`~pyspire_sdk.errors.PermissionDeniedError` or
-    :class:`~pyspire_sdk.errors.InvalidArgumentError`) as the warning ``node attestation
-    refused`` with its ``reason`` and the agent's ``address``, then let it propagate.
-
-    The agent learns the reason from its failed call; this puts the same reason in the server's
-    log, where an operator looks when an agent cannot attest (SPIRE logs it too).
-    """
-    try:
-        yield
-    except (PermissionDeniedError, InvalidArgumentError) as error:
-        logger.warning(
-            "node attestation refused", reason=str(error), address=current_peer().address or ""
-        )
-        raise
 
 
 @runtime_checkable

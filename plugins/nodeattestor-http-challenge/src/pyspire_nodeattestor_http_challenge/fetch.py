@@ -1,11 +1,9 @@
-"""The server's fetch of an agent's challenge, with aiohttp's client.
+"""The server's fetch of an agent's challenge, through the SDK's bounded HTTP client.
 
-One session per configured attestor, so connections and the resolver are shared, but no
-connection is kept: every fetch opens its own (an agent's listener lives for one attestation).
-Redirects are not followed, proxies named in the environment are not used (the host name itself
-must answer), the whole fetch is bounded by :data:`FETCH_TIMEOUT`, and at most
-:data:`~pyspire_nodeattestor_http_challenge.protocol.MAX_NONCE_TEXT` bytes of the answer are
-read.
+One client per configured attestor. The SDK's bounds are what this fetch needs: redirects are
+not followed and proxies named in the environment are not used (the host name itself must
+answer), the whole fetch is bounded by :data:`FETCH_TIMEOUT`, and an answer longer than
+:data:`~pyspire_nodeattestor_http_challenge.protocol.MAX_NONCE_TEXT` bytes is refused unread.
 """
 
 from __future__ import annotations
@@ -13,58 +11,43 @@ from __future__ import annotations
 __all__ = ["FETCH_TIMEOUT", "ChallengeFetcher"]
 
 
-import aiohttp
-
 from pyspire_nodeattestor_http_challenge.protocol import MAX_NONCE_TEXT
 from pyspire_sdk.errors import PermissionDeniedError
+from pyspire_sdk.http import HttpClient, HttpError, HttpStatusError
 
 FETCH_TIMEOUT = 10.0
 """Seconds one fetch may take, connection included (SPIRE's bound)."""
 
-MAX_CONCURRENT_FETCHES = 100
-
 
 class ChallengeFetcher:
-    """Fetches challenges; :meth:`close` ends its session."""
+    """Fetches challenges; :meth:`close` ends its connections."""
 
     def __init__(self, timeout: float = FETCH_TIMEOUT) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(force_close=True, limit=MAX_CONCURRENT_FETCHES),
-                trust_env=False,
-                headers={"User-Agent": "pyspire-server"},
-            )
-        return self._session
+        self._client = HttpClient(
+            timeout=timeout,
+            connect_timeout=timeout,
+            max_response_bytes=MAX_NONCE_TEXT,
+        )
 
     async def fetch(self, url: str) -> str:
         """The text at ``url``, stripped; PermissionDeniedError saying why it could not be had
-        (no answer, another status than 200)."""
+        (no answer, another status than 200, an answer too long to be a nonce)."""
         try:
-            async with self._open().get(url, allow_redirects=False) as response:
-                if response.status != 200:
-                    raise PermissionDeniedError(
-                        f"challenge verification failed: {url} answered HTTP {response.status}"
-                    )
-                body = b""
-                while len(body) < MAX_NONCE_TEXT:
-                    chunk = await response.content.read(MAX_NONCE_TEXT - len(body))
-                    if not chunk:
-                        break
-                    body += chunk
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            reason = str(error) or type(error).__name__
+            response = await self._client.get(url, headers={"User-Agent": "pyspire-server"})
+        except HttpStatusError as error:
             raise PermissionDeniedError(
-                f"challenge verification failed: cannot fetch {url}: {reason}"
+                f"challenge verification failed: {url} answered HTTP {error.status}"
             ) from None
-        return body.decode("utf-8", "replace").strip()
+        except HttpError as error:
+            raise PermissionDeniedError(
+                f"challenge verification failed: cannot fetch {error.url}: {error.reason}"
+            ) from None
+        if response.status != 200:
+            raise PermissionDeniedError(
+                f"challenge verification failed: {url} answered HTTP {response.status}"
+            )
+        return response.body.decode("utf-8", "replace").strip()
 
     async def close(self) -> None:
-        """Close the session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the client and its connections."""
+        await self._client.close()

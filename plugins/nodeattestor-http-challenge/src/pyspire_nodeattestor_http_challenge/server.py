@@ -37,7 +37,7 @@ from pyspire_nodeattestor_http_challenge.protocol import (
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, PluginError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.node_attestor import Challenger, agent_id, logging_refusals
+from pyspire_sdk.plugins.node_attestor import Challenger, agent_id
 
 if TYPE_CHECKING:
     from pyspire_nodeattestor_http_challenge.fetch import ChallengeFetcher
@@ -102,8 +102,7 @@ class ServerHttpChallengeAttestor:
         host, fetcher = self._host, self._fetcher
         if host is None or fetcher is None:
             raise PluginError("http_challenge: used before configure")
-        with logging_refusals(host.logger):
-            return await self._attest(host, fetcher, payload, challenge)
+        return await self._attest(host, fetcher, payload, challenge)
 
     async def _attest(
         self,

@@ -28,7 +28,7 @@ from pyspire_sdk.challenge import combined_digest, new_nonce
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, PluginError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.node_attestor import Challenger, logging_refusals
+from pyspire_sdk.plugins.node_attestor import Challenger
 from pyspire_sdk.spiffeid import SpiffeId
 
 _FOREVER = 2**64 - 1
@@ -137,8 +137,7 @@ class ServerSshPopAttestor:
         host, template = self._host, self._template
         if host is None or template is None:
             raise PluginError("sshpop: used before configure")
-        with logging_refusals(host.logger):
-            return await self._attest(host, template, payload, challenge)
+        return await self._attest(host, template, payload, challenge)
 
     async def _attest(
         self,

@@ -29,7 +29,7 @@ from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, PluginError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.node_attestor import Challenger, current_peer, logging_refusals
+from pyspire_sdk.plugins.node_attestor import Challenger, current_peer
 from pyspire_sdk.spiffeid import SpiffeId
 
 
@@ -121,8 +121,7 @@ class ServerX509PopAttestor:
         configured = self._configured
         if configured is None:
             raise PluginError("x509pop: used before configure")
-        with logging_refusals(configured.host.logger):
-            return await self._attest(configured, payload, challenge)
+        return await self._attest(configured, payload, challenge)
 
     async def _attest(
         self, configured: _Configured, payload: bytes, challenge: Challenger
