@@ -16,12 +16,14 @@ from pyspire_datastore_mysql import MysqlDataStore, MysqlDataStoreConfig
 from pyspire_datastore_mysql import plugin as plugin_module
 from pyspire_datastore_mysql.connection import ConnectionTarget, TlsFiles, TlsMode
 
-from pyspire_sdk.config import describe_config, load_config
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, PROJECT_NAME
 from pyspire_sdk.plugins import datastore as datastore_spec
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing.imports import top_level_modules_imported_by
 from pyspire_sdk.testing.pki import TestAuthority
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 
 def test_config_loads_from_toml_values(tmp_path: Path) -> None:
@@ -71,9 +73,7 @@ def test_config_reports_every_problem_and_hides_the_connection_string() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for row in describe_config(MysqlDataStoreConfig):
-        assert f"| `{row.key}` |" in readme
+    assert_readme_documents(Path(__file__).parent.parent / "README.md", MysqlDataStoreConfig)
 
 
 def test_registers_through_the_entry_point() -> None:
@@ -182,3 +182,11 @@ def test_tls_contexts_follow_the_settings(tmp_path: Path) -> None:
         plain.ssl_context(TlsFiles(root_ca=tmp_path / "absent.pem"))
     with pytest.raises(ConfigError, match="client_cert_path"):
         plain.ssl_context(TlsFiles(root_ca=ca, client_cert=cert, client_key=ca))
+
+
+def test_registering_does_not_load_the_driver() -> None:
+    loaded = top_level_modules_imported_by(
+        "import pyspire_datastore_mysql.plugin as p; p.pyspire_datastores()"
+    )
+    assert "pyspire_datastore_mysql" in loaded
+    assert "asyncmy" not in loaded
