@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pyspire_sdk.files import make_private_directory, write_file_atomically, write_private_file
+from pyspire_sdk.files import (
+    LooseFileModeError,
+    make_private_directory,
+    read_private_file,
+    write_file_atomically,
+    write_private_file,
+)
 
 
 def mode_of(path: Path) -> int:
@@ -92,3 +98,25 @@ def test_a_file_for_others_gets_its_mode_from_the_start(tmp_path: Path) -> None:
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         write_file_atomically(tmp_path / "absent" / "file", b"data", mode=0o644)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
+def test_read_private_file_reads_an_owner_only_file(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "key.pem"
+    path.write_bytes(b"secret")
+    path.chmod(mode)
+    assert read_private_file(path) == b"secret"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o610, 0o601, 0o620, 0o602, 0o666])
+def test_read_private_file_refuses_any_access_by_group_or_others(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "key.pem"
+    path.write_bytes(b"secret")
+    path.chmod(mode)
+    with pytest.raises(LooseFileModeError, match=rf"{path} has mode {mode:04o}"):
+        read_private_file(path)
+
+
+def test_read_private_file_refuses_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match=r"(?i)directory|not a regular file"):
+        read_private_file(tmp_path)

@@ -143,6 +143,7 @@ def test_every_async_test_of_every_suite_carries_the_asyncio_mark() -> None:
         datastore_contract,
         key_manager_contract,
         node_attestor_contract,
+        upstream_authority_contract,
     )
 
     suites = (
@@ -150,6 +151,7 @@ def test_every_async_test_of_every_suite_carries_the_asyncio_mark() -> None:
         key_manager_contract.KeyManagerContract,
         node_attestor_contract.NodeAttestorContract,
         workload_attestor_contract.WorkloadAttestorContract,
+        upstream_authority_contract.UpstreamAuthorityContract,
     )
     unmarked = [
         f"{suite.__name__}.{name}"

@@ -1,22 +1,27 @@
-"""Attestation latency of gcp_iit, azure_msi and k8s_psat against join_token, in one run.
+"""Attestation latency of gcp_iit, azure_msi, k8s_psat and aws_iid against join_token, in one
+run.
 
 Run from the repository root: ``.venv/bin/python tests/bench/bench_cloud_node_attestors.py``
 (100 agents per attestor by default; ``--agents`` to change it).
 
-A real ``pyspire-server`` process has all four node attestors configured; the cloud ones talk
+A real ``pyspire-server`` process has all five node attestors configured; the cloud ones talk
 to the loopback fakes their plugins ship (Google's metadata service, key set and Compute API;
-Azure's IMDS, Entra ID and Resource Manager; a Kubernetes API server), which run in this
-process. For each attestor, ``--agents`` distinct nodes attest one after another, each from its
-own loopback address (the server admits one attestation per second per address): the clock
-runs from the agent half producing its evidence (fetching the token from the fake metadata
+Azure's IMDS, Entra ID and Resource Manager; a Kubernetes API server; for AWS, the instance
+metadata service and moto's server as EC2 and IAM), which run in this process. For each
+attestor, ``--agents`` distinct nodes attest one after another, each from its own loopback
+address (the server admits one attestation per second per address): the clock runs from the
+agent half producing its evidence (fetching the token or document from the fake metadata
 service, reading the token file, or taking the join token) until the server's AttestAgent
 answer with the agent SVID has arrived. What the server does in between is all included:
 token verification, the JWK Set (fetched once, then cached), the Compute API, Resource Manager
-or the TokenReview, pod and node reads, issuing the SVID and writing the node record.
+or the TokenReview, pod and node reads, the PKCS #7 signature and EC2 DescribeInstances and
+IAM GetInstanceProfile calls, issuing the SVID and writing the node record.
 
 The floor is join_token in the same run (a datastore read and delete instead of any remote
-call); the ratios show what each cloud attestor's verification and API calls add. Nothing is
-asserted: benchmarks print, tests assert.
+call); the ratios show what each cloud attestor's verification and API calls add. The last
+row, "(moto alone)", is the two AWS calls aws_iid makes, DescribeInstances and
+GetInstanceProfile, made with boto3 against the same moto for the same instances: the share
+of aws_iid's time that is moto's. Nothing is asserted: benchmarks print, tests assert.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pyspire_nodeattestor_aws_iid import AgentAwsIidAttestor, AgentAwsIidConfig
+from pyspire_nodeattestor_aws_iid.testing import AwsSigner, FakeImds, launch_instance
 from pyspire_nodeattestor_azure_msi import AgentAzureMsiAttestor, AgentAzureMsiConfig
 from pyspire_nodeattestor_azure_msi.testing import FakeAzure, FakeNic, FakeVm
 from pyspire_nodeattestor_gcp_iit import AgentGcpIitAttestor, AgentGcpIitConfig
@@ -49,17 +56,15 @@ from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.testing import make_host_services
+from pyspire_sdk.testing.aws import MotoServer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 sys.path.insert(0, str(HERE.parent / "reliability"))
 
+from channels import SourceBoundChannel, anonymous_context  # noqa: E402
 from processes import ServerProcess, ServerSettings, free_port, short_temp_dir  # noqa: E402
-from test_join_token_race import (  # noqa: E402 - the one loopback-address channel
-    ATTEST_AGENT,
-    SourceBoundChannel,
-    _anonymous_context,
-)
+from test_join_token_race import ATTEST_AGENT  # noqa: E402
 
 TENANT = "00000000-1111-2222-3333-444444444444"
 CALL_TIMEOUT = 30.0
@@ -75,7 +80,7 @@ async def attest_once(
     port: int, source: str, name: str, payload: bytes, request_csr: bytes
 ) -> None:
     """One AttestAgent call from ``source``; raises unless an agent SVID comes back."""
-    channel = SourceBoundChannel(source, "127.0.0.1", port, _anonymous_context())
+    channel = SourceBoundChannel(source, "127.0.0.1", port, anonymous_context())
     try:
         async with channel.request(
             ATTEST_AGENT,
@@ -124,6 +129,21 @@ async def measure(
     return samples
 
 
+def moto_calls(aws: MotoServer, instance_ids: list[str]) -> list[float]:
+    """Seconds per pair of the calls aws_iid's server half makes, DescribeInstances and
+    GetInstanceProfile, made here with boto3 for the same instances: what moto itself takes
+    of each aws_iid attestation."""
+    ec2, iam = aws.client("ec2", region="us-west-2"), aws.client("iam")
+    states = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    samples = []
+    for instance_id in instance_ids:
+        started = time.perf_counter()
+        ec2.describe_instances(InstanceIds=[instance_id], Filters=states)
+        iam.get_instance_profile(InstanceProfileName="NodeProfile")
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -139,6 +159,11 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
         google = stack.enter_context(gcp.serving_in_thread(root / "gcp"))
         cloud = stack.enter_context(azure.serving_in_thread(root / "azure"))
         cluster = stack.enter_context(kube.serving_in_thread(root / "kube"))
+        aws = stack.enter_context(MotoServer())
+        signer = AwsSigner()
+        imds = FakeImds(signer)
+        metadata = stack.enter_context(imds.serving_in_thread())
+        certificates = signer.write_certificates(root / "aws.pem")
         account = gcp.write_service_account_file(root / "sa.json", google.token_uri)
         server = ServerProcess(
             ServerSettings(
@@ -168,11 +193,15 @@ app_secret = "app-secret"
 service_account_allow_list = ["spire:spire-agent"]
 kube_config_file = "{cluster.kubeconfig}"
 allowed_node_label_keys = ["zone"]
+
+[server.plugins.node_attestor.aws_iid]
+certificate_path = "{certificates}"
 """,
             )
         )
         stack.callback(server.kill)
-        await asyncio.to_thread(server.start)  # it runs an event loop of its own
+        # it runs an event loop of its own; AWS_ENDPOINT_URL sends its AWS calls to moto
+        await asyncio.to_thread(server.start, aws.environment())
         port = server.settings.port
 
         tokens: list[str] = []
@@ -225,8 +254,29 @@ allowed_node_label_keys = ["zone"]
         )
         await kube_agent.close()
 
+        aws_agent = AgentAwsIidAttestor()
+        await aws_agent.configure(AgentAwsIidConfig(ec2_metadata_endpoint=metadata.url), host)
+
+        async def aws_prepare(number: int) -> None:
+            launched = await asyncio.to_thread(
+                launch_instance,
+                aws,
+                tags={"name": f"node-{number}"},
+                security_group="web",
+                role="Node",
+            )
+            imds.serve(launched)
+            instance_ids.append(launched.instance_id)
+
+        instance_ids: list[str] = []
+        results["aws_iid"] = await measure(
+            port, 5, "aws_iid", args.agents, aws_prepare, aws_agent.attestation_payload
+        )
+        await aws_agent.close()
+        results["(moto alone)"] = await asyncio.to_thread(moto_calls, aws, instance_ids)
+
         agents = await asyncio.to_thread(lambda: len(server.agent_ids()))
-        expected = 4 * args.agents
+        expected = 5 * args.agents
         if agents != expected:
             raise RuntimeError(f"the server holds {agents} agents, expected {expected}")
         json.dumps(results)  # every sample is a plain float
@@ -252,11 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.agents} agents attested per attestor, one after another, each from its own address"
     )
     header = ("attestor", "p50 ms", "p99 ms", "mean ms", "p50 / floor", "p99 / floor")
-    print(f"{header[0]:12} " + " ".join(f"{title:>11}" for title in header[1:]))
+    print(f"{header[0]:14} " + " ".join(f"{title:>11}" for title in header[1:]))
     for name, samples in results.items():
         p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
         print(
-            f"{name:12} {p50 * 1000:11.1f} {p99 * 1000:11.1f} "
+            f"{name:14} {p50 * 1000:11.1f} {p99 * 1000:11.1f} "
             f"{statistics.mean(samples) * 1000:11.1f} {p50 / floor_p50:10.2f}x "
             f"{p99 / floor_p99:10.2f}x"
         )

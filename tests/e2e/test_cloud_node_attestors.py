@@ -1,12 +1,14 @@
-"""gcp_iit, azure_msi and k8s_psat between a real server and real agents, against loopback
-fakes of Google's, Azure's and a Kubernetes cluster's services.
+"""gcp_iit, azure_msi, k8s_psat and aws_iid between a real server and real agents, against
+loopback fakes of Google's, Azure's and a Kubernetes cluster's services, and moto's server as
+EC2, IAM and STS.
 
 For each attestor: the server runs it against the fake's HTTPS endpoints (its key set, cloud
-API or Kubernetes API), an agent attests with what the fake's metadata service (or token file)
-gives it, a workload fetches its X509-SVID through py-spiffe, and ``pyspire-server agent
-show`` lists the node selectors the attestor found. Then a second agent whose evidence the
-server must refuse (a project off the allow-list, a tenant not configured, a cluster not
-configured) exits with the reason, the server logs it, and no agent record is created.
+API or Kubernetes API, or moto), an agent attests with what the fake's metadata service (or
+token file) gives it, a workload fetches its X509-SVID through py-spiffe, and ``pyspire-server
+agent show`` lists the node selectors the attestor found. Then a second agent whose evidence
+the server must refuse (a project off the allow-list, a tenant not configured, a cluster not
+configured, a document signed by a key that is not AWS's, a document replayed by another
+process) exits with the reason, the server logs it, and no agent record is created.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from processes import (
     run_workload,
     short_temp_dir,
 )
+from pyspire_nodeattestor_aws_iid.testing import AwsSigner, FakeImds, launch_instance
 from pyspire_nodeattestor_azure_msi.testing import FakeAzure, FakeNic, FakeVm
 from pyspire_nodeattestor_gcp_iit.testing import FakeGcp, FakeInstance
 from pyspire_nodeattestor_k8s_psat.testing import FakeKubernetes, FakeNode, FakePod
 
 from pyspire_sdk.clock import SystemClock
+from pyspire_sdk.testing.aws import MotoServer
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +52,16 @@ def root() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def start(root: Path, server_plugin: str, agent_plugin: str, agent_id: str) -> Deployment:
+def start(
+    root: Path,
+    server_plugin: str,
+    agent_plugin: str,
+    agent_id: str,
+    server_env: dict[str, str] | None = None,
+) -> Deployment:
     """A server with ``server_plugin`` and an agent with ``agent_plugin`` (TOML tables), an
-    entry for this test's uid under ``agent_id``; the agent attests (no join token)."""
+    entry for this test's uid under ``agent_id``; the agent attests (no join token). The
+    server's environment gets ``server_env``."""
     port = free_port()
     server = ServerProcess(ServerSettings(root=root, port=port, extra_plugins=server_plugin))
     agent = AgentProcess(
@@ -63,7 +74,7 @@ def start(root: Path, server_plugin: str, agent_plugin: str, agent_id: str) -> D
     )
     deployed = Deployment(root=root, server=server, agent=agent, token="", agent_id=agent_id)
     try:
-        server.start()
+        server.start(env=server_env)
         server.write_bundle(root / "bootstrap.pem")
         server.create_entry(WORKLOAD, agent_id, CALLER_SELECTOR)
         agent.start()
@@ -92,14 +103,16 @@ def check_attested(deployed: Deployment, selectors: list[str]) -> None:
     assert attested_agents(deployed.server) == [deployed.agent_id]
 
 
-def check_refused(deployed: Deployment, agent_plugin: str, reason: str) -> None:
+def check_refused(
+    deployed: Deployment, agent_plugin: str, reason: str, name: str = "refused"
+) -> None:
     """A second agent with ``agent_plugin`` is refused for ``reason``; no record is made."""
     intruder = AgentProcess(
         AgentSettings(
             root=deployed.root,
             server_port=deployed.server.settings.port,
             bootstrap_bundle=deployed.root / "bootstrap.pem",
-            name="refused",
+            name=name,
             node_attestor=agent_plugin,
         )
     )
@@ -228,5 +241,58 @@ allowed_node_label_keys = ["zone"]
             )
             wrong_cluster = agent_plugin.replace('cluster = "prod"', 'cluster = "staging"')
             check_refused(deployed, wrong_cluster, 'not configured for cluster "staging"')
+        finally:
+            deployed.stop()
+
+
+def test_aws_iid(root: Path) -> None:
+    signer = AwsSigner()
+    certificates = signer.write_certificates(root / "aws.pem")
+    imds = FakeImds(signer)
+    with MotoServer() as aws, imds.serving_in_thread() as metadata:
+        instance = launch_instance(aws, tags={"name": "blog"}, security_group="web", role="Blog")
+        imds.serve(instance)
+        server_plugin = (
+            f'[server.plugins.node_attestor.aws_iid]\ncertificate_path = "{certificates}"\n'
+        )
+        agent_plugin = (
+            f'[agent.plugins.node_attestor.aws_iid]\nec2_metadata_endpoint = "{metadata.url}"\n'
+        )
+        agent_id = (
+            f"spiffe://{TRUST_DOMAIN}/spire/agent/aws_iid/{instance.account_id}/"
+            f"{instance.region}/{instance.instance_id}"
+        )
+        deployed = start(root, server_plugin, agent_plugin, agent_id, aws.environment())
+        try:
+            check_attested(
+                deployed,
+                [
+                    f"aws_iid:account_id:{instance.account_id}",
+                    "aws_iid:az:us-west-2b",
+                    f"aws_iid:iamrole:{instance.role_arn}",
+                    f"aws_iid:image:id:{instance.image_id}",
+                    f"aws_iid:instance:id:{instance.instance_id}",
+                    "aws_iid:region:us-west-2",
+                    f"aws_iid:sg:id:{instance.security_group_id}",
+                    "aws_iid:sg:name:web",
+                    "aws_iid:tag:name:blog",
+                ],
+            )
+            check_refused(
+                deployed,
+                agent_plugin,
+                "attestation data has already been used to attest an agent",
+                name="replayed",
+            )
+            imds.serve(instance, instanceId="i-0123456789abcdef0")
+            check_refused(
+                deployed,
+                agent_plugin,
+                'instance "i-0123456789abcdef0" was not found in EC2',
+                name="unknown",
+            )
+            imds.signer = AwsSigner()
+            imds.serve(launch_instance(aws))
+            check_refused(deployed, agent_plugin, "is not a configured AWS certificate")
         finally:
             deployed.stop()

@@ -216,12 +216,24 @@ class RootUpstream:
         from cryptography.hazmat.primitives import hashes
 
         now = datetime(2029, 12, 1, tzinfo=UTC)
+        usage = x509.KeyUsage(
+            digital_signature=False,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        )
         return (
             builder.issuer_name(self.name)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
             .not_valid_after(now + ttl)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
             .sign(self.key, hashes.SHA256())
         )
 
@@ -243,7 +255,7 @@ class RootUpstream:
                 x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False
             ),
             ca=True,
-            ttl=timedelta(days=30),
+            ttl=timedelta(days=60),  # valid at the fake clock (2030-01-01)
         )
         der = serialization.Encoding.DER
         return UpstreamX509CA(

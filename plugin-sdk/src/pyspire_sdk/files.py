@@ -13,13 +13,16 @@ from __future__ import annotations
 __all__ = [
     "PRIVATE_DIRECTORY_MODE",
     "PRIVATE_FILE_MODE",
+    "LooseFileModeError",
     "make_private_directory",
+    "read_private_file",
     "write_file_atomically",
     "write_private_file",
 ]
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -53,6 +56,33 @@ def make_private_directory(path: Path, *, tighten: bool = False) -> None:
         raise NotADirectoryError(f"{path} is not a directory")
     if tighten and path not in missing and path.stat().st_uid == os.getuid():
         os.chmod(path, PRIVATE_DIRECTORY_MODE)
+
+
+class LooseFileModeError(PermissionError):
+    """A file holding a secret grants its group or others some access."""
+
+
+def read_private_file(path: Path) -> bytes:
+    """The content of ``path``, a regular file holding a secret (a private key) that its group
+    and others may not access at all, as OpenSSH requires of private keys.
+
+    The mode is checked on the descriptor the content is read from, so the file cannot be
+    swapped in between. Raises :class:`LooseFileModeError` naming the file and its mode when
+    the mode grants anything to group or others, ``IsADirectoryError`` or ``OSError`` for a
+    path that is not a readable regular file.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
+        mode = stat.S_IMODE(status.st_mode)
+        if mode & 0o077:
+            raise LooseFileModeError(
+                f"{path} has mode {mode:04o}: a private key may not be accessible to its "
+                f"group or others; run chmod 600 {path}"
+            )
+        return handle.read()
 
 
 def write_private_file(path: Path, data: bytes) -> bool:

@@ -33,6 +33,7 @@ from pyspire.ca.rotation import (
 )
 from pyspire.ca.signing import ManagedKey, sign_certificate, sign_csr
 from pyspire.ca.templates import CaSubject, ca_builder, ca_csr_builder
+from pyspire.ca.upstream import accept_upstream_ca
 from pyspire.telemetry.metrics import (
     CA_JWT_ACTIVATED,
     CA_JWT_PREPARED,
@@ -297,9 +298,10 @@ class CaManager:
                 ca_csr_builder(trust_domain=settings.trust_domain, template=template), key
             )
             minted = await self._upstream.mint_x509_ca(csr, template.ttl)
-            certificate = x509.load_der_x509_certificate(minted.ca_certificate)
-            chain = tuple(x509.load_der_x509_certificate(der) for der in minted.ca_chain[1:])
-            ca = X509CA(certificate, key, chain, upstream_signed=True)
+            accepted = accept_upstream_ca(
+                minted, public_key_der=public_key.der, trust_domain=settings.trust_domain, now=now
+            )
+            ca = X509CA(accepted.certificate, key, accepted.intermediates, upstream_signed=True)
             roots = minted.upstream_roots
         await self._add_to_bundle(x509_authorities=roots)
         slot = X509Slot(slot_id, SlotStatus.PREPARED, ca)

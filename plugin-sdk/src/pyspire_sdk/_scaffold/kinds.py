@@ -59,7 +59,11 @@ SCAFFOLD_KINDS: dict[str, ScaffoldKind] = {
             contract="WorkloadAttestorContract",
         ),
         ScaffoldKind(
-            "upstream_authority", "upstream authority", ("server",), dependencies=(_CRYPTOGRAPHY,)
+            "upstream_authority",
+            "upstream authority",
+            ("server",),
+            dependencies=(_CRYPTOGRAPHY,),
+            contract="UpstreamAuthorityContract",
         ),
         ScaffoldKind("notifier", "notifier", ("server",)),
         ScaffoldKind("bundle_publisher", "bundle publisher", ("server",)),

@@ -1,8 +1,9 @@
 """pytest plugin of the SDK, loaded automatically when ``pyspire-plugin-sdk`` is installed.
 
 It provides the fixtures every contract suite builds on: ``fake_clock`` and ``host_services``,
-and ``plugin_site`` for tests that install a plugin distribution
-(:func:`~pyspire_sdk.testing.distributions.install_distribution`). The suites themselves are
+``plugin_site`` for tests that install a plugin distribution
+(:func:`~pyspire_sdk.testing.distributions.install_distribution`), and ``moto_server`` for
+tests of plugins that call AWS (:mod:`pyspire_sdk.testing.aws`). The suites themselves are
 classes to subclass (see :mod:`pyspire_sdk.testing`); they mark their own tests for
 pytest-asyncio, so they run in its default strict mode as well as in auto mode.
 
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.testing.aws import MotoServer
 from pyspire_sdk.testing.fake_clock import FakeClock
 from pyspire_sdk.testing.host import make_host_services
 
@@ -54,6 +56,16 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         module = sys.modules.get(name)
         if module is not None and str(directory) in str(getattr(module, "__file__", "")):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's server on loopback as AWS (:class:`~pyspire_sdk.testing.aws.MotoServer`), one
+    per test session. What a test makes there stays for the next tests (moto takes a second or
+    more to set a region up again after a reset), so tests make resources of their own, with
+    the IDs AWS gives them or names of their own, rather than expect an empty account."""
+    with MotoServer() as server:
+        yield server
 
 
 def _in_contract_suite(request: pytest.FixtureRequest) -> bool:
