@@ -1,7 +1,7 @@
 """Shared set-up of the cross-process tests (``tests/e2e``, ``tests/reliability``): the process
 harness :mod:`processes` (in ``tests/e2e``) is importable from every test module, and a failing
-test that used a :class:`~processes.Deployment` or a :class:`~processes.Process` gets the logs
-of every process involved attached to its report."""
+test that used a :class:`~processes.Deployment`, a :class:`~processes.Process` or a fixture with
+a ``process_logs()`` method gets the logs of every process involved attached to its report."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def _process_logs(item: pytest.Item) -> str:
             sections.append(value.logs())
         elif isinstance(value, Process):
             sections.append(value.all_logs())
+        elif callable(getattr(value, "process_logs", None)):  # a fixture holding several
+            sections.append(value.process_logs())
     return "\n".join(sections)
 
 

@@ -181,3 +181,78 @@ def test_importing_the_module_does_not_import_aiohttp() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+async def test_a_unix_socket_carries_the_requests(tmp_path: Path) -> None:
+    application = web.Application()
+    application.router.add_get("/hello", hello)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    socket = tmp_path / "daemon.sock"
+    try:
+        await web.UnixSite(runner, str(socket)).start()
+        async with HttpClient(unix_socket=socket) as client:
+            answer = await client.get("http://daemon/hello", params={"name": "local"})
+        assert answer.json_object() == {"hello": "local"}
+        async with HttpClient(unix_socket=tmp_path / "absent.sock") as client:
+            with pytest.raises(HttpError, match="cannot connect"):
+                await client.get("http://daemon/hello")
+    finally:
+        await runner.cleanup()
+
+
+async def test_hostname_and_chain_checks_can_be_relaxed_one_at_a_time(tmp_path: Path) -> None:
+    # The certificate names "node-1" only, as a kubelet's does, and is reached at 127.0.0.1.
+    async with serve_loopback(
+        ROUTES, tls=AUTHORITY, directory=tmp_path, tls_hosts=("node-1",)
+    ) as server:
+        async with HttpClient(ca_file=server.ca_file) as strict:
+            with pytest.raises(HttpError, match="tls failed"):
+                await strict.get(server.url + "/hello")
+        async with HttpClient(ca_file=server.ca_file, check_hostname=False) as chain_only:
+            assert (await chain_only.get(server.url + "/hello")).status == 200
+        other = TestAuthority(TrustDomain("other.test"))
+        other_ca = tmp_path / "other.pem"
+        other_ca.write_bytes(other.pem)
+        async with HttpClient(ca_file=other_ca, check_hostname=False) as wrong_chain:
+            with pytest.raises(HttpError, match="tls failed"):
+                await wrong_chain.get(server.url + "/hello")
+        async with HttpClient(verify=False) as unverified:
+            assert (await unverified.get(server.url + "/hello")).status == 200
+
+
+async def test_a_client_certificate_is_presented(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from pyspire_sdk.spiffeid import SpiffeId
+
+    clients = TestAuthority(TrustDomain("clients.test"))
+    svid = clients.issue(SpiffeId.parse("spiffe://clients.test/agent"))
+    certificate = tmp_path / "client.pem"
+    key = tmp_path / "client.key"
+    leaf = x509.load_der_x509_certificate(svid.cert_chain[0])
+    certificate.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    private = serialization.load_der_private_key(svid.private_key, password=None)
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    async with serve_loopback(
+        ROUTES, tls=AUTHORITY, directory=tmp_path / "server", client_ca=clients
+    ) as server:
+        async with HttpClient(
+            ca_file=server.ca_file, client_certificate=certificate, client_key=key
+        ) as client:
+            assert (await client.get(server.url + "/hello")).status == 200
+        async with HttpClient(ca_file=server.ca_file) as anonymous:
+            with pytest.raises(HttpError):
+                await anonymous.get(server.url + "/hello")
+    with pytest.raises(InvalidArgumentError, match="go together"):
+        HttpClient(client_certificate=certificate)
+    async with HttpClient(client_certificate=tmp_path / "no.pem", client_key=key) as broken:
+        with pytest.raises(UnavailableError, match=r"no\.pem"):
+            await broken.open()

@@ -215,6 +215,9 @@ class ServerSettings:
     :func:`install_test_plugins`)."""
     extra: str = ""
     """More of the file, after the [server] keys (e.g. "[server.health_checks]" tables)."""
+    datastore: str = ""
+    """The ``[server.plugins.datastore.<name>]`` table with its settings; a SQLite file under
+    ``root`` when empty."""
 
     @property
     def socket_path(self) -> Path:
@@ -241,14 +244,16 @@ default_x509_svid_ttl = "{self.default_x509_svid_ttl}"
 default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
 {agent_ttl}
 {self.extra}
-[server.plugins.datastore.sqlite]
-database_path = "{self.database_path}"
+{self.datastore or self._sqlite_table()}
 
 [server.plugins.key_manager.disk]
 [server.plugins.node_attestor.join_token]
 {self.extra_plugins}"""
         )
         return path
+
+    def _sqlite_table(self) -> str:
+        return f'[server.plugins.datastore.sqlite]\ndatabase_path = "{self.database_path}"'
 
 
 class ServerProcess(Process):
@@ -647,6 +652,59 @@ def run_workload(
     return answer
 
 
+class WorkloadWatch:
+    """A workload process streaming X.509 contexts from ``endpoint``: every update is read in a
+    thread as it arrives, with the time it arrived (for measuring how soon a change reaches a
+    workload)."""
+
+    def __init__(self, endpoint: str) -> None:
+        import threading
+
+        self.updates: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE), endpoint, "watch"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            update = json.loads(line)
+            with self._changed:
+                self.updates.append(update)
+                self._changed.notify_all()
+
+    def wait_for(
+        self, what: str, check: Callable[[dict[str, Any]], bool], timeout: float, start: int = 0
+    ) -> dict[str, Any]:
+        """The first update from index ``start`` on for which ``check`` holds; raises
+        :class:`ProcessError` naming ``what`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for update in self.updates[start:]:
+                    if "error" not in update and check(update):
+                        return update
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProcessError(
+                        f"timed out after {timeout:g}s waiting for {what}; updates: "
+                        f"{self.updates[-5:]}"
+                    )
+                self._changed.wait(remaining)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT)
+
+
 def _drop_privileges(user: str, group: str) -> None:
     """Become ``user``:``group`` with no supplementary groups, for good. Everything the
     workload needs is imported first: after this, files under a private prefix (the
@@ -797,10 +855,35 @@ def _denied(endpoint: str) -> dict[str, Any]:
     return outcome
 
 
+def _watch(endpoint: str) -> dict[str, Any]:
+    """Stream X.509 contexts and print one JSON line per update as it arrives: the wall-clock
+    time it arrived, the SPIFFE IDs and serials; runs until killed (never returns)."""
+    import threading
+
+    from spiffe import WorkloadApiClient
+
+    def arrived(context: Any) -> None:
+        line = {
+            "at": time.time(),
+            "spiffe_ids": [str(svid.spiffe_id) for svid in context.x509_svids],
+            "serials": [str(svid.leaf.serial_number) for svid in context.x509_svids],
+        }
+        print(json.dumps(line), flush=True)
+
+    def failed(error: Exception) -> None:
+        print(json.dumps({"at": time.time(), "error": str(error)}), flush=True)
+
+    with WorkloadApiClient(socket_path=endpoint, default_timeout=10) as client:
+        client.stream_x509_contexts(arrived, failed)
+        threading.Event().wait()
+    return {}
+
+
 def workload_main(argv: Sequence[str]) -> int:
     """``[--user U --group G] <endpoint> <action> <args>`` with the actions ``x509 <out_dir>``,
     ``jwt <aud> <aud> <wrong_aud>``, ``ids`` and ``denied``: print the outcome as one JSON
-    object."""
+    object; ``watch`` prints a JSON line per X.509 context update until killed (see
+    :class:`WorkloadWatch`)."""
     arguments = list(argv)
     if arguments[:1] == ["--user"]:
         _drop_privileges(arguments[1], arguments[3])
@@ -811,6 +894,7 @@ def workload_main(argv: Sequence[str]) -> int:
         "jwt": _jwt,
         "ids": _ids,
         "denied": _denied,
+        "watch": _watch,
     }
     print(json.dumps(actions[action](endpoint, *args)))
     return 0

@@ -42,6 +42,7 @@ from pyspire_sdk.testing.fake_clock import FakeClock
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ENTRIES = 5000
+SERVER_ID = "0123456789abcdef0123456789abcdef"
 TD = TrustDomain("example.org")
 FEDERATED = TrustDomain("partner.test")
 
@@ -103,6 +104,7 @@ async def _fill(store: DataStore, clock: FakeClock, entries: int = ENTRIES) -> N
         )
     )
     await store.set_ca_journal("ca-journal", b'{"journal": 1}')
+    await store.set_ca_journal(f"ca-journal/{SERVER_ID}", b'{"journal": 2}')
     await store.create_join_token(JoinToken("token-1", clock.now() + timedelta(hours=1)))
     agent = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/token-0")
     await store.create_attested_node(
@@ -146,6 +148,7 @@ async def _snapshot(store: DataStore) -> tuple[object, ...]:
         await store.list_all_node_selectors(),
         await store.fetch_join_token("token-1"),
         await store.get_ca_journal("ca-journal"),
+        await store.get_ca_journal(f"ca-journal/{SERVER_ID}"),
     )
 
 
@@ -164,6 +167,7 @@ async def test_sqlite_to_postgres_interrupted_resumed_and_back(
 ) -> None:
     clock = FakeClock()
     host = make_host_services(tmp_path, clock=clock)
+    (tmp_path / "server-id").write_text(f"{SERVER_ID}\n")  # the journal of this server too
     sqlite_file = tmp_path / "old.sqlite3"
     sqlite = SqliteDataStore()
     await sqlite.configure(SqliteDataStoreConfig(database_path=sqlite_file), host)

@@ -13,7 +13,7 @@ from pyspire.registry.cache import RegistryCache
 from pyspire.registry.validation import node_alias_parent
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
-from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, DataStore
+from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, ChangeSignal, DataStore
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
@@ -324,3 +324,51 @@ async def test_reload_rebuilds_from_a_full_read(
     assert cache.authorized_entries(AGENT_A) == ()
     await cache.reload()
     assert paths(cache.authorized_entries(AGENT_A)) == ["/unseen"]
+
+
+async def test_a_changed_signal_refreshes_without_waiting_for_the_interval(
+    fake_store: FakeDataStore, fake_clock: FakeClock
+) -> None:
+    """Another server wrote: the datastore's signal, not this server, wakes the cache."""
+    datastore = as_datastore(fake_store)
+    cache = RegistryCache(datastore, TD, fake_clock)
+    await cache.start()
+    task = asyncio.create_task(cache.run(interval=3600))
+    try:
+        await waiting(cache, fake_clock)
+        await datastore.create_entry(new_entry("/w", AGENT_A))
+        cache.hear(ChangeSignal.CHANGED)
+        await until(lambda: bool(cache.authorized_entries(AGENT_A)))
+        assert fake_store.reads["list_all_entries"] == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_resync_signal_reloads_in_full_and_retries_until_it_can(
+    fake_store: FakeDataStore, fake_clock: FakeClock
+) -> None:
+    """Notifications were lost: a change whose event was pruned meanwhile is still found."""
+    datastore = as_datastore(fake_store)
+    cache = RegistryCache(datastore, TD, fake_clock)
+    await cache.start()
+    task = asyncio.create_task(cache.run(interval=5))
+    try:
+        await waiting(cache, fake_clock)
+        fake_store.write_now(new_entry("/unseen", AGENT_A, id="unseen"))
+        fake_store.events.clear()
+        fake_store.unavailable = True
+        cache.hear(ChangeSignal.RESYNC)
+        await waiting(cache, fake_clock)
+        assert cache.authorized_entries(AGENT_A) == ()
+
+        fake_store.unavailable = False
+        await fake_clock.advance(5)  # the failed reload is tried again at the next tick
+        await until(lambda: bool(cache.authorized_entries(AGENT_A)))
+        assert paths(cache.authorized_entries(AGENT_A)) == ["/unseen"]
+        assert fake_store.reads["list_all_entries"] == 2
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

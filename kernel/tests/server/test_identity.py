@@ -119,3 +119,65 @@ async def test_a_failed_rotation_is_retried_and_the_current_svid_kept(
         await fake_clock.advance(1)  # ROTATION_RETRY waits at most 1 s after one failure
         await until(lambda: identity.svid is not first)
     assert composer.calls == 3
+
+
+def _other_servers_ca() -> bytes:
+    """A CA certificate as another server of the trust domain would publish it."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "other server")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+async def test_a_ca_another_server_published_is_trusted_once_the_bundle_changes(
+    server_context: ServerContext,
+) -> None:
+    from pyspire_sdk.bundle import X509Authority
+
+    context = server_context
+    extra: list[X509Authority] = []
+
+    async def bundle() -> Bundle | None:
+        stored = await context.datastore.get_bundle(context.trust_domain)
+        assert stored is not None
+        return replace(stored, x509_authorities=stored.x509_authorities + tuple(extra))
+
+    tls = RotatingServerContext()
+    identity = ServerIdentity(
+        trust_domain=context.trust_domain,
+        ca=context.ca,
+        bundle=bundle,
+        clock=context.clock,
+        tls=tls,
+        ttl=timedelta(hours=1),
+    )
+
+    def trusted() -> set[bytes]:
+        assert tls._current is not None
+        return set(tls._current.get_ca_certs(binary_form=True))
+
+    await identity.rotate()
+    other = _other_servers_ca()
+    assert other not in trusted()
+    async with running(identity.run):
+        extra.append(X509Authority(other))
+        published = await bundle()
+        assert published is not None
+        identity.bundle_changed(published)
+        await until(lambda: other in trusted())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,9 @@ from pyspire.proto.gen.grpc.health import v1 as health
 from pyspire.proto.gen.spire.api import types as types_pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
-from pyspire.server.runtime import ServerRuntime
+from pyspire.server.runtime import ServerRuntime, change_watch
 from pyspire.transport.tls import build_client_context
+from pyspire_sdk.plugins.datastore import ChangeSignal
 
 
 def server_document(tmp_path: Path) -> dict[str, object]:
@@ -174,3 +175,47 @@ async def test_broken_handshakes_do_not_disturb_other_callers(server: ServerRunt
     finally:
         channel.close()
     assert fetched.trust_domain == "example.org"
+
+
+class _SignallingDataStore:
+    """Just enough of a watchable datastore: its watch signals twice, then waits."""
+
+    async def watch_changes(self, listener: Callable[[ChangeSignal], None]) -> None:
+        listener(ChangeSignal.CHANGED)
+        listener(ChangeSignal.RESYNC)
+        await asyncio.Event().wait()
+
+
+class _HearingCache:
+    def __init__(self) -> None:
+        self.heard: list[ChangeSignal] = []
+
+    def hear(self, signal: ChangeSignal) -> None:
+        self.heard.append(signal)
+
+
+class _WokenFeed:
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+async def test_a_watchable_datastore_signals_the_registry_cache_and_the_bundle_feed() -> None:
+    cache, feed = _HearingCache(), _WokenFeed()
+    services = change_watch(_SignallingDataStore(), cache, feed)  # type: ignore[arg-type]
+    assert list(services) == ["registry-watch"]
+    task = asyncio.create_task(services["registry-watch"]())
+    try:
+        await asyncio.sleep(0)
+        assert cache.heard == [ChangeSignal.CHANGED, ChangeSignal.RESYNC]
+        assert feed.woken == 2
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_datastore_without_signals_gets_no_watch() -> None:
+    assert change_watch(object(), _HearingCache(), _WokenFeed()) == {}  # type: ignore[arg-type]

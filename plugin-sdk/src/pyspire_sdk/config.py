@@ -396,9 +396,13 @@ def settings_table(config_type: type[Any]) -> str:
 
 
 def _markdown_text(text: str) -> str:
-    """``text`` as a Markdown table cell shows it: ``<name>`` would be read as an HTML tag and
-    vanish, and ``|`` would end the cell."""
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    """``text`` as a Markdown table cell shows it: outside code spans ``<name>`` would be read
+    as an HTML tag and vanish (inside them an entity would show as written), and ``|`` ends
+    the cell anywhere."""
+    parts = text.split("`")
+    for index in range(0, len(parts), 2):
+        parts[index] = parts[index].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts).replace("|", "\\|")
 
 
 def _nested_config(annotation: Any) -> tuple[type[Any], str] | None:

@@ -4,7 +4,12 @@ Every call is bounded: a total timeout and a connect timeout, a cap on the respo
 hostile or broken endpoint cannot make the process hold more), no redirects followed (a
 metadata service that redirects is not the metadata service) and no proxy taken from the
 environment. HTTPS verifies the peer against the system's trust store, or against the CA
-certificates of ``ca_file`` when one is given.
+certificates of ``ca_file`` when one is given; ``client_certificate`` and ``client_key`` present
+a certificate to the peer, ``check_hostname=False`` verifies the peer's chain but not the name
+it was reached by (a kubelet reached at 127.0.0.1), and ``verify=False`` skips the peer's
+verification altogether where an operator asked for that. With ``unix_socket`` every request
+goes to a local daemon's socket (the Docker Engine API) instead of the network; the URL's host
+is then only a name.
 
 Failures raise :class:`HttpError` (an :class:`~pyspire_sdk.errors.UnavailableError`: retrying
 may succeed) whose message names the method and the URL without its query string or user
@@ -139,7 +144,14 @@ class HttpClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ca_file: Path | None = None,
+        client_certificate: Path | None = None,
+        client_key: Path | None = None,
+        verify: bool = True,
+        check_hostname: bool = True,
+        unix_socket: Path | None = None,
     ) -> None:
+        if (client_certificate is None) != (client_key is None):
+            raise InvalidArgumentError("client_certificate and client_key go together")
         if timeout <= 0 or connect_timeout <= 0:
             raise InvalidArgumentError("timeout and connect_timeout must be positive")
         if max_response_bytes <= 0:
@@ -148,6 +160,11 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.max_response_bytes = max_response_bytes
         self.ca_file = ca_file
+        self.client_certificate = client_certificate
+        self.client_key = client_key
+        self.verify = verify
+        self.check_hostname = check_hostname
+        self.unix_socket = unix_socket
         self._session: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
         self._closed = False
@@ -171,9 +188,10 @@ class HttpClient:
             await session.close()
 
     async def open(self) -> None:
-        """Prepare the connection pool now (loading ``ca_file``), so a configuration that
-        cannot work fails in ``configure`` rather than at the first request. Raises
-        :class:`~pyspire_sdk.errors.UnavailableError` when ``ca_file`` cannot be loaded."""
+        """Prepare the connection pool now (loading ``ca_file`` and the client certificate),
+        so a configuration that cannot work fails in ``configure`` rather than at the first
+        request. Raises :class:`~pyspire_sdk.errors.UnavailableError` when one of them cannot
+        be loaded."""
         await self._open()
 
     async def _open(self) -> aiohttp.ClientSession:
@@ -183,9 +201,21 @@ class HttpClient:
             if self._session is None:
                 import aiohttp
 
-                tls = await asyncio.to_thread(_tls_context, self.ca_file)
+                connector: aiohttp.BaseConnector
+                if self.unix_socket is not None:
+                    connector = aiohttp.UnixConnector(path=str(self.unix_socket))
+                else:
+                    tls = await asyncio.to_thread(
+                        _tls_context,
+                        self.ca_file,
+                        self.client_certificate,
+                        self.client_key,
+                        self.verify,
+                        self.check_hostname,
+                    )
+                    connector = aiohttp.TCPConnector(ssl=tls)
                 self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=tls),
+                    connector=connector,
                     timeout=aiohttp.ClientTimeout(
                         total=self.timeout, sock_connect=self.connect_timeout
                     ),
@@ -287,14 +317,36 @@ class HttpClient:
         return await self.request("POST", url, headers=headers, json_body=json_body, form=form)
 
 
-def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """The context HTTPS requests verify with (file I/O: built off the event loop)."""
+def _tls_context(
+    ca_file: Path | None,
+    client_certificate: Path | None,
+    client_key: Path | None,
+    verify: bool,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """The context HTTPS requests use (file I/O: built off the event loop)."""
     try:
-        if ca_file is None:
-            return ssl.create_default_context()
-        return ssl.create_default_context(cafile=str(ca_file))
+        if not verify:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif ca_file is None:
+            context = ssl.create_default_context()
+        else:
+            context = ssl.create_default_context(cafile=str(ca_file))
+        if verify and not check_hostname:
+            context.check_hostname = False
     except (OSError, ssl.SSLError) as error:
         raise UnavailableError(f"ca_file {str(ca_file)!r} cannot be loaded: {error}") from None
+    if client_certificate is not None and client_key is not None:
+        try:
+            context.load_cert_chain(client_certificate, client_key)
+        except (OSError, ssl.SSLError) as error:
+            raise UnavailableError(
+                f"client_certificate {str(client_certificate)!r} cannot be loaded: "
+                f"{getattr(error, 'strerror', None) or error}"
+            ) from None
+    return context
 
 
 def _ssl_reason(error: BaseException) -> str:

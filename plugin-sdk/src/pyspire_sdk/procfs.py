@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pyspire_sdk._cgroup_lines import CgroupLine, parse_cgroups
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
 
 DEFAULT_PROC_ROOT = Path("/proc")
@@ -263,26 +264,24 @@ async def read_exe_path(pid: int, *, proc_root: Path = DEFAULT_PROC_ROOT) -> Pat
     return await asyncio.to_thread(_exe_path_sync, pid, proc_root)
 
 
-def _cgroups_sync(pid: int, proc_root: Path) -> tuple[tuple[str, str, str], ...]:
-    text = _read_text(proc_root / str(pid) / "cgroup", pid)
-    entries: list[tuple[str, str, str]] = []
-    for line in text.splitlines():
-        if not line:
-            continue
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            raise UnavailableError(f"process {pid}: cgroup line {line!r} is malformed")
-        entries.append((parts[0], parts[1], parts[2]))
-    return tuple(entries)
+def _cgroups_sync(pid: int, proc_root: Path) -> tuple[CgroupLine, ...]:
+    before = _start_time_sync(pid, proc_root)
+    lines = parse_cgroups(_read_text(proc_root / str(pid) / "cgroup", pid), pid=pid)
+    if _start_time_sync(pid, proc_root) != before:
+        raise ProcessReplacedError(
+            f"process {pid} was replaced by another process while its cgroups were read"
+        )
+    return lines
 
 
-async def read_cgroups(
-    pid: int, *, proc_root: Path = DEFAULT_PROC_ROOT
-) -> tuple[tuple[str, str, str], ...]:
-    """The lines of ``/proc/<pid>/cgroup`` as ``(hierarchy id, controllers, path)`` triples.
+async def read_cgroups(pid: int, *, proc_root: Path = DEFAULT_PROC_ROOT) -> tuple[CgroupLine, ...]:
+    """The lines of ``/proc/<pid>/cgroup`` as ``(hierarchy id, controllers, path)`` named
+    tuples (:class:`pyspire_sdk.cgroups.CgroupLine`).
 
     On a cgroup v2 host there is one line ``("0", "", "/path")``. Container attestors find the
-    container ID in the paths. Raises like :func:`read_process_info`.
+    container ID in the paths (:func:`pyspire_sdk.cgroups.find_container`). The start time is
+    read before and after the file, so the lines are those of one process: a pid reused in
+    between raises :class:`ProcessReplacedError`. Raises like :func:`read_process_info`.
     """
     _check_pid(pid)
     return await asyncio.to_thread(_cgroups_sync, pid, proc_root)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +30,7 @@ from pyspire_nodeattestor_aws_iid.testing import (
     launch_instance,
 )
 
-from pyspire_sdk.config import load_config, settings_table
+from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import (
     ConfigError,
     InvalidArgumentError,
@@ -44,8 +42,10 @@ from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.testing import FakeClock
 from pyspire_sdk.testing.aws import MotoServer
+from pyspire_sdk.testing.imports import top_level_modules_imported_by
 from pyspire_sdk.testing.loopback import LoopbackServer, serve_loopback
 from pyspire_sdk.testing.node_attestor_contract import NodeAttestorContract, run_attestation
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OTHER_ACCOUNT = "111111111111"
@@ -492,10 +492,8 @@ async def test_an_unreadable_certificate_file_fails_configure(
 
 
 def test_the_readme_documents_every_setting() -> None:
-    text = README.read_text()
-    assert settings_table(ServerAwsIidConfig) in text
-    assert settings_table(AgentAwsIidConfig) in text
-    assert re.search(r"\| `aws_iid:tag:<key>:<value>`", text)
+    assert_readme_documents(README, ServerAwsIidConfig, AgentAwsIidConfig)
+    assert re.search(r"\| `aws_iid:tag:<key>:<value>`", README.read_text())
 
 
 async def test_assumed_role_clients_are_made_again_before_their_credentials_expire(
@@ -519,16 +517,11 @@ async def test_assumed_role_clients_are_made_again_before_their_credentials_expi
 
 
 def test_loading_the_plugin_imports_neither_aws_sdk_nor_http_library() -> None:
-    program = (
-        "import sys, pyspire_nodeattestor_aws_iid.plugin as p; "
-        "p.pyspire_server_node_attestors(); p.pyspire_agent_node_attestors(); "
-        "print(sorted({n.split('.')[0] for n in sys.modules} & "
-        "{'aiohttp', 'aiobotocore', 'botocore'}))"
+    loaded = top_level_modules_imported_by(
+        "import pyspire_nodeattestor_aws_iid.plugin as p; "
+        "p.pyspire_server_node_attestors(); p.pyspire_agent_node_attestors()"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    assert loaded.isdisjoint({"aiohttp", "aiobotocore", "botocore"})
 
 
 async def test_a_role_that_may_not_be_assumed_is_a_refusal(

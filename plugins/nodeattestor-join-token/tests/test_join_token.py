@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pyspire_nodeattestor_join_token import (
@@ -22,6 +23,7 @@ from pyspire_sdk.plugin import HostServices, NoConfig
 from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.testing import FakeClock
 from pyspire_sdk.testing.node_attestor_contract import NodeAttestorContract, run_attestation
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 TOKEN = "5c1b5f2e-7a0e-4f4f-9d0c-1f2a3b4c5d6e"
 
@@ -135,3 +137,7 @@ async def test_agent_without_a_token_says_how_to_give_one(host_services: HostSer
     agent = await make_agent(host_services, token="")
     with pytest.raises(PluginError, match="-joinToken"):
         await agent.attestation_payload()
+
+
+def test_the_readme_documents_the_agent_settings() -> None:
+    assert_readme_documents(Path(__file__).resolve().parents[1] / "README.md", AgentJoinTokenConfig)

@@ -5,6 +5,11 @@ empty, prepared (published in the bundle, waiting) or old (retired, still in the
 expires). The state is journaled through the datastore after every change, so a restart resumes
 with the same CA and the same keys (when the key manager keeps them) instead of minting new ones.
 Timing follows :mod:`pyspire.ca.rotation`; time comes from the injected clock.
+
+Several servers of one trust domain may share the datastore, each with its own key manager and
+CA. Each keeps its journal under a name of its own (:func:`journal_name`), and the bundle they
+share is only ever appended to and pruned of *expired* authorities, so every server's CA and JWT
+keys are trusted everywhere and no server's rotation removes a key another still signs with.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority
 from pyspire_sdk.spiffeid import TrustDomain
 
 JOURNAL_NAME = "ca-journal"
+"""The journal of a server without an ID, and the one read once by a server that finds no
+journal of its own (written before journals were kept per server): its slots are adopted only
+when the server's key manager holds their keys, so only the server that wrote it resumes it."""
 JOURNAL_VERSION = 1
 KID_ALPHABET = string.ascii_letters + string.digits
 
@@ -133,6 +141,11 @@ SlotT = TypeVar("SlotT", X509Slot, JwtSlot)
 Listener = Callable[[], Awaitable[None]]
 
 
+def journal_name(server_id: str) -> str:
+    """The name of the journal of the server ``server_id``."""
+    return f"{JOURNAL_NAME}/{server_id}"
+
+
 def new_kid() -> str:
     """A JWT key ID: 32 random letters and digits."""
     return "".join(secrets.choice(KID_ALPHABET) for _ in range(32))
@@ -155,8 +168,10 @@ class CaManager:
         upstream: UpstreamAuthority | None = None,
         composition: CredentialComposition | None = None,
         metrics: PrometheusMetrics | None = None,
+        journal: str = JOURNAL_NAME,
     ) -> None:
         self._settings = settings
+        self._journal = journal
         self._composition = composition or CredentialComposition()
         self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
         self._key_manager = key_manager
@@ -429,12 +444,21 @@ class CaManager:
                 for slot in self._jwt.values()
             ],
         }
-        await self._store.set_ca_journal(JOURNAL_NAME, json.dumps(document).encode())
+        await self._store.set_ca_journal(self._journal, json.dumps(document).encode())
 
     async def _load_journal(self) -> None:
-        raw = await self._store.get_ca_journal(JOURNAL_NAME)
-        if raw is None:
-            return
+        raw = await self._store.get_ca_journal(self._journal)
+        if raw is None and self._journal != JOURNAL_NAME:
+            raw = await self._store.get_ca_journal(JOURNAL_NAME)
+            if raw is not None:
+                await self._read_journal(raw)
+                if self._x509 or self._jwt:
+                    await self._save_journal()  # adopted: kept under our own name from now on
+                return
+        if raw is not None:
+            await self._read_journal(raw)
+
+    async def _read_journal(self, raw: bytes) -> None:
         try:
             document = json.loads(raw)
             if document.get("version") != JOURNAL_VERSION:

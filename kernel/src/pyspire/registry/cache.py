@@ -4,7 +4,10 @@ The server answers agents from memory (no datastore round trip on the sync path)
 the adapter between the two: :meth:`RegistryCache.start` loads every entry and every node's
 selectors once; :meth:`RegistryCache.refresh` reads the change events written since and re-reads
 only the entries and nodes they name; :meth:`RegistryCache.run` refreshes on a fixed interval of
-an injected clock, and sooner when :meth:`RegistryCache.poke` says the server itself just wrote.
+an injected clock, and sooner when :meth:`RegistryCache.poke` says the server itself just wrote
+or :meth:`RegistryCache.hear` passes on a datastore's signal that another server wrote (a
+:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`; a signal that notifications were lost
+makes the next round a full reload).
 
 Attested nodes are cached too, read-through: :meth:`RegistryCache.attested_node` reads a node
 from the datastore the first time it is asked for and answers from memory afterwards, until a
@@ -37,7 +40,7 @@ from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
-from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, DataStore
+from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, ChangeSignal, DataStore
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 _FETCH_CONCURRENCY = 16
@@ -82,6 +85,7 @@ class RegistryCache:
         self._started = False
         self._lock = asyncio.Lock()
         self._poked = asyncio.Event()
+        self._reload_wanted = False
         self._nodes: dict[SpiffeId, AttestedNode | None] = {}
         self._node_generation = 0
         self._by_spiffe_id: dict[SpiffeId, tuple[RegistrationEntry, ...]] = {}
@@ -191,6 +195,14 @@ class RegistryCache:
         """Ask :meth:`run` to refresh now rather than at the end of its interval."""
         self._poked.set()
 
+    def hear(self, signal: ChangeSignal) -> None:
+        """Act on a datastore's change signal: ``CHANGED`` asks :meth:`run` to refresh now,
+        ``RESYNC`` to reload in full now (notifications were lost, so events may have been
+        pruned unread)."""
+        if signal is ChangeSignal.RESYNC:
+            self._reload_wanted = True
+        self._poked.set()
+
     async def run(self, clock: Clock | None = None, interval: float | timedelta = 5.0) -> None:
         """Refresh every ``interval`` (seconds) of ``clock`` until cancelled.
 
@@ -207,9 +219,11 @@ class RegistryCache:
         while True:
             await sleep_or_wake(ticker, seconds, self._poked)
             self._poked.clear()
+            reload, self._reload_wanted = self._reload_wanted, False
             try:
-                await self.refresh()
+                await (self.reload() if reload else self.refresh())
             except PyspireError as error:
+                self._reload_wanted = self._reload_wanted or reload
                 self._logger.warning(
                     "registry cache refresh failed",
                     error=str(error),

@@ -1,9 +1,11 @@
 """The server's own X509-SVID (``spiffe://<td>/spire/server``) and the TLS it serves with.
 
-The SVID is minted from the active CA with a fresh in-process key, re-minted at half-life and
-whenever the CA changes (a new authority prepared or activated), and handed to the TLS listener
+The SVID is minted from the active CA with a fresh in-process key, re-minted at half-life,
+whenever the CA changes (a new authority prepared or activated) and whenever the trust bundle
+changes (another server sharing the datastore published its CA), and handed to the TLS listener
 together with the current bundle, so agents always see a server SVID that chains to what they
-trust and the server always trusts agent SVIDs from every published authority. Credential
+trust and the server always trusts agent SVIDs from every published authority, whichever
+server signed them. Credential
 composers adjust it as the server's own SVID (``ComposeServerX509SVID``).
 """
 
@@ -68,6 +70,11 @@ class ServerIdentity:
 
     async def ca_changed(self) -> None:
         """CA listener: mint again soon (the run loop does it, off the CA's own call path)."""
+        self._changed.set()
+
+    def bundle_changed(self, _bundle: Bundle) -> None:
+        """Bundle feed listener: serve with the new trust anchors soon (the run loop mints
+        again and hands the TLS listener the bundle as it is then)."""
         self._changed.set()
 
     async def rotate(self) -> None:

@@ -23,7 +23,7 @@ import grpclib.server
 import structlog
 
 from pyspire.ca.composition import CredentialComposition
-from pyspire.ca.manager import CaManager, CaSettings
+from pyspire.ca.manager import CaManager, CaSettings, journal_name
 from pyspire.catalog import (
     BUNDLE_PUBLISHERS,
     CREDENTIAL_COMPOSERS,
@@ -45,6 +45,7 @@ from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
 from pyspire.server.identity import ServerIdentity
+from pyspire.server.instance import load_server_id
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.notifications import BundleNotifications
@@ -65,7 +66,7 @@ from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.files import make_private_directory
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.datastore import DataStore
+from pyspire_sdk.plugins.datastore import ChangeSignal, DataStore, WatchableDataStore
 
 SERVER_API_LIMITS = ConnectionLimits(
     max_connections=4096,
@@ -89,9 +90,11 @@ CHANGE_EVENT_RETENTION = timedelta(hours=12)
 @dataclass(frozen=True)
 class _Core:
     """The signing core, started before anything else: the datastore as the server uses it
-    (bundle writes watched by ``feed``), the credential composers and the CA."""
+    (bundle writes watched by ``feed``), the datastore plugin itself (``stored``), the
+    credential composers and the CA."""
 
     datastore: DataStore
+    stored: DataStore
     feed: BundleFeed
     composition: CredentialComposition
     ca: CaManager
@@ -212,6 +215,7 @@ class ServerRuntime:
                     in_flight,
                     {
                         **delivery,
+                        **change_watch(core.stored, registry, core.feed),
                         "ca-rotation": core.ca.run,
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
                         "server-svid": identity.run,
@@ -244,10 +248,11 @@ class ServerRuntime:
             upstream=catalog.optional(UPSTREAM_AUTHORITY),
             composition=composition,
             metrics=self.metrics,
+            journal=journal_name(await load_server_id(settings.data_dir)),
         )
         await ca.start()
         self.readiness.datastore, self.readiness.ca = datastore, ca
-        return _Core(datastore=datastore, feed=feed, composition=composition, ca=ca)
+        return _Core(datastore=datastore, stored=stored, feed=feed, composition=composition, ca=ca)
 
     async def _start_bundle_delivery(self, catalog: Catalog, core: _Core) -> dict[str, Service]:
         """Tell the notifiers of the loaded bundle (any may veto the start) and hand it to the
@@ -288,6 +293,7 @@ class ServerRuntime:
         )
         await identity.rotate()
         core.ca.add_listener(identity.ca_changed)
+        core.feed.subscribe(identity.bundle_changed)
         return identity
 
     def _context(
@@ -389,6 +395,25 @@ class ServerRuntime:
             events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
             if tokens or events:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
+
+
+def change_watch(
+    datastore: DataStore, registry: RegistryCache, feed: BundleFeed
+) -> dict[str, Service]:
+    """The service that passes the datastore's change signals on, by name, when the datastore
+    offers them (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`); none otherwise.
+    Changes made through other servers sharing the datastore then reach this one as they
+    commit instead of at its next poll: entries and agents to the registry cache, and the
+    bundle (another server's new CA, which this server's TLS must trust) to the bundle feed.
+    """
+    if not isinstance(datastore, WatchableDataStore):
+        return {}
+
+    def heard(signal: ChangeSignal) -> None:
+        registry.hear(signal)
+        feed.wake()
+
+    return {"registry-watch": partial(datastore.watch_changes, heard)}
 
 
 async def _close(server: grpclib.server.Server) -> None:

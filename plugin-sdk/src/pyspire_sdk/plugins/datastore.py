@@ -36,7 +36,8 @@ Contract shared by every method of :class:`DataStore`:
 - **Several servers.** Servers of one trust domain may share one datastore. A datastore that
   can tell a server promptly of changes made through the others offers
   :class:`WatchableDataStore` (PostgreSQL with ``LISTEN``/``NOTIFY``, MySQL by polling the
-  event counter); without it, servers find those changes when they next read the feed.
+  event counter and the bundles); without it, servers find those changes when they next read
+  the feed and the bundle.
 
 Plugins are registered with the :func:`pyspire_datastores` hook and checked with
 :class:`pyspire_sdk.testing.datastore_contract.DataStoreContract`.
@@ -647,7 +648,8 @@ class WatchableDataStore(Protocol):
     """
 
     async def watch_changes(self, listener: ChangeListener) -> None:
-        """Call ``listener`` whenever change events may have been appended, until cancelled.
+        """Call ``listener`` whenever change events may have been appended or a bundle written,
+        until cancelled.
 
         Contract:
 

@@ -15,7 +15,10 @@ is the test's ``fake_clock``)::
 The suite follows SPIRE's datastore tests in spirit: every method, every filter and match mode,
 paging through many pages, update masks, the errors each method promises, join-token
 consumption under concurrency, the change feed, bundle delete modes and pruning, and atomicity
-(a call that fails leaves nothing behind).
+(a call that fails leaves nothing behind). The optional interfaces are tested when the datastore
+offers them: ``CopyableDataStore`` and ``WatchableDataStore`` (a write of an entry, of a node's
+selectors and of a bundle is signalled; the fake clock is moved while the test waits, so a watch
+that polls on the host clock runs too).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 __all__ = ["DataStoreContract"]
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -48,6 +52,7 @@ from pyspire_sdk.model import (
 from pyspire_sdk.plugins.datastore import (
     BundleDeleteMode,
     ChangeKind,
+    ChangeSignal,
     CopyableDataStore,
     DataStore,
     EntryFilter,
@@ -57,6 +62,7 @@ from pyspire_sdk.plugins.datastore import (
     NodeFilter,
     Page,
     SelectorMatch,
+    WatchableDataStore,
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -1459,3 +1465,43 @@ class DataStoreContract:
 
         await asyncio.gather(write(), read(), read())
         assert await datastore.count_entries() == 15
+
+    # -- change signals (optional: WatchableDataStore) --------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_watch_signals_entry_node_and_bundle_writes(
+        self, datastore: DataStore, fake_clock: FakeClock
+    ) -> None:
+        if not isinstance(datastore, WatchableDataStore):
+            pytest.skip("the datastore does not offer WatchableDataStore")
+        signals: list[ChangeSignal] = []
+        watch = asyncio.create_task(datastore.watch_changes(signals.append))
+        try:
+            await _signalled(signals, 1, fake_clock)  # once established
+            writes = (
+                lambda: datastore.create_entry(_entry("/watched")),
+                lambda: datastore.set_node_selectors(PARENT, _selectors("k8s:ns:a")),
+                lambda: datastore.set_bundle(
+                    Bundle(FED_A, jwt_authorities=(JwtAuthority("k", b"key"),))
+                ),
+            )
+            for write in writes:
+                seen = len(signals)
+                await write()
+                await _signalled(signals, seen + 1, fake_clock)
+            assert set(signals) == {ChangeSignal.CHANGED}  # nothing was lost: no resync
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+
+async def _signalled(signals: list[ChangeSignal], count: int, clock: FakeClock) -> None:
+    """Wait in real time, at most 10 s, until ``signals`` holds ``count`` signals, moving
+    ``clock`` 100 ms every 10 ms meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    while len(signals) < count:
+        assert loop.time() < deadline, f"{count} change signals expected, got {signals}"
+        await clock.advance(timedelta(milliseconds=100))
+        await asyncio.sleep(0.01)

@@ -13,7 +13,9 @@ shapes, over a real socket, rather than a mock of its client::
 
 With ``tls``, the server presents a certificate for ``localhost`` and ``127.0.0.1`` signed by
 that :class:`~pyspire_sdk.testing.pki.TestAuthority`, whose certificate is written to
-``ca_file`` for clients to trust. Every request is recorded (method, path, query, headers) so a
+``ca_file`` for clients to trust (``tls_hosts`` names other hosts, such as a node name the
+client does not connect by); with ``client_ca`` as well, it accepts only clients presenting a
+certificate that authority signed. Every request is recorded (method, path, query, headers) so a
 test can check what the plugin sent. :class:`LoopbackThread` runs the same server on an event
 loop of its own, for synchronous tests that start real processes.
 """
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -64,8 +66,13 @@ class LoopbackServer:
         return self.url.split("://", 1)[1]
 
 
-def _tls_context(authority: TestAuthority, directory: Path) -> tuple[ssl.SSLContext, Path]:
-    certificate, key = authority.issue_tls_server()
+def _tls_context(
+    authority: TestAuthority,
+    directory: Path,
+    hosts: Sequence[str],
+    client_ca: TestAuthority | None,
+) -> tuple[ssl.SSLContext, Path]:
+    certificate, key = authority.issue_tls_server(hosts)
     directory.mkdir(parents=True, exist_ok=True)
     certificate_file = directory / "loopback-server.pem"
     key_file = directory / "loopback-server.key"
@@ -76,6 +83,9 @@ def _tls_context(authority: TestAuthority, directory: Path) -> tuple[ssl.SSLCont
     ca_file.write_bytes(authority.pem)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate_file, key_file)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=client_ca.pem.decode())
     return context, ca_file
 
 
@@ -85,10 +95,13 @@ async def serve_loopback(
     *,
     tls: TestAuthority | None = None,
     directory: Path | None = None,
+    tls_hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    client_ca: TestAuthority | None = None,
 ) -> AsyncIterator[LoopbackServer]:
     """Serve ``routes`` (method, aiohttp path pattern, handler) on an ephemeral port of
     127.0.0.1 until the block ends. ``directory`` receives the TLS files (required with
-    ``tls``)."""
+    ``tls``); the certificate names ``tls_hosts``; ``client_ca`` requires client
+    certificates it signed."""
     server = LoopbackServer(url="", ca_file=None)
 
     @web.middleware
@@ -110,7 +123,7 @@ async def serve_loopback(
     if tls is not None:
         if directory is None:
             raise ValueError("serve_loopback needs a directory for the TLS files")
-        context, server.ca_file = _tls_context(tls, directory)
+        context, server.ca_file = _tls_context(tls, directory, tls_hosts, client_ca)
     # Requests still running when the block ends (a test of timeouts leaves one) are
     # cancelled at once rather than awaited.
     runner = web.AppRunner(application, access_log=None)
@@ -138,10 +151,14 @@ class LoopbackThread:
         *,
         tls: TestAuthority | None = None,
         directory: Path | None = None,
+        tls_hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        client_ca: TestAuthority | None = None,
     ) -> None:
         self._routes = list(routes)
         self._tls = tls
         self._directory = directory
+        self._tls_hosts = tuple(tls_hosts)
+        self._client_ca = client_ca
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,7 +176,13 @@ class LoopbackThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve_loopback(self._routes, tls=self._tls, directory=self._directory) as server:
+        async with serve_loopback(
+            self._routes,
+            tls=self._tls,
+            directory=self._directory,
+            tls_hosts=self._tls_hosts,
+            client_ca=self._client_ca,
+        ) as server:
             self._server = server
             self._ready.set()
             await self._stop.wait()

@@ -16,8 +16,10 @@ processes, not only across the tasks of one:
   counter that a transaction updates as its very last statement before ``COMMIT``: the row lock
   makes event-writing transactions commit in id order, so a reader that saw event *n* has seen
   every event below *n*, and an id is never lost to a rollback. Each such commit also sends
-  ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with ``<schema>:<last event id>``, for servers that want
-  to hear about changes before their next poll.
+  ``NOTIFY`` on :data:`NOTIFY_CHANNEL` with ``<schema>:<last event id>`` (and a commit that
+  wrote a bundle ``<schema>:bundle``), which
+  :meth:`PostgresDataStore.watch_changes` (:mod:`pyspire_datastore_postgres.watch`) listens
+  for, so a change made through one server reaches the others' caches at once.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pyspire_datastore_postgres.connection import ConnectionTarget, open_pool
 from pyspire_datastore_postgres.queries import Params, entry_where, node_where
 from pyspire_datastore_postgres.records import ENTRY_COLUMNS, NODE_COLUMNS
 from pyspire_datastore_postgres.schema import migrate, schema_lock_key
+from pyspire_datastore_postgres.watch import BUNDLE_PAYLOAD, NOTIFY_CHANNEL, ChangeWatch
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import (
@@ -60,6 +63,7 @@ from pyspire_sdk.plugins.datastore import (
     BundlePage,
     ChangeEvent,
     ChangeKind,
+    ChangeListener,
     EntryFilter,
     EntryPage,
     FailedPreconditionError,
@@ -101,10 +105,6 @@ from pyspire_sdk.stored_records import (
     pruned_bundle,
     relationship_from_row,
 )
-
-NOTIFY_CHANNEL = "pyspire_change_events"
-"""The channel every commit that appended change events notifies, with the payload
-``<schema>:<last event id>``."""
 
 _ENTRY_INSERT = (
     "INSERT INTO entries (entry_id, spiffe_id, parent_id, selectors_hash, x509_svid_ttl, "
@@ -288,6 +288,14 @@ class PostgresDataStore:
     def schema(self) -> str:
         """The schema holding this datastore's tables."""
         return self._schema
+
+    async def watch_changes(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` of changes written by any server sharing this schema, as they
+        commit (:class:`~pyspire_sdk.plugins.datastore.WatchableDataStore`), through
+        ``LISTEN`` on a connection of its own."""
+        if self._target is None:
+            raise UnavailableError("postgres datastore is not configured or already closed")
+        await ChangeWatch(self._target, self._schema, self._clock, self._logger).run(listener)
 
     # -- connections and transactions ------------------------------------------------------------
 
@@ -1026,7 +1034,16 @@ class PostgresDataStore:
         )
         return None if row is None else bundle_from_json(*row)
 
+    async def _bundle_changed(self, connection: asyncpg.Connection) -> None:
+        """Notify, at commit, that a bundle changed: servers sharing the schema read their
+        bundle again (to trust a CA another server just published) instead of at their next
+        poll. Sent with the transaction, so a rollback sends nothing."""
+        await connection.execute(
+            "SELECT pg_notify($1, $2 || ':' || $3)", NOTIFY_CHANNEL, self._schema, BUNDLE_PAYLOAD
+        )
+
     async def _store_bundle(self, connection: asyncpg.Connection, bundle: Bundle) -> Bundle:
+        await self._bundle_changed(connection)
         row = await connection.fetchrow(
             f"INSERT INTO bundles ({_BUNDLE_COLUMNS}) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (trust_domain) DO UPDATE SET "
@@ -1136,6 +1153,7 @@ class PostgresDataStore:
                     await connection.execute(
                         "DELETE FROM bundles WHERE trust_domain = $1", trust_domain.name
                     )
+                    await self._bundle_changed(connection)
             except asyncpg.ForeignKeyViolationError:
                 raise FailedPreconditionError(
                     f"bundle for trust domain {trust_domain} gained federating registration "

@@ -42,7 +42,7 @@ from pyspire_sdk.errors import (
 )
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.plugins.node_attestor import Challenger, logging_refusals
+from pyspire_sdk.plugins.node_attestor import Challenger
 
 DEFAULT_AGENT_PATH_TEMPLATE = "/{{ .PluginName }}/{{ .AccountID }}/{{ .Region }}/{{ .InstanceID }}"
 MAX_SECONDS_BETWEEN_DEVICE_ATTACHMENTS = 60
@@ -211,14 +211,13 @@ class ServerAwsIidAttestor:
         """Verify the document in ``payload`` and the instance; who the agent is."""
         if self._host is None or self._aws is None or self._template is None:
             raise PluginError("aws_iid: used before configure")
-        with logging_refusals(self._host.logger):
-            attested = await self._verify(payload, self._aws)
-            document, instance = attested.document, attested.instance
-            values = document.template_values(self._host.trust_domain.name, dict(instance.tags))
-            try:
-                agent = self._template.agent_id(self._host.trust_domain, values)
-            except InvalidArgumentError as error:
-                raise PermissionDeniedError(f"failed to create spiffe ID: {error}") from None
+        attested = await self._verify(payload, self._aws)
+        document, instance = attested.document, attested.instance
+        values = document.template_values(self._host.trust_domain.name, dict(instance.tags))
+        try:
+            agent = self._template.agent_id(self._host.trust_domain, values)
+        except InvalidArgumentError as error:
+            raise PermissionDeniedError(f"failed to create spiffe ID: {error}") from None
         return AttestationResult(
             agent_id=agent, selector_values=self._selectors(attested), can_reattest=False
         )

@@ -6,12 +6,13 @@ configuration. Each file is a server configuration; its one ``[server.plugins.da
 table (and ``trust_domain``, ``data_dir``) says which datastore to open.
 
 Records go in dependency order: bundles (entries federating with a trust domain need its
-bundle), federation relationships, the CA journal, join tokens, attested nodes, node selectors,
-then entries in batches, each batch one transaction. Every step first reads what the
-destination already holds and writes only what is missing or different, so a copy that was
-interrupted continues where it stopped when run again. At the end both sides are read again and
-compared, kind by kind, by count and by a SHA-256 of their records; the command fails unless
-all are equal. Both datastores must offer
+bundle), federation relationships, the CA journals (the ``-from`` server's own, named by the ID
+in its ``data_dir``, and one written before journals were kept per server), join tokens,
+attested nodes, node selectors, then entries in batches, each batch one transaction. Every step
+first reads what the destination already holds and writes only what is missing or different, so
+a copy that was interrupted continues where it stopped when run again. At the end both sides are
+read again and compared, kind by kind, by count and by a SHA-256 of their records; the command
+fails unless all are equal. Both datastores must offer
 :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore` (every join token, entries written
 exactly as they are, ids, creation times and revisions included).
 """
@@ -22,18 +23,20 @@ __all__ = ["COMMANDS", "copy_datastore"]
 
 import argparse
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from pyspire.ca.manager import JOURNAL_NAME
+from pyspire.ca.manager import JOURNAL_NAME, journal_name
 from pyspire.catalog import DATASTORE, Catalog, CatalogPlan, Discovery, PlannedPlugin, Side
 from pyspire.catalog.host import host_services_for
 from pyspire.cli.flags import add_flag
 from pyspire.cli.registry import CliContext, Command
 from pyspire.config import load_server_config
+from pyspire.server.instance import read_server_id
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.config import load_config
@@ -80,17 +83,19 @@ async def _all_nodes(datastore: DataStore) -> list[Any]:
     return list((await datastore.list_attested_nodes(NodeFilter(), Page())).nodes)
 
 
-async def _records(datastore: CopyableDataStore | DataStore) -> dict[str, dict[str, str]]:
+async def _records(
+    datastore: CopyableDataStore | DataStore, journals: Sequence[str]
+) -> dict[str, dict[str, str]]:
     """Every record of ``datastore`` by kind, keyed and written out canonically."""
     assert isinstance(datastore, CopyableDataStore)
     assert isinstance(datastore, DataStore)
-    journal = await datastore.get_ca_journal(JOURNAL_NAME)
+    found = {name: await datastore.get_ca_journal(name) for name in journals}
     return {
         "bundles": {b.trust_domain.name: repr(b) for b in await _all_bundles(datastore)},
         "federation relationships": {
             r.trust_domain.name: repr(r) for r in await _all_relationships(datastore)
         },
-        "CA journal": {} if journal is None else {JOURNAL_NAME: journal.hex()},
+        "CA journal": {name: data.hex() for name, data in found.items() if data is not None},
         "join tokens": {
             t.token: f"{t.token} {t.expires_at.isoformat()}"
             for t in await datastore.list_join_tokens()
@@ -105,10 +110,15 @@ async def _records(datastore: CopyableDataStore | DataStore) -> dict[str, dict[s
 
 
 async def copy_datastore(
-    source: DataStore, destination: DataStore, report: Callable[[str], None]
+    source: DataStore,
+    destination: DataStore,
+    report: Callable[[str], None],
+    *,
+    journals: Sequence[str] = (JOURNAL_NAME,),
 ) -> list[Tally]:
-    """Copy what ``destination`` lacks or holds differently from ``source``, then compare the
-    two; returns the comparison, or raises :class:`CopyError` naming what differs."""
+    """Copy what ``destination`` lacks or holds differently from ``source`` (of the CA
+    journals, those named in ``journals``), then compare the two; returns the comparison, or
+    raises :class:`CopyError` naming what differs."""
     for side, datastore in (("-from", source), ("-to", destination)):
         if not isinstance(datastore, CopyableDataStore):
             raise CopyError(
@@ -119,10 +129,12 @@ async def copy_datastore(
     assert isinstance(destination, CopyableDataStore)
     copied: dict[str, int] = {}
     for kind, step in _STEPS:
+        if step is _copy_journals:
+            step = partial(_copy_journals, journals=journals)
         count, present = await step(source, destination, report)
         copied[kind] = count
         report(f"{kind}: copied {count}, already present {present}")
-    return await _compare(source, destination, copied)
+    return await _compare(source, destination, copied, journals)
 
 
 class _Copyable(DataStore, CopyableDataStore, Protocol):
@@ -159,15 +171,21 @@ async def _copy_relationships(
     return count, len(have)
 
 
-async def _copy_journal(
-    source: _Copyable, destination: _Copyable, _report: Callable[[str], None]
+async def _copy_journals(
+    source: _Copyable,
+    destination: _Copyable,
+    _report: Callable[[str], None],
+    journals: Sequence[str] = (JOURNAL_NAME,),
 ) -> tuple[int, int]:
-    journal = await source.get_ca_journal(JOURNAL_NAME)
-    present = await destination.get_ca_journal(JOURNAL_NAME)
-    if journal is None or journal == present:
-        return 0, int(present is not None)
-    await destination.set_ca_journal(JOURNAL_NAME, journal)
-    return 1, int(present is not None)
+    copied = present_count = 0
+    for name in journals:
+        journal = await source.get_ca_journal(name)
+        present = await destination.get_ca_journal(name)
+        present_count += present is not None
+        if journal is not None and journal != present:
+            await destination.set_ca_journal(name, journal)
+            copied += 1
+    return copied, present_count
 
 
 async def _copy_join_tokens(
@@ -230,7 +248,7 @@ async def _copy_entries(
 _STEPS: tuple[tuple[str, _Step], ...] = (
     ("bundles", _copy_bundles),
     ("federation relationships", _copy_relationships),
-    ("CA journal", _copy_journal),
+    ("CA journal", _copy_journals),
     ("join tokens", _copy_join_tokens),
     ("attested nodes", _copy_nodes),
     ("node selectors", _copy_node_selectors),
@@ -240,11 +258,11 @@ _STEPS: tuple[tuple[str, _Step], ...] = (
 
 
 async def _compare(
-    source: _Copyable, destination: _Copyable, copied: Mapping[str, int]
+    source: _Copyable, destination: _Copyable, copied: Mapping[str, int], journals: Sequence[str]
 ) -> list[Tally]:
     """Both sides kind by kind, by count and digest; CopyError naming every difference."""
-    source_records = await _records(source)
-    destination_records = await _records(destination)
+    source_records = await _records(source, journals)
+    destination_records = await _records(destination, journals)
     tallies: list[Tally] = []
     problems: list[str] = []
     for kind, records in source_records.items():
@@ -292,6 +310,14 @@ def _planned_datastore(
         kind=DATASTORE, name=name, config=config, discovered=discovered, path=f"{key}.{name}"
     )
     return planned, loaded.settings
+
+
+def _journals(path: Path, expand_env: bool, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The CA journals to copy: one from before journals were kept per server, and the
+    journal of the server whose ID is in the ``-from`` configuration's ``data_dir``."""
+    settings = load_server_config(path, expand_env=expand_env, environ=environ).settings
+    server_id = read_server_id(settings.data_dir)
+    return (JOURNAL_NAME,) if server_id is None else (JOURNAL_NAME, journal_name(server_id))
 
 
 @asynccontextmanager
@@ -362,7 +388,8 @@ async def _copy(args: argparse.Namespace, context: CliContext) -> int:
             _opened(args.source, "-from", args, context) as source,
             _opened(args.destination, "-to", args, context) as destination,
         ):
-            tallies = await copy_datastore(source, destination, report)
+            journals = _journals(args.source, args.expand_env, context.environ)
+            tallies = await copy_datastore(source, destination, report, journals=journals)
     except PyspireError as error:
         context.err(f"datastore copy failed: {error}")
         return 1
