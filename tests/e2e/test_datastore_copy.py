@@ -240,6 +240,7 @@ async def test_sqlite_to_mysql_and_back(tmp_path: Path, mysql_dsn: str) -> None:
     entries = 2000
     clock = FakeClock()
     host = make_host_services(tmp_path, clock=clock)
+    (tmp_path / "server-id").write_text(f"{SERVER_ID}\n")  # the journal of this server too
     sqlite_file = tmp_path / "old.sqlite3"
     sqlite = SqliteDataStore()
     await sqlite.configure(SqliteDataStoreConfig(database_path=sqlite_file), host)
