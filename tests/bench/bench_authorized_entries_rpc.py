@@ -8,7 +8,8 @@ typical Kubernetes workload entry). Three ways to produce the response bytes are
 - **uncached**: build ``GetAuthorizedEntriesResponse`` messages and let betterproto encode them,
   as a service without the cache would on every call;
 - **cold cache**: :class:`~pyspire.server.api.encoded.EncodedEntries` encodes each entry once
-  and the response is assembled from the bytes (the first call after a change);
+  with the generated codec and the response is assembled from the bytes (the first call after
+  a change);
 - **cached**: every entry's bytes are already cached; the response is only assembled (every
   later call).
 
@@ -24,13 +25,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from pyspire.proto.convert import entry_to_proto
+from pyspire.proto.entries import get_authorized_entries_response
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
-from pyspire.server.api.encoded import (
-    ALL_ENTRY_FIELDS,
-    EncodedEntries,
-    entry_to_masked_proto,
-    get_authorized_entries_response,
-)
+from pyspire.server.api.encoded import EncodedEntries
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     def uncached() -> bytes:
         return bytes(
             entry_pb.GetAuthorizedEntriesResponse(
-                entries=[entry_to_masked_proto(entry, ALL_ENTRY_FIELDS) for entry in entries]
+                entries=[entry_to_proto(entry) for entry in entries]
             )
         )
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from pyspire_datastore_sqlite import SqliteDataStore, SqliteDataStoreConfig
 
 from pyspire.ca.manager import CaManager, CaSettings
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_types as pb
 from pyspire.registry.cache import RegistryCache
 from pyspire.server.api.entry import EntryService
 from pyspire.server.context import ServerContext
@@ -56,8 +56,8 @@ def entries(count: int) -> list[RegistrationEntry]:
 def wire_entries(count: int) -> list[pb.Entry]:
     return [
         pb.Entry(
-            spiffe_id=pb.Spiffeid(trust_domain=TD.name, path=f"/service-{i}"),
-            parent_id=pb.Spiffeid(trust_domain=TD.name, path=PARENT.path),
+            spiffe_id=pb.SPIFFEID(trust_domain=TD.name, path=f"/service-{i}"),
+            parent_id=pb.SPIFFEID(trust_domain=TD.name, path=PARENT.path),
             selectors=[
                 pb.Selector(type="unix", value=f"uid:{1000 + i}"),
                 pb.Selector(type="unix", value="gid:100"),
@@ -138,9 +138,10 @@ async def service_batches(count: int) -> tuple[float, float, float]:
         )
         request = entry_pb.BatchCreateEntryRequest(entries=wire_entries(count))
         started = time.perf_counter()
-        created = await service.batch_create_entry(request)
+        created = (await service.batch_create_entry(request)).decode()
         create_s = time.perf_counter() - started
-        assert all(result.status.code == 0 for result in created.results)
+        assert all(result.status is not None for result in created.results)
+        assert all(result.status.code == 0 for result in created.results if result.status)
         assert await store.count_entries() == count
 
         updates = [dataclasses.replace(result.entry, hint="updated") for result in created.results]
@@ -148,7 +149,7 @@ async def service_batches(count: int) -> tuple[float, float, float]:
             entries=updates, input_mask=pb.EntryMask(hint=True)
         )
         started = time.perf_counter()
-        updated = await service.batch_update_entry(update_request)
+        updated = (await service.batch_update_entry(update_request)).decode()
         update_s = time.perf_counter() - started
         assert all(result.status.code == 0 for result in updated.results)
 
@@ -156,7 +157,7 @@ async def service_batches(count: int) -> tuple[float, float, float]:
             ids=[result.entry.id for result in created.results]
         )
         started = time.perf_counter()
-        deleted = await service.batch_delete_entry(delete_request)
+        deleted = (await service.batch_delete_entry(delete_request)).decode()
         delete_s = time.perf_counter() - started
         assert all(result.status.code == 0 for result in deleted.results)
         assert await store.count_entries() == 0

@@ -40,7 +40,12 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from pyspire.cli.admin_client import message_json
 from pyspire.proto import bundles, descriptor_set, entries, svids
-from pyspire.proto.convert import bundle_to_proto, entry_from_proto, x509_svid_to_proto
+from pyspire.proto.convert import (
+    bundle_to_proto,
+    entry_from_proto,
+    entry_to_proto,
+    x509_svid_to_proto,
+)
 from pyspire.proto.gen import workload as bp_workload
 from pyspire.proto.gen.codec import spire_api_server_entry_v1 as codec_entry_v1
 from pyspire.proto.gen.codec import spire_api_server_svid_v1 as codec_svid
@@ -48,7 +53,6 @@ from pyspire.proto.gen.codec import spire_api_types as codec_types
 from pyspire.proto.gen.codec import workload as codec_workload
 from pyspire.proto.gen.spire.api import types as bp_types
 from pyspire.proto.gen.spire.api.server.svid import v1 as bp_svid
-from pyspire.server.api.encoded import entry_to_masked_proto
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.model import RegistrationEntry, X509Svid
 from pyspire_sdk.selector import Selector
@@ -213,7 +217,7 @@ def bulk(
         name,
         "encode betterproto, per entry",
         best(
-            lambda: [bytes(entry_to_masked_proto(e, entries.ENTRY_FIELDS)) for e in records[:200]],
+            lambda: [bytes(entry_to_proto(e)) for e in records[:200]],
             rounds,
             1,
         )
@@ -271,7 +275,7 @@ def main() -> None:
     row(
         "Entry",
         f"encode betterproto{' + rust codec' if rust else ''}",
-        measure(lambda: bytes(entry_to_masked_proto(ENTRY, entries.ENTRY_FIELDS))),
+        measure(lambda: bytes(entry_to_proto(ENTRY))),
         floor_encode,
     )
     row("Entry", "encode google upb", measure(lambda: google_entry(classes, ENTRY)), floor_encode)
@@ -346,11 +350,7 @@ def main() -> None:
         measure(lambda: codec_types.json_Entry(codec_entry)),
         floor_decode,
     )
-    assert (
-        google_entry(classes, ENTRY)
-        == data
-        == bytes(entry_to_masked_proto(ENTRY, entries.ENTRY_FIELDS))
-    )
+    assert google_entry(classes, ENTRY) == data == bytes(entry_to_proto(ENTRY))
 
     results = [(0, "OK", SVID)]
     svid_data = svids.batch_new_x509_svid_response(results)

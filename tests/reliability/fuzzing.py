@@ -38,7 +38,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from hypothesis import strategies as st
 
 from pyspire.proto import descriptor_set
-from pyspire.proto.wire import LENGTH_DELIMITED, encode_varint, length_delimited
+from pyspire.proto.runtime import uint64_varint
 
 MAX_DEPTH = 3
 """Nested messages deeper than this are left out (Struct and Value nest without end)."""
@@ -267,6 +267,15 @@ def _mangled(draw: st.DrawFn, well_formed: st.SearchStrategy[bytes]) -> bytes:
     return data + garbage if how == "append" else garbage + data
 
 
+_LENGTH_DELIMITED = 2
+"""The wire type of strings, bytes and messages."""
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Field ``number`` carrying ``payload`` (a string, bytes or a message)."""
+    return uint64_varint(number << 3 | _LENGTH_DELIMITED) + uint64_varint(len(payload)) + payload
+
+
 def malformed(descriptor: Descriptor) -> list[bytes]:
     """Bytes no protobuf parser may accept as a ``descriptor`` message, one per way of being
     wrong on the wire: field number 0, a varint cut short, a length running past the end, a
@@ -276,7 +285,7 @@ def malformed(descriptor: Descriptor) -> list[bytes]:
     found = [
         b"\x00",
         b"\x08\xff",
-        encode_varint(1 << 3 | LENGTH_DELIMITED) + b"\x05ab",
+        uint64_varint(1 << 3 | _LENGTH_DELIMITED) + b"\x05ab",
         b"\x0b",
     ]
     strings = [f for f in descriptor.fields if f.type == FieldDescriptor.TYPE_STRING]

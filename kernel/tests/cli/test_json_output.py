@@ -1,4 +1,5 @@
-"""Streamed JSON and the fast Entry renderer produce exactly what the generic mapping does."""
+"""Streamed JSON and the generated Entry renderings produce exactly what the generic mapping
+does."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyspire.cli.admin_client import message_json, print_json
-from pyspire.cli.entry_json import batch_result_json, entry_json
-from pyspire.cli.json_stream import JsonListWriter
+from pyspire.cli.json_stream import JsonListWriter, dumps_indented
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+
+
+def entry_json(entry: pb.Entry) -> Any:
+    """The CLI's rendering of an entry: the codec's, of the same bytes."""
+    return types_wire.json_Entry(types_wire.decode_Entry(bytes(entry)))
+
 
 FULL = pb.Entry(
     id="entry-1",
@@ -46,10 +56,16 @@ def test_batch_results_are_the_generic_mapping() -> None:
         entry_pb.BatchCreateEntryResponseResult(status=pb.Status(code=6, message="exists")),
     ]
     expected = message_json(entry_pb.BatchCreateEntryResponse(results=results))["results"]
-    assert [batch_result_json(result) for result in results] == expected
+    created = entry_wire.decode_BatchCreateEntryResponse(
+        bytes(entry_pb.BatchCreateEntryResponse(results=results))
+    )
+    assert [entry_wire.json_BatchCreateEntryResponse_Result(r) for r in created.results] == expected
     update = entry_pb.BatchUpdateEntryResponseResult(status=pb.Status(code=5), entry=FULL)
     [updated] = message_json(entry_pb.BatchUpdateEntryResponse(results=[update]))["results"]
-    assert batch_result_json(update) == updated
+    [read] = entry_wire.decode_BatchUpdateEntryResponse(
+        bytes(entry_pb.BatchUpdateEntryResponse(results=[update]))
+    ).results
+    assert entry_wire.json_BatchUpdateEntryResponse_Result(read) == updated
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])
@@ -66,3 +82,27 @@ def test_the_streamed_document_is_byte_for_byte_the_whole_one(
             writer.add(item)
     assert "\n".join(streamed) == "\n".join(whole)
     assert json.loads("\n".join(streamed)) == {"entries": items, **tail}
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=_JSON, pad=st.sampled_from(["", "  ", "    "]))
+def test_the_fast_indented_dump_is_jsons(document: Any, pad: str) -> None:
+    expected = json.dumps(document, indent=2).replace("\n", "\n" + pad)
+    assert dumps_indented(document, pad) == expected
+
+
+def test_keys_that_are_not_strings_are_left_to_json() -> None:
+    assert dumps_indented({1: [True, None]}) == json.dumps({1: [True, None]}, indent=2)

@@ -71,3 +71,14 @@ def test_entry_and_agent_blocks_keep_each_value_on_its_line() -> None:
     for line in describe_agent(agent):
         assert not raw_controls(line) and "\n" not in line
     assert status_line(pb.Status(code=3, message=f"bad {NASTY}")).count("\n") == 0
+
+
+def test_text_without_escapes_is_returned_as_it_is_for_every_character() -> None:
+    """The shortcut for printable text gives what the full translation gives, for every
+    character of the Basic Multilingual Plane and a few beyond it."""
+    from pyspire.cli import printable as module
+
+    for code in [*range(0x10000), 0x1F600, 0xE0001, 0x10FFFD]:
+        character = chr(code)
+        assert printable(character) == character.translate(module._TABLE), hex(code)
+        assert printable_lines(character) == character.translate(module._LAYOUT_TABLE), hex(code)

@@ -33,6 +33,14 @@ PRINTED = {
         "pyspire.proto.gen.spire.api.server.entry.v1",
         "BatchUpdateEntryResponse",
     ),
+    "spire.api.server.entry.v1.BatchDeleteEntryResponse": (
+        "pyspire.proto.gen.spire.api.server.entry.v1",
+        "BatchDeleteEntryResponse",
+    ),
+    "spire.api.server.entry.v1.CountEntriesResponse": (
+        "pyspire.proto.gen.spire.api.server.entry.v1",
+        "CountEntriesResponse",
+    ),
 }
 
 _SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,5 +1,5 @@
 """The SDK-level codecs (entries, SVID batches, bundles, claims) write exactly the bytes the
-betterproto messages and the hand-written encoders they replace write, and read them back."""
+betterproto messages write, and read them back."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from google.protobuf import json_format
 
 from pyspire.proto import bundles, claims, entries, svids
-from pyspire.proto.convert import bundle_to_proto
+from pyspire.proto.convert import bundle_to_proto, entry_to_proto, x509_svid_to_proto
 from pyspire.proto.gen.codec import google_protobuf, spire_api_server_entry_v1, spire_api_types
+from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.proto.prebuilt import EncodedMessage
-from pyspire.server.api import encoded
-from pyspire.server.api.svid import BatchRequestWire
+from pyspire.proto.messages import EncodedMessage
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import RegistrationEntry, X509Svid
@@ -64,11 +64,21 @@ def sample_entries() -> list[RegistrationEntry]:
 )
 def test_entries_are_encoded_as_betterproto_encodes_them(fields: frozenset[str]) -> None:
     for entry in sample_entries():
-        assert entries.encode_entry(entry, fields) == bytes(
-            encoded.entry_to_masked_proto(entry, fields)
-        )
-        if entry.id:  # the old writer also sent an empty id; proto3 leaves it out
-            assert entries.encode_entry_revision(entry) == encoded.encode_entry_revision(entry)
+        assert entries.encode_entry(entry, fields) == bytes(masked(entry, fields))
+        assert entries.encode_entry_revision(entry) == bytes(revision(entry))
+
+
+def masked(entry: RegistrationEntry, fields: frozenset[str]) -> pb.Entry:
+    """betterproto's ``Entry`` with only ``fields`` (and the id) set."""
+    full = entry_to_proto(entry)
+    return pb.Entry(id=entry.id, **{name: getattr(full, name) for name in fields})
+
+
+def revision(entry: RegistrationEntry) -> entry_pb.EntryRevision:
+    full = entry_to_proto(entry)
+    return entry_pb.EntryRevision(
+        id=entry.id, revision_number=full.revision_number, created_at=full.created_at
+    )
 
 
 def test_an_unknown_mask_field_is_refused() -> None:
@@ -82,28 +92,27 @@ def test_masks() -> None:
     assert entries.mask_fields(spire_api_types.EntryMask(hint=True)) == {"hint"}
 
 
-def test_responses_are_assembled_as_before() -> None:
+def test_responses_are_betterprotos_bytes() -> None:
     encoded_entries = [entries.encode_entry(entry) for entry in sample_entries()]
     revisions = [entries.encode_entry_revision(entry) for entry in sample_entries()]
-    assert (
-        entries.get_authorized_entries_response(encoded_entries)
-        == encoded.get_authorized_entries_response(encoded_entries).SerializeToString()
+    full = [entry_to_proto(entry) for entry in sample_entries()]
+    assert entries.get_authorized_entries_response(encoded_entries) == bytes(
+        entry_pb.GetAuthorizedEntriesResponse(entries=full)
     )
-    assert (
-        entries.sync_authorized_entries_response(
-            revisions=revisions, entries=encoded_entries, more=True
+    assert entries.sync_authorized_entries_response(
+        revisions=revisions, entries=encoded_entries, more=True
+    ) == bytes(
+        entry_pb.SyncAuthorizedEntriesResponse(
+            entry_revisions=[revision(entry) for entry in sample_entries()],
+            entries=full,
+            more=True,
         )
-        == encoded.sync_authorized_entries_response(
-            revisions=revisions, entries=encoded_entries, more=True
-        ).SerializeToString()
     )
-    assert (
-        entries.list_entries_response(encoded_entries, "7")
-        == encoded.list_entries_response(encoded_entries, "7").SerializeToString()
+    assert entries.list_entries_response(encoded_entries, "7") == bytes(
+        entry_pb.ListEntriesResponse(entries=full, next_page_token="7")
     )
-    for data in encoded_entries:
-        assert entries.framed_entry_size(len(data)) == encoded.framed_size(len(data))
-    assert entries.framed_entry_size(300) == len(entries.list_entries_response([b"\0" * 300]))
+    for size in (0, 127, 128, 16_383, 16_384, 3_000_000):
+        assert entries.framed_entry_size(size) == len(entries.list_entries_response([b"\0" * size]))
 
 
 def test_entries_read_back_validated() -> None:
@@ -132,12 +141,22 @@ def sample_svid(hint: str = "") -> X509Svid:
 def test_svid_batches_are_written_as_before() -> None:
     results = [(0, "OK", sample_svid()), (5, "entry not found", None), (0, "", sample_svid("h"))]
     ours = svids.batch_new_x509_svid_response(results)
-    assert ours == encoded.batch_new_x509_svid_response(results).SerializeToString()
+    assert ours == bytes(
+        svid_pb.BatchNewX509SvidResponse(
+            results=[
+                svid_pb.BatchNewX509SvidResponseResult(
+                    status=pb.Status(code=code, message=message),
+                    **({"svid": x509_svid_to_proto(svid)} if svid is not None else {}),
+                )
+                for code, message, svid in results
+            ]
+        )
+    )
     read = svids.read_batch_new_x509_svid_response(ours)
     assert [(code, message) for code, message, _ in read] == [(c, m) for c, m, _ in results]
     assert read[1][2] is None
     assert read[2][2] == spire_api_types.decode_X509SVID(svids.encode_x509_svid(sample_svid("h")))
-    assert svids.encode_x509_svid(sample_svid()) == encoded.encode_x509_svid(sample_svid())
+    assert svids.encode_x509_svid(sample_svid()) == bytes(x509_svid_to_proto(sample_svid()))
 
 
 def test_svid_batch_requests_both_ways() -> None:
@@ -148,7 +167,6 @@ def test_svid_batch_requests_both_ways() -> None:
     )
     assert ours == bytes(betterproto_request)
     assert svids.read_batch_new_x509_svid_request(ours) == items
-    assert BatchRequestWire.FromString(ours).items == items
 
 
 def sample_bundle() -> Bundle:
@@ -196,3 +214,9 @@ def test_encoded_messages_carry_bytes_through_grpclib() -> None:
     message = EncodedMessage.FromString(memoryview(b"\x0a\x00"))
     assert message.SerializeToString() == b"\x0a\x00"
     assert isinstance(message.data, bytes)
+    with pytest.raises(TypeError, match="without a decoder"):
+        message.decode()
+    typed = EncodedMessage(b"\x0a\x00", spire_api_server_entry_v1.decode_ListEntriesResponse)
+    assert typed.decode() == spire_api_server_entry_v1.ListEntriesResponse(
+        entries=[spire_api_types.Entry()]
+    )

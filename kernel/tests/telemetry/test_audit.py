@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
 
 from pyspire.catalog import Discovery
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
+from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
@@ -25,7 +28,7 @@ from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.debug import v1 as debug_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.server.api.svid import BatchRequestWire
+from pyspire.proto.messages import EncodedMessage
 from pyspire.server.authorization import POLICY, CallerKind
 from pyspire.server.runtime import ServerRuntime
 from pyspire.telemetry.audit import AUDIT_EVENT, request_fields
@@ -151,8 +154,25 @@ def test_members_of_a_oneof_other_than_the_one_set_are_left_out() -> None:
     assert request_fields(request) == {"challenge_response": "6 bytes"}
 
 
-def test_a_request_read_by_a_hand_written_decoder_has_no_fields() -> None:
-    assert request_fields(BatchRequestWire([("entry", b"csr")])) == {}
+def test_codec_requests_are_logged_like_betterproto_ones() -> None:
+    request = svid_wire.BatchNewX509SVIDRequest(
+        params=[svid_wire.NewX509SVIDParams(entry_id="entry", csr=b"csr")]
+    )
+    assert request_fields(request) == {"params": [{"entry_id": "entry", "csr": "3 bytes"}]}
+    listing = entry_wire.ListEntriesRequest(
+        filter=entry_wire.ListEntriesRequest_Filter(
+            by_spiffe_id=types_wire.SPIFFEID(trust_domain="example.org", path="/w")
+        ),
+        page_size=5,
+    )
+    assert request_fields(listing) == {
+        "filter": {"by_spiffe_id": {"trust_domain": "example.org", "path": "/w"}},
+        "page_size": 5,
+    }
+
+
+def test_a_request_held_as_bytes_has_no_fields() -> None:
+    assert request_fields(EncodedMessage(b"\x0a\x00")) == {}
 
 
 # -- the server ------------------------------------------------------------------------------

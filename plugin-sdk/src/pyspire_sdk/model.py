@@ -8,6 +8,9 @@ server's default", and collections are tuples so records stay hashable and immut
 from __future__ import annotations
 
 __all__ = [
+    "ENTRY_DATASTORE_FIELDS",
+    "ENTRY_FIELDS",
+    "ENTRY_SETTABLE_FIELDS",
     "AttestationResult",
     "AttestedNode",
     "FederationProfile",
@@ -18,7 +21,7 @@ __all__ = [
     "X509Svid",
 ]
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 
@@ -50,6 +53,19 @@ class RegistrationEntry:
     store_svid: bool = False
     hint: str = ""
     created_at: datetime | None = None
+
+
+ENTRY_FIELDS: tuple[str, ...] = tuple(item.name for item in fields(RegistrationEntry))
+"""Every field of a registration entry, in declaration order: the one list of them. The wire
+form (``spire.api.types.Entry``), masks, validation, the datastores and the CLI derive theirs
+from it (tests hold each of them to it)."""
+
+ENTRY_DATASTORE_FIELDS: frozenset[str] = frozenset({"id", "revision_number", "created_at"})
+"""Entry fields the datastore assigns: an ID when none is given, the revision and the creation
+time. An update never changes them."""
+
+ENTRY_SETTABLE_FIELDS: frozenset[str] = frozenset(ENTRY_FIELDS) - ENTRY_DATASTORE_FIELDS
+"""Entry fields a caller sets, and that an update mask may name."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 __all__ = [
     "ENTRY_IDENTITY_FIELDS",
+    "ENTRY_LIST_FIELDS",
     "ENTRY_ROW",
     "KIND_DNS",
     "KIND_FEDERATES",
@@ -108,6 +109,7 @@ from pyspire_sdk.errors import (
     PyspireError,
 )
 from pyspire_sdk.model import (
+    ENTRY_FIELDS,
     AttestedNode,
     FederationProfile,
     FederationRelationship,
@@ -450,20 +452,13 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-ENTRY_ROW = (
+ENTRY_LIST_FIELDS: tuple[str, ...] = ("selectors", "dns_names", "federates_with")
+"""Entry fields stored as rows of their own (one per item), not as columns of the entry row."""
+
+ENTRY_ROW: tuple[str, ...] = (
     "pk",
     "entry_id",
-    "spiffe_id",
-    "parent_id",
-    "x509_svid_ttl",
-    "jwt_svid_ttl",
-    "admin",
-    "downstream",
-    "expires_at",
-    "revision_number",
-    "store_svid",
-    "hint",
-    "created_at",
+    *(name for name in ENTRY_FIELDS if name != "id" and name not in ENTRY_LIST_FIELDS),
 )
 """The columns of an entry row, in the order :func:`assemble_entries` and
 :func:`assemble_all_entries` read them. ``pk`` is the integer key that list rows refer to."""

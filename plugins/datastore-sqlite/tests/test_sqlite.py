@@ -41,6 +41,7 @@ from pyspire_sdk.plugins.datastore import (
     EntryFilter,
     FederatesWithMatch,
     MatchBehavior,
+    Page,
     SelectorMatch,
 )
 from pyspire_sdk.selector import Selector
@@ -523,5 +524,51 @@ async def test_a_batch_write_error_fails_the_whole_batch(
         assert await store.count_entries() == 1
         assert await store.last_change_event_id() == last
         assert len(await store.create_entries([_batch_entry("/a"), _batch_entry("/b")])) == 2
+    finally:
+        await store.close()
+
+
+async def test_pages_read_each_entrys_own_lists_dense_or_sparse(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    """A page of neighbouring keys reads the lists of a key range, a filtered page those of
+    its keys: either way each entry gets its own selectors, DNS names and federated domains."""
+    store = await _open(tmp_path / "ds.sqlite3", host_services)
+    try:
+        domain = TrustDomain("example.org")
+        await store.create_bundle(Bundle(trust_domain=TrustDomain("other.org")))
+        parents = [SpiffeId.from_segments(domain, "node", str(n % 3)) for n in range(12)]
+        created = [
+            entry
+            for entry in await store.create_entries(
+                [
+                    RegistrationEntry(
+                        spiffe_id=SpiffeId.from_segments(domain, "w", str(n)),
+                        parent_id=parents[n],
+                        selectors=tuple(Selector("k", f"{n}:{i}") for i in range(n % 4 + 1)),
+                        dns_names=tuple(f"d{n}-{i}.example.org" for i in range(n % 3)),
+                        federates_with=(TrustDomain("other.org"),) if n % 2 else (),
+                    )
+                    for n in range(12)
+                ]
+            )
+            if isinstance(entry, RegistrationEntry)
+        ]
+        assert len(created) == 12
+        listed: list[RegistrationEntry] = []
+        token = ""
+        while True:
+            page = await store.list_entries(None, Page(5, token))
+            listed += page.entries
+            token = page.next_page_token
+            if not token:
+                break
+        assert listed == created
+        sparse = await store.list_entries(EntryFilter(by_parent_id=parents[1]), Page(2, ""))
+        assert list(sparse.entries) == [created[1], created[4]]
+        rest = await store.list_entries(
+            EntryFilter(by_parent_id=parents[1]), Page(10, sparse.next_page_token)
+        )
+        assert list(rest.entries) == [created[7], created[10]]
     finally:
         await store.close()

@@ -20,10 +20,11 @@ Guarantees:
   :class:`~pyspire_sdk.errors.InvalidArgumentError`, NOT_FOUND →
   :class:`~pyspire_sdk.errors.NotFoundError`); anything the server sends that does not parse is
   a :class:`ServerCallError`.
-- **SVID batches are read by hand.** An agent asks for SVIDs constantly and betterproto decodes
-  a ``BatchNewX509SVIDResponse`` far slower than the server signs one, so
-  :func:`read_batch_new_x509_svid_response` reads its bytes directly, with exactly
-  betterproto's results (tested against it).
+- **Hot messages go through the generated codecs.** An agent asks for SVIDs and entries
+  constantly, so BatchNewX509SVID and the authorized-entries calls are written and read by
+  :mod:`pyspire.proto.gen.codec` (a generic decoder would cost more than the server's work);
+  their replies arrive as bytes and are decoded here, so a malformed one is a
+  :class:`ServerCallError` like any other.
 
 Attestation runs on a connection without a client certificate (the agent may have none yet, or
 only an expired one); every other call presents the agent SVID.
@@ -47,9 +48,8 @@ __all__ = [
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import betterproto
@@ -59,27 +59,26 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.client import Channel, Stream
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from pyspire.proto.bundles import decode_bundle
 from pyspire.proto.convert import (
-    bundle_from_proto,
     entry_from_proto,
     jwt_svid_from_proto,
     x509_svid_from_proto,
 )
+from pyspire.proto.errors import DecodeError
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.proto.wire import (
-    LENGTH_DELIMITED,
-    VARINT,
-    WireError,
-    int32_of,
-    int64_of,
-    read_length_delimited,
-    read_tag,
-    read_varint,
-    skip_field,
+from pyspire.proto.messages import EncodedMessage
+from pyspire.proto.svids import (
+    BatchResult,
+    batch_new_x509_svid_request,
+)
+from pyspire.proto.svids import (
+    read_batch_new_x509_svid_response as read_batch_results,
 )
 from pyspire.transport.peer import peer_certificate
 from pyspire.transport.tls import ALPN, build_client_context, spiffe_id_of
@@ -117,7 +116,7 @@ _SYNC_AUTHORIZED_ENTRIES = "/spire.api.server.entry.v1.Entry/SyncAuthorizedEntri
 _BATCH_NEW_X509_SVID = "/spire.api.server.svid.v1.SVID/BatchNewX509SVID"
 _NEW_JWT_SVID = "/spire.api.server.svid.v1.SVID/NewJWTSVID"
 
-_Send = TypeVar("_Send", bound=betterproto.Message)
+_Send = TypeVar("_Send")
 _Recv = TypeVar("_Recv")
 
 _log = structlog.get_logger("pyspire.agent.client")
@@ -179,165 +178,17 @@ def _malformed(what: str, error: Exception) -> ServerCallError:
 # -- BatchNewX509SVID replies --------------------------------------------------------------
 
 
-class _RawReply:
-    """A reply grpclib hands over undecoded: its ``FromString`` keeps the bytes, so the call
-    site reads them with a decoder of its own (and turns what does not parse into a
-    :class:`ServerCallError` instead of failing inside grpclib)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _RawReply:  # noqa: N802 - the name grpclib calls
-        return cls(bytes(data))
-
-
-_WireId = tuple[str, str]
-"""A ``SPIFFEID`` as read: trust domain and path."""
-
-_WireSvid = tuple[list[bytes], _WireId, int, str]
-"""An ``X509SVID`` as read: cert chain, ID, expires_at and hint (zero values when absent)."""
-
-_NO_SVID: _WireSvid = ([], ("", ""), 0, "")
-
-
-def _expect(wire_type: int, wanted: int, field: str) -> None:
-    if wire_type != wanted:
-        raise WireError(f"{field} has wire type {wire_type}, expected {wanted}")
-
-
-def _text(data: bytes, start: int, stop: int, field: str) -> str:
+def _svid_of(result: BatchResult) -> X509Svid | str:
+    """The SVID of an OK result, or why it is unusable (judged as
+    :func:`~pyspire.proto.convert.x509_svid_from_proto` judges any SVID from the server; an
+    expiry no datetime can hold is unusable too)."""
+    svid = result[2]
     try:
-        return data[start:stop].decode("utf-8")
-    except UnicodeDecodeError:
-        raise WireError(f"{field} is not valid UTF-8") from None
-
-
-def _read_status(data: bytes, position: int, end: int) -> tuple[int, str]:
-    """``Status{1 int32 code, 2 string message}``."""
-    code = 0
-    message = ""
-    while position < end:
-        number, wire_type, position = read_tag(data, position, end)
-        if number == 1:
-            _expect(wire_type, VARINT, "status.code")
-            value, position = read_varint(data, position, end)
-            code = int32_of(value)
-        elif number == 2:
-            _expect(wire_type, LENGTH_DELIMITED, "status.message")
-            start, position = read_length_delimited(data, position, end)
-            message = _text(data, start, position, "status.message")
-        else:
-            position = skip_field(data, position, end, wire_type)
-    return code, message
-
-
-def _read_spiffe_id(data: bytes, position: int, end: int) -> _WireId:
-    """``SPIFFEID{1 string trust_domain, 2 string path}``."""
-    trust_domain = ""
-    path = ""
-    while position < end:
-        number, wire_type, position = read_tag(data, position, end)
-        if number == 1:
-            _expect(wire_type, LENGTH_DELIMITED, "svid.id.trust_domain")
-            start, position = read_length_delimited(data, position, end)
-            trust_domain = _text(data, start, position, "svid.id.trust_domain")
-        elif number == 2:
-            _expect(wire_type, LENGTH_DELIMITED, "svid.id.path")
-            start, position = read_length_delimited(data, position, end)
-            path = _text(data, start, position, "svid.id.path")
-        else:
-            position = skip_field(data, position, end, wire_type)
-    return trust_domain, path
-
-
-def _read_svid(data: bytes, position: int, end: int) -> _WireSvid:
-    """``X509SVID{1 repeated bytes cert_chain, 2 SPIFFEID id, 3 int64 expires_at,
-    4 string hint}``."""
-    chain: list[bytes] = []
-    spiffe_id: _WireId = ("", "")
-    expires_at = 0
-    hint = ""
-    while position < end:
-        number, wire_type, position = read_tag(data, position, end)
-        if number == 1:
-            _expect(wire_type, LENGTH_DELIMITED, "svid.cert_chain")
-            start, position = read_length_delimited(data, position, end)
-            chain.append(data[start:position])
-        elif number == 2:
-            _expect(wire_type, LENGTH_DELIMITED, "svid.id")
-            start, position = read_length_delimited(data, position, end)
-            spiffe_id = _read_spiffe_id(data, start, position)
-        elif number == 3:
-            _expect(wire_type, VARINT, "svid.expires_at")
-            value, position = read_varint(data, position, end)
-            expires_at = int64_of(value)
-        elif number == 4:
-            _expect(wire_type, LENGTH_DELIMITED, "svid.hint")
-            start, position = read_length_delimited(data, position, end)
-            hint = _text(data, start, position, "svid.hint")
-        else:
-            position = skip_field(data, position, end, wire_type)
-    return chain, spiffe_id, expires_at, hint
-
-
-def _read_result(data: bytes, position: int, end: int) -> tuple[int, str, _WireSvid | None]:
-    """``Result{1 Status status, 2 X509SVID svid}``: status code and message, and the SVID."""
-    code = 0
-    message = ""
-    svid: _WireSvid | None = None
-    while position < end:
-        number, wire_type, position = read_tag(data, position, end)
-        if number == 1:
-            _expect(wire_type, LENGTH_DELIMITED, "status")
-            start, position = read_length_delimited(data, position, end)
-            code, message = _read_status(data, start, position)
-        elif number == 2:
-            _expect(wire_type, LENGTH_DELIMITED, "svid")
-            start, position = read_length_delimited(data, position, end)
-            svid = _read_svid(data, start, position)
-        else:
-            position = skip_field(data, position, end, wire_type)
-    return code, message, svid
-
-
-def _svid_from_wire(
-    svid: _WireSvid | None, trust_domains: dict[str, TrustDomain]
-) -> X509Svid | str:
-    """The SVID of an OK result, or why it is unusable.
-
-    Judged as :func:`~pyspire.proto.convert.x509_svid_from_proto` judges any SVID from the
-    server (which words the reason when a quick check here fails); an expiry no datetime can
-    hold is unusable too. ``trust_domains`` caches validated names across results.
-    """
-    chain, (name, path), seconds, hint = svid or _NO_SVID
-    try:
-        if chain and all(chain) and seconds and name:
-            expires_at = datetime.fromtimestamp(seconds, tz=UTC)
-            try:
-                trust_domain = trust_domains.get(name)
-                if trust_domain is None:
-                    trust_domain = trust_domains[name] = TrustDomain(name)
-                spiffe_id = SpiffeId(trust_domain, path)
-            except InvalidArgumentError as error:
-                return f"malformed SVID from server: invalid svid.id: {error}"
-            return X509Svid(
-                spiffe_id=spiffe_id, cert_chain=tuple(chain), expires_at=expires_at, hint=hint
-            )
-        return x509_svid_from_proto(
-            pb.X509Svid(
-                cert_chain=chain,
-                id=pb.Spiffeid(trust_domain=name, path=path),
-                expires_at=seconds,
-                hint=hint,
-            ),
-            "svid",
-        )
+        return x509_svid_from_proto(svid, "svid")
     except InvalidArgumentError as error:
         return f"malformed SVID from server: {error}"
     except (OverflowError, OSError, ValueError):
+        seconds = 0 if svid is None else svid.expires_at
         return f"malformed SVID from server: invalid svid.expires_at: {seconds} is out of range"
 
 
@@ -350,45 +201,50 @@ def _status_error(code: int, message: str) -> str:
 
 
 def read_batch_new_x509_svid_response(data: bytes, entry_ids: Sequence[str]) -> list[SvidResult]:
-    """The results of a ``BatchNewX509SVIDResponse`` in wire form, one per entry of
-    ``entry_ids`` (the entries the request asked for, in order).
+    """The results of an encoded ``BatchNewX509SVIDResponse``, one per entry of ``entry_ids``
+    (the entries the request asked for, in order).
 
-    Reads exactly what betterproto reads: fields in any order, unknown fields skipped, the last
-    of a repeated non-repeated field winning (embedded messages replaced, not merged, as
-    betterproto does). A result without status is OK, as its zero value says. A result that is
-    not OK, or whose SVID is unusable (empty chain, no expiry, invalid ID), becomes an
+    A result without status is OK, as its zero value says. A result that is not OK, or whose
+    SVID is unusable (empty chain, no expiry, invalid ID), becomes an
     :class:`~pyspire.agent.server_api.SvidResult` with ``error``. Bytes that do not parse, or
     a result count other than ``len(entry_ids)``, raise :class:`ServerCallError`: the whole
     reply is then untrustworthy.
     """
-    read: list[tuple[int, str, _WireSvid | None]] = []
-    position = 0
-    end = len(data)
     try:
-        while position < end:
-            number, wire_type, position = read_tag(data, position, end)
-            if number == 1:
-                _expect(wire_type, LENGTH_DELIMITED, "results")
-                start, position = read_length_delimited(data, position, end)
-                read.append(_read_result(data, start, position))
-            else:
-                position = skip_field(data, position, end, wire_type)
-    except WireError as error:
+        read = read_batch_results(data)
+    except DecodeError as error:
         raise _malformed("BatchNewX509SVID response", error) from None
     if len(read) != len(entry_ids):
         raise ServerCallError(f"server answered {len(read)} results to {len(entry_ids)} CSRs")
-    trust_domains: dict[str, TrustDomain] = {}
     results = []
-    for entry_id, (code, message, svid) in zip(entry_ids, read, strict=True):
+    for entry_id, result in zip(entry_ids, read, strict=True):
+        code, message, _ = result
         if code != grpclib.const.Status.OK.value:
             results.append(SvidResult(entry_id, None, _status_error(code, message)))
             continue
-        found = _svid_from_wire(svid, trust_domains)
+        found = _svid_of(result)
         if isinstance(found, str):
             results.append(SvidResult(entry_id, None, found))
         else:
             results.append(SvidResult(entry_id, found))
     return results
+
+
+def _decoded(reply: EncodedMessage[Any], decode: Callable[[bytes], _Recv]) -> _Recv:
+    """A reply's bytes read by a codec; :class:`ServerCallError` when they do not parse."""
+    try:
+        return decode(reply.data)
+    except DecodeError as error:
+        raise _malformed("reply", error) from None
+
+
+def _sync_page(
+    reply: EncodedMessage[Any] | None,
+) -> entry_wire.SyncAuthorizedEntriesResponse | None:
+    """One SyncAuthorizedEntries reply, decoded (None: the server ended its side)."""
+    if reply is None:
+        return None
+    return _decoded(reply, entry_wire.decode_SyncAuthorizedEntriesResponse)
 
 
 class _Connection:
@@ -624,9 +480,7 @@ class ServerClient:
         finally:
             connection.release()
 
-    async def _unary(
-        self, method: str, request: betterproto.Message, reply_type: type[_Recv]
-    ) -> _Recv:
+    async def _unary(self, method: str, request: Any, reply_type: type[_Recv]) -> _Recv:
         async with self._call(
             method,
             grpclib.const.Cardinality.UNARY_UNARY,
@@ -724,7 +578,7 @@ class ServerClient:
             _GET_BUNDLE,
             grpclib.const.Cardinality.UNARY_UNARY,
             bundle_pb.GetBundleRequest,
-            pb.Bundle,
+            EncodedMessage,
             authenticated=self.has_identity,
         ) as stream:
             await stream.send_message(bundle_pb.GetBundleRequest(), end=True)
@@ -746,7 +600,7 @@ class ServerClient:
             reply = await self._unary(
                 _GET_FEDERATED_BUNDLE,
                 bundle_pb.GetFederatedBundleRequest(trust_domain=trust_domain.name),
-                pb.Bundle,
+                EncodedMessage,
             )
         except NotFoundError:
             return None
@@ -759,9 +613,9 @@ class ServerClient:
         return bundle
 
     @staticmethod
-    def _parse_bundle(message: pb.Bundle, what: str) -> Bundle:
+    def _parse_bundle(reply: EncodedMessage[Any], what: str) -> Bundle:
         try:
-            return bundle_from_proto(message, "bundle")
+            return decode_bundle(reply.data, "bundle")
         except InvalidArgumentError as error:
             raise _malformed(what, error) from None
 
@@ -784,14 +638,14 @@ class ServerClient:
 
     async def _get_authorized_entries(self) -> list[RegistrationEntry]:
         reply = await self._unary(
-            _GET_AUTHORIZED_ENTRIES,
-            entry_pb.GetAuthorizedEntriesRequest(),
-            entry_pb.GetAuthorizedEntriesResponse,
+            _GET_AUTHORIZED_ENTRIES, entry_wire.GetAuthorizedEntriesRequest(), EncodedMessage
         )
-        return self._parse_entries(reply.entries)
+        return self._parse_entries(
+            _decoded(reply, entry_wire.decode_GetAuthorizedEntriesResponse).entries
+        )
 
     @staticmethod
-    def _parse_entries(messages: Sequence[pb.Entry]) -> list[RegistrationEntry]:
+    def _parse_entries(messages: Sequence[types_wire.Entry]) -> list[RegistrationEntry]:
         entries = []
         for index, message in enumerate(messages):
             try:
@@ -804,12 +658,12 @@ class ServerClient:
         async with self._call(
             _SYNC_AUTHORIZED_ENTRIES,
             grpclib.const.Cardinality.STREAM_STREAM,
-            entry_pb.SyncAuthorizedEntriesRequest,
-            entry_pb.SyncAuthorizedEntriesResponse,
+            entry_wire.SyncAuthorizedEntriesRequest,
+            EncodedMessage,
             authenticated=True,
         ) as stream:
-            await stream.send_message(entry_pb.SyncAuthorizedEntriesRequest())
-            first = await stream.recv_message()
+            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest())
+            first = _sync_page(await stream.recv_message())
             if first is None:
                 raise ServerCallError("server ended SyncAuthorizedEntries without an answer")
             if not first.entry_revisions:
@@ -821,13 +675,13 @@ class ServerClient:
                 await stream.end()
                 return self._parse_entries(first.entries)
             revisions: dict[str, int] = {}
-            page: entry_pb.SyncAuthorizedEntriesResponse | None = first
+            page: entry_wire.SyncAuthorizedEntriesResponse | None = first
             while page is not None:
                 for revision in page.entry_revisions:
                     revisions[revision.id] = revision.revision_number
                 if not page.more:
                     break
-                page = await stream.recv_message()
+                page = _sync_page(await stream.recv_message())
                 if page is None:
                     raise ServerCallError("server ended SyncAuthorizedEntries between pages")
             wanted = [
@@ -835,20 +689,7 @@ class ServerClient:
                 for entry_id, number in revisions.items()
                 if (held := self._entries.get(entry_id)) is None or held.revision_number != number
             ]
-            fetched: dict[str, RegistrationEntry] = {}
-            for start in range(0, len(wanted), SYNC_IDS_PER_REQUEST):
-                ids = wanted[start : start + SYNC_IDS_PER_REQUEST]
-                await stream.send_message(entry_pb.SyncAuthorizedEntriesRequest(ids=ids))
-                while True:
-                    answer = await stream.recv_message()
-                    if answer is None:
-                        raise ServerCallError(
-                            "server ended SyncAuthorizedEntries before sending the entries asked"
-                        )
-                    for entry in self._parse_entries(answer.entries):
-                        fetched[entry.id] = entry
-                    if not answer.more:
-                        break
+            fetched = await self._fetch_entries(stream, wanted)
             await stream.end()
         entries = []
         for entry_id, number in revisions.items():
@@ -860,24 +701,45 @@ class ServerClient:
         _log.debug("authorized entries synced", entries=len(entries), fetched=len(fetched))
         return entries
 
+    async def _fetch_entries(
+        self, stream: Stream[Any, Any], wanted: list[str]
+    ) -> dict[str, RegistrationEntry]:
+        """The entries ``wanted`` (ids), asked for on a SyncAuthorizedEntries ``stream``.
+
+        Every request goes out before the first answer is read, so the server answers them
+        back to back instead of waiting a round trip for each; it answers in request order,
+        each in pages until one without ``more``.
+        """
+        requests = [
+            wanted[start : start + SYNC_IDS_PER_REQUEST]
+            for start in range(0, len(wanted), SYNC_IDS_PER_REQUEST)
+        ]
+        for ids in requests:
+            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest(ids=ids))
+        fetched: dict[str, RegistrationEntry] = {}
+        for _ in requests:
+            while True:
+                answer = _sync_page(await stream.recv_message())
+                if answer is None:
+                    raise ServerCallError(
+                        "server ended SyncAuthorizedEntries before sending the entries asked"
+                    )
+                for entry in self._parse_entries(answer.entries):
+                    fetched[entry.id] = entry
+                if not answer.more:
+                    break
+        return fetched
+
     async def new_x509_svids(self, requests: Sequence[SvidRequest]) -> list[SvidResult]:
         """Sign CSRs for entries (BatchNewX509SVID, at most :data:`SVID_BATCH_SIZE` a call),
         one result per request, in order. A per-entry refusal is a result with ``error``.
 
-        Replies are read by :func:`read_batch_new_x509_svid_response`, not betterproto."""
+        Replies are read by :func:`read_batch_new_x509_svid_response`."""
         results: list[SvidResult] = []
         for start in range(0, len(requests), SVID_BATCH_SIZE):
             batch = requests[start : start + SVID_BATCH_SIZE]
-            reply = await self._unary(
-                _BATCH_NEW_X509_SVID,
-                svid_pb.BatchNewX509SvidRequest(
-                    params=[
-                        svid_pb.NewX509SvidParams(entry_id=item.entry_id, csr=item.csr_der)
-                        for item in batch
-                    ]
-                ),
-                _RawReply,
-            )
+            request = batch_new_x509_svid_request([(item.entry_id, item.csr_der) for item in batch])
+            reply = await self._unary(_BATCH_NEW_X509_SVID, EncodedMessage(request), EncodedMessage)
             results.extend(
                 read_batch_new_x509_svid_response(reply.data, [item.entry_id for item in batch])
             )

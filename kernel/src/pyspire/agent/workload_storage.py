@@ -45,13 +45,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pyspire.agent.cache import CacheContents, IssuedSvid
 from pyspire.agent.storage import read_bounded, remove_file, write_atomically
-from pyspire.proto.convert import (
-    bundle_from_proto,
-    bundle_to_proto,
-    entry_from_proto,
-    entry_to_proto,
-)
-from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.bundles import decode_bundle, encode_bundle
+from pyspire.proto.convert import entry_from_proto
+from pyspire.proto.entries import encode_entry
+from pyspire.proto.gen.codec.spire_api_types import decode_Entry
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, NotFoundError, PyspireError
 from pyspire_sdk.model import RegistrationEntry, X509Svid
@@ -134,11 +131,11 @@ def _encode(
         "version": FILE_VERSION,
         "agent_id": str(agent_id),
         "seal_key": {"key_id": SEAL_KEY_ID, "fingerprint": sealer.fingerprint},
-        "bundle": _b64(bytes(bundle_to_proto(contents.bundle))) if contents.bundle else None,
+        "bundle": _b64(encode_bundle(contents.bundle)) if contents.bundle else None,
         "federated_bundles": [
-            _b64(bytes(bundle_to_proto(bundle))) for bundle in contents.federated_bundles.values()
+            _b64(encode_bundle(bundle)) for bundle in contents.federated_bundles.values()
         ],
-        "entries": [_b64(bytes(entry_to_proto(entry))) for entry in contents.entries],
+        "entries": [_b64(encode_entry(entry)) for entry in contents.entries],
         "svids": svids,
     }
     return json.dumps(document, separators=(",", ":")).encode() + b"\n"
@@ -188,18 +185,18 @@ def _parse(data: bytes, agent_id: SpiffeId) -> _Document:
     bundle_value = document.get("bundle")
     bundle: Bundle | None = None
     if bundle_value is not None:
-        bundle = bundle_from_proto(pb.Bundle().parse(_unb64(bundle_value, "bundle")))
+        bundle = decode_bundle(_unb64(bundle_value, "bundle"), "bundle")
         if bundle.trust_domain != trust_domain:
             raise InvalidArgumentError("'bundle' is of another trust domain")
     federated = {}
     for index, value in enumerate(_field(document, "federated_bundles", list)):
         name = f"federated_bundles[{index}]"
-        found = bundle_from_proto(pb.Bundle().parse(_unb64(value, name)), name)
+        found = decode_bundle(_unb64(value, name), name)
         federated[found.trust_domain] = found
     entries: list[RegistrationEntry] = []
     for index, value in enumerate(_field(document, "entries", list)):
         name = f"entries[{index}]"
-        entries.append(entry_from_proto(pb.Entry().parse(_unb64(value, name)), name))
+        entries.append(entry_from_proto(decode_Entry(_unb64(value, name)), name))
     svids = _field(document, "svids", list)
     if not all(isinstance(item, dict) for item in svids):
         raise InvalidArgumentError("'svids' must be a list of objects")

@@ -43,13 +43,12 @@ __all__ = [
 import argparse
 import asyncio
 import contextlib
-import json
 import stat
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import betterproto
 from grpclib.client import Channel
@@ -57,13 +56,16 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.cli.flags import add_flag
+from pyspire.cli.json_stream import dumps_indented
 from pyspire.cli.printable import printable
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.proto.messages import call_unary
 from pyspire_sdk import parse_duration
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 from pyspire_sdk.limits import MAX_TTL_SECONDS
@@ -77,6 +79,8 @@ CALL_TIMEOUT = 30.0
 """Seconds one call may take before the command gives up (connecting included)."""
 
 _LABEL_WIDTH = 17
+
+_M = TypeVar("_M")
 
 
 class AdminError(PyspireError):
@@ -199,6 +203,11 @@ class AdminClient:
     def health(self) -> health_pb.HealthStub:
         return health_pb.HealthStub(self.channel, timeout=self.timeout)
 
+    async def call(self, method: str, request: Any, decode: Callable[[bytes], _M]) -> _M:
+        """Call ``method`` (its gRPC path) with a codec ``request``; the reply as ``decode``
+        (a codec's ``decode_<Message>``) reads it."""
+        return await call_unary(self.channel, method, request, decode, call_timeout=self.timeout)
+
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
         """Turn a failed call into an :class:`AdminError` with one clear line."""
@@ -259,7 +268,7 @@ def _os_reason(error: BaseException) -> str:
     return text.lower() if text else type(error).__name__
 
 
-def status_line(status: pb.Status) -> str:
+def status_line(status: pb.Status | types_wire.Status) -> str:
     """A batch item's status as ``<code name>: <message>`` (``already exists: ...``)."""
     try:
         name = Status(status.code).name.lower().replace("_", " ")
@@ -302,7 +311,7 @@ def message_json(message: betterproto.Message) -> dict[str, Any]:
 
 def print_json(write: Any, document: object) -> None:
     """Write ``document`` as indented JSON through ``write`` (a line writer)."""
-    write(json.dumps(document, indent=2, sort_keys=False))
+    write(dumps_indented(document))
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -324,14 +333,14 @@ def render_blocks(rows: Iterable[tuple[str, str]]) -> list[str]:
     return [f"{label.ljust(_LABEL_WIDTH)}: {printable(value)}" for label, value in rows]
 
 
-def spiffe_id_text(message: pb.Spiffeid | None) -> str:
+def spiffe_id_text(message: pb.Spiffeid | types_wire.SPIFFEID | None) -> str:
     """A wire SPIFFE ID as ``spiffe://td/path`` (empty when unset)."""
     if message is None or not message.trust_domain:
         return ""
     return f"spiffe://{message.trust_domain}{message.path}"
 
 
-def describe_entry(entry: pb.Entry) -> list[str]:
+def describe_entry(entry: pb.Entry | types_wire.Entry) -> list[str]:
     """An entry as SPIRE prints it: ``Entry ID : ...`` and one line per selector, DNS name and
     federated trust domain; flags that are off are left out."""
     rows: list[tuple[str, str]] = [

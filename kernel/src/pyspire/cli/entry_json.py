@@ -1,44 +1,35 @@
-"""Registration entries in protobuf's JSON mapping of ``spire.api.types.Entry``: read from a
-``-data`` document, and written for ``-output json``.
+"""Registration entries of a ``-data`` document, in protobuf's JSON mapping of
+``spire.api.types.Entry``, read and encoded for the Entry API.
 
 Reading accepts what SPIRE's CLI accepts (``.proto`` or lowerCamel field names, IDs as objects
 or ``spiffe://`` strings, selectors as objects or ``type:value`` strings) and names the place of
-anything unexpected (``entries[1].selectors[0]``). Writing produces exactly what the generic
-mapping (:func:`pyspire.cli.admin_client.message_json`) produces for an Entry — every field,
-defaults included, 64-bit integers as strings — in a few microseconds instead of more than a
-millisecond, which is what lets ``entry show -output json`` print a hundred thousand entries
-(a test holds the two equal).
+anything unexpected (``entries[1].selectors[0]``). Each entry is encoded by the generated codec
+(:mod:`pyspire.proto.gen.codec.spire_api_types`) when its batch is sent. Writing entries as JSON
+(``-output json``) is the codec's ``json_Entry``.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ENTRY_JSON_FIELDS",
     "INT64_MAX",
     "EntryDraft",
-    "batch_result_json",
     "entries_from_document",
-    "entry_json",
-    "wire_id",
 ]
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.gen.codec.spire_api_types import write_Entry, write_Selector, write_SPIFFEID
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.limits import MAX_TTL_SECONDS
+from pyspire_sdk.model import ENTRY_DATASTORE_FIELDS
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
 
 INT64_MAX = 2**63 - 1
 """The largest value of an ``int64`` field (expiry times)."""
-
-
-def wire_id(spiffe_id: SpiffeId) -> pb.Spiffeid:
-    """A SPIFFE ID as the API carries it."""
-    return pb.Spiffeid(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
 
 
 def _camel(name: str) -> str:
@@ -55,7 +46,15 @@ _INT_FIELDS = {
 }
 _ID_FIELDS = ("spiffe_id", "parent_id")
 _LIST_FIELDS = ("selectors", "federates_with", "dns_names")
-_READ_ONLY_FIELDS = ("revision_number", "created_at", "additional_attributes")
+_READ_ONLY_FIELDS = (
+    *sorted(ENTRY_DATASTORE_FIELDS - {"id"}),
+    "additional_attributes",  # the wire's, with no stored counterpart
+)
+ENTRY_JSON_FIELDS: frozenset[str] = frozenset(
+    (*_STRING_FIELDS, *_BOOL_FIELDS, *_INT_FIELDS, *_ID_FIELDS, *_LIST_FIELDS, *_READ_ONLY_FIELDS)
+)
+"""The fields a ``-data`` entry may have: every entry field (:data:`pyspire_sdk.model.
+ENTRY_FIELDS`, which a test holds this to) and the wire's ``additional_attributes``."""
 _KNOWN_FIELDS = {
     spelling: name
     for name in (
@@ -171,10 +170,9 @@ def _json_selectors(value: object, where: str) -> list[Selector]:
 class EntryDraft:
     """One entry of a ``-data`` document, checked, as plain values.
 
-    The protobuf message is made by :meth:`message` only when the entry's batch is sent:
-    making betterproto messages is most of the cost of reading a big document, and done batch
-    by batch it overlaps the server's work on the previous batch, while every entry was still
-    checked before the first one is sent.
+    The entry is encoded (:meth:`encoded`) only when its batch is sent: done batch by batch it
+    overlaps the server's work on the previous batch, while every entry was still checked
+    before the first one is sent.
     """
 
     fields: Mapping[str, Any]
@@ -185,18 +183,27 @@ class EntryDraft:
         value: str = self.fields.get("id", "")
         return value
 
-    def message(self) -> pb.Entry:
-        """The entry as the API carries it."""
+    @property
+    def name(self) -> str:
+        """How failures name the entry: its ID, or its SPIFFE ID, or ``""``."""
+        spiffe_id = self.fields.get("spiffe_id")
+        return self.id or (str(spiffe_id) if spiffe_id is not None else "")
+
+    def encoded(self) -> bytes:
+        """The entry as the API carries it: an encoded ``spire.api.types.Entry``."""
         values = dict(self.fields)
         for name in _ID_FIELDS:
             if name in values:
-                values[name] = wire_id(values[name])
+                spiffe_id: SpiffeId = values[name]
+                values[name] = write_SPIFFEID(
+                    trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path
+                )
         if "selectors" in values:
             values["selectors"] = [
-                pb.Selector(type=selector.type, value=selector.value)
+                write_Selector(type=selector.type, value=selector.value)
                 for selector in values["selectors"]
             ]
-        return pb.Entry(**values)
+        return write_Entry(**values)
 
 
 def _json_entry(item: object, where: str) -> EntryDraft:
@@ -256,49 +263,3 @@ def entries_from_document(document: object) -> list[EntryDraft]:
     if not items:
         raise InvalidArgumentError("'entries' is empty")
     return [_json_entry(item, f"entries[{index}]") for index, item in enumerate(items)]
-
-
-def _id_json(message: pb.Spiffeid | None) -> dict[str, str]:
-    if message is None:
-        return {"trust_domain": "", "path": ""}
-    return {"trust_domain": message.trust_domain, "path": message.path}
-
-
-def entry_json(entry: pb.Entry) -> dict[str, Any]:
-    """``entry`` as :func:`~pyspire.cli.admin_client.message_json` writes it, field for field."""
-    attributes = entry.additional_attributes
-    return {
-        "id": entry.id,
-        "spiffe_id": _id_json(entry.spiffe_id),
-        "parent_id": _id_json(entry.parent_id),
-        "selectors": [{"type": s.type, "value": s.value} for s in entry.selectors],
-        "x509_svid_ttl": entry.x509_svid_ttl,
-        "federates_with": list(entry.federates_with),
-        "admin": entry.admin,
-        "downstream": entry.downstream,
-        "expires_at": str(entry.expires_at),
-        "dns_names": list(entry.dns_names),
-        "revision_number": str(entry.revision_number),
-        "store_svid": entry.store_svid,
-        "jwt_svid_ttl": entry.jwt_svid_ttl,
-        "hint": entry.hint,
-        "created_at": str(entry.created_at),
-        "additional_attributes": {
-            "disable_x509_svid_prefetch": bool(
-                attributes is not None and attributes.disable_x509_svid_prefetch
-            ),
-            "jwt_svid_include_jti": bool(
-                attributes is not None and attributes.jwt_svid_include_jti
-            ),
-        },
-    }
-
-
-def batch_result_json(
-    result: entry_pb.BatchCreateEntryResponseResult | entry_pb.BatchUpdateEntryResponseResult,
-) -> dict[str, Any]:
-    """One result of BatchCreateEntry or BatchUpdateEntry as ``message_json`` writes it."""
-    return {
-        "status": {"code": result.status.code, "message": result.status.message},
-        "entry": entry_json(result.entry),
-    }

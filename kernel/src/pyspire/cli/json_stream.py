@@ -9,20 +9,64 @@ document, so the output is byte for byte what it was when it was built at once.
 
 from __future__ import annotations
 
-__all__ = ["JsonListWriter"]
+__all__ = ["JsonListWriter", "dumps_indented"]
 
 import json
+import json.encoder
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 _INDENT = 2
+_STEP = " " * _INDENT
+_string = json.encoder.encode_basestring_ascii
+_CONSTANTS = {True: "true", False: "false", None: "null"}
+
+
+def dumps_indented(value: Any, pad: str = "") -> str:
+    """``json.dumps(value, indent=2)``, each line after the first prefixed with ``pad``, byte
+    for byte; several times faster on the plain documents the CLI prints (``json`` formats
+    indented output in pure Python, one call per token), which is what lets ``entry show
+    -output json`` print a hundred thousand entries in seconds. Anything but dicts with
+    string keys, lists, strings, integers, booleans and None is left to ``json``."""
+    kind = value.__class__
+    if kind is str:
+        return _string(value)
+    if kind is dict:
+        if not value:
+            return "{}"
+        inner = pad + _STEP
+        parts = []
+        for key, item in value.items():
+            if key.__class__ is not str:
+                return _json(value, pad)
+            parts.append(f"{inner}{_string(key)}: {dumps_indented(item, inner)}")
+        return "{\n" + ",\n".join(parts) + "\n" + pad + "}"
+    if kind is list:
+        if not value:
+            return "[]"
+        inner = pad + _STEP
+        return (
+            "[\n"
+            + ",\n".join(inner + dumps_indented(item, inner) for item in value)
+            + "\n"
+            + pad
+            + "]"
+        )
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool or value is None:
+        return _CONSTANTS[value]
+    return _json(value, pad)
+
+
+def _json(value: Any, pad: str) -> str:
+    return json.dumps(value, indent=_INDENT).replace("\n", "\n" + pad)
 
 
 def _nested(document: Any) -> str:
     """``document`` as an element of the list: indented two levels."""
-    text = json.dumps(document, indent=_INDENT)
-    return text.replace("\n", "\n" + " " * (2 * _INDENT))
+    return dumps_indented(document, " " * (2 * _INDENT))
 
 
 class JsonListWriter:
@@ -82,4 +126,4 @@ class JsonListWriter:
 
 def _nested_field(value: Any) -> str:
     """A top-level field's value: indented one level."""
-    return json.dumps(value, indent=_INDENT).replace("\n", "\n" + " " * _INDENT)
+    return dumps_indented(value, _STEP)

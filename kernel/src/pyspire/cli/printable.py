@@ -52,10 +52,16 @@ _LAYOUT_TABLE = str.maketrans(
 
 def printable(text: str) -> str:
     """``text`` with every control character escaped (newlines and tabs included)."""
+    # Every escaped character is one ``str.isprintable`` refuses; most text has none of them,
+    # and the check is far cheaper than the translation (the CLI prints millions of values).
+    if text.isprintable():
+        return text
     return text.translate(_TABLE)
 
 
 def printable_lines(text: str) -> str:
     """``text`` with every control character escaped except newlines and tabs, which the CLI
     uses to lay out its own output."""
+    if text.isprintable():
+        return text
     return text.translate(_LAYOUT_TABLE)

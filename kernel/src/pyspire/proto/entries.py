@@ -45,26 +45,10 @@ from pyspire.proto.gen.codec.spire_api_types import (
 )
 from pyspire.proto.runtime import field_size
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.model import ENTRY_FIELDS as MODEL_ENTRY_FIELDS
 from pyspire_sdk.model import RegistrationEntry
 
-ENTRY_FIELDS: frozenset[str] = frozenset(
-    {
-        "spiffe_id",
-        "parent_id",
-        "selectors",
-        "x509_svid_ttl",
-        "federates_with",
-        "admin",
-        "downstream",
-        "expires_at",
-        "dns_names",
-        "revision_number",
-        "store_svid",
-        "jwt_svid_ttl",
-        "hint",
-        "created_at",
-    }
-)
+ENTRY_FIELDS: frozenset[str] = frozenset(MODEL_ENTRY_FIELDS) - {"id"}
 """The ``Entry`` fields an output mask can select (``id`` is always sent). The mask's
 ``additional_attributes`` has no stored counterpart and selects nothing."""
 

@@ -23,7 +23,6 @@ Nothing here does I/O or reads the wall clock: the caller passes ``now``.
 from __future__ import annotations
 
 __all__ = [
-    "ENTRY_FIELDS",
     "RESERVED_PATH",
     "is_node_alias",
     "is_reserved_path",
@@ -55,7 +54,7 @@ from pyspire_sdk.limits import (
     MAX_TTL_SECONDS,
     first_control_character,
 )
-from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.model import ENTRY_SETTABLE_FIELDS, RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SERVER_ID_PATH, SpiffeId, TrustDomain, server_id
 
@@ -67,24 +66,6 @@ RESERVED_PATH = "/spire"
 _MAX_LABEL_LENGTH = 63
 
 _LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
-
-ENTRY_FIELDS: frozenset[str] = frozenset(
-    {
-        "spiffe_id",
-        "parent_id",
-        "selectors",
-        "x509_svid_ttl",
-        "jwt_svid_ttl",
-        "federates_with",
-        "admin",
-        "downstream",
-        "expires_at",
-        "dns_names",
-        "store_svid",
-        "hint",
-    }
-)
-"""The fields a caller sets (and an update mask may name); the others belong to the datastore."""
 
 
 def node_alias_parent(trust_domain: TrustDomain) -> SpiffeId:
@@ -347,8 +328,9 @@ def validate_entry(
 ) -> RegistrationEntry:
     """Check ``entry`` against SPIRE's rules and return it normalised.
 
-    Only the fields named in ``mask`` are checked (all of :data:`ENTRY_FIELDS` when ``None``), so
-    an update that leaves ``selectors`` alone may carry an empty placeholder there, as in SPIRE.
+    Only the fields named in ``mask`` are checked (all of
+    :data:`~pyspire_sdk.model.ENTRY_SETTABLE_FIELDS` when ``None``), so an update that leaves
+    ``selectors`` alone may carry an empty placeholder there, as in SPIRE.
     ``expires_at`` must be later than ``now`` when both are given; without ``now`` only its type
     is checked (a stored entry may legitimately be in the past by the time it is read back).
 
@@ -360,8 +342,8 @@ def validate_entry(
         raise InvalidArgumentError(
             f"entry must be a RegistrationEntry, found {type(entry).__name__}"
         )
-    fields = ENTRY_FIELDS if mask is None else mask
-    unknown = fields - ENTRY_FIELDS
+    fields = ENTRY_SETTABLE_FIELDS if mask is None else mask
+    unknown = fields - ENTRY_SETTABLE_FIELDS
     if unknown:
         raise InvalidArgumentError(
             f"mask names unknown or read-only fields: {', '.join(sorted(unknown))}"

@@ -51,6 +51,10 @@ def _value(name: str, value: Any) -> Any:
         if not betterproto.serialized_on_wire(value):
             return None
         return request_fields(value) or {}
+    if value is None:  # a codec message's absent sub-message
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a codec message
+        return request_fields(value) or {}
     if isinstance(value, bytes | bytearray):
         return f"{len(value)} bytes" if value else None
     if isinstance(value, bool | str | int | float):
@@ -70,8 +74,8 @@ def _value(name: str, value: Any) -> Any:
 
 def request_fields(message: object) -> dict[str, Any]:
     """The fields a request message carries, for the audit log: unset fields left out, bytes
-    by length, secret-named fields redacted. A message that is not a dataclass (a request read
-    by a hand-written decoder) gives no fields."""
+    by length, secret-named fields redacted. Both betterproto and codec messages are
+    dataclasses; a request held as undecoded bytes gives no fields."""
     if not dataclasses.is_dataclass(message) or isinstance(message, type):
         return {}
     fields: dict[str, Any] = {}

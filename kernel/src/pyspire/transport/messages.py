@@ -40,6 +40,7 @@ import grpclib.const
 import grpclib.server
 from grpclib.exceptions import GRPCError
 
+from pyspire.proto.errors import DecodeError
 from pyspire_sdk.errors import InvalidArgumentError
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -188,8 +189,9 @@ def checked_request_type(request_type: type[Any]) -> type[Any]:
             return decode(data)
         except GRPCError:
             raise
+        except DecodeError as error:  # a generated codec names the field and the reason
+            raise _malformed(f"{error.field}: {error.reason}") from None
         except InvalidArgumentError as error:
-            # A hand-written decoder already says what is wrong.
             raise MalformedRequestError(_one_line(error)) from None
         except Exception as error:
             raise _malformed(f"not a valid {name}: {_one_line(error)}") from None

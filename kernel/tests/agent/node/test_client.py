@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpclib.const
 import pytest
 import structlog
 from cryptography import x509
@@ -19,6 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
+from pyspire.agent import client as client_module
 from pyspire.agent.client import (
     SVID_BATCH_SIZE,
     ServerCallError,
@@ -29,10 +31,11 @@ from pyspire.agent.node_identity import NodeIdentity
 from pyspire.agent.server_api import AgentServerApi, SvidRequest
 from pyspire.catalog import Discovery
 from pyspire.proto.convert import bundle_to_proto
+from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.server.api.encoded import EncodedBatchNewX509SvidResponse
+from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.server.api.entry import EntryService
 from pyspire.transport.tls import RotatingServerContext, spiffe_id_of
 from pyspire_sdk.bundle import Bundle, X509Authority
@@ -346,21 +349,53 @@ async def test_the_right_server_id_passes_the_check(
         await server.wait_closed()
 
 
+async def test_sync_sends_every_request_for_entries_before_reading_the_answers(
+    tmp_path: Path, paged_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries asked for in several requests (two ids each here) all arrive, in pages of two,
+    although every request went out before the first answer was read."""
+    monkeypatch.setattr(client_module, "SYNC_IDS_PER_REQUEST", 2)
+    agent = Agent(
+        directory=tmp_path / "agent",
+        server=paged_server,
+        clock=FakeClock(start=datetime.now(UTC)),
+    )
+    agent.token = await paged_server.join_token()
+    try:
+        identity, client = await agent.build()
+        await identity.start()
+        created = await paged_server.create_entries(
+            *(workload_entry(f"/w{index}", identity.spiffe_id) for index in range(7))
+        )
+        with structlog.testing.capture_logs() as logs:
+            entries = await authorized(client, 7)
+        synced = [log for log in logs if log["event"] == "authorized entries synced"]
+        assert synced[-1]["fetched"] == 7
+        assert {e.id for e in entries} == {c.id for c in created}
+    finally:
+        await agent.close()
+
+
 class CannedSvid(svid_pb.SvidBase):
     """An SVID service that answers BatchNewX509SVID with the wire bytes it is given."""
 
     def __init__(self, *replies: bytes) -> None:
         self.replies = list(replies)
-        self.requests: list[svid_pb.BatchNewX509SvidRequest] = []
+        self.requests: list[svid_wire.BatchNewX509SVIDRequest] = []
 
-    async def batch_new_x509_svid(
-        self, batch_new_x509_svid_request: svid_pb.BatchNewX509SvidRequest
-    ) -> svid_pb.BatchNewX509SvidResponse:
-        self.requests.append(batch_new_x509_svid_request)
-        return EncodedBatchNewX509SvidResponse(self.replies.pop(0))
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+        mapping["/spire.api.server.svid.v1.SVID/BatchNewX509SVID"] = unary_route(
+            self.sign, svid_wire.BatchNewX509SVIDRequest
+        )
+        return mapping
+
+    async def sign(self, request: svid_wire.BatchNewX509SVIDRequest) -> EncodedMessage[object]:
+        self.requests.append(request)
+        return EncodedMessage(self.replies.pop(0))
 
 
-async def test_batch_replies_are_read_off_the_wire_as_betterproto_reads_them(
+async def test_batch_replies_are_read_off_the_wire_as_googles_runtime_reads_them(
     ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
 ) -> None:
     reply = wire.response(
@@ -378,7 +413,7 @@ async def test_batch_replies_are_read_off_the_wire_as_betterproto_reads_them(
     requests = [SvidRequest(f"entry-{index}", f"csr-{index}".encode()) for index in range(3)]
     try:
         found = await client.new_x509_svids(requests)
-        assert found == wire.betterproto_results(reply, [r.entry_id for r in requests])
+        assert found == wire.google_results(reply, [r.entry_id for r in requests])
         assert found[0].svid is not None and found[0].svid.hint == "web"
         assert found[1].error == "NOT_FOUND: entry not found or not authorized"
         assert found[2].error.startswith("malformed SVID from server: ")

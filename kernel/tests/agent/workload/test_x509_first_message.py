@@ -14,7 +14,7 @@ from pyspire.agent.identities import Identity, Snapshot
 from pyspire.agent.workload import WorkloadApiService, WorkloadAttestation, WorkloadEndpoint
 from pyspire.agent.workload.service import (
     X509_RESPONSE_CACHE_SIZE,
-    _EncodedX509SvidResponse,
+    _X509Response,
     _X509ResponseCache,
 )
 from pyspire.proto.gen import workload as pb
@@ -58,7 +58,7 @@ class CountingService(WorkloadApiService):
         identities: Sequence[Identity],
         bundle: Bundle,
         federated: Any,
-    ) -> pb.X509SvidResponse:
+    ) -> bytes:
         self.builds += 1
         return super()._build_x509_svid_response(identities, bundle, federated)
 
@@ -146,7 +146,7 @@ async def test_callers_of_one_revision_share_one_encoding_and_a_new_revision_reb
     assert after.svids[0].x509_svid_key == rotated.svid.private_key
 
 
-async def test_the_encoded_response_is_the_message_betterproto_would_send(
+async def test_the_encoded_response_is_read_back_as_betterproto_reads_it(
     pki: Pki, source: FakeIdentitySource, attestation: WorkloadAttestation, clock: FakeClock
 ) -> None:
     service = WorkloadApiService(source, attestation, clock)
@@ -158,11 +158,14 @@ async def test_the_encoded_response_is_the_message_betterproto_would_send(
     built = service._build_x509_svid_response(identities, pki.bundle(), federated)
     encoded = service._x509_svid_response(7, identities, pki.bundle(), federated)
 
-    assert isinstance(encoded, pb.X509SvidResponse)
-    assert encoded.SerializeToString() == bytes(built)
-    assert pb.X509SvidResponse().parse(bytes(encoded)) == built
-    assert isinstance(encoded, _EncodedX509SvidResponse)
-    assert encoded.decode() == built
+    assert encoded.SerializeToString() == built
+    betterproto = pb.X509SvidResponse().parse(built)
+    assert [svid.spiffe_id for svid in betterproto.svids] == [
+        str(identity.svid.spiffe_id) for identity in identities
+    ]
+    assert [svid.hint for svid in betterproto.svids] == [i.entry.hint for i in identities]
+    assert set(betterproto.federated_bundles) == {f"spiffe://{FOREIGN.name}"}
+    assert encoded.decode().svids[1].hint == "h"
     assert service._x509_svid_response(7, identities, pki.bundle(), federated) is encoded
 
 
@@ -185,5 +188,5 @@ def test_the_response_cache_keeps_one_revision_and_a_bounded_number_of_sets() ->
     assert X509_RESPONSE_CACHE_SIZE >= 1
 
 
-def _encoded(name: str) -> _EncodedX509SvidResponse:
-    return _EncodedX509SvidResponse(bytes(pb.X509SvidResponse(svids=[pb.X509Svid(hint=name)])))
+def _encoded(name: str) -> _X509Response:
+    return _X509Response(bytes(pb.X509SvidResponse(svids=[pb.X509Svid(hint=name)])))

@@ -12,9 +12,12 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
+from pyspire.proto.messages import EncodedMessage
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.svid import MAX_BATCH_PARAMS, SvidService
 from pyspire.server.authorization import CallerKind
@@ -61,12 +64,9 @@ class CountingDataStore:
         return attribute
 
 
-def results_of(response: svid_pb.BatchNewX509SvidResponse) -> list[Any]:
-    """The results of a response, whether the service handed back prebuilt wire bytes (as it
-    does for speed) or an ordinary message."""
-    decode = getattr(response, "decode", None)
-    message = decode() if callable(decode) else response
-    return list(message.results)
+def results_of(response: EncodedMessage[svid_wire.BatchNewX509SVIDResponse]) -> list[Any]:
+    """The results of an encoded response, decoded."""
+    return list(response.decode().results)
 
 
 async def attested_agent(context: ServerContext, value: str = "tok-1", **request: Any) -> bytes:
@@ -124,13 +124,13 @@ async def test_batch_new_x509_svid_signs_what_the_entries_say(context: ServerCon
     await as_agent(context, agent_svid)
 
     key = make_key()
-    response = await SvidService(context).batch_new_x509_svid(
-        svid_pb.BatchNewX509SvidRequest(
+    response = await SvidService(context).sign_x509_batch(
+        svid_wire.BatchNewX509SVIDRequest(
             params=[
-                svid_pb.NewX509SvidParams(
+                svid_wire.NewX509SVIDParams(
                     entry_id=web, csr=make_csr(key, uris=["spiffe://example.org/evil"])
                 ),
-                svid_pb.NewX509SvidParams(entry_id=db, csr=make_csr()),
+                svid_wire.NewX509SVIDParams(entry_id=db, csr=make_csr()),
             ]
         )
     )
@@ -141,7 +141,7 @@ async def test_batch_new_x509_svid_signs_what_the_entries_say(context: ServerCon
     assert certificate.public_key() == key.public_key()
     lifetime = certificate.not_valid_after_utc - context.clock.now()
     assert lifetime == timedelta(seconds=600)
-    assert first.svid.id == pb.Spiffeid(trust_domain="example.org", path="/web")
+    assert first.svid.id == types_wire.SPIFFEID(trust_domain="example.org", path="/web")
     assert second.svid.hint == "database"
     verify_chain(first.svid.cert_chain, await roots(context))
     verify_chain(second.svid.cert_chain, await roots(context))
@@ -154,16 +154,16 @@ async def test_batch_items_fail_alone_with_spire_statuses(context: ServerContext
     await context.registry.refresh()
     await as_agent(context, agent_svid)
 
-    response = await SvidService(context).batch_new_x509_svid(
-        svid_pb.BatchNewX509SvidRequest(
+    response = await SvidService(context).sign_x509_batch(
+        svid_wire.BatchNewX509SVIDRequest(
             params=[
-                svid_pb.NewX509SvidParams(csr=make_csr()),
-                svid_pb.NewX509SvidParams(entry_id=mine),
-                svid_pb.NewX509SvidParams(entry_id=mine, csr=b"\x30\x03junk"),
-                svid_pb.NewX509SvidParams(entry_id=mine, csr=corrupt_signature(make_csr())),
-                svid_pb.NewX509SvidParams(entry_id="no-such-entry", csr=make_csr()),
-                svid_pb.NewX509SvidParams(entry_id=theirs, csr=make_csr()),
-                svid_pb.NewX509SvidParams(entry_id=mine, csr=make_csr()),
+                svid_wire.NewX509SVIDParams(csr=make_csr()),
+                svid_wire.NewX509SVIDParams(entry_id=mine),
+                svid_wire.NewX509SVIDParams(entry_id=mine, csr=b"\x30\x03junk"),
+                svid_wire.NewX509SVIDParams(entry_id=mine, csr=corrupt_signature(make_csr())),
+                svid_wire.NewX509SVIDParams(entry_id="no-such-entry", csr=make_csr()),
+                svid_wire.NewX509SVIDParams(entry_id=theirs, csr=make_csr()),
+                svid_wire.NewX509SVIDParams(entry_id=mine, csr=make_csr()),
             ]
         )
     )
@@ -177,7 +177,9 @@ async def test_batch_items_fail_alone_with_spire_statuses(context: ServerContext
         (5, "entry not found or not authorized"),
         (0, "OK"),
     ]
-    assert [bool(r.svid.cert_chain) for r in results_of(response)] == [False] * 6 + [True]
+    assert [bool(r.svid and r.svid.cert_chain) for r in results_of(response)] == [False] * 6 + [
+        True
+    ]
 
 
 async def test_batch_size_is_bounded(context: ServerContext) -> None:
@@ -185,10 +187,10 @@ async def test_batch_size_is_bounded(context: ServerContext) -> None:
     await as_agent(context, agent_svid)
     service = SvidService(context)
     with pytest.raises(InvalidArgumentError, match=r"^missing params"):
-        await service.batch_new_x509_svid(svid_pb.BatchNewX509SvidRequest())
-    too_many = [svid_pb.NewX509SvidParams(entry_id="e", csr=b"x")] * (MAX_BATCH_PARAMS + 1)
+        await service.sign_x509_batch(svid_wire.BatchNewX509SVIDRequest())
+    too_many = [svid_wire.NewX509SVIDParams(entry_id="e", csr=b"x")] * (MAX_BATCH_PARAMS + 1)
     with pytest.raises(InvalidArgumentError, match=r"^invalid params: 501 given, at most 500"):
-        await service.batch_new_x509_svid(svid_pb.BatchNewX509SvidRequest(params=too_many))
+        await service.sign_x509_batch(svid_wire.BatchNewX509SVIDRequest(params=too_many))
 
 
 async def test_signing_makes_no_datastore_round_trip(context: ServerContext) -> None:
@@ -198,9 +200,9 @@ async def test_signing_makes_no_datastore_round_trip(context: ServerContext) -> 
     await as_agent(context, agent_svid)
     counting = CountingDataStore(context.datastore)
     service = SvidService(dataclasses.replace(context, datastore=counting))
-    response = await service.batch_new_x509_svid(
-        svid_pb.BatchNewX509SvidRequest(
-            params=[svid_pb.NewX509SvidParams(entry_id=web, csr=make_csr())]
+    response = await service.sign_x509_batch(
+        svid_wire.BatchNewX509SVIDRequest(
+            params=[svid_wire.NewX509SVIDParams(entry_id=web, csr=make_csr())]
         )
     )
     assert results_of(response)[0].status.code == 0
@@ -216,9 +218,9 @@ async def test_entries_reached_through_a_join_token_alias(context: ServerContext
     child = await entry(context, "/edge/app", SpiffeId.parse("spiffe://example.org/nodes/edge"))
     await context.registry.refresh()
     await as_agent(context, agent_svid)
-    response = await SvidService(context).batch_new_x509_svid(
-        svid_pb.BatchNewX509SvidRequest(
-            params=[svid_pb.NewX509SvidParams(entry_id=child, csr=make_csr())]
+    response = await SvidService(context).sign_x509_batch(
+        svid_wire.BatchNewX509SVIDRequest(
+            params=[svid_wire.NewX509SVIDParams(entry_id=child, csr=make_csr())]
         )
     )
     assert results_of(response)[0].status.code == 0
@@ -227,8 +229,8 @@ async def test_entries_reached_through_a_join_token_alias(context: ServerContext
 async def test_only_agents_may_sign_entries(context: ServerContext) -> None:
     caller(CallerKind.ADMIN, spiffe_id=SpiffeId.parse("spiffe://example.org/ops"))
     with pytest.raises(PermissionDeniedError, match=r"^caller is not an attested agent$"):
-        await SvidService(context).batch_new_x509_svid(
-            svid_pb.BatchNewX509SvidRequest(params=[svid_pb.NewX509SvidParams(entry_id="e")])
+        await SvidService(context).sign_x509_batch(
+            svid_wire.BatchNewX509SVIDRequest(params=[svid_wire.NewX509SVIDParams(entry_id="e")])
         )
 
 

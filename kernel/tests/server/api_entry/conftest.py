@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_types as pb
 from pyspire.server.api.entry import EntryService
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
@@ -22,9 +22,9 @@ OTHER_AGENT = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/two")
 SERVER = SpiffeId.parse("spiffe://example.org/spire/server")
 
 
-def wire_id(spiffe_id: SpiffeId | str) -> pb.Spiffeid:
+def wire_id(spiffe_id: SpiffeId | str) -> pb.SPIFFEID:
     parsed = SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id
-    return pb.Spiffeid(trust_domain=parsed.trust_domain.name, path=parsed.path)
+    return pb.SPIFFEID(trust_domain=parsed.trust_domain.name, path=parsed.path)
 
 
 def wire_entry(
@@ -59,9 +59,9 @@ def as_agent() -> Callable[[SpiffeId], None]:
 
 async def create_entries(service: EntryService, *entries: pb.Entry) -> list[pb.Entry]:
     """Create wire entries through the service; every one must succeed."""
-    response = await service.batch_create_entry(
-        entry_pb.BatchCreateEntryRequest(entries=list(entries))
-    )
+    response = (
+        await service.batch_create_entry(entry_pb.BatchCreateEntryRequest(entries=list(entries)))
+    ).decode()
     for result in response.results:
         assert result.status.code == 0, result.status.message
     return [result.entry for result in response.results]

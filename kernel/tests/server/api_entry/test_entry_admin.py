@@ -12,9 +12,10 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
-from pyspire.server.api.encoded import framed_size
+from pyspire.proto.entries import framed_entry_size
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_types as pb
+from pyspire.proto.gen.spire.api import types as pb_types
 from pyspire.server.api.entry import EntryService
 from pyspire.server.context import ServerContext
 from pyspire_sdk.bundle import Bundle
@@ -28,7 +29,8 @@ INVALID = Status.INVALID_ARGUMENT.value
 
 
 async def _create(service: EntryService, *entries: pb.Entry) -> entry_pb.BatchCreateEntryResponse:
-    return await service.batch_create_entry(entry_pb.BatchCreateEntryRequest(entries=list(entries)))
+    request = entry_pb.BatchCreateEntryRequest(entries=list(entries))
+    return (await service.batch_create_entry(request)).decode()
 
 
 async def _list(service: EntryService, **request: Any) -> list[pb.Entry]:
@@ -36,13 +38,13 @@ async def _list(service: EntryService, **request: Any) -> list[pb.Entry]:
     return list(response.decode().entries)
 
 
-async def _paths(service: EntryService, filter: entry_pb.ListEntriesRequestFilter) -> set[str]:
+async def _paths(service: EntryService, filter: entry_pb.ListEntriesRequest_Filter) -> set[str]:
     return {entry.spiffe_id.path for entry in await _list(service, filter=filter)}
 
 
-async def _count(service: EntryService, filter: entry_pb.ListEntriesRequestFilter) -> int:
+async def _count(service: EntryService, filter: entry_pb.ListEntriesRequest_Filter) -> int:
     response = await service.count_entries(entry_pb.CountEntriesRequest(filter=filter))
-    return response.count
+    return response.decode().count
 
 
 # -- create ---------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ async def test_create_keeps_a_valid_given_id_and_rejects_a_bad_one(
         (pb.Entry(parent_id=wire_id(AGENT), selectors=[pb.Selector("a", "b")]), "spiffe_id"),
         (
             pb.Entry(
-                spiffe_id=pb.Spiffeid(trust_domain="Bad Domain", path="/x"),
+                spiffe_id=pb.SPIFFEID(trust_domain="Bad Domain", path="/x"),
                 parent_id=wire_id(AGENT),
                 selectors=[pb.Selector("a", "b")],
             ),
@@ -147,7 +149,7 @@ async def test_create_rejects_bad_entries_naming_the_field(
     assert result.status.code == INVALID, result.status.message
     assert result.status.message.startswith("failed to convert entry: ")
     assert expected in result.status.message
-    assert not result.entry.id
+    assert result.entry is None
     assert await _list(entry_service) == []
 
 
@@ -189,11 +191,11 @@ async def test_create_applies_the_output_mask(entry_service: EntryService) -> No
             entries=[wire_entry("/masked", hint="h")], output_mask=pb.EntryMask(hint=True)
         )
     )
-    entry = response.results[0].entry
+    entry = response.decode().results[0].entry
     assert entry.id
     assert entry.hint == "h"
     assert not entry.selectors
-    assert entry.spiffe_id.path == ""
+    assert entry.spiffe_id is None
 
 
 async def test_node_alias_entries_are_accepted(entry_service: EntryService) -> None:
@@ -209,11 +211,11 @@ async def test_node_alias_entries_are_accepted(entry_service: EntryService) -> N
 async def test_get_entry(entry_service: EntryService) -> None:
     [stored] = await create_entries(entry_service, wire_entry("/get", hint="x"))
     found = await entry_service.get_entry(entry_pb.GetEntryRequest(id=stored.id))
-    assert found == stored
+    assert found.decode() == stored
     masked = await entry_service.get_entry(
         entry_pb.GetEntryRequest(id=stored.id, output_mask=pb.EntryMask(spiffe_id=True))
     )
-    assert masked == pb.Entry(id=stored.id, spiffe_id=stored.spiffe_id)
+    assert masked.decode() == pb.Entry(id=stored.id, spiffe_id=stored.spiffe_id)
     with pytest.raises(NotFoundError, match="entry not found"):
         await entry_service.get_entry(entry_pb.GetEntryRequest(id="nope"))
     with pytest.raises(InvalidArgumentError, match="missing ID"):
@@ -225,11 +227,11 @@ async def test_get_entry(entry_service: EntryService) -> None:
 
 async def _update(
     service: EntryService, *entries: pb.Entry, mask: pb.EntryMask | None = None
-) -> list[entry_pb.BatchUpdateEntryResponseResult]:
+) -> list[entry_pb.BatchUpdateEntryResponse_Result]:
     request = entry_pb.BatchUpdateEntryRequest(entries=list(entries))
     if mask is not None:
         request.input_mask = mask
-    return list((await service.batch_update_entry(request)).results)
+    return list((await service.batch_update_entry(request)).decode().results)
 
 
 async def test_update_with_a_mask_changes_only_those_fields(
@@ -316,7 +318,7 @@ async def test_delete(entry_service: EntryService, server_context: ServerContext
     response = await entry_service.batch_delete_entry(
         entry_pb.BatchDeleteEntryRequest(ids=[stored.id, "missing", "", stored.id])
     )
-    assert [(r.id, r.status.code, r.status.message) for r in response.results] == [
+    assert [(r.id, r.status.code, r.status.message) for r in response.decode().results] == [
         (stored.id, 0, "OK"),
         ("missing", Status.NOT_FOUND.value, "entry not found"),
         ("", INVALID, "missing entry ID"),
@@ -342,19 +344,19 @@ async def catalog(entry_service: EntryService, server_context: ServerContext) ->
     )
 
 
-def _selectors(*values: str, match: int) -> entry_pb.ListEntriesRequestFilter:
-    return entry_pb.ListEntriesRequestFilter(
+def _selectors(*values: str, match: int) -> entry_pb.ListEntriesRequest_Filter:
+    return entry_pb.ListEntriesRequest_Filter(
         by_selectors=pb.SelectorMatch(
             selectors=[pb.Selector("t", value) for value in values],
-            match=pb.SelectorMatchMatchBehavior(match),
+            match=pb_types.SelectorMatchMatchBehavior(match),
         )
     )
 
 
-def _federates(*domains: str, match: int) -> entry_pb.ListEntriesRequestFilter:
-    return entry_pb.ListEntriesRequestFilter(
+def _federates(*domains: str, match: int) -> entry_pb.ListEntriesRequest_Filter:
+    return entry_pb.ListEntriesRequest_Filter(
         by_federates_with=pb.FederatesWithMatch(
-            trust_domains=list(domains), match=pb.FederatesWithMatchMatchBehavior(match)
+            trust_domains=list(domains), match=pb_types.FederatesWithMatchMatchBehavior(match)
         )
     )
 
@@ -362,13 +364,13 @@ def _federates(*domains: str, match: int) -> entry_pb.ListEntriesRequestFilter:
 @pytest.mark.parametrize(
     ("filter", "expected"),
     [
-        (entry_pb.ListEntriesRequestFilter(), {"/s1", "/s12", "/s123", "/s3"}),
+        (entry_pb.ListEntriesRequest_Filter(), {"/s1", "/s12", "/s123", "/s3"}),
         (
-            entry_pb.ListEntriesRequestFilter(by_spiffe_id=wire_id("spiffe://example.org/s12")),
+            entry_pb.ListEntriesRequest_Filter(by_spiffe_id=wire_id("spiffe://example.org/s12")),
             {"/s12"},
         ),
-        (entry_pb.ListEntriesRequestFilter(by_parent_id=wire_id(OTHER_AGENT)), {"/s3"}),
-        (entry_pb.ListEntriesRequestFilter(by_hint="front"), {"/s1", "/s123"}),
+        (entry_pb.ListEntriesRequest_Filter(by_parent_id=wire_id(OTHER_AGENT)), {"/s3"}),
+        (entry_pb.ListEntriesRequest_Filter(by_hint="front"), {"/s1", "/s123"}),
         (_selectors("1", "2", match=0), {"/s12"}),
         (_selectors("1", "2", match=1), {"/s1", "/s12"}),
         (_selectors("1", "2", match=2), {"/s12", "/s123"}),
@@ -378,13 +380,13 @@ def _federates(*domains: str, match: int) -> entry_pb.ListEntriesRequestFilter:
         (_federates("a.org", match=2), {"/s1", "/s12"}),
         (_federates("b.org", "c.org", match=3), {"/s12", "/s3"}),
         (
-            entry_pb.ListEntriesRequestFilter(
+            entry_pb.ListEntriesRequest_Filter(
                 by_parent_id=wire_id(AGENT),
                 by_hint="front",
                 by_selectors=pb.SelectorMatch(
                     selectors=[pb.Selector("t", "3")],
-                    match=pb.SelectorMatchMatchBehavior(
-                        pb.SelectorMatchMatchBehavior.MATCH_SUPERSET
+                    match=pb_types.SelectorMatchMatchBehavior(
+                        pb_types.SelectorMatchMatchBehavior.MATCH_SUPERSET
                     ),
                 ),
             ),
@@ -410,7 +412,7 @@ def _federates(*domains: str, match: int) -> entry_pb.ListEntriesRequestFilter:
 async def test_filters(
     entry_service: EntryService,
     catalog: list[pb.Entry],
-    filter: entry_pb.ListEntriesRequestFilter,
+    filter: entry_pb.ListEntriesRequest_Filter,
     expected: set[str],
 ) -> None:
     assert await _paths(entry_service, filter) == expected
@@ -421,45 +423,49 @@ async def test_filters(
     ("filter", "expected"),
     [
         (
-            entry_pb.ListEntriesRequestFilter(by_spiffe_id=wire_id("spiffe://other.org/x")),
+            entry_pb.ListEntriesRequest_Filter(by_spiffe_id=wire_id("spiffe://other.org/x")),
             "filter.by_spiffe_id: 'spiffe://other.org/x' is not a member",
         ),
         (
-            entry_pb.ListEntriesRequestFilter(by_parent_id=pb.Spiffeid(trust_domain="", path="/x")),
+            entry_pb.ListEntriesRequest_Filter(
+                by_parent_id=pb.SPIFFEID(trust_domain="", path="/x")
+            ),
             "filter.by_parent_id: trust domain is missing",
         ),
         (
-            entry_pb.ListEntriesRequestFilter(
-                by_spiffe_id=pb.Spiffeid(trust_domain="example.org", path="no-slash")
+            entry_pb.ListEntriesRequest_Filter(
+                by_spiffe_id=pb.SPIFFEID(trust_domain="example.org", path="no-slash")
             ),
             "filter.by_spiffe_id",
         ),
         (
-            entry_pb.ListEntriesRequestFilter(
+            entry_pb.ListEntriesRequest_Filter(
                 by_selectors=pb.SelectorMatch(
-                    match=pb.SelectorMatchMatchBehavior(pb.SelectorMatchMatchBehavior.MATCH_ANY)
+                    match=pb_types.SelectorMatchMatchBehavior(
+                        pb_types.SelectorMatchMatchBehavior.MATCH_ANY
+                    )
                 )
             ),
             "filter.by_selectors: empty selector set",
         ),
         (
-            entry_pb.ListEntriesRequestFilter(
+            entry_pb.ListEntriesRequest_Filter(
                 by_selectors=pb.SelectorMatch(selectors=[pb.Selector("", "v")])
             ),
             "filter.by_selectors.selectors[0]",
         ),
         (
-            entry_pb.ListEntriesRequestFilter(
+            entry_pb.ListEntriesRequest_Filter(
                 by_federates_with=pb.FederatesWithMatch(
-                    match=pb.FederatesWithMatchMatchBehavior(
-                        pb.FederatesWithMatchMatchBehavior.MATCH_ANY
+                    match=pb_types.FederatesWithMatchMatchBehavior(
+                        pb_types.FederatesWithMatchMatchBehavior.MATCH_ANY
                     )
                 )
             ),
             "filter.by_federates_with: empty trust domain set",
         ),
         (
-            entry_pb.ListEntriesRequestFilter(
+            entry_pb.ListEntriesRequest_Filter(
                 by_federates_with=pb.FederatesWithMatch(trust_domains=["Bad!"])
             ),
             "filter.by_federates_with.trust_domains[0]",
@@ -476,7 +482,7 @@ async def test_filters(
     ],
 )
 async def test_bad_filters_name_the_field(
-    entry_service: EntryService, filter: entry_pb.ListEntriesRequestFilter, expected: str
+    entry_service: EntryService, filter: entry_pb.ListEntriesRequest_Filter, expected: str
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=re.escape(expected)):
         await _list(entry_service, filter=filter)
@@ -487,18 +493,18 @@ async def test_bad_filters_name_the_field(
 async def test_unknown_match_behaviour_is_rejected(entry_service: EntryService) -> None:
     # A peer may send an enum number we do not know: by_selectors (field 3) holding one
     # selector (field 1) and match (field 2) = 9.
-    inner = b"\x0a" + bytes([len(bytes(pb.Selector("t", "1")))]) + bytes(pb.Selector("t", "1"))
-    inner += b"\x10\x09"
-    parsed = entry_pb.ListEntriesRequestFilter().parse(b"\x1a" + bytes([len(inner)]) + inner)
+    selector = pb.write_Selector(type="t", value="1")
+    inner = b"\x0a" + bytes([len(selector)]) + selector + b"\x10\x09"
+    parsed = entry_pb.decode_ListEntriesRequest_Filter(b"\x1a" + bytes([len(inner)]) + inner)
     with pytest.raises(InvalidArgumentError, match=r"filter\.by_selectors\.match: unknown match"):
         await _list(entry_service, filter=parsed)
 
 
 async def test_list_output_mask(entry_service: EntryService, catalog: list[pb.Entry]) -> None:
     entries = await _list(entry_service, output_mask=pb.EntryMask(hint=True))
-    assert {(e.hint, e.spiffe_id.path, len(e.selectors)) for e in entries} == {
-        ("front", "", 0),
-        ("", "", 0),
+    assert {(e.hint, e.spiffe_id, len(e.selectors)) for e in entries} == {
+        ("front", None, 0),
+        ("", None, 0),
     }
     assert {e.id for e in entries} == {e.id for e in catalog}
 
@@ -578,4 +584,4 @@ async def test_an_entry_larger_than_the_limit_cannot_be_listed(
         await _list(service)
     assert raised.value.status is Status.RESOURCE_EXHAUSTED
     assert "500-byte response limit" in str(raised.value.message)
-    assert framed_size(600) > 500
+    assert framed_entry_size(600) > 500

@@ -10,9 +10,10 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
-from pyspire.server.api.encoded import MAX_RESPONSE_BYTES, EncodedSyncAuthorizedEntriesResponse
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_types as pb
+from pyspire.proto.messages import EncodedMessage
+from pyspire.server.api.encoded import MAX_RESPONSE_BYTES
 from pyspire.server.api.entry import SYNC_PAGE_SIZE, EntryService
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import set_caller
@@ -163,7 +164,7 @@ class Agent:
     def close(self) -> None:
         self._queue.put_nowait(None)
 
-    async def receive(self) -> EncodedSyncAuthorizedEntriesResponse:
+    async def receive(self) -> EncodedMessage[entry_pb.SyncAuthorizedEntriesResponse]:
         return await anext(self._responses)
 
     async def receive_until_done(self) -> list[entry_pb.SyncAuthorizedEntriesResponse]:

@@ -11,8 +11,8 @@ import pytest
 from grpclib.const import Status
 from pyspire_datastore_sqlite import SqliteDataStore
 
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_types as pb
 from pyspire.server.api.entry import EntryService
 from pyspire.server.context import ServerContext
 from pyspire_sdk.errors import UnavailableError
@@ -49,7 +49,7 @@ async def test_a_create_batch_is_one_transaction(
     response = await entry_service.batch_create_entry(
         entry_pb.BatchCreateEntryRequest(entries=[wire_entry(f"/w{i}") for i in range(50)])
     )
-    assert [result.status.code for result in response.results] == [0] * 50
+    assert [result.status.code for result in response.decode().results] == [0] * 50
     assert len(write_transactions) == 1
 
 
@@ -64,15 +64,15 @@ async def test_update_and_delete_batches_are_one_transaction_each(
             input_mask=pb.EntryMask(hint=True),
         )
     )
-    assert [result.status.code for result in updated.results] == [0] * 30
-    assert {result.entry.hint for result in updated.results} == {"new"}
+    assert [result.status.code for result in updated.decode().results] == [0] * 30
+    assert {result.entry.hint for result in updated.decode().results} == {"new"}
     assert len(write_transactions) == 1
     assert server_context.registry.get_entry(created[0].id) is not None
     write_transactions.clear()
     deleted = await entry_service.batch_delete_entry(
         entry_pb.BatchDeleteEntryRequest(ids=[entry.id for entry in created])
     )
-    assert [result.status.code for result in deleted.results] == [0] * 30
+    assert [result.status.code for result in deleted.decode().results] == [0] * 30
     assert len(write_transactions) == 1
     assert server_context.registry.get_entry(created[0].id) is None
 
@@ -89,7 +89,7 @@ async def test_items_of_one_batch_see_each_other(entry_service: EntryService) ->
             ]
         )
     )
-    first, bad, same, given, taken = response.results
+    first, bad, same, given, taken = response.decode().results
     assert first.status.code == 0
     assert bad.status.code == INVALID
     assert (same.status.code, same.status.message) == (
@@ -138,14 +138,18 @@ async def test_an_unreachable_datastore_fails_every_valid_item(
             entries=[wire_entry("/a"), wire_entry("/bad", selectors=()), wire_entry("/b")]
         )
     )
-    assert [result.status.code for result in created.results] == [unavailable, INVALID, unavailable]
+    assert [result.status.code for result in created.decode().results] == [
+        unavailable,
+        INVALID,
+        unavailable,
+    ]
     updated = await down.batch_update_entry(
         entry_pb.BatchUpdateEntryRequest(
             entries=[dataclasses.replace(stored, hint="x"), pb.Entry()],
             input_mask=pb.EntryMask(hint=True),
         )
     )
-    assert [result.status.code for result in updated.results] == [unavailable, INVALID]
+    assert [result.status.code for result in updated.decode().results] == [unavailable, INVALID]
     deleted = await down.batch_delete_entry(entry_pb.BatchDeleteEntryRequest(ids=[stored.id, ""]))
-    assert [result.status.code for result in deleted.results] == [unavailable, INVALID]
+    assert [result.status.code for result in deleted.decode().results] == [unavailable, INVALID]
     assert [entry.id for entry in await server_context.datastore.list_all_entries()] == [stored.id]

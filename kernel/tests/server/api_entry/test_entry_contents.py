@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from grpclib.const import Status
 
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_pb
+from pyspire.proto.gen.codec import spire_api_types as pb
 from pyspire.server.api.entry import EntryService
 
 from .conftest import create_entries, wire_entry
@@ -39,7 +39,7 @@ async def test_create_refuses_the_item_and_creates_the_rest(
             entries=[wire_entry("/before"), wire_entry("/bad", **fields), wire_entry("/after")]
         )
     )
-    statuses = [(result.status.code, result.status.message) for result in response.results]
+    statuses = [(result.status.code, result.status.message) for result in response.decode().results]
     assert [code for code, _ in statuses] == [0, INVALID, 0], statuses
     assert field in statuses[1][1]
     listed = await entry_service.list_entries(entry_pb.ListEntriesRequest())
@@ -61,7 +61,7 @@ async def test_update_refuses_the_item_and_updates_the_rest(
             input_mask=mask,
         )
     )
-    statuses = [(result.status.code, result.status.message) for result in response.results]
+    statuses = [(result.status.code, result.status.message) for result in response.decode().results]
     assert [code for code, _ in statuses] == [INVALID, 0], statuses
     assert field in statuses[0][1]
     listed = await entry_service.list_entries(entry_pb.ListEntriesRequest())
@@ -120,7 +120,7 @@ async def test_create_refuses_contents_beyond_the_limits(
     response = await entry_service.batch_create_entry(
         entry_pb.BatchCreateEntryRequest(entries=[wire_entry("/before"), bad])
     )
-    statuses = [(result.status.code, result.status.message) for result in response.results]
+    statuses = [(result.status.code, result.status.message) for result in response.decode().results]
     assert [code for code, _ in statuses] == [0, INVALID], statuses
     assert statuses[1][1].startswith(f"failed to convert entry: {reason}"), statuses[1][1]
     listed = await entry_service.list_entries(entry_pb.ListEntriesRequest())
@@ -140,7 +140,7 @@ async def test_update_refuses_contents_beyond_the_limits(
             entries=[change], input_mask=pb.EntryMask(**dict.fromkeys(fields, True))
         )
     )
-    [result] = response.results
+    [result] = response.decode().results
     assert result.status.code == INVALID
     assert result.status.message.startswith(f"failed to convert entry: {reason}")
     listed = await entry_service.list_entries(entry_pb.ListEntriesRequest())

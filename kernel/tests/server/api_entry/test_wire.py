@@ -18,6 +18,7 @@ from pyspire.proto.gen.grpc.health import v1 as health_pb
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.debug import v1 as debug_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.messages import EncodedMessage
 from pyspire.server.api.debug import DebugService
 from pyspire.server.api.entry import EntryService
 from pyspire.server.api.health import HealthService
@@ -26,9 +27,15 @@ from pyspire.server.context import ServerContext
 from pyspire.transport.calls import WithCallContext, set_caller
 from pyspire_sdk.spiffeid import SpiffeId
 
-from .conftest import AGENT, wire_entry
+from .conftest import AGENT
+from .conftest import wire_entry as codec_entry
 
 AGENT_HEADER = "x-test-agent"
+
+
+def wire_entry(path: str, **fields: Any) -> pb.Entry:
+    """A betterproto entry, as a betterproto client sends it (the services speak codecs)."""
+    return pb.Entry().parse(codec_entry(path, **fields).SerializeToString())
 
 
 async def _gate(method: str, stream: Stream[Any, Any]) -> None:
@@ -182,3 +189,16 @@ async def test_debug_and_health_over_the_wire(channel: Channel) -> None:
     async for message in health.watch(health_pb.HealthCheckRequest()):
         assert message.status == health_pb.HealthCheckResponseServingStatus.SERVING
         break
+
+
+def test_every_route_of_the_generated_service_is_served_with_codecs(
+    server_context: ServerContext,
+) -> None:
+    ours = EntryService(server_context).__mapping__()
+    generated = entry_pb.EntryBase().__mapping__()
+    assert set(ours) == set(generated)
+    for path, handler in ours.items():
+        assert handler.cardinality is generated[path].cardinality, path
+        assert handler.request_type.__name__ == generated[path].request_type.__name__, path
+        assert handler.request_type.__module__.startswith("pyspire.proto.gen.codec."), path
+        assert handler.reply_type is EncodedMessage, path

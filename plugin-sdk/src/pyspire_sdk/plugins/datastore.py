@@ -76,29 +76,21 @@ from typing import Protocol, runtime_checkable
 
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import FailedPreconditionError, InvalidArgumentError, PyspireError
-from pyspire_sdk.model import AttestedNode, FederationRelationship, JoinToken, RegistrationEntry
+from pyspire_sdk.model import (
+    ENTRY_SETTABLE_FIELDS,
+    AttestedNode,
+    FederationRelationship,
+    JoinToken,
+    RegistrationEntry,
+)
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
-ENTRY_MASK_FIELDS: frozenset[str] = frozenset(
-    {
-        "spiffe_id",
-        "parent_id",
-        "selectors",
-        "x509_svid_ttl",
-        "jwt_svid_ttl",
-        "federates_with",
-        "admin",
-        "downstream",
-        "expires_at",
-        "dns_names",
-        "store_svid",
-        "hint",
-    }
-)
-"""Fields of :class:`~pyspire_sdk.model.RegistrationEntry` an update mask may name. ``id``,
-``created_at`` and ``revision_number`` belong to the datastore and are never updated."""
+ENTRY_MASK_FIELDS: frozenset[str] = ENTRY_SETTABLE_FIELDS
+"""Fields of :class:`~pyspire_sdk.model.RegistrationEntry` an update mask may name
+(:data:`pyspire_sdk.model.ENTRY_SETTABLE_FIELDS`). ``id``, ``created_at`` and
+``revision_number`` belong to the datastore and are never updated."""
 
 NODE_MASK_FIELDS: frozenset[str] = frozenset(
     {

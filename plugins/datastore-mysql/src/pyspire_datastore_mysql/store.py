@@ -85,9 +85,11 @@ from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.stored_records import (
     ENTRY_IDENTITY_FIELDS,
+    ENTRY_ROW,
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
+    NODE_ROW,
     Decoder,
     EntryIdentity,
     appended_bundle,
@@ -120,14 +122,8 @@ from pyspire_sdk.stored_records import (
 
 T = TypeVar("T")
 
-_ENTRY_COLUMNS = (
-    "e.pk, e.entry_id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, "
-    "e.downstream, e.expires_at, e.revision_number, e.store_svid, e.hint, e.created_at"
-)
-_NODE_COLUMNS = (
-    "n.pk, n.spiffe_id, n.attestation_type, n.serial_number, n.expires_at, n.new_serial_number, "
-    "n.new_expires_at, n.banned, n.can_reattest, n.agent_version"
-)
+_ENTRY_COLUMNS = ", ".join(f"e.{column}" for column in ENTRY_ROW)
+_NODE_COLUMNS = ", ".join(f"n.{column}" for column in NODE_ROW)
 _ENTRY_INSERT = (
     "INSERT INTO entries (entry_id, spiffe_id, parent_id, selectors_hash, x509_svid_ttl, "
     "jwt_svid_ttl, admin, downstream, expires_at, revision_number, store_svid, hint, "

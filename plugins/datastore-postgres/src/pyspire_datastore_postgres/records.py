@@ -9,10 +9,10 @@ from __future__ import annotations
 
 __all__ = ["ENTRY_COLUMNS", "NODE_COLUMNS"]
 
-ENTRY_COLUMNS = (
-    "e.pk, e.entry_id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, "
-    "e.downstream, e.expires_at, e.revision_number, e.store_svid, e.hint, e.created_at"
-)
+from pyspire_sdk.stored_records import ENTRY_ROW
+
+ENTRY_COLUMNS = ", ".join(f"e.{column}" for column in ENTRY_ROW)
+"""The entry row's columns in :data:`~pyspire_sdk.stored_records.ENTRY_ROW` order."""
 NODE_COLUMNS = (
     "n.pk, n.spiffe_id, n.attestation_type, n.serial_number, n.expires_at, n.new_serial_number, "
     "n.new_expires_at, n.banned, n.can_reattest, n.agent_version"

@@ -11,10 +11,10 @@ __all__ = ["CHILD_CHUNK", "ENTRY_COLUMNS", "NODE_COLUMNS", "Row"]
 from collections.abc import Sequence
 from typing import Any
 
-ENTRY_COLUMNS = (
-    "pk, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, "
-    "expires_at, revision_number, store_svid, hint, created_at"
-)
+from pyspire_sdk.stored_records import ENTRY_ROW
+
+ENTRY_COLUMNS = ", ".join(f"{column}" for column in ENTRY_ROW)
+"""The entry row's columns in :data:`~pyspire_sdk.stored_records.ENTRY_ROW` order."""
 NODE_COLUMNS = (
     "pk, spiffe_id, attestation_type, serial_number, expires_at, new_serial_number, "
     "new_expires_at, banned, can_reattest, agent_version"

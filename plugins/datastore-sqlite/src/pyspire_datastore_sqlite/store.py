@@ -140,6 +140,19 @@ def _prepare_files(path: Path) -> None:
     path.chmod(PRIVATE_FILE_MODE)
 
 
+_CHILDREN_SQL = (
+    f"SELECT entry_pk, {KIND_SELECTOR}, position, type, value "
+    "FROM entry_selectors WHERE entry_pk {match} "
+    f"UNION ALL SELECT entry_pk, {KIND_DNS}, position, name, NULL "
+    "FROM entry_dns_names WHERE entry_pk {match} "
+    f"UNION ALL SELECT entry_pk, {KIND_FEDERATES}, position, trust_domain, NULL "
+    "FROM entry_federates_with WHERE entry_pk {match} "
+    "ORDER BY 1, 2, 3"
+)
+"""The list rows (selectors, DNS names, federated trust domains) of the entries whose keys
+``{match}`` selects, laid out for :func:`~pyspire_sdk.stored_records.assemble_entries`."""
+
+
 class SqliteDataStore:
     """The ``sqlite`` datastore plugin. Configure once, use from one event loop, then close."""
 
@@ -312,19 +325,21 @@ class SqliteDataStore:
         )
         pks = [row[0] for row in rows]
         children: list[Row] = []
+        if pks and pks[-1] - pks[0] < 2 * len(pks):
+            # A dense run of keys (a page of an unfiltered listing): one query over the range;
+            # the few lists of entries outside the page that it also reads are left unused.
+            children.extend(
+                await connection.execute_fetchall(
+                    _CHILDREN_SQL.format(match="BETWEEN ? AND ?"), [pks[0], pks[-1]] * 3
+                )
+            )
+            return pks, assemble_entries(rows, children, from_micros)
         for start in range(0, len(pks), CHILD_CHUNK):
             chunk = pks[start : start + CHILD_CHUNK]
             marks = ", ".join("?" * len(chunk))
             children.extend(
                 await connection.execute_fetchall(
-                    f"SELECT entry_pk, {KIND_SELECTOR}, position, type, value "
-                    f"FROM entry_selectors WHERE entry_pk IN ({marks}) "
-                    f"UNION ALL SELECT entry_pk, {KIND_DNS}, position, name, NULL "
-                    f"FROM entry_dns_names WHERE entry_pk IN ({marks}) "
-                    f"UNION ALL SELECT entry_pk, {KIND_FEDERATES}, position, trust_domain, NULL "
-                    f"FROM entry_federates_with WHERE entry_pk IN ({marks}) "
-                    "ORDER BY 1, 2, 3",
-                    chunk * 3,
+                    _CHILDREN_SQL.format(match=f"IN ({marks})"), chunk * 3
                 )
             )
         return pks, assemble_entries(rows, children, from_micros)

@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-import betterproto.lib.google.protobuf as struct_pb
+import grpclib.const
 import grpclib.server
 import structlog
 from grpclib.const import Status
@@ -61,8 +61,13 @@ from structlog.typing import FilteringBoundLogger
 from pyspire.agent.identities import CallerView, Identity, IdentitySource, Snapshot
 from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
-from pyspire.proto.gen import workload as pb
-from pyspire.proto.prebuilt import PrebuiltMessage, field_metadata
+from pyspire.proto.claims import encode_claims
+from pyspire.proto.gen.codec import workload as wire
+from pyspire.proto.messages import (
+    EncodedMessage,
+    server_stream_route,
+    unary_route,
+)
 from pyspire.tasks import GeneratorTasks
 from pyspire.transport.calls import current_stream
 from pyspire.transport.peer import peer_credentials
@@ -88,16 +93,8 @@ FIRST_ANSWER_WAIT = 10.0
 sync) before it answers with what there is."""
 
 
-class _EncodedX509SvidResponse(PrebuiltMessage, pb.X509SvidResponse):
-    """An ``X509SVIDResponse`` encoded once per snapshot revision and caller's identities."""
-
-    _plain = pb.X509SvidResponse
-    _betterproto_meta = field_metadata(pb.X509SvidResponse)
-
-    def decode(self) -> pb.X509SvidResponse:
-        """The response as an ordinary message."""
-        message: pb.X509SvidResponse = super().decode()
-        return message
+_X509Response = EncodedMessage[wire.X509SVIDResponse]
+"""An encoded ``X509SVIDResponse``, reused for every caller with the same identities."""
 
 
 class _X509ResponseCache:
@@ -113,16 +110,14 @@ class _X509ResponseCache:
     def __init__(self, size: int = X509_RESPONSE_CACHE_SIZE) -> None:
         self._size = size
         self._revision: int | None = None
-        self._responses: OrderedDict[tuple[str, ...], _EncodedX509SvidResponse] = OrderedDict()
+        self._responses: OrderedDict[tuple[str, ...], _X509Response] = OrderedDict()
 
-    def get(self, revision: int, entry_ids: tuple[str, ...]) -> _EncodedX509SvidResponse | None:
+    def get(self, revision: int, entry_ids: tuple[str, ...]) -> _X509Response | None:
         if revision != self._revision:
             return None
         return self._responses.get(entry_ids)
 
-    def put(
-        self, revision: int, entry_ids: tuple[str, ...], response: _EncodedX509SvidResponse
-    ) -> None:
+    def put(self, revision: int, entry_ids: tuple[str, ...], response: _X509Response) -> None:
         if revision != self._revision:
             self._revision = revision
             self._responses.clear()
@@ -174,7 +169,7 @@ def _td_key(trust_domain: TrustDomain) -> str:
     return f"spiffe://{trust_domain.name}"
 
 
-class WorkloadApiService(pb.SpiffeWorkloadApiBase):
+class WorkloadApiService:
     """``SpiffeWorkloadAPI`` over an :class:`~pyspire.agent.identities.IdentitySource`.
 
     Serve it through :class:`pyspire.transport.calls.WithCallContext` with :meth:`gate` as the
@@ -207,6 +202,24 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         self._feeds: set[_SnapshotFeed] = set()
         self._x509_responses = _X509ResponseCache()
 
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """The gRPC routes of ``SpiffeWorkloadAPI``, carried as codec messages."""
+        return {
+            _SERVICE_PREFIX + "FetchX509SVID": server_stream_route(
+                self.fetch_x509_svid, wire.X509SVIDRequest
+            ),
+            _SERVICE_PREFIX + "FetchX509Bundles": server_stream_route(
+                self.fetch_x509_bundles, wire.X509BundlesRequest
+            ),
+            _SERVICE_PREFIX + "FetchJWTSVID": unary_route(self.fetch_jwtsvid, wire.JWTSVIDRequest),
+            _SERVICE_PREFIX + "FetchJWTBundles": server_stream_route(
+                self.fetch_jwt_bundles, wire.JWTBundlesRequest
+            ),
+            _SERVICE_PREFIX + "ValidateJWTSVID": unary_route(
+                self.validate_jwtsvid, wire.ValidateJWTSVIDRequest
+            ),
+        }
+
     # -- lifecycle and gate -----------------------------------------------------------------
 
     def stop(self) -> None:
@@ -229,9 +242,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
 
     # -- X.509 ------------------------------------------------------------------------------
 
-    async def fetch_x509_svid(
-        self, x509_svid_request: pb.X509SvidRequest
-    ) -> AsyncIterator[pb.X509SvidResponse]:
+    async def fetch_x509_svid(self, request: wire.X509SVIDRequest) -> AsyncIterator[_X509Response]:
         selectors = await self._attest()
         last: object = None
         with self._source.demand(selectors):
@@ -254,15 +265,16 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         identities: Sequence[Identity],
         bundle: Bundle,
         federated: Mapping[TrustDomain, Bundle],
-    ) -> pb.X509SvidResponse:
+    ) -> _X509Response:
         """The encoded response for these identities of the snapshot at ``revision``: from the
         cache when it holds one, otherwise built, encoded and kept."""
         entry_ids = tuple(identity.entry.id for identity in identities)
         cached = self._x509_responses.get(revision, entry_ids)
         if cached is not None:
             return cached
-        encoded = _EncodedX509SvidResponse(
-            bytes(self._build_x509_svid_response(identities, bundle, federated))
+        encoded = _X509Response(
+            self._build_x509_svid_response(identities, bundle, federated),
+            wire.decode_X509SVIDResponse,
         )
         self._x509_responses.put(revision, entry_ids, encoded)
         return encoded
@@ -272,7 +284,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         identities: Sequence[Identity],
         bundle: Bundle,
         federated: Mapping[TrustDomain, Bundle],
-    ) -> pb.X509SvidResponse:
+    ) -> bytes:
         svids = []
         for identity in identities:
             svid = identity.svid
@@ -289,7 +301,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
                 )
                 continue
             svids.append(
-                pb.X509Svid(
+                wire.write_X509SVID(
                     spiffe_id=str(svid.spiffe_id),
                     x509_svid=b"".join(svid.cert_chain),
                     x509_svid_key=svid.private_key,
@@ -299,7 +311,7 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             )
         if not svids:
             raise _denied()
-        return pb.X509SvidResponse(
+        return wire.write_X509SVIDResponse(
             svids=svids,
             federated_bundles={
                 _td_key(td): federated_bundle.x509_authorities_der()
@@ -309,8 +321,8 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         )
 
     async def fetch_x509_bundles(
-        self, x509_bundles_request: pb.X509BundlesRequest
-    ) -> AsyncIterator[pb.X509BundlesResponse]:
+        self, request: wire.X509BundlesRequest
+    ) -> AsyncIterator[EncodedMessage[wire.X509BundlesResponse]]:
         selectors = await self._attest()
         last: dict[str, bytes] | None = None
         async for snapshot in self._snapshots(_entries_known):
@@ -323,18 +335,22 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             if encoded == last:
                 continue
             last = encoded
-            yield pb.X509BundlesResponse(bundles=encoded)
+            yield EncodedMessage(
+                wire.write_X509BundlesResponse(bundles=encoded), wire.decode_X509BundlesResponse
+            )
 
     # -- JWT --------------------------------------------------------------------------------
 
-    async def fetch_jwtsvid(self, jwtsvid_request: pb.JwtsvidRequest) -> pb.JwtsvidResponse:
-        audience = list(jwtsvid_request.audience)
+    async def fetch_jwtsvid(
+        self, request: wire.JWTSVIDRequest
+    ) -> EncodedMessage[wire.JWTSVIDResponse]:
+        audience = list(request.audience)
         if not audience or not all(audience):
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         requested: SpiffeId | None = None
-        if jwtsvid_request.spiffe_id:
+        if request.spiffe_id:
             try:
-                requested = SpiffeId.parse(jwtsvid_request.spiffe_id)
+                requested = SpiffeId.parse(request.spiffe_id)
             except InvalidArgumentError as error:
                 raise GRPCError(
                     Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {error}"
@@ -359,13 +375,15 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
                 )
                 raise GRPCError(Status.UNAVAILABLE, f"could not fetch JWT-SVID: {error}") from None
             svids.append(
-                pb.Jwtsvid(spiffe_id=str(entry.spiffe_id), svid=jwt_svid.token, hint=entry.hint)
+                wire.write_JWTSVID(
+                    spiffe_id=str(entry.spiffe_id), svid=jwt_svid.token, hint=entry.hint
+                )
             )
-        return pb.JwtsvidResponse(svids=svids)
+        return EncodedMessage(wire.write_JWTSVIDResponse(svids=svids), wire.decode_JWTSVIDResponse)
 
     async def fetch_jwt_bundles(
-        self, jwt_bundles_request: pb.JwtBundlesRequest
-    ) -> AsyncIterator[pb.JwtBundlesResponse]:
+        self, request: wire.JWTBundlesRequest
+    ) -> AsyncIterator[EncodedMessage[wire.JWTBundlesResponse]]:
         selectors = await self._attest()
         last: dict[str, bytes] | None = None
         async for snapshot in self._snapshots(_entries_known):
@@ -374,13 +392,15 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
             if encoded == last:
                 continue
             last = encoded
-            yield pb.JwtBundlesResponse(bundles=encoded)
+            yield EncodedMessage(
+                wire.write_JWTBundlesResponse(bundles=encoded), wire.decode_JWTBundlesResponse
+            )
 
     async def validate_jwtsvid(
-        self, validate_jwtsvid_request: pb.ValidateJwtsvidRequest
-    ) -> pb.ValidateJwtsvidResponse:
-        audience = validate_jwtsvid_request.audience
-        token = validate_jwtsvid_request.svid
+        self, request: wire.ValidateJWTSVIDRequest
+    ) -> EncodedMessage[wire.ValidateJWTSVIDResponse]:
+        audience = request.audience
+        token = request.svid
         if not audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         if not token:
@@ -399,8 +419,12 @@ class WorkloadApiService(pb.SpiffeWorkloadApiBase):
         own = snapshot.bundle.trust_domain if snapshot.bundle is not None else None
         if validated.spiffe_id.trust_domain != own:
             claims = filter_foreign_claims(claims, self._allowed_foreign_claims)
-        return pb.ValidateJwtsvidResponse(
-            spiffe_id=str(validated.spiffe_id), claims=_struct(_with_audience_list(claims))
+        return EncodedMessage(
+            wire.write_ValidateJWTSVIDResponse(
+                spiffe_id=str(validated.spiffe_id),
+                claims=encode_claims(_with_audience_list(claims)),
+            ),
+            wire.decode_ValidateJWTSVIDResponse,
         )
 
     # -- shared -----------------------------------------------------------------------------
@@ -615,25 +639,3 @@ def _with_audience_list(claims: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(audience, str):
         result["aud"] = [audience]
     return result
-
-
-def _struct(claims: Mapping[str, Any]) -> struct_pb.Struct:
-    """A ``google.protobuf.Struct`` built field by field (``Struct.from_dict`` does not
-    serialize in betterproto)."""
-    return struct_pb.Struct(fields={str(name): _value(value) for name, value in claims.items()})
-
-
-def _value(value: Any) -> struct_pb.Value:
-    if value is None:
-        return struct_pb.Value(null_value=struct_pb.NullValue(0))
-    if isinstance(value, bool):
-        return struct_pb.Value(bool_value=value)
-    if isinstance(value, int | float):
-        return struct_pb.Value(number_value=float(value))
-    if isinstance(value, str):
-        return struct_pb.Value(string_value=value)
-    if isinstance(value, Mapping):
-        return struct_pb.Value(struct_value=_struct(value))
-    if isinstance(value, list | tuple):
-        return struct_pb.Value(list_value=struct_pb.ListValue(values=[_value(v) for v in value]))
-    raise InvalidArgumentError(f"claim value of type {type(value).__name__} is not JSON")

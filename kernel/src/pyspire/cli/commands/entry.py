@@ -30,6 +30,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from pyspire.catalog import Side
 from pyspire.cli.admin_client import (
@@ -38,33 +39,26 @@ from pyspire.cli.admin_client import (
     add_admin_flags,
     connect,
     describe_entry,
-    message_json,
     parse_selector,
     parse_spiffe_id,
     parse_trust_domain,
     parse_ttl,
     plural,
     print_json,
-    spiffe_id_text,
     status_line,
     write_blocks,
 )
 from pyspire.cli.batches import batched, send_pipelined
-from pyspire.cli.entry_json import (
-    INT64_MAX,
-    EntryDraft,
-    batch_result_json,
-    entries_from_document,
-    entry_json,
-    wire_id,
-)
+from pyspire.cli.entry_json import INT64_MAX, EntryDraft, entries_from_document
 from pyspire.cli.flags import add_flag
 from pyspire.cli.json_stream import JsonListWriter
 from pyspire.cli.printable import printable
 from pyspire.cli.progress import Progress
 from pyspire.cli.registry import CliContext, Command
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.proto.messages import EncodedMessage
 from pyspire.tasks import GeneratorTasks
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import server_id
@@ -75,17 +69,18 @@ reads the next."""
 _SelectorMatch = pb.SelectorMatchMatchBehavior
 _FederatesMatch = pb.FederatesWithMatchMatchBehavior
 _MATCH = {
-    "exact": _SelectorMatch(_SelectorMatch.MATCH_EXACT),
-    "subset": _SelectorMatch(_SelectorMatch.MATCH_SUBSET),
-    "superset": _SelectorMatch(_SelectorMatch.MATCH_SUPERSET),
-    "any": _SelectorMatch(_SelectorMatch.MATCH_ANY),
+    "exact": int(_SelectorMatch.MATCH_EXACT),
+    "subset": int(_SelectorMatch.MATCH_SUBSET),
+    "superset": int(_SelectorMatch.MATCH_SUPERSET),
+    "any": int(_SelectorMatch.MATCH_ANY),
 }
 _FEDERATES_MATCH = {
-    "exact": _FederatesMatch(_FederatesMatch.MATCH_EXACT),
-    "subset": _FederatesMatch(_FederatesMatch.MATCH_SUBSET),
-    "superset": _FederatesMatch(_FederatesMatch.MATCH_SUPERSET),
-    "any": _FederatesMatch(_FederatesMatch.MATCH_ANY),
+    "exact": int(_FederatesMatch.MATCH_EXACT),
+    "subset": int(_FederatesMatch.MATCH_SUBSET),
+    "superset": int(_FederatesMatch.MATCH_SUPERSET),
+    "any": int(_FederatesMatch.MATCH_ANY),
 }
+_SERVICE = "/spire.api.server.entry.v1.Entry/"
 
 # -- flags ------------------------------------------------------------------------------------
 
@@ -231,7 +226,7 @@ def _uses_entry_flags(args: argparse.Namespace) -> bool:
     )
 
 
-def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
+def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> EntryDraft:
     """One entry from the command line; errors name the flag at fault."""
     if update and not args.entry_id:
         raise AdminError("missing -entryID: the ID of the entry to update is required")
@@ -257,20 +252,22 @@ def _entry_from_flags(args: argparse.Namespace, *, update: bool) -> pb.Entry:
     federates_with = [
         parse_trust_domain(name, "-federatesWith").name for name in args.federates_with
     ]
-    return pb.Entry(
-        id=args.entry_id or "",
-        spiffe_id=wire_id(spiffe_id),
-        parent_id=wire_id(parent_id),
-        selectors=[parse_selector(text) for text in args.selector],
-        x509_svid_ttl=x509_svid_ttl,
-        jwt_svid_ttl=jwt_svid_ttl,
-        federates_with=federates_with,
-        admin=args.admin,
-        downstream=args.downstream,
-        expires_at=args.entry_expiry,
-        dns_names=list(args.dns),
-        store_svid=args.store_svid,
-        hint=args.hint,
+    return EntryDraft(
+        {
+            "id": args.entry_id or "",
+            "spiffe_id": spiffe_id,
+            "parent_id": parent_id,
+            "selectors": [parse_selector(text) for text in args.selector],
+            "x509_svid_ttl": x509_svid_ttl,
+            "jwt_svid_ttl": jwt_svid_ttl,
+            "federates_with": federates_with,
+            "admin": args.admin,
+            "downstream": args.downstream,
+            "expires_at": args.entry_expiry,
+            "dns_names": list(args.dns),
+            "store_svid": args.store_svid,
+            "hint": args.hint,
+        }
     )
 
 
@@ -306,9 +303,9 @@ async def _load_data(source: str) -> list[EntryDraft]:
 
 async def _requested_entries(
     args: argparse.Namespace, *, update: bool
-) -> tuple[int, Iterator[pb.Entry]]:
-    """How many entries are asked for, and their messages: every one checked before any is
-    sent; for a document, each message made only as its batch is sent."""
+) -> tuple[int, Iterator[EntryDraft]]:
+    """How many entries are asked for, and the entries: every one checked before any is sent;
+    each encoded only as its batch is sent."""
     if args.data is not None:
         if _uses_entry_flags(args):
             raise AdminError("-data cannot be combined with flags describing an entry")
@@ -317,14 +314,16 @@ async def _requested_entries(
             for index, draft in enumerate(drafts):
                 if not draft.id:
                     raise AdminError(f"invalid -data: entries[{index}].id is required to update")
-        return len(drafts), (draft.message() for draft in drafts)
+        return len(drafts), iter(drafts)
     return 1, iter([_entry_from_flags(args, update=update)])
 
 
 # -- batch results ----------------------------------------------------------------------------
 
-_BatchResult = entry_pb.BatchCreateEntryResponseResult | entry_pb.BatchUpdateEntryResponseResult
-_BatchResponse = entry_pb.BatchCreateEntryResponse | entry_pb.BatchUpdateEntryResponse
+_BatchResult = wire.BatchCreateEntryResponse_Result | wire.BatchUpdateEntryResponse_Result
+_BatchResponse = wire.BatchCreateEntryResponse | wire.BatchUpdateEntryResponse
+_Encoded = tuple[EntryDraft, bytes]
+"""An entry to send, and its encoding."""
 
 
 class _BatchReport:
@@ -344,29 +343,30 @@ class _BatchReport:
         self.json = JsonListWriter(context.out, "results") if args.output == "json" else None
         self.progress = Progress(context.stderr, total, "entries", verb=f"{verb[:-1]}ing")
 
-    def handle(self, batch: Sequence[pb.Entry], response: _BatchResponse) -> None:
+    def handle(self, batch: Sequence[_Encoded], response: _BatchResponse) -> None:
         results: Sequence[_BatchResult] = response.results
         if len(results) != len(batch):
             raise AdminError(
                 f"the server answered {len(results)} results for a batch of {len(batch)} entries"
             )
-        for offset, (requested, result) in enumerate(zip(batch, results, strict=True)):
+        for offset, ((requested, _), result) in enumerate(zip(batch, results, strict=True)):
             if self.json is not None:
-                self.json.add(batch_result_json(result))
-            if result.status.code == 0:
+                self.json.add(_result_json(result))
+            status = result.status or types_wire.Status()
+            if status.code == 0:
                 if self.json is None:
                     if self._blocks_written:
                         self._context.out("")
-                    write_blocks(self._context.out, [describe_entry(result.entry)])
+                    write_blocks(self._context.out, [describe_entry(_entry_of(result))])
                     self._blocks_written = True
                 continue
             self.failed += 1
             number = self.done + offset + 1
-            name = requested.id or spiffe_id_text(requested.spiffe_id) or f"#{number}"
+            name = requested.name or f"#{number}"
             self.progress.clear()
             self._context.err(
                 f"{self._context.prog}: error: failed to {self._verb} entry {number} "
-                f"({printable(name)}): {status_line(result.status)}"
+                f"({printable(name)}): {status_line(status)}"
             )
         self.done += len(batch)
         self.progress.advance(len(batch))
@@ -387,9 +387,9 @@ class _BatchReport:
 async def _send_entries(
     args: argparse.Namespace,
     context: CliContext,
-    requested: tuple[int, Iterator[pb.Entry]],
+    requested: tuple[int, Iterator[EntryDraft]],
     verb: str,
-    call: Callable[[AdminClient, Sequence[pb.Entry]], Awaitable[_BatchResponse]],
+    call: Callable[[AdminClient, Sequence[_Encoded]], Awaitable[_BatchResponse]],
 ) -> int:
     """Send the ``requested`` entries in batches that fit the server's limits
     (:mod:`pyspire.cli.batches`) and report every result as it arrives."""
@@ -399,7 +399,7 @@ async def _send_entries(
         async with connect(args.socket_path) as client:
             with client.errors():
                 await send_pipelined(
-                    batched(entries, _encoded_size),
+                    batched(((draft, draft.encoded()) for draft in entries), _encoded_size),
                     lambda batch: call(client, batch),
                     report.handle,
                 )
@@ -414,8 +414,18 @@ async def _send_entries(
     return report.finish()
 
 
-def _encoded_size(entry: pb.Entry) -> int:
-    return len(bytes(entry))
+def _encoded_size(item: _Encoded) -> int:
+    return len(item[1])
+
+
+def _result_json(result: _BatchResult) -> Any:
+    if isinstance(result, wire.BatchCreateEntryResponse_Result):
+        return wire.json_BatchCreateEntryResponse_Result(result)
+    return wire.json_BatchUpdateEntryResponse_Result(result)
+
+
+def _entry_of(result: _BatchResult) -> types_wire.Entry:
+    return result.entry if result.entry is not None else types_wire.Entry()
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -427,8 +437,10 @@ async def _create(args: argparse.Namespace, context: CliContext) -> int:
         context,
         await _requested_entries(args, update=False),
         "create",
-        lambda client, batch: client.entry.batch_create_entry(
-            entry_pb.BatchCreateEntryRequest(entries=list(batch))
+        lambda client, batch: client.call(
+            _SERVICE + "BatchCreateEntry",
+            EncodedMessage(wire.write_BatchCreateEntryRequest(entries=[data for _, data in batch])),
+            wire.decode_BatchCreateEntryResponse,
         ),
     )
 
@@ -439,26 +451,36 @@ async def _update(args: argparse.Namespace, context: CliContext) -> int:
         context,
         await _requested_entries(args, update=True),
         "update",
-        lambda client, batch: client.entry.batch_update_entry(
-            entry_pb.BatchUpdateEntryRequest(entries=list(batch))
+        lambda client, batch: client.call(
+            _SERVICE + "BatchUpdateEntry",
+            EncodedMessage(wire.write_BatchUpdateEntryRequest(entries=[data for _, data in batch])),
+            wire.decode_BatchUpdateEntryResponse,
         ),
     )
 
 
-def entry_filter(args: argparse.Namespace) -> entry_pb.ListEntriesRequestFilter:
+def _wire_id(text: str, flag: str) -> types_wire.SPIFFEID:
+    spiffe_id = parse_spiffe_id(text, flag)
+    return types_wire.SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
+
+
+def entry_filter(args: argparse.Namespace) -> wire.ListEntriesRequest_Filter:
     """The ListEntries/CountEntries filter the show and count flags ask for."""
-    message = entry_pb.ListEntriesRequestFilter()
+    message = wire.ListEntriesRequest_Filter()
     if args.spiffe_id:
-        message.by_spiffe_id = wire_id(parse_spiffe_id(args.spiffe_id, "-spiffeID"))
+        message.by_spiffe_id = _wire_id(args.spiffe_id, "-spiffeID")
     if args.parent_id:
-        message.by_parent_id = wire_id(parse_spiffe_id(args.parent_id, "-parentID"))
+        message.by_parent_id = _wire_id(args.parent_id, "-parentID")
     if args.selector:
-        message.by_selectors = pb.SelectorMatch(
-            selectors=[parse_selector(text) for text in args.selector],
+        message.by_selectors = types_wire.SelectorMatch(
+            selectors=[
+                types_wire.Selector(type=selector.type, value=selector.value)
+                for selector in map(parse_selector, args.selector)
+            ],
             match=_MATCH[args.match_selectors_on],
         )
     if args.federates_with:
-        message.by_federates_with = pb.FederatesWithMatch(
+        message.by_federates_with = types_wire.FederatesWithMatch(
             trust_domains=[
                 parse_trust_domain(name, "-federatesWith").name for name in args.federates_with
             ],
@@ -488,12 +510,12 @@ class _EntryPrinter:
         else:
             context.out(f"Found {plural(total, 'entry', 'entries')}")
 
-    def add(self, entry: pb.Entry) -> None:
+    def add(self, entry: types_wire.Entry) -> None:
         if self.json is not None:
-            self.json.add(entry_json(entry))
+            self.json.add(types_wire.json_Entry(entry))
         else:
-            self._context.out("")
-            write_blocks(self._context.out, [describe_entry(entry)])
+            # One write per entry: a blank line, then its block (each line already escaped).
+            self._context.out("\n" + "\n".join(describe_entry(entry)))
         self.printed += 1
 
     def close(self) -> None:
@@ -502,25 +524,40 @@ class _EntryPrinter:
 
 
 async def _pages(
-    client: AdminClient, request_filter: entry_pb.ListEntriesRequestFilter
-) -> AsyncIterator[entry_pb.ListEntriesResponse]:
+    client: AdminClient, request_filter: wire.ListEntriesRequest_Filter
+) -> AsyncIterator[wire.ListEntriesResponse]:
     """Every page of ListEntries; the next page is asked for before the current one is
     handed over, so the server works on it while this one is printed."""
 
     async with GeneratorTasks() as tasks:
 
-        def ask(token: str) -> asyncio.Task[entry_pb.ListEntriesResponse]:
-            request = entry_pb.ListEntriesRequest(
+        def ask(token: str) -> asyncio.Task[wire.ListEntriesResponse]:
+            request = wire.ListEntriesRequest(
                 filter=request_filter, page_size=SHOW_PAGE_SIZE, page_token=token
             )
-            return tasks.start(client.entry.list_entries(request))
+            return tasks.start(
+                client.call(_SERVICE + "ListEntries", request, wire.decode_ListEntriesResponse)
+            )
 
-        upcoming: asyncio.Task[entry_pb.ListEntriesResponse] | None = ask("")
+        upcoming: asyncio.Task[wire.ListEntriesResponse] | None = ask("")
         while upcoming is not None:
             with client.errors():
                 page = await upcoming
             upcoming = ask(page.next_page_token) if page.next_page_token else None
+            # Let the request go out before this page is printed: printing does not give the
+            # event loop a turn, and the server would otherwise wait for the next ask.
+            await asyncio.sleep(0)
             yield page
+
+
+async def _count_entries(
+    client: AdminClient, request_filter: wire.ListEntriesRequest_Filter
+) -> wire.CountEntriesResponse:
+    return await client.call(
+        _SERVICE + "CountEntries",
+        wire.CountEntriesRequest(filter=request_filter),
+        wire.decode_CountEntriesResponse,
+    )
 
 
 async def _show(args: argparse.Namespace, context: CliContext) -> int:
@@ -529,7 +566,11 @@ async def _show(args: argparse.Namespace, context: CliContext) -> int:
             raise AdminError("-entryID cannot be combined with other filters")
         async with connect(args.socket_path) as client:
             with client.errors():
-                entry = await client.entry.get_entry(entry_pb.GetEntryRequest(id=args.entry_id))
+                entry = await client.call(
+                    _SERVICE + "GetEntry",
+                    wire.GetEntryRequest(id=args.entry_id),
+                    types_wire.decode_Entry,
+                )
         printer = _EntryPrinter(context, args, 1)
         printer.add(entry)
         printer.close()
@@ -538,9 +579,7 @@ async def _show(args: argparse.Namespace, context: CliContext) -> int:
     async with connect(args.socket_path) as client:
         # The count comes first: the text output starts with it, and the progress bar needs it.
         with client.errors():
-            counted = await client.entry.count_entries(
-                entry_pb.CountEntriesRequest(filter=request_filter)
-            )
+            counted = await _count_entries(client, request_filter)
         printer = _EntryPrinter(context, args, counted.count)
         with Progress(context.stderr, counted.count, "entries", verb="listing") as progress:
             try:
@@ -564,11 +603,9 @@ async def _count(args: argparse.Namespace, context: CliContext) -> int:
     request_filter = entry_filter(args)
     async with connect(args.socket_path) as client:
         with client.errors():
-            response = await client.entry.count_entries(
-                entry_pb.CountEntriesRequest(filter=request_filter)
-            )
+            response = await _count_entries(client, request_filter)
     if args.output == "json":
-        print_json(context.out, message_json(response))
+        print_json(context.out, wire.json_CountEntriesResponse(response))
     else:
         context.out(plural(response.count, "registration entry", "registration entries"))
     return 0
@@ -577,14 +614,17 @@ async def _count(args: argparse.Namespace, context: CliContext) -> int:
 async def _delete(args: argparse.Namespace, context: CliContext) -> int:
     async with connect(args.socket_path) as client:
         with client.errors():
-            response = await client.entry.batch_delete_entry(
-                entry_pb.BatchDeleteEntryRequest(ids=[args.entry_id])
+            response = await client.call(
+                _SERVICE + "BatchDeleteEntry",
+                wire.BatchDeleteEntryRequest(ids=[args.entry_id]),
+                wire.decode_BatchDeleteEntryResponse,
             )
     if args.output == "json":
-        print_json(context.out, message_json(response))
-    failed = [result for result in response.results if result.status.code != 0]
-    for result in failed:
-        context.err(f"{context.prog}: error: {result.status.message or status_line(result.status)}")
+        print_json(context.out, wire.json_BatchDeleteEntryResponse(response))
+    statuses = [result.status or types_wire.Status() for result in response.results]
+    failed = [status for status in statuses if status.code != 0]
+    for status in failed:
+        context.err(f"{context.prog}: error: {status.message or status_line(status)}")
     if failed:
         return 1
     if args.output != "json":

@@ -14,6 +14,11 @@ Agents (caller: an attested agent): GetAuthorizedEntries and SyncAuthorizedEntri
 :class:`~pyspire.registry.cache.RegistryCache` (no datastore round trip) and assemble responses
 from entries encoded once (:mod:`pyspire.server.api.encoded`).
 
+Every method reads its request and writes its response with the generated codecs
+(:mod:`pyspire.proto.gen.codec`, :mod:`pyspire.proto.entries`): requests arrive as codec
+messages and responses leave as :class:`~pyspire.proto.messages.EncodedMessage` bytes, which
+callers in the process read back with ``decode()``.
+
 Bounded responses: no response is larger than ``max_response_bytes`` (4 MiB, gRPC's default
 receive limit). ListEntries ends a page early (with a ``next_page_token``) when the next entry
 would not fit, as the API allows ("the server may further constrain" the page size);
@@ -38,7 +43,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-import betterproto
+import grpclib.const
 import structlog
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -49,27 +54,23 @@ from pyspire.proto.convert import (
     spiffe_id_from_proto,
     trust_domains_from_proto,
 )
-from pyspire.proto.gen.spire.api import types as pb
-from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
-from pyspire.registry.validation import ENTRY_FIELDS, validate_entry, validate_entry_id
-from pyspire.server.api.encoded import (
-    MAX_RESPONSE_BYTES,
-    EncodedEntries,
-    EncodedGetAuthorizedEntriesResponse,
-    EncodedListEntriesResponse,
-    EncodedSyncAuthorizedEntriesResponse,
-    entry_to_masked_proto,
-    framed_size,
+from pyspire.proto.entries import (
+    framed_entry_size,
     get_authorized_entries_response,
     list_entries_response,
     mask_fields,
     sync_authorized_entries_response,
 )
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
+from pyspire.proto.messages import EncodedMessage, stream_route, unary_route
+from pyspire.registry.validation import validate_entry, validate_entry_id
+from pyspire.server.api.encoded import MAX_RESPONSE_BYTES, EncodedEntries
 from pyspire.server.authorization import Caller
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import current_caller, status_for
 from pyspire_sdk.errors import InvalidArgumentError, NotFoundError, PyspireError
-from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.model import ENTRY_SETTABLE_FIELDS, RegistrationEntry
 from pyspire_sdk.plugins.datastore import (
     EntryFilter,
     FederatesWithMatch,
@@ -86,29 +87,31 @@ beyond it the agent first receives revisions, in pages of this size."""
 LIST_CHUNK_SIZE = 500
 """How many entries ListEntries reads from the datastore at a time."""
 
-_EDITABLE_FIELDS = ENTRY_FIELDS
+_EDITABLE_FIELDS = ENTRY_SETTABLE_FIELDS
 """Fields BatchUpdateEntry can change (the input mask's other fields are read-only)."""
 
-_TOKEN_RESERVE = framed_size(64)
+_TOKEN_RESERVE = framed_entry_size(64)
 """Bytes a ListEntries page keeps free for its ``next_page_token``: room for a token of 64
 bytes. Datastore page tokens are row numbers or names, far shorter."""
 
 _log = structlog.get_logger("pyspire.server.api.entry")
 
 
-def _ok() -> pb.Status:
-    return pb.Status(code=Status.OK.value, message="OK")
+_SERVICE = "/spire.api.server.entry.v1.Entry/"
+
+_OK = types_wire.write_Status(code=Status.OK.value, message="OK")
 
 
-def _status(code: Status, message: str) -> pb.Status:
-    return pb.Status(code=code.value, message=message)
+def _status(code: Status, message: str) -> bytes:
+    return types_wire.write_Status(code=code.value, message=message)
 
 
-def _on_wire(message: betterproto.Message | None) -> bool:
-    return message is not None and betterproto.serialized_on_wire(message)
+def _result(status: bytes, entry: bytes | None = None) -> bytes:
+    """One BatchCreateEntry or BatchUpdateEntry result (the two have the same fields)."""
+    return wire.write_BatchCreateEntryResponse_Result(status=status, entry=entry)
 
 
-def _member_id(message: pb.Spiffeid, trust_domain: TrustDomain, field: str) -> SpiffeId:
+def _member_id(message: types_wire.SPIFFEID, trust_domain: TrustDomain, field: str) -> SpiffeId:
     spiffe_id = spiffe_id_from_proto(message, field)
     if spiffe_id.trust_domain != trust_domain:
         raise InvalidArgumentError(
@@ -127,22 +130,22 @@ def _match(value: int, field: str) -> MatchBehavior:
 
 
 def entry_filter_from_proto(
-    message: entry_pb.ListEntriesRequestFilter | None, trust_domain: TrustDomain
+    message: wire.ListEntriesRequest_Filter | None, trust_domain: TrustDomain
 ) -> EntryFilter:
     """The datastore filter for a request's ``filter``; errors name the field at fault.
 
     IDs must be members of ``trust_domain``; a selector or federates-with filter that is sent
     must hold at least one item, as in SPIRE.
     """
-    if message is None or not betterproto.serialized_on_wire(message):
+    if message is None:
         return EntryFilter()
     by_spiffe_id = by_parent_id = None
     by_selectors = by_federates_with = None
-    if _on_wire(message.by_spiffe_id):
+    if message.by_spiffe_id is not None:
         by_spiffe_id = _member_id(message.by_spiffe_id, trust_domain, "filter.by_spiffe_id")
-    if _on_wire(message.by_parent_id):
+    if message.by_parent_id is not None:
         by_parent_id = _member_id(message.by_parent_id, trust_domain, "filter.by_parent_id")
-    if _on_wire(message.by_selectors):
+    if message.by_selectors is not None:
         selectors = selectors_from_proto(
             message.by_selectors.selectors, "filter.by_selectors.selectors"
         )
@@ -151,7 +154,7 @@ def entry_filter_from_proto(
         by_selectors = SelectorMatch(
             selectors, _match(message.by_selectors.match, "filter.by_selectors.match")
         )
-    if _on_wire(message.by_federates_with):
+    if message.by_federates_with is not None:
         domains = trust_domains_from_proto(
             message.by_federates_with.trust_domains, "filter.by_federates_with.trust_domains"
         )
@@ -169,7 +172,7 @@ def entry_filter_from_proto(
     )
 
 
-_FIELD_CONVERTERS: dict[str, Callable[[pb.Entry, TrustDomain], Any]] = {
+_FIELD_CONVERTERS: dict[str, Callable[[types_wire.Entry, TrustDomain], Any]] = {
     "spiffe_id": lambda m, _: spiffe_id_from_proto(m.spiffe_id, "spiffe_id"),
     "parent_id": lambda m, _: spiffe_id_from_proto(m.parent_id, "parent_id"),
     "selectors": lambda m, _: selectors_from_proto(m.selectors, "selectors"),
@@ -185,21 +188,34 @@ _FIELD_CONVERTERS: dict[str, Callable[[pb.Entry, TrustDomain], Any]] = {
 }
 
 
-def _masked_values(message: pb.Entry, fields: frozenset[str], td: TrustDomain) -> dict[str, Any]:
+def _masked_values(
+    message: types_wire.Entry, fields: frozenset[str], td: TrustDomain
+) -> dict[str, Any]:
     return {name: _FIELD_CONVERTERS[name](message, td) for name in sorted(fields)}
 
 
-def _update_invalid(reason: str) -> entry_pb.BatchUpdateEntryResponseResult:
-    return entry_pb.BatchUpdateEntryResponseResult(
-        status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {reason}")
-    )
+def _update_invalid(reason: str) -> bytes:
+    return _result(_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {reason}"))
 
 
-def _input_fields(mask: pb.EntryMask | None) -> frozenset[str]:
+def _input_fields(mask: types_wire.EntryMask | None) -> frozenset[str]:
     """The fields an update changes: all editable ones without a mask, else those set true."""
-    if mask is None or not betterproto.serialized_on_wire(mask):
+    if mask is None:
         return _EDITABLE_FIELDS
     return frozenset(name for name in _EDITABLE_FIELDS if getattr(mask, name))
+
+
+def _listed(entries: list[bytes], token: str) -> EncodedMessage[wire.ListEntriesResponse]:
+    return EncodedMessage(list_entries_response(entries, token), wire.decode_ListEntriesResponse)
+
+
+def _synced(
+    *, revisions: Sequence[bytes] = (), entries: Sequence[bytes] = (), more: bool = False
+) -> EncodedMessage[wire.SyncAuthorizedEntriesResponse]:
+    return EncodedMessage(
+        sync_authorized_entries_response(revisions=revisions, entries=entries, more=more),
+        wire.decode_SyncAuthorizedEntriesResponse,
+    )
 
 
 def _agent_id() -> SpiffeId:
@@ -212,7 +228,7 @@ def _agent_id() -> SpiffeId:
     return caller.spiffe_id
 
 
-class EntryService(entry_pb.EntryBase):
+class EntryService:
     """``spire.api.server.entry.v1.Entry`` over a :class:`ServerContext`.
 
     ``encoded`` is the shared cache of encoded entries (one per server); ``sync_page_size`` and
@@ -242,6 +258,29 @@ class EntryService(entry_pb.EntryBase):
         self._sync_page_size = sync_page_size
         self._max_bytes = max_response_bytes
 
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """The gRPC routes of ``spire.api.server.entry.v1.Entry``, carried as codec messages."""
+        return {
+            _SERVICE + "CountEntries": unary_route(self.count_entries, wire.CountEntriesRequest),
+            _SERVICE + "ListEntries": unary_route(self.list_entries, wire.ListEntriesRequest),
+            _SERVICE + "GetEntry": unary_route(self.get_entry, wire.GetEntryRequest),
+            _SERVICE + "BatchCreateEntry": unary_route(
+                self.batch_create_entry, wire.BatchCreateEntryRequest
+            ),
+            _SERVICE + "BatchUpdateEntry": unary_route(
+                self.batch_update_entry, wire.BatchUpdateEntryRequest
+            ),
+            _SERVICE + "BatchDeleteEntry": unary_route(
+                self.batch_delete_entry, wire.BatchDeleteEntryRequest
+            ),
+            _SERVICE + "GetAuthorizedEntries": unary_route(
+                self.get_authorized_entries, wire.GetAuthorizedEntriesRequest
+            ),
+            _SERVICE + "SyncAuthorizedEntries": stream_route(
+                self.sync_authorized_entries, wire.SyncAuthorizedEntriesRequest
+            ),
+        }
+
     @property
     def encoded(self) -> EncodedEntries:
         """The cache of encoded entries this service assembles responses from."""
@@ -250,24 +289,23 @@ class EntryService(entry_pb.EntryBase):
     # -- administration ---------------------------------------------------------------------
 
     async def count_entries(
-        self, count_entries_request: entry_pb.CountEntriesRequest
-    ) -> entry_pb.CountEntriesResponse:
-        entry_filter = entry_filter_from_proto(
-            count_entries_request.filter, self._context.trust_domain
-        )
+        self, request: wire.CountEntriesRequest
+    ) -> EncodedMessage[wire.CountEntriesResponse]:
+        entry_filter = entry_filter_from_proto(request.filter, self._context.trust_domain)
         count = await self._context.datastore.count_entries(entry_filter)
-        return entry_pb.CountEntriesResponse(count=count)
+        return EncodedMessage(
+            wire.write_CountEntriesResponse(count=count), wire.decode_CountEntriesResponse
+        )
 
     async def list_entries(
-        self, list_entries_request: entry_pb.ListEntriesRequest
-    ) -> EncodedListEntriesResponse:
+        self, request: wire.ListEntriesRequest
+    ) -> EncodedMessage[wire.ListEntriesResponse]:
         """One page of matching entries in creation order.
 
         ``page_size`` 0 asks the server to choose: it returns as many entries as fit in one
         response. Any page ends early when the next entry would not fit; ``next_page_token`` is
         then set, and paging through with it yields every entry exactly once.
         """
-        request = list_entries_request
         if request.page_size < 0:
             raise InvalidArgumentError(
                 f"invalid page_size {request.page_size}: must not be negative"
@@ -294,7 +332,7 @@ class EntryService(entry_pb.EntryBase):
             chunk = encoded.encoded_many(page.entries, fields)
             fit = 0
             for data in chunk:
-                cost = framed_size(len(data))
+                cost = framed_entry_size(len(data))
                 if used + cost > budget:
                     break
                 used += cost
@@ -312,31 +350,33 @@ class EntryService(entry_pb.EntryBase):
                     page = await datastore.list_entries(entry_filter, Page(fit, token))
                     collected += encoded.encoded_many(page.entries, fields)
                     token = page.next_page_token
-                return list_entries_response(collected, token)
+                return _listed(collected, token)
             collected += chunk
             token = page.next_page_token
             if not token:
                 break
-        return list_entries_response(collected, token)
+        return _listed(collected, token)
 
-    async def get_entry(self, get_entry_request: entry_pb.GetEntryRequest) -> pb.Entry:
-        if not get_entry_request.id:
+    async def get_entry(self, request: wire.GetEntryRequest) -> EncodedMessage[types_wire.Entry]:
+        if not request.id:
             raise InvalidArgumentError("missing ID")
-        entry = await self._context.datastore.get_entry(get_entry_request.id)
+        entry = await self._context.datastore.get_entry(request.id)
         if entry is None:
             raise NotFoundError("entry not found")
-        return entry_to_masked_proto(entry, mask_fields(get_entry_request.output_mask))
+        return EncodedMessage(
+            self._encoded.encoded(entry, mask_fields(request.output_mask)),
+            types_wire.decode_Entry,
+        )
 
     async def batch_create_entry(
-        self, batch_create_entry_request: entry_pb.BatchCreateEntryRequest
-    ) -> entry_pb.BatchCreateEntryResponse:
+        self, request: wire.BatchCreateEntryRequest
+    ) -> EncodedMessage[wire.BatchCreateEntryResponse]:
         """Create each entry; per item: OK with the entry as stored, INVALID_ARGUMENT naming
         the field, or ALREADY_EXISTS "similar entry already exists" with the existing entry
         (same SPIFFE ID, parent ID and selector set) as SPIRE does."""
-        request = batch_create_entry_request
         fields = mask_fields(request.output_mask)
         context = self._context
-        results: list[entry_pb.BatchCreateEntryResponseResult | None] = []
+        results: list[bytes | None] = []
         valid: list[tuple[int, RegistrationEntry]] = []
         for index, message in enumerate(request.entries):
             try:
@@ -344,9 +384,7 @@ class EntryService(entry_pb.EntryBase):
                 results.append(None)
             except InvalidArgumentError as error:
                 results.append(
-                    entry_pb.BatchCreateEntryResponseResult(
-                        status=_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}")
-                    )
+                    _result(_status(Status.INVALID_ARGUMENT, f"failed to convert entry: {error}"))
                 )
         outcomes: Sequence[tuple[RegistrationEntry, bool] | PyspireError]
         try:
@@ -361,11 +399,14 @@ class EntryService(entry_pb.EntryBase):
             wrote = wrote or (not isinstance(outcome, PyspireError) and not outcome[1])
         if wrote:
             await self._refresh_registry()
-        return entry_pb.BatchCreateEntryResponse(
-            results=[result for result in results if result is not None]
+        return EncodedMessage(
+            wire.write_BatchCreateEntryResponse(
+                results=[result for result in results if result is not None]
+            ),
+            wire.decode_BatchCreateEntryResponse,
         )
 
-    def _entry_to_create(self, message: pb.Entry) -> RegistrationEntry:
+    def _entry_to_create(self, message: types_wire.Entry) -> RegistrationEntry:
         """The validated entry a create request item asks for; ``InvalidArgumentError`` naming
         the field at fault."""
         context = self._context
@@ -378,44 +419,39 @@ class EntryService(entry_pb.EntryBase):
             now=context.clock.now(),
         )
 
-    @staticmethod
     def _create_result(
+        self,
         entry: RegistrationEntry,
         outcome: tuple[RegistrationEntry, bool] | PyspireError,
         fields: frozenset[str],
-    ) -> entry_pb.BatchCreateEntryResponseResult:
+    ) -> bytes:
         if isinstance(outcome, PyspireError):
             _log.warning("entry not created", spiffe_id=str(entry.spiffe_id), error=str(outcome))
-            return entry_pb.BatchCreateEntryResponseResult(
-                status=_status(status_for(outcome), f"failed to create entry: {outcome}")
-            )
+            return _result(_status(status_for(outcome), f"failed to create entry: {outcome}"))
         stored, existed = outcome
         if existed:
-            return entry_pb.BatchCreateEntryResponseResult(
-                status=_status(Status.ALREADY_EXISTS, "similar entry already exists"),
-                entry=entry_to_masked_proto(stored, fields),
+            return _result(
+                _status(Status.ALREADY_EXISTS, "similar entry already exists"),
+                self._encoded.encoded(stored, fields),
             )
         _log.info("entry created", entry_id=stored.id, spiffe_id=str(stored.spiffe_id))
-        return entry_pb.BatchCreateEntryResponseResult(
-            status=_ok(), entry=entry_to_masked_proto(stored, fields)
-        )
+        return _result(_OK, self._encoded.encoded(stored, fields))
 
     async def batch_update_entry(
-        self, batch_update_entry_request: entry_pb.BatchUpdateEntryRequest
-    ) -> entry_pb.BatchUpdateEntryResponse:
+        self, request: wire.BatchUpdateEntryRequest
+    ) -> EncodedMessage[wire.BatchUpdateEntryResponse]:
         """Change the fields named in ``input_mask`` of each entry (every editable field without
         a mask; the read-only ``revision_number``, ``created_at`` and ``additional_attributes``
         are ignored). Per item: OK with the entry as stored (its revision one higher),
         INVALID_ARGUMENT naming the field, NOT_FOUND "entry not found", or ALREADY_EXISTS when
         the result would duplicate another entry."""
-        request = batch_update_entry_request
         input_fields = _input_fields(request.input_mask)
         output_fields = mask_fields(request.output_mask)
-        results: list[entry_pb.BatchUpdateEntryResponseResult | None] = []
+        results: list[bytes | None] = []
         candidates: list[tuple[int, RegistrationEntry]] = []
         for index, message in enumerate(request.entries):
             candidate = await self._entry_to_update(message, input_fields)
-            if isinstance(candidate, entry_pb.BatchUpdateEntryResponseResult):
+            if isinstance(candidate, bytes):
                 results.append(candidate)
                 continue
             candidates.append((index, candidate))
@@ -433,19 +469,20 @@ class EntryService(entry_pb.EntryBase):
                 results[index] = self._update_failure(candidate.id, outcome)
                 continue
             _log.info("entry updated", entry_id=outcome.id, revision=outcome.revision_number)
-            results[index] = entry_pb.BatchUpdateEntryResponseResult(
-                status=_ok(), entry=entry_to_masked_proto(outcome, output_fields)
-            )
+            results[index] = _result(_OK, self._encoded.encoded(outcome, output_fields))
             wrote = True
         if wrote:
             await self._refresh_registry()
-        return entry_pb.BatchUpdateEntryResponse(
-            results=[result for result in results if result is not None]
+        return EncodedMessage(
+            wire.write_BatchUpdateEntryResponse(
+                results=[result for result in results if result is not None]
+            ),
+            wire.decode_BatchUpdateEntryResponse,
         )
 
     async def _entry_to_update(
-        self, message: pb.Entry, input_fields: frozenset[str]
-    ) -> RegistrationEntry | entry_pb.BatchUpdateEntryResponseResult:
+        self, message: types_wire.Entry, input_fields: frozenset[str]
+    ) -> RegistrationEntry | bytes:
         """The update a request item asks for, validated; or the item's failed result:
         INVALID_ARGUMENT for a missing id or an invalid field of an existing entry, NOT_FOUND
         for an invalid item whose entry does not exist.
@@ -475,24 +512,19 @@ class EntryService(entry_pb.EntryBase):
         return invalid if exists else self._update_failure(message.id, NotFoundError("missing"))
 
     @staticmethod
-    def _update_failure(
-        entry_id: str, error: PyspireError
-    ) -> entry_pb.BatchUpdateEntryResponseResult:
+    def _update_failure(entry_id: str, error: PyspireError) -> bytes:
+        """The failed result of an update, as BatchUpdateEntry reports it."""
         if isinstance(error, NotFoundError):
-            return entry_pb.BatchUpdateEntryResponseResult(
-                status=_status(Status.NOT_FOUND, "entry not found")
-            )
+            return _result(_status(Status.NOT_FOUND, "entry not found"))
         _log.warning("entry not updated", entry_id=entry_id, error=str(error))
-        return entry_pb.BatchUpdateEntryResponseResult(
-            status=_status(status_for(error), f"failed to update entry: {error}")
-        )
+        return _result(_status(status_for(error), f"failed to update entry: {error}"))
 
     async def batch_delete_entry(
-        self, batch_delete_entry_request: entry_pb.BatchDeleteEntryRequest
-    ) -> entry_pb.BatchDeleteEntryResponse:
+        self, request: wire.BatchDeleteEntryRequest
+    ) -> EncodedMessage[wire.BatchDeleteEntryResponse]:
         """Delete each id; per item: OK, INVALID_ARGUMENT "missing entry ID" or NOT_FOUND
         "entry not found"."""
-        ids = list(batch_delete_entry_request.ids)
+        ids = list(request.ids)
         wanted = [entry_id for entry_id in ids if entry_id]
         outcomes: Sequence[RegistrationEntry | PyspireError]
         try:
@@ -500,7 +532,7 @@ class EntryService(entry_pb.EntryBase):
         except PyspireError as error:
             outcomes = [error] * len(wanted)
         by_position = iter(outcomes)
-        results: list[entry_pb.BatchDeleteEntryResponseResult] = []
+        results: list[bytes] = []
         deleted: list[str] = []
         for entry_id in ids:
             if not entry_id:
@@ -514,13 +546,16 @@ class EntryService(entry_pb.EntryBase):
                     status = _status(status_for(outcome), f"failed to delete entry: {outcome}")
                 else:
                     _log.info("entry deleted", entry_id=entry_id)
-                    status = _ok()
+                    status = _OK
                     deleted.append(entry_id)
-            results.append(entry_pb.BatchDeleteEntryResponseResult(status=status, id=entry_id))
+            results.append(wire.write_BatchDeleteEntryResponse_Result(status=status, id=entry_id))
         if deleted:
             self._encoded.discard(deleted)
             await self._refresh_registry()
-        return entry_pb.BatchDeleteEntryResponse(results=results)
+        return EncodedMessage(
+            wire.write_BatchDeleteEntryResponse(results=results),
+            wire.decode_BatchDeleteEntryResponse,
+        )
 
     async def _refresh_registry(self) -> None:
         registry = self._context.registry
@@ -542,7 +577,7 @@ class EntryService(entry_pb.EntryBase):
         total = 0
         limit = self._max_bytes - 2
         for entry, data in zip(entries, encoded, strict=True):
-            cost = framed_size(len(data))
+            cost = framed_entry_size(len(data))
             if cost > limit:
                 raise GRPCError(
                     Status.RESOURCE_EXHAUSTED,
@@ -553,13 +588,13 @@ class EntryService(entry_pb.EntryBase):
         return encoded, total
 
     async def get_authorized_entries(
-        self, get_authorized_entries_request: entry_pb.GetAuthorizedEntriesRequest
-    ) -> EncodedGetAuthorizedEntriesResponse:
+        self, request: wire.GetAuthorizedEntriesRequest
+    ) -> EncodedMessage[wire.GetAuthorizedEntriesResponse]:
         """Every entry the calling agent is authorized for (its own children, those of the node
         aliases its selectors match, and their descendants), from memory."""
         agent_id = _agent_id()
         entries = self._context.registry.authorized_entries(agent_id)
-        fields = mask_fields(get_authorized_entries_request.output_mask)
+        fields = mask_fields(request.output_mask)
         encoded, total = self._encode_checked(entries, fields)
         if total > self._max_bytes:
             raise GRPCError(
@@ -567,14 +602,13 @@ class EntryService(entry_pb.EntryBase):
                 f"the {len(entries)} authorized entries take {total} bytes, more than the "
                 f"{self._max_bytes}-byte response limit: use SyncAuthorizedEntries",
             )
-        return get_authorized_entries_response(encoded)
+        return EncodedMessage(
+            get_authorized_entries_response(encoded), wire.decode_GetAuthorizedEntriesResponse
+        )
 
     async def sync_authorized_entries(
-        self,
-        sync_authorized_entries_request_iterator: AsyncIterator[
-            entry_pb.SyncAuthorizedEntriesRequest
-        ],
-    ) -> AsyncIterator[EncodedSyncAuthorizedEntriesResponse]:
+        self, requests: AsyncIterator[wire.SyncAuthorizedEntriesRequest]
+    ) -> AsyncIterator[EncodedMessage[wire.SyncAuthorizedEntriesResponse]]:
         """SPIRE's sync protocol, from a snapshot of the agent's entries taken at the start.
 
         The first request carries the output mask (ids in it are ignored). When the entries
@@ -585,7 +619,6 @@ class EntryService(entry_pb.EntryBase):
         skipped; a request naming none gets one empty response), in pages that fit, ``more`` set
         on all but the last page of that answer. The call ends when the agent closes its side.
         """
-        requests = sync_authorized_entries_request_iterator
         agent_id = _agent_id()
         first = await anext(aiter(requests), None)
         if first is None:
@@ -594,12 +627,12 @@ class EntryService(entry_pb.EntryBase):
         fields = mask_fields(first.output_mask)
         encoded, total = self._encode_checked(entries, fields)
         if len(entries) <= self._sync_page_size and total + 2 <= self._max_bytes:
-            yield sync_authorized_entries_response(entries=encoded)
+            yield _synced(entries=encoded)
             return
 
         revisions = [self._encoded.revision(entry) for entry in entries]
         for page, more in self._pages(revisions):
-            yield sync_authorized_entries_response(revisions=page, more=more)
+            yield _synced(revisions=page, more=more)
 
         by_id = {entry.id: data for entry, data in zip(entries, encoded, strict=True)}
         async for request in requests:
@@ -607,10 +640,10 @@ class EntryService(entry_pb.EntryBase):
                 by_id[entry_id] for entry_id in dict.fromkeys(request.ids) if entry_id in by_id
             ]
             if not wanted:
-                yield sync_authorized_entries_response()
+                yield _synced()
                 continue
             for page, more in self._pages(wanted):
-                yield sync_authorized_entries_response(entries=page, more=more)
+                yield _synced(entries=page, more=more)
 
     def _pages(self, items: list[bytes]) -> list[tuple[list[bytes], bool]]:
         """``items`` cut into pages of at most the page size that fit in one response (with
@@ -620,7 +653,7 @@ class EntryService(entry_pb.EntryBase):
         current: list[bytes] = []
         used = 0
         for data in items:
-            cost = framed_size(len(data))
+            cost = framed_entry_size(len(data))
             if current and (len(current) == self._sync_page_size or used + cost > budget):
                 pages.append(current)
                 current, used = [], 0

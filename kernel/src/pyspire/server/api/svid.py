@@ -8,21 +8,19 @@ ID of the trust domain (MintX509SVID, MintJWTSVID); downstream servers get inter
 
 A batch item that fails gets its own status and leaves the other items unaffected.
 
-BatchNewX509SVID requests arriving over gRPC are decoded by a small reader of their two-field
-wire format (:class:`BatchRequestWire`) instead of betterproto: an agent sends them constantly and
-the generic decoder costs more per item than signing does. In-process callers still pass the
-generated message to :meth:`SvidService.batch_new_x509_svid`; both paths share the same code
-after decoding.
+BatchNewX509SVID is read and answered by the generated codecs (:mod:`pyspire.proto.svids`):
+an agent sends it constantly, and a generic decoder and encoder would cost more per item than
+signing does. Its route (:meth:`SvidService.sign_x509_batch`) takes the codec request and
+answers with the encoded response.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_BATCH_PARAMS", "BatchRequestWire", "SvidService"]
+__all__ = ["MAX_BATCH_PARAMS", "SvidService"]
 
 import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
 import grpclib.const
 import grpclib.server
@@ -35,20 +33,12 @@ from pyspire.ca.signing import sign_certificate
 from pyspire.ca.templates import CaSubject, downstream_ca_builder
 from pyspire.ca.x509svid import public_key_from_csr
 from pyspire.proto.convert import jwt_svid_to_proto, spiffe_id_from_proto, x509_svid_to_proto
+from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.proto.wire import (
-    LENGTH_DELIMITED,
-    WireError,
-    read_length_delimited,
-    read_tag,
-    skip_field,
-)
+from pyspire.proto.messages import EncodedMessage, unary_route
+from pyspire.proto.svids import BatchItem, batch_new_x509_svid_response
 from pyspire.registry.validation import validate_dns_name
-from pyspire.server.api.encoded import (
-    EncodedBatchNewX509SvidResponse,
-    batch_new_x509_svid_response,
-)
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import current_caller, status_for
@@ -70,67 +60,6 @@ _log = structlog.get_logger("pyspire.server.api.svid")
 
 
 _BATCH_METHOD = "/spire.api.server.svid.v1.SVID/BatchNewX509SVID"
-
-BatchItem = tuple[str, bytes]
-"""One item of a BatchNewX509SVID request: the entry ID and the DER CSR."""
-
-
-def _malformed(reason: str) -> InvalidArgumentError:
-    return InvalidArgumentError(f"malformed request: {reason}")
-
-
-def _read_params(data: bytes, position: int, end: int) -> BatchItem:
-    """One ``NewX509SVIDParams`` (``entry_id = 1``, ``csr = 2``) from ``data[position:end]``."""
-    entry_id = b""
-    csr = b""
-    while position < end:
-        number, wire_type, position = read_tag(data, position, end)
-        if wire_type == LENGTH_DELIMITED and (number == 1 or number == 2):
-            start, position = read_length_delimited(data, position, end)
-            if number == 1:
-                entry_id = data[start:position]
-            else:
-                csr = data[start:position]
-        else:
-            position = skip_field(data, position, end, wire_type)
-    try:
-        return entry_id.decode("utf-8"), csr
-    except UnicodeDecodeError:
-        raise _malformed("entry_id is not valid UTF-8") from None
-
-
-class BatchRequestWire:
-    """A ``BatchNewX509SVIDRequest`` as read off the wire: its (entry ID, CSR) items.
-
-    grpclib decodes a request by calling ``FromString`` on the handler's request type; this
-    class is that type for BatchNewX509SVID. It reads the same wire format betterproto does:
-    fields in any order, a repeated scalar's last value winning, unknown fields skipped. Bytes
-    that are not such a message raise InvalidArgumentError.
-    """
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: Sequence[BatchItem]) -> None:
-        self.items = items
-
-    @classmethod
-    def FromString(cls, data: bytes) -> BatchRequestWire:  # noqa: N802 - the name grpclib calls
-        """Decode the wire form of a ``BatchNewX509SVIDRequest``."""
-        data = bytes(data)
-        items: list[BatchItem] = []
-        position = 0
-        end = len(data)
-        try:
-            while position < end:
-                number, wire_type, position = read_tag(data, position, end)
-                if number == 1 and wire_type == LENGTH_DELIMITED:  # params
-                    start, position = read_length_delimited(data, position, end)
-                    items.append(_read_params(data, start, position))
-                else:
-                    position = skip_field(data, position, end, wire_type)
-        except WireError as error:
-            raise _malformed(str(error)) from None
-        return cls(items)
 
 
 def _authorized_item(
@@ -210,33 +139,27 @@ class SvidService(svid_pb.SvidBase):
     # -- agents ----------------------------------------------------------------------------
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        """The generated handlers, with BatchNewX509SVID decoded by :class:`BatchRequestWire`."""
+        """The generated handlers, with BatchNewX509SVID carried as codec messages
+        (:meth:`sign_x509_batch`)."""
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
-        mapping[_BATCH_METHOD] = grpclib.const.Handler(
-            self._rpc_batch_new_x509_svid,
-            grpclib.const.Cardinality.UNARY_UNARY,
-            BatchRequestWire,
-            svid_pb.BatchNewX509SvidResponse,
+        mapping[_BATCH_METHOD] = unary_route(
+            self.sign_x509_batch, svid_wire.BatchNewX509SVIDRequest
         )
         return mapping
 
-    async def _rpc_batch_new_x509_svid(self, stream: grpclib.server.Stream[Any, Any]) -> None:
-        request = await stream.recv_message()
-        if not isinstance(request, BatchRequestWire):
-            raise InvalidArgumentError("missing request message")
-        await stream.send_message(await self._batch_new_x509_svid(request.items))
-
-    async def batch_new_x509_svid(
-        self, batch_new_x509_svid_request: svid_pb.BatchNewX509SvidRequest
-    ) -> svid_pb.BatchNewX509SvidResponse:
-        """One X509-SVID per (entry, CSR) pair, each with its own status."""
-        return await self._batch_new_x509_svid(
-            [(item.entry_id, item.csr) for item in batch_new_x509_svid_request.params]
+    async def sign_x509_batch(
+        self, request: svid_wire.BatchNewX509SVIDRequest
+    ) -> EncodedMessage[svid_wire.BatchNewX509SVIDResponse]:
+        """BatchNewX509SVID: one X509-SVID per (entry, CSR) pair, each with its own status."""
+        items = [(params.entry_id, params.csr) for params in request.params]
+        return EncodedMessage(
+            batch_new_x509_svid_response(await self._batch_new_x509_svid(items)),
+            svid_wire.decode_BatchNewX509SVIDResponse,
         )
 
     async def _batch_new_x509_svid(
         self, items: Sequence[BatchItem]
-    ) -> EncodedBatchNewX509SvidResponse:
+    ) -> list[tuple[int, str, X509Svid | None]]:
         if not items:
             raise InvalidArgumentError("missing params: give at least one entry and CSR")
         if len(items) > MAX_BATCH_PARAMS:
@@ -285,7 +208,7 @@ class SvidService(svid_pb.SvidBase):
                 results.append((status_for(outcome).value, str(outcome), None))
             else:
                 results.append((_OK.code, _OK.message, outcome))
-        return batch_new_x509_svid_response(results)
+        return results
 
     async def new_jwtsvid(
         self, new_jwtsvid_request: svid_pb.NewJwtsvidRequest

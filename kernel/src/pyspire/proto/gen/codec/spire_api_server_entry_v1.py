@@ -49,9 +49,14 @@ __all__ = [
     "BatchCreateEntryRequest",
     "BatchCreateEntryResponse",
     "BatchCreateEntryResponse_Result",
+    "BatchDeleteEntryRequest",
+    "BatchDeleteEntryResponse",
+    "BatchDeleteEntryResponse_Result",
     "BatchUpdateEntryRequest",
     "BatchUpdateEntryResponse",
     "BatchUpdateEntryResponse_Result",
+    "CountEntriesRequest",
+    "CountEntriesResponse",
     "EntryRevision",
     "FIELD_NUMBERS",
     "GetAuthorizedEntriesRequest",
@@ -65,9 +70,14 @@ __all__ = [
     "decode_BatchCreateEntryRequest",
     "decode_BatchCreateEntryResponse",
     "decode_BatchCreateEntryResponse_Result",
+    "decode_BatchDeleteEntryRequest",
+    "decode_BatchDeleteEntryResponse",
+    "decode_BatchDeleteEntryResponse_Result",
     "decode_BatchUpdateEntryRequest",
     "decode_BatchUpdateEntryResponse",
     "decode_BatchUpdateEntryResponse_Result",
+    "decode_CountEntriesRequest",
+    "decode_CountEntriesResponse",
     "decode_EntryRevision",
     "decode_GetAuthorizedEntriesRequest",
     "decode_GetAuthorizedEntriesResponse",
@@ -80,9 +90,14 @@ __all__ = [
     "encode_BatchCreateEntryRequest",
     "encode_BatchCreateEntryResponse",
     "encode_BatchCreateEntryResponse_Result",
+    "encode_BatchDeleteEntryRequest",
+    "encode_BatchDeleteEntryResponse",
+    "encode_BatchDeleteEntryResponse_Result",
     "encode_BatchUpdateEntryRequest",
     "encode_BatchUpdateEntryResponse",
     "encode_BatchUpdateEntryResponse_Result",
+    "encode_CountEntriesRequest",
+    "encode_CountEntriesResponse",
     "encode_EntryRevision",
     "encode_GetAuthorizedEntriesRequest",
     "encode_GetAuthorizedEntriesResponse",
@@ -95,9 +110,14 @@ __all__ = [
     "write_BatchCreateEntryRequest",
     "write_BatchCreateEntryResponse",
     "write_BatchCreateEntryResponse_Result",
+    "write_BatchDeleteEntryRequest",
+    "write_BatchDeleteEntryResponse",
+    "write_BatchDeleteEntryResponse_Result",
     "write_BatchUpdateEntryRequest",
     "write_BatchUpdateEntryResponse",
     "write_BatchUpdateEntryResponse_Result",
+    "write_CountEntriesRequest",
+    "write_CountEntriesResponse",
     "write_EntryRevision",
     "write_GetAuthorizedEntriesRequest",
     "write_GetAuthorizedEntriesResponse",
@@ -121,9 +141,14 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
     "BatchCreateEntryRequest": {"entries": 1, "output_mask": 2},
     "BatchCreateEntryResponse": {"results": 1},
     "BatchCreateEntryResponse_Result": {"status": 1, "entry": 2},
+    "BatchDeleteEntryRequest": {"ids": 1},
+    "BatchDeleteEntryResponse": {"results": 1},
+    "BatchDeleteEntryResponse_Result": {"status": 1, "id": 2},
     "BatchUpdateEntryRequest": {"entries": 1, "input_mask": 2, "output_mask": 3},
     "BatchUpdateEntryResponse": {"results": 1},
     "BatchUpdateEntryResponse_Result": {"status": 1, "entry": 2},
+    "CountEntriesRequest": {"filter": 1},
+    "CountEntriesResponse": {"count": 1},
     "EntryRevision": {"id": 1, "revision_number": 2, "created_at": 3},
     "GetAuthorizedEntriesRequest": {"output_mask": 1},
     "GetAuthorizedEntriesResponse": {"entries": 1},
@@ -473,6 +498,329 @@ def json_BatchCreateEntryResponse_Result(message: BatchCreateEntryResponse_Resul
     out: dict[str, Any] = {}
     out["status"] = json_Status((Status() if message.status is None else message.status))
     out["entry"] = json_Entry((Entry() if message.entry is None else message.entry))
+    return out
+
+
+@dataclass(slots=True)
+class BatchDeleteEntryRequest:
+    """``spire.api.server.entry.v1.BatchDeleteEntryRequest``."""
+
+    ids: list[str] = field(default_factory=list)
+
+    def SerializeToString(self) -> bytes:
+        return encode_BatchDeleteEntryRequest(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> BatchDeleteEntryRequest:
+        return decode_BatchDeleteEntryRequest(data)
+
+
+def write_BatchDeleteEntryRequest(
+    *,
+    ids: Iterable[str] = (),
+) -> bytes:
+    """The encoding of ``spire.api.server.entry.v1.BatchDeleteEntryRequest`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    for _item in ids:
+        _value = _item.encode()
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_BatchDeleteEntryRequest(message: BatchDeleteEntryRequest) -> bytes:
+    """The encoding of a ``spire.api.server.entry.v1.BatchDeleteEntryRequest``."""
+    return write_BatchDeleteEntryRequest(
+        ids=message.ids,
+    )
+
+
+def _read_BatchDeleteEntryRequest(
+    data: bytes, pos: int, end: int, base: BatchDeleteEntryRequest | None, depth: int
+) -> BatchDeleteEntryRequest:
+    if base is None:
+        f_ids = []
+    else:
+        f_ids = base.ids
+    while pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryRequest.ids")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryRequest.ids")
+        try:
+            value = data[pos:stop].decode()
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.BatchDeleteEntryRequest.ids") from None
+        f_ids.append(value)
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryRequest")
+        if tag == 10:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryRequest.ids")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryRequest.ids")
+            try:
+                value = data[pos:stop].decode()
+            except UnicodeDecodeError:
+                raise _utf8_error("spire.api.server.entry.v1.BatchDeleteEntryRequest.ids") from None
+            f_ids.append(value)
+            pos = stop
+        else:
+            pos = _skip_field(data, pos, end, tag, "spire.api.server.entry.v1.BatchDeleteEntryRequest", depth)
+    if pos != end:
+        raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryRequest")
+    return BatchDeleteEntryRequest(f_ids)
+
+
+def decode_BatchDeleteEntryRequest(data: bytes | bytearray | memoryview) -> BatchDeleteEntryRequest:
+    """Read a ``spire.api.server.entry.v1.BatchDeleteEntryRequest``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_BatchDeleteEntryRequest(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryRequest") from None
+
+
+def json_BatchDeleteEntryRequest(message: BatchDeleteEntryRequest) -> Any:
+    """A ``spire.api.server.entry.v1.BatchDeleteEntryRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["ids"] = list(message.ids)
+    return out
+
+
+@dataclass(slots=True)
+class BatchDeleteEntryResponse:
+    """``spire.api.server.entry.v1.BatchDeleteEntryResponse``."""
+
+    results: list[BatchDeleteEntryResponse_Result] = field(default_factory=list)
+
+    def SerializeToString(self) -> bytes:
+        return encode_BatchDeleteEntryResponse(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> BatchDeleteEntryResponse:
+        return decode_BatchDeleteEntryResponse(data)
+
+
+def write_BatchDeleteEntryResponse(
+    *,
+    results: Iterable[bytes] = (),
+) -> bytes:
+    """The encoding of ``spire.api.server.entry.v1.BatchDeleteEntryResponse`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    for _item in results:
+        _value = _item
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_BatchDeleteEntryResponse(message: BatchDeleteEntryResponse) -> bytes:
+    """The encoding of a ``spire.api.server.entry.v1.BatchDeleteEntryResponse``."""
+    return write_BatchDeleteEntryResponse(
+        results=[encode_BatchDeleteEntryResponse_Result(item) for item in message.results],
+    )
+
+
+def _read_BatchDeleteEntryResponse(
+    data: bytes, pos: int, end: int, base: BatchDeleteEntryResponse | None, depth: int
+) -> BatchDeleteEntryResponse:
+    if base is None:
+        f_results = []
+    else:
+        f_results = base.results
+    while pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.results")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.results")
+        f_results.append(_read_BatchDeleteEntryResponse_Result(data, pos, stop, None, depth + 1))
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse")
+        if tag == 10:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.results")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.results")
+            f_results.append(_read_BatchDeleteEntryResponse_Result(data, pos, stop, None, depth + 1))
+            pos = stop
+        else:
+            pos = _skip_field(data, pos, end, tag, "spire.api.server.entry.v1.BatchDeleteEntryResponse", depth)
+    if pos != end:
+        raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse")
+    return BatchDeleteEntryResponse(f_results)
+
+
+def decode_BatchDeleteEntryResponse(data: bytes | bytearray | memoryview) -> BatchDeleteEntryResponse:
+    """Read a ``spire.api.server.entry.v1.BatchDeleteEntryResponse``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_BatchDeleteEntryResponse(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse") from None
+
+
+def json_BatchDeleteEntryResponse(message: BatchDeleteEntryResponse) -> Any:
+    """A ``spire.api.server.entry.v1.BatchDeleteEntryResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["results"] = [json_BatchDeleteEntryResponse_Result(item) for item in message.results]
+    return out
+
+
+@dataclass(slots=True)
+class BatchDeleteEntryResponse_Result:
+    """``spire.api.server.entry.v1.BatchDeleteEntryResponse.Result``."""
+
+    status: Status | None = None
+    id: str = ""
+
+    def SerializeToString(self) -> bytes:
+        return encode_BatchDeleteEntryResponse_Result(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> BatchDeleteEntryResponse_Result:
+        return decode_BatchDeleteEntryResponse_Result(data)
+
+
+def write_BatchDeleteEntryResponse_Result(
+    *,
+    status: bytes | None = None,
+    id: str = "",
+) -> bytes:
+    """The encoding of ``spire.api.server.entry.v1.BatchDeleteEntryResponse.Result`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    if status is not None:
+        _value = status
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    if id:
+        _value = id.encode()
+        _size = len(_value)
+        _out += (_P18[_size] if _size < 128 else b'\x12' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_BatchDeleteEntryResponse_Result(message: BatchDeleteEntryResponse_Result) -> bytes:
+    """The encoding of a ``spire.api.server.entry.v1.BatchDeleteEntryResponse.Result``."""
+    return write_BatchDeleteEntryResponse_Result(
+        status=None if message.status is None else encode_Status(message.status),
+        id=message.id,
+    )
+
+
+def _read_BatchDeleteEntryResponse_Result(
+    data: bytes, pos: int, end: int, base: BatchDeleteEntryResponse_Result | None, depth: int
+) -> BatchDeleteEntryResponse_Result:
+    if base is None:
+        f_status = None
+        f_id = ""
+    else:
+        f_status = base.status
+        f_id = base.id
+    if pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.status")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.status")
+        f_status = _read_Status(data, pos, stop, f_status, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 18:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.id")
+        try:
+            f_id = data[pos:stop].decode()
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.id") from None
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.Result")
+        if tag == 10:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.status")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.status")
+            f_status = _read_Status(data, pos, stop, f_status, depth + 1)
+            pos = stop
+        elif tag == 18:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.id")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.id")
+            try:
+                f_id = data[pos:stop].decode()
+            except UnicodeDecodeError:
+                raise _utf8_error("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result.id") from None
+            pos = stop
+        else:
+            pos = _skip_field(data, pos, end, tag, "spire.api.server.entry.v1.BatchDeleteEntryResponse.Result", depth)
+    if pos != end:
+        raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result")
+    return BatchDeleteEntryResponse_Result(f_status, f_id)
+
+
+def decode_BatchDeleteEntryResponse_Result(data: bytes | bytearray | memoryview) -> BatchDeleteEntryResponse_Result:
+    """Read a ``spire.api.server.entry.v1.BatchDeleteEntryResponse.Result``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_BatchDeleteEntryResponse_Result(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.server.entry.v1.BatchDeleteEntryResponse.Result") from None
+
+
+def json_BatchDeleteEntryResponse_Result(message: BatchDeleteEntryResponse_Result) -> Any:
+    """A ``spire.api.server.entry.v1.BatchDeleteEntryResponse.Result`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["status"] = json_Status((Status() if message.status is None else message.status))
+    out["id"] = message.id
     return out
 
 
@@ -842,6 +1190,200 @@ def json_BatchUpdateEntryResponse_Result(message: BatchUpdateEntryResponse_Resul
     out: dict[str, Any] = {}
     out["status"] = json_Status((Status() if message.status is None else message.status))
     out["entry"] = json_Entry((Entry() if message.entry is None else message.entry))
+    return out
+
+
+@dataclass(slots=True)
+class CountEntriesRequest:
+    """``spire.api.server.entry.v1.CountEntriesRequest``."""
+
+    filter: ListEntriesRequest_Filter | None = None
+
+    def SerializeToString(self) -> bytes:
+        return encode_CountEntriesRequest(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> CountEntriesRequest:
+        return decode_CountEntriesRequest(data)
+
+
+def write_CountEntriesRequest(
+    *,
+    filter: bytes | None = None,
+) -> bytes:
+    """The encoding of ``spire.api.server.entry.v1.CountEntriesRequest`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    if filter is not None:
+        _value = filter
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_CountEntriesRequest(message: CountEntriesRequest) -> bytes:
+    """The encoding of a ``spire.api.server.entry.v1.CountEntriesRequest``."""
+    return write_CountEntriesRequest(
+        filter=None if message.filter is None else encode_ListEntriesRequest_Filter(message.filter),
+    )
+
+
+def _read_CountEntriesRequest(
+    data: bytes, pos: int, end: int, base: CountEntriesRequest | None, depth: int
+) -> CountEntriesRequest:
+    if base is None:
+        f_filter = None
+    else:
+        f_filter = base.filter
+    if pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.CountEntriesRequest.filter")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.server.entry.v1.CountEntriesRequest.filter")
+        f_filter = _read_ListEntriesRequest_Filter(data, pos, stop, f_filter, depth + 1)
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.CountEntriesRequest")
+        if tag == 10:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.CountEntriesRequest.filter")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.server.entry.v1.CountEntriesRequest.filter")
+            f_filter = _read_ListEntriesRequest_Filter(data, pos, stop, f_filter, depth + 1)
+            pos = stop
+        else:
+            pos = _skip_field(data, pos, end, tag, "spire.api.server.entry.v1.CountEntriesRequest", depth)
+    if pos != end:
+        raise _truncated("spire.api.server.entry.v1.CountEntriesRequest")
+    return CountEntriesRequest(f_filter)
+
+
+def decode_CountEntriesRequest(data: bytes | bytearray | memoryview) -> CountEntriesRequest:
+    """Read a ``spire.api.server.entry.v1.CountEntriesRequest``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_CountEntriesRequest(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.server.entry.v1.CountEntriesRequest") from None
+
+
+def json_CountEntriesRequest(message: CountEntriesRequest) -> Any:
+    """A ``spire.api.server.entry.v1.CountEntriesRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["filter"] = json_ListEntriesRequest_Filter((ListEntriesRequest_Filter() if message.filter is None else message.filter))
+    return out
+
+
+@dataclass(slots=True)
+class CountEntriesResponse:
+    """``spire.api.server.entry.v1.CountEntriesResponse``."""
+
+    count: int = 0
+
+    def SerializeToString(self) -> bytes:
+        return encode_CountEntriesResponse(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> CountEntriesResponse:
+        return decode_CountEntriesResponse(data)
+
+
+def write_CountEntriesResponse(
+    *,
+    count: int = 0,
+) -> bytes:
+    """The encoding of ``spire.api.server.entry.v1.CountEntriesResponse`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    if count:
+        if not -0x80000000 <= count <= 0x7FFFFFFF:
+            _check_range(count, -0x80000000, 0x7FFFFFFF, "spire.api.server.entry.v1.CountEntriesResponse.count")
+        _out += (b'\x08', _V1[count] if 0 <= count < 0x80 else _varint(count & 0xFFFFFFFFFFFFFFFF))
+    return b"".join(_out)
+
+
+def encode_CountEntriesResponse(message: CountEntriesResponse) -> bytes:
+    """The encoding of a ``spire.api.server.entry.v1.CountEntriesResponse``."""
+    return write_CountEntriesResponse(
+        count=message.count,
+    )
+
+
+def _read_CountEntriesResponse(
+    data: bytes, pos: int, end: int, base: CountEntriesResponse | None, depth: int
+) -> CountEntriesResponse:
+    if base is None:
+        f_count = 0
+    else:
+        f_count = base.count
+    if pos < end and data[pos] == 8:
+        value = data[pos + 1]
+        pos += 2
+        if value >= 0x80:
+            high = data[pos]
+            if high < 0x80:  # two bytes (TTLs, small numbers) without a call
+                value = (value & 0x7F) | (high << 7)
+                pos += 1
+            else:
+                value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.CountEntriesResponse.count")
+            value &= 0xFFFFFFFF
+            if value >= 0x80000000:
+                value -= 0x100000000
+        f_count = value
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.CountEntriesResponse")
+        if tag == 8:
+            value = data[pos]
+            pos += 1
+            if value >= 0x80:
+                high = data[pos]
+                if high < 0x80:  # two bytes (TTLs, small numbers) without a call
+                    value = (value & 0x7F) | (high << 7)
+                    pos += 1
+                else:
+                    value, pos = _read_varint(data, pos - 1, end, "spire.api.server.entry.v1.CountEntriesResponse.count")
+                value &= 0xFFFFFFFF
+                if value >= 0x80000000:
+                    value -= 0x100000000
+            f_count = value
+        else:
+            pos = _skip_field(data, pos, end, tag, "spire.api.server.entry.v1.CountEntriesResponse", depth)
+    if pos != end:
+        raise _truncated("spire.api.server.entry.v1.CountEntriesResponse")
+    return CountEntriesResponse(f_count)
+
+
+def decode_CountEntriesResponse(data: bytes | bytearray | memoryview) -> CountEntriesResponse:
+    """Read a ``spire.api.server.entry.v1.CountEntriesResponse``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_CountEntriesResponse(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.server.entry.v1.CountEntriesResponse") from None
+
+
+def json_CountEntriesResponse(message: CountEntriesResponse) -> Any:
+    """A ``spire.api.server.entry.v1.CountEntriesResponse`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["count"] = message.count
     return out
 
 

@@ -27,41 +27,53 @@ from pyspire.proto.gen.codec.google_protobuf import json_Struct
 
 __all__ = [
     "FIELD_NUMBERS",
+    "JWTBundlesRequest",
     "JWTBundlesResponse",
     "JWTSVID",
     "JWTSVIDRequest",
     "JWTSVIDResponse",
     "ValidateJWTSVIDRequest",
     "ValidateJWTSVIDResponse",
+    "X509BundlesRequest",
     "X509BundlesResponse",
     "X509SVID",
+    "X509SVIDRequest",
     "X509SVIDResponse",
+    "decode_JWTBundlesRequest",
     "decode_JWTBundlesResponse",
     "decode_JWTSVID",
     "decode_JWTSVIDRequest",
     "decode_JWTSVIDResponse",
     "decode_ValidateJWTSVIDRequest",
     "decode_ValidateJWTSVIDResponse",
+    "decode_X509BundlesRequest",
     "decode_X509BundlesResponse",
     "decode_X509SVID",
+    "decode_X509SVIDRequest",
     "decode_X509SVIDResponse",
+    "encode_JWTBundlesRequest",
     "encode_JWTBundlesResponse",
     "encode_JWTSVID",
     "encode_JWTSVIDRequest",
     "encode_JWTSVIDResponse",
     "encode_ValidateJWTSVIDRequest",
     "encode_ValidateJWTSVIDResponse",
+    "encode_X509BundlesRequest",
     "encode_X509BundlesResponse",
     "encode_X509SVID",
+    "encode_X509SVIDRequest",
     "encode_X509SVIDResponse",
+    "write_JWTBundlesRequest",
     "write_JWTBundlesResponse",
     "write_JWTSVID",
     "write_JWTSVIDRequest",
     "write_JWTSVIDResponse",
     "write_ValidateJWTSVIDRequest",
     "write_ValidateJWTSVIDResponse",
+    "write_X509BundlesRequest",
     "write_X509BundlesResponse",
     "write_X509SVID",
+    "write_X509SVIDRequest",
     "write_X509SVIDResponse",
 ]
 
@@ -74,17 +86,76 @@ _P34 = _length_prefixes(b'\x22')
 _P42 = _length_prefixes(b'\x2a')
 
 FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "JWTBundlesRequest": {},
     "JWTBundlesResponse": {"bundles": 1},
     "JWTSVID": {"spiffe_id": 1, "svid": 2, "hint": 3},
     "JWTSVIDRequest": {"audience": 1, "spiffe_id": 2},
     "JWTSVIDResponse": {"svids": 1},
     "ValidateJWTSVIDRequest": {"audience": 1, "svid": 2},
     "ValidateJWTSVIDResponse": {"spiffe_id": 1, "claims": 2},
+    "X509BundlesRequest": {},
     "X509BundlesResponse": {"crl": 1, "bundles": 2},
     "X509SVID": {"spiffe_id": 1, "x509_svid": 2, "x509_svid_key": 3, "bundle": 4, "hint": 5},
+    "X509SVIDRequest": {},
     "X509SVIDResponse": {"svids": 1, "crl": 2, "federated_bundles": 3},
 }
 """Field numbers by message and field name."""
+
+
+@dataclass(slots=True)
+class JWTBundlesRequest:
+    """``JWTBundlesRequest``."""
+
+
+    def SerializeToString(self) -> bytes:
+        return encode_JWTBundlesRequest(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> JWTBundlesRequest:
+        return decode_JWTBundlesRequest(data)
+
+
+def write_JWTBundlesRequest() -> bytes:
+    """The encoding of ``JWTBundlesRequest`` with these field values; message fields take encoded messages."""
+    return b""
+
+
+def encode_JWTBundlesRequest(message: JWTBundlesRequest) -> bytes:
+    """The encoding of a ``JWTBundlesRequest``."""
+    return b""
+
+
+def _read_JWTBundlesRequest(
+    data: bytes, pos: int, end: int, base: JWTBundlesRequest | None, depth: int
+) -> JWTBundlesRequest:
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "JWTBundlesRequest")
+        pos = _skip_field(data, pos, end, tag, "JWTBundlesRequest", depth)
+    if pos != end:
+        raise _truncated("JWTBundlesRequest")
+    return JWTBundlesRequest()
+
+
+def decode_JWTBundlesRequest(data: bytes | bytearray | memoryview) -> JWTBundlesRequest:
+    """Read a ``JWTBundlesRequest``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_JWTBundlesRequest(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("JWTBundlesRequest") from None
+
+
+def json_JWTBundlesRequest(message: JWTBundlesRequest) -> Any:
+    """A ``JWTBundlesRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    return out
 
 
 @dataclass(slots=True)
@@ -928,6 +999,62 @@ def json_ValidateJWTSVIDResponse(message: ValidateJWTSVIDResponse) -> Any:
 
 
 @dataclass(slots=True)
+class X509BundlesRequest:
+    """``X509BundlesRequest``."""
+
+
+    def SerializeToString(self) -> bytes:
+        return encode_X509BundlesRequest(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> X509BundlesRequest:
+        return decode_X509BundlesRequest(data)
+
+
+def write_X509BundlesRequest() -> bytes:
+    """The encoding of ``X509BundlesRequest`` with these field values; message fields take encoded messages."""
+    return b""
+
+
+def encode_X509BundlesRequest(message: X509BundlesRequest) -> bytes:
+    """The encoding of a ``X509BundlesRequest``."""
+    return b""
+
+
+def _read_X509BundlesRequest(
+    data: bytes, pos: int, end: int, base: X509BundlesRequest | None, depth: int
+) -> X509BundlesRequest:
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "X509BundlesRequest")
+        pos = _skip_field(data, pos, end, tag, "X509BundlesRequest", depth)
+    if pos != end:
+        raise _truncated("X509BundlesRequest")
+    return X509BundlesRequest()
+
+
+def decode_X509BundlesRequest(data: bytes | bytearray | memoryview) -> X509BundlesRequest:
+    """Read a ``X509BundlesRequest``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_X509BundlesRequest(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("X509BundlesRequest") from None
+
+
+def json_X509BundlesRequest(message: X509BundlesRequest) -> Any:
+    """A ``X509BundlesRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    return out
+
+
+@dataclass(slots=True)
 class X509BundlesResponse:
     """``X509BundlesResponse``."""
 
@@ -1358,6 +1485,62 @@ def json_X509SVID(message: X509SVID) -> Any:
     out["x509_svid_key"] = _base64_text(message.x509_svid_key)
     out["bundle"] = _base64_text(message.bundle)
     out["hint"] = message.hint
+    return out
+
+
+@dataclass(slots=True)
+class X509SVIDRequest:
+    """``X509SVIDRequest``."""
+
+
+    def SerializeToString(self) -> bytes:
+        return encode_X509SVIDRequest(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> X509SVIDRequest:
+        return decode_X509SVIDRequest(data)
+
+
+def write_X509SVIDRequest() -> bytes:
+    """The encoding of ``X509SVIDRequest`` with these field values; message fields take encoded messages."""
+    return b""
+
+
+def encode_X509SVIDRequest(message: X509SVIDRequest) -> bytes:
+    """The encoding of a ``X509SVIDRequest``."""
+    return b""
+
+
+def _read_X509SVIDRequest(
+    data: bytes, pos: int, end: int, base: X509SVIDRequest | None, depth: int
+) -> X509SVIDRequest:
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "X509SVIDRequest")
+        pos = _skip_field(data, pos, end, tag, "X509SVIDRequest", depth)
+    if pos != end:
+        raise _truncated("X509SVIDRequest")
+    return X509SVIDRequest()
+
+
+def decode_X509SVIDRequest(data: bytes | bytearray | memoryview) -> X509SVIDRequest:
+    """Read a ``X509SVIDRequest``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_X509SVIDRequest(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("X509SVIDRequest") from None
+
+
+def json_X509SVIDRequest(message: X509SVIDRequest) -> Any:
+    """A ``X509SVIDRequest`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
     return out
 
 

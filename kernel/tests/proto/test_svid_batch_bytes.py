@@ -1,4 +1,4 @@
-"""The hand-encoded BatchNewX509SVID response is byte for byte what betterproto makes."""
+"""The generated BatchNewX509SVID response is byte for byte what betterproto makes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from pyspire.proto.convert import x509_svid_to_proto
+from pyspire.proto.gen.codec.spire_api_server_svid_v1 import decode_BatchNewX509SVIDResponse
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.server.api.encoded import batch_new_x509_svid_response
+from pyspire.proto.svids import batch_new_x509_svid_response
 from pyspire_sdk.model import X509Svid
 from pyspire_sdk.spiffeid import SpiffeId
 
@@ -40,6 +41,8 @@ def test_bytes_equal_betterproto(results: list[tuple[int, str, X509Svid | None]]
         ]
     )
     encoded = batch_new_x509_svid_response(results)
-    assert bytes(encoded) == bytes(expected)
-    decoded = encoded.decode()
-    assert [r.status.code for r in decoded.results] == [code for code, _, _ in results]
+    assert encoded == bytes(expected)
+    decoded = decode_BatchNewX509SVIDResponse(encoded)
+    assert [r.status.code if r.status else 0 for r in decoded.results] == [
+        code for code, _, _ in results
+    ]
