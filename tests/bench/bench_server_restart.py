@@ -71,9 +71,20 @@ async def postgres_database(root: Path) -> AsyncIterator[Settings]:
         yield {"connection_string": dsn, "max_open_conns": 16}
 
 
+@asynccontextmanager
+async def mysql_database(root: Path) -> AsyncIterator[Settings]:
+    """A throwaway database on the local MariaDB, dropped afterwards."""
+    from pyspire_datastore_mysql.testing import find_server, throwaway_database
+
+    server = await find_server()
+    async with throwaway_database(server, prefix="pyspire_restart") as dsn:
+        yield {"connection_string": dsn, "max_open_conns": 16}
+
+
 DATASTORES: dict[str, FreshDatabase] = {
     "sqlite": sqlite_database,
     "postgres": postgres_database,
+    "mysql": mysql_database,
 }
 """The datastores this benchmark knows, by plugin name: each yields the plugin's settings for a
 fresh, empty database."""

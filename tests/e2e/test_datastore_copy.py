@@ -1,5 +1,6 @@
 """``pyspire-server datastore copy`` between real datastores: SQLite to PostgreSQL and back,
-interrupted by a kill and resumed, verified by both the command and a read of both sides."""
+interrupted by a kill and resumed; SQLite to MySQL (MariaDB) and back; each verified by both the
+command and a read of both sides."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import pytest
 from processes import SERVER
+from pyspire_datastore_mysql import MysqlDataStore, MysqlDataStoreConfig
+from pyspire_datastore_mysql.testing import ServerUnavailableError as MysqlUnavailableError
+from pyspire_datastore_mysql.testing import find_server as find_mysql_server
+from pyspire_datastore_mysql.testing import throwaway_database
 from pyspire_datastore_postgres import PostgresDataStore, PostgresDataStoreConfig
 from pyspire_datastore_postgres.testing import (
     ServerUnavailableError,
@@ -52,6 +57,25 @@ async def postgres_dsn() -> AsyncIterator[str]:
         yield dsn
 
 
+@pytest.fixture
+async def mysql_dsn() -> AsyncIterator[str]:
+    try:
+        server = await find_mysql_server()
+    except MysqlUnavailableError as error:
+        pytest.skip(str(error))
+    async with throwaway_database(server, prefix="pyspire_copy") as dsn:
+        yield dsn
+
+
+def _mysql_config(path: Path, dsn: str) -> Path:
+    path.write_text(
+        f'[server]\ntrust_domain = "example.org"\ndata_dir = "{path.parent}"\n'
+        f'[server.plugins.datastore.mysql]\nconnection_string = "{dsn}"\n'
+        "max_open_conns = 2\nmax_idle_conns = 1\n"
+    )
+    return path
+
+
 def _sqlite_config(path: Path, database: Path) -> Path:
     path.write_text(
         f'[server]\ntrust_domain = "example.org"\ndata_dir = "{path.parent}"\n'
@@ -69,7 +93,7 @@ def _postgres_config(path: Path, dsn: str) -> Path:
     return path
 
 
-async def _fill(store: DataStore, clock: FakeClock) -> None:
+async def _fill(store: DataStore, clock: FakeClock, entries: int = ENTRIES) -> None:
     await store.create_bundle(Bundle(TD, jwt_authorities=(JwtAuthority("own", b"key"),)))
     await store.create_bundle(
         Bundle(FEDERATED, jwt_authorities=(JwtAuthority("theirs", b"k2"),), sequence_number=4)
@@ -95,7 +119,7 @@ async def _fill(store: DataStore, clock: FakeClock) -> None:
     await store.set_node_selectors(
         SpiffeId.parse("spiffe://example.org/spire/agent/pending"), (Selector("k8s", "ns:a"),)
     )
-    for start in range(0, ENTRIES, 1000):
+    for start in range(0, entries, 1000):
         await clock.advance(timedelta(seconds=1))
         results = await store.create_entries(
             [
@@ -200,6 +224,44 @@ async def test_sqlite_to_postgres_interrupted_resumed_and_back(
     assert f"entries: copied 0, already present {ENTRIES}" in again.stdout
 
     # And back, into a new SQLite file.
+    back_file = tmp_path / "back.sqlite3"
+    back = await asyncio.to_thread(_copy, new, _sqlite_config(tmp_path / "back.toml", back_file))
+    assert back.returncode == 0, back.stdout + back.stderr
+    restored = SqliteDataStore()
+    await restored.configure(SqliteDataStoreConfig(database_path=back_file), host)
+    try:
+        assert await _snapshot(restored) == expected
+    finally:
+        await restored.close()
+
+
+@pytest.mark.mysql
+async def test_sqlite_to_mysql_and_back(tmp_path: Path, mysql_dsn: str) -> None:
+    entries = 2000
+    clock = FakeClock()
+    host = make_host_services(tmp_path, clock=clock)
+    (tmp_path / "server-id").write_text(f"{SERVER_ID}\n")  # the journal of this server too
+    sqlite_file = tmp_path / "old.sqlite3"
+    sqlite = SqliteDataStore()
+    await sqlite.configure(SqliteDataStoreConfig(database_path=sqlite_file), host)
+    await _fill(sqlite, clock, entries)
+    expected = await _snapshot(sqlite)
+    await sqlite.close()
+    old = _sqlite_config(tmp_path / "old.toml", sqlite_file)
+    new = _mysql_config(tmp_path / "new.toml", mysql_dsn)
+
+    copied = await asyncio.to_thread(_copy, old, new)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert f"entries: copied {entries}, already present 0" in copied.stdout
+    assert f"verified entries: {entries}" in copied.stdout
+    assert "datastore copy complete" in copied.stdout
+    mysql = MysqlDataStore()
+    await mysql.configure(MysqlDataStoreConfig(connection_string=mysql_dsn), host)
+    try:
+        assert await _snapshot(mysql) == expected
+    finally:
+        await mysql.close()
+
     back_file = tmp_path / "back.sqlite3"
     back = await asyncio.to_thread(_copy, new, _sqlite_config(tmp_path / "back.toml", back_file))
     assert back.returncode == 0, back.stdout + back.stderr

@@ -15,7 +15,18 @@ back out are the same for every backend, so they live here once:
 - **Reading many records fast**: :class:`Decoder` builds values from stored columns without
   re-validating them; :func:`assemble_entries` and :func:`assemble_all_entries` build entries
   from an entry table and its list tables laid out as SPIRE's (see :data:`ENTRY_ROW`), and
+  :func:`assemble_node_selectors` every node's selectors from a full read, and
   :func:`gc_paused` keeps the garbage collector out of a bulk build.
+- **Rows of a relational schema** laid out as SPIRE's (an entry table with list tables, a node
+  table, a relationship table): :func:`entry_columns`, :func:`node_columns`,
+  :func:`node_from_row`, :func:`relationship_from_row`, each taking how the database stores a
+  time.
+- **Batches against stored rows**: :func:`prepare_new_entries` and :func:`plan_entry_creates`,
+  :func:`entry_update_candidates` and :func:`plan_entry_updates` decide, per item and in item
+  order, what a batch create or update does once the plugin has read the rows it needs; the
+  plugin then writes the accepted items in bulk.
+- **Connection strings' secrets**: :func:`scrub_secrets` keeps a password out of a message that
+  quotes a driver's error.
 - **Schema versions**: :class:`SchemaTooNewError`, raised for a database written by a newer
   release, which a plugin refuses rather than guesses at.
 """
@@ -29,24 +40,41 @@ __all__ = [
     "KIND_DNS",
     "KIND_FEDERATES",
     "KIND_SELECTOR",
+    "NODE_ROW",
     "Decoder",
+    "EntryCreatePlan",
+    "EntryIdentity",
+    "EntryUpdatePlan",
     "SchemaTooNewError",
     "appended_bundle",
     "assemble_all_entries",
     "assemble_entries",
+    "assemble_node_selectors",
     "bundle_from_json",
     "bundle_to_json",
     "check_mask",
     "checked_bundle_update",
     "dedupe",
     "duplicate_entry_error",
+    "entry_columns",
+    "entry_identity",
+    "entry_update_candidates",
     "from_micros",
     "gc_paused",
     "integer_page_token",
+    "micros_or_none",
+    "missing_bundles_error",
     "name_page_token",
     "new_entry_id",
+    "node_columns",
+    "node_from_row",
     "normalize_entry",
+    "plan_entry_creates",
+    "plan_entry_updates",
+    "prepare_new_entries",
     "pruned_bundle",
+    "relationship_from_row",
+    "scrub_secrets",
     "selectors_hash",
     "to_micros",
     "updated_entry",
@@ -60,18 +88,33 @@ import secrets
 import threading
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from cryptography import x509
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import utc
-from pyspire_sdk.errors import AlreadyExistsError, InvalidArgumentError, PluginError
-from pyspire_sdk.model import ENTRY_FIELDS, RegistrationEntry
+from pyspire_sdk.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PluginError,
+    PyspireError,
+)
+from pyspire_sdk.model import (
+    ENTRY_FIELDS,
+    AttestedNode,
+    FederationProfile,
+    FederationRelationship,
+    RegistrationEntry,
+)
 from pyspire_sdk.plugins.datastore import FailedPreconditionError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -88,6 +131,19 @@ ENTRY_IDENTITY_FIELDS: frozenset[str] = frozenset({"spiffe_id", "parent_id", "se
 
 class SchemaTooNewError(PluginError):
     """The database was written by a newer release whose schema this code does not know."""
+
+
+def scrub_secrets(text: str, secrets: Iterable[str], mask: str = "***") -> str:
+    """``text`` with every one of ``secrets`` (and its URL-encoded form) replaced by ``mask``:
+    drivers' errors may quote the connection string or the password they were given."""
+    for secret in secrets:
+        if not secret:
+            continue
+        text = text.replace(secret, mask)
+        quoted = quote(secret, safe="")
+        if quoted != secret:
+            text = text.replace(quoted, mask)
+    return text
 
 
 # -- records before writing ---------------------------------------------------------------------
@@ -428,8 +484,9 @@ def assemble_entries(
     timestamp: Callable[[Any], datetime] = _stored_time,
 ) -> list[RegistrationEntry]:
     """Entries from rows laid out as :data:`ENTRY_ROW` and list rows ``(pk, kind, position, a,
-    b)`` ordered by entry, kind and position; ``timestamp`` turns a stored time into a
-    ``datetime`` (the identity for a database that stores ``datetime`` values)."""
+    b)`` in position order within each entry and kind (rows of different entries or kinds may
+    come in any order, so one query per list table will do); ``timestamp`` turns a stored time
+    into a ``datetime`` (the identity for a database that stores ``datetime`` values)."""
     decoder = Decoder()
     selectors: dict[int, list[Selector]] = {}
     dns_names: dict[int, list[str]] = {}
@@ -529,3 +586,287 @@ def assemble_all_entries(
             )
             start = end
         return result
+
+
+def assemble_node_selectors(rows: Iterable[_Row]) -> dict[SpiffeId, tuple[Selector, ...]]:
+    """Every node's selectors from rows ``(spiffe_id, type, value)`` ordered by SPIFFE ID and
+    position (a full read of a node selector table). Tuned for 50,000 agents: each ID is
+    decoded once, equal selectors are shared, and the collector is paused (run it off the event
+    loop)."""
+    with gc_paused():
+        decoder = Decoder()
+        selector = decoder.selector
+        spiffe_id = decoder.spiffe_id
+        return {
+            spiffe_id(key): tuple([selector(row[1], row[2]) for row in group])
+            for key, group in groupby(rows, itemgetter(0))
+        }
+
+
+# -- rows of a relational schema ----------------------------------------------------------------
+
+NODE_ROW = (
+    "pk",
+    "spiffe_id",
+    "attestation_type",
+    "serial_number",
+    "expires_at",
+    "new_serial_number",
+    "new_expires_at",
+    "banned",
+    "can_reattest",
+    "agent_version",
+)
+"""The columns of an attested node row, in the order :func:`node_from_row` reads them."""
+
+EntryIdentity = tuple[str, str, bytes]
+"""What no two entries share: SPIFFE ID, parent ID and :func:`selectors_hash` of the selectors
+(the columns of the unique index on an entry's identity)."""
+
+
+def micros_or_none(moment: datetime | None) -> int | None:
+    """:func:`to_micros`, passing ``None`` through."""
+    return None if moment is None else to_micros(moment)
+
+
+def _optional_time(value: Any, timestamp: Callable[[Any], datetime]) -> datetime | None:
+    return None if value is None else timestamp(value)
+
+
+def entry_identity(entry: RegistrationEntry) -> EntryIdentity:
+    """The entry's identity as its unique index stores it."""
+    return str(entry.spiffe_id), str(entry.parent_id), selectors_hash(entry.selectors)
+
+
+def entry_columns(
+    entry: RegistrationEntry, moment: Callable[[datetime], Any] = _stored_time
+) -> tuple[Any, ...]:
+    """The stored columns of ``entry`` after its id: spiffe_id, parent_id, selectors_hash,
+    x509_svid_ttl, jwt_svid_ttl, admin, downstream, expires_at, revision_number, store_svid,
+    hint; ``moment`` turns a time into its column value (the identity for a database that
+    stores ``datetime`` values)."""
+    return (
+        str(entry.spiffe_id),
+        str(entry.parent_id),
+        selectors_hash(entry.selectors),
+        entry.x509_svid_ttl,
+        entry.jwt_svid_ttl,
+        entry.admin,
+        entry.downstream,
+        None if entry.expires_at is None else moment(entry.expires_at),
+        entry.revision_number,
+        entry.store_svid,
+        entry.hint,
+    )
+
+
+def node_columns(
+    node: AttestedNode, moment: Callable[[datetime], Any] = _stored_time
+) -> tuple[Any, ...]:
+    """The node's mutable columns in :data:`NODE_ROW` order (attestation_type to
+    agent_version); ``moment`` as in :func:`entry_columns`."""
+    return (
+        node.attestation_type,
+        node.x509_svid_serial_number,
+        None if node.x509_svid_expires_at is None else moment(node.x509_svid_expires_at),
+        node.new_x509_svid_serial_number,
+        None if node.new_x509_svid_expires_at is None else moment(node.new_x509_svid_expires_at),
+        node.banned,
+        node.can_reattest,
+        node.agent_version,
+    )
+
+
+def node_from_row(
+    decoder: Decoder,
+    row: _Row,
+    selectors: tuple[Selector, ...],
+    timestamp: Callable[[Any], datetime] = _stored_time,
+) -> AttestedNode:
+    """The node of a row laid out as :data:`NODE_ROW`; ``timestamp`` as in
+    :func:`assemble_entries`."""
+    return AttestedNode(
+        spiffe_id=decoder.spiffe_id(row[1]),
+        attestation_type=row[2],
+        x509_svid_serial_number=row[3],
+        x509_svid_expires_at=_optional_time(row[4], timestamp),
+        selectors=selectors,
+        banned=bool(row[7]),
+        can_reattest=bool(row[8]),
+        agent_version=row[9],
+        new_x509_svid_serial_number=row[5],
+        new_x509_svid_expires_at=_optional_time(row[6], timestamp),
+    )
+
+
+def relationship_from_row(decoder: Decoder, row: _Row) -> FederationRelationship:
+    """The relationship of a row ``(trust_domain, bundle_endpoint_url, profile,
+    endpoint_spiffe_id)``."""
+    return FederationRelationship(
+        trust_domain=decoder.trust_domain(row[0]),
+        bundle_endpoint_url=row[1],
+        profile=FederationProfile(row[2]),
+        endpoint_spiffe_id=None if row[3] is None else decoder.spiffe_id(row[3]),
+    )
+
+
+# -- batches against stored rows ----------------------------------------------------------------
+
+
+def missing_bundles_error(
+    entry: RegistrationEntry, bundled: set[str]
+) -> InvalidArgumentError | None:
+    """The error for an entry that federates with trust domains outside ``bundled`` (the names
+    that have a bundle), or ``None``."""
+    missing = sorted({td.name for td in entry.federates_with} - bundled)
+    if not missing:
+        return None
+    return InvalidArgumentError(
+        f"entry federates_with names trust domain(s) without a bundle: {', '.join(missing)}"
+    )
+
+
+def prepare_new_entries(
+    entries: Sequence[RegistrationEntry], now: datetime
+) -> list[RegistrationEntry | PyspireError]:
+    """Per item, the entry as a create would store it (normalized, its id or a new one,
+    ``created_at`` ``now``, revision 0) or why it cannot be stored."""
+    prepared: list[RegistrationEntry | PyspireError] = []
+    stamp = utc(now)
+    for entry in entries:
+        try:
+            normalized = normalize_entry(entry)
+        except PyspireError as error:
+            prepared.append(error)
+            continue
+        prepared.append(
+            replace(normalized, id=entry.id or new_entry_id(), created_at=stamp, revision_number=0)
+        )
+    return prepared
+
+
+@dataclass(slots=True)
+class EntryCreatePlan:
+    """What a batch create does: per item its result, and the new entries to write, in order."""
+
+    results: list[tuple[RegistrationEntry, bool] | PyspireError]
+    accepted: list[RegistrationEntry] = field(default_factory=list)
+
+
+def plan_entry_creates(
+    prepared: Sequence[RegistrationEntry | PyspireError],
+    taken_ids: set[str],
+    stored: Mapping[EntryIdentity, RegistrationEntry],
+    bundled: set[str],
+) -> EntryCreatePlan:
+    """Decide a batch create from :func:`prepare_new_entries`' items and what the database
+    holds: ``taken_ids`` (stored ids among the given ones), ``stored`` (stored entries by the
+    identities of the items) and ``bundled`` (trust domains the items federate with that have a
+    bundle). An item whose identity is stored, or is an earlier item's, finds that entry
+    (``(entry, True)``); a taken id is ``AlreadyExistsError``; a missing bundle
+    ``InvalidArgumentError``; the rest are new (``(entry, False)``) and listed in ``accepted``.
+    """
+    taken = set(taken_ids)
+    batch: dict[EntryIdentity, RegistrationEntry] = {}
+    plan = EntryCreatePlan(results=[])
+    for item in prepared:
+        if isinstance(item, PyspireError):
+            plan.results.append(item)
+            continue
+        key = entry_identity(item)
+        found = stored.get(key) or batch.get(key)
+        if found is not None:
+            plan.results.append((found, True))
+        elif item.id in taken:
+            plan.results.append(AlreadyExistsError(f"entry id {item.id!r} already exists"))
+        elif (missing := missing_bundles_error(item, bundled)) is not None:
+            plan.results.append(missing)
+        else:
+            taken.add(item.id)
+            batch[key] = item
+            plan.accepted.append(item)
+            plan.results.append((item, False))
+    return plan
+
+
+def entry_update_candidates(
+    entries: Sequence[RegistrationEntry],
+    fields: frozenset[str],
+    current: Mapping[str, tuple[Any, RegistrationEntry]],
+) -> list[RegistrationEntry]:
+    """The entries a batch update could write (each item applied to its stored entry alone),
+    so a plugin can read which stored entries hold their identities before planning."""
+    candidates: list[RegistrationEntry] = []
+    for entry in entries:
+        hit = current.get(entry.id)
+        if hit is None:
+            continue
+        try:
+            candidates.append(updated_entry(hit[1], entry, fields))
+        except PyspireError:
+            continue
+    return candidates
+
+
+@dataclass(slots=True)
+class EntryUpdatePlan:
+    """What a batch update does: per item its result, the rows to write (their key to the
+    entry as it will be stored, the last update of a row winning) and the ids of the change
+    events, one per successful item in item order."""
+
+    results: list[RegistrationEntry | PyspireError]
+    changed: dict[Any, RegistrationEntry] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+
+def plan_entry_updates(
+    entries: Sequence[RegistrationEntry],
+    fields: frozenset[str],
+    current: Mapping[str, tuple[Any, RegistrationEntry]],
+    identities: Mapping[EntryIdentity, tuple[Any, str]],
+    bundled: set[str],
+) -> EntryUpdatePlan:
+    """Decide a batch update, items applied in order on top of each other.
+
+    ``current`` maps each named id to its row key and stored entry (rows locked by the
+    caller); ``identities`` the stored identities that matter (those of the candidates and of
+    the current entries) to their row key and id, read when ``fields`` touch the identity;
+    ``bundled`` the trust domains with a bundle, read when ``fields`` name ``federates_with``.
+    """
+    rows = dict(current)
+    owners = dict(identities)
+    for pk, entry in current.values():
+        owners.setdefault(entry_identity(entry), (pk, entry.id))
+    touches_identity = bool(fields & ENTRY_IDENTITY_FIELDS)
+    plan = EntryUpdatePlan(results=[])
+    for entry in entries:
+        hit = rows.get(entry.id)
+        if hit is None:
+            plan.results.append(NotFoundError(f"entry id {entry.id!r} not found"))
+            continue
+        pk, before = hit
+        try:
+            updated = updated_entry(before, entry, fields)
+        except PyspireError as error:
+            plan.results.append(error)
+            continue
+        key = entry_identity(updated)
+        other = owners.get(key) if touches_identity else None
+        if other is not None and other[0] != pk:
+            plan.results.append(duplicate_entry_error(updated, other[1]))
+            continue
+        if "federates_with" in fields:
+            missing = missing_bundles_error(updated, bundled)
+            if missing is not None:
+                plan.results.append(missing)
+                continue
+        if touches_identity:
+            old_key = entry_identity(before)
+            if owners.get(old_key, (None, ""))[0] == pk:
+                del owners[old_key]
+            owners[key] = (pk, updated.id)
+        rows[entry.id] = (pk, updated)
+        plan.changed[pk] = updated
+        plan.events.append(updated.id)
+        plan.results.append(updated)
+    return plan

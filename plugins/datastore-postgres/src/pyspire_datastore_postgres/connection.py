@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 import asyncpg
 
 from pyspire_sdk.errors import ConfigError, ConfigIssue
+from pyspire_sdk.stored_records import scrub_secrets
 
 _URI_SCHEMES = ("postgresql", "postgres")
 _SECRET_KEYS = frozenset({"password", "sslpassword"})
@@ -162,12 +163,7 @@ class ConnectionTarget:
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this connection string replaced by ``***`` (driver
         errors may quote what they were given)."""
-        for secret in self.secrets:
-            text = text.replace(secret, _REDACTED)
-            quoted = quote(secret, safe="")
-            if quoted != secret:
-                text = text.replace(quoted, _REDACTED)
-        return text
+        return scrub_secrets(text, self.secrets, _REDACTED)
 
 
 class LifetimeConnection(asyncpg.Connection):  # type: ignore[misc]

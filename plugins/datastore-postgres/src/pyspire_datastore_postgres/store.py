@@ -39,18 +39,11 @@ import structlog
 from pyspire_datastore_postgres.config import PostgresDataStoreConfig
 from pyspire_datastore_postgres.connection import ConnectionTarget, open_pool
 from pyspire_datastore_postgres.queries import Params, entry_where, node_where
-from pyspire_datastore_postgres.records import (
-    ENTRY_COLUMNS,
-    NODE_COLUMNS,
-    entry_columns,
-    node_from_row,
-    node_values,
-    relationship_from_row,
-)
+from pyspire_datastore_postgres.records import ENTRY_COLUMNS, NODE_COLUMNS
 from pyspire_datastore_postgres.schema import migrate, schema_lock_key
 from pyspire_datastore_postgres.watch import BUNDLE_PAYLOAD, NOTIFY_CHANNEL, ChangeWatch
 from pyspire_sdk.bundle import Bundle
-from pyspire_sdk.clock import Clock, SystemClock, utc
+from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -86,25 +79,32 @@ from pyspire_sdk.stored_records import (
     KIND_FEDERATES,
     KIND_SELECTOR,
     Decoder,
+    EntryIdentity,
     appended_bundle,
     assemble_all_entries,
     assemble_entries,
+    assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
     check_mask,
     checked_bundle_update,
     dedupe,
     duplicate_entry_error,
+    entry_columns,
+    entry_identity,
+    entry_update_candidates,
     integer_page_token,
+    missing_bundles_error,
     name_page_token,
-    new_entry_id,
+    node_columns,
+    node_from_row,
     normalize_entry,
+    plan_entry_creates,
+    plan_entry_updates,
+    prepare_new_entries,
     pruned_bundle,
-    selectors_hash,
-    updated_entry,
+    relationship_from_row,
 )
-
-_Identity = tuple[str, str, bytes]
 
 _ENTRY_INSERT = (
     "INSERT INTO entries (entry_id, spiffe_id, parent_id, selectors_hash, x509_svid_ttl, "
@@ -146,10 +146,6 @@ _APPEND_EVENTS = (
 )
 _BUNDLE_COLUMNS = "trust_domain, sequence_number, refresh_hint, data"
 _RELATIONSHIP_COLUMNS = "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id"
-
-
-def _identity(entry: RegistrationEntry) -> _Identity:
-    return str(entry.spiffe_id), str(entry.parent_id), selectors_hash(entry.selectors)
 
 
 def _columns(entries: Sequence[RegistrationEntry]) -> list[list[Any]]:
@@ -433,8 +429,8 @@ class PostgresDataStore:
         return {entry.id: (pk, entry) for pk, entry in zip(pks, entries, strict=True)}
 
     async def _entries_by_identity(
-        self, connection: asyncpg.Connection, identities: Iterable[_Identity]
-    ) -> dict[_Identity, tuple[int, RegistrationEntry]]:
+        self, connection: asyncpg.Connection, identities: Iterable[EntryIdentity]
+    ) -> dict[EntryIdentity, tuple[int, RegistrationEntry]]:
         wanted = list(dict.fromkeys(identities))
         if not wanted:
             return {}
@@ -447,7 +443,7 @@ class PostgresDataStore:
             "(SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]))",
             params,
         )
-        return {_identity(entry): (pk, entry) for pk, entry in zip(pks, entries, strict=True)}
+        return {entry_identity(entry): (pk, entry) for pk, entry in zip(pks, entries, strict=True)}
 
     async def _bundled(self, connection: asyncpg.Connection, names: Iterable[str]) -> set[str]:
         wanted = sorted(set(names))
@@ -457,17 +453,6 @@ class PostgresDataStore:
             "SELECT trust_domain FROM bundles WHERE trust_domain = ANY($1::text[])", wanted
         )
         return {row[0] for row in rows}
-
-    @staticmethod
-    def _missing_bundles(
-        entry: RegistrationEntry, bundled: set[str]
-    ) -> InvalidArgumentError | None:
-        missing = sorted({td.name for td in entry.federates_with} - bundled)
-        if not missing:
-            return None
-        return InvalidArgumentError(
-            f"entry federates_with names trust domain(s) without a bundle: {', '.join(missing)}"
-        )
 
     async def _insert_entries(
         self, transaction: _Transaction, entries: Sequence[RegistrationEntry]
@@ -624,20 +609,8 @@ class PostgresDataStore:
         self, transaction: _Transaction, entries: Sequence[RegistrationEntry]
     ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
         connection = transaction.connection
-        now = utc(self._clock.now())
-        results: list[tuple[RegistrationEntry, bool] | PyspireError | None] = []
-        prepared: list[tuple[int, RegistrationEntry, _Identity]] = []
-        for index, entry in enumerate(entries):
-            try:
-                normalized = normalize_entry(entry)
-            except PyspireError as error:
-                results.append(error)
-                continue
-            stored = replace(
-                normalized, id=entry.id or new_entry_id(), created_at=now, revision_number=0
-            )
-            prepared.append((index, stored, _identity(stored)))
-            results.append(None)
+        prepared = prepare_new_entries(entries, self._clock.now())
+        valid = [item for item in prepared if isinstance(item, RegistrationEntry)]
         given_ids = list({item.id for item in entries if item.id})
         taken_ids = set()
         if given_ids:
@@ -645,34 +618,16 @@ class PostgresDataStore:
                 "SELECT entry_id FROM entries WHERE entry_id = ANY($1::text[])", given_ids
             )
             taken_ids = {row[0] for row in rows}
-        stored_identities = await self._entries_by_identity(
-            connection, (key for _, _, key in prepared)
-        )
+        stored = await self._entries_by_identity(connection, map(entry_identity, valid))
         bundled = await self._bundled(
-            connection, (td.name for _, item, _ in prepared for td in item.federates_with)
+            connection, (td.name for item in valid for td in item.federates_with)
         )
-        batch: dict[_Identity, RegistrationEntry] = {}
-        accepted: list[RegistrationEntry] = []
-        for index, stored, key in prepared:
-            found = stored_identities.get(key)
-            if found is not None:
-                results[index] = (found[1], True)
-            elif key in batch:
-                results[index] = (batch[key], True)
-            elif stored.id in taken_ids:
-                results[index] = AlreadyExistsError(f"entry id {stored.id!r} already exists")
-            elif (missing := self._missing_bundles(stored, bundled)) is not None:
-                results[index] = missing
-            else:
-                taken_ids.add(stored.id)
-                batch[key] = stored
-                accepted.append(stored)
-                results[index] = (stored, False)
-        if not await self._insert_entries(transaction, accepted):
+        plan = plan_entry_creates(
+            prepared, taken_ids, {key: entry for key, (_, entry) in stored.items()}, bundled
+        )
+        if not await self._insert_entries(transaction, plan.accepted):
             raise _ConcurrentWriteError
-        done = [result for result in results if result is not None]
-        assert len(done) == len(entries)
-        return done
+        return plan.results
 
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         async with self._read(snapshot=True) as connection:
@@ -747,71 +702,24 @@ class PostgresDataStore:
         connection = transaction.connection
         wanted = list(dict.fromkeys(entry.id for entry in entries if entry.id))
         current = await self._entries_by_id(connection, wanted, lock=True)
-        updates: list[tuple[int, RegistrationEntry, RegistrationEntry]] = []
-        for entry in entries:
-            hit = current.get(entry.id)
-            if hit is None:
-                continue
-            try:
-                updates.append((hit[0], hit[1], updated_entry(hit[1], entry, fields)))
-            except PyspireError:
-                continue
-        identities: dict[_Identity, tuple[int, str]] = {}
+        identities: dict[EntryIdentity, tuple[int, str]] = {}
         if fields & ENTRY_IDENTITY_FIELDS:
-            found = await self._entries_by_identity(
-                connection, (_identity(updated) for _, _, updated in updates)
-            )
+            candidates = entry_update_candidates(entries, fields, current)
+            found = await self._entries_by_identity(connection, map(entry_identity, candidates))
             identities = {key: (pk, entry.id) for key, (pk, entry) in found.items()}
-            for pk, entry in current.values():
-                identities.setdefault(_identity(entry), (pk, entry.id))
         bundled: set[str] = set()
         if "federates_with" in fields:
             bundled = await self._bundled(
                 connection, (td.name for entry in entries for td in entry.federates_with)
             )
-
-        results: list[RegistrationEntry | PyspireError] = []
-        changed: dict[int, RegistrationEntry] = {}
-        events: list[str] = []
-        for entry in entries:
-            hit = current.get(entry.id)
-            if hit is None:
-                results.append(NotFoundError(f"entry id {entry.id!r} not found"))
-                continue
-            pk, before = hit
-            try:
-                updated = updated_entry(before, entry, fields)
-            except PyspireError as error:
-                results.append(error)
-                continue
-            key = _identity(updated)
-            if fields & ENTRY_IDENTITY_FIELDS:
-                other = identities.get(key)
-                if other is not None and other[0] != pk:
-                    results.append(duplicate_entry_error(updated, other[1]))
-                    continue
-            if "federates_with" in fields:
-                missing = self._missing_bundles(updated, bundled)
-                if missing is not None:
-                    results.append(missing)
-                    continue
-            if fields & ENTRY_IDENTITY_FIELDS:
-                old_key = _identity(before)
-                if identities.get(old_key, (None, ""))[0] == pk:
-                    del identities[old_key]
-                identities[key] = (pk, updated.id)
-            current[entry.id] = (pk, updated)
-            changed[pk] = updated
-            events.append(updated.id)
-            results.append(updated)
-
-        if changed:
+        plan = plan_entry_updates(entries, fields, current, identities, bundled)
+        if plan.changed:
             await connection.execute(
-                _ENTRY_UPDATE, list(changed), *_columns(list(changed.values()))
+                _ENTRY_UPDATE, list(plan.changed), *_columns(list(plan.changed.values()))
             )
-            await self._write_lists(connection, list(changed.items()), fields)
-            transaction.event(ChangeKind.ENTRY, events)
-        return results
+            await self._write_lists(connection, list(plan.changed.items()), fields)
+            transaction.event(ChangeKind.ENTRY, plan.events)
+        return plan.results
 
     async def delete_entry(self, entry_id: str) -> RegistrationEntry:
         (result,) = await self.delete_entries([entry_id])
@@ -891,7 +799,7 @@ class PostgresDataStore:
                 connection, (td.name for entry in prepared for td in entry.federates_with)
             )
             for entry in prepared:
-                missing = self._missing_bundles(entry, bundled)
+                missing = missing_bundles_error(entry, bundled)
                 if missing is not None:
                     raise missing
             if not await self._insert_entries(transaction, prepared):
@@ -964,7 +872,7 @@ class PostgresDataStore:
                 "agent_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
                 "ON CONFLICT (spiffe_id) DO NOTHING RETURNING pk",
                 str(node.spiffe_id),
-                *node_values(node),
+                *node_columns(node),
             )
             if created is None:
                 raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists")
@@ -1016,7 +924,7 @@ class PostgresDataStore:
                 "UPDATE attested_nodes SET attestation_type = $1, serial_number = $2, "
                 "expires_at = $3, new_serial_number = $4, new_expires_at = $5, banned = $6, "
                 "can_reattest = $7, agent_version = $8 WHERE spiffe_id = $9",
-                *node_values(updated),
+                *node_columns(updated),
                 str(node.spiffe_id),
             )
             if "selectors" in fields:
@@ -1060,13 +968,7 @@ class PostgresDataStore:
             rows = await connection.fetch(
                 "SELECT spiffe_id, type, value FROM node_selectors ORDER BY spiffe_id, position"
             )
-        decoder = Decoder()
-        found: dict[SpiffeId, list[Selector]] = {}
-        for spiffe_id, kind, value in rows:
-            found.setdefault(decoder.shared_spiffe_id(spiffe_id), []).append(
-                decoder.selector(kind, value)
-            )
-        return {key: tuple(value) for key, value in found.items()}
+        return await asyncio.to_thread(assemble_node_selectors, rows)
 
     # -- join tokens -----------------------------------------------------------------------------
 

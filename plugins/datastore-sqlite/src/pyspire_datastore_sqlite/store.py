@@ -32,10 +32,6 @@ from pyspire_datastore_sqlite.records import (
     ENTRY_COLUMNS,
     NODE_COLUMNS,
     Row,
-    micros_or_none,
-    node_from_row,
-    node_params,
-    relationship_from_row,
 )
 from pyspire_datastore_sqlite.schema import migrate
 from pyspire_sdk.bundle import Bundle
@@ -83,6 +79,7 @@ from pyspire_sdk.stored_records import (
     appended_bundle,
     assemble_all_entries,
     assemble_entries,
+    assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
     check_mask,
@@ -90,9 +87,13 @@ from pyspire_sdk.stored_records import (
     dedupe,
     duplicate_entry_error,
     from_micros,
+    micros_or_none,
     new_entry_id,
+    node_columns,
+    node_from_row,
     normalize_entry,
     pruned_bundle,
+    relationship_from_row,
     selectors_hash,
     to_micros,
     updated_entry,
@@ -1071,7 +1072,9 @@ class SqliteDataStore:
         )
         decoder = Decoder()
         selectors = await self._node_selectors(connection, decoder, [row[1] for row in rows])
-        nodes = [node_from_row(decoder, row, selectors.get(row[1], ())) for row in rows]
+        nodes = [
+            node_from_row(decoder, row, selectors.get(row[1], ()), from_micros) for row in rows
+        ]
         return [row[0] for row in rows], nodes
 
     async def _node_by_id(
@@ -1098,7 +1101,7 @@ class SqliteDataStore:
                 "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
                 "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
                 "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (str(node.spiffe_id), *node_params(node)),
+                (str(node.spiffe_id), *node_columns(node, to_micros)),
             )
             if node.selectors:
                 await self._replace_node_selectors(connection, node.spiffe_id, node.selectors)
@@ -1147,7 +1150,7 @@ class SqliteDataStore:
                 "UPDATE attested_nodes SET attestation_type = ?, serial_number = ?, "
                 "expires_at = ?, new_serial_number = ?, new_expires_at = ?, banned = ?, "
                 "can_reattest = ?, agent_version = ? WHERE spiffe_id = ?",
-                (*node_params(updated), str(node.spiffe_id)),
+                (*node_columns(updated, to_micros), str(node.spiffe_id)),
             )
             if "selectors" in fields:
                 await self._replace_node_selectors(connection, node.spiffe_id, updated.selectors)
@@ -1187,13 +1190,7 @@ class SqliteDataStore:
             rows = await connection.execute_fetchall(
                 "SELECT spiffe_id, type, value FROM node_selectors ORDER BY spiffe_id, position"
             )
-        decoder = Decoder()
-        found: dict[SpiffeId, list[Selector]] = {}
-        for spiffe_id, kind, value in rows:
-            found.setdefault(decoder.shared_spiffe_id(spiffe_id), []).append(
-                decoder.selector(kind, value)
-            )
-        return {key: tuple(value) for key, value in found.items()}
+        return await asyncio.to_thread(assemble_node_selectors, rows)
 
     # -- join tokens -----------------------------------------------------------------------------
 

@@ -1,0 +1,118 @@
+"""Settings of the ``mysql`` datastore (SPIRE's ``sql`` plugin with ``database_type =
+"mysql"``, under our own name)."""
+
+from __future__ import annotations
+
+__all__ = ["MysqlDataStoreConfig"]
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pyspire_sdk.config import setting
+from pyspire_sdk.errors import ConfigIssue
+
+
+@dataclass(frozen=True, kw_only=True)
+class MysqlDataStoreConfig:
+    """Where the database is, how many connections to keep, how to secure them and how often
+    to look for changes other servers made."""
+
+    connection_string: str = setting(
+        description=(
+            "the database to use: SPIRE's form (`user:password@tcp(host:3306)/db?tls=true`, "
+            "or `unix(/path/to/socket)`) or a URI (`mysql://user:password@host:3306/db`); "
+            "query parameters `tls` (`true`, `skip-verify`, `false`), `timeout` "
+            "(connect timeout, e.g. `5s`) and `parseTime` (accepted, no effect); the database "
+            "must exist; keep the password out of the file with `-expandEnv` and `${VAR}`; "
+            "never logged"
+        ),
+        secret=True,
+    )
+    ro_connection_string: str | None = setting(
+        None,
+        description=(
+            "a read-only replica for reads that tolerate lag (entry, agent, bundle and "
+            "federation listings and counts); same forms as `connection_string`; never logged"
+        ),
+        secret=True,
+    )
+    max_open_conns: int = setting(
+        100, description="the most connections open at once, per connection string"
+    )
+    max_idle_conns: int = setting(
+        2,
+        description=(
+            "connections kept open while idle; a connection released while this many are "
+            "idle is closed"
+        ),
+    )
+    conn_max_lifetime: timedelta = setting(
+        timedelta(0),
+        description="how long a connection may be reused before it is replaced; 0 for no limit",
+    )
+    root_ca_path: Path | None = setting(
+        None,
+        description=(
+            "CA certificates (PEM) that verify the server's certificate; setting it turns TLS "
+            "on, with the server's name checked"
+        ),
+    )
+    client_cert_path: Path | None = setting(
+        None, description="client certificate (PEM) presented to the server; turns TLS on"
+    )
+    client_key_path: Path | None = setting(
+        None, description="private key (PEM) of `client_cert_path`"
+    )
+    statement_timeout: timedelta = setting(
+        timedelta(seconds=30),
+        description=(
+            "longest a statement may run before the server stops it (MariaDB's "
+            "`max_statement_time`, MySQL's `max_execution_time` for reads; the call then fails "
+            "as unavailable); 0 for no limit; migrations run without it"
+        ),
+    )
+    disable_migration: bool = setting(
+        False,
+        description=(
+            "never change the schema: refuse to start unless the database already has the "
+            "schema version this release writes"
+        ),
+    )
+    events_poll_interval: timedelta = setting(
+        timedelta(milliseconds=500),
+        description=(
+            "how often the change event counter and the bundles' write generation are read, so "
+            "changes made through other servers sharing the database reach this one within "
+            "about this long"
+        ),
+    )
+
+    def validate(self) -> Iterable[ConfigIssue]:
+        if not self.connection_string.strip():
+            yield ConfigIssue("connection_string", "must not be empty")
+        if self.ro_connection_string is not None and not self.ro_connection_string.strip():
+            yield ConfigIssue("ro_connection_string", "must not be empty when set")
+        if self.max_open_conns < 1:
+            yield ConfigIssue("max_open_conns", f"must be at least 1, found {self.max_open_conns}")
+        if self.max_idle_conns < 0:
+            yield ConfigIssue(
+                "max_idle_conns", f"must not be negative, found {self.max_idle_conns}"
+            )
+        elif self.max_idle_conns > self.max_open_conns:
+            yield ConfigIssue(
+                "max_idle_conns",
+                f"{self.max_idle_conns} is more than max_open_conns {self.max_open_conns}",
+            )
+        if self.conn_max_lifetime < timedelta(0):
+            yield ConfigIssue("conn_max_lifetime", "must not be negative")
+        if self.statement_timeout < timedelta(0):
+            yield ConfigIssue("statement_timeout", "must not be negative")
+        if self.events_poll_interval <= timedelta(0):
+            yield ConfigIssue("events_poll_interval", "must be positive")
+        if (self.client_cert_path is None) != (self.client_key_path is None):
+            missing = "client_key_path" if self.client_key_path is None else "client_cert_path"
+            yield ConfigIssue(
+                missing, "is required with client_cert_path and client_key_path: set both or none"
+            )

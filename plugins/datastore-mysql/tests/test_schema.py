@@ -1,0 +1,194 @@
+"""Migrations against the real server: once for many servers, idempotent steps, newer schemas
+refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from pyspire_datastore_mysql import SCHEMA_VERSION, MysqlDataStore, MysqlDataStoreConfig
+from pyspire_datastore_mysql.connection import ConnectionTarget
+from pyspire_datastore_mysql.schema import lock_name
+from pyspire_datastore_mysql.session import fetch, open_connection
+from structlog.testing import capture_logs
+
+from pyspire_sdk.errors import PluginError
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.stored_records import SchemaTooNewError
+
+pytestmark = pytest.mark.mysql
+
+ENTRY = RegistrationEntry(
+    spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
+    parent_id=SpiffeId.parse("spiffe://example.org/spire/agent/x"),
+    selectors=(Selector("unix", "uid:1000"),),
+)
+
+
+def _config(dsn: str, **changes: object) -> MysqlDataStoreConfig:
+    return MysqlDataStoreConfig(
+        connection_string=dsn,
+        max_open_conns=2,
+        max_idle_conns=1,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def _opened(
+    dsn: str, host_services: HostServices, **changes: object
+) -> AsyncIterator[MysqlDataStore]:
+    store = MysqlDataStore()
+    try:
+        await store.configure(_config(dsn, **changes), host_services)
+        yield store
+    finally:
+        await store.close()
+
+
+async def _sql(dsn: str, query: str, *args: object) -> list[tuple[Any, ...]]:
+    target = ConnectionTarget.parse("connection_string", dsn)
+    connection = await open_connection(target, None, statement_timeout=0.0, read_only=False)
+    try:
+        return await fetch(connection, query, args)
+    finally:
+        connection.close()
+
+
+async def test_many_servers_starting_at_once_migrate_once(
+    mysql_dsn: str, host_services: HostServices
+) -> None:
+    stores = [MysqlDataStore() for _ in range(6)]
+    with capture_logs() as logs:
+        await asyncio.gather(
+            *(store.configure(_config(mysql_dsn), host_services) for store in stores)
+        )
+    try:
+        migrated = [log for log in logs if log["event"] == "schema migrated"]
+        assert [log["version"] for log in migrated] == list(range(1, SCHEMA_VERSION + 1))
+        opened = [log for log in logs if log["event"] == "datastore opened"]
+        assert len(opened) == 6
+        assert sorted(log["schema_version_found"] for log in opened).count(0) == 1
+        assert await _sql(mysql_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        created = await stores[0].create_entry(ENTRY)
+        assert await stores[5].get_entry(created.id) == created
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_start_waits_for_the_migration_lock(
+    mysql_dsn: str, host_services: HostServices
+) -> None:
+    database = ConnectionTarget.parse("connection_string", mysql_dsn).database
+    target = ConnectionTarget.parse("connection_string", mysql_dsn)
+    holder = await open_connection(target, None, statement_timeout=0.0, read_only=False)
+    try:
+        assert await fetch(holder, "SELECT GET_LOCK(%s, 0)", (lock_name(database, "migrate"),)) == [
+            (1,)
+        ]
+        store = MysqlDataStore()
+        starting = asyncio.create_task(store.configure(_config(mysql_dsn), host_services))
+        await asyncio.sleep(0.5)
+        assert not starting.done()
+        assert await _sql(
+            mysql_dsn,
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
+        ) == [(0,)]
+        await fetch(holder, "SELECT RELEASE_LOCK(%s)", (lock_name(database, "migrate"),))
+        await asyncio.wait_for(starting, timeout=10)
+        await store.close()
+    finally:
+        holder.close()
+
+
+async def test_a_step_cut_short_runs_again_whole(
+    mysql_dsn: str, host_services: HostServices
+) -> None:
+    async with _opened(mysql_dsn, host_services):
+        pass
+    # As a server killed inside step 1 leaves it: some tables made (DDL commits at once), the
+    # version not yet written.
+    await _sql(mysql_dsn, "UPDATE schema_version SET version = 0")
+    await _sql(mysql_dsn, "DROP TABLE change_event_counter")
+    await _sql(mysql_dsn, "DELETE FROM object_locks WHERE slot > 10")
+    async with _opened(mysql_dsn, host_services) as store:
+        assert await store.last_change_event_id() == 0
+        await store.create_entry(ENTRY)
+        assert await store.last_change_event_id() == 1
+    assert await _sql(mysql_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM object_locks") == [(512,)]
+
+
+async def test_a_newer_schema_is_refused_and_left_alone(
+    mysql_dsn: str, host_services: HostServices
+) -> None:
+    async with _opened(mysql_dsn, host_services) as store:
+        await store.create_entry(ENTRY)
+    await _sql(mysql_dsn, "UPDATE schema_version SET version = %s", SCHEMA_VERSION + 1)
+    with pytest.raises(SchemaTooNewError) as raised:
+        async with _opened(mysql_dsn, host_services):
+            pass
+    message = str(raised.value)
+    assert f"schema version {SCHEMA_VERSION + 1}" in message
+    assert "connection_string" in message
+    assert await _sql(mysql_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION + 1,)]
+    assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
+
+
+async def test_disable_migration_needs_a_current_schema(
+    mysql_dsn: str, host_services: HostServices
+) -> None:
+    with pytest.raises(PluginError, match="disable_migration"):
+        async with _opened(mysql_dsn, host_services, disable_migration=True):
+            pass
+    assert await _sql(
+        mysql_dsn,
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
+    ) == [(0,)]
+    async with _opened(mysql_dsn, host_services):
+        pass
+    async with _opened(mysql_dsn, host_services, disable_migration=True) as store:
+        assert await store.count_entries() == 0
+
+
+async def test_reopening_keeps_everything(mysql_dsn: str, host_services: HostServices) -> None:
+    async with _opened(mysql_dsn, host_services) as store:
+        entry = await store.create_entry(ENTRY)
+        await store.set_ca_journal("journal", b"blob")
+        last = await store.last_change_event_id()
+    async with _opened(mysql_dsn, host_services) as store:
+        assert await store.get_entry(entry.id) == entry
+        assert await store.get_ca_journal("journal") == b"blob"
+        assert await store.last_change_event_id() == last
+
+
+async def test_a_missing_database_is_named(mysql_server: str, host_services: HostServices) -> None:
+    with pytest.raises(PluginError, match="pyspire_no_such_database") as raised:
+        async with _opened(f"{mysql_server}pyspire_no_such_database", host_services):
+            pass
+    assert "connection_string" in str(raised.value)
+
+
+async def test_errors_and_logs_never_show_the_password(host_services: HostServices) -> None:
+    dsn = "root:Sup3r-Secret@tcp(127.0.0.1:1)/test"
+    with capture_logs() as logs, pytest.raises(PluginError) as raised:
+        async with _opened(dsn, host_services):
+            pass
+    assert "Sup3r-Secret" not in str(raised.value)
+    assert "root:***@tcp(127.0.0.1:1)/test" in str(raised.value)
+    assert "connection_string" in str(raised.value)
+    assert "Sup3r-Secret" not in repr(logs)
+
+
+async def test_uri_connection_strings_work(mysql_dsn: str, host_services: HostServices) -> None:
+    database = ConnectionTarget.parse("connection_string", mysql_dsn).database
+    async with _opened(f"mysql://root@127.0.0.1:3306/{database}", host_services) as store:
+        await store.create_entry(ENTRY)
+    assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
