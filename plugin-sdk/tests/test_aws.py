@@ -17,6 +17,7 @@ from pyspire_sdk.aws import (
     AwsClients,
     aws_call,
     aws_client,
+    key_pair_issues,
 )
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError
 from pyspire_sdk.testing.aws import MotoServer
@@ -46,6 +47,16 @@ def test_static_keys_need_both_halves_and_take_the_environment_token(
     given = AwsAccess(access_key_id="AKID", secret_access_key="s", session_token="given")
     assert given.static_credentials()["aws_session_token"] == "given"
     assert "given" not in repr(given)
+
+
+def test_a_key_pair_is_both_halves_or_neither() -> None:
+    assert list(key_pair_issues("", "")) == []
+    assert list(key_pair_issues("AKID", "s")) == []
+    (alone,) = key_pair_issues("AKID", "")
+    assert alone.path == "secret_access_key"
+    assert "missing secret access key" in alone.message
+    (alone,) = key_pair_issues("", "s")
+    assert alone.path == "access_key_id"
 
 
 async def test_an_assumed_role_acts_in_its_account(aws: MotoServer) -> None:

@@ -30,12 +30,13 @@ __all__ = [
     "AwsClients",
     "aws_call",
     "aws_client",
+    "key_pair_issues",
 ]
 
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ from typing import Any, TypeVar
 
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import (
+    ConfigIssue,
     InvalidArgumentError,
     PermissionDeniedError,
     PyspireError,
@@ -115,6 +117,19 @@ class AwsAccess:
         if token:
             credentials["aws_session_token"] = token
         return credentials
+
+
+def key_pair_issues(access_key_id: str, secret_access_key: str) -> Iterator[ConfigIssue]:
+    """SPIRE's rule for the ``access_key_id`` and ``secret_access_key`` settings of an AWS
+    plugin: both or neither (one half alone would silently fall back to the default chain)."""
+    if access_key_id and not secret_access_key:
+        yield ConfigIssue(
+            "secret_access_key", "configuration missing secret access key, but has access key id"
+        )
+    if secret_access_key and not access_key_id:
+        yield ConfigIssue(
+            "access_key_id", "configuration missing access key id, but has secret access key"
+        )
 
 
 @functools.cache
