@@ -405,7 +405,7 @@ TEST_PLUGINS = HERE.parent / "testplugins" / "pyspire_testplugins"
 
 def install_test_plugins(site: Path) -> Path:
     """Install the test plugins (``testplugins/pyspire_testplugins``: the ``journal`` notifier,
-    the ``file`` bundle publisher, the ``shaping`` credential composer) into ``site`` as the
+    the ``journal_file`` bundle publisher, the ``shaping`` credential composer) into ``site`` as the
     distribution ``pyspire-testplugins``; a process with ``site`` on its ``PYTHONPATH`` finds
     them through their entry points. Returns ``site``."""
     from pyspire_sdk.testing.distributions import install_distribution
@@ -416,7 +416,7 @@ def install_test_plugins(site: Path) -> Path:
         "pyspire-testplugins",
         {
             "journal": "pyspire_testplugins.notifier",
-            "file": "pyspire_testplugins.publisher",
+            "journal_file": "pyspire_testplugins.publisher",
             "shaping": "pyspire_testplugins.composer",
         },
         packages=[TEST_PLUGINS],

@@ -2,10 +2,10 @@
 each a plugin installed as a distribution and found through its entry point.
 
 The test plugins (``testplugins/pyspire_testplugins``) write what happens to them into files:
-the ``journal`` notifier every event, the ``file`` publisher every publish (failing the first
-of each, so the retry shows), and the ``shaping`` composer marks every credential with the kind
-of credential it composed (``OU=<kind>`` and an extension). The real ``uniqueid`` composer runs
-after it. One server and one agent serve the module; every wait is bounded.
+the ``journal`` notifier every event, the ``journal_file`` publisher every publish (failing the
+first of each, so the retry shows), and the ``shaping`` composer marks every credential with the
+kind of credential it composed (``OU=<kind>`` and an extension). The real ``uniqueid`` composer
+runs after it. One server and one agent serve the module; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def plugin_tables(root: Path, *, refuse_start: str = "") -> str:
 journal_path = "{root / "notifier.jsonl"}"
 fail_updates = 1
 {refuse}
-[server.plugins.bundle_publisher.file]
+[server.plugins.bundle_publisher.journal_file]
 bundle_path = "{root / "published.json"}"
 journal_path = "{root / "publisher.jsonl"}"
 fail_first = 1

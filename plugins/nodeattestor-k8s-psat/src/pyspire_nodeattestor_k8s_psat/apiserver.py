@@ -1,11 +1,11 @@
 """The three Kubernetes API calls ``k8s_psat`` makes, through kubernetes_asyncio.
 
 SPIRE's ``apiserver.Client``: create a TokenReview (``authentication.k8s.io/v1``), read a pod,
-read a node. The client comes from ``kube_config_file`` (or the in-cluster configuration when
-it is empty) and is built again when the file changes, so rotated credentials are picked up
-as SPIRE picks them up by reloading it. kubernetes_asyncio is imported only when a cluster is
-configured: it is a large package, and an agent or a server without ``k8s_psat`` configured
-should not pay for it.
+read a node. The client (the SDK's :mod:`pyspire_sdk.kubernetes`) comes from
+``kube_config_file`` (or the in-cluster configuration when it is empty) and is built again when
+the file changes, so rotated credentials are picked up as SPIRE picks them up by reloading it.
+kubernetes_asyncio is imported only when a cluster is configured: it is a large package,
+and an agent or a server without ``k8s_psat`` configured should not pay for it.
 
 Every call is bounded by :data:`CALL_TIMEOUT`; failures raise
 :class:`~pyspire_sdk.errors.UnavailableError` naming the call and the HTTP status, never the
@@ -17,13 +17,13 @@ from __future__ import annotations
 __all__ = ["CALL_TIMEOUT", "KubernetesApi", "Node", "Pod", "TokenReviewStatus"]
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspire_sdk.errors import PluginError, UnavailableError
+from pyspire_sdk.errors import UnavailableError
+from pyspire_sdk.kubernetes import KubernetesClient
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -61,84 +61,30 @@ class Node:
     labels: Mapping[str, str]
 
 
-def _read_kube_config(path: Path) -> tuple[float, Any]:
-    import yaml  # type: ignore[import-untyped]  # kubernetes_asyncio's own dependency
-
-    mtime = path.stat().st_mtime
-    with path.open(encoding="utf-8") as handle:
-        return mtime, yaml.safe_load(handle)
-
-
 class KubernetesApi:
-    """One cluster's API server."""
+    """One cluster's API server, reached through the SDK's
+    :class:`~pyspire_sdk.kubernetes.KubernetesClient` (kubeconfig read again when it changes,
+    or the in-cluster account)."""
 
     def __init__(self, cluster: str, kube_config_file: str) -> None:
         self._cluster = cluster
-        self._path = Path(kube_config_file) if kube_config_file else None
-        self._client: ApiClient | None = None
-        self._loaded_mtime: float | None = None
-        self._lock = asyncio.Lock()
+        self._connection = KubernetesClient(
+            f"k8s_psat: cluster {cluster!r}",
+            Path(kube_config_file) if kube_config_file else None,
+            config_key="kube_config_file",
+        )
 
     async def open(self) -> None:
         """Build the client now, so a configuration that cannot work fails at start."""
-        await self._api_client()
+        await self._connection.open()
 
     async def close(self) -> None:
         """Close the client's connections."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        await self._connection.close()
 
     async def _api_client(self) -> ApiClient:
-        async with self._lock:
-            if self._path is None:
-                if self._client is None:
-                    self._client = await self._in_cluster()
-                return self._client
-            try:
-                mtime = await asyncio.to_thread(lambda: os.stat(self._path).st_mtime)  # type: ignore[arg-type]
-            except OSError as error:
-                if self._client is not None:
-                    return self._client
-                raise PluginError(
-                    f"k8s_psat: cluster {self._cluster!r}: kube_config_file "
-                    f"{str(self._path)!r} cannot be read: {error.strerror}"
-                ) from None
-            if self._client is None or mtime != self._loaded_mtime:
-                fresh = await self._from_file(self._path)
-                if self._client is not None:
-                    await self._client.close()
-                self._client, self._loaded_mtime = fresh, mtime
-            return self._client
-
-    async def _from_file(self, path: Path) -> ApiClient:
-        from kubernetes_asyncio import config
-        from kubernetes_asyncio.config import ConfigException
-
-        try:
-            _, document = await asyncio.to_thread(_read_kube_config, path)
-            return await config.new_client_from_config_dict(config_dict=document)
-        except (OSError, ValueError, ConfigException) as error:
-            raise PluginError(
-                f"k8s_psat: cluster {self._cluster!r}: kube_config_file {str(path)!r} is not "
-                f"usable: {error}"
-            ) from None
-
-    async def _in_cluster(self) -> ApiClient:
-        from kubernetes_asyncio import client, config
-        from kubernetes_asyncio.config import ConfigException
-
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        except ConfigException as error:
-            raise PluginError(
-                f"k8s_psat: cluster {self._cluster!r} has no kube_config_file and the server "
-                f"is not in a cluster: {error}"
-            ) from None
-        return client.ApiClient(configuration)
+        client: ApiClient = await self._connection.api_client()
+        return client
 
     async def _call(self, what: str, call: Any) -> Any:
         from kubernetes_asyncio.client.exceptions import ApiException

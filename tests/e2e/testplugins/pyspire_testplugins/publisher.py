@@ -1,4 +1,4 @@
-"""The ``file`` bundle publisher: writes the bundle as a SPIFFE bundle document and journals
+"""The ``journal_file`` bundle publisher: writes the bundle as a SPIFFE bundle document and journals
 every publish; may fail the first few."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class FilePublisher:
 def pyspire_bundle_publishers() -> list[PluginRegistration[Any, BundlePublisher]]:
     return [
         PluginRegistration(
-            name="file",
+            name="journal_file",
             config_type=FilePublisherConfig,
             factory=FilePublisher,
             description="writes the bundle to a file (tests only)",
