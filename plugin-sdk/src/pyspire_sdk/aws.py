@@ -66,6 +66,10 @@ REFUSALS: Mapping[str, type[PyspireError]] = {
             "UnrecognizedClientException",
             "InvalidSignatureException",
             "ExpiredTokenException",
+            # S3's names for the same refusals.
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
         ),
         PermissionDeniedError,
     ),
