@@ -165,6 +165,7 @@ def _aws_error(status: int, code: str) -> web.Response:
     [
         ("AccessDenied", PermissionDeniedError),
         ("ExpiredTokenException", PermissionDeniedError),
+        ("InvalidAccessKeyId", PermissionDeniedError),
         ("ValidationException", InvalidArgumentError),
         ("Throttling", AwsCallError),
     ],

@@ -6,7 +6,8 @@ session token, else ``AWS_SESSION_TOKEN``), else the SDK's default chain (enviro
 files, the instance's role); with ``assume_role_arn`` those credentials only assume the role
 through STS, and the role's fresh temporary credentials make the calls (so a client made for
 each use never holds expired credentials); ``endpoint`` (else ``AWS_ENDPOINT_URL`` and the
-per-service variables every AWS SDK reads) points the calls elsewhere. :func:`aws_client`
+per-service variables every AWS SDK reads) points the calls elsewhere; a plugin's settings
+check the key pair by :func:`key_pair_issues`. :func:`aws_client`
 makes a client for one use; :class:`AwsClients` keeps clients for a plugin's lifetime and makes
 them again :data:`RENEW_BEFORE` an assumed role's credentials expire (by the injected clock).
 :func:`aws_call` bounds one call by :data:`CALL_TIMEOUT` and turns what botocore raises into
