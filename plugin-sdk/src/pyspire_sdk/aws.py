@@ -1,8 +1,8 @@
 """AWS clients for plugins, through aiobotocore: credentials as SPIRE's AWS plugins take
 them, one bound per call, failures as SDK errors.
 
-:class:`AwsAccess` says how to reach a service: static keys when both halves are set (with a
-session token, else ``AWS_SESSION_TOKEN``), else the SDK's default chain (environment, shared
+:class:`AwsAccess` says how to reach a service: static keys when both halves are set (with
+``session_token`` if given), else the SDK's default chain (environment, shared
 files, the instance's role); with ``assume_role_arn`` those credentials only assume the role
 through STS, and the role's fresh temporary credentials make the calls (so a client made for
 each use never holds expired credentials); ``endpoint`` (else ``AWS_ENDPOINT_URL`` and the
@@ -36,7 +36,6 @@ __all__ = [
 
 import asyncio
 import functools
-import os
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -118,9 +117,8 @@ class AwsAccess:
             "aws_access_key_id": self.access_key_id,
             "aws_secret_access_key": self.secret_access_key,
         }
-        token = self.session_token or os.environ.get("AWS_SESSION_TOKEN", "")
-        if token:
-            credentials["aws_session_token"] = token
+        if self.session_token:
+            credentials["aws_session_token"] = self.session_token
         return credentials
 
 
