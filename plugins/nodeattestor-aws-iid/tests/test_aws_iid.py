@@ -505,13 +505,13 @@ async def test_assumed_role_clients_are_made_again_before_their_credentials_expi
     session = AwsSession(AwsSettings(assume_role="spire-server-delegate"), clock)
     try:
         await session.instance(instance.account_id, instance.region, instance.instance_id)
-        first = session._clients[(instance.account_id, instance.region)]
+        first = await session._client("ec2", instance.account_id, instance.region)
         await clock.advance(timedelta(minutes=50))
         await session.instance(instance.account_id, instance.region, instance.instance_id)
-        assert session._clients[(instance.account_id, instance.region)] is first
+        assert await session._client("ec2", instance.account_id, instance.region) is first
         await clock.advance(timedelta(minutes=6))
         await session.instance(instance.account_id, instance.region, instance.instance_id)
-        assert session._clients[(instance.account_id, instance.region)] is not first
+        assert await session._client("ec2", instance.account_id, instance.region) is not first
     finally:
         await session.close()
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pyspire_upstreamauthority_awssecret import AwsSecretUpstreamAuthority, AwsSecretUpstreamConfig
 from pyspire_upstreamauthority_awssecret.plugin import pyspire_upstream_authorities
+from pyspire_upstreamauthority_awssecret.upstream import _access
 from structlog.testing import capture_logs
 
 from pyspire_sdk.config import load_config
@@ -270,6 +271,18 @@ async def test_static_keys_are_used_and_never_logged(
     assert token not in repr(logs)
     assert secret_key not in repr(config)
     assert token not in repr(config)
+
+
+def test_configured_keys_take_the_environment_token_unless_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPIRE's awssecret reads AWS_SESSION_TOKEN when `secret_token` is empty."""
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-env")
+    keys = {"access_key_id": "AKID", "secret_access_key": "s"}
+    base = AwsSecretUpstreamConfig(cert_file_arn="c", key_file_arn="k", **keys)
+    assert _access(base).static_credentials()["aws_session_token"] == "from-env"
+    given = AwsSecretUpstreamConfig(cert_file_arn="c", key_file_arn="k", secret_token="t", **keys)
+    assert _access(given).static_credentials()["aws_session_token"] == "t"
 
 
 async def test_a_binary_secret_is_refused_naming_the_setting(

@@ -7,6 +7,7 @@ __all__ = ["PLUGIN_NAME", "AwsS3Config"]
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pyspire_sdk.aws import key_pair_issues
 from pyspire_sdk.bundle_formats import BundleFormat
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
@@ -45,11 +46,6 @@ class AwsS3Config:
         for key in ("region", "bucket", "object_key"):
             if not getattr(self, key).strip():
                 yield ConfigIssue(key, "must not be empty")
-        if bool(self.access_key_id) != bool(self.secret_access_key):
-            yield ConfigIssue(
-                "access_key_id" if not self.access_key_id else "secret_access_key",
-                "must be set together with "
-                + ("secret_access_key" if not self.access_key_id else "access_key_id"),
-            )
+        yield from key_pair_issues(self.access_key_id, self.secret_access_key)
         if self.endpoint and not self.endpoint.startswith(("https://", "http://")):
             yield ConfigIssue("endpoint", "must be an http:// or https:// URL")

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyspire_sdk.aws import key_pair_issues
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 
@@ -66,15 +67,7 @@ class AwsKmsKeyManagerConfig:
                 "key_identifier_value",
                 "may hold only letters, digits, '-' and '_' (it becomes part of a KMS alias)",
             )
-        if self.access_key_id and not self.secret_access_key:
-            yield ConfigIssue(
-                "secret_access_key",
-                "configuration missing secret access key, but has access key id",
-            )
-        if self.secret_access_key and not self.access_key_id:
-            yield ConfigIssue(
-                "access_key_id", "configuration missing access key id, but has secret access key"
-            )
+        yield from key_pair_issues(self.access_key_id, self.secret_access_key)
 
 
 def _is_alias_safe(value: str) -> bool:

@@ -1,35 +1,36 @@
-"""The KMS calls the key manager makes, through aiobotocore, and nothing else.
+"""The KMS calls the key manager makes, through :mod:`pyspire_sdk.aws`, and nothing else.
 
 One client per key manager, made at configure and closed with it. Each call is bounded by
-:data:`CALL_TIMEOUT` and made once (botocore's own retries are off): a failed signature is
-retried by whoever asked for it, by the one backoff policy. SDK failures become
-:class:`UnavailableError` naming the call; a key or alias KMS does not know becomes
-:class:`NotFoundError`. ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_KMS``) points the calls
-elsewhere, as for every AWS SDK. aiobotocore is imported when the client is made, so merely
-registering the plugin does not load it.
+:data:`~pyspire_sdk.aws.CALL_TIMEOUT` and made once (botocore's own retries are off): a failed
+signature is retried by whoever asked for it, by the one backoff policy. SDK failures become
+:class:`~pyspire_sdk.aws.AwsCallError` (an :class:`UnavailableError`) naming the call; a key
+or alias KMS does not know becomes :class:`NotFoundError`. ``AWS_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL_KMS``) points the calls elsewhere, as for every AWS SDK. aiobotocore is
+imported when the client is made, so merely registering the plugin does not load it.
 """
 
 from __future__ import annotations
 
-__all__ = ["CALL_TIMEOUT", "PENDING_WINDOW_DAYS", "AliasEntry", "KeyDetails", "KmsClient"]
+__all__ = ["PENDING_WINDOW_DAYS", "AliasEntry", "KeyDetails", "KmsClient"]
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pyspire_sdk.errors import AlreadyExistsError, NotFoundError, UnavailableError
-
-CALL_TIMEOUT = 20.0
-"""Seconds one KMS call may take."""
+from pyspire_sdk.aws import AwsAccess, AwsClients, aws_call
+from pyspire_sdk.errors import AlreadyExistsError, NotFoundError, PyspireError, UnavailableError
 
 PENDING_WINDOW_DAYS = 7
 """Days between scheduling a key's deletion and its deletion (the shortest KMS allows)."""
 
 T = TypeVar("T")
+
+_ERRORS: Mapping[str, type[PyspireError]] = {
+    "NotFoundException": NotFoundError,
+    "AlreadyExistsException": AlreadyExistsError,
+}
 
 
 @dataclass(frozen=True)
@@ -51,73 +52,29 @@ class KeyDetails:
     state: str
 
 
-def _details(error: BaseException) -> Mapping[str, Any]:
-    response = getattr(error, "response", None)
-    details = response.get("Error", {}) if isinstance(response, Mapping) else {}
-    return details if isinstance(details, Mapping) else {}
-
-
-def _reason(error: BaseException) -> str:
-    details = _details(error)
-    code = str(details.get("Code", "") or type(error).__name__)
-    message = details.get("Message", "") if details else str(error)
-    return f"{code}: {message}" if message else code
-
-
 class KmsClient:
     """A KMS client of one region with the configured (or the default chain's) credentials."""
 
     def __init__(self, region: str, access_key_id: str, secret_access_key: str) -> None:
-        self._region = region
-        self._credentials: dict[str, str] = {}
-        if access_key_id:
-            self._credentials = {
-                "aws_access_key_id": access_key_id,
-                "aws_secret_access_key": secret_access_key,
-            }
-        self._stack = AsyncExitStack()
+        self._access = AwsAccess(
+            region=region, access_key_id=access_key_id, secret_access_key=secret_access_key
+        )
+        self._clients = AwsClients()
         self._client: Any = None
 
     async def open(self) -> None:
         """Make the client (loads aiobotocore)."""
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
-
-        config = AioConfig(
-            connect_timeout=5,
-            read_timeout=CALL_TIMEOUT,
-            retries={"max_attempts": 1, "mode": "standard"},
-        )
-        self._client = await self._stack.enter_async_context(
-            get_session().create_client(
-                "kms", region_name=self._region, config=config, **self._credentials
-            )
-        )
+        self._client = await self._clients.client("kms", self._access)
 
     async def close(self) -> None:
         """Close the client."""
         self._client = None
-        await self._stack.aclose()
+        await self._clients.close()
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         if self._client is None:
             raise UnavailableError(f"failed to {what}: the kms client is closed")
-        try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                return await call()
-        except TimeoutError:
-            raise UnavailableError(f"failed to {what}: timed out after {CALL_TIMEOUT:g}s") from None
-        except ClientError as error:
-            code = _details(error).get("Code")
-            if code == "NotFoundException":
-                raise NotFoundError(f"failed to {what}: {_reason(error)}") from None
-            if code == "AlreadyExistsException":
-                raise AlreadyExistsError(f"failed to {what}: {_reason(error)}") from None
-            raise UnavailableError(f"failed to {what}: {_reason(error)}") from None
-        except BotoCoreError as error:
-            raise UnavailableError(f"failed to {what}: {_reason(error)}") from None
+        return await aws_call(what, call(), _ERRORS)
 
     async def create_key(
         self, key_spec: str, description: str, policy: str | None, tags: Mapping[str, str]

@@ -1,11 +1,11 @@
 """The AWS calls of the server half: EC2 DescribeInstances, IAM GetInstanceProfile, STS
-AssumeRole, through aiobotocore.
+AssumeRole, through :mod:`pyspire_sdk.aws`.
 
-Clients are made per account and region, as SPIRE's server makes them, and kept: with
-``assume_role`` their credentials come from assuming
-``arn:<partition>:iam::<account>:role/<assume_role>`` and the clients are made again five
-minutes before those expire (by the injected clock); without it, from ``access_key_id`` and
-``secret_access_key`` or else the SDK's default chain (environment, shared files, the
+Clients are made per account and region, as SPIRE's server makes them, and kept
+(:class:`~pyspire_sdk.aws.AwsClients`): with ``assume_role`` their credentials come from
+assuming ``arn:<partition>:iam::<account>:role/<assume_role>`` and the clients are made again
+five minutes before those expire (by the injected clock); without it, from ``access_key_id``
+and ``secret_access_key`` or else the SDK's default chain (environment, shared files, the
 instance's role). Each call is bounded by 20 s (SPIRE's) and made once: botocore's own
 retries are off, since the agent retries the whole attestation by the one backoff policy.
 ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_EC2`` and so on) point the calls elsewhere, as
@@ -16,22 +16,17 @@ from __future__ import annotations
 
 __all__ = ["AwsSession", "AwsSettings", "Ec2Instance"]
 
-import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
+from pyspire_sdk.aws import AwsAccess, AwsCallError, AwsClients, aws_call
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.errors import PermissionDeniedError, UnavailableError
+from pyspire_sdk.errors import PermissionDeniedError
 
-CALL_TIMEOUT = 20.0
-_RENEW_BEFORE = timedelta(minutes=5)
 _NOT_FOUND = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed")
 _STATES = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,159 +93,50 @@ class Ec2Instance:
         )
 
 
-@dataclass
-class _Clients:
-    ec2: Any
-    iam: Any
-    stack: AsyncExitStack
-    expires_at: datetime | None
-
-
-@functools.cache
-def _shared_session() -> Any:
-    """One botocore session per process: it caches the service models, which take about a
-    second to load (EC2's is large), for every client made later."""
-    from aiobotocore.session import get_session
-
-    return get_session()
-
-
-def _error_code(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    details = response.get("Error", {}) if isinstance(response, Mapping) else {}
-    return str(details.get("Code", "") or type(error).__name__)
-
-
-def _reason(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    details = response.get("Error", {}) if isinstance(response, Mapping) else {}
-    message = details.get("Message", "") if details else str(error)
-    return f"{_error_code(error)}: {message}" if message else _error_code(error)
-
-
 class AwsSession:
     """EC2 and IAM clients per (account, region), made on first use and closed by
     :meth:`close`."""
 
     def __init__(self, settings: AwsSettings, clock: Clock) -> None:
         self._settings = settings
-        self._clock = clock
-        self._clients: dict[tuple[str, str], _Clients] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._session: Any = None
-        self._config: Any = None
+        self._clients = AwsClients(clock)
 
     async def close(self) -> None:
         """Close every client."""
-        clients, self._clients = self._clients, {}
-        for entry in clients.values():
-            await entry.stack.aclose()
+        await self._clients.close()
 
-    def _botocore(self) -> tuple[Any, Any]:
-        if self._session is None:
-            from aiobotocore.config import AioConfig
-
-            self._session = _shared_session()
-            self._config = AioConfig(
-                connect_timeout=5,
-                read_timeout=CALL_TIMEOUT,
-                retries={"max_attempts": 1, "mode": "standard"},
-            )
-        return self._session, self._config
-
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``call`` bounded by :data:`CALL_TIMEOUT`; SDK failures become
-        :class:`UnavailableError` naming ``what``."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                return await call()
-        except TimeoutError:
-            raise UnavailableError(f"failed to {what}: timed out after {CALL_TIMEOUT:g}s") from None
-        except (ClientError, BotoCoreError) as error:
-            raise UnavailableError(f"failed to {what}: {_reason(error)}") from error
-
-    async def _credentials(self, account_id: str, region: str) -> tuple[dict[str, Any], Any]:
-        """Keyword arguments naming the credentials for ``account_id``, and when they expire."""
+    def access(self, account_id: str, region: str) -> AwsAccess:
+        """How the calls for ``account_id``'s ``region`` reach AWS."""
         settings = self._settings
-        static: dict[str, Any] = {}
-        if settings.access_key_id:
-            static = {
-                "aws_access_key_id": settings.access_key_id,
-                "aws_secret_access_key": settings.secret_access_key,
-            }
-        if not settings.assume_role:
-            return static, None
-        session, config = self._botocore()
-        arn = settings.role_arn(account_id)
+        return AwsAccess(
+            region=region,
+            access_key_id=settings.access_key_id,
+            secret_access_key=settings.secret_access_key,
+            assume_role_arn=settings.role_arn(account_id) if settings.assume_role else "",
+            session_name="pyspire-aws-iid",
+        )
 
-        async def assume() -> Any:
-            async with session.create_client(
-                "sts", region_name=region, config=config, **static
-            ) as sts:
-                return await sts.assume_role(RoleArn=arn, RoleSessionName="pyspire-aws-iid")
-
-        from botocore.exceptions import ClientError
-
+    async def _client(self, service: str, account_id: str, region: str) -> Any:
+        """The kept client; a role the node's account does not let the server assume is
+        :class:`PermissionDeniedError`."""
         try:
-            answer = await self._call(f"assume role {arn}", assume)
-        except UnavailableError as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and _error_code(cause) == "AccessDenied":
+            return await self._clients.client(service, self.access(account_id, region))
+        except AwsCallError as error:
+            if error.code == "AccessDenied":
                 raise PermissionDeniedError(str(error)) from None
             raise
-        issued = answer["Credentials"]
-        assumed = {
-            "aws_access_key_id": issued["AccessKeyId"],
-            "aws_secret_access_key": issued["SecretAccessKey"],
-            "aws_session_token": issued["SessionToken"],
-        }
-        return assumed, issued.get("Expiration")
-
-    async def _clients_for(self, account_id: str, region: str) -> _Clients:
-        key = (account_id, region)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            entry = self._clients.get(key)
-            now = self._clock.now()
-            if entry is not None and (
-                entry.expires_at is None or now < entry.expires_at - _RENEW_BEFORE
-            ):
-                return entry
-            if entry is not None:
-                del self._clients[key]
-                await entry.stack.aclose()
-            credentials, expires_at = await self._credentials(account_id, region)
-            session, config = self._botocore()
-            stack = AsyncExitStack()
-            try:
-                ec2 = await stack.enter_async_context(
-                    session.create_client("ec2", region_name=region, config=config, **credentials)
-                )
-                iam = await stack.enter_async_context(
-                    session.create_client("iam", region_name=region, config=config, **credentials)
-                )
-            except BaseException:
-                await stack.aclose()
-                raise
-            entry = _Clients(ec2=ec2, iam=iam, stack=stack, expires_at=expires_at)
-            self._clients[key] = entry
-            return entry
 
     async def instance(self, account_id: str, region: str, instance_id: str) -> Ec2Instance:
         """The instance, pending or running, as EC2 describes it in ``account_id``'s
         ``region``; :class:`PermissionDeniedError` when EC2 does not know it there."""
-        clients = await self._clients_for(account_id, region)
-        from botocore.exceptions import ClientError
-
+        ec2 = await self._client("ec2", account_id, region)
         try:
-            answer = await self._call(
+            answer = await aws_call(
                 "describe instance",
-                lambda: clients.ec2.describe_instances(InstanceIds=[instance_id], Filters=_STATES),
+                ec2.describe_instances(InstanceIds=[instance_id], Filters=_STATES),
             )
-        except UnavailableError as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and _error_code(cause) in _NOT_FOUND:
+        except AwsCallError as error:
+            if error.code in _NOT_FOUND:
                 raise PermissionDeniedError(
                     f'instance "{instance_id}" was not found in EC2 (account "{account_id}", '
                     f'region "{region}")'
@@ -269,10 +155,9 @@ class AwsSession:
         self, account_id: str, region: str, profile_name: str
     ) -> tuple[str, ...]:
         """The ARNs of the roles of the instance profile ``profile_name``."""
-        clients = await self._clients_for(account_id, region)
-        answer = await self._call(
-            "get instance profile",
-            lambda: clients.iam.get_instance_profile(InstanceProfileName=profile_name),
+        iam = await self._client("iam", account_id, region)
+        answer = await aws_call(
+            "get instance profile", iam.get_instance_profile(InstanceProfileName=profile_name)
         )
         roles = (answer.get("InstanceProfile") or {}).get("Roles", [])
         return tuple(role["Arn"] for role in roles if role.get("Arn"))

@@ -33,6 +33,7 @@ from pyspire_nodeattestor_aws_iid.identity import (
 )
 from pyspire_nodeattestor_aws_iid.signature import AwsCertificates, verify_document
 from pyspire_sdk.agent_path import AgentPathTemplate
+from pyspire_sdk.aws import key_pair_issues
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import (
     ConfigIssue,
@@ -112,15 +113,7 @@ class ServerAwsIidConfig:
                 "AWS's public certificates are required: set certificate_path or "
                 "region_certificate_paths",
             )
-        if self.access_key_id and not self.secret_access_key:
-            yield ConfigIssue(
-                "secret_access_key",
-                "configuration missing secret access key, but has access key id",
-            )
-        if self.secret_access_key and not self.access_key_id:
-            yield ConfigIssue(
-                "access_key_id", "configuration missing access key id, but has secret access key"
-            )
+        yield from key_pair_issues(self.access_key_id, self.secret_access_key)
         try:
             AgentPathTemplate.parse(self.agent_path_template, TEMPLATE_FIELDS)
         except InvalidArgumentError as error:

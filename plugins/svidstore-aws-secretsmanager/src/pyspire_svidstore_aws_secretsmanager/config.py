@@ -7,6 +7,7 @@ __all__ = ["SecretsManagerConfig"]
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pyspire_sdk.aws import key_pair_issues
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 
@@ -37,12 +38,4 @@ class SecretsManagerConfig:
     def validate(self) -> Iterator[ConfigIssue]:
         if not self.region:
             yield ConfigIssue("region", "region is required")
-        if self.access_key_id and not self.secret_access_key:
-            yield ConfigIssue(
-                "secret_access_key",
-                "configuration missing secret access key, but has access key id",
-            )
-        if self.secret_access_key and not self.access_key_id:
-            yield ConfigIssue(
-                "access_key_id", "configuration missing access key id, but has secret access key"
-            )
+        yield from key_pair_issues(self.access_key_id, self.secret_access_key)

@@ -8,16 +8,17 @@ A delete describes the secret too: an unknown one is done, a tagged one is sched
 deletion with a recovery window of 7 days. A secret without the tag is never touched: it is
 not ours. The store never reads a secret's value, so it needs no read permission.
 
-One client per store, made at the first call (aiobotocore is imported then) and closed by
-:meth:`close`. Each call is bounded by 20 s and made once (botocore's own retries are off):
-the agent retries a failed put or delete by the one backoff policy. ``AWS_ENDPOINT_URL``
-points the calls elsewhere, as for every AWS SDK.
+One client per store, made at the first call by :mod:`pyspire_sdk.aws` (aiobotocore is
+imported then) and closed by :meth:`close`. Each call is bounded by 20 s and made once
+(botocore's own retries are off): the agent retries a failed put or delete by the one backoff
+policy. Credentials AWS refuses, or a request it finds malformed, are errors no retry cures
+(:data:`~pyspire_sdk.aws.REFUSALS`). ``AWS_ENDPOINT_URL`` points the calls elsewhere, as for
+every AWS SDK.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "CALL_TIMEOUT",
     "PLUGIN_NAME",
     "RECOVERY_WINDOW_DAYS",
     "SPIRE_TAG",
@@ -25,20 +26,14 @@ __all__ = [
 ]
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from pyspire_sdk.errors import (
-    InvalidArgumentError,
-    PermissionDeniedError,
-    PluginError,
-    UnavailableError,
-)
+from pyspire_sdk.aws import REFUSALS, AwsAccess, AwsCallError, AwsClients, aws_call
+from pyspire_sdk.errors import InvalidArgumentError, PluginError, UnavailableError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.svid_store import StoredSvid
 from pyspire_svidstore_aws_secretsmanager.config import SecretsManagerConfig
@@ -53,42 +48,9 @@ SPIRE_TAG = ("spire-svid", "true")
 RECOVERY_WINDOW_DAYS = 7
 """How long a deleted secret can be restored (SPIRE's window)."""
 
-CALL_TIMEOUT = 20.0
-
 _NOT_FOUND = "ResourceNotFoundException"
 _EXISTS = "ResourceExistsException"
-_DENIED = frozenset(
-    {
-        "AccessDeniedException",
-        "AccessDenied",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-    }
-)
-_REFUSED = frozenset({"InvalidParameterException", "ValidationException"})
 T = TypeVar("T")
-
-
-@functools.cache
-def _shared_session() -> Any:
-    """One botocore session per process: it caches the service models."""
-    from aiobotocore.session import get_session
-
-    return get_session()
-
-
-def _error_code(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    details = response.get("Error", {}) if isinstance(response, Mapping) else {}
-    return str(details.get("Code", "") or type(error).__name__)
-
-
-def _reason(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    details = response.get("Error", {}) if isinstance(response, Mapping) else {}
-    message = details.get("Message", "") if details else str(error)
-    return f"{_error_code(error)}: {message}" if message else _error_code(error)
 
 
 def _has_spire_tag(description: Mapping[str, Any]) -> bool:
@@ -102,9 +64,7 @@ class SecretsManagerStore:
 
     def __init__(self) -> None:
         self._config: SecretsManagerConfig | None = None
-        self._client: Any = None
-        self._stack: AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
+        self._clients = AwsClients()
         self._logger: FilteringBoundLogger = structlog.get_logger().bind(plugin=PLUGIN_NAME)
 
     async def configure(self, config: SecretsManagerConfig, host: HostServices) -> None:
@@ -120,65 +80,22 @@ class SecretsManagerStore:
         )
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
-    async def _secrets_manager(self) -> Any:
-        async with self._lock:
-            if self._client is not None:
-                return self._client
-            config = self._config
-            if config is None:
-                raise PluginError("aws_secretsmanager svid store is not configured")
-            from aiobotocore.config import AioConfig
-
-            credentials: dict[str, str] = {}
-            if config.access_key_id:
-                credentials = {
-                    "aws_access_key_id": config.access_key_id,
-                    "aws_secret_access_key": config.secret_access_key,
-                }
-            stack = AsyncExitStack()
-            try:
-                self._client = await stack.enter_async_context(
-                    _shared_session().create_client(
-                        "secretsmanager",
-                        region_name=config.region,
-                        config=AioConfig(
-                            connect_timeout=5,
-                            read_timeout=CALL_TIMEOUT,
-                            retries={"max_attempts": 1, "mode": "standard"},
-                        ),
-                        **credentials,
-                    )
-                )
-            except BaseException:
-                await stack.aclose()
-                raise
-            self._stack = stack
-            return self._client
+        """Close the client; the next call makes a new one."""
+        await self._clients.close()
 
     async def _call(self, what: str, call: Callable[[Any], Awaitable[T]]) -> T:
-        """``call`` on the client, bounded by :data:`CALL_TIMEOUT`; an AWS failure becomes the
-        SDK error the agent acts on, naming ``what``."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = await self._secrets_manager()
-        try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                return await call(client)
-        except TimeoutError:
-            raise UnavailableError(f"failed to {what}: timed out after {CALL_TIMEOUT:g}s") from None
-        except ClientError as error:
-            code = _error_code(error)
-            if code in _DENIED:
-                raise PermissionDeniedError(f"failed to {what}: {_reason(error)}") from error
-            if code in _REFUSED:
-                raise InvalidArgumentError(f"failed to {what}: {_reason(error)}") from error
-            raise UnavailableError(f"failed to {what}: {_reason(error)}") from error
-        except BotoCoreError as error:
-            raise UnavailableError(f"failed to {what}: {_reason(error)}") from error
+        """``call`` on the client; an AWS failure becomes the SDK error the agent acts on,
+        naming ``what``."""
+        config = self._config
+        if config is None:
+            raise PluginError("aws_secretsmanager svid store is not configured")
+        access = AwsAccess(
+            region=config.region,
+            access_key_id=config.access_key_id,
+            secret_access_key=config.secret_access_key,
+        )
+        client = await self._clients.client("secretsmanager", access)
+        return await aws_call(what, call(client), REFUSALS)
 
     async def _describe(self, secret_id: str) -> dict[str, Any] | None:
         """The secret's description, ``None`` when Secrets Manager does not know it."""
@@ -187,8 +104,8 @@ class SecretsManagerStore:
                 f"describe secret {secret_id!r}",
                 lambda client: client.describe_secret(SecretId=secret_id),
             )
-        except UnavailableError as error:
-            if _error_code(error.__cause__ or error) == _NOT_FOUND:
+        except AwsCallError as error:
+            if error.code == _NOT_FOUND:
                 return None
             raise
         return answer
@@ -252,9 +169,9 @@ class SecretsManagerStore:
                 return
             try:
                 await self._create(options, value)
-            except UnavailableError as error:
+            except AwsCallError as error:
                 # Created by another writer since it was described: update that one.
-                if _error_code(error.__cause__ or error) != _EXISTS:
+                if error.code != _EXISTS:
                     raise
                 continue
             return

@@ -7,6 +7,7 @@ __all__ = ["PLUGIN_NAME", "AwsSecretUpstreamConfig"]
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pyspire_sdk.aws import key_pair_issues
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 
@@ -60,12 +61,4 @@ class AwsSecretUpstreamConfig:
         for field in ("cert_file_arn", "key_file_arn"):
             if not getattr(self, field).strip():
                 yield ConfigIssue(field, "must name the ARN of a secret")
-        if self.access_key_id and not self.secret_access_key:
-            yield ConfigIssue(
-                "secret_access_key",
-                "configuration missing secret access key, but has access key id",
-            )
-        if self.secret_access_key and not self.access_key_id:
-            yield ConfigIssue(
-                "access_key_id", "configuration missing access key id, but has secret access key"
-            )
+        yield from key_pair_issues(self.access_key_id, self.secret_access_key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 __all__ = ["AwsSecretUpstreamAuthority"]
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -37,7 +38,8 @@ def _access(config: AwsSecretUpstreamConfig) -> AwsAccess:
         region=config.region,
         access_key_id=config.access_key_id,
         secret_access_key=config.secret_access_key,
-        session_token=config.secret_token,
+        # SPIRE's awssecret alone takes the environment's token for configured keys.
+        session_token=config.secret_token or os.environ.get("AWS_SESSION_TOKEN", ""),
         assume_role_arn=config.assume_role_arn,
         session_name="pyspire-awssecret",
     )
