@@ -25,6 +25,7 @@ from pyspire.config.common import (
     check_socket_path,
     check_telemetry_endpoints,
 )
+from pyspire.config.federation import FederationConfig
 from pyspire_sdk import format_duration
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
@@ -103,6 +104,10 @@ class ServerConfig:
     audit_log_enabled: bool = setting(
         default=False, description="Log every call to the server APIs as an audit event."
     )
+    federation: FederationConfig = setting(
+        default_factory=FederationConfig,
+        description="The bundle endpoint served to other trust domains.",
+    )
 
     @property
     def effective_jwt_key_type(self) -> KeyType:
@@ -166,4 +171,8 @@ class ServerConfig:
                         "near CA rotation",
                     )
                 )
+        found.extend(
+            ConfigIssue(f"federation.{issue.path}", issue.message)
+            for issue in self.federation.warnings()
+        )
         return found

@@ -44,6 +44,7 @@ from pyspire.registry.cache import RegistryCache
 from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
+from pyspire.server.federation.endpoint import serve_bundle_endpoint
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.instance import load_server_id
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
@@ -162,6 +163,7 @@ class ServerRuntime:
         self.readiness = ServerReadiness(self.settings.trust_domain, self._clock)
         self.telemetry = TelemetryEndpoints()
         self.listening: Listening | None = None
+        self.bundle_endpoint_port: int | None = None
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("pyspire.server")
 
@@ -201,7 +203,10 @@ class ServerRuntime:
             identity = await self._start_identity(core)
             context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
-            async with self._listeners(context, identity.tls, in_flight):
+            async with (
+                self._bundle_endpoint(core, identity) as federation,
+                self._listeners(context, identity.tls, in_flight),
+            ):
                 self._log.info(
                     "server started",
                     trust_domain=str(settings.trust_domain),
@@ -215,6 +220,7 @@ class ServerRuntime:
                     in_flight,
                     {
                         **delivery,
+                        **federation,
                         **change_watch(core.stored, registry, core.feed),
                         "ca-rotation": core.ca.run,
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
@@ -333,6 +339,21 @@ class ServerRuntime:
 
         core.ca.add_listener(keep_svid_chain)
         return context
+
+    @contextlib.asynccontextmanager
+    async def _bundle_endpoint(
+        self, core: _Core, identity: ServerIdentity
+    ) -> AsyncIterator[dict[str, Service]]:
+        """The bundle endpoint when ``federation.bundle_endpoint`` is set; its services."""
+        config = self.settings.federation.bundle_endpoint
+        if config is None:
+            yield {}
+            return
+        async with serve_bundle_endpoint(
+            config, current=lambda: core.feed.current, identity=identity, clock=self._clock
+        ) as served:
+            self.bundle_endpoint_port = served.port
+            yield served.services
 
     @contextlib.asynccontextmanager
     async def _listeners(
