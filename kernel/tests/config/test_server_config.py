@@ -66,6 +66,9 @@ def test_every_key_is_documented() -> None:
         "federation.bundle_endpoint.profile.https_web.serving_cert_file",
         "federation.bundle_endpoint.profile.https_web.serving_cert_file.cert_file_path",
         "federation.bundle_endpoint.profile.https_web.serving_cert_file.key_file_path",
+        "federation.federates_with.<name>.bundle_endpoint_url",
+        "federation.federates_with.<name>.bundle_endpoint_profile",
+        "federation.federates_with.<name>.bundle_endpoint_profile.https_spiffe.endpoint_spiffe_id",
     }
 
 

@@ -12,6 +12,14 @@ no ACME, which needs a reachable public endpoint). In TOML::
     [server.federation.bundle_endpoint.profile.https_web.serving_cert_file]
     cert_file_path = "/etc/pyspire/endpoint.crt"
     key_file_path = "/etc/pyspire/endpoint.key"
+
+``federates_with`` names the trust domains whose bundles this server fetches, each from its
+bundle endpoint (SPIRE's ``federates_with "<td>" {}`` blocks)::
+
+    [server.federation.federates_with."domain.test"]
+    bundle_endpoint_url = "https://domain.test:8443"
+    [server.federation.federates_with."domain.test".bundle_endpoint_profile.https_spiffe]
+    endpoint_spiffe_id = "spiffe://domain.test/spire/server"
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ __all__ = [
     "MIN_REFRESH_HINT",
     "BundleEndpointConfig",
     "BundleEndpointProfile",
+    "FederatesWithConfig",
+    "FederatesWithProfile",
     "FederationConfig",
     "HttpsSpiffeProfile",
     "HttpsWebProfile",
@@ -30,10 +40,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyspire.config.common import check_port, check_positive
 from pyspire_sdk.config import setting
-from pyspire_sdk.errors import ConfigIssue
+from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
+from pyspire_sdk.model import FederationProfile, FederationRelationship
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 MIN_REFRESH_HINT = timedelta(minutes=1)
 """A shorter refresh hint draws a warning: SPIRE's clients never refresh faster than this."""
@@ -122,12 +135,96 @@ class BundleEndpointConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HttpsWebRelationship:
+    """A foreign endpoint authenticated by the Web PKI (the system's trust store)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpsSpiffeRelationship:
+    """A foreign endpoint authenticated by its X509-SVID, against the trust domain's last
+    known bundle (bootstrapped with ``bundle set``)."""
+
+    endpoint_spiffe_id: SpiffeId = setting(
+        description="The SPIFFE ID the endpoint's X509-SVID must carry."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederatesWithProfile:
+    """The one profile of a foreign endpoint (SPIRE's ``bundle_endpoint_profile`` block)."""
+
+    https_web: HttpsWebRelationship | None = setting(
+        default=None, description="The endpoint serves a Web PKI certificate."
+    )
+    https_spiffe: HttpsSpiffeRelationship | None = setting(
+        default=None, description="The endpoint serves an X509-SVID."
+    )
+
+    def validate(self) -> Iterator[ConfigIssue]:
+        if (self.https_spiffe is None) == (self.https_web is None):
+            yield ConfigIssue("", "set exactly one of https_spiffe and https_web")
+
+
+def check_endpoint_url(key: str, url: str) -> Iterator[ConfigIssue]:
+    """Issues for a bundle endpoint URL the federation standard forbids."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        yield ConfigIssue(key, f"expected an https URL, found {url!r}")
+    elif not parts.hostname:
+        yield ConfigIssue(key, f"expected a URL with a host, found {url!r}")
+    elif parts.username is not None or parts.password is not None:
+        yield ConfigIssue(key, "must not carry user information")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederatesWithConfig:
+    """Where a foreign trust domain's bundle is fetched and how its endpoint is trusted."""
+
+    bundle_endpoint_url: str = setting(description="The https URL of the bundle endpoint.")
+    bundle_endpoint_profile: FederatesWithProfile = setting(
+        description="How the endpoint authenticates itself: https_web or https_spiffe."
+    )
+
+    def validate(self) -> Iterator[ConfigIssue]:
+        yield from check_endpoint_url("bundle_endpoint_url", self.bundle_endpoint_url)
+
+    def relationship(self, trust_domain: TrustDomain) -> FederationRelationship:
+        """The relationship this block declares with ``trust_domain``."""
+        spiffe = self.bundle_endpoint_profile.https_spiffe
+        return FederationRelationship(
+            trust_domain=trust_domain,
+            bundle_endpoint_url=self.bundle_endpoint_url,
+            profile=FederationProfile.HTTPS_WEB
+            if spiffe is None
+            else FederationProfile.HTTPS_SPIFFE,
+            endpoint_spiffe_id=None if spiffe is None else spiffe.endpoint_spiffe_id,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class FederationConfig:
     """SPIRE's ``federation`` block."""
 
     bundle_endpoint: BundleEndpointConfig | None = setting(
         default=None, description="Serve this server's bundle to other trust domains."
     )
+    federates_with: dict[str, FederatesWithConfig] = setting(
+        default_factory=dict,
+        description="Trust domains whose bundles are fetched from their bundle endpoints.",
+    )
+
+    def relationships(self) -> tuple[FederationRelationship, ...]:
+        """The relationships ``federates_with`` declares (valid once loaded)."""
+        return tuple(
+            block.relationship(TrustDomain(name)) for name, block in self.federates_with.items()
+        )
+
+    def validate(self) -> Iterator[ConfigIssue]:
+        for name in self.federates_with:
+            try:
+                TrustDomain(name)
+            except InvalidArgumentError as error:
+                yield ConfigIssue(f'federates_with."{name}"', f"not a trust domain name: {error}")
 
     def warnings(self) -> list[ConfigIssue]:
         """Advice that does not stop the server: a refresh hint shorter than a minute."""

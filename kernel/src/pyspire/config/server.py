@@ -145,6 +145,11 @@ class ServerConfig:
                     f"{format_duration(ttl)} is longer than ca_ttl "
                     f"({format_duration(self.ca_ttl)})",
                 )
+        if str(self.trust_domain) in self.federation.federates_with:
+            yield ConfigIssue(
+                f'federation.federates_with."{self.trust_domain}"',
+                "a server does not federate with its own trust domain",
+            )
         if self.jwt_issuer is not None:
             parts = urlsplit(self.jwt_issuer)
             if not parts.scheme or not parts.netloc:

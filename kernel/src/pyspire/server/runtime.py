@@ -45,6 +45,8 @@ from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
 from pyspire.server.federation.endpoint import serve_bundle_endpoint
+from pyspire.server.federation.fetch import BundleFetcher
+from pyspire.server.federation.refresh import FederatedBundles
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.instance import load_server_id
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
@@ -164,6 +166,7 @@ class ServerRuntime:
         self.telemetry = TelemetryEndpoints()
         self.listening: Listening | None = None
         self.bundle_endpoint_port: int | None = None
+        self.federated_bundles: FederatedBundles | None = None
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("pyspire.server")
 
@@ -204,7 +207,7 @@ class ServerRuntime:
             context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
             async with (
-                self._bundle_endpoint(core, identity) as federation,
+                self._federation(core, identity) as federation,
                 self._listeners(context, identity.tls, in_flight),
             ):
                 self._log.info(
@@ -341,19 +344,27 @@ class ServerRuntime:
         return context
 
     @contextlib.asynccontextmanager
-    async def _bundle_endpoint(
+    async def _federation(
         self, core: _Core, identity: ServerIdentity
     ) -> AsyncIterator[dict[str, Service]]:
-        """The bundle endpoint when ``federation.bundle_endpoint`` is set; its services."""
-        config = self.settings.federation.bundle_endpoint
-        if config is None:
-            yield {}
+        """Federation: the configured relationships stored, their bundles refreshed, and the
+        bundle endpoint when ``federation.bundle_endpoint`` is set; the services, by name."""
+        config = self.settings.federation
+        bundles = FederatedBundles(core.datastore, self._clock, BundleFetcher())
+        await bundles.store_static(config.relationships())
+        self.federated_bundles = bundles
+        services: dict[str, Service] = {"federated-bundles": bundles.run}
+        if config.bundle_endpoint is None:
+            yield services
             return
         async with serve_bundle_endpoint(
-            config, current=lambda: core.feed.current, identity=identity, clock=self._clock
+            config.bundle_endpoint,
+            current=lambda: core.feed.current,
+            identity=identity,
+            clock=self._clock,
         ) as served:
             self.bundle_endpoint_port = served.port
-            yield served.services
+            yield {**services, **served.services}
 
     @contextlib.asynccontextmanager
     async def _listeners(
