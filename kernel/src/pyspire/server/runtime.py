@@ -207,7 +207,7 @@ class ServerRuntime:
             context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
             async with (
-                self._federation(core, identity) as federation,
+                self._federation(core, identity, context) as federation,
                 self._listeners(context, identity.tls, in_flight),
             ):
                 self._log.info(
@@ -345,14 +345,14 @@ class ServerRuntime:
 
     @contextlib.asynccontextmanager
     async def _federation(
-        self, core: _Core, identity: ServerIdentity
+        self, core: _Core, identity: ServerIdentity, context: ServerContext
     ) -> AsyncIterator[dict[str, Service]]:
         """Federation: the configured relationships stored, their bundles refreshed, and the
         bundle endpoint when ``federation.bundle_endpoint`` is set; the services, by name."""
         config = self.settings.federation
         bundles = FederatedBundles(core.datastore, self._clock, BundleFetcher())
         await bundles.store_static(config.relationships())
-        self.federated_bundles = bundles
+        self.federated_bundles = context.federation = bundles
         services: dict[str, Service] = {"federated-bundles": bundles.run}
         if config.bundle_endpoint is None:
             yield services
