@@ -1,0 +1,249 @@
+"""Two trust domains in real processes, each with a server (serving its bundle endpoint) and an
+agent: federated with the TrustDomain API and CLI, a workload in each fetches its SVID and the
+other domain's bundle with py-spiffe, and the two do mutual TLS, each accepting only the other's
+SPIFFE ID. Removing the federation (relationship and bundle) makes the handshake fail."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from processes import (
+    AgentProcess,
+    AgentSettings,
+    ServerProcess,
+    ServerSettings,
+    free_port,
+    short_temp_dir,
+    wait_for,
+)
+from spiffe import TrustDomain, WorkloadApiClient
+from spiffe.errors import PySpiffeError
+
+pytestmark = pytest.mark.slow
+
+DOMAINS = ("alpha.test", "beta.test")
+
+
+@dataclass
+class Domain:
+    name: str
+    server: ServerProcess
+    agent: AgentProcess
+    endpoint_port: int
+
+    @property
+    def workload_id(self) -> str:
+        return f"spiffe://{self.name}/workload"
+
+
+def _start(root: Path, name: str) -> Domain:
+    endpoint_port = free_port()
+    server = ServerProcess(
+        ServerSettings(
+            root=root / name,
+            port=free_port(),
+            trust_domain=name,
+            extra=(
+                "[server.federation.bundle_endpoint]\n"
+                f'address = "127.0.0.1"\nport = {endpoint_port}\nrefresh_hint = "1m"\n'
+            ),
+        )
+    )
+    server.start()
+    token = server.generate_token()
+    agent = AgentProcess(
+        AgentSettings(
+            root=root / name,
+            server_port=server.settings.port,
+            bootstrap_bundle=server.write_bundle(root / name / "bootstrap.pem"),
+            trust_domain=name,
+        )
+    )
+    agent.start(token)
+    return Domain(name, server, agent, endpoint_port)
+
+
+@pytest.fixture
+def domains() -> Iterator[tuple[Domain, Domain]]:
+    root = short_temp_dir()
+    for name in DOMAINS:
+        (root / name).mkdir()
+    started: list[Domain] = []
+    try:
+        for name in DOMAINS:
+            started.append(_start(root, name))
+        yield started[0], started[1]
+    finally:
+        for domain in started:
+            domain.agent.kill()
+            domain.server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _federate(local: Domain, foreign: Domain, root: Path) -> None:
+    """``local`` fetches ``foreign``'s bundle from its endpoint, bootstrapped by hand."""
+    bootstrap = root / f"{foreign.name}.json"
+    bootstrap.write_text(foreign.server.cli("bundle", "show", "-format", "spiffe").stdout)
+    local.server.cli(
+        "federation",
+        "create",
+        "-trustDomain",
+        foreign.name,
+        "-bundleEndpointURL",
+        f"https://127.0.0.1:{foreign.endpoint_port}/",
+        "-endpointSpiffeID",
+        f"spiffe://{foreign.name}/spire/server",
+        "-trustDomainBundlePath",
+        str(bootstrap),
+        "-trustDomainBundleFormat",
+        "spiffe",
+    )
+    local.server.cli("federation", "refresh", "-id", foreign.name)
+    agent_id = local.server.agent_ids()[0]
+    local.server.cli(
+        "entry",
+        "create",
+        "-spiffeID",
+        local.workload_id,
+        "-parentID",
+        agent_id,
+        "-selector",
+        f"unix:uid:{os.getuid()}",
+        "-federatesWith",
+        foreign.name,
+    )
+
+
+@dataclass
+class Credentials:
+    spiffe_id: str
+    chain_pem: bytes
+    key_pem: bytes
+    foreign_roots_pem: bytes
+
+
+def _credentials(domain: Domain, foreign: str) -> Credentials | None:
+    """The workload's SVID and the foreign bundle, once the agent has both."""
+    try:
+        with WorkloadApiClient(domain.agent.endpoint) as client:
+            context = client.fetch_x509_context()
+    except PySpiffeError:
+        return None  # no identity issued yet
+    svid = context.default_svid
+    bundle = context.x509_bundle_set.get_bundle_for_trust_domain(TrustDomain(foreign))
+    if svid is None or bundle is None or not bundle.x509_authorities:
+        return None
+    return Credentials(
+        spiffe_id=str(svid.spiffe_id),
+        chain_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in svid.cert_chain),
+        key_pem=svid.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        foreign_roots_pem=b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in bundle.x509_authorities
+        ),
+    )
+
+
+def _context(side: ssl._SSLMethod, credentials: Credentials, folder: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(side)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    chain, key = folder / "chain.pem", folder / "key.pem"
+    chain.write_bytes(credentials.chain_pem)
+    key.write_bytes(credentials.key_pem)
+    context.load_cert_chain(chain, key)
+    context.load_verify_locations(cadata=credentials.foreign_roots_pem.decode())
+    return context
+
+
+def _peer_id(connection: ssl.SSLSocket) -> str:
+    der = connection.getpeercert(binary_form=True)
+    assert der is not None
+    san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    [uri] = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return str(uri)
+
+
+def _mutual_tls(server_side: Credentials, client_side: Credentials) -> tuple[str, str]:
+    """One handshake over loopback; the SPIFFE ID each side saw. Raises ssl.SSLError when
+    either side does not trust the other."""
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        server_context = _context(ssl.PROTOCOL_TLS_SERVER, server_side, Path(a))
+        client_context = _context(ssl.PROTOCOL_TLS_CLIENT, client_side, Path(b))
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, str] = {}
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        try:
+            with server_context.wrap_socket(raw, server_side=True) as tls:
+                seen["server"] = _peer_id(tls)
+                tls.sendall(b"ok")
+        except (ssl.SSLError, OSError):
+            seen["server"] = ""
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with (
+            socket.create_connection(listener.getsockname()) as raw,
+            client_context.wrap_socket(raw) as tls,
+        ):
+            client_saw = _peer_id(tls)
+            tls.recv(2)
+    finally:
+        thread.join(10)
+        listener.close()
+    return seen.get("server", ""), client_saw
+
+
+def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Domain]) -> None:
+    alpha, beta = domains
+    root = alpha.server.settings.root.parent
+    _federate(alpha, beta, root)
+    _federate(beta, alpha, root)
+    a = wait_for("alpha's workload credentials", lambda: _credentials(alpha, beta.name), 30)
+    b = wait_for("beta's workload credentials", lambda: _credentials(beta, alpha.name), 30)
+    assert (a.spiffe_id, b.spiffe_id) == (alpha.workload_id, beta.workload_id)
+    # Each side accepts only the other's SPIFFE ID.
+    server_saw, client_saw = _mutual_tls(a, b)
+    assert (server_saw, client_saw) == (beta.workload_id, alpha.workload_id)
+
+    # Alpha ends the federation: its workload loses beta's bundle and the handshake fails.
+    alpha.server.cli("federation", "delete", "-id", beta.name)
+    alpha.server.cli("bundle", "delete", "-id", beta.name, "-mode", "dissociate")
+    wait_for(
+        "alpha's workload to lose beta's bundle",
+        lambda: True if _credentials(alpha, beta.name) is None else None,
+        30,
+    )
+    now = replace(a, foreign_roots_pem=_all_roots(alpha))
+    with pytest.raises((ssl.SSLError, OSError)):
+        _mutual_tls(now, b)
+
+
+def _all_roots(domain: Domain) -> bytes:
+    """Every root the workload trusts now, whatever trust domain it belongs to."""
+    with WorkloadApiClient(domain.agent.endpoint) as client:
+        bundles = client.fetch_x509_context().x509_bundle_set.bundles
+    return b"".join(
+        certificate.public_bytes(serialization.Encoding.PEM)
+        for bundle in bundles
+        for certificate in bundle.x509_authorities
+    )
