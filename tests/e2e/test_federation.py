@@ -221,6 +221,10 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
     a = wait_for("alpha's workload credentials", lambda: _credentials(alpha, beta.name), 30)
     b = wait_for("beta's workload credentials", lambda: _credentials(beta, alpha.name), 30)
     assert (a.spiffe_id, b.spiffe_id) == (alpha.workload_id, beta.workload_id)
+    # The JWT bundles carry the federated trust domain too.
+    with WorkloadApiClient(alpha.agent.endpoint) as client:
+        jwt_bundles = client.fetch_jwt_bundles()
+    assert jwt_bundles.get_bundle_for_trust_domain(TrustDomain(beta.name)) is not None
     # Each side accepts only the other's SPIFFE ID.
     server_saw, client_saw = _mutual_tls(a, b)
     assert (server_saw, client_saw) == (beta.workload_id, alpha.workload_id)
