@@ -5,13 +5,15 @@ SPIFFE ID. Removing the federation (relationship and bundle) makes the handshake
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +31,9 @@ from processes import (
 )
 from spiffe import TrustDomain, WorkloadApiClient
 from spiffe.errors import PySpiffeError
+
+from pyspire_sdk.spiffeid import TrustDomain as SdkTrustDomain
+from pyspire_sdk.testing.pki import TestAuthority
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +256,106 @@ def _all_roots(domain: Domain) -> bytes:
         for bundle in bundles
         for certificate in bundle.x509_authorities
     )
+
+
+def _serve_https(cert: Path, key: Path, body: bytes) -> tuple[int, Callable[[], None]]:
+    """A one-path HTTPS server on loopback answering ``body``; its port and its stop."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+
+    return int(httpd.server_address[1]), stop
+
+
+def test_https_web_profile_and_a_tampered_bundle() -> None:
+    root = short_temp_dir()
+    web_ca = TestAuthority(SdkTrustDomain("web-pki.test"))
+    cert_pem, key_pem = web_ca.issue_tls_server()
+    (root / "web.crt").write_bytes(cert_pem)
+    (root / "web.key").write_bytes(key_pem)
+    (root / "web-ca.pem").write_bytes(web_ca.pem)
+    endpoint_port = free_port()
+    (root / "alpha").mkdir()
+    (root / "beta").mkdir()
+    alpha = ServerProcess(
+        ServerSettings(
+            root=root / "alpha",
+            port=free_port(),
+            trust_domain="alpha.test",
+            extra=(
+                "[server.federation.bundle_endpoint]\n"
+                f'address = "127.0.0.1"\nport = {endpoint_port}\n'
+                "[server.federation.bundle_endpoint.profile.https_web.serving_cert_file]\n"
+                f'cert_file_path = "{root / "web.crt"}"\nkey_file_path = "{root / "web.key"}"\n'
+            ),
+        )
+    )
+    beta = ServerProcess(
+        ServerSettings(root=root / "beta", port=free_port(), trust_domain="beta.test")
+    )
+    stop_fake: Callable[[], None] | None = None
+    try:
+        alpha.start()
+        beta.start(env={"SSL_CERT_FILE": str(root / "web-ca.pem")})
+        beta.cli(
+            "federation",
+            "create",
+            "-trustDomain",
+            "alpha.test",
+            "-bundleEndpointURL",
+            f"https://127.0.0.1:{endpoint_port}/",
+            "-bundleEndpointProfile",
+            "https_web",
+        )
+        beta.cli("federation", "refresh", "-id", "alpha.test")
+        fetched = beta.cli("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
+        served = alpha.cli("bundle", "show", "-format", "spiffe").stdout
+        assert json.loads(fetched)["keys"] == json.loads(served)["keys"]
+
+        # An endpoint serving a tampered document (two certificates in one x5c): refused, and
+        # the bundle fetched before is kept.
+        document = json.loads(served)
+        document["keys"][0]["x5c"].append(document["keys"][0]["x5c"][0])
+        fake_port, stop_fake = _serve_https(
+            root / "web.crt", root / "web.key", json.dumps(document).encode()
+        )
+        beta.cli(
+            "federation",
+            "update",
+            "-trustDomain",
+            "alpha.test",
+            "-bundleEndpointURL",
+            f"https://127.0.0.1:{fake_port}/",
+            "-bundleEndpointProfile",
+            "https_web",
+        )
+        refused = beta.cli("federation", "refresh", "-id", "alpha.test", check=False)
+        assert refused.returncode == 1
+        assert "refused the bundle served" in refused.stderr
+        kept = beta.cli("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
+        assert kept == fetched
+    finally:
+        if stop_fake is not None:
+            stop_fake()
+        alpha.kill()
+        beta.kill()
+        shutil.rmtree(root, ignore_errors=True)
