@@ -17,8 +17,6 @@ __all__ = ["FETCH_TIMEOUT", "MAX_BUNDLE_BYTES", "BundleFetcher", "spiffe_client_
 import ssl
 from collections.abc import Callable
 
-import aiohttp
-
 from pyspire.transport.tls import spiffe_id_of
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
@@ -81,6 +79,10 @@ class BundleFetcher:
             raise InvalidArgumentError(f"refused the bundle served: {error}") from None
 
     async def _get(self, url: str, context: ssl.SSLContext) -> bytes:
+        # aiohttp is imported when a bundle is first fetched: a server that federates with no
+        # one does not pay for the import at start (tests/bench/bench_import_time.py).
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT, connect=FETCH_TIMEOUT)
         try:
             async with (
