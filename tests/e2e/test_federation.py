@@ -234,6 +234,16 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
     server_saw, client_saw = _mutual_tls(a, b)
     assert (server_saw, client_saw) == (beta.workload_id, alpha.workload_id)
 
+    # Beta's bundle gains an authority (as when its CA rotates): alpha's next refresh of beta's
+    # bundle (asked for here rather than waited for) brings it to alpha's workload.
+    _append_authority(beta)
+    alpha.server.cli("federation", "refresh", "-id", beta.name)
+    wait_for(
+        "alpha's workload to receive beta's new authority",
+        lambda: True if _foreign_root_count(alpha, beta.name) == 2 else None,
+        30,
+    )
+
     # Alpha ends the federation: its workload loses beta's bundle and the handshake fails.
     alpha.server.cli("federation", "delete", "-id", beta.name)
     alpha.server.cli("bundle", "delete", "-id", beta.name, "-mode", "dissociate")
@@ -245,6 +255,24 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
     now = replace(a, foreign_roots_pem=_all_roots(alpha))
     with pytest.raises((ssl.SSLError, OSError)):
         _mutual_tls(now, b)
+
+
+def _append_authority(domain: Domain) -> None:
+    from pyspire.proto.gen.spire.api import types as pb
+    from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+
+    authority = TestAuthority(SdkTrustDomain(domain.name))
+    request = bundle_pb.AppendBundleRequest(
+        x509_authorities=[pb.X509Certificate(asn1=authority.der)]
+    )
+    domain.server.api(lambda client: client.bundle.append_bundle(request))
+
+
+def _foreign_root_count(domain: Domain, foreign: str) -> int:
+    with WorkloadApiClient(domain.agent.endpoint) as client:
+        bundles = client.fetch_x509_context().x509_bundle_set
+    bundle = bundles.get_bundle_for_trust_domain(TrustDomain(foreign))
+    return 0 if bundle is None else len(bundle.x509_authorities)
 
 
 def _all_roots(domain: Domain) -> bytes:
