@@ -15,6 +15,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from pathlib import Path
 
+import anyio
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
@@ -45,6 +46,7 @@ from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
 from pyspire_sdk.testing.pki import TestAuthority
 
+from ..delivery import until
 from .test_bundle_endpoint import document_with
 
 FOREIGN = TrustDomain("foreign.test")
@@ -241,3 +243,37 @@ def test_federates_with_config(tmp_path: Path) -> None:
         load_document(
             SERVER_SCHEMA, document_with(tmp_path, {"federates_with": {"example.org": block}})
         )
+
+
+async def test_the_loop_fetches_when_woken_and_when_due(
+    datastore: MemoryDataStore, fake_clock: FakeClock
+) -> None:
+    async with foreign_endpoint() as foreign, anyio.create_task_group() as group:
+        await datastore.set_bundle(foreign.authority.bundle(sequence_number=1))
+        bundles = FederatedBundles(datastore, fake_clock, BundleFetcher())
+        group.start_soon(bundles.run)
+        await until(lambda: fake_clock.sleepers == 1)
+        # A relationship made through the API wakes the loop: fetched without time passing.
+        await datastore.create_federation_relationship(foreign.relationship())
+        bundles.refresh_soon(FOREIGN)
+        await until_stored(datastore, 3)
+        foreign.bundle = replace(foreign.bundle, sequence_number=5)
+        await until(lambda: fake_clock.sleepers == 1)
+        await fake_clock.advance(RELIST)
+        await until(lambda: fake_clock.sleepers == 1)
+        stored = await datastore.get_bundle(FOREIGN)
+        assert stored is not None and stored.sequence_number == 3  # not due yet (hint 120 s)
+        for _ in range(3):
+            await fake_clock.advance(RELIST)
+            await until(lambda: fake_clock.sleepers == 1)
+        await until_stored(datastore, 5)
+        group.cancel_scope.cancel()
+
+
+async def until_stored(datastore: MemoryDataStore, sequence_number: int) -> None:
+    for _ in range(1000):
+        stored = await datastore.get_bundle(FOREIGN)
+        if stored is not None and stored.sequence_number == sequence_number:
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"bundle {sequence_number} never stored")
