@@ -218,6 +218,7 @@ class ServerSettings:
     datastore: str = ""
     """The ``[server.plugins.datastore.<name>]`` table with its settings; a SQLite file under
     ``root`` when empty."""
+    trust_domain: str = TRUST_DOMAIN
 
     @property
     def socket_path(self) -> Path:
@@ -233,7 +234,7 @@ class ServerSettings:
         path.write_text(
             f"""\
 [server]
-trust_domain = "{TRUST_DOMAIN}"
+trust_domain = "{self.trust_domain}"
 data_dir = "{self.root / "sdata"}"
 bind_address = "127.0.0.1"
 bind_port = {self.port}
@@ -449,6 +450,7 @@ class AgentSettings:
     environment: Mapping[str, str] | None = None
     extra: str = ""
     """More of the file, after the [agent] keys (e.g. "[agent.health_checks]" tables)."""
+    trust_domain: str = TRUST_DOMAIN
 
     @property
     def socket_path(self) -> Path:
@@ -467,7 +469,7 @@ class AgentSettings:
         path.write_text(
             f"""\
 [agent]
-trust_domain = "{TRUST_DOMAIN}"
+trust_domain = "{self.trust_domain}"
 server_address = "127.0.0.1"
 server_port = {self.server_port}
 data_dir = "{self.data_dir}"

@@ -25,6 +25,7 @@ from pyspire.config.common import (
     check_socket_path,
     check_telemetry_endpoints,
 )
+from pyspire.config.federation import FederationConfig
 from pyspire_sdk import format_duration
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
@@ -103,6 +104,10 @@ class ServerConfig:
     audit_log_enabled: bool = setting(
         default=False, description="Log every call to the server APIs as an audit event."
     )
+    federation: FederationConfig = setting(
+        default_factory=FederationConfig,
+        description="The bundle endpoint served to other trust domains.",
+    )
 
     @property
     def effective_jwt_key_type(self) -> KeyType:
@@ -140,6 +145,11 @@ class ServerConfig:
                     f"{format_duration(ttl)} is longer than ca_ttl "
                     f"({format_duration(self.ca_ttl)})",
                 )
+        if str(self.trust_domain) in self.federation.federates_with:
+            yield ConfigIssue(
+                f'federation.federates_with."{self.trust_domain}"',
+                "a server does not federate with its own trust domain",
+            )
         if self.jwt_issuer is not None:
             parts = urlsplit(self.jwt_issuer)
             if not parts.scheme or not parts.netloc:
@@ -166,4 +176,8 @@ class ServerConfig:
                         "near CA rotation",
                     )
                 )
+        found.extend(
+            ConfigIssue(f"federation.{issue.path}", issue.message)
+            for issue in self.federation.warnings()
+        )
         return found

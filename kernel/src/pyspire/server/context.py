@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pyspire.ca.manager import CaManager
 from pyspire.registry.cache import RegistryCache
@@ -18,6 +19,9 @@ from pyspire_sdk.clock import Clock
 from pyspire_sdk.plugins.datastore import DataStore
 from pyspire_sdk.plugins.node_attestor import ServerNodeAttestor
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+if TYPE_CHECKING:
+    from pyspire.server.federation.refresh import FederatedBundles
 
 
 @dataclass
@@ -37,6 +41,8 @@ class ServerContext:
     """The server's current SVID chain (for Debug.GetInfo); kept current by the runtime."""
     metrics: PrometheusMetrics = field(default_factory=lambda: PrometheusMetrics("pyspire_server"))
     """Where services record what they measure (the process's registry)."""
+    federation: FederatedBundles | None = None
+    """The refresh loop of federated bundles, once the runtime started it."""
 
     @property
     def server_id(self) -> SpiffeId:

@@ -19,6 +19,7 @@ from pyspire.server.api.entry import EntryService
 from pyspire.server.api.gate import local_gate, tcp_gate
 from pyspire.server.api.health import HealthService
 from pyspire.server.api.svid import SvidService
+from pyspire.server.api.trustdomain import TrustDomainService
 from pyspire.server.context import ServerContext
 from pyspire.telemetry.audit import AuditLog
 from pyspire.transport.calls import InFlight, WithCallContext
@@ -35,6 +36,7 @@ class ServerServices:
     svid: SvidService
     debug: DebugService
     health: HealthService
+    trust_domain: TrustDomainService
 
     @classmethod
     def build(cls, context: ServerContext) -> ServerServices:
@@ -45,11 +47,12 @@ class ServerServices:
             svid=SvidService(context),
             debug=DebugService(context),
             health=HealthService(context),
+            trust_domain=TrustDomainService(context),
         )
 
     def api(self) -> Sequence[Any]:
         """The services of the agent and admin APIs."""
-        return (self.agent, self.bundle, self.entry, self.svid)
+        return (self.agent, self.bundle, self.entry, self.svid, self.trust_domain)
 
 
 def tcp_servables(

@@ -12,11 +12,12 @@ composers adjust it as the server's own SVID (``ComposeServerX509SVID``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.manager import CaManager
@@ -31,6 +32,8 @@ from pyspire_sdk.model import X509Svid
 from pyspire_sdk.spiffeid import TrustDomain, server_id
 
 BundleSource = Callable[[], Awaitable[Bundle | None]]
+SvidListener = Callable[[Sequence[bytes], PrivateKeyTypes], Awaitable[None]]
+"""Told each new server SVID (chain, DER, and its key): other listeners serving with it."""
 
 ROTATION_RETRY = BackoffPolicy(initial=1.0, maximum=60.0)
 """How a failed rotation of the server SVID is retried: 1 s, 2 s, 4 s, ... at most 60 s."""
@@ -60,6 +63,8 @@ class ServerIdentity:
         self._svid: X509Svid | None = None
         self._issued_at: datetime | None = None
         self._changed = asyncio.Event()
+        self._svid_listeners: list[SvidListener] = []
+        self._key: PrivateKeyTypes | None = None
         self._log = structlog.get_logger("pyspire.server.identity")
 
     @property
@@ -67,6 +72,17 @@ class ServerIdentity:
         if self._svid is None:
             raise RuntimeError("server SVID not minted yet")
         return self._svid
+
+    @property
+    def key(self) -> PrivateKeyTypes:
+        """The private key of :attr:`svid` (held in memory only)."""
+        if self._key is None:
+            raise RuntimeError("server SVID not minted yet")
+        return self._key
+
+    def add_svid_listener(self, listener: SvidListener) -> None:
+        """Hand ``listener`` every SVID minted from now on."""
+        self._svid_listeners.append(listener)
 
     async def ca_changed(self) -> None:
         """CA listener: mint again soon (the run loop does it, off the CA's own call path)."""
@@ -89,11 +105,14 @@ class ServerIdentity:
         bundle = await self._bundle()
         authorities = [a.der for a in bundle.x509_authorities] if bundle else []
         await self.tls.update(chain_der, key, authorities)
+        for listener in self._svid_listeners:
+            await listener(chain_der, key)
         self._svid = X509Svid(
             spiffe_id=server_id(self._trust_domain),
             cert_chain=chain_der,
             expires_at=minted.not_after,
         )
+        self._key = key
         self._issued_at = now
         self._log.info("server SVID rotated", expires_at=self._svid.expires_at.isoformat())
 

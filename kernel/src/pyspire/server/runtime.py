@@ -44,6 +44,9 @@ from pyspire.registry.cache import RegistryCache
 from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
+from pyspire.server.federation.endpoint import serve_bundle_endpoint
+from pyspire.server.federation.fetch import BundleFetcher
+from pyspire.server.federation.refresh import FederatedBundles
 from pyspire.server.identity import ServerIdentity
 from pyspire.server.instance import load_server_id
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
@@ -162,6 +165,8 @@ class ServerRuntime:
         self.readiness = ServerReadiness(self.settings.trust_domain, self._clock)
         self.telemetry = TelemetryEndpoints()
         self.listening: Listening | None = None
+        self.bundle_endpoint_port: int | None = None
+        self.federated_bundles: FederatedBundles | None = None
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("pyspire.server")
 
@@ -201,7 +206,10 @@ class ServerRuntime:
             identity = await self._start_identity(core)
             context = self._context(catalog, core, registry, identity)
             in_flight = InFlight()
-            async with self._listeners(context, identity.tls, in_flight):
+            async with (
+                self._federation(core, identity, context) as federation,
+                self._listeners(context, identity.tls, in_flight),
+            ):
                 self._log.info(
                     "server started",
                     trust_domain=str(settings.trust_domain),
@@ -215,6 +223,7 @@ class ServerRuntime:
                     in_flight,
                     {
                         **delivery,
+                        **federation,
                         **change_watch(core.stored, registry, core.feed),
                         "ca-rotation": core.ca.run,
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
@@ -333,6 +342,29 @@ class ServerRuntime:
 
         core.ca.add_listener(keep_svid_chain)
         return context
+
+    @contextlib.asynccontextmanager
+    async def _federation(
+        self, core: _Core, identity: ServerIdentity, context: ServerContext
+    ) -> AsyncIterator[dict[str, Service]]:
+        """Federation: the configured relationships stored, their bundles refreshed, and the
+        bundle endpoint when ``federation.bundle_endpoint`` is set; the services, by name."""
+        config = self.settings.federation
+        bundles = FederatedBundles(core.datastore, self._clock, BundleFetcher())
+        await bundles.store_static(config.relationships())
+        self.federated_bundles = context.federation = bundles
+        services: dict[str, Service] = {"federated-bundles": bundles.run}
+        if config.bundle_endpoint is None:
+            yield services
+            return
+        async with serve_bundle_endpoint(
+            config.bundle_endpoint,
+            current=lambda: core.feed.current,
+            identity=identity,
+            clock=self._clock,
+        ) as served:
+            self.bundle_endpoint_port = served.port
+            yield {**services, **served.services}
 
     @contextlib.asynccontextmanager
     async def _listeners(

@@ -38,6 +38,7 @@ __all__ = [
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -136,9 +137,11 @@ async def serve_http(
     head_timeout: float = HEAD_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
     shutdown_grace: float = SHUTDOWN_GRACE,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HttpServer]:
     """Listen on ``host``:``port`` (0 picks a free port) and answer with ``handler`` until the
-    block ends; then stop, as the module says, before returning.
+    block ends; then stop, as the module says, before returning. With ``ssl_context`` the
+    endpoint speaks HTTPS.
 
     Raises :class:`OSError` when the address cannot be bound.
     """
@@ -156,7 +159,7 @@ async def serve_http(
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_grace)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         _log.info("serving http", endpoint=name, host=host, port=site.port)
         yield HttpServer(name=name, port=site.port)

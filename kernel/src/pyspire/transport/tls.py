@@ -95,6 +95,18 @@ def build_client_context(
     return context
 
 
+def build_web_server_context(
+    chain_der: Sequence[bytes], private_key: PrivateKeyTypes
+) -> ssl.SSLContext:
+    """A plain HTTPS server context presenting ``chain_der``: no client certificate asked
+    for (a SPIFFE bundle endpoint must not require client authentication), HTTP/1.1."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    _load_identity(context, chain_der, private_key)
+    return context
+
+
 class RotatingServerContext:
     """The listening context of a TLS server whose SVID and bundle change over time."""
 

@@ -1,0 +1,2 @@
+"""Federation on the server: the bundle endpoint other trust domains fetch this server's bundle
+from."""

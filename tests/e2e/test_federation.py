@@ -1,0 +1,389 @@
+"""Two trust domains in real processes, each with a server (serving its bundle endpoint) and an
+agent: federated with the TrustDomain API and CLI, a workload in each fetches its SVID and the
+other domain's bundle with py-spiffe, and the two do mutual TLS, each accepting only the other's
+SPIFFE ID. Removing the federation (relationship and bundle) makes the handshake fail."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from processes import (
+    AgentProcess,
+    AgentSettings,
+    ServerProcess,
+    ServerSettings,
+    free_port,
+    short_temp_dir,
+    wait_for,
+)
+from spiffe import TrustDomain, WorkloadApiClient
+from spiffe.errors import PySpiffeError
+
+from pyspire_sdk.spiffeid import TrustDomain as SdkTrustDomain
+from pyspire_sdk.testing.pki import TestAuthority
+
+pytestmark = pytest.mark.slow
+
+DOMAINS = ("alpha.test", "beta.test")
+
+
+@dataclass
+class Domain:
+    name: str
+    server: ServerProcess
+    agent: AgentProcess
+    endpoint_port: int
+
+    @property
+    def workload_id(self) -> str:
+        return f"spiffe://{self.name}/workload"
+
+
+def _start(root: Path, name: str) -> Domain:
+    endpoint_port = free_port()
+    server = ServerProcess(
+        ServerSettings(
+            root=root / name,
+            port=free_port(),
+            trust_domain=name,
+            extra=(
+                "[server.federation.bundle_endpoint]\n"
+                f'address = "127.0.0.1"\nport = {endpoint_port}\nrefresh_hint = "1m"\n'
+            ),
+        )
+    )
+    server.start()
+    token = server.generate_token()
+    agent = AgentProcess(
+        AgentSettings(
+            root=root / name,
+            server_port=server.settings.port,
+            bootstrap_bundle=server.write_bundle(root / name / "bootstrap.pem"),
+            trust_domain=name,
+        )
+    )
+    agent.start(token)
+    return Domain(name, server, agent, endpoint_port)
+
+
+@pytest.fixture
+def domains() -> Iterator[tuple[Domain, Domain]]:
+    root = short_temp_dir()
+    for name in DOMAINS:
+        (root / name).mkdir()
+    started: list[Domain] = []
+    try:
+        for name in DOMAINS:
+            started.append(_start(root, name))
+        yield started[0], started[1]
+    finally:
+        for domain in started:
+            domain.agent.kill()
+            domain.server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _federate(local: Domain, foreign: Domain, root: Path) -> None:
+    """``local`` fetches ``foreign``'s bundle from its endpoint, bootstrapped by hand."""
+    bootstrap = root / f"{foreign.name}.json"
+    bootstrap.write_text(foreign.server.cli("bundle", "show", "-format", "spiffe").stdout)
+    local.server.cli(
+        "federation",
+        "create",
+        "-trustDomain",
+        foreign.name,
+        "-bundleEndpointURL",
+        f"https://127.0.0.1:{foreign.endpoint_port}/",
+        "-endpointSpiffeID",
+        f"spiffe://{foreign.name}/spire/server",
+        "-trustDomainBundlePath",
+        str(bootstrap),
+        "-trustDomainBundleFormat",
+        "spiffe",
+    )
+    local.server.cli("federation", "refresh", "-id", foreign.name)
+    agent_id = local.server.agent_ids()[0]
+    local.server.cli(
+        "entry",
+        "create",
+        "-spiffeID",
+        local.workload_id,
+        "-parentID",
+        agent_id,
+        "-selector",
+        f"unix:uid:{os.getuid()}",
+        "-federatesWith",
+        foreign.name,
+    )
+
+
+@dataclass
+class Credentials:
+    spiffe_id: str
+    chain_pem: bytes
+    key_pem: bytes
+    foreign_roots_pem: bytes
+
+
+def _credentials(domain: Domain, foreign: str) -> Credentials | None:
+    """The workload's SVID and the foreign bundle, once the agent has both."""
+    try:
+        with WorkloadApiClient(domain.agent.endpoint) as client:
+            context = client.fetch_x509_context()
+    except PySpiffeError:
+        return None  # no identity issued yet
+    svid = context.default_svid
+    bundle = context.x509_bundle_set.get_bundle_for_trust_domain(TrustDomain(foreign))
+    if svid is None or bundle is None or not bundle.x509_authorities:
+        return None
+    return Credentials(
+        spiffe_id=str(svid.spiffe_id),
+        chain_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in svid.cert_chain),
+        key_pem=svid.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        foreign_roots_pem=b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in bundle.x509_authorities
+        ),
+    )
+
+
+def _context(side: ssl._SSLMethod, credentials: Credentials, folder: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(side)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    chain, key = folder / "chain.pem", folder / "key.pem"
+    chain.write_bytes(credentials.chain_pem)
+    key.write_bytes(credentials.key_pem)
+    context.load_cert_chain(chain, key)
+    context.load_verify_locations(cadata=credentials.foreign_roots_pem.decode())
+    return context
+
+
+def _peer_id(connection: ssl.SSLSocket) -> str:
+    der = connection.getpeercert(binary_form=True)
+    assert der is not None
+    san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    [uri] = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return str(uri)
+
+
+def _mutual_tls(server_side: Credentials, client_side: Credentials) -> tuple[str, str]:
+    """One handshake over loopback; the SPIFFE ID each side saw. Raises ssl.SSLError when
+    either side does not trust the other."""
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        server_context = _context(ssl.PROTOCOL_TLS_SERVER, server_side, Path(a))
+        client_context = _context(ssl.PROTOCOL_TLS_CLIENT, client_side, Path(b))
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, str] = {}
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        try:
+            with server_context.wrap_socket(raw, server_side=True) as tls:
+                seen["server"] = _peer_id(tls)
+                tls.sendall(b"ok")
+        except (ssl.SSLError, OSError):
+            seen["server"] = ""
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with (
+            socket.create_connection(listener.getsockname()) as raw,
+            client_context.wrap_socket(raw) as tls,
+        ):
+            client_saw = _peer_id(tls)
+            tls.recv(2)
+    finally:
+        thread.join(10)
+        listener.close()
+    return seen.get("server", ""), client_saw
+
+
+def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Domain]) -> None:
+    alpha, beta = domains
+    root = alpha.server.settings.root.parent
+    _federate(alpha, beta, root)
+    _federate(beta, alpha, root)
+    a = wait_for("alpha's workload credentials", lambda: _credentials(alpha, beta.name), 30)
+    b = wait_for("beta's workload credentials", lambda: _credentials(beta, alpha.name), 30)
+    assert (a.spiffe_id, b.spiffe_id) == (alpha.workload_id, beta.workload_id)
+    # The JWT bundles carry the federated trust domain too.
+    with WorkloadApiClient(alpha.agent.endpoint) as client:
+        jwt_bundles = client.fetch_jwt_bundles()
+    assert jwt_bundles.get_bundle_for_trust_domain(TrustDomain(beta.name)) is not None
+    # Each side accepts only the other's SPIFFE ID.
+    server_saw, client_saw = _mutual_tls(a, b)
+    assert (server_saw, client_saw) == (beta.workload_id, alpha.workload_id)
+
+    # Beta's bundle gains an authority (as when its CA rotates): alpha's next refresh of beta's
+    # bundle (asked for here rather than waited for) brings it to alpha's workload.
+    _append_authority(beta)
+    alpha.server.cli("federation", "refresh", "-id", beta.name)
+    wait_for(
+        "alpha's workload to receive beta's new authority",
+        lambda: True if _foreign_root_count(alpha, beta.name) == 2 else None,
+        30,
+    )
+
+    # Alpha ends the federation: its workload loses beta's bundle and the handshake fails.
+    alpha.server.cli("federation", "delete", "-id", beta.name)
+    alpha.server.cli("bundle", "delete", "-id", beta.name, "-mode", "dissociate")
+    wait_for(
+        "alpha's workload to lose beta's bundle",
+        lambda: True if _credentials(alpha, beta.name) is None else None,
+        30,
+    )
+    now = replace(a, foreign_roots_pem=_all_roots(alpha))
+    with pytest.raises((ssl.SSLError, OSError)):
+        _mutual_tls(now, b)
+
+
+def _append_authority(domain: Domain) -> None:
+    from pyspire.proto.gen.spire.api import types as pb
+    from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+
+    authority = TestAuthority(SdkTrustDomain(domain.name))
+    request = bundle_pb.AppendBundleRequest(
+        x509_authorities=[pb.X509Certificate(asn1=authority.der)]
+    )
+    domain.server.api(lambda client: client.bundle.append_bundle(request))
+
+
+def _foreign_root_count(domain: Domain, foreign: str) -> int:
+    with WorkloadApiClient(domain.agent.endpoint) as client:
+        bundles = client.fetch_x509_context().x509_bundle_set
+    bundle = bundles.get_bundle_for_trust_domain(TrustDomain(foreign))
+    return 0 if bundle is None else len(bundle.x509_authorities)
+
+
+def _all_roots(domain: Domain) -> bytes:
+    """Every root the workload trusts now, whatever trust domain it belongs to."""
+    with WorkloadApiClient(domain.agent.endpoint) as client:
+        bundles = client.fetch_x509_context().x509_bundle_set.bundles
+    return b"".join(
+        certificate.public_bytes(serialization.Encoding.PEM)
+        for bundle in bundles
+        for certificate in bundle.x509_authorities
+    )
+
+
+def _serve_https(cert: Path, key: Path, body: bytes) -> tuple[int, Callable[[], None]]:
+    """A one-path HTTPS server on loopback answering ``body``; its port and its stop."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+
+    return int(httpd.server_address[1]), stop
+
+
+def test_https_web_profile_and_a_tampered_bundle() -> None:
+    root = short_temp_dir()
+    web_ca = TestAuthority(SdkTrustDomain("web-pki.test"))
+    cert_pem, key_pem = web_ca.issue_tls_server()
+    (root / "web.crt").write_bytes(cert_pem)
+    (root / "web.key").write_bytes(key_pem)
+    (root / "web-ca.pem").write_bytes(web_ca.pem)
+    endpoint_port = free_port()
+    (root / "alpha").mkdir()
+    (root / "beta").mkdir()
+    alpha = ServerProcess(
+        ServerSettings(
+            root=root / "alpha",
+            port=free_port(),
+            trust_domain="alpha.test",
+            extra=(
+                "[server.federation.bundle_endpoint]\n"
+                f'address = "127.0.0.1"\nport = {endpoint_port}\n'
+                "[server.federation.bundle_endpoint.profile.https_web.serving_cert_file]\n"
+                f'cert_file_path = "{root / "web.crt"}"\nkey_file_path = "{root / "web.key"}"\n'
+            ),
+        )
+    )
+    beta = ServerProcess(
+        ServerSettings(root=root / "beta", port=free_port(), trust_domain="beta.test")
+    )
+    stop_fake: Callable[[], None] | None = None
+    try:
+        alpha.start()
+        beta.start(env={"SSL_CERT_FILE": str(root / "web-ca.pem")})
+        beta.cli(
+            "federation",
+            "create",
+            "-trustDomain",
+            "alpha.test",
+            "-bundleEndpointURL",
+            f"https://127.0.0.1:{endpoint_port}/",
+            "-bundleEndpointProfile",
+            "https_web",
+        )
+        beta.cli("federation", "refresh", "-id", "alpha.test")
+        fetched = beta.cli("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
+        served = alpha.cli("bundle", "show", "-format", "spiffe").stdout
+        assert json.loads(fetched)["keys"] == json.loads(served)["keys"]
+
+        # An endpoint serving a tampered document (two certificates in one x5c): refused, and
+        # the bundle fetched before is kept.
+        document = json.loads(served)
+        document["keys"][0]["x5c"].append(document["keys"][0]["x5c"][0])
+        fake_port, stop_fake = _serve_https(
+            root / "web.crt", root / "web.key", json.dumps(document).encode()
+        )
+        beta.cli(
+            "federation",
+            "update",
+            "-trustDomain",
+            "alpha.test",
+            "-bundleEndpointURL",
+            f"https://127.0.0.1:{fake_port}/",
+            "-bundleEndpointProfile",
+            "https_web",
+        )
+        refused = beta.cli("federation", "refresh", "-id", "alpha.test", check=False)
+        assert refused.returncode == 1
+        assert "refused the bundle served" in refused.stderr
+        kept = beta.cli("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
+        assert kept == fetched
+    finally:
+        if stop_fake is not None:
+            stop_fake()
+        alpha.kill()
+        beta.kill()
+        shutil.rmtree(root, ignore_errors=True)
