@@ -12,6 +12,7 @@ from pyspire.cli.commands import (
     datastore,
     entry,
     healthcheck,
+    localauthority,
     mint,
     plugins,
     run,
@@ -31,6 +32,7 @@ _GROUPS = (
     mint,
     healthcheck,
     datastore,
+    localauthority,
     api,
     agent_health,
 )
