@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import betterproto
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib import GRPCError
 from grpclib.const import Status
 
@@ -13,6 +15,8 @@ from pyspire.proto.gen.spire.api.server.localauthority import v1 as la_pb
 from pyspire.server.api.localauthority import LocalAuthorityService
 from pyspire.server.context import ServerContext
 from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.jwt import SUPPORTED_ALGORITHMS, parse_jwt
+from pyspire_sdk.spiffeid import SpiffeId
 
 
 async def _bundle(context: ServerContext) -> Bundle:
@@ -84,6 +88,14 @@ async def test_x509_prepare_activate_taint_revoke(server_context: ServerContext)
         subject_key_id(a.der): a.tainted for a in (await _bundle(server_context)).x509_authorities
     }
     assert marks == {first.authority_id: True, prepared.authority_id: False}
+    await server_context.ca.rotate()  # the schedule never brings a tainted CA back
+    svid = await server_context.issuer.x509(
+        SpiffeId.parse("spiffe://example.org/workload"),
+        ec.generate_private_key(ec.SECP256R1()).public_key(),
+    )
+    issued = x509.load_der_x509_certificate(svid.cert_chain[0])
+    aki = issued.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert (aki.key_identifier or b"").hex() == prepared.authority_id
     await _refused(
         service.taint_x509_authority(la_pb.TaintX509AuthorityRequest(first.authority_id)),
         Status.INTERNAL,
@@ -129,6 +141,10 @@ async def test_jwt_prepare_activate_taint_revoke(server_context: ServerContext) 
     await service.taint_jwt_authority(la_pb.TaintJwtAuthorityRequest(first.authority_id))
     marks = {a.key_id: a.tainted for a in (await _bundle(server_context)).jwt_authorities}
     assert marks == {first.authority_id: True, prepared.authority_id: False}
+    await server_context.ca.rotate()  # the schedule never brings a tainted key back
+    token = await server_context.issuer.jwt(SpiffeId.parse("spiffe://example.org/w"), ["aud"])
+    header = parse_jwt(token.token, algorithms=SUPPORTED_ALGORITHMS)
+    assert header.key_id == prepared.authority_id
     await service.revoke_jwt_authority(la_pb.RevokeJwtAuthorityRequest(first.authority_id))
     kids = [a.key_id for a in (await _bundle(server_context)).jwt_authorities]
     assert kids == [prepared.authority_id]
