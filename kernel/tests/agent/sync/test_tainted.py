@@ -14,7 +14,7 @@ from cryptography import x509
 
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.sync import SyncManager
-from pyspire.agent.tainted import TAINT_SPREAD, TaintSchedule, jwt_key_id
+from pyspire.agent.tainted import TAINT_SPREAD, TaintSchedule, jwt_key_id, signed_by_tainted
 from pyspire_sdk.bundle import JwtAuthority
 from pyspire_sdk.model import JwtSvid
 from pyspire_sdk.testing import FakeClock
@@ -115,3 +115,24 @@ async def test_jwt_svids_of_a_tainted_key_are_dropped(
     )
     await manager.sync_now()
     assert len(cache.jwt_svids) == 0
+
+
+async def test_a_chain_is_recognised_as_signed_by_a_tainted_authority(
+    server: FakeServerApi, cache: WorkloadCache, manager: SyncManager
+) -> None:
+    server.add(entry("web"))
+    await manager.sync_now()
+    (identity,) = cache.snapshot().identities
+    chain = identity.svid.cert_chain
+    first = server.ca.authority
+    assert not signed_by_tainted(chain, server.bundle)
+    server.rotate_ca(keep_old=True, taint_old=False)
+    second = server.ca.authority
+    only_second_tainted = server.bundle.with_changes(
+        x509_authorities=(first, replace(second, tainted=True))
+    )
+    assert not signed_by_tainted(chain, only_second_tainted)
+    first_tainted = server.bundle.with_changes(
+        x509_authorities=(replace(first, tainted=True), second)
+    )
+    assert signed_by_tainted(chain, first_tainted)
