@@ -71,6 +71,7 @@ from pyspire.agent.identities import (
 )
 from pyspire.agent.jwt_cache import DEFAULT_JWT_SVID_CACHE_MAX_SIZE, JwtSvidCache
 from pyspire.agent.server_api import AgentServerApi
+from pyspire.agent.tainted import TaintSchedule
 from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -213,6 +214,7 @@ class WorkloadCache:
         self._bundle: Bundle | None = None
         self._federated: dict[TrustDomain, Bundle] = {}
         self._authorities: dict[bytes, bool] = {}
+        self._taints = TaintSchedule()
         self._synced = False
         self._server_away = False
         self._revision = 0
@@ -371,8 +373,7 @@ class WorkloadCache:
         self._jwt.retain({entry.id: entry.revision_number for entry in incoming.values()})
 
         if bundle != self._bundle:
-            self._bundle = bundle
-            self._authorities = authority_index(bundle)
+            self._set_bundle(bundle)
             visible = True
         federated = dict(federated_bundles)
         if federated != self._federated:
@@ -386,6 +387,17 @@ class WorkloadCache:
         if visible:
             self._changed()
 
+    def _set_bundle(self, bundle: Bundle) -> None:
+        """Take a new bundle of our trust domain: index its authorities, note new taints, and
+        drop the JWT-SVIDs its tainted JWT keys signed."""
+        self._bundle = bundle
+        self._authorities = authority_index(bundle)
+        self._taints.observe(self._authorities, self._clock.now())
+        tainted_keys = {a.key_id for a in bundle.jwt_authorities if a.tainted}
+        dropped = self._jwt.drop_signed_by(tainted_keys)
+        if dropped:
+            _log.info("jwt svids signed by a tainted authority dropped", count=dropped)
+
     def restore(self, contents: CacheContents) -> int:
         """Start from what an earlier run of the agent kept (before the first sync); returns
         how many SVIDs were taken. Expired SVIDs and SVIDs of entries not in ``contents`` are
@@ -398,8 +410,7 @@ class WorkloadCache:
             if item.entry_id in self._entries and now < item.not_after
         }
         if contents.bundle is not None:
-            self._bundle = contents.bundle
-            self._authorities = authority_index(contents.bundle)
+            self._set_bundle(contents.bundle)
         self._federated = dict(contents.federated_bundles)
         self._synced = True
         self._changed()
@@ -428,13 +439,21 @@ class WorkloadCache:
 
         An entry's SVID is stale when it is missing, its entry's revision changed since it was
         issued, half its lifetime has passed, it expired, or the authority that signed it is no
-        longer in our bundle or is tainted there.
+        longer in our bundle or is tainted there; SVIDs of a tainted authority come due over
+        :data:`~pyspire.agent.tainted.TAINT_SPREAD` (see :mod:`pyspire.agent.tainted`).
         """
         wanted = self._wanted()
         stale: list[StaleEntry] = []
         for entry_id in wanted:
             entry = self._entries[entry_id]
-            reason = stale_reason(entry, self._held.get(entry_id), now, self._authorities)
+            held = self._held.get(entry_id)
+            reason = stale_reason(entry, held, now, self._authorities)
+            if (
+                reason is StaleReason.ISSUER_TAINTED
+                and held is not None
+                and not self._taints.due(entry_id, held.issuer_ids, now)
+            ):
+                continue  # its turn in the spread comes at a later sync
             if reason is not None:
                 stale.append(StaleEntry(entry, reason))
         return stale

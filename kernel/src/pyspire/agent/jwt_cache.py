@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from pyspire.agent.tainted import jwt_key_id
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import JwtSvid, RegistrationEntry
@@ -149,6 +150,18 @@ class JwtSvidCache:
         ]
         for key in stale:
             del self._tokens[key]
+
+    def drop_signed_by(self, key_ids: Collection[str]) -> int:
+        """Drop every token signed by one of ``key_ids`` (tainted JWT keys); returns how many.
+        The next request for them mints a new token with the active key."""
+        if not key_ids:
+            return 0
+        dropped = [
+            key for key, cached in self._tokens.items() if jwt_key_id(cached.svid.token) in key_ids
+        ]
+        for key in dropped:
+            del self._tokens[key]
+        return len(dropped)
 
     def forget(self, entry_ids: Collection[str]) -> None:
         """Drop every token of these entries."""

@@ -59,6 +59,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from pyspire.agent.bootstrap import BootstrapTrust
 from pyspire.agent.client import ServerCallError, ServerClient
 from pyspire.agent.storage import AgentState, AgentStateStore
+from pyspire.agent.tainted import signed_by_tainted
 from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -558,9 +559,18 @@ class NodeIdentity:
                     bundle=bundle,
                     reattestable=current.reattestable,
                 )
+                self._rotate_if_tainted(current.svid.cert_chain, bundle)
                 self._mark_changed()
         finally:
             await self._notify()
+
+    def _rotate_if_tainted(self, chain: tuple[bytes, ...], bundle: Bundle) -> None:
+        """Bring the rotation forward to now when ``bundle`` marks our SVID's issuer tainted:
+        once revoked, the server would no longer trust the SVID."""
+        now = self._clock.now()
+        if (self._rotate_at is None or self._rotate_at > now) and signed_by_tainted(chain, bundle):
+            _log.info("agent SVID signed by a tainted authority; rotating it now")
+            self._rotate_at = now
 
     async def revoke(self, reason: str) -> None:
         """Stop being this agent: the server refused it (``reason`` is the server's word).

@@ -43,6 +43,18 @@ class X509CA:
         return self.key_identifier.hex()
 
     @cached_property
+    def upstream_authority_id(self) -> str:
+        """The hex authority key ID of an upstream-signed CA: the subject key ID of the
+        upstream CA that signed it; empty for a self-signed CA."""
+        if not self.upstream_signed:
+            return ""
+        try:
+            aki = self.certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        except x509.ExtensionNotFound:
+            return ""
+        return (aki.value.key_identifier or b"").hex()
+
+    @cached_property
     def subject_der(self) -> bytes:
         """The CA's subject Name in DER: the issuer of what it signs."""
         return self.certificate.subject.public_bytes()

@@ -48,7 +48,7 @@ from pyspire.telemetry.metrics import (
 )
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.errors import NotFoundError, PyspireError
+from pyspire_sdk.errors import FailedPreconditionError, NotFoundError, PyspireError
 from pyspire_sdk.plugins.key_manager import KeyManager, KeyType
 from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority
 from pyspire_sdk.spiffeid import TrustDomain
@@ -110,6 +110,12 @@ class X509Slot:
     def authority_id(self) -> str:
         return self.ca.authority_id
 
+    @property
+    def upstream_authority_id(self) -> str:
+        """The hex subject key ID of the upstream CA that signed this CA (its authority key
+        ID), empty for a self-signed CA."""
+        return self.ca.upstream_authority_id
+
 
 @dataclass(frozen=True)
 class JwtSlot:
@@ -133,6 +139,8 @@ class JwtSlot:
     @property
     def authority_id(self) -> str:
         return self.key.kid
+
+    upstream_authority_id = ""
 
 
 SlotT = TypeVar("SlotT", X509Slot, JwtSlot)
@@ -209,6 +217,31 @@ class CaManager:
     def jwt_slots(self) -> dict[str, JwtSlot]:
         return dict(self._jwt)
 
+    @property
+    def has_upstream(self) -> bool:
+        """Whether an upstream authority signs our X.509 CAs."""
+        return self._upstream is not None
+
+    def current_x509(self) -> X509Slot | None:
+        """The active X.509 CA slot (``None`` while starting)."""
+        return self._active(self._x509)  # type: ignore[no-any-return]
+
+    def next_x509(self) -> X509Slot | None:
+        """The X.509 slot beside the active one: prepared, old, or ``None`` when empty."""
+        return self._next(self._x509)  # type: ignore[no-any-return]
+
+    def current_jwt(self) -> JwtSlot | None:
+        """The active JWT key slot (``None`` while starting)."""
+        return self._active(self._jwt)  # type: ignore[no-any-return]
+
+    def next_jwt(self) -> JwtSlot | None:
+        """The JWT slot beside the active one: prepared, old, or ``None`` when empty."""
+        return self._next(self._jwt)  # type: ignore[no-any-return]
+
+    def _next(self, slots: dict[str, Any]) -> Any:
+        active = self._active(slots)
+        return None if active is None else slots.get(other_slot(active.slot_id))
+
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` after every preparation and activation (of an X.509 CA or a JWT
         key): the bundle or the signing authority changed."""
@@ -244,6 +277,38 @@ class CaManager:
         await self._rotate_slots(self._x509, now, self._prepare_x509)
         await self._rotate_slots(self._jwt, now, self._prepare_jwt)
         await self._prune(now)
+
+    # -- forced rotation (the LocalAuthority API) ------------------------------------------
+
+    async def prepare_x509_now(self) -> X509Slot:
+        """Prepare a new X.509 CA in the slot beside the active one, replacing what it held."""
+        active = self.current_x509()
+        if active is None:
+            raise CaNotReadyError("no active X.509 CA")
+        return await self._prepare_x509(other_slot(active.slot_id), self._clock.now())
+
+    async def prepare_jwt_now(self) -> JwtSlot:
+        """Prepare a new JWT key in the slot beside the active one, replacing what it held."""
+        active = self.current_jwt()
+        if active is None:
+            raise CaNotReadyError("no active JWT key")
+        return await self._prepare_jwt(other_slot(active.slot_id), self._clock.now())
+
+    async def activate_x509_now(self) -> X509Slot:
+        """Make the prepared X.509 CA the active one; the active one becomes old."""
+        prepared = self.next_x509()
+        if prepared is None or prepared.status is not SlotStatus.PREPARED:
+            raise FailedPreconditionError("no prepared X.509 CA")
+        await self._activate(self._x509, prepared)
+        return self._x509[prepared.slot_id]
+
+    async def activate_jwt_now(self) -> JwtSlot:
+        """Make the prepared JWT key the active one; the active one becomes old."""
+        prepared = self.next_jwt()
+        if prepared is None or prepared.status is not SlotStatus.PREPARED:
+            raise FailedPreconditionError("no prepared JWT key")
+        await self._activate(self._jwt, prepared)
+        return self._jwt[prepared.slot_id]
 
     # -- the schedule, the same for both kinds ---------------------------------------------
 

@@ -18,6 +18,7 @@ from pyspire.server.api.debug import DebugService
 from pyspire.server.api.entry import EntryService
 from pyspire.server.api.gate import local_gate, tcp_gate
 from pyspire.server.api.health import HealthService
+from pyspire.server.api.localauthority import LocalAuthorityService
 from pyspire.server.api.svid import SvidService
 from pyspire.server.api.trustdomain import TrustDomainService
 from pyspire.server.context import ServerContext
@@ -37,6 +38,7 @@ class ServerServices:
     debug: DebugService
     health: HealthService
     trust_domain: TrustDomainService
+    local_authority: LocalAuthorityService
 
     @classmethod
     def build(cls, context: ServerContext) -> ServerServices:
@@ -48,6 +50,7 @@ class ServerServices:
             debug=DebugService(context),
             health=HealthService(context),
             trust_domain=TrustDomainService(context),
+            local_authority=LocalAuthorityService(context),
         )
 
     def api(self) -> Sequence[Any]:
@@ -87,7 +90,8 @@ def admin_servables(
     limits: ConnectionLimits,
     audit: AuditLog | None = None,
 ) -> list[WithCallContext]:
-    """What the admin socket serves: the API plus Debug and Health, every caller local,
+    """What the admin socket serves: the API plus Debug, Health and LocalAuthority, every
+    caller local,
     measured (and audited with ``audit``)."""
     gate = local_gate(context)
     return [
@@ -99,5 +103,10 @@ def admin_servables(
             metrics=context.metrics,
             audit=audit,
         )
-        for service in (*services.api(), services.debug, services.health)
+        for service in (
+            *services.api(),
+            services.debug,
+            services.health,
+            services.local_authority,
+        )
     ]

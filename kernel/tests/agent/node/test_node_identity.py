@@ -4,6 +4,7 @@ ban, back off while the server is away."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import stat
@@ -492,3 +493,21 @@ async def test_update_bundle_refuses_a_bundle_that_cannot_verify_the_server(
         )
     stored = await AgentStateStore(agent.directory, TD).read()
     assert stored is not None and stored.bundle == identity.bundle
+
+
+async def test_a_tainted_issuer_brings_the_rotation_forward(agent: Agent) -> None:
+    identity, _ = await agent.build()
+    await identity.start()
+    assert not identity.due()
+    untouched = identity.bundle.with_changes(refresh_hint=301)
+    await identity.update_bundle(untouched)
+    assert not identity.due()
+    tainted = identity.bundle.with_changes(
+        x509_authorities=tuple(
+            dataclasses.replace(authority, tainted=True)
+            for authority in identity.bundle.x509_authorities
+        )
+    )
+    await identity.update_bundle(tainted)
+    assert identity.rotate_at == agent.clock.now()
+    assert identity.due()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pyspire.agent.cache import IssuedSvid, StaleReason, WorkloadCache
 from pyspire.agent.sync import SyncManager
+from pyspire.agent.tainted import TAINT_SPREAD
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
 from pyspire_sdk.model import X509Svid
@@ -299,6 +300,7 @@ async def test_tainted_issuer_reissues(
     await manager.sync_now()
     server.rotate_ca(keep_old=True, taint_old=True)
     cache.update(list(server.entries.values()), server.bundle, {})
+    await fake_clock.advance(TAINT_SPREAD)  # each SVID's turn comes within the spread
     stale = cache.stale_entries(fake_clock.now())
     assert [(item.entry.id, item.reason) for item in stale] == [("web", StaleReason.ISSUER_TAINTED)]
     assert (await manager.sync_now()).issued == 1

@@ -13,6 +13,7 @@ from pyspire.cli.commands import (
     entry,
     federation,
     healthcheck,
+    localauthority,
     mint,
     plugins,
     run,
@@ -33,6 +34,7 @@ _GROUPS = (
     mint,
     healthcheck,
     datastore,
+    localauthority,
     api,
     agent_health,
 )
