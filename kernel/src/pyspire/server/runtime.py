@@ -51,6 +51,7 @@ from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.notifications import BundleNotifications
 from pyspire.server.publishing import BundlePublishing
 from pyspire.server.readiness import ServerReadiness
+from pyspire.server.upstream_server import UpstreamServers
 from pyspire.tasks import Service, run_services
 from pyspire.telemetry.audit import AuditLog
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
@@ -178,6 +179,7 @@ class ServerRuntime:
             data_dir=self.settings.data_dir,
             join_tokens=self._join_tokens,
             trust_bundle=self._trust_bundle,
+            upstream_servers=UpstreamServers(self.settings.trust_domain),
         )
 
     async def run(self) -> None:

@@ -11,9 +11,12 @@ and the upstream bundle with :meth:`~pyspire.agent.client.ServerClient.use_bundl
 
 from __future__ import annotations
 
-__all__ = ["UpstreamServerClient"]
+__all__ = ["UpstreamServerClient", "UpstreamServers"]
 
+from collections.abc import Sequence
 from datetime import timedelta
+
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from pyspire.agent.client import ServerCallError, ServerClient
 from pyspire.proto.convert import bundle_from_proto, bundle_to_proto
@@ -24,13 +27,36 @@ from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.limits import MAX_TTL_SECONDS
 from pyspire_sdk.plugins.upstream_authority import UpstreamX509CA
+from pyspire_sdk.spiffeid import TrustDomain
 
 _NEW_DOWNSTREAM_X509_CA = "/spire.api.server.svid.v1.SVID/NewDownstreamX509CA"
 _PUBLISH_JWT_AUTHORITY = "/spire.api.server.bundle.v1.Bundle/PublishJWTAuthority"
 
 
+class UpstreamServers:
+    """The ``upstream_servers`` host service
+    (:class:`~pyspire_sdk.plugins.upstream_authority.UpstreamServers`): sessions with upstream
+    servers of ``trust_domain``."""
+
+    def __init__(self, trust_domain: TrustDomain) -> None:
+        self._trust_domain = trust_domain
+
+    def connect(self, address: str, port: int) -> UpstreamServerClient:
+        return UpstreamServerClient(
+            trust_domain=self._trust_domain, address=address, port=port, bundle=None
+        )
+
+
 class UpstreamServerClient(ServerClient):
-    """The calls a downstream server makes to its upstream server."""
+    """The calls a downstream server makes to its upstream server
+    (:class:`~pyspire_sdk.plugins.upstream_authority.UpstreamServerSession`)."""
+
+    def use_credentials(
+        self, chain: Sequence[bytes], private_key: PrivateKeyTypes, bundle: Bundle
+    ) -> None:
+        """Verify the upstream with ``bundle`` and present ``chain`` from now on."""
+        self.use_bundle(bundle)
+        self.use_identity(chain, private_key)
 
     async def new_downstream_x509_ca(
         self, csr_der: bytes, preferred_ttl: timedelta

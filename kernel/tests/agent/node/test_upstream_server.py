@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
-from pyspire.server.upstream_server import UpstreamServerClient
+from pyspire.server.upstream_server import UpstreamServerClient, UpstreamServers
 from pyspire_sdk.bundle import JwtAuthority
 from pyspire_sdk.errors import PermissionDeniedError
+from pyspire_sdk.plugins.upstream_authority import UpstreamServerSession
 from pyspire_sdk.spiffeid import SpiffeId
 
 from .conftest import TD, RunningServer, workload_entry
@@ -47,10 +48,9 @@ async def workload_svid(
 
 async def client_for(server: RunningServer, spiffe_id: SpiffeId) -> UpstreamServerClient:
     key, chain = await workload_svid(server, spiffe_id)
-    client = UpstreamServerClient(
-        trust_domain=TD, address="127.0.0.1", port=server.port, bundle=await server.bundle()
-    )
-    client.use_identity(chain, key)
+    client = UpstreamServers(TD).connect("127.0.0.1", server.port)
+    assert isinstance(client, UpstreamServerSession)
+    client.use_credentials(chain, key, await server.bundle())
     return client
 
 
