@@ -1,0 +1,189 @@
+"""Nested servers in real processes: a root ``pyspire-server`` with its agent, and a downstream
+server whose CA comes from the root through the ``spire`` upstream authority.
+
+The downstream server runs next to the root's agent, where an entry marked ``downstream``
+gives it its X509-SVID; it presents that SVID to the root's ``SVID.NewDownstreamX509CA``. Under
+the downstream server run its own agent and workloads. What must hold: the downstream's bundle
+holds the root's CA; a workload SVID of the downstream tier chains through the downstream CA to
+the root's CA, and the system's ``openssl verify`` accepts it against the root's bundle alone;
+a workload of the root's agent and one of the downstream's agent do mutual TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from processes import (
+    TRUST_DOMAIN,
+    AgentSettings,
+    Deployment,
+    ProcessError,
+    ServerSettings,
+    free_port,
+    run_workload,
+    short_temp_dir,
+    wait_for,
+)
+from upstream_pki import openssl_verify
+
+pytestmark = pytest.mark.slow
+
+DOWNSTREAM_SERVER = f"spiffe://{TRUST_DOMAIN}/downstream/server"
+DOWNSTREAM_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/downstream/workload"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+TIMEOUT = 30.0
+UID_SELECTOR = f"unix:uid:{os.getuid()}"
+
+
+@dataclass
+class Tiers:
+    root: Deployment
+    downstream: Deployment
+
+
+def _downstream_svid_served(root: Deployment, directory: Path) -> bool | None:
+    try:
+        answer = run_workload(root.agent.endpoint, "x509", str(directory))
+    except ProcessError:
+        return None
+    return True if answer["spiffe_id"] == DOWNSTREAM_SERVER else None
+
+
+@pytest.fixture(scope="module")
+def tiers() -> Iterator[Tiers]:
+    root_dir, downstream_dir = short_temp_dir(), short_temp_dir()
+    root_port, downstream_port = free_port(), free_port()
+    root = Deployment.start(
+        ServerSettings(root=root_dir, port=root_port),
+        AgentSettings(root=root_dir, server_port=root_port, bootstrap_bundle=root_dir / "b.pem"),
+    )
+    try:
+        root.server.cli(
+            "entry", "create", "-spiffeID", DOWNSTREAM_SERVER, "-parentID", root.agent_id,
+            "-selector", UID_SELECTOR, "-downstream",
+        )  # fmt: skip
+        probe = root_dir / "probe"
+        probe.mkdir()
+        wait_for(
+            "the root agent to serve the downstream server's SVID",
+            lambda: _downstream_svid_served(root, probe),
+            TIMEOUT,
+        )
+        upstream = f"""
+[server.plugins.upstream_authority.spire]
+server_address = "127.0.0.1"
+server_port = {root_port}
+workload_api_socket = "{root.agent.socket_path}"
+"""
+        downstream = Deployment.start(
+            ServerSettings(root=downstream_dir, port=downstream_port, extra_plugins=upstream),
+            AgentSettings(
+                root=downstream_dir,
+                server_port=downstream_port,
+                bootstrap_bundle=downstream_dir / "b.pem",
+            ),
+            entries=[(DOWNSTREAM_WORKLOAD, [UID_SELECTOR])],
+        )
+    except BaseException:
+        root.stop()
+        raise
+    try:
+        yield Tiers(root, downstream)
+    finally:
+        downstream.stop()
+        root.stop()
+
+
+def _certificates(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def test_the_downstream_bundle_holds_the_root_ca(tiers: Tiers) -> None:
+    root_bundle = _certificates(tiers.root.root / "b.pem")
+    assert _certificates(tiers.downstream.root / "b.pem") == root_bundle
+
+
+def test_downstream_svid_chains_to_the_root_with_openssl(tiers: Tiers, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    answer = run_workload(tiers.downstream.agent.endpoint, "x509", str(tmp_path))
+    assert answer["spiffe_id"] == DOWNSTREAM_WORKLOAD
+    chain = _certificates(tmp_path / "svid.pem")
+    roots = _certificates(tiers.root.root / "b.pem")
+    assert _certificates(tmp_path / "bundle.pem") == roots
+    assert len(chain) == 2
+    leaf, downstream_ca = chain
+    assert leaf.issuer == downstream_ca.subject
+    constraints = downstream_ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert constraints.ca
+    san = downstream_ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://{TRUST_DOMAIN}"]
+    assert any(downstream_ca.issuer == root.subject for root in roots)
+
+    verified = openssl_verify(tmp_path, leaf, chain[1:], roots)
+    if verified is None:
+        pytest.skip("openssl is not installed: the chain was checked above, not by openssl")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.strip().endswith(": OK")
+    # The downstream CA is what links the leaf to the root.
+    short = openssl_verify(tmp_path, leaf, [], roots)
+    assert short is not None
+    assert short.returncode != 0
+
+
+def _start(program: str, endpoint: str, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(EXAMPLES / program), *argv],
+        env={**os.environ, "SPIFFE_ENDPOINT_SOCKET": endpoint},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_workloads_of_both_tiers_do_mutual_tls(tiers: Tiers) -> None:
+    """The server side runs under the downstream agent; the client under the root's agent,
+    where this user's processes get the SVID of the downstream entry."""
+    server = _start(
+        "workload_server.py",
+        tiers.downstream.agent.endpoint,
+        "--allow",
+        DOWNSTREAM_SERVER,
+        "--count",
+        "1",
+    )
+    try:
+        assert server.stdout is not None
+        seen = ""
+        port = None
+        while port is None:
+            line = server.stdout.readline()
+            if not line:
+                raise AssertionError(f"the workload server stopped: {seen}{server.stderr.read()}")  # type: ignore[union-attr]
+            seen += line
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        client = _start(
+            "workload_client.py",
+            tiers.root.agent.endpoint,
+            "--port",
+            str(port),
+            "--server-id",
+            DOWNSTREAM_WORKLOAD,
+        )
+        out, err = client.communicate(timeout=TIMEOUT)
+        assert client.returncode == 0, out + err
+        assert f"this is {DOWNSTREAM_WORKLOAD}" in out
+        rest, _ = server.communicate(timeout=TIMEOUT)
+        assert f"server: answered {DOWNSTREAM_SERVER}" in seen + rest
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
