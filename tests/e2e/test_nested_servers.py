@@ -11,6 +11,7 @@ a workload of the root's agent and one of the downstream's agent do mutual TLS.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -187,3 +188,24 @@ def test_workloads_of_both_tiers_do_mutual_tls(tiers: Tiers) -> None:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def _jwt_key_ids(deployment: Deployment) -> set[str]:
+    shown = deployment.server.cli("bundle", "show", "-format", "spiffe").stdout
+    return {key["kid"] for key in json.loads(shown)["keys"] if key.get("use") == "jwt-svid"}
+
+
+def test_jwt_svids_validate_across_the_tiers(tiers: Tiers) -> None:
+    """The downstream server published its JWT key to the root and took the root's key set,
+    so a JWT-SVID of the downstream tier validates at the root's agent."""
+    from spiffe import WorkloadApiClient
+
+    downstream_keys = _jwt_key_ids(tiers.downstream)
+    assert downstream_keys
+    assert downstream_keys <= _jwt_key_ids(tiers.root)
+    with WorkloadApiClient(socket_path=tiers.downstream.agent.endpoint) as client:
+        svid = client.fetch_jwt_svid(audience={"nested"})
+    assert str(svid.spiffe_id) == DOWNSTREAM_WORKLOAD
+    with WorkloadApiClient(socket_path=tiers.root.agent.endpoint) as client:
+        validated = client.validate_jwt_svid(svid.token, "nested")
+    assert str(validated.spiffe_id) == DOWNSTREAM_WORKLOAD
