@@ -1,12 +1,15 @@
-"""Nested servers in real processes: a root ``pyspire-server`` with its agent, and a downstream
-server whose CA comes from the root through the ``spire`` upstream authority.
+"""Nested servers in real processes: a root ``pyspire-server`` with its agent, and two
+downstream servers (two branches) whose CAs come from the root through the ``spire`` upstream
+authority.
 
-The downstream server runs next to the root's agent, where an entry marked ``downstream``
-gives it its X509-SVID; it presents that SVID to the root's ``SVID.NewDownstreamX509CA``. Under
-the downstream server run its own agent and workloads. What must hold: the downstream's bundle
-holds the root's CA; a workload SVID of the downstream tier chains through the downstream CA to
-the root's CA, and the system's ``openssl verify`` accepts it against the root's bundle alone;
-a workload of the root's agent and one of the downstream's agent do mutual TLS.
+The downstream servers run next to the root's agent, where an entry marked ``downstream``
+gives them their X509-SVID; they present it to the root's ``SVID.NewDownstreamX509CA``. Under
+each downstream server run its own agent and workloads. What must hold: the downstream bundles
+hold the root's CA; a workload SVID of a branch chains through its server's CA to the root's
+CA, and the system's ``openssl verify`` accepts it against the root's bundle alone; workloads
+of the two branches, and of the root's agent and a branch, do mutual TLS; a JWT-SVID of one
+branch validates at the root's agent and at the other branch's agent (each branch published its
+JWT key to the root and follows the root's bundle).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ pytestmark = pytest.mark.slow
 
 DOWNSTREAM_SERVER = f"spiffe://{TRUST_DOMAIN}/downstream/server"
 DOWNSTREAM_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/downstream/workload"
+OTHER_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/other/workload"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 TIMEOUT = 30.0
 UID_SELECTOR = f"unix:uid:{os.getuid()}"
@@ -48,6 +52,7 @@ UID_SELECTOR = f"unix:uid:{os.getuid()}"
 class Tiers:
     root: Deployment
     downstream: Deployment
+    other: Deployment
 
 
 def _downstream_svid_served(root: Deployment, directory: Path) -> bool | None:
@@ -60,8 +65,7 @@ def _downstream_svid_served(root: Deployment, directory: Path) -> bool | None:
 
 @pytest.fixture(scope="module")
 def tiers() -> Iterator[Tiers]:
-    root_dir, downstream_dir = short_temp_dir(), short_temp_dir()
-    root_port, downstream_port = free_port(), free_port()
+    root_dir, root_port = short_temp_dir(), free_port()
     root = Deployment.start(
         ServerSettings(root=root_dir, port=root_port),
         AgentSettings(root=root_dir, server_port=root_port, bootstrap_bundle=root_dir / "b.pem"),
@@ -78,38 +82,48 @@ def tiers() -> Iterator[Tiers]:
             lambda: _downstream_svid_served(root, probe),
             TIMEOUT,
         )
-        upstream = f"""
+        downstream = _branch(root, root_port, DOWNSTREAM_WORKLOAD)
+        try:
+            other = _branch(root, root_port, OTHER_WORKLOAD)
+        except BaseException:
+            downstream.stop()
+            raise
+    except BaseException:
+        root.stop()
+        raise
+    try:
+        yield Tiers(root, downstream, other)
+    finally:
+        other.stop()
+        downstream.stop()
+        root.stop()
+
+
+def _branch(root: Deployment, root_port: int, workload: str) -> Deployment:
+    """A downstream server under ``root`` (through the root's agent), its agent, and an entry
+    for ``workload`` under that agent."""
+    directory, port = short_temp_dir(), free_port()
+    upstream = f"""
 [server.plugins.upstream_authority.spire]
 server_address = "127.0.0.1"
 server_port = {root_port}
 workload_api_socket = "{root.agent.socket_path}"
 """
-        downstream = Deployment.start(
-            ServerSettings(root=downstream_dir, port=downstream_port, extra_plugins=upstream),
-            AgentSettings(
-                root=downstream_dir,
-                server_port=downstream_port,
-                bootstrap_bundle=downstream_dir / "b.pem",
-            ),
-            entries=[(DOWNSTREAM_WORKLOAD, [UID_SELECTOR])],
-        )
-    except BaseException:
-        root.stop()
-        raise
-    try:
-        yield Tiers(root, downstream)
-    finally:
-        downstream.stop()
-        root.stop()
+    return Deployment.start(
+        ServerSettings(root=directory, port=port, extra_plugins=upstream),
+        AgentSettings(root=directory, server_port=port, bootstrap_bundle=directory / "b.pem"),
+        entries=[(workload, [UID_SELECTOR])],
+    )
 
 
 def _certificates(path: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(path.read_bytes())
 
 
-def test_the_downstream_bundle_holds_the_root_ca(tiers: Tiers) -> None:
+def test_the_downstream_bundles_hold_the_root_ca(tiers: Tiers) -> None:
     root_bundle = _certificates(tiers.root.root / "b.pem")
     assert _certificates(tiers.downstream.root / "b.pem") == root_bundle
+    assert _certificates(tiers.other.root / "b.pem") == root_bundle
 
 
 def test_downstream_svid_chains_to_the_root_with_openssl(tiers: Tiers, tmp_path: Path) -> None:
@@ -149,14 +163,19 @@ def _start(program: str, endpoint: str, *argv: str) -> subprocess.Popen[str]:
     )
 
 
-def test_workloads_of_both_tiers_do_mutual_tls(tiers: Tiers) -> None:
-    """The server side runs under the downstream agent; the client under the root's agent,
-    where this user's processes get the SVID of the downstream entry."""
+@pytest.mark.parametrize("client_side", ["root", "other"])
+def test_workloads_of_two_tiers_or_branches_do_mutual_tls(tiers: Tiers, client_side: str) -> None:
+    """The server side runs under the first branch's agent; the client under the root's agent
+    (where this user's processes get the SVID of the downstream entry) or the other branch's."""
+    client_agent, client_id = {
+        "root": (tiers.root.agent, DOWNSTREAM_SERVER),
+        "other": (tiers.other.agent, OTHER_WORKLOAD),
+    }[client_side]
     server = _start(
         "workload_server.py",
         tiers.downstream.agent.endpoint,
         "--allow",
-        DOWNSTREAM_SERVER,
+        client_id,
         "--count",
         "1",
     )
@@ -173,7 +192,7 @@ def test_workloads_of_both_tiers_do_mutual_tls(tiers: Tiers) -> None:
             port = int(found.group(1)) if found else None
         client = _start(
             "workload_client.py",
-            tiers.root.agent.endpoint,
+            client_agent.endpoint,
             "--port",
             str(port),
             "--server-id",
@@ -183,7 +202,7 @@ def test_workloads_of_both_tiers_do_mutual_tls(tiers: Tiers) -> None:
         assert client.returncode == 0, out + err
         assert f"this is {DOWNSTREAM_WORKLOAD}" in out
         rest, _ = server.communicate(timeout=TIMEOUT)
-        assert f"server: answered {DOWNSTREAM_SERVER}" in seen + rest
+        assert f"server: answered {client_id}" in seen + rest
     finally:
         if server.poll() is None:
             server.kill()
@@ -195,17 +214,39 @@ def _jwt_key_ids(deployment: Deployment) -> set[str]:
     return {key["kid"] for key in json.loads(shown)["keys"] if key.get("use") == "jwt-svid"}
 
 
-def test_jwt_svids_validate_across_the_tiers(tiers: Tiers) -> None:
-    """The downstream server published its JWT key to the root and took the root's key set,
-    so a JWT-SVID of the downstream tier validates at the root's agent."""
+def _validated_at(agent_endpoint: str, token: str) -> str | None:
+    from spiffe import WorkloadApiClient
+    from spiffe.errors import PySpiffeError
+
+    try:
+        with WorkloadApiClient(socket_path=agent_endpoint) as client:
+            return str(client.validate_jwt_svid(token, "nested").spiffe_id)
+    except PySpiffeError:
+        return None
+
+
+def test_jwt_svids_validate_across_the_tiers_and_branches(tiers: Tiers) -> None:
+    """Each branch published its JWT key to the root and follows the root's bundle, so a
+    JWT-SVID of one branch validates at the root's agent and, once the other branch has seen
+    the root's bundle change, at the other branch's agent."""
     from spiffe import WorkloadApiClient
 
     downstream_keys = _jwt_key_ids(tiers.downstream)
     assert downstream_keys
-    assert downstream_keys <= _jwt_key_ids(tiers.root)
-    with WorkloadApiClient(socket_path=tiers.downstream.agent.endpoint) as client:
-        svid = client.fetch_jwt_svid(audience={"nested"})
-    assert str(svid.spiffe_id) == DOWNSTREAM_WORKLOAD
-    with WorkloadApiClient(socket_path=tiers.root.agent.endpoint) as client:
-        validated = client.validate_jwt_svid(svid.token, "nested")
-    assert str(validated.spiffe_id) == DOWNSTREAM_WORKLOAD
+    assert downstream_keys | _jwt_key_ids(tiers.other) <= _jwt_key_ids(tiers.root)
+    for issuing, validating, spiffe_id in [
+        (tiers.downstream, tiers.other, DOWNSTREAM_WORKLOAD),
+        # The first branch published its key before the other existed: only following the
+        # root's bundle brings it the other branch's key.
+        (tiers.other, tiers.downstream, OTHER_WORKLOAD),
+    ]:
+        with WorkloadApiClient(socket_path=issuing.agent.endpoint) as client:
+            svid = client.fetch_jwt_svid(audience={"nested"})
+        assert str(svid.spiffe_id) == spiffe_id
+        assert _validated_at(tiers.root.agent.endpoint, svid.token) == spiffe_id
+        validated = wait_for(
+            "a branch to validate the other branch's JWT-SVID",
+            lambda: _validated_at(validating.agent.endpoint, svid.token),  # noqa: B023
+            TIMEOUT,
+        )
+        assert validated == spiffe_id
