@@ -14,16 +14,20 @@ JWT key to the root and follows the root's bundle).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
 from cryptography import x509
 from processes import (
     TRUST_DOMAIN,
@@ -36,7 +40,20 @@ from processes import (
     short_temp_dir,
     wait_for,
 )
+from pyspire_upstreamauthority_spire import SpireUpstreamAuthority, SpireUpstreamConfig
+from pyspire_upstreamauthority_spire.plugin import pyspire_upstream_authorities
 from upstream_pki import openssl_verify
+
+from pyspire.server.upstream_server import UpstreamServers
+from pyspire_sdk.config import load_config
+from pyspire_sdk.plugin import HostServices, PluginRegistration
+from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority
+from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.testing import FakeClock
+from pyspire_sdk.testing.upstream_authority_contract import (
+    Misconfiguration,
+    UpstreamAuthorityContract,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +63,7 @@ OTHER_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/other/workload"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 TIMEOUT = 30.0
 UID_SELECTOR = f"unix:uid:{os.getuid()}"
+TD = TrustDomain(TRUST_DOMAIN)
 
 
 @dataclass
@@ -250,3 +268,52 @@ def test_jwt_svids_validate_across_the_tiers_and_branches(tiers: Tiers) -> None:
             TIMEOUT,
         )
         assert validated == spiffe_id
+
+
+class TestSpireUpstreamContract(UpstreamAuthorityContract):
+    """The SDK's upstream authority contract against the live root server, with the
+    downstream server's SVID from the root's agent (this process runs as the user the
+    ``downstream`` entry selects). The root signs on the wall clock; the clock starts on a whole
+    second because the API carries JWT key expiry in whole seconds."""
+
+    @pytest.fixture
+    def fake_clock(self) -> FakeClock:
+        return FakeClock(start=datetime.now(UTC).replace(microsecond=0))
+
+    @pytest_asyncio.fixture
+    async def upstream_authority(
+        self, tiers: Tiers, host_services: HostServices
+    ) -> AsyncIterator[UpstreamAuthority]:
+        plugin = SpireUpstreamAuthority()
+        config = load_config(
+            SpireUpstreamConfig,
+            {
+                "server_address": "127.0.0.1",
+                "server_port": tiers.root.server.settings.port,
+                "workload_api_socket": str(tiers.root.agent.socket_path),
+            },
+        )
+        host = dataclasses.replace(host_services, upstream_servers=UpstreamServers(TD))
+        await plugin.configure(config, host)
+        yield plugin
+        await plugin.close()
+
+    @pytest.fixture
+    def upstream_registration(self) -> PluginRegistration[Any, UpstreamAuthority]:
+        [registration] = pyspire_upstream_authorities()
+        return registration
+
+    @pytest.fixture
+    def upstream_misconfigurations(self) -> list[Misconfiguration]:
+        socket = "/tmp/agent/api.sock"
+        return [
+            Misconfiguration({"server_port": 1, "workload_api_socket": socket}, "server_address"),
+            Misconfiguration(
+                {"server_address": "x", "server_port": 0, "workload_api_socket": socket},
+                "server_port",
+            ),
+            Misconfiguration(
+                {"server_address": "x", "server_port": 1, "workload_api_socket": "rel"},
+                "workload_api_socket",
+            ),
+        ]

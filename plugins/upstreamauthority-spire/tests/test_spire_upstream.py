@@ -16,10 +16,11 @@ from pyspire_upstreamauthority_spire.plugin import pyspire_upstream_authorities
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.config import load_config
-from pyspire_sdk.errors import ConfigError, PluginError, UnavailableError
+from pyspire_sdk.errors import ConfigError, InvalidArgumentError, PluginError, UnavailableError
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP
 from pyspire_sdk.plugins.upstream_authority import UpstreamServerSession, UpstreamX509CA
 from pyspire_sdk.testing import make_host_services
+from pyspire_sdk.testing.upstream_authority_contract import make_ca_csr
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -123,8 +124,11 @@ async def test_an_unreachable_agent_is_unavailable(tmp_path: Path) -> None:
     await plugin.configure(config, make_host_services(tmp_path, upstream_servers=upstream))
     assert upstream.connected == [("127.0.0.1", 8081)]
     socket = tmp_path / "agent" / "api.sock"
+    with pytest.raises(InvalidArgumentError, match="csr"):
+        await plugin.mint_x509_ca(b"not a csr", timedelta(hours=1))
+    _, csr = make_ca_csr(["spiffe://example.org"])
     with pytest.raises(UnavailableError, match=f"workload api at {socket}"):
-        await plugin.mint_x509_ca(b"csr", timedelta(hours=1))
+        await plugin.mint_x509_ca(csr, timedelta(hours=1))
     with pytest.raises(UnavailableError, match="workload api"):
         await plugin.publish_jwt_key(JwtAuthority("k", b"x"))
     updates = plugin.subscribe_to_bundle_updates()

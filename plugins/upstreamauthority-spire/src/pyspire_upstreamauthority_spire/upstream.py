@@ -6,8 +6,9 @@ on its node (an agent of the upstream) gives it an X509-SVID for an entry marked
 the agent's Workload API (py-spiffe, in a worker thread; the SVID rotates, so the current one is
 always used) and hands them to the host's ``upstream_servers`` session, which keeps the wire:
 
-- ``mint_x509_ca`` is ``SVID.NewDownstreamX509CA``: the upstream signs the server's CA with its
-  own CA and returns the chain and its X.509 roots;
+- ``mint_x509_ca`` checks the CSR with SPIRE's rules (``validate_ca_csr``), then calls
+  ``SVID.NewDownstreamX509CA``: the upstream signs the server's CA with its own CA and returns
+  the chain and its X.509 roots;
 - ``publish_jwt_key`` is ``Bundle.PublishJWTAuthority``: the key joins the upstream's bundle and
   the upstream's JWT authorities come back, so JWT-SVIDs of every tier validate everywhere;
 - ``subscribe_to_bundle_updates`` reads the upstream's bundle (``Bundle.GetBundle``) every
@@ -38,6 +39,7 @@ from pyspire_sdk.plugins.upstream_authority import (
     UpstreamX509CA,
 )
 from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.upstream_ca import validate_ca_csr
 from pyspire_upstreamauthority_spire.config import SpireUpstreamConfig
 
 BUNDLE_POLL_INTERVAL = timedelta(seconds=5)
@@ -125,6 +127,9 @@ class SpireUpstreamAuthority:
         return self._session
 
     async def mint_x509_ca(self, csr_der: bytes, preferred_ttl: timedelta) -> UpstreamX509CA:
+        # The upstream reads only the CSR's key; SPIRE's CSR rules are checked here so a CSR
+        # that is not for this trust domain is refused before anything is signed.
+        await asyncio.to_thread(validate_ca_csr, csr_der, self._trust_domain)
         session = await self._ready_session()
         return await session.new_downstream_x509_ca(csr_der, preferred_ttl)
 
