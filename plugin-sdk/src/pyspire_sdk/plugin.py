@@ -42,7 +42,7 @@ __all__ = [
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import pluggy
 import structlog
@@ -51,6 +51,9 @@ from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.spiffeid import TrustDomain
+
+if TYPE_CHECKING:
+    from pyspire_sdk.plugins.upstream_authority import UpstreamServers
 
 PROJECT_NAME = "pyspire"
 """The pluggy project name; hook implementations must use :data:`hookimpl`."""
@@ -123,7 +126,8 @@ class HostServices:
     directory where the process keeps its state.
 
     ``join_tokens`` is set on the server side only (for node attestors), ``trust_bundle`` on
-    the server side only; ``extras`` carries host services added later, looked up by name, so
+    the server side only, ``upstream_servers`` for a server's upstream authority; ``extras``
+    carries host services added later, looked up by name, so
     older plugins keep loading."""
 
     trust_domain: TrustDomain
@@ -136,6 +140,7 @@ class HostServices:
     join_tokens: JoinTokenStore | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
     trust_bundle: TrustBundleSource | None = None
+    upstream_servers: UpstreamServers | None = None
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ import structlog
 from pyspire.catalog.plan import PlannedPlugin
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.plugin import HostServices, JoinTokenStore, Metrics, TrustBundleSource
+from pyspire_sdk.plugins.upstream_authority import UpstreamServers
 from pyspire_sdk.spiffeid import TrustDomain
 
 
@@ -22,10 +23,12 @@ def host_services_for(
     data_dir: Path,
     join_tokens: JoinTokenStore | None = None,
     trust_bundle: TrustBundleSource | None = None,
+    upstream_servers: UpstreamServers | None = None,
 ) -> HostServices:
     """Host services for one planned plugin: a logger bound to its name and type, the
     process's clock, metrics and state directory; ``join_tokens`` only for node attestors,
-    ``trust_bundle`` (the server's own bundle) for every plugin of a process that has one."""
+    ``trust_bundle`` (the server's own bundle) for every plugin of a process that has one,
+    ``upstream_servers`` only for upstream authorities."""
     kind = planned.kind.toml_name
     return HostServices(
         trust_domain=trust_domain,
@@ -37,4 +40,5 @@ def host_services_for(
         plugin_type=kind,
         join_tokens=join_tokens if kind == "node_attestor" else None,
         trust_bundle=trust_bundle,
+        upstream_servers=upstream_servers if kind == "upstream_authority" else None,
     )

@@ -54,6 +54,8 @@ from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.notifications import BundleNotifications
 from pyspire.server.publishing import BundlePublishing
 from pyspire.server.readiness import ServerReadiness
+from pyspire.server.upstream_bundle import UpstreamBundleFollower
+from pyspire.server.upstream_server import UpstreamServers
 from pyspire.tasks import Service, run_services
 from pyspire.telemetry.audit import AuditLog
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
@@ -183,6 +185,7 @@ class ServerRuntime:
             data_dir=self.settings.data_dir,
             join_tokens=self._join_tokens,
             trust_bundle=self._trust_bundle,
+            upstream_servers=UpstreamServers(self.settings.trust_domain),
         )
 
     async def run(self) -> None:
@@ -229,9 +232,20 @@ class ServerRuntime:
                         "registry-refresh": partial(registry.run, self._clock, REGISTRY_REFRESH),
                         "server-svid": identity.run,
                         "prune": partial(self._prune, core.datastore),
+                        **self._upstream_bundle(catalog, core),
                     },
                 )
         self._log.info("server stopped")
+
+    def _upstream_bundle(self, catalog: Catalog, core: _Core) -> dict[str, Service]:
+        """The service appending the upstream authority's bundle updates, when there is one."""
+        upstream = catalog.optional(UPSTREAM_AUTHORITY)
+        if upstream is None:
+            return {}
+        follower = UpstreamBundleFollower(
+            upstream, core.datastore, self.settings.trust_domain, self._clock
+        )
+        return {"upstream-bundle": follower.run}
 
     async def _start_core(self, catalog: Catalog) -> _Core:
         """The datastore (its bundle writes watched), the credential composers and the CA,

@@ -13,16 +13,20 @@ from __future__ import annotations
 __all__ = [
     "UpstreamAuthority",
     "UpstreamBundle",
+    "UpstreamServerSession",
+    "UpstreamServers",
     "UpstreamX509CA",
     "pyspire_upstream_authorities",
 ]
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from pyspire_sdk.bundle import JwtAuthority
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
 
@@ -113,6 +117,57 @@ class UpstreamAuthority(Plugin, Protocol):
         :class:`~pyspire_sdk.errors.UnavailableError` ends the subscription; the host
         subscribes again after a back-off.
         """
+        ...
+
+
+@runtime_checkable
+class UpstreamServerSession(Protocol):
+    """Calls to an upstream server of the same trust domain, for a nested (downstream) server.
+
+    The downstream server is a workload of the upstream: its entry there is marked
+    ``downstream`` and it calls with that workload X509-SVID over mutual TLS, verifying the
+    upstream server with the trust domain's bundle (both from its local agent's Workload API,
+    given by :meth:`use_credentials` before the first call and whenever they change). Errors as
+    :class:`UpstreamAuthority`'s: :class:`~pyspire_sdk.errors.UnavailableError` when the
+    upstream cannot be reached, :class:`~pyspire_sdk.errors.PermissionDeniedError` when it
+    refuses the caller (no downstream entry for its SVID).
+    """
+
+    def use_credentials(
+        self, chain: Sequence[bytes], private_key: PrivateKeyTypes, bundle: Bundle
+    ) -> None:
+        """Present ``chain`` (DER, leaf first) with ``private_key`` and verify the upstream
+        server with ``bundle`` on the calls that follow."""
+        ...
+
+    async def new_downstream_x509_ca(
+        self, csr_der: bytes, preferred_ttl: timedelta
+    ) -> UpstreamX509CA:
+        """``SVID.NewDownstreamX509CA``: an intermediate CA for the CSR's key, with the
+        upstream's X.509 roots."""
+        ...
+
+    async def publish_jwt_authority(self, key: JwtAuthority) -> list[JwtAuthority]:
+        """``Bundle.PublishJWTAuthority``: the upstream's JWT authorities after adding ``key``."""
+        ...
+
+    async def fetch_bundle(self) -> Bundle:
+        """``Bundle.GetBundle``: the upstream's current bundle of the trust domain."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connections; later calls fail."""
+        ...
+
+
+@runtime_checkable
+class UpstreamServers(Protocol):
+    """Host service for upstream authorities (``HostServices.upstream_servers``): sessions with
+    an upstream server of this trust domain. The host keeps the wire (gRPC and mutual TLS);
+    the plugin decides when to call and with which credentials."""
+
+    def connect(self, address: str, port: int) -> UpstreamServerSession:
+        """A session with the upstream server at ``address``:``port`` (no I/O until a call)."""
         ...
 
 

@@ -14,6 +14,7 @@ from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.plugin import HostServices, TrustBundleSource
+from pyspire_sdk.plugins.upstream_authority import UpstreamServers
 from pyspire_sdk.spiffeid import TrustDomain
 from pyspire_sdk.testing.fake_clock import FakeClock
 
@@ -53,6 +54,7 @@ def make_host_services(
     plugin_name: str = "under-test",
     plugin_type: str = "",
     trust_bundle: TrustBundleSource | None = None,
+    upstream_servers: UpstreamServers | None = None,
 ) -> HostServices:
     """Host services as the kernel would give them, for a plugin under test."""
     return HostServices(
@@ -64,4 +66,5 @@ def make_host_services(
         plugin_name=plugin_name,
         plugin_type=plugin_type,
         trust_bundle=trust_bundle,
+        upstream_servers=upstream_servers,
     )
