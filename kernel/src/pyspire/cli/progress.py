@@ -20,6 +20,9 @@ from typing import TextIO
 _WIDTH = 30
 """Characters of the bar itself."""
 
+_DEFAULT_DELAY = 0.5
+"""Seconds of work before the bar first shows, so quick commands print nothing extra."""
+
 
 def _is_terminal(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
@@ -44,7 +47,7 @@ class Progress:
         noun: str,
         *,
         verb: str = "",
-        delay: float = 0.5,
+        delay: float | None = None,
         interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         enabled: bool | None = None,
@@ -54,7 +57,7 @@ class Progress:
         self.done = 0
         self._noun = noun
         self._verb = verb
-        self._delay = delay
+        self._delay = _DEFAULT_DELAY if delay is None else delay
         self._interval = interval
         self._clock = clock
         self._started = clock()
