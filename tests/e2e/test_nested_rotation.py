@@ -2,12 +2,18 @@
 agent, two downstream servers (two branches) whose CAs come from the root through the ``spire``
 upstream authority, and an agent and workload under each branch.
 
-The root's X.509 authority is prepared and activated; then the first branch's X.509 authority is
-prepared and activated (a new CA from the root), and tainting or revoking its old one is refused
-there, as SPIRE refuses it on a server with an upstream authority. Before, between and after the
-steps, cross-branch checks run, several times each: mutual TLS between the two branch workloads
-(each trusting the roots of the bundle its agent gave it) and a JWT-SVID of each branch
+The root's X.509 authority is prepared and activated. Then each branch in turn prepares and
+activates its X.509 authority (a new CA from the root's new authority) and, as SPIRE requires on
+a server with an upstream authority, taints the old root with ``upstreamauthority taint`` rather
+than its own old authority (``localauthority x509 taint``/``revoke`` are refused there), until its
+workload's SVID comes from the new CA. Once no SVID of either branch chains to the old root, the
+first branch revokes it (``upstreamauthority revoke``) and its agent's bundle drops it. Before,
+between and during the steps, cross-branch checks run: mutual TLS between the two branch
+workloads (each trusting the roots of the bundle its agent gave it) and a JWT-SVID of each branch
 validated at the other branch's agent. Every check must pass.
+
+Revoking the old root before the second branch has moved off it breaks the first branch's trust
+in the second (its SVIDs still chain to the old root): the order above is the one that holds.
 """
 
 from __future__ import annotations
@@ -256,26 +262,71 @@ def _rotate(deployment: Deployment) -> tuple[str, str]:
     return old, new
 
 
+def _leaf_issuer(endpoint: str) -> str:
+    """The authority ID (hex subject key ID) of the CA that signed the workload's SVID."""
+    from spiffe import WorkloadApiClient
+
+    with WorkloadApiClient(socket_path=endpoint) as client:
+        leaf = client.fetch_x509_svid(timeout=10).leaf
+    identifier = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    return bytes(identifier.key_identifier or b"").hex()
+
+
+def _root_ids(endpoint: str, directory: Path) -> set[str]:
+    roots = x509.load_pem_x509_certificates(Credentials(endpoint, directory).roots.read_bytes())
+    return {
+        bytes(root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest).hex()
+        for root in roots
+    }
+
+
+def _move_off(branch: Deployment, old_root: str, checks: CrossBranch) -> None:
+    """Rotate ``branch``'s X.509 authority (the new CA comes from the root's new authority)
+    and taint ``old_root`` there, checking until its workload's SVID comes from the new CA.
+    Tainting or revoking the branch's own old authority is refused: it has an upstream."""
+    old, new = _rotate(branch)
+    checks.rounds("branch rotated")
+    for step in ("taint", "revoke"):
+        refused = branch.server.cli(
+            "localauthority", "x509", step, "-authorityID", old, check=False
+        )
+        assert refused.returncode != 0
+        assert "upstream authority" in refused.stdout + refused.stderr
+
+    branch.server.cli("upstreamauthority", "taint", "-subjectKeyID", old_root)
+
+    def reminted() -> bool | None:
+        checks.check("old root tainted")
+        return _leaf_issuer(branch.agent.endpoint) == new or None
+
+    wait_for("an SVID from the branch's new CA", reminted, TIMEOUT, branch.logs())
+
+
 def test_cross_branch_checks_pass_through_root_and_branch_rotation(
     tiers: Tiers, tmp_path: Path
 ) -> None:
     checks = CrossBranch(tiers, tmp_path)
     checks.rounds("before")
 
-    _rotate(tiers.root)
+    old_root, _ = _rotate(tiers.root)
     checks.rounds("root rotated")
 
-    old, _ = _rotate(tiers.first)
-    checks.rounds("branch rotated")
+    _move_off(tiers.first, old_root, checks)
+    checks.rounds("first branch re-minted")
+    # Revoking the old root is safe once no SVID of either branch chains to it.
+    _move_off(tiers.second, old_root, checks)
+    checks.rounds("second branch re-minted")
 
-    for step in ("taint", "revoke"):
-        refused = tiers.first.server.cli(
-            "localauthority", "x509", step, "-authorityID", old, check=False
-        )
-        assert refused.returncode != 0
-        assert "upstream authority" in refused.stdout + refused.stderr
-        checks.rounds(f"branch {step} refused")
+    tiers.first.server.cli("upstreamauthority", "revoke", "-subjectKeyID", old_root)
+    endpoint, probe = tiers.first.agent.endpoint, tmp_path / "probe"
+
+    def revoked() -> bool | None:
+        checks.check("old root revoked")
+        return old_root not in _root_ids(endpoint, probe) or None
+
+    wait_for("the first branch's bundle without the old root", revoked, TIMEOUT)
+    checks.rounds("after revocation")
 
     print(f"cross-branch checks: {checks.checks}, failures: {len(checks.failures)}")
-    assert checks.checks == 5 * ROUNDS
+    assert checks.checks >= 7 * ROUNDS
     assert not checks.failures, checks.failures[:3]
