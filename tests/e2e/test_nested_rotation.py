@@ -154,6 +154,8 @@ class Credentials:
         self.key.write_bytes(
             svid.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         )
+        if bundle is None:
+            raise ProcessError(f"the agent at {endpoint} gave no bundle for {TRUST_DOMAIN}")
         self.roots = directory / "roots.pem"
         self.roots.write_bytes(
             b"".join(a.public_bytes(Encoding.PEM) for a in bundle.x509_authorities)
