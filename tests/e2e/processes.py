@@ -219,6 +219,8 @@ class ServerSettings:
     """The ``[server.plugins.datastore.<name>]`` table with its settings; a SQLite file under
     ``root`` when empty."""
     trust_domain: str = TRUST_DOMAIN
+    key_manager: str = "[server.plugins.key_manager.disk]"
+    """The ``[server.plugins.key_manager.<name>]`` table with its settings."""
 
     @property
     def socket_path(self) -> Path:
@@ -247,7 +249,7 @@ default_jwt_svid_ttl = "{self.default_jwt_svid_ttl}"
 {self.extra}
 {self.datastore or self._sqlite_table()}
 
-[server.plugins.key_manager.disk]
+{self.key_manager}
 [server.plugins.node_attestor.join_token]
 {self.extra_plugins}"""
         )
