@@ -296,3 +296,57 @@ async def test_upstream_authority_signs_the_ca_and_its_root_goes_in_the_bundle(
     leaf, intermediate = (x509.load_der_x509_certificate(der) for der in minted.chain)
     assert intermediate == ca.certificate  # the chain carries our CA up to the upstream root
     leaf.verify_directly_issued_by(ca.certificate)
+
+
+class SlowUpstream(RootUpstream):
+    """An upstream that takes a while and, like AWS Private CA, starts the CA's validity at
+    the moment it issues it (no backdating)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        super().__init__()
+
+    def _sign(
+        self, builder: x509.CertificateBuilder, *, ca: bool, ttl: timedelta
+    ) -> x509.Certificate:
+        signed = super()._sign(builder, ca=ca, ttl=ttl)
+        if signed.subject == self.name:
+            return signed  # the root, made before the clock moves
+        from cryptography.hazmat.primitives import hashes
+
+        issued = self.clock.now()
+        return (
+            x509.CertificateBuilder()
+            .subject_name(signed.subject)
+            .issuer_name(self.name)
+            .public_key(signed.public_key())  # type: ignore[arg-type]
+            .serial_number(signed.serial_number)
+            .not_valid_before(issued)
+            .not_valid_after(issued + ttl)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(signed.extensions.get_extension_for_class(x509.KeyUsage).value, True)
+            .add_extension(
+                signed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value,
+                critical=False,
+            )
+            .add_extension(
+                signed.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value,
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+    async def mint_x509_ca(self, csr_der: bytes, preferred_ttl: timedelta):  # type: ignore[no-untyped-def]
+        await self.clock.advance(timedelta(seconds=3))
+        return await super().mint_x509_ca(csr_der, preferred_ttl)
+
+
+async def test_a_ca_the_upstream_issued_after_the_request_began_is_accepted(
+    key_manager: InProcessKeyManager, ca_store: MemoryCaStore, fake_clock: FakeClock
+) -> None:
+    upstream = SlowUpstream(fake_clock)
+    manager = CaManager(
+        SETTINGS, key_manager=key_manager, store=ca_store, clock=fake_clock, upstream=upstream
+    )
+    await manager.start()
+    manager.x509_ca.certificate.verify_directly_issued_by(upstream.root)

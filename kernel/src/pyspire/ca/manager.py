@@ -378,8 +378,13 @@ class CaManager:
                 ca_csr_builder(trust_domain=settings.trust_domain, template=template), key
             )
             minted = await self._upstream.mint_x509_ca(csr, template.ttl)
+            # Checked at the time it came back: an upstream that does not backdate starts the
+            # CA's validity at its issuance, after ``now`` when the minting took a while.
             accepted = accept_upstream_ca(
-                minted, public_key_der=public_key.der, trust_domain=settings.trust_domain, now=now
+                minted,
+                public_key_der=public_key.der,
+                trust_domain=settings.trust_domain,
+                now=self._clock.now(),
             )
             ca = X509CA(accepted.certificate, key, accepted.intermediates, upstream_signed=True)
             roots = minted.upstream_roots
