@@ -86,7 +86,8 @@ def test(extra: list[str]) -> None:
         *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("plugins/*/src/*")),
         *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("examples/*/src/*")),
     )
-    run(BIN / "pytest", *extra)
+    # Two workers, one per core; a module stays on one worker, so its fixtures are set up once.
+    run(BIN / "pytest", "-n", "2", "--dist", "loadfile", *extra)
 
 
 def demo() -> None:
