@@ -5,10 +5,12 @@ in the bundle at its next sync and must replace every SVID that authority signed
 of them at once would have every agent of the trust domain hit the server in the same seconds,
 so each SVID gets its own moment within :data:`TAINT_SPREAD` after the agent first saw the
 taint: a fixed fraction of the window drawn from its entry ID, so the moments are spread evenly
-and stay the same from one sync to the next. With the default sync interval of 5 s the re-minting
-is done within about 15 s of the taint (SPIRE's agent rotates 100 SVIDs every 5 s, some 50 s for
-1,000). JWT-SVIDs signed by a tainted JWT key are simply dropped from the JWT-SVID cache: the
-next request mints a new one with the active key.
+and stay the same from one sync to the next. With the default sync interval of 5 s the
+re-minting is done within about 15 s of the taint (SPIRE's agent rotates 100 SVIDs every 5 s,
+some 50 s for 1,000). Workload SVIDs and the SVIDs of entries kept for SVID stores follow the
+same rule, through :func:`pyspire.agent.cache.stale_reason`, each cache with its own
+:class:`TaintSchedule`. JWT-SVIDs signed by a tainted JWT key are simply dropped from the
+JWT-SVID cache: the next request mints a new one with the active key.
 """
 
 from __future__ import annotations
