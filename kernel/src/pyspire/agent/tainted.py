@@ -21,8 +21,7 @@ import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from cryptography import x509
-
+from pyspire.ca.tainting import chains_to
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.jwt import SUPPORTED_ALGORITHMS, InvalidJwtError, parse_jwt
 
@@ -68,23 +67,7 @@ def jwt_key_id(token: str) -> str | None:
         return None
 
 
-def _key_identifier(der: bytes, kind: type[x509.ExtensionType]) -> bytes | None:
-    """The subject or authority key identifier of a certificate; ``None`` when absent."""
-    try:
-        value = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(kind).value
-    except (ValueError, x509.ExtensionNotFound):
-        return None
-    found = getattr(value, "digest", None) or getattr(value, "key_identifier", None)
-    return bytes(found) if found else None
-
-
 def signed_by_tainted(chain: Sequence[bytes], bundle: Bundle) -> bool:
     """Whether the certificate chain (DER, leaf first) leads to an authority ``bundle`` marks
-    tainted: a certificate of the chain is one, or was signed by one (key identifiers)."""
-    tainted = [a.der for a in bundle.x509_authorities if a.tainted]
-    if not tainted:
-        return False
-    if any(der in chain for der in tainted):
-        return True
-    tainted_ids = {_key_identifier(der, x509.SubjectKeyIdentifier) for der in tainted} - {None}
-    return any(_key_identifier(der, x509.AuthorityKeyIdentifier) in tainted_ids for der in chain)
+    tainted (see :func:`pyspire.ca.tainting.chains_to`)."""
+    return chains_to(chain, [a.der for a in bundle.x509_authorities if a.tainted])
