@@ -8,10 +8,9 @@ that signature crosses the boundary.
 
 Every key manager signs digests (:meth:`KeyManager.sign_digest`, SPIRE's ``SignData``). One that
 can also sign whole messages says so by implementing :class:`MessageSigner`: a remote backend
-then hashes the message itself, which a KMS's own documentation and emulators treat as the
-common case, and the host sends it the message rather than a digest. :func:`sign_message` is
-the one way the host signs: with the message when the key manager offers it, else with its
-digest.
+then hashes the message itself (AWS KMS's ``MessageType=RAW``), so nothing depends on how it
+treats a digest handed in from outside. :func:`sign_message` is the one way the host signs:
+with the message when the key manager offers it, else with its digest.
 
 The server keeps its CA keys here (key IDs ``x509-CA-A``, ``x509-CA-B``, ``JWT-Signer-A``,
 ``JWT-Signer-B``); the agent keeps its own key and workload keys here. Both use the same plugins.
@@ -265,8 +264,9 @@ class MessageSigner(Protocol):
     async def sign_message(
         self, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
     ) -> bytes:
-        """Sign ``message`` (any length, including empty) with the key stored under
-        ``key_id``, hashing it with ``hash_algorithm``.
+        """Sign ``message`` (of any length: a backend that takes messages whole only up to
+        some size signs a longer one's digest) with the key stored under ``key_id``, hashing
+        it with ``hash_algorithm``.
 
         The signature is the one :meth:`KeyManager.sign_digest` returns for
         ``hash_algorithm.digest(message)``: the DER ``Ecdsa-Sig-Value`` for an ECDSA key, a
