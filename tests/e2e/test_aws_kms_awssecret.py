@@ -2,11 +2,10 @@
 CA signed by the ``awssecret`` upstream authority, both against one moto server, a real agent,
 and a workload using py-spiffe.
 
-moto's server runs in the test process, so the correction of its KMS ``Sign`` (see
-:mod:`pyspire_keymanager_aws_kms.testing`) applies to the server process's calls. What must
-hold: the server's CA key and the SVIDs it signs come from KMS, the workload's chain is the
-SVID, the server's CA and the upstream intermediates, and the system's ``openssl verify``
-accepts it against the bundle's roots alone.
+moto's server (unpatched) runs in the test process; the server sends KMS each message to sign
+whole, and verifies every signature KMS returns. What must hold: the server's CA key and the
+SVIDs it signs come from KMS, the workload's chain is the SVID, the server's CA and the upstream
+intermediates, and the system's ``openssl verify`` accepts it against the bundle's roots alone.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from processes import (
     run_workload,
     short_temp_dir,
 )
-from pyspire_keymanager_aws_kms.testing import moto_kms_signs_digests
 from upstream_pki import UpstreamPki, openssl_verify
 
 from pyspire_sdk.testing.aws import MotoServer
@@ -78,7 +76,7 @@ def deployed() -> Iterator[Deployed]:
     root = short_temp_dir()
     upstream = UpstreamPki()
     port = free_port()
-    with MotoServer() as aws, moto_kms_signs_digests(), pytest.MonkeyPatch.context() as patch:
+    with MotoServer() as aws, pytest.MonkeyPatch.context() as patch:
         for name, value in aws.environment().items():
             patch.setenv(name, value)  # the server process inherits them
         deployment = Deployment.start(

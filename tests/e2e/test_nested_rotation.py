@@ -332,3 +332,37 @@ def test_cross_branch_checks_pass_through_root_and_branch_rotation(
     print(f"cross-branch checks: {checks.checks}, failures: {len(checks.failures)}")
     assert checks.checks >= 7 * ROUNDS
     assert not checks.failures, checks.failures[:3]
+
+
+def test_a_root_authority_tainted_at_the_root_has_every_branch_replace_its_ca(
+    tiers: Tiers, tmp_path: Path
+) -> None:
+    """SPIRE's tainted upstream authorities, with nothing done on the branches: the root's
+    operator rotates the root's X.509 authority and taints the old one there. Each branch sees
+    the taint in the root's bundle, prepares a CA from the root's new authority and activates it
+    at once, then marks the old authority tainted in its own bundle, so its agent re-mints its
+    workload's SVID from the new CA (the SVID's half-life is an hour away: only the taint
+    explains a re-mint within the minute). The cross-branch checks keep passing throughout."""
+    checks = CrossBranch(tiers, tmp_path)
+    branches = {"first": tiers.first, "second": tiers.second}
+    before = {name: _show(branch)["active"] for name, branch in branches.items()}
+    old_root, _ = _rotate(tiers.root)
+    checks.rounds("root rotated again")
+
+    tiers.root.server.cli("localauthority", "x509", "taint", "-authorityID", old_root)
+
+    for name, branch in branches.items():
+
+        def replaced(branch: Deployment = branch, name: str = name) -> bool | None:
+            checks.check("old root authority tainted at the root")
+            active = _show(branch)["active"]
+            if active == before[name]:
+                return None
+            return _leaf_issuer(branch.agent.endpoint) == active or None
+
+        wait_for(f"the {name} branch to replace its CA", replaced, 2 * TIMEOUT, branch.logs())
+        assert _show(branch)["old"] == before[name]
+    checks.rounds("branches replaced their CAs")
+
+    print(f"cross-branch checks: {checks.checks}, failures: {len(checks.failures)}")
+    assert not checks.failures, checks.failures[:3]

@@ -10,6 +10,7 @@ upstream files, the next CA comes from the new upstream and its roots join the b
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pyspire_upstreamauthority_disk import DiskUpstreamAuthority, DiskUpstreamCo
 from pyspire.ca.manager import CaManager, CaSettings
 from pyspire.ca.rotation import SlotStatus, activate_at, prepare_at
 from pyspire.ca.x509svid import mint_x509_svid
-from pyspire_sdk.errors import PyspireError
+from pyspire_sdk.errors import FailedPreconditionError, PyspireError
 from pyspire_sdk.keys import InProcessKeyManager
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.upstream_authority import UpstreamX509CA
@@ -340,3 +341,93 @@ def test_an_answer_that_is_no_ca_of_the_trust_domain_is_refused(fake_clock: Fake
         check(answer("spiffe://example.org/workload"))
     with pytest.raises(PluginError, match="not valid at validation time"):
         check(answer("spiffe://example.org", ttl=-timedelta(seconds=1)))
+
+
+def tainted_roots(store: MemoryCaStore) -> list[bytes]:
+    return [a.der for a in store.bundles[TD].x509_authorities if a.tainted]
+
+
+async def test_a_tainted_upstream_root_has_the_ca_replaced_at_once(
+    key_manager: InProcessKeyManager,
+    ca_store: MemoryCaStore,
+    fake_clock: FakeClock,
+    upstream: tuple[CountingDisk, UpstreamPki, Path],
+) -> None:
+    """SPIRE's tainted upstream authorities: the active CA chains to the tainted root, so a new
+    CA is prepared from the upstream (now signing under another root) and activated without
+    waiting for the schedule, and only then is the root marked tainted in our bundle."""
+    disk, first, directory = upstream
+    manager = CaManager(
+        SETTINGS, key_manager=key_manager, store=ca_store, clock=fake_clock, upstream=disk
+    )
+    await manager.start()
+    old = manager.current_x509()
+    assert old is not None
+    second = UpstreamPki("second", fake_clock.now())
+    second.write(directory)
+    first_root = first.root[0].public_bytes(DER)
+
+    assert await manager.replace_tainted_upstream([first_root])
+
+    active = manager.current_x509()
+    assert active is not None and active.slot_id != old.slot_id
+    assert manager.next_x509() is not None and manager.next_x509().status is SlotStatus.OLD  # type: ignore[union-attr]
+    chain = await svid_chain(manager, fake_clock)
+    assert verify_svid(chain, [second.root[0].public_bytes(DER)], fake_clock.now())
+    assert tainted_roots(ca_store) == [first_root]
+    assert len(disk.asked_at) == 2
+
+    # Tainting a root the active CA does not chain to replaces nothing; again is harmless.
+    assert not await manager.replace_tainted_upstream([first_root])
+    assert manager.current_x509() == active
+    assert len(disk.asked_at) == 2
+
+
+async def test_a_prepared_ca_under_the_tainted_root_is_prepared_again(
+    key_manager: InProcessKeyManager,
+    ca_store: MemoryCaStore,
+    fake_clock: FakeClock,
+    upstream: tuple[CountingDisk, UpstreamPki, Path],
+) -> None:
+    disk, first, directory = upstream
+    manager = CaManager(
+        SETTINGS, key_manager=key_manager, store=ca_store, clock=fake_clock, upstream=disk
+    )
+    await manager.start()
+    prepared = await manager.prepare_x509_now()  # still under the first root
+    UpstreamPki("second", fake_clock.now()).write(directory)
+
+    assert await manager.replace_tainted_upstream([first.root[0].public_bytes(DER)])
+
+    active = manager.current_x509()
+    assert active is not None and active.authority_id != prepared.authority_id
+    assert len(disk.asked_at) == 3
+
+
+async def test_a_prepared_ca_under_another_root_is_activated_as_it_is(
+    key_manager: InProcessKeyManager,
+    ca_store: MemoryCaStore,
+    fake_clock: FakeClock,
+    upstream: tuple[CountingDisk, UpstreamPki, Path],
+) -> None:
+    disk, first, directory = upstream
+    manager = CaManager(
+        SETTINGS, key_manager=key_manager, store=ca_store, clock=fake_clock, upstream=disk
+    )
+    await manager.start()
+    UpstreamPki("second", fake_clock.now()).write(directory)
+    prepared = await manager.prepare_x509_now()  # under the second root
+
+    assert await manager.replace_tainted_upstream([first.root[0].public_bytes(DER)])
+
+    assert manager.current_x509() == replace(prepared, status=SlotStatus.ACTIVE)
+    assert len(disk.asked_at) == 2
+
+
+async def test_without_an_upstream_there_is_no_upstream_root_to_act_on(
+    key_manager: InProcessKeyManager, ca_store: MemoryCaStore, fake_clock: FakeClock
+) -> None:
+    manager = CaManager(SETTINGS, key_manager=key_manager, store=ca_store, clock=fake_clock)
+    await manager.start()
+    with pytest.raises(FailedPreconditionError, match="no upstream authority"):
+        await manager.replace_tainted_upstream([manager.x509_ca.der])

@@ -2,8 +2,8 @@
 
 Key managers that keep private keys in memory (``memory``) or in a local file (``disk``) differ
 only in where the keys rest between runs. Everything else lives here, once: generating a key for
-a :class:`~pyspire_sdk.plugins.key_manager.KeyType`, signing a digest that was hashed elsewhere,
-PKCS#8 serialization, telling the type of a key, verifying a signature, and
+a :class:`~pyspire_sdk.plugins.key_manager.KeyType`, signing a digest that was hashed elsewhere
+or a whole message, PKCS#8 serialization, telling the type of a key, verifying a signature, and
 :class:`InProcessKeyManager`, a complete key manager whose subclasses only say how keys are
 loaded at start and stored after each change.
 """
@@ -24,6 +24,7 @@ __all__ = [
     "public_key_der",
     "sign_digest",
     "verify_digest_signature",
+    "verify_message_signature",
 ]
 
 import asyncio
@@ -234,6 +235,21 @@ def verify_digest_signature(
     return True
 
 
+def verify_message_signature(
+    public_key: PublicKey | PublicKeyObject | bytes,
+    signature: bytes,
+    message: bytes,
+    hash_algorithm: HashAlgorithm,
+) -> bool:
+    """Whether ``signature`` is a signature of ``message`` hashed with ``hash_algorithm`` as
+    :meth:`~pyspire_sdk.plugins.key_manager.MessageSigner.sign_message` promises (DER ECDSA or
+    RSA PKCS#1 v1.5), with ``public_key`` in any form :func:`verify_digest_signature` takes."""
+    hash_algorithm = HashAlgorithm.parse(hash_algorithm)
+    return verify_digest_signature(
+        public_key, signature, hash_algorithm.digest(message), hash_algorithm
+    )
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """A private key with its public half, as an in-process key manager holds it."""
@@ -266,7 +282,9 @@ class KeyRecord:
 
 class InProcessKeyManager:
     """A complete :class:`~pyspire_sdk.plugins.key_manager.KeyManager` whose private keys live in
-    this process's memory.
+    this process's memory; it also offers
+    :class:`~pyspire_sdk.plugins.key_manager.MessageSigner` and
+    :class:`~pyspire_sdk.plugins.key_manager.PrivateKeyExport`.
 
     Subclasses decide where keys rest between runs by overriding :meth:`load_keys` (called once
     by :meth:`configure`) and :meth:`store_keys` (called with the whole new key table before it
@@ -388,3 +406,12 @@ class InProcessKeyManager:
                 _sign_checked, record.private_key, data, hash_algorithm, rsa_pss
             )
         return _sign_checked(record.private_key, data, hash_algorithm, rsa_pss)
+
+    async def sign_message(
+        self, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
+    ) -> bytes:
+        """Hash ``message`` here and sign the digest (see
+        :class:`~pyspire_sdk.plugins.key_manager.MessageSigner`): in this process the two are
+        the same operation."""
+        hash_algorithm = HashAlgorithm.parse(hash_algorithm)
+        return await self.sign_digest(key_id, hash_algorithm.digest(message), hash_algorithm)

@@ -52,6 +52,26 @@ class _HashesAgain(InProcessKeyManager):
         )
 
 
+class _MessageHashedTwice(InProcessKeyManager):
+    """Signs the digest of the message's digest (hashes a whole message once too often)."""
+
+    async def sign_message(
+        self, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
+    ) -> bytes:
+        return await super().sign_message(key_id, hash_algorithm.digest(message), hash_algorithm)
+
+
+class _MessageAsPss(InProcessKeyManager):
+    """Signs RSA messages with PSS padding where PKCS#1 v1.5 is promised."""
+
+    async def sign_message(
+        self, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
+    ) -> bytes:
+        return await self.sign_digest(
+            key_id, hash_algorithm.digest(message), hash_algorithm, rsa_pss=True
+        )
+
+
 class _WrongPssSalt(InProcessKeyManager):
     """Uses the longest PSS salt instead of one as long as the digest."""
 
@@ -185,6 +205,21 @@ CASES: list[tuple[type[InProcessKeyManager], str, Run]] = [
         "key-id",
         lambda suite, km: suite.test_invalid_key_ids_are_rejected(km, "x509-CA/A"),
     ),
+    (
+        _MessageHashedTwice,
+        "message-hashed-twice",
+        lambda suite, km: suite.test_messages_are_signed_whole(km, KeyType.EC_P256),
+    ),
+    (
+        _MessageAsPss,
+        "message-padding",
+        lambda suite, km: suite.test_messages_are_signed_whole(km, KeyType.RSA_2048),
+    ),
+    (
+        _MessageHashedTwice,
+        "host-path",
+        lambda suite, km: suite.test_concurrent_signing(km),
+    ),
     (_UnsortedListing, "listing", lambda suite, km: suite.test_listing_keys(km)),
     (_ForgetsMissing, "not-found", lambda suite, km: suite.test_missing_key_is_not_found(km)),
     (_SerializesSigning, "concurrency", lambda suite, km: suite.test_concurrent_signing(km)),
@@ -246,3 +281,34 @@ async def test_persistence_tests_fail_when_a_restart_loses_keys(
             await Forgetful().test_keys_survive_a_restart(manager, host_services)
     finally:
         await manager.close()
+
+
+class _BackendSignsDigestsWrongly(KeyManagerContract):
+    digests_signed_faithfully = False
+
+
+async def test_a_backend_that_signs_digests_wrongly_must_see_them_refused(
+    host_services: HostServices,
+) -> None:
+    """With ``digests_signed_faithfully`` off, a key manager that hands out a digest signature
+    (wrong, as that backend makes it) fails: it must refuse what does not verify."""
+    for broken in (InProcessKeyManager, _HashesAgain):
+        manager = broken()
+        await manager.configure(NoConfig(), host_services)
+        try:
+            with pytest.raises(pytest.fail.Exception):
+                await _BackendSignsDigestsWrongly().test_signatures_verify_for_every_hash(
+                    manager, KeyType.EC_P256
+                )
+        finally:
+            await manager.close()
+
+
+async def test_a_key_manager_that_signs_digests_only_skips_the_message_tests(
+    host_services: HostServices,
+) -> None:
+    class DigestsOnly:
+        sign_digest = InProcessKeyManager.sign_digest
+
+    with pytest.raises(pytest.skip.Exception):
+        await KeyManagerContract().test_bad_message_requests_are_rejected(DigestsOnly())  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pyspire_sdk.bundle import JwtAuthority
+from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins import upstream_authority
@@ -21,6 +21,7 @@ from pyspire_sdk.plugins.upstream_authority import (
     UpstreamBundle,
     UpstreamX509CA,
 )
+from pyspire_sdk.spiffeid import TrustDomain
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 MAX_TTL = timedelta(hours=48)
@@ -153,6 +154,20 @@ def test_upstream_bundle_needs_roots() -> None:
         UpstreamBundle(x509_roots=())
     bundle = UpstreamBundle(x509_roots=(b"root",))
     assert bundle.jwt_authorities == ()
+
+
+def test_an_upstream_servers_bundle_keeps_its_taints() -> None:
+    jwt = JwtAuthority(key_id="k", public_key=b"spki")
+    bundle = Bundle(
+        trust_domain=TrustDomain("example.org"),
+        x509_authorities=(X509Authority(b"old", tainted=True), X509Authority(b"new")),
+        jwt_authorities=(jwt,),
+    )
+    assert UpstreamBundle.of(bundle) == UpstreamBundle(
+        x509_roots=(b"old", b"new"), jwt_authorities=(jwt,), tainted_x509_roots=(b"old",)
+    )
+    with pytest.raises(InvalidArgumentError, match=r"tainted_x509_roots\[0\] is not one of"):
+        UpstreamBundle(x509_roots=(b"new",), tainted_x509_roots=(b"old",))
 
 
 def test_hookspec_is_documented() -> None:

@@ -1,5 +1,7 @@
-"""The ``aws_kms`` key manager against moto's KMS on loopback: the contract, aliases per
-server, restarts, replacement and disposal of old keys, and refusal of bad signatures."""
+"""The ``aws_kms`` key manager against moto's KMS on loopback, unpatched: the contract, aliases
+per server, restarts, replacement and disposal of old keys, messages sent whole or as digests,
+and refusal of bad signatures. Every signature is checked against the key's public half, here
+and by the key manager itself."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ import asyncio
 import importlib.metadata
 import json
 import stat
-import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,18 @@ import pytest
 from pyspire_keymanager_aws_kms import plugin
 from pyspire_keymanager_aws_kms.aliases import alias_name, key_id_from_alias, server_prefix
 from pyspire_keymanager_aws_kms.config import AwsKmsKeyManagerConfig
+from pyspire_keymanager_aws_kms.kms import KmsClient
 from pyspire_keymanager_aws_kms.plugin import AwsKmsKeyManager
+from pyspire_keymanager_aws_kms.signing import (
+    MAX_RAW_MESSAGE,
+    SignRequest,
+    digest_request,
+    message_request,
+)
 
 from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError, PluginError
-from pyspire_sdk.keys import verify_digest_signature
+from pyspire_sdk.keys import verify_message_signature
 from pyspire_sdk.plugin import ENTRY_POINT_GROUP, HostServices
 from pyspire_sdk.plugins.key_manager import HashAlgorithm, KeyManager, KeyType
 from pyspire_sdk.testing.aws import MotoServer
@@ -34,6 +43,7 @@ from pyspire_sdk.testing.readme import assert_readme_documents
 README = Path(__file__).resolve().parent.parent / "README.md"
 REGION = "us-east-1"
 DIGEST = HashAlgorithm.SHA256.digest(b"tbs certificate")
+MESSAGE = b"tbs certificate"
 
 
 def config(**overrides: Any) -> AwsKmsKeyManagerConfig:
@@ -58,8 +68,11 @@ def aliases(aws: MotoServer, prefix: str, region: str = REGION) -> dict[str, str
     return {a["AliasName"]: a["TargetKeyId"] for a in answer if a["AliasName"].startswith(prefix)}
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 class TestAwsKmsKeyManager(KeyManagerContract):
+    # moto's KMS hashes a DIGEST message again, where AWS signs it as given: every digest
+    # signature it returns must be refused. Messages (RAW) it signs as AWS does.
+    digests_signed_faithfully = False
+
     @pytest.fixture
     async def key_manager(
         self, aws: MotoServer, host_services: HostServices
@@ -97,7 +110,6 @@ async def test_a_file_without_a_server_id_is_refused(
         await start(host_services)
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 async def test_keys_are_named_by_trust_domain_server_and_key_id(
     aws: MotoServer, host_services: HostServices
 ) -> None:
@@ -128,7 +140,6 @@ def test_alias_names_round_trip_and_long_key_ids_are_hashed() -> None:
     assert key_id_from_alias("alias/other", prefix) is None
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 async def test_a_long_key_id_is_found_again_from_its_tag(
     aws: MotoServer, host_services: HostServices
 ) -> None:
@@ -160,7 +171,6 @@ async def test_another_servers_keys_are_not_loaded(
 # -- replacing keys --------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 async def test_replaced_key_is_scheduled_for_deletion_after_its_signatures(
     aws: MotoServer, host_services: HostServices
 ) -> None:
@@ -170,12 +180,12 @@ async def test_replaced_key_is_scheduled_for_deletion_after_its_signatures(
         old_kms_key = aliases(aws, server_prefix("example.org", manager.server_id))
         (old_target,) = old_kms_key.values()
         signature, new = await asyncio.gather(
-            manager.sign_digest("x509-CA-A", DIGEST, HashAlgorithm.SHA256),
+            manager.sign_message("x509-CA-A", MESSAGE, HashAlgorithm.SHA256),
             manager.generate_key("x509-CA-A", KeyType.EC_P256),
         )
-        assert verify_digest_signature(
-            old, signature, DIGEST, HashAlgorithm.SHA256
-        ) or verify_digest_signature(new, signature, DIGEST, HashAlgorithm.SHA256)
+        assert verify_message_signature(
+            old, signature, MESSAGE, HashAlgorithm.SHA256
+        ) or verify_message_signature(new, signature, MESSAGE, HashAlgorithm.SHA256)
         (new_target,) = aliases(aws, server_prefix("example.org", manager.server_id)).values()
         assert new_target != old_target
         assert key_state(aws, old_target) == "PendingDeletion"
@@ -267,7 +277,6 @@ def test_the_secret_never_shows() -> None:
     assert "wJalr-secret" not in str(caught.value)
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 async def test_key_policy_file_is_given_to_new_keys(
     aws: MotoServer, host_services: HostServices
 ) -> None:
@@ -330,7 +339,6 @@ def test_readme_documents_every_setting() -> None:
     assert_readme_documents(README, AwsKmsKeyManagerConfig)
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 async def test_the_secret_access_key_is_never_logged(
     aws: MotoServer, host_services: HostServices, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -338,7 +346,7 @@ async def test_the_secret_access_key_is_never_logged(
     manager = await start(host_services, access_key_id="AKIDEXAMPLE", secret_access_key=secret)
     try:
         await manager.generate_key("x509-CA-A", KeyType.EC_P256)
-        await manager.sign_digest("x509-CA-A", DIGEST, HashAlgorithm.SHA256)
+        await manager.sign_message("x509-CA-A", MESSAGE, HashAlgorithm.SHA256)
     finally:
         await manager.close()
     captured = capsys.readouterr()
@@ -346,36 +354,105 @@ async def test_the_secret_access_key_is_never_logged(
     assert secret not in captured.out + captured.err
 
 
-@pytest.mark.usefixtures("kms_signs_digests")
 async def test_a_replaced_key_lives_until_its_last_signature_is_done(
     aws: MotoServer, host_services: HostServices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyspire_keymanager_aws_kms import testing
+    signing = asyncio.Event()
+    release = asyncio.Event()
+    sign = KmsClient.sign
 
-    signing = threading.Event()
-    release = threading.Event()
-    sign_as_aws = testing._sign_digest_as_aws
-
-    def held(response: Any) -> str:
+    async def held(self: KmsClient, key_id: str, request: SignRequest) -> bytes:
         signing.set()
-        release.wait(timeout=10)
-        return sign_as_aws(response)
+        await release.wait()
+        return await sign(self, key_id, request)
 
     manager = await start(host_services)
     try:
         old = await manager.generate_key("x509-CA-A", KeyType.EC_P256)
         (old_target,) = aliases(aws, server_prefix("example.org", manager.server_id)).values()
-        monkeypatch.setattr(testing, "_sign_digest_as_aws", held)
+        monkeypatch.setattr(KmsClient, "sign", held)
         under_way = asyncio.ensure_future(
-            manager.sign_digest("x509-CA-A", DIGEST, HashAlgorithm.SHA256)
+            manager.sign_message("x509-CA-A", MESSAGE, HashAlgorithm.SHA256)
         )
-        assert await asyncio.to_thread(signing.wait, 10)
+        await asyncio.wait_for(signing.wait(), 10)
         await manager.generate_key("x509-CA-A", KeyType.EC_P256)
         assert key_state(aws, old_target) == "Enabled"
         release.set()
         signature = await under_way
-        assert verify_digest_signature(old, signature, DIGEST, HashAlgorithm.SHA256)
+        assert verify_message_signature(old, signature, MESSAGE, HashAlgorithm.SHA256)
         assert key_state(aws, old_target) == "PendingDeletion"
     finally:
         release.set()
+        await manager.close()
+
+
+# -- messages: whole (RAW) or as a digest -----------------------------------------------------
+
+
+def test_the_servers_messages_are_sent_whole() -> None:
+    for key_type in KeyType:
+        request = message_request(key_type, b"t" * MAX_RAW_MESSAGE, key_type.hash_algorithm)
+        assert (request.message_type, request.message) == ("RAW", b"t" * MAX_RAW_MESSAGE)
+    rsa = message_request(KeyType.RSA_2048, b"tbs", HashAlgorithm.SHA512)
+    assert (rsa.message_type, rsa.algorithm) == ("RAW", "RSASSA_PKCS1_V1_5_SHA_512")
+
+
+@pytest.mark.parametrize(
+    ("key_type", "message", "hash_algorithm"),
+    [
+        (KeyType.EC_P256, b"t" * (MAX_RAW_MESSAGE + 1), HashAlgorithm.SHA256),
+        (KeyType.RSA_2048, b"t" * (MAX_RAW_MESSAGE + 1), HashAlgorithm.SHA256),
+        (KeyType.EC_P256, b"tbs", HashAlgorithm.SHA384),
+        (KeyType.EC_P384, b"", HashAlgorithm.SHA384),
+    ],
+    ids=["long-ec", "long-rsa", "ec-other-hash", "empty"],
+)
+def test_other_messages_are_sent_as_their_digest(
+    key_type: KeyType, message: bytes, hash_algorithm: HashAlgorithm
+) -> None:
+    request = message_request(key_type, message, hash_algorithm)
+    expected = digest_request(
+        key_type, hash_algorithm.digest(message), hash_algorithm, rsa_pss=False
+    )
+    assert request == expected
+    assert request.message_type == "DIGEST"
+
+
+async def test_a_message_too_long_for_kms_goes_as_a_digest_and_is_checked(
+    aws: MotoServer, host_services: HostServices
+) -> None:
+    """Over 4 KiB the message goes as a DIGEST, which moto signs wrongly (it hashes it again,
+    where AWS does not): the key manager refuses that signature rather than handing it out."""
+    manager = await start(host_services)
+    try:
+        public = await manager.generate_key("x509-CA-A", KeyType.EC_P256)
+        whole = await manager.sign_message(
+            "x509-CA-A", b"t" * MAX_RAW_MESSAGE, HashAlgorithm.SHA256
+        )
+        assert verify_message_signature(public, whole, b"t" * MAX_RAW_MESSAGE, HashAlgorithm.SHA256)
+        with pytest.raises(PluginError, match="message type DIGEST"):
+            await manager.sign_message(
+                "x509-CA-A", b"t" * (MAX_RAW_MESSAGE + 1), HashAlgorithm.SHA256
+            )
+    finally:
+        await manager.close()
+
+
+async def test_a_wrong_signature_from_kms_is_refused(
+    aws: MotoServer, host_services: HostServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signature by KMS over other bytes than asked (a genuine KMS signature, only not of
+    this message) never leaves the key manager."""
+    sign = KmsClient.sign
+
+    async def other_message(self: KmsClient, key_id: str, request: SignRequest) -> bytes:
+        return await sign(self, key_id, replace(request, message=request.message + b"!"))
+
+    manager = await start(host_services)
+    try:
+        await manager.generate_key("x509-CA-A", KeyType.RSA_2048)
+        monkeypatch.setattr(KmsClient, "sign", other_message)
+        with pytest.raises(PluginError, match="does not verify"):
+            await manager.sign_message("x509-CA-A", MESSAGE, HashAlgorithm.SHA256)
+    finally:
         await manager.close()

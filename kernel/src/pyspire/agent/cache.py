@@ -447,13 +447,7 @@ class WorkloadCache:
         for entry_id in wanted:
             entry = self._entries[entry_id]
             held = self._held.get(entry_id)
-            reason = stale_reason(entry, held, now, self._authorities)
-            if (
-                reason is StaleReason.ISSUER_TAINTED
-                and held is not None
-                and not self._taints.due(entry_id, held.issuer_ids, now)
-            ):
-                continue  # its turn in the spread comes at a later sync
+            reason = stale_reason(entry, held, now, self._authorities, self._taints)
             if reason is not None:
                 stale.append(StaleEntry(entry, reason))
         return stale
@@ -631,11 +625,14 @@ def stale_reason(
     held: IssuedSvid | None,
     now: datetime,
     authorities: Mapping[bytes, bool],
+    taints: TaintSchedule,
 ) -> StaleReason | None:
     """Why ``entry`` needs a new X509-SVID now, or None while ``held`` is good.
 
-    ``authorities`` is :func:`authority_index` of our bundle. Shared by the workload cache and
-    the cache of stored SVIDs, so both renew on the same rules.
+    ``authorities`` is :func:`authority_index` of our bundle and ``taints`` the schedule that
+    observed it. An SVID whose issuer is tainted is stale only from its moment in the spread
+    (:meth:`TaintSchedule.due`), so a taint never has every SVID re-minted at once. Shared by
+    the workload cache and the cache of stored SVIDs, so both renew on the same rules.
     """
     if held is None:
         return StaleReason.MISSING
@@ -648,7 +645,7 @@ def stale_reason(
     matched = [authorities[key] for key in held.issuer_ids if key in authorities]
     if not matched:
         return StaleReason.ISSUER_UNTRUSTED
-    if any(matched):
+    if any(matched) and taints.due(entry.id, held.issuer_ids, now):
         return StaleReason.ISSUER_TAINTED
     return None
 

@@ -2,7 +2,8 @@
 
 Such an entry is never served over the Workload API (the workload cache leaves it out). The sync
 manager mints its X509-SVID like any other, on the same renewal rules
-(:meth:`StoredSvidCache.stale_entries`), and the SVID, with its private key, our bundle and the
+(:meth:`StoredSvidCache.stale_entries`; after a taint, each at its own moment of the spread of
+:mod:`pyspire.agent.tainted`), and the SVID, with its private key, our bundle and the
 bundles of the trust domains the entry federates with, goes to the SVID store plugin the entry's
 selectors name (:mod:`pyspire.agent.svid_stores` delivers it).
 
@@ -47,6 +48,7 @@ import structlog
 
 from pyspire.agent.cache import IssuedSvid, StaleEntry, authority_index, stale_reason
 from pyspire.agent.identities import entry_age
+from pyspire.agent.tainted import TaintSchedule
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
@@ -136,6 +138,7 @@ class StoredSvidCache:
         self._bundle: Bundle | None = None
         self._federated: dict[TrustDomain, Bundle] = {}
         self._authorities: dict[bytes, bool] = {}
+        self._taints = TaintSchedule()
         self._delivered: dict[StoreTarget, StoredSvid | None] = {}
         self._refused: dict[StoreTarget, StoredSvid] = {}
         self._complaints: dict[str, tuple[int, str]] = {}
@@ -175,6 +178,7 @@ class StoredSvidCache:
         if bundle != self._bundle:
             self._bundle = bundle
             self._authorities = authority_index(bundle)
+            self._taints.observe(self._authorities, self._clock.now())
             changed = True
         federated = dict(federated_bundles)
         if federated != self._federated:
@@ -189,7 +193,8 @@ class StoredSvidCache:
         for entry in sorted(self._entries.values(), key=entry_age):
             if entry.id not in self._targets:
                 continue
-            reason = stale_reason(entry, self._held.get(entry.id), now, self._authorities)
+            held = self._held.get(entry.id)
+            reason = stale_reason(entry, held, now, self._authorities, self._taints)
             if reason is not None:
                 stale.append(StaleEntry(entry, reason))
         return stale

@@ -5,10 +5,12 @@ in the bundle at its next sync and must replace every SVID that authority signed
 of them at once would have every agent of the trust domain hit the server in the same seconds,
 so each SVID gets its own moment within :data:`TAINT_SPREAD` after the agent first saw the
 taint: a fixed fraction of the window drawn from its entry ID, so the moments are spread evenly
-and stay the same from one sync to the next. With the default sync interval of 5 s the re-minting
-is done within about 15 s of the taint (SPIRE's agent rotates 100 SVIDs every 5 s, some 50 s for
-1,000). JWT-SVIDs signed by a tainted JWT key are simply dropped from the JWT-SVID cache: the
-next request mints a new one with the active key.
+and stay the same from one sync to the next. With the default sync interval of 5 s the
+re-minting is done within about 15 s of the taint (SPIRE's agent rotates 100 SVIDs every 5 s,
+some 50 s for 1,000). Workload SVIDs and the SVIDs of entries kept for SVID stores follow the
+same rule, through :func:`pyspire.agent.cache.stale_reason`, each cache with its own
+:class:`TaintSchedule`. JWT-SVIDs signed by a tainted JWT key are simply dropped from the
+JWT-SVID cache: the next request mints a new one with the active key.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from cryptography import x509
-
+from pyspire.ca.tainting import chains_to
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.jwt import SUPPORTED_ALGORITHMS, InvalidJwtError, parse_jwt
 
@@ -66,23 +67,7 @@ def jwt_key_id(token: str) -> str | None:
         return None
 
 
-def _key_identifier(der: bytes, kind: type[x509.ExtensionType]) -> bytes | None:
-    """The subject or authority key identifier of a certificate; ``None`` when absent."""
-    try:
-        value = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(kind).value
-    except (ValueError, x509.ExtensionNotFound):
-        return None
-    found = getattr(value, "digest", None) or getattr(value, "key_identifier", None)
-    return bytes(found) if found else None
-
-
 def signed_by_tainted(chain: Sequence[bytes], bundle: Bundle) -> bool:
     """Whether the certificate chain (DER, leaf first) leads to an authority ``bundle`` marks
-    tainted: a certificate of the chain is one, or was signed by one (key identifiers)."""
-    tainted = [a.der for a in bundle.x509_authorities if a.tainted]
-    if not tainted:
-        return False
-    if any(der in chain for der in tainted):
-        return True
-    tainted_ids = {_key_identifier(der, x509.SubjectKeyIdentifier) for der in tainted} - {None}
-    return any(_key_identifier(der, x509.AuthorityKeyIdentifier) in tainted_ids for der in chain)
+    tainted (see :func:`pyspire.ca.tainting.chains_to`)."""
+    return chains_to(chain, [a.der for a in bundle.x509_authorities if a.tainted])

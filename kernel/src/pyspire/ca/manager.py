@@ -15,10 +15,11 @@ keys are trusted everywhere and no server's rotation removes a key another still
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -37,6 +38,7 @@ from pyspire.ca.rotation import (
     prepare_at,
 )
 from pyspire.ca.signing import ManagedKey, sign_certificate, sign_csr
+from pyspire.ca.tainting import chains_to, subject_key_id, taint_x509_ca
 from pyspire.ca.templates import CaSubject, ca_builder, ca_csr_builder
 from pyspire.ca.upstream import accept_upstream_ca
 from pyspire.telemetry.metrics import (
@@ -48,7 +50,12 @@ from pyspire.telemetry.metrics import (
 )
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.errors import FailedPreconditionError, NotFoundError, PyspireError
+from pyspire_sdk.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PyspireError,
+)
 from pyspire_sdk.plugins.key_manager import KeyManager, KeyType
 from pyspire_sdk.plugins.upstream_authority import UpstreamAuthority
 from pyspire_sdk.spiffeid import TrustDomain
@@ -309,6 +316,42 @@ class CaManager:
             raise FailedPreconditionError("no prepared JWT key")
         await self._activate(self._jwt, prepared)
         return self._jwt[prepared.slot_id]
+
+    # -- tainted upstream roots (SPIRE's processTaintedUpstreamAuthorities) -----------------
+
+    async def replace_tainted_upstream(self, tainted: Sequence[bytes]) -> bool:
+        """Act on upstream roots (DER) that the upstream newly marks tainted: when the active
+        X.509 CA chains to one, make the prepared CA active, or prepare one from the upstream
+        first when there is none or it chains to a tainted root too; then mark the roots
+        tainted in our bundle. In that order, as SPIRE, so agents and servers below see the
+        taint only once a CA they can re-mint from is active. Returns whether a new CA was
+        activated. Raises FailedPreconditionError without an upstream authority."""
+        if self._upstream is None:
+            raise FailedPreconditionError("no upstream authority: no upstream root to act on")
+        activated = False
+        active = self.current_x509()
+        if active is not None and chains_to(active.ca.chain_der(), tainted):
+            self._log.info(
+                "active x509 CA chains to a tainted upstream authority; rotating",
+                authority_id=active.authority_id,
+            )
+            following = self.next_x509()
+            if (
+                following is None
+                or following.status is not SlotStatus.PREPARED
+                or chains_to(following.ca.chain_der(), tainted)
+            ):
+                following = await self.prepare_x509_now()
+            await self._activate(self._x509, following)
+            activated = True
+        for der in tainted:
+            # Already tainted here (by an operator, or an earlier attempt) is fine.
+            with contextlib.suppress(InvalidArgumentError):
+                await self._store.update_bundle(
+                    self._settings.trust_domain, taint_x509_ca(subject_key_id(der))
+                )
+            self._log.info("upstream x509 authority tainted", subject_key_id=subject_key_id(der))
+        return activated
 
     # -- the schedule, the same for both kinds ---------------------------------------------
 

@@ -3,16 +3,16 @@
 ``cryptography`` signs certificates only with keys it holds, while CA keys may live in a KMS. So
 we let ``cryptography`` build and sign the certificate with a throwaway key of the same algorithm,
 keep its TBSCertificate and signatureAlgorithm (with the authority key identifier set explicitly,
-neither depends on the throwaway key), have the key manager sign the TBS digest, and join the
-parts again (:mod:`pyspire.ca.der`). The result is indistinguishable from a certificate signed
-in-process and verifies with ``cryptography`` and OpenSSL.
+neither depends on the throwaway key), have the key manager sign the TBS bytes (the whole
+message where the key manager signs messages, else their digest; see
+:func:`pyspire_sdk.plugins.key_manager.sign_message`), and join the parts again
+(:mod:`pyspire.ca.der`). The result is indistinguishable from a certificate signed in-process
+and verifies with ``cryptography`` and OpenSSL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,18 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from pyspire.ca.der import encode_tlv, join_signed, replace_csr_public_key, split_signed
-from pyspire_sdk.plugins.key_manager import HashAlgorithm, KeyManager, KeyType, PublicKey
+from pyspire_sdk.plugins.key_manager import (
+    HashAlgorithm,
+    KeyManager,
+    KeyType,
+    PublicKey,
+    sign_message,
+)
 
 _HASHES: dict[HashAlgorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512] = {
     HashAlgorithm.SHA256: hashes.SHA256(),
     HashAlgorithm.SHA384: hashes.SHA384(),
     HashAlgorithm.SHA512: hashes.SHA512(),
-}
-_HASH_FUNCTIONS: dict[HashAlgorithm, Callable[[bytes], Any]] = {
-    HashAlgorithm.SHA256: hashlib.sha256,
-    HashAlgorithm.SHA384: hashlib.sha384,
-    HashAlgorithm.SHA512: hashlib.sha512,
 }
 _KEY_HASHES: dict[KeyType, HashAlgorithm] = {
     key_type: key_type.hash_algorithm for key_type in KeyType
@@ -88,10 +89,9 @@ class ManagedKey:
         return serialization.load_der_public_key(self.public_key.der)
 
     async def sign(self, data: bytes) -> bytes:
-        """Sign ``data`` (hashed here with the key type's hash) through the key manager."""
+        """Sign ``data``, hashed with the key type's hash, through the key manager."""
         algorithm = _KEY_HASHES[self.public_key.key_type]
-        digest = _HASH_FUNCTIONS[algorithm](data).digest()
-        return await self.key_manager.sign_digest(self.public_key.key_id, digest, algorithm)
+        return await sign_message(self.key_manager, self.public_key.key_id, data, algorithm)
 
 
 async def sign_certificate(builder: x509.CertificateBuilder, key: ManagedKey) -> x509.Certificate:

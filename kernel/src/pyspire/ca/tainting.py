@@ -9,12 +9,21 @@ authorities by their key ID. Each function is a pure bundle mutation for
 
 from __future__ import annotations
 
-__all__ = ["revoke_jwt_key", "revoke_x509_ca", "subject_key_id", "taint_jwt_key", "taint_x509_ca"]
+__all__ = [
+    "authority_key_id",
+    "chains_to",
+    "revoke_jwt_key",
+    "revoke_x509_ca",
+    "subject_key_id",
+    "taint_jwt_key",
+    "taint_x509_ca",
+]
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.errors import InvalidArgumentError, NotFoundError
@@ -30,6 +39,44 @@ def subject_key_id(der: bytes) -> str:
     except (ValueError, x509.ExtensionNotFound):
         return ""
     return ski.value.digest.hex()
+
+
+def authority_key_id(der: bytes) -> str:
+    """The hex authority key ID of a certificate, empty when it has none or does not parse."""
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    except (ValueError, x509.ExtensionNotFound):
+        return ""
+    return bytes(aki.value.key_identifier or b"").hex()
+
+
+def chains_to(chain: Sequence[bytes], authorities: Collection[bytes]) -> bool:
+    """Whether a certificate chain (DER, leaf first) leads to one of ``authorities`` (DER
+    certificates): a certificate of the chain is one of them, or was signed by one (its
+    authority key ID is that one's subject key ID or, without key IDs, that one's signature
+    verifies on it). How an agent tells an SVID of a tainted authority and a server a CA that a
+    tainted upstream root signed."""
+    if not authorities:
+        return False
+    if any(der in chain for der in authorities):
+        return True
+    key_ids = {subject_key_id(der) for der in authorities} - {""}
+    if any(authority_key_id(der) in key_ids for der in chain):
+        return True
+    return any(_issued_by(der, authority) for der in chain for authority in authorities)
+
+
+def _issued_by(der: bytes, authority_der: bytes) -> bool:
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        authority = x509.load_der_x509_certificate(authority_der)
+        if certificate.issuer != authority.subject:
+            return False
+        certificate.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _require(bundle: Bundle | None) -> Bundle:

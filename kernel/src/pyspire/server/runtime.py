@@ -243,7 +243,11 @@ class ServerRuntime:
         if upstream is None:
             return {}
         follower = UpstreamBundleFollower(
-            upstream, core.datastore, self.settings.trust_domain, self._clock
+            upstream,
+            core.datastore,
+            self.settings.trust_domain,
+            self._clock,
+            on_tainted=core.ca.replace_tainted_upstream,
         )
         return {"upstream-bundle": follower.run}
 

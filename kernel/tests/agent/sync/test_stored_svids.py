@@ -19,6 +19,7 @@ from pyspire.agent.stored_svids import (
     store_target,
 )
 from pyspire.agent.sync import SyncManager
+from pyspire.agent.tainted import TAINT_SPREAD
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.spiffeid import TrustDomain
@@ -259,3 +260,35 @@ async def test_workload_cache_never_restores_stored_entries(
     )
     assert [item.id for item in restored.entries()] == ["app"]
     await restored.close()
+
+
+async def test_stored_svids_of_a_tainted_authority_are_reminted_spread_over_the_window(
+    server: FakeServerApi, stored: StoredSvidCache, syncer: SyncManager, fake_clock: FakeClock
+) -> None:
+    """As workload SVIDs: each stored SVID of a tainted CA comes due at its own moment within
+    TAINT_SPREAD of the agent seeing the taint, not all at the first sync."""
+    server.add(
+        *(
+            entry(f"s{index:03}", selectors=[f"vault:name:s{index:03}"], store_svid=True)
+            for index in range(200)
+        )
+    )
+    await syncer.sync_now()
+    server.rotate_ca(keep_old=True, taint_old=True)
+    tainted_at = fake_clock.now()
+    first = (await syncer.sync_now()).issued
+    assert first <= 20  # the taint is seen: only the earliest in the window go at once
+
+    per_sync: list[int] = []
+    while fake_clock.now() - tainted_at < TAINT_SPREAD:
+        await fake_clock.advance(1)
+        per_sync.append((await syncer.sync_now()).issued)
+    assert first + sum(per_sync) == 200, per_sync
+    assert max(per_sync) <= 50, per_sync  # about a tenth of them each second
+    assert len([count for count in per_sync if count]) >= 8, per_sync
+
+    puts = _puts(stored)
+    assert len(puts) == 200
+    for put in puts.values():
+        leaf = x509.load_der_x509_certificate(put.svid.cert_chain[0])
+        leaf.verify_directly_issued_by(server.ca.certificate)  # all by the new CA

@@ -1,10 +1,16 @@
 """Key managers: private keys that sign on request, wherever they live.
 
-A key manager holds named private keys and signs *digests* with them. It never hands out a
-private key, so the same interface fits keys held in the process (``memory``, ``disk``) and keys
-held by a KMS or an HSM that the process never sees. The CA builds the bytes to be signed (a
-TBSCertificate, a JWT signing input) itself, hashes them and asks the key manager for a
-signature; only that signature crosses the boundary.
+A key manager holds named private keys and signs with them. It never hands out a private key,
+so the same interface fits keys held in the process (``memory``, ``disk``) and keys held by a KMS
+or an HSM that the process never sees. The CA builds the bytes to be signed (a TBSCertificate, a
+JWT signing input, a CSR's request info) itself and asks the key manager for a signature; only
+that signature crosses the boundary.
+
+Every key manager signs digests (:meth:`KeyManager.sign_digest`, SPIRE's ``SignData``). One that
+can also sign whole messages says so by implementing :class:`MessageSigner`: a remote backend
+then hashes the message itself (AWS KMS's ``MessageType=RAW``), so nothing depends on how it
+treats a digest handed in from outside. :func:`sign_message` is the one way the host signs:
+with the message when the key manager offers it, else with its digest.
 
 The server keeps its CA keys here (key IDs ``x509-CA-A``, ``x509-CA-B``, ``JWT-Signer-A``,
 ``JWT-Signer-B``); the agent keeps its own key and workload keys here. Both use the same plugins.
@@ -21,9 +27,11 @@ __all__ = [
     "HashAlgorithm",
     "KeyManager",
     "KeyType",
+    "MessageSigner",
     "PrivateKeyExport",
     "PublicKey",
     "pyspire_key_managers",
+    "sign_message",
     "validate_key_id",
 ]
 
@@ -91,6 +99,8 @@ class HashAlgorithm(enum.StrEnum):
 
     def digest(self, data: bytes) -> bytes:
         """Hash ``data``: the digest a caller passes to :meth:`KeyManager.sign_digest`."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidArgumentError(f"message must be bytes, found {type(data).__name__}")
         return hashlib.new(self.value, data).digest()
 
 
@@ -243,12 +253,63 @@ class KeyManager(Plugin, Protocol):
 
 
 @runtime_checkable
+class MessageSigner(Protocol):
+    """An optional capability: signing a whole message, hashed by the key manager.
+
+    A key manager whose backend takes the message itself (AWS KMS's ``MessageType=RAW``, an
+    HSM's sign-with-hash mechanism) implements this; the host then never hashes for it.
+    In-process key managers offer it through :class:`~pyspire_sdk.keys.InProcessKeyManager`.
+    """
+
+    async def sign_message(
+        self, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
+    ) -> bytes:
+        """Sign ``message`` (of any length: a backend that takes messages whole only up to
+        some size signs a longer one's digest) with the key stored under ``key_id``, hashing
+        it with ``hash_algorithm``.
+
+        The signature is the one :meth:`KeyManager.sign_digest` returns for
+        ``hash_algorithm.digest(message)``: the DER ``Ecdsa-Sig-Value`` for an ECDSA key, a
+        PKCS#1 v1.5 signature for an RSA key (the X.509 and JOSE forms the host uses; RSA-PSS
+        is asked for through :meth:`KeyManager.sign_digest`). Errors as
+        :class:`KeyManager`'s; InvalidArgumentError when ``message`` is not bytes.
+        """
+        ...
+
+
+def _offers_message_signing(key_manager: KeyManager) -> bool:
+    kind = type(key_manager)
+    offered = _MESSAGE_SIGNERS.get(kind)
+    if offered is None:
+        offered = isinstance(key_manager, MessageSigner)
+        _MESSAGE_SIGNERS[kind] = offered
+    return offered
+
+
+_MESSAGE_SIGNERS: dict[type, bool] = {}
+"""Whether each key manager class offers :class:`MessageSigner`; a class does not change what
+it offers, and a protocol check per signature would cost more than an EC signature's hashing."""
+
+
+async def sign_message(
+    key_manager: KeyManager, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
+) -> bytes:
+    """Sign ``message`` with ``hash_algorithm`` through ``key_manager``: the whole message when
+    it offers :class:`MessageSigner`, else its digest through :meth:`KeyManager.sign_digest`.
+    Either way the result is the same kind of signature."""
+    if _offers_message_signing(key_manager):
+        signer: MessageSigner = key_manager  # type: ignore[assignment]
+        return await signer.sign_message(key_id, message, hash_algorithm)
+    return await key_manager.sign_digest(key_id, hash_algorithm.digest(message), hash_algorithm)
+
+
+@runtime_checkable
 class PrivateKeyExport(Protocol):
     """An optional capability of key managers that hold keys in this process.
 
     The agent needs its own SVID's private key in memory, because TLS libraries (Python's
     ``ssl`` included) take the key itself, not a signing callback; so the agent requires a key
-    manager with this capability. The server never asks for it: CA keys only sign digests.
+    manager with this capability. The server never asks for it: CA keys only sign.
     """
 
     async def export_private_key(self, key_id: str) -> bytes:

@@ -66,15 +66,33 @@ class UpstreamX509CA:
 class UpstreamBundle:
     """The upstream's current trust material, as delivered by a bundle subscription.
 
-    ``x509_roots`` replace the upstream roots in the bundle (DER, non-empty). ``jwt_authorities``
-    is the upstream's full JWT key set when the upstream manages JWT keys, else ``()``.
+    ``x509_roots`` replace the upstream roots in the bundle (DER, non-empty).
+    ``tainted_x509_roots`` are those of ``x509_roots`` the upstream marks tainted (SPIRE's
+    ``X509Certificate.tainted`` on the roots an upstream authority reports): an operator
+    upstream suspects their key, so a server whose CA chains to one of them replaces that CA at
+    once (see :meth:`UpstreamAuthority.subscribe_to_bundle_updates`). ``jwt_authorities`` is the
+    upstream's full JWT key set when the upstream manages JWT keys, else ``()``.
     """
 
     x509_roots: tuple[bytes, ...]
     jwt_authorities: tuple[JwtAuthority, ...] = ()
+    tainted_x509_roots: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         _check_ders("x509_roots", self.x509_roots, required=True)
+        for index, der in enumerate(self.tainted_x509_roots):
+            if der not in self.x509_roots:
+                raise InvalidArgumentError(f"tainted_x509_roots[{index}] is not one of x509_roots")
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> UpstreamBundle:
+        """The trust material of an upstream server's ``bundle``: its X.509 authorities (those
+        marked tainted as such) and its JWT authorities."""
+        return cls(
+            x509_roots=tuple(a.der for a in bundle.x509_authorities),
+            jwt_authorities=bundle.jwt_authorities,
+            tainted_x509_roots=tuple(a.der for a in bundle.x509_authorities if a.tainted),
+        )
 
 
 @runtime_checkable
@@ -107,12 +125,17 @@ class UpstreamAuthority(Plugin, Protocol):
         ...
 
     def subscribe_to_bundle_updates(self) -> AsyncIterator[UpstreamBundle]:
-        """Yield the upstream's trust material each time it changes.
+        """Yield the upstream's trust material each time it changes, taints included.
 
         The first item, if any, is the current state; each later one replaces the previous.
         An upstream whose roots never change returns an iterator that ends at once without
         yielding ("no updates"); the host then relies on ``mint_x509_ca``'s
-        ``upstream_roots``. An iterator that yields stays open until the host stops consuming
+        ``upstream_roots``. When a root the host holds untainted arrives tainted, the host
+        acts as SPIRE's CA manager: if its active X.509 CA chains to that root it prepares (or
+        takes the prepared) CA from the upstream and activates it at once, then marks the root
+        tainted in its own bundle, so its agents re-mint from the new CA and servers below it
+        do the same; a root the host holds tainted that the upstream no longer lists is revoked
+        from its bundle. An iterator that yields stays open until the host stops consuming
         it (``aclose``) or the plugin is closed. Raising
         :class:`~pyspire_sdk.errors.UnavailableError` ends the subscription; the host
         subscribes again after a back-off.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from pyspire_keymanager_aws_kms.signing import SignRequest
 from pyspire_sdk.aws import AwsAccess, AwsClients, aws_call
 from pyspire_sdk.errors import AlreadyExistsError, NotFoundError, PyspireError, UnavailableError
 
@@ -173,12 +174,15 @@ class KmsClient:
         )
         return bytes(answer["PublicKey"])
 
-    async def sign(self, key_id: str, digest: bytes, algorithm: str) -> bytes:
-        """KMS's signature of ``digest`` with ``key_id`` by ``algorithm``."""
+    async def sign(self, key_id: str, request: SignRequest) -> bytes:
+        """KMS's signature of ``request``'s message with ``key_id``."""
         answer = await self._call(
             "sign",
             lambda: self._client.sign(
-                KeyId=key_id, Message=digest, MessageType="DIGEST", SigningAlgorithm=algorithm
+                KeyId=key_id,
+                Message=request.message,
+                MessageType=request.message_type,
+                SigningAlgorithm=request.algorithm,
             ),
         )
         return bytes(answer["Signature"])

@@ -1,13 +1,14 @@
 """The ``aws_kms`` key manager and its registration.
 
 Every key is a KMS key made for this server and found by its alias (see
-:mod:`pyspire_keymanager_aws_kms.aliases`); the private half never leaves KMS, which signs
-digests on request. At configure the server's aliases are listed and each key's public half
-read, so keys made by an earlier run are used again. Replacing a key points the alias at a new
-KMS key; the old key keeps serving the signatures already asked of it and is scheduled for
-deletion (KMS's 7-day window) once the last of them is done. Every signature KMS returns is
-verified against the key's public half before it is handed out, so a wrong answer from the
-service never reaches a certificate.
+:mod:`pyspire_keymanager_aws_kms.aliases`); the private half never leaves KMS, which signs on
+request: whole messages of up to 4 KiB, which is what the server signs, and digests (see
+:mod:`pyspire_keymanager_aws_kms.signing`). At configure the server's aliases are listed and
+each key's public half read, so keys made by an earlier run are used again. Replacing a key
+points the alias at a new KMS key; the old key keeps serving the signatures already asked of it
+and is scheduled for deletion (KMS's 7-day window) once the last of them is done. Every
+signature KMS returns is verified against the key's public half before it is handed out, so a
+wrong answer from the service never reaches a certificate.
 
 Upkeep as SPIRE's, driven by the injected clock after each key generation (the server makes
 keys at every CA rotation): the server's own aliases are refreshed, stale aliases of other
@@ -45,7 +46,12 @@ from pyspire_keymanager_aws_kms.maintenance import (
     is_stale,
 )
 from pyspire_keymanager_aws_kms.server_id import load_or_create_server_id
-from pyspire_keymanager_aws_kms.signing import KEY_SPECS, sign_request
+from pyspire_keymanager_aws_kms.signing import (
+    KEY_SPECS,
+    SignRequest,
+    digest_request,
+    message_request,
+)
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import (
     AlreadyExistsError,
@@ -54,7 +60,12 @@ from pyspire_sdk.errors import (
     PluginError,
     PyspireError,
 )
-from pyspire_sdk.keys import check_digest, key_type_of, load_public_key, verify_digest_signature
+from pyspire_sdk.keys import (
+    check_digest,
+    key_type_of,
+    load_public_key,
+    verify_digest_signature,
+)
 from pyspire_sdk.plugin import HostServices, PluginRegistration, hookimpl
 from pyspire_sdk.plugins.key_manager import (
     HashAlgorithm,
@@ -237,27 +248,52 @@ class AwsKmsKeyManager:
         *,
         rsa_pss: bool = False,
     ) -> bytes:
-        """KMS's signature of ``digest``, verified against the key's public half."""
+        """KMS's signature of ``digest`` (``MessageType=DIGEST``), verified against the key's
+        public half."""
         validate_key_id(key_id)
         hash_algorithm = HashAlgorithm.parse(hash_algorithm)
         data = check_digest(digest, hash_algorithm)
         entry = self._entry(key_id)
-        request = sign_request(entry.public.key_type, data, hash_algorithm, rsa_pss=rsa_pss)
+        request = digest_request(entry.public.key_type, data, hash_algorithm, rsa_pss=rsa_pss)
+        return await self._sign(entry, request, data, hash_algorithm, rsa_pss)
+
+    async def sign_message(
+        self, key_id: str, message: bytes, hash_algorithm: HashAlgorithm
+    ) -> bytes:
+        """KMS's signature of ``message``, sent whole when KMS takes it (see
+        :func:`~pyspire_keymanager_aws_kms.signing.message_request`), verified against the
+        key's public half."""
+        validate_key_id(key_id)
+        hash_algorithm = HashAlgorithm.parse(hash_algorithm)
+        digest = hash_algorithm.digest(message)
+        entry = self._entry(key_id)
+        request = message_request(entry.public.key_type, bytes(message), hash_algorithm)
+        return await self._sign(entry, request, digest, hash_algorithm, False)
+
+    async def _sign(
+        self,
+        entry: _Entry,
+        request: SignRequest,
+        digest: bytes,
+        hash_algorithm: HashAlgorithm,
+        rsa_pss: bool,
+    ) -> bytes:
+        """Have KMS sign ``request`` and check the answer against ``digest``, the digest of
+        what was asked to be signed."""
         entry.in_flight += 1
         try:
-            signature = await self._client().sign(
-                entry.kms_key_id, request.digest, request.algorithm
-            )
+            signature = await self._client().sign(entry.kms_key_id, request)
         finally:
             entry.in_flight -= 1
         if entry.retired:
             await self._release(entry)
         if not verify_digest_signature(
-            entry.public, signature, data, hash_algorithm, rsa_pss=rsa_pss
+            entry.public, signature, digest, hash_algorithm, rsa_pss=rsa_pss
         ):
             raise PluginError(
-                f"kms returned a signature that does not verify with key {key_id!r} "
-                f"(kms key {entry.kms_key_id}, {request.algorithm})"
+                f"kms returned a signature that does not verify with key "
+                f"{entry.public.key_id!r} (kms key {entry.kms_key_id}, {request.algorithm}, "
+                f"message type {request.message_type})"
             )
         return signature
 

@@ -12,7 +12,9 @@ always used) and hands them to the host's ``upstream_servers`` session, which ke
 - ``publish_jwt_key`` is ``Bundle.PublishJWTAuthority``: the key joins the upstream's bundle and
   the upstream's JWT authorities come back, so JWT-SVIDs of every tier validate everywhere;
 - ``subscribe_to_bundle_updates`` reads the upstream's bundle (``Bundle.GetBundle``) every
-  :data:`BUNDLE_POLL_INTERVAL` and yields its roots and JWT keys whenever they change.
+  :data:`BUNDLE_POLL_INTERVAL` and yields its roots (with the upstream's taint marks) and JWT
+  keys whenever they change: a root tainted upstream makes this server replace a CA that
+  chains to it at once (SPIRE's tainted upstream authorities).
 """
 
 from __future__ import annotations
@@ -142,10 +144,7 @@ class SpireUpstreamAuthority:
         while True:
             session = await self._ready_session()
             bundle = await session.fetch_bundle()
-            current = UpstreamBundle(
-                x509_roots=tuple(a.der for a in bundle.x509_authorities),
-                jwt_authorities=bundle.jwt_authorities,
-            )
+            current = UpstreamBundle.of(bundle)
             if current != last:
                 last = current
                 yield current

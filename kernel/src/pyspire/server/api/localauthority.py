@@ -7,6 +7,11 @@ the slot beside the active one is touched, only a prepared authority can be acti
 old one can be tainted, and only a tainted one revoked. X.509 authorities are named by the hex
 subject key ID of their CA certificate, JWT authorities by their key ID, upstream authorities by
 the subject key ID of the upstream root.
+
+What SPIRE's ``NotifyTaintedX509Authority`` sets off follows from the bundle change itself: the
+server mints its own SVID again from the active CA (``server/identity.py`` re-mints on every
+bundle change), agents re-mint what chains to the tainted authority, and downstream servers
+that follow this server's bundle replace a CA that chains to it (``server/upstream_bundle.py``).
 """
 
 from __future__ import annotations
