@@ -12,6 +12,7 @@ from pyspire.config import AgentConfig, KeyType
 from pyspire_sdk.config import describe_config, load_config
 from pyspire_sdk.errors import ConfigError
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 MINIMAL = {
     "trust_domain": "example.org",
@@ -212,3 +213,7 @@ def test_authorized_delegates_without_an_admin_socket_draw_a_warning() -> None:
             "no admin_socket_path is set, so the Delegated Identity API is not served",
         )
     ]
+
+
+def test_the_readme_lists_every_agent_setting() -> None:
+    assert_readme_documents(Path(__file__).resolve().parents[3] / "README.md", AgentConfig)
