@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -88,11 +89,12 @@ class DelegateWatch:
     def __init__(self, interpreter: Path, socket: Path, *workload: str) -> None:
         self.updates: list[dict[str, Any]] = []
         self._changed = threading.Condition()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the process
         self.process = subprocess.Popen(
             [str(interpreter), str(HERE), str(socket), "watch", *workload],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             cwd="/",
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -121,17 +123,28 @@ class DelegateWatch:
                         return update
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.process.poll() is not None:
-                    stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                    stderr = self._errors()
                     raise DelegateError(
                         f"no update with {what} within {timeout:g}s; updates: "
                         f"{self.updates[-5:]}\n{stderr[-2000:]}"
                     )
                 self._changed.wait(min(remaining, 0.5))
 
-    def stop(self) -> None:
+    def _errors(self) -> str:
+        """What the process wrote to standard error, once it has ended (it is killed)."""
+        self._end()
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def _end(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        """Kill the process; safe to call more than once."""
+        self._end()
+        self._stderr.close()
 
 
 # -- the delegate ----------------------------------------------------------------------------
