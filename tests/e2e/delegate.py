@@ -144,6 +144,9 @@ class DelegateWatch:
     def stop(self) -> None:
         """Kill the process; safe to call more than once."""
         self._end()
+        self._reader.join(timeout=STOP_TIMEOUT)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self._stderr.close()
 
 
