@@ -11,7 +11,8 @@ import pytest
 from pyspire.config import AgentConfig, KeyType
 from pyspire_sdk.config import describe_config, load_config
 from pyspire_sdk.errors import ConfigError
-from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing.readme import assert_readme_documents
 
 MINIMAL = {
     "trust_domain": "example.org",
@@ -158,3 +159,61 @@ def test_sizes_and_intervals_are_checked() -> None:
         "agent.sync_interval",
         "agent.log_level",
     }
+
+
+# -- authorized_delegates (the Delegated Identity API) ---------------------------------------
+
+
+def test_authorized_delegates_are_spiffe_ids_of_the_trust_domain() -> None:
+    config = load(
+        admin_socket_path="/run/agent/private/a.sock",
+        authorized_delegates=["spiffe://example.org/envoy", "spiffe://example.org/cilium"],
+    )
+    assert config.authorized_delegates == (
+        SpiffeId.parse("spiffe://example.org/envoy"),
+        SpiffeId.parse("spiffe://example.org/cilium"),
+    )
+    assert config.warnings() == []
+    assert load().authorized_delegates == ()
+
+
+def test_an_authorized_delegate_that_is_not_a_spiffe_id_is_named() -> None:
+    found = issues(without(authorized_delegates=["spiffe://example.org/ok", "envoy"]))
+    assert list(found) == ["agent.authorized_delegates[1]"]
+    assert "SPIFFE ID" in found["agent.authorized_delegates[1]"]
+    found = issues(without(authorized_delegates="spiffe://example.org/envoy"))
+    assert list(found) == ["agent.authorized_delegates"]
+
+
+def test_authorized_delegates_must_be_workloads_of_our_trust_domain_listed_once() -> None:
+    found = issues(
+        without(
+            authorized_delegates=[
+                "spiffe://other.org/envoy",
+                "spiffe://example.org",
+                "spiffe://example.org/envoy",
+                "spiffe://example.org/envoy",
+            ]
+        )
+    )
+    assert found == {
+        "agent.authorized_delegates[0]": "spiffe://other.org/envoy is not a member of the "
+        "trust domain 'example.org'",
+        "agent.authorized_delegates[1]": "spiffe://example.org names a trust domain, not a "
+        "workload",
+        "agent.authorized_delegates[3]": "spiffe://example.org/envoy is listed more than once",
+    }
+
+
+def test_authorized_delegates_without_an_admin_socket_draw_a_warning() -> None:
+    config = load(authorized_delegates=["spiffe://example.org/envoy"])
+    assert [(w.path, w.message) for w in config.warnings()] == [
+        (
+            "authorized_delegates",
+            "no admin_socket_path is set, so the Delegated Identity API is not served",
+        )
+    ]
+
+
+def test_the_readme_lists_every_agent_setting() -> None:
+    assert_readme_documents(Path(__file__).resolve().parents[3] / "README.md", AgentConfig)

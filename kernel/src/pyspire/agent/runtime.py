@@ -5,8 +5,10 @@ from ``data_dir`` or attest), the workload SVIDs kept by the last run
 (:mod:`pyspire.agent.workload_storage`), a first sync (entries, bundles, workload SVIDs) unless
 kept SVIDs are there to serve at once, then the Workload API socket (with the agent's gRPC
 health service beside it, :mod:`pyspire.agent.health`) and, when ``admin_socket_path`` is set,
-the admin socket (:mod:`pyspire.agent.admin`). Attestation waits out a server that is away or
-busy, yielding to a stop request; a join token the resumed identity makes unused is reported.
+the admin socket (:mod:`pyspire.agent.admin`: the Debug API, and the Delegated Identity API
+for ``authorized_delegates``, attesting with the Workload API's attestor chain). Attestation
+waits out a server that is away or busy, yielding to a stop request; a join token the resumed
+identity makes unused is reported.
 Background work — SVID rotation, periodic sync (the first one, when skipped before), dropping
 SVIDs at expiry, keeping the workload SVIDs in ``data_dir``, delivering the SVIDs of entries
 marked ``store_svid`` to SVID store plugins (:mod:`pyspire.agent.svid_stores`), following bundle
@@ -25,7 +27,12 @@ from pathlib import Path
 
 import structlog
 
-from pyspire.agent.admin import AdminEndpoint, AgentStatus, DebugService
+from pyspire.agent.admin import (
+    AdminEndpoint,
+    AgentStatus,
+    DebugService,
+    DelegatedIdentityService,
+)
 from pyspire.agent.bootstrap import BootstrapTrust, bootstrap_trust
 from pyspire.agent.cache import CacheContents, WorkloadCache
 from pyspire.agent.client import ServerClient
@@ -323,9 +330,8 @@ class AgentRuntime:
         """The Workload API socket (with the health service) and, when configured, the admin
         socket, open while the block runs."""
         settings = self.settings
-        service = WorkloadApiService(
-            parts.cache, WorkloadAttestation(plugins.workload_attestors), self._clock
-        )
+        attestation = WorkloadAttestation(plugins.workload_attestors)
+        service = WorkloadApiService(parts.cache, attestation, self._clock)
         async with contextlib.AsyncExitStack() as endpoints:
             await endpoints.enter_async_context(
                 WorkloadEndpoint(
@@ -336,8 +342,14 @@ class AgentRuntime:
                 )
             )
             if settings.admin_socket_path is not None:
+                delegated = DelegatedIdentityService(
+                    parts.cache,
+                    attestation,
+                    self._clock,
+                    authorized_delegates=settings.authorized_delegates,
+                )
                 await endpoints.enter_async_context(
-                    AdminEndpoint(settings.admin_socket_path, [parts.debug])
+                    AdminEndpoint(settings.admin_socket_path, [parts.debug, delegated])
                 )
             yield
 

@@ -29,7 +29,7 @@ from pyspire.config.common import (
 )
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
-from pyspire_sdk.spiffeid import TrustDomain
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 BOOTSTRAP_KEYS = ("trust_bundle_path", "trust_bundle_url", "insecure_bootstrap")
 """The ways to bootstrap trust in the server; a configuration sets exactly one."""
@@ -110,6 +110,16 @@ class AgentConfig:
         description="HTTP liveness and readiness endpoints for probes.",
     )
 
+    # -- Delegated Identity API (on the admin socket) ---------------------------------------
+    authorized_delegates: tuple[SpiffeId, ...] = setting(
+        default=(),
+        description=(
+            "SPIFFE IDs (of this trust domain) of the local processes allowed to use the "
+            "Delegated Identity API on admin_socket_path."
+        ),
+    )
+    # -- end of Delegated Identity API ------------------------------------------------------
+
     def bootstrap_keys_set(self) -> list[str]:
         """The bootstrap keys this configuration sets, in :data:`BOOTSTRAP_KEYS` order."""
         chosen = {
@@ -169,15 +179,41 @@ class AgentConfig:
             )
         yield from check_log_settings(self.log_level, self.log_format)
         yield from check_telemetry_endpoints(self.telemetry, self.health_checks)
+        yield from self._check_authorized_delegates()
+
+    def _check_authorized_delegates(self) -> Iterator[ConfigIssue]:
+        """Delegates are workloads of this trust domain (SPIRE's rule), each listed once."""
+        seen: set[SpiffeId] = set()
+        for index, delegate in enumerate(self.authorized_delegates):
+            key = f"authorized_delegates[{index}]"
+            if delegate.trust_domain != self.trust_domain:
+                yield ConfigIssue(
+                    key,
+                    f"{delegate} is not a member of the trust domain {self.trust_domain.name!r}",
+                )
+            elif delegate.path == "":
+                yield ConfigIssue(key, f"{delegate} names a trust domain, not a workload")
+            elif delegate in seen:
+                yield ConfigIssue(key, f"{delegate} is listed more than once")
+            seen.add(delegate)
 
     def warnings(self) -> list[ConfigIssue]:
-        """Advice that does not stop the agent: insecure bootstrap trusts any server once."""
+        """Advice that does not stop the agent: insecure bootstrap trusts any server once;
+        delegates without an admin socket have no API to call."""
+        found = []
         if self.insecure_bootstrap:
-            return [
+            found.append(
                 ConfigIssue(
                     "insecure_bootstrap",
                     "the agent trusts whichever server answers its first connection; use "
                     "trust_bundle_path or trust_bundle_url outside of tests",
                 )
-            ]
-        return []
+            )
+        if self.authorized_delegates and self.admin_socket_path is None:
+            found.append(
+                ConfigIssue(
+                    "authorized_delegates",
+                    "no admin_socket_path is set, so the Delegated Identity API is not served",
+                )
+            )
+        return found

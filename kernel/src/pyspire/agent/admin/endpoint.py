@@ -1,25 +1,27 @@
 """The agent's admin socket: the administration APIs, for the agent's own user only.
 
-SPIRE's agent serves its Debug API (and, for ``authorized_delegates``, its Delegated Identity
-API) on this socket. Whoever reaches it learns about the agent, so it follows the rules of the
-server's admin socket (:mod:`pyspire.transport.unix`): its directory belongs to the agent's user
-with mode 0700 (created so when missing; one that is not safe is refused, never tightened), the
-socket is verified to be ours after bind, and connections are bounded in number and time
-(:data:`ADMIN_API_LIMITS`). The endpoint takes any number of services, each served with the call
-context and the malformed-request guard every listener has. Closing lets calls in progress
-finish for a short grace period, stops the server and removes the socket.
+SPIRE's agent serves its Debug API and, for ``authorized_delegates``, its Delegated Identity
+API (:mod:`pyspire.agent.admin.delegated`) on this socket. Whoever reaches it learns about the
+agent, so it follows the rules of the server's admin socket (:mod:`pyspire.transport.unix`): its
+directory belongs to the agent's user with mode 0700 (created so when missing; one that is not
+safe is refused, never tightened), the socket is verified to be ours after bind, and connections
+are bounded in number and time (:data:`ADMIN_API_LIMITS`). The endpoint takes any number of
+services, each served with the call context and the malformed-request guard every listener has.
+Closing first stops the services that have open streams (a service with a ``stop()`` method ends
+them with UNAVAILABLE), lets calls in progress finish for a short grace period, stops the server
+and removes the socket.
 """
 
 from __future__ import annotations
 
-__all__ = ["ADMIN_API_LIMITS", "DRAIN_TIMEOUT", "AdminEndpoint"]
+__all__ = ["ADMIN_API_LIMITS", "DRAIN_TIMEOUT", "AdminEndpoint", "StreamingService"]
 
 import asyncio
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import grpclib.server
 import structlog
@@ -39,6 +41,15 @@ DRAIN_TIMEOUT = 5.0
 """Seconds calls in progress get to finish when the endpoint closes."""
 
 _log = structlog.get_logger("pyspire.agent.admin")
+
+
+@runtime_checkable
+class StreamingService(Protocol):
+    """A service whose streams never end on their own: :meth:`stop` ends them."""
+
+    def stop(self) -> None:
+        """End every open stream (with UNAVAILABLE) and refuse new calls."""
+        ...
 
 
 class AdminEndpoint:
@@ -98,6 +109,9 @@ class AdminEndpoint:
         if server is None:
             return
         self._server = None
+        for service in self._services:
+            if isinstance(service, StreamingService):
+                service.stop()
         if not await self._in_flight.drain(self._drain_timeout):
             _log.warning("agent admin api calls cut short", in_flight=self._in_flight.count)
         with contextlib.suppress(RuntimeError):

@@ -45,10 +45,8 @@ __all__ = [
 ]
 
 import asyncio
-import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpclib.const
@@ -59,7 +57,9 @@ from grpclib.exceptions import GRPCError
 from structlog.typing import FilteringBoundLogger
 
 from pyspire.agent.identities import CallerView, Identity, IdentitySource, Snapshot
-from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
+from pyspire.agent.snapshot_streams import SnapshotStreams, entries_known, svids_settled
+from pyspire.agent.workload.attestation import WorkloadAttestation
+from pyspire.agent.workload.caller import attest_caller
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
 from pyspire.proto.claims import encode_claims
 from pyspire.proto.gen.codec import workload as wire
@@ -68,10 +68,6 @@ from pyspire.proto.messages import (
     server_stream_route,
     unary_route,
 )
-from pyspire.tasks import GeneratorTasks
-from pyspire.transport.calls import current_stream
-from pyspire.transport.peer import peer_credentials
-from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
@@ -126,10 +122,6 @@ class _X509ResponseCache:
             self._responses.popitem(last=False)
 
 
-def _shutting_down() -> GRPCError:
-    return GRPCError(Status.UNAVAILABLE, "workload api is shutting down")
-
-
 def _denied() -> GRPCError:
     return GRPCError(Status.PERMISSION_DENIED, _NO_IDENTITY)
 
@@ -149,20 +141,6 @@ def _not_entitled(snapshot: Snapshot) -> GRPCError:
     if not snapshot.synced:
         return GRPCError(Status.UNAVAILABLE, "agent has not synced its entries yet")
     return _denied()
-
-
-def _settled(selectors: frozenset[Selector]) -> Callable[[Snapshot], bool]:
-    """Whether a first X509 answer should wait no longer: every SVID the caller is entitled to
-    is there, or the server is away (so they could not come)."""
-
-    def settled(snapshot: Snapshot) -> bool:
-        return snapshot.server_away or (snapshot.synced and snapshot.view(selectors).complete)
-
-    return settled
-
-
-def _entries_known(snapshot: Snapshot) -> bool:
-    return snapshot.synced or snapshot.server_away
 
 
 def _td_key(trust_domain: TrustDomain) -> str:
@@ -191,15 +169,18 @@ class WorkloadApiService:
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         self._source = source
-        self._first_answer_wait = first_answer_wait
         self._attestation = attestation
         self._clock = clock
         self._allowed_foreign_claims = allowed_foreign_jwt_claims
         self._log: FilteringBoundLogger = (
             logger if logger is not None else structlog.get_logger("pyspire.agent.workload")
         )
-        self._stopping = asyncio.Event()
-        self._feeds: set[_SnapshotFeed] = set()
+        self._streams = SnapshotStreams(
+            source,
+            clock,
+            first_answer_wait=first_answer_wait,
+            shutting_down="workload api is shutting down",
+        )
         self._x509_responses = _X509ResponseCache()
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
@@ -225,14 +206,11 @@ class WorkloadApiService:
     def stop(self) -> None:
         """End every open stream with UNAVAILABLE (clients reconnect to the next agent run);
         calls made afterwards are refused with UNAVAILABLE too."""
-        self._stopping.set()
-        for feed in self._feeds:
-            feed.wake()
+        self._streams.stop()
 
     async def gate(self, method: str, stream: grpclib.server.Stream[Any, Any]) -> None:
         """Refuse a call without exactly one ``workload.spiffe.io: true`` metadata value."""
-        if self._stopping.is_set():
-            raise _shutting_down()
+        self._streams.refuse_if_stopping()
         if not method.startswith(_SERVICE_PREFIX):
             return
         metadata = stream.metadata
@@ -246,7 +224,7 @@ class WorkloadApiService:
         selectors = await self._attest()
         last: object = None
         with self._source.demand(selectors):
-            async for snapshot in self._snapshots(_settled(selectors)):
+            async for snapshot in self._streams.snapshots(svids_settled(selectors)):
                 caller = snapshot.view(selectors)
                 identities = _unique_hints(caller.identities)
                 if not identities:
@@ -325,7 +303,7 @@ class WorkloadApiService:
     ) -> AsyncIterator[EncodedMessage[wire.X509BundlesResponse]]:
         selectors = await self._attest()
         last: dict[str, bytes] | None = None
-        async for snapshot in self._snapshots(_entries_known):
+        async for snapshot in self._streams.snapshots(entries_known):
             bundles = _caller_bundles(snapshot, selectors)
             encoded = {
                 _td_key(td): bundle.x509_authorities_der()
@@ -386,7 +364,7 @@ class WorkloadApiService:
     ) -> AsyncIterator[EncodedMessage[wire.JWTBundlesResponse]]:
         selectors = await self._attest()
         last: dict[str, bytes] | None = None
-        async for snapshot in self._snapshots(_entries_known):
+        async for snapshot in self._streams.snapshots(entries_known):
             bundles = _caller_bundles(snapshot, selectors)
             encoded = {_td_key(td): bundle.jwt_bundle_jwks() for td, bundle in bundles.items()}
             if encoded == last:
@@ -431,150 +409,7 @@ class WorkloadApiService:
 
     async def _attest(self) -> frozenset[Selector]:
         """The caller's selectors; UNAVAILABLE when they cannot be established."""
-        stream = current_stream()
-        try:
-            credentials = peer_credentials(stream.peer)
-        except OSError as error:
-            self._log.warning("caller has no peer credentials", error=str(error))
-            raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
-        try:
-            return await self._attestation.attest(credentials.pid)
-        except WorkloadAttestationError as error:
-            self._log.warning(
-                "workload attestation failed",
-                pid=credentials.pid,
-                uid=credentials.uid,
-                attestor=error.attestor,
-                reason=error.reason,
-            )
-            raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
-
-    async def _snapshots(
-        self, ready: Callable[[Snapshot], bool] | None = None
-    ) -> AsyncIterator[Snapshot]:
-        """The source's current snapshot, then every newer one its watch yields, until the
-        service stops, which ends the stream with UNAVAILABLE (as does the source ending its
-        watch).
-
-        When the current snapshot is ``ready`` (or no ``ready`` is given) it comes first,
-        without waiting for a watch to start; the watch starts when the caller asks for more
-        and yields the then-current snapshot first, so no change is missed. Otherwise the first
-        snapshot is the first ready one the watch yields, or the current one once
-        ``first_answer_wait`` seconds have passed. A snapshot of the revision just yielded is
-        the same content and is skipped.
-        """
-        if self._stopping.is_set():
-            raise _shutting_down()
-        current = self._source.snapshot()
-        waiting = ready is not None and not ready(current)
-        if not waiting:
-            yield current
-        async with self._feed(after=-1 if waiting else current.revision) as feed:
-            if ready is not None and waiting:
-                yield await feed.first(ready, within=self._first_answer_wait)
-            while True:
-                yield await feed.next()
-
-    @contextlib.asynccontextmanager
-    async def _feed(self, *, after: int) -> AsyncIterator[_SnapshotFeed]:
-        """The snapshots after revision ``after``, for one stream, while the block runs (the
-        stream's yields are inside it); :meth:`stop` wakes it."""
-        feed = _SnapshotFeed(self._source, self._clock, self._stopping, after=after)
-        self._feeds.add(feed)
-        try:
-            async with GeneratorTasks() as tasks:
-                tasks.start(feed.follow(), name="workload-api-watch")
-                yield feed
-        finally:
-            self._feeds.discard(feed)
-
-
-class _SnapshotFeed:
-    """The source's snapshots for one stream, after its first answer.
-
-    :meth:`follow` reads the source's watch in a task the stream owns (see
-    :class:`~pyspire.tasks.GeneratorTasks`: the reading goes on while the stream is suspended
-    at a yield, and a read cancelled half-way would end the watch) and keeps only the newest
-    snapshot, so a stream slower than the changes sees the latest when it comes back. The
-    stream takes it with :meth:`next`; a snapshot of the revision it took last is the same
-    content and is not taken again.
-    """
-
-    def __init__(
-        self, source: IdentitySource, clock: Clock, stopping: asyncio.Event, *, after: int
-    ) -> None:
-        self._source = source
-        self._clock = clock
-        self._stopping = stopping
-        self._revision = after
-        self._newest: Snapshot | None = None
-        self._ended = False
-        self._failure: Exception | None = None
-        self._news = asyncio.Event()
-
-    def wake(self) -> None:
-        """Have the stream look again (the service is stopping)."""
-        self._news.set()
-
-    async def follow(self) -> None:
-        """Keep the newest snapshot of the source's watch until it ends or this is cancelled."""
-        watch = self._source.watch()
-        try:
-            async for snapshot in watch:
-                self._newest = snapshot
-                self._news.set()
-        except Exception as error:  # the stream raises it when it next looks
-            self._failure = error
-        finally:
-            self._ended = True
-            self._news.set()
-            close = getattr(watch, "aclose", None)
-            if close is not None:
-                await close()
-
-    async def first(self, ready: Callable[[Snapshot], bool], *, within: float) -> Snapshot:
-        """The first ``ready`` snapshot, or the current one once ``within`` seconds have
-        passed on the clock."""
-        found = await self._take(ready, within)
-        if found is None:
-            found = self._source.snapshot()
-            self._revision = found.revision
-        return found
-
-    async def next(self) -> Snapshot:
-        """The newest snapshot of a revision not taken yet, once there is one."""
-        while True:
-            found = await self._take(None, None)
-            if found is not None:
-                return found
-
-    async def _take(
-        self, ready: Callable[[Snapshot], bool] | None, within: float | None
-    ) -> Snapshot | None:
-        """A new snapshot that is ``ready`` (any, for None), or None once ``within`` seconds
-        have passed first; UNAVAILABLE once the service stops or the watch has ended."""
-        deadline = None if within is None else self._clock.now() + timedelta(seconds=within)
-        while True:
-            self._news.clear()
-            if self._stopping.is_set():
-                raise _shutting_down()
-            found, self._newest = self._newest, None
-            if found is not None and _new_and_ready(found, self._revision, ready):
-                self._revision = found.revision
-                return found
-            if self._ended:
-                if self._failure is not None:
-                    raise self._failure
-                raise GRPCError(Status.UNAVAILABLE, "agent cache is no longer available")
-            remaining = None if deadline is None else (deadline - self._clock.now()).total_seconds()
-            if not await sleep_or_wake(self._clock, remaining, self._news):
-                return None
-
-
-def _new_and_ready(
-    snapshot: Snapshot, revision: int, ready: Callable[[Snapshot], bool] | None
-) -> bool:
-    return snapshot.revision != revision and (ready is None or ready(snapshot))
+        return await attest_caller(self._attestation, self._log)
 
 
 def _unique_hints(identities: Sequence[Identity]) -> tuple[Identity, ...]:

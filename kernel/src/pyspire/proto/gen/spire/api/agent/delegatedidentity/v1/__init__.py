@@ -37,16 +37,21 @@ class X509SvidWithKey(betterproto.Message):
 @dataclass(eq=False, repr=False)
 class SubscribeToX509SviDsRequest(betterproto.Message):
     selectors: List["___types__.Selector"] = betterproto.message_field(1)
-    """Either selectors or a process ID describe the workload."""
+    """
+    Either selectors or a non-zero process ID describe the workload, never both.
+    """
 
     pid: int = betterproto.int32_field(2)
+    """
+    Attested by the agent; the caller keeps it from being recycled while the stream is open.
+    """
 
 
 @dataclass(eq=False, repr=False)
 class SubscribeToX509SviDsResponse(betterproto.Message):
     x509_svids: List["X509SvidWithKey"] = betterproto.message_field(1)
     federates_with: List[str] = betterproto.string_field(2)
-    """Trust domain names the workload federates with."""
+    """Trust domain IDs (spiffe://<name>) the workload federates with."""
 
 
 @dataclass(eq=False, repr=False)
@@ -65,7 +70,13 @@ class SubscribeToX509BundlesResponse(betterproto.Message):
 @dataclass(eq=False, repr=False)
 class FetchJwtsviDsRequest(betterproto.Message):
     audience: List[str] = betterproto.string_field(1)
+    """Required."""
+
     selectors: List["___types__.Selector"] = betterproto.message_field(2)
+    """
+    Either selectors or a non-zero process ID describe the workload, never both.
+    """
+
     pid: int = betterproto.int32_field(3)
 
 
