@@ -27,6 +27,7 @@ from pyspire.config.common import (
     check_socket_path,
     check_telemetry_endpoints,
 )
+from pyspire.config.sds import SdsConfig
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import TrustDomain
@@ -110,6 +111,13 @@ class AgentConfig:
         description="HTTP liveness and readiness endpoints for probes.",
     )
 
+    # -- Envoy SDS (SPIRE's `sds` block) ------------------------------------------------------
+    sds: SdsConfig = setting(
+        default_factory=SdsConfig,
+        description="Envoy Secret Discovery Service settings (served on the Workload API socket).",
+    )
+    # -- end of Envoy SDS ---------------------------------------------------------------------
+
     def bootstrap_keys_set(self) -> list[str]:
         """The bootstrap keys this configuration sets, in :data:`BOOTSTRAP_KEYS` order."""
         chosen = {
@@ -172,12 +180,14 @@ class AgentConfig:
 
     def warnings(self) -> list[ConfigIssue]:
         """Advice that does not stop the agent: insecure bootstrap trusts any server once."""
+        found = [ConfigIssue(f"sds.{issue.path}", issue.message) for issue in self.sds.warnings()]
         if self.insecure_bootstrap:
             return [
                 ConfigIssue(
                     "insecure_bootstrap",
                     "the agent trusts whichever server answers its first connection; use "
                     "trust_bundle_path or trust_bundle_url outside of tests",
-                )
+                ),
+                *found,
             ]
-        return []
+        return found

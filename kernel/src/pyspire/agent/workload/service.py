@@ -59,7 +59,8 @@ from grpclib.exceptions import GRPCError
 from structlog.typing import FilteringBoundLogger
 
 from pyspire.agent.identities import CallerView, Identity, IdentitySource, Snapshot
-from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
+from pyspire.agent.workload.attestation import WorkloadAttestation
+from pyspire.agent.workload.caller import attest_caller
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
 from pyspire.proto.claims import encode_claims
 from pyspire.proto.gen.codec import workload as wire
@@ -69,8 +70,6 @@ from pyspire.proto.messages import (
     unary_route,
 )
 from pyspire.tasks import GeneratorTasks
-from pyspire.transport.calls import current_stream
-from pyspire.transport.peer import peer_credentials
 from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -152,13 +151,8 @@ def _not_entitled(snapshot: Snapshot) -> GRPCError:
 
 
 def _settled(selectors: frozenset[Selector]) -> Callable[[Snapshot], bool]:
-    """Whether a first X509 answer should wait no longer: every SVID the caller is entitled to
-    is there, or the server is away (so they could not come)."""
-
-    def settled(snapshot: Snapshot) -> bool:
-        return snapshot.server_away or (snapshot.synced and snapshot.view(selectors).complete)
-
-    return settled
+    """Whether a first X509 answer should wait no longer (:meth:`Snapshot.settled`)."""
+    return lambda snapshot: snapshot.settled(selectors)
 
 
 def _entries_known(snapshot: Snapshot) -> bool:
@@ -431,23 +425,7 @@ class WorkloadApiService:
 
     async def _attest(self) -> frozenset[Selector]:
         """The caller's selectors; UNAVAILABLE when they cannot be established."""
-        stream = current_stream()
-        try:
-            credentials = peer_credentials(stream.peer)
-        except OSError as error:
-            self._log.warning("caller has no peer credentials", error=str(error))
-            raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
-        try:
-            return await self._attestation.attest(credentials.pid)
-        except WorkloadAttestationError as error:
-            self._log.warning(
-                "workload attestation failed",
-                pid=credentials.pid,
-                uid=credentials.uid,
-                attestor=error.attestor,
-                reason=error.reason,
-            )
-            raise GRPCError(Status.UNAVAILABLE, "workload attestation failed") from None
+        return await attest_caller(self._attestation, self._log)
 
     async def _snapshots(
         self, ready: Callable[[Snapshot], bool] | None = None
