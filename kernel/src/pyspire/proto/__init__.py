@@ -40,7 +40,7 @@ proto package                             Python module
 ``spire.agent.debug.v1``                  ``pyspire.proto.gen.spire.agent.debug.v1``
 ``spire.api.agent.delegatedidentity.v1``  ``pyspire.proto.gen.spire.api.agent.delegatedidentity.v1``
 ``grpc.health.v1``                        ``pyspire.proto.gen.grpc.health.v1``
-``envoy.<...>.v3``, ``google.rpc``        ``pyspire.proto.gen.envoy.<...>.v3``, ``...gen.google.rpc``
+``envoy.<...>.v3``, ``google.rpc``        ``pyspire.proto.gen.envoy.<...>.v3``, ``.gen.google.rpc``
 ========================================  ===========================================
 
 betterproto renames messages to Python style, sometimes oddly: ``X509SVID`` becomes
