@@ -30,7 +30,7 @@ from pyspire.agent.workload import (
     WorkloadAttestation,
     WorkloadEndpoint,
 )
-from pyspire.agent.workload.sds import FIRST_ANSWER_WAIT
+from pyspire.agent.workload.service import FIRST_ANSWER_WAIT
 from pyspire.config.sds import SdsConfig
 from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.selector import Selector

@@ -45,6 +45,7 @@ from pyspire.agent.workload.sds_secrets import (
     uses_spiffe_validator,
 )
 from pyspire.agent.workload.sds_streams import DeltaStream, Received, SotwStream
+from pyspire.agent.workload.service import FIRST_ANSWER_WAIT
 from pyspire.config.sds import SdsConfig
 from pyspire.proto.gen.codec import envoy_service_discovery_v3 as discovery
 from pyspire.proto.gen.codec.envoy_config_core_v3 import Node
@@ -60,10 +61,6 @@ SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
 """The gRPC service name, as Envoy calls it."""
 
 _PREFIX = f"/{SDS_SERVICE}/"
-
-FIRST_ANSWER_WAIT = 10.0
-"""Seconds a new stream waits for the caller's X509-SVIDs (or the agent's first sync) before
-it answers with what there is."""
 
 R = TypeVar("R")
 
