@@ -628,3 +628,32 @@ async def test_delta_wildcard_reports_a_certificate_that_is_gone(
     call.cancel()
     assert delta_names(update) == []
     assert list(update.removed_resources) == ["spiffe://example.org/second"]
+
+
+# -- malformed requests -------------------------------------------------------------------------
+
+# DiscoveryRequest{resource_names: [b"\xff\xfe"]}: a name that is not UTF-8.
+_BAD_UTF8 = b"\x1a\x02\xff\xfe"
+
+
+async def test_malformed_requests_get_invalid_argument(
+    source: FakeIdentitySource,
+    attestation: WorkloadAttestation,
+    clock: FakeClock,
+    socket_dir: Path,
+    raw_grpc: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fetch = "/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets"
+    stream = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
+    valid = request([WORKLOAD], node=envoy_node()).SerializeToString()
+    async with sds_endpoint(source, attestation, clock, socket_dir) as endpoint:
+        path = str(endpoint.socket_path)
+        bodies = raw_grpc.malformed_bodies(valid)
+        bodies["invalid utf-8"] = raw_grpc.frame(_BAD_UTF8)
+        for body in bodies.values():
+            await raw_grpc.expect_malformed(caplog, fetch, body, path=path)
+        for name in ("invalid utf-8", "random bytes", "truncated message"):
+            await raw_grpc.expect_malformed(caplog, stream, bodies[name], path=path)
+        reply = await raw_grpc.call(fetch, raw_grpc.frame(valid), path=path)
+    assert reply.status.name == "OK"
