@@ -54,6 +54,14 @@ HOT_MESSAGES: tuple[str, ...] = (
     "JWTBundlesResponse",
     "ValidateJWTSVIDRequest",
     "ValidateJWTSVIDResponse",
+    "envoy.service.discovery.v3.DiscoveryRequest",
+    "envoy.service.discovery.v3.DiscoveryResponse",
+    "envoy.service.discovery.v3.DeltaDiscoveryRequest",
+    "envoy.service.discovery.v3.DeltaDiscoveryResponse",
+    "envoy.extensions.transport_sockets.tls.v3.Secret",
+    "envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig",
+    "envoy.config.core.v3.Node",
+    "envoy.type.v3.SemanticVersion",
 )
 """The messages that get generated codecs, with every message they contain."""
 
@@ -66,6 +74,7 @@ _SCALARS: dict[int, tuple[str, str, str, int]] = {
     _T.TYPE_BYTES: ("bytes", "bytes", 'b""', 2),
     _T.TYPE_INT32: ("int32", "int", "0", 0),
     _T.TYPE_INT64: ("int64", "int", "0", 0),
+    _T.TYPE_UINT32: ("uint32", "int", "0", 0),
     _T.TYPE_UINT64: ("uint64", "int", "0", 0),
     _T.TYPE_BOOL: ("bool", "bool", "False", 0),
     _T.TYPE_ENUM: ("enum", "int", "0", 0),
@@ -75,6 +84,7 @@ _RANGES = {
     "int32": ("-0x80000000", "0x7FFFFFFF"),
     "enum": ("-0x80000000", "0x7FFFFFFF"),
     "int64": ("-0x8000000000000000", "0x7FFFFFFFFFFFFFFF"),
+    "uint32": ("0", "0xFFFFFFFF"),
     "uint64": ("0", "0xFFFFFFFFFFFFFFFF"),
 }
 
@@ -660,6 +670,8 @@ class _Module:
                 "if value >= 0x8000000000000000:",
                 "    value -= 0x10000000000000000",
             )
+        elif item.kind == "uint32":
+            self.emit(indent + 1, "value &= 0xFFFFFFFF")
         if item.kind == "bool":
             self.emit(indent, f"{name} = value != 0")
         else:

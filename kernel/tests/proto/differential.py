@@ -158,6 +158,7 @@ _INTS = {
     FieldDescriptor.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_ENUM: st.integers(-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_INT64: st.integers(-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: st.integers(0, 2**32 - 1),
     FieldDescriptor.TYPE_UINT64: st.integers(0, 2**64 - 1),
 }
 
@@ -171,6 +172,7 @@ _INT_POOLS = {
     FieldDescriptor.TYPE_INT32: (0, 1, -1, 127, 128, 2**31 - 1, -(2**31)),
     FieldDescriptor.TYPE_ENUM: (0, 1, 3, -1, 2**31 - 1, -(2**31)),
     FieldDescriptor.TYPE_INT64: (0, 1, -1, 128, 2**32, 2**63 - 1, -(2**63)),
+    FieldDescriptor.TYPE_UINT32: (0, 1, 17, 127, 128, 2**31, 2**32 - 1),
     FieldDescriptor.TYPE_UINT64: (0, 1, 127, 128, 2**63, 2**64 - 1),
 }
 

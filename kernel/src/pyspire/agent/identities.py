@@ -94,6 +94,11 @@ class Snapshot:
         entry first so that, among identities sharing a hint, the oldest wins."""
         return self.view(selectors).identities
 
+    def settled(self, selectors: frozenset[Selector]) -> bool:
+        """Whether a caller's first answer should wait no longer: every X509-SVID it is
+        entitled to is there, or the server is away (so they could not come)."""
+        return self.server_away or (self.synced and self.view(selectors).complete)
+
     def view(self, selectors: frozenset[Selector]) -> CallerView:
         """What a caller with ``selectors`` is entitled to; computed once per selector set."""
         found = self._views.get(selectors)

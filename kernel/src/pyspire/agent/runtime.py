@@ -46,6 +46,7 @@ from pyspire.agent.svid_stores import SvidStoreDelivery
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
+from pyspire.agent.workload.sds import SecretDiscoveryService
 from pyspire.agent.workload.service import WorkloadApiService
 from pyspire.agent.workload_storage import WorkloadSvidStore
 from pyspire.catalog import (
@@ -332,12 +333,14 @@ class AgentRuntime:
         settings = self.settings
         attestation = WorkloadAttestation(plugins.workload_attestors)
         service = WorkloadApiService(parts.cache, attestation, self._clock)
+        sds = SecretDiscoveryService(parts.cache, attestation, self._clock, settings.sds)
         async with contextlib.AsyncExitStack() as endpoints:
             await endpoints.enter_async_context(
                 WorkloadEndpoint(
                     settings.socket_path,
                     service,
                     health=AgentHealthService(self.readiness.checks()),
+                    sds=sds,
                     metrics=self.metrics,
                 )
             )

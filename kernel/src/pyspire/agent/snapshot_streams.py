@@ -32,10 +32,7 @@ def svids_settled(selectors: frozenset[Selector]) -> Callable[[Snapshot], bool]:
     """Whether a first X509 answer should wait no longer: every SVID a caller with
     ``selectors`` is entitled to is there, or the server is away (so they could not come)."""
 
-    def settled(snapshot: Snapshot) -> bool:
-        return snapshot.server_away or (snapshot.synced and snapshot.view(selectors).complete)
-
-    return settled
+    return lambda snapshot: snapshot.settled(selectors)
 
 
 def entries_known(snapshot: Snapshot) -> bool:

@@ -27,6 +27,7 @@ from pyspire.config.common import (
     check_socket_path,
     check_telemetry_endpoints,
 )
+from pyspire.config.sds import SdsConfig
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -120,6 +121,13 @@ class AgentConfig:
     )
     # -- end of Delegated Identity API ------------------------------------------------------
 
+    # -- Envoy SDS (SPIRE's `sds` block) ------------------------------------------------------
+    sds: SdsConfig = setting(
+        default_factory=SdsConfig,
+        description="Envoy Secret Discovery Service settings (served on the Workload API socket).",
+    )
+    # -- end of Envoy SDS ---------------------------------------------------------------------
+
     def bootstrap_keys_set(self) -> list[str]:
         """The bootstrap keys this configuration sets, in :data:`BOOTSTRAP_KEYS` order."""
         chosen = {
@@ -199,8 +207,8 @@ class AgentConfig:
 
     def warnings(self) -> list[ConfigIssue]:
         """Advice that does not stop the agent: insecure bootstrap trusts any server once;
-        delegates without an admin socket have no API to call."""
-        found = []
+        delegates without an admin socket have no API to call; SDS bundle names that clash."""
+        found = [ConfigIssue(f"sds.{issue.path}", issue.message) for issue in self.sds.warnings()]
         if self.insecure_bootstrap:
             found.append(
                 ConfigIssue(

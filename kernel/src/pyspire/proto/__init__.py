@@ -21,8 +21,9 @@ Layout:
 * ``src/`` holds the .proto sources, one file per published file, at the paths of the
   published packages (``spire/api/types/entry.proto``, ``spire/api/server/agent/v1/...``).
   They carry the public package, service, method, message and enum names and the field
-  numbers and types of the SPIFFE Workload API, SPIRE's ``spire.api.*`` APIs and
-  ``grpc.health.v1``, so clients written for SPIRE work unchanged.
+  numbers and types of the SPIFFE Workload API, SPIRE's ``spire.api.*`` APIs,
+  ``grpc.health.v1`` and the parts of Envoy's protos its Secret Discovery Service uses, so
+  clients written for SPIRE (and Envoy) work unchanged.
 * ``gen/`` holds the generated betterproto messages, grpclib client stubs and service
   base classes, and the hot messages' codecs in ``gen/codec/``. Never edit it: run
   ``.venv/bin/python scripts/gen_protos.py``; a test runs the script with ``--check`` and
@@ -39,6 +40,7 @@ proto package                             Python module
 ``spire.agent.debug.v1``                  ``pyspire.proto.gen.spire.agent.debug.v1``
 ``spire.api.agent.delegatedidentity.v1``  ``pyspire.proto.gen.spire.api.agent.delegatedidentity.v1``
 ``grpc.health.v1``                        ``pyspire.proto.gen.grpc.health.v1``
+``envoy.<...>.v3``, ``google.rpc``        ``pyspire.proto.gen.envoy.<...>.v3``, ``.gen.google.rpc``
 ========================================  ===========================================
 
 betterproto renames messages to Python style, sometimes oddly: ``X509SVID`` becomes

@@ -1,5 +1,5 @@
 """The SPIFFE Workload API served by the agent: attestation of the caller, the five RPCs, JWT-SVID
-validation and the unix socket endpoint."""
+validation, Envoy's Secret Discovery Service beside them, and the unix socket endpoint."""
 
 from pyspire.agent.workload.attestation import (
     DEFAULT_ATTESTOR_TIMEOUT,
@@ -8,11 +8,13 @@ from pyspire.agent.workload.attestation import (
 )
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
 from pyspire.agent.workload.jwt_validation import ValidatedJwtSvid, validate_jwt_svid
+from pyspire.agent.workload.sds import SecretDiscoveryService
 from pyspire.agent.workload.service import SECURITY_HEADER, WorkloadApiService
 
 __all__ = [
     "DEFAULT_ATTESTOR_TIMEOUT",
     "SECURITY_HEADER",
+    "SecretDiscoveryService",
     "ValidatedJwtSvid",
     "WorkloadApiService",
     "WorkloadAttestation",

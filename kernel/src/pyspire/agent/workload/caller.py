@@ -1,10 +1,10 @@
 """Who calls on a unix socket, by its selectors: the peer's pid from SO_PEERCRED, attested by
 the agent's workload attestor chain.
 
-The Workload API and the Delegated Identity API (which attests its caller before it trusts it
-as a delegate) identify their caller the same way; a caller whose selectors cannot be
-established gets UNAVAILABLE "workload attestation failed", as in SPIRE, and the reason goes to
-the agent's log only.
+The Workload API, the Secret Discovery Service and the Delegated Identity API (which attests
+its caller before it trusts it as a delegate) identify their caller the same way; a caller whose
+selectors cannot be established gets UNAVAILABLE "workload attestation failed", as in SPIRE, and
+the reason goes to the agent's log only.
 """
 
 from __future__ import annotations

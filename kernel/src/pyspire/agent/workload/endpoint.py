@@ -28,6 +28,7 @@ import grpclib.server
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from pyspire.agent.workload.sds import SecretDiscoveryService
 from pyspire.agent.workload.service import WorkloadApiService
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight, WithCallContext
@@ -52,8 +53,9 @@ WORKLOAD_API_LIMITS = ConnectionLimits(
 
 
 class WorkloadEndpoint:
-    """Serves a :class:`WorkloadApiService` on a unix socket, and ``health`` (a
-    ``grpc.health.v1.Health`` servable) beside it when given.
+    """Serves a :class:`WorkloadApiService` on a unix socket, with Envoy's Secret Discovery
+    Service (``sds``) and ``health`` (a ``grpc.health.v1.Health`` servable) beside it when
+    given.
 
     Use as an async context manager, or call :meth:`start` and :meth:`close`. ``close`` is
     safe to call more than once and after a failed start.
@@ -65,6 +67,7 @@ class WorkloadEndpoint:
         service: WorkloadApiService,
         *,
         health: object | None = None,
+        sds: SecretDiscoveryService | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         limits: ConnectionLimits = WORKLOAD_API_LIMITS,
         logger: FilteringBoundLogger | None = None,
@@ -73,6 +76,7 @@ class WorkloadEndpoint:
         self.socket_path = Path(socket_path)
         self._service = service
         self._health = health
+        self._sds = sds
         self._drain_timeout = drain_timeout
         self._limits = limits
         self._metrics = metrics
@@ -106,8 +110,9 @@ class WorkloadEndpoint:
                 request_timeout=self._limits.request_timeout,
                 metrics=self._metrics,
             )
-            # grpc.health.v1 beside the Workload API, as SPIRE serves it: no attestation.
-            for servable in (self._service, self._health)
+            # SDS and grpc.health.v1 beside the Workload API, as SPIRE serves them (the gate's
+            # security header is the Workload API's alone).
+            for servable in (self._service, self._sds, self._health)
             if servable is not None
         ]
         server = grpclib.server.Server(servables)
@@ -133,6 +138,8 @@ class WorkloadEndpoint:
             return
         self._server = None
         self._service.stop()
+        if self._sds is not None:
+            self._sds.stop()
         if not await self._in_flight.drain(self._drain_timeout):
             self._log.warning("workload api calls cut short", in_flight=self._in_flight.count)
         with contextlib.suppress(RuntimeError):

@@ -22,16 +22,20 @@ from pyspire.proto.runtime import uint64_varint as _varint
 from pyspire.proto.runtime import utf8_error as _utf8_error
 
 __all__ = [
+    "Any",
     "FIELD_NUMBERS",
     "ListValue",
     "Struct",
     "Value",
+    "decode_Any",
     "decode_ListValue",
     "decode_Struct",
     "decode_Value",
+    "encode_Any",
     "encode_ListValue",
     "encode_Struct",
     "encode_Value",
+    "write_Any",
     "write_ListValue",
     "write_Struct",
     "write_Value",
@@ -40,16 +44,147 @@ __all__ = [
 _pack_double = struct.Struct('<d').pack
 _unpack_double = struct.Struct('<d').unpack_from
 _P10 = _length_prefixes(b'\x0a')
+_P18 = _length_prefixes(b'\x12')
 _P26 = _length_prefixes(b'\x1a')
 _P42 = _length_prefixes(b'\x2a')
 _P50 = _length_prefixes(b'\x32')
 
 FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "Any": {"type_url": 1, "value": 2},
     "ListValue": {"values": 1},
     "Struct": {"fields": 1},
     "Value": {"null_value": 1, "number_value": 2, "string_value": 3, "bool_value": 4, "struct_value": 5, "list_value": 6},
 }
 """Field numbers by message and field name."""
+
+
+@dataclass(slots=True)
+class Any:
+    """``google.protobuf.Any``."""
+
+    type_url: str = ""
+    value: bytes = b""
+
+    def SerializeToString(self) -> bytes:
+        return encode_Any(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> Any:
+        return decode_Any(data)
+
+
+def write_Any(
+    *,
+    type_url: str = "",
+    value: bytes = b"",
+) -> bytes:
+    """The encoding of ``google.protobuf.Any`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    if type_url:
+        _value = type_url.encode()
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    if value:
+        _value = value
+        _size = len(_value)
+        _out += (_P18[_size] if _size < 128 else b'\x12' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_Any(message: Any) -> bytes:
+    """The encoding of a ``google.protobuf.Any``."""
+    return write_Any(
+        type_url=message.type_url,
+        value=message.value,
+    )
+
+
+def _read_Any(
+    data: bytes, pos: int, end: int, base: Any | None, depth: int
+) -> Any:
+    if base is None:
+        f_type_url = ""
+        f_value = b""
+    else:
+        f_type_url = base.type_url
+        f_value = base.value
+    if pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Any.type_url")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.Any.type_url")
+        try:
+            f_type_url = data[pos:stop].decode()
+        except UnicodeDecodeError:
+            raise _utf8_error("google.protobuf.Any.type_url") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Any.value")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("google.protobuf.Any.value")
+        f_value = data[pos:stop]
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "google.protobuf.Any")
+        if tag == 10:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Any.type_url")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("google.protobuf.Any.type_url")
+            try:
+                f_type_url = data[pos:stop].decode()
+            except UnicodeDecodeError:
+                raise _utf8_error("google.protobuf.Any.type_url") from None
+            pos = stop
+        elif tag == 18:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "google.protobuf.Any.value")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("google.protobuf.Any.value")
+            f_value = data[pos:stop]
+            pos = stop
+        else:
+            pos = _skip_field(data, pos, end, tag, "google.protobuf.Any", depth)
+    if pos != end:
+        raise _truncated("google.protobuf.Any")
+    return Any(f_type_url, f_value)
+
+
+def decode_Any(data: bytes | bytearray | memoryview) -> Any:
+    """Read a ``google.protobuf.Any``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_Any(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("google.protobuf.Any") from None
+
+
+def json_Any(message: Any) -> Any:
+    """A ``google.protobuf.Any`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["type_url"] = message.type_url
+    out["value"] = _base64_text(message.value)
+    return out
 
 
 @dataclass(slots=True)
