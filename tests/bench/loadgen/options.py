@@ -27,6 +27,10 @@ class LoadOptions:
     agent_ttl: int = 3600
     """The server's ``agent_ttl`` in seconds: agent SVIDs renew at about half of it. The agent
     checks every 5 s whether to renew, so it must be well over 10 s (at least 30)."""
+    start_per_second: float = 0.0
+    """Agents started a second in the storm, in index order; 0 starts them all at once. Real
+    fleets come up over minutes; at counts where a storm of all at once overwhelms the server,
+    a ramp still brings every agent to the steady state."""
     storm_timeout: float = 600.0
     """Seconds the attestation storm may take before the run fails."""
 
@@ -40,6 +44,7 @@ class LoadOptions:
             "churn_per_second": self.churn_per_second >= 0,
             "svid_ttl": self.svid_ttl >= 2,
             "agent_ttl": self.agent_ttl >= 30,
+            "start_per_second": self.start_per_second >= 0,
             "storm_timeout": self.storm_timeout > 0,
         }
         for name, valid in checks.items():
@@ -89,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     )
     parse.add_argument("--workers", type=int, default=defaults.workers, help="generator processes")
     parse.add_argument("--churn-per-second", type=float, default=defaults.churn_per_second)
+    parse.add_argument(
+        "--start-per-second",
+        type=float,
+        default=defaults.start_per_second,
+        help="agents started a second in the storm (0: all at once)",
+    )
     parse.add_argument("--datastore", choices=DATASTORES, default=defaults.datastore)
     parse.add_argument("--svid-ttl", type=int, default=defaults.svid_ttl, help="seconds")
     parse.add_argument("--agent-ttl", type=int, default=defaults.agent_ttl, help="seconds")
@@ -111,5 +122,6 @@ def options_for(args: argparse.Namespace, agents: int) -> LoadOptions:
         datastore=args.datastore,
         svid_ttl=args.svid_ttl,
         agent_ttl=args.agent_ttl,
+        start_per_second=args.start_per_second,
         storm_timeout=args.storm_timeout,
     )

@@ -16,8 +16,10 @@ from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 
-BATCH = 500
-"""Entries per BatchCreateEntry call (the server's page size)."""
+BATCH = 5000
+"""Entries per BatchCreateEntry call. The server refreshes its registry after every call, so
+a fleet registers faster in fewer, larger calls; 5,000 entries are about 1 MB, well under the
+4 MiB request cap."""
 
 CONCURRENT_TOKENS = 64
 TOKEN_TTL = 24 * 3600

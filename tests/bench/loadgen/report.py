@@ -40,6 +40,10 @@ ROWS: list[Row] = [
     ("floor: one agent alone, start to SVIDs (s)", lambda r: _number(r.floor["start_seconds"], 2)),
     ("floor: sync p50 (ms)", lambda r: _number(r.floor["sync_p50_ms"])),
     ("floor: server CPU per sync (ms)", lambda r: _number(r.floor["server_ms_per_sync"], 2)),
+    (
+        "storm: agents started a second (0: all at once)",
+        lambda r: _number(r.options["start_per_second"], 0),
+    ),
     ("storm: agents holding all SVIDs", lambda r: f"{r.storm['agents_ready']:,}"),
     ("storm: every agent attested (s)", lambda r: _number(r.storm["all_attested_seconds"])),
     ("storm: every agent has its SVIDs (s)", lambda r: _number(r.storm["all_ready_seconds"])),

@@ -248,7 +248,8 @@ class LoadRun:
         """Every agent starts at once; until each holds all its SVIDs."""
         server_before, fleet_before = self.server_sample(), fleet.samples()
         began = time.time()
-        answers = fleet.ask_workers({"do": "storm"}, self.options.storm_timeout)
+        command = {"do": "storm", "start_per_second": self.options.start_per_second}
+        answers = fleet.ask_workers(command, self.options.storm_timeout)
         server_after, fleet_after = self.server_sample(), fleet.samples()
         agents = [agent for answer in answers for agent in answer["agents"]]
         ready = [agent[2] - began for agent in agents if not agent[3]]

@@ -46,7 +46,7 @@ class SourceBoundLoop(asyncio.SelectorEventLoop):
     """An event loop whose TCP connections leave from :data:`SOURCE_ADDRESS` when it is set
     and the caller chose no ``local_addr`` of its own."""
 
-    async def create_connection(  # type: ignore[override]
+    async def create_connection(
         self, *args: Any, local_addr: tuple[str, int] | None = None, **kwargs: Any
     ) -> Any:
         if local_addr is None:

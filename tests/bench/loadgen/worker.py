@@ -4,7 +4,8 @@ The spec names the server's port, its bundle (PEM), the sync interval, how many 
 agent has, a data directory, and this worker's agents (index and join token). The worker then
 answers the run's commands on stdin (see :mod:`loadgen.pipe`):
 
-- ``storm``: start every agent at once; answer when each holds all its SVIDs (or was
+- ``storm``: start every agent at once (or ``start_per_second`` of them a second, in
+  index order, counted from the storm's start); answer when each holds all its SVIDs (or was
   refused), with each agent's times; the agents then go on syncing;
 - ``enter`` (``phase``): record into a new phase from now on; answer with the figures of the
   phase that ended;
@@ -57,7 +58,9 @@ def load_spec(path: Path, tally: Tally) -> tuple[list[SimulatedAgent], Simulated
         SimulatedAgent(index, token, settings, tally, metrics) for index, token in spec["agents"]
     ]
     floor = spec.get("floor_agent")
-    return agents, None if floor is None else SimulatedAgent(*floor, settings, tally, metrics)
+    return agents, None if floor is None else SimulatedAgent(
+        floor[0], floor[1], settings, tally, metrics
+    )
 
 
 class Worker:
@@ -72,7 +75,8 @@ class Worker:
         self._started = 0
         self._all_started = anyio.Event()
 
-    async def _live(self, agent: SimulatedAgent) -> None:
+    async def _live(self, agent: SimulatedAgent, delay: float) -> None:
+        await anyio.sleep(delay)
         started = await agent.start()
         self._started += 1
         if self._started == len(self.agents):
@@ -80,11 +84,12 @@ class Worker:
         if started:
             await agent.run()
 
-    async def storm(self, group: TaskGroup) -> dict[str, Any]:
+    async def storm(self, group: TaskGroup, start_per_second: float) -> dict[str, Any]:
         began = time.time()
         self.tally.enter("storm")
         for agent in self.agents:
-            group.start_soon(self._live, agent)
+            delay = agent.index / start_per_second if start_per_second > 0 else 0.0
+            group.start_soon(self._live, agent, delay)
         await self._all_started.wait()
         return {
             "began": began,
@@ -149,7 +154,7 @@ class Worker:
                 command = json.loads(line)
                 kind = command["do"]
                 if kind == "storm":
-                    answer(await self.storm(group))
+                    answer(await self.storm(group, command.get("start_per_second", 0.0)))
                 elif kind == "enter":
                     answer(self.enter(command["phase"]))
                 elif kind == "floor":
