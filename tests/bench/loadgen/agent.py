@@ -117,10 +117,12 @@ class SimulatedAgent:
         except Exception as error:
             self.start_error = failure_kind(error)
             self._tally.current.failures[self.start_error] += 1
+            await self.close()  # the agent exits: its connections go
             return False
         self.attested_at = time.time()
         if not await self._sync_until_complete():
             self.start_error = "refused by the server after attesting"
+            await self.close()
             return False
         self.ready_at = time.time()
         return True

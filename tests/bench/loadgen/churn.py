@@ -126,7 +126,7 @@ async def serve(spec: dict[str, Any]) -> None:
             running: anyio.CancelScope | None = None
             while True:
                 line = await anyio.to_thread.run_sync(sys.stdin.readline)
-                command = json.loads(line) if line else {"do": "stop"}
+                command: dict[str, Any] = json.loads(line) if line else {"do": "stop"}
                 if command["do"] == "stop":
                     break
                 if running is not None:

@@ -27,6 +27,8 @@ class LoadOptions:
     agent_ttl: int = 3600
     """The server's ``agent_ttl`` in seconds: agent SVIDs renew at about half of it. The agent
     checks every 5 s whether to renew, so it must be well over 10 s (at least 30)."""
+    burst: bool = True
+    """Whether the burst phase runs (it re-mints ``agents x entries`` SVIDs)."""
     start_per_second: float = 0.0
     """Agents started a second in the storm, in index order; 0 starts them all at once. Real
     fleets come up over minutes; at counts where a storm of all at once overwhelms the server,
@@ -100,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.start_per_second,
         help="agents started a second in the storm (0: all at once)",
     )
+    parse.add_argument(
+        "--no-burst", dest="burst", action="store_false", help="leave the burst phase out"
+    )
     parse.add_argument("--datastore", choices=DATASTORES, default=defaults.datastore)
     parse.add_argument("--svid-ttl", type=int, default=defaults.svid_ttl, help="seconds")
     parse.add_argument("--agent-ttl", type=int, default=defaults.agent_ttl, help="seconds")
@@ -123,5 +128,6 @@ def options_for(args: argparse.Namespace, agents: int) -> LoadOptions:
         svid_ttl=args.svid_ttl,
         agent_ttl=args.agent_ttl,
         start_per_second=args.start_per_second,
+        burst=args.burst,
         storm_timeout=args.storm_timeout,
     )

@@ -99,9 +99,16 @@ ROWS: list[Row] = [
 ]
 
 
+def _cell(cell: Callable[[LoadResult], str], result: LoadResult) -> str:
+    try:
+        return cell(result)
+    except KeyError:
+        return "-"  # a phase left out (the burst)
+
+
 def table(results: Sequence[LoadResult]) -> str:
     """One row per figure, one column per run; then each run's errors by kind."""
-    rows = [(name, [cell(result) for result in results]) for name, cell in ROWS]
+    rows = [(name, [_cell(cell, result) for result in results]) for name, cell in ROWS]
     width = max(len(name) for name, _ in rows)
     columns = [max(len(row[1][number]) for row in rows) for number in range(len(results))]
     lines = [

@@ -273,8 +273,9 @@ class LoadRun:
 
     def steady(self, fleet: Fleet, registered: Sample) -> None:
         """One interval to settle, then ``duration`` seconds measured."""
-        settle, _ = fleet.enter("settle")
+        settle, churn_settle = fleet.enter("settle")
         _failures(self.errors, "storm (after ready)", [answer["tally"] for answer in settle])
+        _failures(self.errors, "churn", [churn_settle])
         time.sleep(self.options.sync_interval)
         settled, _ = fleet.enter("steady")
         _failures(self.errors, "settle", [answer["tally"] for answer in settled])
@@ -395,7 +396,8 @@ def _run_in(root: Path, options: LoadOptions, say: Callable[[str], None]) -> Loa
                 say(f"  storm: every agent has its SVIDs after {ready:.1f}s")
                 run.steady(fleet, registered)
                 say(f"  steady: {run.result.steady['syncs_per_second']:.1f} syncs/s")
-                run.burst(fleet)
+                if options.burst:
+                    run.burst(fleet)
             finally:
                 fleet.close()
             server.terminate()

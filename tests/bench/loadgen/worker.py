@@ -26,6 +26,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ class Worker:
             delay = agent.index / start_per_second if start_per_second > 0 else 0.0
             group.start_soon(self._live, agent, delay)
         await self._all_started.wait()
-        return {
+        result = {
             "began": began,
             "agents": [
                 [agent.index, agent.attested_at, agent.ready_at, agent.start_error]
@@ -99,6 +100,8 @@ class Worker:
             ],
             "tally": self.tally.current.as_json(),
         }
+        self.tally.enter("after storm")
+        return result
 
     def enter(self, phase: str) -> dict[str, Any]:
         ended, figures = self.tally.phase, self.tally.current.as_json()
@@ -144,23 +147,27 @@ class Worker:
         self.tally.enter("after")
         return result
 
+    async def _answer(self, work: Awaitable[dict[str, Any]]) -> None:
+        answer(await work)
+
     async def serve(self) -> None:
+        """Answer commands until ``stop`` (or the end of stdin). A storm or a burst runs while
+        commands are still read, so ``stop`` ends the worker in the middle of one."""
         answer({"ready": len(self.agents)})
         async with anyio.create_task_group() as group:
             while True:
                 line = await anyio.to_thread.run_sync(sys.stdin.readline)
-                if not line:
-                    break
-                command = json.loads(line)
+                command: dict[str, Any] = json.loads(line) if line else {"do": "stop"}
                 kind = command["do"]
                 if kind == "storm":
-                    answer(await self.storm(group, command.get("start_per_second", 0.0)))
+                    rate = command.get("start_per_second", 0.0)
+                    group.start_soon(self._answer, self.storm(group, rate))
                 elif kind == "enter":
                     answer(self.enter(command["phase"]))
                 elif kind == "floor":
-                    answer(await self.floor(command["syncs"]))
+                    group.start_soon(self._answer, self.floor(command["syncs"]))
                 elif kind == "burst":
-                    answer(await self.burst())
+                    group.start_soon(self._answer, self.burst())
                 elif kind == "stop":
                     break
                 else:
