@@ -275,7 +275,7 @@ class LoadRun:
         """One interval to settle, then ``duration`` seconds measured."""
         settle, churn_settle = fleet.enter("settle")
         _failures(self.errors, "storm (after ready)", [answer["tally"] for answer in settle])
-        _failures(self.errors, "churn", [churn_settle])
+        _failures(self.errors, "churn", [churn_settle["tally"]])
         time.sleep(self.options.sync_interval)
         settled, _ = fleet.enter("steady")
         _failures(self.errors, "settle", [answer["tally"] for answer in settled])
