@@ -36,6 +36,7 @@ ROWS: list[Row] = [
         lambda r: f"{r.options['agents'] * r.options['entries_per_agent']:,}",
     ),
     ("machine load average (1 min) at start", lambda r: _number(r.load_average)),
+    ("descriptor limit (soft, raised for the run)", lambda r: f"{r.fd_limit:,}"),
     ("generator processes", lambda r: str(len(r.steady.get("generator_cpu_percent", [])))),
     ("floor: one agent alone, start to SVIDs (s)", lambda r: _number(r.floor["start_seconds"], 2)),
     ("floor: sync p50 (ms)", lambda r: _number(r.floor["sync_p50_ms"])),
