@@ -2,8 +2,8 @@
 
 Failures are counted from two places: a sync or start that raised (kind ``<ErrorType>: <message
 with numbers masked>``), and the warnings and errors the agent code itself logs while it
-retries on its own (kind ``log: <event>``), which :func:`count_log_events` turns into counts
-instead of printed lines.
+retries on its own (kind ``log: <event> (<error type>)``), which :func:`count_log_events`
+turns into counts instead of printed lines.
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ def count_log_events(tally: Tally) -> None:
     def count(
         _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        tally.current.failures[f"log: {event_dict.get('event', '')}"] += 1
+        kind = f"log: {event_dict.get('event', '')}"
+        if "error_type" in event_dict:
+            kind += f" ({event_dict['error_type']})"
+        tally.current.failures[kind] += 1
         raise structlog.DropEvent
 
     structlog.configure(
