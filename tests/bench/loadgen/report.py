@@ -1,0 +1,130 @@
+"""The figures of one or more runs as a table (one column per agent count) and as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .run import LoadResult
+
+Row = tuple[str, Callable[[LoadResult], str]]
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:,.{digits}f}"
+    )
+
+
+def _workers(values: Sequence[float]) -> str:
+    total = sum(values)
+    if len(values) == 1:
+        return f"{total:.0f}"
+    return f"{total:.0f} ({'+'.join(f'{value:.0f}' for value in values)})"
+
+
+ROWS: list[Row] = [
+    ("agents", lambda r: f"{r.options['agents']:,}"),
+    (
+        "entries (agents x entries per agent)",
+        lambda r: f"{r.options['agents'] * r.options['entries_per_agent']:,}",
+    ),
+    ("machine load average (1 min) at start", lambda r: _number(r.load_average)),
+    ("descriptor limit (soft, raised for the run)", lambda r: f"{r.fd_limit:,}"),
+    ("generator processes", lambda r: str(len(r.steady.get("generator_cpu_percent", [])))),
+    ("floor: one agent alone, start to SVIDs (s)", lambda r: _number(r.floor["start_seconds"], 2)),
+    ("floor: sync p50 (ms)", lambda r: _number(r.floor["sync_p50_ms"])),
+    ("floor: server CPU per sync (ms)", lambda r: _number(r.floor["server_ms_per_sync"], 2)),
+    (
+        "storm: agents started a second (0: all at once)",
+        lambda r: _number(r.options["start_per_second"], 0),
+    ),
+    ("storm: agents holding all SVIDs", lambda r: f"{r.storm['agents_ready']:,}"),
+    ("storm: every agent attested (s)", lambda r: _number(r.storm["all_attested_seconds"])),
+    ("storm: every agent has its SVIDs (s)", lambda r: _number(r.storm["all_ready_seconds"])),
+    ("storm: server CPU (% of a core)", lambda r: _number(r.storm["server_cpu_percent"], 0)),
+    ("storm: server CPU per SVID (ms)", lambda r: _number(r.storm["server_ms_per_svid"], 2)),
+    ("storm: generator CPU (%)", lambda r: _workers(r.storm["generator_cpu_percent"])),
+    ("steady: syncs/s achieved", lambda r: _number(r.steady["syncs_per_second"])),
+    (
+        "steady: syncs/s expected (agents / interval)",
+        lambda r: _number(r.steady["expected_syncs_per_second"]),
+    ),
+    (
+        "steady: ratio achieved / expected",
+        lambda r: _number(r.steady["syncs_per_second"] / r.steady["expected_syncs_per_second"], 2),
+    ),
+    ("steady: agents that synced", lambda r: f"{r.steady['agents_synced']:,}"),
+    ("steady: sync p50 (ms)", lambda r: _number(r.steady["sync_p50_ms"])),
+    ("steady: sync p99 (ms)", lambda r: _number(r.steady["sync_p99_ms"])),
+    ("steady: sync max (ms)", lambda r: _number(r.steady["sync_max_ms"])),
+    (
+        "steady: ratio p99 / floor p50",
+        lambda r: _number(r.steady["sync_p99_ms"] / r.floor["sync_p50_ms"]),
+    ),
+    ("steady: workload SVIDs issued", lambda r: f"{r.steady['svids_issued']:,}"),
+    ("steady: agent SVIDs renewed", lambda r: f"{r.steady['agent_renewals']:,}"),
+    ("steady: entry changes (churn)", lambda r: f"{r.steady['churn_changes']:,}"),
+    ("steady: server CPU (% of a core)", lambda r: _number(r.steady["server_cpu_percent"], 0)),
+    ("steady: server CPU per sync (ms)", lambda r: _number(r.steady["server_ms_per_sync"], 2)),
+    (
+        "steady: ratio CPU per sync / floor",
+        lambda r: _number(r.steady["server_ms_per_sync"] / r.floor["server_ms_per_sync"], 2),
+    ),
+    ("steady: generator CPU (% of a core)", lambda r: _workers(r.steady["generator_cpu_percent"])),
+    ("steady: churn process CPU (%)", lambda r: _number(r.steady["churn_cpu_percent"], 0)),
+    ("server RSS, empty (MB)", lambda r: _number(r.memory["server_rss_empty_mb"])),
+    (
+        "server RSS, entries registered, 0 agents (MB)",
+        lambda r: _number(r.memory["server_rss_registered_mb"]),
+    ),
+    ("server RSS, steady (MB)", lambda r: _number(r.memory["server_rss_steady_mb"])),
+    (
+        "server RSS per connected agent (MB)",
+        lambda r: _number(r.memory["server_rss_per_agent_mb"], 3),
+    ),
+    ("server open descriptors, steady", lambda r: f"{r.memory['server_fds_steady']:,}"),
+    ("generator RSS (MB)", lambda r: _number(r.memory["generator_rss_mb"], 0)),
+    ("burst: SVIDs re-minted", lambda r: f"{r.burst['svids_issued']:,}"),
+    ("burst: until every agent has them (s)", lambda r: _number(r.burst["seconds"])),
+    ("burst: SVIDs/s", lambda r: _number(r.burst["svids_per_second"], 0)),
+    ("burst: server CPU per SVID (ms)", lambda r: _number(r.burst["server_ms_per_svid"], 2)),
+    ("burst: generator CPU (%)", lambda r: _workers(r.burst["generator_cpu_percent"])),
+    ("errors", lambda r: f"{r.error_count:,}"),
+]
+
+
+def _cell(cell: Callable[[LoadResult], str], result: LoadResult) -> str:
+    try:
+        return cell(result)
+    except KeyError:
+        return "-"  # a phase left out (the burst)
+
+
+def table(results: Sequence[LoadResult]) -> str:
+    """One row per figure, one column per run; then each run's errors by kind."""
+    rows = [(name, [_cell(cell, result) for result in results]) for name, cell in ROWS]
+    width = max(len(name) for name, _ in rows)
+    columns = [max(len(row[1][number]) for row in rows) for number in range(len(results))]
+    lines = [
+        f"{name:<{width}}  " + "  ".join(f"{value:>{columns[n]}}" for n, value in enumerate(values))
+        for name, values in rows
+    ]
+    for result in results:
+        if result.errors:
+            lines.append(f"errors at {result.options['agents']:,} agents, by kind:")
+            for kind, count in sorted(result.errors.items(), key=lambda item: -item[1]):
+                lines.append(f"  {count:>7,}  {kind}")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, results: Sequence[LoadResult]) -> None:
+    """Every figure of every run, as a list of objects."""
+    data: list[dict[str, Any]] = [dataclasses.asdict(result) for result in results]
+    path.write_text(json.dumps(data, indent=2) + "\n")
