@@ -1,0 +1,280 @@
+"""Benchmark of what one steady-state agent sync costs: the server's CPU, and the agent's decode.
+
+Run from the repository root: ``.venv/bin/python tests/bench/bench_sync_cost.py`` (20 agents of
+20 entries each, 40 rounds; ``--agents``, ``--entries``, ``--rounds`` to change them).
+
+**Server CPU per sync.** A real ``pyspire-server`` (SQLite datastore, disk key manager) is
+started and ``--agents`` agents attest with join tokens through the agent's own client
+(:class:`pyspire.agent.client.ServerClient`); the server is stopped, each agent's entries are
+written to its datastore, and it is started again. Every agent then opens its own mutual-TLS
+connection and syncs as the sync manager does (SyncAuthorizedEntries, then GetBundle), once to
+warm up and then ``--rounds`` times with nothing changed, all agents at once. The figure is the
+server process's CPU time (user + system, from ``/proc``) over those syncs, less what the idle
+server burns in the same wall time, divided by the number of syncs. The floor is the same
+measurement for an empty gRPC call over the same connections: a method the server does not
+serve, which grpclib answers itself (HTTP/2, gRPC framing and TLS, nothing of ours).
+
+**Agent decode.** A SyncAuthorizedEntries reply of 1,000 entries (encoded by the server's
+encoder) is read the way the agent reads it: cold (an agent that holds nothing: every entry
+decoded and validated) and warm (an agent that holds every entry already: the steady state).
+The floor is the generated codec's parse of the same bytes into wire messages, without turning
+them into SDK entries.
+
+Figures are printed with their floors and ratios, never asserted (benchmarks print, tests
+assert). The aims: server CPU per sync at most 0.3 ms; a 1,000-entry reply decoded in at most
+10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpclib.const
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_restart_sync import AgentCredentials, attest, write_entries
+from processes import (
+    ProcessError,
+    ServerProcess,
+    ServerSettings,
+    free_port,
+    short_temp_dir,
+)
+
+from pyspire.agent.client import ServerClient
+from pyspire.agent.entry_set import HeldEntries
+from pyspire.proto.entries import (
+    encode_entry,
+    read_sync_page,
+    sync_authorized_entries_response,
+)
+from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
+from pyspire.proto.messages import EncodedMessage
+from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.selector import Selector
+from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+
+TD = TrustDomain("example.org")
+SERVER_AIM_MS = 0.3
+DECODE_AIM_MS = 10.0
+ATTESTATION_GAP = 1.05
+_EMPTY_CALL = "/pyspire.bench.v1.Nothing/Call"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def make_entries(count: int, parent: SpiffeId, tag: str) -> list[RegistrationEntry]:
+    """``count`` typical workload entries parented by ``parent`` (three selectors, a DNS name, a
+    hint and TTLs, like a Kubernetes workload's)."""
+    return [
+        RegistrationEntry(
+            spiffe_id=SpiffeId.from_segments(TD, "ns", f"team-{number % 40}", f"{tag}-{number}"),
+            parent_id=parent,
+            selectors=(
+                Selector("k8s", f"ns:team-{number % 40}"),
+                Selector("k8s", f"sa:{tag}-{number}"),
+                Selector("k8s", "container-name:main"),
+            ),
+            x509_svid_ttl=3600,
+            jwt_svid_ttl=300,
+            dns_names=(f"{tag}-{number}.team-{number % 40}.svc.cluster.local",),
+            hint=f"{tag}-{number}",
+        )
+        for number in range(count)
+    ]
+
+
+async def sync_once(client: ServerClient, expected: int) -> None:
+    """What the sync manager asks at every sync: the authorized entries, then our bundle."""
+    entries = await client.fetch_authorized_entries()
+    if len(entries) != expected:
+        raise ProcessError(f"a sync gave {len(entries)} entries, expected {expected}")
+    await client.fetch_bundle()
+
+
+async def empty_call(client: ServerClient) -> None:
+    """A call the server does not serve: grpclib answers it by itself (headers only, status
+    UNIMPLEMENTED). grpclib's client reads that answer as an error and would then wait for
+    trailers that never come, so the call is left by an exception, which ends it at once."""
+    connection = await client._connection(authenticated=True)
+    with contextlib.suppress(_AnsweredError):
+        async with connection.channel.request(
+            _EMPTY_CALL,
+            grpclib.const.Cardinality.UNARY_UNARY,
+            EncodedMessage,
+            EncodedMessage,
+            timeout=30.0,
+        ) as stream:
+            await stream.send_message(EncodedMessage(b""), end=True)
+            try:
+                await stream.recv_message()
+            except grpclib.exceptions.GRPCError:
+                raise _AnsweredError from None
+
+
+class _AnsweredError(Exception):
+    """The server answered the empty call."""
+
+
+async def server_cpu(
+    pid: int,
+    clients: list[ServerClient],
+    rounds: int,
+    call: Callable[[ServerClient], Awaitable[None]],
+) -> float:
+    """Server CPU seconds per ``call``: ``rounds`` rounds of every client at once, less the
+    idle server's CPU over the same wall time."""
+    idle_started, idle_cpu = time.perf_counter(), process_cpu(pid)
+    await asyncio.sleep(1.0)
+    idle_rate = (process_cpu(pid) - idle_cpu) / (time.perf_counter() - idle_started)
+    started, cpu = time.perf_counter(), process_cpu(pid)
+    for _ in range(rounds):
+        await asyncio.gather(*(call(client) for client in clients))
+    elapsed = time.perf_counter() - started
+    used = process_cpu(pid) - cpu - idle_rate * elapsed
+    return max(used, 0.0) / (rounds * len(clients))
+
+
+async def measure_server(
+    credentials: list[AgentCredentials], port: int, entries: int, rounds: int
+) -> tuple[float, float]:
+    """Server CPU seconds per steady-state sync, and per empty call (the floor)."""
+    clients = [agent.client(port) for agent in credentials]
+    try:
+        await asyncio.gather(*(sync_once(client, entries) for client in clients))
+        await asyncio.gather(*(empty_call(client) for client in clients))
+        pid = _SERVER_PID[0]
+        per_sync = await server_cpu(pid, clients, rounds, lambda c: sync_once(c, entries))
+        floor = await server_cpu(pid, clients, rounds, empty_call)
+    finally:
+        for client in clients:
+            await client.close()
+    return per_sync, floor
+
+
+_SERVER_PID: list[int] = []
+
+
+def best_of(runs: int, action: Callable[[], object]) -> float:
+    """The fastest of ``runs`` timings of ``action``, in seconds."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure_decode(count: int, runs: int) -> dict[str, float]:
+    """Seconds to read a ``count``-entry SyncAuthorizedEntries reply: cold, warm and floor."""
+    agent = SpiffeId.from_segments(TD, "spire", "agent", "join_token", "decode")
+    entries = make_entries(count, agent, "app")
+    data = sync_authorized_entries_response(entries=[encode_entry(entry) for entry in entries])
+    warm = HeldEntries()
+    warm.replace(read_sync_page(data).entries)
+
+    def cold_read() -> None:
+        HeldEntries().replace(read_sync_page(data).entries)
+
+    return {
+        "cold": best_of(runs, cold_read),
+        "warm": best_of(runs, lambda: warm.replace(read_sync_page(data).entries)),
+        "floor": best_of(runs, lambda: entry_wire.decode_SyncAuthorizedEntriesResponse(data)),
+        "bytes": float(len(data)),
+    }
+
+
+def run_server(args: argparse.Namespace) -> tuple[float, float]:
+    root = short_temp_dir()
+    settings = ServerSettings(root=root, port=free_port(), log_level="WARN")
+    server = ServerProcess(settings)
+    try:
+        server.start()
+        attested = []
+        for number in range(args.agents):
+            if number:
+                time.sleep(ATTESTATION_GAP)  # the server admits one attestation a second per IP
+            token = server.generate_token()
+            attested.append(asyncio.run(attest(settings.port, token, root / f"agent-{number}")))
+        server.terminate()
+        entries = [
+            entry
+            for number, (agent_id, _) in enumerate(attested)
+            for entry in make_entries(args.entries, agent_id, f"a{number}")
+        ]
+        asyncio.run(write_entries(settings.database_path, entries))
+        server.start()
+        _SERVER_PID[:] = [server.pid]
+        figures = asyncio.run(
+            measure_server(
+                [credentials for _, credentials in attested],
+                settings.port,
+                args.entries,
+                args.rounds,
+            )
+        )
+        server.terminate()
+    except ProcessError as error:
+        print(f"benchmark failed: {error}\nserver log:\n{server.log()[-4000:]}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--agents", type=int, default=20, help="agents, one connection each")
+    parser.add_argument("--entries", type=int, default=20, help="entries per agent")
+    parser.add_argument("--rounds", type=int, default=40, help="syncs per agent measured")
+    parser.add_argument("--decode-entries", type=int, default=1000, help="entries per reply")
+    parser.add_argument("--runs", type=int, default=20, help="timed decode runs (best kept)")
+    parser.add_argument("--skip-server", action="store_true", help="only the agent decode")
+    args = parser.parse_args(argv)
+
+    if not args.skip_server:
+        per_sync, floor = run_server(args)
+        syncs = args.agents * args.rounds
+        print(
+            f"server CPU per steady-state sync ({args.agents} agents x {args.entries} entries, "
+            f"{syncs} syncs: SyncAuthorizedEntries + GetBundle)"
+        )
+        print(f"  floor: empty gRPC call           {floor * 1e3:7.3f} ms")
+        print(
+            f"  one sync                         {per_sync * 1e3:7.3f} ms  "
+            f"{per_sync / floor:5.1f}x floor  (aim: {SERVER_AIM_MS:g} ms)"
+        )
+
+    decode = measure_decode(args.decode_entries, args.runs)
+    floor = decode["floor"]
+    print(
+        f"agent decode of a {args.decode_entries:,}-entry SyncAuthorizedEntries reply "
+        f"({decode['bytes'] / 1024:.0f} KiB, best of {args.runs})"
+    )
+    print(f"  floor: codec parse, no SDK entries {floor * 1e3:7.3f} ms")
+    for name, label in (("cold", "cold (nothing held)"), ("warm", "warm (all held)")):
+        seconds = decode[name]
+        print(
+            f"  {label:<32} {seconds * 1e3:7.3f} ms  {seconds / floor:5.2f}x floor"
+            f"  (aim: {DECODE_AIM_MS:g} ms)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
