@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -368,3 +369,14 @@ async def test_get_bundle_answer_is_encoded_once_per_bundle_revision(
     masked = bundle_pb.GetBundleRequest(output_mask=pb.BundleMask(jwt_authorities=True))
     answer = await bundle_service.get_bundle_encoded(EncodedMessage(bytes(masked)))
     assert answer.data == bytes(await bundle_service.get_bundle(masked))
+
+
+async def test_callers_arriving_during_a_bundle_read_share_it(
+    bundle_service: BundleService,
+) -> None:
+    caller(CallerKind.ANY)
+    answers = await asyncio.gather(
+        *(bundle_service.get_bundle_encoded(EncodedMessage(b"")) for _ in range(20))
+    )
+    assert len({answer.data for answer in answers}) == 1
+    assert bundle_service.reply.reads == 1

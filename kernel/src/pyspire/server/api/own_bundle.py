@@ -6,13 +6,15 @@ serves: read again from the datastore at most once per :data:`BUNDLE_READ_INTERV
 datastore cache keeps it one second), and at once after the trust epoch moved
 (:attr:`~pyspire.server.context.ServerContext.trust_epoch`: this server wrote the bundle, or its
 CA changed). The bytes are encoded again only when the bundle read differs from the one they
-encode.
+encode. Callers that arrive while a read is under way wait for that read instead of starting
+their own, so a thousand agents syncing at once cost one datastore read.
 """
 
 from __future__ import annotations
 
 __all__ = ["BUNDLE_READ_INTERVAL", "OwnBundleReply"]
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +51,9 @@ class OwnBundleReply:
         self._read_bundle = read
         self._encode = encode
         self._last: _Read | None = None
+        self._lock = asyncio.Lock()
+        self.reads = 0
+        """How many times the bundle was read (for tests)."""
         self.encodings = 0
         """How many times the bundle was encoded (for tests: once per revision)."""
 
@@ -56,15 +61,32 @@ class OwnBundleReply:
         """Read the bundle again at the next call (this server just wrote it)."""
         self._last = None
 
+    def _fresh(self) -> bytes | None:
+        last = self._last
+        context = self._context
+        if last is None or last.epoch != context.trust_epoch:
+            return None
+        if context.clock.now() - last.at >= BUNDLE_READ_INTERVAL:
+            return None
+        return last.encoded
+
     async def encoded(self) -> bytes:
         """The current bundle's encoding."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        async with self._lock:
+            fresh = self._fresh()  # read meanwhile by the caller that held the lock
+            if fresh is not None:
+                return fresh
+            return await self._read()
+
+    async def _read(self) -> bytes:
         context = self._context
-        now = context.clock.now()
-        epoch = context.trust_epoch
-        last = self._last
-        if last is not None and last.epoch == epoch and now - last.at < BUNDLE_READ_INTERVAL:
-            return last.encoded
+        now, epoch = context.clock.now(), context.trust_epoch
+        self.reads += 1
         bundle = await self._read_bundle()
+        last = self._last
         if last is not None and last.bundle == bundle:
             encoded = last.encoded
         else:
