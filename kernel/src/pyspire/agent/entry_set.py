@@ -11,8 +11,8 @@ SPIRE's SyncAuthorizedEntries answers in one of two ways (:mod:`pyspire.server.a
   SPIRE's agent asks for them; :meth:`HeldEntries.apply` then keeps the listed entries, the
   fetched ones replacing what was held, and drops the rest.
 
-Both keep the server's order. Decoding goes through the generated codec and
-:func:`~pyspire.proto.convert.entry_from_proto`, which validates IDs and selectors; an entry
+Both keep the server's order. Decoding goes through
+:func:`~pyspire.proto.entry_reader.read_entry`, which validates IDs and selectors; an entry
 that does not decode raises :class:`~pyspire_sdk.errors.InvalidArgumentError` naming it, and
 nothing held changes. Sans-IO: no sockets, no clock.
 """
@@ -23,9 +23,8 @@ __all__ = ["HeldEntries"]
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from pyspire.proto.convert import entry_from_proto
+from pyspire.proto.entry_reader import read_entry
 from pyspire.proto.gen.codec.spire_api_server_entry_v1 import EntryRevision
-from pyspire.proto.gen.codec.spire_api_types import decode_Entry
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import RegistrationEntry
 
@@ -36,7 +35,7 @@ def _created_seconds(entry: RegistrationEntry) -> int:
 
 
 def _decode(encoding: bytes, field: str) -> RegistrationEntry:
-    return entry_from_proto(decode_Entry(encoding), field)
+    return read_entry(encoding, field)
 
 
 def is_stale(entry: RegistrationEntry, revision: EntryRevision) -> bool:
