@@ -286,6 +286,11 @@ class EntryService:
         }
 
     @property
+    def replies(self) -> AgentReplies[EncodedMessage[wire.SyncAuthorizedEntriesResponse]]:
+        """Each agent's kept full SyncAuthorizedEntries answer."""
+        return self._replies
+
+    @property
     def encoded(self) -> EncodedEntries:
         """The cache of encoded entries this service assembles responses from."""
         return self._encoded
