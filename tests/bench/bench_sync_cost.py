@@ -11,8 +11,10 @@ connection and syncs as the sync manager does (SyncAuthorizedEntries, then GetBu
 warm up and then ``--rounds`` times with nothing changed, all agents at once. The figure is the
 server process's CPU time (user + system, from ``/proc``) over those syncs, less what the idle
 server burns in the same wall time, divided by the number of syncs. The floor is the same
-measurement for an empty gRPC call over the same connections: a method the server does not
-serve, which grpclib answers itself (HTTP/2, gRPC framing and TLS, nothing of ours).
+measurement, in the same run, for an empty gRPC call: ``empty_grpc_server.py``, plain grpclib
+with one method that reads its request and answers an empty message, over the server's own TLS
+context (mutual TLS, one connection per client, as many clients as agents). That is what one
+call costs before pyspire does anything; a sync is two calls.
 
 **Agent decode.** A SyncAuthorizedEntries reply of 1,000 entries (encoded by the server's
 encoder) is read the way the agent reads it: cold (an agent that holds nothing: every entry
@@ -30,21 +32,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import grpclib.const
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_private_key
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_restart_sync import AgentCredentials, attest, write_entries
+from empty_grpc_server import EMPTY_CALL
+from grpclib.client import Channel
 from processes import (
     ProcessError,
     ServerProcess,
@@ -62,16 +67,19 @@ from pyspire.proto.entries import (
     sync_authorized_entries_response,
 )
 from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
-from pyspire.proto.messages import EncodedMessage
+from pyspire.proto.messages import EncodedMessage, call_unary
+from pyspire.transport.tls import build_client_context
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing.pki import TestAuthority
+
+_Client = TypeVar("_Client")
 
 TD = TrustDomain("example.org")
 SERVER_AIM_MS = 0.3
 DECODE_AIM_MS = 10.0
 ATTESTATION_GAP = 1.05
-_EMPTY_CALL = "/pyspire.bench.v1.Nothing/Call"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -110,35 +118,44 @@ async def sync_once(client: ServerClient, expected: int) -> None:
     await client.fetch_bundle()
 
 
-async def empty_call(client: ServerClient) -> None:
-    """A call the server does not serve: grpclib answers it by itself (headers only, status
-    UNIMPLEMENTED). grpclib's client reads that answer as an error and would then wait for
-    trailers that never come, so the call is left by an exception, which ends it at once."""
-    connection = await client._connection(authenticated=True)
-    with contextlib.suppress(_AnsweredError):
-        async with connection.channel.request(
-            _EMPTY_CALL,
-            grpclib.const.Cardinality.UNARY_UNARY,
-            EncodedMessage,
-            EncodedMessage,
-            timeout=30.0,
-        ) as stream:
-            await stream.send_message(EncodedMessage(b""), end=True)
-            try:
-                await stream.recv_message()
-            except grpclib.exceptions.GRPCError:
-                raise _AnsweredError from None
+class EmptyServer:
+    """``empty_grpc_server.py`` in its own process, and clients of it presenting an SVID."""
+
+    def __init__(self, root: Path) -> None:
+        authority = TestAuthority(TD)
+        server_svid = authority.issue(SpiffeId.from_segments(TD, "spire", "server"))
+        self._client_svid = authority.issue(SpiffeId.from_segments(TD, "spire", "agent", "x"))
+        self._bundle = [authority.der]
+        directory = root / "empty-server"
+        directory.mkdir()
+        (directory / "chain.der").write_bytes(server_svid.cert_chain[0])
+        (directory / "key.der").write_bytes(server_svid.private_key)
+        (directory / "bundle.der").write_bytes(authority.der)
+        script = Path(__file__).resolve().parent / "empty_grpc_server.py"
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), str(directory)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+
+    def channel(self) -> Channel:
+        key = load_der_private_key(self._client_svid.private_key, None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        context = build_client_context(self._bundle, self._client_svid.cert_chain, key)
+        return Channel("127.0.0.1", self.port, ssl=context)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
-class _AnsweredError(Exception):
-    """The server answered the empty call."""
+async def empty_call(channel: Channel) -> None:
+    """One call of the method that does nothing."""
+    await call_unary(channel, EMPTY_CALL, EncodedMessage(b""), bytes, call_timeout=30.0)
 
 
 async def server_cpu(
-    pid: int,
-    clients: list[ServerClient],
-    rounds: int,
-    call: Callable[[ServerClient], Awaitable[None]],
+    pid: int, clients: list[_Client], rounds: int, call: Callable[[_Client], Awaitable[None]]
 ) -> float:
     """Server CPU seconds per ``call``: ``rounds`` rounds of every client at once, less the
     idle server's CPU over the same wall time."""
@@ -154,23 +171,27 @@ async def server_cpu(
 
 
 async def measure_server(
-    credentials: list[AgentCredentials], port: int, entries: int, rounds: int
-) -> tuple[float, float]:
-    """Server CPU seconds per steady-state sync, and per empty call (the floor)."""
+    credentials: list[AgentCredentials], port: int, entries: int, rounds: int, pid: int
+) -> float:
+    """Server CPU seconds per steady-state sync."""
     clients = [agent.client(port) for agent in credentials]
     try:
         await asyncio.gather(*(sync_once(client, entries) for client in clients))
-        await asyncio.gather(*(empty_call(client) for client in clients))
-        pid = _SERVER_PID[0]
-        per_sync = await server_cpu(pid, clients, rounds, lambda c: sync_once(c, entries))
-        floor = await server_cpu(pid, clients, rounds, empty_call)
+        return await server_cpu(pid, clients, rounds, lambda c: sync_once(c, entries))
     finally:
         for client in clients:
             await client.close()
-    return per_sync, floor
 
 
-_SERVER_PID: list[int] = []
+async def measure_floor(empty: EmptyServer, connections: int, rounds: int) -> float:
+    """Empty-server CPU seconds per empty call, ``connections`` connections at once."""
+    channels = [empty.channel() for _ in range(connections)]
+    try:
+        await asyncio.gather(*(empty_call(channel) for channel in channels))
+        return await server_cpu(empty.process.pid, channels, rounds, empty_call)
+    finally:
+        for channel in channels:
+            channel.close()
 
 
 def best_of(runs: int, action: Callable[[], object]) -> float:
@@ -213,9 +234,11 @@ def google_class(full_name: str) -> Any:
 
 
 def run_server(args: argparse.Namespace) -> tuple[float, float]:
+    """Server CPU seconds per steady-state sync, and the empty server's per empty call."""
     root = short_temp_dir()
     settings = ServerSettings(root=root, port=free_port(), log_level="WARN")
     server = ServerProcess(settings)
+    empty: EmptyServer | None = None
     try:
         server.start()
         attested = []
@@ -232,23 +255,27 @@ def run_server(args: argparse.Namespace) -> tuple[float, float]:
         ]
         asyncio.run(write_entries(settings.database_path, entries))
         server.start()
-        _SERVER_PID[:] = [server.pid]
-        figures = asyncio.run(
+        per_sync = asyncio.run(
             measure_server(
                 [credentials for _, credentials in attested],
                 settings.port,
                 args.entries,
                 args.rounds,
+                server.pid,
             )
         )
         server.terminate()
+        empty = EmptyServer(root)
+        floor = asyncio.run(measure_floor(empty, args.agents, args.rounds))
     except ProcessError as error:
         print(f"benchmark failed: {error}\nserver log:\n{server.log()[-4000:]}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
+        if empty is not None:
+            empty.stop()
         server.kill()
         shutil.rmtree(root, ignore_errors=True)
-    return figures
+    return per_sync, floor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             f"server CPU per steady-state sync ({args.agents} agents x {args.entries} entries, "
             f"{syncs} syncs: SyncAuthorizedEntries + GetBundle)"
         )
-        print(f"  floor: empty gRPC call           {floor * 1e3:7.3f} ms")
+        print(f"  floor: empty gRPC call, same TLS {floor * 1e3:7.3f} ms")
         print(
             f"  one sync                         {per_sync * 1e3:7.3f} ms  "
             f"{per_sync / floor:5.1f}x floor  (aim: {SERVER_AIM_MS:g} ms)"
