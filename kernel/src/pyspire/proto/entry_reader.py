@@ -51,24 +51,25 @@ def _tag(name: str, wire_type: int) -> int:
     return tag
 
 
-_ID = _tag("id", _LENGTH_DELIMITED)
-_SPIFFE_ID = _tag("spiffe_id", _LENGTH_DELIMITED)
-_PARENT_ID = _tag("parent_id", _LENGTH_DELIMITED)
 _SELECTORS = _tag("selectors", _LENGTH_DELIMITED)
-_FEDERATES_WITH = _tag("federates_with", _LENGTH_DELIMITED)
 _DNS_NAMES = _tag("dns_names", _LENGTH_DELIMITED)
-_HINT = _tag("hint", _LENGTH_DELIMITED)
-_X509_SVID_TTL = _tag("x509_svid_ttl", 0)
-_JWT_SVID_TTL = _tag("jwt_svid_ttl", 0)
-_ADMIN = _tag("admin", 0)
-_DOWNSTREAM = _tag("downstream", 0)
-_STORE_SVID = _tag("store_svid", 0)
-_EXPIRES_AT = _tag("expires_at", 0)
-_REVISION_NUMBER = _tag("revision_number", 0)
-_CREATED_AT = _tag("created_at", 0)
+_FEDERATES_WITH = _tag("federates_with", _LENGTH_DELIMITED)
+_TEXTS = {_tag("id", _LENGTH_DELIMITED): 0, _tag("hint", _LENGTH_DELIMITED): 1}
+_IDS = {_tag("spiffe_id", _LENGTH_DELIMITED): 0, _tag("parent_id", _LENGTH_DELIMITED): 1}
+_SCALAR_NAMES = (
+    "x509_svid_ttl",
+    "jwt_svid_ttl",
+    "revision_number",
+    "expires_at",
+    "created_at",
+    "admin",
+    "downstream",
+    "store_svid",
+)
+_SCALARS = {_tag(name, 0): index for index, name in enumerate(_SCALAR_NAMES)}
+"""Varint fields by tag: where each goes in the reader's list of scalars."""
 
 _INT32_MAX = (1 << 31) - 1
-_INT64_MAX = (1 << 63) - 1
 
 
 class _UnusualError(Exception):
@@ -119,14 +120,12 @@ def read_entry(data: bytes, field: str = "entry") -> RegistrationEntry:
 
 
 def _read_plain(data: bytes) -> RegistrationEntry:
-    entry_id = hint = ""
-    spiffe_id: SpiffeId | None = None
-    parent_id: SpiffeId | None = None
+    texts = ["", ""]
+    ids: list[SpiffeId | None] = [None, None]
     selectors: list[Selector] = []
-    federates_with: list[TrustDomain] = []
     dns_names: list[str] = []
-    x509_svid_ttl = jwt_svid_ttl = revision_number = expires_at = created_at = 0
-    admin = downstream = store_svid = False
+    federates_with: list[TrustDomain] = []
+    scalars = [0] * len(_SCALAR_NAMES)
     position, end = 0, len(data)
     while position < end:
         tag = data[position]
@@ -143,16 +142,12 @@ def _read_plain(data: bytes) -> RegistrationEntry:
             position = stop
             if tag == _SELECTORS:
                 selectors.append(_selector(raw))
-            elif tag == _ID:
-                entry_id = raw.decode()
-            elif tag == _SPIFFE_ID and spiffe_id is None:
-                spiffe_id = _spiffe_id(raw)
-            elif tag == _PARENT_ID and parent_id is None:
-                parent_id = _spiffe_id(raw)
+            elif tag in _TEXTS:
+                texts[_TEXTS[tag]] = raw.decode()
+            elif tag in _IDS and ids[_IDS[tag]] is None:  # sent twice: merged, unusual
+                ids[_IDS[tag]] = _spiffe_id(raw)
             elif tag == _DNS_NAMES:
                 dns_names.append(raw.decode())
-            elif tag == _HINT:
-                hint = raw.decode()
             elif tag == _FEDERATES_WITH:
                 federates_with.append(_trust_domain(raw.decode()))
             else:
@@ -162,40 +157,25 @@ def _read_plain(data: bytes) -> RegistrationEntry:
         position += 1
         if value >= 0x80:
             value, position = _varint(data, position - 1, end)
-        if tag == _REVISION_NUMBER:
-            revision_number = value
-        elif tag == _CREATED_AT:
-            created_at = value
-        elif tag == _X509_SVID_TTL and value <= _INT32_MAX:
-            x509_svid_ttl = value
-        elif tag == _JWT_SVID_TTL and value <= _INT32_MAX:
-            jwt_svid_ttl = value
-        elif tag == _EXPIRES_AT:
-            expires_at = value
-        elif tag == _ADMIN:
-            admin = value != 0
-        elif tag == _DOWNSTREAM:
-            downstream = value != 0
-        elif tag == _STORE_SVID:
-            store_svid = value != 0
-        else:
-            raise _UnusualError
-    if spiffe_id is None or parent_id is None:
+        scalars[_SCALARS[tag]] = value  # KeyError for a tag not known: unusual
+    spiffe_id, parent_id = ids
+    x509_svid_ttl, jwt_svid_ttl, revision, expires_at, created_at, admin, down, store = scalars
+    if spiffe_id is None or parent_id is None or max(x509_svid_ttl, jwt_svid_ttl) > _INT32_MAX:
         raise _UnusualError
     return RegistrationEntry(
-        id=entry_id,
+        id=texts[0],
         spiffe_id=spiffe_id,
         parent_id=parent_id,
         selectors=tuple(selectors),
         x509_svid_ttl=x509_svid_ttl,
         jwt_svid_ttl=jwt_svid_ttl,
         federates_with=tuple(federates_with),
-        admin=admin,
-        downstream=downstream,
+        admin=admin != 0,
+        downstream=down != 0,
         expires_at=_moment(expires_at),
         dns_names=tuple(dns_names),
-        revision_number=revision_number,
-        store_svid=store_svid,
-        hint=hint,
+        revision_number=revision,
+        store_svid=store != 0,
+        hint=texts[1],
         created_at=_moment(created_at),
     )
