@@ -52,6 +52,7 @@ class HeldEntries:
     def __init__(self) -> None:
         self._by_id: dict[str, RegistrationEntry] = {}
         self._by_encoding: dict[bytes, RegistrationEntry] = {}
+        self._fetched: dict[bytes, RegistrationEntry] = {}
         self.decoded = 0
         """Entries decoded so far (for tests and metrics: unchanged entries are not)."""
 
@@ -70,6 +71,7 @@ class HeldEntries:
         """Forget everything (the next sync decodes every entry)."""
         self._by_id = {}
         self._by_encoding = {}
+        self._fetched = {}
 
     def replace(self, encodings: Sequence[bytes]) -> list[RegistrationEntry]:
         """Hold exactly the entries of a full answer (their encodings, in order); returns them.
@@ -106,10 +108,13 @@ class HeldEntries:
         """Entries the server sent in full after its revisions, by id (to pass to
         :meth:`apply`)."""
         fetched: dict[str, RegistrationEntry] = {}
+        by_encoding: dict[bytes, RegistrationEntry] = {}
         for index, encoding in enumerate(encodings):
             entry = _decode(encoding, f"entries[{index}]")
             fetched[entry.id] = entry
+            by_encoding[encoding] = entry
         self.decoded += len(encodings)
+        self._fetched = by_encoding
         return fetched
 
     def apply(
@@ -131,9 +136,12 @@ class HeldEntries:
                 missing.append(revision.id)
                 continue
             by_id[revision.id] = entry
-        kept = set(map(id, by_id.values()))
         self._by_encoding = {
-            encoding: entry for encoding, entry in self._by_encoding.items() if id(entry) in kept
+            encoding: entry
+            for encodings in (self._by_encoding, self._fetched)
+            for encoding, entry in encodings.items()
+            if by_id.get(entry.id) is entry
         }
+        self._fetched = {}
         self._by_id = by_id
         return list(by_id.values()), missing

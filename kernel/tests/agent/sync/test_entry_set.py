@@ -82,9 +82,16 @@ def test_revisions_name_missing_and_stale_entries_sorted() -> None:
     assert entries[0] is first[0]
     assert missing == ["entry-9"]
     assert len(held) == 3
-    # The full-answer reuse forgets the dropped entry's encoding.
-    held.replace([encode_entry(kept[2])])
+    # A later full answer reuses what was fetched (by its encoding); the entry dropped above is
+    # decoded again.
+    again = held.replace(
+        [
+            encode_entry(kept[2]),
+            encode_entry(dataclasses.replace(kept[3], revision_number=2)),
+        ]
+    )
     assert held.decoded == 4 + 2 + 1
+    assert again[1] is entries[1]
 
 
 def test_read_sync_page_splits_revisions_entries_and_more() -> None:
