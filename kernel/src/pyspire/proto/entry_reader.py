@@ -56,18 +56,27 @@ _DNS_NAMES = _tag("dns_names", _LENGTH_DELIMITED)
 _FEDERATES_WITH = _tag("federates_with", _LENGTH_DELIMITED)
 _TEXTS = {_tag("id", _LENGTH_DELIMITED): 0, _tag("hint", _LENGTH_DELIMITED): 1}
 _IDS = {_tag("spiffe_id", _LENGTH_DELIMITED): 0, _tag("parent_id", _LENGTH_DELIMITED): 1}
-_SCALAR_NAMES = (
-    "x509_svid_ttl",
-    "jwt_svid_ttl",
-    "revision_number",
-    "expires_at",
-    "created_at",
-    "admin",
-    "downstream",
-    "store_svid",
+_X509_SVID_TTL = _tag("x509_svid_ttl", 0)
+_JWT_SVID_TTL = _tag("jwt_svid_ttl", 0)
+_REVISION_NUMBER = _tag("revision_number", 0)
+_EXPIRES_AT = _tag("expires_at", 0)
+_CREATED_AT = _tag("created_at", 0)
+_ADMIN = _tag("admin", 0)
+_DOWNSTREAM = _tag("downstream", 0)
+_STORE_SVID = _tag("store_svid", 0)
+_SCALARS = frozenset(
+    {
+        _X509_SVID_TTL,
+        _JWT_SVID_TTL,
+        _REVISION_NUMBER,
+        _EXPIRES_AT,
+        _CREATED_AT,
+        _ADMIN,
+        _DOWNSTREAM,
+        _STORE_SVID,
+    }
 )
-_SCALARS = {_tag(name, 0): index for index, name in enumerate(_SCALAR_NAMES)}
-"""Varint fields by tag: where each goes in the reader's list of scalars."""
+"""The tags of the varint fields."""
 
 _INT32_MAX = (1 << 31) - 1
 
@@ -125,7 +134,7 @@ def _read_plain(data: bytes) -> RegistrationEntry:
     selectors: list[Selector] = []
     dns_names: list[str] = []
     federates_with: list[TrustDomain] = []
-    scalars = [0] * len(_SCALAR_NAMES)
+    scalars: dict[int, int] = {}
     position, end = 0, len(data)
     while position < end:
         tag = data[position]
@@ -157,9 +166,23 @@ def _read_plain(data: bytes) -> RegistrationEntry:
         position += 1
         if value >= 0x80:
             value, position = _varint(data, position - 1, end)
-        scalars[_SCALARS[tag]] = value  # KeyError for a tag not known: unusual
+        if tag not in _SCALARS:
+            raise _UnusualError
+        scalars[tag] = value
+    return _entry(texts, ids, selectors, federates_with, dns_names, scalars)
+
+
+def _entry(
+    texts: list[str],
+    ids: list[SpiffeId | None],
+    selectors: list[Selector],
+    federates_with: list[TrustDomain],
+    dns_names: list[str],
+    scalars: dict[int, int],
+) -> RegistrationEntry:
     spiffe_id, parent_id = ids
-    x509_svid_ttl, jwt_svid_ttl, revision, expires_at, created_at, admin, down, store = scalars
+    x509_svid_ttl = scalars.get(_X509_SVID_TTL, 0)
+    jwt_svid_ttl = scalars.get(_JWT_SVID_TTL, 0)
     if spiffe_id is None or parent_id is None or max(x509_svid_ttl, jwt_svid_ttl) > _INT32_MAX:
         raise _UnusualError
     return RegistrationEntry(
@@ -170,12 +193,12 @@ def _read_plain(data: bytes) -> RegistrationEntry:
         x509_svid_ttl=x509_svid_ttl,
         jwt_svid_ttl=jwt_svid_ttl,
         federates_with=tuple(federates_with),
-        admin=admin != 0,
-        downstream=down != 0,
-        expires_at=_moment(expires_at),
+        admin=scalars.get(_ADMIN, 0) != 0,
+        downstream=scalars.get(_DOWNSTREAM, 0) != 0,
+        expires_at=_moment(scalars.get(_EXPIRES_AT, 0)),
         dns_names=tuple(dns_names),
-        revision_number=revision,
-        store_svid=store != 0,
+        revision_number=scalars.get(_REVISION_NUMBER, 0),
+        store_svid=scalars.get(_STORE_SVID, 0) != 0,
         hint=texts[1],
-        created_at=_moment(created_at),
+        created_at=_moment(scalars.get(_CREATED_AT, 0)),
     )

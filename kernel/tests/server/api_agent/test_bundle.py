@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pyspire.proto.convert import bundle_from_proto
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
-from pyspire.proto.messages import EncodedMessage
 from pyspire.server.api.bundle import BundleService
 from pyspire.server.api.own_bundle import BUNDLE_READ_INTERVAL
 from pyspire.server.authorization import CallerKind
@@ -338,10 +337,10 @@ async def test_get_bundle_answer_is_encoded_once_per_bundle_revision(
     caller(CallerKind.ANY)
     expected = bytes(await bundle_service.get_bundle(bundle_pb.GetBundleRequest()))
     reply = bundle_service.reply
-    first = await bundle_service.get_bundle_encoded(EncodedMessage(b""))
+    first = await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())
     assert first.data == expected
     await fake_clock.advance(5)
-    assert (await bundle_service.get_bundle_encoded(EncodedMessage(b""))).data == expected
+    assert (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data == expected
     assert reply.encodings == 1
 
     # Another server writes the bundle: seen within the read interval.
@@ -350,9 +349,9 @@ async def test_get_bundle_answer_is_encoded_once_per_bundle_revision(
             pb.Bundle(trust_domain="example.org", x509_authorities=[pb.X509Certificate(ca_der())])
         )
     )
-    assert (await bundle_service.get_bundle_encoded(EncodedMessage(b""))).data == expected
+    assert (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data == expected
     await fake_clock.advance(BUNDLE_READ_INTERVAL.total_seconds())
-    changed = (await bundle_service.get_bundle_encoded(EncodedMessage(b""))).data
+    changed = (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data
     assert changed != expected
     assert changed == bytes(await bundle_service.get_bundle(bundle_pb.GetBundleRequest()))
     assert reply.encodings == 2
@@ -361,13 +360,13 @@ async def test_get_bundle_answer_is_encoded_once_per_bundle_revision(
     await bundle_service.append_bundle(
         bundle_pb.AppendBundleRequest(jwt_authorities=[jwt_key("k9")])
     )
-    appended = (await bundle_service.get_bundle_encoded(EncodedMessage(b""))).data
+    appended = (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data
     assert appended == bytes(await bundle_service.get_bundle(bundle_pb.GetBundleRequest()))
     assert appended != changed
 
     # A request with a mask is answered as before.
     masked = bundle_pb.GetBundleRequest(output_mask=pb.BundleMask(jwt_authorities=True))
-    answer = await bundle_service.get_bundle_encoded(EncodedMessage(bytes(masked)))
+    answer = await bundle_service.get_bundle_encoded(masked)
     assert answer.data == bytes(await bundle_service.get_bundle(masked))
 
 
@@ -376,7 +375,7 @@ async def test_callers_arriving_during_a_bundle_read_share_it(
 ) -> None:
     caller(CallerKind.ANY)
     answers = await asyncio.gather(
-        *(bundle_service.get_bundle_encoded(EncodedMessage(b"")) for _ in range(20))
+        *(bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest()) for _ in range(20))
     )
     assert len({answer.data for answer in answers}) == 1
     assert bundle_service.reply.reads == 1

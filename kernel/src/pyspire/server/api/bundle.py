@@ -16,7 +16,7 @@ __all__ = ["BundleService", "apply_bundle_mask"]
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import betterproto
 import grpclib.const
@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.proto.convert import bundle_from_proto, bundle_to_proto, from_timestamp
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.messages import EncodedMessage, unary_route
@@ -149,7 +150,7 @@ class BundleService(bundle_pb.BundleBase):
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping = dict(super().__mapping__())
-        mapping[_GET_BUNDLE] = unary_route(self.get_bundle_encoded, EncodedMessage)
+        mapping[_GET_BUNDLE] = unary_route(self.get_bundle_encoded, bundle_pb.GetBundleRequest)
         return mapping
 
     @property
@@ -157,16 +158,14 @@ class BundleService(bundle_pb.BundleBase):
         """The kept answer to GetBundle."""
         return self._reply
 
-    async def get_bundle_encoded(self, request: EncodedMessage[Any]) -> EncodedMessage[Any]:
-        """GetBundle as it arrives on the wire: the kept answer for a request without fields,
-        :meth:`get_bundle` for one with an output mask."""
-        if not request.data:
+    async def get_bundle_encoded(
+        self, request: bundle_pb.GetBundleRequest
+    ) -> EncodedMessage[types_wire.Bundle]:
+        """GetBundle as routed: the kept answer for a request without an output mask,
+        :meth:`get_bundle` encoded for one with a mask."""
+        if _mask(request.output_mask) is None:
             return EncodedMessage(await self._reply.encoded())
-        try:
-            message = bundle_pb.GetBundleRequest().parse(request.data)
-        except Exception as error:
-            raise InvalidArgumentError(f"malformed GetBundleRequest: {error}") from None
-        return EncodedMessage(bytes(await self.get_bundle(message)))
+        return EncodedMessage(bytes(await self.get_bundle(request)))
 
     # -- helpers ---------------------------------------------------------------------------
 
