@@ -141,8 +141,8 @@ class BundleService(bundle_pb.BundleBase):
     """The Bundle service over one :class:`~pyspire.server.context.ServerContext`.
 
     GetBundle without an output mask (what agents ask at every sync) is answered with the
-    encoding :class:`~pyspire.server.api.own_bundle.OwnBundleReply` keeps, read with no
-    generic decoder and written with no encoder."""
+    encoding :class:`~pyspire.server.api.own_bundle.OwnBundleReply` keeps: nothing is encoded
+    per call."""
 
     def __init__(self, context: ServerContext) -> None:
         self._context = context
