@@ -151,7 +151,7 @@ async def measure(credentials: AgentCredentials, port: int, expected: int) -> di
         first, entries = await timed(client.fetch_authorized_entries)
         if len(entries) != expected:
             raise ProcessError(f"first sync gave {len(entries)} entries, expected {expected}")
-        client._entries = {}  # ask for every entry again, not only the changed ones
+        client.held_entries.clear()  # ask for every entry again, not only the changed ones
         second, entries = await timed(client.fetch_authorized_entries)
         if len(entries) != expected:
             raise ProcessError(f"second sync gave {len(entries)} entries, expected {expected}")

@@ -20,6 +20,7 @@ from pyspire.proto.gen.grpc.health import v1 as health
 from pyspire.proto.gen.spire.api import types as types_pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.proto.gen.spire.api.server.localauthority import v1 as localauthority_pb
 from pyspire.server.runtime import ServerRuntime, change_watch
 from pyspire.transport.tls import build_client_context
 from pyspire_sdk.plugins.datastore import ChangeSignal
@@ -116,6 +117,26 @@ async def test_tcp_listener_speaks_mtls_and_applies_the_policy(server: ServerRun
         assert caught.value.status == Status.PERMISSION_DENIED
     finally:
         channel.close()
+
+
+async def test_a_ca_change_reaches_agents_bundle_at_once(server: ServerRuntime) -> None:
+    """GetBundle's kept answer gives way as soon as the CA prepares a new authority (the CA
+    listener advances the trust epoch), not a read interval later."""
+    assert server.listening is not None
+    authorities = [a.asn1 for a in (await admin_bundle(server)).x509_authorities]
+    channel = Channel("127.0.0.1", server.listening.port, ssl=build_client_context(authorities))
+    admin = Channel(path=str(server.listening.socket_path))
+    try:
+        stub = bundle_pb.BundleStub(channel)
+        before = await stub.get_bundle(bundle_pb.GetBundleRequest())
+        await localauthority_pb.LocalAuthorityStub(admin).prepare_x509_authority(
+            localauthority_pb.PrepareX509AuthorityRequest()
+        )
+        after = await stub.get_bundle(bundle_pb.GetBundleRequest())
+    finally:
+        channel.close()
+        admin.close()
+    assert len(after.x509_authorities) == len(before.x509_authorities) + 1
 
 
 async def test_restart_keeps_the_ca_and_removes_the_socket(

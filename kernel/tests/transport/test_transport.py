@@ -21,7 +21,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire.proto.gen.grpc.health import v1 as health
 from pyspire.transport.calls import WithCallContext, current_stream
-from pyspire.transport.peer import peer_certificate, peer_credentials
+from pyspire.transport.peer import peer_certificate, peer_connection, peer_credentials
 from pyspire.transport.tls import (
     RotatingServerContext,
     build_client_context,
@@ -62,11 +62,13 @@ class RecordingHealth(health.HealthBase):
 
     def __init__(self) -> None:
         self.callers: list[Any] = []
+        self.connections: list[object] = []
 
     async def check(
         self, health_check_request: health.HealthCheckRequest
     ) -> health.HealthCheckResponse:
         peer = current_stream().peer
+        self.connections.append(peer_connection(peer))
         try:
             self.callers.append(peer_certificate(peer))
         except Exception as error:
@@ -112,6 +114,27 @@ async def test_server_sees_the_client_svid(
     finally:
         channel.close()
     assert str(spiffe_id_of(service.callers[-1])) == "spiffe://example.org/spire/agent/join_token/x"
+
+
+async def test_calls_on_one_connection_share_its_identity_key(
+    tls_server: tuple[Any, RecordingHealth, RotatingServerContext, int],
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+) -> None:
+    """``peer_connection`` is the same object for every call on a connection, another one for
+    another connection: what is learnt about a caller can be kept per connection."""
+    _, service, _, port = tls_server
+    context = build_client_context([der(ca[0])])
+    first, second = (Channel("127.0.0.1", port, ssl=context) for _ in range(2))
+    try:
+        await check(first)
+        await check(first)
+        await check(second)
+    finally:
+        first.close()
+        second.close()
+    one, again, other = service.connections[-3:]
+    assert one is again
+    assert one is not other
 
 
 async def test_client_without_svid_is_anonymous(

@@ -59,15 +59,18 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.client import Channel, Stream
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from pyspire.agent.entry_set import HeldEntries
 from pyspire.proto.bundles import decode_bundle
 from pyspire.proto.convert import (
     entry_from_proto,
     jwt_svid_from_proto,
     x509_svid_from_proto,
 )
+from pyspire.proto.entries import SyncPage, read_sync_page
 from pyspire.proto.errors import DecodeError
 from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
 from pyspire.proto.gen.codec import spire_api_types as types_wire
+from pyspire.proto.gen.codec.spire_api_server_entry_v1 import EntryRevision
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
@@ -238,13 +241,12 @@ def _decoded(reply: EncodedMessage[Any], decode: Callable[[bytes], _Recv]) -> _R
         raise _malformed("reply", error) from None
 
 
-def _sync_page(
-    reply: EncodedMessage[Any] | None,
-) -> entry_wire.SyncAuthorizedEntriesResponse | None:
-    """One SyncAuthorizedEntries reply, decoded (None: the server ended its side)."""
+def _sync_page(reply: EncodedMessage[Any] | None) -> SyncPage | None:
+    """One SyncAuthorizedEntries reply, split into revisions and entry encodings (None: the
+    server ended its side)."""
     if reply is None:
         return None
-    return _decoded(reply, entry_wire.decode_SyncAuthorizedEntriesResponse)
+    return _decoded(reply, read_sync_page)
 
 
 class _Connection:
@@ -308,7 +310,8 @@ class ServerClient:
         self._anonymous: _Connection | None = None
         self._authenticated: _Connection | None = None
         self._connect_lock = asyncio.Lock()
-        self._entries: dict[str, RegistrationEntry] = {}
+        self._held = HeldEntries()
+        self._bundle_reply: tuple[bytes, Bundle] | None = None
         self._closed = False
 
     # -- credentials ------------------------------------------------------------------------
@@ -585,12 +588,16 @@ class ServerClient:
             reply = await stream.recv_message()
         if reply is None:
             raise ServerCallError("server ended GetBundle without an answer")
+        last = self._bundle_reply
+        if last is not None and last[0] == reply.data:
+            return last[1]
         bundle = self._parse_bundle(reply, "bundle")
         if bundle.trust_domain != self._trust_domain:
             raise ServerCallError(
                 f"server sent the bundle of {bundle.trust_domain.name!r}, "
                 f"expected {self._trust_domain.name!r}"
             )
+        self._bundle_reply = (reply.data, bundle)
         return bundle
 
     async def fetch_federated_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
@@ -622,19 +629,24 @@ class ServerClient:
     async def fetch_authorized_entries(self) -> list[RegistrationEntry]:
         """Every entry this agent may issue SVIDs for.
 
-        Uses SyncAuthorizedEntries: a small set arrives in full; a large one arrives as
-        revisions first, and only the entries this client does not hold at that revision are
-        asked for (entries from earlier calls are reused). Falls back to GetAuthorizedEntries
-        when the server does not implement the sync call.
+        Uses SyncAuthorizedEntries: a small set arrives in full, and only the entries whose
+        encoding this client does not hold are decoded; a large one arrives as revisions first,
+        and only the entries this client does not hold at that revision are asked for
+        (:class:`~pyspire.agent.entry_set.HeldEntries` keeps them between calls). Falls back
+        to GetAuthorizedEntries when the server does not implement the sync call.
         """
         try:
-            entries = await self._sync_authorized_entries()
+            return await self._sync_authorized_entries()
         except ServerCallError as error:
             if error.status != grpclib.const.Status.UNIMPLEMENTED.name:
                 raise
-            entries = await self._get_authorized_entries()
-        self._entries = {entry.id: entry for entry in entries}
-        return entries
+        self._held.clear()
+        return await self._get_authorized_entries()
+
+    @property
+    def held_entries(self) -> HeldEntries:
+        """The entries kept between syncs (a sync decodes only the ones that changed)."""
+        return self._held
 
     async def _get_authorized_entries(self) -> list[RegistrationEntry]:
         reply = await self._unary(
@@ -666,45 +678,47 @@ class ServerClient:
             first = _sync_page(await stream.recv_message())
             if first is None:
                 raise ServerCallError("server ended SyncAuthorizedEntries without an answer")
-            if not first.entry_revisions:
+            if not first.revisions:
                 # Everything at once: the server has ended its side.
                 if first.more:
                     raise ServerCallError(
                         "server sent a partial SyncAuthorizedEntries answer without revisions"
                     )
                 await stream.end()
-                return self._parse_entries(first.entries)
-            revisions: dict[str, int] = {}
-            page: entry_wire.SyncAuthorizedEntriesResponse | None = first
+                return self._held_call(lambda: self._held.replace(first.entries))
+            revisions: list[EntryRevision] = []
+            page: SyncPage | None = first
             while page is not None:
-                for revision in page.entry_revisions:
-                    revisions[revision.id] = revision.revision_number
+                if page.entries:
+                    raise ServerCallError("server sent entries among the entry revisions")
+                revisions.extend(page.revisions)
                 if not page.more:
                     break
                 page = _sync_page(await stream.recv_message())
                 if page is None:
                     raise ServerCallError("server ended SyncAuthorizedEntries between pages")
-            wanted = [
-                entry_id
-                for entry_id, number in revisions.items()
-                if (held := self._entries.get(entry_id)) is None or held.revision_number != number
-            ]
-            fetched = await self._fetch_entries(stream, wanted)
+            wanted = self._held_call(lambda: self._held.wanted(revisions))
+            encodings = await self._fetch_entries(stream, wanted)
             await stream.end()
-        entries = []
-        for entry_id, number in revisions.items():
-            found = fetched.get(entry_id) or self._entries.get(entry_id)
-            if found is not None and found.revision_number == number:
-                entries.append(found)
-            else:
-                _log.warning("server did not send an authorized entry it listed", entry_id=entry_id)
+        fetched = self._held_call(lambda: self._held.decode_fetched(encodings))
+        entries, missing = self._held_call(lambda: self._held.apply(revisions, fetched))
+        for entry_id in missing:
+            _log.warning("server did not send an authorized entry it listed", entry_id=entry_id)
         _log.debug("authorized entries synced", entries=len(entries), fetched=len(fetched))
         return entries
 
-    async def _fetch_entries(
-        self, stream: Stream[Any, Any], wanted: list[str]
-    ) -> dict[str, RegistrationEntry]:
-        """The entries ``wanted`` (ids), asked for on a SyncAuthorizedEntries ``stream``.
+    @staticmethod
+    def _held_call(action: Callable[[], _Recv]) -> _Recv:
+        """Run an update of the held entries; an entry that does not decode is a malformed
+        answer."""
+        try:
+            return action()
+        except InvalidArgumentError as error:
+            raise _malformed("entry", error) from None
+
+    async def _fetch_entries(self, stream: Stream[Any, Any], wanted: list[str]) -> list[bytes]:
+        """The encodings of the entries ``wanted`` (ids), asked for on a SyncAuthorizedEntries
+        ``stream``.
 
         Every request goes out before the first answer is read, so the server answers them
         back to back instead of waiting a round trip for each; it answers in request order,
@@ -716,7 +730,7 @@ class ServerClient:
         ]
         for ids in requests:
             await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest(ids=ids))
-        fetched: dict[str, RegistrationEntry] = {}
+        fetched: list[bytes] = []
         for _ in requests:
             while True:
                 answer = _sync_page(await stream.recv_message())
@@ -724,8 +738,9 @@ class ServerClient:
                     raise ServerCallError(
                         "server ended SyncAuthorizedEntries before sending the entries asked"
                     )
-                for entry in self._parse_entries(answer.entries):
-                    fetched[entry.id] = entry
+                if answer.revisions:
+                    raise ServerCallError("server sent entry revisions among the entries asked")
+                fetched.extend(answer.entries)
                 if not answer.more:
                     break
         return fetched

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "ENTRY_FIELDS",
+    "SyncPage",
     "decode_entries",
     "encode_entry",
     "encode_entry_revision",
@@ -19,18 +20,23 @@ __all__ = [
     "get_authorized_entries_response",
     "list_entries_response",
     "mask_fields",
+    "read_sync_page",
     "sync_authorized_entries_response",
 ]
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pyspire.proto.convert import entry_from_proto
+from pyspire.proto.errors import DecodeError
 from pyspire.proto.gen.codec.spire_api_server_entry_v1 import (
     FIELD_NUMBERS as ENTRY_API_FIELD_NUMBERS,
 )
 from pyspire.proto.gen.codec.spire_api_server_entry_v1 import (
+    EntryRevision,
+    decode_EntryRevision,
     write_EntryRevision,
     write_GetAuthorizedEntriesResponse,
     write_ListEntriesResponse,
@@ -43,7 +49,7 @@ from pyspire.proto.gen.codec.spire_api_types import (
     write_Selector,
     write_SPIFFEID,
 )
-from pyspire.proto.runtime import field_size
+from pyspire.proto.runtime import field_size, read_varint, skip_field, truncated
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.model import ENTRY_FIELDS as MODEL_ENTRY_FIELDS
 from pyspire_sdk.model import RegistrationEntry
@@ -53,6 +59,12 @@ ENTRY_FIELDS: frozenset[str] = frozenset(MODEL_ENTRY_FIELDS) - {"id"}
 ``additional_attributes`` has no stored counterpart and selects nothing."""
 
 _LIST_ENTRIES_FIELD = ENTRY_API_FIELD_NUMBERS["ListEntriesResponse"]["entries"]
+
+_SYNC_FIELDS = ENTRY_API_FIELD_NUMBERS["SyncAuthorizedEntriesResponse"]
+_SYNC_REVISION_TAG = _SYNC_FIELDS["entry_revisions"] << 3 | 2
+_SYNC_ENTRY_TAG = _SYNC_FIELDS["entries"] << 3 | 2
+_SYNC_MORE_TAG = _SYNC_FIELDS["more"] << 3
+_SYNC_RESPONSE = "spire.api.server.entry.v1.SyncAuthorizedEntriesResponse"
 
 
 def _seconds(moment: datetime | None) -> int:
@@ -163,3 +175,47 @@ def decode_entries(messages: Sequence[Entry], field: str = "entries") -> list[Re
     return [
         entry_from_proto(message, f"{field}[{index}]") for index, message in enumerate(messages)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    """One ``SyncAuthorizedEntriesResponse`` as the agent reads it: revisions decoded (they are
+    small and always all needed), entries left as their encodings (``spire.api.types.Entry``
+    bytes), so that a reader holding an entry with the same encoding need not decode it again.
+    """
+
+    revisions: list[EntryRevision]
+    entries: list[bytes]
+    more: bool
+
+
+def read_sync_page(data: bytes) -> SyncPage:
+    """Split an encoded ``SyncAuthorizedEntriesResponse`` into its parts (see :class:`SyncPage`).
+
+    Unknown fields are skipped; the entries' own bytes are checked only when they are decoded.
+    Raises :class:`~pyspire.proto.errors.DecodeError` for bytes that are not such a message.
+    """
+    revisions: list[EntryRevision] = []
+    entries: list[bytes] = []
+    more = False
+    position, end = 0, len(data)
+    while position < end:
+        tag, position = read_varint(data, position, end, _SYNC_RESPONSE)
+        if tag in (_SYNC_ENTRY_TAG, _SYNC_REVISION_TAG):
+            size, position = read_varint(data, position, end, _SYNC_RESPONSE)
+            stop = position + size
+            if stop > end:
+                raise truncated(_SYNC_RESPONSE)
+            if tag == _SYNC_ENTRY_TAG:
+                entries.append(data[position:stop])
+            else:
+                revisions.append(decode_EntryRevision(data[position:stop]))
+            position = stop
+        elif tag == _SYNC_MORE_TAG:
+            value, position = read_varint(data, position, end, f"{_SYNC_RESPONSE}.more")
+            more = value != 0
+        else:
+            position = skip_field(data, position, end, tag, _SYNC_RESPONSE, 0)
+    if position != end:
+        raise DecodeError(_SYNC_RESPONSE, "truncated")
+    return SyncPage(revisions, entries, more)

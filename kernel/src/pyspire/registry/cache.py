@@ -156,6 +156,12 @@ class RegistryCache:
             self._nodes[agent_id] = node
         return node
 
+    def remembered_node(self, agent_id: SpiffeId) -> AttestedNode | None:
+        """The record :meth:`attested_node` would answer from memory, or ``None`` when none is
+        remembered (never reads the datastore). A check made against a record stays valid while
+        this returns that very record: any change to the node replaces or drops it."""
+        return self._nodes.get(agent_id)
+
     def remember_node(self, node: AttestedNode) -> None:
         """Record ``node`` as the current state of its agent (the server just wrote it)."""
         self._nodes[node.spiffe_id] = node

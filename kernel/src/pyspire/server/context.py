@@ -43,6 +43,13 @@ class ServerContext:
     """Where services record what they measure (the process's registry)."""
     federation: FederatedBundles | None = None
     """The refresh loop of federated bundles, once the runtime started it."""
+    trust_epoch: int = 0
+    """Advanced whenever the trust bundle or the CA changes (:meth:`trust_changed`): what was
+    concluded about a caller under an earlier epoch is worked out again."""
+
+    def trust_changed(self, *_: object) -> None:
+        """Note that the trust bundle or the CA changed (a bundle feed or CA listener)."""
+        self.trust_epoch += 1
 
     @property
     def server_id(self) -> SpiffeId:

@@ -357,8 +357,10 @@ class ServerRuntime:
 
         async def keep_svid_chain() -> None:
             context.server_svid_chain = identity.svid.cert_chain
+            context.trust_changed()
 
         core.ca.add_listener(keep_svid_chain)
+        core.feed.subscribe(context.trust_changed)
         return context
 
     @contextlib.asynccontextmanager

@@ -32,6 +32,13 @@ def _transport(peer: Any) -> Any:
     return transport
 
 
+def peer_connection(peer: Any) -> asyncio.BaseTransport:
+    """The connection (transport) under ``peer``: the same object for every call on it, for
+    as long as it is open, so that what is learnt about a caller can be kept per connection."""
+    transport: asyncio.BaseTransport = _transport(peer)
+    return transport
+
+
 def transport_certificate(transport: asyncio.BaseTransport) -> bytes | None:
     """The DER leaf certificate the peer of ``transport`` presented in the TLS handshake, or
     None (no TLS, or no client certificate)."""

@@ -34,6 +34,7 @@ from pyspire.proto.convert import bundle_to_proto
 from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.server.api.entry import EntryService
@@ -525,3 +526,76 @@ async def test_the_attestors_scope_lasts_until_the_servers_verdict(
     finally:
         await client.close()
         await server.stop()
+
+
+async def _delete_entry(server: RunningServer, entry_id: str) -> None:
+    async with server.admin() as channel:
+        reply = await entry_pb.EntryStub(channel).batch_delete_entry(
+            entry_pb.BatchDeleteEntryRequest(ids=[entry_id])
+        )
+    assert reply.results[0].status.code == 0, reply.results[0].status.message
+
+
+async def _incremental_sync(
+    server: RunningServer, client: ServerClient, agent_id: SpiffeId
+) -> None:
+    """Entries created, updated and deleted between syncs: each sync gives exactly the server's
+    set and decodes only the entries that changed."""
+    held = client.held_entries
+    created = await server.create_entries(
+        *(workload_entry(f"/inc{index}", agent_id) for index in range(5))
+    )
+    first = await authorized(client, 5)
+    assert [entry.id for entry in first] == [entry.id for entry in created]
+    assert held.decoded == 5
+
+    again = await client.fetch_authorized_entries()
+    assert again == first
+    assert all(a is b for a, b in zip(again, first, strict=True))  # nothing decoded again
+    assert held.decoded == 5
+
+    changed = created[1]
+    changed.hint = "changed"
+    updated = await server.update_entry(changed)
+    synced = await client.fetch_authorized_entries()
+    assert held.decoded == 6
+    by_id = {entry.id: entry for entry in synced}
+    assert by_id[updated.id].hint == "changed"
+    assert by_id[updated.id].revision_number == updated.revision_number
+    assert sorted(entry.id for entry in synced) == sorted(entry.id for entry in created)
+
+    await _delete_entry(server, created[3].id)
+    synced = await client.fetch_authorized_entries()
+    assert sorted(entry.id for entry in synced) == sorted(
+        entry.id for index, entry in enumerate(created) if index != 3
+    )
+    assert held.decoded == 6
+
+    (added,) = await server.create_entries(workload_entry("/inc-new", agent_id))
+    synced = await client.fetch_authorized_entries()
+    assert added.id in {entry.id for entry in synced}
+    assert len(synced) == 5
+    assert held.decoded == 7
+    assert len(held) == 5
+
+
+async def test_a_full_answer_sync_decodes_only_changed_entries(
+    attested: tuple[NodeIdentity, ServerClient], server: RunningServer
+) -> None:
+    identity, client = attested
+    await _incremental_sync(server, client, identity.spiffe_id)
+
+
+async def test_a_revisions_sync_asks_for_and_decodes_only_changed_entries(
+    tmp_path: Path, paged_server: RunningServer
+) -> None:
+    agent = Agent(
+        directory=tmp_path / "agent", server=paged_server, clock=FakeClock(start=datetime.now(UTC))
+    )
+    agent.token = await paged_server.join_token()
+    try:
+        identity, client = await agent.build()
+        await identity.start()
+        await _incremental_sync(paged_server, client, identity.spiffe_id)
+    finally:
+        await agent.close()

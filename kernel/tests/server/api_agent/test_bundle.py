@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,15 +10,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pyspire.proto.convert import bundle_from_proto
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.server.api.bundle import BundleService
+from pyspire.server.api.own_bundle import BUNDLE_READ_INTERVAL
 from pyspire.server.authorization import CallerKind
 from pyspire.server.context import ServerContext
 from pyspire_sdk.errors import InvalidArgumentError, NotFoundError
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.testing import FakeClock
 
 from .conftest import caller
 
@@ -322,3 +326,56 @@ async def test_list_federated_bundles_pages(bundle_service: BundleService) -> No
         await bundle_service.list_federated_bundles(
             bundle_pb.ListFederatedBundlesRequest(page_size=-2)
         )
+
+
+async def test_get_bundle_answer_is_encoded_once_per_bundle_revision(
+    context: ServerContext, bundle_service: BundleService, fake_clock: FakeClock
+) -> None:
+    """Agents' GetBundle (no mask) is answered from kept bytes: the datastore is read again at
+    most once a second, the bytes encoded again only when the bundle changed, and a write
+    through this server (or a change of the trust epoch) is seen at the next call."""
+    caller(CallerKind.ANY)
+    expected = bytes(await bundle_service.get_bundle(bundle_pb.GetBundleRequest()))
+    reply = bundle_service.reply
+    first = await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())
+    assert first.data == expected
+    await fake_clock.advance(5)
+    assert (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data == expected
+    assert reply.encodings == 1
+
+    # Another server writes the bundle: seen within the read interval.
+    await context.datastore.append_bundle(
+        bundle_from_proto(
+            pb.Bundle(trust_domain="example.org", x509_authorities=[pb.X509Certificate(ca_der())])
+        )
+    )
+    assert (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data == expected
+    await fake_clock.advance(BUNDLE_READ_INTERVAL.total_seconds())
+    changed = (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data
+    assert changed != expected
+    assert changed == bytes(await bundle_service.get_bundle(bundle_pb.GetBundleRequest()))
+    assert reply.encodings == 2
+
+    # A write through this server is seen at once.
+    await bundle_service.append_bundle(
+        bundle_pb.AppendBundleRequest(jwt_authorities=[jwt_key("k9")])
+    )
+    appended = (await bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest())).data
+    assert appended == bytes(await bundle_service.get_bundle(bundle_pb.GetBundleRequest()))
+    assert appended != changed
+
+    # A request with a mask is answered as before.
+    masked = bundle_pb.GetBundleRequest(output_mask=pb.BundleMask(jwt_authorities=True))
+    answer = await bundle_service.get_bundle_encoded(masked)
+    assert answer.data == bytes(await bundle_service.get_bundle(masked))
+
+
+async def test_callers_arriving_during_a_bundle_read_share_it(
+    bundle_service: BundleService,
+) -> None:
+    caller(CallerKind.ANY)
+    answers = await asyncio.gather(
+        *(bundle_service.get_bundle_encoded(bundle_pb.GetBundleRequest()) for _ in range(20))
+    )
+    assert len({answer.data for answer in answers}) == 1
+    assert bundle_service.reply.reads == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -299,3 +299,92 @@ async def test_challenge_response_attestation_over_the_wire(servers: Servers) ->
         channel.close()
     assert result.result.reattestable is True
     verify_chain(list(result.result.svid.cert_chain), servers.roots)
+
+
+async def test_an_open_connection_is_refused_once_its_agent_is_banned(servers: Servers) -> None:
+    """The caller's identity is kept per connection, but a ban through this server, or one
+    made elsewhere that reaches the registry, refuses the agent's open connection on its very
+    next call."""
+    await create_token(servers, "wire-ban")
+    chain, key = await attest_join_token(servers, "wire-ban")
+    agent_id = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/wire-ban")
+    channel = servers.agent(chain, key)
+    admin = servers.admin()
+    try:
+        stub = agent_pb.AgentStub(channel)
+        await stub.post_status(agent_pb.PostStatusRequest())
+        await stub.post_status(agent_pb.PostStatusRequest())
+        await agent_pb.AgentStub(admin).ban_agent(
+            agent_pb.BanAgentRequest(id=pb.Spiffeid(trust_domain="example.org", path=agent_id.path))
+        )
+        with pytest.raises(GRPCError) as caught:
+            await stub.post_status(agent_pb.PostStatusRequest())
+        assert caught.value.status == Status.PERMISSION_DENIED
+        assert (caught.value.message or "").endswith("is banned")
+    finally:
+        channel.close()
+        admin.close()
+
+
+async def test_a_ban_written_by_another_server_refuses_the_open_connection(
+    servers: Servers, fake_clock: FakeClock
+) -> None:
+    context = servers.context
+    await create_token(servers, "wire-elsewhere")
+    chain, key = await attest_join_token(servers, "wire-elsewhere")
+    agent_id = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/wire-elsewhere")
+    channel = servers.agent(chain, key)
+    try:
+        stub = agent_pb.AgentStub(channel)
+        await stub.post_status(agent_pb.PostStatusRequest())
+        node = await context.datastore.get_attested_node(agent_id)
+        assert node is not None
+        # Another server bans the agent: only the datastore (and its change event) knows.
+        await context.datastore.update_attested_node(
+            replace(node, x509_svid_serial_number="", banned=True),
+            frozenset({"x509_svid_serial_number", "banned"}),
+        )
+        await stub.post_status(agent_pb.PostStatusRequest())  # not heard of yet
+        await context.registry.refresh()
+        with pytest.raises(GRPCError) as caught:
+            await stub.post_status(agent_pb.PostStatusRequest())
+        assert caught.value.status == Status.PERMISSION_DENIED
+        assert (caught.value.message or "").endswith("is banned")
+    finally:
+        channel.close()
+
+
+async def test_a_connection_is_identified_once_until_trust_changes(
+    servers: Servers, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The certificate is read once per connection (not once per call); a change of the CA or
+    the trust bundle makes the next call work it out again; an SVID that expires while its
+    connection is open is refused."""
+    from pyspire.server.api import gate as gate_module
+
+    parsed: list[bytes] = []
+    real = gate_module.spiffe_id_of
+
+    def counting(der: bytes) -> SpiffeId:
+        parsed.append(der)
+        return real(der)
+
+    monkeypatch.setattr(gate_module, "spiffe_id_of", counting)
+    await create_token(servers, "wire-once")
+    chain, key = await attest_join_token(servers, "wire-once")
+    parsed.clear()
+    channel = servers.agent(chain, key)
+    try:
+        stub = agent_pb.AgentStub(channel)
+        for _ in range(3):
+            await stub.post_status(agent_pb.PostStatusRequest())
+        assert len(parsed) == 1
+        servers.context.trust_changed()
+        await stub.post_status(agent_pb.PostStatusRequest())
+        assert len(parsed) == 2
+        await fake_clock.advance(servers.context.issuer.policy.agent_ttl)
+        with pytest.raises(GRPCError) as caught:
+            await stub.post_status(agent_pb.PostStatusRequest())
+        assert (caught.value.message or "").endswith("SVID is expired")
+    finally:
+        channel.close()

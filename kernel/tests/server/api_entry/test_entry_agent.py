@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import pytest
 from grpclib.const import Status
@@ -17,8 +18,10 @@ from pyspire.server.api.encoded import MAX_RESPONSE_BYTES
 from pyspire.server.api.entry import SYNC_PAGE_SIZE, EntryService
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import set_caller
+from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.testing import FakeClock
 
 from .conftest import AGENT, OTHER_AGENT, SERVER, create_entries, wire_entry
 
@@ -318,3 +321,53 @@ async def test_sync_needs_a_caller_id(entry_service: EntryService) -> None:
     with pytest.raises(GRPCError) as raised:
         [r async for r in entry_service.sync_authorized_entries(_requests(_first()))]
     assert raised.value.status is Status.INTERNAL
+
+
+async def _full_sync(service: EntryService) -> list[pb.Entry]:
+    agent = Agent(service)
+    agent.send(_first())
+    [page] = await agent.receive_until_done()
+    assert not page.entry_revisions
+    assert await agent.finished()
+    return list(page.entries)
+
+
+async def test_sync_sends_the_kept_answer_until_something_it_depends_on_changes(
+    entry_service: EntryService, server_context: ServerContext, as_agent: AsAgent
+) -> None:
+    """A full answer is made once and sent again while the registry's revision holds; a change
+    of an entry, or an entry expiring (no revision change), makes a new one."""
+    clock = server_context.clock
+    assert isinstance(clock, FakeClock)
+    expires = clock.now() + timedelta(minutes=10)
+    lasting, expiring = await create_entries(
+        entry_service,
+        wire_entry("/lasting"),
+        wire_entry("/expiring", expires_at=int(expires.timestamp())),
+    )
+    as_agent(AGENT)
+    first = await _full_sync(entry_service)
+    assert {e.id for e in first} == {lasting.id, expiring.id}
+    assert await _full_sync(entry_service) == first
+    assert entry_service.replies.hits == 1
+
+    lasting.hint = "changed"
+    await entry_service.batch_update_entry(entry_pb.BatchUpdateEntryRequest(entries=[lasting]))
+    changed = await _full_sync(entry_service)
+    assert {e.id: e.hint for e in changed}[lasting.id] == "changed"
+    assert entry_service.replies.hits == 1
+
+    await clock.advance(timedelta(minutes=11).total_seconds())
+    assert [e.id for e in await _full_sync(entry_service)] == [lasting.id]
+    as_agent(OTHER_AGENT)
+    assert await _full_sync(entry_service) == []
+
+
+async def test_sync_refuses_ids_on_the_first_request(
+    entry_service: EntryService, as_agent: AsAgent
+) -> None:
+    as_agent(AGENT)
+    agent = Agent(entry_service)
+    agent.send(entry_pb.SyncAuthorizedEntriesRequest(ids=["some-id"]))
+    with pytest.raises(InvalidArgumentError, match="specifying IDs on initial request"):
+        await agent.receive()

@@ -19,14 +19,18 @@ from dataclasses import replace
 from typing import TypeVar
 
 import betterproto
+import grpclib.const
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.proto.convert import bundle_from_proto, bundle_to_proto, from_timestamp
+from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
+from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.registry.validation import validate_text
+from pyspire.server.api.own_bundle import OwnBundleReply
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import status_for
 from pyspire_sdk.bundle import Bundle, JwtAuthority
@@ -126,11 +130,42 @@ def _result(kind: type[_Result], status: pb.Status, bundle: pb.Bundle | None) ->
     return kind(status=status, bundle=bundle)
 
 
+_GET_BUNDLE = "/spire.api.server.bundle.v1.Bundle/GetBundle"
+
+
+def _encode_bundle(bundle: Bundle) -> bytes:
+    return bytes(bundle_to_proto(bundle))
+
+
 class BundleService(bundle_pb.BundleBase):
-    """The Bundle service over one :class:`~pyspire.server.context.ServerContext`."""
+    """The Bundle service over one :class:`~pyspire.server.context.ServerContext`.
+
+    GetBundle without an output mask (what agents ask at every sync) is answered with the
+    encoding :class:`~pyspire.server.api.own_bundle.OwnBundleReply` keeps: nothing is encoded
+    per call."""
 
     def __init__(self, context: ServerContext) -> None:
         self._context = context
+        self._reply = OwnBundleReply(context, self._own_bundle, _encode_bundle)
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping = dict(super().__mapping__())
+        mapping[_GET_BUNDLE] = unary_route(self.get_bundle_encoded, bundle_pb.GetBundleRequest)
+        return mapping
+
+    @property
+    def reply(self) -> OwnBundleReply:
+        """The kept answer to GetBundle."""
+        return self._reply
+
+    async def get_bundle_encoded(
+        self, request: bundle_pb.GetBundleRequest
+    ) -> EncodedMessage[types_wire.Bundle]:
+        """GetBundle as routed: the kept answer for a request without an output mask,
+        :meth:`get_bundle` encoded for one with a mask."""
+        if _mask(request.output_mask) is None:
+            return EncodedMessage(await self._reply.encoded())
+        return EncodedMessage(bytes(await self.get_bundle(request)))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -182,6 +217,7 @@ class BundleService(bundle_pb.BundleBase):
         additions = _check_authorities(bundle_from_proto(message, "request"), "request")
         await self._own_bundle()
         stored = await self._context.datastore.append_bundle(additions)
+        self._reply.forget()
         _log.info(
             "bundle appended",
             x509_authorities=len(additions.x509_authorities),
@@ -207,6 +243,7 @@ class BundleService(bundle_pb.BundleBase):
         stored = await self._context.datastore.append_bundle(
             Bundle(trust_domain=self._context.trust_domain, jwt_authorities=(key,))
         )
+        self._reply.forget()
         _log.info("jwt authority published", key_id=key.key_id)
         return bundle_pb.PublishJwtAuthorityResponse(
             jwt_authorities=bundle_to_proto(stored).jwt_authorities

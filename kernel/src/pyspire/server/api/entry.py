@@ -65,6 +65,7 @@ from pyspire.proto.gen.codec import spire_api_server_entry_v1 as wire
 from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.messages import EncodedMessage, stream_route, unary_route
 from pyspire.registry.validation import validate_entry, validate_entry_id
+from pyspire.server.api.agent_replies import AgentReplies
 from pyspire.server.api.encoded import MAX_RESPONSE_BYTES, EncodedEntries
 from pyspire.server.authorization import Caller
 from pyspire.server.context import ServerContext
@@ -255,6 +256,9 @@ class EntryService:
             spiffe_id=server_id, parent_id=server_id, selectors=()
         )
         self._encoded = encoded if encoded is not None else EncodedEntries()
+        self._replies: AgentReplies[EncodedMessage[wire.SyncAuthorizedEntriesResponse]] = (
+            AgentReplies()
+        )
         self._sync_page_size = sync_page_size
         self._max_bytes = max_response_bytes
 
@@ -280,6 +284,11 @@ class EntryService:
                 self.sync_authorized_entries, wire.SyncAuthorizedEntriesRequest
             ),
         }
+
+    @property
+    def replies(self) -> AgentReplies[EncodedMessage[wire.SyncAuthorizedEntriesResponse]]:
+        """Each agent's kept full SyncAuthorizedEntries answer."""
+        return self._replies
 
     @property
     def encoded(self) -> EncodedEntries:
@@ -611,7 +620,9 @@ class EntryService:
     ) -> AsyncIterator[EncodedMessage[wire.SyncAuthorizedEntriesResponse]]:
         """SPIRE's sync protocol, from a snapshot of the agent's entries taken at the start.
 
-        The first request carries the output mask (ids in it are ignored). When the entries
+        The first request carries the output mask; ids in it are refused (INVALID_ARGUMENT), as
+        in SPIRE. A full answer is kept per agent (:class:`AgentReplies`) and sent again as it
+        is while the registry's revision, the mask and every entry's expiry allow. When the entries
         number at most the page size and fit in one response, they are sent at once (``more``
         false) and the call ends. Otherwise the agent receives every entry's revision, in pages
         of the page size with ``more`` set on all but the last; then each request it sends lists
@@ -623,11 +634,21 @@ class EntryService:
         first = await anext(aiter(requests), None)
         if first is None:
             return
-        entries = self._context.registry.authorized_entries(agent_id)
+        if first.ids:
+            raise InvalidArgumentError("specifying IDs on initial request is not supported")
         fields = mask_fields(first.output_mask)
+        registry = self._context.registry
+        now = self._context.clock.now()
+        kept = self._replies.get(agent_id, registry.revision, fields, now)
+        if kept is not None:
+            yield kept
+            return
+        entries = registry.authorized_entries(agent_id)
         encoded, total = self._encode_checked(entries, fields)
         if len(entries) <= self._sync_page_size and total + 2 <= self._max_bytes:
-            yield _synced(entries=encoded)
+            reply = _synced(entries=encoded)
+            self._replies.keep(agent_id, registry.revision, fields, entries, reply)
+            yield reply
             return
 
         revisions = [self._encoded.revision(entry) for entry in entries]

@@ -10,6 +10,15 @@ SPIFFE ID:
 - an ID listed in ``admin_ids``, or carried by an entry marked ``admin``, is an ``admin``;
 - an ID carried by an entry marked ``downstream`` is a ``downstream`` server.
 
+What a connection proves is worked out once and kept for the connection's lifetime (a client
+certificate cannot change on an open TLS connection; an agent with a renewed SVID opens a new
+connection): its certificate, SPIFFE ID and, for agents, the outcome of the agent check. The
+agent check is trusted again only while the registry still holds the very node record it was
+made against (a ban, an eviction or a renewal through any server replaces or drops that record,
+so the agent's open connection is refused on its next call), while the SVID is unexpired, and
+while the trust epoch (:attr:`ServerContext.trust_epoch`, advanced on every CA or bundle change)
+is the one it was made in; otherwise everything is worked out again.
+
 The caller's kinds are then checked against :mod:`pyspire.server.authorization`. A kind is only
 worked out when the method admits it: agent checks run only for methods agents may call (and
 anonymous callers may not), so an evicted agent can still attest again, and admin entries are
@@ -24,8 +33,10 @@ from __future__ import annotations
 
 __all__ = ["AgentCheck", "TcpGate", "local_gate", "serial_hex", "tcp_gate"]
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import grpclib.server
 import structlog
@@ -34,7 +45,7 @@ from cryptography import x509
 from pyspire.server.authorization import Caller, CallerKind, allowed
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import Gate, set_caller
-from pyspire.transport.peer import peer_address, peer_certificate
+from pyspire.transport.peer import peer_address, peer_certificate, peer_connection
 from pyspire.transport.tls import spiffe_id_of
 from pyspire_sdk.errors import PermissionDeniedError
 from pyspire_sdk.model import AttestedNode
@@ -121,27 +132,51 @@ class AgentCheck:
         return stored
 
 
+@dataclass(slots=True)
+class _Connection:
+    """What one TLS connection proved about its caller (see the module documentation)."""
+
+    certificate_der: bytes | None
+    spiffe_id: SpiffeId | None
+    address: str
+    epoch: int
+    not_after: datetime | None = None
+    node: AttestedNode | None = None
+    """The node record the last successful agent check was made against."""
+
+
 class TcpGate:
     """The gate of the TCP listener; see the module documentation."""
 
     def __init__(self, context: ServerContext) -> None:
         self._context = context
         self._agent_check = AgentCheck(context)
+        self._connections: WeakKeyDictionary[object, _Connection] = WeakKeyDictionary()
 
     async def __call__(self, method: str, stream: grpclib.server.Stream[Any, Any]) -> None:
-        caller = await self.identify(
-            method, peer_certificate(stream.peer), peer_address(stream.peer)
-        )
-        set_caller(caller)
+        peer = stream.peer
+        connection = peer_connection(peer)
+        known = self._connections.get(connection)
+        if known is None or known.epoch != self._context.trust_epoch:
+            known = self._learn(peer_certificate(peer), peer_address(peer))
+            self._connections[connection] = known
+        set_caller(await self._identify(method, known))
+
+    def _learn(self, certificate_der: bytes | None, address: str) -> _Connection:
+        spiffe_id = None if certificate_der is None else spiffe_id_of(certificate_der)
+        return _Connection(certificate_der, spiffe_id, address, self._context.trust_epoch)
 
     async def identify(self, method: str, certificate_der: bytes | None, address: str) -> Caller:
         """Who is calling ``method``; PermissionDenied when they may not call it."""
-        if certificate_der is None:
+        return await self._identify(method, self._learn(certificate_der, address))
+
+    async def _identify(self, method: str, known: _Connection) -> Caller:
+        address, certificate_der, spiffe_id = known.address, known.certificate_der, known.spiffe_id
+        if certificate_der is None or spiffe_id is None:
             caller = Caller(kinds=_ANY, address=address)
             if not allowed(method, caller):
                 raise _refuse(method)
             return caller
-        spiffe_id = spiffe_id_of(certificate_der)
         anonymous = Caller(
             kinds=_ANY, spiffe_id=spiffe_id, address=address, certificate_der=certificate_der
         )
@@ -159,8 +194,7 @@ class TcpGate:
                     kinds.add(CallerKind.DOWNSTREAM)
         node: AttestedNode | None = None
         if _may(method, CallerKind.AGENT) and is_agent_id(spiffe_id, context.trust_domain):
-            certificate = x509.load_der_x509_certificate(certificate_der)
-            node = await self._agent_check(spiffe_id, certificate)
+            node = await self._agent(spiffe_id, known)
             kinds.add(CallerKind.AGENT)
         caller = Caller(
             kinds=frozenset(kinds),
@@ -172,6 +206,26 @@ class TcpGate:
         if not allowed(method, caller):
             raise _refuse(method)
         return caller
+
+    async def _agent(self, agent_id: SpiffeId, known: _Connection) -> AttestedNode:
+        """The agent's node: the connection's earlier check while it still holds, else a new
+        one (PermissionDenied when the agent is not active)."""
+        context = self._context
+        node = known.node
+        if (
+            node is not None
+            and known.not_after is not None
+            and context.clock.now() < known.not_after
+            and context.registry.remembered_node(agent_id) is node
+        ):
+            return node
+        known.node = None
+        certificate = x509.load_der_x509_certificate(known.certificate_der or b"")
+        known.not_after = certificate.not_valid_after_utc
+        node = await self._agent_check(agent_id, certificate)
+        if context.registry.remembered_node(agent_id) is node:
+            known.node = node
+        return node
 
 
 def tcp_gate(context: ServerContext) -> Gate:
