@@ -6,12 +6,13 @@ may see at once and again whenever it changes. :meth:`SnapshotStreams.snapshots`
 source's current snapshot and then every newer one, reading the source's watch in a task the
 stream owns; :meth:`SnapshotStreams.stop` ends them all with UNAVAILABLE (a stream ending with
 OK would look like a broken stream to clients), so an endpoint that closes need not wait for
-streams that would never end on their own.
+streams that would never end on their own. A stream that reads its client too (Envoy's SDS)
+takes a :meth:`SnapshotStreams.feed` and merges the client's messages into its look rounds.
 """
 
 from __future__ import annotations
 
-__all__ = ["SnapshotStreams", "entries_known", "svids_settled"]
+__all__ = ["SnapshotFeed", "SnapshotStreams", "entries_known", "svids_settled"]
 
 import asyncio
 import contextlib
@@ -58,10 +59,10 @@ class SnapshotStreams:
     ) -> None:
         self.source = source
         self.clock = clock
-        self._first_answer_wait = first_answer_wait
+        self.first_answer_wait = first_answer_wait
         self._shutting_down = shutting_down
         self._stopping = asyncio.Event()
-        self._feeds: set[_SnapshotFeed] = set()
+        self._feeds: set[SnapshotFeed] = set()
 
     @property
     def stopping(self) -> bool:
@@ -95,20 +96,25 @@ class SnapshotStreams:
         """
         self.refuse_if_stopping()
         current = self.source.snapshot()
-        waiting = ready is not None and not ready(current)
-        if not waiting:
+        if ready is None or ready(current):
             yield current
-        async with self._feed(after=-1 if waiting else current.revision) as feed:
-            if ready is not None and waiting:
-                yield await feed.first(ready, within=self._first_answer_wait)
+            feed = self.feed(after=current.revision)
+        else:
+            feed = self.feed(ready=ready)
+        async with feed as snapshots:
             while True:
-                yield await feed.next()
+                yield await snapshots.next()
 
     @contextlib.asynccontextmanager
-    async def _feed(self, *, after: int) -> AsyncIterator[_SnapshotFeed]:
+    async def feed(
+        self, *, after: int = -1, ready: Callable[[Snapshot], bool] | None = None
+    ) -> AsyncIterator[SnapshotFeed]:
         """The snapshots after revision ``after``, for one stream, while the block runs (the
-        stream's yields are inside it); :meth:`stop` wakes it."""
-        feed = _SnapshotFeed(self, after=after)
+        stream's yields are inside it); :meth:`stop` wakes it. With ``ready``, the first one
+        is held back until it is ready or ``first_answer_wait`` seconds have passed (see
+        :class:`SnapshotFeed`). Refused with UNAVAILABLE once :meth:`stop` was called."""
+        self.refuse_if_stopping()
+        feed = SnapshotFeed(self, after=after, ready=ready)
         self._feeds.add(feed)
         try:
             async with GeneratorTasks() as tasks:
@@ -118,29 +124,49 @@ class SnapshotStreams:
             self._feeds.discard(feed)
 
 
-class _SnapshotFeed:
-    """The source's snapshots for one stream, after its first answer.
+class SnapshotFeed:
+    """The source's snapshots for one stream.
 
     :meth:`follow` reads the source's watch in a task the stream owns (see
     :class:`~pyspire.tasks.GeneratorTasks`: the reading goes on while the stream is suspended
     at a yield, and a read cancelled half-way would end the watch) and keeps only the newest
-    snapshot, so a stream slower than the changes sees the latest when it comes back. The
-    stream takes it with :meth:`next`; a snapshot of the revision it took last is the same
-    content and is not taken again.
+    snapshot, so a stream slower than the changes sees the latest when it comes back. A
+    snapshot of the revision taken last is the same content and is not taken again.
+
+    With ``ready``, the first snapshot taken is the first ready one, or the current one once
+    the streams' ``first_answer_wait`` has passed on the clock (a first answer may wait for
+    the caller's SVIDs, but not for ever).
+
+    A stream with nothing else to read takes snapshots with :meth:`next`. A stream that also
+    reads another source (a client's requests) looks at both in one loop: :meth:`look`,
+    then its own source, then :meth:`take`, then :meth:`wait`; that source calls :meth:`wake`
+    when it has something, so the wait ends for it too.
     """
 
-    def __init__(self, streams: SnapshotStreams, *, after: int) -> None:
+    def __init__(
+        self,
+        streams: SnapshotStreams,
+        *,
+        after: int,
+        ready: Callable[[Snapshot], bool] | None,
+    ) -> None:
         self._streams = streams
         self._source = streams.source
         self._clock = streams.clock
         self._revision = after
+        self._ready = ready
+        self._deadline = (
+            None
+            if ready is None
+            else self._clock.now() + timedelta(seconds=streams.first_answer_wait)
+        )
         self._newest: Snapshot | None = None
         self._ended = False
         self._failure: Exception | None = None
         self._news = asyncio.Event()
 
     def wake(self) -> None:
-        """Have the stream look again (the service is stopping)."""
+        """End the stream's :meth:`wait`: something else has news, or the service stops."""
         self._news.set()
 
     async def follow(self) -> None:
@@ -159,42 +185,50 @@ class _SnapshotFeed:
             if close is not None:
                 await close()
 
-    async def first(self, ready: Callable[[Snapshot], bool], *, within: float) -> Snapshot:
-        """The first ``ready`` snapshot, or the current one once ``within`` seconds have
-        passed on the clock."""
-        found = await self._take(ready, within)
-        if found is None:
-            found = self._source.snapshot()
-            self._revision = found.revision
-        return found
-
     async def next(self) -> Snapshot:
-        """The newest snapshot of a revision not taken yet, once there is one."""
+        """The next snapshot to send, once there is one."""
         while True:
-            found = await self._take(None, None)
+            self.look()
+            found = self.take()
             if found is not None:
                 return found
+            await self.wait()
 
-    async def _take(
-        self, ready: Callable[[Snapshot], bool] | None, within: float | None
-    ) -> Snapshot | None:
-        """A new snapshot that is ``ready`` (any, for None), or None once ``within`` seconds
-        have passed first; UNAVAILABLE once the service stops or the watch has ended."""
-        deadline = None if within is None else self._clock.now() + timedelta(seconds=within)
-        while True:
-            self._news.clear()
-            self._streams.refuse_if_stopping()
-            found, self._newest = self._newest, None
-            if found is not None and _new_and_ready(found, self._revision, ready):
-                self._revision = found.revision
-                return found
-            if self._ended:
-                if self._failure is not None:
-                    raise self._failure
-                raise GRPCError(Status.UNAVAILABLE, "agent cache is no longer available")
-            remaining = None if deadline is None else (deadline - self._clock.now()).total_seconds()
-            if not await sleep_or_wake(self._clock, remaining, self._news):
-                return None
+    def look(self) -> None:
+        """Begin a look round: news from now on ends the next :meth:`wait`; UNAVAILABLE once
+        the service stops."""
+        self._news.clear()
+        self._streams.refuse_if_stopping()
+
+    def take(self) -> Snapshot | None:
+        """The next snapshot to send, if there is one now; the watch's failure, or
+        UNAVAILABLE, once the watch has ended with nothing left to take."""
+        found, self._newest = self._newest, None
+        if found is not None and _new_and_ready(found, self._revision, self._ready):
+            return self._took(found)
+        if self._ended:
+            if self._failure is not None:
+                raise self._failure
+            raise GRPCError(Status.UNAVAILABLE, "agent cache is no longer available")
+        if self._ready is not None and self._remaining() == 0.0:
+            return self._took(self._source.snapshot())
+        return None
+
+    async def wait(self) -> None:
+        """Until there is news (see :meth:`wake`) or a held-back first snapshot may wait no
+        longer."""
+        await sleep_or_wake(self._clock, self._remaining(), self._news)
+
+    def _took(self, snapshot: Snapshot) -> Snapshot:
+        self._revision = snapshot.revision
+        self._ready = None
+        return snapshot
+
+    def _remaining(self) -> float | None:
+        """Seconds the first snapshot may still be held back; None when none is."""
+        if self._ready is None or self._deadline is None:
+            return None
+        return max(0.0, (self._deadline - self._clock.now()).total_seconds())
 
 
 def _new_and_ready(

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 __all__ = ["SDS_SERVICE", "SecretDiscoveryService"]
 
-import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 import grpclib.const
 import structlog
 from structlog.typing import FilteringBoundLogger
 
 from pyspire.agent.identities import IdentitySource, Snapshot
+from pyspire.agent.snapshot_streams import SnapshotFeed, SnapshotStreams, svids_settled
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.caller import attest_caller
 from pyspire.agent.workload.sds_secrets import (
@@ -52,9 +51,8 @@ from pyspire.proto.gen.codec.envoy_config_core_v3 import Node
 from pyspire.proto.messages import EncodedMessage, stream_route, unary_route
 from pyspire.proto.secrets import SECRET_TYPE_URL, delta_response, discovery_response
 from pyspire.tasks import GeneratorTasks
-from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
+from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.selector import Selector
 
 SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
@@ -93,14 +91,16 @@ class SecretDiscoveryService:
     ) -> None:
         self._source = source
         self._attestation = attestation
-        self._clock = clock
         self._names = names if names is not None else SdsConfig()
-        self._first_answer_wait = first_answer_wait
         self._log: FilteringBoundLogger = (
             logger if logger is not None else structlog.get_logger("pyspire.agent.sds")
         )
-        self._stopping = asyncio.Event()
-        self._inputs: set[_Inputs[Any]] = set()
+        self._streams = SnapshotStreams(
+            source,
+            clock,
+            first_answer_wait=first_answer_wait,
+            shutting_down="workload api is shutting down",
+        )
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """The gRPC routes of the service, carried as codec messages."""
@@ -116,9 +116,7 @@ class SecretDiscoveryService:
 
     def stop(self) -> None:
         """End every open stream with UNAVAILABLE; later calls are refused by the endpoint."""
-        self._stopping.set()
-        for inputs in self._inputs:
-            inputs.wake()
+        self._streams.stop()
 
     def _secrets(
         self, snapshot: Snapshot, selectors: frozenset[Selector], node: Node | None
@@ -207,127 +205,54 @@ class SecretDiscoveryService:
         self, requests: AsyncIterator[R], selectors: frozenset[Selector]
     ) -> AsyncIterator[_Inputs[R]]:
         """The stream's requests and the source's snapshots as one sequence of events, while
-        the block runs (the stream's yields are inside it); :meth:`stop` wakes it."""
-        if self._stopping.is_set():
-            raise UnavailableError("workload api is shutting down")
-        deadline = self._clock.now() + timedelta(seconds=self._first_answer_wait)
-        inputs: _Inputs[R] = _Inputs(
-            self._source, self._clock, self._stopping, lambda s: s.settled(selectors), deadline
-        )
-        self._inputs.add(inputs)
-        try:
+        the block runs (the stream's yields are inside it); :meth:`stop` ends it."""
+        async with self._streams.feed(ready=svids_settled(selectors)) as feed:
+            inputs: _Inputs[R] = _Inputs(feed)
             async with GeneratorTasks() as tasks:
-                tasks.start(inputs.follow_snapshots(), name="sds-watch")
                 tasks.start(inputs.follow_requests(requests), name="sds-requests")
                 yield inputs
-        finally:
-            self._inputs.discard(inputs)
 
 
 class _Inputs(Generic[R]):
-    """A stream's requests and the source's newest snapshot, taken one at a time.
+    """A stream's requests merged with its :class:`~pyspire.agent.snapshot_streams.SnapshotFeed`,
+    taken one at a time.
 
-    Two tasks the stream owns feed it (see :class:`~pyspire.tasks.GeneratorTasks`): one reads
-    the client's requests, one the source's watch, keeping only the newest snapshot, so a
-    stream slower than the changes sees the latest when it comes back. Requests come first, in
-    order. The first snapshot is held back until it is ``ready`` (the caller's SVIDs are all
-    there) or the ``deadline`` has passed on the clock; then the current one is taken.
+    A task the stream owns (see :class:`~pyspire.tasks.GeneratorTasks`) queues the client's
+    requests and wakes the feed. Requests come first, in order, so an answer reflects what the
+    client asked last; the feed holds the first snapshot back until the caller's SVIDs are
+    there (or the first answer may wait no longer) and ends the stream when the agent stops.
     """
 
-    def __init__(
-        self,
-        source: IdentitySource,
-        clock: Clock,
-        stopping: asyncio.Event,
-        ready: Callable[[Snapshot], bool],
-        deadline: datetime,
-    ) -> None:
-        self._source = source
-        self._clock = clock
-        self._stopping = stopping
-        self._ready: Callable[[Snapshot], bool] | None = ready
-        self._deadline = deadline
+    def __init__(self, feed: SnapshotFeed) -> None:
+        self._feed = feed
         self._requests: deque[R] = deque()
         self._requests_ended = False
-        self._newest: Snapshot | None = None
-        self._revision: int | None = None
-        self._watch_ended = False
         self._failure: Exception | None = None
-        self._news = asyncio.Event()
-
-    def wake(self) -> None:
-        """Have the stream look again (the service is stopping)."""
-        self._news.set()
 
     async def follow_requests(self, requests: AsyncIterator[R]) -> None:
         """Queue the client's requests until it closes its side or this is cancelled."""
         try:
             async for request in requests:
                 self._requests.append(request)
-                self._news.set()
+                self._feed.wake()
         except Exception as error:  # a malformed request: the stream raises it next
             self._failure = error
         finally:
             self._requests_ended = True
-            self._news.set()
-
-    async def follow_snapshots(self) -> None:
-        """Keep the newest snapshot of the source's watch until it ends or this is cancelled."""
-        watch = self._source.watch()
-        try:
-            async for snapshot in watch:
-                self._newest = snapshot
-                self._news.set()
-        except Exception as error:  # the stream raises it when it next looks
-            self._failure = error
-        finally:
-            self._watch_ended = True
-            self._news.set()
-            close = getattr(watch, "aclose", None)
-            if close is not None:
-                await close()
+            self._feed.wake()
 
     async def next(self) -> R | Snapshot | None:
-        """The next request, else a snapshot of a revision not taken yet, once there is one;
-        None when the client has closed its side."""
+        """The next request, else the feed's next snapshot, once there is one; None when the
+        client has closed its side."""
         while True:
-            self._news.clear()
-            if self._stopping.is_set():
-                raise UnavailableError("workload api is shutting down")
+            self._feed.look()
             if self._failure is not None:
                 raise self._failure
             if self._requests:
                 return self._requests.popleft()
             if self._requests_ended:
                 return None
-            found = self._take_snapshot()
+            found = self._feed.take()
             if found is not None:
                 return found
-            if self._watch_ended:
-                raise UnavailableError("agent cache is no longer available")
-            await sleep_or_wake(self._clock, self._remaining(), self._news)
-
-    def _take_snapshot(self) -> Snapshot | None:
-        ready = self._ready
-        if ready is not None:  # the first: the current one when ready, else the watch's
-            found = self._source.snapshot()
-            if not ready(found) and self._remaining() != 0.0:
-                newest = self._newest
-                if newest is None or not ready(newest):
-                    return None
-                found = newest
-            self._ready = None
-        else:
-            newest = self._newest
-            if newest is None or newest.revision == self._revision:
-                return None
-            found = newest
-        self._newest = None
-        self._revision = found.revision
-        return found
-
-    def _remaining(self) -> float | None:
-        """Seconds the first snapshot may still be held back; None once one was taken."""
-        if self._ready is None:
-            return None
-        return max(0.0, (self._deadline - self._clock.now()).total_seconds())
+            await self._feed.wait()
