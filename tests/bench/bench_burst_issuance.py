@@ -35,6 +35,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import multiprocessing
+import os
 import secrets
 import statistics
 import sys
@@ -145,6 +146,7 @@ class BenchServer:
         host = make_host_services(self.folder, clock=clock)
         self._pool_context = signing_pool(self.processes)
         pool = await self._pool_context.__aenter__()
+        self.worker_pids = pool.worker_pids if pool is not None else frozenset()
         self.datastore = SqliteDataStore()
         await self.datastore.configure(SqliteDataStoreConfig(), host)
         self.keys = InProcessKeyManager()
@@ -363,11 +365,40 @@ async def _attest(port: int, agent: Agent, csr: bytes) -> tuple[bytes, ...]:
     return tuple(response.result.svid.cert_chain)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One scenario's wall time, every agent's time, and the CPU seconds the server spent (its
+    process and its signing workers)."""
+
+    elapsed: float
+    timings: list[float]
+    cpu: float
+
+
+def _process_cpu(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far (from ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(server: BenchServer) -> float:
+    """CPU seconds the server process and its workers used so far. The client processes are
+    not in it: they are not this process's threads, and not the server's workers."""
+    return time.process_time() + sum(_process_cpu(pid) for pid in server.worker_pids)
+
+
+def floor_cpu_per_leaf(count: int) -> float:
+    """CPU seconds per leaf ``cryptography`` alone spends signing the same template."""
+    began = time.process_time()
+    raw_signing_rate(count)
+    return (time.process_time() - began) / count
+
+
 async def _scenario(
     server: BenchServer, agents: list[Agent], key_pem: bytes, svids: int, clients: int, attest: bool
-) -> tuple[float, list[float]]:
-    """Play ``agents`` in ``clients`` processes; the wall time from go until the last agent was
-    done, and each agent's time."""
+) -> Outcome:
+    """Play ``agents`` in ``clients`` processes: the wall time from go until the last agent was
+    done, each agent's time, and the server's CPU."""
     context = multiprocessing.get_context("spawn")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     share = (len(agents) + clients - 1) // clients
@@ -394,6 +425,7 @@ async def _scenario(
         process.start()
     for _ in processes:
         await asyncio.to_thread(ready.get, True, 600)
+    cpu_before = server_cpu(server)
     began = time.perf_counter()
     go.set()
     timings: list[float] = []
@@ -403,16 +435,15 @@ async def _scenario(
             raise RuntimeError(f"a client process failed: {outcome}")
         timings.extend(outcome)
     elapsed = time.perf_counter() - began
+    cpu = server_cpu(server) - cpu_before
     for process in processes:
         await asyncio.to_thread(process.join)
-    return elapsed, timings
+    return Outcome(elapsed, timings, cpu)
 
 
-async def measure(
-    processes: int, count: int, svids: int, clients: int
-) -> tuple[float, list[float]]:
-    """The burst rate (SVIDs/s) and every agent's attestation-to-first-SVIDs time, against a
-    server with ``processes`` signing workers."""
+async def measure(processes: int, count: int, svids: int, clients: int) -> tuple[Outcome, Outcome]:
+    """The burst and the attestation run against a server with ``processes`` signing
+    workers."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
@@ -421,10 +452,38 @@ async def measure(
     with tempfile.TemporaryDirectory() as folder:
         async with BenchServer(processes, Path(folder)) as server:
             burst_agents = await _prepared_burst(server, count, svids, key)
-            elapsed, _ = await _scenario(server, burst_agents, key_pem, svids, clients, False)
+            burst = await _scenario(server, burst_agents, key_pem, svids, clients, False)
             attesting = await _prepared_attestation(server, count, svids)
-            _, first_svids = await _scenario(server, attesting, key_pem, svids, clients, True)
-    return count * svids / elapsed, first_svids
+            attestation = await _scenario(server, attesting, key_pem, svids, clients, True)
+    return burst, attestation
+
+
+def report(
+    processes: int, args: argparse.Namespace, floors: dict[int, float], floor_cpu: float
+) -> None:
+    """Run both scenarios against a server with ``processes`` workers and print them."""
+    burst, attestation = asyncio.run(measure(processes, args.agents, args.svids, args.clients))
+    cores = 1 if processes == 0 else 2
+    floor = floors[cores]
+    svids = args.agents * args.svids
+    rate = svids / burst.elapsed
+    print(f"signing_processes = {processes}:")
+    print(
+        f"  burst, {args.agents} agents x {args.svids} SVIDs: {rate:,.0f} SVIDs/s; ratio to the "
+        f"{cores}-process floor {rate / floor:.2f}, to the 1-process floor "
+        f"{rate / floors[1]:.2f} (target >= 0.8); server CPU {burst.cpu / svids * 1e6:,.0f} "
+        f"us per SVID, {burst.cpu / svids / floor_cpu:.2f}x the floor's {floor_cpu * 1e6:.0f} us"
+    )
+    certificates = args.agents * (args.svids + 1)
+    last = max(attestation.timings)
+    print(
+        f"  attestation, {args.agents} join-token agents at once until each holds its "
+        f"{args.svids} SVIDs: last {last:.1f} s (target <= 10 s), median "
+        f"{statistics.median(attestation.timings):.1f} s; the {cores}-process floor signs the "
+        f"{certificates:,} certificates in {certificates / floor:.1f} s, ratio "
+        f"{certificates / floor / last:.2f}; server CPU "
+        f"{attestation.cpu / args.agents * 1e3:.1f} ms per agent (attestation and its SVIDs)"
+    )
 
 
 def main() -> None:
@@ -435,26 +494,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="processes playing the agents")
     args = parser.parse_args()
     floors = {1: floor_rate(1, 2000), 2: floor_rate(2, 2000)}
+    floor_cpu = floor_cpu_per_leaf(2000)
     print(f"raw cryptography leaf signing, 1 process: {floors[1]:,.0f} SVIDs/s (floor)")
     print(f"raw cryptography leaf signing, 2 processes: {floors[2]:,.0f} SVIDs/s (floor)")
-    certificates = args.agents * (args.svids + 1)
+    print(f"raw cryptography leaf signing CPU: {floor_cpu * 1e6:.0f} us per leaf (floor)")
     for processes in args.processes:
-        rate, first = asyncio.run(measure(processes, args.agents, args.svids, args.clients))
-        floor = floors[1 if processes == 0 else 2]
-        cores = "1 core" if processes == 0 else f"{processes} signing processes"
-        print(f"signing_processes = {processes} ({cores}):")
-        print(
-            f"  burst, {args.agents} agents x {args.svids} SVIDs: {rate:,.0f} SVIDs/s, "
-            f"ratio to the {1 if processes == 0 else 2}-process floor {rate / floor:.2f}, "
-            f"to the 1-process floor {rate / floors[1]:.2f} (target >= 0.8)"
-        )
-        last = max(first)
-        print(
-            f"  attestation, {args.agents} join-token agents at once until each holds its "
-            f"{args.svids} SVIDs: last {last:.1f} s (target <= 10 s), "
-            f"median {statistics.median(first):.1f} s; floor (signing {certificates:,} "
-            f"certificates) {certificates / floor:.1f} s, ratio {certificates / floor / last:.2f}"
-        )
+        report(processes, args, floors, floor_cpu)
 
 
 if __name__ == "__main__":
