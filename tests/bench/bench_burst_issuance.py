@@ -89,6 +89,9 @@ from pyspire_sdk.testing.host import make_host_services
 TD = TrustDomain("example.org")
 ATTEST_AGENT = "/spire.api.server.agent.v1.Agent/AttestAgent"
 WARM_UP_CONCURRENCY = 50
+ATTEST_TIMEOUT = 900.0
+"""Long enough that no attestation times out on a busy machine: a retried attestation would
+find its join token used and end the run."""
 ATTEST_ATTEMPTS = 10
 DISTINCT_CSRS = 400
 """CSRs each client process makes and reuses across its agents: the server checks every one it
@@ -278,7 +281,11 @@ async def _client(job: ClientJob, ready: object, go: object) -> list[float]:
     agent_csr = csr_for(key)  # type: ignore[arg-type]
     clients = [
         ServerClient(
-            trust_domain=TD, address="127.0.0.1", port=job.port, bundle=bundle, timeout=300.0
+            trust_domain=TD,
+            address="127.0.0.1",
+            port=job.port,
+            bundle=bundle,
+            timeout=ATTEST_TIMEOUT,
         )
         for _ in job.agents
     ]
@@ -345,7 +352,7 @@ async def _attest(port: int, agent: Agent, csr: bytes) -> tuple[bytes, ...]:
             grpclib.const.Cardinality.STREAM_STREAM,
             agent_pb.AttestAgentRequest,
             agent_pb.AttestAgentResponse,
-            timeout=120.0,
+            timeout=ATTEST_TIMEOUT,
         ) as stream:
             await stream.send_message(
                 agent_pb.AttestAgentRequest(
