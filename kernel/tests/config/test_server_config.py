@@ -49,6 +49,7 @@ def test_defaults_match_spire() -> None:
     assert config.jwt_issuer is None
     assert config.admin_ids == ()
     assert config.audit_log_enabled is False
+    assert config.signing_processes == 0
     assert config.warnings() == []
 
 
@@ -175,6 +176,14 @@ def test_zero_durations_are_rejected() -> None:
     found = issues(**MINIMAL, ca_ttl="0s", default_jwt_svid_ttl=0)
     assert found["server.ca_ttl"] == "must be greater than zero"
     assert found["server.default_jwt_svid_ttl"] == "must be greater than zero"
+
+
+@pytest.mark.parametrize("processes", [-1, 65])
+def test_signing_processes_out_of_range(processes: int) -> None:
+    assert issues(**MINIMAL, signing_processes=processes) == {
+        "server.signing_processes": f"must be between 0 and 64, found {processes}"
+    }
+    assert load(signing_processes=2).signing_processes == 2
 
 
 @pytest.mark.parametrize("port", [-1, 65536])

@@ -46,8 +46,10 @@ _GENERALIZED_TIME = 0x18
 _BOOLEAN_TRUE = b"\x01\x01\xff"
 
 
+@lru_cache(maxsize=512)
 def encode_oid(dotted: str) -> bytes:
-    """An OBJECT IDENTIFIER element."""
+    """An OBJECT IDENTIFIER element (a server encodes the same few again and again, so the
+    last few hundred are kept)."""
     numbers = [int(part) for part in dotted.split(".")]
     body = bytearray([numbers[0] * 40 + numbers[1]])
     for number in numbers[2:]:
@@ -128,6 +130,13 @@ def _attribute(attribute: SubjectAttribute) -> bytes:
 
 def encode_name(attributes: Sequence[SubjectAttribute]) -> bytes:
     """A DER Name with one relative distinguished name per attribute, in the given order."""
+    return _encoded_name(tuple(attributes))
+
+
+@lru_cache(maxsize=1024)
+def _encoded_name(attributes: tuple[SubjectAttribute, ...]) -> bytes:
+    # Leaves share a few subjects (``C=US, O=SPIRE``, or what composers make with a CN per DNS
+    # name) while their identities are new in a burst, past what :func:`leaf_names` keeps.
     return _sequence(*(_attribute(attribute) for attribute in attributes))
 
 

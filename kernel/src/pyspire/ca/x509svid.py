@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -15,7 +16,7 @@ from cryptography.x509.oid import SignatureAlgorithmOID
 
 from pyspire.ca.authorities import X509CA
 from pyspire.ca.der import join_signed
-from pyspire.ca.signing import public_key_type
+from pyspire.ca.signing import ManagedKey, public_key_type
 from pyspire.ca.svid_der import (
     DEFAULT_SVID_SUBJECT,
     encode_extensions,
@@ -73,25 +74,35 @@ async def mint_leaf(ca: X509CA, request: LeafRequest, *, now: datetime) -> Minte
     return minted
 
 
+class BatchSigner(Protocol):
+    """Signs many payloads with one key at once elsewhere (worker processes), or declines."""
+
+    async def sign(self, key: ManagedKey, payloads: Sequence[bytes]) -> list[bytes] | None:
+        """Each payload signed with ``key`` as its key manager signs, or None to decline."""
+        ...
+
+
 async def mint_x509_svids(
-    ca: X509CA, requests: Sequence[LeafRequest], *, now: datetime
+    ca: X509CA,
+    requests: Sequence[LeafRequest],
+    *,
+    now: datetime,
+    signer: BatchSigner | None = None,
 ) -> list[MintedSvid | PyspireError]:
     """Sign one X509-SVID per request, all valid from ``now`` (backdated for clock skew) and
     never past the CA's own expiry; in request order.
 
     A request that cannot be signed (an ID without a path, an unsupported key, a key manager
     failure) gets its error in its place and leaves the others unaffected. The leaves are
-    signed one after the other through the CA's key manager.
+    signed together by ``signer`` when it takes the CA's key, else one after the other through
+    the CA's key manager.
     """
     template = ca.svid_template
-    algorithm = ca.signature_algorithm_der
-    chain = ca.chain_der()
     ca_not_after = ca.not_after
     not_before = max(now - BACKDATE, ca.not_before)
     # Leaves of one batch mostly share a TTL, hence a validity: encode each one once.
     validities: dict[timedelta, tuple[datetime, bytes]] = {}
-    sign = ca.key.sign
-    results: list[MintedSvid | PyspireError] = []
+    prepared: list[tuple[bytes, datetime] | PyspireError] = []
     serials = random_serial_elements(len(requests))
     for request, serial in zip(requests, serials, strict=True):
         try:
@@ -111,14 +122,54 @@ async def mint_x509_svids(
                 if request.extra_extensions
                 else b"",
             )
-            signature = await sign(tbs)
         except PyspireError as error:
-            results.append(error)
+            prepared.append(error)
             continue
+        prepared.append((tbs, validity[0]))
+    signatures = await _signatures(
+        ca, [item[0] for item in prepared if not isinstance(item, PyspireError)], signer
+    )
+    return _assembled(ca, prepared, signatures)
+
+
+async def _signatures(
+    ca: X509CA, payloads: Sequence[bytes], signer: BatchSigner | None
+) -> list[bytes | PyspireError]:
+    """A signature (or why there is none) per payload, by ``signer`` when it takes the key."""
+    if signer is not None and payloads:
+        signed = await signer.sign(ca.key, payloads)
+        if signed is not None:
+            return list(signed)
+    sign = ca.key.sign
+    signatures: list[bytes | PyspireError] = []
+    for payload in payloads:
+        try:
+            signatures.append(await sign(payload))
+        except PyspireError as error:
+            signatures.append(error)
+    return signatures
+
+
+def _assembled(
+    ca: X509CA,
+    prepared: Sequence[tuple[bytes, datetime] | PyspireError],
+    signatures: Sequence[bytes | PyspireError],
+) -> list[MintedSvid | PyspireError]:
+    algorithm = ca.signature_algorithm_der
+    chain = ca.chain_der()
+    signed = iter(signatures)
+    results: list[MintedSvid | PyspireError] = []
+    for item in prepared:
+        if isinstance(item, PyspireError):
+            results.append(item)
+            continue
+        signature = next(signed)
+        if isinstance(signature, PyspireError):
+            results.append(signature)
+            continue
+        tbs, not_after = item
         results.append(
-            MintedSvid(
-                chain=(join_signed(tbs, algorithm, signature), *chain), not_after=validity[0]
-            )
+            MintedSvid(chain=(join_signed(tbs, algorithm, signature), *chain), not_after=not_after)
         )
     return results
 

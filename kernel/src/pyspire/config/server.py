@@ -31,6 +31,8 @@ from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
+MAX_SIGNING_PROCESSES = 64
+"""More signing workers than this is a typo, not a machine."""
 MAX_SVID_TTL_WARNING_CAP = timedelta(days=7)
 """SVID TTLs above ``min(ca_ttl / 6, 7d)`` draw a warning: CA rotation may shorten them."""
 
@@ -101,6 +103,14 @@ class ServerConfig:
         default=(),
         description="SPIFFE IDs granted the administration APIs over mTLS, from any trust domain.",
     )
+    signing_processes: int = setting(
+        default=0,
+        description=(
+            "Worker processes that check CSR signatures and sign workload X509-SVIDs "
+            "(memory and disk key managers; a KMS key still signs through its plugin); "
+            "0: in the server process."
+        ),
+    )
     audit_log_enabled: bool = setting(
         default=False, description="Log every call to the server APIs as an audit event."
     )
@@ -137,6 +147,11 @@ class ServerConfig:
         yield from check_log_settings(self.log_level, self.log_format)
         yield from check_telemetry_endpoints(self.telemetry, self.health_checks)
         yield from check_positive("ca_ttl", self.ca_ttl)
+        if not 0 <= self.signing_processes <= MAX_SIGNING_PROCESSES:
+            yield ConfigIssue(
+                "signing_processes",
+                f"must be between 0 and {MAX_SIGNING_PROCESSES}, found {self.signing_processes}",
+            )
         for key, ttl in self._svid_ttls():
             yield from check_positive(key, ttl)
             if ttl > self.ca_ttl:

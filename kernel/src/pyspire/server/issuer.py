@@ -5,10 +5,16 @@ entry's TTL (or the server default) and DNS names, agent SVIDs take ``agent_ttl`
 entry's JWT TTL (or the default), and every expiry is capped by the signing authority. The
 configured credential composers then adjust each one before it is signed
 (:mod:`pyspire.ca.composition`): agent SVIDs as agents', everything else as workloads'.
+
+With a :class:`~pyspire.ca.worker_pool.SigningPool` (``signing_processes``), batches of CSRs are
+checked and batches of workload leaves signed in worker processes; without one, CSR checks run
+in a worker thread (``cryptography`` releases the GIL while it verifies) and leaves are signed
+through the key manager on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.jwt import mint_jwt_svid
 from pyspire.ca.manager import CaManager
-from pyspire.ca.x509svid import LeafRequest, MintedSvid, mint_leaf, mint_x509_svids
+from pyspire.ca.worker_pool import SigningPool
+from pyspire.ca.x509svid import (
+    LeafRequest,
+    MintedSvid,
+    mint_leaf,
+    mint_x509_svids,
+    public_key_from_csr,
+)
 from pyspire.telemetry.metrics import SVID_JWT_SIGNED, SVID_X509_SIGNED, PrometheusMetrics
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import PyspireError
@@ -48,12 +61,23 @@ class SvidIssuer:
         policy: IssuancePolicy,
         composition: CredentialComposition | None = None,
         metrics: PrometheusMetrics | None = None,
+        pool: SigningPool | None = None,
     ) -> None:
         self._ca = ca
+        self._pool = pool
         self._clock = clock
         self.policy = policy
         self._composition = composition or CredentialComposition()
         self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_server")
+
+    async def check_csrs(
+        self, csrs: Sequence[bytes]
+    ) -> list[CertificatePublicKeyTypes | PyspireError]:
+        """The public key of each CSR whose self-signature holds, or why it was refused; off
+        the event loop (in the pool's workers, or a worker thread)."""
+        if self._pool is not None:
+            return await self._pool.check_csrs(csrs)
+        return await asyncio.to_thread(_checked_keys, csrs)
 
     async def x509(
         self,
@@ -122,14 +146,20 @@ class SvidIssuer:
                 )
                 for entry, public_key in requests
             ]
-            minted = await mint_x509_svids(self._ca.x509_ca, leaves, now=self._clock.now())
+            minted = await mint_x509_svids(
+                self._ca.x509_ca, leaves, now=self._clock.now(), signer=self._pool
+            )
         else:
             composed = [
                 await self._composed_leaf(entry, public_key, default_ttl)
                 for entry, public_key in requests
             ]
             signable = [leaf for leaf in composed if isinstance(leaf, LeafRequest)]
-            signed = iter(await mint_x509_svids(self._ca.x509_ca, signable, now=self._clock.now()))
+            signed = iter(
+                await mint_x509_svids(
+                    self._ca.x509_ca, signable, now=self._clock.now(), signer=self._pool
+                )
+            )
             minted = [leaf if isinstance(leaf, PyspireError) else next(signed) for leaf in composed]
         self._metrics.increment(SVID_X509_SIGNED, sum(isinstance(m, MintedSvid) for m in minted))
         return [
@@ -210,3 +240,13 @@ class SvidIssuer:
         """The JWT-SVID an entry describes."""
         ttl = timedelta(seconds=entry.jwt_svid_ttl) if entry.jwt_svid_ttl else None
         return await self.jwt(entry.spiffe_id, audience, ttl=ttl, hint=entry.hint)
+
+
+def _checked_keys(csrs: Sequence[bytes]) -> list[CertificatePublicKeyTypes | PyspireError]:
+    keys: list[CertificatePublicKeyTypes | PyspireError] = []
+    for csr in csrs:
+        try:
+            keys.append(public_key_from_csr(csr))
+        except PyspireError as error:
+            keys.append(error)
+    return keys

@@ -24,6 +24,7 @@ import structlog
 
 from pyspire.ca.composition import CredentialComposition
 from pyspire.ca.manager import CaManager, CaSettings, journal_name
+from pyspire.ca.worker_pool import SigningPool
 from pyspire.catalog import (
     BUNDLE_PUBLISHERS,
     CREDENTIAL_COMPOSERS,
@@ -201,13 +202,14 @@ class ServerRuntime:
                 checks=self.readiness.checks(),
             ) as self.telemetry,
             Catalog.open(plan, host_for=self._host_for) as catalog,
+            signing_pool(settings.signing_processes) as pool,
         ):
             core = await self._start_core(catalog)
             delivery = await self._start_bundle_delivery(catalog, core)
             registry = RegistryCache(core.datastore, settings.trust_domain, self._clock)
             await registry.start()
             identity = await self._start_identity(core)
-            context = self._context(catalog, core, registry, identity)
+            context = self._context(catalog, core, registry, identity, pool)
             in_flight = InFlight()
             async with (
                 self._federation(core, identity, context) as federation,
@@ -324,7 +326,12 @@ class ServerRuntime:
         return identity
 
     def _context(
-        self, catalog: Catalog, core: _Core, registry: RegistryCache, identity: ServerIdentity
+        self,
+        catalog: Catalog,
+        core: _Core,
+        registry: RegistryCache,
+        identity: ServerIdentity,
+        pool: SigningPool | None,
     ) -> ServerContext:
         """What every API service works with, kept current with the server's own SVID."""
         settings = self.settings
@@ -345,6 +352,7 @@ class ServerRuntime:
                 ),
                 composition=core.composition,
                 metrics=self.metrics,
+                pool=pool,
             ),
             node_attestors={
                 plugin.name: plugin.instance for plugin in catalog.chain(SERVER_NODE_ATTESTORS)
@@ -447,6 +455,17 @@ class ServerRuntime:
             events = await datastore.prune_change_events(now - CHANGE_EVENT_RETENTION)
             if tokens or events:
                 self._log.info("pruned", join_tokens=tokens, change_events=events)
+
+
+@contextlib.asynccontextmanager
+async def signing_pool(processes: int) -> AsyncIterator[SigningPool | None]:
+    """The worker processes ``signing_processes`` asks for, started, and stopped and awaited on
+    exit; None for 0 (CSR checks in a thread, signing on the event loop)."""
+    if processes == 0:
+        yield None
+        return
+    async with SigningPool.running(processes) as pool:
+        yield pool
 
 
 def change_watch(

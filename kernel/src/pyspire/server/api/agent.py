@@ -27,7 +27,6 @@ from betterproto.lib.google.protobuf import Empty
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from pyspire.ca.x509svid import public_key_from_csr
 from pyspire.proto.convert import (
     agent_to_proto,
     selectors_from_proto,
@@ -50,6 +49,7 @@ from pyspire_sdk.errors import (
     InvalidSpiffeIdError,
     NotFoundError,
     PermissionDeniedError,
+    PyspireError,
     UnavailableError,
 )
 from pyspire_sdk.limits import MAX_AGENT_VERSION_BYTES
@@ -406,7 +406,7 @@ class AgentService(agent_pb.AgentBase):
             counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name),
             _logged_refusal(plugin_name, address),
         ):
-            public_key = public_key_from_csr(params.params.csr)
+            public_key = await self._public_key(params.params.csr)
             async with GeneratorTasks() as tasks:
                 # The attestor's task sees who is attesting (a task copies the context).
                 with attesting_peer(AttestationPeer(address=address or None)):
@@ -427,6 +427,16 @@ class AgentService(agent_pb.AgentBase):
                     svid=svid_message, reattestable=node.can_reattest
                 )
             )
+
+    async def _public_key(self, csr: bytes) -> CertificatePublicKeyTypes:
+        """The key of an agent's CSR, its self-signature checked off the event loop (a P-256
+        verify costs three signatures, and a thousand agents may attest at once)."""
+        if not csr:
+            raise InvalidArgumentError("missing CSR")
+        [checked] = await self._context.issuer.check_csrs([csr])
+        if isinstance(checked, PyspireError):
+            raise checked
+        return checked
 
     def _node_attestor(self, plugin_name: str) -> ServerNodeAttestor:
         attestor = self._context.node_attestors.get(plugin_name)
@@ -461,11 +471,16 @@ class AgentService(agent_pb.AgentBase):
             selectors=selectors,
             can_reattest=result.can_reattest,
         )
-        await datastore.set_node_selectors(agent_id, selectors)
-        if existing is None:
-            stored = await datastore.create_attested_node(node)
-        else:
+        if existing is not None:
+            await datastore.set_node_selectors(agent_id, selectors)
             stored = await datastore.update_attested_node(node, _ATTESTED_FIELDS)
+        else:
+            # A new node's selectors go in with it, one transaction: non-empty ones replace any
+            # stored before. Empty ones leave stored ones in place, so those (left by an
+            # attestation that stopped half-way) are cleared first, only when there are any.
+            if not selectors and await datastore.get_node_selectors(agent_id):
+                await datastore.set_node_selectors(agent_id, ())
+            stored = await datastore.create_attested_node(node)
         context.registry.remember_node(stored)
         context.registry.poke()
         return stored, x509_svid_to_proto(svid)
@@ -478,7 +493,7 @@ class AgentService(agent_pb.AgentBase):
         node = await self._node_of(caller)
         if node.can_reattest:
             raise PermissionDeniedError("agent must reattest instead of renew")
-        public_key = public_key_from_csr(renew_agent_request.params.csr)
+        public_key = await self._public_key(renew_agent_request.params.csr)
         context = self._context
         svid = await context.issuer.agent_x509(node.spiffe_id, public_key)
         leaf = x509.load_der_x509_certificate(svid.cert_chain[0])

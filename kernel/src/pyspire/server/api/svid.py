@@ -18,7 +18,6 @@ from __future__ import annotations
 
 __all__ = ["MAX_BATCH_PARAMS", "SvidService"]
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -74,20 +73,6 @@ def _authorized_item(
     if entry is None:
         return NotFoundError("entry not found or not authorized")
     return entry
-
-
-def _public_keys(csrs: Sequence[bytes]) -> list[CertificatePublicKeyTypes | PyspireError | None]:
-    """The public key of each CSR (None where there is none to check), or why it was refused."""
-    keys: list[CertificatePublicKeyTypes | PyspireError | None] = []
-    for csr in csrs:
-        if not csr:
-            keys.append(None)
-            continue
-        try:
-            keys.append(public_key_from_csr(csr))
-        except PyspireError as error:
-            keys.append(error)
-    return keys
 
 
 def _status(error: PyspireError) -> pb.Status:
@@ -171,15 +156,18 @@ class SvidService(svid_pb.SvidBase):
             entry.id: entry for entry in self._context.registry.authorized_entries(agent_id)
         }
         entries = [_authorized_item(entry_id, csr, authorized) for entry_id, csr in items]
-        # CSR signature checks are the costliest step and release the GIL: one worker-thread
-        # hop per batch lets them overlap with the event loop's own work (TLS, HTTP/2).
-        keys = await asyncio.to_thread(
-            _public_keys,
-            [
-                b"" if isinstance(entry, PyspireError) else csr
-                for (_, csr), entry in zip(items, entries, strict=True)
-            ],
+        # CSR signature checks are the costliest step: they run off the event loop, one hop
+        # per batch, overlapping with the loop's own work (TLS, HTTP/2).
+        checked = iter(
+            await self._context.issuer.check_csrs(
+                [
+                    csr
+                    for (_, csr), entry in zip(items, entries, strict=True)
+                    if not isinstance(entry, PyspireError)
+                ]
+            )
         )
+        keys = [None if isinstance(entry, PyspireError) else next(checked) for entry in entries]
         # None marks an item handed to the issuer; its result comes back in the same order.
         outcomes: list[X509Svid | PyspireError | None] = []
         signable: list[tuple[RegistrationEntry, CertificatePublicKeyTypes]] = []
