@@ -275,11 +275,18 @@ async def measure_echo(folder: Path, counts: Sequence[int], lean: bool) -> dict[
 class ProbedServer(ServerProcess):
     """``pyspire-server run`` started through ``gc_pauses.py``."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, thresholds: str = "", freeze: bool = True) -> None:
         super().__init__(settings)
         self.gc_stats = settings.root / "gc.json"
+        self.thresholds = thresholds
+        self.freeze = freeze
 
     def launch(self, env: Any = None) -> None:
+        environment = dict(os.environ)
+        if self.thresholds:
+            environment["PYSPIRE_BENCH_GC_THRESHOLDS"] = self.thresholds
+        if not self.freeze:
+            environment["PYSPIRE_BENCH_GC_FREEZE"] = "0"
         self.spawn(
             [
                 sys.executable,
@@ -289,7 +296,8 @@ class ProbedServer(ServerProcess):
                 "run",
                 "-config",
                 str(self.config),
-            ]
+            ],
+            environment,
         )
 
     async def gc_pauses(self) -> dict[str, Any]:
@@ -440,18 +448,25 @@ async def measure_server(
             f"  {syncs} syncs on each of {count} connections in {took:.1f}s: latency "
             f"p50 {1000 * statistics.median(latencies):.1f} ms, "
             f"p99 {1000 * percentile(latencies, 0.99):.1f} ms, max {1000 * max(latencies):.1f} ms"
-            f"; GC during them: {pauses['collections']} collections, "
-            f"p99 {pauses['p99_ms']:.2f} ms, max {pauses['max_ms']:.2f} ms "
-            f"(max by generation {pauses['max_ms_by_generation']}), "
-            f"total {pauses['total_ms']:.0f} ms"
+            f"; {pauses['collections']} collections during them"
         )
+        for clock in ("wall", "cpu"):
+            figures = pauses[clock]
+            print(
+                f"    GC pauses ({clock}): p99 {figures['p99_ms']:.1f} ms, "
+                f"max {figures['max_ms']:.1f} ms (max by generation "
+                f"{figures['max_ms_by_generation']}), total {figures['total_ms']:.0f} ms"
+            )
     for client in clients:
         await client.close()
     return per_connection
 
 
-def start_server(root: Path, entries: int) -> tuple[ProbedServer, AgentIdentity]:
-    server = ProbedServer(ServerSettings(root=root, port=free_port(), log_level="WARN"))
+def start_server(
+    root: Path, entries: int, thresholds: str = "", freeze: bool = True
+) -> tuple[ProbedServer, AgentIdentity]:
+    settings = ServerSettings(root=root, port=free_port(), log_level="WARN")
+    server = ProbedServer(settings, thresholds, freeze)
     server.start()
     agent_id, identity = asyncio.run(
         attest(server.settings.port, server.generate_token(), root / "agent")
@@ -468,6 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1000,5000")
     parser.add_argument("--entries", type=int, default=10)
     parser.add_argument("--syncs", type=int, default=3)
+    parser.add_argument(
+        "--thresholds", default="", help="collector thresholds a,b,c instead of the server's"
+    )
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="leave the server's start-up heap unfrozen"
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the echo server")
     parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -480,12 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"file descriptor limit raised to {hard}; counts {counts}")
     root = short_temp_dir()
     (root / "agent").mkdir()
-    server, identity = start_server(root, args.entries)
+    server, identity = start_server(root, args.entries, args.thresholds, freeze=not args.no_freeze)
     try:
         bind_sources(sources())
         pyspire = asyncio.run(measure_server(server, identity, counts, args.entries, args.syncs))
     finally:
         server.terminate()
+    if args.no_floor:
+        return 0
     echo_folder = root / "echo"
     echo_folder.mkdir()
     write_echo_credentials(echo_folder)

@@ -2,9 +2,13 @@
 <program> <argv...>`` (``program``: ``server`` or ``agent``).
 
 A benchmark starts the server through this file to see the pauses the collector causes
-under load: each collection's duration is recorded from :data:`gc.callbacks`; SIGUSR1 writes
-how many there were, the longest, the 99th percentile and the longest per generation to
-``stats.json`` and starts counting afresh. The program itself runs unchanged.
+under load: each collection's duration (wall clock, and the CPU time of the thread, which
+other processes on the machine do not inflate) is recorded from :data:`gc.callbacks`; SIGUSR1
+writes how many there were, the longest, the 99th percentile and the longest per generation
+to ``stats.json`` and starts counting afresh. The program itself runs unchanged, but for
+``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), which replaces
+:data:`pyspire.collector.THRESHOLDS` to compare others, and ``PYSPIRE_BENCH_GC_FREEZE=0``,
+which leaves the start-up heap unfrozen.
 """
 
 from __future__ import annotations
@@ -19,30 +23,44 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-_pauses: list[tuple[int, float]] = []
-_started = [0.0]
+_pauses: list[tuple[int, float, float]] = []
+_started = [0.0, 0.0]
 
 
 def _timed(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started[0] = time.perf_counter()
+        _started[1] = time.thread_time()
     else:
-        _pauses.append((int(info["generation"]), time.perf_counter() - _started[0]))
+        _pauses.append(
+            (
+                int(info["generation"]),
+                time.perf_counter() - _started[0],
+                time.thread_time() - _started[1],
+            )
+        )
 
 
-def _stats() -> dict[str, Any]:
-    durations = sorted(duration for _, duration in _pauses)
+def _summary(index: int) -> dict[str, Any]:
+    durations = sorted(pause[index] for pause in _pauses)
     by_generation: dict[str, float] = {}
-    for generation, duration in _pauses:
-        key = str(generation)
-        by_generation[key] = max(by_generation.get(key, 0.0), duration)
+    for pause in _pauses:
+        key = str(pause[0])
+        by_generation[key] = max(by_generation.get(key, 0.0), pause[index])
     p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))] if durations else 0.0
     return {
-        "collections": len(durations),
         "max_ms": 1000 * (durations[-1] if durations else 0.0),
         "p99_ms": 1000 * p99,
         "total_ms": 1000 * sum(durations),
-        "max_ms_by_generation": {k: 1000 * v for k, v in sorted(by_generation.items())},
+        "max_ms_by_generation": {k: round(1000 * v, 1) for k, v in sorted(by_generation.items())},
+    }
+
+
+def _stats() -> dict[str, Any]:
+    return {
+        "collections": len(_pauses),
+        "wall": _summary(1),
+        "cpu": _summary(2),
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
         "threshold": list(gc.get_threshold()),
@@ -62,6 +80,15 @@ def main() -> None:
 
     signal.signal(signal.SIGUSR1, dump)
     gc.callbacks.append(_timed)
+    thresholds = os.environ.get("PYSPIRE_BENCH_GC_THRESHOLDS")
+    if thresholds:
+        import pyspire.collector
+
+        pyspire.collector.THRESHOLDS = tuple(int(part) for part in thresholds.split(","))  # type: ignore[assignment]
+    if os.environ.get("PYSPIRE_BENCH_GC_FREEZE") == "0":
+        import pyspire.cli.commands.run
+
+        pyspire.cli.commands.run.freeze_startup_heap = lambda: None  # type: ignore[assignment]
     if program == "server":
         from pyspire.cli.server import main as run
     else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -62,7 +61,7 @@ from pyspire.telemetry.audit import AuditLog
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
-from pyspire.transport.descriptors import raise_open_files_limit
+from pyspire.transport.descriptors import connections_within, raise_open_files_limit
 from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.listener import serve_tcp, serve_unix
 from pyspire.transport.tls import RotatingServerContext
@@ -246,17 +245,17 @@ class ServerRuntime:
 
     def _fit_open_files_limit(self) -> None:
         """Raise the open-files limit to what the listeners may hold; when the hard limit is
-        lower, accept fewer agent connections (refused by the listener, not failed accepts)."""
+        lower, accept fewer agent connections."""
         reserve = self._admin_limits.max_connections + FILES_RESERVE
         limit = raise_open_files_limit(self._tcp_limits.max_connections + reserve)
-        room = limit - reserve
-        if room < self._tcp_limits.max_connections:
+        fitted = connections_within(self._tcp_limits, limit, reserve)
+        if fitted != self._tcp_limits:
             self._log.warning(
                 "open files limit is below the connections the server may keep",
                 open_files_limit=limit,
-                max_connections=max(1, room),
+                max_connections=fitted.max_connections,
             )
-            self._tcp_limits = dataclasses.replace(self._tcp_limits, max_connections=max(1, room))
+            self._tcp_limits = fitted
 
     def _upstream_bundle(self, catalog: Catalog, core: _Core) -> dict[str, Service]:
         """The service appending the upstream authority's bundle updates, when there is one."""
