@@ -60,7 +60,14 @@ from pyspire_sdk.testing import make_host_services
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from processes import TRUST_DOMAIN, ServerProcess, ServerSettings, free_port, short_temp_dir
+from processes import (
+    TRUST_DOMAIN,
+    ProcessError,
+    ServerProcess,
+    ServerSettings,
+    free_port,
+    short_temp_dir,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -507,7 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         bind_sources(sources())
         pyspire = asyncio.run(measure_server(server, identity, counts, args.entries, args.syncs))
     finally:
-        server.terminate()
+        try:
+            server.terminate()
+        except ProcessError as error:
+            print(f"({error}: killed)")
+            server.kill()
     if args.no_floor:
         return 0
     echo_folder = root / "echo"
