@@ -17,8 +17,9 @@ Guarantees:
   attestation used) and the next call opens a new one; a retired connection is closed once
   the calls running on it finish. A new bundle does not reconnect: the server was verified
   at the handshake, and the connection stays while the authorities the old bundle held are
-  still in the new one (an authority removed retires it). Only a connection made with the new
-  bundle replaces it, once it is lost: never a reconnection with old trust anchors.
+  still in the new one (an authority removed retires it), so its anchors never trust more than
+  the bundle does. Once it is lost, a connection made with the new bundle replaces it (which
+  also trusts a server SVID from an authority the bundle gained).
 - **Errors speak the SDK.** gRPC statuses become SDK errors with the server's message
   (UNAVAILABLE and transport failures → :class:`~pyspire_sdk.errors.UnavailableError`,
   PERMISSION_DENIED → :class:`~pyspire_sdk.errors.PermissionDeniedError`, INVALID_ARGUMENT →
