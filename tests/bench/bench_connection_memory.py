@@ -282,18 +282,15 @@ async def measure_echo(folder: Path, counts: Sequence[int], lean: bool) -> dict[
 class ProbedServer(ServerProcess):
     """``pyspire-server run`` started through ``gc_pauses.py``."""
 
-    def __init__(self, settings: ServerSettings, thresholds: str = "", freeze: bool = True) -> None:
+    def __init__(self, settings: ServerSettings, thresholds: str = "") -> None:
         super().__init__(settings)
         self.gc_stats = settings.root / "gc.json"
         self.thresholds = thresholds
-        self.freeze = freeze
 
     def launch(self, env: Any = None) -> None:
         environment = dict(os.environ)
         if self.thresholds:
             environment["PYSPIRE_BENCH_GC_THRESHOLDS"] = self.thresholds
-        if not self.freeze:
-            environment["PYSPIRE_BENCH_GC_FREEZE"] = "0"
         self.spawn(
             [
                 sys.executable,
@@ -470,10 +467,10 @@ async def measure_server(
 
 
 def start_server(
-    root: Path, entries: int, thresholds: str = "", freeze: bool = True
+    root: Path, entries: int, thresholds: str = ""
 ) -> tuple[ProbedServer, AgentIdentity]:
     settings = ServerSettings(root=root, port=free_port(), log_level="WARN")
-    server = ProbedServer(settings, thresholds, freeze)
+    server = ProbedServer(settings, thresholds)
     server.start()
     agent_id, identity = asyncio.run(
         attest(server.settings.port, server.generate_token(), root / "agent")
@@ -493,9 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--thresholds", default="", help="collector thresholds a,b,c instead of the server's"
     )
-    parser.add_argument(
-        "--no-freeze", action="store_true", help="leave the server's start-up heap unfrozen"
-    )
     parser.add_argument("--no-floor", action="store_true", help="skip the echo server")
     parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
@@ -509,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"file descriptor limit raised to {hard}; counts {counts}")
     root = short_temp_dir()
     (root / "agent").mkdir()
-    server, identity = start_server(root, args.entries, args.thresholds, freeze=not args.no_freeze)
+    server, identity = start_server(root, args.entries, args.thresholds)
     try:
         bind_sources(sources())
         pyspire = asyncio.run(measure_server(server, identity, counts, args.entries, args.syncs))

@@ -6,9 +6,8 @@ under load: each collection's duration (wall clock, and the CPU time of the thre
 other processes on the machine do not inflate) is recorded from :data:`gc.callbacks`; SIGUSR1
 writes how many there were, the longest, the 99th percentile and the longest per generation
 to ``stats.json`` and starts counting afresh. The program itself runs unchanged, but for
-``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), which replaces
-:data:`pyspire.collector.THRESHOLDS` to compare others, and ``PYSPIRE_BENCH_GC_FREEZE=0``,
-which leaves the start-up heap unfrozen.
+``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), the collector's thresholds instead of CPython's,
+to compare others.
 """
 
 from __future__ import annotations
@@ -82,13 +81,7 @@ def main() -> None:
     gc.callbacks.append(_timed)
     thresholds = os.environ.get("PYSPIRE_BENCH_GC_THRESHOLDS")
     if thresholds:
-        import pyspire.collector
-
-        pyspire.collector.THRESHOLDS = tuple(int(part) for part in thresholds.split(","))  # type: ignore[assignment]
-    if os.environ.get("PYSPIRE_BENCH_GC_FREEZE") == "0":
-        import pyspire.cli.commands.run
-
-        pyspire.cli.commands.run.freeze_startup_heap = lambda: None  # type: ignore[assignment]
+        gc.set_threshold(*(int(part) for part in thresholds.split(",")))
     if program == "server":
         from pyspire.cli.server import main as run
     else:
