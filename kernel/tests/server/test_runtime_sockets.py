@@ -161,7 +161,7 @@ async def test_tcp_connections_without_a_certificate_are_bounded_per_address(
 def test_the_default_limits_are_the_documented_ones() -> None:
     assert (
         ConnectionLimits(
-            max_connections=4096,
+            max_connections=16384,
             max_unverified_per_address=64,
             handshake_timeout=10.0,
             first_request_timeout=10.0,

@@ -26,11 +26,14 @@ from pyspire.proto.gen.grpc.health import v1 as health
 from pyspire.transport.calls import WithCallContext
 from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.listener import (
+    TCP_KEEPALIVE_PROBES,
+    TCP_KEEPALIVE_SECONDS,
     TLS_READ_BUFFER_BYTES,
     GuardedListener,
     lean_tls_read_buffer,
     serve_tcp,
     serve_unix,
+    shared_read_buffer,
 )
 from pyspire.transport.tls import RotatingServerContext, build_client_context
 from pyspire_sdk.model import X509Svid
@@ -373,13 +376,54 @@ async def test_the_tls_layer_reads_through_a_small_buffer(authority: TestAuthori
         _, writer = await client
         layer = raw.get_protocol()
         assert isinstance(layer, asyncio.BufferedProtocol)
-        assert memoryview(layer.get_buffer(-1)).nbytes == TLS_READ_BUFFER_BYTES
+        buffer = memoryview(layer.get_buffer(-1))
+        assert buffer.nbytes == TLS_READ_BUFFER_BYTES
+        # Every connection of the loop reads through the same buffer.
+        assert buffer.obj is shared_read_buffer(loop).obj
         writer.close()
         assert secured is not None
         secured.abort()
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_connections_of_a_listener_share_one_read_buffer(authority: TestAuthority) -> None:
+    async with served_tls(authority, limits()) as served:
+        channels = [Channel("127.0.0.1", served.port, ssl=with_svid(authority)) for _ in range(2)]
+        try:
+            for channel in channels:
+                await check(channel)
+            layers = [
+                connection._transport._ssl_protocol._ssl_buffer  # type: ignore[attr-defined]
+                for connection in served.listener.connections
+                if connection._transport is not None
+            ]
+            assert len(layers) == 2
+            assert layers[0] is layers[1] is shared_read_buffer(asyncio.get_running_loop()).obj
+        finally:
+            for channel in channels:
+                channel.close()
+
+
+async def test_accepted_tcp_connections_are_probed_by_the_kernel(
+    authority: TestAuthority,
+) -> None:
+    """A peer that vanishes without closing is found by TCP keepalive (Go's settings)."""
+    async with served_tls(authority, limits()) as served:
+        channel = Channel("127.0.0.1", served.port, ssl=with_svid(authority))
+        try:
+            await check(channel)
+            (connection,) = served.listener.connections
+            assert connection._transport is not None
+            sock = connection._transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 15
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 15
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 9
+            assert (TCP_KEEPALIVE_SECONDS, TCP_KEEPALIVE_PROBES) == (15, 9)
+        finally:
+            channel.close()
 
 
 async def test_lean_tls_read_buffer_refuses_a_transport_without_a_tls_layer() -> None:

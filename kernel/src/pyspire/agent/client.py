@@ -10,10 +10,16 @@ Guarantees:
   checks that the server presented an X509-SVID for exactly ``spiffe://<td>/spire/server``
   (TLS already checked that it chains to the bundle); otherwise the call fails with
   :class:`ServerIdentityError` and no request data (join token, CSR) leaves the agent.
-- **New credentials, new connections.** Python's ``ssl`` cannot forget a trust anchor or swap
-  a client certificate, so :meth:`ServerClient.use_bundle` and
-  :meth:`ServerClient.use_identity` retire the current connections and later calls open new
-  ones. A retired connection is closed once the calls running on it finish.
+- **One connection at a time, replaced when the agent SVID rotates.** Every call once the
+  agent has its SVID shares one connection (as SPIRE's agent shares one gRPC connection), so a
+  server holds one connection per agent. Python's ``ssl`` cannot swap a client certificate,
+  so :meth:`ServerClient.use_identity` retires the connection (and the anonymous one
+  attestation used) and the next call opens a new one; a retired connection is closed once
+  the calls running on it finish. A new bundle does not reconnect: the server was verified
+  at the handshake, and the connection stays while the authorities the old bundle held are
+  still in the new one (an authority removed retires it), so its anchors never trust more than
+  the bundle does. Once it is lost, a connection made with the new bundle replaces it (which
+  also trusts a server SVID from an authority the bundle gained).
 - **Errors speak the SDK.** gRPC statuses become SDK errors with the server's message
   (UNAVAILABLE and transport failures → :class:`~pyspire_sdk.errors.UnavailableError`,
   PERMISSION_DENIED → :class:`~pyspire_sdk.errors.PermissionDeniedError`, INVALID_ARGUMENT →
@@ -83,6 +89,7 @@ from pyspire.proto.svids import (
 from pyspire.proto.svids import (
     read_batch_new_x509_svid_response as read_batch_results,
 )
+from pyspire.transport.grpclib_client import is_connected
 from pyspire.transport.peer import peer_certificate
 from pyspire.transport.tls import ALPN, build_client_context, spiffe_id_of
 from pyspire_sdk.bundle import Bundle
@@ -250,12 +257,22 @@ def _sync_page(reply: EncodedMessage[Any] | None) -> SyncPage | None:
 
 
 class _Connection:
-    """One channel and the calls running on it; closed when retired and idle."""
+    """One channel and the calls running on it; closed when retired and idle.
 
-    def __init__(self, channel: Channel) -> None:
+    ``authorities`` are the DER certificates the server was verified with (None: insecure
+    bootstrap, not verified); a ``stale`` connection serves calls while it is open but is
+    replaced rather than reopened once lost (the bundle changed since it was made)."""
+
+    def __init__(self, channel: Channel, authorities: frozenset[bytes] | None) -> None:
         self.channel = channel
+        self.authorities = authorities
         self.users = 0
         self.retired = False
+        self.stale = False
+
+    def trusted_by(self, authorities: frozenset[bytes]) -> bool:
+        """Whether whatever verified this connection's server is still among ``authorities``."""
+        return self.authorities is not None and self.authorities <= authorities
 
     def retire(self) -> None:
         self.retired = True
@@ -266,6 +283,10 @@ class _Connection:
         self.users -= 1
         if self.retired and self.users == 0:
             self.channel.close()
+
+
+def _authorities(bundle: Bundle) -> frozenset[bytes]:
+    return frozenset(authority.der for authority in bundle.x509_authorities)
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -352,7 +373,15 @@ class ServerClient:
         if bundle == self._bundle:
             return
         self._bundle = bundle
-        self._retire(anonymous=True, authenticated=True)
+        authorities = _authorities(bundle)
+        for connection in (self._anonymous, self._authenticated):
+            if connection is not None:
+                connection.stale = True
+        self._retire(
+            anonymous=self._anonymous is not None and not self._anonymous.trusted_by(authorities),
+            authenticated=self._authenticated is not None
+            and not self._authenticated.trusted_by(authorities),
+        )
 
     def use_identity(self, chain: Sequence[bytes], private_key: PrivateKeyTypes) -> None:
         """Present this agent SVID (leaf first, DER) from now on (new connections)."""
@@ -363,7 +392,8 @@ class ServerClient:
             return
         self._chain = chain
         self._key = private_key
-        self._retire(anonymous=False, authenticated=True)
+        # Attestation is over: its anonymous connection is no longer needed either.
+        self._retire(anonymous=True, authenticated=True)
 
     def forget_identity(self) -> None:
         """Stop presenting an agent SVID (calls other than attestation then fail)."""
@@ -390,6 +420,9 @@ class ServerClient:
             raise UnavailableError("the server client is closed")
         async with self._connect_lock:
             current = self._authenticated if authenticated else self._anonymous
+            if current is not None and current.stale and not is_connected(current.channel):
+                self._retire(anonymous=not authenticated, authenticated=authenticated)
+                current = None
             if current is not None:
                 return current
             bundle = self._bundle
@@ -415,8 +448,13 @@ class ServerClient:
                 context = await asyncio.to_thread(
                     build_client_context, [a.der for a in bundle.x509_authorities]
                 )
-            connection = _Connection(Channel(self._address, self._port, ssl=context))
+            connection = _Connection(
+                Channel(self._address, self._port, ssl=context),
+                None if bundle is None else _authorities(bundle),
+            )
             if authenticated:
+                # Calls with the agent SVID need no anonymous connection beside this one.
+                self._retire(anonymous=True, authenticated=False)
                 self._authenticated = connection
             else:
                 self._anonymous = connection

@@ -62,6 +62,7 @@ from pyspire.telemetry.audit import AuditLog
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight
+from pyspire.transport.descriptors import connections_within, raise_open_files_limit
 from pyspire.transport.limits import ConnectionLimits
 from pyspire.transport.listener import serve_tcp, serve_unix
 from pyspire.transport.tls import RotatingServerContext
@@ -75,18 +76,22 @@ from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import ChangeSignal, DataStore, WatchableDataStore
 
 SERVER_API_LIMITS = ConnectionLimits(
-    max_connections=4096,
+    max_connections=16384,
     max_unverified_per_address=64,
     handshake_timeout=10.0,
     first_request_timeout=10.0,
     idle_timeout=300.0,
 )
-"""Connections the TCP listener keeps. Agents attest over TLS before they have an SVID, so
-connections without a client certificate are served, but at most 64 at once per address."""
+"""Connections the TCP listener keeps: one per agent (ten thousand agents and room to spare,
+about 1.5 GiB at the memory an agent connection costs). Agents attest over TLS before they
+have an SVID, so connections without a client certificate are served, but at most 64 at once
+per address."""
 ADMIN_API_LIMITS = ConnectionLimits(
     max_connections=256, first_request_timeout=10.0, idle_timeout=300.0
 )
 """Connections the admin socket keeps."""
+FILES_RESERVE = 512
+"""Open files the server needs besides its connections (datastore, logs, plugins)."""
 DRAIN_TIMEOUT = 5.0
 REGISTRY_REFRESH = timedelta(seconds=1)
 PRUNE_INTERVAL = timedelta(hours=1)
@@ -192,6 +197,7 @@ class ServerRuntime:
     async def run(self) -> None:
         """Run until :meth:`stop`; raises what made start-up fail."""
         settings = self.settings
+        self._fit_open_files_limit()
         await asyncio.to_thread(make_private_directory, settings.data_dir, tighten=True)
         plan = plan_plugins(Side.SERVER, self._plugins, self._discovery, path="server.plugins")
         async with (
@@ -238,6 +244,20 @@ class ServerRuntime:
                     },
                 )
         self._log.info("server stopped")
+
+    def _fit_open_files_limit(self) -> None:
+        """Raise the open-files limit to what the listeners may hold; when the hard limit is
+        lower, accept fewer agent connections."""
+        reserve = self._admin_limits.max_connections + FILES_RESERVE
+        limit = raise_open_files_limit(self._tcp_limits.max_connections + reserve)
+        fitted = connections_within(self._tcp_limits, limit, reserve)
+        if fitted != self._tcp_limits:
+            self._log.warning(
+                "open files limit is below the connections the server may keep",
+                open_files_limit=limit,
+                max_connections=fitted.max_connections,
+            )
+            self._tcp_limits = fitted
 
     def _upstream_bundle(self, catalog: Catalog, core: _Core) -> dict[str, Service]:
         """The service appending the upstream authority's bundle updates, when there is one."""

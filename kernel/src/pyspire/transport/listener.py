@@ -4,9 +4,11 @@ Every accepted connection first takes a place in the listener's :class:`Connecti
 over a limit is closed at once, before any TLS work. A TLS connection then has
 ``handshake_timeout`` seconds to finish its handshake (a verified client certificate frees its
 place in the per-address count); every connection has ``first_request_timeout`` seconds to start
-a call, and is closed after ``idle_timeout`` seconds without a call in progress. Closing the
-listener closes every connection it accepted. The gRPC side is grpclib's, unchanged: each
-connection wraps the protocol grpclib would have used (see :mod:`.grpclib_server`).
+a call, and is closed after ``idle_timeout`` seconds without a call in progress; the kernel
+probes every TCP peer (:func:`keep_alive`), so one that vanished is let go even with a call in
+progress. Closing the listener closes every connection it accepted. The gRPC side is grpclib's,
+unchanged: each connection wraps the protocol grpclib would have used (see
+:mod:`.grpclib_server`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from __future__ import annotations
 __all__ = ["GuardedListener", "serve_tcp", "serve_unix"]
 
 import asyncio
+import asyncio.selector_events
 import asyncio.sslproto
 import contextlib
+import socket
 import ssl
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,28 +42,72 @@ REFUSAL_LOG_INTERVAL = 60.0
 """Seconds between two warnings about refused connections (each says how many there were)."""
 
 TLS_READ_BUFFER_BYTES = 16 * 1024
-"""The buffer each TLS connection reads its socket through: one TLS record's payload."""
+"""The buffer TLS connections read their sockets through: one TLS record's payload."""
+
+TCP_KEEPALIVE_SECONDS = 15
+"""Idle seconds before the kernel probes a TCP peer, and seconds between probes (Go's
+default for accepted connections, so SPIRE's): a peer that vanished without closing (a node
+powered off) is found dead after about :data:`TCP_KEEPALIVE_PROBES` probes, and its connection
+closed, even while a call of it is in progress."""
+
+TCP_KEEPALIVE_PROBES = 9
+"""Unanswered probes before the kernel gives a TCP connection up."""
+
+
+def keep_alive(transport: asyncio.BaseTransport) -> None:
+    """Have the kernel probe the TCP peer of ``transport`` (no-op for a unix socket)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPALIVE_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPALIVE_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPALIVE_PROBES)
+
+
+_read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    """The one :data:`TLS_READ_BUFFER_BYTES` buffer every TLS connection of ``loop`` reads
+    its socket through.
+
+    Sharing is safe on a selector event loop: it asks a connection for a buffer, receives into
+    it and hands the bytes to the connection (which copies them into OpenSSL) in one
+    synchronous step, so no two connections ever hold it at once. Any other loop gets a buffer
+    of its own for each connection.
+    """
+    if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        return memoryview(bytearray(TLS_READ_BUFFER_BYTES))
+    view = _read_buffers.get(loop)
+    if view is None:
+        view = _read_buffers[loop] = memoryview(bytearray(TLS_READ_BUFFER_BYTES))
+    return view
 
 
 def lean_tls_read_buffer(raw: asyncio.Transport) -> None:
-    """Give the TLS layer that just took ``raw`` over a :data:`TLS_READ_BUFFER_BYTES` buffer.
+    """Have the TLS layer that just took ``raw`` over read through :func:`shared_read_buffer`.
 
     asyncio's TLS layer reads through a 256 KiB buffer it allocates and zero-fills per
     connection, for the connection's life: most of the ~300 KiB an idle TLS connection costs.
     A TLS record carries at most 16 KiB, so a smaller buffer only means more reads for a large
-    message. Scheduled with ``call_soon`` just before ``loop.start_tls``, this runs once the TLS
-    layer is the transport's protocol and before it reads. The one use of asyncio's private
-    attributes: an upgrade that changes them fails this function's test.
+    message, and the buffer holds bytes only until they are copied into OpenSSL, so one buffer
+    serves every connection. Scheduled with ``call_soon`` just before ``loop.start_tls``, this
+    runs once the TLS layer is the transport's protocol and before it reads. The one use of
+    asyncio's private attributes: an upgrade that changes them fails this function's test.
     """
     protocol = raw.get_protocol()
     if not isinstance(protocol, asyncio.sslproto.SSLProtocol) or not hasattr(
         protocol, "_ssl_buffer"
     ):
         raise RuntimeError("asyncio's TLS layer changed: lean_tls_read_buffer needs updating")
+    view = shared_read_buffer(asyncio.get_running_loop())
     layer: Any = protocol
     layer.max_size = TLS_READ_BUFFER_BYTES
-    layer._ssl_buffer = bytearray(TLS_READ_BUFFER_BYTES)
-    layer._ssl_buffer_view = memoryview(layer._ssl_buffer)
+    layer._ssl_buffer = view.obj
+    layer._ssl_buffer_view = view
 
 
 class GuardedListener:
@@ -195,6 +244,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._admitted = admitted
         self._transport = transport
         listener.connections.add(self)
+        keep_alive(transport)
         if listener.tls is None:
             self._begin(transport)
         else:

@@ -209,9 +209,11 @@ def make_csr() -> bytes:
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-def make_ca() -> tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate]:
+def make_ca(
+    common_name: str = "test ca",
+) -> tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "test ca")])
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
