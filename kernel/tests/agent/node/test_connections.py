@@ -2,7 +2,9 @@
 the SVID rotates (the old one closed once its calls end), kept when only the bundle grows.
 
 Connections are counted by the kernel's own table (``/proc/net/tcp``): established sockets of
-this process whose remote port is the server's."""
+this process (by their inodes; the table lists every process's, and other tests may hold
+connections to a server on the same port of another loopback address) whose remote port is the
+server's."""
 
 from __future__ import annotations
 
@@ -33,8 +35,22 @@ ESTABLISHED = "01"
 LIMITS = ConnectionLimits(max_connections=16)
 
 
+def own_socket_inodes() -> set[str]:
+    """Inodes of the sockets this process holds (the table lists every process's)."""
+    inodes = set()
+    for descriptor in Path("/proc/self/fd").iterdir():
+        try:
+            target = descriptor.readlink()
+        except OSError:  # closed since the listing
+            continue
+        if str(target).startswith("socket:["):
+            inodes.add(str(target)[len("socket:[") : -1])
+    return inodes
+
+
 def client_ports(server_port: int) -> set[int]:
-    """Local ports of the established TCP connections to ``server_port`` on this host."""
+    """Local ports of this process's established TCP connections to ``server_port``."""
+    ours = own_socket_inodes()
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         path = Path(table)
@@ -42,8 +58,12 @@ def client_ports(server_port: int) -> set[int]:
             continue
         for line in path.read_text().splitlines()[1:]:
             fields = line.split()
-            local, remote, state = fields[1], fields[2], fields[3]
-            if state == ESTABLISHED and int(remote.rsplit(":", 1)[1], 16) == server_port:
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if (
+                state == ESTABLISHED
+                and inode in ours
+                and int(remote.rsplit(":", 1)[1], 16) == server_port
+            ):
                 ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
 
