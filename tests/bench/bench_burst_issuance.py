@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import betterproto
 import grpclib.const
@@ -64,7 +65,7 @@ from channels import SourceBoundChannel, anonymous_context
 
 from pyspire.agent.client import ServerClient
 from pyspire.agent.server_api import SvidRequest
-from pyspire.ca.manager import CaManager, CaSettings
+from pyspire.ca.manager import JOURNAL_NAME, CaManager, CaSettings
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.registry.cache import RegistryCache
@@ -138,11 +139,29 @@ def _source(index: int) -> str:
 
 
 class BenchServer:
-    """The server under test, in this process, with ``processes`` signing workers."""
+    """The server under test, in this process, with ``processes`` signing workers.
 
-    def __init__(self, processes: int, folder: Path) -> None:
+    By default it keeps its SQLite file in ``folder`` and listens on a free port; several can
+    share one ``database`` and one ``port`` with ``reuse_port`` (SO_REUSEPORT), each with a CA
+    ``journal`` of its own, as several server processes on one datastore do.
+    """
+
+    def __init__(
+        self,
+        processes: int,
+        folder: Path,
+        *,
+        database: Path | None = None,
+        port: int = 0,
+        reuse_port: bool = False,
+        journal: str = JOURNAL_NAME,
+    ) -> None:
         self.processes = processes
         self.folder = folder
+        self.database = database
+        self.requested_port = port
+        self.reuse_port = reuse_port
+        self.journal = journal
 
     async def __aenter__(self) -> BenchServer:
         clock = SystemClock()
@@ -151,11 +170,15 @@ class BenchServer:
         pool = await self._pool_context.__aenter__()
         self.worker_pids = pool.worker_pids if pool is not None else frozenset()
         self.datastore = SqliteDataStore()
-        await self.datastore.configure(SqliteDataStoreConfig(), host)
+        await self.datastore.configure(SqliteDataStoreConfig(database_path=self.database), host)
         self.keys = InProcessKeyManager()
         await self.keys.configure(NoConfig(), host)
         ca = CaManager(
-            CaSettings(trust_domain=TD), key_manager=self.keys, store=self.datastore, clock=clock
+            CaSettings(trust_domain=TD),
+            key_manager=self.keys,
+            store=self.datastore,
+            clock=clock,
+            journal=self.journal,
         )
         await ca.start()
         attestor = ServerJoinTokenAttestor()
@@ -191,12 +214,23 @@ class BenchServer:
                 ServerServices.build(context), context, InFlight(), limits=SERVER_API_LIMITS
             )
         )
-        await self.server.start("127.0.0.1", 0, ssl=tls.listening)
-        self.port = self.server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.server.start(
+            "127.0.0.1",
+            self.requested_port,
+            ssl=tls.listening,
+            reuse_port=self.reuse_port or None,
+        )
+        self.port: int = self.server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         stored = await self.datastore.get_bundle(TD)
         assert stored is not None
-        self.authorities = tuple(authority.der for authority in stored.x509_authorities)
+        self.authorities: tuple[bytes, ...] = tuple(
+            authority.der for authority in stored.x509_authorities
+        )
         return self
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds this process and the workers used so far, and the workers' alone."""
+        return server_cpu(self), workers_cpu(self)
 
     async def __aexit__(self, *exc: object) -> None:
         self._refresh.cancel()
@@ -407,8 +441,21 @@ def floor_cpu_per_leaf(count: int) -> float:
     return (time.process_time() - began) / count
 
 
+class Target(Protocol):
+    """What the agents are played against: where it listens, the CAs that sign its TLS
+    certificates, and the CPU seconds it used so far (all, and in signing workers)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def authorities(self) -> tuple[bytes, ...]: ...
+
+    def cpu(self) -> tuple[float, float]: ...
+
+
 async def _scenario(
-    server: BenchServer, agents: list[Agent], key_pem: bytes, svids: int, clients: int, attest: bool
+    server: Target, agents: list[Agent], key_pem: bytes, svids: int, clients: int, attest: bool
 ) -> Outcome:
     """Play ``agents`` in ``clients`` processes: the wall time from go until the last agent was
     done, each agent's time, and the server's CPU."""
@@ -438,7 +485,7 @@ async def _scenario(
         process.start()
     for _ in processes:
         await asyncio.to_thread(ready.get, True, 600)
-    cpu_before, workers_before = server_cpu(server), workers_cpu(server)
+    cpu_before, workers_before = server.cpu()
     began = time.perf_counter()
     go.set()
     timings: list[float] = []
@@ -448,8 +495,9 @@ async def _scenario(
             raise RuntimeError(f"a client process failed: {outcome}")
         timings.extend(outcome)
     elapsed = time.perf_counter() - began
-    cpu = server_cpu(server) - cpu_before
-    worker_cpu = workers_cpu(server) - workers_before
+    cpu_after, workers_after = server.cpu()
+    cpu = cpu_after - cpu_before
+    worker_cpu = workers_after - workers_before
     for process in processes:
         await asyncio.to_thread(process.join)
     return Outcome(elapsed, timings, cpu, worker_cpu)

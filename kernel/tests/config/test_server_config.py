@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def test_defaults_match_spire() -> None:
     assert config.admin_ids == ()
     assert config.audit_log_enabled is False
     assert config.signing_processes == 0
+    assert config.reuse_port is False
     assert config.warnings() == []
 
 
@@ -184,6 +186,21 @@ def test_signing_processes_out_of_range(processes: int) -> None:
         "server.signing_processes": f"must be between 0 and 64, found {processes}"
     }
     assert load(signing_processes=2).signing_processes == 2
+
+
+def test_reuse_port_shares_a_fixed_port() -> None:
+    assert load(reuse_port=True, bind_port=8081).reuse_port is True
+    assert issues(**MINIMAL, reuse_port=True, bind_port=0) == {
+        "server.reuse_port": "needs a fixed bind_port, found 0"
+    }
+
+
+def test_reuse_port_is_refused_without_so_reuseport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(socket, "SO_REUSEPORT", raising=False)
+    assert issues(**MINIMAL, reuse_port=True) == {
+        "server.reuse_port": "this platform has no SO_REUSEPORT"
+    }
+    assert load(reuse_port=False).reuse_port is False
 
 
 @pytest.mark.parametrize("port", [-1, 65536])

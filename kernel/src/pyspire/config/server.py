@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["MAX_SVID_TTL_WARNING_CAP", "CaSubject", "ServerConfig"]
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -111,6 +112,13 @@ class ServerConfig:
             "0: in the server process."
         ),
     )
+    reuse_port: bool = setting(
+        default=False,
+        description=(
+            "Listen with SO_REUSEPORT, so several server processes on one datastore share "
+            "bind_address:bind_port and the kernel spreads agents' connections across them."
+        ),
+    )
     audit_log_enabled: bool = setting(
         default=False, description="Log every call to the server APIs as an audit event."
     )
@@ -152,6 +160,7 @@ class ServerConfig:
                 "signing_processes",
                 f"must be between 0 and {MAX_SIGNING_PROCESSES}, found {self.signing_processes}",
             )
+        yield from self._check_reuse_port()
         for key, ttl in self._svid_ttls():
             yield from check_positive(key, ttl)
             if ttl > self.ca_ttl:
@@ -172,6 +181,16 @@ class ServerConfig:
                     "jwt_issuer",
                     f"expected a URL with a scheme and a host, found {self.jwt_issuer!r}",
                 )
+
+    def _check_reuse_port(self) -> Iterator[ConfigIssue]:
+        """A shared port must exist on this platform and be fixed: port 0 gives each process
+        a port of its own, and no agent reaches the others."""
+        if not self.reuse_port:
+            return
+        if not hasattr(socket, "SO_REUSEPORT"):
+            yield ConfigIssue("reuse_port", "this platform has no SO_REUSEPORT")
+        if self.bind_port == 0:
+            yield ConfigIssue("reuse_port", "needs a fixed bind_port, found 0")
 
     def warnings(self) -> list[ConfigIssue]:
         """Advice that does not stop the server: SVID TTLs that CA rotation may cut short.

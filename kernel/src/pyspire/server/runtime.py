@@ -434,6 +434,7 @@ class ServerRuntime:
             tls=tls.listening,
             limits=self._tcp_limits,
             name="server api",
+            reuse_port=settings.reuse_port,
         )
         try:
             await serve_unix(

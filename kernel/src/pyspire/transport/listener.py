@@ -366,6 +366,7 @@ async def serve_tcp(
     tls: ssl.SSLContext,
     limits: ConnectionLimits,
     name: str,
+    reuse_port: bool = False,
 ) -> GuardedListener:
     """Serve ``server`` over TLS on ``host``:``port`` (0: any free port) within ``limits``."""
 
@@ -373,7 +374,9 @@ async def serve_tcp(
         listener = GuardedListener(make_protocol, limits, tls=tls, name=name)
         loop = asyncio.get_running_loop()
         return listener.listen_on(
-            await loop.create_server(listener.protocol, host, port, backlog=BACKLOG)
+            await loop.create_server(
+                listener.protocol, host, port, backlog=BACKLOG, reuse_port=reuse_port
+            )
         )
 
     return await start_on(server, listen)
