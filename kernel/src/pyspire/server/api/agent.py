@@ -37,6 +37,7 @@ from pyspire.proto.convert import (
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.registry.validation import RESERVED_PATH, is_reserved_path, validate_text
+from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.api.gate import serial_hex
 from pyspire.server.api.ratelimit import ATTESTATION_PER_IP, PerIpRateLimiter
 from pyspire.server.authorization import Caller, CallerKind
@@ -216,14 +217,23 @@ class AgentService(agent_pb.AgentBase):
 
     With ``attestation_rate_limit`` (SPIRE's ``ratelimit.attestation``, on by default)
     AttestAgent admits one attestation per second per client address, timed by the context's
-    clock.
+    clock. ``admission`` bounds how many attestations run at once and how many wait (see
+    :mod:`pyspire.server.api.admission`); a caller beyond both is told UNAVAILABLE before
+    anything is consumed.
     """
 
-    def __init__(self, context: ServerContext, *, attestation_rate_limit: bool = True) -> None:
+    def __init__(
+        self,
+        context: ServerContext,
+        *,
+        attestation_rate_limit: bool = True,
+        admission: AttestationAdmission | None = None,
+    ) -> None:
         self._context = context
         self._attestation_limiter = (
             PerIpRateLimiter(context.clock, ATTESTATION_PER_IP) if attestation_rate_limit else None
         )
+        self._admission = admission if admission is not None else AttestationAdmission()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -397,6 +407,17 @@ class AgentService(agent_pb.AgentBase):
         address = caller.address if caller is not None else ""
         if self._attestation_limiter is not None:
             self._attestation_limiter.check(address, what="agent attestation")
+        async with (
+            self._admission.admitted(),
+            contextlib.aclosing(self._attest(requests, address)) as responses,
+        ):
+            async for response in responses:
+                yield response
+
+    async def _attest(
+        self, requests: AsyncIterator[agent_pb.AttestAgentRequest], address: str
+    ) -> AsyncIterator[agent_pb.AttestAgentResponse]:
+        """One admitted attestation: the challenges to relay, then the result."""
         params = _attestation_params(await _next(requests))
         plugin_name = params.data.type
         attestor = self._node_attestor(plugin_name)
