@@ -153,6 +153,20 @@ _CHILDREN_SQL = (
 ``{match}`` selects, laid out for :func:`~pyspire_sdk.stored_records.assemble_entries`."""
 
 
+def _as_stored(node: AttestedNode, selectors: tuple[Selector, ...]) -> AttestedNode:
+    """``node`` as reading it back would return it: times kept to the microsecond."""
+    return replace(
+        node,
+        selectors=selectors,
+        x509_svid_expires_at=_stored_moment(node.x509_svid_expires_at),
+        new_x509_svid_expires_at=_stored_moment(node.new_x509_svid_expires_at),
+    )
+
+
+def _stored_moment(moment: datetime | None) -> datetime | None:
+    return None if moment is None else from_micros(to_micros(moment))
+
+
 class SqliteDataStore:
     """The ``sqlite`` datastore plugin. Configure once, use from one event loop, then close."""
 
@@ -1094,21 +1108,30 @@ class SqliteDataStore:
         )
 
     async def create_attested_node(self, node: AttestedNode) -> AttestedNode:
+        # Few statements, each a trip to the connection's thread (a thousand agents may attest
+        # at once): the UNIQUE spiffe_id refuses a duplicate, and the stored record is built
+        # from what was written; only selectors left in place are read back.
+        key = str(node.spiffe_id)
         async with self._write() as connection:
-            if await self._node_by_id(connection, node.spiffe_id) is not None:
-                raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists")
-            await connection.execute(
-                "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
-                "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
-                "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (str(node.spiffe_id), *node_columns(node, to_micros)),
-            )
+            try:
+                await connection.execute(
+                    "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
+                    "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
+                    "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, *node_columns(node, to_micros)),
+                )
+            except sqlite3.IntegrityError as error:
+                if "UNIQUE" not in str(error):
+                    raise
+                raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists") from None
             if node.selectors:
                 await self._replace_node_selectors(connection, node.spiffe_id, node.selectors)
-            await self._event(connection, ChangeKind.NODE, [str(node.spiffe_id)])
-            stored = await self._node_by_id(connection, node.spiffe_id)
-        assert stored is not None
-        return stored
+                selectors = dedupe(node.selectors)
+            else:
+                found = await self._node_selectors(connection, Decoder(), [key])
+                selectors = found.get(key, ())
+            await self._event(connection, ChangeKind.NODE, [key])
+        return _as_stored(node, selectors)
 
     async def get_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
         async with self._read() as connection:

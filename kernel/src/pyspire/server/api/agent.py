@@ -497,11 +497,13 @@ class AgentService(agent_pb.AgentBase):
             stored = await datastore.update_attested_node(node, _ATTESTED_FIELDS)
         else:
             # A new node's selectors go in with it, one transaction: non-empty ones replace any
-            # stored before. Empty ones leave stored ones in place, so those (left by an
-            # attestation that stopped half-way) are cleared first, only when there are any.
-            if not selectors and await datastore.get_node_selectors(agent_id):
-                await datastore.set_node_selectors(agent_id, ())
+            # stored before. Empty ones leave stored ones in place, and the stored node says so:
+            # those (left by an attestation that stopped half-way) are cleared before the agent
+            # holds its SVID, in the rare case there are any.
             stored = await datastore.create_attested_node(node)
+            if stored.selectors != selectors:
+                await datastore.set_node_selectors(agent_id, selectors)
+                stored = replace(stored, selectors=selectors)
         context.registry.remember_node(stored)
         context.registry.poke()
         return stored, x509_svid_to_proto(svid)
