@@ -153,6 +153,15 @@ _CHILDREN_SQL = (
 ``{match}`` selects, laid out for :func:`~pyspire_sdk.stored_records.assemble_entries`."""
 
 
+_NODE_WITH_SELECTORS_SQL = (
+    f"SELECT {', '.join('n.' + column.strip() for column in NODE_COLUMNS.split(','))}, "
+    "s.type, s.value FROM attested_nodes AS n "
+    "LEFT JOIN node_selectors AS s ON s.spiffe_id = n.spiffe_id "
+    "WHERE n.spiffe_id = ? ORDER BY s.position"
+)
+"""One node's row once per selector (once with NULLs when it has none), in selector order."""
+
+
 def _as_stored(node: AttestedNode, selectors: tuple[Selector, ...]) -> AttestedNode:
     """``node`` as reading it back would return it: times kept to the microsecond."""
     return replace(
@@ -262,6 +271,18 @@ class SqliteDataStore:
             raise translated from error
         else:
             lock.release()
+
+    async def _write_statement(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """One write statement on the single writer, a transaction by itself (the connection
+        is in autocommit mode): one trip to the writer's thread instead of three."""
+        connection = self._writer
+        if connection is None:
+            raise UnavailableError("sqlite datastore is not configured or already closed")
+        async with self._write_lock:
+            try:
+                return list(await connection.execute_fetchall(sql, params))
+            except sqlite3.Error as error:
+                raise self._translate(error) from error
 
     @asynccontextmanager
     async def _read(self, *, snapshot: bool = True) -> AsyncIterator[aiosqlite.Connection]:
@@ -1134,8 +1155,17 @@ class SqliteDataStore:
         return _as_stored(node, selectors)
 
     async def get_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
-        async with self._read() as connection:
-            return await self._node_by_id(connection, spiffe_id)
+        # One statement reads the node and its selectors: a consistent snapshot without a
+        # transaction around it, so one trip to a reader's thread instead of three or four.
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(_NODE_WITH_SELECTORS_SQL, (str(spiffe_id),))
+            )
+        if not rows:
+            return None
+        decoder = Decoder()
+        selectors = tuple(decoder.selector(row[-2], row[-1]) for row in rows if row[-2] is not None)
+        return node_from_row(decoder, rows[0], selectors, from_micros)
 
     async def list_attested_nodes(
         self, node_filter: NodeFilter | None = None, page: Page | None = None
@@ -1259,15 +1289,11 @@ class SqliteDataStore:
                 raise NotFoundError("join token not found")
 
     async def consume_join_token(self, token: str) -> JoinToken:
-        async with self._write() as connection:
-            rows = list(
-                await connection.execute_fetchall(
-                    "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at",
-                    (token,),
-                )
-            )
-            if not rows:
-                raise NotFoundError("join token not found or already used")
+        rows = await self._write_statement(
+            "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at", (token,)
+        )
+        if not rows:
+            raise NotFoundError("join token not found or already used")
         return JoinToken(token=rows[0][0], expires_at=from_micros(rows[0][1]))
 
     async def prune_join_tokens(self, expires_before: datetime) -> int:
