@@ -17,7 +17,7 @@ __all__ = ["AgentService", "apply_agent_mask"]
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -416,7 +416,7 @@ class AgentService(agent_pb.AgentBase):
 
     async def _attest(
         self, requests: AsyncIterator[agent_pb.AttestAgentRequest], address: str
-    ) -> AsyncIterator[agent_pb.AttestAgentResponse]:
+    ) -> AsyncGenerator[agent_pb.AttestAgentResponse, None]:
         """One admitted attestation: the challenges to relay, then the result."""
         params = _attestation_params(await _next(requests))
         plugin_name = params.data.type
