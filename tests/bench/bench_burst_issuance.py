@@ -95,6 +95,8 @@ ATTEST_TIMEOUT = 900.0
 """Long enough that no attestation times out on a busy machine: a retried attestation would
 find its join token used and end the run."""
 ATTEST_ATTEMPTS = 10
+_BUSY = frozenset({grpclib.const.Status.UNAVAILABLE, grpclib.const.Status.RESOURCE_EXHAUSTED})
+"""Statuses an agent's start-up attestation retries after (the server could not take it now)."""
 DISTINCT_CSRS = 400
 """CSRs each client process makes and reuses across its agents: the server checks every one it
 receives all the same, and the client processes need not spend the run making keys."""
@@ -335,15 +337,15 @@ async def _client(job: ClientJob, ready: object, go: object) -> list[float]:
 async def _attest_until_admitted(port: int, agent: Agent, csr: bytes) -> tuple[bytes, ...]:
     """:func:`_attest` again after a connection the server dropped (a handshake it could not
     finish within its handshake timeout), as an agent retries: after a jittered second; and
-    after UNAVAILABLE (the server's attestation queue was full), by the agent's start-up
-    backoff."""
+    after UNAVAILABLE (the server's attestation queue was full) or RESOURCE_EXHAUSTED (the
+    address's rate limit), by the agent's start-up backoff."""
     busy = Backoff(BackoffPolicy(START_RETRY_INITIAL, START_RETRY_MAX, jitter=START_RETRY_JITTER))
     attempts = 0
     while True:
         try:
             return await _attest(port, agent, csr)
         except grpclib.exceptions.GRPCError as error:
-            if error.status is not grpclib.const.Status.UNAVAILABLE:
+            if error.status not in _BUSY:
                 raise
             await asyncio.sleep(busy.failed())
         except (TimeoutError, OSError, grpclib.exceptions.StreamTerminatedError):

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.api.agent import AgentService
 from pyspire.server.authorization import CallerKind
@@ -17,7 +18,7 @@ from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugins.node_attestor import Challenger, ServerNodeAttestor
 
-from .conftest import attest, caller, make_csr, params
+from .conftest import Requests, attest, caller, make_csr, params
 from .test_agent import new_token
 
 
@@ -77,6 +78,31 @@ async def test_a_storm_larger_than_the_limit_ends_with_every_agent_attested(
     assert watching.peak == 3
     assert await context.datastore.list_join_tokens() == []
     assert await context.datastore.count_attested_nodes() == count
+
+
+async def test_a_busy_refusal_leaves_the_address_its_rate_allowance(
+    context: ServerContext,
+) -> None:
+    service = AgentService(context, admission=AttestationAdmission(limit=1, queue=0))
+    await new_token(service)
+    caller(CallerKind.ANY, address="10.0.0.9")
+    held = Requests()
+    holding = service.attest_agent(held)
+    held.put(params("challenge", b"node-1", make_csr()))
+    assert (await anext(holding)).challenge == b"reverse:node-1"  # the one slot is taken
+
+    caller(CallerKind.ANY, address="10.0.0.1")
+    join = params("join_token", b"tok-1", make_csr())
+    with pytest.raises(UnavailableError, match="server busy"):
+        await attest(service, join)
+    assert await context.datastore.fetch_join_token("tok-1") is not None
+
+    held.put(agent_pb.AttestAgentRequest(challenge_response=b"1-edon"))
+    assert (await anext(holding)).result.svid.cert_chain
+    await holding.aclose()
+    # The same address again within the same second of the clock: not rate limited.
+    [response] = await attest(service, join)
+    assert response.result.svid.cert_chain
 
 
 async def test_a_full_queue_refuses_at_once_and_a_cancelled_waiter_leaves_it() -> None:

@@ -58,15 +58,24 @@ class AttestationAdmission:
         """How many callers wait for a slot now."""
         return self._waiting
 
-    @asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
-        """Hold a slot for the body; raises :class:`UnavailableError` at once (before waiting)
-        when every slot is taken and the queue is full."""
+    def check(self) -> None:
+        """Raise :class:`UnavailableError` when every slot is taken and the queue is full.
+
+        A caller checks before spending anything else on the call (an address's rate
+        allowance, say); :meth:`admitted` checks again, which agrees when no await came
+        between the two.
+        """
         if self._slots.locked() and self._waiting >= self._queue:
             raise UnavailableError(
                 f"server busy: {self._limit} agent attestations running and {self._waiting} "
                 "waiting; retry later"
             )
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Hold a slot for the body; raises :class:`UnavailableError` at once (before waiting)
+        when every slot is taken and the queue is full."""
+        self.check()
         self._waiting += 1
         try:
             await self._slots.acquire()

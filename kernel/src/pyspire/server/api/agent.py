@@ -405,6 +405,9 @@ class AgentService(agent_pb.AgentBase):
         requests = attest_agent_request_iterator
         caller = _caller()
         address = caller.address if caller is not None else ""
+        # A server too busy to take the call refuses it before the address's rate allowance
+        # is spent, so the agent's retry is not refused by the rate limit in turn.
+        self._admission.check()
         if self._attestation_limiter is not None:
             self._attestation_limiter.check(address, what="agent attestation")
         async with (
