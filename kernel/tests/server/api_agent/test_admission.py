@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
-from pyspire.server.api.admission import AttestationAdmission
+from pyspire.server.api.admission import MIN_TIME_LEFT, AttestationAdmission
 from pyspire.server.api.agent import AgentService
 from pyspire.server.authorization import CallerKind
 from pyspire.server.context import ServerContext
@@ -145,3 +145,10 @@ def test_bad_bounds_are_refused() -> None:
         AttestationAdmission(limit=0)
     with pytest.raises(InvalidArgumentError, match="invalid queue: -1 must not be negative"):
         AttestationAdmission(queue=-1)
+
+
+def test_a_call_with_too_little_of_its_deadline_left_is_refused() -> None:
+    AttestationAdmission.check_time_left(None)
+    AttestationAdmission.check_time_left(MIN_TIME_LEFT)
+    with pytest.raises(UnavailableError, match=r"the call has 4\.9 s of its deadline left"):
+        AttestationAdmission.check_time_left(MIN_TIME_LEFT - 0.1)

@@ -11,7 +11,7 @@ read or consumed, so the agent's retry (the one backoff policy) succeeds later.
 
 from __future__ import annotations
 
-__all__ = ["ATTESTATION_CONCURRENCY", "ATTESTATION_QUEUE", "AttestationAdmission"]
+__all__ = ["ATTESTATION_CONCURRENCY", "ATTESTATION_QUEUE", "MIN_TIME_LEFT", "AttestationAdmission"]
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -23,9 +23,17 @@ ATTESTATION_CONCURRENCY = 32
 """Attestations run at once. Enough to keep the CPU, the signer and the datastore busy while
 some calls wait on their peer; few enough that each finishes in well under a second."""
 
-ATTESTATION_QUEUE = 256
-"""Attestations that may wait for a slot. At about 25 ms of server CPU each, the last of them
-starts within some 7 s, well inside an agent's 30 s deadline."""
+ATTESTATION_QUEUE = 10_000
+"""Attestations that may wait for a slot. Waiting costs the server next to nothing, while a
+caller turned away comes back over a new TLS connection (a handshake costs more server CPU
+than the attestation's datastore work): a storm of 1,000 turned away from a queue of 256 took
+four times the CPU per agent. A waiter whose call deadline passes is cancelled by the RPC layer
+and leaves the queue with nothing consumed; its agent retries."""
+
+MIN_TIME_LEFT = 5.0
+"""Seconds of its deadline a call must still have when it gets its slot: an attestation that
+starts later might be cut off after its join token was consumed, and the agent's retry would
+find the token used."""
 
 
 class AttestationAdmission:
@@ -57,6 +65,16 @@ class AttestationAdmission:
     def waiting(self) -> int:
         """How many callers wait for a slot now."""
         return self._waiting
+
+    @staticmethod
+    def check_time_left(seconds: float | None) -> None:
+        """Raise :class:`UnavailableError` when a call that just got its slot has less than
+        :data:`MIN_TIME_LEFT` seconds of its deadline left (``None``: no deadline)."""
+        if seconds is not None and seconds < MIN_TIME_LEFT:
+            raise UnavailableError(
+                f"server busy: the call has {max(seconds, 0.0):.1f} s of its deadline left, "
+                f"less than the {MIN_TIME_LEFT:.0f} s an attestation may need; retry"
+            )
 
     def check(self) -> None:
         """Raise :class:`UnavailableError` when every slot is taken and the queue is full.

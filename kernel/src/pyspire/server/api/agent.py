@@ -44,7 +44,7 @@ from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
 from pyspire.tasks import GeneratorTasks
 from pyspire.telemetry.metrics import NODE_ATTESTATION
-from pyspire.transport.calls import counted, current_caller
+from pyspire.transport.calls import counted, current_caller, current_stream
 from pyspire_sdk.errors import (
     InvalidArgumentError,
     InvalidSpiffeIdError,
@@ -124,6 +124,15 @@ def _caller() -> Caller | None:
     except LookupError:
         return None
     return caller if isinstance(caller, Caller) else None
+
+
+def _time_left() -> float | None:
+    """Seconds left of the current call's deadline; ``None`` without a deadline or a call."""
+    try:
+        deadline = current_stream().deadline
+    except LookupError:
+        return None
+    return None if deadline is None else deadline.time_remaining()
 
 
 async def _next(
@@ -421,6 +430,7 @@ class AgentService(agent_pb.AgentBase):
         self, requests: AsyncIterator[agent_pb.AttestAgentRequest], address: str
     ) -> AsyncGenerator[agent_pb.AttestAgentResponse, None]:
         """One admitted attestation: the challenges to relay, then the result."""
+        self._admission.check_time_left(_time_left())
         params = _attestation_params(await _next(requests))
         plugin_name = params.data.type
         attestor = self._node_attestor(plugin_name)
