@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from channels import SourceBoundChannel, anonymous_context
 
 from pyspire.agent.client import ServerClient
+from pyspire.agent.node_identity import START_RETRY_INITIAL, START_RETRY_JITTER, START_RETRY_MAX
 from pyspire.agent.server_api import SvidRequest
 from pyspire.ca.manager import JOURNAL_NAME, CaManager, CaSettings
 from pyspire.proto.gen.spire.api import types as pb
@@ -78,6 +79,7 @@ from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.runtime import SERVER_API_LIMITS, signing_pool
 from pyspire.transport.calls import InFlight
 from pyspire.transport.tls import RotatingServerContext
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.keys import InProcessKeyManager
@@ -94,6 +96,8 @@ ATTEST_TIMEOUT = 900.0
 """Long enough that no attestation times out on a busy machine: a retried attestation would
 find its join token used and end the run."""
 ATTEST_ATTEMPTS = 10
+_BUSY = frozenset({grpclib.const.Status.UNAVAILABLE, grpclib.const.Status.RESOURCE_EXHAUSTED})
+"""Statuses an agent's start-up attestation retries after (the server could not take it now)."""
 DISTINCT_CSRS = 400
 """CSRs each client process makes and reuses across its agents: the server checks every one it
 receives all the same, and the client processes need not spend the run making keys."""
@@ -366,13 +370,23 @@ async def _client(job: ClientJob, ready: object, go: object) -> list[float]:
 
 async def _attest_until_admitted(port: int, agent: Agent, csr: bytes) -> tuple[bytes, ...]:
     """:func:`_attest` again after a connection the server dropped (a handshake it could not
-    finish within its handshake timeout), as an agent retries: after a jittered second."""
-    for _ in range(ATTEST_ATTEMPTS - 1):
+    finish within its handshake timeout), as an agent retries: after a jittered second; and
+    after UNAVAILABLE (the server's attestation queue was full) or RESOURCE_EXHAUSTED (the
+    address's rate limit), by the agent's start-up backoff."""
+    busy = Backoff(BackoffPolicy(START_RETRY_INITIAL, START_RETRY_MAX, jitter=START_RETRY_JITTER))
+    attempts = 0
+    while True:
         try:
             return await _attest(port, agent, csr)
+        except grpclib.exceptions.GRPCError as error:
+            if error.status not in _BUSY:
+                raise
+            await asyncio.sleep(busy.failed())
         except (TimeoutError, OSError, grpclib.exceptions.StreamTerminatedError):
+            attempts += 1
+            if attempts == ATTEST_ATTEMPTS:
+                raise
             await asyncio.sleep(0.5 + secrets.randbelow(1000) / 1000)
-    return await _attest(port, agent, csr)
 
 
 async def _attest(port: int, agent: Agent, csr: bytes) -> tuple[bytes, ...]:

@@ -10,8 +10,10 @@ or :meth:`RegistryCache.hear` passes on a datastore's signal that another server
 makes the next round a full reload).
 
 Attested nodes are cached too, read-through: :meth:`RegistryCache.attested_node` reads a node
-from the datastore the first time it is asked for and answers from memory afterwards, until a
-change event about that node (or a reload) drops the remembered record. The server's own writes
+from the datastore the first time it is asked for and answers from memory afterwards. A change
+event about a remembered node replaces its record with the one the refresh re-reads (so a node
+the server just attested stays remembered across the refresh its own write triggers); a reload
+drops every remembered record. The server's own writes
 are applied at once with :meth:`RegistryCache.remember_node` / :meth:`RegistryCache.forget_node`,
 so an agent banned or evicted through this server is refused on its very next call.
 
@@ -41,6 +43,7 @@ from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
 from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, ChangeSignal, DataStore
+from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 _FETCH_CONCURRENCY = 16
@@ -312,11 +315,30 @@ class RegistryCache:
                 self._logger.warning(
                     "change event names an invalid node id", object_id=object_id, error=str(error)
                 )
-        for agent_id in agents:
-            self.forget_node(agent_id)
-        get_selectors = self._datastore.get_node_selectors
+        # A node remembered here (this server just attested or renewed it, or the gate read
+        # it) is re-read whole and stays remembered, so its agent's next call needs no read;
+        # others are forgotten and only their selectors re-read.
+        remembered = {agent_id: self._nodes.get(agent_id) for agent_id in agents}
+        for agent_id, node in remembered.items():
+            if node is None:
+                self.forget_node(agent_id)
         for start in range(0, len(agents), _FETCH_CONCURRENCY):
             chunk = agents[start : start + _FETCH_CONCURRENCY]
-            found = await all_of([partial(get_selectors, agent_id) for agent_id in chunk])
+            found = await all_of([partial(self._reread_node, a, remembered[a]) for a in chunk])
             for agent_id, selectors in zip(chunk, found, strict=True):
                 self._index.set_node_selectors(agent_id, selectors)
+
+    async def _reread_node(
+        self, agent_id: SpiffeId, remembered: AttestedNode | None
+    ) -> tuple[Selector, ...]:
+        """The node's current selectors; a remembered node is replaced by its current record
+        (dropped when it is gone), unless the server wrote it again during the read, in which
+        case neither record is trusted and the next lookup reads the datastore."""
+        if remembered is None:
+            return await self._datastore.get_node_selectors(agent_id)
+        node = await self._datastore.get_attested_node(agent_id)
+        if self._nodes.get(agent_id) is remembered:
+            self._nodes[agent_id] = node
+        else:
+            self.forget_node(agent_id)
+        return node.selectors if node is not None else ()

@@ -747,3 +747,15 @@ async def test_concurrent_attestations_with_one_token_admit_one_agent(
     node = await context.datastore.get_attested_node(JOIN_AGENT)
     assert node is not None
     assert node.x509_svid_serial_number == serial_hex(leaf(admitted[0][0].result.svid.cert_chain))
+
+
+async def test_selectors_left_by_an_unfinished_attestation_are_cleared(
+    context: ServerContext, agent_service: AgentService
+) -> None:
+    await context.datastore.set_node_selectors(JOIN_AGENT, (Selector("left", "over"),))
+    await new_token(agent_service)
+    await join(agent_service)
+    node = await context.datastore.get_attested_node(JOIN_AGENT)
+    assert node is not None
+    assert node.selectors == ()
+    assert context.registry.remembered_node(JOIN_AGENT) == node

@@ -83,3 +83,36 @@ async def test_entries_by_spiffe_id_skip_expired_ones(
     await fake_clock.advance(61)
     assert len(cache.entries_with_spiffe_id(target)) == 1
     assert cache.entries_with_spiffe_id(AGENT) == ()
+
+
+async def test_a_node_remembered_at_attestation_stays_remembered_across_the_refresh(
+    server_context: ServerContext, fake_clock: FakeClock
+) -> None:
+    datastore = Counting(server_context.datastore)
+    cache = RegistryCache(datastore, server_context.trust_domain, fake_clock)  # type: ignore[arg-type]
+    await cache.start()
+    selectors = (Selector("test", "rack:7"),)
+    node = await server_context.datastore.create_attested_node(
+        AttestedNode(spiffe_id=AGENT, attestation_type="test", selectors=selectors)
+    )
+    cache.remember_node(node)
+    await cache.refresh()  # applies the event of the write above: one read, by the refresh
+    assert datastore.reads == 1
+    assert cache.remembered_node(AGENT) == node
+    assert await cache.attested_node(AGENT) == node
+    assert datastore.reads == 1
+    assert cache.index.node_selectors(AGENT) == frozenset(selectors)
+
+    # A write the server did not remember (another server's ban) replaces the record.
+    banned = await server_context.datastore.update_attested_node(
+        dataclasses.replace(node, banned=True), frozenset({"banned"})
+    )
+    await cache.refresh()
+    assert await cache.attested_node(AGENT) == banned
+    assert datastore.reads == 2
+
+    await server_context.datastore.delete_attested_node(AGENT)
+    await cache.refresh()
+    assert await cache.attested_node(AGENT) is None
+    assert cache.index.node_selectors(AGENT) == frozenset()
+    assert datastore.reads == 3

@@ -153,6 +153,29 @@ _CHILDREN_SQL = (
 ``{match}`` selects, laid out for :func:`~pyspire_sdk.stored_records.assemble_entries`."""
 
 
+_NODE_WITH_SELECTORS_SQL = (
+    f"SELECT {', '.join('n.' + column.strip() for column in NODE_COLUMNS.split(','))}, "
+    "s.type, s.value FROM attested_nodes AS n "
+    "LEFT JOIN node_selectors AS s ON s.spiffe_id = n.spiffe_id "
+    "WHERE n.spiffe_id = ? ORDER BY s.position"
+)
+"""One node's row once per selector (once with NULLs when it has none), in selector order."""
+
+
+def _as_stored(node: AttestedNode, selectors: tuple[Selector, ...]) -> AttestedNode:
+    """``node`` as reading it back would return it: times kept to the microsecond."""
+    return replace(
+        node,
+        selectors=selectors,
+        x509_svid_expires_at=_stored_moment(node.x509_svid_expires_at),
+        new_x509_svid_expires_at=_stored_moment(node.new_x509_svid_expires_at),
+    )
+
+
+def _stored_moment(moment: datetime | None) -> datetime | None:
+    return None if moment is None else from_micros(to_micros(moment))
+
+
 class SqliteDataStore:
     """The ``sqlite`` datastore plugin. Configure once, use from one event loop, then close."""
 
@@ -248,6 +271,18 @@ class SqliteDataStore:
             raise translated from error
         else:
             lock.release()
+
+    async def _write_statement(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """One write statement on the single writer, a transaction by itself (the connection
+        is in autocommit mode): one trip to the writer's thread instead of three."""
+        connection = self._writer
+        if connection is None:
+            raise UnavailableError("sqlite datastore is not configured or already closed")
+        async with self._write_lock:
+            try:
+                return list(await connection.execute_fetchall(sql, params))
+            except sqlite3.Error as error:
+                raise self._translate(error) from error
 
     @asynccontextmanager
     async def _read(self, *, snapshot: bool = True) -> AsyncIterator[aiosqlite.Connection]:
@@ -1094,25 +1129,43 @@ class SqliteDataStore:
         )
 
     async def create_attested_node(self, node: AttestedNode) -> AttestedNode:
+        # Few statements, each a trip to the connection's thread (a thousand agents may attest
+        # at once): the UNIQUE spiffe_id refuses a duplicate, and the stored record is built
+        # from what was written; only selectors left in place are read back.
+        key = str(node.spiffe_id)
         async with self._write() as connection:
-            if await self._node_by_id(connection, node.spiffe_id) is not None:
-                raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists")
-            await connection.execute(
-                "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
-                "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
-                "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (str(node.spiffe_id), *node_columns(node, to_micros)),
-            )
+            try:
+                await connection.execute(
+                    "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
+                    "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
+                    "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, *node_columns(node, to_micros)),
+                )
+            except sqlite3.IntegrityError as error:
+                if "UNIQUE" not in str(error):
+                    raise
+                raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists") from None
             if node.selectors:
                 await self._replace_node_selectors(connection, node.spiffe_id, node.selectors)
-            await self._event(connection, ChangeKind.NODE, [str(node.spiffe_id)])
-            stored = await self._node_by_id(connection, node.spiffe_id)
-        assert stored is not None
-        return stored
+                selectors = dedupe(node.selectors)
+            else:
+                found = await self._node_selectors(connection, Decoder(), [key])
+                selectors = found.get(key, ())
+            await self._event(connection, ChangeKind.NODE, [key])
+        return _as_stored(node, selectors)
 
     async def get_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
-        async with self._read() as connection:
-            return await self._node_by_id(connection, spiffe_id)
+        # One statement reads the node and its selectors: a consistent snapshot without a
+        # transaction around it, so one trip to a reader's thread instead of three or four.
+        async with self._read(snapshot=False) as connection:
+            rows = list(
+                await connection.execute_fetchall(_NODE_WITH_SELECTORS_SQL, (str(spiffe_id),))
+            )
+        if not rows:
+            return None
+        decoder = Decoder()
+        selectors = tuple(decoder.selector(row[-2], row[-1]) for row in rows if row[-2] is not None)
+        return node_from_row(decoder, rows[0], selectors, from_micros)
 
     async def list_attested_nodes(
         self, node_filter: NodeFilter | None = None, page: Page | None = None
@@ -1236,15 +1289,11 @@ class SqliteDataStore:
                 raise NotFoundError("join token not found")
 
     async def consume_join_token(self, token: str) -> JoinToken:
-        async with self._write() as connection:
-            rows = list(
-                await connection.execute_fetchall(
-                    "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at",
-                    (token,),
-                )
-            )
-            if not rows:
-                raise NotFoundError("join token not found or already used")
+        rows = await self._write_statement(
+            "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at", (token,)
+        )
+        if not rows:
+            raise NotFoundError("join token not found or already used")
         return JoinToken(token=rows[0][0], expires_at=from_micros(rows[0][1]))
 
     async def prune_join_tokens(self, expires_before: datetime) -> int:

@@ -17,7 +17,7 @@ __all__ = ["AgentService", "apply_agent_mask"]
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -37,13 +37,14 @@ from pyspire.proto.convert import (
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.registry.validation import RESERVED_PATH, is_reserved_path, validate_text
+from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.api.gate import serial_hex
 from pyspire.server.api.ratelimit import ATTESTATION_PER_IP, PerIpRateLimiter
 from pyspire.server.authorization import Caller, CallerKind
 from pyspire.server.context import ServerContext
 from pyspire.tasks import GeneratorTasks
 from pyspire.telemetry.metrics import NODE_ATTESTATION
-from pyspire.transport.calls import counted, current_caller
+from pyspire.transport.calls import counted, current_caller, current_stream
 from pyspire_sdk.errors import (
     InvalidArgumentError,
     InvalidSpiffeIdError,
@@ -123,6 +124,15 @@ def _caller() -> Caller | None:
     except LookupError:
         return None
     return caller if isinstance(caller, Caller) else None
+
+
+def _time_left() -> float | None:
+    """Seconds left of the current call's deadline; ``None`` without a deadline or a call."""
+    try:
+        deadline = current_stream().deadline
+    except LookupError:
+        return None
+    return None if deadline is None else deadline.time_remaining()
 
 
 async def _next(
@@ -216,14 +226,23 @@ class AgentService(agent_pb.AgentBase):
 
     With ``attestation_rate_limit`` (SPIRE's ``ratelimit.attestation``, on by default)
     AttestAgent admits one attestation per second per client address, timed by the context's
-    clock.
+    clock. ``admission`` bounds how many attestations run at once and how many wait (see
+    :mod:`pyspire.server.api.admission`); a caller beyond both is told UNAVAILABLE before
+    anything is consumed.
     """
 
-    def __init__(self, context: ServerContext, *, attestation_rate_limit: bool = True) -> None:
+    def __init__(
+        self,
+        context: ServerContext,
+        *,
+        attestation_rate_limit: bool = True,
+        admission: AttestationAdmission | None = None,
+    ) -> None:
         self._context = context
         self._attestation_limiter = (
             PerIpRateLimiter(context.clock, ATTESTATION_PER_IP) if attestation_rate_limit else None
         )
+        self._admission = admission if admission is not None else AttestationAdmission()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -395,8 +414,23 @@ class AgentService(agent_pb.AgentBase):
         requests = attest_agent_request_iterator
         caller = _caller()
         address = caller.address if caller is not None else ""
+        # A server too busy to take the call refuses it before the address's rate allowance
+        # is spent, so the agent's retry is not refused by the rate limit in turn.
+        self._admission.check()
         if self._attestation_limiter is not None:
             self._attestation_limiter.check(address, what="agent attestation")
+        async with (
+            self._admission.admitted(),
+            contextlib.aclosing(self._attest(requests, address)) as responses,
+        ):
+            async for response in responses:
+                yield response
+
+    async def _attest(
+        self, requests: AsyncIterator[agent_pb.AttestAgentRequest], address: str
+    ) -> AsyncGenerator[agent_pb.AttestAgentResponse, None]:
+        """One admitted attestation: the challenges to relay, then the result."""
+        self._admission.check_time_left(_time_left())
         params = _attestation_params(await _next(requests))
         plugin_name = params.data.type
         attestor = self._node_attestor(plugin_name)
@@ -476,11 +510,13 @@ class AgentService(agent_pb.AgentBase):
             stored = await datastore.update_attested_node(node, _ATTESTED_FIELDS)
         else:
             # A new node's selectors go in with it, one transaction: non-empty ones replace any
-            # stored before. Empty ones leave stored ones in place, so those (left by an
-            # attestation that stopped half-way) are cleared first, only when there are any.
-            if not selectors and await datastore.get_node_selectors(agent_id):
-                await datastore.set_node_selectors(agent_id, ())
+            # stored before. Empty ones leave stored ones in place, and the stored node says so:
+            # those (left by an attestation that stopped half-way) are cleared before the agent
+            # holds its SVID, in the rare case there are any.
             stored = await datastore.create_attested_node(node)
+            if stored.selectors != selectors:
+                await datastore.set_node_selectors(agent_id, selectors)
+                stored = replace(stored, selectors=selectors)
         context.registry.remember_node(stored)
         context.registry.poke()
         return stored, x509_svid_to_proto(svid)
