@@ -43,6 +43,7 @@ __all__ = [
     "SVID_BATCH_SIZE",
     "SYNC_IDS_PER_REQUEST",
     "AttestResult",
+    "ConnectionBrokeError",
     "ServerCallError",
     "ServerClient",
     "ServerIdentityError",
@@ -200,6 +201,10 @@ def _svid_of(result: BatchResult) -> X509Svid | str:
     except (OverflowError, OSError, ValueError):
         seconds = 0 if svid is None else svid.expires_at
         return f"malformed SVID from server: invalid svid.expires_at: {seconds} is out of range"
+
+
+class ConnectionBrokeError(UnavailableError):
+    """The connection to the server was lost during a call (rather than refused before it)."""
 
 
 def _status_error(code: int, message: str) -> str:
@@ -475,7 +480,7 @@ class ServerClient:
                 f"{error.verify_message or error.reason}"
             ) from None
         except (StreamTerminatedError, ProtocolError) as error:
-            raise UnavailableError(
+            raise ConnectionBrokeError(
                 f"connection to the server at {self.target} broke: {error}"
             ) from None
         except (OSError, TimeoutError, ConnectionError) as error:
@@ -522,6 +527,16 @@ class ServerClient:
             connection.release()
 
     async def _unary(self, method: str, request: Any, reply_type: type[_Recv]) -> _Recv:
+        """One unary call, made once more (grpclib opens a new connection) when the connection
+        broke under it: the server may drop a connection while either side replaces its TLS
+        identity, and every unary call of the agent is safe to repeat (a second SVID or renewal
+        replaces one the agent never received)."""
+        try:
+            return await self._unary_once(method, request, reply_type)
+        except ConnectionBrokeError:
+            return await self._unary_once(method, request, reply_type)
+
+    async def _unary_once(self, method: str, request: Any, reply_type: type[_Recv]) -> _Recv:
         async with self._call(
             method,
             grpclib.const.Cardinality.UNARY_UNARY,
