@@ -590,6 +590,8 @@ class ServerClient:
             while result is None:
                 response = await stream.recv_message()
                 if response is None:
+                    # A refusal after a challenge comes in the trailers: raise it, not "no result".
+                    await stream.recv_trailing_metadata()
                     raise ServerCallError("server ended AttestAgent without a result")
                 step, _ = betterproto.which_one_of(response, "step")
                 if step == "challenge":
