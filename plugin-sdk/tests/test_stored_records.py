@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from pyspire_sdk.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
 from pyspire_sdk.selector import Selector
@@ -22,6 +24,7 @@ from pyspire_sdk.stored_records import (
     plan_entry_creates,
     plan_entry_updates,
     prepare_new_entries,
+    restorable_entries,
     scrub_secrets,
     to_micros,
 )
@@ -116,3 +119,16 @@ def test_every_node_selectors_are_grouped_by_node() -> None:
 def test_secrets_are_scrubbed_plain_and_url_encoded() -> None:
     text = "access denied for p@ss (dsn mysql://u:p%40ss@h/db)"
     assert scrub_secrets(text, ("p@ss", "")) == "access denied for *** (dsn mysql://u:***@h/db)"
+
+
+def test_a_restore_keeps_ids_and_times_and_refuses_entries_without_them() -> None:
+    kept = _entry("/w", id="e1", created_at=NOW, selectors=(Selector("unix", "uid:1"),) * 2)
+    (restored,) = restorable_entries([kept])
+    assert (restored.id, restored.created_at, restored.selectors) == (
+        "e1",
+        NOW,
+        (Selector("unix", "uid:1"),),
+    )
+    for missing in (_entry("/w", created_at=NOW), _entry("/w", id="e2")):
+        with pytest.raises(InvalidArgumentError, match="to restore needs its id and created_at"):
+            restorable_entries([kept, missing])

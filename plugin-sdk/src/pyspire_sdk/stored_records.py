@@ -6,8 +6,10 @@ back out are the same for every backend, so they live here once:
 
 - **Records before writing**: :func:`normalize_entry` (lists without duplicates, the entry's
   checks), :func:`updated_entry` (an update mask applied, the revision raised),
-  :func:`check_mask`, :func:`new_entry_id`, the duplicate errors, :func:`appended_bundle` and
-  :func:`pruned_bundle` (the contract's bundle merge and prune rules).
+  :func:`check_mask`, :func:`new_entry_id`, the duplicate errors (and
+  :func:`created_or_duplicate`), :func:`appended_bundle` and
+  :func:`pruned_bundle` (the contract's bundle merge and prune rules),
+  :func:`restorable_entries` (what a restore keeps as given).
 - **Columns**: :func:`selectors_hash` (a digest of a selector *set*, for a unique index on an
   entry's identity), :func:`bundle_to_json` / :func:`bundle_from_json` (a bundle's authorities
   as one document), :func:`to_micros` / :func:`from_micros` (exact timestamps as integers),
@@ -54,6 +56,7 @@ __all__ = [
     "bundle_to_json",
     "check_mask",
     "checked_bundle_update",
+    "created_or_duplicate",
     "dedupe",
     "duplicate_entry_error",
     "entry_columns",
@@ -74,6 +77,7 @@ __all__ = [
     "prepare_new_entries",
     "pruned_bundle",
     "relationship_from_row",
+    "restorable_entries",
     "scrub_secrets",
     "selectors_hash",
     "to_micros",
@@ -203,6 +207,23 @@ def duplicate_entry_error(entry: RegistrationEntry, other_id: str) -> AlreadyExi
         f"an entry for spiffe_id {entry.spiffe_id} under parent_id {entry.parent_id} "
         f"with the same selectors already exists (id {other_id!r})"
     )
+
+
+def created_or_duplicate(
+    entries: Sequence[RegistrationEntry],
+    results: Sequence[tuple[RegistrationEntry, bool] | PyspireError],
+) -> list[RegistrationEntry | PyspireError]:
+    """``create_entries``' results from ``create_entries_if_not_exist``' for the same items:
+    an entry that already existed is an :class:`~pyspire_sdk.errors.AlreadyExistsError`."""
+    created: list[RegistrationEntry | PyspireError] = []
+    for entry, result in zip(entries, results, strict=True):
+        if isinstance(result, PyspireError):
+            created.append(result)
+        elif result[1]:
+            created.append(duplicate_entry_error(entry, result[0].id))
+        else:
+            created.append(result[0])
+    return created
 
 
 def checked_bundle_update(trust_domain: TrustDomain, result: Bundle) -> Bundle:
@@ -724,6 +745,21 @@ def missing_bundles_error(
     return InvalidArgumentError(
         f"entry federates_with names trust domain(s) without a bundle: {', '.join(missing)}"
     )
+
+
+def restorable_entries(entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry]:
+    """The entries a restore stores, normalized, exactly as given otherwise (see
+    :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`).
+
+    Raises :class:`~pyspire_sdk.errors.InvalidArgumentError` for an entry without the id or
+    the creation time it must keep, and the entry's own error for one that is not valid.
+    """
+    prepared: list[RegistrationEntry] = []
+    for entry in entries:
+        if not entry.id or entry.created_at is None:
+            raise InvalidArgumentError(f"entry {entry.id!r} to restore needs its id and created_at")
+        prepared.append(normalize_entry(entry))
+    return prepared
 
 
 def prepare_new_entries(

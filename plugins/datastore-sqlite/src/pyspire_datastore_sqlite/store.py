@@ -84,16 +84,19 @@ from pyspire_sdk.stored_records import (
     bundle_to_json,
     check_mask,
     checked_bundle_update,
+    created_or_duplicate,
     dedupe,
     duplicate_entry_error,
     from_micros,
     micros_or_none,
+    missing_bundles_error,
     new_entry_id,
     node_columns,
     node_from_row,
     normalize_entry,
     pruned_bundle,
     relationship_from_row,
+    restorable_entries,
     selectors_hash,
     to_micros,
     updated_entry,
@@ -507,15 +510,7 @@ class SqliteDataStore:
     async def create_entries(
         self, entries: Sequence[RegistrationEntry]
     ) -> list[RegistrationEntry | PyspireError]:
-        results: list[RegistrationEntry | PyspireError] = []
-        for entry, result in zip(entries, await self._create_many(entries), strict=True):
-            if isinstance(result, PyspireError):
-                results.append(result)
-            elif result[1]:
-                results.append(duplicate_entry_error(entry, result[0].id))
-            else:
-                results.append(result[0])
-        return results
+        return created_or_duplicate(entries, await self._create_many(entries))
 
     async def create_entries_if_not_exist(
         self, entries: Sequence[RegistrationEntry]
@@ -607,12 +602,9 @@ class SqliteDataStore:
             if stored.id in taken_ids:
                 results[index] = AlreadyExistsError(f"entry id {stored.id!r} already exists")
                 continue
-            missing = sorted({td.name for td in stored.federates_with} - bundled)
-            if missing:
-                results[index] = InvalidArgumentError(
-                    "entry federates_with names trust domain(s) without a bundle: "
-                    + ", ".join(missing)
-                )
+            missing = missing_bundles_error(stored, bundled)
+            if missing is not None:
+                results[index] = missing
                 continue
             taken_ids.add(stored.id)
             batch_identities[key] = stored
@@ -737,13 +729,7 @@ class SqliteDataStore:
     async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
         """Store entries exactly as given (see
         :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
-        prepared: list[RegistrationEntry] = []
-        for entry in entries:
-            if not entry.id or entry.created_at is None:
-                raise InvalidArgumentError(
-                    f"entry {entry.id!r} to restore needs its id and created_at"
-                )
-            prepared.append(normalize_entry(entry))
+        prepared = restorable_entries(entries)
         if not prepared:
             return
         async with self._write() as connection:
@@ -760,12 +746,9 @@ class SqliteDataStore:
                 )
             }
             for entry in prepared:
-                missing = sorted({td.name for td in entry.federates_with} - bundled)
-                if missing:
-                    raise InvalidArgumentError(
-                        "entry federates_with names trust domain(s) without a bundle: "
-                        + ", ".join(missing)
-                    )
+                missing = missing_bundles_error(entry, bundled)
+                if missing is not None:
+                    raise missing
             rows = list(
                 await connection.execute_fetchall("SELECT COALESCE(MAX(pk), 0) FROM entries")
             )
@@ -907,14 +890,9 @@ class SqliteDataStore:
                 if other is not None and other[0] != pk:
                     results.append(duplicate_entry_error(updated, other[1]))
                     continue
-            missing = sorted({td.name for td in updated.federates_with} - bundled)
-            if "federates_with" in fields and missing:
-                results.append(
-                    InvalidArgumentError(
-                        "entry federates_with names trust domain(s) without a bundle: "
-                        + ", ".join(missing)
-                    )
-                )
+            missing = missing_bundles_error(updated, bundled)
+            if "federates_with" in fields and missing is not None:
+                results.append(missing)
                 continue
             if fields & ENTRY_IDENTITY_FIELDS:
                 old_key = _identity(before)
