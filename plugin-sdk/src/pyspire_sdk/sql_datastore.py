@@ -15,6 +15,10 @@ a transaction around registration entries is the same, and lives here once:
   :mod:`pyspire_sdk.stored_records`'); a row another server wrote meanwhile sends the batch,
   rolled back to a savepoint, through the same steps item by item, so per-item results stay
   exact.
+- :class:`BundleStore`: the bundle writes that read a bundle and write it back (create, set,
+  update, append, prune), each in one transaction holding that trust domain's bundle lock, on
+  top of the plugin's read and write of one bundle row. The ``sqlite`` datastore, whose one
+  writer holds every lock, uses it too.
 
 The contract that several datastores sharing one database must keep is tested by
 :mod:`pyspire_sdk.testing.datastore_concurrency_contract`.
@@ -22,30 +26,37 @@ The contract that several datastores sharing one database must keep is tested by
 
 from __future__ import annotations
 
-__all__ = ["ConcurrentWriteError", "EntryBatchStore", "SqlTransaction"]
+__all__ = ["BundleStore", "ConcurrentWriteError", "EntryBatchStore", "SqlTransaction"]
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import structlog
 
+from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
-from pyspire_sdk.errors import AlreadyExistsError, NotFoundError, PyspireError
+from pyspire_sdk.errors import AlreadyExistsError, PyspireError
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugins.datastore import ENTRY_MASK_FIELDS, ChangeKind
+from pyspire_sdk.spiffeid import TrustDomain
 from pyspire_sdk.stored_records import (
     ENTRY_IDENTITY_FIELDS,
     EntryIdentity,
+    appended_bundle,
     check_mask,
+    checked_bundle_update,
     created_or_duplicate,
     entry_identity,
     entry_update_candidates,
     missing_bundles_error,
     plan_entry_creates,
+    plan_entry_deletes,
     plan_entry_updates,
     prepare_new_entries,
+    pruned_bundle,
     restorable_entries,
 )
 
@@ -361,18 +372,88 @@ class EntryBatchStore(ABC, Generic[TX]):
             found = await self._entries_by_id(
                 transaction.connection, list(dict.fromkeys(entry_ids)), lock=True
             )
-            results: list[UpdateResult] = []
-            deleted: list[tuple[int, str]] = []
-            for entry_id in entry_ids:
-                hit = found.pop(entry_id, None)
-                if hit is None:
-                    results.append(NotFoundError(f"entry id {entry_id!r} not found"))
-                    continue
-                deleted.append((hit[0], entry_id))
-                results.append(hit[1])
+            results, deleted = plan_entry_deletes(entry_ids, found)
             if deleted:
                 await self._delete_entry_rows(transaction.connection, [pk for pk, _ in deleted])
                 transaction.event(ChangeKind.ENTRY, [entry_id for _, entry_id in deleted])
             return results
 
         return await self._in_write_transaction(work)
+
+
+class BundleStore(ABC):
+    """The read-modify-write bundle calls of a datastore on SQL.
+
+    Each runs in one write transaction that holds ``trust_domain``'s bundle lock before it
+    reads, so read-modify-writes of one bundle never interleave, even across servers. The
+    plugin provides the transaction and one bundle row's read and write, plus ``_logger``.
+    """
+
+    _logger: structlog.typing.FilteringBoundLogger
+
+    @abstractmethod
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[Any], Awaitable[T]]
+    ) -> T:
+        """Run ``work`` on the connection of one write transaction holding the lock of
+        ``trust_domain``'s bundle, taken before ``work`` reads anything."""
+
+    @abstractmethod
+    async def _bundle(self, connection: Any, trust_domain: TrustDomain) -> Bundle | None:
+        """The stored bundle of ``trust_domain``, if any."""
+
+    @abstractmethod
+    async def _store_bundle(self, connection: Any, bundle: Bundle) -> Bundle:
+        """Write ``bundle`` in place of its trust domain's (signalling the change to other
+        servers as the plugin does); the bundle as stored."""
+
+    async def create_bundle(self, bundle: Bundle) -> Bundle:
+        async def work(connection: Any) -> Bundle:
+            if await self._bundle(connection, bundle.trust_domain) is not None:
+                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
+            return await self._store_bundle(connection, bundle)
+
+        return await self._bundle_transaction(bundle.trust_domain, work)
+
+    async def set_bundle(self, bundle: Bundle) -> Bundle:
+        async def work(connection: Any) -> Bundle:
+            return await self._store_bundle(connection, bundle)
+
+        return await self._bundle_transaction(bundle.trust_domain, work)
+
+    async def update_bundle(
+        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
+    ) -> Bundle:
+        async def work(connection: Any) -> Bundle:
+            result = mutate(await self._bundle(connection, trust_domain))
+            return await self._store_bundle(connection, checked_bundle_update(trust_domain, result))
+
+        return await self._bundle_transaction(trust_domain, work)
+
+    async def append_bundle(self, bundle: Bundle) -> Bundle:
+        async def work(connection: Any) -> Bundle:
+            current = await self._bundle(connection, bundle.trust_domain)
+            if current is None:
+                return await self._store_bundle(connection, bundle)
+            grown = appended_bundle(current, bundle)
+            if grown is None:
+                return current
+            return await self._store_bundle(connection, grown)
+
+        return await self._bundle_transaction(bundle.trust_domain, work)
+
+    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
+        async def work(connection: Any) -> bool:
+            current = await self._bundle(connection, trust_domain)
+            if current is None:
+                return False
+            pruned = pruned_bundle(current, expires_before)
+            if pruned is None:
+                return False
+            await self._store_bundle(connection, pruned)
+            return True
+
+        changed = await self._bundle_transaction(trust_domain, work)
+        if changed:
+            self._logger.info("pruned bundle", trust_domain=trust_domain.name)
+        return changed

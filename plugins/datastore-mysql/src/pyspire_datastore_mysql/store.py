@@ -81,23 +81,23 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
-from pyspire_sdk.sql_datastore import EntryBatchStore
+from pyspire_sdk.sql_datastore import BundleStore, EntryBatchStore
 from pyspire_sdk.stored_records import (
     ENTRY_ROW,
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
     NODE_ROW,
+    RELATIONSHIP_ROW,
     Decoder,
     EntryIdentity,
-    appended_bundle,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
+    change_event_from_row,
     check_mask,
-    checked_bundle_update,
     dedupe,
     entry_columns,
     entry_identity,
@@ -106,7 +106,7 @@ from pyspire_sdk.stored_records import (
     name_page_token,
     node_columns,
     node_from_row,
-    pruned_bundle,
+    relationship_columns,
     relationship_from_row,
     to_micros,
 )
@@ -130,7 +130,7 @@ _NODE_SET = (
     "new_expires_at = %s, banned = %s, can_reattest = %s, agent_version = %s"
 )
 _BUNDLE_COLUMNS = "trust_domain, sequence_number, refresh_hint, data"
-_RELATIONSHIP_COLUMNS = "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id"
+_RELATIONSHIP_COLUMNS = ", ".join(RELATIONSHIP_ROW)
 _NO_LIMIT = 2**63 - 1
 _CHUNK = 2000
 """Keys per ``IN (...)`` list when reading the lists of many entries."""
@@ -170,7 +170,7 @@ def _join_token(row: Sequence[Any]) -> JoinToken:
     return JoinToken(token=row[0], expires_at=from_micros(row[1]))
 
 
-class MysqlDataStore(EntryBatchStore[Transaction]):
+class MysqlDataStore(EntryBatchStore[Transaction], BundleStore):
     """The ``mysql`` datastore plugin. Configure once, use from one event loop, then close."""
 
     def __init__(self) -> None:
@@ -965,13 +965,13 @@ class MysqlDataStore(EntryBatchStore[Transaction]):
 
         return await self._transact(locked)
 
-    async def create_bundle(self, bundle: Bundle) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            if await self._bundle(transaction.connection, bundle.trust_domain) is not None:
-                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
-            return await self._store_bundle(transaction.connection, bundle)
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[Any], Awaitable[T]]
+    ) -> T:
+        async def on_connection(transaction: Transaction) -> T:
+            return await work(transaction.connection)
 
-        return await self._bundle_write(bundle.trust_domain, work)
+        return await self._bundle_write(trust_domain, on_connection)
 
     async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         async with self._read() as connection:
@@ -997,35 +997,6 @@ class MysqlDataStore(EntryBatchStore[Transaction]):
         async with self._read(replica=True) as connection:
             rows = await fetch(connection, "SELECT COUNT(*) FROM bundles")
         return int(rows[0][0])
-
-    async def set_bundle(self, bundle: Bundle) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            return await self._store_bundle(transaction.connection, bundle)
-
-        return await self._bundle_write(bundle.trust_domain, work)
-
-    async def update_bundle(
-        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
-    ) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            result = mutate(await self._bundle(transaction.connection, trust_domain))
-            return await self._store_bundle(
-                transaction.connection, checked_bundle_update(trust_domain, result)
-            )
-
-        return await self._bundle_write(trust_domain, work)
-
-    async def append_bundle(self, bundle: Bundle) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            current = await self._bundle(transaction.connection, bundle.trust_domain)
-            if current is None:
-                return await self._store_bundle(transaction.connection, bundle)
-            grown = appended_bundle(current, bundle)
-            if grown is None:
-                return current
-            return await self._store_bundle(transaction.connection, grown)
-
-        return await self._bundle_write(bundle.trust_domain, work)
 
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
@@ -1082,22 +1053,6 @@ class MysqlDataStore(EntryBatchStore[Transaction]):
 
         await self._bundle_write(trust_domain, work)
 
-    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
-        async def work(transaction: Transaction) -> bool:
-            current = await self._bundle(transaction.connection, trust_domain)
-            if current is None:
-                return False
-            pruned = pruned_bundle(current, expires_before)
-            if pruned is None:
-                return False
-            await self._store_bundle(transaction.connection, pruned)
-            return True
-
-        changed = await self._bundle_write(trust_domain, work)
-        if changed:
-            self._logger.info("pruned bundle", trust_domain=trust_domain.name)
-        return changed
-
     # -- CA journal ------------------------------------------------------------------------------
 
     async def get_ca_journal(self, name: str) -> bytes | None:
@@ -1146,14 +1101,7 @@ class MysqlDataStore(EntryBatchStore[Transaction]):
                 connection,
                 f"INSERT INTO federation_relationships ({_RELATIONSHIP_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s)",
-                (
-                    relationship.trust_domain.name,
-                    relationship.bundle_endpoint_url,
-                    relationship.profile.value,
-                    None
-                    if relationship.endpoint_spiffe_id is None
-                    else str(relationship.endpoint_spiffe_id),
-                ),
+                relationship_columns(relationship),
             )
 
         await self._transact(work)
@@ -1201,12 +1149,7 @@ class MysqlDataStore(EntryBatchStore[Transaction]):
                 connection,
                 "UPDATE federation_relationships SET bundle_endpoint_url = %s, profile = %s, "
                 "endpoint_spiffe_id = %s WHERE trust_domain = %s",
-                (
-                    updated.bundle_endpoint_url,
-                    updated.profile.value,
-                    None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
-                    updated.trust_domain.name,
-                ),
+                (*relationship_columns(updated)[1:], updated.trust_domain.name),
             )
             return updated
 
@@ -1238,15 +1181,7 @@ class MysqlDataStore(EntryBatchStore[Transaction]):
                 "WHERE event_id > %s ORDER BY event_id LIMIT %s",
                 (after_event_id, limit or _NO_LIMIT),
             )
-        return [
-            ChangeEvent(
-                event_id=row[0],
-                kind=ChangeKind(row[1]),
-                object_id=row[2],
-                created_at=from_micros(row[3]),
-            )
-            for row in rows
-        ]
+        return [change_event_from_row(row, from_micros) for row in rows]
 
     async def last_change_event_id(self) -> int:
         async with self._read() as connection:

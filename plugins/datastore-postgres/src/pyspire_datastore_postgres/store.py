@@ -71,21 +71,21 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
-from pyspire_sdk.sql_datastore import EntryBatchStore, SqlTransaction
+from pyspire_sdk.sql_datastore import BundleStore, EntryBatchStore, SqlTransaction
 from pyspire_sdk.stored_records import (
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
+    RELATIONSHIP_ROW,
     Decoder,
     EntryIdentity,
-    appended_bundle,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
+    change_event_from_row,
     check_mask,
-    checked_bundle_update,
     dedupe,
     entry_columns,
     entry_identity,
@@ -93,7 +93,7 @@ from pyspire_sdk.stored_records import (
     name_page_token,
     node_columns,
     node_from_row,
-    pruned_bundle,
+    relationship_columns,
     relationship_from_row,
 )
 
@@ -138,7 +138,7 @@ _APPEND_EVENTS = (
     "SELECT pg_notify($4, $5 || ':' || counter.last_event_id) FROM counter"
 )
 _BUNDLE_COLUMNS = "trust_domain, sequence_number, refresh_hint, data"
-_RELATIONSHIP_COLUMNS = "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id"
+_RELATIONSHIP_COLUMNS = ", ".join(RELATIONSHIP_ROW)
 
 
 def _columns(entries: Sequence[RegistrationEntry]) -> list[list[Any]]:
@@ -158,7 +158,7 @@ class _Transaction(SqlTransaction[asyncpg.Connection]):
         return nested
 
 
-class PostgresDataStore(EntryBatchStore[_Transaction]):
+class PostgresDataStore(EntryBatchStore[_Transaction], BundleStore):
     """The ``postgres`` datastore plugin. Configure once, use from one event loop, then close."""
 
     def __init__(self) -> None:
@@ -861,11 +861,11 @@ class PostgresDataStore(EntryBatchStore[_Transaction]):
             await self._lock(transaction.connection, "bundle", trust_domain.name)
             yield transaction
 
-    async def create_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._bundle_write(bundle.trust_domain) as transaction:
-            if await self._bundle(transaction.connection, bundle.trust_domain) is not None:
-                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
-            return await self._store_bundle(transaction.connection, bundle)
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        async with self._bundle_write(trust_domain) as transaction:
+            return await work(transaction.connection)
 
     async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         async with self._read() as connection:
@@ -890,29 +890,6 @@ class PostgresDataStore(EntryBatchStore[_Transaction]):
     async def count_bundles(self) -> int:
         async with self._read(replica=True) as connection:
             return int(await connection.fetchval("SELECT COUNT(*) FROM bundles"))
-
-    async def set_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._bundle_write(bundle.trust_domain) as transaction:
-            return await self._store_bundle(transaction.connection, bundle)
-
-    async def update_bundle(
-        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
-    ) -> Bundle:
-        async with self._bundle_write(trust_domain) as transaction:
-            result = mutate(await self._bundle(transaction.connection, trust_domain))
-            return await self._store_bundle(
-                transaction.connection, checked_bundle_update(trust_domain, result)
-            )
-
-    async def append_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._bundle_write(bundle.trust_domain) as transaction:
-            current = await self._bundle(transaction.connection, bundle.trust_domain)
-            if current is None:
-                return await self._store_bundle(transaction.connection, bundle)
-            grown = appended_bundle(current, bundle)
-            if grown is None:
-                return current
-            return await self._store_bundle(transaction.connection, grown)
 
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
@@ -957,18 +934,6 @@ class PostgresDataStore(EntryBatchStore[_Transaction]):
                     "entries while it was being deleted; try again"
                 ) from None
 
-    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
-        async with self._bundle_write(trust_domain) as transaction:
-            current = await self._bundle(transaction.connection, trust_domain)
-            if current is None:
-                return False
-            pruned = pruned_bundle(current, expires_before)
-            if pruned is None:
-                return False
-            await self._store_bundle(transaction.connection, pruned)
-        self._logger.info("pruned bundle", trust_domain=trust_domain.name)
-        return True
-
     # -- CA journal ------------------------------------------------------------------------------
 
     async def get_ca_journal(self, name: str) -> bytes | None:
@@ -1006,12 +971,7 @@ class PostgresDataStore(EntryBatchStore[_Transaction]):
             created = await transaction.connection.fetchval(
                 f"INSERT INTO federation_relationships ({_RELATIONSHIP_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (trust_domain) DO NOTHING RETURNING 1",
-                relationship.trust_domain.name,
-                relationship.bundle_endpoint_url,
-                relationship.profile.value,
-                None
-                if relationship.endpoint_spiffe_id is None
-                else str(relationship.endpoint_spiffe_id),
+                *relationship_columns(relationship),
             )
             if created is None:
                 raise AlreadyExistsError(
@@ -1059,9 +1019,7 @@ class PostgresDataStore(EntryBatchStore[_Transaction]):
             await connection.execute(
                 "UPDATE federation_relationships SET bundle_endpoint_url = $1, profile = $2, "
                 "endpoint_spiffe_id = $3 WHERE trust_domain = $4",
-                updated.bundle_endpoint_url,
-                updated.profile.value,
-                None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
+                *relationship_columns(updated)[1:],
                 updated.trust_domain.name,
             )
             return updated
@@ -1089,12 +1047,7 @@ class PostgresDataStore(EntryBatchStore[_Transaction]):
                 after_event_id,
                 limit or None,
             )
-        return [
-            ChangeEvent(
-                event_id=row[0], kind=ChangeKind(row[1]), object_id=row[2], created_at=row[3]
-            )
-            for row in rows
-        ]
+        return [change_event_from_row(row) for row in rows]
 
     async def last_change_event_id(self) -> int:
         async with self._read() as connection:

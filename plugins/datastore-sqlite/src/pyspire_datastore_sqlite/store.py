@@ -15,7 +15,7 @@ __all__ = ["SqliteDataStore"]
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import datetime
@@ -70,20 +70,20 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.sql_datastore import BundleStore
 from pyspire_sdk.stored_records import (
     ENTRY_IDENTITY_FIELDS,
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
     Decoder,
-    appended_bundle,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
+    change_event_from_row,
     check_mask,
-    checked_bundle_update,
     created_or_duplicate,
     dedupe,
     duplicate_entry_error,
@@ -94,7 +94,8 @@ from pyspire_sdk.stored_records import (
     node_columns,
     node_from_row,
     normalize_entry,
-    pruned_bundle,
+    plan_entry_deletes,
+    relationship_columns,
     relationship_from_row,
     restorable_entries,
     selectors_hash,
@@ -179,7 +180,7 @@ def _stored_moment(moment: datetime | None) -> datetime | None:
     return None if moment is None else from_micros(to_micros(moment))
 
 
-class SqliteDataStore:
+class SqliteDataStore(BundleStore):
     """The ``sqlite`` datastore plugin. Configure once, use from one event loop, then close."""
 
     def __init__(self) -> None:
@@ -997,15 +998,7 @@ class SqliteDataStore:
                     connection, f"e.entry_id IN ({', '.join('?' * len(chunk))})", chunk
                 )
                 found.update((entry.id, (pk, entry)) for pk, entry in zip(pks, loaded, strict=True))
-            results: list[RegistrationEntry | PyspireError] = []
-            deleted: list[tuple[int, str]] = []
-            for entry_id in entry_ids:
-                hit = found.pop(entry_id, None)
-                if hit is None:
-                    results.append(NotFoundError(f"entry id {entry_id!r} not found"))
-                    continue
-                deleted.append((hit[0], entry_id))
-                results.append(hit[1])
+            results, deleted = plan_entry_deletes(entry_ids, found)
             if deleted:
                 await connection.executemany(
                     "DELETE FROM entries WHERE pk = ?", [(pk,) for pk, _ in deleted]
@@ -1312,11 +1305,12 @@ class SqliteDataStore:
         assert stored is not None
         return stored
 
-    async def create_bundle(self, bundle: Bundle) -> Bundle:
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[aiosqlite.Connection], Awaitable[T]]
+    ) -> T:
+        """The one writer's transaction, which holds every bundle's lock."""
         async with self._write() as connection:
-            if await self._bundle(connection, bundle.trust_domain) is not None:
-                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
-            return await self._store_bundle(connection, bundle)
+            return await work(connection)
 
     async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         async with self._read(snapshot=False) as connection:
@@ -1341,27 +1335,6 @@ class SqliteDataStore:
         async with self._read(snapshot=False) as connection:
             rows = list(await connection.execute_fetchall("SELECT COUNT(*) FROM bundles"))
         return int(rows[0][0])
-
-    async def set_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._write() as connection:
-            return await self._store_bundle(connection, bundle)
-
-    async def update_bundle(
-        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
-    ) -> Bundle:
-        async with self._write() as connection:
-            result = mutate(await self._bundle(connection, trust_domain))
-            return await self._store_bundle(connection, checked_bundle_update(trust_domain, result))
-
-    async def append_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._write() as connection:
-            current = await self._bundle(connection, bundle.trust_domain)
-            if current is None:
-                return await self._store_bundle(connection, bundle)
-            grown = appended_bundle(current, bundle)
-            if grown is None:
-                return current
-            return await self._store_bundle(connection, grown)
 
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
@@ -1399,18 +1372,6 @@ class SqliteDataStore:
             await connection.execute(
                 "DELETE FROM bundles WHERE trust_domain = ?", (trust_domain.name,)
             )
-
-    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
-        async with self._write() as connection:
-            current = await self._bundle(connection, trust_domain)
-            if current is None:
-                return False
-            pruned = pruned_bundle(current, expires_before)
-            if pruned is None:
-                return False
-            await self._store_bundle(connection, pruned)
-        self._logger.info("pruned bundle", trust_domain=trust_domain.name)
-        return True
 
     # -- CA journal ------------------------------------------------------------------------------
 
@@ -1458,14 +1419,7 @@ class SqliteDataStore:
             await connection.execute(
                 "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, "
                 "profile, endpoint_spiffe_id) VALUES (?, ?, ?, ?)",
-                (
-                    relationship.trust_domain.name,
-                    relationship.bundle_endpoint_url,
-                    relationship.profile.value,
-                    None
-                    if relationship.endpoint_spiffe_id is None
-                    else str(relationship.endpoint_spiffe_id),
-                ),
+                relationship_columns(relationship),
             )
         return relationship
 
@@ -1508,12 +1462,7 @@ class SqliteDataStore:
             await connection.execute(
                 "UPDATE federation_relationships SET bundle_endpoint_url = ?, profile = ?, "
                 "endpoint_spiffe_id = ? WHERE trust_domain = ?",
-                (
-                    updated.bundle_endpoint_url,
-                    updated.profile.value,
-                    None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
-                    updated.trust_domain.name,
-                ),
+                (*relationship_columns(updated)[1:], updated.trust_domain.name),
             )
             return updated
 
@@ -1542,15 +1491,7 @@ class SqliteDataStore:
                 "WHERE event_id > ? ORDER BY event_id LIMIT ?",
                 (after_event_id, limit or -1),
             )
-        return [
-            ChangeEvent(
-                event_id=row[0],
-                kind=ChangeKind(row[1]),
-                object_id=row[2],
-                created_at=from_micros(row[3]),
-            )
-            for row in rows
-        ]
+        return [change_event_from_row(row, from_micros) for row in rows]
 
     async def last_change_event_id(self) -> int:
         async with self._read(snapshot=False) as connection:
