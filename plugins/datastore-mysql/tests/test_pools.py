@@ -4,15 +4,13 @@ share of the reads, connection lifetimes, cancellation, a closed store), on Mari
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from pyspire_datastore_mysql import MysqlDataStore, MysqlDataStoreConfig
+from pyspire_datastore_mysql import MysqlDataStore
 from pyspire_datastore_mysql.session import fetch
 from pyspire_datastore_mysql.testing import throwaway_database
 
-from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, SqlPoolsContract
+from pyspire_sdk.testing.sql_pools_contract import SqlPoolsContract
 
 pytestmark = pytest.mark.mysql
 
@@ -28,19 +26,6 @@ class _Probe:
 
 
 class TestMysqlPools(SqlPoolsContract):
-    @pytest.fixture
-    def open_with_settings(self, mysql_dsn: str, host_services: HostServices) -> OpenWithSettings:
-        async def open_(connection_string: str | None = None, **changes: Any) -> MysqlDataStore:
-            settings: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1, **changes}
-            store = MysqlDataStore()
-            config = MysqlDataStoreConfig(
-                connection_string=connection_string or mysql_dsn, **settings
-            )
-            await store.configure(config, host_services)
-            return store
-
-        return open_
-
     @pytest.fixture
     async def replica_connection_string(self, mysql_server: str) -> AsyncIterator[str]:
         """A second database standing in for a replica that lags: it holds other data."""

@@ -4,14 +4,12 @@ share of the reads, connection lifetimes, cancellation, a closed store), on Post
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from pyspire_datastore_postgres import PostgresDataStore, PostgresDataStoreConfig
+from pyspire_datastore_postgres import PostgresDataStore
 from pyspire_datastore_postgres.testing import throwaway_schema
 
-from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, SqlPoolsContract
+from pyspire_sdk.testing.sql_pools_contract import SqlPoolsContract
 
 pytestmark = pytest.mark.postgres
 
@@ -27,21 +25,6 @@ class _Probe:
 
 
 class TestPostgresPools(SqlPoolsContract):
-    @pytest.fixture
-    def open_with_settings(
-        self, postgres_dsn: str, host_services: HostServices
-    ) -> OpenWithSettings:
-        async def open_(connection_string: str | None = None, **changes: Any) -> PostgresDataStore:
-            settings: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1, **changes}
-            store = PostgresDataStore()
-            config = PostgresDataStoreConfig(
-                connection_string=connection_string or postgres_dsn, **settings
-            )
-            await store.configure(config, host_services)
-            return store
-
-        return open_
-
     @pytest.fixture
     async def replica_connection_string(self, postgres_server: str) -> AsyncIterator[str]:
         """A second schema standing in for a replica that lags: it holds other data."""

@@ -6,7 +6,8 @@ lag go to ``ro_connection_string``'s replica, whose sessions are read-only; a co
 reused past ``conn_max_lifetime`` on the host clock; a cancelled call leaves the pool usable and
 the database whole; a closed datastore refuses calls as unavailable.
 
-Subclass :class:`SqlPoolsContract` in the plugin's tests and provide three fixtures:
+Subclass :class:`SqlPoolsContract` in the plugin's tests and provide three fixtures (in the
+class or in a ``conftest.py``):
 
 - ``open_with_settings``: an async function ``(connection_string=None, **settings)`` that
   opens and configures the plugin's datastore on the test's empty database (or on
@@ -63,21 +64,6 @@ class SessionProbe(Protocol):
 class SqlPoolsContract:
     """Tests every datastore with SPIRE's ``sql`` pool settings must pass; see the module
     documentation for the fixtures to provide."""
-
-    @pytest.fixture
-    def open_with_settings(self) -> OpenWithSettings:
-        """Provided by the subclass (see the module documentation)."""
-        raise NotImplementedError("the subclass provides the open_with_settings fixture")
-
-    @pytest.fixture
-    def replica_connection_string(self) -> str:
-        """Provided by the subclass (see the module documentation)."""
-        raise NotImplementedError("the subclass provides the replica_connection_string fixture")
-
-    @pytest.fixture
-    def session_probe(self) -> SessionProbe:
-        """Provided by the subclass (see the module documentation)."""
-        raise NotImplementedError("the subclass provides the session_probe fixture")
 
     @pytest.mark.asyncio
     async def test_lag_tolerant_reads_go_to_the_replica(
