@@ -41,7 +41,7 @@ from asyncmy.errors import MySQLError
 from pyspire_datastore_mysql.config import MysqlDataStoreConfig
 from pyspire_datastore_mysql.connection import ConnectionTarget, TlsFiles
 from pyspire_datastore_mysql.pool import ConnectionPool, PoolClosedError, server_error_code
-from pyspire_datastore_mysql.queries import entry_where, node_where, placeholders
+from pyspire_datastore_mysql.queries import Params, placeholders
 from pyspire_datastore_mysql.schema import LOCK_SLOTS, migrate
 from pyspire_datastore_mysql.session import (
     DEADLOCK,
@@ -82,6 +82,7 @@ from pyspire_sdk.plugins.datastore import (
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.sql_datastore import BundleStore, EntryBatchStore
+from pyspire_sdk.sql_filters import entry_where, node_where
 from pyspire_sdk.stored_records import (
     ENTRY_ROW,
     KIND_DNS,
@@ -638,23 +639,23 @@ class MysqlDataStore(EntryBatchStore[Transaction], BundleStore):
         self, entry_filter: EntryFilter | None = None, page: Page | None = None
     ) -> EntryPage:
         page = page or Page()
-        params: list[Any] = [integer_page_token(page.token)]
+        params = Params(integer_page_token(page.token))
         where = entry_where(params, entry_filter)
         limit = page.size + 1 if page.size else 0
         async with self._read(snapshot=True, replica=True) as connection:
             pks, entries = await self._load_entries(
-                connection, f"e.pk > %s AND {where}", params, limit
+                connection, f"e.pk > %s AND {where}", params.values, limit
             )
         if limit and len(entries) == limit:
             return EntryPage(tuple(entries[:-1]), str(pks[-2]))
         return EntryPage(tuple(entries))
 
     async def count_entries(self, entry_filter: EntryFilter | None = None) -> int:
-        params: list[Any] = []
+        params = Params()
         where = entry_where(params, entry_filter)
         async with self._read(replica=True) as connection:
             rows = await fetch(
-                connection, f"SELECT COUNT(*) FROM entries AS e WHERE {where}", params
+                connection, f"SELECT COUNT(*) FROM entries AS e WHERE {where}", params.values
             )
         return int(rows[0][0])
 
@@ -777,21 +778,25 @@ class MysqlDataStore(EntryBatchStore[Transaction], BundleStore):
         self, node_filter: NodeFilter | None = None, page: Page | None = None
     ) -> AttestedNodePage:
         page = page or Page()
-        params: list[Any] = [integer_page_token(page.token)]
+        params = Params(integer_page_token(page.token))
         where = node_where(params, node_filter)
         limit = page.size + 1 if page.size else 0
         async with self._read(snapshot=True, replica=True) as connection:
-            pks, nodes = await self._load_nodes(connection, f"n.pk > %s AND {where}", params, limit)
+            pks, nodes = await self._load_nodes(
+                connection, f"n.pk > %s AND {where}", params.values, limit
+            )
         if limit and len(nodes) == limit:
             return AttestedNodePage(tuple(nodes[:-1]), str(pks[-2]))
         return AttestedNodePage(tuple(nodes))
 
     async def count_attested_nodes(self, node_filter: NodeFilter | None = None) -> int:
-        params: list[Any] = []
+        params = Params()
         where = node_where(params, node_filter)
         async with self._read(replica=True) as connection:
             rows = await fetch(
-                connection, f"SELECT COUNT(*) FROM attested_nodes AS n WHERE {where}", params
+                connection,
+                f"SELECT COUNT(*) FROM attested_nodes AS n WHERE {where}",
+                params.values,
             )
         return int(rows[0][0])
 

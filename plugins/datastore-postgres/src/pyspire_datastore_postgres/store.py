@@ -38,7 +38,7 @@ import structlog
 
 from pyspire_datastore_postgres.config import PostgresDataStoreConfig
 from pyspire_datastore_postgres.connection import ConnectionTarget, open_pool
-from pyspire_datastore_postgres.queries import Params, entry_where, node_where
+from pyspire_datastore_postgres.queries import Params
 from pyspire_datastore_postgres.records import ENTRY_COLUMNS, NODE_COLUMNS
 from pyspire_datastore_postgres.schema import migrate, schema_lock_key
 from pyspire_datastore_postgres.watch import BUNDLE_PAYLOAD, NOTIFY_CHANNEL, ChangeWatch
@@ -72,6 +72,7 @@ from pyspire_sdk.plugins.datastore import (
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.sql_datastore import BundleStore, EntryBatchStore, SqlTransaction
+from pyspire_sdk.sql_filters import entry_where, node_where
 from pyspire_sdk.stored_records import (
     KIND_DNS,
     KIND_FEDERATES,
@@ -390,7 +391,7 @@ class PostgresDataStore(EntryBatchStore[_Transaction], BundleStore):
     ) -> tuple[list[int], list[RegistrationEntry]]:
         sql = f"SELECT {ENTRY_COLUMNS} FROM entries AS e WHERE {where} ORDER BY e.pk"
         if limit:
-            sql += f" LIMIT {params.add(limit)}"
+            sql += f" LIMIT {params.bind(limit)}"
         if lock:
             sql += " FOR UPDATE OF e"
         rows = await connection.fetch(sql, *params.values)
@@ -630,7 +631,7 @@ class PostgresDataStore(EntryBatchStore[_Transaction], BundleStore):
     ) -> tuple[list[int], list[AttestedNode]]:
         sql = f"SELECT {NODE_COLUMNS} FROM attested_nodes AS n WHERE {where} ORDER BY n.pk"
         if limit:
-            sql += f" LIMIT {params.add(limit)}"
+            sql += f" LIMIT {params.bind(limit)}"
         rows = await connection.fetch(sql, *params.values)
         decoder = Decoder()
         selectors = await self._node_selectors(connection, decoder, [row[1] for row in rows])
