@@ -4,7 +4,6 @@ no server answers, the tests that need one skip and say why."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from pyspire_datastore_mysql import MysqlDataStore, MysqlDataStoreConfig
@@ -15,7 +14,7 @@ from pyspire_datastore_mysql.testing import (
 )
 
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings
+from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 
 @pytest.fixture
@@ -37,12 +36,4 @@ async def mysql_dsn(mysql_server: str) -> AsyncIterator[str]:
 @pytest.fixture
 def open_with_settings(mysql_dsn: str, host_services: HostServices) -> OpenWithSettings:
     """Opens the datastore on this test's database (or another), small pools by default."""
-
-    async def open_(connection_string: str | None = None, **changes: Any) -> MysqlDataStore:
-        settings: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1, **changes}
-        store = MysqlDataStore()
-        config = MysqlDataStoreConfig(connection_string=connection_string or mysql_dsn, **settings)
-        await store.configure(config, host_services)
-        return store
-
-    return open_
+    return opener(MysqlDataStore, MysqlDataStoreConfig, mysql_dsn, host_services)

@@ -20,6 +20,7 @@ from pyspire_sdk.testing.datastore_concurrency_contract import (
     CommitGate,
     DataStoreConcurrencyContract,
 )
+from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 pytestmark = pytest.mark.mysql
 
@@ -36,34 +37,30 @@ class _HeldBeforeCommit(MysqlDataStore):
         await self.gate.hold()
 
 
-async def _open(
-    store: MysqlDataStore, dsn: str, host_services: HostServices, **changes: object
-) -> MysqlDataStore:
-    settings: dict[str, Any] = {"max_open_conns": 6, "max_idle_conns": 1, **changes}
-    await store.configure(MysqlDataStoreConfig(connection_string=dsn, **settings), host_services)
-    return store
-
-
 class TestMysqlConcurrency(DataStoreConcurrencyContract):
     @pytest.fixture
     def open_datastore(
-        self, mysql_dsn: str, host_services: HostServices
+        self, open_with_settings: OpenWithSettings
     ) -> Callable[[], Awaitable[MysqlDataStore]]:
-        return lambda: _open(MysqlDataStore(), mysql_dsn, host_services)
+        return lambda: open_with_settings(max_open_conns=6)
 
     @pytest.fixture
     def open_held_datastore(
         self, mysql_dsn: str, host_services: HostServices
     ) -> Callable[[CommitGate], Awaitable[MysqlDataStore]]:
-        return lambda gate: _open(
-            _HeldBeforeCommit(gate), mysql_dsn, host_services, max_open_conns=2
-        )
+        def open_(gate: CommitGate) -> Awaitable[MysqlDataStore]:
+            held = opener(
+                lambda: _HeldBeforeCommit(gate), MysqlDataStoreConfig, mysql_dsn, host_services
+            )
+            return held()
+
+        return open_
 
     async def test_a_statement_over_its_timeout_is_unavailable(
-        self, mysql_dsn: str, host_services: HostServices
+        self, open_with_settings: OpenWithSettings
     ) -> None:
-        store = await _open(
-            MysqlDataStore(), mysql_dsn, host_services, statement_timeout=timedelta(milliseconds=50)
+        store = await open_with_settings(
+            max_open_conns=6, statement_timeout=timedelta(milliseconds=50)
         )
         try:
             with pytest.raises(UnavailableError, match="statement timeout"):
@@ -74,10 +71,10 @@ class TestMysqlConcurrency(DataStoreConcurrencyContract):
             await store.close()
 
     async def test_a_deadlock_victim_runs_again_whole(
-        self, mysql_dsn: str, host_services: HostServices
+        self, open_with_settings: OpenWithSettings
     ) -> None:
-        first = await _open(MysqlDataStore(), mysql_dsn, host_services)
-        second = await _open(MysqlDataStore(), mysql_dsn, host_services)
+        first = await open_with_settings(max_open_conns=6)
+        second = await open_with_settings(max_open_conns=6)
         both_hold_one = asyncio.Barrier(2)
         runs = {"first": 0, "second": 0}
 

@@ -4,7 +4,6 @@ no server answers, the tests that need one skip and say why."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from pyspire_datastore_postgres import PostgresDataStore, PostgresDataStoreConfig
@@ -15,7 +14,7 @@ from pyspire_datastore_postgres.testing import (
 )
 
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings
+from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 
 @pytest.fixture
@@ -37,14 +36,4 @@ async def postgres_dsn(postgres_server: str) -> AsyncIterator[str]:
 @pytest.fixture
 def open_with_settings(postgres_dsn: str, host_services: HostServices) -> OpenWithSettings:
     """Opens the datastore on this test's schema (or another), small pools by default."""
-
-    async def open_(connection_string: str | None = None, **changes: Any) -> PostgresDataStore:
-        settings: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1, **changes}
-        store = PostgresDataStore()
-        config = PostgresDataStoreConfig(
-            connection_string=connection_string or postgres_dsn, **settings
-        )
-        await store.configure(config, host_services)
-        return store
-
-    return open_
+    return opener(PostgresDataStore, PostgresDataStoreConfig, postgres_dsn, host_services)

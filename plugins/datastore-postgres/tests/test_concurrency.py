@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +22,7 @@ from pyspire_sdk.testing.datastore_concurrency_contract import (
     DataStoreConcurrencyContract,
 )
 from pyspire_sdk.testing.fake_clock import FakeClock
+from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 pytestmark = pytest.mark.postgres
 
@@ -41,14 +41,6 @@ class _HeldBeforeCommit(PostgresDataStore):
         await self.gate.hold()
 
 
-async def _open(
-    store: PostgresDataStore, dsn: str, host_services: HostServices, **changes: object
-) -> PostgresDataStore:
-    settings: dict[str, Any] = {"max_open_conns": 6, "max_idle_conns": 1, **changes}
-    await store.configure(PostgresDataStoreConfig(connection_string=dsn, **settings), host_services)
-    return store
-
-
 def _entry(path: str) -> RegistrationEntry:
     return RegistrationEntry(
         spiffe_id=SpiffeId.parse(f"spiffe://example.org{path}"),
@@ -60,22 +52,29 @@ def _entry(path: str) -> RegistrationEntry:
 class TestPostgresConcurrency(DataStoreConcurrencyContract):
     @pytest.fixture
     def open_datastore(
-        self, postgres_dsn: str, host_services: HostServices
+        self, open_with_settings: OpenWithSettings
     ) -> Callable[[], Awaitable[PostgresDataStore]]:
-        return lambda: _open(PostgresDataStore(), postgres_dsn, host_services)
+        return lambda: open_with_settings(max_open_conns=6)
 
     @pytest.fixture
     def open_held_datastore(
         self, postgres_dsn: str, host_services: HostServices
     ) -> Callable[[CommitGate], Awaitable[PostgresDataStore]]:
-        return lambda gate: _open(
-            _HeldBeforeCommit(gate), postgres_dsn, host_services, max_open_conns=2
-        )
+        def open_(gate: CommitGate) -> Awaitable[PostgresDataStore]:
+            held = opener(
+                lambda: _HeldBeforeCommit(gate),
+                PostgresDataStoreConfig,
+                postgres_dsn,
+                host_services,
+            )
+            return held()
+
+        return open_
 
     async def test_commits_with_events_notify_listeners(
-        self, postgres_dsn: str, host_services: HostServices, fake_clock: FakeClock
+        self, open_with_settings: OpenWithSettings, postgres_dsn: str, fake_clock: FakeClock
     ) -> None:
-        store = await _open(PostgresDataStore(), postgres_dsn, host_services)
+        store = await open_with_settings(max_open_conns=6)
         listener = await asyncpg.connect(postgres_dsn)
         received: asyncio.Queue[str] = asyncio.Queue()
         try:
@@ -96,12 +95,10 @@ class TestPostgresConcurrency(DataStoreConcurrencyContract):
             await store.close()
 
     async def test_a_statement_over_its_timeout_is_unavailable(
-        self, postgres_dsn: str, host_services: HostServices
+        self, open_with_settings: OpenWithSettings
     ) -> None:
-        store = await _open(
-            PostgresDataStore(),
-            postgres_dsn,
-            host_services,
+        store = await open_with_settings(
+            max_open_conns=6,
             statement_timeout=timedelta(milliseconds=50),
         )
         try:

@@ -12,7 +12,7 @@ class or in a ``conftest.py``):
 - ``open_with_settings``: an async function ``(connection_string=None, **settings)`` that
   opens and configures the plugin's datastore on the test's empty database (or on
   ``connection_string``), with the given settings over ``max_open_conns=2, max_idle_conns=1``,
-  on the ``host_services`` fixture; the test closes it.
+  on the ``host_services`` fixture; the test closes it. :func:`opener` makes one.
 - ``replica_connection_string``: a second empty database standing in for a replica.
 - ``session_probe``: a :class:`SessionProbe` that asks a datastore's own connections what the
   database says about their session.
@@ -20,9 +20,10 @@ class or in a ``conftest.py``):
 
 from __future__ import annotations
 
-__all__ = ["OpenWithSettings", "SessionProbe", "SqlPoolsContract"]
+__all__ = ["OpenWithSettings", "SessionProbe", "SqlPoolsContract", "opener"]
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ import pytest
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import UnavailableError
 from pyspire_sdk.model import AttestedNode, RegistrationEntry
+from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import DataStore
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -49,6 +51,26 @@ class OpenWithSettings(Protocol):
 
     async def __call__(self, connection_string: str | None = None, **settings: Any) -> Any:
         """A configured datastore of the plugin's own type."""
+
+
+def opener(
+    store_type: Callable[[], Any],
+    config_type: Callable[..., Any],
+    test_database: str,
+    host_services: HostServices,
+) -> OpenWithSettings:
+    """An ``open_with_settings`` for a plugin: a new ``store_type()`` configured with
+    ``config_type(connection_string=..., **settings)`` (``test_database`` unless another is
+    given), small pools unless the settings say otherwise, on ``host_services``."""
+
+    async def open_(connection_string: str | None = None, **changes: Any) -> Any:
+        settings: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1, **changes}
+        store = store_type()
+        config = config_type(connection_string=connection_string or test_database, **settings)
+        await store.configure(config, host_services)
+        return store
+
+    return open_
 
 
 class SessionProbe(Protocol):
