@@ -23,8 +23,17 @@ class Params(SqlParams):
         self.values.append(value)
         return f"${len(self.values)}"
 
+    def __init__(self, *values: Any) -> None:
+        self._arrays: dict[tuple[tuple[tuple[str, ...], ...], int], list[str]] = {}
+        super().__init__(*values)
+
     def member(self, columns: Sequence[str], rows: Sequence[tuple[str, ...]]) -> str:
-        arrays = [self.bind([row[i] for row in rows]) for i in range(len(columns))]
+        """The set travels once, as one array per column, however often it is tested."""
+        key = (tuple(rows), len(columns))
+        arrays = self._arrays.get(key)
+        if arrays is None:
+            arrays = [self.bind([row[i] for row in rows]) for i in range(len(columns))]
+            self._arrays[key] = arrays
         if len(columns) == 1:
             return f"{columns[0]} = ANY({arrays[0]}::text[])"
         unnested = ", ".join(f"{array}::text[]" for array in arrays)
