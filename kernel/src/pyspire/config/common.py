@@ -9,7 +9,6 @@ __all__ = [
     "PrometheusConfig",
     "TelemetryConfig",
     "check_log_settings",
-    "check_port",
     "check_positive",
     "check_socket_path",
     "check_telemetry_endpoints",
@@ -22,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pyspire.telemetry.logging import parse_log_format, parse_log_level
-from pyspire_sdk.config import setting
+from pyspire_sdk.config import check_port, setting
 from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
 from pyspire_sdk.plugins.key_manager import KeyType
 
@@ -45,13 +44,6 @@ def check_log_settings(log_level: str, log_format: str) -> Iterator[ConfigIssue]
         yield ConfigIssue(
             "log_format", f"expected one of 'text', 'json', 'auto' (any case), found {log_format!r}"
         )
-
-
-def check_port(key: str, port: int, *, allow_zero: bool) -> Iterator[ConfigIssue]:
-    """An issue when ``port`` is not a TCP port number (0 means "any free port" if allowed)."""
-    lowest = 0 if allow_zero else 1
-    if not lowest <= port <= 65535:
-        yield ConfigIssue(key, f"must be between {lowest} and 65535, found {port}")
 
 
 def check_positive(key: str, value: timedelta | None) -> Iterator[ConfigIssue]:

@@ -42,8 +42,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pyspire.config.common import check_port, check_positive
-from pyspire_sdk.config import setting
+from pyspire.config.common import check_positive
+from pyspire_sdk.config import check_port, setting
 from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
 from pyspire_sdk.model import FederationProfile, FederationRelationship
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
