@@ -17,15 +17,17 @@ from urllib.parse import urlsplit
 
 from pyspire.ca.templates import CaSubject
 from pyspire.config.common import (
-    HealthChecksConfig,
     KeyType,
-    TelemetryConfig,
     check_log_settings,
     check_positive,
     check_socket_path,
-    check_telemetry_endpoints,
 )
 from pyspire.config.federation import FederationConfig
+from pyspire.telemetry.settings import (
+    HealthChecksConfig,
+    TelemetryConfig,
+    check_telemetry_endpoints,
+)
 from pyspire_sdk import format_duration
 from pyspire_sdk.config import check_port, setting
 from pyspire_sdk.errors import ConfigIssue
