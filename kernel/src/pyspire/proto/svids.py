@@ -39,6 +39,7 @@ from pyspire.proto.gen.codec.spire_api_types import (
     write_X509SVID,
 )
 from pyspire_sdk.model import JwtSvid, X509Svid
+from pyspire_sdk.spiffeid import SpiffeId
 
 BatchItem = tuple[str, bytes]
 """One item of a BatchNewX509SVID request: the entry ID and the DER CSR."""
@@ -53,12 +54,15 @@ def _seconds(moment: datetime | None) -> int:
     return int(moment.timestamp()) if moment is not None else 0
 
 
+def _spiffe_id(spiffe_id: SpiffeId) -> bytes:
+    return write_SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
+
+
 def encode_x509_svid(svid: X509Svid) -> bytes:
     """The encoding of ``spire.api.types.X509SVID`` for ``svid``."""
-    spiffe_id = svid.spiffe_id
     return write_X509SVID(
         cert_chain=svid.cert_chain,
-        id=write_SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path),
+        id=_spiffe_id(svid.spiffe_id),
         expires_at=_seconds(svid.expires_at),
         hint=svid.hint,
     )
@@ -66,10 +70,9 @@ def encode_x509_svid(svid: X509Svid) -> bytes:
 
 def encode_jwt_svid(svid: JwtSvid) -> bytes:
     """The encoding of ``spire.api.types.JWTSVID`` for ``svid``."""
-    spiffe_id = svid.spiffe_id
     return write_JWTSVID(
         token=svid.token,
-        id=write_SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path),
+        id=_spiffe_id(svid.spiffe_id),
         expires_at=_seconds(svid.expires_at),
         issued_at=_seconds(svid.issued_at),
         hint=svid.hint,

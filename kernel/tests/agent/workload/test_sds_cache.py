@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 import pytest
-from envoy.service.secret.v3 import sds_pb2_grpc  # type: ignore[import-untyped]
 
 from pyspire.agent.identities import Snapshot
 from pyspire.agent.workload import SecretDiscoveryService, WorkloadAttestation
@@ -19,6 +17,7 @@ from pyspire.proto.secrets import SECRET_TYPE_URL, discovery_resources, discover
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.testing import FakeClock
 
+from . import test_sds
 from .helpers import UID_SELECTOR, FakeIdentitySource, Pki
 from .test_sds import (
     OWN_TD,
@@ -28,9 +27,11 @@ from .test_sds import (
     pem_ders,
     read,
     request,
-    sds_endpoint,
     secrets_of,
 )
+
+envoy = test_sds.envoy
+"""The Envoy client fixture of the SDS tests: grpcio and the published stubs."""
 
 
 class CountedEncodings:
@@ -46,32 +47,22 @@ class CountedEncodings:
 
 
 async def test_envoys_of_one_revision_share_one_encoding_and_a_change_rebuilds(
-    source: FakeIdentitySource,
-    attestation: WorkloadAttestation,
-    clock: FakeClock,
-    socket_dir: Any,
-    pki: Pki,
-    monkeypatch: pytest.MonkeyPatch,
+    envoy: Any, source: FakeIdentitySource, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encodings = CountedEncodings(monkeypatch)
-    async with (
-        sds_endpoint(source, attestation, clock, socket_dir) as endpoint,
-        grpc.aio.insecure_channel(f"unix:{endpoint.socket_path}") as channel,
-    ):
-        stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
-        calls = [stub.StreamSecrets() for _ in range(4)]
-        firsts = []
-        for call in calls:
-            await call.write(request(node=envoy_node()))
-            firsts.append(await read(call))
-        fetched = await stub.FetchSecrets(request(node=envoy_node()), timeout=TIMEOUT)
-        shared = encodings.count
+    calls = [envoy.StreamSecrets() for _ in range(4)]
+    firsts = []
+    for call in calls:
+        await call.write(request(node=envoy_node()))
+        firsts.append(await read(call))
+    fetched = await envoy.FetchSecrets(request(node=envoy_node()), timeout=TIMEOUT)
+    shared = encodings.count
 
-        rotated = pki.identity(source.snapshot().identities[0].entry)
-        source.publish(identities=(rotated,))
-        pushed = [await read(call) for call in calls]
-        for call in calls:
-            call.cancel()
+    rotated = pki.identity(source.snapshot().identities[0].entry)
+    source.publish(identities=(rotated,))
+    pushed = [await read(call) for call in calls]
+    for call in calls:
+        call.cancel()
 
     assert shared == 1
     assert encodings.count == 2
@@ -85,26 +76,17 @@ async def test_envoys_of_one_revision_share_one_encoding_and_a_change_rebuilds(
 
 
 async def test_names_and_validator_choice_have_encodings_of_their_own(
-    source: FakeIdentitySource,
-    attestation: WorkloadAttestation,
-    clock: FakeClock,
-    socket_dir: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    envoy: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encodings = CountedEncodings(monkeypatch)
-    async with (
-        sds_endpoint(source, attestation, clock, socket_dir) as endpoint,
-        grpc.aio.insecure_channel(f"unix:{endpoint.socket_path}") as channel,
-    ):
-        stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
 
-        async def fetch(names: Sequence[str], node: Any) -> Any:
-            return await stub.FetchSecrets(request(names, node=node), timeout=TIMEOUT)
+    async def fetch(names: Sequence[str], node: Any) -> Any:
+        return await envoy.FetchSecrets(request(names, node=node), timeout=TIMEOUT)
 
-        spiffe = await fetch([OWN_TD], envoy_node())
-        standard = await fetch([OWN_TD], envoy_node(1, 17))
-        both = await fetch([OWN_TD, WORKLOAD], envoy_node())
-        again = [await fetch([OWN_TD], envoy_node()), await fetch([OWN_TD], envoy_node(1, 17))]
+    spiffe = await fetch([OWN_TD], envoy_node())
+    standard = await fetch([OWN_TD], envoy_node(1, 17))
+    both = await fetch([OWN_TD, WORKLOAD], envoy_node())
+    again = [await fetch([OWN_TD], envoy_node()), await fetch([OWN_TD], envoy_node(1, 17))]
 
     assert encodings.count == 3
     own = secrets_of(spiffe)[OWN_TD].validation_context
