@@ -18,8 +18,9 @@ the SDS calls to the floor: SDS sends PEM (the Workload API sends DER) inside ``
 and builds a SPIFFE validator configuration, so it may cost a little more.
 
 Then many Envoys on one agent: the client opens ``--streams`` StreamSecrets streams (each past
-its first response) and the server rotates the SVID (a new snapshot, made before the timing)
-``--pushes`` times, each when the client asks for it (SIGUSR1); the time from the signal until
+its first response) and the server, serving from the agent's own ``WorkloadCache``, rotates the
+SVID (and its CA; each made and checked before the timing) ``--pushes`` times, each when the
+client asks for it (SIGUSR1); the time from the signal until
 every stream has its push is set against the same with as many FetchX509SVID streams, the
 floor, in alternating rounds.
 
@@ -44,9 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ from bench_workload_api import WORKLOAD, CachedIdentities, make_snapshot, percen
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
+from pyspire.agent.cache import IssuedSvid, WorkloadCache
 from pyspire.agent.identities import Snapshot
 from pyspire.agent.workload import (
     SECURITY_HEADER,
@@ -77,30 +77,36 @@ from pyspire_sdk.selector import Selector
 SDS = "/envoy.service.secret.v3.SecretDiscoveryService/"
 
 
-class RotatingIdentities(CachedIdentities):
-    """A warm cache whose SVID rotates to the next of ``rotations`` (made in advance) on
-    :meth:`rotate`; watchers see every new snapshot."""
+class _NoServer:
+    """The server side of the agent's cache: never called, the benchmark mints nothing."""
 
-    def __init__(self, first: Snapshot, rotations: Iterator[Snapshot]) -> None:
-        super().__init__(first)
-        self._rotations = rotations
-        self._changed = asyncio.Event()
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the benchmark's cache called the server ({name})")
+
+
+class RotatingCache:
+    """The agent's own :class:`~pyspire.agent.cache.WorkloadCache`, holding one identity for
+    this uid, whose SVID (and CA) :meth:`rotate` replaces with the next of ``rotations``, each
+    made and checked in advance."""
+
+    def __init__(self, rotations: int) -> None:
+        self.cache = WorkloadCache(_NoServer(), SystemClock())  # type: ignore[arg-type]
+        self._rotations = iter([_issued(make_snapshot()) for _ in range(rotations)])
+        self._load(_issued(make_snapshot()))
 
     def rotate(self) -> None:
-        following = next(self._rotations)
-        self._snapshot = replace(following, revision=self._snapshot.revision + 1)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self._load(next(self._rotations))
 
-    async def watch(self) -> AsyncIterator[Snapshot]:
-        seen = -1
-        while True:
-            changed = self._changed
-            if self._snapshot.revision != seen:
-                seen = self._snapshot.revision
-                yield self._snapshot
-                continue
-            await changed.wait()
+    def _load(self, issued: tuple[Snapshot, IssuedSvid]) -> None:
+        snapshot, svid = issued
+        assert snapshot.bundle is not None
+        self.cache.update([snapshot.identities[0].entry], snapshot.bundle, {})
+        self.cache.store([svid])
+
+
+def _issued(snapshot: Snapshot) -> tuple[Snapshot, IssuedSvid]:
+    [identity] = snapshot.identities
+    return snapshot, IssuedSvid.inspect(identity.entry, identity.svid)
 
 
 async def serve_and_measure(args: argparse.Namespace) -> dict[str, list[float]]:
@@ -109,9 +115,9 @@ async def serve_and_measure(args: argparse.Namespace) -> dict[str, list[float]]:
     attestation = WorkloadAttestation([("unix", await unix_attestor(root))])
     costs = answer_costs(CachedIdentities(make_snapshot()), attestation, args.samples, 100)
     rounds = 2 * args.pushes + 2  # warm-up rounds included
-    rotations = [make_snapshot() for _ in range(rounds)]
-    source = RotatingIdentities(make_snapshot(), iter(rotations))
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, source.rotate)
+    rotating = RotatingCache(rounds)
+    source = rotating.cache
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, rotating.rotate)
     clock = SystemClock()
     endpoint = WorkloadEndpoint(
         socket,

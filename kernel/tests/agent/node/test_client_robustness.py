@@ -6,6 +6,7 @@ trailers, which the node identity does not retry as a transport failure."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,21 @@ _SERVER_ID = str(SpiffeId.from_segments(TD, "spire", "server"))
 _OTHER = TrustDomain("other.org")
 
 
+UNARY_UNARY = grpclib.const.Cardinality.UNARY_UNARY
+STREAM_STREAM = grpclib.const.Cardinality.STREAM_STREAM
+
+
+def _one_route(
+    path: str,
+    handle: Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]],
+    cardinality: grpclib.const.Cardinality,
+    request_type: type,
+    reply_type: type,
+) -> Callable[[], dict[str, grpclib.const.Handler]]:
+    """The ``__mapping__`` of a service of one raw handler (grpclib asks a service for it)."""
+    return lambda: {path: grpclib.const.Handler(handle, cardinality, request_type, reply_type)}
+
+
 def _break_connection(stream: grpclib.server.Stream[Any, Any]) -> None:
     """Close the call's TCP connection under it, as a server replacing its TLS identity (or
     going away) may. grpclib has no public call for it: its connection object does it."""
@@ -56,16 +72,9 @@ class BreakingBundles:
         self.reply = bytes(bundle_to_proto(bundle))
         self.breaks = breaks
         self.calls = 0
-
-    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        return {
-            _GET_FEDERATED_BUNDLE: grpclib.const.Handler(
-                self.handle,
-                grpclib.const.Cardinality.UNARY_UNARY,
-                EncodedMessage,
-                EncodedMessage,
-            )
-        }
+        self.__mapping__ = _one_route(
+            _GET_FEDERATED_BUNDLE, self.handle, UNARY_UNARY, EncodedMessage, EncodedMessage
+        )
 
     async def handle(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         await stream.recv_message()
@@ -135,16 +144,13 @@ class EndingAttestation:
         self.status = status
         self.message = message
         self.calls = 0
-
-    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        return {
-            _ATTEST_AGENT: grpclib.const.Handler(
-                self.handle,
-                grpclib.const.Cardinality.STREAM_STREAM,
-                agent_pb.AttestAgentRequest,
-                agent_pb.AttestAgentResponse,
-            )
-        }
+        self.__mapping__ = _one_route(
+            _ATTEST_AGENT,
+            self.handle,
+            STREAM_STREAM,
+            agent_pb.AttestAgentRequest,
+            agent_pb.AttestAgentResponse,
+        )
 
     async def handle(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         self.calls += 1
@@ -172,6 +178,9 @@ async def test_a_refusal_after_a_challenge_is_the_servers_refusal(ca: CA) -> Non
 
 
 async def test_an_attestation_ended_without_a_result_or_status_is_a_call_error(ca: CA) -> None:
+    """Reading the trailers does not hide a plain end: and it needs the agent's side ended
+    first (read with the side open, grpclib raised a ProtocolError, taken for a broken
+    connection)."""
     service = EndingAttestation(Status.OK, "")
     server, port = await serve_as(ca, [_SERVER_ID], service)
     client = ServerClient(trust_domain=TD, address="127.0.0.1", port=port, bundle=None)
