@@ -19,6 +19,10 @@ FetchX509SVID: missing ones are minted at once, and the first answer waits for t
 ``first_answer_wait`` seconds). Streams end when the client closes its side, with the error of
 a request that cannot be answered (an unknown name: INVALID_ARGUMENT), with
 PERMISSION_DENIED when the caller's last entry goes, and with UNAVAILABLE when the agent stops.
+
+Many Envoys on one agent see the same secrets: a caller's secrets are built once per snapshot
+revision for every caller that matches the same entries with the same validator choice, and
+each list of requested names is encoded once; a response adds only its version and nonce.
 """
 
 from __future__ import annotations
@@ -98,8 +102,8 @@ class _CallerAnswers:
     encoded from them, shared by every stream (and every FetchSecrets call) that asks for the
     same names with the same validator choice at that revision.
 
-    At most :data:`RESOURCE_LISTS_PER_CALLER` lists are kept: a client that asks ever other
-    names costs encodings, not memory.
+    At most :data:`RESOURCE_LISTS_PER_CALLER` lists are kept: a client that keeps asking for
+    new names costs encodings, not memory.
     """
 
     def __init__(self, secrets: CallerSecrets) -> None:
