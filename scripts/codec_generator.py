@@ -62,6 +62,14 @@ HOT_MESSAGES: tuple[str, ...] = (
     "envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig",
     "envoy.config.core.v3.Node",
     "envoy.type.v3.SemanticVersion",
+    "spire.api.agent.delegatedidentity.v1.SubscribeToX509SVIDsRequest",
+    "spire.api.agent.delegatedidentity.v1.SubscribeToX509SVIDsResponse",
+    "spire.api.agent.delegatedidentity.v1.SubscribeToX509BundlesRequest",
+    "spire.api.agent.delegatedidentity.v1.SubscribeToX509BundlesResponse",
+    "spire.api.agent.delegatedidentity.v1.FetchJWTSVIDsRequest",
+    "spire.api.agent.delegatedidentity.v1.FetchJWTSVIDsResponse",
+    "spire.api.agent.delegatedidentity.v1.SubscribeToJWTBundlesRequest",
+    "spire.api.agent.delegatedidentity.v1.SubscribeToJWTBundlesResponse",
 )
 """The messages that get generated codecs, with every message they contain."""
 

@@ -14,6 +14,7 @@ import pytest
 
 from pyspire_sdk.config import (
     SettingDoc,
+    check_port,
     describe_config,
     issues_from,
     load_config,
@@ -498,3 +499,14 @@ def test_settings_table_escapes_what_markdown_would_swallow() -> None:
         "| `path` | a string | no | '&lt;data_dir&gt;/x' | "
         "as &lt;namespace&gt;:&lt;name&gt;, a\\|b |"
     )
+
+
+def test_check_port_names_the_key_and_the_range() -> None:
+    assert list(check_port("port", 0, allow_zero=True)) == []
+    assert list(check_port("port", 65535, allow_zero=False)) == []
+    assert list(check_port("port", 0, allow_zero=False)) == [
+        ConfigIssue("port", "must be between 1 and 65535, found 0")
+    ]
+    assert list(check_port("bind_port", 70000, allow_zero=True)) == [
+        ConfigIssue("bind_port", "must be between 0 and 65535, found 70000")
+    ]

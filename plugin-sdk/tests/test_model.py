@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
 from pyspire_sdk.model import (
     AttestationResult,
     AttestedNode,
@@ -18,6 +18,7 @@ from pyspire_sdk.model import (
     JwtSvid,
     RegistrationEntry,
     X509Svid,
+    check_bundle_endpoint_url,
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
@@ -145,3 +146,19 @@ def test_federation_relationship_profile_rules() -> None:
 def test_federation_profile_values_match_spire() -> None:
     assert [profile.value for profile in FederationProfile] == ["https_web", "https_spiffe"]
     assert FederationProfile("https_web") is FederationProfile.HTTPS_WEB
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://a.test/bundle", "expected an https URL, found 'http://a.test/bundle'"),
+        ("https:///bundle", "expected a URL with a host, found 'https:///bundle'"),
+        ("https://user:secret@a.test", "must not carry user information"),
+    ],
+)
+def test_a_bundle_endpoint_url_the_federation_standard_forbids(url: str, message: str) -> None:
+    assert list(check_bundle_endpoint_url("url", url)) == [ConfigIssue("url", message)]
+
+
+def test_an_https_bundle_endpoint_url_with_a_host_passes() -> None:
+    assert list(check_bundle_endpoint_url("url", "https://a.test:8443/bundle")) == []

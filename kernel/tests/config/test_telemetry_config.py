@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pyspire.config import AgentConfig, ServerConfig
-from pyspire.config.common import HealthChecksConfig, PrometheusConfig
+from pyspire.telemetry.settings import HealthChecksConfig, PrometheusConfig
 from pyspire_sdk.config import load_config
 from pyspire_sdk.errors import ConfigError
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyspire.config.common import HealthChecksConfig, PrometheusConfig, TelemetryConfig
 from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
 from pyspire.telemetry.health import CheckResult, HealthCheck
 from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire.telemetry.settings import HealthChecksConfig, PrometheusConfig, TelemetryConfig
 from pyspire_sdk.errors import PyspireError
 
 from .servers import get, refused
@@ -107,7 +107,7 @@ def test_a_process_serving_no_endpoint_never_loads_the_http_server() -> None:
         import asyncio, sys
         import pyspire.agent.runtime, pyspire.server.runtime, pyspire.cli.agent
         import pyspire.cli.server, pyspire.cli.commands.run
-        from pyspire.config.common import HealthChecksConfig, TelemetryConfig
+        from pyspire.telemetry.settings import HealthChecksConfig, TelemetryConfig
         from pyspire.telemetry.endpoints import TelemetryEndpoints, serve_telemetry
         from pyspire.telemetry.metrics import PrometheusMetrics
 

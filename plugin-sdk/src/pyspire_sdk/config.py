@@ -20,12 +20,14 @@ A configuration class may define ``validate(self) -> Iterable[ConfigIssue]`` for
 span several fields; it runs only when every field parsed, and its issue paths are relative to
 the class's own table (``""`` means the table itself). A ``ValueError`` raised while the class
 is built (from ``__post_init__``) is reported as an issue on the table too.
+:func:`check_port` is the one rule for a TCP port setting, for such a ``validate``.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "SettingDoc",
+    "check_port",
     "describe_config",
     "issues_from",
     "load_config",
@@ -40,7 +42,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -478,3 +480,10 @@ def _show_default(value: Any) -> str:
 def issues_from(problems: Iterable[tuple[str, str]]) -> list[ConfigIssue]:
     """Turn ``(key, message)`` pairs into :class:`ConfigIssue` objects (for ``validate``)."""
     return [ConfigIssue(key, message) for key, message in problems]
+
+
+def check_port(key: str, port: int, *, allow_zero: bool) -> Iterator[ConfigIssue]:
+    """An issue when ``port`` is not a TCP port number (0 means "any free port" if allowed)."""
+    lowest = 0 if allow_zero else 1
+    if not lowest <= port <= 65535:
+        yield ConfigIssue(key, f"must be between {lowest} and 65535, found {port}")

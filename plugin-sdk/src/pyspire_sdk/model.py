@@ -19,13 +19,16 @@ __all__ = [
     "JwtSvid",
     "RegistrationEntry",
     "X509Svid",
+    "check_bundle_endpoint_url",
 ]
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
-from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -123,6 +126,18 @@ class FederationRelationship:
             raise InvalidArgumentError(
                 "endpoint_spiffe_id must not be set with the https_web profile"
             )
+
+
+def check_bundle_endpoint_url(key: str, url: str) -> Iterator[ConfigIssue]:
+    """Issues for a :attr:`FederationRelationship.bundle_endpoint_url` the federation standard
+    forbids (the configuration's ``federates_with`` and the TrustDomain API both check it)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        yield ConfigIssue(key, f"expected an https URL, found {url!r}")
+    elif not parts.hostname:
+        yield ConfigIssue(key, f"expected a URL with a host, found {url!r}")
+    elif parts.username is not None or parts.password is not None:
+        yield ConfigIssue(key, "must not carry user information")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,18 +42,16 @@ __all__ = [
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import pluggy
 import structlog
 
+from pyspire_sdk._upstream import UpstreamServers
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.model import JoinToken
 from pyspire_sdk.spiffeid import TrustDomain
-
-if TYPE_CHECKING:
-    from pyspire_sdk.plugins.upstream_authority import UpstreamServers
 
 PROJECT_NAME = "pyspire"
 """The pluggy project name; hook implementations must use :data:`hookimpl`."""

@@ -590,7 +590,9 @@ class ServerClient:
             while result is None:
                 response = await stream.recv_message()
                 if response is None:
-                    # A refusal after a challenge comes in the trailers: raise it, not "no result".
+                    # A refusal after a challenge comes in the trailers: raise it, not "no
+                    # result". grpclib reads trailers only once our side is ended.
+                    await stream.end()
                     await stream.recv_trailing_metadata()
                     raise ServerCallError("server ended AttestAgent without a result")
                 step, _ = betterproto.which_one_of(response, "step")

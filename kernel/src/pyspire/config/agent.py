@@ -18,17 +18,18 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pyspire.config.common import (
-    HealthChecksConfig,
     KeyType,
-    TelemetryConfig,
     check_log_settings,
-    check_port,
     check_positive,
     check_socket_path,
-    check_telemetry_endpoints,
 )
 from pyspire.config.sds import SdsConfig
-from pyspire_sdk.config import setting
+from pyspire.telemetry.settings import (
+    HealthChecksConfig,
+    TelemetryConfig,
+    check_telemetry_endpoints,
+)
+from pyspire_sdk.config import check_port, setting
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_UNIX_SOCKET_PATH_BYTES",
-    "HealthChecksConfig",
     "KeyType",
-    "PrometheusConfig",
-    "TelemetryConfig",
     "check_log_settings",
-    "check_port",
     "check_positive",
     "check_socket_path",
-    "check_telemetry_endpoints",
 ]
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from pyspire.telemetry.logging import parse_log_format, parse_log_level
-from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
 from pyspire_sdk.plugins.key_manager import KeyType
 
@@ -47,13 +40,6 @@ def check_log_settings(log_level: str, log_format: str) -> Iterator[ConfigIssue]
         )
 
 
-def check_port(key: str, port: int, *, allow_zero: bool) -> Iterator[ConfigIssue]:
-    """An issue when ``port`` is not a TCP port number (0 means "any free port" if allowed)."""
-    lowest = 0 if allow_zero else 1
-    if not lowest <= port <= 65535:
-        yield ConfigIssue(key, f"must be between {lowest} and 65535, found {port}")
-
-
 def check_positive(key: str, value: timedelta | None) -> Iterator[ConfigIssue]:
     """An issue when a duration that is set is zero."""
     if value is not None and value <= timedelta(0):
@@ -70,77 +56,4 @@ def check_socket_path(key: str, path: Path | None) -> Iterator[ConfigIssue]:
             key,
             f"path is {size} bytes, longer than the {MAX_UNIX_SOCKET_PATH_BYTES} a unix socket "
             "path may have",
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrometheusConfig:
-    """Where metrics are served for Prometheus to scrape (SPIRE's ``telemetry.Prometheus``)."""
-
-    host: str = setting(
-        default="localhost", description="Address the Prometheus endpoint listens on."
-    )
-    port: int = setting(description="TCP port of the Prometheus endpoint (0 picks a free port).")
-
-    def validate(self) -> Iterator[ConfigIssue]:
-        if not self.host.strip():
-            yield ConfigIssue("host", "must not be empty")
-        yield from check_port("port", self.port, allow_zero=True)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TelemetryConfig:
-    """The ``telemetry`` table: where the process's metrics go (SPIRE's ``telemetry`` block)."""
-
-    Prometheus: PrometheusConfig | None = setting(  # SPIRE spells the key so
-        default=None,
-        description="Serve metrics over HTTP for Prometheus, on any path; unset: not served.",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class HealthChecksConfig:
-    """The ``health_checks`` table: SPIRE's HTTP liveness and readiness endpoints."""
-
-    listener_enabled: bool = setting(
-        default=False, description="Serve the liveness and readiness endpoints over HTTP."
-    )
-    bind_address: str = setting(
-        default="localhost", description="Address the health endpoints listen on."
-    )
-    bind_port: int = setting(
-        default=80, description="TCP port of the health endpoints (0 picks a free port)."
-    )
-    live_path: str = setting(
-        default="/live", description="Path answering 200 while the process runs and responds."
-    )
-    ready_path: str = setting(
-        default="/ready", description="Path answering 200 when the process is ready to serve."
-    )
-
-    def validate(self) -> Iterator[ConfigIssue]:
-        if not self.bind_address.strip():
-            yield ConfigIssue("bind_address", "must not be empty")
-        yield from check_port("bind_port", self.bind_port, allow_zero=True)
-        for key, path in (("live_path", self.live_path), ("ready_path", self.ready_path)):
-            if not path.startswith("/") or any(char.isspace() for char in path) or "?" in path:
-                yield ConfigIssue(
-                    key, f"expected a path starting with '/', without spaces or '?', found {path!r}"
-                )
-        if self.live_path == self.ready_path:
-            yield ConfigIssue("ready_path", f"must differ from live_path ({self.live_path!r})")
-
-
-def check_telemetry_endpoints(
-    telemetry: TelemetryConfig, health_checks: HealthChecksConfig
-) -> Iterator[ConfigIssue]:
-    """An issue when the Prometheus and health endpoints would listen on the same address."""
-    prometheus = telemetry.Prometheus
-    if prometheus is None or not health_checks.listener_enabled or prometheus.port == 0:
-        return
-    if (prometheus.host, prometheus.port) == (health_checks.bind_address, health_checks.bind_port):
-        yield ConfigIssue(
-            "health_checks.bind_port",
-            f"{health_checks.bind_address}:{health_checks.bind_port} is also "
-            "telemetry.Prometheus' address",
         )

@@ -40,12 +40,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from pyspire.config.common import check_port, check_positive
-from pyspire_sdk.config import setting
+from pyspire.config.common import check_positive
+from pyspire_sdk.config import check_port, setting
 from pyspire_sdk.errors import ConfigIssue, InvalidArgumentError
-from pyspire_sdk.model import FederationProfile, FederationRelationship
+from pyspire_sdk.model import (
+    FederationProfile,
+    FederationRelationship,
+    check_bundle_endpoint_url,
+)
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 MIN_REFRESH_HINT = timedelta(minutes=1)
@@ -165,17 +168,6 @@ class FederatesWithProfile:
             yield ConfigIssue("", "set exactly one of https_spiffe and https_web")
 
 
-def check_endpoint_url(key: str, url: str) -> Iterator[ConfigIssue]:
-    """Issues for a bundle endpoint URL the federation standard forbids."""
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        yield ConfigIssue(key, f"expected an https URL, found {url!r}")
-    elif not parts.hostname:
-        yield ConfigIssue(key, f"expected a URL with a host, found {url!r}")
-    elif parts.username is not None or parts.password is not None:
-        yield ConfigIssue(key, "must not carry user information")
-
-
 @dataclass(frozen=True, kw_only=True)
 class FederatesWithConfig:
     """Where a foreign trust domain's bundle is fetched and how its endpoint is trusted."""
@@ -186,7 +178,7 @@ class FederatesWithConfig:
     )
 
     def validate(self) -> Iterator[ConfigIssue]:
-        yield from check_endpoint_url("bundle_endpoint_url", self.bundle_endpoint_url)
+        yield from check_bundle_endpoint_url("bundle_endpoint_url", self.bundle_endpoint_url)
 
     def relationship(self, trust_domain: TrustDomain) -> FederationRelationship:
         """The relationship this block declares with ``trust_domain``."""

@@ -17,18 +17,19 @@ from urllib.parse import urlsplit
 
 from pyspire.ca.templates import CaSubject
 from pyspire.config.common import (
-    HealthChecksConfig,
     KeyType,
-    TelemetryConfig,
     check_log_settings,
-    check_port,
     check_positive,
     check_socket_path,
-    check_telemetry_endpoints,
 )
 from pyspire.config.federation import FederationConfig
+from pyspire.telemetry.settings import (
+    HealthChecksConfig,
+    TelemetryConfig,
+    check_telemetry_endpoints,
+)
 from pyspire_sdk import format_duration
-from pyspire_sdk.config import setting
+from pyspire_sdk.config import check_port, setting
 from pyspire_sdk.errors import ConfigIssue
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 

@@ -6,12 +6,15 @@ __all__ = ["relationship_from_proto", "relationship_mask", "relationship_to_prot
 
 import betterproto
 
-from pyspire.config.federation import check_endpoint_url
 from pyspire.proto.convert import bundle_from_proto, bundle_to_proto
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError
-from pyspire_sdk.model import FederationProfile, FederationRelationship
+from pyspire_sdk.model import (
+    FederationProfile,
+    FederationRelationship,
+    check_bundle_endpoint_url,
+)
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
 
@@ -67,7 +70,7 @@ def relationship_from_proto(
         trust_domain = TrustDomain.parse(message.trust_domain)
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"invalid {field}.trust_domain: {error}") from None
-    for issue in check_endpoint_url("bundle_endpoint_url", message.bundle_endpoint_url):
+    for issue in check_bundle_endpoint_url("bundle_endpoint_url", message.bundle_endpoint_url):
         raise InvalidArgumentError(f"invalid {field}.{issue.path}: {issue.message}")
     profile, endpoint_id = _profile(message, field)
     relationship = FederationRelationship(

@@ -16,6 +16,7 @@ __all__ = [
     "SPIFFE_VALIDATOR_NAME",
     "SPIFFE_VALIDATOR_TYPE_URL",
     "delta_response",
+    "discovery_resources",
     "discovery_response",
     "envoy_version",
     "metadata_flag",
@@ -112,17 +113,26 @@ def spiffe_validator_secret(
     return _secret_any(name, context=context)
 
 
+def discovery_resources(resources: Sequence[bytes]) -> bytes:
+    """The part of a state-of-the-world response that is the same on every stream: its
+    ``resources`` (encoded ``Any`` secrets) and type URL, encoded once and reused by
+    :func:`discovery_response` for every Envoy that asks the same secrets at one revision."""
+    return discovery.write_DiscoveryResponse(resources=resources, type_url=SECRET_TYPE_URL)
+
+
 def discovery_response(
-    version_info: str, resources: Sequence[bytes], nonce: str
+    version_info: str, resources: bytes, nonce: str
 ) -> EncodedMessage[discovery.DiscoveryResponse]:
-    """A state-of-the-world response carrying ``resources`` (encoded ``Any`` secrets)."""
+    """A state-of-the-world response: ``resources`` (from :func:`discovery_resources`) with
+    this stream's version and nonce.
+
+    A message's encoding is the concatenation of its fields' encodings, so the shared part is
+    spliced between the version (field 1) and the nonce (field 5) as it is, and the fields stay
+    in field-number order."""
     return EncodedMessage(
-        discovery.write_DiscoveryResponse(
-            version_info=version_info,
-            resources=resources,
-            type_url=SECRET_TYPE_URL,
-            nonce=nonce,
-        ),
+        discovery.write_DiscoveryResponse(version_info=version_info)
+        + resources
+        + discovery.write_DiscoveryResponse(nonce=nonce),
         discovery.decode_DiscoveryResponse,
     )
 

@@ -1,5 +1,6 @@
 """BatchNewX509SVID on the wire: the server's and the agent's halves, written and read by the
-generated codecs straight from and to SDK values.
+generated codecs straight from and to SDK values; and the encodings of the SVID types
+(``spire.api.types.X509SVID`` and ``JWTSVID``) other messages carry.
 
 The agent asks for SVIDs constantly and the server signs them in batches of up to 500, so
 neither side builds message objects it does not need: a request is read into (entry ID, CSR)
@@ -13,6 +14,7 @@ __all__ = [
     "BatchResult",
     "batch_new_x509_svid_request",
     "batch_new_x509_svid_response",
+    "encode_jwt_svid",
     "encode_x509_svid",
     "read_batch_new_x509_svid_request",
     "read_batch_new_x509_svid_response",
@@ -31,11 +33,13 @@ from pyspire.proto.gen.codec.spire_api_server_svid_v1 import (
 )
 from pyspire.proto.gen.codec.spire_api_types import (
     X509SVID,
+    write_JWTSVID,
     write_SPIFFEID,
     write_Status,
     write_X509SVID,
 )
-from pyspire_sdk.model import X509Svid
+from pyspire_sdk.model import JwtSvid, X509Svid
+from pyspire_sdk.spiffeid import SpiffeId
 
 BatchItem = tuple[str, bytes]
 """One item of a BatchNewX509SVID request: the entry ID and the DER CSR."""
@@ -50,13 +54,27 @@ def _seconds(moment: datetime | None) -> int:
     return int(moment.timestamp()) if moment is not None else 0
 
 
+def _spiffe_id(spiffe_id: SpiffeId) -> bytes:
+    return write_SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
+
+
 def encode_x509_svid(svid: X509Svid) -> bytes:
     """The encoding of ``spire.api.types.X509SVID`` for ``svid``."""
-    spiffe_id = svid.spiffe_id
     return write_X509SVID(
         cert_chain=svid.cert_chain,
-        id=write_SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path),
+        id=_spiffe_id(svid.spiffe_id),
         expires_at=_seconds(svid.expires_at),
+        hint=svid.hint,
+    )
+
+
+def encode_jwt_svid(svid: JwtSvid) -> bytes:
+    """The encoding of ``spire.api.types.JWTSVID`` for ``svid``."""
+    return write_JWTSVID(
+        token=svid.token,
+        id=_spiffe_id(svid.spiffe_id),
+        expires_at=_seconds(svid.expires_at),
+        issued_at=_seconds(svid.issued_at),
         hint=svid.hint,
     )
 

@@ -15,14 +15,15 @@ called, what, with which request, and how it ended:
   ``status_message``.
 
 The line is written when the call ends, by :class:`~pyspire.transport.calls.WithCallContext`, so
-every method of every listener it wraps is covered, refused and malformed calls included.
+every method of every listener it wraps is covered, refused and malformed calls included; the
+caller's fields come from the transport, which knows the peer
+(:func:`pyspire.transport.peer.caller_fields`).
 """
 
 from __future__ import annotations
 
 __all__ = ["AUDIT_EVENT", "AuditLog", "request_fields"]
 
-import contextlib
 import dataclasses
 import enum
 from collections.abc import Mapping
@@ -35,9 +36,6 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from pyspire.telemetry.logging import REDACTED, is_secret_key
-from pyspire.transport.peer import peer_address, peer_certificate, peer_credentials
-from pyspire.transport.tls import spiffe_id_of
-from pyspire_sdk.errors import PyspireError
 
 AUDIT_EVENT = "API accessed"
 """The event (message) of every audit line, SPIRE's."""
@@ -90,25 +88,6 @@ def request_fields(message: object) -> dict[str, Any]:
     return fields
 
 
-def _caller(stream: Any) -> dict[str, Any]:
-    """Who is on the other end of ``stream``: process credentials or address, and SPIFFE ID."""
-    peer = stream.peer
-    fields: dict[str, Any] = {}
-    try:
-        credentials = peer_credentials(peer)
-    except OSError:
-        fields["caller_addr"] = peer_address(peer)
-    else:
-        fields["caller_uid"] = credentials.uid
-        fields["caller_gid"] = credentials.gid
-        fields["caller_pid"] = credentials.pid
-    certificate = peer_certificate(peer)
-    if certificate is not None:
-        with contextlib.suppress(PyspireError):
-            fields["caller_id"] = str(spiffe_id_of(certificate))
-    return fields
-
-
 class AuditLog:
     """Writes the audit line of each call; see the module documentation."""
 
@@ -120,17 +99,18 @@ class AuditLog:
     def record(
         self,
         method: str,
-        stream: Any,
+        caller: Mapping[str, Any],
         request: object | None,
         status: grpclib.const.Status,
         message: str | None,
     ) -> None:
-        """One call to ``method`` on ``stream`` ended with ``status`` (and ``message``)."""
+        """One call to ``method`` by ``caller`` (the fields that say who called, see the module
+        documentation) ended with ``status`` (and ``message``)."""
         fields: dict[str, Any] = {
             "type": "audit",
             "method": method,
             "service": method.lstrip("/").partition("/")[0],
-            **_caller(stream),
+            **caller,
             "request": request_fields(request) if request is not None else {},
         }
         if status is grpclib.const.Status.OK:

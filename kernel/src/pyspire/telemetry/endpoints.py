@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from pyspire.config.common import HealthChecksConfig, TelemetryConfig
 from pyspire.telemetry.handler import HttpHandler, HttpResponse
 from pyspire.telemetry.health import HealthCheck, HealthChecks
 from pyspire.telemetry.metrics import PrometheusMetrics
+from pyspire.telemetry.settings import HealthChecksConfig, TelemetryConfig
 from pyspire_sdk.errors import PyspireError
 
 if TYPE_CHECKING:

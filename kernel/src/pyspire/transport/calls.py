@@ -38,6 +38,7 @@ from pyspire.transport.messages import (
     checked_request_type,
     guard_request_frames,
 )
+from pyspire.transport.peer import caller_fields
 from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.errors import (
@@ -256,7 +257,9 @@ class WithCallContext:
                 if calls is not None:
                     calls.record(status.name, time.perf_counter() - started)
                 if audit is not None and request is not None:
-                    audit.record(method, stream, request.message, status, message)
+                    audit.record(
+                        method, caller_fields(stream.peer), request.message, status, message
+                    )
 
         return handle
 

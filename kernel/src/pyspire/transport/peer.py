@@ -8,10 +8,14 @@ with their own tests, so a grpclib upgrade that changes it breaks here, loudly, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
+
+from pyspire.transport.tls import spiffe_id_of
+from pyspire_sdk.errors import PyspireError
 
 _UCRED = struct.Struct("3i")
 
@@ -79,3 +83,23 @@ def peer_address(peer: Any) -> str:
     if isinstance(address, tuple) and address:
         return str(address[0])
     return ""
+
+
+def caller_fields(peer: Any) -> dict[str, Any]:
+    """Who is on the other end of ``peer``, as the audit log names it: ``caller_uid``,
+    ``caller_gid`` and ``caller_pid`` on a unix socket or ``caller_addr`` on TCP, and
+    ``caller_id``, the SPIFFE ID of the client certificate when one was presented."""
+    fields: dict[str, Any] = {}
+    try:
+        credentials = peer_credentials(peer)
+    except OSError:
+        fields["caller_addr"] = peer_address(peer)
+    else:
+        fields["caller_uid"] = credentials.uid
+        fields["caller_gid"] = credentials.gid
+        fields["caller_pid"] = credentials.pid
+    certificate = peer_certificate(peer)
+    if certificate is not None:
+        with contextlib.suppress(PyspireError):
+            fields["caller_id"] = str(spiffe_id_of(certificate))
+    return fields

@@ -12,11 +12,6 @@ from grpclib.client import Channel
 
 from pyspire.agent.identities import Identity, Snapshot
 from pyspire.agent.workload import WorkloadApiService, WorkloadAttestation, WorkloadEndpoint
-from pyspire.agent.workload.service import (
-    X509_RESPONSE_CACHE_SIZE,
-    _X509Response,
-    _X509ResponseCache,
-)
 from pyspire.proto.gen import workload as pb
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -167,26 +162,3 @@ async def test_the_encoded_response_is_read_back_as_betterproto_reads_it(
     assert set(betterproto.federated_bundles) == {f"spiffe://{FOREIGN.name}"}
     assert encoded.decode().svids[1].hint == "h"
     assert service._x509_svid_response(7, identities, pki.bundle(), federated) is encoded
-
-
-def test_the_response_cache_keeps_one_revision_and_a_bounded_number_of_sets() -> None:
-    cache = _X509ResponseCache(size=2)
-    responses = {name: _encoded(name) for name in ("a", "b", "c", "d")}
-
-    cache.put(1, ("a",), responses["a"])
-    cache.put(1, ("b",), responses["b"])
-    assert cache.get(1, ("a",)) is responses["a"]
-    assert cache.get(2, ("a",)) is None, "another revision must not see these bytes"
-
-    cache.put(1, ("c",), responses["c"])
-    assert cache.get(1, ("a",)) is None, "the oldest set makes room"
-    assert cache.get(1, ("c",)) is responses["c"]
-
-    cache.put(2, ("d",), responses["d"])
-    assert cache.get(1, ("b",)) is None
-    assert cache.get(2, ("d",)) is responses["d"]
-    assert X509_RESPONSE_CACHE_SIZE >= 1
-
-
-def _encoded(name: str) -> _X509Response:
-    return _X509Response(bytes(pb.X509SvidResponse(svids=[pb.X509Svid(hint=name)])))

@@ -6,6 +6,10 @@ signed CA certificate with its chain and the upstream's roots; the roots, not th
 CA, go into the bundle. Mirrors SPIRE's ``UpstreamAuthority`` (``MintX509CAAndSubscribe``,
 ``PublishJWTKeyAndSubscribe``, ``SubscribeToLocalBundle``) with the streams split into a call
 and a subscription.
+
+``UpstreamX509CA`` and the ``upstream_servers`` host service (``UpstreamServers``,
+``UpstreamServerSession``) are public here and defined below :mod:`pyspire_sdk.plugin`, whose
+:class:`~pyspire_sdk.plugin.HostServices` carries that host service.
 """
 
 from __future__ import annotations
@@ -19,47 +23,15 @@ __all__ = [
     "pyspire_upstream_authorities",
 ]
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-
+from pyspire_sdk._upstream import UpstreamServers, UpstreamServerSession, UpstreamX509CA, check_ders
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugin import Plugin, PluginRegistration, hookspec
-
-
-def _check_ders(field: str, values: tuple[bytes, ...], *, required: bool) -> None:
-    if required and not values:
-        raise InvalidArgumentError(f"{field} is empty: at least one certificate is required")
-    for index, value in enumerate(values):
-        if not isinstance(value, bytes) or not value:
-            raise InvalidArgumentError(f"{field}[{index}] is not a non-empty DER certificate")
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamX509CA:
-    """What an upstream returns for one CSR.
-
-    ``ca_chain`` is DER, leaf first: the server's new CA certificate (signed for the CSR's key),
-    then any intermediates up to, but not including, a root. ``upstream_roots`` are the DER
-    root certificates that verify the chain; they become the trust bundle's X.509 authorities.
-    Both must be non-empty.
-    """
-
-    ca_chain: tuple[bytes, ...]
-    upstream_roots: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_ders("ca_chain", self.ca_chain, required=True)
-        _check_ders("upstream_roots", self.upstream_roots, required=True)
-
-    @property
-    def ca_certificate(self) -> bytes:
-        """The server's new CA certificate (DER): the first of ``ca_chain``."""
-        return self.ca_chain[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +51,7 @@ class UpstreamBundle:
     tainted_x509_roots: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_ders("x509_roots", self.x509_roots, required=True)
+        check_ders("x509_roots", self.x509_roots, required=True)
         for index, der in enumerate(self.tainted_x509_roots):
             if der not in self.x509_roots:
                 raise InvalidArgumentError(f"tainted_x509_roots[{index}] is not one of x509_roots")
@@ -140,57 +112,6 @@ class UpstreamAuthority(Plugin, Protocol):
         :class:`~pyspire_sdk.errors.UnavailableError` ends the subscription; the host
         subscribes again after a back-off.
         """
-        ...
-
-
-@runtime_checkable
-class UpstreamServerSession(Protocol):
-    """Calls to an upstream server of the same trust domain, for a nested (downstream) server.
-
-    The downstream server is a workload of the upstream: its entry there is marked
-    ``downstream`` and it calls with that workload X509-SVID over mutual TLS, verifying the
-    upstream server with the trust domain's bundle (both from its local agent's Workload API,
-    given by :meth:`use_credentials` before the first call and whenever they change). Errors as
-    :class:`UpstreamAuthority`'s: :class:`~pyspire_sdk.errors.UnavailableError` when the
-    upstream cannot be reached, :class:`~pyspire_sdk.errors.PermissionDeniedError` when it
-    refuses the caller (no downstream entry for its SVID).
-    """
-
-    def use_credentials(
-        self, chain: Sequence[bytes], private_key: PrivateKeyTypes, bundle: Bundle
-    ) -> None:
-        """Present ``chain`` (DER, leaf first) with ``private_key`` and verify the upstream
-        server with ``bundle`` on the calls that follow."""
-        ...
-
-    async def new_downstream_x509_ca(
-        self, csr_der: bytes, preferred_ttl: timedelta
-    ) -> UpstreamX509CA:
-        """``SVID.NewDownstreamX509CA``: an intermediate CA for the CSR's key, with the
-        upstream's X.509 roots."""
-        ...
-
-    async def publish_jwt_authority(self, key: JwtAuthority) -> list[JwtAuthority]:
-        """``Bundle.PublishJWTAuthority``: the upstream's JWT authorities after adding ``key``."""
-        ...
-
-    async def fetch_bundle(self) -> Bundle:
-        """``Bundle.GetBundle``: the upstream's current bundle of the trust domain."""
-        ...
-
-    async def close(self) -> None:
-        """Close the connections; later calls fail."""
-        ...
-
-
-@runtime_checkable
-class UpstreamServers(Protocol):
-    """Host service for upstream authorities (``HostServices.upstream_servers``): sessions with
-    an upstream server of this trust domain. The host keeps the wire (gRPC and mutual TLS);
-    the plugin decides when to call and with which credentials."""
-
-    def connect(self, address: str, port: int) -> UpstreamServerSession:
-        """A session with the upstream server at ``address``:``port`` (no I/O until a call)."""
         ...
 
 

@@ -34,6 +34,7 @@ __all__ = ["SERVICE_NAME", "DelegatedIdentityService"]
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 
+import grpclib.const
 import structlog
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -45,9 +46,11 @@ from pyspire.agent.snapshot_streams import SnapshotStreams, entries_known, svids
 from pyspire.agent.workload.attestation import WorkloadAttestation, WorkloadAttestationError
 from pyspire.agent.workload.caller import attest_caller
 from pyspire.agent.workload.service import FIRST_ANSWER_WAIT
-from pyspire.proto.convert import jwt_svid_to_proto, selectors_from_proto, x509_svid_to_proto
-from pyspire.proto.gen.spire.api import types as types_pb
-from pyspire.proto.gen.spire.api.agent.delegatedidentity import v1 as delegated_pb
+from pyspire.proto.convert import selectors_from_proto
+from pyspire.proto.gen.codec import spire_api_agent_delegatedidentity_v1 as wire
+from pyspire.proto.gen.codec import spire_api_types as types_wire
+from pyspire.proto.messages import EncodedMessage, server_stream_route, unary_route
+from pyspire.proto.svids import encode_jwt_svid, encode_x509_svid
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError
@@ -58,16 +61,18 @@ from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 SERVICE_NAME = "spire.api.agent.delegatedidentity.v1.DelegatedIdentity"
 """The gRPC service name, as SPIRE's agent serves it."""
 
+_PREFIX = f"/{SERVICE_NAME}/"
 _ONE_OF = "must provide either selectors or non-zero PID, but not both"
 
 
-class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
+class DelegatedIdentityService:
     """The Delegated Identity API over the agent's cache.
 
     Serve it through :class:`~pyspire.transport.calls.WithCallContext` on a unix socket (the
     handlers attest the caller from its peer credentials). ``attestation`` is the agent's
     workload attestor chain; ``first_answer_wait`` bounds (on ``clock``) how long a new X509-SVID
     stream waits for the workload's SVIDs to be minted before it answers with what there is.
+    Requests are read and responses written by the generated codecs, as the Workload API's are.
     """
 
     def __init__(
@@ -93,32 +98,43 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
             logger if logger is not None else structlog.get_logger("pyspire.agent.delegated")
         )
 
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """The gRPC routes of the service, carried as codec messages."""
+        return {
+            _PREFIX + "SubscribeToX509SVIDs": server_stream_route(
+                self.subscribe_to_x509_svids, wire.SubscribeToX509SVIDsRequest
+            ),
+            _PREFIX + "SubscribeToX509Bundles": server_stream_route(
+                self.subscribe_to_x509_bundles, wire.SubscribeToX509BundlesRequest
+            ),
+            _PREFIX + "FetchJWTSVIDs": unary_route(self.fetch_jwt_svids, wire.FetchJWTSVIDsRequest),
+            _PREFIX + "SubscribeToJWTBundles": server_stream_route(
+                self.subscribe_to_jwt_bundles, wire.SubscribeToJWTBundlesRequest
+            ),
+        }
+
     def stop(self) -> None:
         """End every open stream with UNAVAILABLE; calls made afterwards are refused too."""
         self._streams.stop()
 
     # -- X.509 ------------------------------------------------------------------------------
 
-    async def subscribe_to_x509_svi_ds(
-        self, subscribe_to_x509_svi_ds_request: delegated_pb.SubscribeToX509SviDsRequest
-    ) -> AsyncIterator[delegated_pb.SubscribeToX509SviDsResponse]:
-        request = subscribe_to_x509_svi_ds_request
+    async def subscribe_to_x509_svids(
+        self, request: wire.SubscribeToX509SVIDsRequest
+    ) -> AsyncIterator[EncodedMessage[wire.SubscribeToX509SVIDsResponse]]:
         delegate = await self._authorized_caller()
         selectors = await self._workload_selectors(request.selectors, request.pid)
         last: bytes | None = None
         with self._source.demand(selectors):
             async for snapshot in self._streams.snapshots(svids_settled(selectors)):
                 self._recheck(snapshot, delegate)
-                response = self._x509_svids_response(snapshot, selectors)
-                encoded = bytes(response)
+                encoded = self._x509_svids_response(snapshot, selectors)
                 if encoded == last:
                     continue
                 last = encoded
-                yield response
+                yield EncodedMessage(encoded, wire.decode_SubscribeToX509SVIDsResponse)
 
-    def _x509_svids_response(
-        self, snapshot: Snapshot, selectors: frozenset[Selector]
-    ) -> delegated_pb.SubscribeToX509SviDsResponse:
+    def _x509_svids_response(self, snapshot: Snapshot, selectors: frozenset[Selector]) -> bytes:
         identities = [
             identity
             for identity in snapshot.view(selectors).identities
@@ -131,18 +147,18 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
                 self._log.error("cached x509 svid has no private key", entry_id=identity.entry.id)
                 continue
             svids.append(
-                delegated_pb.X509SvidWithKey(
-                    x509_svid=x509_svid_to_proto(replace(svid, hint=identity.entry.hint)),
+                wire.write_X509SVIDWithKey(
+                    x509_svid=encode_x509_svid(replace(svid, hint=identity.entry.hint)),
                     x509_svid_key=svid.private_key,
                 )
             )
-        return delegated_pb.SubscribeToX509SviDsResponse(
+        return wire.write_SubscribeToX509SVIDsResponse(
             x509_svids=svids, federates_with=_federates_with(snapshot, identities)
         )
 
     async def subscribe_to_x509_bundles(
-        self, subscribe_to_x509_bundles_request: delegated_pb.SubscribeToX509BundlesRequest
-    ) -> AsyncIterator[delegated_pb.SubscribeToX509BundlesResponse]:
+        self, request: wire.SubscribeToX509BundlesRequest
+    ) -> AsyncIterator[EncodedMessage[wire.SubscribeToX509BundlesResponse]]:
         delegate = await self._authorized_caller()
         last: dict[str, bytes] | None = None
         async for snapshot in self._streams.snapshots(entries_known):
@@ -154,14 +170,16 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
             if encoded == last:
                 continue
             last = encoded
-            yield delegated_pb.SubscribeToX509BundlesResponse(ca_certificates=encoded)
+            yield EncodedMessage(
+                wire.write_SubscribeToX509BundlesResponse(ca_certificates=encoded),
+                wire.decode_SubscribeToX509BundlesResponse,
+            )
 
     # -- JWT --------------------------------------------------------------------------------
 
-    async def fetch_jwtsvi_ds(
-        self, fetch_jwtsvi_ds_request: delegated_pb.FetchJwtsviDsRequest
-    ) -> delegated_pb.FetchJwtsviDsResponse:
-        request = fetch_jwtsvi_ds_request
+    async def fetch_jwt_svids(
+        self, request: wire.FetchJWTSVIDsRequest
+    ) -> EncodedMessage[wire.FetchJWTSVIDsResponse]:
         audience = list(request.audience)
         if not audience or not all(audience):
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
@@ -172,11 +190,11 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
         if not entries:
             raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
         svids = [await self._jwt_svid(entry, audience) for entry in entries]
-        return delegated_pb.FetchJwtsviDsResponse(svids=svids)
+        return EncodedMessage(
+            wire.write_FetchJWTSVIDsResponse(svids=svids), wire.decode_FetchJWTSVIDsResponse
+        )
 
-    async def _jwt_svid(
-        self, entry: RegistrationEntry, audience: Sequence[str]
-    ) -> types_pb.Jwtsvid:
+    async def _jwt_svid(self, entry: RegistrationEntry, audience: Sequence[str]) -> bytes:
         try:
             jwt_svid = await self._source.fetch_jwt_svid(entry, audience)
         except Exception as error:  # any failure to mint is "try again later"
@@ -187,11 +205,11 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
                 error=str(error) or type(error).__name__,
             )
             raise GRPCError(Status.UNAVAILABLE, f"could not fetch JWT-SVID: {error}") from None
-        return jwt_svid_to_proto(replace(jwt_svid, hint=entry.hint))
+        return encode_jwt_svid(replace(jwt_svid, hint=entry.hint))
 
     async def subscribe_to_jwt_bundles(
-        self, subscribe_to_jwt_bundles_request: delegated_pb.SubscribeToJwtBundlesRequest
-    ) -> AsyncIterator[delegated_pb.SubscribeToJwtBundlesResponse]:
+        self, request: wire.SubscribeToJWTBundlesRequest
+    ) -> AsyncIterator[EncodedMessage[wire.SubscribeToJWTBundlesResponse]]:
         delegate = await self._authorized_caller()
         last: dict[str, bytes] | None = None
         async for snapshot in self._streams.snapshots(entries_known):
@@ -203,7 +221,10 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
             if encoded == last:
                 continue
             last = encoded
-            yield delegated_pb.SubscribeToJwtBundlesResponse(bundles=encoded)
+            yield EncodedMessage(
+                wire.write_SubscribeToJWTBundlesResponse(bundles=encoded),
+                wire.decode_SubscribeToJWTBundlesResponse,
+            )
 
     # -- the caller and the workload --------------------------------------------------------
 
@@ -224,7 +245,7 @@ class DelegatedIdentityService(delegated_pb.DelegatedIdentityBase):
             raise
 
     async def _workload_selectors(
-        self, selectors: Sequence[types_pb.Selector], pid: int
+        self, selectors: Sequence[types_wire.Selector], pid: int
     ) -> frozenset[Selector]:
         """The selectors of the workload a request names: its own ``selectors``, or those the
         agent's attestors find for ``pid``."""

@@ -53,7 +53,8 @@ class StreamingService(Protocol):
 
 
 class AdminEndpoint:
-    """Serves ``services`` (betterproto services) on the admin socket at ``socket_path``.
+    """Serves ``services`` (gRPC services: a ``__mapping__`` each) on the admin socket at
+    ``socket_path``.
 
     Use as an async context manager, or call :meth:`start` and :meth:`close`; ``close`` is safe
     to call more than once and after a failed start.

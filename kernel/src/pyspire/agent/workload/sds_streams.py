@@ -32,6 +32,7 @@ __all__ = [
     "DeltaStream",
     "Received",
     "SotwStream",
+    "XdsStream",
     "new_nonce",
     "resource_version",
 ]
@@ -40,12 +41,15 @@ import hashlib
 import secrets
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from pyspire.proto.gen.codec.envoy_config_core_v3 import Node
 from pyspire.proto.gen.codec.envoy_service_discovery_v3 import (
     DeltaDiscoveryRequest,
     DiscoveryRequest,
 )
+
+_R_contra = TypeVar("_R_contra", contravariant=True)
 
 WILDCARD = "*"
 """The incremental xDS name of a wildcard subscription."""
@@ -59,12 +63,33 @@ def new_nonce() -> str:
 
 @dataclass(frozen=True)
 class Received:
-    """What a request means: whether to answer it now, whether it was ignored as stale, and
-    the client's complaint when it rejected the last response (a NACK)."""
+    """What a request means: whether to answer it now, whether it was ignored as stale, the
+    client's complaint when it rejected the last response (a NACK), and the names it asked
+    for (for the log)."""
 
     respond: bool
     stale: bool = False
     rejected: str | None = None
+    names: tuple[str, ...] = ()
+
+
+class XdsStream(Protocol[_R_contra]):
+    """The protocol state of one xDS stream, either variant: what the Secret Discovery Service
+    asks of it between a stream's requests and the agent's snapshots."""
+
+    @property
+    def node(self) -> Node | None:
+        """The node of the latest request that carried one (it chooses the validator)."""
+        ...
+
+    def receive(self, request: _R_contra) -> Received:
+        """Take a request from the client."""
+        ...
+
+    def update(self, content: Hashable) -> bool:
+        """Take what the caller's secrets are made of now; True when they changed and a
+        request is waiting for them."""
+        ...
 
 
 def _rejection(error: object | None, message: str | None, fallback: str | None) -> str | None:
@@ -100,7 +125,7 @@ class SotwStream:
         rejected = None
         if self._nonce:
             if request.response_nonce != self._nonce:
-                return Received(respond=False, stale=True)
+                return Received(respond=False, stale=True, names=tuple(request.resource_names))
             status = request.error_detail
             mismatch = (
                 f"version {request.version_info!r} applied instead of {self._sent_version!r}"
@@ -113,7 +138,7 @@ class SotwStream:
         names = tuple(sorted(set(request.resource_names)))
         changed = self._names is None or names != self._names
         self._names = names
-        return Received(respond=changed, rejected=rejected)
+        return Received(respond=changed, rejected=rejected, names=names)
 
     def update(self, content: Hashable) -> bool:
         """Take what the caller's secrets are made of now; True when they changed and a request
@@ -159,6 +184,7 @@ class DeltaStream:
         self._subscribed: set[str] = set()
         self._held: dict[str, str | None] = {}  # name -> version held, None: told it is gone
         self._node: Node | None = None
+        self._content: Hashable | None = None
         self._responses = 0
 
     @property
@@ -188,7 +214,15 @@ class DeltaStream:
                 self._held.pop(name, None)
         status = request.error_detail
         rejected = _rejection(status, status.message if status else None, None)
-        return Received(respond=True, rejected=rejected)
+        return Received(respond=True, rejected=rejected, names=tuple(subscribe))
+
+    def update(self, content: Hashable) -> bool:
+        """Take what the caller's secrets are made of now; True when they changed and the
+        client has subscribed (its first request came)."""
+        if self._content is not None and content == self._content:
+            return False
+        self._content = content
+        return not self._first
 
     def changes(
         self, everything: Sequence[tuple[str, bytes]], lookup: Callable[[str], bytes | None]

@@ -33,8 +33,9 @@ X509-SVID expires, or with UNAVAILABLE on shutdown.
 FetchX509SVID is the call every workload makes, usually to read one message and hang up, so its
 first message is kept cheap: it is built from the source's current snapshot without waiting for
 a watch to start, and its encoding is reused for every caller with the same identities at the
-same snapshot revision (:class:`_X509ResponseCache`). A revision names the cache's whole content
-(SVIDs, keys, bundles), so a reused encoding is never stale.
+same snapshot revision (:class:`~pyspire.agent.workload.revision_cache.RevisionCache`). A
+revision names the cache's whole content (SVIDs, keys, bundles), so a reused encoding is never
+stale.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ __all__ = [
 ]
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -61,6 +61,7 @@ from pyspire.agent.snapshot_streams import SnapshotStreams, entries_known, svids
 from pyspire.agent.workload.attestation import WorkloadAttestation
 from pyspire.agent.workload.caller import attest_caller
 from pyspire.agent.workload.jwt_validation import filter_foreign_claims, validate_jwt_svid
+from pyspire.agent.workload.revision_cache import RevisionCache
 from pyspire.proto.claims import encode_claims
 from pyspire.proto.gen.codec import workload as wire
 from pyspire.proto.messages import (
@@ -91,35 +92,6 @@ sync) before it answers with what there is."""
 
 _X509Response = EncodedMessage[wire.X509SVIDResponse]
 """An encoded ``X509SVIDResponse``, reused for every caller with the same identities."""
-
-
-class _X509ResponseCache:
-    """Encoded X509SVIDResponses of one snapshot revision, by the entry IDs they answer.
-
-    Keyed by revision and entry IDs rather than by caller: every caller whose selectors match
-    the same entries gets the same bytes. Moving to another revision drops everything kept for
-    the previous one; at most ``size`` identity sets are kept, the oldest making room. The bytes
-    hold the SVIDs' private keys, as the snapshot does; they live only in this process's memory
-    and only as long as their revision is current.
-    """
-
-    def __init__(self, size: int = X509_RESPONSE_CACHE_SIZE) -> None:
-        self._size = size
-        self._revision: int | None = None
-        self._responses: OrderedDict[tuple[str, ...], _X509Response] = OrderedDict()
-
-    def get(self, revision: int, entry_ids: tuple[str, ...]) -> _X509Response | None:
-        if revision != self._revision:
-            return None
-        return self._responses.get(entry_ids)
-
-    def put(self, revision: int, entry_ids: tuple[str, ...], response: _X509Response) -> None:
-        if revision != self._revision:
-            self._revision = revision
-            self._responses.clear()
-        self._responses[entry_ids] = response
-        while len(self._responses) > self._size:
-            self._responses.popitem(last=False)
 
 
 def _denied() -> GRPCError:
@@ -181,7 +153,9 @@ class WorkloadApiService:
             first_answer_wait=first_answer_wait,
             shutting_down="workload api is shutting down",
         )
-        self._x509_responses = _X509ResponseCache()
+        self._x509_responses: RevisionCache[tuple[str, ...], _X509Response] = RevisionCache(
+            X509_RESPONSE_CACHE_SIZE
+        )
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """The gRPC routes of ``SpiffeWorkloadAPI``, carried as codec messages."""

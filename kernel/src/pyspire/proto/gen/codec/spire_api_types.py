@@ -29,6 +29,7 @@ __all__ = [
     "FIELD_NUMBERS",
     "FederatesWithMatch",
     "JWTKey",
+    "JWTSVID",
     "SPIFFEID",
     "Selector",
     "SelectorMatch",
@@ -41,6 +42,7 @@ __all__ = [
     "decode_EntryMask",
     "decode_FederatesWithMatch",
     "decode_JWTKey",
+    "decode_JWTSVID",
     "decode_SPIFFEID",
     "decode_Selector",
     "decode_SelectorMatch",
@@ -53,6 +55,7 @@ __all__ = [
     "encode_EntryMask",
     "encode_FederatesWithMatch",
     "encode_JWTKey",
+    "encode_JWTSVID",
     "encode_SPIFFEID",
     "encode_Selector",
     "encode_SelectorMatch",
@@ -65,6 +68,7 @@ __all__ = [
     "write_EntryMask",
     "write_FederatesWithMatch",
     "write_JWTKey",
+    "write_JWTSVID",
     "write_SPIFFEID",
     "write_Selector",
     "write_SelectorMatch",
@@ -92,6 +96,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
     "EntryMask": {"spiffe_id": 2, "parent_id": 3, "selectors": 4, "x509_svid_ttl": 5, "federates_with": 6, "admin": 7, "downstream": 8, "expires_at": 9, "dns_names": 10, "revision_number": 11, "store_svid": 12, "jwt_svid_ttl": 13, "hint": 14, "created_at": 15, "additional_attributes": 16},
     "FederatesWithMatch": {"trust_domains": 1, "match": 2},
     "JWTKey": {"public_key": 1, "key_id": 2, "expires_at": 3, "tainted": 4, "hint": 5},
+    "JWTSVID": {"token": 1, "id": 2, "expires_at": 3, "issued_at": 4, "hint": 5},
     "SPIFFEID": {"trust_domain": 1, "path": 2},
     "Selector": {"type": 1, "value": 2},
     "SelectorMatch": {"selectors": 1, "match": 2},
@@ -1975,6 +1980,247 @@ def json_JWTKey(message: JWTKey) -> Any:
     out["key_id"] = message.key_id
     out["expires_at"] = str(message.expires_at)
     out["tainted"] = message.tainted
+    out["hint"] = message.hint
+    return out
+
+
+@dataclass(slots=True)
+class JWTSVID:
+    """``spire.api.types.JWTSVID``."""
+
+    token: str = ""
+    id: SPIFFEID | None = None
+    expires_at: int = 0
+    issued_at: int = 0
+    hint: str = ""
+
+    def SerializeToString(self) -> bytes:
+        return encode_JWTSVID(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> JWTSVID:
+        return decode_JWTSVID(data)
+
+
+def write_JWTSVID(
+    *,
+    token: str = "",
+    id: bytes | None = None,
+    expires_at: int = 0,
+    issued_at: int = 0,
+    hint: str = "",
+) -> bytes:
+    """The encoding of ``spire.api.types.JWTSVID`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    if token:
+        _value = token.encode()
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    if id is not None:
+        _value = id
+        _size = len(_value)
+        _out += (_P18[_size] if _size < 128 else b'\x12' + _varint(_size), _value)
+    if expires_at:
+        if not -0x8000000000000000 <= expires_at <= 0x7FFFFFFFFFFFFFFF:
+            _check_range(expires_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.JWTSVID.expires_at")
+        _out += (b'\x18', _V1[expires_at] if 0 <= expires_at < 0x80 else _varint(expires_at & 0xFFFFFFFFFFFFFFFF))
+    if issued_at:
+        if not -0x8000000000000000 <= issued_at <= 0x7FFFFFFFFFFFFFFF:
+            _check_range(issued_at, -0x8000000000000000, 0x7FFFFFFFFFFFFFFF, "spire.api.types.JWTSVID.issued_at")
+        _out += (b'\x20', _V1[issued_at] if 0 <= issued_at < 0x80 else _varint(issued_at & 0xFFFFFFFFFFFFFFFF))
+    if hint:
+        _value = hint.encode()
+        _size = len(_value)
+        _out += (_P42[_size] if _size < 128 else b'\x2a' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_JWTSVID(message: JWTSVID) -> bytes:
+    """The encoding of a ``spire.api.types.JWTSVID``."""
+    return write_JWTSVID(
+        token=message.token,
+        id=None if message.id is None else encode_SPIFFEID(message.id),
+        expires_at=message.expires_at,
+        issued_at=message.issued_at,
+        hint=message.hint,
+    )
+
+
+def _read_JWTSVID(
+    data: bytes, pos: int, end: int, base: JWTSVID | None, depth: int
+) -> JWTSVID:
+    if base is None:
+        f_token = ""
+        f_id = None
+        f_expires_at = 0
+        f_issued_at = 0
+        f_hint = ""
+    else:
+        f_token = base.token
+        f_id = base.id
+        f_expires_at = base.expires_at
+        f_issued_at = base.issued_at
+        f_hint = base.hint
+    if pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.token")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.JWTSVID.token")
+        try:
+            f_token = data[pos:stop].decode()
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.JWTSVID.token") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.id")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.JWTSVID.id")
+        f_id = _read_SPIFFEID(data, pos, stop, f_id, depth + 1)
+        pos = stop
+    if pos < end and data[pos] == 24:
+        value = data[pos + 1]
+        pos += 2
+        if value >= 0x80:
+            high = data[pos]
+            if high < 0x80:  # two bytes (TTLs, small numbers) without a call
+                value = (value & 0x7F) | (high << 7)
+                pos += 1
+            else:
+                value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.expires_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_expires_at = value
+    if pos < end and data[pos] == 32:
+        value = data[pos + 1]
+        pos += 2
+        if value >= 0x80:
+            high = data[pos]
+            if high < 0x80:  # two bytes (TTLs, small numbers) without a call
+                value = (value & 0x7F) | (high << 7)
+                pos += 1
+            else:
+                value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.issued_at")
+            if value >= 0x8000000000000000:
+                value -= 0x10000000000000000
+        f_issued_at = value
+    if pos < end and data[pos] == 42:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.hint")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.JWTSVID.hint")
+        try:
+            f_hint = data[pos:stop].decode()
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.JWTSVID.hint") from None
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID")
+        if tag < 24:
+            if tag == 10:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.token")
+                stop = pos + size
+                if stop > end:
+                    raise _truncated("spire.api.types.JWTSVID.token")
+                try:
+                    f_token = data[pos:stop].decode()
+                except UnicodeDecodeError:
+                    raise _utf8_error("spire.api.types.JWTSVID.token") from None
+                pos = stop
+            elif tag == 18:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.id")
+                stop = pos + size
+                if stop > end:
+                    raise _truncated("spire.api.types.JWTSVID.id")
+                f_id = _read_SPIFFEID(data, pos, stop, f_id, depth + 1)
+                pos = stop
+            else:
+                pos = _skip_field(data, pos, end, tag, "spire.api.types.JWTSVID", depth)
+        else:
+            if tag == 24:
+                value = data[pos]
+                pos += 1
+                if value >= 0x80:
+                    high = data[pos]
+                    if high < 0x80:  # two bytes (TTLs, small numbers) without a call
+                        value = (value & 0x7F) | (high << 7)
+                        pos += 1
+                    else:
+                        value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.expires_at")
+                    if value >= 0x8000000000000000:
+                        value -= 0x10000000000000000
+                f_expires_at = value
+            elif tag == 32:
+                value = data[pos]
+                pos += 1
+                if value >= 0x80:
+                    high = data[pos]
+                    if high < 0x80:  # two bytes (TTLs, small numbers) without a call
+                        value = (value & 0x7F) | (high << 7)
+                        pos += 1
+                    else:
+                        value, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.issued_at")
+                    if value >= 0x8000000000000000:
+                        value -= 0x10000000000000000
+                f_issued_at = value
+            elif tag == 42:
+                size = data[pos]
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _read_varint(data, pos - 1, end, "spire.api.types.JWTSVID.hint")
+                stop = pos + size
+                if stop > end:
+                    raise _truncated("spire.api.types.JWTSVID.hint")
+                try:
+                    f_hint = data[pos:stop].decode()
+                except UnicodeDecodeError:
+                    raise _utf8_error("spire.api.types.JWTSVID.hint") from None
+                pos = stop
+            else:
+                pos = _skip_field(data, pos, end, tag, "spire.api.types.JWTSVID", depth)
+    if pos != end:
+        raise _truncated("spire.api.types.JWTSVID")
+    return JWTSVID(f_token, f_id, f_expires_at, f_issued_at, f_hint)
+
+
+def decode_JWTSVID(data: bytes | bytearray | memoryview) -> JWTSVID:
+    """Read a ``spire.api.types.JWTSVID``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_JWTSVID(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.types.JWTSVID") from None
+
+
+def json_JWTSVID(message: JWTSVID) -> Any:
+    """A ``spire.api.types.JWTSVID`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["token"] = message.token
+    out["id"] = json_SPIFFEID((SPIFFEID() if message.id is None else message.id))
+    out["expires_at"] = str(message.expires_at)
+    out["issued_at"] = str(message.issued_at)
     out["hint"] = message.hint
     return out
 
