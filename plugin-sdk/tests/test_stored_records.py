@@ -7,21 +7,35 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from pyspire_sdk.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from pyspire_sdk.model import AttestedNode, RegistrationEntry
+from pyspire_sdk.model import (
+    AttestedNode,
+    FederationProfile,
+    FederationRelationship,
+    RegistrationEntry,
+)
+from pyspire_sdk.plugins.datastore import ChangeKind
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.stored_records import (
+    RELATIONSHIP_ROW,
     Decoder,
     assemble_node_selectors,
+    change_event_from_row,
     entry_identity,
     entry_update_candidates,
     from_micros,
     node_columns,
     node_from_row,
     plan_entry_creates,
+    plan_entry_deletes,
     plan_entry_updates,
     prepare_new_entries,
+    relationship_columns,
+    relationship_from_row,
+    restorable_entries,
     scrub_secrets,
     to_micros,
 )
@@ -116,3 +130,56 @@ def test_every_node_selectors_are_grouped_by_node() -> None:
 def test_secrets_are_scrubbed_plain_and_url_encoded() -> None:
     text = "access denied for p@ss (dsn mysql://u:p%40ss@h/db)"
     assert scrub_secrets(text, ("p@ss", "")) == "access denied for *** (dsn mysql://u:***@h/db)"
+
+
+def test_a_restore_keeps_ids_and_times_and_refuses_entries_without_them() -> None:
+    kept = _entry("/w", id="e1", created_at=NOW, selectors=(Selector("unix", "uid:1"),) * 2)
+    (restored,) = restorable_entries([kept])
+    assert (restored.id, restored.created_at, restored.selectors) == (
+        "e1",
+        NOW,
+        (Selector("unix", "uid:1"),),
+    )
+    for missing in (_entry("/w", created_at=NOW), _entry("/w", id="e2")):
+        with pytest.raises(InvalidArgumentError, match="to restore needs its id and created_at"):
+            restorable_entries([kept, missing])
+
+
+def test_a_batch_delete_finds_each_id_once_in_order() -> None:
+    first, second = _entry("/a", id="a"), _entry("/b", id="b")
+    found = {"a": (1, first), "b": (2, second)}
+    results, deleted = plan_entry_deletes(["b", "x", "a", "b"], found)
+    assert results[0] == second
+    assert isinstance(results[1], NotFoundError)
+    assert results[2] == first
+    assert isinstance(results[3], NotFoundError)
+    assert deleted == [(2, "b"), (1, "a")]
+    assert found == {}
+
+
+def test_relationship_rows_round_trip() -> None:
+    relationship = FederationRelationship(
+        trust_domain=PARTNER,
+        bundle_endpoint_url="https://partner.test/bundle",
+        profile=FederationProfile.HTTPS_SPIFFE,
+        endpoint_spiffe_id=SpiffeId.parse("spiffe://partner.test/bundle-server"),
+    )
+    row = relationship_columns(relationship)
+    assert len(row) == len(RELATIONSHIP_ROW)
+    assert row[0] == "partner.test"
+    assert relationship_from_row(Decoder(), row) == relationship
+    web = replace(relationship, profile=FederationProfile.HTTPS_WEB, endpoint_spiffe_id=None)
+    assert relationship_from_row(Decoder(), relationship_columns(web)) == web
+
+
+def test_change_events_read_times_as_stored() -> None:
+    event = change_event_from_row(
+        (7, "node", "spiffe://example.org/a", to_micros(NOW)), from_micros
+    )
+    assert (event.event_id, event.kind, event.object_id) == (
+        7,
+        ChangeKind.NODE,
+        "spiffe://example.org/a",
+    )
+    assert event.created_at == NOW
+    assert change_event_from_row((1, "entry", "e", NOW)).created_at == NOW

@@ -6,8 +6,10 @@ back out are the same for every backend, so they live here once:
 
 - **Records before writing**: :func:`normalize_entry` (lists without duplicates, the entry's
   checks), :func:`updated_entry` (an update mask applied, the revision raised),
-  :func:`check_mask`, :func:`new_entry_id`, the duplicate errors, :func:`appended_bundle` and
-  :func:`pruned_bundle` (the contract's bundle merge and prune rules).
+  :func:`check_mask`, :func:`new_entry_id`, the duplicate errors (and
+  :func:`created_or_duplicate`), :func:`appended_bundle` and
+  :func:`pruned_bundle` (the contract's bundle merge and prune rules),
+  :func:`restorable_entries` (what a restore keeps as given).
 - **Columns**: :func:`selectors_hash` (a digest of a selector *set*, for a unique index on an
   entry's identity), :func:`bundle_to_json` / :func:`bundle_from_json` (a bundle's authorities
   as one document), :func:`to_micros` / :func:`from_micros` (exact timestamps as integers),
@@ -19,12 +21,12 @@ back out are the same for every backend, so they live here once:
   :func:`gc_paused` keeps the garbage collector out of a bulk build.
 - **Rows of a relational schema** laid out as SPIRE's (an entry table with list tables, a node
   table, a relationship table): :func:`entry_columns`, :func:`node_columns`,
-  :func:`node_from_row`, :func:`relationship_from_row`, each taking how the database stores a
-  time.
+  :func:`node_from_row`, :func:`relationship_columns`, :func:`relationship_from_row`,
+  :func:`change_event_from_row`, each time taken as the database stores it.
 - **Batches against stored rows**: :func:`prepare_new_entries` and :func:`plan_entry_creates`,
-  :func:`entry_update_candidates` and :func:`plan_entry_updates` decide, per item and in item
-  order, what a batch create or update does once the plugin has read the rows it needs; the
-  plugin then writes the accepted items in bulk.
+  :func:`entry_update_candidates` and :func:`plan_entry_updates`, and :func:`plan_entry_deletes`
+  decide, per item and in item order, what a batch create, update or delete does once the
+  plugin has read the rows it needs; the plugin then writes the accepted items in bulk.
 - **Connection strings' secrets**: :func:`scrub_secrets` keeps a password out of a message that
   quotes a driver's error.
 - **Schema versions**: :class:`SchemaTooNewError`, raised for a database written by a newer
@@ -41,6 +43,7 @@ __all__ = [
     "KIND_FEDERATES",
     "KIND_SELECTOR",
     "NODE_ROW",
+    "RELATIONSHIP_ROW",
     "Decoder",
     "EntryCreatePlan",
     "EntryIdentity",
@@ -52,8 +55,10 @@ __all__ = [
     "assemble_node_selectors",
     "bundle_from_json",
     "bundle_to_json",
+    "change_event_from_row",
     "check_mask",
     "checked_bundle_update",
+    "created_or_duplicate",
     "dedupe",
     "duplicate_entry_error",
     "entry_columns",
@@ -70,10 +75,13 @@ __all__ = [
     "node_from_row",
     "normalize_entry",
     "plan_entry_creates",
+    "plan_entry_deletes",
     "plan_entry_updates",
     "prepare_new_entries",
     "pruned_bundle",
+    "relationship_columns",
     "relationship_from_row",
+    "restorable_entries",
     "scrub_secrets",
     "selectors_hash",
     "to_micros",
@@ -115,7 +123,7 @@ from pyspire_sdk.model import (
     FederationRelationship,
     RegistrationEntry,
 )
-from pyspire_sdk.plugins.datastore import FailedPreconditionError
+from pyspire_sdk.plugins.datastore import ChangeEvent, ChangeKind, FailedPreconditionError
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 
@@ -203,6 +211,23 @@ def duplicate_entry_error(entry: RegistrationEntry, other_id: str) -> AlreadyExi
         f"an entry for spiffe_id {entry.spiffe_id} under parent_id {entry.parent_id} "
         f"with the same selectors already exists (id {other_id!r})"
     )
+
+
+def created_or_duplicate(
+    entries: Sequence[RegistrationEntry],
+    results: Sequence[tuple[RegistrationEntry, bool] | PyspireError],
+) -> list[RegistrationEntry | PyspireError]:
+    """``create_entries``' results from ``create_entries_if_not_exist``' for the same items:
+    an entry that already existed is an :class:`~pyspire_sdk.errors.AlreadyExistsError`."""
+    created: list[RegistrationEntry | PyspireError] = []
+    for entry, result in zip(entries, results, strict=True):
+        if isinstance(result, PyspireError):
+            created.append(result)
+        elif result[1]:
+            created.append(duplicate_entry_error(entry, result[0].id))
+        else:
+            created.append(result[0])
+    return created
 
 
 def checked_bundle_update(trust_domain: TrustDomain, result: Bundle) -> Bundle:
@@ -699,9 +724,34 @@ def node_from_row(
     )
 
 
+def change_event_from_row(
+    row: _Row, timestamp: Callable[[Any], datetime] = _stored_time
+) -> ChangeEvent:
+    """The change event of a row ``(event_id, kind, object_id, created_at)``; ``timestamp``
+    turns the stored time into a datetime, as in :func:`node_from_row`."""
+    return ChangeEvent(
+        event_id=row[0], kind=ChangeKind(row[1]), object_id=row[2], created_at=timestamp(row[3])
+    )
+
+
+RELATIONSHIP_ROW = ("trust_domain", "bundle_endpoint_url", "profile", "endpoint_spiffe_id")
+"""The columns of a federation relationship row, in the order :func:`relationship_columns`
+writes them and :func:`relationship_from_row` reads them."""
+
+
+def relationship_columns(relationship: FederationRelationship) -> tuple[str, str, str, str | None]:
+    """The relationship's columns in :data:`RELATIONSHIP_ROW` order."""
+    endpoint = relationship.endpoint_spiffe_id
+    return (
+        relationship.trust_domain.name,
+        relationship.bundle_endpoint_url,
+        relationship.profile.value,
+        None if endpoint is None else str(endpoint),
+    )
+
+
 def relationship_from_row(decoder: Decoder, row: _Row) -> FederationRelationship:
-    """The relationship of a row ``(trust_domain, bundle_endpoint_url, profile,
-    endpoint_spiffe_id)``."""
+    """The relationship of a row in :data:`RELATIONSHIP_ROW` order."""
     return FederationRelationship(
         trust_domain=decoder.trust_domain(row[0]),
         bundle_endpoint_url=row[1],
@@ -724,6 +774,40 @@ def missing_bundles_error(
     return InvalidArgumentError(
         f"entry federates_with names trust domain(s) without a bundle: {', '.join(missing)}"
     )
+
+
+def plan_entry_deletes(
+    entry_ids: Sequence[str], found: dict[str, tuple[int, RegistrationEntry]]
+) -> tuple[list[RegistrationEntry | PyspireError], list[tuple[int, str]]]:
+    """What a batch delete does, per item in order: its result (the entry as it was, or
+    :class:`~pyspire_sdk.errors.NotFoundError`, also for an id given twice), and the (primary
+    key, id) of every row to delete. ``found`` holds the stored entries by id, with their
+    primary keys, and is emptied of those deleted."""
+    results: list[RegistrationEntry | PyspireError] = []
+    deleted: list[tuple[int, str]] = []
+    for entry_id in entry_ids:
+        hit = found.pop(entry_id, None)
+        if hit is None:
+            results.append(NotFoundError(f"entry id {entry_id!r} not found"))
+            continue
+        deleted.append((hit[0], entry_id))
+        results.append(hit[1])
+    return results, deleted
+
+
+def restorable_entries(entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry]:
+    """The entries a restore stores, normalized, exactly as given otherwise (see
+    :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`).
+
+    Raises :class:`~pyspire_sdk.errors.InvalidArgumentError` for an entry without the id or
+    the creation time it must keep, and the entry's own error for one that is not valid.
+    """
+    prepared: list[RegistrationEntry] = []
+    for entry in entries:
+        if not entry.id or entry.created_at is None:
+            raise InvalidArgumentError(f"entry {entry.id!r} to restore needs its id and created_at")
+        prepared.append(normalize_entry(entry))
+    return prepared
 
 
 def prepare_new_entries(

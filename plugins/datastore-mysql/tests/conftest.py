@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from pyspire_datastore_mysql import MysqlDataStore, MysqlDataStoreConfig
 from pyspire_datastore_mysql.testing import (
     ServerUnavailableError,
     find_server,
     throwaway_database,
 )
+
+from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 
 @pytest.fixture
@@ -27,3 +31,9 @@ async def mysql_dsn(mysql_server: str) -> AsyncIterator[str]:
     """A connection string naming a fresh database of this test alone."""
     async with throwaway_database(mysql_server) as dsn:
         yield dsn
+
+
+@pytest.fixture
+def open_with_settings(mysql_dsn: str, host_services: HostServices) -> OpenWithSettings:
+    """Opens the datastore on this test's database (or another), small pools by default."""
+    return opener(MysqlDataStore, MysqlDataStoreConfig, mysql_dsn, host_services)

@@ -1,5 +1,6 @@
-"""Migrations against the real server: once for many servers, idempotent steps, newer schemas
-refused."""
+"""Migrations against the real server: the SDK's schema contract (once for many servers, newer
+schemas refused, ``disable_migration``, a restart), plus what is MySQL's own: the named lock,
+idempotent steps, connection strings."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
-from pyspire_sdk.stored_records import SchemaTooNewError
+from pyspire_sdk.testing.sql_schema_contract import SqlSchemaContract
 
 pytestmark = pytest.mark.mysql
 
@@ -59,28 +60,6 @@ async def _sql(dsn: str, query: str, *args: object) -> list[tuple[Any, ...]]:
         return await fetch(connection, query, args)
     finally:
         connection.close()
-
-
-async def test_many_servers_starting_at_once_migrate_once(
-    mysql_dsn: str, host_services: HostServices
-) -> None:
-    stores = [MysqlDataStore() for _ in range(6)]
-    with capture_logs() as logs:
-        await asyncio.gather(
-            *(store.configure(_config(mysql_dsn), host_services) for store in stores)
-        )
-    try:
-        migrated = [log for log in logs if log["event"] == "schema migrated"]
-        assert [log["version"] for log in migrated] == list(range(1, SCHEMA_VERSION + 1))
-        opened = [log for log in logs if log["event"] == "datastore opened"]
-        assert len(opened) == 6
-        assert sorted(log["schema_version_found"] for log in opened).count(0) == 1
-        assert await _sql(mysql_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
-        created = await stores[0].create_entry(ENTRY)
-        assert await stores[5].get_entry(created.id) == created
-    finally:
-        for store in stores:
-            await store.close()
 
 
 async def test_a_start_waits_for_the_migration_lock(
@@ -126,49 +105,6 @@ async def test_a_step_cut_short_runs_again_whole(
     assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM object_locks") == [(512,)]
 
 
-async def test_a_newer_schema_is_refused_and_left_alone(
-    mysql_dsn: str, host_services: HostServices
-) -> None:
-    async with _opened(mysql_dsn, host_services) as store:
-        await store.create_entry(ENTRY)
-    await _sql(mysql_dsn, "UPDATE schema_version SET version = %s", SCHEMA_VERSION + 1)
-    with pytest.raises(SchemaTooNewError) as raised:
-        async with _opened(mysql_dsn, host_services):
-            pass
-    message = str(raised.value)
-    assert f"schema version {SCHEMA_VERSION + 1}" in message
-    assert "connection_string" in message
-    assert await _sql(mysql_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION + 1,)]
-    assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
-
-
-async def test_disable_migration_needs_a_current_schema(
-    mysql_dsn: str, host_services: HostServices
-) -> None:
-    with pytest.raises(PluginError, match="disable_migration"):
-        async with _opened(mysql_dsn, host_services, disable_migration=True):
-            pass
-    assert await _sql(
-        mysql_dsn,
-        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
-    ) == [(0,)]
-    async with _opened(mysql_dsn, host_services):
-        pass
-    async with _opened(mysql_dsn, host_services, disable_migration=True) as store:
-        assert await store.count_entries() == 0
-
-
-async def test_reopening_keeps_everything(mysql_dsn: str, host_services: HostServices) -> None:
-    async with _opened(mysql_dsn, host_services) as store:
-        entry = await store.create_entry(ENTRY)
-        await store.set_ca_journal("journal", b"blob")
-        last = await store.last_change_event_id()
-    async with _opened(mysql_dsn, host_services) as store:
-        assert await store.get_entry(entry.id) == entry
-        assert await store.get_ca_journal("journal") == b"blob"
-        assert await store.last_change_event_id() == last
-
-
 async def test_a_missing_database_is_named(mysql_server: str, host_services: HostServices) -> None:
     with pytest.raises(PluginError, match="pyspire_no_such_database") as raised:
         async with _opened(f"{mysql_server}pyspire_no_such_database", host_services):
@@ -192,3 +128,39 @@ async def test_uri_connection_strings_work(mysql_dsn: str, host_services: HostSe
     async with _opened(f"mysql://root@127.0.0.1:3306/{database}", host_services) as store:
         await store.create_entry(ENTRY)
     assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
+
+
+class _SchemaProbe:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+
+    async def stored_version(self) -> int | None:
+        tables = await _sql(
+            self._dsn,
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
+        )
+        if tables == [(0,)]:
+            return None
+        ((version,),) = await _sql(self._dsn, "SELECT version FROM schema_version")
+        return int(version)
+
+    async def set_stored_version(self, version: int) -> None:
+        await _sql(self._dsn, "UPDATE schema_version SET version = %s", version)
+
+    async def count_rows(self, table: str) -> int:
+        ((count,),) = await _sql(self._dsn, f"SELECT COUNT(*) FROM `{table}`")  # noqa: S608
+        return int(count)
+
+
+class TestMysqlSchema(SqlSchemaContract):
+    @pytest.fixture
+    def schema_probe(self, mysql_dsn: str) -> _SchemaProbe:
+        return _SchemaProbe(mysql_dsn)
+
+    @pytest.fixture
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    @pytest.fixture
+    def schema_place(self, mysql_dsn: str) -> str:
+        return ConnectionTarget.parse("connection_string", mysql_dsn).database

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from pyspire_datastore_postgres import PostgresDataStore, PostgresDataStoreConfig
 from pyspire_datastore_postgres.testing import (
     ServerUnavailableError,
     find_server,
     throwaway_schema,
 )
+
+from pyspire_sdk.plugin import HostServices
+from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 
 @pytest.fixture
@@ -27,3 +31,9 @@ async def postgres_dsn(postgres_server: str) -> AsyncIterator[str]:
     """A connection string whose search_path is a fresh schema of this test alone."""
     async with throwaway_schema(postgres_server) as dsn:
         yield dsn
+
+
+@pytest.fixture
+def open_with_settings(postgres_dsn: str, host_services: HostServices) -> OpenWithSettings:
+    """Opens the datastore on this test's schema (or another), small pools by default."""
+    return opener(PostgresDataStore, PostgresDataStoreConfig, postgres_dsn, host_services)

@@ -1,8 +1,9 @@
-"""Migrations against the real server: once for many servers, newer schemas refused."""
+"""Migrations against the real server: the SDK's schema contract (once for many servers, newer
+schemas refused, ``disable_migration``, a restart), plus what is PostgreSQL's own: the schema
+named by ``search_path``, connection strings."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +17,7 @@ from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
-from pyspire_sdk.stored_records import SchemaTooNewError
+from pyspire_sdk.testing.sql_schema_contract import SqlSchemaContract
 
 pytestmark = pytest.mark.postgres
 
@@ -56,69 +57,6 @@ async def _sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
         await connection.close()
 
 
-async def test_many_servers_starting_at_once_migrate_once(
-    postgres_dsn: str, host_services: HostServices
-) -> None:
-    stores = [PostgresDataStore() for _ in range(6)]
-    with capture_logs() as logs:
-        await asyncio.gather(
-            *(store.configure(_config(postgres_dsn), host_services) for store in stores)
-        )
-    try:
-        migrated = [log for log in logs if log["event"] == "schema migrated"]
-        assert [log["version"] for log in migrated] == list(range(1, SCHEMA_VERSION + 1))
-        opened = [log for log in logs if log["event"] == "datastore opened"]
-        assert len(opened) == 6
-        assert sorted(log["schema_version_found"] for log in opened).count(0) == 1
-        assert await _sql(postgres_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
-        created = await stores[0].create_entry(ENTRY)
-        assert await stores[5].get_entry(created.id) == created
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def test_a_newer_schema_is_refused_and_left_alone(
-    postgres_dsn: str, host_services: HostServices
-) -> None:
-    async with _opened(postgres_dsn, host_services) as store:
-        await store.create_entry(ENTRY)
-        schema = store.schema
-    await _sql(postgres_dsn, "UPDATE schema_version SET version = $1", SCHEMA_VERSION + 1)
-    with pytest.raises(SchemaTooNewError) as raised:
-        async with _opened(postgres_dsn, host_services):
-            pass
-    message = str(raised.value)
-    assert f"schema version {SCHEMA_VERSION + 1}" in message
-    assert schema in message and "connection_string" in message
-    assert await _sql(postgres_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION + 1,)]
-    assert await _sql(postgres_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
-
-
-async def test_disable_migration_needs_a_current_schema(
-    postgres_dsn: str, host_services: HostServices
-) -> None:
-    with pytest.raises(PluginError, match="disable_migration"):
-        async with _opened(postgres_dsn, host_services, disable_migration=True):
-            pass
-    assert await _sql(postgres_dsn, "SELECT to_regclass('schema_version') IS NULL") == [(True,)]
-    async with _opened(postgres_dsn, host_services):
-        pass
-    async with _opened(postgres_dsn, host_services, disable_migration=True) as store:
-        assert await store.count_entries() == 0
-
-
-async def test_reopening_keeps_everything(postgres_dsn: str, host_services: HostServices) -> None:
-    async with _opened(postgres_dsn, host_services) as store:
-        entry = await store.create_entry(ENTRY)
-        await store.set_ca_journal("journal", b"blob")
-        last = await store.last_change_event_id()
-    async with _opened(postgres_dsn, host_services) as store:
-        assert await store.get_entry(entry.id) == entry
-        assert await store.get_ca_journal("journal") == b"blob"
-        assert await store.last_change_event_id() == last
-
-
 async def test_a_missing_schema_is_named(postgres_server: str, host_services: HostServices) -> None:
     dsn = f"{postgres_server}?search_path=pyspire_no_such_schema"
     with pytest.raises(PluginError, match=r"no schema of search_path .*pyspire_no_such_schema"):
@@ -149,3 +87,35 @@ async def test_key_value_connection_strings_work(
         assert store.schema == schema
         await store.create_entry(ENTRY)
     assert await _sql(postgres_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
+
+
+class _SchemaProbe:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+
+    async def stored_version(self) -> int | None:
+        if await _sql(self._dsn, "SELECT to_regclass('schema_version') IS NULL") == [(True,)]:
+            return None
+        ((version,),) = await _sql(self._dsn, "SELECT version FROM schema_version")
+        return int(version)
+
+    async def set_stored_version(self, version: int) -> None:
+        await _sql(self._dsn, "UPDATE schema_version SET version = $1", version)
+
+    async def count_rows(self, table: str) -> int:
+        ((count,),) = await _sql(self._dsn, f'SELECT COUNT(*) FROM "{table}"')  # noqa: S608
+        return int(count)
+
+
+class TestPostgresSchema(SqlSchemaContract):
+    @pytest.fixture
+    def schema_probe(self, postgres_dsn: str) -> _SchemaProbe:
+        return _SchemaProbe(postgres_dsn)
+
+    @pytest.fixture
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    @pytest.fixture
+    def schema_place(self, postgres_dsn: str) -> str:
+        return postgres_dsn.rpartition("search_path=")[2]

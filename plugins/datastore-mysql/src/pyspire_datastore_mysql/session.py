@@ -26,7 +26,7 @@ from asyncmy.errors import MySQLError
 
 from pyspire_datastore_mysql.connection import ConnectionTarget, statement_timeout_sql
 from pyspire_datastore_mysql.pool import server_error_code
-from pyspire_sdk.plugins.datastore import ChangeKind
+from pyspire_sdk.sql_datastore import SqlTransaction
 
 DEADLOCK = 1213
 """InnoDB chose this transaction as a deadlock's victim and rolled it back whole."""
@@ -92,27 +92,22 @@ async def open_connection(
     return connection
 
 
-class Transaction:
-    """An open write transaction: its connection and the change events it will append when it
-    commits (events of a savepoint that rolls back are dropped with it)."""
+class Transaction(SqlTransaction[Any]):
+    """An open write transaction on MySQL (see :class:`~pyspire_sdk.sql_datastore.SqlTransaction`),
+    its savepoints named ``sp1``, ``sp2``, ... in the order they are taken."""
 
-    __slots__ = ("_savepoints", "connection", "events")
+    __slots__ = ("_savepoints",)
 
     def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.events: list[tuple[str, str]] = []
+        super().__init__(connection)
         self._savepoints = 0
 
-    def event(self, kind: ChangeKind, object_ids: Iterable[str]) -> None:
-        self.events.extend((kind.value, object_id) for object_id in object_ids)
-
     @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        """A nested transaction: rolled back alone when its block raises. A deadlock is not
-        rolled back to the savepoint: InnoDB has already rolled back the whole transaction."""
+    async def _nested(self) -> AsyncIterator[None]:
+        """A deadlock is not rolled back to the savepoint: InnoDB has already rolled back the
+        whole transaction; nor is a connection that broke."""
         self._savepoints += 1
         name = f"sp{self._savepoints}"
-        mark = len(self.events)
         await execute(self.connection, f"SAVEPOINT {name}")
         try:
             yield
@@ -121,6 +116,5 @@ class Transaction:
             broken = isinstance(error, OSError) or (isinstance(error, MySQLError) and code is None)
             if not broken and code != DEADLOCK:
                 await execute(self.connection, f"ROLLBACK TO SAVEPOINT {name}")
-                del self.events[mark:]
             raise
         await execute(self.connection, f"RELEASE SAVEPOINT {name}")

@@ -28,7 +28,7 @@ __all__ = ["MysqlDataStore"]
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -41,7 +41,7 @@ from asyncmy.errors import MySQLError
 from pyspire_datastore_mysql.config import MysqlDataStoreConfig
 from pyspire_datastore_mysql.connection import ConnectionTarget, TlsFiles
 from pyspire_datastore_mysql.pool import ConnectionPool, PoolClosedError, server_error_code
-from pyspire_datastore_mysql.queries import entry_where, node_where, placeholders
+from pyspire_datastore_mysql.queries import Params, placeholders
 from pyspire_datastore_mysql.schema import LOCK_SLOTS, migrate
 from pyspire_datastore_mysql.session import (
     DEADLOCK,
@@ -59,13 +59,11 @@ from pyspire_sdk.errors import (
     InvalidArgumentError,
     NotFoundError,
     PluginError,
-    PyspireError,
     UnavailableError,
 )
 from pyspire_sdk.model import AttestedNode, FederationRelationship, JoinToken, RegistrationEntry
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import (
-    ENTRY_MASK_FIELDS,
     FEDERATION_RELATIONSHIP_MASK_FIELDS,
     NODE_MASK_FIELDS,
     AttestedNodePage,
@@ -83,39 +81,33 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.sql_datastore import BundleStore, EntryBatchStore
+from pyspire_sdk.sql_filters import entry_where, node_where
 from pyspire_sdk.stored_records import (
-    ENTRY_IDENTITY_FIELDS,
     ENTRY_ROW,
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
     NODE_ROW,
+    RELATIONSHIP_ROW,
     Decoder,
     EntryIdentity,
-    appended_bundle,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
+    change_event_from_row,
     check_mask,
-    checked_bundle_update,
     dedupe,
-    duplicate_entry_error,
     entry_columns,
     entry_identity,
-    entry_update_candidates,
     from_micros,
     integer_page_token,
-    missing_bundles_error,
     name_page_token,
     node_columns,
     node_from_row,
-    normalize_entry,
-    plan_entry_creates,
-    plan_entry_updates,
-    prepare_new_entries,
-    pruned_bundle,
+    relationship_columns,
     relationship_from_row,
     to_micros,
 )
@@ -139,7 +131,7 @@ _NODE_SET = (
     "new_expires_at = %s, banned = %s, can_reattest = %s, agent_version = %s"
 )
 _BUNDLE_COLUMNS = "trust_domain, sequence_number, refresh_hint, data"
-_RELATIONSHIP_COLUMNS = "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id"
+_RELATIONSHIP_COLUMNS = ", ".join(RELATIONSHIP_ROW)
 _NO_LIMIT = 2**63 - 1
 _CHUNK = 2000
 """Keys per ``IN (...)`` list when reading the lists of many entries."""
@@ -179,11 +171,7 @@ def _join_token(row: Sequence[Any]) -> JoinToken:
     return JoinToken(token=row[0], expires_at=from_micros(row[1]))
 
 
-class _ConcurrentWriteError(Exception):
-    """The fast path of a batch met a row written concurrently: redo it item by item."""
-
-
-class MysqlDataStore:
+class MysqlDataStore(EntryBatchStore[Transaction], BundleStore):
     """The ``mysql`` datastore plugin. Configure once, use from one event loop, then close."""
 
     def __init__(self) -> None:
@@ -358,6 +346,9 @@ class MysqlDataStore:
                     raise
                 raise translated from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _in_write_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        return await self._transact(work)
 
     async def _append_events(self, connection: Any, events: Sequence[tuple[str, str]]) -> None:
         """Append a transaction's change events; the last statements before commit.
@@ -602,103 +593,41 @@ class MysqlDataStore:
                 rows,
             )
 
-    async def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
-        (result,) = await self.create_entries([entry])
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def create_entry_if_not_exists(
-        self, entry: RegistrationEntry
-    ) -> tuple[RegistrationEntry, bool]:
-        (result,) = await self.create_entries_if_not_exist([entry])
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def create_entries(
-        self, entries: Sequence[RegistrationEntry]
-    ) -> list[RegistrationEntry | PyspireError]:
-        results: list[RegistrationEntry | PyspireError] = []
-        for entry, result in zip(entries, await self._create_many(entries), strict=True):
-            if isinstance(result, PyspireError):
-                results.append(result)
-            elif result[1]:
-                results.append(duplicate_entry_error(entry, result[0].id))
-            else:
-                results.append(result[0])
-        return results
-
-    async def create_entries_if_not_exist(
-        self, entries: Sequence[RegistrationEntry]
-    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        return await self._create_many(entries)
-
-    async def _create_many(
-        self, entries: Sequence[RegistrationEntry]
-    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        """Create or find each entry, in one write transaction.
-
-        Every item is checked against the stored rows with a few bulk queries, then all accepted
-        items are written with one statement per table. A row another server wrote meanwhile
-        (its id or identity taken between the check and the write) sends the batch, rolled
-        back to a savepoint, through the same steps again item by item, each in its own
-        savepoint, so per-item results stay exact.
-        """
-        if not entries:
-            return []
-
-        async def work(
-            transaction: Transaction,
-        ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-            try:
-                async with transaction.savepoint():
-                    return await self._create_at_once(transaction, entries)
-            except _ConcurrentWriteError:
-                self._logger.info("batch entry create falls back to one by one")
-            results: list[tuple[RegistrationEntry, bool] | PyspireError] = []
-            for entry in entries:
-                for _attempt in range(3):
-                    try:
-                        async with transaction.savepoint():
-                            (result,) = await self._create_at_once(transaction, [entry])
-                        break
-                    except _ConcurrentWriteError:
-                        continue
-                else:
-                    result = AlreadyExistsError(
-                        f"entry id {entry.id!r} or its identity was taken concurrently"
-                    )
-                results.append(result)
-            return results
-
-        return await self._transact(work)
-
-    async def _create_at_once(
-        self, transaction: Transaction, entries: Sequence[RegistrationEntry]
-    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        connection = transaction.connection
-        prepared = prepare_new_entries(entries, self._clock.now())
-        valid = [item for item in prepared if isinstance(item, RegistrationEntry)]
-        given_ids = list({item.id for item in entries if item.id})
-        taken_ids: set[str] = set()
-        for chunk in _chunks(given_ids):
+    async def _taken_entry_ids(self, connection: Any, entry_ids: Sequence[str]) -> set[str]:
+        taken: set[str] = set()
+        for chunk in _chunks(entry_ids):
             rows = await fetch(
                 connection,
                 f"SELECT entry_id FROM entries WHERE entry_id IN ({placeholders(len(chunk))})",
                 chunk,
             )
-            taken_ids.update(row[0] for row in rows)
-        stored = await self._entries_by_identity(connection, map(entry_identity, valid))
-        bundled = await self._bundled(
-            connection, (td.name for item in valid for td in item.federates_with)
+            taken.update(row[0] for row in rows)
+        return taken
+
+    async def _update_entry_rows(
+        self, connection: Any, changed: Mapping[int, RegistrationEntry], fields: frozenset[str]
+    ) -> None:
+        await executemany(
+            connection, _ENTRY_UPDATE, [(*_entry_row(entry), pk) for pk, entry in changed.items()]
         )
-        plan = plan_entry_creates(
-            prepared, taken_ids, {key: entry for key, (_, entry) in stored.items()}, bundled
-        )
-        if not await self._insert_entries(transaction, plan.accepted):
-            raise _ConcurrentWriteError
-        return plan.results
+        await self._write_lists(connection, list(changed.items()), fields)
+
+    async def _delete_entry_rows(self, connection: Any, pks: Sequence[int]) -> None:
+        for chunk in _chunks(pks):
+            await execute(
+                connection, f"DELETE FROM entries WHERE pk IN ({placeholders(len(chunk))})", chunk
+            )
+
+    async def _delete_entries_by_id(self, connection: Any, entry_ids: Sequence[str]) -> None:
+        for chunk in _chunks(entry_ids):
+            await execute(
+                connection,
+                f"DELETE FROM entries WHERE entry_id IN ({placeholders(len(chunk))})",
+                chunk,
+            )
+
+    def _is_unique_violation(self, error: BaseException) -> bool:
+        return server_error_code(error) == _DUPLICATE
 
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         async with self._read(snapshot=True) as connection:
@@ -710,132 +639,25 @@ class MysqlDataStore:
         self, entry_filter: EntryFilter | None = None, page: Page | None = None
     ) -> EntryPage:
         page = page or Page()
-        params: list[Any] = [integer_page_token(page.token)]
+        params = Params(integer_page_token(page.token))
         where = entry_where(params, entry_filter)
         limit = page.size + 1 if page.size else 0
         async with self._read(snapshot=True, replica=True) as connection:
             pks, entries = await self._load_entries(
-                connection, f"e.pk > %s AND {where}", params, limit
+                connection, f"e.pk > %s AND {where}", params.values, limit
             )
         if limit and len(entries) == limit:
             return EntryPage(tuple(entries[:-1]), str(pks[-2]))
         return EntryPage(tuple(entries))
 
     async def count_entries(self, entry_filter: EntryFilter | None = None) -> int:
-        params: list[Any] = []
+        params = Params()
         where = entry_where(params, entry_filter)
         async with self._read(replica=True) as connection:
             rows = await fetch(
-                connection, f"SELECT COUNT(*) FROM entries AS e WHERE {where}", params
+                connection, f"SELECT COUNT(*) FROM entries AS e WHERE {where}", params.values
             )
         return int(rows[0][0])
-
-    async def update_entry(
-        self, entry: RegistrationEntry, mask: frozenset[str] | None = None
-    ) -> RegistrationEntry:
-        (result,) = await self.update_entries([entry], mask)
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def update_entries(
-        self, entries: Sequence[RegistrationEntry], mask: frozenset[str] | None = None
-    ) -> list[RegistrationEntry | PyspireError]:
-        fields = check_mask(mask, ENTRY_MASK_FIELDS, "entry")
-        if not entries:
-            return []
-
-        async def work(transaction: Transaction) -> list[RegistrationEntry | PyspireError]:
-            try:
-                async with transaction.savepoint():
-                    return await self._update_at_once(transaction, entries, fields)
-            except MySQLError as error:
-                if server_error_code(error) != _DUPLICATE:
-                    raise
-                self._logger.info("batch entry update falls back to one by one")
-            results: list[RegistrationEntry | PyspireError] = []
-            for entry in entries:
-                try:
-                    async with transaction.savepoint():
-                        (result,) = await self._update_at_once(transaction, [entry], fields)
-                except MySQLError as error:
-                    if server_error_code(error) != _DUPLICATE:
-                        raise
-                    translated = self._translate(error)
-                    assert isinstance(translated, PyspireError)
-                    result = translated
-                results.append(result)
-            return results
-
-        return await self._transact(work)
-
-    async def _update_at_once(
-        self,
-        transaction: Transaction,
-        entries: Sequence[RegistrationEntry],
-        fields: frozenset[str],
-    ) -> list[RegistrationEntry | PyspireError]:
-        """Every item checked against the stored rows (locked, read with a few bulk queries)
-        and the items before it, then all changes written."""
-        connection = transaction.connection
-        wanted = list(dict.fromkeys(entry.id for entry in entries if entry.id))
-        current = await self._entries_by_id(connection, wanted, lock=True)
-        identities: dict[EntryIdentity, tuple[int, str]] = {}
-        if fields & ENTRY_IDENTITY_FIELDS:
-            candidates = entry_update_candidates(entries, fields, current)
-            found = await self._entries_by_identity(connection, map(entry_identity, candidates))
-            identities = {key: (pk, entry.id) for key, (pk, entry) in found.items()}
-        bundled: set[str] = set()
-        if "federates_with" in fields:
-            bundled = await self._bundled(
-                connection, (td.name for entry in entries for td in entry.federates_with)
-            )
-        plan = plan_entry_updates(entries, fields, current, identities, bundled)
-        if plan.changed:
-            await executemany(
-                connection,
-                _ENTRY_UPDATE,
-                [(*_entry_row(entry), pk) for pk, entry in plan.changed.items()],
-            )
-            await self._write_lists(connection, list(plan.changed.items()), fields)
-            transaction.event(ChangeKind.ENTRY, plan.events)
-        return plan.results
-
-    async def delete_entry(self, entry_id: str) -> RegistrationEntry:
-        (result,) = await self.delete_entries([entry_id])
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def delete_entries(
-        self, entry_ids: Sequence[str]
-    ) -> list[RegistrationEntry | PyspireError]:
-        if not entry_ids:
-            return []
-
-        async def work(transaction: Transaction) -> list[RegistrationEntry | PyspireError]:
-            found = await self._entries_by_id(
-                transaction.connection, list(dict.fromkeys(entry_ids)), lock=True
-            )
-            results: list[RegistrationEntry | PyspireError] = []
-            deleted: list[tuple[int, str]] = []
-            for entry_id in entry_ids:
-                hit = found.pop(entry_id, None)
-                if hit is None:
-                    results.append(NotFoundError(f"entry id {entry_id!r} not found"))
-                    continue
-                deleted.append((hit[0], entry_id))
-                results.append(hit[1])
-            for chunk in _chunks([pk for pk, _ in deleted]):
-                await execute(
-                    transaction.connection,
-                    f"DELETE FROM entries WHERE pk IN ({placeholders(len(chunk))})",
-                    chunk,
-                )
-            transaction.event(ChangeKind.ENTRY, [entry_id for _, entry_id in deleted])
-            return results
-
-        return await self._transact(work)
 
     async def prune_registration_entries(self, expires_before: datetime) -> int:
         async def work(transaction: Transaction) -> list[tuple[Any, ...]]:
@@ -844,12 +666,7 @@ class MysqlDataStore:
                 "SELECT pk, entry_id FROM entries WHERE expires_at < %s ORDER BY pk FOR UPDATE",
                 (to_micros(expires_before),),
             )
-            for chunk in _chunks([row[0] for row in rows]):
-                await execute(
-                    transaction.connection,
-                    f"DELETE FROM entries WHERE pk IN ({placeholders(len(chunk))})",
-                    chunk,
-                )
+            await self._delete_entry_rows(transaction.connection, [row[0] for row in rows])
             transaction.event(ChangeKind.ENTRY, [row[1] for row in rows])
             return rows
 
@@ -878,42 +695,6 @@ class MysqlDataStore:
         return await asyncio.to_thread(
             assemble_all_entries, rows, selector_rows, dns_rows, federates_rows, from_micros
         )
-
-    async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
-        """Store entries exactly as given (see
-        :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
-        prepared: list[RegistrationEntry] = []
-        for entry in entries:
-            if not entry.id or entry.created_at is None:
-                raise InvalidArgumentError(
-                    f"entry {entry.id!r} to restore needs its id and created_at"
-                )
-            prepared.append(normalize_entry(entry))
-        if not prepared:
-            return
-
-        async def work(transaction: Transaction) -> None:
-            connection = transaction.connection
-            ids = list(dict.fromkeys(entry.id for entry in prepared))
-            for chunk in _chunks(ids):
-                await execute(
-                    connection,
-                    f"DELETE FROM entries WHERE entry_id IN ({placeholders(len(chunk))})",
-                    chunk,
-                )
-            bundled = await self._bundled(
-                connection, (td.name for entry in prepared for td in entry.federates_with)
-            )
-            for entry in prepared:
-                missing = missing_bundles_error(entry, bundled)
-                if missing is not None:
-                    raise missing
-            if not await self._insert_entries(transaction, prepared):
-                raise AlreadyExistsError(
-                    "entries to restore repeat an id or an identity, or another writer took one"
-                )
-
-        await self._transact(work)
 
     # -- attested nodes --------------------------------------------------------------------------
 
@@ -997,21 +778,25 @@ class MysqlDataStore:
         self, node_filter: NodeFilter | None = None, page: Page | None = None
     ) -> AttestedNodePage:
         page = page or Page()
-        params: list[Any] = [integer_page_token(page.token)]
+        params = Params(integer_page_token(page.token))
         where = node_where(params, node_filter)
         limit = page.size + 1 if page.size else 0
         async with self._read(snapshot=True, replica=True) as connection:
-            pks, nodes = await self._load_nodes(connection, f"n.pk > %s AND {where}", params, limit)
+            pks, nodes = await self._load_nodes(
+                connection, f"n.pk > %s AND {where}", params.values, limit
+            )
         if limit and len(nodes) == limit:
             return AttestedNodePage(tuple(nodes[:-1]), str(pks[-2]))
         return AttestedNodePage(tuple(nodes))
 
     async def count_attested_nodes(self, node_filter: NodeFilter | None = None) -> int:
-        params: list[Any] = []
+        params = Params()
         where = node_where(params, node_filter)
         async with self._read(replica=True) as connection:
             rows = await fetch(
-                connection, f"SELECT COUNT(*) FROM attested_nodes AS n WHERE {where}", params
+                connection,
+                f"SELECT COUNT(*) FROM attested_nodes AS n WHERE {where}",
+                params.values,
             )
         return int(rows[0][0])
 
@@ -1185,13 +970,13 @@ class MysqlDataStore:
 
         return await self._transact(locked)
 
-    async def create_bundle(self, bundle: Bundle) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            if await self._bundle(transaction.connection, bundle.trust_domain) is not None:
-                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
-            return await self._store_bundle(transaction.connection, bundle)
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[Any], Awaitable[T]]
+    ) -> T:
+        async def on_connection(transaction: Transaction) -> T:
+            return await work(transaction.connection)
 
-        return await self._bundle_write(bundle.trust_domain, work)
+        return await self._bundle_write(trust_domain, on_connection)
 
     async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         async with self._read() as connection:
@@ -1218,35 +1003,6 @@ class MysqlDataStore:
             rows = await fetch(connection, "SELECT COUNT(*) FROM bundles")
         return int(rows[0][0])
 
-    async def set_bundle(self, bundle: Bundle) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            return await self._store_bundle(transaction.connection, bundle)
-
-        return await self._bundle_write(bundle.trust_domain, work)
-
-    async def update_bundle(
-        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
-    ) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            result = mutate(await self._bundle(transaction.connection, trust_domain))
-            return await self._store_bundle(
-                transaction.connection, checked_bundle_update(trust_domain, result)
-            )
-
-        return await self._bundle_write(trust_domain, work)
-
-    async def append_bundle(self, bundle: Bundle) -> Bundle:
-        async def work(transaction: Transaction) -> Bundle:
-            current = await self._bundle(transaction.connection, bundle.trust_domain)
-            if current is None:
-                return await self._store_bundle(transaction.connection, bundle)
-            grown = appended_bundle(current, bundle)
-            if grown is None:
-                return current
-            return await self._store_bundle(transaction.connection, grown)
-
-        return await self._bundle_write(bundle.trust_domain, work)
-
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
     ) -> None:
@@ -1267,15 +1023,14 @@ class MysqlDataStore:
                     "registration entries: delete them or use mode DELETE or DISSOCIATE"
                 )
             pks = [row[0] for row in rows]
-            for chunk in _chunks(pks):
-                marks = placeholders(len(chunk))
-                if mode is BundleDeleteMode.DELETE:
-                    await execute(connection, f"DELETE FROM entries WHERE pk IN ({marks})", chunk)
-                else:
+            if mode is BundleDeleteMode.DELETE:
+                await self._delete_entry_rows(connection, pks)
+            else:
+                for chunk in _chunks(pks):
                     await execute(
                         connection,
                         "UPDATE entries SET revision_number = revision_number + 1 "
-                        f"WHERE pk IN ({marks})",
+                        f"WHERE pk IN ({placeholders(len(chunk))})",
                         chunk,
                     )
             if rows and mode is not BundleDeleteMode.DELETE:
@@ -1302,22 +1057,6 @@ class MysqlDataStore:
                 ) from None
 
         await self._bundle_write(trust_domain, work)
-
-    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
-        async def work(transaction: Transaction) -> bool:
-            current = await self._bundle(transaction.connection, trust_domain)
-            if current is None:
-                return False
-            pruned = pruned_bundle(current, expires_before)
-            if pruned is None:
-                return False
-            await self._store_bundle(transaction.connection, pruned)
-            return True
-
-        changed = await self._bundle_write(trust_domain, work)
-        if changed:
-            self._logger.info("pruned bundle", trust_domain=trust_domain.name)
-        return changed
 
     # -- CA journal ------------------------------------------------------------------------------
 
@@ -1367,14 +1106,7 @@ class MysqlDataStore:
                 connection,
                 f"INSERT INTO federation_relationships ({_RELATIONSHIP_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s)",
-                (
-                    relationship.trust_domain.name,
-                    relationship.bundle_endpoint_url,
-                    relationship.profile.value,
-                    None
-                    if relationship.endpoint_spiffe_id is None
-                    else str(relationship.endpoint_spiffe_id),
-                ),
+                relationship_columns(relationship),
             )
 
         await self._transact(work)
@@ -1422,12 +1154,7 @@ class MysqlDataStore:
                 connection,
                 "UPDATE federation_relationships SET bundle_endpoint_url = %s, profile = %s, "
                 "endpoint_spiffe_id = %s WHERE trust_domain = %s",
-                (
-                    updated.bundle_endpoint_url,
-                    updated.profile.value,
-                    None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
-                    updated.trust_domain.name,
-                ),
+                (*relationship_columns(updated)[1:], updated.trust_domain.name),
             )
             return updated
 
@@ -1459,15 +1186,7 @@ class MysqlDataStore:
                 "WHERE event_id > %s ORDER BY event_id LIMIT %s",
                 (after_event_id, limit or _NO_LIMIT),
             )
-        return [
-            ChangeEvent(
-                event_id=row[0],
-                kind=ChangeKind(row[1]),
-                object_id=row[2],
-                created_at=from_micros(row[3]),
-            )
-            for row in rows
-        ]
+        return [change_event_from_row(row, from_micros) for row in rows]
 
     async def last_change_event_id(self) -> int:
         async with self._read() as connection:

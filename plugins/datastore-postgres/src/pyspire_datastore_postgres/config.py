@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
+from pyspire_sdk.sql_settings import connection_setting_issues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,27 +80,4 @@ class PostgresDataStoreConfig:
     )
 
     def validate(self) -> Iterable[ConfigIssue]:
-        if not self.connection_string.strip():
-            yield ConfigIssue("connection_string", "must not be empty")
-        if self.ro_connection_string is not None and not self.ro_connection_string.strip():
-            yield ConfigIssue("ro_connection_string", "must not be empty when set")
-        if self.max_open_conns < 1:
-            yield ConfigIssue("max_open_conns", f"must be at least 1, found {self.max_open_conns}")
-        if self.max_idle_conns < 0:
-            yield ConfigIssue(
-                "max_idle_conns", f"must not be negative, found {self.max_idle_conns}"
-            )
-        elif self.max_idle_conns > self.max_open_conns:
-            yield ConfigIssue(
-                "max_idle_conns",
-                f"{self.max_idle_conns} is more than max_open_conns {self.max_open_conns}",
-            )
-        if self.conn_max_lifetime < timedelta(0):
-            yield ConfigIssue("conn_max_lifetime", "must not be negative")
-        if self.statement_timeout < timedelta(0):
-            yield ConfigIssue("statement_timeout", "must not be negative")
-        if (self.client_cert_path is None) != (self.client_key_path is None):
-            missing = "client_key_path" if self.client_key_path is None else "client_cert_path"
-            yield ConfigIssue(
-                missing, "is required with client_cert_path and client_key_path: set both or none"
-            )
+        yield from connection_setting_issues(self)

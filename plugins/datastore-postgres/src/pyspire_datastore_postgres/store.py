@@ -27,18 +27,18 @@ from __future__ import annotations
 __all__ = ["NOTIFY_CHANNEL", "PostgresDataStore"]
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 
 from pyspire_datastore_postgres.config import PostgresDataStoreConfig
 from pyspire_datastore_postgres.connection import ConnectionTarget, open_pool
-from pyspire_datastore_postgres.queries import Params, entry_where, node_where
+from pyspire_datastore_postgres.queries import Params
 from pyspire_datastore_postgres.records import ENTRY_COLUMNS, NODE_COLUMNS
 from pyspire_datastore_postgres.schema import migrate, schema_lock_key
 from pyspire_datastore_postgres.watch import BUNDLE_PAYLOAD, NOTIFY_CHANNEL, ChangeWatch
@@ -49,13 +49,11 @@ from pyspire_sdk.errors import (
     InvalidArgumentError,
     NotFoundError,
     PluginError,
-    PyspireError,
     UnavailableError,
 )
 from pyspire_sdk.model import AttestedNode, FederationRelationship, JoinToken, RegistrationEntry
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import (
-    ENTRY_MASK_FIELDS,
     FEDERATION_RELATIONSHIP_MASK_FIELDS,
     NODE_MASK_FIELDS,
     AttestedNodePage,
@@ -73,38 +71,34 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.sql_datastore import BundleStore, EntryBatchStore, SqlTransaction
+from pyspire_sdk.sql_filters import entry_where, node_where
 from pyspire_sdk.stored_records import (
-    ENTRY_IDENTITY_FIELDS,
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
+    RELATIONSHIP_ROW,
     Decoder,
     EntryIdentity,
-    appended_bundle,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
+    change_event_from_row,
     check_mask,
-    checked_bundle_update,
     dedupe,
-    duplicate_entry_error,
     entry_columns,
     entry_identity,
-    entry_update_candidates,
     integer_page_token,
-    missing_bundles_error,
     name_page_token,
     node_columns,
     node_from_row,
-    normalize_entry,
-    plan_entry_creates,
-    plan_entry_updates,
-    prepare_new_entries,
-    pruned_bundle,
+    relationship_columns,
     relationship_from_row,
 )
+
+T = TypeVar("T")
 
 _ENTRY_INSERT = (
     "INSERT INTO entries (entry_id, spiffe_id, parent_id, selectors_hash, x509_svid_ttl, "
@@ -145,7 +139,7 @@ _APPEND_EVENTS = (
     "SELECT pg_notify($4, $5 || ':' || counter.last_event_id) FROM counter"
 )
 _BUNDLE_COLUMNS = "trust_domain, sequence_number, refresh_hint, data"
-_RELATIONSHIP_COLUMNS = "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id"
+_RELATIONSHIP_COLUMNS = ", ".join(RELATIONSHIP_ROW)
 
 
 def _columns(entries: Sequence[RegistrationEntry]) -> list[list[Any]]:
@@ -154,36 +148,18 @@ def _columns(entries: Sequence[RegistrationEntry]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 11
 
 
-class _Transaction:
-    """An open write transaction: its connection and the change events it will append when it
-    commits (events of a savepoint that rolls back are dropped with it)."""
+class _Transaction(SqlTransaction[asyncpg.Connection]):
+    """An open write transaction on PostgreSQL (see
+    :class:`~pyspire_sdk.sql_datastore.SqlTransaction`)."""
 
-    __slots__ = ("connection", "events")
+    __slots__ = ()
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self.connection = connection
-        self.events: list[tuple[str, str]] = []
-
-    def event(self, kind: ChangeKind, object_ids: Iterable[str]) -> None:
-        self.events.extend((kind.value, object_id) for object_id in object_ids)
-
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        """A nested transaction: rolled back alone when its block raises."""
-        mark = len(self.events)
-        try:
-            async with self.connection.transaction():
-                yield
-        except BaseException:
-            del self.events[mark:]
-            raise
+    def _nested(self) -> AbstractAsyncContextManager[None]:
+        nested: AbstractAsyncContextManager[None] = self.connection.transaction()
+        return nested
 
 
-class _ConcurrentWriteError(Exception):
-    """The fast path of a batch met a row written concurrently: redo it item by item."""
-
-
-class PostgresDataStore:
+class PostgresDataStore(EntryBatchStore[_Transaction], BundleStore):
     """The ``postgres`` datastore plugin. Configure once, use from one event loop, then close."""
 
     def __init__(self) -> None:
@@ -360,6 +336,10 @@ class PostgresDataStore:
                 raise
             raise translated from None
 
+    async def _in_write_transaction(self, work: Callable[[_Transaction], Awaitable[T]]) -> T:
+        async with self._write() as transaction:
+            return await work(transaction)
+
     async def _append_events(
         self, connection: asyncpg.Connection, events: Sequence[tuple[str, str]]
     ) -> None:
@@ -411,7 +391,7 @@ class PostgresDataStore:
     ) -> tuple[list[int], list[RegistrationEntry]]:
         sql = f"SELECT {ENTRY_COLUMNS} FROM entries AS e WHERE {where} ORDER BY e.pk"
         if limit:
-            sql += f" LIMIT {params.add(limit)}"
+            sql += f" LIMIT {params.bind(limit)}"
         if lock:
             sql += " FOR UPDATE OF e"
         rows = await connection.fetch(sql, *params.values)
@@ -538,96 +518,35 @@ class PostgresDataStore:
                     *[list(column) for column in zip(*federates_rows, strict=True)],
                 )
 
-    async def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
-        (result,) = await self.create_entries([entry])
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def create_entry_if_not_exists(
-        self, entry: RegistrationEntry
-    ) -> tuple[RegistrationEntry, bool]:
-        (result,) = await self.create_entries_if_not_exist([entry])
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def create_entries(
-        self, entries: Sequence[RegistrationEntry]
-    ) -> list[RegistrationEntry | PyspireError]:
-        results: list[RegistrationEntry | PyspireError] = []
-        for entry, result in zip(entries, await self._create_many(entries), strict=True):
-            if isinstance(result, PyspireError):
-                results.append(result)
-            elif result[1]:
-                results.append(duplicate_entry_error(entry, result[0].id))
-            else:
-                results.append(result[0])
-        return results
-
-    async def create_entries_if_not_exist(
-        self, entries: Sequence[RegistrationEntry]
-    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        return await self._create_many(entries)
-
-    async def _create_many(
-        self, entries: Sequence[RegistrationEntry]
-    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        """Create or find each entry, in one write transaction.
-
-        Every item is checked against the stored rows with a few bulk queries, then all accepted
-        items are written with one statement per table. A row another server wrote meanwhile
-        (its id or identity taken between the check and the write) sends the batch, rolled
-        back to a savepoint, through the same steps again item by item, each in its own
-        savepoint, so per-item results stay exact.
-        """
-        if not entries:
-            return []
-        async with self._write() as transaction:
-            try:
-                async with transaction.savepoint():
-                    return await self._create_at_once(transaction, entries)
-            except _ConcurrentWriteError:
-                self._logger.info("batch entry create falls back to one by one")
-            results: list[tuple[RegistrationEntry, bool] | PyspireError] = []
-            for entry in entries:
-                for _attempt in range(3):
-                    try:
-                        async with transaction.savepoint():
-                            (result,) = await self._create_at_once(transaction, [entry])
-                        break
-                    except _ConcurrentWriteError:
-                        continue
-                else:
-                    result = AlreadyExistsError(
-                        f"entry id {entry.id!r} or its identity was taken concurrently"
-                    )
-                results.append(result)
-            return results
-
-    async def _create_at_once(
-        self, transaction: _Transaction, entries: Sequence[RegistrationEntry]
-    ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        connection = transaction.connection
-        prepared = prepare_new_entries(entries, self._clock.now())
-        valid = [item for item in prepared if isinstance(item, RegistrationEntry)]
-        given_ids = list({item.id for item in entries if item.id})
-        taken_ids = set()
-        if given_ids:
-            rows = await connection.fetch(
-                "SELECT entry_id FROM entries WHERE entry_id = ANY($1::text[])", given_ids
-            )
-            taken_ids = {row[0] for row in rows}
-        stored = await self._entries_by_identity(connection, map(entry_identity, valid))
-        bundled = await self._bundled(
-            connection, (td.name for item in valid for td in item.federates_with)
+    async def _taken_entry_ids(
+        self, connection: asyncpg.Connection, entry_ids: Sequence[str]
+    ) -> set[str]:
+        rows = await connection.fetch(
+            "SELECT entry_id FROM entries WHERE entry_id = ANY($1::text[])", list(entry_ids)
         )
-        plan = plan_entry_creates(
-            prepared, taken_ids, {key: entry for key, (_, entry) in stored.items()}, bundled
+        return {row[0] for row in rows}
+
+    async def _update_entry_rows(
+        self,
+        connection: asyncpg.Connection,
+        changed: Mapping[int, RegistrationEntry],
+        fields: frozenset[str],
+    ) -> None:
+        await connection.execute(_ENTRY_UPDATE, list(changed), *_columns(list(changed.values())))
+        await self._write_lists(connection, list(changed.items()), fields)
+
+    async def _delete_entry_rows(self, connection: asyncpg.Connection, pks: Sequence[int]) -> None:
+        await connection.execute("DELETE FROM entries WHERE pk = ANY($1::bigint[])", list(pks))
+
+    async def _delete_entries_by_id(
+        self, connection: asyncpg.Connection, entry_ids: Sequence[str]
+    ) -> None:
+        await connection.execute(
+            "DELETE FROM entries WHERE entry_id = ANY($1::text[])", list(entry_ids)
         )
-        if not await self._insert_entries(transaction, plan.accepted):
-            raise _ConcurrentWriteError
-        return plan.results
+
+    def _is_unique_violation(self, error: BaseException) -> bool:
+        return isinstance(error, asyncpg.UniqueViolationError)
 
     async def get_entry(self, entry_id: str) -> RegistrationEntry | None:
         async with self._read(snapshot=True) as connection:
@@ -659,99 +578,6 @@ class PostgresDataStore:
             )
         return int(count)
 
-    async def update_entry(
-        self, entry: RegistrationEntry, mask: frozenset[str] | None = None
-    ) -> RegistrationEntry:
-        (result,) = await self.update_entries([entry], mask)
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def update_entries(
-        self, entries: Sequence[RegistrationEntry], mask: frozenset[str] | None = None
-    ) -> list[RegistrationEntry | PyspireError]:
-        fields = check_mask(mask, ENTRY_MASK_FIELDS, "entry")
-        if not entries:
-            return []
-        async with self._write() as transaction:
-            try:
-                async with transaction.savepoint():
-                    return await self._update_at_once(transaction, entries, fields)
-            except asyncpg.UniqueViolationError as error:
-                self._logger.info("batch entry update falls back to one by one", error=str(error))
-            results: list[RegistrationEntry | PyspireError] = []
-            for entry in entries:
-                try:
-                    async with transaction.savepoint():
-                        (result,) = await self._update_at_once(transaction, [entry], fields)
-                except asyncpg.UniqueViolationError as error:
-                    translated = self._translate(error)
-                    assert isinstance(translated, PyspireError)
-                    result = translated
-                results.append(result)
-            return results
-
-    async def _update_at_once(
-        self,
-        transaction: _Transaction,
-        entries: Sequence[RegistrationEntry],
-        fields: frozenset[str],
-    ) -> list[RegistrationEntry | PyspireError]:
-        """Every item checked against the stored rows (locked, read with a few bulk queries)
-        and the items before it, then all changes written with one statement per table."""
-        connection = transaction.connection
-        wanted = list(dict.fromkeys(entry.id for entry in entries if entry.id))
-        current = await self._entries_by_id(connection, wanted, lock=True)
-        identities: dict[EntryIdentity, tuple[int, str]] = {}
-        if fields & ENTRY_IDENTITY_FIELDS:
-            candidates = entry_update_candidates(entries, fields, current)
-            found = await self._entries_by_identity(connection, map(entry_identity, candidates))
-            identities = {key: (pk, entry.id) for key, (pk, entry) in found.items()}
-        bundled: set[str] = set()
-        if "federates_with" in fields:
-            bundled = await self._bundled(
-                connection, (td.name for entry in entries for td in entry.federates_with)
-            )
-        plan = plan_entry_updates(entries, fields, current, identities, bundled)
-        if plan.changed:
-            await connection.execute(
-                _ENTRY_UPDATE, list(plan.changed), *_columns(list(plan.changed.values()))
-            )
-            await self._write_lists(connection, list(plan.changed.items()), fields)
-            transaction.event(ChangeKind.ENTRY, plan.events)
-        return plan.results
-
-    async def delete_entry(self, entry_id: str) -> RegistrationEntry:
-        (result,) = await self.delete_entries([entry_id])
-        if isinstance(result, PyspireError):
-            raise result
-        return result
-
-    async def delete_entries(
-        self, entry_ids: Sequence[str]
-    ) -> list[RegistrationEntry | PyspireError]:
-        if not entry_ids:
-            return []
-        async with self._write() as transaction:
-            found = await self._entries_by_id(
-                transaction.connection, list(dict.fromkeys(entry_ids)), lock=True
-            )
-            results: list[RegistrationEntry | PyspireError] = []
-            deleted: list[tuple[int, str]] = []
-            for entry_id in entry_ids:
-                hit = found.pop(entry_id, None)
-                if hit is None:
-                    results.append(NotFoundError(f"entry id {entry_id!r} not found"))
-                    continue
-                deleted.append((hit[0], entry_id))
-                results.append(hit[1])
-            if deleted:
-                await transaction.connection.execute(
-                    "DELETE FROM entries WHERE pk = ANY($1::bigint[])", [pk for pk, _ in deleted]
-                )
-                transaction.event(ChangeKind.ENTRY, [entry_id for _, entry_id in deleted])
-            return results
-
     async def prune_registration_entries(self, expires_before: datetime) -> int:
         async with self._write() as transaction:
             rows = await transaction.connection.fetch(
@@ -779,34 +605,6 @@ class PostgresDataStore:
             assemble_all_entries, rows, selector_rows, dns_rows, federates_rows
         )
 
-    async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
-        """Store entries exactly as given (see
-        :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
-        prepared: list[RegistrationEntry] = []
-        for entry in entries:
-            if not entry.id or entry.created_at is None:
-                raise InvalidArgumentError(
-                    f"entry {entry.id!r} to restore needs its id and created_at"
-                )
-            prepared.append(normalize_entry(entry))
-        if not prepared:
-            return
-        async with self._write() as transaction:
-            connection = transaction.connection
-            ids = list(dict.fromkeys(entry.id for entry in prepared))
-            await connection.execute("DELETE FROM entries WHERE entry_id = ANY($1::text[])", ids)
-            bundled = await self._bundled(
-                connection, (td.name for entry in prepared for td in entry.federates_with)
-            )
-            for entry in prepared:
-                missing = missing_bundles_error(entry, bundled)
-                if missing is not None:
-                    raise missing
-            if not await self._insert_entries(transaction, prepared):
-                raise AlreadyExistsError(
-                    "entries to restore repeat an id or an identity, or another writer took one"
-                )
-
     # -- attested nodes --------------------------------------------------------------------------
 
     async def _node_selectors(
@@ -833,7 +631,7 @@ class PostgresDataStore:
     ) -> tuple[list[int], list[AttestedNode]]:
         sql = f"SELECT {NODE_COLUMNS} FROM attested_nodes AS n WHERE {where} ORDER BY n.pk"
         if limit:
-            sql += f" LIMIT {params.add(limit)}"
+            sql += f" LIMIT {params.bind(limit)}"
         rows = await connection.fetch(sql, *params.values)
         decoder = Decoder()
         selectors = await self._node_selectors(connection, decoder, [row[1] for row in rows])
@@ -1064,11 +862,11 @@ class PostgresDataStore:
             await self._lock(transaction.connection, "bundle", trust_domain.name)
             yield transaction
 
-    async def create_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._bundle_write(bundle.trust_domain) as transaction:
-            if await self._bundle(transaction.connection, bundle.trust_domain) is not None:
-                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
-            return await self._store_bundle(transaction.connection, bundle)
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        async with self._bundle_write(trust_domain) as transaction:
+            return await work(transaction.connection)
 
     async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         async with self._read() as connection:
@@ -1094,29 +892,6 @@ class PostgresDataStore:
         async with self._read(replica=True) as connection:
             return int(await connection.fetchval("SELECT COUNT(*) FROM bundles"))
 
-    async def set_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._bundle_write(bundle.trust_domain) as transaction:
-            return await self._store_bundle(transaction.connection, bundle)
-
-    async def update_bundle(
-        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
-    ) -> Bundle:
-        async with self._bundle_write(trust_domain) as transaction:
-            result = mutate(await self._bundle(transaction.connection, trust_domain))
-            return await self._store_bundle(
-                transaction.connection, checked_bundle_update(trust_domain, result)
-            )
-
-    async def append_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._bundle_write(bundle.trust_domain) as transaction:
-            current = await self._bundle(transaction.connection, bundle.trust_domain)
-            if current is None:
-                return await self._store_bundle(transaction.connection, bundle)
-            grown = appended_bundle(current, bundle)
-            if grown is None:
-                return current
-            return await self._store_bundle(transaction.connection, grown)
-
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
     ) -> None:
@@ -1137,7 +912,7 @@ class PostgresDataStore:
                 )
             pks = [row[0] for row in rows]
             if rows and mode is BundleDeleteMode.DELETE:
-                await connection.execute("DELETE FROM entries WHERE pk = ANY($1::bigint[])", pks)
+                await self._delete_entry_rows(connection, pks)
             elif rows:
                 await connection.execute(
                     "DELETE FROM entry_federates_with WHERE trust_domain = $1", trust_domain.name
@@ -1159,18 +934,6 @@ class PostgresDataStore:
                     f"bundle for trust domain {trust_domain} gained federating registration "
                     "entries while it was being deleted; try again"
                 ) from None
-
-    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
-        async with self._bundle_write(trust_domain) as transaction:
-            current = await self._bundle(transaction.connection, trust_domain)
-            if current is None:
-                return False
-            pruned = pruned_bundle(current, expires_before)
-            if pruned is None:
-                return False
-            await self._store_bundle(transaction.connection, pruned)
-        self._logger.info("pruned bundle", trust_domain=trust_domain.name)
-        return True
 
     # -- CA journal ------------------------------------------------------------------------------
 
@@ -1209,12 +972,7 @@ class PostgresDataStore:
             created = await transaction.connection.fetchval(
                 f"INSERT INTO federation_relationships ({_RELATIONSHIP_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (trust_domain) DO NOTHING RETURNING 1",
-                relationship.trust_domain.name,
-                relationship.bundle_endpoint_url,
-                relationship.profile.value,
-                None
-                if relationship.endpoint_spiffe_id is None
-                else str(relationship.endpoint_spiffe_id),
+                *relationship_columns(relationship),
             )
             if created is None:
                 raise AlreadyExistsError(
@@ -1262,9 +1020,7 @@ class PostgresDataStore:
             await connection.execute(
                 "UPDATE federation_relationships SET bundle_endpoint_url = $1, profile = $2, "
                 "endpoint_spiffe_id = $3 WHERE trust_domain = $4",
-                updated.bundle_endpoint_url,
-                updated.profile.value,
-                None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
+                *relationship_columns(updated)[1:],
                 updated.trust_domain.name,
             )
             return updated
@@ -1292,12 +1048,7 @@ class PostgresDataStore:
                 after_event_id,
                 limit or None,
             )
-        return [
-            ChangeEvent(
-                event_id=row[0], kind=ChangeKind(row[1]), object_id=row[2], created_at=row[3]
-            )
-            for row in rows
-        ]
+        return [change_event_from_row(row) for row in rows]
 
     async def last_change_event_id(self) -> int:
         async with self._read() as connection:

@@ -15,7 +15,7 @@ __all__ = ["SqliteDataStore"]
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import datetime
@@ -70,30 +70,34 @@ from pyspire_sdk.plugins.datastore import (
 )
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.sql_datastore import BundleStore
 from pyspire_sdk.stored_records import (
     ENTRY_IDENTITY_FIELDS,
     KIND_DNS,
     KIND_FEDERATES,
     KIND_SELECTOR,
     Decoder,
-    appended_bundle,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
     bundle_from_json,
     bundle_to_json,
+    change_event_from_row,
     check_mask,
-    checked_bundle_update,
+    created_or_duplicate,
     dedupe,
     duplicate_entry_error,
     from_micros,
     micros_or_none,
+    missing_bundles_error,
     new_entry_id,
     node_columns,
     node_from_row,
     normalize_entry,
-    pruned_bundle,
+    plan_entry_deletes,
+    relationship_columns,
     relationship_from_row,
+    restorable_entries,
     selectors_hash,
     to_micros,
     updated_entry,
@@ -176,7 +180,7 @@ def _stored_moment(moment: datetime | None) -> datetime | None:
     return None if moment is None else from_micros(to_micros(moment))
 
 
-class SqliteDataStore:
+class SqliteDataStore(BundleStore):
     """The ``sqlite`` datastore plugin. Configure once, use from one event loop, then close."""
 
     def __init__(self) -> None:
@@ -507,15 +511,7 @@ class SqliteDataStore:
     async def create_entries(
         self, entries: Sequence[RegistrationEntry]
     ) -> list[RegistrationEntry | PyspireError]:
-        results: list[RegistrationEntry | PyspireError] = []
-        for entry, result in zip(entries, await self._create_many(entries), strict=True):
-            if isinstance(result, PyspireError):
-                results.append(result)
-            elif result[1]:
-                results.append(duplicate_entry_error(entry, result[0].id))
-            else:
-                results.append(result[0])
-        return results
+        return created_or_duplicate(entries, await self._create_many(entries))
 
     async def create_entries_if_not_exist(
         self, entries: Sequence[RegistrationEntry]
@@ -607,12 +603,9 @@ class SqliteDataStore:
             if stored.id in taken_ids:
                 results[index] = AlreadyExistsError(f"entry id {stored.id!r} already exists")
                 continue
-            missing = sorted({td.name for td in stored.federates_with} - bundled)
-            if missing:
-                results[index] = InvalidArgumentError(
-                    "entry federates_with names trust domain(s) without a bundle: "
-                    + ", ".join(missing)
-                )
+            missing = missing_bundles_error(stored, bundled)
+            if missing is not None:
+                results[index] = missing
                 continue
             taken_ids.add(stored.id)
             batch_identities[key] = stored
@@ -737,13 +730,7 @@ class SqliteDataStore:
     async def restore_entries(self, entries: Sequence[RegistrationEntry]) -> None:
         """Store entries exactly as given (see
         :class:`~pyspire_sdk.plugins.datastore.CopyableDataStore`)."""
-        prepared: list[RegistrationEntry] = []
-        for entry in entries:
-            if not entry.id or entry.created_at is None:
-                raise InvalidArgumentError(
-                    f"entry {entry.id!r} to restore needs its id and created_at"
-                )
-            prepared.append(normalize_entry(entry))
+        prepared = restorable_entries(entries)
         if not prepared:
             return
         async with self._write() as connection:
@@ -760,12 +747,9 @@ class SqliteDataStore:
                 )
             }
             for entry in prepared:
-                missing = sorted({td.name for td in entry.federates_with} - bundled)
-                if missing:
-                    raise InvalidArgumentError(
-                        "entry federates_with names trust domain(s) without a bundle: "
-                        + ", ".join(missing)
-                    )
+                missing = missing_bundles_error(entry, bundled)
+                if missing is not None:
+                    raise missing
             rows = list(
                 await connection.execute_fetchall("SELECT COALESCE(MAX(pk), 0) FROM entries")
             )
@@ -907,14 +891,9 @@ class SqliteDataStore:
                 if other is not None and other[0] != pk:
                     results.append(duplicate_entry_error(updated, other[1]))
                     continue
-            missing = sorted({td.name for td in updated.federates_with} - bundled)
-            if "federates_with" in fields and missing:
-                results.append(
-                    InvalidArgumentError(
-                        "entry federates_with names trust domain(s) without a bundle: "
-                        + ", ".join(missing)
-                    )
-                )
+            missing = missing_bundles_error(updated, bundled)
+            if "federates_with" in fields and missing is not None:
+                results.append(missing)
                 continue
             if fields & ENTRY_IDENTITY_FIELDS:
                 old_key = _identity(before)
@@ -1019,15 +998,7 @@ class SqliteDataStore:
                     connection, f"e.entry_id IN ({', '.join('?' * len(chunk))})", chunk
                 )
                 found.update((entry.id, (pk, entry)) for pk, entry in zip(pks, loaded, strict=True))
-            results: list[RegistrationEntry | PyspireError] = []
-            deleted: list[tuple[int, str]] = []
-            for entry_id in entry_ids:
-                hit = found.pop(entry_id, None)
-                if hit is None:
-                    results.append(NotFoundError(f"entry id {entry_id!r} not found"))
-                    continue
-                deleted.append((hit[0], entry_id))
-                results.append(hit[1])
+            results, deleted = plan_entry_deletes(entry_ids, found)
             if deleted:
                 await connection.executemany(
                     "DELETE FROM entries WHERE pk = ?", [(pk,) for pk, _ in deleted]
@@ -1334,11 +1305,12 @@ class SqliteDataStore:
         assert stored is not None
         return stored
 
-    async def create_bundle(self, bundle: Bundle) -> Bundle:
+    async def _bundle_transaction(
+        self, trust_domain: TrustDomain, work: Callable[[aiosqlite.Connection], Awaitable[T]]
+    ) -> T:
+        """The one writer's transaction, which holds every bundle's lock."""
         async with self._write() as connection:
-            if await self._bundle(connection, bundle.trust_domain) is not None:
-                raise AlreadyExistsError(f"bundle for trust domain {bundle.trust_domain} exists")
-            return await self._store_bundle(connection, bundle)
+            return await work(connection)
 
     async def get_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         async with self._read(snapshot=False) as connection:
@@ -1363,27 +1335,6 @@ class SqliteDataStore:
         async with self._read(snapshot=False) as connection:
             rows = list(await connection.execute_fetchall("SELECT COUNT(*) FROM bundles"))
         return int(rows[0][0])
-
-    async def set_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._write() as connection:
-            return await self._store_bundle(connection, bundle)
-
-    async def update_bundle(
-        self, trust_domain: TrustDomain, mutate: Callable[[Bundle | None], Bundle]
-    ) -> Bundle:
-        async with self._write() as connection:
-            result = mutate(await self._bundle(connection, trust_domain))
-            return await self._store_bundle(connection, checked_bundle_update(trust_domain, result))
-
-    async def append_bundle(self, bundle: Bundle) -> Bundle:
-        async with self._write() as connection:
-            current = await self._bundle(connection, bundle.trust_domain)
-            if current is None:
-                return await self._store_bundle(connection, bundle)
-            grown = appended_bundle(current, bundle)
-            if grown is None:
-                return current
-            return await self._store_bundle(connection, grown)
 
     async def delete_bundle(
         self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT
@@ -1421,18 +1372,6 @@ class SqliteDataStore:
             await connection.execute(
                 "DELETE FROM bundles WHERE trust_domain = ?", (trust_domain.name,)
             )
-
-    async def prune_bundle(self, trust_domain: TrustDomain, expires_before: datetime) -> bool:
-        async with self._write() as connection:
-            current = await self._bundle(connection, trust_domain)
-            if current is None:
-                return False
-            pruned = pruned_bundle(current, expires_before)
-            if pruned is None:
-                return False
-            await self._store_bundle(connection, pruned)
-        self._logger.info("pruned bundle", trust_domain=trust_domain.name)
-        return True
 
     # -- CA journal ------------------------------------------------------------------------------
 
@@ -1480,14 +1419,7 @@ class SqliteDataStore:
             await connection.execute(
                 "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, "
                 "profile, endpoint_spiffe_id) VALUES (?, ?, ?, ?)",
-                (
-                    relationship.trust_domain.name,
-                    relationship.bundle_endpoint_url,
-                    relationship.profile.value,
-                    None
-                    if relationship.endpoint_spiffe_id is None
-                    else str(relationship.endpoint_spiffe_id),
-                ),
+                relationship_columns(relationship),
             )
         return relationship
 
@@ -1530,12 +1462,7 @@ class SqliteDataStore:
             await connection.execute(
                 "UPDATE federation_relationships SET bundle_endpoint_url = ?, profile = ?, "
                 "endpoint_spiffe_id = ? WHERE trust_domain = ?",
-                (
-                    updated.bundle_endpoint_url,
-                    updated.profile.value,
-                    None if updated.endpoint_spiffe_id is None else str(updated.endpoint_spiffe_id),
-                    updated.trust_domain.name,
-                ),
+                (*relationship_columns(updated)[1:], updated.trust_domain.name),
             )
             return updated
 
@@ -1564,15 +1491,7 @@ class SqliteDataStore:
                 "WHERE event_id > ? ORDER BY event_id LIMIT ?",
                 (after_event_id, limit or -1),
             )
-        return [
-            ChangeEvent(
-                event_id=row[0],
-                kind=ChangeKind(row[1]),
-                object_id=row[2],
-                created_at=from_micros(row[3]),
-            )
-            for row in rows
-        ]
+        return [change_event_from_row(row, from_micros) for row in rows]
 
     async def last_change_event_id(self) -> int:
         async with self._read(snapshot=False) as connection:
