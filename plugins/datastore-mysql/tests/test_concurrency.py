@@ -5,6 +5,7 @@ victim run again)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from pyspire_sdk.testing.datastore_concurrency_contract import (
     CommitGate,
     DataStoreConcurrencyContract,
 )
+from pyspire_sdk.testing.fake_clock import FakeClock
 from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings, opener
 
 pytestmark = pytest.mark.mysql
@@ -71,7 +73,7 @@ class TestMysqlConcurrency(DataStoreConcurrencyContract):
             await store.close()
 
     async def test_a_deadlock_victim_runs_again_whole(
-        self, open_with_settings: OpenWithSettings
+        self, open_with_settings: OpenWithSettings, fake_clock: FakeClock
     ) -> None:
         first = await open_with_settings(max_open_conns=6)
         second = await open_with_settings(max_open_conns=6)
@@ -90,14 +92,24 @@ class TestMysqlConcurrency(DataStoreConcurrencyContract):
 
             return work
 
+        start = fake_clock.now()
+        both = asyncio.gather(
+            first._transact(crossing(first, "first", ("a", "b"))),
+            second._transact(crossing(second, "second", ("b", "a"))),
+        )
         try:
-            done = await asyncio.wait_for(
-                asyncio.gather(
-                    first._transact(crossing(first, "first", ("a", "b"))),
-                    second._transact(crossing(second, "second", ("b", "a"))),
-                ),
-                timeout=30,
-            )
+            async with asyncio.timeout(30):
+                # The victim waits its backoff delay on the host clock before running again.
+                for _ in range(3000):
+                    if fake_clock.sleepers:
+                        break
+                    await asyncio.sleep(0.01)
+                assert sorted(runs.values()) == [1, 1]
+                while not both.done():
+                    await fake_clock.advance(0.01)
+                    await asyncio.sleep(0.01)
+                done = await both
+            assert 0.0025 <= (fake_clock.now() - start).total_seconds() < 1
             assert done == ["first", "second"]
             assert sorted(runs.values()) == [1, 2]  # InnoDB rolled one back; it ran again
             events = await first.list_change_events()
@@ -107,5 +119,8 @@ class TestMysqlConcurrency(DataStoreConcurrencyContract):
             ]
             assert [event.event_id for event in events] == [1, 2]
         finally:
+            both.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await both
             await first.close()
             await second.close()

@@ -52,6 +52,7 @@ from pyspire_datastore_mysql.session import (
     open_connection,
 )
 from pyspire_datastore_mysql.watch import ChangeWatch, Counters
+from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import (
@@ -137,6 +138,9 @@ _CHUNK = 2000
 """Keys per ``IN (...)`` list when reading the lists of many entries."""
 _ATTEMPTS = 5
 """Runs of one call at most when InnoDB keeps picking it as a deadlock's victim."""
+_DEADLOCK_RETRY = BackoffPolicy(initial=0.005, maximum=0.08)
+"""Waits between those runs: the one backoff policy, short because a deadlock clears as soon
+as the winner commits; the jitter keeps two victims of one deadlock from colliding again."""
 _STATEMENT_TIMEOUTS = frozenset({1969, 3024})
 """MariaDB's ``max_statement_time`` and MySQL's ``max_execution_time`` exceeded."""
 _INVALID = frozenset({1048, 1264, 1366, 1406, 1452, 3140})
@@ -319,7 +323,9 @@ class MysqlDataStore(EntryBatchStore[Transaction], BundleStore):
 
     async def _transact(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction, its change events appended last, right before
-        commit; again from the start when InnoDB rolled it back as a deadlock's victim."""
+        commit; again from the start, after a backoff delay, when InnoDB rolled it back as a
+        deadlock's victim."""
+        backoff = Backoff(_DEADLOCK_RETRY)
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with self._connection() as connection:
@@ -339,7 +345,11 @@ class MysqlDataStore(EntryBatchStore[Transaction], BundleStore):
                     return result
             except (MySQLError, OSError, TimeoutError) as error:
                 if server_error_code(error) == DEADLOCK and attempt < _ATTEMPTS:
-                    self._logger.info("deadlock victim, running the transaction again")
+                    delay = backoff.failed()
+                    self._logger.info(
+                        "deadlock victim, running the transaction again", retry_in=round(delay, 3)
+                    )
+                    await self._clock.sleep(delay)
                     continue
                 translated = self._translate(error)
                 if translated is error:
