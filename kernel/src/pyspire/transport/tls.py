@@ -67,8 +67,8 @@ def _trust(context: ssl.SSLContext, bundle_der: Sequence[bytes]) -> None:
 
 def _no_resumption(context: ssl.SSLContext) -> None:
     """Issue no session tickets: OpenSSL otherwise sends two after every TLS 1.3 handshake,
-    each an encrypted copy of the session with the client's certificate in it (about 400 us of
-    server CPU per mutual-TLS handshake, 100 us per anonymous one), for clients that never
+    each an encrypted copy of the session with the client's certificate in it (about 500 us of
+    server CPU per mutual-TLS handshake, up to 100 us per anonymous one), for clients that never
     resume. A resumed session would also carry a client identity past the certificate
     checks of a new handshake (an expired SVID, an authority since removed from the bundle)."""
     context.num_tickets = 0
