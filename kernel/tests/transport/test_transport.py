@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import ssl
@@ -114,6 +115,30 @@ async def test_server_sees_the_client_svid(
     finally:
         channel.close()
     assert str(spiffe_id_of(service.callers[-1])) == "spiffe://example.org/spire/agent/join_token/x"
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["anonymous", "mutual"])
+async def test_the_server_issues_no_session_tickets(
+    tls_server: tuple[Any, RecordingHealth, RotatingServerContext, int],
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    mutual: bool,
+) -> None:
+    """No client resumes a session, and a ticket costs the server a third of a handshake."""
+    _, _, _, port = tls_server
+    agent_cert, agent_key = issue("spiffe://example.org/spire/agent/join_token/x", ca)
+    if mutual:
+        context = build_client_context([der(ca[0])], [der(agent_cert)], agent_key)
+    else:
+        context = build_client_context([der(ca[0])])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        # The server's HTTP/2 settings follow its tickets, if it sends any.
+        assert await reader.read(1)
+        session = writer.get_extra_info("ssl_object").session
+        assert session is not None
+        assert not session.has_ticket
+    finally:
+        writer.close()
 
 
 async def test_calls_on_one_connection_share_its_identity_key(

@@ -35,6 +35,9 @@ class LoadOptions:
     a ramp still brings every agent to the steady state."""
     storm_timeout: float = 600.0
     """Seconds the attestation storm may take before the run fails."""
+    servers: int = 1
+    """Server processes sharing one port through ``reuse_port`` and one datastore (with SQLite,
+    one file): the deployment CONTRIBUTING recommends on several cores."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -48,6 +51,7 @@ class LoadOptions:
             "agent_ttl": self.agent_ttl >= 30,
             "start_per_second": self.start_per_second >= 0,
             "storm_timeout": self.storm_timeout > 0,
+            "servers": self.servers >= 1,
         }
         for name, valid in checks.items():
             if not valid:
@@ -111,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument(
         "--storm-timeout", type=float, default=defaults.storm_timeout, help="seconds"
     )
+    parse.add_argument(
+        "--servers",
+        type=int,
+        default=defaults.servers,
+        help="server processes sharing the port (reuse_port) and the datastore",
+    )
     parse.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return parse
 
@@ -130,4 +140,5 @@ def options_for(args: argparse.Namespace, agents: int) -> LoadOptions:
         start_per_second=args.start_per_second,
         burst=args.burst,
         storm_timeout=args.storm_timeout,
+        servers=args.servers,
     )

@@ -37,6 +37,7 @@ ROWS: list[Row] = [
     ),
     ("machine load average (1 min) at start", lambda r: _number(r.load_average)),
     ("descriptor limit (soft, raised for the run)", lambda r: f"{r.fd_limit:,}"),
+    ("server processes (reuse_port when more than 1)", lambda r: str(r.options["servers"])),
     ("generator processes", lambda r: str(len(r.steady.get("generator_cpu_percent", [])))),
     ("floor: one agent alone, start to SVIDs (s)", lambda r: _number(r.floor["start_seconds"], 2)),
     ("floor: sync p50 (ms)", lambda r: _number(r.floor["sync_p50_ms"])),
@@ -50,6 +51,10 @@ ROWS: list[Row] = [
     ("storm: every agent has its SVIDs (s)", lambda r: _number(r.storm["all_ready_seconds"])),
     ("storm: server CPU (% of a core)", lambda r: _number(r.storm["server_cpu_percent"], 0)),
     ("storm: server CPU per SVID (ms)", lambda r: _number(r.storm["server_ms_per_svid"], 2)),
+    (
+        "storm: server CPU per agent with its SVIDs (ms)",
+        lambda r: _number(r.storm["server_ms_per_agent"], 1),
+    ),
     ("storm: generator CPU (%)", lambda r: _workers(r.storm["generator_cpu_percent"])),
     ("steady: syncs/s achieved", lambda r: _number(r.steady["syncs_per_second"])),
     (

@@ -27,10 +27,10 @@ from .options import LoadOptions
 from .pipe import WorkerError, WorkerPipe
 from .procstat import Sample, raise_fd_limit, sample
 from .registration import register
-from .server import datastore_table, load_server
+from .server import datastore_table, load_servers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
-from processes import ServerProcess, short_temp_dir
+from processes import ServerProcess, short_temp_dir, wait_for
 
 START_TIMEOUT = 120.0
 """Seconds a worker may take to import and build its agents."""
@@ -41,6 +41,9 @@ FDS_PER_AGENT = 2
 attestation until the server closes it idle, and one with its SVID): the descriptors it costs
 the server and its worker process."""
 FD_HEADROOM = 2048
+BUNDLE_SHARED_TIMEOUT = 90.0
+"""Seconds servers sharing a datastore may take to trust each other's CA (a server reads the
+bundle every 30 s)."""
 TRUST_DOMAIN = "example.org"
 
 
@@ -153,11 +156,17 @@ class LoadRun:
     """The state of one run while its phases go by."""
 
     def __init__(
-        self, options: LoadOptions, root: Path, server: ServerProcess, say: Callable[[str], None]
+        self,
+        options: LoadOptions,
+        root: Path,
+        servers: list[ServerProcess],
+        say: Callable[[str], None],
     ) -> None:
         self.options = options
         self.root = root
-        self.server = server
+        self.servers = servers
+        self.server = servers[0]
+        """The server whose admin socket registers and churn go through."""
         self.say = say
         self.result = LoadResult(options=vars(options).copy(), load_average=os.getloadavg()[0])
         self.errors: Counter[str] = Counter()
@@ -167,13 +176,22 @@ class LoadRun:
         self.bundle_pem = ""
 
     def server_sample(self) -> Sample:
-        return sample(self.server.pid, time.monotonic())
+        """Every server process's CPU, memory and descriptors, summed."""
+        now = time.monotonic()
+        samples = [sample(server.pid, now) for server in self.servers]
+        return Sample(
+            at=now,
+            cpu=sum(item.cpu for item in samples),
+            rss=sum(item.rss for item in samples),
+            fds=sum(item.fds for item in samples),
+        )
 
     def start(self) -> Sample:
-        """Start the server and register every agent; the server's sample with none
+        """Start the servers and register every agent; the servers' sample with none
         connected."""
-        self.server.start()
-        self.bundle_pem = self.server.write_bundle(self.root / "bundle.pem").read_text()
+        for server in self.servers:
+            server.start()
+        self.bundle_pem = self._shared_bundle()
         self.result.memory["server_rss_empty_mb"] = self.server_sample().rss / 2**20
         began = time.monotonic()
         asyncio.run(
@@ -189,6 +207,19 @@ class LoadRun:
             f"  registered {len(self.agents)} agents in {self.result.registration_seconds:.1f}s"
         )
         return self.server_sample()
+
+    def _shared_bundle(self) -> str:
+        """The bundle once every server trusts every server's CA (agents meet any of them)."""
+        path = self.root / "bundle.pem"
+        count = len(self.servers)
+
+        def shared() -> str | None:
+            bundles = [server.write_bundle(path).read_text() for server in self.servers]
+            if all(bundle.count("BEGIN CERTIFICATE") >= count for bundle in bundles):
+                return bundles[0]
+            return None
+
+        return wait_for("every server to trust every CA", shared, BUNDLE_SHARED_TIMEOUT)
 
     def spawn(self, name: str, module: str, spec: dict[str, Any]) -> WorkerPipe:
         path = _write_spec(self.root / f"{name}.json", spec)
@@ -265,6 +296,9 @@ class LoadRun:
             "svids_issued": issued,
             "server_cpu_percent": cpu_percent(server_before, server_after),
             "server_ms_per_svid": 1000 * (server_after.cpu - server_before.cpu) / max(1, issued),
+            "server_ms_per_agent": 1000
+            * (server_after.cpu - server_before.cpu)
+            / max(1, len(ready)),
             "generator_cpu_percent": [
                 cpu_percent(before, after)
                 for before, after in zip(fleet_before[:-1], fleet_after[:-1], strict=True)
@@ -382,8 +416,8 @@ def run_load(options: LoadOptions, say: Callable[[str], None] = print) -> LoadRe
 
 def _run_in(root: Path, options: LoadOptions, say: Callable[[str], None]) -> LoadResult:
     with datastore_table(options) as datastore:
-        server = load_server(root, options, datastore)
-        run = LoadRun(options, root, server, say)
+        servers = load_servers(root, options, datastore)
+        run = LoadRun(options, root, servers, say)
         try:
             registered = run.start()
             fleet = run.spawn_fleet()
@@ -400,8 +434,10 @@ def _run_in(root: Path, options: LoadOptions, say: Callable[[str], None]) -> Loa
                     run.burst(fleet)
             finally:
                 fleet.close()
-            server.terminate()
+            for server in servers:
+                server.terminate()
         finally:
-            server.kill()
+            for server in servers:
+                server.kill()
     run.result.errors = dict(run.errors)
     return run.result

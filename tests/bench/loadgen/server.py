@@ -1,5 +1,9 @@
-"""The real ``pyspire-server`` process a run loads, on SQLite or on a throwaway PostgreSQL
-schema, started through the end-to-end process harness (``tests/e2e/processes.py``)."""
+"""The real ``pyspire-server`` processes a run loads, on SQLite or on a throwaway PostgreSQL
+schema, started through the end-to-end process harness (``tests/e2e/processes.py``).
+
+With ``--servers`` above 1 they share one port (``reuse_port``: the kernel hands each new
+connection to one of them) and one datastore (with SQLite, one file in WAL mode), each with
+its own data directory, admin socket and CA."""
 
 from __future__ import annotations
 
@@ -58,15 +62,32 @@ def datastore_table(options: LoadOptions) -> Iterator[str]:
         asyncio.run(_drop_schema(dsn, schema))
 
 
-def load_server(root: Path, options: LoadOptions, datastore: str) -> ServerProcess:
-    """A server (not started) with the run's SVID lifetimes, logging warnings only."""
+def load_servers(root: Path, options: LoadOptions, datastore: str) -> list[ServerProcess]:
+    """The run's servers (not started) with its SVID lifetimes, logging warnings only."""
+    port = free_port()
+    if options.servers == 1:
+        return [_server(root, port, options, datastore, "")]
+    shared = datastore or (
+        f'[server.plugins.datastore.sqlite]\ndatabase_path = "{root / "datastore.sqlite3"}"'
+    )
+    return [
+        _server(root / f"server-{index}", port, options, shared, "reuse_port = true")
+        for index in range(options.servers)
+    ]
+
+
+def _server(
+    root: Path, port: int, options: LoadOptions, datastore: str, extra: str
+) -> ServerProcess:
+    root.mkdir(exist_ok=True)
     return ServerProcess(
         ServerSettings(
             root=root,
-            port=free_port(),
+            port=port,
             log_level="WARN",
             default_x509_svid_ttl=f"{options.svid_ttl}s",
             agent_ttl=f"{options.agent_ttl}s",
             datastore=datastore,
+            extra=extra,
         )
     )

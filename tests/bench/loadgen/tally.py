@@ -2,8 +2,8 @@
 
 Failures are counted from two places: a sync or start that raised (kind ``<ErrorType>: <message
 with numbers masked>``), and the warnings and errors the agent code itself logs while it
-retries on its own (kind ``log: <event> (<error type>)``), which :func:`count_log_events`
-turns into counts instead of printed lines.
+retries on its own (kind ``log: <event> (<error type>: <its message, numbers masked>)``), which
+:func:`count_log_events` turns into counts instead of printed lines.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ def count_log_events(tally: Tally) -> None:
     ) -> MutableMapping[str, Any]:
         kind = f"log: {event_dict.get('event', '')}"
         if "error_type" in event_dict:
-            kind += f" ({event_dict['error_type']})"
+            # The message tells one refusal from another (a full admission queue, too little
+            # of the deadline left, the rate limit, a connection closed before TLS).
+            message = _NUMBERS.sub("#", " ".join(str(event_dict.get("error", "")).split()))
+            kind += f" ({event_dict['error_type']}: {message[:100]})"
         tally.current.failures[kind] += 1
         raise structlog.DropEvent
 

@@ -39,6 +39,7 @@ only an expired one); every other call presents the agent SVID.
 from __future__ import annotations
 
 __all__ = [
+    "ATTESTATION_TIMEOUT",
     "DEFAULT_CALL_TIMEOUT",
     "SVID_BATCH_SIZE",
     "SYNC_IDS_PER_REQUEST",
@@ -109,7 +110,14 @@ from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 from .server_api import SvidRequest, SvidResult
 
 DEFAULT_CALL_TIMEOUT = 30.0
-"""Seconds any one call to the server may take (attestation included)."""
+"""Seconds any one call to the server may take (attestation excepted)."""
+
+ATTESTATION_TIMEOUT = 120.0
+"""Seconds AttestAgent may take, its wait for the server's admission included. In a storm the
+server queues attestations (up to 10,000) rather than turn agents away, and refuses a call
+only when its slot comes with less than 10 s of its deadline left; with 30 s, an agent behind
+20 s of queued work was refused and came back to the end of the queue (1,894 of 2,000 agents
+in one storm), where a wait of up to 110 s serves it in its turn."""
 
 SVID_BATCH_SIZE = 500
 """At most this many CSRs go in one BatchNewX509SVID request (the server's limit)."""
@@ -308,7 +316,8 @@ class ServerClient:
     """The agent's connection to its server; see the module documentation.
 
     ``bundle`` None means insecure bootstrap: the server's certificate chain is not verified
-    (its SPIFFE ID still is) until :meth:`use_bundle` pins one. ``timeout`` bounds every call.
+    (its SPIFFE ID still is) until :meth:`use_bundle` pins one. ``timeout`` bounds every call
+    but AttestAgent, which ``attestation_timeout`` bounds.
     """
 
     def __init__(
@@ -319,6 +328,7 @@ class ServerClient:
         port: int,
         bundle: Bundle | None,
         timeout: float = DEFAULT_CALL_TIMEOUT,
+        attestation_timeout: float = ATTESTATION_TIMEOUT,
     ) -> None:
         if bundle is not None and bundle.trust_domain != trust_domain:
             raise InvalidArgumentError(
@@ -330,6 +340,7 @@ class ServerClient:
         self._address = address
         self._port = port
         self._timeout = timeout
+        self._attestation_timeout = attestation_timeout
         self._bundle = bundle
         self._chain: tuple[bytes, ...] = ()
         self._key: PrivateKeyTypes | None = None
@@ -512,13 +523,20 @@ class ServerClient:
         reply_type: type[_Recv],
         *,
         authenticated: bool,
+        seconds: float | None = None,
     ) -> AsyncIterator[Stream[_Send, _Recv]]:
+        """One call on the right connection, bounded by ``seconds`` (the client's ``timeout``
+        when None)."""
         connection = await self._connection(authenticated)
         connection.users += 1
         try:
             with self._translated(method):
                 async with connection.channel.request(
-                    method, cardinality, request_type, reply_type, timeout=self._timeout
+                    method,
+                    cardinality,
+                    request_type,
+                    reply_type,
+                    timeout=self._timeout if seconds is None else seconds,
                 ) as stream:
                     await stream.send_request()
                     self._check_server(stream)
@@ -585,6 +603,7 @@ class ServerClient:
             agent_pb.AttestAgentRequest,
             agent_pb.AttestAgentResponse,
             authenticated=False,
+            seconds=self._attestation_timeout,
         ) as stream:
             await stream.send_message(first)
             while result is None:

@@ -8,8 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpclib.const
+import grpclib.server
 import pytest
 import structlog
 from cryptography import x509
@@ -22,6 +24,8 @@ from grpclib.server import Server
 
 from pyspire.agent import client as client_module
 from pyspire.agent.client import (
+    ATTESTATION_TIMEOUT,
+    DEFAULT_CALL_TIMEOUT,
     SVID_BATCH_SIZE,
     ServerCallError,
     ServerClient,
@@ -33,6 +37,7 @@ from pyspire.catalog import Discovery
 from pyspire.proto.convert import bundle_to_proto
 from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
 from pyspire.proto.gen.spire.api import types as pb
+from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
@@ -302,6 +307,69 @@ async def serve_as(
     await server.start("127.0.0.1", 0, ssl=tls.listening)
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return server, int(port)
+
+
+class DeadlineRecorder:
+    """GetBundle and AttestAgent handlers that note the deadline each call arrived with;
+    AttestAgent then answers UNAVAILABLE, as a server too busy to admit it does."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.seconds_left: dict[str, float] = {}
+
+    def _note(self, name: str, stream: grpclib.server.Stream[Any, Any]) -> None:
+        assert stream.deadline is not None
+        self.seconds_left[name] = stream.deadline.time_remaining()
+
+    async def _get_bundle(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        self._note("GetBundle", stream)
+        await stream.recv_message()
+        await stream.send_message(bundle_to_proto(self.bundle))
+
+    async def _attest_agent(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        self._note("AttestAgent", stream)
+        await stream.recv_message()
+        raise GRPCError(Status.UNAVAILABLE, "server busy")
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            "/spire.api.server.bundle.v1.Bundle/GetBundle": grpclib.const.Handler(
+                self._get_bundle,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                bundle_pb.GetBundleRequest,
+                pb.Bundle,
+            ),
+            "/spire.api.server.agent.v1.Agent/AttestAgent": grpclib.const.Handler(
+                self._attest_agent,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                agent_pb.AttestAgentRequest,
+                agent_pb.AttestAgentResponse,
+            ),
+        }
+
+
+async def test_attestation_may_wait_longer_than_other_calls(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+) -> None:
+    """A storm's attestations queue at the server: AttestAgent's deadline leaves room to wait
+    there, every other call keeps the short one."""
+    bundle = Bundle(TD, (X509Authority(ca[1]),))
+    recorder = DeadlineRecorder(bundle)
+    server, port = await serve_as(
+        ca, [str(SpiffeId.from_segments(TD, "spire", "server"))], recorder
+    )
+    client = ServerClient(trust_domain=TD, address="127.0.0.1", port=port, bundle=bundle)
+    try:
+        await client.fetch_bundle()
+        with pytest.raises(UnavailableError, match="server busy"):
+            await client.attest("reverse", AgentReverseAttestor("node-1"), make_csr())
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert DEFAULT_CALL_TIMEOUT - 5 < recorder.seconds_left["GetBundle"] <= DEFAULT_CALL_TIMEOUT
+    assert ATTESTATION_TIMEOUT - 5 < recorder.seconds_left["AttestAgent"] <= ATTESTATION_TIMEOUT
+    assert ATTESTATION_TIMEOUT >= 3 * DEFAULT_CALL_TIMEOUT
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,11 @@ some calls wait on their peer; few enough that each finishes in well under a sec
 
 ATTESTATION_QUEUE = 10_000
 """Attestations that may wait for a slot. Waiting costs the server next to nothing, while a
-caller turned away comes back over a new TLS connection (a handshake costs more server CPU
-than the attestation's datastore work): a storm of 1,000 turned away from a queue of 256 took
-four times the CPU per agent. A waiter whose call deadline passes is cancelled by the RPC layer
-and leaves the queue with nothing consumed; its agent retries."""
+caller turned away comes back with new calls (GetBundle and AttestAgent; a new TLS handshake
+too when its connection went): a storm of 1,000 turned away from a queue of 256 took four
+times the CPU per agent. A waiter whose call deadline passes is cancelled by the RPC layer and
+leaves the queue with nothing consumed; its agent retries. The agent gives AttestAgent 120 s
+(``pyspire.agent.client.ATTESTATION_TIMEOUT``) so that it can wait here."""
 
 MIN_TIME_LEFT = 10.0
 """Seconds of its deadline a call must still have when it gets its slot: an attestation that
