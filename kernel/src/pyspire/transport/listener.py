@@ -8,7 +8,8 @@ a call, and is closed after ``idle_timeout`` seconds without a call in progress;
 probes every TCP peer (:func:`keep_alive`), so one that vanished is let go even with a call in
 progress. Closing the listener closes every connection it accepted. The gRPC side is grpclib's,
 unchanged: each connection wraps the protocol grpclib would have used (see
-:mod:`.grpclib_server`).
+:mod:`.grpclib_server`), which writes through a :class:`~.coalesce.CoalescingTransport` (what
+one turn of the loop writes leaves in one write).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import grpclib.server
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from pyspire.transport.coalesce import CoalescingTransport
 from pyspire.transport.grpclib_server import ProtocolFactory, start_on, watch_calls
 from pyspire.transport.limits import Admitted, ConnectionCounts, ConnectionLimits, Refused
 from pyspire.transport.peer import transport_certificate
@@ -285,7 +287,8 @@ class _GuardedConnection(asyncio.Protocol):
     def _begin(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         watch_calls(self._inner, self._call_started, self._call_ended)
-        self._inner.connection_made(transport)
+        # grpclib writes each step of an answer on its own: one TLS record and send each.
+        self._inner.connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
         self._connected = True
         self._arm(self._listener.limits.first_request_timeout)
         early, self._early = self._early, []
