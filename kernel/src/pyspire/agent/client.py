@@ -41,6 +41,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "SVID_BATCH_SIZE",
+    "SYNC_EARLY_END_ENTRIES",
     "SYNC_IDS_PER_REQUEST",
     "AttestResult",
     "ConnectionBrokeError",
@@ -118,6 +119,11 @@ SVID_BATCH_SIZE = 500
 
 SYNC_IDS_PER_REQUEST = 500
 """At most this many entry IDs go in one SyncAuthorizedEntries request."""
+
+SYNC_EARLY_END_ENTRIES = 400
+"""An agent whose last SyncAuthorizedEntries answer was a whole set of at most this many entries
+ends its side of the next call with its first request: the answer will almost surely be a
+whole set again (SPIRE's server sends one up to 500 entries), which needs no further request."""
 
 _AGENT = "/spire.api.server.agent.v1.Agent"
 _ATTEST_AGENT = f"{_AGENT}/AttestAgent"
@@ -348,6 +354,7 @@ class ServerClient:
         self._authenticated: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._held = HeldEntries()
+        self._whole_set = False
         self._bundle_reply: tuple[bytes, Bundle] | None = None
         self._held_bundles = HeldBundles()
         self._offered_digest: str | None = None
@@ -773,6 +780,23 @@ class ServerClient:
         return entries
 
     async def _sync_authorized_entries(self) -> list[RegistrationEntry]:
+        """SyncAuthorizedEntries, ending our side with the first request when the last answer
+        was a whole set of at most :data:`SYNC_EARLY_END_ENTRIES` entries (so the server reads
+        one frame, not a second one to end the call); should the answer come as revisions
+        then, which need requests this stream can no longer carry, the call is made again."""
+        end_early = self._whole_set and len(self._held) <= SYNC_EARLY_END_ENTRIES
+        entries = await self._sync_call(end_early=end_early)
+        if entries is not None:
+            return entries
+        again = await self._sync_call(end_early=False)
+        if again is None:  # only a call that ended early returns None
+            raise ServerCallError("server answered SyncAuthorizedEntries with nothing usable")
+        return again
+
+    async def _sync_call(self, *, end_early: bool) -> list[RegistrationEntry] | None:
+        """One SyncAuthorizedEntries call; None when it ended early and was answered with
+        revisions."""
+        self._whole_set = False
         async with self._call(
             _SYNC_AUTHORIZED_ENTRIES,
             grpclib.const.Cardinality.STREAM_STREAM,
@@ -780,7 +804,7 @@ class ServerClient:
             EncodedMessage,
             authenticated=True,
         ) as stream:
-            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest())
+            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest(), end=end_early)
             first = _sync_page(await stream.recv_message())
             if first is None:
                 raise ServerCallError("server ended SyncAuthorizedEntries without an answer")
@@ -791,8 +815,15 @@ class ServerClient:
                     raise ServerCallError(
                         "server sent a partial SyncAuthorizedEntries answer without revisions"
                     )
-                await stream.end()
+                if not end_early:
+                    await stream.end()
+                self._whole_set = True
                 return self._held_call(lambda: self._held.replace(first.entries))
+            if end_early:
+                # The server sends the rest of the revisions and ends: read them to the end.
+                while await stream.recv_message() is not None:
+                    pass
+                return None
             revisions: list[EntryRevision] = []
             page: SyncPage | None = first
             while page is not None:

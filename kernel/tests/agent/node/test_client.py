@@ -599,3 +599,41 @@ async def test_a_revisions_sync_asks_for_and_decodes_only_changed_entries(
         await _incremental_sync(paged_server, client, identity.spiffe_id)
     finally:
         await agent.close()
+
+
+async def test_a_small_whole_set_ends_the_next_call_early_and_a_grown_one_is_asked_again(
+    tmp_path: Path, paged_server: RunningServer
+) -> None:
+    """After a whole-set answer the agent ends its side with its first request; when the set
+    has grown past the page size, the answer comes as revisions, which need requests that
+    stream can no longer carry, so the call is made again (once) and the set arrives whole."""
+    sync = "/spire.api.server.entry.v1.Entry/SyncAuthorizedEntries"
+    agent = Agent(
+        directory=tmp_path / "agent",
+        server=paged_server,
+        clock=FakeClock(start=datetime.now(UTC)),
+    )
+    agent.token = await paged_server.join_token()
+    try:
+        identity, client = await agent.build()
+        await identity.start()
+        await paged_server.create_entries(workload_entry("/w0", identity.spiffe_id))
+        await authorized(client, 1)  # a whole set (the page size is 2)
+        calls = paged_server.calls(sync)
+        await client.fetch_authorized_entries()
+        assert paged_server.calls(sync) == calls + 1
+
+        created = await paged_server.create_entries(
+            *(workload_entry(f"/w{index}", identity.spiffe_id) for index in range(1, 4))
+        )
+        # The batch refreshes the server's registry before it returns: the next sync sees 4.
+        before = paged_server.calls(sync)
+        entries = await client.fetch_authorized_entries()
+        assert {e.id for e in created} <= {e.id for e in entries}
+        assert paged_server.calls(sync) == before + 2
+        # Revisions last time: no early end, one call.
+        calls = paged_server.calls(sync)
+        assert len(await client.fetch_authorized_entries()) == 4
+        assert paged_server.calls(sync) == calls + 1
+    finally:
+        await agent.close()
