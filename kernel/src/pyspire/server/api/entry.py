@@ -697,8 +697,10 @@ class EntryService:
             return reply
         try:
             digest = await self._bundles.digest(federates_with)
-        except PyspireError as error:
-            _log.debug("bundles digest not offered", error=str(error))
+        except Exception as error:  # the offer is optional, the entries are not
+            _log.debug(
+                "bundles digest not offered", error=str(error), error_type=type(error).__name__
+            )
             return reply
         return EncodedMessage(
             reply.data,
