@@ -14,10 +14,10 @@ from __future__ import annotations
 __all__ = ["MAX_FEDERATED", "BundleAnswers"]
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
 from pyspire.proto.bundle_digest import bundles_digest
-from pyspire.server.api.own_bundle import KeptBundle, OwnBundleReply
+from pyspire.server.api.own_bundle import KeptAnswer, KeptBundle, OwnBundleReply
 from pyspire.server.context import ServerContext
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.spiffeid import TrustDomain
@@ -36,6 +36,7 @@ class BundleAnswers:
         self.own = OwnBundleReply(context, self._read_own, encode)
         """Our bundle's answer."""
         self._federated: OrderedDict[TrustDomain, KeptBundle] = OrderedDict()
+        self._own_only: tuple[KeptAnswer, str] | None = None
 
     async def _read_own(self) -> Bundle | None:
         return await self._context.datastore.get_bundle(self._context.trust_domain)
@@ -62,12 +63,18 @@ class BundleAnswers:
         if kept is not None:
             kept.forget()
 
-    async def digest(self, federates_with: Iterable[TrustDomain]) -> str:
+    async def digest(self, federates_with: Sequence[TrustDomain]) -> str:
         """The digest of our bundle's answer and those of ``federates_with`` (the federated
         trust domains an agent's entries name, ours excluded)."""
-        own = (await self.own.answer()).digest
+        own = await self.own.answer()
+        if not federates_with:
+            # Most agents federate with nobody: one digest per answer of our bundle.
+            seen = self._own_only
+            if seen is None or seen[0] is not own:
+                seen = self._own_only = (own, bundles_digest(own.digest, ()))
+            return seen[1]
         federated = [
             (trust_domain.name, (await self.federated(trust_domain).answer()).digest)
             for trust_domain in federates_with
         ]
-        return bundles_digest(own, federated)
+        return bundles_digest(own.digest, federated)
