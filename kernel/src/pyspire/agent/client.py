@@ -536,10 +536,16 @@ class ServerClient:
         connection = await self._connection(authenticated)
         connection.users += 1
         try:
+            # The call's time limit is kept here, not sent as grpc-timeout: a remaining time
+            # differs at every call, so the server would decode a new HPACK literal, add it to
+            # its header table and set a timer for each call, for answers made from memory.
             with self._translated(method):
-                async with connection.channel.request(
-                    method, cardinality, request_type, reply_type, timeout=self._timeout
-                ) as stream:
+                async with (
+                    asyncio.timeout(self._timeout),
+                    connection.channel.request(
+                        method, cardinality, request_type, reply_type
+                    ) as stream,
+                ):
                     await stream.send_request()
                     self._check_server(stream)
                     yield stream

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpclib.const
 import pytest
@@ -637,3 +638,49 @@ async def test_a_small_whole_set_ends_the_next_call_early_and_a_grown_one_is_ask
         assert paged_server.calls(sync) == calls + 1
     finally:
         await agent.close()
+
+
+class SilentBundle(bundle_pb.BundleBase):
+    """A Bundle service whose GetBundle notes the deadline the caller sent (grpc-timeout) and
+    never answers."""
+
+    def __init__(self) -> None:
+        self.deadlines: list[object] = []
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+
+        async def silent(stream: Any) -> None:
+            self.deadlines.append(stream.deadline)
+            await stream.recv_message()
+            await asyncio.Event().wait()
+
+        mapping["/spire.api.server.bundle.v1.Bundle/GetBundle"] = grpclib.const.Handler(
+            silent,
+            grpclib.const.Cardinality.UNARY_UNARY,
+            bundle_pb.GetBundleRequest,
+            EncodedMessage,
+        )
+        return mapping
+
+
+async def test_the_call_time_limit_is_kept_by_the_agent_not_sent(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+) -> None:
+    service = SilentBundle()
+    server, port = await serve_as(ca, [str(SpiffeId.from_segments(TD, "spire", "server"))], service)
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=port,
+        bundle=Bundle(TD, (X509Authority(ca[1]),)),
+        timeout=0.3,
+    )
+    try:
+        with pytest.raises(UnavailableError, match="cannot reach the server"):
+            await client.fetch_bundle()
+        assert service.deadlines == [None]
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
