@@ -39,7 +39,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from pyspire.agent.cache import WorkloadCache
-from pyspire.agent.server_api import SvidRequest, SvidResult
+from pyspire.agent.server_api import SvidRequest, SvidResult, TrustBundles, fetch_each_bundle
 from pyspire.agent.sync import SyncManager
 from pyspire.agent.workload import SECURITY_HEADER, WorkloadApiService, WorkloadAttestation
 from pyspire.agent.workload.endpoint import WorkloadEndpoint
@@ -80,6 +80,9 @@ class InProcessServer:
 
     async def fetch_bundle(self) -> Bundle:
         return self.authority.bundle()
+
+    async def fetch_bundles(self, entries: Sequence[RegistrationEntry]) -> TrustBundles:
+        return await fetch_each_bundle(self, entries)
 
     async def fetch_federated_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         return None

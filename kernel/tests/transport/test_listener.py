@@ -211,6 +211,25 @@ async def test_a_connection_idle_after_its_calls_is_closed_and_the_client_comes_
             channel.close()
 
 
+async def test_calls_closer_than_the_idle_timeout_keep_the_connection(
+    authority: TestAuthority,
+) -> None:
+    """The idle time counts from the end of the last call, not of the first."""
+    async with served_tls(authority, limits(idle_timeout=SHORT * 3)) as served:
+        channel = Channel("127.0.0.1", served.port, ssl=with_svid(authority))
+        try:
+            await check(channel)
+            (connection,) = served.listener.connections
+            for _ in range(6):
+                await asyncio.sleep(SHORT)
+                await check(channel)
+            # Twice the idle timeout after the first call, still the first connection.
+            assert served.listener.connections == {connection}
+            await until(lambda: served.listener.counts.total == 0)
+        finally:
+            channel.close()
+
+
 async def test_a_call_in_progress_is_not_idle(authority: TestAuthority) -> None:
     async with served_tls(
         authority, limits(first_request_timeout=SHORT, idle_timeout=SHORT)

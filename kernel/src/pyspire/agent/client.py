@@ -42,6 +42,7 @@ __all__ = [
     "ATTESTATION_TIMEOUT",
     "DEFAULT_CALL_TIMEOUT",
     "SVID_BATCH_SIZE",
+    "SYNC_EARLY_END_ENTRIES",
     "SYNC_IDS_PER_REQUEST",
     "AttestResult",
     "ConnectionBrokeError",
@@ -68,6 +69,8 @@ from grpclib.client import Channel, Stream
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.agent.entry_set import HeldEntries
+from pyspire.agent.held_bundles import HeldBundles
+from pyspire.proto.bundle_digest import BUNDLES_DIGEST_HEADER, federated_trust_domains
 from pyspire.proto.bundles import decode_bundle
 from pyspire.proto.convert import (
     entry_from_proto,
@@ -107,7 +110,7 @@ from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
 from pyspire_sdk.plugins.node_attestor import AgentNodeAttestor, agent_attestation
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
 
-from .server_api import SvidRequest, SvidResult
+from .server_api import SvidRequest, SvidResult, TrustBundles
 
 DEFAULT_CALL_TIMEOUT = 30.0
 """Seconds any one call to the server may take (attestation excepted)."""
@@ -124,6 +127,11 @@ SVID_BATCH_SIZE = 500
 
 SYNC_IDS_PER_REQUEST = 500
 """At most this many entry IDs go in one SyncAuthorizedEntries request."""
+
+SYNC_EARLY_END_ENTRIES = 400
+"""An agent whose last SyncAuthorizedEntries answer was a whole set of at most this many entries
+ends its side of the next call with its first request: the answer will almost surely be a
+whole set again (SPIRE's server sends one up to 500 entries), which needs no further request."""
 
 _AGENT = "/spire.api.server.agent.v1.Agent"
 _ATTEST_AGENT = f"{_AGENT}/AttestAgent"
@@ -269,6 +277,15 @@ def _sync_page(reply: EncodedMessage[Any] | None) -> SyncPage | None:
     return _decoded(reply, read_sync_page)
 
 
+def _offered_digest(stream: Stream[Any, Any]) -> str | None:
+    """The bundles digest a pyspire server sends with its SyncAuthorizedEntries answer."""
+    metadata = stream.initial_metadata
+    if metadata is None:
+        return None
+    value = metadata.get(BUNDLES_DIGEST_HEADER)
+    return value if isinstance(value, str) else None
+
+
 class _Connection:
     """One channel and the calls running on it; closed when retired and idle.
 
@@ -348,7 +365,10 @@ class ServerClient:
         self._authenticated: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._held = HeldEntries()
+        self._whole_set = False
         self._bundle_reply: tuple[bytes, Bundle] | None = None
+        self._held_bundles = HeldBundles()
+        self._offered_digest: str | None = None
         self._closed = False
 
     # -- credentials ------------------------------------------------------------------------
@@ -526,18 +546,24 @@ class ServerClient:
         seconds: float | None = None,
     ) -> AsyncIterator[Stream[_Send, _Recv]]:
         """One call on the right connection, bounded by ``seconds`` (the client's ``timeout``
-        when None)."""
+        when None).
+
+        Only a limit given as ``seconds`` (AttestAgent's) is also sent as grpc-timeout: the
+        server's admission refuses an attestation too close to its end before the attestor
+        spends a one-time join token, so it must know the end."""
         connection = await self._connection(authenticated)
         connection.users += 1
         try:
+            # The call's time limit is kept here, not sent as grpc-timeout: a remaining time
+            # differs at every call, so the server would decode a new HPACK literal, add it to
+            # its header table and set a timer for each call, for answers made from memory.
             with self._translated(method):
-                async with connection.channel.request(
-                    method,
-                    cardinality,
-                    request_type,
-                    reply_type,
-                    timeout=self._timeout if seconds is None else seconds,
-                ) as stream:
+                async with (
+                    asyncio.timeout(self._timeout if seconds is None else seconds),
+                    connection.channel.request(
+                        method, cardinality, request_type, reply_type, timeout=seconds
+                    ) as stream,
+                ):
                     await stream.send_request()
                     self._check_server(stream)
                     yield stream
@@ -650,9 +676,39 @@ class ServerClient:
 
     # -- AgentServerApi ---------------------------------------------------------------------
 
+    async def fetch_bundles(self, entries: Sequence[RegistrationEntry]) -> TrustBundles:
+        """Our bundle and those of the trust domains ``entries`` federate with.
+
+        Answered from the bundles held when the digest the server offered with the
+        SyncAuthorizedEntries answer just received is theirs (:class:`HeldBundles`): a sync
+        with nothing changed is then one call. Otherwise (a server that offers none, such as
+        SPIRE's; a bundle that changed) every bundle is fetched, and held for the next sync.
+        """
+        offered, self._offered_digest = self._offered_digest, None
+        federates_with = federated_trust_domains(entries, self._trust_domain)
+        held = self._held_bundles.current(offered, federates_with)
+        if held is not None:
+            return held
+        own = await self._own_answer()
+        answers = {name: await self._federated_answer(name) for name in federates_with}
+        self._held_bundles.hold(own, answers)
+        federated: dict[TrustDomain, Bundle] = {}
+        for name, (_, found) in answers.items():
+            if found is None:
+                _log.debug(
+                    "server has no bundle for a federated trust domain", trust_domain=str(name)
+                )
+            else:
+                federated[name] = found
+        return TrustBundles(own[1], federated)
+
     async def fetch_bundle(self) -> Bundle:
         """Our trust domain's bundle (GetBundle), over the authenticated connection when the
         agent has an SVID, else anonymously."""
+        return (await self._own_answer())[1]
+
+    async def _own_answer(self) -> tuple[bytes, Bundle]:
+        """GetBundle's answer: its bytes and our bundle (decoded only when the bytes changed)."""
         async with self._call(
             _GET_BUNDLE,
             grpclib.const.Cardinality.UNARY_UNARY,
@@ -666,7 +722,7 @@ class ServerClient:
             raise ServerCallError("server ended GetBundle without an answer")
         last = self._bundle_reply
         if last is not None and last[0] == reply.data:
-            return last[1]
+            return last
         bundle = self._parse_bundle(reply, "bundle")
         if bundle.trust_domain != self._trust_domain:
             raise ServerCallError(
@@ -674,11 +730,17 @@ class ServerClient:
                 f"expected {self._trust_domain.name!r}"
             )
         self._bundle_reply = (reply.data, bundle)
-        return bundle
+        return self._bundle_reply
 
     async def fetch_federated_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         """A federated trust domain's bundle (GetFederatedBundle), None when the server has
         none."""
+        return (await self._federated_answer(trust_domain))[1]
+
+    async def _federated_answer(
+        self, trust_domain: TrustDomain
+    ) -> tuple[bytes | None, Bundle | None]:
+        """GetFederatedBundle's answer: its bytes and the bundle, (None, None) for NotFound."""
         try:
             reply = await self._unary(
                 _GET_FEDERATED_BUNDLE,
@@ -686,14 +748,14 @@ class ServerClient:
                 EncodedMessage,
             )
         except NotFoundError:
-            return None
+            return None, None
         bundle = self._parse_bundle(reply, "federated bundle")
         if bundle.trust_domain != trust_domain:
             raise ServerCallError(
                 f"server sent the bundle of {bundle.trust_domain.name!r}, "
                 f"expected {trust_domain.name!r}"
             )
-        return bundle
+        return reply.data, bundle
 
     @staticmethod
     def _parse_bundle(reply: EncodedMessage[Any], what: str) -> Bundle:
@@ -709,8 +771,10 @@ class ServerClient:
         encoding this client does not hold are decoded; a large one arrives as revisions first,
         and only the entries this client does not hold at that revision are asked for
         (:class:`~pyspire.agent.entry_set.HeldEntries` keeps them between calls). Falls back
-        to GetAuthorizedEntries when the server does not implement the sync call.
+        to GetAuthorizedEntries when the server does not implement the sync call. The digest
+        of the bundles the server offers with its answer is noted for :meth:`fetch_bundles`.
         """
+        self._offered_digest = None
         try:
             return await self._sync_authorized_entries()
         except ServerCallError as error:
@@ -743,6 +807,23 @@ class ServerClient:
         return entries
 
     async def _sync_authorized_entries(self) -> list[RegistrationEntry]:
+        """SyncAuthorizedEntries, ending our side with the first request when the last answer
+        was a whole set of at most :data:`SYNC_EARLY_END_ENTRIES` entries (so the server reads
+        one frame, not a second one to end the call); should the answer come as revisions
+        then, which need requests this stream can no longer carry, the call is made again."""
+        end_early = self._whole_set and len(self._held) <= SYNC_EARLY_END_ENTRIES
+        entries = await self._sync_call(end_early=end_early)
+        if entries is not None:
+            return entries
+        again = await self._sync_call(end_early=False)
+        if again is None:  # only a call that ended early returns None
+            raise ServerCallError("server answered SyncAuthorizedEntries with nothing usable")
+        return again
+
+    async def _sync_call(self, *, end_early: bool) -> list[RegistrationEntry] | None:
+        """One SyncAuthorizedEntries call; None when it ended early and was answered with
+        revisions."""
+        self._whole_set = False
         async with self._call(
             _SYNC_AUTHORIZED_ENTRIES,
             grpclib.const.Cardinality.STREAM_STREAM,
@@ -750,18 +831,26 @@ class ServerClient:
             EncodedMessage,
             authenticated=True,
         ) as stream:
-            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest())
+            await stream.send_message(entry_wire.SyncAuthorizedEntriesRequest(), end=end_early)
             first = _sync_page(await stream.recv_message())
             if first is None:
                 raise ServerCallError("server ended SyncAuthorizedEntries without an answer")
+            self._offered_digest = _offered_digest(stream)
             if not first.revisions:
                 # Everything at once: the server has ended its side.
                 if first.more:
                     raise ServerCallError(
                         "server sent a partial SyncAuthorizedEntries answer without revisions"
                     )
-                await stream.end()
+                if not end_early:
+                    await stream.end()
+                self._whole_set = True
                 return self._held_call(lambda: self._held.replace(first.entries))
+            if end_early:
+                # The server sends the rest of the revisions and ends: read them to the end.
+                while await stream.recv_message() is not None:
+                    pass
+                return None
             revisions: list[EntryRevision] = []
             page: SyncPage | None = first
             while page is not None:

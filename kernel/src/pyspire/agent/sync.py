@@ -59,7 +59,6 @@ from pyspire.telemetry.metrics import AGENT_SYNC, PrometheusMetrics
 from pyspire.transport.calls import counted
 from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.backoff import Backoff, BackoffPolicy
-from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
 from pyspire_sdk.model import RegistrationEntry
@@ -292,8 +291,8 @@ class SyncManager:
 
     async def _sync(self) -> SyncReport:
         entries = await self._api.fetch_authorized_entries()
-        bundle = await self._api.fetch_bundle()
-        federated = await self._fetch_federated(entries, bundle)
+        bundles = await self._api.fetch_bundles(entries)
+        bundle, federated = bundles.bundle, dict(bundles.federated)
         self._cache.update(entries, bundle, federated)
         now = self._clock.now()
         stale = self._cache.stale_entries(now)
@@ -309,30 +308,6 @@ class SyncManager:
             failed=failed,
             federated_trust_domains=tuple(federated),
         )
-
-    async def _fetch_federated(
-        self, entries: Sequence[RegistrationEntry], bundle: Bundle
-    ) -> dict[TrustDomain, Bundle]:
-        names = sorted(
-            {
-                trust_domain
-                for entry in entries
-                for trust_domain in entry.federates_with
-                if trust_domain != bundle.trust_domain
-            },
-            key=str,
-        )
-        federated: dict[TrustDomain, Bundle] = {}
-        for trust_domain in names:
-            found = await self._api.fetch_federated_bundle(trust_domain)
-            if found is None:
-                _log.debug(
-                    "server has no bundle for a federated trust domain",
-                    trust_domain=str(trust_domain),
-                )
-                continue
-            federated[trust_domain] = found
-        return federated
 
     async def _issue_all(self, stale: Sequence[StaleEntry]) -> tuple[int, dict[str, str]]:
         failed: dict[str, str] = {}

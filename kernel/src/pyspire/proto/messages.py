@@ -18,7 +18,7 @@ __all__ = [
     "unary_route",
 ]
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import grpclib.client
@@ -38,14 +38,22 @@ class EncodedMessage(Generic[_M]):
     Declared as a method's reply type, it is sent as is (``SerializeToString``); declared as a
     request or reply type, the bytes arrive undecoded (``FromString``) for a codec to read.
     ``decoder`` (the codec's ``decode_<Message>``) lets a caller in the process read what it
-    holds with :meth:`decode`.
+    holds with :meth:`decode`. ``metadata``, on the first reply a :func:`stream_route` handler
+    yields, goes out as the call's initial metadata (ignored on later replies).
     """
 
-    __slots__ = ("_decoder", "data")
+    __slots__ = ("_decoder", "data", "metadata")
 
-    def __init__(self, data: bytes, decoder: Callable[[bytes], _M] | None = None) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        decoder: Callable[[bytes], _M] | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.data = data
         self._decoder = decoder
+        self.metadata = metadata
 
     def SerializeToString(self) -> bytes:  # noqa: N802 - the name grpclib calls
         """The wire bytes."""
@@ -109,10 +117,17 @@ def stream_route(
     request_type: type[_Request],
 ) -> grpclib.const.Handler:
     """A bidirectional-streaming gRPC handler: ``method`` reads the request stream (codec
-    messages of ``request_type``) and yields the replies (:class:`EncodedMessage`)."""
+    messages of ``request_type``) and yields the replies (:class:`EncodedMessage`); the first
+    reply's ``metadata`` is sent as the initial metadata."""
 
     async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
+        first = True
         async for reply in method(stream.__aiter__()):
+            if first:
+                first = False
+                metadata = getattr(reply, "metadata", None)
+                if metadata:
+                    await stream.send_initial_metadata(metadata=metadata)
             await stream.send_message(reply)
 
     return grpclib.const.Handler(

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspire.server.api.agent import AgentService
-from pyspire.server.api.bundle import BundleService
+from pyspire.server.api.bundle import BundleService, encode_bundle
+from pyspire.server.api.bundle_answers import BundleAnswers
 from pyspire.server.api.debug import DebugService
 from pyspire.server.api.entry import EntryService
 from pyspire.server.api.gate import local_gate, tcp_gate
@@ -42,10 +43,13 @@ class ServerServices:
 
     @classmethod
     def build(cls, context: ServerContext) -> ServerServices:
+        # The Entry service offers agents the digest of the bundle answers the Bundle service
+        # keeps, so an agent with nothing new skips fetching them.
+        bundles = BundleAnswers(context, encode_bundle)
         return cls(
             agent=AgentService(context),
-            bundle=BundleService(context),
-            entry=EntryService(context),
+            bundle=BundleService(context, bundles),
+            entry=EntryService(context, bundles=bundles),
             svid=SvidService(context),
             debug=DebugService(context),
             health=HealthService(context),

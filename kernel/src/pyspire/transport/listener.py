@@ -8,7 +8,8 @@ a call, and is closed after ``idle_timeout`` seconds without a call in progress;
 probes every TCP peer (:func:`keep_alive`), so one that vanished is let go even with a call in
 progress. Closing the listener closes every connection it accepted. The gRPC side is grpclib's,
 unchanged: each connection wraps the protocol grpclib would have used (see
-:mod:`.grpclib_server`).
+:mod:`.grpclib_server`), which writes through a :class:`~.coalesce.CoalescingTransport` (what
+one turn of the loop writes leaves in one write).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import grpclib.server
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from pyspire.transport.coalesce import CoalescingTransport
 from pyspire.transport.grpclib_server import ProtocolFactory, start_on, watch_calls
 from pyspire.transport.limits import Admitted, ConnectionCounts, ConnectionLimits, Refused
 from pyspire.transport.peer import transport_certificate
@@ -222,6 +224,8 @@ class _GuardedConnection(asyncio.Protocol):
         self._connected = False
         self._calls = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
+        """When the last call ended (loop time); None before the first call."""
         # The TLS layer hands over the bytes that followed the handshake before the handshake
         # task resumes: they wait here for grpclib's protocol.
         self._early: list[bytes] = []
@@ -285,7 +289,8 @@ class _GuardedConnection(asyncio.Protocol):
     def _begin(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         watch_calls(self._inner, self._call_started, self._call_ended)
-        self._inner.connection_made(transport)
+        # grpclib writes each step of an answer on its own: one TLS record and send each.
+        self._inner.connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
         self._connected = True
         self._arm(self._listener.limits.first_request_timeout)
         early, self._early = self._early, []
@@ -322,14 +327,23 @@ class _GuardedConnection(asyncio.Protocol):
 
     # -- calls and timers ------------------------------------------------------------------
 
+    # The idle timer is not moved at every call (a connection making a call every few seconds
+    # would cancel and set one each time): a call's end notes the time, and a timer that fires
+    # early sets itself again for what is left of the idle time.
+
     def _call_started(self) -> None:
         self._calls += 1
-        self._disarm()
 
     def _call_ended(self) -> None:
         self._calls -= 1
         if self._calls == 0:
-            self._arm(self._listener.limits.idle_timeout)
+            loop = asyncio.get_running_loop()
+            self._idle_since = loop.time()
+            if self._timer is None or self._timer.when() > self._idle_since + self._idle_limit():
+                self._arm(self._idle_limit())
+
+    def _idle_limit(self) -> float:
+        return self._listener.limits.idle_timeout
 
     def _arm(self, delay: float) -> None:
         self._disarm()
@@ -342,8 +356,14 @@ class _GuardedConnection(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        if self._calls == 0:
-            self.abort()
+        if self._calls:
+            return  # the end of the last call sets the timer again
+        if self._idle_since is not None:
+            left = self._idle_since + self._idle_limit() - asyncio.get_running_loop().time()
+            if left > 0:
+                self._arm(left)
+                return
+        self.abort()
 
     def abort(self) -> None:
         """Close at once: the peer has no call in progress (or the listener is closing)."""

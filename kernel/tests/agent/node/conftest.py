@@ -41,6 +41,7 @@ from pyspire.server.api.ratelimit import ResourceExhaustedError
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices
 from pyspire.server.runtime import ServerRuntime
+from pyspire.telemetry.metrics import rpc_metric_name
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError
 from pyspire_sdk.model import AttestationResult
@@ -80,7 +81,8 @@ class RunningServer:
 
     The services are SPIRE's, with two test settings: no attestation rate limit (tests attest
     several agents within a second) and a SyncAuthorizedEntries page size of
-    ``sync_page_size``.
+    ``sync_page_size``. Without ``offer_bundles``, SyncAuthorizedEntries sends no bundles digest
+    (as SPIRE's server and older pyspire servers).
     """
 
     def __init__(
@@ -90,8 +92,11 @@ class RunningServer:
         sync_page_size: int = 500,
         entry_service: type[EntryService] = EntryService,
         node_attestors: Mapping[str, ServerNodeAttestor] | None = None,
+        *,
+        offer_bundles: bool = True,
     ) -> None:
         self.directory = directory
+        self.offer_bundles = offer_bundles
         self.discovery = discovery
         self.sync_page_size = sync_page_size
         self.entry_service = entry_service
@@ -109,7 +114,11 @@ class RunningServer:
                 ),
                 attestation_rate_limit=False,
             ),
-            entry=self.entry_service(context, sync_page_size=self.sync_page_size),
+            entry=self.entry_service(
+                context,
+                sync_page_size=self.sync_page_size,
+                bundles=built.bundle.answers if self.offer_bundles else None,
+            ),
         )
 
     async def start(self) -> None:
@@ -151,6 +160,19 @@ class RunningServer:
         async with self.admin() as channel:
             message = await bundle_pb.BundleStub(channel).get_bundle(bundle_pb.GetBundleRequest())
         return bundle_from_proto(message)
+
+    def calls(self, method: str) -> int:
+        """How many calls of ``method`` (its gRPC path) the server answered so far."""
+        assert self.runtime is not None
+        name = "pyspire_server_" + rpc_metric_name(method).replace(".", "_") + "_total"
+        return int(
+            sum(
+                sample.value
+                for family in self.runtime.metrics.registry.collect()
+                for sample in family.samples
+                if sample.name == name
+            )
+        )
 
     async def join_token(self) -> str:
         value = f"tok-{uuid.uuid4().hex}"

@@ -315,11 +315,11 @@ class DeadlineRecorder:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.seconds_left: dict[str, float] = {}
+        self.seconds_left: dict[str, float | None] = {}
 
     def _note(self, name: str, stream: grpclib.server.Stream[Any, Any]) -> None:
-        assert stream.deadline is not None
-        self.seconds_left[name] = stream.deadline.time_remaining()
+        deadline = stream.deadline
+        self.seconds_left[name] = None if deadline is None else deadline.time_remaining()
 
     async def _get_bundle(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         self._note("GetBundle", stream)
@@ -352,7 +352,8 @@ async def test_attestation_may_wait_longer_than_other_calls(
     ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
 ) -> None:
     """A storm's attestations queue at the server: AttestAgent's deadline leaves room to wait
-    there, every other call keeps the short one."""
+    there and is sent, so the server's admission knows it; every other call keeps the short
+    one on the agent's side and sends none."""
     bundle = Bundle(TD, (X509Authority(ca[1]),))
     recorder = DeadlineRecorder(bundle)
     server, port = await serve_as(
@@ -367,8 +368,10 @@ async def test_attestation_may_wait_longer_than_other_calls(
         await client.close()
         server.close()
         await server.wait_closed()
-    assert DEFAULT_CALL_TIMEOUT - 5 < recorder.seconds_left["GetBundle"] <= DEFAULT_CALL_TIMEOUT
-    assert ATTESTATION_TIMEOUT - 5 < recorder.seconds_left["AttestAgent"] <= ATTESTATION_TIMEOUT
+    assert recorder.seconds_left["GetBundle"] is None
+    attestation_left = recorder.seconds_left["AttestAgent"]
+    assert attestation_left is not None
+    assert ATTESTATION_TIMEOUT - 5 < attestation_left <= ATTESTATION_TIMEOUT
     assert ATTESTATION_TIMEOUT >= 3 * DEFAULT_CALL_TIMEOUT
 
 
@@ -667,3 +670,87 @@ async def test_a_revisions_sync_asks_for_and_decodes_only_changed_entries(
         await _incremental_sync(paged_server, client, identity.spiffe_id)
     finally:
         await agent.close()
+
+
+async def test_a_small_whole_set_ends_the_next_call_early_and_a_grown_one_is_asked_again(
+    tmp_path: Path, paged_server: RunningServer
+) -> None:
+    """After a whole-set answer the agent ends its side with its first request; when the set
+    has grown past the page size, the answer comes as revisions, which need requests that
+    stream can no longer carry, so the call is made again (once) and the set arrives whole."""
+    sync = "/spire.api.server.entry.v1.Entry/SyncAuthorizedEntries"
+    agent = Agent(
+        directory=tmp_path / "agent",
+        server=paged_server,
+        clock=FakeClock(start=datetime.now(UTC)),
+    )
+    agent.token = await paged_server.join_token()
+    try:
+        identity, client = await agent.build()
+        await identity.start()
+        await paged_server.create_entries(workload_entry("/w0", identity.spiffe_id))
+        await authorized(client, 1)  # a whole set (the page size is 2)
+        calls = paged_server.calls(sync)
+        await client.fetch_authorized_entries()
+        assert paged_server.calls(sync) == calls + 1
+
+        created = await paged_server.create_entries(
+            *(workload_entry(f"/w{index}", identity.spiffe_id) for index in range(1, 4))
+        )
+        # The batch refreshes the server's registry before it returns: the next sync sees 4.
+        before = paged_server.calls(sync)
+        entries = await client.fetch_authorized_entries()
+        assert {e.id for e in created} <= {e.id for e in entries}
+        assert paged_server.calls(sync) == before + 2
+        # Revisions last time: no early end, one call.
+        calls = paged_server.calls(sync)
+        assert len(await client.fetch_authorized_entries()) == 4
+        assert paged_server.calls(sync) == calls + 1
+    finally:
+        await agent.close()
+
+
+class SilentBundle(bundle_pb.BundleBase):
+    """A Bundle service whose GetBundle notes the deadline the caller sent (grpc-timeout) and
+    never answers."""
+
+    def __init__(self) -> None:
+        self.deadlines: list[object] = []
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+
+        async def silent(stream: Any) -> None:
+            self.deadlines.append(stream.deadline)
+            await stream.recv_message()
+            await asyncio.Event().wait()
+
+        mapping["/spire.api.server.bundle.v1.Bundle/GetBundle"] = grpclib.const.Handler(
+            silent,
+            grpclib.const.Cardinality.UNARY_UNARY,
+            bundle_pb.GetBundleRequest,
+            EncodedMessage,
+        )
+        return mapping
+
+
+async def test_the_call_time_limit_is_kept_by_the_agent_not_sent(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+) -> None:
+    service = SilentBundle()
+    server, port = await serve_as(ca, [str(SpiffeId.from_segments(TD, "spire", "server"))], service)
+    client = ServerClient(
+        trust_domain=TD,
+        address="127.0.0.1",
+        port=port,
+        bundle=Bundle(TD, (X509Authority(ca[1]),)),
+        timeout=0.3,
+    )
+    try:
+        with pytest.raises(UnavailableError, match="cannot reach the server"):
+            await client.fetch_bundle()
+        assert service.deadlines == [None]
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
-from pyspire.agent.server_api import SvidRequest, SvidResult
+from pyspire.agent.server_api import SvidRequest, SvidResult, TrustBundles, fetch_each_bundle
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.errors import PermissionDeniedError, UnavailableError
 from pyspire_sdk.model import JwtSvid, RegistrationEntry, X509Svid
@@ -184,6 +184,9 @@ class FakeServerApi:
     async def fetch_bundle(self) -> Bundle:
         self._gate("fetch_bundle")
         return self.bundle
+
+    async def fetch_bundles(self, entries: Sequence[RegistrationEntry]) -> TrustBundles:
+        return await fetch_each_bundle(self, entries)
 
     async def fetch_federated_bundle(self, trust_domain: TrustDomain) -> Bundle | None:
         self._gate("fetch_federated_bundle")

@@ -12,7 +12,7 @@ others.
 
 from __future__ import annotations
 
-__all__ = ["BundleService", "apply_bundle_mask"]
+__all__ = ["BundleService", "apply_bundle_mask", "encode_bundle"]
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -30,6 +30,7 @@ from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.registry.validation import validate_text
+from pyspire.server.api.bundle_answers import BundleAnswers
 from pyspire.server.api.own_bundle import OwnBundleReply
 from pyspire.server.context import ServerContext
 from pyspire.transport.calls import status_for
@@ -133,7 +134,8 @@ def _result(kind: type[_Result], status: pb.Status, bundle: pb.Bundle | None) ->
 _GET_BUNDLE = "/spire.api.server.bundle.v1.Bundle/GetBundle"
 
 
-def _encode_bundle(bundle: Bundle) -> bytes:
+def encode_bundle(bundle: Bundle) -> bytes:
+    """A bundle encoded as GetBundle and GetFederatedBundle answer it (no output mask)."""
     return bytes(bundle_to_proto(bundle))
 
 
@@ -142,16 +144,24 @@ class BundleService(bundle_pb.BundleBase):
 
     GetBundle without an output mask (what agents ask at every sync) is answered with the
     encoding :class:`~pyspire.server.api.own_bundle.OwnBundleReply` keeps: nothing is encoded
-    per call."""
+    per call. ``answers`` (shared with the Entry service, which offers their digest to agents)
+    keeps it; the federated bundles this service writes are forgotten there."""
 
-    def __init__(self, context: ServerContext) -> None:
+    def __init__(self, context: ServerContext, answers: BundleAnswers | None = None) -> None:
         self._context = context
-        self._reply = OwnBundleReply(context, self._own_bundle, _encode_bundle)
+        self._answers = answers if answers is not None else BundleAnswers(context, encode_bundle)
+        self._reply = self._answers.own
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping = dict(super().__mapping__())
         mapping[_GET_BUNDLE] = unary_route(self.get_bundle_encoded, bundle_pb.GetBundleRequest)
         return mapping
+
+    @property
+    def answers(self) -> BundleAnswers:
+        """The kept answers to GetBundle and GetFederatedBundle, whose digest agents are
+        offered."""
+        return self._answers
 
     @property
     def reply(self) -> OwnBundleReply:
@@ -299,6 +309,7 @@ class BundleService(bundle_pb.BundleBase):
             try:
                 bundle = self._federated_bundle(message, f"bundle[{index}]")
                 stored = await write(bundle)
+                self._answers.forget_federated(bundle.trust_domain)
             except PyspireError as error:
                 results.append((_status(error), None))
                 continue
@@ -392,6 +403,7 @@ class BundleService(bundle_pb.BundleBase):
             try:
                 trust_domain = self._foreign(name, f"trust_domains[{index}]")
                 await self._context.datastore.delete_bundle(trust_domain, mode)
+                self._answers.forget_federated(trust_domain)
             except PyspireError as error:
                 status = _status(error)
             else:

@@ -48,6 +48,7 @@ import structlog
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from pyspire.proto.bundle_digest import BUNDLES_DIGEST_HEADER, federated_trust_domains
 from pyspire.proto.convert import (
     from_timestamp,
     selectors_from_proto,
@@ -66,6 +67,7 @@ from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.messages import EncodedMessage, stream_route, unary_route
 from pyspire.registry.validation import validate_entry, validate_entry_id
 from pyspire.server.api.agent_replies import AgentReplies
+from pyspire.server.api.bundle_answers import BundleAnswers
 from pyspire.server.api.encoded import MAX_RESPONSE_BYTES, EncodedEntries
 from pyspire.server.authorization import Caller
 from pyspire.server.context import ServerContext
@@ -101,6 +103,15 @@ _log = structlog.get_logger("pyspire.server.api.entry")
 _SERVICE = "/spire.api.server.entry.v1.Entry/"
 
 _OK = types_wire.write_Status(code=Status.OK.value, message="OK")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SyncAnswer:
+    """A full SyncAuthorizedEntries answer as kept, with the federated trust domains its
+    entries name (ours excluded)."""
+
+    reply: EncodedMessage[wire.SyncAuthorizedEntriesResponse]
+    federates_with: tuple[TrustDomain, ...]
 
 
 def _status(code: Status, message: str) -> bytes:
@@ -233,7 +244,10 @@ class EntryService:
     """``spire.api.server.entry.v1.Entry`` over a :class:`ServerContext`.
 
     ``encoded`` is the shared cache of encoded entries (one per server); ``sync_page_size`` and
-    ``max_response_bytes`` bound SyncAuthorizedEntries pages and every response.
+    ``max_response_bytes`` bound SyncAuthorizedEntries pages and every response. With
+    ``bundles`` (the Bundle service's kept answers), SyncAuthorizedEntries offers the digest of
+    the bundles the agent fetches next in its initial metadata
+    (:mod:`pyspire.proto.bundle_digest`); without, it sends no such header, as SPIRE does.
     """
 
     def __init__(
@@ -241,6 +255,7 @@ class EntryService:
         context: ServerContext,
         *,
         encoded: EncodedEntries | None = None,
+        bundles: BundleAnswers | None = None,
         sync_page_size: int = SYNC_PAGE_SIZE,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
@@ -256,9 +271,8 @@ class EntryService:
             spiffe_id=server_id, parent_id=server_id, selectors=()
         )
         self._encoded = encoded if encoded is not None else EncodedEntries()
-        self._replies: AgentReplies[EncodedMessage[wire.SyncAuthorizedEntriesResponse]] = (
-            AgentReplies()
-        )
+        self._bundles = bundles
+        self._replies: AgentReplies[_SyncAnswer] = AgentReplies()
         self._sync_page_size = sync_page_size
         self._max_bytes = max_response_bytes
 
@@ -286,7 +300,7 @@ class EntryService:
         }
 
     @property
-    def replies(self) -> AgentReplies[EncodedMessage[wire.SyncAuthorizedEntriesResponse]]:
+    def replies(self) -> AgentReplies[_SyncAnswer]:
         """Each agent's kept full SyncAuthorizedEntries answer."""
         return self._replies
 
@@ -638,22 +652,27 @@ class EntryService:
             raise InvalidArgumentError("specifying IDs on initial request is not supported")
         fields = mask_fields(first.output_mask)
         registry = self._context.registry
+        revision = registry.revision
         now = self._context.clock.now()
-        kept = self._replies.get(agent_id, registry.revision, fields, now)
+        kept = self._replies.get(agent_id, revision, fields, now)
         if kept is not None:
-            yield kept
+            yield await self._offered(kept.reply, kept.federates_with)
             return
         entries = registry.authorized_entries(agent_id)
         encoded, total = self._encode_checked(entries, fields)
+        federates_with = federated_trust_domains(entries, self._context.trust_domain)
         if len(entries) <= self._sync_page_size and total + 2 <= self._max_bytes:
             reply = _synced(entries=encoded)
-            self._replies.keep(agent_id, registry.revision, fields, entries, reply)
-            yield reply
+            self._replies.keep(
+                agent_id, revision, fields, entries, _SyncAnswer(reply, federates_with)
+            )
+            yield await self._offered(reply, federates_with)
             return
 
         revisions = [self._encoded.revision(entry) for entry in entries]
-        for page, more in self._pages(revisions):
-            yield _synced(revisions=page, more=more)
+        for index, (page, more) in enumerate(self._pages(revisions)):
+            reply = _synced(revisions=page, more=more)
+            yield await self._offered(reply, federates_with) if index == 0 else reply
 
         by_id = {entry.id: data for entry, data in zip(entries, encoded, strict=True)}
         async for request in requests:
@@ -665,6 +684,29 @@ class EntryService:
                 continue
             for page, more in self._pages(wanted):
                 yield _synced(entries=page, more=more)
+
+    async def _offered(
+        self,
+        reply: EncodedMessage[wire.SyncAuthorizedEntriesResponse],
+        federates_with: tuple[TrustDomain, ...],
+    ) -> EncodedMessage[wire.SyncAuthorizedEntriesResponse]:
+        """``reply`` carrying the digest of the bundles the agent fetches next as initial
+        metadata; as it is without ``bundles``, or when they cannot be read now (the agent
+        then fetches them and meets the error there)."""
+        if self._bundles is None:
+            return reply
+        try:
+            digest = await self._bundles.digest(federates_with)
+        except Exception as error:  # the offer is optional, the entries are not
+            _log.debug(
+                "bundles digest not offered", error=str(error), error_type=type(error).__name__
+            )
+            return reply
+        return EncodedMessage(
+            reply.data,
+            wire.decode_SyncAuthorizedEntriesResponse,
+            metadata={BUNDLES_DIGEST_HEADER: digest},
+        )
 
     def _pages(self, items: list[bytes]) -> list[tuple[list[bytes], bool]]:
         """``items`` cut into pages of at most the page size that fit in one response (with

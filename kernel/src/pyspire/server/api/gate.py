@@ -31,6 +31,8 @@ current.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["AgentCheck", "TcpGate", "local_gate", "serial_hex", "tcp_gate"]
 
 from dataclasses import dataclass, replace
@@ -72,8 +74,10 @@ def serial_hex(certificate: x509.Certificate) -> str:
     return format(certificate.serial_number, "x")
 
 
+@functools.cache
 def _may(method: str, kind: CallerKind) -> bool:
-    """Whether callers of ``kind`` may call ``method`` (so that it is worth finding out)."""
+    """Whether callers of ``kind`` may call ``method`` (so that it is worth finding out); the
+    policy is fixed, so each answer is worked out once."""
     return allowed(method, Caller(kinds=frozenset({kind})))
 
 
@@ -177,11 +181,10 @@ class TcpGate:
             if not allowed(method, caller):
                 raise _refuse(method)
             return caller
-        anonymous = Caller(
-            kinds=_ANY, spiffe_id=spiffe_id, address=address, certificate_der=certificate_der
-        )
-        if allowed(method, anonymous):
-            return anonymous
+        if _may(method, CallerKind.ANY):
+            return Caller(
+                kinds=_ANY, spiffe_id=spiffe_id, address=address, certificate_der=certificate_der
+            )
         kinds = set(_ANY)
         context = self._context
         if _may(method, CallerKind.ADMIN) or _may(method, CallerKind.DOWNSTREAM):
