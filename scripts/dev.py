@@ -87,7 +87,10 @@ def test(extra: list[str]) -> None:
         *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("examples/*/src/*")),
     )
     # Two workers, one per core; a module stays on one worker, so its fixtures are set up once.
-    run(BIN / "pytest", "-n", "2", "--dist", "loadfile", *extra)
+    # Modules are handed out in collection order (testpaths puts the long end-to-end modules
+    # first): xdist's default reorder by test count would hand out the one-test modules, the
+    # longest, last, so one worker ends the run alone on them.
+    run(BIN / "pytest", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", *extra)
 
 
 def demo() -> None:

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/fuzz_codecs.py [--examples 100000] [--message NAME ...]
 
-Runs the properties of ``kernel/tests/proto/differential.py`` (the test suite runs them with a
-few dozen examples) for every hot message: our encoding is Google's, our decoder reads what
+Runs the properties of ``kernel/tests/proto/differential.py`` (the test suite runs them with
+twenty examples) for every hot message: our encoding is Google's, our decoder reads what
 Google's reads (fields reordered, unknown fields of every wire type, the message twice), and
 damaged bytes fail in both or in neither. Exits 1 on the first counterexample, which hypothesis
 prints in full.

@@ -9,6 +9,11 @@ agent show`` lists the node selectors the attestor found. Then a second agent wh
 the server must refuse (a project off the allow-list, a tenant not configured, a cluster not
 configured, a document signed by a key that is not AWS's, a document replayed by another
 process) exits with the reason, the server logs it, and no agent record is created.
+
+aws_iid has a quick form (the test suite): of its three refusals it runs the replayed document,
+the one only a second agent process shows; an instance unknown to EC2 and a document signed by a
+key that is not AWS's are refused in-process by the plugin's own tests, and in real processes by
+the full form (``scripts/long_tests.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forms import by_form
 from processes import (
     TRUST_DOMAIN,
     AgentProcess,
@@ -245,6 +251,7 @@ allowed_node_label_keys = ["zone"]
             deployed.stop()
 
 
+@pytest.mark.quick_form
 def test_aws_iid(root: Path) -> None:
     signer = AwsSigner()
     certificates = signer.write_certificates(root / "aws.pem")
@@ -284,6 +291,8 @@ def test_aws_iid(root: Path) -> None:
                 "attestation data has already been used to attest an agent",
                 name="replayed",
             )
+            if not by_form(quick=False, full=True):
+                return
             imds.serve(instance, instanceId="i-0123456789abcdef0")
             check_refused(
                 deployed,
