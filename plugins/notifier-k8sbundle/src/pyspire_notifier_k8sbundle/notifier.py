@@ -120,7 +120,7 @@ class K8sBundleNotifier:
             current = self._current
             if current is None or collection.patch_for(found, current.ca_bundle) is None:
                 return  # no bundle yet, or the object holds it: left alone
-            path = f"{collection.path}/{found['metadata']['name']}"
+            path = f"{collection.path}/{(found.get('metadata') or {}).get('name', '')}"
             if cluster.patched.get(path) == current.revision:
                 return  # patched to this revision already: no patch per event
             try:

@@ -7,7 +7,9 @@ later) go to ``seen``, ``DELETED`` ones to ``gone``, a ``BOOKMARK`` only moves t
 A watch the server ends (its ``timeoutSeconds``) is opened again from the last version; a 410
 Gone (the version was compacted away) lists again; a connection that drops, or a request that
 fails, watches again from the last version after a delay of :data:`WATCH_RETRY` on the host
-clock, so an API server that is down is not hammered. The loop runs until cancelled.
+clock, so an API server that is down is not hammered (the delays grow until an event arrives:
+a watch refused at once, say for want of the ``watch`` permission, is not retried in a tight
+loop of lists). The loop runs until cancelled.
 """
 
 from __future__ import annotations
@@ -80,7 +82,6 @@ class LabelledWatch:
             try:
                 if version is None:
                     version = await self._list()
-                    backoff.succeeded()
                 version = await self._watch(version, backoff)
             except _ExpiredError:
                 self._logger.info("watch expired, listing again")
@@ -145,8 +146,10 @@ class LabelledWatch:
 
     async def _event(self, line: bytes, version: str) -> str:
         event = json.loads(line)
+        found = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(found, dict):
+            raise ValueError("a watch event without an object")
         kind = event.get("type")
-        found = event.get("object") or {}
         if kind == "ERROR":
             if found.get("code") == 410:
                 raise _ExpiredError
