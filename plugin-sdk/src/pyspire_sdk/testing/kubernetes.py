@@ -7,7 +7,14 @@ It speaks the published shapes: ``GET``/``PATCH`` of
 ``/apis/admissionregistration.k8s.io/v1/{validating,mutating}webhookconfigurations`` and
 ``/apis/apiregistration.k8s.io/v1/apiservices``. Patches are strategic merge patches (lists of
 named objects merged by ``name``); one carrying a stale ``metadata.resourceVersion`` gets 409
-Conflict, as the API server answers. Errors are ``Status`` objects::
+Conflict, as the API server answers. The lists of webhook configurations and API services
+carry a ``metadata.resourceVersion`` and are watched with ``?watch=true`` from it: a stream of
+``{"type": ..., "object": ...}`` lines (``ADDED``, ``MODIFIED``, ``DELETED`` as an object
+starts, goes on or stops matching the selector; a ``BOOKMARK`` after each batch when
+``allowWatchBookmarks`` is asked; an ``ERROR`` with a 410 ``Status`` when the version asked is
+older than :meth:`FakeKubernetesApi.compact` kept). :meth:`FakeKubernetesApi.drop_watches`
+cuts every open stream, as a lost connection; objects may be written from another thread than
+the server's (:meth:`serving_in_thread`). Errors are ``Status`` objects::
 
     api = FakeKubernetesApi()
     api.put("configmaps", "spire", "spire-bundle", {"data": {}})
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 __all__ = ["FakeKubernetesApi", "FakeKubernetesEndpoints"]
 
+import asyncio
 import contextlib
 import copy
 import json
@@ -69,6 +77,40 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
+def _matches(stored: dict[str, Any] | None, key: str, value: str) -> bool:
+    if stored is None:
+        return False
+    return not key or (stored["metadata"].get("labels") or {}).get(key) == value
+
+
+def _transition(
+    old: dict[str, Any] | None, new: dict[str, Any] | None, key: str, value: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The watch event a selector sees for a write, as the API server sends it."""
+    before, after = _matches(old, key, value), _matches(new, key, value)
+    if after and new is not None:
+        return ("MODIFIED" if before else "ADDED"), new
+    if before and old is not None:
+        return "DELETED", new if new is not None else old
+    return None
+
+
+_DISCONNECT_POLL = 0.05
+"""Seconds between a watch stream's looks at whether its client has gone."""
+
+
+@dataclass
+class _OpenWatch:
+    woken: asyncio.Event
+    loop: asyncio.AbstractEventLoop
+    dropped: bool = False
+
+    def wake(self) -> None:
+        """Wake the stream, from any thread."""
+        with contextlib.suppress(RuntimeError):  # its loop has closed
+            self.loop.call_soon_threadsafe(self.woken.set)
+
+
 def _merge(target: Any, patch: Any) -> Any:
     """A strategic merge of ``patch`` into ``target`` for the fields these objects have."""
     if isinstance(target, dict) and isinstance(patch, dict):
@@ -104,7 +146,19 @@ class FakeKubernetesApi:
         self.conflict_next = 0
         """How many of the next patches are answered 409, as when another writer won."""
         self.patches: list[tuple[str, str, str]] = []
+        self.watches = 0
+        """How many watch streams were opened."""
         self._version = 0
+        self._events: list[tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]] = []
+        self._compacted = 0
+        self._open: list[_OpenWatch] = []
+
+    def _record(
+        self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        self._events.append((self._version, resource, old, new))
+        for watch in list(self._open):
+            watch.wake()
 
     def put(self, resource: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Store an object (``namespace`` is ``""`` for cluster-wide resources)."""
@@ -117,8 +171,33 @@ class FakeKubernetesApi:
         self._version += 1
         metadata["resourceVersion"] = str(self._version)
         stored.update({"kind": kind, "apiVersion": api_version})
+        old = self.objects.get((resource, namespace, name))
         self.objects[(resource, namespace, name)] = stored
+        self._record(resource, old, stored)
         return stored
+
+    def delete(self, resource: str, namespace: str, name: str) -> None:
+        """Remove an object, as ``kubectl delete``."""
+        old = self.objects.pop((resource, namespace, name))
+        self._version += 1
+        self._record(resource, old, None)
+
+    @property
+    def watching(self) -> int:
+        """How many watch streams are open now."""
+        return len(self._open)
+
+    def compact(self) -> None:
+        """Forget the history so far: a watch from an older resource version is answered
+        410 Gone (``Expired``), as after the API server's compaction."""
+        self._compacted = self._version
+        self._events.clear()
+
+    def drop_watches(self) -> None:
+        """Cut every open watch stream without ending it, as a lost connection."""
+        for watch in list(self._open):
+            watch.dropped = True
+            watch.wake()
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object, or ``None``."""
@@ -168,22 +247,73 @@ class FakeKubernetesApi:
         self.patches.append((resource, namespace, name))
         return web.json_response(self.put(resource, namespace, name, _merge(found, patch)))
 
-    async def _list(self, request: web.Request) -> web.Response:
+    async def _list(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._refused(request)) is not None:
             return refused
         resource = request.match_info["resource"]
         selector = request.query.get("labelSelector", "")
         key, _, value = selector.partition("=")
+        if request.query.get("watch") in ("1", "true"):
+            return await self._watch(request, resource, key, value)
         items = [
             stored
             for (kind, _, _), stored in sorted(self.objects.items())
-            if kind == resource
-            and (not key or (stored["metadata"].get("labels") or {}).get(key) == value)
+            if kind == resource and _matches(stored, key, value)
         ]
         kind, api_version = _KINDS[resource]
+        metadata = {"resourceVersion": str(self._version)}
         return web.json_response(
-            {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {}, "items": items}
+            {"kind": f"{kind}List", "apiVersion": api_version, "metadata": metadata, "items": items}
         )
+
+    async def _watch(
+        self, request: web.Request, resource: str, key: str, value: str
+    ) -> web.StreamResponse:
+        asked = request.query.get("resourceVersion", "")
+        if not asked.isdigit():
+            return _status(400, "BadRequest", "a watch needs the resourceVersion of a list")
+        self.watches += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if int(asked) < self._compacted:
+            gone: dict[str, object] = {"kind": "Status", "apiVersion": "v1", "metadata": {}}
+            gone.update({"status": "Failure", "reason": "Expired", "code": 410})
+            await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            await response.write_eof()
+            return response
+        kind, api_version = _KINDS[resource]
+        bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
+        position = int(asked)
+        watch = _OpenWatch(asyncio.Event(), asyncio.get_running_loop())
+        self._open.append(watch)
+        try:
+            while not watch.dropped:
+                watch.woken.clear()
+                lines = []
+                for version, changed, old, new in list(self._events):
+                    if version <= position or changed != resource:
+                        continue
+                    position = version
+                    if (event := _transition(old, new, key, value)) is not None:
+                        lines.append({"type": event[0], "object": event[1]})
+                if bookmarks and position < self._version:
+                    position = self._version
+                    mark = {"resourceVersion": str(position)}
+                    bookmark = {"kind": kind, "apiVersion": api_version, "metadata": mark}
+                    lines.append({"type": "BOOKMARK", "object": bookmark})
+                for line in lines:
+                    await response.write(json.dumps(line).encode() + b"\n")
+                while not watch.woken.is_set():
+                    if request.transport is None or request.transport.is_closing():
+                        return response  # the client went away
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(watch.woken.wait(), _DISCONNECT_POLL)
+        finally:
+            self._open.remove(watch)
+        if request.transport is not None:
+            request.transport.close()
+        return response
 
     @staticmethod
     def _key(request: web.Request) -> tuple[str, str, str]:
@@ -234,7 +364,10 @@ class FakeKubernetesApi:
         authority = TestAuthority(TrustDomain("kubernetes.test"))
         async with serve_loopback(self.routes(), tls=authority, directory=directory) as server:
             kubeconfig = self.write_kubeconfig(directory / "kubeconfig", server)
-            yield FakeKubernetesEndpoints(url=server.url, kubeconfig=kubeconfig)
+            try:
+                yield FakeKubernetesEndpoints(url=server.url, kubeconfig=kubeconfig)
+            finally:
+                self.drop_watches()  # so the server stops without waiting for open streams
 
     @contextlib.contextmanager
     def serving_in_thread(self, directory: Path) -> Iterator[FakeKubernetesEndpoints]:
@@ -242,4 +375,7 @@ class FakeKubernetesApi:
         authority = TestAuthority(TrustDomain("kubernetes.test"))
         with LoopbackThread(self.routes(), tls=authority, directory=directory) as server:
             kubeconfig = self.write_kubeconfig(directory / "kubeconfig", server)
-            yield FakeKubernetesEndpoints(url=server.url, kubeconfig=kubeconfig)
+            try:
+                yield FakeKubernetesEndpoints(url=server.url, kubeconfig=kubeconfig)
+            finally:
+                self.drop_watches()

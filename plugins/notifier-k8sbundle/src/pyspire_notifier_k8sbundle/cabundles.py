@@ -5,14 +5,25 @@ Objects labelled ``<label>=true`` are listed; each whose CA bundle differs is pa
 strategic merge patch carrying the resource version read (webhooks merged by name, with the
 fields the API server requires of each), and a 409 Conflict reads the object again and
 retries. An object that fails does not stop the others: the failures are returned, named.
+:func:`labelled_collections` names what a cluster's labels select, for the watch of
+:mod:`pyspire_notifier_k8sbundle.watch`; :func:`update_object` gives one object the bundle.
 """
 
 from __future__ import annotations
 
-__all__ = ["update_api_services", "update_webhooks"]
+__all__ = [
+    "Collection",
+    "PatchFor",
+    "ca_bundle_of",
+    "labelled_collections",
+    "update_api_services",
+    "update_object",
+    "update_webhooks",
+]
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyspire_sdk.errors import UnavailableError
@@ -49,9 +60,36 @@ def _api_service_patch(found: dict[str, Any], ca_bundle: str) -> dict[str, Any] 
     return {"metadata": {"resourceVersion": version}, "spec": {**kept, "caBundle": ca_bundle}}
 
 
-async def _update(
+@dataclass(frozen=True)
+class Collection:
+    """Objects labelled ``<label>=true`` at ``path``, and how one is given a CA bundle."""
+
+    path: str
+    label: str
+    patch_for: PatchFor
+
+
+def labelled_collections(webhook_label: str, api_service_label: str) -> list[Collection]:
+    """What a cluster's labels select (none for an unset label)."""
+    collections = []
+    if webhook_label:
+        for kind in _WEBHOOK_KINDS:
+            collections.append(Collection(f"{_ADMISSION}/{kind}", webhook_label, _webhooks_patch))
+    if api_service_label:
+        collections.append(Collection(_API_SERVICES, api_service_label, _api_service_patch))
+    return collections
+
+
+def ca_bundle_of(pem: str) -> str:
+    """The CA bundle field's value for ``pem``: its base64 text."""
+    return base64.b64encode(pem.encode()).decode("ascii")
+
+
+async def update_object(
     client: KubernetesClient, path: str, found: dict[str, Any], ca_bundle: str, patch_for: PatchFor
 ) -> None:
+    """Give the object ``found`` at ``path`` the CA bundle (base64 text), unless it holds it;
+    a 409 Conflict reads it again and retries."""
     for attempt in range(_CONFLICT_ATTEMPTS):
         patch = patch_for(found, ca_bundle)
         if patch is None:
@@ -68,7 +106,7 @@ async def _update(
 async def _update_listed(
     client: KubernetesClient, collection: str, label: str, pem: str, patch_for: PatchFor
 ) -> list[str]:
-    ca_bundle = base64.b64encode(pem.encode()).decode("ascii")
+    ca_bundle = ca_bundle_of(pem)
     try:
         listed = await client.request("GET", collection, query=[("labelSelector", f"{label}=true")])
     except UnavailableError as error:
@@ -77,7 +115,7 @@ async def _update_listed(
     for item in listed.get("items") or []:
         path = f"{collection}/{item['metadata']['name']}"
         try:
-            await _update(client, path, item, ca_bundle, patch_for)
+            await update_object(client, path, item, ca_bundle, patch_for)
         except UnavailableError as error:
             failures.append(str(error))
     return failures

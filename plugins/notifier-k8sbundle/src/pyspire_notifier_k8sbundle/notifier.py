@@ -5,18 +5,36 @@ in every configured cluster.
 The ConfigMap must exist (SPIRE's notifier does not create it); its key is written with a
 read-modify-write (:func:`pyspire_sdk.kubernetes.set_config_map_key`). A failure at start
 vetoes it, as SPIRE's; a failure on an update is raised for the server to log and retry with
-its backoff. Objects created later are given the bundle at the next change or retry (SPIRE
-also watches for them).
+its backoff.
+
+As SPIRE's, the notifier also watches the labelled webhook configurations and API services of
+every cluster (:mod:`pyspire_notifier_k8sbundle.watch`), so an object created labelled, or
+labelled later, gets the current bundle at once rather than at the next change. The watches
+run under one task the notifier owns from ``configure`` to ``close``, which cancels and awaits
+them. Each object is patched at most once per bundle revision from the watch: its own patch
+comes back as a ``MODIFIED`` event, and an object already holding the bundle is left alone.
 """
 
 from __future__ import annotations
 
 __all__ = ["K8sBundleNotifier"]
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
-from pyspire_notifier_k8sbundle.cabundles import update_api_services, update_webhooks
+import structlog
+
+from pyspire_notifier_k8sbundle.cabundles import (
+    Collection,
+    ca_bundle_of,
+    labelled_collections,
+    update_api_services,
+    update_object,
+    update_webhooks,
+)
 from pyspire_notifier_k8sbundle.config import PLUGIN_NAME, K8sBundleConfig, Target
+from pyspire_notifier_k8sbundle.watch import Gone, LabelledWatch, Seen
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import PluginError, UnavailableError
 from pyspire_sdk.kubernetes import KubernetesClient, set_config_map_key
@@ -28,6 +46,14 @@ from pyspire_sdk.plugins.notifier import BundleLoaded, BundleUpdated, NotifierEv
 class _Cluster:
     target: Target
     client: KubernetesClient = field(repr=False)
+    patched: dict[str, int] = field(default_factory=dict)
+    """The bundle revision each object (by path) was last patched to from the watch."""
+
+
+@dataclass(frozen=True)
+class _Current:
+    revision: int
+    ca_bundle: str
 
 
 class K8sBundleNotifier:
@@ -35,6 +61,9 @@ class K8sBundleNotifier:
 
     def __init__(self) -> None:
         self._clusters: list[_Cluster] | None = None
+        self._current: _Current | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
 
     async def configure(self, config: K8sBundleConfig, host: HostServices) -> None:
         """Build a client per cluster now, so an unusable kubeconfig stops the start."""
@@ -58,12 +87,61 @@ class K8sBundleNotifier:
             raise
         await self.close()
         self._clusters = clusters
+        logger = self._logger = host.logger.bind(notifier=PLUGIN_NAME)
+        watches = [
+            LabelledWatch(
+                cluster.client,
+                collection,
+                self._seen_by(cluster, collection),
+                self._gone_from(cluster, collection),
+                host.clock,
+                logger.bind(cluster=index),
+            )
+            for index, cluster in enumerate(clusters)
+            for collection in labelled_collections(
+                cluster.target.webhook_label, cluster.target.api_service_label
+            )
+        ]
+        if watches:
+            self._watching = asyncio.create_task(_run_all(watches, logger))
 
     async def close(self) -> None:
-        """Close every cluster's client."""
+        """Cancel and await the watches, then close every cluster's client."""
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         clusters, self._clusters = self._clusters or [], None
         for cluster in clusters:
             await cluster.client.close()
+
+    def _seen_by(self, cluster: _Cluster, collection: Collection) -> Seen:
+        async def seen(found: dict[str, Any]) -> None:
+            current = self._current
+            if current is None or collection.patch_for(found, current.ca_bundle) is None:
+                return  # no bundle yet, or the object holds it: left alone
+            path = f"{collection.path}/{(found.get('metadata') or {}).get('name', '')}"
+            if cluster.patched.get(path) == current.revision:
+                return  # patched to this revision already: no patch per event
+            try:
+                await update_object(
+                    cluster.client, path, found, current.ca_bundle, collection.patch_for
+                )
+            except UnavailableError as error:
+                self._logger.warning(
+                    "could not give a watched object the bundle", path=path, error=str(error)
+                )
+                return
+            cluster.patched[path] = current.revision
+
+        return seen
+
+    @staticmethod
+    def _gone_from(cluster: _Cluster, collection: Collection) -> Gone:
+        def gone(name: str) -> None:
+            cluster.patched.pop(f"{collection.path}/{name}", None)
+
+        return gone
 
     async def notify_and_advise(self, event: NotifierEvent) -> None:
         """Push the bundle loaded at start; a failure refuses the start."""
@@ -80,6 +158,10 @@ class K8sBundleNotifier:
         if clusters is None:
             raise PluginError("notifier is not configured")
         pem = bundle.to_pem()
+        ca_bundle = ca_bundle_of(pem)
+        if self._current is None or self._current.ca_bundle != ca_bundle:
+            revision = 1 if self._current is None else self._current.revision + 1
+            self._current = _Current(revision, ca_bundle)
         failures: list[str] = []
         for cluster in clusters:
             failures += await self._push_to(cluster, pem)
@@ -106,3 +188,15 @@ class K8sBundleNotifier:
         if target.api_service_label:
             failures += await update_api_services(client, target.api_service_label, pem)
         return failures
+
+
+async def _run_all(
+    watches: list[LabelledWatch], logger: structlog.typing.FilteringBoundLogger
+) -> None:
+    """Run every watch in one task group: cancelling this task cancels and awaits them all."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for watch in watches:
+                group.create_task(watch.run())
+    except Exception as error:  # a watch never raises; a bug is logged, not lost
+        logger.error("bundle watches stopped", error=repr(error))
