@@ -11,8 +11,9 @@ As SPIRE's, the notifier also watches the labelled webhook configurations and AP
 every cluster (:mod:`pyspire_notifier_k8sbundle.watch`), so an object created labelled, or
 labelled later, gets the current bundle at once rather than at the next change. The watches
 run under one task the notifier owns from ``configure`` to ``close``, which cancels and awaits
-them. Each object is patched at most once per bundle revision from the watch: its own patch
-comes back as a ``MODIFIED`` event, and an object already holding the bundle is left alone.
+them. As SPIRE's, an object seen without the current bundle is patched, also when another
+writer put its own CA bundle back; its own patch comes back as a ``MODIFIED`` event that finds
+the object holding the bundle and is left alone, so the watch makes no patch of its own accord.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pyspire_notifier_k8sbundle.cabundles import (
     update_webhooks,
 )
 from pyspire_notifier_k8sbundle.config import PLUGIN_NAME, K8sBundleConfig, Target
-from pyspire_notifier_k8sbundle.watch import Gone, LabelledWatch, Seen
+from pyspire_notifier_k8sbundle.watch import LabelledWatch, Seen
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import PluginError, UnavailableError
 from pyspire_sdk.kubernetes import KubernetesClient, set_config_map_key
@@ -46,14 +47,6 @@ from pyspire_sdk.plugins.notifier import BundleLoaded, BundleUpdated, NotifierEv
 class _Cluster:
     target: Target
     client: KubernetesClient = field(repr=False)
-    patched: dict[str, int] = field(default_factory=dict)
-    """The bundle revision each object (by path) was last patched to from the watch."""
-
-
-@dataclass(frozen=True)
-class _Current:
-    revision: int
-    ca_bundle: str
 
 
 class K8sBundleNotifier:
@@ -61,7 +54,7 @@ class K8sBundleNotifier:
 
     def __init__(self) -> None:
         self._clusters: list[_Cluster] | None = None
-        self._current: _Current | None = None
+        self._ca_bundle: str | None = None
         self._watching: asyncio.Task[None] | None = None
         self._logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
 
@@ -93,7 +86,6 @@ class K8sBundleNotifier:
                 cluster.client,
                 collection,
                 self._seen_by(cluster, collection),
-                self._gone_from(cluster, collection),
                 host.clock,
                 logger.bind(cluster=index),
             )
@@ -117,31 +109,18 @@ class K8sBundleNotifier:
 
     def _seen_by(self, cluster: _Cluster, collection: Collection) -> Seen:
         async def seen(found: dict[str, Any]) -> None:
-            current = self._current
-            if current is None or collection.patch_for(found, current.ca_bundle) is None:
+            ca_bundle = self._ca_bundle
+            if ca_bundle is None or collection.patch_for(found, ca_bundle) is None:
                 return  # no bundle yet, or the object holds it: left alone
             path = f"{collection.path}/{(found.get('metadata') or {}).get('name', '')}"
-            if cluster.patched.get(path) == current.revision:
-                return  # patched to this revision already: no patch per event
             try:
-                await update_object(
-                    cluster.client, path, found, current.ca_bundle, collection.patch_for
-                )
+                await update_object(cluster.client, path, found, ca_bundle, collection.patch_for)
             except UnavailableError as error:
                 self._logger.warning(
                     "could not give a watched object the bundle", path=path, error=str(error)
                 )
-                return
-            cluster.patched[path] = current.revision
 
         return seen
-
-    @staticmethod
-    def _gone_from(cluster: _Cluster, collection: Collection) -> Gone:
-        def gone(name: str) -> None:
-            cluster.patched.pop(f"{collection.path}/{name}", None)
-
-        return gone
 
     async def notify_and_advise(self, event: NotifierEvent) -> None:
         """Push the bundle loaded at start; a failure refuses the start."""
@@ -159,9 +138,7 @@ class K8sBundleNotifier:
             raise PluginError("notifier is not configured")
         pem = bundle.to_pem()
         ca_bundle = ca_bundle_of(pem)
-        if self._current is None or self._current.ca_bundle != ca_bundle:
-            revision = 1 if self._current is None else self._current.revision + 1
-            self._current = _Current(revision, ca_bundle)
+        self._ca_bundle = ca_bundle
         failures: list[str] = []
         for cluster in clusters:
             failures += await self._push_to(cluster, pem)

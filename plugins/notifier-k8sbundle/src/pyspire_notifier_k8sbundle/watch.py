@@ -3,7 +3,7 @@ k8sbundle watches webhook configurations and API services (client-go's informer 
 
 The collection is listed, every object handed to ``seen``, and watched from the list's
 ``resourceVersion``: ``ADDED`` and ``MODIFIED`` objects (one created labelled, or labelled
-later) go to ``seen``, ``DELETED`` ones to ``gone``, a ``BOOKMARK`` only moves the version on.
+later) go to ``seen``; ``DELETED`` and ``BOOKMARK`` events only move the version on.
 A watch the server ends (its ``timeoutSeconds``) is opened again from the last version; a 410
 Gone (the version was compacted away) lists again; a connection that drops, or a request that
 fails, watches again from the last version after a delay of :data:`WATCH_RETRY` on the host
@@ -41,8 +41,6 @@ _MAX_EVENT = 8 * 1024 * 1024
 
 Seen = Callable[[dict[str, Any]], Awaitable[None]]
 """Called with each labelled object listed, created, labelled or changed."""
-Gone = Callable[[str], None]
-"""Called with the name of an object deleted or no longer labelled."""
 
 
 class _ExpiredError(Exception):
@@ -57,7 +55,6 @@ class LabelledWatch:
         client: KubernetesClient,
         collection: Collection,
         seen: Seen,
-        gone: Gone,
         clock: Clock,
         logger: structlog.typing.FilteringBoundLogger,
         *,
@@ -66,7 +63,6 @@ class LabelledWatch:
         self._client = client
         self._collection = collection
         self._seen = seen
-        self._gone = gone
         self._clock = clock
         self._logger = logger.bind(collection=collection.path)
         self._retry = retry
@@ -160,8 +156,6 @@ class LabelledWatch:
         metadata = found.get("metadata") or {}
         if kind in ("ADDED", "MODIFIED"):
             await self._seen(found)
-        elif kind == "DELETED":
-            self._gone(str(metadata.get("name", "")))
         return str(metadata.get("resourceVersion") or version)
 
 
