@@ -22,7 +22,7 @@ import contextlib
 import socket
 import ssl
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,7 @@ class _GuardedConnection(asyncio.Protocol):
         # task resumes: they wait here for grpclib's protocol.
         self._early: list[bytes] = []
         self._early_eof = False
+        self._unwatch: Callable[[], None] | None = None
 
     # -- from the socket -------------------------------------------------------------------
 
@@ -284,7 +285,7 @@ class _GuardedConnection(asyncio.Protocol):
 
     def _begin(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        watch_calls(self._inner, self._call_started, self._call_ended)
+        self._unwatch = watch_calls(self._inner, self._call_started, self._call_ended)
         self._inner.connection_made(transport)
         self._connected = True
         self._arm(self._listener.limits.first_request_timeout)
@@ -319,6 +320,11 @@ class _GuardedConnection(asyncio.Protocol):
         if self._connected:
             self._connected = False
             self._inner.connection_lost(exc)
+        if self._unwatch is not None:
+            # Calls still winding down count for nothing now; and grpclib's protocol no
+            # longer holds this one, so it is freed when the transport lets it go.
+            self._unwatch()
+            self._unwatch = None
 
     # -- calls and timers ------------------------------------------------------------------
 
