@@ -27,7 +27,7 @@ from .options import LoadOptions
 from .pipe import WorkerError, WorkerPipe
 from .procstat import Sample, raise_fd_limit, sample
 from .registration import register
-from .server import datastore_table, load_server
+from .server import ProbedServer, datastore_table, load_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 from processes import ServerProcess, short_temp_dir
@@ -140,6 +140,7 @@ def _worker_spec(
         "entries": options.entries_per_agent,
         "data_dir": str(data_dir),
         "agents": list(agents),
+        "collector": options.generator_collector,
     }
 
 
@@ -153,7 +154,7 @@ class LoadRun:
     """The state of one run while its phases go by."""
 
     def __init__(
-        self, options: LoadOptions, root: Path, server: ServerProcess, say: Callable[[str], None]
+        self, options: LoadOptions, root: Path, server: ProbedServer, say: Callable[[str], None]
     ) -> None:
         self.options = options
         self.root = root
@@ -279,10 +280,12 @@ class LoadRun:
         time.sleep(self.options.sync_interval)
         settled, _ = fleet.enter("steady")
         _failures(self.errors, "settle", [answer["tally"] for answer in settled])
+        self.server.stalls()
         server_before, fleet_before = self.server_sample(), fleet.samples()
         time.sleep(self.options.duration)
         answers, churn = fleet.enter("after")
         server_after, fleet_after = self.server_sample(), fleet.samples()
+        server_stalls = self.server.stalls()
         tallies = [answer["tally"] for answer in answers]
         _failures(self.errors, "steady", tallies)
         _failures(self.errors, "churn", [churn["tally"]])
@@ -293,6 +296,8 @@ class LoadRun:
             (server_before, server_after),
             (fleet_before, fleet_after),
         )
+        self.result.steady["server_stalls"] = server_stalls
+        self.result.steady["generator_stalls"] = [answer["stalls"] for answer in answers]
         connected = max(1, self.result.storm["agents_ready"])
         self.result.memory.update(
             {

@@ -4,8 +4,12 @@ schema, started through the end-to-end process harness (``tests/e2e/processes.py
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 from processes import ServerProcess, ServerSettings, free_port
 
 from .options import LoadOptions
+
+GC_PAUSES = Path(__file__).resolve().parents[1] / "gc_pauses.py"
 
 
 async def _postgres_schema() -> tuple[str, str]:
@@ -58,9 +64,40 @@ def datastore_table(options: LoadOptions) -> Iterator[str]:
         asyncio.run(_drop_schema(dsn, schema))
 
 
-def load_server(root: Path, options: LoadOptions, datastore: str) -> ServerProcess:
+class ProbedServer(ServerProcess):
+    """``pyspire-server run`` started through ``gc_pauses.py``: its collections and its event
+    loop's lag are read with :meth:`stalls`. ``collector`` ``cpython`` gives it CPython's
+    thresholds and no freeze."""
+
+    def __init__(self, settings: ServerSettings, collector: str) -> None:
+        super().__init__(settings)
+        self.stats_path = settings.root / "server-stalls.json"
+        self.collector = collector
+
+    def launch(self, env: object = None) -> None:
+        environment = dict(os.environ)
+        if self.collector == "cpython":
+            environment["PYSPIRE_BENCH_GC_THRESHOLDS"] = "700,10,10"
+            environment["PYSPIRE_BENCH_GC_FREEZE"] = "0"
+        argv = [sys.executable, str(GC_PAUSES), str(self.stats_path), "server"]
+        self.spawn([*argv, "run", "-config", str(self.config)], environment)
+
+    def stalls(self) -> dict[str, object]:
+        """The collections and the loop's lag since the last call."""
+        self.stats_path.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.stats_path.exists():
+                stats: dict[str, object] = json.loads(self.stats_path.read_text())
+                return stats
+            time.sleep(0.05)
+        raise RuntimeError("the server wrote no collector statistics")
+
+
+def load_server(root: Path, options: LoadOptions, datastore: str) -> ProbedServer:
     """A server (not started) with the run's SVID lifetimes, logging warnings only."""
-    return ServerProcess(
+    return ProbedServer(
         ServerSettings(
             root=root,
             port=free_port(),
@@ -68,5 +105,6 @@ def load_server(root: Path, options: LoadOptions, datastore: str) -> ServerProce
             default_x509_svid_ttl=f"{options.svid_ttl}s",
             agent_ttl=f"{options.agent_ttl}s",
             datastore=datastore,
-        )
+        ),
+        options.server_collector,
     )
