@@ -1,6 +1,7 @@
 """What stops a process's event loop, measured from inside it: every collection of the cyclic
-garbage collector (timed through :data:`gc.callbacks`, by generation) and the loop's lag (how
-late a callback scheduled from a watcher thread every :data:`LAG_PERIOD` seconds runs).
+garbage collector (timed through :data:`gc.callbacks`, by generation), the loop's lag (how
+late a callback scheduled from a watcher thread every :data:`LAG_PERIOD` seconds runs), and how
+long the watcher itself overslept (the whole process was not scheduled).
 
 A lag without a collection of the same size points elsewhere (a blocking call, a long
 callback, the machine's other work); a lag matching a full collection is the collector. The
@@ -31,6 +32,7 @@ class StallProbe:
         self._lock = threading.Lock()
         self._collections: list[tuple[int, float, int]] = []
         self._lags: list[float] = []
+        self._oversleeps: list[float] = []
         self._gc_started = 0.0
         self._stopped = threading.Event()
 
@@ -52,8 +54,15 @@ class StallProbe:
             self._collections.append((int(info["generation"]), took, int(info.get("collected", 0))))
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stopped.wait(LAG_PERIOD):
-            sent = time.perf_counter()
+        woke = time.perf_counter()
+        while True:
+            asleep = woke
+            if self._stopped.wait(LAG_PERIOD):
+                return
+            woke = sent = time.perf_counter()
+            with self._lock:
+                # The watcher's own oversleep: the whole process was not running.
+                self._oversleeps.append(woke - asleep - LAG_PERIOD)
             done = threading.Event()
 
             def arrived(sent: float = sent, done: threading.Event = done) -> None:
@@ -74,6 +83,7 @@ class StallProbe:
         with self._lock:
             collections, self._collections = self._collections, []
             lags, self._lags = self._lags, []
+            oversleeps, self._oversleeps = self._oversleeps, []
         by_generation: dict[str, dict[str, float]] = {}
         for generation, took, collected in collections:
             row = by_generation.setdefault(
@@ -92,6 +102,7 @@ class StallProbe:
             "lag_p99_ms": _ms(lags[min(len(lags) - 1, int(len(lags) * 0.99))]) if lags else 0.0,
             "lag_max_ms": _ms(lags[-1]) if lags else 0.0,
             "lags_over_100ms": sum(1 for lag in lags if lag > 0.1),
+            "lag_unscheduled_max_ms": _ms(max(oversleeps, default=0.0)),
             "tracked_objects": sum(gc.get_count()) + len(gc.get_objects(2)),
             "frozen_objects": gc.get_freeze_count(),
             "threshold": list(gc.get_threshold()),

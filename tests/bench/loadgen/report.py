@@ -106,6 +106,19 @@ ROWS: list[Row] = [
             r, lambda s: f"{s['lag']['lag_p99_ms'] if 'lag' in s else s['lag_p99_ms']:.0f}"
         ),
     ),
+    (
+        "steady: process unscheduled max ms (server | workers)",
+        lambda r: _stalls(
+            r, lambda s: f"{s.get('lag', s).get('lag_unscheduled_max_ms', float('nan')):.0f}"
+        ),
+    ),
+    (
+        "steady: syncs over 0.5 s: count / seconds they began in / most in one second",
+        lambda r: (
+            f"{r.steady['slow_syncs']:,} / {r.steady['slow_seconds']:,} / "
+            f"{r.steady['slow_busiest_second']:,}"
+        ),
+    ),
     ("steady: GC longest ms (server | workers)", lambda r: _stalls(r, _longest)),
     ("steady: full GCs n / longest ms (server | workers)", lambda r: _stalls(r, _full)),
     ("steady: workload SVIDs issued", lambda r: f"{r.steady['svids_issued']:,}"),

@@ -348,7 +348,12 @@ def _steady_figures(
         cpu_percent(before, after)
         for before, after in zip(fleet[0][:-1], fleet[1][:-1], strict=True)
     ]
+    slow = sorted(start for tally in tallies for start, _ in tally["slow"])
+    by_second = Counter(int(start) for start in slow)
     return {
+        "slow_syncs": len(slow),
+        "slow_busiest_second": max(by_second.values(), default=0),
+        "slow_seconds": len(by_second),
         "seconds": elapsed,
         "syncs": len(latencies),
         "syncs_per_second": len(latencies) / elapsed,
