@@ -1,7 +1,8 @@
 """What stops a process's event loop, measured from inside it: every collection of the cyclic
 garbage collector (timed through :data:`gc.callbacks`, by generation), the loop's lag (how
 late a callback scheduled from a watcher thread every :data:`LAG_PERIOD` seconds runs), and how
-long the watcher itself overslept (the whole process was not scheduled).
+long the watcher itself overslept (it could not take the GIL, held by a collection or a long
+callback, or the process was not scheduled).
 
 A lag without a collection of the same size points elsewhere (a blocking call, a long
 callback, the machine's other work); a lag matching a full collection is the collector. The
@@ -61,7 +62,7 @@ class StallProbe:
                 return
             woke = sent = time.perf_counter()
             with self._lock:
-                # The watcher's own oversleep: the whole process was not running.
+                # The watcher's own oversleep: no GIL for it, or no CPU for the process.
                 self._oversleeps.append(woke - asleep - LAG_PERIOD)
             done = threading.Event()
 

@@ -107,7 +107,7 @@ ROWS: list[Row] = [
         ),
     ),
     (
-        "steady: process unscheduled max ms (server | workers)",
+        "steady: lag watcher held off max ms (server | workers)",
         lambda r: _stalls(
             r, lambda s: f"{s.get('lag', s).get('lag_unscheduled_max_ms', float('nan')):.0f}"
         ),
