@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             results.append(run_load(options, say=lambda line: print(line, flush=True)))
+            if len(args.agents) > 1:
+                print(table(results[-1:]), flush=True)  # kept even if a later run fails
         except (WorkerError, RuntimeError) as error:
             print(f"run at {agents:,} agents failed: {error}", file=sys.stderr)
             break

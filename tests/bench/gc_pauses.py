@@ -3,15 +3,19 @@
 
 A benchmark starts the server through this file to see the pauses the collector causes
 under load: each collection's duration (wall clock, and the CPU time of the thread, which
-other processes on the machine do not inflate) is recorded from :data:`gc.callbacks`; SIGUSR1
-writes how many there were, the longest, the 99th percentile and the longest per generation
-to ``stats.json`` and starts counting afresh. The program itself runs unchanged, but for
-``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), the collector's thresholds instead of CPython's,
-to compare others.
+other processes on the machine do not inflate) is recorded from :data:`gc.callbacks`, and once
+the process is ready the event loop's lag is probed (:mod:`stall_probe`); SIGUSR1 writes how
+many collections there were, the longest, the 99th percentile, the longest per generation and
+the loop's lag to ``stats.json`` and starts counting afresh. The program runs unchanged (its
+collector as :mod:`pyspire.collector` sets it), but for two environment variables that compare
+other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead of
+:data:`pyspire.collector.THRESHOLDS`, and ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze once ready
+(``700,10,10`` with no freeze is CPython's own behaviour).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -22,7 +26,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stall_probe import StallProbe
+
 _pauses: list[tuple[int, float, float]] = []
+_probe = StallProbe()
 _started = [0.0, 0.0]
 
 
@@ -56,7 +65,9 @@ def _summary(index: int) -> dict[str, Any]:
 
 
 def _stats() -> dict[str, Any]:
+    probe = _probe.take()
     return {
+        "lag": {key: value for key, value in probe.items() if key.startswith("lag")},
         "collections": len(_pauses),
         "wall": _summary(1),
         "cpu": _summary(2),
@@ -64,6 +75,26 @@ def _stats() -> dict[str, Any]:
         "frozen_objects": gc.get_freeze_count(),
         "threshold": list(gc.get_threshold()),
     }
+
+
+def _replace_collector_policy() -> None:
+    """Apply the environment's collector settings through :mod:`pyspire.collector` (before
+    the command line imports it) and start the lag probe once the process is ready."""
+    import pyspire.collector as collector
+
+    thresholds = os.environ.get("PYSPIRE_BENCH_GC_THRESHOLDS")
+    if thresholds:
+        chosen = tuple(int(part) for part in thresholds.split(","))
+        collector.tune_collector = lambda: gc.set_threshold(*chosen)
+    freeze = collector.freeze_startup_heap
+    freezing = os.environ.get("PYSPIRE_BENCH_GC_FREEZE", "1") != "0"
+
+    def when_ready() -> None:
+        if freezing:
+            freeze()
+        _probe.watch(asyncio.get_running_loop())
+
+    collector.freeze_startup_heap = when_ready
 
 
 def main() -> None:
@@ -79,9 +110,7 @@ def main() -> None:
 
     signal.signal(signal.SIGUSR1, dump)
     gc.callbacks.append(_timed)
-    thresholds = os.environ.get("PYSPIRE_BENCH_GC_THRESHOLDS")
-    if thresholds:
-        gc.set_threshold(*(int(part) for part in thresholds.split(",")))
+    _replace_collector_policy()
     if program == "server":
         from pyspire.cli.server import main as run
     else:

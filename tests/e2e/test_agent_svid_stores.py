@@ -221,6 +221,8 @@ def test_deleting_the_entry_removes_the_stored_svid(deployment: Deployment) -> N
 def test_an_entry_deleted_while_the_agent_is_stopped_is_removed_after_restart(
     deployment: Deployment,
 ) -> None:
+    # Alone, this test stops the agent right after its first sync, maybe mid-put.
+    wait_for("the stored svid", lambda: stored_serial(deployment, "web"), WAIT)
     assert deployment.agent.terminate() == 0
     deployment.server.cli("entry", "delete", "-entryID", "stored-web")
     assert stored_folder(deployment, "web").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 import socket
 import ssl
@@ -334,6 +335,38 @@ async def test_closing_the_listener_closes_every_connection(authority: TestAutho
             writer.close()
         assert served.listener.counts.total == 0
         assert not served.listener.connections
+
+
+CLOSED = 20
+
+
+async def test_a_closed_connection_leaves_its_protocols_to_reference_counting(
+    authority: TestAuthority,
+) -> None:
+    """The connection's protocol, grpclib's and the call watcher between them are freed as the
+    transport lets them go: the collector has none of them to find, however rarely it runs."""
+    async with served_tls(authority, limits(max_connections=CLOSED + 4)) as served:
+        channels = [
+            Channel("127.0.0.1", served.port, ssl=with_svid(authority)) for _ in range(CLOSED)
+        ]
+        for channel in channels:
+            await check(channel)
+        await until(lambda: served.listener.counts.total == CLOSED)
+        for channel in channels:
+            channel.close()
+        del channels
+        await until(lambda: served.listener.counts.total == 0)
+        await asyncio.sleep(0.1)  # the transports' connection_lost callbacks
+        was = gc.get_debug()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            left = [type(item).__qualname__ for item in gc.garbage]
+        finally:
+            gc.set_debug(was)
+            gc.garbage.clear()
+    kept = {"_GuardedConnection", "_CallWatcher", "H2Protocol", "EventsProcessor"}
+    assert not kept & set(left), sorted(set(left))
 
 
 async def _accepted_late(listener: GuardedListener) -> tuple[asyncio.Transport, socket.socket]:

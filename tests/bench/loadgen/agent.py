@@ -32,7 +32,7 @@ from pyspire_sdk.plugin import NoConfig
 from pyspire_sdk.testing import make_host_services
 
 from .source import SOURCE_ADDRESS, address_of
-from .tally import Tally, failure_kind
+from .tally import SLOW, Tally, failure_kind
 
 JOIN_TOKEN = "join_token"
 
@@ -145,7 +145,10 @@ class SimulatedAgent:
         except Exception as error:
             phase.failures[failure_kind(error)] += 1
             return False
-        phase.latencies.append(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        phase.latencies.append(took)
+        if took > SLOW:
+            phase.slow.append((time.time() - took, took))
         phase.svids_issued += report.issued
         phase.agents_synced.add(self.index)
         for reason in report.failed.values():

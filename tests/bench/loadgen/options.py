@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 DATASTORES = ("sqlite", "postgres")
+COLLECTORS = ("tuned", "cpython")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,12 +35,23 @@ class LoadOptions:
     fleets come up over minutes; at counts where a storm of all at once overwhelms the server,
     a ramp still brings every agent to the steady state."""
     storm_timeout: float = 600.0
+    server_collector: str = "tuned"
+    """``tuned``: the server's own collector policy (:mod:`pyspire.collector`); ``cpython``:
+    CPython's thresholds and no freeze, to compare."""
+    generator_collector: str = "tuned"
+    """The same for the worker processes (``tuned``: thresholds from start, frozen once the
+    storm is over)."""
     """Seconds the attestation storm may take before the run fails."""
     servers: int = 1
     """Server processes sharing one port through ``reuse_port`` and one datastore (with SQLite,
     one file): the deployment CONTRIBUTING recommends on several cores."""
 
     def __post_init__(self) -> None:
+        for name in ("server_collector", "generator_collector"):
+            if getattr(self, name) not in COLLECTORS:
+                raise ValueError(
+                    f"{name}: unknown {getattr(self, name)!r}, expected tuned or cpython"
+                )
         checks = {
             "agents": self.agents >= 1,
             "entries_per_agent": self.entries_per_agent >= 1,
@@ -121,6 +133,13 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.servers,
         help="server processes sharing the port (reuse_port) and the datastore",
     )
+    for side in ("server", "generator"):
+        parse.add_argument(
+            f"--{side}-collector",
+            choices=COLLECTORS,
+            default="tuned",
+            help=f"the {side}'s collector: pyspire's policy, or CPython's defaults",
+        )
     parse.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return parse
 
@@ -141,4 +160,6 @@ def options_for(args: argparse.Namespace, agents: int) -> LoadOptions:
         burst=args.burst,
         storm_timeout=args.storm_timeout,
         servers=args.servers,
+        server_collector=args.server_collector,
+        generator_collector=args.generator_collector,
     )

@@ -22,6 +22,28 @@ def _number(value: float, digits: int = 1) -> str:
     )
 
 
+def _full(stalls: dict[str, Any]) -> str:
+    """Full collections of one process: how many, the longest (ms)."""
+    if "gc" in stalls:  # a worker's probe
+        row = stalls["gc"].get("2", {})
+        return f"{row.get('count', 0)} / {row.get('max_ms', 0.0):.0f}"
+    longest = stalls["wall"]["max_ms_by_generation"].get("2", 0.0)  # the server's gc_pauses.py
+    return f"{stalls['collections']} all, {longest:.0f} full"
+
+
+def _longest(stalls: dict[str, Any]) -> str:
+    value = stalls["gc_max_ms"] if "gc_max_ms" in stalls else stalls["wall"]["max_ms"]
+    return f"{value:.0f}"
+
+
+def _stalls(result: LoadResult, figure: Callable[[dict[str, Any]], str]) -> str:
+    """``figure`` of the server, then of each worker: ``server | w0 w1``."""
+    steady = result.steady
+    server = figure(steady["server_stalls"])
+    workers = " ".join(figure(stalls) for stalls in steady["generator_stalls"])
+    return f"{server} | {workers}"
+
+
 def _workers(values: Sequence[float]) -> str:
     total = sum(values)
     if len(values) == 1:
@@ -73,6 +95,37 @@ ROWS: list[Row] = [
         "steady: ratio p99 / floor p50",
         lambda r: _number(r.steady["sync_p99_ms"] / r.floor["sync_p50_ms"]),
     ),
+    (
+        "steady: collector (server, generator)",
+        lambda r: f"{r.options['server_collector']}, {r.options['generator_collector']}",
+    ),
+    (
+        "steady: loop lag max ms (server | workers)",
+        lambda r: _stalls(
+            r, lambda s: f"{s['lag']['lag_max_ms'] if 'lag' in s else s['lag_max_ms']:.0f}"
+        ),
+    ),
+    (
+        "steady: loop lag p99 ms (server | workers)",
+        lambda r: _stalls(
+            r, lambda s: f"{s['lag']['lag_p99_ms'] if 'lag' in s else s['lag_p99_ms']:.0f}"
+        ),
+    ),
+    (
+        "steady: lag watcher held off max ms (server | workers)",
+        lambda r: _stalls(
+            r, lambda s: f"{s.get('lag', s).get('lag_unscheduled_max_ms', float('nan')):.0f}"
+        ),
+    ),
+    (
+        "steady: syncs over 0.5 s: count / seconds they began in / most in one second",
+        lambda r: (
+            f"{r.steady['slow_syncs']:,} / {r.steady['slow_seconds']:,} / "
+            f"{r.steady['slow_busiest_second']:,}"
+        ),
+    ),
+    ("steady: GC longest ms (server | workers)", lambda r: _stalls(r, _longest)),
+    ("steady: full GCs n / longest ms (server | workers)", lambda r: _stalls(r, _full)),
     ("steady: workload SVIDs issued", lambda r: f"{r.steady['svids_issued']:,}"),
     ("steady: agent SVIDs renewed", lambda r: f"{r.steady['agent_renewals']:,}"),
     ("steady: entry changes (churn)", lambda r: f"{r.steady['churn_changes']:,}"),

@@ -27,10 +27,10 @@ from .options import LoadOptions
 from .pipe import WorkerError, WorkerPipe
 from .procstat import Sample, raise_fd_limit, sample
 from .registration import register
-from .server import datastore_table, load_servers
+from .server import ProbedServer, datastore_table, load_servers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
-from processes import ServerProcess, short_temp_dir, wait_for
+from processes import ProcessError, ServerProcess, short_temp_dir, wait_for
 
 START_TIMEOUT = 120.0
 """Seconds a worker may take to import and build its agents."""
@@ -143,6 +143,7 @@ def _worker_spec(
         "entries": options.entries_per_agent,
         "data_dir": str(data_dir),
         "agents": list(agents),
+        "collector": options.generator_collector,
     }
 
 
@@ -159,14 +160,15 @@ class LoadRun:
         self,
         options: LoadOptions,
         root: Path,
-        servers: list[ServerProcess],
+        servers: list[ProbedServer],
         say: Callable[[str], None],
     ) -> None:
         self.options = options
         self.root = root
         self.servers = servers
         self.server = servers[0]
-        """The server whose admin socket registers and churn go through."""
+        """The server whose admin socket registers and churn go through, and whose collections
+        and loop lag the stall rows show."""
         self.say = say
         self.result = LoadResult(options=vars(options).copy(), load_average=os.getloadavg()[0])
         self.errors: Counter[str] = Counter()
@@ -313,10 +315,12 @@ class LoadRun:
         time.sleep(self.options.sync_interval)
         settled, _ = fleet.enter("steady")
         _failures(self.errors, "settle", [answer["tally"] for answer in settled])
+        self.server.stalls()
         server_before, fleet_before = self.server_sample(), fleet.samples()
         time.sleep(self.options.duration)
         answers, churn = fleet.enter("after")
         server_after, fleet_after = self.server_sample(), fleet.samples()
+        server_stalls = self.server.stalls()
         tallies = [answer["tally"] for answer in answers]
         _failures(self.errors, "steady", tallies)
         _failures(self.errors, "churn", [churn["tally"]])
@@ -327,6 +331,8 @@ class LoadRun:
             (server_before, server_after),
             (fleet_before, fleet_after),
         )
+        self.result.steady["server_stalls"] = server_stalls
+        self.result.steady["generator_stalls"] = [answer["stalls"] for answer in answers]
         connected = max(1, self.result.storm["agents_ready"])
         self.result.memory.update(
             {
@@ -377,7 +383,12 @@ def _steady_figures(
         cpu_percent(before, after)
         for before, after in zip(fleet[0][:-1], fleet[1][:-1], strict=True)
     ]
+    slow = sorted(start for tally in tallies for start, _ in tally["slow"])
+    by_second = Counter(int(start) for start in slow)
     return {
+        "slow_syncs": len(slow),
+        "slow_busiest_second": max(by_second.values(), default=0),
+        "slow_seconds": len(by_second),
         "seconds": elapsed,
         "syncs": len(latencies),
         "syncs_per_second": len(latencies) / elapsed,
@@ -435,7 +446,10 @@ def _run_in(root: Path, options: LoadOptions, say: Callable[[str], None]) -> Loa
             finally:
                 fleet.close()
             for server in servers:
-                server.terminate()
+                try:
+                    server.terminate()
+                except ProcessError:  # after the figures: a slow stop is reported, not fatal
+                    run.errors["server: did not stop within 15 s of SIGTERM (killed)"] += 1
         finally:
             for server in servers:
                 server.kill()

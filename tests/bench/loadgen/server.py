@@ -8,8 +8,12 @@ its own data directory, admin socket and CA."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 from processes import ServerProcess, ServerSettings, free_port
 
 from .options import LoadOptions
+
+GC_PAUSES = Path(__file__).resolve().parents[1] / "gc_pauses.py"
 
 
 async def _postgres_schema() -> tuple[str, str]:
@@ -62,7 +68,38 @@ def datastore_table(options: LoadOptions) -> Iterator[str]:
         asyncio.run(_drop_schema(dsn, schema))
 
 
-def load_servers(root: Path, options: LoadOptions, datastore: str) -> list[ServerProcess]:
+class ProbedServer(ServerProcess):
+    """``pyspire-server run`` started through ``gc_pauses.py``: its collections and its event
+    loop's lag are read with :meth:`stalls`. ``collector`` ``cpython`` gives it CPython's
+    thresholds and no freeze."""
+
+    def __init__(self, settings: ServerSettings, collector: str) -> None:
+        super().__init__(settings)
+        self.stats_path = settings.root / "server-stalls.json"
+        self.collector = collector
+
+    def launch(self, env: object = None) -> None:
+        environment = dict(os.environ)
+        if self.collector == "cpython":
+            environment["PYSPIRE_BENCH_GC_THRESHOLDS"] = "700,10,10"
+            environment["PYSPIRE_BENCH_GC_FREEZE"] = "0"
+        argv = [sys.executable, str(GC_PAUSES), str(self.stats_path), "server"]
+        self.spawn([*argv, "run", "-config", str(self.config)], environment)
+
+    def stalls(self) -> dict[str, object]:
+        """The collections and the loop's lag since the last call."""
+        self.stats_path.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.stats_path.exists():
+                stats: dict[str, object] = json.loads(self.stats_path.read_text())
+                return stats
+            time.sleep(0.05)
+        raise RuntimeError("the server wrote no collector statistics")
+
+
+def load_servers(root: Path, options: LoadOptions, datastore: str) -> list[ProbedServer]:
     """The run's servers (not started) with its SVID lifetimes, logging warnings only."""
     port = free_port()
     if options.servers == 1:
@@ -78,9 +115,9 @@ def load_servers(root: Path, options: LoadOptions, datastore: str) -> list[Serve
 
 def _server(
     root: Path, port: int, options: LoadOptions, datastore: str, extra: str
-) -> ServerProcess:
+) -> ProbedServer:
     root.mkdir(exist_ok=True)
-    return ServerProcess(
+    return ProbedServer(
         ServerSettings(
             root=root,
             port=port,
@@ -89,5 +126,6 @@ def _server(
             agent_ttl=f"{options.agent_ttl}s",
             datastore=datastore,
             extra=extra,
-        )
+        ),
+        options.server_collector,
     )

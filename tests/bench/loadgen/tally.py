@@ -19,6 +19,9 @@ import structlog
 
 _NUMBERS = re.compile(r"[0-9a-f]{8,}|\d+")
 
+SLOW = 0.5
+"""Seconds past which a sync is listed with its start time (to see whether slow ones cluster)."""
+
 
 def failure_kind(error: BaseException) -> str:
     """A short, stable name for ``error``: its type and its message with numbers (ports,
@@ -37,9 +40,12 @@ class PhaseTally:
     svids_issued: int = 0
     agents_synced: set[int] = field(default_factory=set)
     agent_renewals: int = 0
+    slow: list[tuple[float, float]] = field(default_factory=list)
+    """``(wall time it started, seconds)`` of each sync slower than :data:`SLOW`."""
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "slow": self.slow,
             "latencies": self.latencies,
             "failures": dict(self.failures),
             "svids_issued": self.svids_issued,

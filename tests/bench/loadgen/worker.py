@@ -8,7 +8,9 @@ answers the run's commands on stdin (see :mod:`loadgen.pipe`):
   index order, counted from the storm's start); answer when each holds all its SVIDs (or was
   refused), with each agent's times; the agents then go on syncing;
 - ``enter`` (``phase``): record into a new phase from now on; answer with the figures of the
-  phase that ended;
+  phase that ended, with the worker's collections and event-loop lag (:mod:`stall_probe`);
+  entering ``settle`` (the storm is over) freezes the heap when the spec's ``collector`` is
+  ``tuned`` (the default; ``cpython`` keeps CPython's thresholds);
 - ``floor`` (``syncs``): the spec's extra ``floor_agent`` starts alone, syncs that many times
   back to back and stops (before the others start: the unloaded floor); answer with its start
   time and its syncs;
@@ -23,6 +25,7 @@ from its own loopback address.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -33,6 +36,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from pyspire.collector import freeze_startup_heap, tune_collector
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.spiffeid import TrustDomain
@@ -41,6 +45,9 @@ from .agent import AgentSettings, SimulatedAgent
 from .pipe import answer
 from .source import SourceBoundLoop
 from .tally import Tally, count_log_events
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stall_probe import StallProbe
 
 
 def load_spec(path: Path, tally: Tally) -> tuple[list[SimulatedAgent], SimulatedAgent | None]:
@@ -68,11 +75,18 @@ class Worker:
     """The agents of this process and the commands that drive them."""
 
     def __init__(
-        self, agents: list[SimulatedAgent], floor_agent: SimulatedAgent | None, tally: Tally
+        self,
+        agents: list[SimulatedAgent],
+        floor_agent: SimulatedAgent | None,
+        tally: Tally,
+        *,
+        collector: str = "tuned",
     ) -> None:
         self.agents = agents
         self.floor_agent = floor_agent
         self.tally = tally
+        self.collector = collector
+        self.probe = StallProbe()
         self._started = 0
         self._all_started = anyio.Event()
 
@@ -105,8 +119,11 @@ class Worker:
 
     def enter(self, phase: str) -> dict[str, Any]:
         ended, figures = self.tally.phase, self.tally.current.as_json()
+        if phase == "settle" and self.collector == "tuned":
+            freeze_startup_heap()  # the storm is over: what the agents hold stays
+        stalls = self.probe.take()
         self.tally.enter(phase)
-        return {"phase": ended, "tally": figures, "at": time.time()}
+        return {"phase": ended, "tally": figures, "at": time.time(), "stalls": stalls}
 
     async def floor(self, syncs: int) -> dict[str, Any]:
         agent = self.floor_agent
@@ -153,6 +170,8 @@ class Worker:
     async def serve(self) -> None:
         """Answer commands until ``stop`` (or the end of stdin). A storm or a burst runs while
         commands are still read, so ``stop`` ends the worker in the middle of one."""
+        self.probe.install()
+        self.probe.watch(asyncio.get_running_loop())
         answer({"ready": len(self.agents)})
         async with anyio.create_task_group() as group:
             while True:
@@ -178,13 +197,19 @@ class Worker:
         answer({"stopped": True})
 
 
-async def main(spec_path: Path) -> None:
+async def main(spec_path: Path, collector: str) -> None:
     tally = Tally()
     count_log_events(tally)
     agents, floor_agent = load_spec(spec_path, tally)
-    await Worker(agents, floor_agent, tally).serve()
+    await Worker(agents, floor_agent, tally, collector=collector).serve()
 
 
 if __name__ == "__main__":
+    spec = Path(sys.argv[1])
+    chosen = json.loads(spec.read_text()).get("collector", "tuned")
+    if chosen == "tuned":
+        tune_collector()
+    else:
+        gc.set_threshold(700, 10, 10)
     with asyncio.Runner(loop_factory=SourceBoundLoop) as runner:
-        runner.run(main(Path(sys.argv[1])))
+        runner.run(main(spec, chosen))

@@ -261,6 +261,12 @@ class StoredSvidCache:
             operations.append(PutSvid(target, entry_id, svid))
         return operations
 
+    def putting(self, operation: PutSvid) -> None:
+        """Record that ``operation`` is about to be tried: its target may hold an SVID from now
+        on, even when the agent stops before the store answers (the plugin may have written
+        it already), so a restart still knows to delete it once its entry is gone."""
+        self._delivered.setdefault(operation.target, None)
+
     def delivered(self, operation: StoreOperation) -> None:
         """Record that ``operation`` succeeded (a delete of nothing stored counts)."""
         if isinstance(operation, PutSvid):

@@ -9,7 +9,9 @@ own SVIDs. A lane wakes when the cache changes and otherwise sleeps until its ne
 Outcomes of one call:
 
 - success: the cache records it (and the targets file is rewritten when the set of targets
-  holding our SVIDs changed);
+  holding our SVIDs changed). A put's target is on file *before* the store is called: an agent
+  stopped after the plugin wrote the SVID but before the call returned still deletes it once
+  its entry is gone;
 - :class:`~pyspire_sdk.errors.InvalidArgumentError`: the store does not understand the entry's
   metadata. A put is not retried until the SVID changes (the next rotation) or the entry is
   corrected; a delete counts as done, as in SPIRE (nothing can have been stored there);
@@ -130,6 +132,10 @@ class SvidStoreDelivery:
         log = log.bind(metadata=list(target.metadata))
         if isinstance(operation, PutSvid):
             log = log.bind(entry_id=operation.entry_id, spiffe_id=str(operation.svid.spiffe_id))
+        if isinstance(operation, PutSvid):
+            # Written ahead: a target is on file before the store is asked to hold anything.
+            self._cache.putting(operation)
+            await self._save_targets()
         try:
             if isinstance(operation, PutSvid):
                 await store.put_x509_svid(operation.svid)
@@ -166,6 +172,9 @@ class SvidStoreDelivery:
 
     async def _record(self, operation: PutSvid | DeleteSvid) -> None:
         self._cache.delivered(operation)
+        await self._save_targets()
+
+    async def _save_targets(self) -> None:
         if self._targets is None:
             return
         try:

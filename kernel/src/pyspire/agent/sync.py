@@ -1,7 +1,8 @@
 """The sync manager: keeps the workload cache in step with what the server authorizes.
 
-Every sync interval (and whenever asked) it fetches the agent's authorized entries, our bundle
-and the bundles of the trust domains those entries federate with, hands them to the
+Every sync interval (each wait shortened by up to :data:`INTERVAL_JITTER` at random, so that
+agents do not sync in step) and whenever asked, it fetches the agent's authorized entries, our
+bundle and the bundles of the trust domains those entries federate with, hands them to the
 :class:`~pyspire.agent.cache.WorkloadCache`, and gets new X509-SVIDs for the entries whose SVID
 is missing, changed, half-way through its life, expired, or signed by an authority the bundle no
 longer trusts. Keys are generated here, on the node, and only CSRs go to the server, in batches.
@@ -34,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_CSR_BATCH",
     "DEFAULT_SYNC_INTERVAL",
+    "INTERVAL_JITTER",
     "RETRY_JITTER",
     "RETRY_START",
     "SyncManager",
@@ -77,6 +79,13 @@ up to the sync interval."""
 
 RETRY_JITTER = 0.2
 """Each retry delay is shortened by a random fraction of itself of up to this much."""
+
+INTERVAL_JITTER = 0.1
+"""Each wait of the sync interval is shortened by a random fraction of it of up to this much
+(SPIRE draws its sync interval with 10 % jitter too). Without it, agents whose syncs ended
+together (a storm of starts, a pause of the server or of a network path) stay in step for good,
+and each such event gathers more of them: the server then answers them in bursts, and the
+last of a burst waits for all the others."""
 
 _log = structlog.get_logger("pyspire.agent.sync")
 
@@ -133,6 +142,11 @@ class SyncManager:
             BackoffPolicy(initial=min(RETRY_START, seconds), maximum=seconds, jitter=RETRY_JITTER),
             rng=rng,
         )
+        self._rng = rng
+        self._intervals = BackoffPolicy(
+            initial=seconds, maximum=seconds, multiplier=1, jitter=INTERVAL_JITTER
+        )
+        self._interval_delay = self._intervals.delay(1, rng)
         self._metrics = metrics if metrics is not None else PrometheusMetrics("pyspire_agent")
         self._retry_delay = 0.0
         self._last_success: datetime | None = None
@@ -153,10 +167,11 @@ class SyncManager:
 
     @property
     def next_delay(self) -> float:
-        """Seconds :meth:`run` waits before the next attempt: the interval, or the retry delay
-        (never longer than the interval)."""
+        """Seconds :meth:`run` waits before the next attempt: the interval shortened by up to
+        :data:`INTERVAL_JITTER` (drawn again after every sync that succeeds), or the retry
+        delay (never longer than the interval)."""
         if self._retries.failures == 0:
-            return self._interval
+            return self._interval_delay
         return self._retry_delay
 
     @property
@@ -286,6 +301,7 @@ class SyncManager:
         if self._retries.failures:
             _log.info("sync with the server restored", failed_attempts=self._retries.failures)
         self._retries.succeeded()
+        self._interval_delay = self._intervals.delay(1, self._rng)
         self._last_success = self._clock.now()
         self._cache.set_server_away(False)
 

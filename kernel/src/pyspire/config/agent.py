@@ -86,7 +86,11 @@ class AgentConfig:
     )
     sync_interval: timedelta = setting(
         default=timedelta(seconds=5),
-        description="How often the agent fetches its authorized entries from the server.",
+        description=(
+            "How often the agent fetches its authorized entries from the server (each wait "
+            "shortened by up to 10 % at random, as SPIRE does, so that agents do not sync in "
+            "step)."
+        ),
     )
     workload_x509_svid_key_type: KeyType = setting(
         default=KeyType.EC_P256, description="Key type of the workload X.509-SVID keys."

@@ -96,13 +96,26 @@ class _CallWatcher(grpclib.protocol.AbstractHandler):
             self._open.discard(stream)
             self._ended()
 
+    def detach(self) -> None:
+        """Stop telling anyone: the callbacks (and what they hold) are let go."""
+        self._started = self._ended = _nothing
+
+
+def _nothing() -> None:
+    return None
+
 
 def watch_calls(
     protocol: asyncio.Protocol, started: Callable[[], None], ended: Callable[[], None]
-) -> None:
+) -> Callable[[], None]:
     """Call ``started`` when a call arrives on the connection of ``protocol`` (a grpclib server
-    protocol not yet connected) and ``ended`` when it is over."""
+    protocol not yet connected) and ``ended`` when it is over, until the function returned is
+    called. The protocol holds the callbacks: whoever owns them (and holds the protocol) calls
+    it once the connection is lost, so the two are not left in a reference cycle that only the
+    garbage collector could free."""
     handler = getattr(protocol, "handler", None)
     if not isinstance(handler, grpclib.protocol.AbstractHandler):
         raise RuntimeError("grpclib server protocol changed: watch_calls needs updating")
-    protocol.handler = _CallWatcher(handler, started, ended)  # type: ignore[attr-defined]
+    watcher = _CallWatcher(handler, started, ended)
+    protocol.handler = watcher  # type: ignore[attr-defined]
+    return watcher.detach

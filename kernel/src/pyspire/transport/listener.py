@@ -23,7 +23,7 @@ import contextlib
 import socket
 import ssl
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,7 @@ class _GuardedConnection(asyncio.Protocol):
         # task resumes: they wait here for grpclib's protocol.
         self._early: list[bytes] = []
         self._early_eof = False
+        self._unwatch: Callable[[], None] | None = None
 
     # -- from the socket -------------------------------------------------------------------
 
@@ -288,7 +289,7 @@ class _GuardedConnection(asyncio.Protocol):
 
     def _begin(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        watch_calls(self._inner, self._call_started, self._call_ended)
+        self._unwatch = watch_calls(self._inner, self._call_started, self._call_ended)
         # grpclib writes each step of an answer on its own: one TLS record and send each.
         self._inner.connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
         self._connected = True
@@ -324,6 +325,11 @@ class _GuardedConnection(asyncio.Protocol):
         if self._connected:
             self._connected = False
             self._inner.connection_lost(exc)
+        if self._unwatch is not None:
+            # Calls still winding down count for nothing now; and grpclib's protocol no
+            # longer holds this one, so it is freed when the transport lets it go.
+            self._unwatch()
+            self._unwatch = None
 
     # -- calls and timers ------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from pyspire.agent.svid_stores import STORE_RETRY, SvidStoreDelivery
 from pyspire.agent.sync import SyncManager
 from pyspire_sdk.backoff import BackoffPolicy
 from pyspire_sdk.errors import UnavailableError
+from pyspire_sdk.plugins.svid_store import StoredSvid
 from pyspire_sdk.testing import FakeClock
 
 from .conftest import eventually
@@ -181,7 +182,7 @@ async def test_delivered_targets_survive_a_restart_and_gone_entries_are_deleted(
     targets = StoredTargetsFile(tmp_path)
     async with running(SvidStoreDelivery(first_run, stores, fake_clock, targets=targets)):
         await syncer.sync_now()
-        await settle(lambda: (tmp_path / FILE_NAME).exists())
+        await settle(lambda: bool(vault.stored) and (tmp_path / FILE_NAME).exists())
     assert (tmp_path / FILE_NAME).stat().st_mode & 0o777 == 0o600
     assert b"PRIVATE" not in (tmp_path / FILE_NAME).read_bytes()
 
@@ -200,6 +201,29 @@ async def test_delivered_targets_survive_a_restart_and_gone_entries_are_deleted(
         await settle(lambda: not vault.stored)
         await settle(lambda: b"name:web" not in (tmp_path / FILE_NAME).read_bytes())
     assert await StoredTargetsFile(tmp_path).load() == ()
+
+
+class _StoresThenHangs(MemorySvidStore):
+    """A store that writes the SVID and then never answers (the agent is stopped meanwhile)."""
+
+    async def put_x509_svid(self, svid: StoredSvid) -> None:
+        await super().put_x509_svid(svid)
+        await asyncio.Event().wait()
+
+
+async def test_a_target_is_on_file_before_the_store_is_asked_to_hold_it(
+    tmp_path: Path, server: FakeServerApi, cache: WorkloadCache, fake_clock: FakeClock
+) -> None:
+    vault = _StoresThenHangs()
+    server.add(entry("web", selectors=["vault:name:web"], store_svid=True))
+    first_run = StoredSvidCache({"vault": vault}, fake_clock)
+    syncer = SyncManager(server, cache, fake_clock, interval=5, stored=first_run)
+    targets = StoredTargetsFile(tmp_path)
+    async with running(SvidStoreDelivery(first_run, {"vault": vault}, fake_clock, targets=targets)):
+        await syncer.sync_now()
+        await settle(lambda: bool(vault.stored))
+    # Stopped while the put was still running: the restart must know what may be stored.
+    assert await StoredTargetsFile(tmp_path).load() == (StoreTarget("vault", ("name:web",)),)
 
 
 async def test_corrupt_targets_file_is_logged_and_ignored(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pyspire.agent.cache import IssuedSvid, StaleReason, WorkloadCache
-from pyspire.agent.sync import SyncManager
+from pyspire.agent.sync import INTERVAL_JITTER, SyncManager
 from pyspire.agent.tainted import TAINT_SPREAD
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
@@ -368,7 +368,7 @@ async def test_retry_delay_doubles_from_one_second_up_to_the_interval_with_jitte
             server.unavailable = False
             await fake_clock.advance(manager.next_delay)
             await eventually(lambda: manager.consecutive_failures == 0)
-            assert manager.next_delay == 5
+            assert 5 * (1 - INTERVAL_JITTER) <= manager.next_delay <= 5
             assert cache.snapshot().server_away is False
         finally:
             task.cancel()
@@ -469,6 +469,20 @@ async def test_run_syncs_every_interval(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert fake_clock.sleepers == 0
+
+
+async def test_each_interval_is_shortened_at_random_so_agents_drift_out_of_step(
+    server: FakeServerApi, cache: WorkloadCache
+) -> None:
+    clock = FakeClock()
+    waits = []
+    for seed in range(2):
+        manager = SyncManager(server, cache, clock, interval=5, rng=random.Random(seed))
+        for _ in range(3):
+            await manager.sync_now()
+            waits.append(manager.next_delay)
+    assert all(5 * (1 - INTERVAL_JITTER) <= wait <= 5 for wait in waits)
+    assert len(set(waits)) == len(waits), "a new draw after every sync, and per agent"
 
 
 async def test_demand_wakes_the_loop(server: FakeServerApi, fake_clock: FakeClock) -> None:

@@ -11,10 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
+
 from pyspire.catalog import Discovery, Side
 from pyspire.cli.flags import add_flag
 from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
+from pyspire.collector import freeze_startup_heap, tune_collector
 from pyspire.config import LoadedConfig, load_agent_config, load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
 from pyspire_sdk.errors import ConfigError
@@ -41,6 +44,8 @@ def _add_server_flags(parser: argparse.ArgumentParser, side: Side) -> None:
 
 
 class _Runtime(Protocol):
+    ready: asyncio.Event
+
     def stop(self) -> None: ...
 
     async def run(self) -> None: ...
@@ -52,7 +57,9 @@ async def _run_in_foreground(
     build: Callable[[LoadedConfig[Any], Discovery], _Runtime],
 ) -> int:
     """Load the configuration (every problem reported), set up logging as it says, build the
-    runtime and run it until SIGINT or SIGTERM asks it to stop."""
+    runtime and run it until SIGINT or SIGTERM asks it to stop. The process's collector
+    follows :mod:`pyspire.collector`: tuned now, what start-up built frozen once ready."""
+    tune_collector()
     try:
         loaded = await asyncio.to_thread(load)
     except ConfigError as error:
@@ -71,11 +78,32 @@ async def _run_in_foreground(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, runtime.stop)
     try:
-        await runtime.run()
+        await _run_freezing_when_ready(runtime)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     return 0
+
+
+async def _freeze_when_ready(ready: asyncio.Event) -> None:
+    await ready.wait()
+    freeze_startup_heap()
+
+
+async def _run_freezing_when_ready(runtime: _Runtime) -> None:
+    """``runtime.run()``, its start-up heap frozen once it is ready; its failure raised as
+    itself."""
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_freeze_when_ready, runtime.ready)
+        try:
+            await runtime.run()
+        except Exception as error:
+            failure = error
+        finally:
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 async def _run_server(args: argparse.Namespace, context: CliContext) -> int:
