@@ -22,14 +22,22 @@ from __future__ import annotations
 __all__ = ["BUNDLE_POLL_INTERVAL", "WORKLOAD_API_TIMEOUT", "SpireUpstreamAuthority"]
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from spiffe import TrustDomain as SpiffeTrustDomain
-from spiffe import WorkloadApiClient
-from spiffe.errors import PySpiffeError
+from cryptography.utils import CryptographyDeprecationWarning
+
+with warnings.catch_warnings():
+    # py-spiffe names DSA in a type alias of its JWT bundles, which cryptography >= 51 warns
+    # about at import; every server that has this plugin installed imports it at start, and
+    # nothing here uses DSA, so the warning would only be noise on every start.
+    warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning)
+    from spiffe import TrustDomain as SpiffeTrustDomain
+    from spiffe import WorkloadApiClient
+    from spiffe.errors import PySpiffeError
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority, X509Authority
 from pyspire_sdk.clock import Clock
