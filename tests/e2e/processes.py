@@ -321,6 +321,28 @@ class ServerProcess(Process):
             )
         return result
 
+    def command(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """What :meth:`cli` does, without a process: the same command line run by the CLI's
+        own code in this process, its streams captured. A CLI process costs about a second of
+        interpreter start-up; tests whose subject is not the executable itself call this (the
+        ``pyspire-server`` executable has its own tests)."""
+        import io
+
+        from pyspire.catalog import Side
+        from pyspire.cli import CliContext, run_cli
+
+        command = [*argv, "-socketPath", str(self.socket_path)]
+        out, err = io.StringIO(), io.StringIO()
+        context = CliContext(side=Side.SERVER, prog=SERVER.name, stdout=out, stderr=err)
+        code = run_cli(command, context)
+        result = subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+        if check and code != 0:
+            raise ProcessError(
+                f"'{' '.join(argv)}' exited {code}\nstdout: {result.stdout}\n"
+                f"stderr: {result.stderr}\nserver log:\n{self.log()}"
+            )
+        return result
+
     def api(self, exchange: Callable[[AdminClient], Awaitable[T]]) -> T:
         """Run ``exchange`` against the admin API, in this process: test set-up calls it
         instead of a CLI process, which costs a second of interpreter start-up a call (the
@@ -396,7 +418,7 @@ class ServerProcess(Process):
 
     def agent_ids(self) -> list[str]:
         """The SPIFFE IDs of the attested agents."""
-        shown = json.loads(self.cli("agent", "list", "-output", "json").stdout)
+        shown = json.loads(self.command("agent", "list", "-output", "json").stdout)
         return sorted(
             f"spiffe://{agent['id']['trust_domain']}{agent['id']['path']}"
             for agent in shown.get("agents", [])
