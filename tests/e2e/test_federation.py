@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from itertools import count
 from pathlib import Path
 
 import pytest
@@ -35,6 +33,7 @@ from processes import (
     AgentSettings,
     ServerProcess,
     ServerSettings,
+    early_in_taint_spread,
     free_port,
     short_temp_dir,
     wait_for,
@@ -42,7 +41,6 @@ from processes import (
 from spiffe import TrustDomain, WorkloadApiClient
 from spiffe.errors import PySpiffeError
 
-from pyspire.agent.tainted import TAINT_SPREAD, TaintSchedule
 from pyspire_sdk.spiffeid import TrustDomain as SdkTrustDomain
 from pyspire_sdk.testing.pki import TestAuthority
 
@@ -52,7 +50,7 @@ DOMAINS = ("alpha.test", "beta.test")
 ROTATION_TIMEOUT = 30.0
 """Activation to the other domain accepting the new SVID: the taint makes the agent re-mint
 at its next sync (1 s here), the workload entry's ID placing it first in the taint spread (see
-:func:`_early_in_taint_spread`)."""
+:func:`processes.early_in_taint_spread`)."""
 
 
 @dataclass
@@ -146,24 +144,7 @@ def _federate(local: Domain, foreign: Domain, root: Path) -> None:
         "-federatesWith",
         foreign.name,
         "-entryID",
-        _early_in_taint_spread(f"{local.name}-workload"),
-    )
-
-
-def _early_in_taint_spread(prefix: str) -> str:
-    """An entry ID whose SVID an agent re-mints in the first hundredth of the taint spread.
-
-    After a taint, each SVID waits for its own moment within ``TAINT_SPREAD`` (10 s), drawn
-    from its entry ID; a server-chosen ID would make the rotation below wait anything up to
-    that for a spread that has one SVID to spread."""
-    schedule = TaintSchedule()
-    seen = datetime(2000, 1, 1, tzinfo=UTC)
-    schedule.observe({b"issuer": True}, seen)
-    early = seen + TAINT_SPREAD / 100
-    return next(
-        entry_id
-        for entry_id in (f"{prefix}-{n}" for n in count())
-        if schedule.due(entry_id, [b"issuer"], early)
+        early_in_taint_spread(f"{local.name}-workload"),
     )
 
 
