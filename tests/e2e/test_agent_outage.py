@@ -111,11 +111,14 @@ def _x509_code(deployment: Deployment) -> str:
 
 
 def _serving(deployment: Deployment) -> list[str] | None:
+    """The SPIFFE IDs of the X509-SVIDs served to the caller (a fetch in this process: polling
+    with a workload process costs an interpreter start a poll); None while there are none."""
     try:
-        ids: list[str] = run_workload(deployment.agent.endpoint, "ids")["spiffe_ids"]
-    except ProcessError:
+        with WorkloadApiClient(deployment.agent.endpoint) as client:
+            svids = client.fetch_x509_svids()
+    except PySpiffeError:
         return None
-    return ids or None
+    return [str(svid.spiffe_id) for svid in svids] or None
 
 
 def test_an_agent_restarted_while_the_server_is_down_serves_its_kept_svids(
