@@ -67,6 +67,29 @@ def short_temp_dir() -> Path:
     return path
 
 
+def early_in_taint_spread(prefix: str) -> str:
+    """An entry ID (``<prefix>-<n>``) whose SVID an agent re-mints in the first hundredth of
+    the taint spread.
+
+    After a taint, each SVID waits for its own moment within the agent's ``TAINT_SPREAD``
+    (10 s), drawn from its entry ID; with a server-chosen ID a test that taints waits anything
+    up to that for a spread that has one SVID to spread."""
+    from datetime import UTC, datetime
+    from itertools import count
+
+    from pyspire.agent.tainted import TAINT_SPREAD, TaintSchedule
+
+    schedule = TaintSchedule()
+    seen = datetime(2000, 1, 1, tzinfo=UTC)
+    schedule.observe({b"issuer": True}, seen)
+    early = seen + TAINT_SPREAD / 100
+    return next(
+        entry_id
+        for entry_id in (f"{prefix}-{n}" for n in count())
+        if schedule.due(entry_id, [b"issuer"], early)
+    )
+
+
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, log: str = "") -> T:
     """Poll ``check`` every 50 ms until it returns something other than None; raise
     :class:`ProcessError` naming ``what`` (with ``log``) when ``timeout`` seconds pass first."""
@@ -321,6 +344,28 @@ class ServerProcess(Process):
             )
         return result
 
+    def command(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """What :meth:`cli` does, without a process: the same command line run by the CLI's
+        own code in this process, its streams captured. A CLI process costs about a second of
+        interpreter start-up; tests whose subject is not the executable itself call this (the
+        ``pyspire-server`` executable has its own tests)."""
+        import io
+
+        from pyspire.catalog import Side
+        from pyspire.cli import CliContext, run_cli
+
+        command = [*argv, "-socketPath", str(self.socket_path)]
+        out, err = io.StringIO(), io.StringIO()
+        context = CliContext(side=Side.SERVER, prog=SERVER.name, stdout=out, stderr=err)
+        code = run_cli(command, context)
+        result = subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+        if check and code != 0:
+            raise ProcessError(
+                f"'{' '.join(argv)}' exited {code}\nstdout: {result.stdout}\n"
+                f"stderr: {result.stderr}\nserver log:\n{self.log()}"
+            )
+        return result
+
     def api(self, exchange: Callable[[AdminClient], Awaitable[T]]) -> T:
         """Run ``exchange`` against the admin API, in this process: test set-up calls it
         instead of a CLI process, which costs a second of interpreter start-up a call (the
@@ -369,8 +414,11 @@ class ServerProcess(Process):
         self.cli("token", "generate", "-ttl", ttl, "-write", str(path))
         return path.read_text().strip()
 
-    def create_entry(self, spiffe_id: str, parent_id: str, *selectors: str) -> None:
-        """Register an entry; raises :class:`ProcessError` when the server refuses it."""
+    def create_entry(
+        self, spiffe_id: str, parent_id: str, *selectors: str, entry_id: str = ""
+    ) -> None:
+        """Register an entry (with ``entry_id``, else one the server chooses); raises
+        :class:`ProcessError` when the server refuses it."""
         from pyspire.proto.gen.spire.api import types as pb
         from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
         from pyspire_sdk.selector import Selector
@@ -381,6 +429,7 @@ class ServerProcess(Process):
             return pb.Spiffeid(trust_domain=parsed.trust_domain.name, path=parsed.path)
 
         entry = pb.Entry(
+            id=entry_id,
             spiffe_id=wire_id(spiffe_id),
             parent_id=wire_id(parent_id),
             selectors=[
@@ -396,7 +445,7 @@ class ServerProcess(Process):
 
     def agent_ids(self) -> list[str]:
         """The SPIFFE IDs of the attested agents."""
-        shown = json.loads(self.cli("agent", "list", "-output", "json").stdout)
+        shown = json.loads(self.command("agent", "list", "-output", "json").stdout)
         return sorted(
             f"spiffe://{agent['id']['trust_domain']}{agent['id']['path']}"
             for agent in shown.get("agents", [])

@@ -4,7 +4,10 @@ other domain's bundle with py-spiffe, and the two do mutual TLS, each accepting 
 SPIFFE ID. One domain's X.509 CA is then really rotated with ``localauthority x509 prepare``,
 ``activate`` and ``taint``: its workload is re-issued an SVID of the new authority, and the other
 domain's workload accepts that SVID in mutual TLS after one refresh of the federated bundle.
-Removing the federation (relationship and bundle) makes the handshake fail."""
+Removing the federation (relationship and bundle) makes the handshake fail.
+
+The servers and agents are real processes; the CLI's commands run in the test's process
+(:meth:`ServerProcess.command`), which spares an interpreter start per command."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from processes import (
     AgentSettings,
     ServerProcess,
     ServerSettings,
+    early_in_taint_spread,
     free_port,
     short_temp_dir,
     wait_for,
@@ -44,7 +49,8 @@ pytestmark = pytest.mark.slow
 DOMAINS = ("alpha.test", "beta.test")
 ROTATION_TIMEOUT = 30.0
 """Activation to the other domain accepting the new SVID: the taint makes the agent re-mint
-within 10 s of its next sync (1 s here)."""
+at its next sync (1 s here), the workload entry's ID placing it first in the taint spread (see
+:func:`processes.early_in_taint_spread`)."""
 
 
 @dataclass
@@ -91,10 +97,13 @@ def domains() -> Iterator[tuple[Domain, Domain]]:
     root = short_temp_dir()
     for name in DOMAINS:
         (root / name).mkdir()
-    started: list[Domain] = []
+    # The two domains start side by side: each start is mostly waiting for a process.
+    with ThreadPoolExecutor(len(DOMAINS)) as pool:
+        starts = [pool.submit(_start, root, name) for name in DOMAINS]
+    started = [start.result() for start in starts if start.exception() is None]
     try:
-        for name in DOMAINS:
-            started.append(_start(root, name))
+        for start in starts:
+            start.result()  # the first failure, once every domain started has its stop
         yield started[0], started[1]
     finally:
         for domain in started:
@@ -106,8 +115,8 @@ def domains() -> Iterator[tuple[Domain, Domain]]:
 def _federate(local: Domain, foreign: Domain, root: Path) -> None:
     """``local`` fetches ``foreign``'s bundle from its endpoint, bootstrapped by hand."""
     bootstrap = root / f"{foreign.name}.json"
-    bootstrap.write_text(foreign.server.cli("bundle", "show", "-format", "spiffe").stdout)
-    local.server.cli(
+    bootstrap.write_text(foreign.server.command("bundle", "show", "-format", "spiffe").stdout)
+    local.server.command(
         "federation",
         "create",
         "-trustDomain",
@@ -121,9 +130,9 @@ def _federate(local: Domain, foreign: Domain, root: Path) -> None:
         "-trustDomainBundleFormat",
         "spiffe",
     )
-    local.server.cli("federation", "refresh", "-id", foreign.name)
+    local.server.command("federation", "refresh", "-id", foreign.name)
     agent_id = local.server.agent_ids()[0]
-    local.server.cli(
+    local.server.command(
         "entry",
         "create",
         "-spiffeID",
@@ -134,6 +143,8 @@ def _federate(local: Domain, foreign: Domain, root: Path) -> None:
         f"unix:uid:{os.getuid()}",
         "-federatesWith",
         foreign.name,
+        "-entryID",
+        early_in_taint_spread(f"{local.name}-workload"),
     )
 
 
@@ -247,9 +258,9 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
     # Alpha's refresh is asked for rather than waited for: refresh intervals are never shorter
     # than a minute (as SPIRE), whatever hint the endpoint serves.
     old = _local_x509_authorities(beta)["active"]
-    beta.server.cli("localauthority", "x509", "prepare")
+    beta.server.command("localauthority", "x509", "prepare")
     new = _local_x509_authorities(beta)["prepared"]
-    alpha.server.cli("federation", "refresh", "-id", beta.name)
+    alpha.server.command("federation", "refresh", "-id", beta.name)
     wait_for(
         "alpha's workload to receive beta's prepared authority",
         lambda: True if _foreign_root_count(alpha, beta.name) == 2 else None,
@@ -258,9 +269,9 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
     # Activation and the taint of the old authority make beta's agent re-mint its workload's
     # SVID under the new authority, which alpha's workload accepts at once; beta's endpoint,
     # now serving an SVID of the new authority, still authenticates.
-    beta.server.cli("localauthority", "x509", "activate", "-authorityID", new)
+    beta.server.command("localauthority", "x509", "activate", "-authorityID", new)
     activated_at = time.monotonic()
-    beta.server.cli("localauthority", "x509", "taint", "-authorityID", old)
+    beta.server.command("localauthority", "x509", "taint", "-authorityID", old)
     a, b = wait_for(
         "alpha's workload to accept beta's SVID of the new authority",
         lambda: _accepted_after_rotation(alpha, beta, new),
@@ -271,11 +282,11 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
     print(f"\nactivation to the federated workload accepting the new SVID: {elapsed:.2f} s")
     assert _issuer_id(b) == new != old
     assert elapsed < ROTATION_TIMEOUT
-    alpha.server.cli("federation", "refresh", "-id", beta.name)
+    alpha.server.command("federation", "refresh", "-id", beta.name)
 
     # Alpha ends the federation: its workload loses beta's bundle and the handshake fails.
-    alpha.server.cli("federation", "delete", "-id", beta.name)
-    alpha.server.cli("bundle", "delete", "-id", beta.name, "-mode", "dissociate")
+    alpha.server.command("federation", "delete", "-id", beta.name)
+    alpha.server.command("bundle", "delete", "-id", beta.name, "-mode", "dissociate")
     wait_for(
         "alpha's workload to lose beta's bundle",
         lambda: True if _credentials(alpha, beta.name) is None else None,
@@ -288,7 +299,7 @@ def test_workloads_of_two_trust_domains_do_mutual_tls(domains: tuple[Domain, Dom
 
 def _local_x509_authorities(domain: Domain) -> dict[str, str]:
     """The authority IDs of the server's X.509 slots: ``active``, ``prepared``, ``old``."""
-    out = domain.server.cli("localauthority", "x509", "show", "-output", "json").stdout
+    out = domain.server.command("localauthority", "x509", "show", "-output", "json").stdout
     document = json.loads(out)
     return {name: document[name]["authority_id"] for name in ("active", "prepared", "old")}
 
@@ -392,7 +403,7 @@ def test_https_web_profile_and_a_tampered_bundle() -> None:
     try:
         alpha.start()
         beta.start(env={"SSL_CERT_FILE": str(root / "web-ca.pem")})
-        beta.cli(
+        beta.command(
             "federation",
             "create",
             "-trustDomain",
@@ -402,9 +413,9 @@ def test_https_web_profile_and_a_tampered_bundle() -> None:
             "-bundleEndpointProfile",
             "https_web",
         )
-        beta.cli("federation", "refresh", "-id", "alpha.test")
-        fetched = beta.cli("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
-        served = alpha.cli("bundle", "show", "-format", "spiffe").stdout
+        beta.command("federation", "refresh", "-id", "alpha.test")
+        fetched = beta.command("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
+        served = alpha.command("bundle", "show", "-format", "spiffe").stdout
         assert json.loads(fetched)["keys"] == json.loads(served)["keys"]
 
         # An endpoint serving a tampered document (two certificates in one x5c): refused, and
@@ -414,7 +425,7 @@ def test_https_web_profile_and_a_tampered_bundle() -> None:
         fake_port, stop_fake = _serve_https(
             root / "web.crt", root / "web.key", json.dumps(document).encode()
         )
-        beta.cli(
+        beta.command(
             "federation",
             "update",
             "-trustDomain",
@@ -424,10 +435,10 @@ def test_https_web_profile_and_a_tampered_bundle() -> None:
             "-bundleEndpointProfile",
             "https_web",
         )
-        refused = beta.cli("federation", "refresh", "-id", "alpha.test", check=False)
+        refused = beta.command("federation", "refresh", "-id", "alpha.test", check=False)
         assert refused.returncode == 1
         assert "refused the bundle served" in refused.stderr
-        kept = beta.cli("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
+        kept = beta.command("bundle", "list", "-id", "alpha.test", "-format", "spiffe").stdout
         assert kept == fetched
     finally:
         if stop_fake is not None:

@@ -1,10 +1,11 @@
 """Forced rotation with real processes: a server, an agent and a py-spiffe workload while an
-operator runs ``localauthority`` through the CLI. The X.509 authority is prepared, activated,
-tainted and revoked, then the JWT authority likewise; throughout, every fetch of the workload
-returns a valid SVID that chains to an authority of the bundle it came with, within 30 s of the
-taint that SVID chains to an untainted authority, and after the revocation the old authority is
-gone from the bundle the workload sees. X509-SVIDs live an hour, so only the taint makes the
-agent replace them.
+operator runs ``localauthority`` through the CLI (in the test's process:
+:meth:`ServerProcess.command`). The X.509 authority is prepared, activated, tainted and revoked,
+then the JWT authority likewise; throughout, every fetch of the workload returns a valid SVID
+that chains to an authority of the bundle it came with, within 30 s of the taint that SVID
+chains to an untainted authority, and after the revocation the old authority is gone from the
+bundle the workload sees. X509-SVIDs live an hour, so only the taint makes the agent replace
+them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from processes import (
     AgentSettings,
     Deployment,
     ServerSettings,
+    early_in_taint_spread,
     free_port,
     short_temp_dir,
     wait_for,
@@ -43,12 +45,32 @@ def deployment() -> Iterator[Deployment]:
     deployed = Deployment.start(
         ServerSettings(root=root, port=port, ca_ttl="24h", default_x509_svid_ttl="1h"),
         AgentSettings(root=root, server_port=port, bootstrap_bundle=root / "bootstrap.pem"),
-        [(WEB, [f"unix:uid:{os.getuid()}"])],
     )
     try:
+        # An ID early in the agent's taint spread: the re-mint after the taint comes at the
+        # next sync rather than anywhere in the spread's 10 s.
+        deployed.server.create_entry(
+            WEB,
+            deployed.agent_id,
+            f"unix:uid:{os.getuid()}",
+            entry_id=early_in_taint_spread("web"),
+        )
+        wait_for("the workload's first svid", lambda: _issued(deployed), 20, deployed.logs())
         yield deployed
     finally:
         deployed.stop()
+
+
+def _issued(deployment: Deployment) -> bool | None:
+    from spiffe import WorkloadApiClient
+    from spiffe.errors import PySpiffeError
+
+    try:
+        with WorkloadApiClient(socket_path=deployment.agent.endpoint) as client:
+            client.fetch_x509_svid()
+    except PySpiffeError:
+        return None
+    return True
 
 
 def _key_id(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> str:
@@ -102,13 +124,13 @@ class Workload:
 
 
 def _show(deployment: Deployment, kind: str) -> dict[str, str]:
-    out = deployment.server.cli("localauthority", kind, "show", "-output", "json").stdout
+    out = deployment.server.command("localauthority", kind, "show", "-output", "json").stdout
     document = json.loads(out)
     return {name: document[name]["authority_id"] for name in ("active", "prepared", "old")}
 
 
 def _bundle_marks(deployment: Deployment, field: str) -> list[bool]:
-    document = json.loads(deployment.server.cli("bundle", "show", "-output", "json").stdout)
+    document = json.loads(deployment.server.command("bundle", "show", "-output", "json").stdout)
     return [bool(authority["tainted"]) for authority in document[field]]
 
 
@@ -120,12 +142,12 @@ def test_x509_prepare_activate_taint_revoke_keeps_the_workload_served(
         old = _show(deployment, "x509")["active"]
         wait_for("a first SVID", lambda: workload.fetch()[0] == old or None, 20, server.log())
 
-        server.cli("localauthority", "x509", "prepare")
+        server.command("localauthority", "x509", "prepare")
         new = _show(deployment, "x509")["prepared"]
-        server.cli("localauthority", "x509", "activate", "-authorityID", new)
+        server.command("localauthority", "x509", "activate", "-authorityID", new)
         assert _show(deployment, "x509") == {"active": new, "prepared": "", "old": old}
 
-        server.cli("localauthority", "x509", "taint", "-authorityID", old)
+        server.command("localauthority", "x509", "taint", "-authorityID", old)
         tainted_at = time.monotonic()
         assert sorted(_bundle_marks(deployment, "x509_authorities")) == [False, True]
         wait_for(
@@ -135,8 +157,11 @@ def test_x509_prepare_activate_taint_revoke_keeps_the_workload_served(
             deployment.logs(),
         )
         assert time.monotonic() - tainted_at < REISSUE_TIMEOUT
+        # The agent's own SVID, of the tainted authority too, is renewed at its next rotation
+        # check (every 5 s): revoked before that, the server would no longer trust the agent.
+        deployment.agent.wait_for_log("agent SVID renewed", REISSUE_TIMEOUT)
 
-        server.cli("localauthority", "x509", "revoke", "-authorityID", old)
+        server.command("localauthority", "x509", "revoke", "-authorityID", old)
         wait_for(
             "a bundle without the revoked authority",
             lambda: workload.fetch() == (new, {new}) or None,
@@ -162,11 +187,11 @@ def test_jwt_prepare_activate_taint_revoke_drops_tokens_of_the_tainted_key(
 
         old = _show(deployment, "jwt")["active"]
         assert kid() == old
-        server.cli("localauthority", "jwt", "prepare")
+        server.command("localauthority", "jwt", "prepare")
         new = _show(deployment, "jwt")["prepared"]
-        server.cli("localauthority", "jwt", "activate", "-authorityID", new)
-        server.cli("localauthority", "jwt", "taint", "-authorityID", old)
+        server.command("localauthority", "jwt", "activate", "-authorityID", new)
+        server.command("localauthority", "jwt", "taint", "-authorityID", old)
         wait_for("a JWT-SVID of the new key", lambda: kid() == new or None, 20, deployment.logs())
-        server.cli("localauthority", "jwt", "revoke", "-authorityID", old)
+        server.command("localauthority", "jwt", "revoke", "-authorityID", old)
         assert _bundle_marks(deployment, "jwt_authorities") == [False]
         assert kid() == new
