@@ -18,6 +18,10 @@ Two servers run in turn, each in its own process, each measured from its own flo
   few seconds), and the sync latency (p50, p99, max) is printed with the collector's pauses
   during that load (count, p99, max; the longest per generation).
 
+With ``--loop uvloop`` (see :mod:`event_loops`), both servers run on uvloop: its own TLS
+transport keeps its own read buffers (the listener's shared 16 KiB buffer is asyncio's TLS
+layer's alone), so the echo floor is then uvloop's TLS echo, as it comes.
+
 For each count, the resident memory growth over the process's floor per connection is printed
 for both servers, and pyspire's as a ratio to the echo server's. The file-descriptor limit of
 this process (and so of both servers) is raised to its hard limit first. Nothing is asserted:
@@ -60,6 +64,7 @@ from pyspire_sdk.testing import make_host_services
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
+from event_loops import loop_environment
 from processes import (
     TRUST_DOMAIN,
     ProcessError,
@@ -245,7 +250,9 @@ async def echo_connections(
     await gather_bounded([one for _ in range(count)])
 
 
-async def measure_echo(folder: Path, counts: Sequence[int], lean: bool) -> dict[int, float]:
+async def measure_echo(
+    folder: Path, counts: Sequence[int], lean: bool, loop: str = "asyncio"
+) -> dict[int, float]:
     """KiB per connection for each count, over the echo server's floor."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -254,6 +261,7 @@ async def measure_echo(folder: Path, counts: Sequence[int], lean: bool) -> dict[
         str(folder),
         *(["--lean"] if lean else []),
         stdout=asyncio.subprocess.PIPE,
+        env=loop_environment(loop),
     )
     assert process.stdout is not None
     try:
@@ -282,13 +290,16 @@ async def measure_echo(folder: Path, counts: Sequence[int], lean: bool) -> dict[
 class ProbedServer(ServerProcess):
     """``pyspire-server run`` started through ``gc_pauses.py``."""
 
-    def __init__(self, settings: ServerSettings, thresholds: str = "") -> None:
+    def __init__(
+        self, settings: ServerSettings, thresholds: str = "", loop: str = "asyncio"
+    ) -> None:
         super().__init__(settings)
         self.gc_stats = settings.root / "gc.json"
         self.thresholds = thresholds
+        self.loop = loop
 
     def launch(self, env: Any = None) -> None:
-        environment = dict(os.environ)
+        environment = loop_environment(self.loop)
         if self.thresholds:
             environment["PYSPIRE_BENCH_GC_THRESHOLDS"] = self.thresholds
         self.spawn(
@@ -467,10 +478,10 @@ async def measure_server(
 
 
 def start_server(
-    root: Path, entries: int, thresholds: str = ""
+    root: Path, entries: int, thresholds: str = "", loop: str = "asyncio"
 ) -> tuple[ProbedServer, AgentIdentity]:
     settings = ServerSettings(root=root, port=free_port(), log_level="WARN")
-    server = ProbedServer(settings, thresholds)
+    server = ProbedServer(settings, thresholds, loop)
     server.start()
     agent_id, identity = asyncio.run(
         attest(server.settings.port, server.generate_token(), root / "agent")
@@ -491,19 +502,23 @@ def main(argv: list[str] | None = None) -> int:
         "--thresholds", default="", help="collector thresholds a,b,c instead of the server's"
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the echo server")
+    parser.add_argument(
+        "--loop", default="asyncio", help="the servers' event loop: asyncio, uvloop"
+    )
     parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.echo_server is not None:
         asyncio.run(echo_server(args.echo_server, args.lean))
         return 0
+    loop_environment(args.loop)  # an unknown loop fails here, before any server starts
     counts = sorted(int(count) for count in args.connections.split(","))
     hard = raise_fd_limit()
     lean_client_buffers()
     print(f"file descriptor limit raised to {hard}; counts {counts}")
     root = short_temp_dir()
     (root / "agent").mkdir()
-    server, identity = start_server(root, args.entries, args.thresholds)
+    server, identity = start_server(root, args.entries, args.thresholds, args.loop)
     try:
         bind_sources(sources())
         pyspire = asyncio.run(measure_server(server, identity, counts, args.entries, args.syncs))
@@ -518,8 +533,16 @@ def main(argv: list[str] | None = None) -> int:
     echo_folder = root / "echo"
     echo_folder.mkdir()
     write_echo_credentials(echo_folder)
+    default = asyncio.run(measure_echo(echo_folder, counts, lean=False, loop=args.loop))
+    if args.loop != "asyncio":
+        for count in counts:
+            print(
+                f"{count} connections on {args.loop}: pyspire-server {pyspire[count]:.1f} KiB "
+                f"per connection; floor (TLS echo on {args.loop}) {default[count]:.1f} KiB, "
+                f"{pyspire[count] / default[count]:.2f}x the floor"
+            )
+        return 0
     lean = asyncio.run(measure_echo(echo_folder, counts, lean=True))
-    default = asyncio.run(measure_echo(echo_folder, counts, lean=False))
     for count in counts:
         print(
             f"{count} connections: pyspire-server {pyspire[count]:.1f} KiB per connection; "

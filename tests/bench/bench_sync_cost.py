@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python tests/bench/bench_sync_cost.py`` (20 agents of
 20 entries each, 5 blocks of 40 rounds; ``--agents``, ``--entries``, ``--blocks``, ``--rounds``
-to change them).
+to change them; ``--loops asyncio,uvloop`` to run both servers on each event loop, see below).
 
 **Server CPU per sync.** A real ``pyspire-server`` (SQLite datastore, disk key manager) is
 started and ``--agents`` agents attest with join tokens through the agent's own client
@@ -20,6 +20,12 @@ context (mutual TLS, one connection per client, as many clients as agents). That
 call costs before pyspire does anything. The floor's blocks, the one-call blocks and the
 two-call blocks are taken in turn and each figure is the median of its blocks, so that a
 shared machine's changing load weighs on all three alike.
+
+**Event loops.** With ``--loops asyncio,uvloop`` (see :mod:`event_loops`), a second
+pyspire-server (a copy of the first one's data directory, so the same CA, agents and entries)
+and a second empty server run on uvloop, and every block of every kind is taken on each loop in
+turn; the figures of each loop are printed against its own floor, then uvloop's against
+asyncio's.
 
 **Agent decode.** A SyncAuthorizedEntries reply of 1,000 entries (encoded by the server's
 encoder) is read the way the agent reads it: cold (an agent that holds nothing: every entry
@@ -57,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_restart_sync import AgentCredentials, attest, write_entries
 from empty_grpc_server import EMPTY_CALL
+from event_loops import loop_environment
 from grpclib.client import Channel
 from processes import (
     ProcessError,
@@ -139,19 +146,22 @@ async def sync_twice(client: ServerClient, expected: int) -> None:
 class EmptyServer:
     """``empty_grpc_server.py`` in its own process, and clients of it presenting an SVID."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, loop: str = "asyncio") -> None:
         authority = TestAuthority(TD)
         server_svid = authority.issue(SpiffeId.from_segments(TD, "spire", "server"))
         self._client_svid = authority.issue(SpiffeId.from_segments(TD, "spire", "agent", "x"))
         self._bundle = [authority.der]
-        directory = root / "empty-server"
+        directory = root / f"empty-server-{loop}"
         directory.mkdir()
         (directory / "chain.der").write_bytes(server_svid.cert_chain[0])
         (directory / "key.der").write_bytes(server_svid.private_key)
         (directory / "bundle.der").write_bytes(authority.der)
         script = Path(__file__).resolve().parent / "empty_grpc_server.py"
         self.process = subprocess.Popen(
-            [sys.executable, str(script), str(directory)], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), str(directory)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=loop_environment(loop),
         )
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
@@ -198,23 +208,26 @@ async def server_cpu(
 
 async def measure(
     credentials: list[AgentCredentials],
-    port: int,
-    pid: int,
-    empty: EmptyServer,
+    servers: dict[str, tuple[int, int, EmptyServer]],
     args: argparse.Namespace,
 ) -> dict[str, float]:
     """Server CPU seconds per steady-state sync, one call (pyspire's agent) and two (SPIRE's
-    way), and the empty server's per empty call: the median of ``args.blocks`` blocks of
-    ``args.rounds`` rounds each, the three taken in turn so that the machine's load weighs on
-    each alike."""
-    clients = [agent.client(port) for agent in credentials]
-    channels = [empty.channel() for _ in credentials]
+    way), and the empty server's per empty call, for each event loop of ``servers`` (the
+    pyspire-server's port and pid, and the empty server, by loop): the median of
+    ``args.blocks`` blocks of ``args.rounds`` rounds each, every kind on every loop taken in
+    turn so that the machine's load weighs on each alike. Keys are ``<kind>-<loop>``."""
     entries = args.entries
-    kinds: dict[str, tuple[int, list[Any], Callable[[Any], Awaitable[None]]]] = {
-        "floor": (empty.process.pid, channels, empty_call),
-        "one": (pid, clients, lambda c: sync_once(c, entries)),
-        "two": (pid, clients, lambda c: sync_twice(c, entries)),
-    }
+    clients: list[ServerClient] = []
+    channels: list[Channel] = []
+    kinds: dict[str, tuple[int, list[Any], Callable[[Any], Awaitable[None]]]] = {}
+    for loop, (port, pid, empty) in servers.items():
+        loop_clients = [agent.client(port) for agent in credentials]
+        loop_channels = [empty.channel() for _ in credentials]
+        clients += loop_clients
+        channels += loop_channels
+        kinds[f"floor-{loop}"] = (empty.process.pid, loop_channels, empty_call)
+        kinds[f"one-{loop}"] = (pid, loop_clients, lambda c: sync_once(c, entries))
+        kinds[f"two-{loop}"] = (pid, loop_clients, lambda c: sync_twice(c, entries))
     try:
         await asyncio.gather(*(sync_once(client, entries) for client in clients))
         await asyncio.gather(*(empty_call(channel) for channel in channels))
@@ -278,15 +291,16 @@ def google_class(full_name: str) -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
 
 
-def run_server(args: argparse.Namespace) -> dict[str, float]:
+def run_server(args: argparse.Namespace, loops: list[str]) -> dict[str, float]:
     """Server CPU seconds per steady-state sync (``one`` call, ``two`` calls) and the empty
-    server's per empty call (``floor``), see :func:`measure`."""
+    server's per empty call (``floor``) on each of ``loops``, see :func:`measure`."""
     root = short_temp_dir()
     settings = ServerSettings(root=root, port=free_port(), log_level="WARN")
     server = ServerProcess(settings)
-    empty: EmptyServer | None = None
+    servers: dict[str, ServerProcess] = {}
+    empties: list[EmptyServer] = []
     try:
-        server.start()
+        server.start(loop_environment(loops[0]))
         attested = []
         for number in range(args.agents):
             if number:
@@ -300,20 +314,35 @@ def run_server(args: argparse.Namespace) -> dict[str, float]:
             for entry in make_entries(args.entries, agent_id, f"a{number}")
         ]
         asyncio.run(write_entries(settings.database_path, entries))
-        server.start()
-        empty = EmptyServer(root)
+        servers[loops[0]] = server
+        for loop in loops[1:]:
+            # The same data directory (CA, agents, entries) under another root and port.
+            copy = ServerSettings(root=root / loop, port=free_port(), log_level="WARN")
+            copy.root.mkdir()
+            shutil.copytree(settings.database_path.parent, copy.database_path.parent)
+            servers[loop] = ServerProcess(copy)
+        for loop, process in servers.items():
+            process.start(loop_environment(loop))
+            empties.append(EmptyServer(root, loop))
         figures = asyncio.run(
             measure(
-                [credentials for _, credentials in attested], settings.port, server.pid, empty, args
+                [credentials for _, credentials in attested],
+                {
+                    loop: (process.settings.port, process.pid, empty)
+                    for (loop, process), empty in zip(servers.items(), empties, strict=True)
+                },
+                args,
             )
         )
     except ProcessError as error:
         print(f"benchmark failed: {error}\nserver log:\n{server.log()[-4000:]}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
-        if empty is not None:
+        for empty in empties:
             empty.stop()
         server.kill()
+        for process in servers.values():
+            process.kill()
         shutil.rmtree(root, ignore_errors=True)
     return figures
 
@@ -327,26 +356,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-entries", type=int, default=1000, help="entries per reply")
     parser.add_argument("--runs", type=int, default=20, help="timed decode runs (best kept)")
     parser.add_argument("--skip-server", action="store_true", help="only the agent decode")
+    parser.add_argument(
+        "--loops", default="asyncio", help="event loops the servers run on: asyncio,uvloop"
+    )
     args = parser.parse_args(argv)
+    loops = args.loops.split(",")
+    for loop in loops:
+        loop_environment(loop)  # an unknown loop fails here, before any server starts
 
     # The decode first, in a fresh process: the server part leaves objects the collector
     # would walk during a cold read, which says more about that part than about the reader.
     decode = measure_decode(args.decode_entries, args.runs)
     if not args.skip_server:
-        figures = run_server(args)
-        floor = figures["floor"]
+        figures = run_server(args, loops)
         print(
             f"server CPU per steady-state sync ({args.agents} agents x {args.entries} entries, "
             f"median of {args.blocks} blocks of {args.agents * args.rounds} calls or syncs)"
         )
-        print(f"  floor: empty gRPC call, same TLS {floor * 1e3:7.3f} ms")
-        for label, per_sync in (
-            ("one call (bundles digest same)", figures["one"]),
-            ("two calls (+ GetBundle, SPIRE)", figures["two"]),
-        ):
+        for loop in loops:
+            floor = figures[f"floor-{loop}"]
+            print(f"  on {loop}")
+            print(f"    floor: empty gRPC call, same TLS {floor * 1e3:7.3f} ms")
+            for label, per_sync in (
+                ("one call (bundles digest same)", figures[f"one-{loop}"]),
+                ("two calls (+ GetBundle, SPIRE)", figures[f"two-{loop}"]),
+            ):
+                print(
+                    f"    {label:<32} {per_sync * 1e3:7.3f} ms  "
+                    f"{per_sync / floor:5.2f}x floor  (aim: {SERVER_AIM_MS:g} ms)"
+                )
+        first = loops[0]
+        for loop in loops[1:]:
             print(
-                f"  {label:<32} {per_sync * 1e3:7.3f} ms  "
-                f"{per_sync / floor:5.1f}x floor  (aim: {SERVER_AIM_MS:g} ms)"
+                f"  {loop} / {first}: "
+                + ", ".join(
+                    f"{kind} {figures[f'{kind}-{loop}'] / figures[f'{kind}-{first}']:.2f}x"
+                    for kind in ("floor", "one", "two")
+                )
+                + f"; {loop}'s one call / {first}'s floor "
+                f"{figures[f'one-{loop}'] / figures[f'floor-{first}']:.2f}x"
             )
 
     floor = decode["floor"]

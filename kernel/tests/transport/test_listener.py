@@ -487,3 +487,19 @@ async def test_lean_tls_read_buffer_refuses_a_transport_without_a_tls_layer() ->
     finally:
         transport.close()
         other.close()
+
+
+async def test_lean_tls_read_buffer_leaves_another_loops_tls_layer_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an event loop other than asyncio's selector loop (uvloop's, whose TLS layer keeps its
+    own buffers), the function does nothing rather than refuse."""
+    one, other = socket.socketpair()
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, one)
+    monkeypatch.setattr(asyncio, "get_running_loop", object)  # not a selector loop
+    try:
+        lean_tls_read_buffer(transport)
+    finally:
+        monkeypatch.undo()
+        transport.close()
+        other.close()

@@ -25,7 +25,7 @@ import ssl
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpclib.server
 import structlog
@@ -99,7 +99,10 @@ def lean_tls_read_buffer(raw: asyncio.Transport) -> None:
     serves every connection. Scheduled with ``call_soon`` just before ``loop.start_tls``, this
     runs once the TLS layer is the transport's protocol and before it reads. The one use of
     asyncio's private attributes: an upgrade that changes them fails this function's test.
+    Another event loop's TLS layer (uvloop's) keeps its own buffers: it is left as it is.
     """
+    if not isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop):
+        return
     protocol = raw.get_protocol()
     if not isinstance(protocol, asyncio.sslproto.SSLProtocol) or not hasattr(
         protocol, "_ssl_buffer"
@@ -234,8 +237,9 @@ class _GuardedConnection(asyncio.Protocol):
 
     # -- from the socket -------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # A stream transport: uvloop's have asyncio.Transport's methods but not its class.
+        transport = cast(asyncio.Transport, base)
         listener = self._listener
         if listener.closing:
             transport.abort()
