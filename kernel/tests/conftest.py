@@ -10,10 +10,11 @@ listener's test states only where to send them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,3 +153,16 @@ class RawGrpc:
 def raw_grpc() -> RawGrpc:
     """:class:`RawGrpc`, for tests in any folder (test packages cannot import each other)."""
     return RawGrpc()
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_found() -> Iterator[None]:
+    """A command run in-process (``pyspire-server run`` through ``main``) applies the server's
+    collector policy to the test process; later tests in the same process get CPython's back,
+    so none of them depends on what ran before it."""
+    thresholds = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    yield
+    gc.set_threshold(*thresholds)
+    if gc.get_freeze_count() != frozen:
+        gc.unfreeze()
