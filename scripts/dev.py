@@ -55,6 +55,23 @@ def run(*command: str | Path, **options: object) -> None:
         sys.exit(result.returncode)
 
 
+def run_form(usage: str, argv: list[str], *pytest_args: str) -> None:
+    """What the scripts of full forms share: ``--quick`` for the quick form (the test suite's),
+    ``-h`` for ``usage``, ``.venv`` set up, then pytest with ``pytest_args`` and the rest of
+    ``argv``, the form in the long tests' one switch (``tests/e2e/forms.py``)."""
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    from forms import FORM_ENV
+
+    form = "full"
+    if argv[:1] == ["--quick"]:
+        form = "quick"
+        argv = argv[1:]
+    if argv[:1] in (["-h"], ["--help"]):
+        sys.exit(usage)
+    setup()
+    run(BIN / "pytest", *pytest_args, *argv, env={**os.environ, FORM_ENV: form})
+
+
 def setup() -> None:
     """Create .venv and install the workspace into it, unless it is already current."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this script must explain itself on old Pythons

@@ -14,30 +14,16 @@ Like ``scripts/dev.py``, it sets up ``.venv`` first when needed.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dev import BIN, run, setup  # noqa: E402 - the script's folder is on the path only now
-
-FORM_ENV = "PYSPIRE_TEST_FORM"
-"""Read by ``tests/e2e/forms.py``."""
-
-
-def main(argv: list[str]) -> None:
-    form = "full"
-    if argv[:1] == ["--quick"]:
-        form = "quick"
-        argv = argv[1:]
-    if argv[:1] in (["-h"], ["--help"]):
-        sys.exit(__doc__)
-    setup()
-    command = [BIN / "pytest", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
-    run(*command, "-m", "quick_form", *argv, env={**os.environ, FORM_ENV: form})
-
+from dev import run_form
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_form(
+        __doc__ or "",
+        sys.argv[1:],
+        *("-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", "-m", "quick_form"),
+    )

@@ -14,30 +14,14 @@ its figures; the run ends with all of them in a "reliability figures" section. L
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "reliability"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dev import BIN, run, setup  # noqa: E402 - the script's folder is on the path only now
-from figures import FORM_ENV  # noqa: E402
+from dev import run_form
 
 SCENARIOS = "tests/reliability"
 
-
-def main(argv: list[str]) -> None:
-    form = "full"
-    if argv[:1] == ["--quick"]:
-        form = "quick"
-        argv = argv[1:]
-    if argv[:1] in (["-h"], ["--help"]):
-        sys.exit(__doc__)
-    setup()
-    run(BIN / "pytest", SCENARIOS, *argv, env={**os.environ, FORM_ENV: form})
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_form(__doc__ or "", sys.argv[1:], SCENARIOS)

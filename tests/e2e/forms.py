@@ -1,9 +1,9 @@
 """Quick and full forms of the long end-to-end tests.
 
 A long scenario runs in the test suite in a quick form (fewer rounds, fewer checks) that can
-still fail for the defect it is about, and in its full form through ``scripts/long_tests.py``,
-which sets :data:`FORM_ENV` and selects the tests marked ``quick_form``. The reliability
-scenarios keep their own switch (``tests/reliability/figures.py``, ``scripts/reliability.py``).
+still fail for the defect it is about, and in its full form through a script that sets
+:data:`FORM_ENV`: ``scripts/long_tests.py`` for the tests marked ``quick_form``,
+``scripts/reliability.py`` for the reliability scenarios of ``tests/reliability``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from typing import TypeVar
 
 FORM_ENV = "PYSPIRE_TEST_FORM"
-"""``quick`` (the default, run by the test suite) or ``full`` (run by scripts/long_tests.py)."""
+"""``quick`` (the default, run by the test suite) or ``full`` (set by the scripts above)."""
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 and the terminal summary section that repeats every scenario's figures.
 
 Every scenario module is marked ``reliability`` and ``slow``; its quick or full form comes from
-``PYSPIRE_RELIABILITY_FORM`` (see :mod:`figures`).
+``PYSPIRE_TEST_FORM`` (see ``tests/e2e/forms.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from figures import Figures, current_form  # noqa: E402 - importable only after the path is set
+from figures import Figures  # noqa: E402 - importable only after the path is set
+from forms import current_form  # noqa: E402
 
 _REPORTED = pytest.StashKey[list[str]]()
 

@@ -16,29 +16,11 @@ to baseline); latency and memory are reported next to the aim they are read agai
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
-FORM_ENV = "PYSPIRE_RELIABILITY_FORM"
-"""``quick`` (the default, run by the test suite) or ``full`` (run by scripts/reliability.py)."""
+from forms import current_form
 
 PREFIX = "RELIABILITY"
-
-T = TypeVar("T")
-
-
-def current_form() -> str:
-    """The form this run uses: ``quick`` unless :data:`FORM_ENV` says ``full``."""
-    form = os.environ.get(FORM_ENV, "quick").strip().lower() or "quick"
-    if form not in ("quick", "full"):
-        raise ValueError(f"{FORM_ENV} must be 'quick' or 'full', found {form!r}")
-    return form
-
-
-def by_form(*, quick: T, full: T) -> T:
-    """The value for the current form."""
-    return full if current_form() == "full" else quick
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

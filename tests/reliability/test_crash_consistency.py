@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import Figures, by_form
+from figures import Figures
+from forms import by_form
 from grpclib.const import Status
 from processes import (
     START_TIMEOUT,

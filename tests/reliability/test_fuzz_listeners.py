@@ -33,7 +33,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from figures import Figures, by_form
+from figures import Figures
+from forms import by_form
 from fuzzing import (
     LoopThread,
     Method,

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from figures import Figures, by_form, growth_percent, mib, percentile
+from figures import Figures, growth_percent, mib, percentile
+from forms import by_form
 from processes import (
     TRUST_DOMAIN,
     AgentSettings,

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from figures import Figures, by_form
+from figures import Figures
+from forms import by_form
 from processes import (
     TRUST_DOMAIN,
     AgentSettings,
