@@ -19,7 +19,9 @@ with one method that reads its request and answers an empty message, over the se
 context (mutual TLS, one connection per client, as many clients as agents). That is what one
 call costs before pyspire does anything. The floor's blocks, the one-call blocks and the
 two-call blocks are taken in turn and each figure is the median of its blocks, so that a
-shared machine's changing load weighs on all three alike.
+shared machine's changing load weighs on all three alike. CPU time is counted in clock ticks
+(10 ms): a run too small to measure a figure prints ``n/a`` for its ratios and says which
+figures were 0 (:func:`server_report`).
 
 **Event loops.** With ``--loops asyncio,uvloop`` (see :mod:`event_loops`), a second
 pyspire-server (a copy of the first one's data directory, so the same CA, agents and entries)
@@ -347,6 +349,51 @@ def run_server(args: argparse.Namespace, loops: list[str]) -> dict[str, float]:
     return figures
 
 
+def server_report(figures: dict[str, float], loops: list[str]) -> list[str]:
+    """The lines that print :func:`run_server`'s figures against their floors.
+
+    ``/proc`` counts CPU time in clock ticks (10 ms here) and a block's figure is what is left after
+    the idle server's share, so a run too small for a tick measures 0 and a ratio to it means
+    nothing: such a ratio reads ``n/a`` and the last line says which figures were 0 and
+    how to make the blocks larger, rather than the report failing half printed."""
+    lines = []
+    for loop in loops:
+        floor = figures[f"floor-{loop}"]
+        lines.append(f"  on {loop}")
+        lines.append(f"    floor: empty gRPC call, same TLS {floor * 1e3:7.3f} ms")
+        for label, per_sync in (
+            ("one call (bundles digest same)", figures[f"one-{loop}"]),
+            ("two calls (+ GetBundle, SPIRE)", figures[f"two-{loop}"]),
+        ):
+            lines.append(
+                f"    {label:<32} {per_sync * 1e3:7.3f} ms  "
+                f"{_ratio(per_sync, floor)} floor  (aim: {SERVER_AIM_MS:g} ms)"
+            )
+    first = loops[0]
+    for loop in loops[1:]:
+        lines.append(
+            f"  {loop} / {first}: "
+            + ", ".join(
+                f"{kind} {_ratio(figures[f'{kind}-{loop}'], figures[f'{kind}-{first}'])}"
+                for kind in ("floor", "one", "two")
+            )
+            + f"; {loop}'s one call / {first}'s floor "
+            f"{_ratio(figures[f'one-{loop}'], figures[f'floor-{first}'])}"
+        )
+    unmeasured = [kind for kind, value in figures.items() if value <= 0.0]
+    if unmeasured:
+        lines.append(
+            f"  not measured (no server CPU above idle in a block): {', '.join(unmeasured)}; "
+            f"CPU time is counted in {1000 / _TICKS:g} ms ticks: raise --rounds or --agents"
+        )
+    return lines
+
+
+def _ratio(value: float, floor: float) -> str:
+    """``value / floor`` as ``1.23x``, or ``n/a`` when the floor is 0 (not measured)."""
+    return f"{value / floor:5.2f}x" if floor > 0.0 else "  n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--agents", type=int, default=20, help="agents, one connection each")
@@ -373,29 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             f"server CPU per steady-state sync ({args.agents} agents x {args.entries} entries, "
             f"median of {args.blocks} blocks of {args.agents * args.rounds} calls or syncs)"
         )
-        for loop in loops:
-            floor = figures[f"floor-{loop}"]
-            print(f"  on {loop}")
-            print(f"    floor: empty gRPC call, same TLS {floor * 1e3:7.3f} ms")
-            for label, per_sync in (
-                ("one call (bundles digest same)", figures[f"one-{loop}"]),
-                ("two calls (+ GetBundle, SPIRE)", figures[f"two-{loop}"]),
-            ):
-                print(
-                    f"    {label:<32} {per_sync * 1e3:7.3f} ms  "
-                    f"{per_sync / floor:5.2f}x floor  (aim: {SERVER_AIM_MS:g} ms)"
-                )
-        first = loops[0]
-        for loop in loops[1:]:
-            print(
-                f"  {loop} / {first}: "
-                + ", ".join(
-                    f"{kind} {figures[f'{kind}-{loop}'] / figures[f'{kind}-{first}']:.2f}x"
-                    for kind in ("floor", "one", "two")
-                )
-                + f"; {loop}'s one call / {first}'s floor "
-                f"{figures[f'one-{loop}'] / figures[f'floor-{first}']:.2f}x"
-            )
+        print("\n".join(server_report(figures, loops)))
 
     floor = decode["floor"]
     print(

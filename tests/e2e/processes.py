@@ -656,6 +656,30 @@ class Deployment:
     def logs(self) -> str:
         return "\n".join(process.all_logs() for process in [self.server, self.agent, *self.extra])
 
+    def register_early_in_taint_spread(
+        self, spiffe_id: str, *selectors: str, timeout: float = 20.0
+    ) -> str:
+        """Register an entry under the agent with an ID from :func:`early_in_taint_spread`
+        (for a test that taints an authority and waits for the re-mint), then wait until the
+        agent serves an X509-SVID to this process through the Workload API (``selectors`` must
+        match it). Returns the entry ID."""
+        from spiffe import WorkloadApiClient
+        from spiffe.errors import PySpiffeError
+
+        entry_id = early_in_taint_spread(spiffe_id.rsplit("/", 1)[-1])
+        self.server.create_entry(spiffe_id, self.agent_id, *selectors, entry_id=entry_id)
+
+        def issued() -> bool | None:
+            try:
+                with WorkloadApiClient(socket_path=self.agent.endpoint) as client:
+                    client.fetch_x509_svid()
+            except PySpiffeError:
+                return None
+            return True
+
+        wait_for(f"the first X509-SVID of {spiffe_id}", issued, timeout, self.logs())
+        return entry_id
+
     def stop(self) -> None:
         """Kill whatever still runs and remove the directory; safe to call more than once."""
         for process in [*self.extra, self.agent, self.server]:

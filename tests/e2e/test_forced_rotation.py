@@ -24,7 +24,6 @@ from processes import (
     AgentSettings,
     Deployment,
     ServerSettings,
-    early_in_taint_spread,
     free_port,
     short_temp_dir,
     wait_for,
@@ -47,30 +46,11 @@ def deployment() -> Iterator[Deployment]:
         AgentSettings(root=root, server_port=port, bootstrap_bundle=root / "bootstrap.pem"),
     )
     try:
-        # An ID early in the agent's taint spread: the re-mint after the taint comes at the
-        # next sync rather than anywhere in the spread's 10 s.
-        deployed.server.create_entry(
-            WEB,
-            deployed.agent_id,
-            f"unix:uid:{os.getuid()}",
-            entry_id=early_in_taint_spread("web"),
-        )
-        wait_for("the workload's first svid", lambda: _issued(deployed), 20, deployed.logs())
+        # The re-mint after a taint comes at the next sync rather than anywhere in the spread.
+        deployed.register_early_in_taint_spread(WEB, f"unix:uid:{os.getuid()}")
         yield deployed
     finally:
         deployed.stop()
-
-
-def _issued(deployment: Deployment) -> bool | None:
-    from spiffe import WorkloadApiClient
-    from spiffe.errors import PySpiffeError
-
-    try:
-        with WorkloadApiClient(socket_path=deployment.agent.endpoint) as client:
-            client.fetch_x509_svid()
-    except PySpiffeError:
-        return None
-    return True
 
 
 def _key_id(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> str:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pyspire.cli.admin_client import message_json, print_json
 from pyspire.cli.json_stream import JsonListWriter, dumps_indented
+from pyspire.cli.printable import printable_lines
 from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
 from pyspire.proto.gen.codec import spire_api_types as types_wire
 from pyspire.proto.gen.spire.api import types as pb
@@ -82,6 +83,12 @@ def test_the_streamed_document_is_byte_for_byte_the_whole_one(
             writer.add(item)
     assert "\n".join(streamed) == "\n".join(whole)
     assert json.loads("\n".join(streamed)) == {"entries": items, **tail}
+    paged: list[str] = []
+    with JsonListWriter(paged.append, "entries", tail) as writer:
+        writer.extend(items[:2])
+        writer.extend([])
+        writer.extend(items[2:])
+    assert "\n".join(paged) == "\n".join(whole)
 
 
 _JSON = st.recursive(
@@ -101,7 +108,10 @@ _JSON = st.recursive(
 @given(document=_JSON, pad=st.sampled_from(["", "  ", "    "]))
 def test_the_fast_indented_dump_is_jsons(document: Any, pad: str) -> None:
     expected = json.dumps(document, indent=2).replace("\n", "\n" + pad)
-    assert dumps_indented(document, pad) == expected
+    dumped = dumps_indented(document, pad)
+    assert dumped == expected
+    # What CliContext.out_json writes without the escape pass: nothing to escape.
+    assert printable_lines(dumped) == dumped
 
 
 def test_keys_that_are_not_strings_are_left_to_json() -> None:

@@ -1,19 +1,30 @@
 """The settings every datastore on a SQL server shares (SPIRE's ``sql`` plugin's), checked once.
 
 The ``postgres`` and ``mysql`` datastores declare these keys each in its own configuration
-class, with descriptions in their database's words; the rules a value must keep are the same,
-and :func:`connection_setting_issues` states them for both.
+class; the rules a value must keep are the same, and :func:`connection_setting_issues` states
+them for both. Keys whose meaning depends on the database (the connection string's forms, idle
+connections, TLS files, the statement timeout) are described in its words by each plugin; the
+keys that mean the same everywhere are declared here once (``ro_connection_string:
+str | None = ro_connection_string_setting()``), default and description alike.
 """
 
 from __future__ import annotations
 
-__all__ = ["SqlConnectionSettings", "connection_setting_issues"]
+__all__ = [
+    "SqlConnectionSettings",
+    "conn_max_lifetime_setting",
+    "connection_setting_issues",
+    "disable_migration_setting",
+    "max_open_conns_setting",
+    "ro_connection_string_setting",
+]
 
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
 
 
@@ -68,3 +79,40 @@ def connection_setting_issues(settings: SqlConnectionSettings) -> Iterator[Confi
         yield ConfigIssue(
             missing, "is required with client_cert_path and client_key_path: set both or none"
         )
+
+
+def ro_connection_string_setting() -> Any:
+    """The ``ro_connection_string`` field (``str | None``, default ``None``, secret): a replica
+    for the reads that tolerate lag."""
+    return setting(
+        None,
+        description=(
+            "a read-only replica for reads that tolerate lag (entry, agent, bundle and "
+            "federation listings and counts); same forms as `connection_string`; never logged"
+        ),
+        secret=True,
+    )
+
+
+def max_open_conns_setting() -> Any:
+    """The ``max_open_conns`` field (``int``, SPIRE's default 100)."""
+    return setting(100, description="the most connections open at once, per connection string")
+
+
+def conn_max_lifetime_setting() -> Any:
+    """The ``conn_max_lifetime`` field (``timedelta``, default 0: no limit)."""
+    return setting(
+        timedelta(0),
+        description="how long a connection may be reused before it is replaced; 0 for no limit",
+    )
+
+
+def disable_migration_setting() -> Any:
+    """The ``disable_migration`` field (``bool``, default ``False``)."""
+    return setting(
+        False,
+        description=(
+            "never change the schema: refuse to start unless the database already has the "
+            "schema version this release writes"
+        ),
+    )

@@ -17,18 +17,12 @@ from structlog.testing import capture_logs
 from pyspire_sdk.backoff import BackoffPolicy
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.errors import UnavailableError
-from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.plugins.datastore import ChangeSignal, WatchableDataStore
 from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
+from pyspire_sdk.spiffeid import TrustDomain
 from pyspire_sdk.testing.fake_clock import FakeClock
-
-ENTRY = RegistrationEntry(
-    spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
-    parent_id=SpiffeId.parse("spiffe://example.org/spire/agent/x"),
-    selectors=(Selector("unix", "uid:1000"),),
-)
+from pyspire_sdk.testing.sql_pools_contract import SAMPLE_ENTRY
 
 
 async def _open(dsn: str, host_services: HostServices) -> MysqlDataStore:
@@ -77,7 +71,7 @@ async def test_changes_through_another_server_are_heard_at_the_next_poll(
     try:
         await _settled(fake_clock)
         assert heard == [ChangeSignal.CHANGED]  # once established
-        await first.create_entry(ENTRY)
+        await first.create_entry(SAMPLE_ENTRY)
         await fake_clock.advance(timedelta(seconds=1))
         await _settled(fake_clock)
         assert heard == [ChangeSignal.CHANGED]  # polls at its interval, not before
@@ -103,10 +97,10 @@ async def test_old_events_are_pruned_and_ids_go_on(
     servers: tuple[MysqlDataStore, MysqlDataStore], fake_clock: FakeClock
 ) -> None:
     first, second = servers
-    await first.create_entry(ENTRY)
+    await first.create_entry(SAMPLE_ENTRY)
     await fake_clock.advance(timedelta(hours=13))
     cutoff = fake_clock.now() - timedelta(hours=12)
-    await second.set_node_selectors(ENTRY.parent_id, (Selector("a", "b"),))
+    await second.set_node_selectors(SAMPLE_ENTRY.parent_id, (Selector("a", "b"),))
     assert await second.prune_change_events(cutoff) == 1
     assert [e.event_id for e in await first.list_change_events(0)] == [2]
     assert await first.last_change_event_id() == 2

@@ -5,8 +5,7 @@ idempotent steps, connection strings."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
 from typing import Any
 
 import pytest
@@ -17,40 +16,14 @@ from pyspire_datastore_mysql.session import fetch, open_connection
 from structlog.testing import capture_logs
 
 from pyspire_sdk.errors import PluginError
-from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.testing.sql_pools_contract import SAMPLE_ENTRY, OpenWithSettings, opened
 from pyspire_sdk.testing.sql_schema_contract import SqlSchemaContract
 
 pytestmark = pytest.mark.mysql
 
-ENTRY = RegistrationEntry(
-    spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
-    parent_id=SpiffeId.parse("spiffe://example.org/spire/agent/x"),
-    selectors=(Selector("unix", "uid:1000"),),
-)
-
-
-def _config(dsn: str, **changes: object) -> MysqlDataStoreConfig:
-    return MysqlDataStoreConfig(
-        connection_string=dsn,
-        max_open_conns=2,
-        max_idle_conns=1,
-        **changes,  # type: ignore[arg-type]
-    )
-
-
-@asynccontextmanager
-async def _opened(
-    dsn: str, host_services: HostServices, **changes: object
-) -> AsyncIterator[MysqlDataStore]:
-    store = MysqlDataStore()
-    try:
-        await store.configure(_config(dsn, **changes), host_services)
-        yield store
-    finally:
-        await store.close()
+_opened = functools.partial(opened, MysqlDataStore, MysqlDataStoreConfig)
+"""The datastore opened on a connection string (small pools, other settings as given)."""
 
 
 async def _sql(dsn: str, query: str, *args: object) -> list[tuple[Any, ...]]:
@@ -63,7 +36,7 @@ async def _sql(dsn: str, query: str, *args: object) -> list[tuple[Any, ...]]:
 
 
 async def test_a_start_waits_for_the_migration_lock(
-    mysql_dsn: str, host_services: HostServices
+    mysql_dsn: str, open_with_settings: OpenWithSettings
 ) -> None:
     database = ConnectionTarget.parse("connection_string", mysql_dsn).database
     target = ConnectionTarget.parse("connection_string", mysql_dsn)
@@ -72,8 +45,7 @@ async def test_a_start_waits_for_the_migration_lock(
         assert await fetch(holder, "SELECT GET_LOCK(%s, 0)", (lock_name(database, "migrate"),)) == [
             (1,)
         ]
-        store = MysqlDataStore()
-        starting = asyncio.create_task(store.configure(_config(mysql_dsn), host_services))
+        starting = asyncio.create_task(open_with_settings())
         await asyncio.sleep(0.5)
         assert not starting.done()
         assert await _sql(
@@ -81,7 +53,7 @@ async def test_a_start_waits_for_the_migration_lock(
             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
         ) == [(0,)]
         await fetch(holder, "SELECT RELEASE_LOCK(%s)", (lock_name(database, "migrate"),))
-        await asyncio.wait_for(starting, timeout=10)
+        store = await asyncio.wait_for(starting, timeout=10)
         await store.close()
     finally:
         holder.close()
@@ -99,7 +71,7 @@ async def test_a_step_cut_short_runs_again_whole(
     await _sql(mysql_dsn, "DELETE FROM object_locks WHERE slot > 10")
     async with _opened(mysql_dsn, host_services) as store:
         assert await store.last_change_event_id() == 0
-        await store.create_entry(ENTRY)
+        await store.create_entry(SAMPLE_ENTRY)
         assert await store.last_change_event_id() == 1
     assert await _sql(mysql_dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM object_locks") == [(512,)]
@@ -126,7 +98,7 @@ async def test_errors_and_logs_never_show_the_password(host_services: HostServic
 async def test_uri_connection_strings_work(mysql_dsn: str, host_services: HostServices) -> None:
     database = ConnectionTarget.parse("connection_string", mysql_dsn).database
     async with _opened(f"mysql://root@127.0.0.1:3306/{database}", host_services) as store:
-        await store.create_entry(ENTRY)
+        await store.create_entry(SAMPLE_ENTRY)
     assert await _sql(mysql_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
 
 

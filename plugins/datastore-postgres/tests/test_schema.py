@@ -4,8 +4,7 @@ named by ``search_path``, connection strings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
 
 import asyncpg
 import pytest
@@ -13,40 +12,14 @@ from pyspire_datastore_postgres import SCHEMA_VERSION, PostgresDataStore, Postgr
 from structlog.testing import capture_logs
 
 from pyspire_sdk.errors import PluginError
-from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.plugin import HostServices
-from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId
+from pyspire_sdk.testing.sql_pools_contract import SAMPLE_ENTRY, opened
 from pyspire_sdk.testing.sql_schema_contract import SqlSchemaContract
 
 pytestmark = pytest.mark.postgres
 
-ENTRY = RegistrationEntry(
-    spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
-    parent_id=SpiffeId.parse("spiffe://example.org/spire/agent/x"),
-    selectors=(Selector("unix", "uid:1000"),),
-)
-
-
-def _config(dsn: str, **changes: object) -> PostgresDataStoreConfig:
-    return PostgresDataStoreConfig(
-        connection_string=dsn,
-        max_open_conns=2,
-        max_idle_conns=1,
-        **changes,  # type: ignore[arg-type]
-    )
-
-
-@asynccontextmanager
-async def _opened(
-    dsn: str, host_services: HostServices, **changes: object
-) -> AsyncIterator[PostgresDataStore]:
-    store = PostgresDataStore()
-    try:
-        await store.configure(_config(dsn, **changes), host_services)
-        yield store
-    finally:
-        await store.close()
+_opened = functools.partial(opened, PostgresDataStore, PostgresDataStoreConfig)
+"""The datastore opened on a connection string (small pools, other settings as given)."""
 
 
 async def _sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -85,7 +58,7 @@ async def test_key_value_connection_strings_work(
     pairs = f"host=127.0.0.1 port=5432 dbname=test user={user} options='-c search_path={schema}'"
     async with _opened(pairs, host_services) as store:
         assert store.schema == schema
-        await store.create_entry(ENTRY)
+        await store.create_entry(SAMPLE_ENTRY)
     assert await _sql(postgres_dsn, "SELECT COUNT(*) FROM entries") == [(1,)]
 
 

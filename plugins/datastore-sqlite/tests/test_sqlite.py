@@ -22,6 +22,7 @@ from pyspire_datastore_sqlite import (
 )
 from pyspire_datastore_sqlite import plugin as plugin_module
 from pyspire_datastore_sqlite.queries import entry_where
+from structlog.testing import capture_logs
 
 from pyspire_sdk.bundle import Bundle, JwtAuthority
 from pyspire_sdk.config import load_config
@@ -570,5 +571,23 @@ async def test_pages_read_each_entrys_own_lists_dense_or_sparse(
             EntryFilter(by_parent_id=parents[1]), Page(10, sparse.next_page_token)
         )
         assert list(rest.entries) == [created[7], created[10]]
+    finally:
+        await store.close()
+
+
+async def test_a_batch_finds_stored_identities_without_falling_back(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    """The batch's checks find an entry already stored under an item's identity; the write
+    never meets the unique index, so the batch is not redone one item at a time."""
+    store = await _open(tmp_path / "datastore.sqlite3", host_services)
+    try:
+        stored = await store.create_entry(ENTRY)
+        other = replace(ENTRY, spiffe_id=SpiffeId.parse("spiffe://example.org/other"))
+        with capture_logs() as logs:
+            results = await store.create_entries_if_not_exist([ENTRY, other])
+        assert results[0] == (stored, True)
+        assert isinstance(results[1], tuple) and results[1][1] is False
+        assert not [log for log in logs if "falls back" in log["event"]]
     finally:
         await store.close()

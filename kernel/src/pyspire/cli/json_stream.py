@@ -13,7 +13,7 @@ __all__ = ["JsonListWriter", "dumps_indented"]
 
 import json
 import json.encoder
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -64,9 +64,12 @@ def _json(value: Any, pad: str) -> str:
     return json.dumps(value, indent=_INDENT).replace("\n", "\n" + pad)
 
 
+_ELEMENT_PAD = " " * (2 * _INDENT)
+
+
 def _nested(document: Any) -> str:
     """``document`` as an element of the list: indented two levels."""
-    return dumps_indented(document, " " * (2 * _INDENT))
+    return dumps_indented(document, _ELEMENT_PAD)
 
 
 class JsonListWriter:
@@ -100,12 +103,22 @@ class JsonListWriter:
 
     def add(self, item: Any) -> None:
         """Append one element to the list."""
+        self.extend((item,))
+
+    def extend(self, items: Iterable[Any]) -> None:
+        """Append elements to the list, written in one piece (a page of a listing: one write
+        per page rather than per element)."""
+        elements = [_ELEMENT_PAD + _nested(item) for item in items]
+        if not elements:
+            return
         if not self._opened:
             self._write("{\n" + " " * _INDENT + json.dumps(self._key) + ": [")
             self._opened = True
         if self._held is not None:
-            self._write(self._held + ",")
-        self._held = " " * (2 * _INDENT) + _nested(item)
+            elements.insert(0, self._held)
+        self._held = elements.pop()
+        if elements:
+            self._write(",\n".join(elements) + ",")
 
     def close(self) -> None:
         """End the list and the document (an empty list when nothing was added)."""

@@ -20,10 +20,18 @@ class or in a ``conftest.py``):
 
 from __future__ import annotations
 
-__all__ = ["OpenWithSettings", "SessionProbe", "SqlPoolsContract", "opener"]
+__all__ = [
+    "SAMPLE_ENTRY",
+    "OpenWithSettings",
+    "SessionProbe",
+    "SqlPoolsContract",
+    "opened",
+    "opener",
+]
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol
@@ -39,11 +47,15 @@ from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing.fake_clock import FakeClock
 
-_ENTRY = RegistrationEntry(
+SAMPLE_ENTRY = RegistrationEntry(
     spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
     parent_id=SpiffeId.parse("spiffe://example.org/spire/agent/x"),
     selectors=(Selector("unix", "uid:1000"),),
 )
+"""A registration entry for a SQL datastore's tests to write: a workload under an agent."""
+
+_SMALL_POOLS: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1}
+"""The pool settings a test opens a datastore with unless it says otherwise."""
 
 
 class OpenWithSettings(Protocol):
@@ -64,13 +76,35 @@ def opener(
     given), small pools unless the settings say otherwise, on ``host_services``."""
 
     async def open_(connection_string: str | None = None, **changes: Any) -> Any:
-        settings: dict[str, Any] = {"max_open_conns": 2, "max_idle_conns": 1, **changes}
+        settings: dict[str, Any] = {**_SMALL_POOLS, **changes}
         store = store_type()
         config = config_type(connection_string=connection_string or test_database, **settings)
         await store.configure(config, host_services)
         return store
 
     return open_
+
+
+@asynccontextmanager
+async def opened(
+    store_type: Callable[[], Any],
+    config_type: Callable[..., Any],
+    connection_string: str,
+    host_services: HostServices,
+    **settings: Any,
+) -> AsyncIterator[Any]:
+    """The plugin's datastore opened as :func:`opener` opens it (on ``connection_string``,
+    small pools unless ``settings`` say otherwise), closed when the block ends, also when
+    opening fails half way."""
+    store = store_type()
+    try:
+        pools: dict[str, Any] = {**_SMALL_POOLS, **settings}
+        await store.configure(
+            config_type(connection_string=connection_string, **pools), host_services
+        )
+        yield store
+    finally:
+        await store.close()
 
 
 class SessionProbe(Protocol):
@@ -95,16 +129,16 @@ class SqlPoolsContract:
         session_probe: SessionProbe,
     ) -> None:
         replica: DataStore = await open_with_settings(replica_connection_string)
-        lagging = await replica.create_entry(replace(_ENTRY, hint="replica"))
+        lagging = await replica.create_entry(replace(SAMPLE_ENTRY, hint="replica"))
         await replica.create_bundle(
             Bundle(TrustDomain("replica.test"), jwt_authorities=(JwtAuthority("k", b"k"),))
         )
         await replica.close()
         store = await open_with_settings(ro_connection_string=replica_connection_string)
         try:
-            created = await store.create_entry(_ENTRY)
+            created = await store.create_entry(SAMPLE_ENTRY)
             await store.create_attested_node(
-                AttestedNode(spiffe_id=_ENTRY.parent_id, attestation_type="t")
+                AttestedNode(spiffe_id=SAMPLE_ENTRY.parent_id, attestation_type="t")
             )
             assert (await store.list_entries()).entries == (lagging,)
             assert await store.count_entries() == 1
@@ -120,7 +154,7 @@ class SqlPoolsContract:
             assert await store.get_entry(created.id) == created
             assert await store.get_entry(lagging.id) is None
             assert (await store.list_change_events())[0].object_id == created.id
-            assert await store.get_attested_node(_ENTRY.parent_id) is not None
+            assert await store.get_attested_node(SAMPLE_ENTRY.parent_id) is not None
             assert await session_probe.replica_session_is_read_only(store)
         finally:
             await store.close()
@@ -153,7 +187,7 @@ class SqlPoolsContract:
     ) -> None:
         store: DataStore = await open_with_settings()
         try:
-            await store.create_entry(_ENTRY)
+            await store.create_entry(SAMPLE_ENTRY)
             for attempt in range(4):
                 tasks = [
                     asyncio.create_task(store.list_all_entries()),
@@ -164,7 +198,7 @@ class SqlPoolsContract:
                                 spiffe_id=SpiffeId.parse(
                                     f"spiffe://example.org/c{yields}-{attempt}"
                                 ),
-                                parent_id=_ENTRY.parent_id,
+                                parent_id=SAMPLE_ENTRY.parent_id,
                                 selectors=(Selector("a", "1"), Selector("b", "2")),
                             )
                         )
@@ -192,6 +226,6 @@ class SqlPoolsContract:
         await store.close()
         await store.close()
         with pytest.raises(UnavailableError):
-            await store.create_entry(_ENTRY)
+            await store.create_entry(SAMPLE_ENTRY)
         with pytest.raises(UnavailableError):
             await store.get_entry("x")

@@ -31,17 +31,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from pyspire_sdk.errors import PluginError
-from pyspire_sdk.model import RegistrationEntry
-from pyspire_sdk.selector import Selector
-from pyspire_sdk.spiffeid import SpiffeId
 from pyspire_sdk.stored_records import SchemaTooNewError
-from pyspire_sdk.testing.sql_pools_contract import OpenWithSettings
+from pyspire_sdk.testing.sql_pools_contract import SAMPLE_ENTRY, OpenWithSettings
 
-_ENTRY = RegistrationEntry(
-    spiffe_id=SpiffeId.parse("spiffe://example.org/workload"),
-    parent_id=SpiffeId.parse("spiffe://example.org/spire/agent/x"),
-    selectors=(Selector("unix", "uid:1000"),),
-)
 _SERVERS = 6
 
 
@@ -87,7 +79,7 @@ class SqlSchemaContract:
             assert len(opened) == _SERVERS
             assert sorted(log["schema_version_found"] for log in opened).count(0) == 1
             assert await schema_probe.stored_version() == schema_version
-            created = await stores[0].create_entry(_ENTRY)
+            created = await stores[0].create_entry(SAMPLE_ENTRY)
             assert await stores[-1].get_entry(created.id) == created
         finally:
             for store in stores:
@@ -103,7 +95,7 @@ class SqlSchemaContract:
     ) -> None:
         store = await open_with_settings()
         try:
-            await store.create_entry(_ENTRY)
+            await store.create_entry(SAMPLE_ENTRY)
         finally:
             await store.close()
         await schema_probe.set_stored_version(schema_version + 1)
@@ -134,7 +126,7 @@ class SqlSchemaContract:
     async def test_reopening_keeps_everything(self, open_with_settings: OpenWithSettings) -> None:
         store = await open_with_settings()
         try:
-            entry = await store.create_entry(_ENTRY)
+            entry = await store.create_entry(SAMPLE_ENTRY)
             await store.set_ca_journal("journal", b"blob")
             last = await store.last_change_event_id()
         finally:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from pyspire_sdk.config import setting
 from pyspire_sdk.errors import ConfigIssue
-from pyspire_sdk.sql_settings import connection_setting_issues
+from pyspire_sdk.sql_settings import (
+    conn_max_lifetime_setting,
+    connection_setting_issues,
+    disable_migration_setting,
+    max_open_conns_setting,
+    ro_connection_string_setting,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,17 +35,8 @@ class PostgresDataStoreConfig:
         ),
         secret=True,
     )
-    ro_connection_string: str | None = setting(
-        None,
-        description=(
-            "a read-only replica for reads that tolerate lag (entry, agent, bundle and "
-            "federation listings and counts); same forms as `connection_string`; never logged"
-        ),
-        secret=True,
-    )
-    max_open_conns: int = setting(
-        100, description="the most connections open at once, per connection string"
-    )
+    ro_connection_string: str | None = ro_connection_string_setting()
+    max_open_conns: int = max_open_conns_setting()
     max_idle_conns: int = setting(
         2,
         description=(
@@ -47,10 +44,7 @@ class PostgresDataStoreConfig:
             "after a minute unused"
         ),
     )
-    conn_max_lifetime: timedelta = setting(
-        timedelta(0),
-        description="how long a connection may be reused before it is replaced; 0 for no limit",
-    )
+    conn_max_lifetime: timedelta = conn_max_lifetime_setting()
     root_ca_path: Path | None = setting(
         None,
         description=(
@@ -71,13 +65,7 @@ class PostgresDataStoreConfig:
             "unavailable); 0 for no limit; migrations run without it"
         ),
     )
-    disable_migration: bool = setting(
-        False,
-        description=(
-            "never change the schema: refuse to start unless the database already has the "
-            "schema version this release writes"
-        ),
-    )
+    disable_migration: bool = disable_migration_setting()
 
     def validate(self) -> Iterable[ConfigIssue]:
         yield from connection_setting_issues(self)

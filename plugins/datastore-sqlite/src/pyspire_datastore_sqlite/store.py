@@ -77,6 +77,7 @@ from pyspire_sdk.stored_records import (
     KIND_FEDERATES,
     KIND_SELECTOR,
     Decoder,
+    EntryIdentity,
     assemble_all_entries,
     assemble_entries,
     assemble_node_selectors,
@@ -87,6 +88,7 @@ from pyspire_sdk.stored_records import (
     created_or_duplicate,
     dedupe,
     duplicate_entry_error,
+    entry_identity,
     from_micros,
     micros_or_none,
     missing_bundles_error,
@@ -94,7 +96,9 @@ from pyspire_sdk.stored_records import (
     node_columns,
     node_from_row,
     normalize_entry,
+    plan_entry_creates,
     plan_entry_deletes,
+    prepare_new_entries,
     relationship_columns,
     relationship_from_row,
     restorable_entries,
@@ -113,10 +117,6 @@ _UPDATE_COLUMNS = (
     "spiffe_id = ?, parent_id = ?, selectors_hash = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, "
     "admin = ?, downstream = ?, expires_at = ?, revision_number = ?, store_svid = ?, hint = ?"
 )
-
-
-def _identity(entry: RegistrationEntry) -> tuple[str, str, bytes]:
-    return str(entry.spiffe_id), str(entry.parent_id), selectors_hash(entry.selectors)
 
 
 def _update_params(pk: int, updated: RegistrationEntry) -> tuple[Any, ...]:
@@ -546,22 +546,11 @@ class SqliteDataStore(BundleStore):
     async def _create_many_at_once(
         self, connection: aiosqlite.Connection, entries: Sequence[RegistrationEntry]
     ) -> list[tuple[RegistrationEntry, bool] | PyspireError]:
-        now = utc(self._clock.now())
-        results: list[tuple[RegistrationEntry, bool] | PyspireError | None] = []
-        prepared: list[tuple[int, RegistrationEntry, tuple[str, str, bytes]]] = []
-        for index, entry in enumerate(entries):
-            try:
-                normalized = normalize_entry(entry)
-            except PyspireError as error:
-                results.append(error)
-                continue
-            stored = replace(
-                normalized, id=entry.id or new_entry_id(), created_at=now, revision_number=0
-            )
-            key = (str(stored.spiffe_id), str(stored.parent_id), selectors_hash(stored.selectors))
-            prepared.append((index, stored, key))
-            results.append(None)
-
+        """The SDK's decisions (:func:`~pyspire_sdk.stored_records.plan_entry_creates`) on
+        what a few bulk queries read, then one statement per table; primary keys are given
+        here, the writer being the only one."""
+        prepared = prepare_new_entries(entries, self._clock.now())
+        valid = [item for item in prepared if isinstance(item, RegistrationEntry)]
         given_ids = list({item.id for item in entries if item.id})
         taken_ids = {
             row[0]
@@ -569,65 +558,47 @@ class SqliteDataStore(BundleStore):
                 connection, "SELECT entry_id FROM entries WHERE entry_id IN ({})", given_ids
             )
         }
-        stored_identities: dict[tuple[str, str, bytes], int] = {
-            (row[1], row[2], bytes(row[3])): row[0]
-            for row in await self._select_in(
-                connection,
-                "SELECT pk, spiffe_id, parent_id, selectors_hash FROM entries "
-                "WHERE spiffe_id IN ({})",
-                list({key[0] for _, _, key in prepared}),
-            )
-        }
-        named_domains = list({td.name for _, item, _ in prepared for td in item.federates_with})
+        stored = await self._stored_identities(connection, valid)
         bundled = {
             row[0]
             for row in await self._select_in(
                 connection,
                 "SELECT trust_domain FROM bundles WHERE trust_domain IN ({})",
-                named_domains,
+                list({td.name for item in valid for td in item.federates_with}),
             )
         }
+        plan = plan_entry_creates(prepared, taken_ids, stored, bundled)
         rows = list(await connection.execute_fetchall("SELECT COALESCE(MAX(pk), 0) FROM entries"))
-        next_pk = int(rows[0][0]) + 1
+        await self._insert_entries(
+            connection, list(enumerate(plan.accepted, start=int(rows[0][0]) + 1))
+        )
+        return plan.results
 
-        batch_identities: dict[tuple[str, str, bytes], RegistrationEntry] = {}
-        existing_pks: dict[int, int] = {}
-        accepted: list[tuple[int, RegistrationEntry]] = []
-        for index, stored, key in prepared:
-            if key in stored_identities:
-                existing_pks[index] = stored_identities[key]
-                continue
-            if key in batch_identities:
-                results[index] = (batch_identities[key], True)
-                continue
-            if stored.id in taken_ids:
-                results[index] = AlreadyExistsError(f"entry id {stored.id!r} already exists")
-                continue
-            missing = missing_bundles_error(stored, bundled)
-            if missing is not None:
-                results[index] = missing
-                continue
-            taken_ids.add(stored.id)
-            batch_identities[key] = stored
-            accepted.append((next_pk, stored))
-            results[index] = (stored, False)
-            next_pk += 1
-
-        await self._insert_entries(connection, accepted)
-        if existing_pks:
-            found: dict[int, RegistrationEntry] = {}
-            pks = list(set(existing_pks.values()))
-            for start in range(0, len(pks), CHILD_CHUNK):
-                chunk = pks[start : start + CHILD_CHUNK]
-                loaded_pks, loaded = await self._load_entries(
-                    connection, f"e.pk IN ({', '.join('?' * len(chunk))})", chunk
-                )
-                found.update(zip(loaded_pks, loaded, strict=True))
-            for index, pk in existing_pks.items():
-                results[index] = (found[pk], True)
-        done = [result for result in results if result is not None]
-        assert len(done) == len(entries)
-        return done
+    async def _stored_identities(
+        self, connection: aiosqlite.Connection, entries: Sequence[RegistrationEntry]
+    ) -> dict[EntryIdentity, RegistrationEntry]:
+        """The stored entries having the identity of one of ``entries``: keys and identities
+        of the rows with their SPIFFE IDs first, whole entries only for the matches (few or
+        none in a batch of new entries)."""
+        wanted = {entry_identity(entry) for entry in entries}
+        pks = [
+            row[0]
+            for row in await self._select_in(
+                connection,
+                "SELECT pk, spiffe_id, parent_id, selectors_hash FROM entries "
+                "WHERE spiffe_id IN ({})",
+                list({key[0] for key in wanted}),
+            )
+            if (row[1], row[2], bytes(row[3])) in wanted
+        ]
+        found: dict[EntryIdentity, RegistrationEntry] = {}
+        for start in range(0, len(pks), CHILD_CHUNK):
+            chunk = pks[start : start + CHILD_CHUNK]
+            _, loaded = await self._load_entries(
+                connection, f"e.pk IN ({', '.join('?' * len(chunk))})", chunk
+            )
+            found.update((entry_identity(entry), entry) for entry in loaded)
+        return found
 
     async def _insert_entries(
         self,
@@ -885,7 +856,7 @@ class SqliteDataStore(BundleStore):
             except PyspireError as error:
                 results.append(error)
                 continue
-            key = _identity(updated)
+            key = entry_identity(updated)
             if fields & ENTRY_IDENTITY_FIELDS:
                 other = identities.get(key)
                 if other is not None and other[0] != pk:
@@ -896,7 +867,7 @@ class SqliteDataStore(BundleStore):
                 results.append(missing)
                 continue
             if fields & ENTRY_IDENTITY_FIELDS:
-                old_key = _identity(before)
+                old_key = entry_identity(before)
                 if identities.get(old_key, (None, ""))[0] == pk:
                     del identities[old_key]
                 identities[key] = (pk, updated.id)

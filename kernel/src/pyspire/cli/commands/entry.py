@@ -340,7 +340,7 @@ class _BatchReport:
         self.done = 0
         self.failed = 0
         self._blocks_written = False
-        self.json = JsonListWriter(context.out, "results") if args.output == "json" else None
+        self.json = JsonListWriter(context.out_json, "results") if args.output == "json" else None
         self.progress = Progress(context.stderr, total, "entries", verb=f"{verb[:-1]}ing")
 
     def handle(self, batch: Sequence[_Encoded], response: _BatchResponse) -> None:
@@ -506,17 +506,18 @@ class _EntryPrinter:
         self.printed = 0
         self.json: JsonListWriter | None = None
         if args.output == "json":
-            self.json = JsonListWriter(context.out, "entries", {"next_page_token": ""})
+            self.json = JsonListWriter(context.out_json, "entries", {"next_page_token": ""})
         else:
             context.out(f"Found {plural(total, 'entry', 'entries')}")
 
-    def add(self, entry: types_wire.Entry) -> None:
+    def add(self, entries: Sequence[types_wire.Entry]) -> None:
         if self.json is not None:
-            self.json.add(types_wire.json_Entry(entry))
+            self.json.extend(map(types_wire.json_Entry, entries))
         else:
             # One write per entry: a blank line, then its block (each line already escaped).
-            self._context.out("\n" + "\n".join(describe_entry(entry)))
-        self.printed += 1
+            for entry in entries:
+                self._context.out("\n" + "\n".join(describe_entry(entry)))
+        self.printed += len(entries)
 
     def close(self) -> None:
         if self.json is not None:
@@ -572,7 +573,7 @@ async def _show(args: argparse.Namespace, context: CliContext) -> int:
                     types_wire.decode_Entry,
                 )
         printer = _EntryPrinter(context, args, 1)
-        printer.add(entry)
+        printer.add([entry])
         printer.close()
         return 0
     request_filter = entry_filter(args)
@@ -584,8 +585,7 @@ async def _show(args: argparse.Namespace, context: CliContext) -> int:
         with Progress(context.stderr, counted.count, "entries", verb="listing") as progress:
             try:
                 async for page in _pages(client, request_filter):
-                    for entry in page.entries:
-                        printer.add(entry)
+                    printer.add(page.entries)
                     progress.advance(len(page.entries))
             finally:
                 printer.close()
