@@ -28,6 +28,7 @@ from pyspire_datastore_sqlite import SqliteDataStore, SqliteDataStoreConfig
 
 from pyspire.ca.composition import CredentialComposition
 from pyspire.ca.manager import CaManager, CaSettings
+from pyspire.ca.x509svid import CheckedKey
 from pyspire.catalog import NamedPlugin
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire_sdk.clock import SystemClock
@@ -82,7 +83,9 @@ async def issuance_rates(batches: int, batch_size: int, rounds: int) -> dict[str
             )
             for index in range(batch_size)
         ]
-        public_keys = [ec.generate_private_key(ec.SECP256R1()).public_key() for _ in entries]
+        public_keys = [
+            CheckedKey.of(ec.generate_private_key(ec.SECP256R1()).public_key()) for _ in entries
+        ]
         requests = list(zip(entries, public_keys, strict=True))
         best = dict.fromkeys(issuers, 0.0)
         for _ in range(rounds):

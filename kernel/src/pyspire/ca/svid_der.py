@@ -163,14 +163,14 @@ def encode_extensions(extensions: Sequence[Extension]) -> bytes:
 
 # Every EC P-256 SubjectPublicKeyInfo with an uncompressed point starts with these bytes (up to
 # the BIT STRING's unused-bits octet) and is 91 bytes long.
-_P256_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
-_P256_SPKI_SIZE = 91
+P256_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+P256_SPKI_SIZE = 91
 
 
 def subject_key_identifier(spki_der: bytes) -> bytes:
     """SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2, method 1)."""
-    if len(spki_der) == _P256_SPKI_SIZE and spki_der.startswith(_P256_SPKI_HEAD):
-        return hashlib.sha1(spki_der[len(_P256_SPKI_HEAD) :], usedforsecurity=False).digest()
+    if len(spki_der) == P256_SPKI_SIZE and spki_der.startswith(P256_SPKI_HEAD):
+        return hashlib.sha1(spki_der[len(P256_SPKI_HEAD) :], usedforsecurity=False).digest()
     _, start, _ = read_tlv(spki_der)
     _, _, alg_end = read_tlv(spki_der, start)
     tag, bits_start, bits_end = read_tlv(spki_der, alg_end)
