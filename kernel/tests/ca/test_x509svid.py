@@ -17,7 +17,9 @@ from pyspire.ca.authorities import X509CA
 from pyspire.ca.der import encode_tlv, join_signed, read_tlv, replace_csr_public_key, split_signed
 from pyspire.ca.signing import ManagedKey, sign_certificate
 from pyspire.ca.svid_der import (
+    DEFAULT_SVID_SUBJECT,
     encode_integer,
+    encode_oid,
     encode_validity,
     leaf_names,
     random_serial_elements,
@@ -35,6 +37,7 @@ from pyspire.ca.x509svid import (
 )
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.keys import InProcessKeyManager
+from pyspire_sdk.plugins.credential_composer import SubjectAttribute
 from pyspire_sdk.plugins.key_manager import KeyType
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
@@ -499,3 +502,33 @@ def without_serial(tbs: bytes) -> bytes:
     _, _, version_end = read_tlv(tbs, start)
     _, _, serial_end = read_tlv(tbs, version_end)
     return tbs[start:version_end] + tbs[serial_end:]
+
+
+@pytest.mark.parametrize(
+    ("path", "dns_names", "subject"),
+    [
+        ("/web", (), DEFAULT_SVID_SUBJECT),
+        ("/" + "long/" * 40, (), DEFAULT_SVID_SUBJECT),
+        ("/web", ("web.example.org", "www.example.org"), DEFAULT_SVID_SUBJECT),
+        ("/web", (), (SubjectAttribute("2.5.4.10", "Example"),)),
+    ],
+)
+def test_leaf_names_are_the_subject_and_the_san_cryptography_encodes(
+    path: str, dns_names: tuple[str, ...], subject: tuple[SubjectAttribute, ...]
+) -> None:
+    spiffe_id = f"spiffe://example.org{path}"
+    names, san_extension = leaf_names(spiffe_id, dns_names, subject)
+    expected_names = x509.Name(
+        [
+            x509.NameAttribute(x509.ObjectIdentifier(attribute.oid), attribute.value)
+            for attribute in subject
+        ]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, name) for name in dns_names[:1]]
+    )
+    assert names == expected_names.public_bytes()
+    san = x509.SubjectAlternativeName(
+        [x509.UniformResourceIdentifier(spiffe_id), *map(x509.DNSName, dns_names)]
+    )
+    assert san_extension == encode_tlv(
+        0x30, encode_oid("2.5.29.17") + encode_tlv(0x04, san.public_bytes())
+    )
