@@ -32,7 +32,7 @@ async def test_a_batch_is_signed_off_the_event_loop_and_verifies(
             ec.generate_private_key(ec.SECP256R1()).public_key(),
             timedelta(hours=1),
         )
-        for n in range(5)
+        for n in range(MIN_THREADED_BATCH)
     ]
     signing_threads: set[int] = set()
     sign_payloads = worker_jobs.sign_payloads

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from pyspire.ca.thread_signer import MIN_THREADED_BATCH
 from pyspire.ca.x509svid import CheckedKey
 from pyspire.server.context import ServerContext
 from pyspire_sdk.model import X509Svid
@@ -33,7 +34,7 @@ def key_manager_signatures(server_context: ServerContext, monkeypatch: Any) -> l
 async def test_a_batch_is_signed_without_the_key_manager(
     server_context: ServerContext, key_manager_signatures: list[str]
 ) -> None:
-    requests = [(entry(f"/w{n}"), CheckedKey.of(key())) for n in range(20)]
+    requests = [(entry(f"/w{n}"), CheckedKey.of(key())) for n in range(MIN_THREADED_BATCH)]
     results = await server_context.issuer.workload_x509_batch(requests)
     ca = server_context.ca.x509_ca.certificate
     for (requested, _), result in zip(requests, results, strict=True):
@@ -43,11 +44,11 @@ async def test_a_batch_is_signed_without_the_key_manager(
     assert key_manager_signatures == []
 
 
-async def test_a_lone_leaf_is_signed_by_the_key_manager(
+async def test_a_small_batch_is_signed_by_the_key_manager(
     server_context: ServerContext, key_manager_signatures: list[str]
 ) -> None:
-    [result] = await server_context.issuer.workload_x509_batch(
-        [(entry("/web"), CheckedKey.of(key()))]
-    )
-    assert isinstance(result, X509Svid)
-    assert key_manager_signatures == [server_context.ca.x509_ca.key.public_key.key_id]
+    requests = [(entry(f"/w{n}"), CheckedKey.of(key())) for n in range(MIN_THREADED_BATCH - 1)]
+    results = await server_context.issuer.workload_x509_batch(requests)
+    assert all(isinstance(result, X509Svid) for result in results)
+    key_id = server_context.ca.x509_ca.key.public_key.key_id
+    assert key_manager_signatures == [key_id] * len(requests)
