@@ -35,6 +35,7 @@ from pyspire_keymanager_aws_kms import AwsKmsKeyManager, AwsKmsKeyManagerConfig
 from pyspire_keymanager_disk import DiskKeyManager, DiskKeyManagerConfig
 
 from pyspire.ca.manager import CaManager, CaSettings
+from pyspire.ca.x509svid import CheckedKey
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.errors import PyspireError
@@ -90,7 +91,10 @@ async def issuance_rates(batches: int, batch_size: int, rounds: int) -> dict[str
         )
         for index in range(batch_size)
     ]
-    requests = [(entry, ec.generate_private_key(ec.SECP256R1()).public_key()) for entry in entries]
+    requests = [
+        (entry, CheckedKey.of(ec.generate_private_key(ec.SECP256R1()).public_key()))
+        for entry in entries
+    ]
     best = {"disk": 0.0, "aws_kms": 0.0}
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)

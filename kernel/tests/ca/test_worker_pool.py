@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pyspire.ca.signing import ManagedKey
 from pyspire.ca.worker_pool import SigningPool
-from pyspire.ca.x509svid import LeafRequest, MintedSvid, mint_x509_svids
+from pyspire.ca.x509svid import CheckedKey, LeafRequest, MintedSvid, mint_x509_svids
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.keys import InProcessKeyManager
 from pyspire_sdk.plugins.key_manager import KeyType, PublicKey
@@ -64,8 +64,8 @@ async def test_csr_checks_give_each_key_or_why_it_was_refused(pool: SigningPool)
     checked = await pool.check_csrs([good, bytes(tampered), b"not a csr"] * 20)
     assert len(checked) == 60
     first, second, third = checked[:3]
-    assert isinstance(first, ec.EllipticCurvePublicKey)
-    assert first.public_numbers() == key.public_key().public_numbers()
+    assert isinstance(first, CheckedKey)
+    assert first == CheckedKey.of(key.public_key())
     assert isinstance(second, InvalidArgumentError)
     assert "invalid CSR signature" in str(second)
     assert isinstance(third, InvalidArgumentError)

@@ -14,10 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pyspire.ca.authorities import X509CA
-from pyspire.ca.der import join_signed, read_tlv, split_signed
+from pyspire.ca.der import encode_tlv, join_signed, read_tlv, replace_csr_public_key, split_signed
 from pyspire.ca.signing import ManagedKey, sign_certificate
 from pyspire.ca.svid_der import (
+    DEFAULT_SVID_SUBJECT,
     encode_integer,
+    encode_oid,
     encode_validity,
     leaf_names,
     random_serial_elements,
@@ -25,14 +27,17 @@ from pyspire.ca.svid_der import (
 )
 from pyspire.ca.templates import CaSubject, ca_builder
 from pyspire.ca.x509svid import (
+    CheckedKey,
     LeafRequest,
     MintedSvid,
+    checked_csr,
     mint_x509_svid,
     mint_x509_svids,
     public_key_from_csr,
 )
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.keys import InProcessKeyManager
+from pyspire_sdk.plugins.credential_composer import SubjectAttribute
 from pyspire_sdk.plugins.key_manager import KeyType
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain
 from pyspire_sdk.testing import FakeClock
@@ -400,3 +405,130 @@ def test_a_csr_signed_by_another_key_is_refused() -> None:
     forged = join_signed(info, algorithm, other.sign(info, ec.ECDSA(hashes.SHA256())))
     with pytest.raises(InvalidArgumentError, match="invalid CSR signature"):
         public_key_from_csr(forged)
+
+
+def csr_with_point(key: ec.EllipticCurvePrivateKey, point: bytes) -> bytes:
+    """A CSR for ``key`` whose SubjectPublicKeyInfo carries ``point`` (an encoding of the key's
+    point), self-signed by ``key``."""
+    algorithm_id = bytes.fromhex("301306072a8648ce3d020106082a8648ce3d030107")
+    spki = encode_tlv(0x30, algorithm_id + encode_tlv(0x03, b"\x00" + point))
+    info, algorithm, _ = split_signed(signed_csr(key, hashes.SHA256()))
+    info = replace_csr_public_key(info, spki)
+    return join_signed(info, algorithm, key.sign(info, ec.ECDSA(hashes.SHA256())))
+
+
+def hybrid_point(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The point of ``key`` in the hybrid form (SEC 1: X and Y, the prefix telling Y's parity)."""
+    numbers = key.public_key().public_numbers()
+    return (
+        bytes([0x06 | (numbers.y & 1)])
+        + numbers.x.to_bytes(32, "big")
+        + numbers.y.to_bytes(32, "big")
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"),
+    [
+        pytest.param(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256(), id="p256"),
+        pytest.param(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384(), id="p384"),
+        pytest.param(rsa.generate_private_key(65537, 2048), hashes.SHA256(), id="rsa"),
+    ],
+)
+def test_a_checked_csr_carries_its_key_encoded_as_cryptography_encodes_it(
+    key: Any, algorithm: hashes.HashAlgorithm
+) -> None:
+    checked = checked_csr(signed_csr(key, algorithm))
+    assert checked == CheckedKey.of(key.public_key())
+    assert checked.spki == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param(
+            lambda key: key.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+            ),
+            id="compressed",
+        ),
+        pytest.param(hybrid_point, id="hybrid"),
+    ],
+)
+def test_a_p256_point_in_another_form_is_encoded_as_cryptography_encodes_it(
+    point: Any,
+) -> None:
+    """A leaf carries the key as ``cryptography`` would write it, whatever form the CSR used."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = csr_with_point(key, point(key))
+    try:
+        checked = checked_csr(csr)
+    except InvalidArgumentError:
+        pytest.skip("this OpenSSL does not read the form")
+    assert checked.spki == CheckedKey.of(key.public_key()).spki
+
+
+def test_checking_a_key_refuses_a_type_no_svid_carries() -> None:
+    with pytest.raises(InvalidArgumentError, match="unsupported public key"):
+        CheckedKey.of(ec.generate_private_key(ec.SECP521R1()).public_key())
+
+
+async def test_a_leaf_for_a_checked_csr_is_what_the_builder_makes(
+    key_manager: InProcessKeyManager, fake_clock: FakeClock
+) -> None:
+    """A leaf given the CSR's key encoding is byte for byte the leaf encoded from the key."""
+    ca = await make_ca(key_manager, fake_clock, timedelta(hours=2))
+    key = ec.generate_private_key(ec.SECP256R1())
+    checked = checked_csr(make_csr(key))
+    given, encoded = await mint_x509_svids(
+        ca,
+        [
+            LeafRequest(WORKLOAD, checked.public_key, timedelta(hours=1), spki=checked.spki),
+            LeafRequest(WORKLOAD, key.public_key(), timedelta(hours=1)),
+        ],
+        now=fake_clock.now(),
+    )
+    assert isinstance(given, MintedSvid) and isinstance(encoded, MintedSvid)
+    given_tbs, _, _ = split_signed(given.chain[0])
+    encoded_tbs, _, _ = split_signed(encoded.chain[0])
+    # Alike but for the serial: the second element of the TBSCertificate.
+    assert without_serial(given_tbs) == without_serial(encoded_tbs)
+
+
+def without_serial(tbs: bytes) -> bytes:
+    _, start, _ = read_tlv(tbs)
+    _, _, version_end = read_tlv(tbs, start)
+    _, _, serial_end = read_tlv(tbs, version_end)
+    return tbs[start:version_end] + tbs[serial_end:]
+
+
+@pytest.mark.parametrize(
+    ("path", "dns_names", "subject"),
+    [
+        ("/web", (), DEFAULT_SVID_SUBJECT),
+        ("/" + "long/" * 40, (), DEFAULT_SVID_SUBJECT),
+        ("/web", ("web.example.org", "www.example.org"), DEFAULT_SVID_SUBJECT),
+        ("/web", (), (SubjectAttribute("2.5.4.10", "Example"),)),
+    ],
+)
+def test_leaf_names_are_the_subject_and_the_san_cryptography_encodes(
+    path: str, dns_names: tuple[str, ...], subject: tuple[SubjectAttribute, ...]
+) -> None:
+    spiffe_id = f"spiffe://example.org{path}"
+    names, san_extension = leaf_names(spiffe_id, dns_names, subject)
+    expected_names = x509.Name(
+        [
+            x509.NameAttribute(x509.ObjectIdentifier(attribute.oid), attribute.value)
+            for attribute in subject
+        ]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, name) for name in dns_names[:1]]
+    )
+    assert names == expected_names.public_bytes()
+    san = x509.SubjectAlternativeName(
+        [x509.UniformResourceIdentifier(spiffe_id), *map(x509.DNSName, dns_names)]
+    )
+    assert san_extension == encode_tlv(
+        0x30, encode_oid("2.5.29.17") + encode_tlv(0x04, san.public_bytes())
+    )

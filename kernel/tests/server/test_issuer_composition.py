@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pyspire.ca.composition import CredentialComposition
+from pyspire.ca.x509svid import CheckedKey
 from pyspire.catalog import NamedPlugin
 from pyspire.server.context import ServerContext
 from pyspire.server.issuer import IssuancePolicy, SvidIssuer
@@ -128,7 +129,11 @@ async def test_a_refused_item_fails_alone_in_a_batch(server_context: ServerConte
     issuer = issuer_for(server_context, KindComposer())
     refused = replace(entry("/web"), spiffe_id=REFUSED)
     results = await issuer.workload_x509_batch(
-        [(entry("/a"), key()), (refused, key()), (entry("/b"), key())]
+        [
+            (entry("/a"), CheckedKey.of(key())),
+            (refused, CheckedKey.of(key())),
+            (entry("/b"), CheckedKey.of(key())),
+        ]
     )
     first, failed, last = results
     assert isinstance(first, X509Svid) and unit(first) == "workload"

@@ -108,6 +108,7 @@ class CredentialComposition:
             composed.dns_names,
             composed.subject,
             composed.extra_extensions,
+            spki,
         )
 
     async def jwt_claims(self, spiffe_id: SpiffeId, claims: JwtSvidClaims) -> JwtSvidClaims:

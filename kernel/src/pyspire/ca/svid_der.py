@@ -163,14 +163,14 @@ def encode_extensions(extensions: Sequence[Extension]) -> bytes:
 
 # Every EC P-256 SubjectPublicKeyInfo with an uncompressed point starts with these bytes (up to
 # the BIT STRING's unused-bits octet) and is 91 bytes long.
-_P256_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
-_P256_SPKI_SIZE = 91
+P256_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+P256_SPKI_SIZE = 91
 
 
 def subject_key_identifier(spki_der: bytes) -> bytes:
     """SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2, method 1)."""
-    if len(spki_der) == _P256_SPKI_SIZE and spki_der.startswith(_P256_SPKI_HEAD):
-        return hashlib.sha1(spki_der[len(_P256_SPKI_HEAD) :], usedforsecurity=False).digest()
+    if len(spki_der) == P256_SPKI_SIZE and spki_der.startswith(P256_SPKI_HEAD):
+        return hashlib.sha1(spki_der[len(P256_SPKI_HEAD) :], usedforsecurity=False).digest()
     _, start, _ = read_tlv(spki_der)
     _, _, alg_end = read_tlv(spki_der, start)
     tag, bits_start, bits_end = read_tlv(spki_der, alg_end)
@@ -255,11 +255,23 @@ def leaf_names(
 
     Both depend only on the identity, which a server signs again and again, so the last few
     thousand are kept (the result is immutable bytes; the cache never affects what is signed).
+    A burst of identities new to the server misses the cache every time, so the usual leaf (the
+    default subject, no DNS name) is encoded from parts made once.
     """
-    return (
-        leaf_subject(subject, dns_names),
-        _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names))),
+    general_names = encode_tlv(0x86, spiffe_id.encode("ascii"))
+    if dns_names:
+        general_names += b"".join(encode_tlv(0x82, name.encode("ascii")) for name in dns_names)
+    san_extension = encode_tlv(
+        _SEQUENCE,
+        _SAN_OID + encode_tlv(_OCTET_STRING, encode_tlv(_SEQUENCE, general_names)),
     )
+    if subject is DEFAULT_SVID_SUBJECT and not dns_names:
+        return _DEFAULT_SUBJECT_NAME, san_extension
+    return leaf_subject(subject, dns_names), san_extension
+
+
+_SAN_OID = encode_oid("2.5.29.17")
+_DEFAULT_SUBJECT_NAME = encode_name(DEFAULT_SVID_SUBJECT)
 
 
 def random_serial_elements(count: int) -> list[bytes]:

@@ -3,6 +3,9 @@
 These functions run in worker processes (:mod:`pyspire.ca.worker_pool`), so they take and return
 only bytes and strings (which cross a process boundary cheaply) and keep no state beyond a cache
 of parsed CA keys: the same key arrives with every job, and parsing it costs as much as signing.
+A server without worker processes signs in a worker thread with the same function
+(:mod:`pyspire.ca.thread_signer`); the cache is then shared by threads, which only add to it or
+clear it whole.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ __all__ = ["check_csrs", "ready", "sign_payloads"]
 import os
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives import serialization
-
-from pyspire.ca.x509svid import public_key_from_csr
+from pyspire.ca.x509svid import checked_csr
 from pyspire_sdk.errors import PyspireError
 from pyspire_sdk.keys import PrivateKey, private_key_from_pkcs8, sign_digest
 from pyspire_sdk.plugins.key_manager import HashAlgorithm
@@ -31,19 +32,13 @@ def ready() -> int:
 
 def check_csrs(csrs: Sequence[bytes]) -> list[bytes | str]:
     """The SubjectPublicKeyInfo DER of each CSR whose self-signature holds and whose key type
-    is supported, or the message of the error :func:`public_key_from_csr` raises for it."""
+    is supported, or the message of the error :func:`checked_csr` raises for it."""
     checked: list[bytes | str] = []
     for csr in csrs:
         try:
-            public_key = public_key_from_csr(csr)
+            checked.append(checked_csr(csr).spki)
         except PyspireError as error:
             checked.append(str(error))
-            continue
-        checked.append(
-            public_key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
     return checked
 
 

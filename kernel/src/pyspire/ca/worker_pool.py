@@ -28,13 +28,12 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from pyspire.ca import worker_jobs
+from pyspire.ca.key_export import ExportedKeys
 from pyspire.ca.signing import ManagedKey
+from pyspire.ca.x509svid import CheckedKey
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError, UnavailableError
-from pyspire_sdk.keys import private_key_from_pkcs8, public_key_der
-from pyspire_sdk.plugins.key_manager import PrivateKeyExport
 
 CHUNK = 32
 """The most CSRs or leaves one job carries: a large batch is split so every worker helps, while
@@ -50,7 +49,7 @@ class SigningPool:
         self._executor = executor
         self.processes = processes
         self.worker_pids: frozenset[int] = frozenset()
-        self._exported: dict[tuple[int, str], bytes | None] = {}
+        self._exported = ExportedKeys()
 
     @classmethod
     @asynccontextmanager
@@ -80,28 +79,27 @@ class SigningPool:
         except concurrent.futures.BrokenExecutor as error:
             raise UnavailableError(f"signing worker process failed: {error}") from None
 
-    async def check_csrs(
-        self, csrs: Sequence[bytes]
-    ) -> list[CertificatePublicKeyTypes | PyspireError]:
-        """The public key of each CSR whose self-signature holds (as
-        :func:`~pyspire.ca.x509svid.public_key_from_csr` finds it), or why it was refused."""
+    async def check_csrs(self, csrs: Sequence[bytes]) -> list[CheckedKey | PyspireError]:
+        """The public key of each CSR whose self-signature holds, with its encoding (as
+        :func:`~pyspire.ca.x509svid.checked_csr` finds them), or why it was refused."""
         chunks = [tuple(csrs[start : start + CHUNK]) for start in range(0, len(csrs), CHUNK)]
         answers = await asyncio.gather(
             *(self._run(worker_jobs.check_csrs, chunk) for chunk in chunks)
         )
-        keys: list[CertificatePublicKeyTypes | PyspireError] = []
+        keys: list[CheckedKey | PyspireError] = []
         for answer in answers:
             for checked in answer:
                 if isinstance(checked, str):
                     keys.append(InvalidArgumentError(checked))
                 else:
-                    keys.append(serialization.load_der_public_key(checked))  # type: ignore[arg-type]
+                    public_key = serialization.load_der_public_key(checked)
+                    keys.append(CheckedKey(public_key, checked))  # type: ignore[arg-type]
         return keys
 
     async def sign(self, key: ManagedKey, payloads: Sequence[bytes]) -> list[bytes] | None:
         """Each payload signed with ``key`` as its key manager would sign it, or None when the
         key manager cannot hand the key over (the caller then signs through it)."""
-        pkcs8 = await self._exported_key(key)
+        pkcs8 = await self._exported.pkcs8(key)
         if pkcs8 is None:
             return None
         algorithm = key.hash_algorithm.value
@@ -112,19 +110,3 @@ class SigningPool:
             *(self._run(worker_jobs.sign_payloads, pkcs8, algorithm, chunk) for chunk in chunks)
         )
         return [signature for answer in answers for signature in answer]
-
-    async def _exported_key(self, key: ManagedKey) -> bytes | None:
-        """The PKCS#8 of ``key`` when its key manager exports it and what it exports is still
-        the key with this public half (a key ID reused by a later key is not), else None."""
-        # By key manager too: the same key may sit in two managers that differ in exporting it.
-        cached = (id(key.key_manager), key.public_key.fingerprint)
-        if cached in self._exported:
-            return self._exported[cached]
-        pkcs8: bytes | None = None
-        manager = key.key_manager
-        if isinstance(manager, PrivateKeyExport):
-            exported = await manager.export_private_key(key.public_key.key_id)
-            if public_key_der(private_key_from_pkcs8(exported)) == key.public_key.der:
-                pkcs8 = exported
-        self._exported[cached] = pkcs8
-        return pkcs8

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -15,10 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from pyspire.ca.authorities import X509CA
-from pyspire.ca.der import join_signed
+from pyspire.ca.der import join_signed, read_tlv
 from pyspire.ca.signing import ManagedKey, public_key_type
 from pyspire.ca.svid_der import (
     DEFAULT_SVID_SUBJECT,
+    P256_SPKI_HEAD,
+    P256_SPKI_SIZE,
     encode_extensions,
     encode_validity,
     leaf_names,
@@ -50,6 +52,23 @@ class LeafRequest:
     dns_names: tuple[str, ...] = ()
     subject: tuple[SubjectAttribute, ...] = DEFAULT_SVID_SUBJECT
     extra_extensions: tuple[Extension, ...] = ()
+    spki: bytes = b""
+    """``public_key``'s SubjectPublicKeyInfo DER as ``cryptography`` encodes it, when already
+    at hand (:class:`CheckedKey`); empty to have it encoded when the leaf is signed."""
+
+
+class CheckedKey(NamedTuple):
+    """A public key to certify and its SubjectPublicKeyInfo DER, exactly as ``cryptography``
+    encodes it (what a leaf carries), so the key is encoded at most once per leaf."""
+
+    public_key: CertificatePublicKeyTypes
+    spki: bytes
+
+    @classmethod
+    def of(cls, public_key: CertificatePublicKeyTypes) -> CheckedKey:
+        """``public_key`` with its encoding; InvalidArgumentError for a key of a type no SVID
+        may carry."""
+        return cls(public_key, _spki(public_key))
 
 
 async def mint_x509_svid(
@@ -117,7 +136,7 @@ async def mint_x509_svids(
                 serial=serial,
                 validity=validity[1],
                 names=_leaf_names(request),
-                spki=_spki(request.public_key),
+                spki=request.spki or _spki(request.public_key),
                 extra_extensions=encode_extensions(request.extra_extensions)
                 if request.extra_extensions
                 else b"",
@@ -193,7 +212,12 @@ def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
 
 
 def public_key_from_csr(csr_der: bytes) -> CertificatePublicKeyTypes:
-    """The public key of a DER CSR whose self-signature checks out.
+    """The public key of a DER CSR whose self-signature checks out (see :func:`checked_csr`)."""
+    return checked_csr(csr_der).public_key
+
+
+def checked_csr(csr_der: bytes) -> CheckedKey:
+    """The public key of a DER CSR whose self-signature checks out, with its encoding.
 
     Only the key is taken from a CSR; names and extensions in it are ignored, since the entry
     decides what the SVID says.
@@ -205,13 +229,38 @@ def public_key_from_csr(csr_der: bytes) -> CertificatePublicKeyTypes:
         public_key = csr.public_key()
     except (ValueError, TypeError) as error:
         raise InvalidArgumentError(f"malformed CSR: {error}") from None
-    if not _csr_signature_holds(csr, public_key):
+    info = csr.tbs_certrequest_bytes
+    if not _csr_signature_holds(csr, public_key, info):
         raise InvalidArgumentError("invalid CSR signature")
     try:
         public_key_type(public_key)
     except ValueError as error:
         raise InvalidArgumentError(f"malformed CSR: {error}") from None
-    return public_key
+    return CheckedKey(public_key, _csr_spki(info, public_key))
+
+
+def _csr_spki(info: bytes, public_key: CertificatePublicKeyTypes) -> bytes:
+    """The SubjectPublicKeyInfo of a parsed CSR's request info as ``cryptography`` encodes
+    ``public_key``: for the usual P-256 key with an uncompressed point, the CSR's own bytes
+    (its DER can only be that one encoding), else ``public_key`` encoded anew."""
+    _, start, _ = read_tlv(info)
+    _, _, version_end = read_tlv(info, start)
+    _, _, subject_end = read_tlv(info, version_end)
+    _, _, spki_end = read_tlv(info, subject_end)
+    if (
+        spki_end - subject_end == P256_SPKI_SIZE
+        and info.startswith(P256_SPKI_HEAD, subject_end)
+        and info[subject_end + len(P256_SPKI_HEAD)] == _UNCOMPRESSED_POINT
+    ):
+        return info[subject_end:spki_end]
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+_UNCOMPRESSED_POINT = 0x04
+"""The first octet of an uncompressed EC point (SEC 1 §2.3.3), the form ``cryptography``
+writes; a compressed or hybrid point in a CSR is encoded anew."""
 
 
 # ECDSA signatures, the kind agents send, are checked directly with the key already loaded;
@@ -224,14 +273,15 @@ _ECDSA_SIGNATURES: dict[x509.ObjectIdentifier, ec.ECDSA] = {
 
 
 def _csr_signature_holds(
-    csr: x509.CertificateSigningRequest, public_key: CertificatePublicKeyTypes
+    csr: x509.CertificateSigningRequest, public_key: CertificatePublicKeyTypes, info: bytes
 ) -> bool:
-    """Whether the CSR's self-signature verifies with its own public key."""
+    """Whether the CSR's self-signature over ``info`` (its request info) verifies with its own
+    public key."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         algorithm = _ECDSA_SIGNATURES.get(csr.signature_algorithm_oid)
         if algorithm is not None:
             try:
-                public_key.verify(csr.signature, csr.tbs_certrequest_bytes, algorithm)
+                public_key.verify(csr.signature, info, algorithm)
             except InvalidSignature:
                 return False
             return True

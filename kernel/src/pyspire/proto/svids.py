@@ -99,12 +99,18 @@ def batch_new_x509_svid_response(results: Sequence[tuple[int, str, X509Svid | No
     return write_BatchNewX509SVIDResponse(
         results=[
             write_BatchNewX509SVIDResponse_Result(
-                status=write_Status(code=code, message=message),
+                status=_OK_STATUS
+                if code == 0 and message == "OK"
+                else write_Status(code=code, message=message),
                 svid=None if svid is None else encode_x509_svid(svid),
             )
             for code, message, svid in results
         ]
     )
+
+
+_OK_STATUS = write_Status(code=0, message="OK")
+"""The status of nearly every item, encoded once."""
 
 
 def read_batch_new_x509_svid_response(data: bytes) -> list[BatchResult]:

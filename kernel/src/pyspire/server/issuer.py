@@ -7,9 +7,9 @@ configured credential composers then adjust each one before it is signed
 (:mod:`pyspire.ca.composition`): agent SVIDs as agents', everything else as workloads'.
 
 With a :class:`~pyspire.ca.worker_pool.SigningPool` (``signing_processes``), batches of CSRs are
-checked and batches of workload leaves signed in worker processes; without one, CSR checks run
-in a worker thread (``cryptography`` releases the GIL while it verifies) and leaves are signed
-through the key manager on the event loop.
+checked and batches of workload leaves signed in worker processes; without one, both run in
+worker threads (``cryptography`` releases the GIL while it verifies and signs;
+:mod:`pyspire.ca.thread_signer`), and a key that stays in a KMS signs through its key manager.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from pyspire.ca.composition import CredentialComposition, SvidKind
 from pyspire.ca.jwt import mint_jwt_svid
 from pyspire.ca.manager import CaManager
+from pyspire.ca.thread_signer import ThreadSigner
 from pyspire.ca.worker_pool import SigningPool
 from pyspire.ca.x509svid import (
+    CheckedKey,
     LeafRequest,
     MintedSvid,
+    checked_csr,
     mint_leaf,
     mint_x509_svids,
-    public_key_from_csr,
 )
 from pyspire.telemetry.metrics import SVID_JWT_SIGNED, SVID_X509_SIGNED, PrometheusMetrics
 from pyspire_sdk.clock import Clock
@@ -65,6 +67,7 @@ class SvidIssuer:
     ) -> None:
         self._ca = ca
         self._pool = pool
+        self._signer = pool if pool is not None else ThreadSigner()
         self._clock = clock
         self.policy = policy
         self._composition = composition or CredentialComposition()
@@ -75,6 +78,14 @@ class SvidIssuer:
     ) -> list[CertificatePublicKeyTypes | PyspireError]:
         """The public key of each CSR whose self-signature holds, or why it was refused; off
         the event loop (in the pool's workers, or a worker thread)."""
+        return [
+            checked if isinstance(checked, PyspireError) else checked.public_key
+            for checked in await self.check_csr_keys(csrs)
+        ]
+
+    async def check_csr_keys(self, csrs: Sequence[bytes]) -> list[CheckedKey | PyspireError]:
+        """:meth:`check_csrs` with each key's encoding, which the leaf for it then carries as
+        it is (see :func:`~pyspire.ca.x509svid.checked_csr`)."""
         if self._pool is not None:
             return await self._pool.check_csrs(csrs)
         return await asyncio.to_thread(_checked_keys, csrs)
@@ -126,7 +137,7 @@ class SvidIssuer:
         )
 
     async def workload_x509_batch(
-        self, requests: Sequence[tuple[RegistrationEntry, CertificatePublicKeyTypes]]
+        self, requests: Sequence[tuple[RegistrationEntry, CheckedKey]]
     ) -> list[X509Svid | PyspireError]:
         """The X509-SVID each (entry, key) pair describes, as :meth:`workload_x509` makes it,
         or why that one could not be signed; in request order.
@@ -140,24 +151,25 @@ class SvidIssuer:
             leaves = [
                 LeafRequest(
                     entry.spiffe_id,
-                    public_key,
+                    key.public_key,
                     timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else default_ttl,
                     entry.dns_names,
+                    spki=key.spki,
                 )
-                for entry, public_key in requests
+                for entry, key in requests
             ]
             minted = await mint_x509_svids(
-                self._ca.x509_ca, leaves, now=self._clock.now(), signer=self._pool
+                self._ca.x509_ca, leaves, now=self._clock.now(), signer=self._signer
             )
         else:
             composed = [
-                await self._composed_leaf(entry, public_key, default_ttl)
-                for entry, public_key in requests
+                await self._composed_leaf(entry, key.public_key, default_ttl)
+                for entry, key in requests
             ]
             signable = [leaf for leaf in composed if isinstance(leaf, LeafRequest)]
             signed = iter(
                 await mint_x509_svids(
-                    self._ca.x509_ca, signable, now=self._clock.now(), signer=self._pool
+                    self._ca.x509_ca, signable, now=self._clock.now(), signer=self._signer
                 )
             )
             minted = [leaf if isinstance(leaf, PyspireError) else next(signed) for leaf in composed]
@@ -242,11 +254,11 @@ class SvidIssuer:
         return await self.jwt(entry.spiffe_id, audience, ttl=ttl, hint=entry.hint)
 
 
-def _checked_keys(csrs: Sequence[bytes]) -> list[CertificatePublicKeyTypes | PyspireError]:
-    keys: list[CertificatePublicKeyTypes | PyspireError] = []
+def _checked_keys(csrs: Sequence[bytes]) -> list[CheckedKey | PyspireError]:
+    keys: list[CheckedKey | PyspireError] = []
     for csr in csrs:
         try:
-            keys.append(public_key_from_csr(csr))
+            keys.append(checked_csr(csr))
         except PyspireError as error:
             keys.append(error)
     return keys

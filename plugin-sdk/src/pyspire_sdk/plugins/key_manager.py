@@ -309,7 +309,9 @@ class PrivateKeyExport(Protocol):
 
     The agent needs its own SVID's private key in memory, because TLS libraries (Python's
     ``ssl`` included) take the key itself, not a signing callback; so the agent requires a key
-    manager with this capability. The server never asks for it: CA keys only sign.
+    manager with this capability. The server uses it only to sign batches of leaves outside
+    the key manager's interface (in its signing worker processes or a worker thread) with a CA
+    key that already lives in its memory; a key manager without it signs every leaf itself.
     """
 
     async def export_private_key(self, key_id: str) -> bytes:

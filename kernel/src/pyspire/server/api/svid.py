@@ -26,14 +26,12 @@ import grpclib.server
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from pyspire.ca.signing import sign_certificate
 from pyspire.ca.templates import CaSubject, downstream_ca_builder
-from pyspire.ca.x509svid import public_key_from_csr
+from pyspire.ca.x509svid import CheckedKey, public_key_from_csr
 from pyspire.proto.convert import jwt_svid_to_proto, spiffe_id_from_proto, x509_svid_to_proto
 from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
-from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.proto.svids import BatchItem, batch_new_x509_svid_response
@@ -53,7 +51,8 @@ from pyspire_sdk.spiffeid import SpiffeId
 MAX_BATCH_PARAMS = 500
 """The most CSRs one BatchNewX509SVID request may carry."""
 
-_OK = pb.Status(code=0, message="OK")
+_OK_CODE = 0
+_OK_MESSAGE = "OK"
 
 _log = structlog.get_logger("pyspire.server.api.svid")
 
@@ -73,10 +72,6 @@ def _authorized_item(
     if entry is None:
         return NotFoundError("entry not found or not authorized")
     return entry
-
-
-def _status(error: PyspireError) -> pb.Status:
-    return pb.Status(code=status_for(error).value, message=str(error))
 
 
 def _caller_id(kind: CallerKind, description: str) -> SpiffeId:
@@ -159,7 +154,7 @@ class SvidService(svid_pb.SvidBase):
         # CSR signature checks are the costliest step: they run off the event loop, one hop
         # per batch, overlapping with the loop's own work (TLS, HTTP/2).
         checked = iter(
-            await self._context.issuer.check_csrs(
+            await self._context.issuer.check_csr_keys(
                 [
                     csr
                     for (_, csr), entry in zip(items, entries, strict=True)
@@ -167,17 +162,16 @@ class SvidService(svid_pb.SvidBase):
                 ]
             )
         )
-        keys = [None if isinstance(entry, PyspireError) else next(checked) for entry in entries]
         # None marks an item handed to the issuer; its result comes back in the same order.
-        outcomes: list[X509Svid | PyspireError | None] = []
-        signable: list[tuple[RegistrationEntry, CertificatePublicKeyTypes]] = []
-        for entry, key in zip(entries, keys, strict=True):
+        outcomes: list[PyspireError | None] = []
+        signable: list[tuple[RegistrationEntry, CheckedKey]] = []
+        for entry in entries:
             if isinstance(entry, PyspireError):
                 outcomes.append(entry)
-            elif isinstance(key, PyspireError):
+                continue
+            key = next(checked)
+            if isinstance(key, PyspireError):
                 outcomes.append(key)
-            elif key is None:
-                outcomes.append(InvalidArgumentError("missing CSR"))
             else:
                 signable.append((entry, key))
                 outcomes.append(None)
@@ -190,12 +184,11 @@ class SvidService(svid_pb.SvidBase):
         produced = iter(signed)
         results: list[tuple[int, str, X509Svid | None]] = []
         for outcome in outcomes:
-            if outcome is None:
-                outcome = next(produced)
-            if isinstance(outcome, PyspireError):
-                results.append((status_for(outcome).value, str(outcome), None))
+            result = next(produced) if outcome is None else outcome
+            if isinstance(result, PyspireError):
+                results.append((status_for(result).value, str(result), None))
             else:
-                results.append((_OK.code, _OK.message, outcome))
+                results.append((_OK_CODE, _OK_MESSAGE, result))
         return results
 
     async def new_jwtsvid(
