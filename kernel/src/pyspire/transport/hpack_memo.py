@@ -111,10 +111,10 @@ class MemoEncoder(Encoder):
             self._memo.clear()
             self._memo_version = table.version
         key = (fields, huffman)
-        if not table.resized:
-            block = self._memo.get(key)
-            if block is not None:
-                return block
+        block = self._memo.get(key)
+        if block is not None:
+            return block  # a resize since it was remembered would have emptied the memo
+        # A pending resize is signalled at the start of this block: not a block to repeat.
         resized = table.resized
         block = super().encode(fields, huffman)
         if not resized and table.version == self._memo_version:
