@@ -9,8 +9,10 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import grpclib.protocol
 import grpclib.server
 import h2.config
 import h2.connection
@@ -29,6 +31,7 @@ from pyspire.server.runtime import ADMIN_API_LIMITS, SERVER_API_LIMITS, ServerRu
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire.transport.calls import InFlight, WithCallContext
 from pyspire.transport.limits import ConnectionLimits
+from pyspire.transport.messages import guard_request_frames
 from pyspire.transport.tls import build_client_context
 
 SHORT = 0.3
@@ -228,3 +231,34 @@ async def test_both_server_listeners_bound_the_wait(tmp_path: Path, raw_grpc: An
 
 def _with_timeout(limits: ConnectionLimits) -> ConnectionLimits:
     return dataclasses.replace(limits, request_timeout=SHORT)
+
+
+async def test_a_request_already_ended_is_read_without_a_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every byte of an ended stream is in grpclib's buffer: the guard reads it without arming
+    a timer (two per call otherwise, one per read)."""
+    buffer = grpclib.protocol.Buffer(lambda size: None)
+    buffer.add(b"\x00" + len(MESSAGE).to_bytes(4, "big") + MESSAGE, len(MESSAGE) + 5)
+    buffer.eof()
+    inner = SimpleNamespace(buffer=buffer, recv_data=buffer.read)
+    stream: Any = SimpleNamespace(_stream=inner)
+    guard_request_frames(stream, limit=1024, unary=True, first_message_timeout=WAIT)
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    prefix = await inner.recv_data(5)
+    assert await inner.recv_data(int.from_bytes(prefix[1:], "big")) == MESSAGE
+    assert timers == []
+
+
+def test_the_request_guard_refuses_a_stream_it_does_not_recognise() -> None:
+    stream: Any = SimpleNamespace(_stream=SimpleNamespace(recv_data=None))
+    with pytest.raises(RuntimeError, match="the request guard needs updating"):
+        guard_request_frames(stream, limit=1, unary=True, first_message_timeout=1.0)

@@ -1,17 +1,18 @@
-"""Where pyspire reaches into grpclib's server: two small functions, each with its own test.
+"""Where pyspire reaches into grpclib's server: three small functions, each with its own test.
 
 grpclib builds its listener inside ``Server.start`` with ``loop.create_server`` and offers no
 way to choose the accept path, the TLS handshake timeout, or what wraps each connection.
 :func:`start_on` gives a grpclib server a listener we built around its own protocol factory,
 leaving it in the state ``Server.start`` would have (so ``close`` and ``wait_closed`` work
 unchanged); :func:`watch_calls` tells a connection when its calls start and end, so an idle
-connection can be closed. A grpclib upgrade that changes either seam fails their tests loudly,
-and nothing else in pyspire knows these internals.
+connection can be closed; :func:`lighten_connection` gives a connection's h2 state the cheaper
+per-call path of :mod:`.h2_lean`. A grpclib upgrade that changes any seam fails their tests
+loudly, and nothing else in pyspire knows these internals.
 """
 
 from __future__ import annotations
 
-__all__ = ["ProtocolFactory", "ServerListener", "start_on", "watch_calls"]
+__all__ = ["ProtocolFactory", "ServerListener", "lighten_connection", "start_on", "watch_calls"]
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpclib.protocol
 import grpclib.server
+
+from pyspire.transport.h2_lean import lighten
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -119,3 +122,12 @@ def watch_calls(
     watcher = _CallWatcher(handler, started, ended)
     protocol.handler = watcher  # type: ignore[attr-defined]
     return watcher.detach
+
+
+def lighten_connection(protocol: asyncio.Protocol) -> None:
+    """Give the h2 connection of ``protocol`` (a grpclib protocol just connected, before any
+    byte was received) the cheaper per-call path of :func:`~.h2_lean.lighten`."""
+    connection = getattr(getattr(protocol, "connection", None), "_connection", None)
+    if not isinstance(protocol, grpclib.protocol.H2Protocol) or connection is None:
+        raise RuntimeError("grpclib protocol changed: lighten_connection needs updating")
+    lighten(connection)

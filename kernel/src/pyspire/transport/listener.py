@@ -9,7 +9,7 @@ probes every TCP peer (:func:`keep_alive`), so one that vanished is let go even 
 progress. Closing the listener closes every connection it accepted. The gRPC side is grpclib's,
 unchanged: each connection wraps the protocol grpclib would have used (see
 :mod:`.grpclib_server`), which writes through a :class:`~.coalesce.CoalescingTransport` (what
-one turn of the loop writes leaves in one write).
+one turn of the loop writes leaves in one write) and codes HTTP/2 through :mod:`.h2_lean`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from pyspire.transport.coalesce import CoalescingTransport
-from pyspire.transport.grpclib_server import ProtocolFactory, start_on, watch_calls
+from pyspire.transport.grpclib_server import (
+    ProtocolFactory,
+    lighten_connection,
+    start_on,
+    watch_calls,
+)
 from pyspire.transport.limits import Admitted, ConnectionCounts, ConnectionLimits, Refused
 from pyspire.transport.peer import transport_certificate
 from pyspire.transport.unix import bind_unix_socket
@@ -296,6 +301,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._unwatch = watch_calls(self._inner, self._call_started, self._call_ended)
         # grpclib writes each step of an answer on its own: one TLS record and send each.
         self._inner.connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+        lighten_connection(self._inner)
         self._connected = True
         self._arm(self._listener.limits.first_request_timeout)
         early, self._early = self._early, []

@@ -86,13 +86,22 @@ def guard_request_frames(
     (the body); the guard follows that alternation. ``limit`` is the largest body accepted;
     ``unary`` says the call must carry exactly one message, so ending without one is refused.
     The first message must have arrived ``first_message_timeout`` seconds after this call (the
-    start of the RPC); later messages of a client stream are the handler's to wait for.
+    start of the RPC); later messages of a client stream are the handler's to wait for. A read
+    from a stream whose peer has already ended it (every byte is in grpclib's buffer: the usual
+    unary call) cannot wait, and is made without a timer.
     """
     inner = getattr(stream, "_stream", None)
     read = getattr(inner, "recv_data", None)
-    if read is None:
-        raise RuntimeError("grpclib stream has no recv_data: the request guard needs updating")
-    guard = _FrameGuard(read, limit=limit, unary=unary, first_message_timeout=first_message_timeout)
+    buffer = getattr(inner, "buffer", None)
+    if read is None or not isinstance(getattr(buffer, "_eof", None), bool):
+        raise RuntimeError("grpclib stream internals changed: the request guard needs updating")
+    guard = _FrameGuard(
+        read,
+        buffer,
+        limit=limit,
+        unary=unary,
+        first_message_timeout=first_message_timeout,
+    )
     inner.recv_data = guard.recv_data  # type: ignore[union-attr]
 
 
@@ -102,12 +111,15 @@ class _FrameGuard:
     def __init__(
         self,
         read: Callable[[int], Awaitable[bytes]],
+        buffer: Any,
         *,
         limit: int,
         unary: bool,
         first_message_timeout: float,
     ) -> None:
         self._read = read
+        self._buffer = buffer
+        """grpclib's buffer of the stream: its ``_eof`` says the peer ended the stream."""
         self._limit = limit
         self._unary = unary
         self._first_message_timeout = first_message_timeout
@@ -161,7 +173,7 @@ class _FrameGuard:
         return data
 
     async def _read_in_time(self, size: int) -> bytes:
-        if self._messages:
+        if self._messages or self._buffer._eof:
             return await self._read(size)
         try:
             async with asyncio.timeout_at(self._deadline):
