@@ -1,7 +1,8 @@
 """One simulated agent: the agent's own identity, cache and sync parts against a real server.
 
 What runs is the code of ``pyspire-agent``: :class:`~pyspire.agent.node_identity.NodeIdentity`
-attests with the join token (after fetching and pinning the bundle) and renews the agent SVID
+attests with the join token (no call before AttestAgent: the bootstrap bundle verifies the
+server) and renews the agent SVID
 at about half its life; :class:`~pyspire.agent.sync.SyncManager` fetches the authorized entries
 (SyncAuthorizedEntries) and the bundle (GetBundle) every sync interval and mints workload SVIDs
 (BatchNewX509SVID, a fresh key and CSR each) for entries whose SVID is missing, changed or half

@@ -78,6 +78,10 @@ ROWS: list[Row] = [
         lambda r: _number(r.storm["server_ms_per_agent"], 1),
     ),
     ("storm: generator CPU (%)", lambda r: _workers(r.storm["generator_cpu_percent"])),
+    (
+        "storm: server calls per agent with its SVIDs",
+        lambda r: _number(sum(r.storm["calls_per_agent"].values()), 2),
+    ),
     ("steady: syncs/s achieved", lambda r: _number(r.steady["syncs_per_second"])),
     (
         "steady: syncs/s expected (agents / interval)",

@@ -279,11 +279,13 @@ class LoadRun:
 
     def storm(self, fleet: Fleet) -> None:
         """Every agent starts at once; until each holds all its SVIDs."""
+        calls_before = self.calls()
         server_before, fleet_before = self.server_sample(), fleet.samples()
         began = time.time()
         command = {"do": "storm", "start_per_second": self.options.start_per_second}
         answers = fleet.ask_workers(command, self.options.storm_timeout)
         server_after, fleet_after = self.server_sample(), fleet.samples()
+        calls = self.calls() - calls_before
         agents = [agent for answer in answers for agent in answer["agents"]]
         ready = [agent[2] - began for agent in agents if not agent[3]]
         attested = [agent[1] - began for agent in agents if not agent[3]]
@@ -305,7 +307,17 @@ class LoadRun:
                 cpu_percent(before, after)
                 for before, after in zip(fleet_before[:-1], fleet_after[:-1], strict=True)
             ],
+            "calls_per_agent": {
+                method: count / max(1, len(ready)) for method, count in sorted(calls.items())
+            },
         }
+
+    def calls(self) -> Counter[str]:
+        """Calls every server answered so far, by method and status."""
+        total: Counter[str] = Counter()
+        for server in self.servers:
+            total += server.calls()
+        return total
 
     def steady(self, fleet: Fleet, registered: Sample) -> None:
         """One interval to settle, then ``duration`` seconds measured."""
@@ -439,6 +451,8 @@ def _run_in(root: Path, options: LoadOptions, say: Callable[[str], None]) -> Loa
                 run.storm(fleet)
                 ready = run.result.storm["all_ready_seconds"]
                 say(f"  storm: every agent has its SVIDs after {ready:.1f}s")
+                for method, count in run.result.storm["calls_per_agent"].items():
+                    say(f"    server calls per agent: {method} {count:.2f}")
                 run.steady(fleet, registered)
                 say(f"  steady: {run.result.steady['syncs_per_second']:.1f} syncs/s")
                 if options.burst:

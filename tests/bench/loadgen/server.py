@@ -14,6 +14,8 @@ import secrets
 import signal
 import sys
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,9 @@ from processes import ServerProcess, ServerSettings, free_port
 from .options import LoadOptions
 
 GC_PAUSES = Path(__file__).resolve().parents[1] / "gc_pauses.py"
+
+RPC_COUNTER_PREFIX = "pyspire_server_rpc_"
+"""The server's call counters (``rpc.<service>.<method>``, SPIRE's names) as scraped."""
 
 
 async def _postgres_schema() -> tuple[str, str]:
@@ -73,10 +78,29 @@ class ProbedServer(ServerProcess):
     loop's lag are read with :meth:`stalls`. ``collector`` ``cpython`` gives it CPython's
     thresholds and no freeze."""
 
-    def __init__(self, settings: ServerSettings, collector: str) -> None:
+    def __init__(self, settings: ServerSettings, collector: str, metrics_port: int) -> None:
         super().__init__(settings)
         self.stats_path = settings.root / "server-stalls.json"
         self.collector = collector
+        self.metrics_port = metrics_port
+
+    def calls(self) -> Counter[str]:
+        """Calls the server answered so far, by method (SPIRE's metric name, shortened) and
+        status, e.g. ``agent_v1_agent_attest_agent OK``: scraped from its Prometheus endpoint,
+        which the server's call counters feed whether or not it is scraped."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        counts: Counter[str] = Counter()
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if not (name.startswith(RPC_COUNTER_PREFIX) and name.endswith("_total")):
+                continue
+            labels, _, value = rest.rpartition("}")
+            status = labels.partition('status="')[2].partition('"')[0]
+            method = name.removeprefix(RPC_COUNTER_PREFIX).removesuffix("_total")
+            counts[f"{method} {status}"] += int(float(value))
+        return counts
 
     def launch(self, env: object = None) -> None:
         environment = dict(os.environ)
@@ -117,6 +141,8 @@ def _server(
     root: Path, port: int, options: LoadOptions, datastore: str, extra: str
 ) -> ProbedServer:
     root.mkdir(exist_ok=True)
+    metrics_port = free_port()
+    prometheus = f'[server.telemetry.Prometheus]\nhost = "127.0.0.1"\nport = {metrics_port}\n'
     return ProbedServer(
         ServerSettings(
             root=root,
@@ -125,7 +151,8 @@ def _server(
             default_x509_svid_ttl=f"{options.svid_ttl}s",
             agent_ttl=f"{options.agent_ttl}s",
             datastore=datastore,
-            extra=extra,
+            extra=f"{extra}\n{prometheus}",
         ),
         options.server_collector,
+        metrics_port,
     )

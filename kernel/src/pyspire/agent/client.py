@@ -704,8 +704,12 @@ class ServerClient:
 
     async def fetch_bundle(self) -> Bundle:
         """Our trust domain's bundle (GetBundle), over the authenticated connection when the
-        agent has an SVID, else anonymously."""
-        return (await self._own_answer())[1]
+        agent has an SVID, else anonymously. The answer is held for the next sync
+        (:meth:`fetch_bundles`), which does not fetch it again while the server's digest
+        says it is current."""
+        answer = await self._own_answer()
+        self._held_bundles.hold_own(answer)
+        return answer[1]
 
     async def _own_answer(self) -> tuple[bytes, Bundle]:
         """GetBundle's answer: its bytes and our bundle (decoded only when the bytes changed)."""

@@ -53,6 +53,12 @@ class HeldBundles:
         }
         return TrustBundles(own[1], federated)
 
+    def hold_own(self, own: tuple[bytes, Bundle]) -> None:
+        """Hold a freshly fetched answer for our bundle alone (its encoding and bundle),
+        keeping the federated answers held: a GetBundle outside a sync (the one that pins the
+        bundle before attesting) then spares the first sync its own."""
+        self._own = (answer_digest(own[0]), own[1])
+
     def hold(
         self,
         own: tuple[bytes, Bundle],

@@ -4,9 +4,14 @@
 
 - **Start.** Resume from :mod:`pyspire.agent.storage` when the stored SVID is unexpired and its
   key is still in the agent's key manager with the same public key; nothing is asked of the
-  server (a one-time join token is not needed again). Otherwise attest: fetch the server's
-  bundle (verified with the bootstrap bundle or, with insecure bootstrap, pinned as received),
-  generate a key, and run the node attestor. A server that cannot take the attestation now
+  server (a one-time join token is not needed again). Otherwise attest with the bundle the
+  agent already trusts (the stored one, else the bootstrap bundle), as SPIRE's agent does: no
+  call comes before AttestAgent, whose connection verifies the server with that bundle, and the
+  new SVID must chain to it; the server's current bundle arrives with the first sync. Only when
+  the SVID does not chain to it (the server moved to a CA the bundle lacks) is the bundle
+  fetched, on the same verified connection. With insecure bootstrap there is no bundle: the
+  server's is fetched and pinned as received before attesting, and held for the first sync, so
+  that sync does not fetch it again. A server that cannot take the attestation now
   (away, or over its rate limit of one attestation per second per address) is tried again
   with backoff and jitter (the SDK's one retry policy, :mod:`pyspire_sdk.backoff`); only a
   refusal ends the start.
@@ -355,7 +360,8 @@ class NodeIdentity:
             trust = await self._bootstrap_trust()
             if trust.bundle is not None:
                 self._client.use_bundle(trust.bundle)
-        await self._pin_bundle()
+            else:
+                await self._pin_bundle()
         await self._attest(avoid_key_id=state.key_id if state is not None else None)
 
     async def _bootstrap_trust(self) -> BootstrapTrust:
@@ -399,17 +405,16 @@ class NodeIdentity:
         return True
 
     async def _pin_bundle(self) -> None:
-        """Fetch the current bundle over the anonymous connection and trust the server with it;
-        with insecure bootstrap this is the moment the agent decides whom to trust."""
-        insecure = self._client.bundle is None
+        """Insecure bootstrap: fetch the bundle of whichever server answers, over an unverified
+        connection, and trust the server with it from now on. This is the moment the agent
+        decides whom to trust."""
         bundle = await self._client.fetch_bundle()
         self._client.use_bundle(bundle)
-        if insecure:
-            _log.warning(
-                "INSECURE BOOTSTRAP: pinned the bundle of an unauthenticated server",
-                server=self._client.target,
-                x509_authorities=len(bundle.x509_authorities),
-            )
+        _log.warning(
+            "INSECURE BOOTSTRAP: pinned the bundle of an unauthenticated server",
+            server=self._client.target,
+            x509_authorities=len(bundle.x509_authorities),
+        )
 
     # -- getting SVIDs ----------------------------------------------------------------------
 
@@ -446,7 +451,7 @@ class NodeIdentity:
         key_id = self._next_key_id(avoid_key_id)
         private_key, csr = await self._new_key(key_id)
         result = await self._client.attest(self._attestor_name, self._attestor, csr)
-        self._check_svid(result.svid, private_key, bundle)
+        bundle = await self._bundle_for(result.svid, private_key, bundle)
         credentials = NodeCredentials(
             svid=result.svid,
             private_key=private_key,
@@ -461,6 +466,29 @@ class NodeIdentity:
             reattestable=result.reattestable,
             expires_at=result.svid.expires_at.isoformat(),
         )
+
+    async def _bundle_for(self, svid: X509Svid, private_key: PrivateKey, bundle: Bundle) -> Bundle:
+        """The bundle to keep with ``svid``, just issued by attestation: ``bundle``, the one
+        the attestation's connection verified the server with, when the SVID chains to it; else
+        the server's current bundle, fetched on that same connection (still verified with
+        ``bundle``, still open until the SVID is installed), when the SVID chains to that: the
+        server moved to a CA that ``bundle`` lacks (it rotated since the bundle was stored or
+        the bootstrap bundle was made). The join token is spent by now, so the SVID is not
+        given up while a bundle the server vouches for trusts it."""
+        try:
+            self._check_svid(svid, private_key, bundle)
+        except ServerCallError as error:
+            fetched = await self._client.fetch_bundle()
+            if fetched == bundle:
+                raise
+            _log.info(
+                "agent SVID does not chain to the bundle the server was verified with; "
+                "checking it with the server's current bundle",
+                reason=str(error),
+            )
+            self._check_svid(svid, private_key, fetched)
+            return fetched
+        return bundle
 
     async def _renew(self) -> None:
         current = self.credentials

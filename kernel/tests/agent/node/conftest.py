@@ -281,6 +281,7 @@ class Agent:
     bootstrap: BootstrapTrust | None = None
     jitter: float = 0.0
     attestor: tuple[str, AgentNodeAttestor] | None = None
+    client_type: type[ServerClient] = ServerClient
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def build(self) -> tuple[NodeIdentity, ServerClient]:
@@ -292,7 +293,7 @@ class Agent:
         bootstrap = self.bootstrap
         if bootstrap is None:
             bootstrap = BootstrapTrust(bundle=await self.server.bundle(), source="test")
-        client = ServerClient(
+        client = self.client_type(
             trust_domain=TD, address="127.0.0.1", port=self.server.port, bundle=None
         )
         name, chosen = self.attestor or ("join_token", attestor)

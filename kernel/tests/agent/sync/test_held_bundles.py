@@ -47,3 +47,22 @@ def test_any_doubt_means_fetching() -> None:
     # The digest of our bundle alone does not cover a federated one.
     assert held.current(offer(b"ours"), [OTHER]) is None
     assert HeldBundles().current(offer(b"ours"), []) is None
+
+
+def test_our_bundle_alone_may_be_held_and_keeps_the_federated_answers() -> None:
+    fresh = HeldBundles()
+    assert fresh.current(offer(b"ours"), []) is None
+    fresh.hold_own((b"ours", OURS))
+    current = fresh.current(offer(b"ours"), [])
+    assert current is not None and current.bundle == OURS
+    # A trust domain never fetched still means fetching.
+    assert fresh.current(offer(b"ours", (OTHER, b"theirs")), [OTHER]) is None
+
+    held = holding()
+    newer = Bundle(trust_domain=TRUST_DOMAIN, sequence_number=2)
+    held.hold_own((b"newer", newer))
+    assert held.current(offer(b"ours", (OTHER, b"theirs")), [OTHER]) is None
+    current = held.current(offer(b"newer", (OTHER, b"theirs")), [OTHER])
+    assert current is not None
+    assert current.bundle == newer
+    assert current.federated == {OTHER: THEIRS}
