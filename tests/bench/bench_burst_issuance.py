@@ -6,7 +6,7 @@ with join tokens at once until each holds its first SVIDs; with and without sign
 
 For each ``--processes`` value (the server's ``signing_processes``) a fresh server runs in this
 process: SQLite datastore, in-process key manager, the join_token node attestor, the TCP gate
-and every service, over real TLS. The agents are played by ``--clients`` processes (an agent is
+and every service, over real TLS through the server's own listener (``serve_tcp``). The agents are played by ``--clients`` processes (an agent is
 a process of its own in production; here each client process plays its share of agents, each
 with its own connection):
 
@@ -78,6 +78,7 @@ from pyspire.server.issuer import IssuancePolicy, SvidIssuer
 from pyspire.server.join_tokens import DataStoreJoinTokens
 from pyspire.server.runtime import SERVER_API_LIMITS, signing_pool
 from pyspire.transport.calls import InFlight
+from pyspire.transport.listener import serve_tcp
 from pyspire.transport.tls import RotatingServerContext
 from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.bundle import Bundle, X509Authority
@@ -218,13 +219,18 @@ class BenchServer:
                 ServerServices.build(context), context, InFlight(), limits=SERVER_API_LIMITS
             )
         )
-        await self.server.start(
+        # The production listener (write coalescing, lean HTTP/2 connections, the handshake
+        # limit and connection limits), not grpclib's own ``Server.start``.
+        self.listener = await serve_tcp(
+            self.server,
             "127.0.0.1",
             self.requested_port,
-            ssl=tls.listening,
-            reuse_port=self.reuse_port or None,
+            tls=tls.listening,
+            limits=SERVER_API_LIMITS,
+            name="server api",
+            reuse_port=self.reuse_port,
         )
-        self.port: int = self.server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port: int = self.listener.sockets[0].getsockname()[1]
         stored = await self.datastore.get_bundle(TD)
         assert stored is not None
         self.authorities: tuple[bytes, ...] = tuple(
