@@ -6,9 +6,9 @@ with join tokens at once until each holds its first SVIDs; with and without sign
 
 For each ``--processes`` value (the server's ``signing_processes``) a fresh server runs in this
 process: SQLite datastore, in-process key manager, the join_token node attestor, the TCP gate
-and every service, over real TLS through the server's own listener (``serve_tcp``). The agents are played by ``--clients`` processes (an agent is
-a process of its own in production; here each client process plays its share of agents, each
-with its own connection):
+and every service, over real TLS through the server's own listener (``serve_tcp``). The agents
+are played by ``--clients`` processes (an agent is a process of its own in production; here
+each client process plays its share of agents, each with its own connection):
 
 * **burst**: every agent is attested and connected (its mTLS handshake done) before the clock
   starts; then each sends one BatchNewX509SVID with ``--svids`` CSRs for its own entries. The
