@@ -9,8 +9,10 @@ many collections there were, the longest, the 99th percentile, the longest per g
 the loop's lag to ``stats.json`` and starts counting afresh. The program runs unchanged (its
 collector as :mod:`pyspire.collector` sets it), but for two environment variables that compare
 other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead of
-:data:`pyspire.collector.THRESHOLDS`, and ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze once ready
-(``700,10,10`` with no freeze is CPython's own behaviour).
+:data:`pyspire.collector.THRESHOLDS`, ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze at all (neither
+once ready nor after a storm; ``700,10,10`` with no freeze is CPython's own behaviour), and
+``PYSPIRE_BENCH_GC_SETTLED_FREEZE=0``, the start-up freeze only (the policy before
+:class:`pyspire.collector.SettledFreeze`). The statistics count the settled freezes made.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from stall_probe import StallProbe
 _pauses: list[tuple[int, float, float]] = []
 _probe = StallProbe()
 _started = [0.0, 0.0]
+_settled_freezes: list[float] = []
 
 
 def _timed(phase: str, info: dict[str, Any]) -> None:
@@ -73,6 +76,7 @@ def _stats() -> dict[str, Any]:
         "cpu": _summary(2),
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
+        "settled_freezes": len(_settled_freezes),
         "threshold": list(gc.get_threshold()),
     }
 
@@ -88,13 +92,21 @@ def _replace_collector_policy() -> None:
         collector.tune_collector = lambda: gc.set_threshold(*chosen)
     freeze = collector.freeze_startup_heap
     freezing = os.environ.get("PYSPIRE_BENCH_GC_FREEZE", "1") != "0"
+    settled_freezing = freezing and os.environ.get("PYSPIRE_BENCH_GC_SETTLED_FREEZE", "1") != "0"
+    freeze_settled = collector.freeze_settled_heap
 
     def when_ready() -> None:
         if freezing:
             freeze()
         _probe.watch(asyncio.get_running_loop())
 
+    def when_settled() -> None:
+        if settled_freezing:
+            freeze_settled()
+            _settled_freezes.append(time.monotonic())
+
     collector.freeze_startup_heap = when_ready
+    collector.freeze_settled_heap = when_settled
 
 
 def main() -> None:

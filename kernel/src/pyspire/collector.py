@@ -5,7 +5,7 @@ CPython frees most objects by reference counting; its cyclic collector walks eve
 object of a generation, and a full (generation 2) collection walks them all. A server holding
 thousands of agent connections tracks hundreds of thousands of objects, so a full collection
 stops the event loop for a time proportional to the heap: every call waiting meanwhile has that
-pause in its latency. Two measures keep it out of the tail (figures in CONTRIBUTING,
+pause in its latency. Three measures keep it out of the tail (figures in CONTRIBUTING,
 ``tests/bench/bench_connection_memory.py``):
 
 - **larger young generations** (:data:`THRESHOLDS`): with CPython's default of 700 allocations
@@ -16,18 +16,53 @@ pause in its latency. Two measures keep it out of the tail (figures in CONTRIBUT
 - **freezing what start-up built** (:func:`freeze_startup_heap`): plugins, the registry cache,
   encoded entries, imported modules live as long as the process; once it is ready they move to
   the permanent generation, which no collection walks.
+- **freezing again once a storm is over** (:class:`SettledFreeze`): what an attestation storm
+  builds (agents' connections, their records and kept answers) lives as long as the agents stay
+  connected, but it is born after start-up, so the collector tracks it: the first middle
+  collection after the storm walks all of it (about 1.5 s at 1,000 agents) and full ones later
+  walk it again. Once no attestation has run or waited for :data:`SETTLED_AFTER` seconds, and at
+  least one ran since the last freeze, the server collects the young generation (what it walks
+  is what was allocated since the last young collection, at most 50,000 objects: tens of
+  milliseconds) and freezes the rest.
 
 CPython's rule that a full collection waits until the objects promoted since the last one are
 a quarter of those already old keeps full collections rare as the number of connections grows.
+
+What a freeze costs: a frozen object is still freed when its last reference goes, but a cycle
+among frozen objects that becomes garbage stays for the life of the process. So nothing of a
+connection may rely on the collector: a call's stream and asyncio's socket transport each made
+a cycle that held the connection's transports, now broken (``transport/messages.py``,
+``transport/listener.py``), and ``kernel/tests/transport/test_frozen_connections.py`` closes
+connections frozen while open and finds none of their objects left, with the collector off.
+What stays is what was already cyclic garbage in the middle and old generations at the freeze
+(not collected first: that collection is the very pause the freeze avoids) and cycles of
+other code that break later; freezing once per storm, not on a timer, bounds that to what a
+few moments' garbage holds.
 """
 
 from __future__ import annotations
 
-__all__ = ["THRESHOLDS", "freeze_startup_heap", "tune_collector"]
+__all__ = [
+    "SETTLED_AFTER",
+    "SETTLE_CHECK_PERIOD",
+    "THRESHOLDS",
+    "Attestations",
+    "SettledFreeze",
+    "freeze_settled_heap",
+    "freeze_startup_heap",
+    "tune_collector",
+]
 
 import gc
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
 import structlog
+
+from pyspire_sdk.clock import Clock
+from pyspire_sdk.errors import InvalidArgumentError
 
 THRESHOLDS = (50_000, 20, 10)
 """Allocations between young collections; young collections per middle one; middle ones per
@@ -48,3 +83,99 @@ def freeze_startup_heap() -> None:
     gc.collect()
     gc.freeze()
     _log.debug("startup heap frozen", frozen_objects=gc.get_freeze_count())
+
+
+def freeze_settled_heap() -> None:
+    """Collect the young generation, then move every object tracked now to the permanent
+    generation. Unlike :func:`freeze_startup_heap` the middle and old generations are not
+    collected first: with thousands of connections that collection is the pause to avoid."""
+    started = time.perf_counter()
+    was_frozen = gc.get_freeze_count()
+    gc.collect(0)
+    gc.freeze()
+    _log.info(
+        "settled heap frozen",
+        newly_frozen=gc.get_freeze_count() - was_frozen,
+        frozen_objects=gc.get_freeze_count(),
+        took_ms=round(1000 * (time.perf_counter() - started), 1),
+    )
+
+
+SETTLED_AFTER = 10.0
+"""Seconds with no attestation running or waiting after which a storm is over. Longer than the
+gaps between attestations of a storm the admission queue drains (milliseconds), shorter than
+the time an agent takes to notice its SVID is due (5 s checks), so the freeze comes before most
+of the storm's objects have been walked by a middle collection."""
+
+SETTLE_CHECK_PERIOD = 1.0
+"""Seconds between two looks at whether the server has settled."""
+
+
+class Attestations(Protocol):
+    """What :class:`SettledFreeze` reads of the server's agent attestations."""
+
+    @property
+    def admitted_total(self) -> int:
+        """Attestations admitted since the server started (only ever grows)."""
+        ...
+
+    def quiet_since(self) -> datetime | None:
+        """Since when no attestation has run or waited; None while one runs or waits."""
+        ...
+
+
+class SettledFreeze:
+    """Freeze the heap once per storm: when ``attestations`` have been quiet for ``quiet``
+    seconds on ``clock`` and at least one was admitted since the last freeze (or since this
+    object was made, which the process does once it has frozen its start-up heap).
+
+    ``freeze`` is :func:`freeze_settled_heap` (looked up when it is called) in a server; tests
+    pass a recorder.
+    """
+
+    def __init__(
+        self,
+        attestations: Attestations,
+        clock: Clock,
+        *,
+        quiet: float = SETTLED_AFTER,
+        period: float = SETTLE_CHECK_PERIOD,
+        freeze: Callable[[], None] | None = None,
+    ) -> None:
+        if quiet < 0:
+            raise InvalidArgumentError(f"invalid quiet: {quiet} must not be negative")
+        if period <= 0:
+            raise InvalidArgumentError(f"invalid period: {period} must be positive")
+        self._attestations = attestations
+        self._clock = clock
+        self._quiet = quiet
+        self._period = period
+        self._freeze = freeze
+        self._frozen_after = attestations.admitted_total
+        self.freezes = 0
+        """Freezes made so far."""
+
+    def due(self) -> bool:
+        """Whether a storm is over that no freeze has followed yet."""
+        if self._attestations.admitted_total == self._frozen_after:
+            return False
+        since = self._attestations.quiet_since()
+        if since is None:
+            return False
+        return (self._clock.now() - since).total_seconds() >= self._quiet
+
+    def check(self) -> bool:
+        """Freeze when :meth:`due`; True when it froze."""
+        if not self.due():
+            return False
+        self._frozen_after = self._attestations.admitted_total
+        (self._freeze or freeze_settled_heap)()
+        self.freezes += 1
+        return True
+
+    async def run(self) -> None:
+        """:meth:`check` every ``period`` seconds until cancelled (run by the server's task
+        group, which cancels and awaits it)."""
+        while True:
+            await self._clock.sleep(self._period)
+            self.check()

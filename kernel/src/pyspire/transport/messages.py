@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -92,22 +93,33 @@ def guard_request_frames(
     read = getattr(inner, "recv_data", None)
     if read is None:
         raise RuntimeError("grpclib stream has no recv_data: the request guard needs updating")
-    guard = _FrameGuard(read, limit=limit, unary=unary, first_message_timeout=first_message_timeout)
+    guard = _FrameGuard(
+        weakref.WeakMethod(read),
+        limit=limit,
+        unary=unary,
+        first_message_timeout=first_message_timeout,
+    )
     inner.recv_data = guard.recv_data  # type: ignore[union-attr]
 
 
 class _FrameGuard:
-    """The checks of :func:`guard_request_frames` for one stream, in front of its reads."""
+    """The checks of :func:`guard_request_frames` for one stream, in front of its reads.
+
+    The stream holds the guard (its ``recv_data``) and the guard reaches the stream's own read
+    through a weak reference: a strong one would make every call a cycle that only the cyclic
+    collector frees, holding the connection's transports until it runs, and never for a call
+    in progress when the heap is frozen (:mod:`pyspire.collector`). Whoever calls
+    ``recv_data`` holds the stream meanwhile."""
 
     def __init__(
         self,
-        read: Callable[[int], Awaitable[bytes]],
+        read: weakref.WeakMethod[Callable[[int], Awaitable[bytes]]],
         *,
         limit: int,
         unary: bool,
         first_message_timeout: float,
     ) -> None:
-        self._read = read
+        self._stream_read = read
         self._limit = limit
         self._unary = unary
         self._first_message_timeout = first_message_timeout
@@ -159,6 +171,12 @@ class _FrameGuard:
         if size and not data and what == "message":
             raise _malformed("the stream ended inside the message")
         return data
+
+    async def _read(self, size: int) -> bytes:
+        read = self._stream_read()
+        if read is None:
+            raise RuntimeError("the stream was freed while it was read")
+        return await read(size)
 
     async def _read_in_time(self, size: int) -> bytes:
         if self._messages:
