@@ -6,7 +6,8 @@ under load: each collection's duration (wall clock, and the CPU time of the thre
 other processes on the machine do not inflate) is recorded from :data:`gc.callbacks`, and once
 the process is ready the event loop's lag is probed (:mod:`stall_probe`); SIGUSR1 writes how
 many collections there were, the longest, the 99th percentile, the longest per generation and
-the loop's lag to ``stats.json`` and starts counting afresh. The program runs unchanged (its
+the loop's lag to ``stats.json`` and starts counting afresh; SIGUSR2 runs a middle and then a
+full collection and writes what each cost to ``stats.walks.json``. The program runs unchanged (its
 collector as :mod:`pyspire.collector` sets it), but for two environment variables that compare
 other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead of
 :data:`pyspire.collector.THRESHOLDS`, ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze at all (neither
@@ -81,6 +82,20 @@ def _stats() -> dict[str, Any]:
     }
 
 
+def _walks() -> dict[str, Any]:
+    """What a middle and then a full collection cost now (CPU time of the thread, ms), and
+    the objects each walked: the cost of the collections CPython would run next, whenever
+    it chooses to, measured at a moment the benchmark picks."""
+    walks: dict[str, Any] = {}
+    for generation, name in ((1, "middle"), (2, "full")):
+        walked = sum(len(gc.get_objects(g)) for g in range(generation + 1))
+        started = time.thread_time()
+        gc.collect(generation)
+        walks[name] = {"cpu_ms": 1000 * (time.thread_time() - started), "objects": walked}
+    walks["frozen_objects"] = gc.get_freeze_count()
+    return walks
+
+
 def _replace_collector_policy() -> None:
     """Apply the environment's collector settings through :mod:`pyspire.collector` (before
     the command line imports it) and start the lag probe once the process is ready."""
@@ -120,7 +135,14 @@ def main() -> None:
         temporary.write_text(json.dumps(stats))
         os.replace(temporary, stats_path)
 
+    def walk(_signal: int, _frame: FrameType | None) -> None:
+        stats = _walks()
+        temporary = stats_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(stats))
+        os.replace(temporary, stats_path.with_suffix(".walks.json"))
+
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, walk)
     gc.callbacks.append(_timed)
     _replace_collector_policy()
     if program == "server":

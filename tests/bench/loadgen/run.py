@@ -334,6 +334,8 @@ class LoadRun:
         )
         self.result.steady["server_stalls"] = server_stalls
         self.result.steady["server_stalls_until_window"] = storm_stalls
+        # After the window: a middle and a full collection, timed, change none of its figures.
+        self.result.steady["server_walks"] = self.server.walks()
         self.result.steady["generator_stalls"] = [answer["stalls"] for answer in answers]
         connected = max(1, self.result.storm["agents_ready"])
         self.result.memory.update(
