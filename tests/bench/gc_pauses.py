@@ -78,6 +78,7 @@ def _stats() -> dict[str, Any]:
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
         "settled_freezes": len(_settled_freezes),
+        "settled_freeze_cpu_ms": [round(took, 1) for took in _settled_freezes],
         "threshold": list(gc.get_threshold()),
     }
 
@@ -117,8 +118,9 @@ def _replace_collector_policy() -> None:
 
     def when_settled() -> None:
         if settled_freezing:
+            started = time.thread_time()
             freeze_settled()
-            _settled_freezes.append(time.monotonic())
+            _settled_freezes.append(1000 * (time.thread_time() - started))
 
     collector.freeze_startup_heap = when_ready
     collector.freeze_settled_heap = when_settled
