@@ -85,20 +85,23 @@ def freeze_startup_heap() -> None:
     _log.debug("startup heap frozen", frozen_objects=gc.get_freeze_count())
 
 
-def freeze_settled_heap() -> None:
+def freeze_settled_heap() -> int:
     """Collect the young generation, then move every object tracked now to the permanent
-    generation. Unlike :func:`freeze_startup_heap` the middle and old generations are not
-    collected first: with thousands of connections that collection is the pause to avoid."""
+    generation; return how many unreachable objects the young collection found. Unlike
+    :func:`freeze_startup_heap` the middle and old generations are not collected first: with
+    thousands of connections that collection is the pause to avoid."""
     started = time.perf_counter()
     was_frozen = gc.get_freeze_count()
-    gc.collect(0)
+    collected = gc.collect(0)
     gc.freeze()
     _log.info(
         "settled heap frozen",
+        young_garbage=collected,
         newly_frozen=gc.get_freeze_count() - was_frozen,
         frozen_objects=gc.get_freeze_count(),
         took_ms=round(1000 * (time.perf_counter() - started), 1),
     )
+    return collected
 
 
 SETTLED_AFTER = 3.0
@@ -142,7 +145,7 @@ class SettledFreeze:
         *,
         quiet: float = SETTLED_AFTER,
         period: float = SETTLE_CHECK_PERIOD,
-        freeze: Callable[[], None] | None = None,
+        freeze: Callable[[], object] | None = None,
     ) -> None:
         if quiet < 0:
             raise InvalidArgumentError(f"invalid quiet: {quiet} must not be negative")
