@@ -105,6 +105,9 @@ def _settled(clock: FakeClock, attestations: _Attestations) -> tuple[SettledFree
     return SettledFreeze(attestations, clock, quiet=10, period=1, freeze=freezes), freezes
 
 
+STOP = {"generation": 0, "collected": 0, "uncollectable": 0}
+
+
 async def test_the_heap_is_frozen_once_a_storm_has_been_quiet_long_enough() -> None:
     clock = FakeClock()
     attestations = _Attestations()
@@ -116,13 +119,19 @@ async def test_the_heap_is_frozen_once_a_storm_has_been_quiet_long_enough() -> N
     assert not policy.check(), "quiet for less than 10 s"
     await clock.advance(0.5)
     assert policy.check()
-    assert freezes.count == 1
+    assert policy.pending and freezes.count == 0, "the freeze waits for a collection to end"
+    policy.collection_ended("start", STOP)
+    assert freezes.count == 0
+    policy.collection_ended("stop", STOP)
+    assert freezes.count == 1 and not policy.pending
+    policy.collection_ended("stop", STOP)
     await clock.advance(60)
     assert not policy.check(), "no attestation since the freeze"
     attestations.admitted_total += 1
     attestations.quiet = clock.now()
     await clock.advance(10)
     assert policy.check(), "a later storm, however small, is frozen after in turn"
+    policy.collection_ended("stop", STOP)
     assert freezes.count == policy.freezes == 2
 
 
@@ -132,25 +141,31 @@ async def test_a_server_without_attestations_never_freezes_again() -> None:
     policy, freezes = _settled(clock, attestations)
     await clock.advance(3600)
     assert not policy.check(), "what was admitted before the policy began is not a storm"
+    policy.collection_ended("stop", STOP)
     assert freezes.count == 0
 
 
-async def test_the_policy_checks_on_its_clock_until_cancelled() -> None:
+async def test_the_policy_checks_on_its_clock_and_freezes_as_a_collection_ends() -> None:
     clock = FakeClock()
     attestations = _Attestations()
     policy, freezes = _settled(clock, attestations)
     async with anyio.create_task_group() as group:
         group.start_soon(policy.run)
         await clock.advance(0)
+        assert policy.collection_ended in gc.callbacks
         attestations.admitted_total = 3
         attestations.quiet = clock.now()
         for _ in range(9):
             await clock.advance(1)
+        gc.collect(0)
         assert freezes.count == 0
         await clock.advance(1)
+        assert policy.pending
+        gc.collect(0)
         assert freezes.count == 1
         group.cancel_scope.cancel()
     assert clock.sleepers == 0
+    assert policy.collection_ended not in gc.callbacks
 
 
 def test_bad_policy_settings_are_refused() -> None:
@@ -161,11 +176,12 @@ def test_bad_policy_settings_are_refused() -> None:
         SettledFreeze(_Attestations(), clock, period=0)
 
 
-def test_the_settled_freeze_keeps_the_middle_and_old_generations_unwalked() -> None:
+def test_the_settled_freeze_walks_nothing_and_freezes_every_generation() -> None:
     gc.unfreeze()
     gc.collect()
-    survivors = [{"agent": number} for number in range(1000)]
+    survivors = [{"agent": [number]} for number in range(1000)]
     gc.collect(1)  # the storm's objects reached the old generation
+    young = [[number] for number in range(100)]
     walked: list[int] = []
 
     def record(phase: str, info: dict[str, int]) -> None:
@@ -177,6 +193,8 @@ def test_the_settled_freeze_keeps_the_middle_and_old_generations_unwalked() -> N
         freeze_settled_heap()
     finally:
         gc.callbacks.remove(record)
-    assert walked == [0], "only the young generation is collected first"
-    assert gc.get_freeze_count() >= len(survivors)
+    assert walked == [], "the freeze runs no collection of its own"
+    assert gc.get_freeze_count() >= len(survivors) + len(young)
     assert not gc.get_objects(2), "what was old is frozen now"
+    tracked = {id(item) for item in gc.get_objects()}
+    assert not [item for item in young if id(item) in tracked], "and what was young"

@@ -36,7 +36,7 @@ from stall_probe import StallProbe
 _pauses: list[tuple[int, float, float]] = []
 _probe = StallProbe()
 _started = [0.0, 0.0]
-_settled_freezes: list[tuple[float, int, int, int]] = []
+_settled_freezes: list[tuple[float, int, int]] = []
 
 
 def _timed(phase: str, info: dict[str, Any]) -> None:
@@ -78,7 +78,7 @@ def _stats() -> dict[str, Any]:
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
         "settled_freezes": len(_settled_freezes),
-        "settled_freezes_cpu_ms_young_garbage_frozen": [
+        "settled_freezes_cpu_ms_young_frozen": [
             (round(took, 1), *counts) for took, *counts in _settled_freezes
         ],
         "threshold": list(gc.get_threshold()),
@@ -118,15 +118,13 @@ def _replace_collector_policy() -> None:
             freeze()
         _probe.watch(asyncio.get_running_loop())
 
-    def when_settled() -> int:
+    def when_settled() -> None:
         if settled_freezing:
-            young_before = len(gc.get_objects(0))
+            young = len(gc.get_objects(0))
             started = time.thread_time()
-            garbage = freeze_settled()
+            freeze_settled()
             took = 1000 * (time.thread_time() - started)
-            _settled_freezes.append((took, young_before, garbage, gc.get_freeze_count()))
-            return garbage
-        return 0
+            _settled_freezes.append((took, young, gc.get_freeze_count()))
 
     collector.freeze_startup_heap = when_ready
     collector.freeze_settled_heap = when_settled

@@ -21,9 +21,8 @@ pause in its latency. Three measures keep it out of the tail (figures in CONTRIB
   connected, but it is born after start-up, so the collector tracks it: the first middle
   collection after the storm walks all of it (about 1.5 s at 1,000 agents) and full ones later
   walk it again. Once no attestation has run or waited for :data:`SETTLED_AFTER` seconds, and at
-  least one ran since the last freeze, the server collects the young generation (what it walks
-  is what was allocated since the last young collection, at most 50,000 objects: tens of
-  milliseconds) and freezes the rest.
+  least one ran since the last freeze, the server freezes the heap as CPython's next collection
+  ends (a young one, mostly: it has just freed the young garbage, and the freeze walks nothing).
 
 CPython's rule that a full collection waits until the objects promoted since the last one are
 a quarter of those already old keeps full collections rare as the number of connections grows.
@@ -54,8 +53,7 @@ __all__ = [
 ]
 
 import gc
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -85,23 +83,19 @@ def freeze_startup_heap() -> None:
     _log.debug("startup heap frozen", frozen_objects=gc.get_freeze_count())
 
 
-def freeze_settled_heap() -> int:
-    """Collect the young generation, then move every object tracked now to the permanent
-    generation; return how many unreachable objects the young collection found. Unlike
-    :func:`freeze_startup_heap` the middle and old generations are not collected first: with
-    thousands of connections that collection is the pause to avoid."""
-    started = time.perf_counter()
+def freeze_settled_heap() -> None:
+    """Move every object tracked now to the permanent generation, collecting nothing first:
+    :class:`SettledFreeze` calls it as CPython's own collection ends, when the young
+    generation has just been collected. Unlike :func:`freeze_startup_heap` it runs no
+    collection of its own: at the end of a storm the young generation alone took 85-490 ms
+    to walk, the middle and old ones are the very pause to avoid."""
     was_frozen = gc.get_freeze_count()
-    collected = gc.collect(0)
     gc.freeze()
     _log.info(
         "settled heap frozen",
-        young_garbage=collected,
         newly_frozen=gc.get_freeze_count() - was_frozen,
         frozen_objects=gc.get_freeze_count(),
-        took_ms=round(1000 * (time.perf_counter() - started), 1),
     )
-    return collected
 
 
 SETTLED_AFTER = 3.0
@@ -132,7 +126,10 @@ class Attestations(Protocol):
 class SettledFreeze:
     """Freeze the heap once per storm: when ``attestations`` have been quiet for ``quiet``
     seconds on ``clock`` and at least one was admitted since the last freeze (or since this
-    object was made, which the process does once it has frozen its start-up heap).
+    object was made, which the process does once it has frozen its start-up heap), the freeze
+    is due, and it is made as CPython's next collection ends (:meth:`collection_ended`, in
+    :data:`gc.callbacks` while :meth:`run` runs): that collection has just freed the young
+    generation's garbage, and the freeze adds no walk of its own.
 
     ``freeze`` is :func:`freeze_settled_heap` (looked up when it is called) in a server; tests
     pass a recorder.
@@ -157,12 +154,18 @@ class SettledFreeze:
         self._period = period
         self._freeze = freeze
         self._frozen_after = attestations.admitted_total
+        self._pending = False
         self.freezes = 0
         """Freezes made so far."""
 
+    @property
+    def pending(self) -> bool:
+        """Whether a freeze waits for the next collection to end."""
+        return self._pending
+
     def due(self) -> bool:
         """Whether a storm is over that no freeze has followed yet."""
-        if self._attestations.admitted_total == self._frozen_after:
+        if self._pending or self._attestations.admitted_total == self._frozen_after:
             return False
         since = self._attestations.quiet_since()
         if since is None:
@@ -170,17 +173,28 @@ class SettledFreeze:
         return (self._clock.now() - since).total_seconds() >= self._quiet
 
     def check(self) -> bool:
-        """Freeze when :meth:`due`; True when it froze."""
+        """When :meth:`due`, have the next collection's end freeze the heap; True then."""
         if not self.due():
             return False
         self._frozen_after = self._attestations.admitted_total
+        self._pending = True
+        return True
+
+    def collection_ended(self, phase: str, info: Mapping[str, int]) -> None:
+        """The :data:`gc.callbacks` hook: freeze as a collection ends, if a freeze is due."""
+        if phase != "stop" or not self._pending:
+            return
+        self._pending = False
         (self._freeze or freeze_settled_heap)()
         self.freezes += 1
-        return True
 
     async def run(self) -> None:
         """:meth:`check` every ``period`` seconds until cancelled (run by the server's task
-        group, which cancels and awaits it)."""
-        while True:
-            await self._clock.sleep(self._period)
-            self.check()
+        group, which cancels and awaits it); :meth:`collection_ended` hooked meanwhile."""
+        gc.callbacks.append(self.collection_ended)
+        try:
+            while True:
+                await self._clock.sleep(self._period)
+                self.check()
+        finally:
+            gc.callbacks.remove(self.collection_ended)
