@@ -36,7 +36,7 @@ from stall_probe import StallProbe
 _pauses: list[tuple[int, float, float]] = []
 _probe = StallProbe()
 _started = [0.0, 0.0]
-_settled_freezes: list[tuple[float, int, int]] = []
+_settled_freezes: list[tuple[float, int]] = []
 
 
 def _timed(phase: str, info: dict[str, Any]) -> None:
@@ -78,8 +78,8 @@ def _stats() -> dict[str, Any]:
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
         "settled_freezes": len(_settled_freezes),
-        "settled_freezes_cpu_ms_young_frozen": [
-            (round(took, 1), *counts) for took, *counts in _settled_freezes
+        "settled_freezes_cpu_ms_young": [
+            (round(took, 3), young) for took, young in _settled_freezes
         ],
         "threshold": list(gc.get_threshold()),
     }
@@ -124,7 +124,7 @@ def _replace_collector_policy() -> None:
             started = time.thread_time()
             freeze_settled()
             took = 1000 * (time.thread_time() - started)
-            _settled_freezes.append((took, young, gc.get_freeze_count()))
+            _settled_freezes.append((took, young))
 
     collector.freeze_startup_heap = when_ready
     collector.freeze_settled_heap = when_settled

@@ -89,13 +89,10 @@ def freeze_settled_heap() -> None:
     generation has just been collected. Unlike :func:`freeze_startup_heap` it runs no
     collection of its own: at the end of a storm the young generation alone took 85-490 ms
     to walk, the middle and old ones are the very pause to avoid."""
-    was_frozen = gc.get_freeze_count()
     gc.freeze()
-    _log.info(
-        "settled heap frozen",
-        newly_frozen=gc.get_freeze_count() - was_frozen,
-        frozen_objects=gc.get_freeze_count(),
-    )
+    # No object counts here: gc.get_freeze_count() walks every frozen object (70-215 ms of CPU
+    # at 1,000 agents), while the freeze itself only joins lists.
+    _log.info("settled heap frozen")
 
 
 SETTLED_AFTER = 3.0
