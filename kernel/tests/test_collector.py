@@ -1,16 +1,28 @@
 """The collector policy of a long-running process: thresholds at start, start-up heap frozen
-once ready (and the run command applying both)."""
+once ready (and the run command applying both), the heap frozen again once a storm is over
+(timed on a fake clock)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
+import anyio
 import pytest
 
 from pyspire.cli.commands.run import _run_freezing_when_ready
-from pyspire.collector import THRESHOLDS, freeze_startup_heap, tune_collector
+from pyspire.collector import (
+    THRESHOLDS,
+    SettledFreeze,
+    freeze_settled_heap,
+    freeze_startup_heap,
+    tune_collector,
+)
+from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.testing import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +79,122 @@ async def test_the_run_command_freezes_the_heap_once_the_runtime_is_ready() -> N
 async def test_the_run_command_raises_a_runtime_failure_as_itself() -> None:
     with pytest.raises(ValueError, match="start-up failed"):
         await _run_freezing_when_ready(_Runtime(ValueError("start-up failed")))
+
+
+@dataclass
+class _Attestations:
+    """The admission as the policy reads it, set by the test."""
+
+    admitted_total: int = 0
+    quiet: datetime | None = None
+
+    def quiet_since(self) -> datetime | None:
+        return self.quiet
+
+
+class _Freezes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def _settled(clock: FakeClock, attestations: _Attestations) -> tuple[SettledFreeze, _Freezes]:
+    freezes = _Freezes()
+    return SettledFreeze(attestations, clock, quiet=10, period=1, freeze=freezes), freezes
+
+
+STOP = {"generation": 0, "collected": 0, "uncollectable": 0}
+
+
+async def test_the_heap_is_frozen_once_a_storm_has_been_quiet_long_enough() -> None:
+    clock = FakeClock()
+    attestations = _Attestations()
+    policy, freezes = _settled(clock, attestations)
+    attestations.admitted_total = 1000
+    assert not policy.check(), "the storm still runs"
+    attestations.quiet = clock.now()
+    await clock.advance(9.5)
+    assert not policy.check(), "quiet for less than 10 s"
+    await clock.advance(0.5)
+    assert policy.check()
+    assert policy.pending and freezes.count == 0, "the freeze waits for a collection to end"
+    policy.collection_ended("start", STOP)
+    assert freezes.count == 0
+    policy.collection_ended("stop", STOP)
+    assert freezes.count == 1 and not policy.pending
+    policy.collection_ended("stop", STOP)
+    await clock.advance(60)
+    assert not policy.check(), "no attestation since the freeze"
+    attestations.admitted_total += 1
+    attestations.quiet = clock.now()
+    await clock.advance(10)
+    assert policy.check(), "a later storm, however small, is frozen after in turn"
+    policy.collection_ended("stop", STOP)
+    assert freezes.count == policy.freezes == 2
+
+
+async def test_a_server_without_attestations_never_freezes_again() -> None:
+    clock = FakeClock()
+    attestations = _Attestations(admitted_total=5, quiet=clock.now())
+    policy, freezes = _settled(clock, attestations)
+    await clock.advance(3600)
+    assert not policy.check(), "what was admitted before the policy began is not a storm"
+    policy.collection_ended("stop", STOP)
+    assert freezes.count == 0
+
+
+async def test_the_policy_checks_on_its_clock_and_freezes_as_a_collection_ends() -> None:
+    clock = FakeClock()
+    attestations = _Attestations()
+    policy, freezes = _settled(clock, attestations)
+    async with anyio.create_task_group() as group:
+        group.start_soon(policy.run)
+        await clock.advance(0)
+        assert policy.collection_ended in gc.callbacks
+        attestations.admitted_total = 3
+        attestations.quiet = clock.now()
+        for _ in range(9):
+            await clock.advance(1)
+        gc.collect(0)
+        assert freezes.count == 0
+        await clock.advance(1)
+        assert policy.pending
+        gc.collect(0)
+        assert freezes.count == 1
+        group.cancel_scope.cancel()
+    assert clock.sleepers == 0
+    assert policy.collection_ended not in gc.callbacks
+
+
+def test_bad_policy_settings_are_refused() -> None:
+    clock = FakeClock()
+    with pytest.raises(InvalidArgumentError, match="invalid quiet: -1 must not be negative"):
+        SettledFreeze(_Attestations(), clock, quiet=-1)
+    with pytest.raises(InvalidArgumentError, match="invalid period: 0 must be positive"):
+        SettledFreeze(_Attestations(), clock, period=0)
+
+
+def test_the_settled_freeze_walks_nothing_and_freezes_every_generation() -> None:
+    gc.unfreeze()
+    gc.collect()
+    survivors = [{"agent": [number]} for number in range(1000)]
+    gc.collect(1)  # the storm's objects reached the old generation
+    young = [[number] for number in range(100)]
+    walked: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            walked.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        freeze_settled_heap()
+    finally:
+        gc.callbacks.remove(record)
+    assert walked == [], "the freeze runs no collection of its own"
+    assert gc.get_freeze_count() >= len(survivors) + len(young)
+    assert not gc.get_objects(2), "what was old is frozen now"
+    tracked = {id(item) for item in gc.get_objects()}
+    assert not [item for item in young if id(item) in tracked], "and what was young"

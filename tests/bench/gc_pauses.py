@@ -6,11 +6,14 @@ under load: each collection's duration (wall clock, and the CPU time of the thre
 other processes on the machine do not inflate) is recorded from :data:`gc.callbacks`, and once
 the process is ready the event loop's lag is probed (:mod:`stall_probe`); SIGUSR1 writes how
 many collections there were, the longest, the 99th percentile, the longest per generation and
-the loop's lag to ``stats.json`` and starts counting afresh. The program runs unchanged (its
+the loop's lag to ``stats.json`` and starts counting afresh; SIGUSR2 runs a middle and then a
+full collection and writes what each cost to ``stats.walks.json``. The program runs unchanged (its
 collector as :mod:`pyspire.collector` sets it), but for two environment variables that compare
 other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead of
-:data:`pyspire.collector.THRESHOLDS`, and ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze once ready
-(``700,10,10`` with no freeze is CPython's own behaviour).
+:data:`pyspire.collector.THRESHOLDS`, ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze at all (neither
+once ready nor after a storm; ``700,10,10`` with no freeze is CPython's own behaviour), and
+``PYSPIRE_BENCH_GC_SETTLED_FREEZE=0``, the start-up freeze only (the policy before
+:class:`pyspire.collector.SettledFreeze`). The statistics count the settled freezes made.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from stall_probe import StallProbe
 _pauses: list[tuple[int, float, float]] = []
 _probe = StallProbe()
 _started = [0.0, 0.0]
+_settled_freezes: list[tuple[float, int]] = []
 
 
 def _timed(phase: str, info: dict[str, Any]) -> None:
@@ -73,8 +77,26 @@ def _stats() -> dict[str, Any]:
         "cpu": _summary(2),
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
+        "settled_freezes": len(_settled_freezes),
+        "settled_freezes_cpu_ms_young": [
+            (round(took, 3), young) for took, young in _settled_freezes
+        ],
         "threshold": list(gc.get_threshold()),
     }
+
+
+def _walks() -> dict[str, Any]:
+    """What a middle and then a full collection cost now (CPU time of the thread, ms), and
+    the objects each walked: the cost of the collections CPython would run next, whenever
+    it chooses to, measured at a moment the benchmark picks."""
+    walks: dict[str, Any] = {}
+    for generation, name in ((1, "middle"), (2, "full")):
+        walked = sum(len(gc.get_objects(g)) for g in range(generation + 1))
+        started = time.thread_time()
+        gc.collect(generation)
+        walks[name] = {"cpu_ms": 1000 * (time.thread_time() - started), "objects": walked}
+    walks["frozen_objects"] = gc.get_freeze_count()
+    return walks
 
 
 def _replace_collector_policy() -> None:
@@ -88,13 +110,24 @@ def _replace_collector_policy() -> None:
         collector.tune_collector = lambda: gc.set_threshold(*chosen)
     freeze = collector.freeze_startup_heap
     freezing = os.environ.get("PYSPIRE_BENCH_GC_FREEZE", "1") != "0"
+    settled_freezing = freezing and os.environ.get("PYSPIRE_BENCH_GC_SETTLED_FREEZE", "1") != "0"
+    freeze_settled = collector.freeze_settled_heap
 
     def when_ready() -> None:
         if freezing:
             freeze()
         _probe.watch(asyncio.get_running_loop())
 
+    def when_settled() -> None:
+        if settled_freezing:
+            young = len(gc.get_objects(0))
+            started = time.thread_time()
+            freeze_settled()
+            took = 1000 * (time.thread_time() - started)
+            _settled_freezes.append((took, young))
+
     collector.freeze_startup_heap = when_ready
+    collector.freeze_settled_heap = when_settled
 
 
 def main() -> None:
@@ -108,7 +141,14 @@ def main() -> None:
         temporary.write_text(json.dumps(stats))
         os.replace(temporary, stats_path)
 
+    def walk(_signal: int, _frame: FrameType | None) -> None:
+        stats = _walks()
+        temporary = stats_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(stats))
+        os.replace(temporary, stats_path.with_suffix(".walks.json"))
+
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, walk)
     gc.callbacks.append(_timed)
     _replace_collector_policy()
     if program == "server":

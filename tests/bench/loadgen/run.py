@@ -327,7 +327,8 @@ class LoadRun:
         time.sleep(self.options.sync_interval)
         settled, _ = fleet.enter("steady")
         _failures(self.errors, "settle", [answer["tally"] for answer in settled])
-        self.server.stalls()
+        # The storm's and the settling interval's collections, apart from the window's.
+        storm_stalls = self.server.stalls()
         server_before, fleet_before = self.server_sample(), fleet.samples()
         time.sleep(self.options.duration)
         answers, churn = fleet.enter("after")
@@ -344,6 +345,9 @@ class LoadRun:
             (fleet_before, fleet_after),
         )
         self.result.steady["server_stalls"] = server_stalls
+        self.result.steady["server_stalls_until_window"] = storm_stalls
+        # After the window: a middle and a full collection, timed, change none of its figures.
+        self.result.steady["server_walks"] = self.server.walks()
         self.result.steady["generator_stalls"] = [answer["stalls"] for answer in answers]
         connected = max(1, self.result.storm["agents_ready"])
         self.result.memory.update(

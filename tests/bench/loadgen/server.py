@@ -122,6 +122,19 @@ class ProbedServer(ServerProcess):
             time.sleep(0.05)
         raise RuntimeError("the server wrote no collector statistics")
 
+    def walks(self) -> dict[str, object]:
+        """What a middle and then a full collection of the server cost now (it runs both)."""
+        path = self.stats_path.with_suffix(".walks.json")
+        path.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if path.exists():
+                walks: dict[str, object] = json.loads(path.read_text())
+                return walks
+            time.sleep(0.05)
+        raise RuntimeError("the server wrote no collection costs")
+
 
 def load_servers(root: Path, options: LoadOptions, datastore: str) -> list[ProbedServer]:
     """The run's servers (not started) with its SVID lifetimes, logging warnings only."""

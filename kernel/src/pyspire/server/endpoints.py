@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.bundle import BundleService, encode_bundle
 from pyspire.server.api.bundle_answers import BundleAnswers
@@ -42,12 +43,14 @@ class ServerServices:
     local_authority: LocalAuthorityService
 
     @classmethod
-    def build(cls, context: ServerContext) -> ServerServices:
+    def build(
+        cls, context: ServerContext, *, admission: AttestationAdmission | None = None
+    ) -> ServerServices:
         # The Entry service offers agents the digest of the bundle answers the Bundle service
         # keeps, so an agent with nothing new skips fetching them.
         bundles = BundleAnswers(context, encode_bundle)
         return cls(
-            agent=AgentService(context),
+            agent=AgentService(context, admission=admission),
             bundle=BundleService(context, bundles),
             entry=EntryService(context, bundles=bundles),
             svid=SvidService(context),

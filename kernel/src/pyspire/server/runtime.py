@@ -40,8 +40,10 @@ from pyspire.catalog import (
     plan_plugins,
 )
 from pyspire.catalog.host import host_services_for
+from pyspire.collector import SettledFreeze
 from pyspire.config import LoadedConfig, ServerConfig
 from pyspire.registry.cache import RegistryCache
+from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.bundle_feed import BundleFeed, watch_bundle_writes
 from pyspire.server.context import ServerContext
 from pyspire.server.endpoints import ServerServices, admin_servables, tcp_servables
@@ -159,13 +161,19 @@ class ServerRuntime:
         clock: Clock | None = None,
         tcp_limits: ConnectionLimits = SERVER_API_LIMITS,
         admin_limits: ConnectionLimits = ADMIN_API_LIMITS,
+        freeze_when_settled: bool = False,
     ) -> None:
+        """``freeze_when_settled``: freeze the heap an attestation storm built once the storm
+        is over (:class:`pyspire.collector.SettledFreeze`); only the server's own process
+        (``pyspire-server run``) asks for it, never a library user's or a test's."""
         self.settings = loaded.settings
         self._tcp_limits = tcp_limits
         self._admin_limits = admin_limits
         self._plugins = loaded.plugins
         self._discovery = discovery
         self._clock = clock or SystemClock()
+        self._freeze_when_settled = freeze_when_settled
+        self.admission = AttestationAdmission(clock=self._clock)
         self._stop = asyncio.Event()
         self._join_tokens = _LazyJoinTokens()
         self._trust_bundle = _LazyTrustBundle()
@@ -241,6 +249,7 @@ class ServerRuntime:
                         "server-svid": identity.run,
                         "prune": partial(self._prune, core.datastore),
                         **self._upstream_bundle(catalog, core),
+                        **self._settled_freeze(),
                     },
                 )
         self._log.info("server stopped")
@@ -419,7 +428,7 @@ class ServerRuntime:
         self, context: ServerContext, tls: RotatingServerContext, in_flight: InFlight
     ) -> AsyncIterator[None]:
         settings = self.settings
-        services = ServerServices.build(context)
+        services = ServerServices.build(context, admission=self.admission)
         audit = AuditLog() if settings.audit_log_enabled else None
         tcp = grpclib.server.Server(
             tcp_servables(services, context, in_flight, limits=self._tcp_limits, audit=audit)
@@ -467,6 +476,11 @@ class ServerRuntime:
                 self._log.warning("in-flight calls cut short", in_flight=in_flight.count)
 
         await run_services(services, stop=self._stop, stopping=stopping)
+
+    def _settled_freeze(self) -> dict[str, Service]:
+        if not self._freeze_when_settled:
+            return {}
+        return {"settled-freeze": SettledFreeze(self.admission, self._clock).run}
 
     async def _prune(self, datastore: DataStore) -> None:
         while True:

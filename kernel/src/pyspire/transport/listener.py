@@ -120,6 +120,23 @@ def lean_tls_read_buffer(raw: asyncio.Transport) -> None:
     layer._ssl_buffer_view = view
 
 
+def drop_read_callback(raw: asyncio.BaseTransport) -> None:
+    """Let go of the read callback asyncio's socket transport ``raw`` keeps of itself, once the
+    transport no longer reads (closed or aborted: asyncio removed it from the selector).
+
+    That callback is a bound method of the transport kept in the transport: a cycle that only
+    the cyclic collector frees, holding the transport (its buffers, its extra information)
+    until a collection walks it, and for ever when the heap was frozen while the connection
+    was open (:mod:`pyspire.collector`). The one other use of asyncio's private attributes,
+    beside :func:`lean_tls_read_buffer`; another loop's transport (uvloop's) is left alone.
+    """
+    if not isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop):
+        return
+    if raw.is_closing() and hasattr(raw, "_read_ready_cb"):
+        transport: Any = raw
+        transport._read_ready_cb = None
+
+
 class GuardedListener:
     """An asyncio server whose connections obey :class:`ConnectionLimits`; grpclib owns it
     (its ``close`` and ``wait_closed`` close this too)."""
@@ -229,6 +246,8 @@ class _GuardedConnection(asyncio.Protocol):
         self._inner = inner
         self._admitted: Admitted | None = None
         self._transport: asyncio.Transport | None = None
+        self._raw: asyncio.Transport | None = None
+        """The socket's own transport, under the TLS layer if there is one."""
         self._connected = False
         self._calls = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -257,6 +276,7 @@ class _GuardedConnection(asyncio.Protocol):
             return
         self._admitted = admitted
         self._transport = transport
+        self._raw = transport
         listener.connections.add(self)
         keep_alive(transport)
         if listener.tls is None:
@@ -285,6 +305,7 @@ class _GuardedConnection(asyncio.Protocol):
             )
         except BaseException as error:
             raw.abort()
+            drop_read_callback(raw)
             self._release()
             if isinstance(error, OSError):
                 return  # the peer failed or abandoned its handshake (ssl.SSLError is an OSError)
@@ -332,6 +353,9 @@ class _GuardedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
+        if self._raw is not None:
+            drop_read_callback(self._raw)
+            self._raw = None
         if self._connected:
             self._connected = False
             self._inner.connection_lost(exc)

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -96,7 +97,7 @@ def guard_request_frames(
     if read is None or not isinstance(getattr(buffer, "_eof", None), bool):
         raise RuntimeError("grpclib stream internals changed: the request guard needs updating")
     guard = _FrameGuard(
-        read,
+        weakref.WeakMethod(read),
         buffer,
         limit=limit,
         unary=unary,
@@ -106,18 +107,24 @@ def guard_request_frames(
 
 
 class _FrameGuard:
-    """The checks of :func:`guard_request_frames` for one stream, in front of its reads."""
+    """The checks of :func:`guard_request_frames` for one stream, in front of its reads.
+
+    The stream holds the guard (its ``recv_data``) and the guard reaches the stream's own read
+    through a weak reference: a strong one would make every call a cycle that only the cyclic
+    collector frees, holding the connection's transports until it runs, and never for a call
+    in progress when the heap is frozen (:mod:`pyspire.collector`). Whoever calls
+    ``recv_data`` holds the stream meanwhile."""
 
     def __init__(
         self,
-        read: Callable[[int], Awaitable[bytes]],
+        read: weakref.WeakMethod[Callable[[int], Awaitable[bytes]]],
         buffer: Any,
         *,
         limit: int,
         unary: bool,
         first_message_timeout: float,
     ) -> None:
-        self._read = read
+        self._stream_read = read
         self._buffer = buffer
         """grpclib's buffer of the stream: its ``_eof`` says the peer ended the stream."""
         self._limit = limit
@@ -171,6 +178,12 @@ class _FrameGuard:
         if size and not data and what == "message":
             raise _malformed("the stream ended inside the message")
         return data
+
+    async def _read(self, size: int) -> bytes:
+        read = self._stream_read()
+        if read is None:
+            raise RuntimeError("the stream was freed while it was read")
+        return await read(size)
 
     async def _read_in_time(self, size: int) -> bytes:
         if self._messages or self._buffer._eof:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 
 import pytest
 
@@ -17,6 +18,7 @@ from pyspire_sdk.backoff import Backoff, BackoffPolicy
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
 from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugins.node_attestor import Challenger, ServerNodeAttestor
+from pyspire_sdk.testing import FakeClock
 
 from .conftest import Requests, attest, caller, make_csr, params
 from .test_agent import new_token
@@ -153,3 +155,49 @@ def test_a_call_with_too_little_of_its_deadline_left_is_refused() -> None:
     left = f"{MIN_TIME_LEFT - 0.1:.1f}".replace(".", r"\.")
     with pytest.raises(UnavailableError, match=rf"the call has {left} s of its deadline left"):
         AttestationAdmission.check_time_left(MIN_TIME_LEFT - 0.1)
+
+
+async def test_quiet_since_is_when_the_last_attestation_ended_or_left_the_queue() -> None:
+    clock = FakeClock()
+    made = clock.now()
+    admission = AttestationAdmission(limit=1, queue=1, clock=clock)
+    assert admission.quiet_since() == made
+    assert admission.admitted_total == 0
+    release = asyncio.Event()
+    held = asyncio.Event()
+
+    async def hold() -> None:
+        async with admission.admitted():
+            held.set()
+            await release.wait()
+
+    async def wait_turn() -> None:
+        async with admission.admitted():
+            pass
+
+    holder = asyncio.create_task(hold())
+    await held.wait()
+    assert admission.quiet_since() is None, "an attestation runs"
+    waiter = asyncio.create_task(wait_turn())
+    await asyncio.sleep(0)
+    await clock.advance(3)
+    release.set()
+    await holder
+    await waiter
+    assert admission.quiet_since() == made + timedelta(seconds=3)
+    assert admission.admitted_total == 2
+    # A waiter that gives up makes the admission quiet too, without being admitted.
+    release.clear()
+    held.clear()
+    holder = asyncio.create_task(hold())
+    await held.wait()
+    waiter = asyncio.create_task(wait_turn())
+    await asyncio.sleep(0)
+    await clock.advance(2)
+    release.set()
+    waiter.cancel()
+    await holder
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert admission.quiet_since() == made + timedelta(seconds=5)
+    assert admission.admitted_total == 3

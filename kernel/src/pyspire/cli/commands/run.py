@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,7 +59,8 @@ async def _run_in_foreground(
 ) -> int:
     """Load the configuration (every problem reported), set up logging as it says, build the
     runtime and run it until SIGINT or SIGTERM asks it to stop. The process's collector
-    follows :mod:`pyspire.collector`: tuned now, what start-up built frozen once ready."""
+    follows :mod:`pyspire.collector`: tuned now, what start-up built frozen once ready (and
+    the server's runtime, built to, freezes again after each attestation storm)."""
     tune_collector()
     try:
         loaded = await asyncio.to_thread(load)
@@ -124,7 +126,7 @@ async def _run_server(args: argparse.Namespace, context: CliContext) -> int:
         lambda: load_server_config(
             args.config, expand_env=args.expand_env, overrides=overrides, environ=context.environ
         ),
-        ServerRuntime,
+        partial(ServerRuntime, freeze_when_settled=True),
     )
 
 

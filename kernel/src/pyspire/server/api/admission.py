@@ -7,6 +7,9 @@ join token is already consumed and the agent is refused for good. With admission
 ``limit`` attestations run at once (each finishes in its own share of time), up to ``queue``
 more wait their turn, and callers beyond that are told UNAVAILABLE at once, before anything is
 read or consumed, so the agent's retry (the one backoff policy) succeeds later.
+
+The admission also tells when a storm is over (:meth:`AttestationAdmission.quiet_since`): the
+server freezes the heap the storm built then (:class:`pyspire.collector.SettledFreeze`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ __all__ = ["ATTESTATION_CONCURRENCY", "ATTESTATION_QUEUE", "MIN_TIME_LEFT", "Att
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
+from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import InvalidArgumentError, UnavailableError
 
 ATTESTATION_CONCURRENCY = 32
@@ -47,7 +52,11 @@ class AttestationAdmission:
     """
 
     def __init__(
-        self, limit: int = ATTESTATION_CONCURRENCY, queue: int = ATTESTATION_QUEUE
+        self,
+        limit: int = ATTESTATION_CONCURRENCY,
+        queue: int = ATTESTATION_QUEUE,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         if limit < 1:
             raise InvalidArgumentError(f"invalid limit: {limit} must be at least 1")
@@ -57,6 +66,10 @@ class AttestationAdmission:
         self._queue = queue
         self._slots = asyncio.Semaphore(limit)
         self._waiting = 0
+        self._running = 0
+        self._admitted = 0
+        self._clock = clock or SystemClock()
+        self._quiet_since = self._clock.now()
 
     @property
     def limit(self) -> int:
@@ -67,6 +80,18 @@ class AttestationAdmission:
     def waiting(self) -> int:
         """How many callers wait for a slot now."""
         return self._waiting
+
+    @property
+    def admitted_total(self) -> int:
+        """How many callers got a slot since this admission was made."""
+        return self._admitted
+
+    def quiet_since(self) -> datetime | None:
+        """Since when no attestation has held a slot or waited for one (since this admission
+        was made, when none ever did); None while one does."""
+        if self._running or self._waiting:
+            return None
+        return self._quiet_since
 
     @staticmethod
     def check_time_left(seconds: float | None) -> None:
@@ -101,7 +126,16 @@ class AttestationAdmission:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
+            self._mark_quiet()
+        self._running += 1
+        self._admitted += 1
         try:
             yield
         finally:
+            self._running -= 1
             self._slots.release()
+            self._mark_quiet()
+
+    def _mark_quiet(self) -> None:
+        if not self._running and not self._waiting:
+            self._quiet_since = self._clock.now()

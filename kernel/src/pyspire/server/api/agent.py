@@ -242,7 +242,9 @@ class AgentService(agent_pb.AgentBase):
         self._attestation_limiter = (
             PerIpRateLimiter(context.clock, ATTESTATION_PER_IP) if attestation_rate_limit else None
         )
-        self._admission = admission if admission is not None else AttestationAdmission()
+        self._admission = (
+            admission if admission is not None else AttestationAdmission(clock=context.clock)
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
