@@ -10,7 +10,9 @@ the loop's lag to ``stats.json`` and starts counting afresh. The program runs un
 collector as :mod:`pyspire.collector` sets it), but for two environment variables that compare
 other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead of
 :data:`pyspire.collector.THRESHOLDS`, and ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze once ready
-(``700,10,10`` with no freeze is CPython's own behaviour).
+(``700,10,10`` with no freeze is CPython's own behaviour). ``PYSPIRE_BENCH_HEAP_DIR`` and
+``PYSPIRE_BENCH_TRACEMALLOC_FRAMES`` add readings of where the memory goes
+(:mod:`heap_probe`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from heap_probe import HeapProbe, start_tracing_from_environment
 from stall_probe import StallProbe
 
 _pauses: list[tuple[int, float, float]] = []
 _probe = StallProbe()
+_heap = HeapProbe()
 _started = [0.0, 0.0]
 
 
@@ -93,6 +97,7 @@ def _replace_collector_policy() -> None:
         if freezing:
             freeze()
         _probe.watch(asyncio.get_running_loop())
+        start_tracing_from_environment()
 
     collector.freeze_startup_heap = when_ready
 
@@ -107,6 +112,7 @@ def main() -> None:
         temporary = stats_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(stats))
         os.replace(temporary, stats_path)
+        _heap.take()
 
     signal.signal(signal.SIGUSR1, dump)
     gc.callbacks.append(_timed)

@@ -370,6 +370,36 @@ async def test_a_closed_connection_leaves_its_protocols_to_reference_counting(
     assert not kept & set(left), sorted(set(left))
 
 
+CALLS = 20
+
+
+async def test_a_finished_call_leaves_its_stream_to_reference_counting(
+    authority: TestAuthority,
+) -> None:
+    """A call's HTTP/2 stream (grpclib's buffer, queue and events, and the request guard in
+    front of its reads) is freed when the call ends: the collector finds none of it, so
+    thousands of agents syncing do not pile streams up between collections."""
+    gc.collect()  # what earlier tests in this process left is not this test's to count
+    async with served_tls(authority, limits()) as served:
+        channel = Channel("127.0.0.1", served.port, ssl=with_svid(authority))
+        try:
+            for _ in range(CALLS):
+                await check(channel)
+            await asyncio.sleep(0.1)  # the last call's stream released
+            was = gc.get_debug()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                gc.collect()
+                left = [type(item).__qualname__ for item in gc.garbage]
+            finally:
+                gc.set_debug(was)
+                gc.garbage.clear()
+        finally:
+            channel.close()
+    kept = {"_FrameGuard", "Stream", "Buffer", "Queue"}
+    assert not kept & set(left), sorted(set(left))
+
+
 async def _accepted_late(listener: GuardedListener) -> tuple[asyncio.Transport, socket.socket]:
     """A connection the kernel accepted just before the listener closed, whose protocol asyncio
     starts only now; returns its transport and the peer's socket."""

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,7 +98,12 @@ def guard_request_frames(
 
 
 class _FrameGuard:
-    """The checks of :func:`guard_request_frames` for one stream, in front of its reads."""
+    """The checks of :func:`guard_request_frames` for one stream, in front of its reads.
+
+    The stream holds the guard (its ``recv_data``), so the guard holds the stream's own read
+    weakly: a strong reference would make a cycle, and every call's stream (its buffer, queue
+    and events) would wait for the cyclic collector instead of going when the call ends.
+    """
 
     def __init__(
         self,
@@ -107,7 +113,7 @@ class _FrameGuard:
         unary: bool,
         first_message_timeout: float,
     ) -> None:
-        self._read = read
+        self._read = weakref.WeakMethod(read)
         self._limit = limit
         self._unary = unary
         self._first_message_timeout = first_message_timeout
@@ -161,11 +167,14 @@ class _FrameGuard:
         return data
 
     async def _read_in_time(self, size: int) -> bytes:
+        read = self._read()
+        if read is None:  # only grpclib reads through the guard, holding the stream meanwhile
+            raise RuntimeError("the request stream is gone")
         if self._messages:
-            return await self._read(size)
+            return await read(size)
         try:
             async with asyncio.timeout_at(self._deadline):
-                return await self._read(size)
+                return await read(size)
         except TimeoutError:
             raise GRPCError(
                 grpclib.const.Status.DEADLINE_EXCEEDED,
