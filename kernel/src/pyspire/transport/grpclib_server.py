@@ -85,6 +85,7 @@ class _CallWatcher(grpclib.protocol.AbstractHandler):
                 release_stream()
             finally:
                 self._end(stream)
+                _drop_stored_error(stream)
                 # The call's task is done once this, its last step, returns.
                 asyncio.get_running_loop().call_soon(self._collect)
 
@@ -108,6 +109,16 @@ class _CallWatcher(grpclib.protocol.AbstractHandler):
     def detach(self) -> None:
         """Stop telling anyone: the callbacks (and what they hold) are let go."""
         self._started = self._ended = _nothing
+
+
+def _drop_stored_error(stream: grpclib.protocol.Stream) -> None:
+    """Let go of the error grpclib stored to raise in a call it cut short (its connection lost,
+    its deadline passed). grpclib raises that one stored exception from the call's wrapper,
+    whose frame the exception's traceback then holds: a cycle through the whole connection
+    (the stream, its HTTP/2 state, our watcher) that only a full collection would free."""
+    wrapper = getattr(stream, "wrapper", None)
+    if wrapper is not None and getattr(wrapper, "_error", None) is not None:
+        wrapper._error = None
 
 
 def _nothing() -> None:
