@@ -7,9 +7,10 @@ leaving it in the state ``Server.start`` would have (so ``close`` and ``wait_clo
 unchanged); :func:`watch_calls` tells a connection when its calls start and end, so an idle
 connection can be closed, and lets grpclib's handler drop each finished call at once (it keeps
 the task of every call, and so the call's HTTP/2 stream with its buffer, queue and events, until
-ten more have started: about 40 KiB per connection that a server of thousands of agents holds
-for nothing). A grpclib upgrade that changes either seam fails their tests loudly,
-and nothing else in pyspire knows these internals.
+ten more have started: 40 to 50 KiB per connection that a server of thousands of agents
+holds for nothing) and to let go of the error it stored for a call it cut short (which would
+keep a lost connection in a reference cycle). A grpclib upgrade that changes either seam fails
+their tests loudly, and nothing else in pyspire knows these internals.
 """
 
 from __future__ import annotations
