@@ -124,17 +124,20 @@ class RegistryCache:
         """The cached entry with this id, expired or not, or ``None``."""
         return self._index.get_entry(entry_id)
 
-    def entries_with_spiffe_id(self, spiffe_id: SpiffeId) -> tuple[RegistrationEntry, ...]:
-        """The unexpired cached entries whose ``spiffe_id`` is ``spiffe_id`` (for deciding
-        whether a caller is an admin or a downstream server).
+    def privileged_entries(self, spiffe_id: SpiffeId) -> tuple[RegistrationEntry, ...]:
+        """The unexpired cached entries whose ``spiffe_id`` is ``spiffe_id`` and that make their
+        holder an admin or a downstream server (for deciding what a caller may do).
 
         The lookup table is rebuilt from the index once per index revision, so repeated calls
-        between changes cost a dictionary lookup.
+        between changes cost a dictionary lookup; it holds only admin and downstream entries,
+        a handful, where a table of every entry would cost a server of many agents a few
+        kilobytes per agent and a walk of the whole registry after every change.
         """
         if self._by_spiffe_id_revision != self._index.revision:
             table: dict[SpiffeId, list[RegistrationEntry]] = {}
             for entry in self._index.entries_by_id.values():
-                table.setdefault(entry.spiffe_id, []).append(entry)
+                if entry.admin or entry.downstream:
+                    table.setdefault(entry.spiffe_id, []).append(entry)
             self._by_spiffe_id = {key: tuple(value) for key, value in table.items()}
             self._by_spiffe_id_revision = self._index.revision
         now = self._clock.now()
