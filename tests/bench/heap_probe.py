@@ -1,6 +1,6 @@
 """Where a process's memory goes, written from inside it on request: RSS, the C allocator's
-view (``mallinfo2``: bytes in use, bytes free inside its arenas), what :mod:`tracemalloc`
-traces, and the same after a full collection and after ``malloc_trim(0)``.
+view (``mallinfo2``, glibc 2.33 and later: bytes in use, bytes free inside its arenas), what
+:mod:`tracemalloc` traces, and the same after a full collection and after ``malloc_trim(0)``.
 
 ``gc_pauses.py`` takes one reading per SIGUSR1 after the first when
 ``PYSPIRE_BENCH_HEAP_DIR`` names a directory (the first SIGUSR1 of a load run marks the start
@@ -45,7 +45,10 @@ class _MallInfo2(ctypes.Structure):
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-_libc.mallinfo2.restype = _MallInfo2
+_mallinfo2 = getattr(_libc, "mallinfo2", None)  # glibc 2.33 and later
+if _mallinfo2 is not None:
+    _mallinfo2.restype = _MallInfo2
+_malloc_trim = getattr(_libc, "malloc_trim", None)
 
 
 def _rss_bytes() -> int:
@@ -56,13 +59,13 @@ def _rss_bytes() -> int:
 
 
 def _reading() -> dict[str, Any]:
-    info = _libc.mallinfo2()
+    info = _mallinfo2() if _mallinfo2 is not None else None
     traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
     return {
         "rss": _rss_bytes(),
-        "malloc_in_use": info.uordblks + info.hblkhd,
-        "malloc_free_in_arenas": info.fordblks,
-        "malloc_arena": info.arena,
+        "malloc_in_use": None if info is None else info.uordblks + info.hblkhd,
+        "malloc_free_in_arenas": None if info is None else info.fordblks,
+        "malloc_arena": None if info is None else info.arena,
         "traced": traced,
         "gc_tracked_objects": len(gc.get_objects()),
     }
@@ -111,6 +114,7 @@ class HeapProbe:
         figures["after_collect"] = _reading()
         if tracemalloc.is_tracing():
             tracemalloc.take_snapshot().dump(f"{stem}-collected.tracemalloc")
-        _libc.malloc_trim(0)
+        if _malloc_trim is not None:
+            _malloc_trim(0)
         figures["after_trim"] = _reading()
         Path(f"{stem}.json").write_text(json.dumps(figures, indent=1))
