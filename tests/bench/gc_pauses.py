@@ -14,6 +14,8 @@ other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead 
 once ready nor after a storm; ``700,10,10`` with no freeze is CPython's own behaviour), and
 ``PYSPIRE_BENCH_GC_SETTLED_FREEZE=0``, the start-up freeze only (the policy before
 :class:`pyspire.collector.SettledFreeze`). The statistics count the settled freezes made.
+``PYSPIRE_BENCH_HEAP_DIR`` and ``PYSPIRE_BENCH_TRACEMALLOC_FRAMES`` add readings of where the
+memory goes (:mod:`heap_probe`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from heap_probe import HeapProbe, start_tracing_from_environment
 from stall_probe import StallProbe
 
 _pauses: list[tuple[int, float, float]] = []
 _probe = StallProbe()
+_heap = HeapProbe()
 _started = [0.0, 0.0]
 _settled_freezes: list[tuple[float, int]] = []
 
@@ -117,6 +121,7 @@ def _replace_collector_policy() -> None:
         if freezing:
             freeze()
         _probe.watch(asyncio.get_running_loop())
+        start_tracing_from_environment()
 
     def when_settled() -> None:
         if settled_freezing:
@@ -140,6 +145,7 @@ def main() -> None:
         temporary = stats_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(stats))
         os.replace(temporary, stats_path)
+        _heap.take()
 
     def walk(_signal: int, _frame: FrameType | None) -> None:
         stats = _walks()

@@ -4,6 +4,7 @@ rely on fails here first."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpclib.const
+import grpclib.protocol
 import grpclib.server
 import pytest
 from grpclib.client import Channel
@@ -152,6 +154,39 @@ async def test_calls_through_the_lightened_connection_carry_their_headers(
         assert isinstance(h2_connection, LeanH2Connection)
         assert isinstance(h2_connection.encoder, MemoEncoder) and h2_connection.encoder._memo
         assert isinstance(h2_connection.decoder, MemoDecoder) and h2_connection.decoder._memo
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_finished_calls_leave_no_stream_behind(socket_path: Path) -> None:
+    """grpclib's handler keeps each call's task (and its stream: buffer, queue, events) until
+    ten more calls have started; a watched connection lets each go as the call ends."""
+
+    def make(factory: ProtocolFactory) -> ProtocolFactory:
+        def protocol() -> asyncio.Protocol:
+            inner = factory()
+            watch_calls(inner, lambda: None, lambda: None)
+            return inner
+
+        return protocol
+
+    async def listen(factory: ProtocolFactory) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_unix_server(make(factory), str(socket_path))
+
+    def streams() -> int:
+        return sum(isinstance(item, grpclib.protocol.Stream) for item in gc.get_objects())
+
+    server = grpclib.server.Server([WithCallContext(Health())])
+    await start_on(server, listen)
+    channel = Channel(path=str(socket_path))
+    try:
+        before = streams()
+        for _ in range(9):
+            await health.HealthStub(channel).check(health.HealthCheckRequest())
+        await asyncio.sleep(0.05)  # the last call's task done
+        assert streams() == before
     finally:
         channel.close()
         server.close()

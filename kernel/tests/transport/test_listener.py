@@ -370,6 +370,67 @@ async def test_a_closed_connection_leaves_its_protocols_to_reference_counting(
     assert not kept & set(left), sorted(set(left))
 
 
+async def test_a_connection_lost_during_a_call_leaves_it_to_reference_counting(
+    authority: TestAuthority,
+) -> None:
+    """A client that goes away while its call runs (an agent closing the connection it attested
+    on) leaves nothing of the connection for the collector: grpclib raises the error it stored
+    for the cut call from a frame that would otherwise keep the whole connection in a cycle."""
+    gc.collect()  # what earlier tests in this process left is not this test's to count
+    async with served_tls(authority, limits()) as served:
+        served.service.release = asyncio.Event()
+        channel = Channel("127.0.0.1", served.port, ssl=with_svid(authority))
+        call = asyncio.ensure_future(
+            health.HealthStub(channel).check(health.HealthCheckRequest(), timeout=LONG)
+        )
+        await served.service.entered.wait()
+        channel.close()
+        with contextlib.suppress(StreamTerminatedError, ConnectionError):
+            await call
+        await until(lambda: served.listener.counts.total == 0)
+        await asyncio.sleep(0.1)  # the transports' connection_lost callbacks
+        was = gc.get_debug()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            left = [type(item).__qualname__ for item in gc.garbage]
+        finally:
+            gc.set_debug(was)
+            gc.garbage.clear()
+    kept = {"_CallWatcher", "H2Connection", "Connection", "Stream", "Task"}
+    assert not kept & set(left), sorted(set(left))
+
+
+CALLS = 20
+
+
+async def test_a_finished_call_leaves_its_stream_to_reference_counting(
+    authority: TestAuthority,
+) -> None:
+    """A call's HTTP/2 stream (grpclib's buffer, queue and events, and the request guard in
+    front of its reads) is freed when the call ends: the collector finds none of it, so
+    thousands of agents syncing do not pile streams up between collections."""
+    gc.collect()  # what earlier tests in this process left is not this test's to count
+    async with served_tls(authority, limits()) as served:
+        channel = Channel("127.0.0.1", served.port, ssl=with_svid(authority))
+        try:
+            for _ in range(CALLS):
+                await check(channel)
+            await asyncio.sleep(0.1)  # the last call's stream released
+            was = gc.get_debug()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                gc.collect()
+                left = [type(item).__qualname__ for item in gc.garbage]
+            finally:
+                gc.set_debug(was)
+                gc.garbage.clear()
+        finally:
+            channel.close()
+    kept = {"_FrameGuard", "Stream", "Buffer", "Queue"}
+    assert not kept & set(left), sorted(set(left))
+
+
 async def _accepted_late(listener: GuardedListener) -> tuple[asyncio.Transport, socket.socket]:
     """A connection the kernel accepted just before the listener closed, whose protocol asyncio
     starts only now; returns its transport and the peer's socket."""

@@ -72,9 +72,20 @@ and again (an agent's entries share their parent, workloads share selectors), an
 records are immutable, so a remembered one is the very value validation would build."""
 
 
+_RECENT_TRUST_DOMAINS = 1024
+"""How many validated trust domains are remembered: a server sees a handful, and every
+remembered SPIFFE ID of one trust domain then shares its object (a server of many agents
+remembers tens of thousands of IDs)."""
+
+
 @functools.lru_cache(maxsize=_RECENT_VALUES)
 def _spiffe_id(trust_domain: str, path: str) -> SpiffeId:
-    return SpiffeId(TrustDomain(trust_domain), path)
+    return SpiffeId(_trust_domain(trust_domain), path)
+
+
+@functools.lru_cache(maxsize=_RECENT_TRUST_DOMAINS)
+def _trust_domain(name: str) -> TrustDomain:
+    return TrustDomain(name)
 
 
 @functools.lru_cache(maxsize=_RECENT_VALUES)

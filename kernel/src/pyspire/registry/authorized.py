@@ -21,7 +21,10 @@ following dictionaries, never by scanning all entries or all aliases:
   filed under it when the alias arrives), so matching a node's selectors looks only at aliases
   that share a selector with the node and checks each candidate's full set once.
 
-Lookups return tuples of the stored (immutable) entries; nothing is copied. :attr:`revision`
+Entries are stored with the values they repeat shared (:mod:`pyspire.registry.shared`: one
+parent ID object for all children of a parent, one object per selector and trust domain), so
+the index's memory grows with what is distinct. Lookups return tuples of the stored (immutable)
+entries themselves; nothing is copied. :attr:`revision`
 increases on every change, so a caller can tell whether an answer it holds may be stale.
 """
 
@@ -29,11 +32,13 @@ from __future__ import annotations
 
 __all__ = ["AuthorizedEntriesIndex", "IndexStats"]
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
+from pyspire.registry.shared import SharedValues
 from pyspire_sdk.model import RegistrationEntry
 from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId, TrustDomain, server_id
@@ -91,6 +96,7 @@ class AuthorizedEntriesIndex:
         self._aliases: dict[str, _Alias] = {}
         self._aliases_by_pivot: dict[Selector, dict[str, _Alias]] = {}
         self._node_selectors: dict[SpiffeId, frozenset[Selector]] = {}
+        self._shared = SharedValues()
         self._revision = 0
 
     # -- reading ---------------------------------------------------------------------------
@@ -212,6 +218,7 @@ class AuthorizedEntriesIndex:
         self._aliases = {}
         self._aliases_by_pivot = {}
         self._node_selectors = {}
+        self._shared = SharedValues()
         insert = self._insert
         entries_by_id = self._entries
         for entry in entries:
@@ -267,12 +274,13 @@ class AuthorizedEntriesIndex:
         return self.set_node_selectors(agent_id, ())
 
     def _insert(self, entry: RegistrationEntry) -> None:
+        self._shared.share(entry)
         entry_id = entry.id
         self._entries[entry_id] = entry
         if entry.parent_id == self._alias_parent:
             self._insert_alias(entry)
             return
-        parent_key = _key(entry.parent_id)
+        parent_key = sys.intern(_key(entry.parent_id))
         self._parent_of[entry_id] = parent_key
         siblings = self._children.get(parent_key)
         if siblings is None:

@@ -91,8 +91,8 @@ class RegistryCache:
         self._reload_wanted = False
         self._nodes: dict[SpiffeId, AttestedNode | None] = {}
         self._node_generation = 0
-        self._by_spiffe_id: dict[SpiffeId, tuple[RegistrationEntry, ...]] = {}
-        self._by_spiffe_id_revision = -1
+        self._privileged: dict[SpiffeId, tuple[RegistrationEntry, ...]] = {}
+        self._privileged_revision = -1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -124,23 +124,26 @@ class RegistryCache:
         """The cached entry with this id, expired or not, or ``None``."""
         return self._index.get_entry(entry_id)
 
-    def entries_with_spiffe_id(self, spiffe_id: SpiffeId) -> tuple[RegistrationEntry, ...]:
-        """The unexpired cached entries whose ``spiffe_id`` is ``spiffe_id`` (for deciding
-        whether a caller is an admin or a downstream server).
+    def privileged_entries(self, spiffe_id: SpiffeId) -> tuple[RegistrationEntry, ...]:
+        """The unexpired cached entries whose ``spiffe_id`` is ``spiffe_id`` and that make their
+        holder an admin or a downstream server (for deciding what a caller may do).
 
         The lookup table is rebuilt from the index once per index revision, so repeated calls
-        between changes cost a dictionary lookup.
+        between changes cost a dictionary lookup; it holds only admin and downstream entries,
+        a handful, where a table of every entry would cost a server of many agents a few
+        kilobytes per agent and a walk of the whole registry after every change.
         """
-        if self._by_spiffe_id_revision != self._index.revision:
+        if self._privileged_revision != self._index.revision:
             table: dict[SpiffeId, list[RegistrationEntry]] = {}
             for entry in self._index.entries_by_id.values():
-                table.setdefault(entry.spiffe_id, []).append(entry)
-            self._by_spiffe_id = {key: tuple(value) for key, value in table.items()}
-            self._by_spiffe_id_revision = self._index.revision
+                if entry.admin or entry.downstream:
+                    table.setdefault(entry.spiffe_id, []).append(entry)
+            self._privileged = {key: tuple(value) for key, value in table.items()}
+            self._privileged_revision = self._index.revision
         now = self._clock.now()
         return tuple(
             entry
-            for entry in self._by_spiffe_id.get(spiffe_id, ())
+            for entry in self._privileged.get(spiffe_id, ())
             if entry.expires_at is None or entry.expires_at > now
         )
 

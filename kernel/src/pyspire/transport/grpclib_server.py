@@ -5,9 +5,13 @@ way to choose the accept path, the TLS handshake timeout, or what wraps each con
 :func:`start_on` gives a grpclib server a listener we built around its own protocol factory,
 leaving it in the state ``Server.start`` would have (so ``close`` and ``wait_closed`` work
 unchanged); :func:`watch_calls` tells a connection when its calls start and end, so an idle
-connection can be closed; :func:`lighten_connection` gives a connection's h2 state the cheaper
-per-call path of :mod:`.h2_lean`. A grpclib upgrade that changes any seam fails their tests
-loudly, and nothing else in pyspire knows these internals.
+connection can be closed, and lets grpclib's handler drop each finished call at once (it keeps
+the task of every call, and so the call's HTTP/2 stream with its buffer, queue and events, until
+ten more have started: 40 to 50 KiB per connection that a server of thousands of agents
+holds for nothing) and let go of the error it stored for a call it cut short (which would
+keep a lost connection in a reference cycle); :func:`lighten_connection` gives a connection's h2
+state the cheaper per-call path of :mod:`.h2_lean`. A grpclib upgrade that changes any seam
+fails their tests loudly, and nothing else in pyspire knows these internals.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ class _CallWatcher(grpclib.protocol.AbstractHandler):
         ended: Callable[[], None],
     ) -> None:
         self._inner = inner
+        collect = getattr(inner, "__gc_collect__", None)
+        if not callable(collect):
+            raise RuntimeError("grpclib server handler changed: watch_calls needs updating")
+        self._collect: Callable[[], None] = collect
         self._started = started
         self._ended = ended
         self._open: set[grpclib.protocol.Stream] = set()
@@ -81,6 +89,9 @@ class _CallWatcher(grpclib.protocol.AbstractHandler):
                 release_stream()
             finally:
                 self._end(stream)
+                _drop_stored_error(stream)
+                # The call's task is done once this, its last step, returns.
+                asyncio.get_running_loop().call_soon(self._collect)
 
         self._inner.accept(stream, headers, release)
 
@@ -102,6 +113,16 @@ class _CallWatcher(grpclib.protocol.AbstractHandler):
     def detach(self) -> None:
         """Stop telling anyone: the callbacks (and what they hold) are let go."""
         self._started = self._ended = _nothing
+
+
+def _drop_stored_error(stream: grpclib.protocol.Stream) -> None:
+    """Let go of the error grpclib stored to raise in a call it cut short (its connection lost,
+    its deadline passed). grpclib raises that one stored exception from the call's wrapper,
+    whose frame the exception's traceback then holds: a cycle through the whole connection
+    (the stream, its HTTP/2 state, our watcher) that only a full collection would free."""
+    wrapper = getattr(stream, "wrapper", None)
+    if wrapper is not None and getattr(wrapper, "_error", None) is not None:
+        wrapper._error = None
 
 
 def _nothing() -> None:

@@ -62,7 +62,7 @@ async def test_nodes_are_read_once_and_dropped_on_change_events(
     assert datastore.reads == 4
 
 
-async def test_entries_by_spiffe_id_skip_expired_ones(
+async def test_privileged_entries_skip_expired_and_unprivileged_ones(
     server_context: ServerContext, fake_clock: FakeClock
 ) -> None:
     cache = server_context.registry
@@ -77,12 +77,16 @@ async def test_entries_by_spiffe_id_skip_expired_ones(
                 expires_at=expires,
             )
         )
-    assert cache.entries_with_spiffe_id(target) == ()
+    await server_context.datastore.create_entry(
+        RegistrationEntry(spiffe_id=target, parent_id=AGENT, selectors=(Selector("unix", "uid:2"),))
+    )
+    assert cache.privileged_entries(target) == ()
     await cache.refresh()
-    assert len(cache.entries_with_spiffe_id(target)) == 2
+    assert len(cache.privileged_entries(target)) == 2
+    assert all(entry.admin for entry in cache.privileged_entries(target))
     await fake_clock.advance(61)
-    assert len(cache.entries_with_spiffe_id(target)) == 1
-    assert cache.entries_with_spiffe_id(AGENT) == ()
+    assert len(cache.privileged_entries(target)) == 1
+    assert cache.privileged_entries(AGENT) == ()
 
 
 async def test_a_node_remembered_at_attestation_stays_remembered_across_the_refresh(

@@ -4,6 +4,8 @@ betterproto writes for it), and a changed entry is encoded again."""
 from __future__ import annotations
 
 import dataclasses
+import gc
+import tracemalloc
 from datetime import UTC, datetime
 
 import pytest
@@ -106,3 +108,38 @@ def test_cache_is_bounded_and_drops_the_least_recently_used() -> None:
     assert cache.misses == misses + 1
     with pytest.raises(InvalidArgumentError, match="max_entries 0"):
         EncodedEntries(max_entries=0)
+
+
+HELD_ENTRIES = 5000
+OVERHEAD_PER_ENTRY = 200
+"""Bytes the cache may hold per entry beyond its encoding's payload (an agent's entries are
+all in it): 118 with the full encoding in a field of the slot, 379 when every slot carried a
+dictionary of masks and the ids an ordered dictionary's links."""
+
+
+def test_the_cache_holds_little_beside_each_encoding() -> None:
+    entries = [make_entry(number) for number in range(HELD_ENTRIES)]
+    cache = EncodedEntries()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for entry in entries:
+            cache.encoded(entry)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    payload = sum(len(cache.encoded(entry)) for entry in entries)
+    overhead = (held - payload) / HELD_ENTRIES
+    assert overhead <= OVERHEAD_PER_ENTRY, f"{overhead:.0f} bytes per entry beside the encoding"
+
+
+def test_other_masks_are_kept_beside_the_full_encoding() -> None:
+    cache = EncodedEntries()
+    entry = make_entry(1)
+    full = cache.encoded(entry)
+    narrow = cache.encoded(entry, frozenset({"spiffe_id"}))
+    assert narrow != full
+    assert cache.encoded(entry) is full
+    assert cache.encoded(entry, frozenset({"spiffe_id"})) is narrow
+    assert (cache.hits, cache.misses) == (2, 2)

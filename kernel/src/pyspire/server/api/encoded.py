@@ -15,9 +15,8 @@ from __future__ import annotations
 
 __all__ = ["MAX_RESPONSE_BYTES", "EncodedEntries"]
 
-from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyspire.proto.entries import ENTRY_FIELDS, encode_entry, encode_entry_revision
 from pyspire_sdk.errors import InvalidArgumentError
@@ -29,8 +28,14 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 @dataclass(slots=True)
 class _Slot:
+    """One entry's encodings. Agents ask for every field (no output mask), so that encoding
+    has a field of its own and a dictionary is made only for an entry someone asked for with
+    another mask: a server keeps a slot for each of its agents' entries, and an empty
+    dictionary would cost more than the encoding."""
+
     entry: RegistrationEntry
-    by_mask: dict[frozenset[str], bytes] = field(default_factory=dict)
+    full: bytes | None = None
+    by_mask: dict[frozenset[str], bytes] | None = None
     revision: bytes | None = None
 
 
@@ -47,7 +52,8 @@ class EncodedEntries:
         if max_entries < 1:
             raise InvalidArgumentError(f"max_entries {max_entries} must be at least 1")
         self._max_entries = max_entries
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        # Insertion ordered: the least recently used first (a use moves an id to the end).
+        self._slots: dict[str, _Slot] = {}
         self.hits = 0
         """Encodings served from the cache (for metrics and tests)."""
         self.misses = 0
@@ -63,27 +69,34 @@ class EncodedEntries:
 
     def _slot(self, entry: RegistrationEntry) -> _Slot:
         slots = self._slots
-        slot = slots.get(entry.id)
-        if slot is not None:
-            cached = slot.entry
-            if cached is entry or cached == entry:
-                slot.entry = entry
-                slots.move_to_end(entry.id)
-                return slot
-        slot = slots[entry.id] = _Slot(entry)
-        slots.move_to_end(entry.id)
+        slot = slots.pop(entry.id, None)
+        if slot is None or not (slot.entry is entry or slot.entry == entry):
+            slot = _Slot(entry)
+        else:
+            slot.entry = entry
+        slots[entry.id] = slot
         if len(slots) > self._max_entries:
-            slots.popitem(last=False)
+            del slots[next(iter(slots))]
         return slot
 
     def encoded(self, entry: RegistrationEntry, fields: frozenset[str] = ENTRY_FIELDS) -> bytes:
         """The encoding of ``entry`` as a ``spire.api.types.Entry`` with ``fields`` selected."""
         slot = self._slot(entry)
-        data = slot.by_mask.get(fields)
+        if fields is ENTRY_FIELDS or fields == ENTRY_FIELDS:
+            data = slot.full
+            if data is None:
+                self.misses += 1
+                data = slot.full = encode_entry(entry, fields)
+            else:
+                self.hits += 1
+            return data
+        by_mask = slot.by_mask
+        if by_mask is None:
+            by_mask = slot.by_mask = {}
+        data = by_mask.get(fields)
         if data is None:
             self.misses += 1
-            data = encode_entry(entry, fields)
-            slot.by_mask[fields] = data
+            data = by_mask[fields] = encode_entry(entry, fields)
         else:
             self.hits += 1
         return data

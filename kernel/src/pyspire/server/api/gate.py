@@ -190,7 +190,7 @@ class TcpGate:
         if _may(method, CallerKind.ADMIN) or _may(method, CallerKind.DOWNSTREAM):
             if spiffe_id in context.admin_ids:
                 kinds.add(CallerKind.ADMIN)
-            for entry in context.registry.entries_with_spiffe_id(spiffe_id):
+            for entry in context.registry.privileged_entries(spiffe_id):
                 if entry.admin:
                     kinds.add(CallerKind.ADMIN)
                 if entry.downstream:

@@ -274,7 +274,7 @@ class SvidService(svid_pb.SvidBase):
         caller_id = _caller_id(CallerKind.DOWNSTREAM, "a downstream server")
         context = self._context
         entry = next(
-            (e for e in context.registry.entries_with_spiffe_id(caller_id) if e.downstream),
+            (e for e in context.registry.privileged_entries(caller_id) if e.downstream),
             None,
         )
         if entry is None:
