@@ -35,6 +35,7 @@ from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.proto.gen.spire.api.server.bundle import v1 as bundle_pb
 from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
+from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.entry import EntryService
 from pyspire.server.api.ratelimit import ResourceExhaustedError
@@ -104,8 +105,10 @@ class RunningServer:
         self.runtime: ServerRuntime | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def _services(self, context: ServerContext) -> ServerServices:
-        built = _build_services(context)
+    def _services(
+        self, context: ServerContext, *, admission: AttestationAdmission | None = None
+    ) -> ServerServices:
+        built = _build_services(context, admission=admission)
         return dataclasses.replace(
             built,
             agent=AgentService(
@@ -113,6 +116,7 @@ class RunningServer:
                     context, node_attestors={**context.node_attestors, **self.node_attestors}
                 ),
                 attestation_rate_limit=False,
+                admission=admission,
             ),
             entry=self.entry_service(
                 context,
