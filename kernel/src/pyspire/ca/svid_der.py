@@ -256,21 +256,14 @@ def leaf_names(
     Both depend only on the identity, which a server signs again and again, so the last few
     thousand are kept (the result is immutable bytes; the cache never affects what is signed).
     A burst of identities new to the server misses the cache every time, so the usual leaf (the
-    default subject, no DNS name) is encoded from parts made once.
+    default subject, no DNS name) takes a subject encoded once.
     """
-    general_names = encode_tlv(0x86, spiffe_id.encode("ascii"))
-    if dns_names:
-        general_names += b"".join(encode_tlv(0x82, name.encode("ascii")) for name in dns_names)
-    san_extension = encode_tlv(
-        _SEQUENCE,
-        _SAN_OID + encode_tlv(_OCTET_STRING, encode_tlv(_SEQUENCE, general_names)),
-    )
+    san_extension = _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names)))
     if subject is DEFAULT_SVID_SUBJECT and not dns_names:
         return _DEFAULT_SUBJECT_NAME, san_extension
     return leaf_subject(subject, dns_names), san_extension
 
 
-_SAN_OID = encode_oid("2.5.29.17")
 _DEFAULT_SUBJECT_NAME = encode_name(DEFAULT_SVID_SUBJECT)
 
 
