@@ -15,8 +15,10 @@ import pytest
 
 from pyspire.cli.commands.run import _run_freezing_when_ready
 from pyspire.collector import (
+    SWEEP_PERIOD,
     THRESHOLDS,
     SettledFreeze,
+    YoungSweep,
     freeze_settled_heap,
     freeze_startup_heap,
     tune_collector,
@@ -74,6 +76,35 @@ async def test_the_run_command_freezes_the_heap_once_the_runtime_is_ready() -> N
     runtime = _Runtime()
     await _run_freezing_when_ready(runtime)
     assert runtime.frozen_when_ready > 0
+
+
+async def test_the_run_command_sweeps_the_young_generation_on_its_clock_once_ready() -> None:
+    gc.unfreeze()
+    clock = FakeClock()
+    runtime = _Runtime()
+    garbage_generations: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            garbage_generations.append(info["generation"])
+
+    async def run_and_advance() -> None:
+        runtime.ready.set()
+        for _ in range(100):
+            if clock.sleepers:
+                break
+            await asyncio.sleep(0)
+        gc.callbacks.append(record)
+        try:
+            await clock.advance(SWEEP_PERIOD)
+            await clock.advance(SWEEP_PERIOD)
+        finally:
+            gc.callbacks.remove(record)
+
+    runtime.run = run_and_advance  # type: ignore[method-assign]
+    await _run_freezing_when_ready(runtime, clock)
+    assert garbage_generations.count(0) >= 2, "one young collection per period of the clock"
+    assert clock.sleepers == 0, "the sweep ends with the runtime"
 
 
 async def test_the_run_command_raises_a_runtime_failure_as_itself() -> None:
@@ -198,3 +229,59 @@ def test_the_settled_freeze_walks_nothing_and_freezes_every_generation() -> None
     assert not gc.get_objects(2), "what was old is frozen now"
     tracked = {id(item) for item in gc.get_objects()}
     assert not [item for item in young if id(item) in tracked], "and what was young"
+
+
+class _Collections:
+    """:func:`gc.collect` and :func:`gc.get_count` as the sweep sees them, set by the test."""
+
+    def __init__(self) -> None:
+        self.counts = (0, 0, 0)
+        self.collected: list[int] = []
+
+    def collect(self, generation: int) -> None:
+        self.collected.append(generation)
+        _, middle, old = self.counts
+        self.counts = (0, middle + 1, old) if generation == 0 else (0, 0, old + 1)
+
+    def get_count(self) -> tuple[int, int, int]:
+        return self.counts
+
+
+async def test_the_sweep_collects_the_young_generation_every_period_and_the_middle_when_due() -> (
+    None
+):
+    clock = FakeClock()
+    collections = _Collections()
+    sweep = YoungSweep(clock, period=2, collect=collections.collect, counts=collections.get_count)
+    async with anyio.create_task_group() as group:
+        group.start_soon(sweep.run)
+        await clock.advance(1)
+        assert collections.collected == [], "nothing before a whole period"
+        for _ in range(THRESHOLDS[1] + 1):
+            await clock.advance(2)
+        group.cancel_scope.cancel()
+    assert collections.collected == [0] * THRESHOLDS[1] + [1]
+    assert sweep.sweeps == THRESHOLDS[1] + 1
+
+
+def test_a_sweep_bounds_the_young_generation_that_replaced_old_objects_grow() -> None:
+    """The failure the sweep exists for, in CPython itself: old objects replaced by new ones
+    keep the young count near zero while the young generation grows without a collection."""
+    gc.collect()
+    gc.set_threshold(*THRESHOLDS)
+    kept = {number: [number] for number in range(3 * THRESHOLDS[0])}
+    gc.freeze()
+    try:
+        for number in kept:
+            kept[number] = [number]  # a new long-lived object replaces a frozen one
+        assert gc.get_count()[0] < THRESHOLDS[0], "CPython saw no reason to collect"
+        assert len(gc.get_objects(0)) >= len(kept), "yet every replacement is young"
+        YoungSweep(FakeClock()).sweep()
+        assert len(gc.get_objects(0)) < 100
+    finally:
+        gc.unfreeze()
+
+
+def test_a_sweep_period_must_be_positive() -> None:
+    with pytest.raises(InvalidArgumentError, match="invalid period: 0 must be positive"):
+        YoungSweep(FakeClock(), period=0)

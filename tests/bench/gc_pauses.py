@@ -13,7 +13,9 @@ other settings: ``PYSPIRE_BENCH_GC_THRESHOLDS`` (``a,b,c``), thresholds instead 
 :data:`pyspire.collector.THRESHOLDS`, ``PYSPIRE_BENCH_GC_FREEZE=0``, no freeze at all (neither
 once ready nor after a storm; ``700,10,10`` with no freeze is CPython's own behaviour), and
 ``PYSPIRE_BENCH_GC_SETTLED_FREEZE=0``, the start-up freeze only (the policy before
-:class:`pyspire.collector.SettledFreeze`). The statistics count the settled freezes made.
+:class:`pyspire.collector.SettledFreeze`), and ``PYSPIRE_BENCH_GC_SWEEP=0``, no timed young
+collections (the policy before :class:`pyspire.collector.YoungSweep`). The statistics count
+the settled freezes made.
 ``PYSPIRE_BENCH_HEAP_DIR`` and ``PYSPIRE_BENCH_TRACEMALLOC_FRAMES`` add readings of where the
 memory goes (:mod:`heap_probe`).
 """
@@ -133,6 +135,8 @@ def _replace_collector_policy() -> None:
 
     collector.freeze_startup_heap = when_ready
     collector.freeze_settled_heap = when_settled
+    if os.environ.get("PYSPIRE_BENCH_GC_SWEEP", "1") == "0":
+        collector.YoungSweep.sweep = lambda _sweep: 0  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 DATASTORES = ("sqlite", "postgres")
-COLLECTORS = ("tuned", "cpython")
+COLLECTORS = ("tuned", "unswept", "cpython")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,13 +35,15 @@ class LoadOptions:
     fleets come up over minutes; at counts where a storm of all at once overwhelms the server,
     a ramp still brings every agent to the steady state."""
     storm_timeout: float = 600.0
-    server_collector: str = "tuned"
-    """``tuned``: the server's own collector policy (:mod:`pyspire.collector`); ``cpython``:
-    CPython's thresholds and no freeze, to compare."""
-    generator_collector: str = "tuned"
-    """The same for the worker processes (``tuned``: thresholds from start, frozen once the
-    storm is over)."""
     """Seconds the attestation storm may take before the run fails."""
+    server_collector: str = "tuned"
+    """``tuned``: the server's own collector policy (:mod:`pyspire.collector`); ``unswept``:
+    that policy without the young generation's timed collections (the policy before
+    :class:`~pyspire.collector.YoungSweep`); ``cpython``: CPython's thresholds, no freeze and
+    no sweep, to compare."""
+    generator_collector: str = "tuned"
+    """The same for the worker processes (``tuned``: thresholds from start, the young
+    generation swept every second, frozen once the storm is over)."""
     servers: int = 1
     """Server processes sharing one port through ``reuse_port`` and one datastore (with SQLite,
     one file): the deployment CONTRIBUTING recommends on several cores."""
@@ -49,9 +51,8 @@ class LoadOptions:
     def __post_init__(self) -> None:
         for name in ("server_collector", "generator_collector"):
             if getattr(self, name) not in COLLECTORS:
-                raise ValueError(
-                    f"{name}: unknown {getattr(self, name)!r}, expected tuned or cpython"
-                )
+                expected = ", ".join(COLLECTORS)
+                raise ValueError(f"{name}: unknown {getattr(self, name)!r}, expected {expected}")
         checks = {
             "agents": self.agents >= 1,
             "entries_per_agent": self.entries_per_agent >= 1,
@@ -138,7 +139,8 @@ def parser() -> argparse.ArgumentParser:
             f"--{side}-collector",
             choices=COLLECTORS,
             default="tuned",
-            help=f"the {side}'s collector: pyspire's policy, or CPython's defaults",
+            help=f"the {side}'s collector: pyspire's policy, it without the young sweep, or "
+            "CPython's defaults",
         )
     parse.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return parse

@@ -107,6 +107,8 @@ class ProbedServer(ServerProcess):
         if self.collector == "cpython":
             environment["PYSPIRE_BENCH_GC_THRESHOLDS"] = "700,10,10"
             environment["PYSPIRE_BENCH_GC_FREEZE"] = "0"
+        if self.collector != "tuned":
+            environment["PYSPIRE_BENCH_GC_SWEEP"] = "0"
         argv = [sys.executable, str(GC_PAUSES), str(self.stats_path), "server"]
         self.spawn([*argv, "run", "-config", str(self.config)], environment)
 

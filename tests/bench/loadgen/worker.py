@@ -10,7 +10,9 @@ answers the run's commands on stdin (see :mod:`loadgen.pipe`):
 - ``enter`` (``phase``): record into a new phase from now on; answer with the figures of the
   phase that ended, with the worker's collections and event-loop lag (:mod:`stall_probe`);
   entering ``settle`` (the storm is over) freezes the heap when the spec's ``collector`` is
-  ``tuned`` (the default; ``cpython`` keeps CPython's thresholds);
+  ``tuned`` (the default, which also sweeps the young generation every second as the agent's
+  run command does; ``unswept`` freezes without sweeping; ``cpython`` keeps CPython's
+  thresholds);
 - ``floor`` (``syncs``): the spec's extra ``floor_agent`` starts alone, syncs that many times
   back to back and stops (before the others start: the unloaded floor); answer with its start
   time and its syncs;
@@ -36,9 +38,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from pyspire.collector import freeze_startup_heap, tune_collector
+from pyspire.collector import YoungSweep, freeze_startup_heap, tune_collector
 from pyspire.telemetry.metrics import PrometheusMetrics
 from pyspire_sdk.bundle import Bundle
+from pyspire_sdk.clock import SystemClock
 from pyspire_sdk.spiffeid import TrustDomain
 
 from .agent import AgentSettings, SimulatedAgent
@@ -119,7 +122,7 @@ class Worker:
 
     def enter(self, phase: str) -> dict[str, Any]:
         ended, figures = self.tally.phase, self.tally.current.as_json()
-        if phase == "settle" and self.collector == "tuned":
+        if phase == "settle" and self.collector != "cpython":
             freeze_startup_heap()  # the storm is over: what the agents hold stays
         stalls = self.probe.take()
         self.tally.enter(phase)
@@ -174,6 +177,8 @@ class Worker:
         self.probe.watch(asyncio.get_running_loop())
         answer({"ready": len(self.agents)})
         async with anyio.create_task_group() as group:
+            if self.collector == "tuned":
+                group.start_soon(YoungSweep(SystemClock()).run)  # as the agent's run command
             while True:
                 line = await anyio.to_thread.run_sync(sys.stdin.readline)
                 command: dict[str, Any] = json.loads(line) if line else {"do": "stop"}
@@ -207,7 +212,7 @@ async def main(spec_path: Path, collector: str) -> None:
 if __name__ == "__main__":
     spec = Path(sys.argv[1])
     chosen = json.loads(spec.read_text()).get("collector", "tuned")
-    if chosen == "tuned":
+    if chosen != "cpython":
         tune_collector()
     else:
         gc.set_threshold(700, 10, 10)

@@ -18,9 +18,10 @@ from pyspire.catalog import Discovery, Side
 from pyspire.cli.flags import add_flag
 from pyspire.cli.printable import printable
 from pyspire.cli.registry import CliContext, Command
-from pyspire.collector import freeze_startup_heap, tune_collector
+from pyspire.collector import YoungSweep, freeze_startup_heap, tune_collector
 from pyspire.config import LoadedConfig, load_agent_config, load_server_config
 from pyspire.telemetry.logging import configure_logging, parse_log_format, parse_log_level
+from pyspire_sdk.clock import Clock, SystemClock
 from pyspire_sdk.errors import ConfigError
 
 
@@ -87,17 +88,21 @@ async def _run_in_foreground(
     return 0
 
 
-async def _freeze_when_ready(ready: asyncio.Event) -> None:
+async def _freeze_when_ready(ready: asyncio.Event, clock: Clock) -> None:
+    """Freeze the start-up heap once the runtime is ready, then sweep the young generation
+    on a timer (:class:`~pyspire.collector.YoungSweep`) until cancelled."""
     await ready.wait()
     freeze_startup_heap()
+    await YoungSweep(clock).run()
 
 
-async def _run_freezing_when_ready(runtime: _Runtime) -> None:
-    """``runtime.run()``, its start-up heap frozen once it is ready; its failure raised as
+async def _run_freezing_when_ready(runtime: _Runtime, clock: Clock | None = None) -> None:
+    """``runtime.run()``, its start-up heap frozen once it is ready and its young generation
+    swept from then on (on ``clock``, the system's by default); its failure raised as
     itself."""
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
-        group.start_soon(_freeze_when_ready, runtime.ready)
+        group.start_soon(_freeze_when_ready, runtime.ready, clock or SystemClock())
         try:
             await runtime.run()
         except Exception as error:
