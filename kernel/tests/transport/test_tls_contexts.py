@@ -6,6 +6,7 @@ socket), so a context that loaded the wrong thing cannot pass."""
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
 import stat
@@ -85,13 +86,22 @@ def test_on_linux_the_identity_never_reaches_a_file(
     assert handshake(contexts[-1], server_context) == der(agent)
 
 
+def _refused(*args: Any) -> int:
+    raise OSError(errno.ENOSYS, "memfd_create is not allowed here")
+
+
+@pytest.mark.parametrize("without", ["system", "sandbox"])
 def test_elsewhere_a_private_directory_holds_the_identity_while_it_loads(
     ca: Issued,
     server_context: ssl.SSLContext,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    without: str,
 ) -> None:
-    monkeypatch.setattr(tls, "_IN_MEMORY_FILES", False)
+    if without == "system":
+        monkeypatch.setattr(tls, "_IN_MEMORY_FILES", False)
+    else:
+        monkeypatch.setattr(os, "memfd_create", _refused, raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seen: list[tuple[int, int]] = []
     load = ssl.SSLContext.load_cert_chain

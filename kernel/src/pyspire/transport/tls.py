@@ -65,9 +65,7 @@ def _load_identity(
     a private directory (mode 0700, the file 0600) that is deleted after loading."""
     pem = _identity_pem(chain_der, key)
     try:
-        if _IN_MEMORY_FILES:
-            _load_from_memory(context, pem)
-        else:
+        if not (_IN_MEMORY_FILES and _loaded_from_memory(context, pem)):
             _load_from_private_directory(context, pem)
     except ssl.SSLError as error:
         raise InvalidArgumentError(
@@ -75,8 +73,13 @@ def _load_identity(
         ) from None
 
 
-def _load_from_memory(context: ssl.SSLContext, pem: bytes) -> None:
-    descriptor = os.memfd_create("pyspire-tls", os.MFD_CLOEXEC)
+def _loaded_from_memory(context: ssl.SSLContext, pem: bytes) -> bool:
+    """Load ``pem`` from an anonymous in-memory file; False when the system refuses to make
+    one (a sandbox that forbids ``memfd_create``)."""
+    try:
+        descriptor = os.memfd_create("pyspire-tls", os.MFD_CLOEXEC)
+    except OSError:
+        return False
     try:
         written = 0
         while written < len(pem):
@@ -84,6 +87,7 @@ def _load_from_memory(context: ssl.SSLContext, pem: bytes) -> None:
         context.load_cert_chain(f"/proc/self/fd/{descriptor}")
     finally:
         os.close(descriptor)
+    return True
 
 
 def _load_from_private_directory(context: ssl.SSLContext, pem: bytes) -> None:
