@@ -16,13 +16,13 @@ from pyspire_sdk.plugins.key_manager import KeyType
 
 SEQUENCE_TAG = 0x30
 BIT_STRING_TAG = 0x03
-OCTET_STRING_TAG = 0x04
-OID_TAG = 0x06
-URI_NAME_TAG = 0x86
+_OCTET_STRING_TAG = 0x04
+_OID_TAG = 0x06
+_URI_NAME_TAG = 0x86
 """A GeneralName's uniformResourceIdentifier ([6] IMPLICIT IA5String)."""
-DNS_NAME_TAG = 0x82
+_DNS_NAME_TAG = 0x82
 """A GeneralName's dNSName ([2] IMPLICIT IA5String)."""
-SUBJECT_ALT_NAME_OID = "2.5.29.17"
+_SUBJECT_ALT_NAME_OID = "2.5.29.17"
 _BOOLEAN_TRUE = b"\x01\x01\xff"
 
 
@@ -132,7 +132,7 @@ def encode_oid(dotted: str) -> bytes:
             chunk.append(0x80 | (number & 0x7F))
             number >>= 7
         body.extend(reversed(chunk))
-    return encode_tlv(OID_TAG, bytes(body))
+    return encode_tlv(_OID_TAG, bytes(body))
 
 
 def sequence(*parts: bytes) -> bytes:
@@ -144,16 +144,17 @@ def extension(oid: str, value: bytes, *, critical: bool = False) -> bytes:
     """An X.509 Extension element: ``SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }``
     (``value`` is the DER of the extension's value; FALSE is left out, as DER requires)."""
     return sequence(
-        encode_oid(oid), _BOOLEAN_TRUE if critical else b"", encode_tlv(OCTET_STRING_TAG, value)
+        encode_oid(oid), _BOOLEAN_TRUE if critical else b"", encode_tlv(_OCTET_STRING_TAG, value)
     )
 
 
-def spiffe_general_names(spiffe_id: str, dns_names: Sequence[str] = ()) -> bytes:
-    """The GeneralNames inside an SVID's subjectAltName: the SPIFFE ID as a URI, then the DNS
-    names (not wrapped in their SEQUENCE)."""
-    return encode_tlv(URI_NAME_TAG, spiffe_id.encode("ascii")) + b"".join(
-        encode_tlv(DNS_NAME_TAG, name.encode("ascii")) for name in dns_names
+def spiffe_san_extension(spiffe_id: str, dns_names: Sequence[str] = ()) -> bytes:
+    """The subjectAltName Extension element of an X509-SVID, or of a CSR for one: the SPIFFE ID
+    as a URI, then the DNS names; not critical."""
+    names = encode_tlv(_URI_NAME_TAG, spiffe_id.encode("ascii")) + b"".join(
+        encode_tlv(_DNS_NAME_TAG, name.encode("ascii")) for name in dns_names
     )
+    return extension(_SUBJECT_ALT_NAME_OID, sequence(names))
 
 
 def signature_algorithm_der(key_type: KeyType) -> bytes:

@@ -15,7 +15,7 @@ The server takes only the key from it; the SPIFFE ID is there for whoever reads 
 
 from __future__ import annotations
 
-__all__ = ["WORKLOAD_CSR_HASH", "WorkloadCsr", "workload_csr"]
+__all__ = ["WorkloadCsr", "workload_csr"]
 
 from typing import NamedTuple
 
@@ -24,19 +24,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from pyspire.der import (
-    SUBJECT_ALT_NAME_OID,
     encode_oid,
     encode_tlv,
-    extension,
     join_signed,
     sequence,
     signature_algorithm_der,
-    spiffe_general_names,
+    spiffe_san_extension,
 )
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugins.key_manager import KeyType
 
-WORKLOAD_CSR_HASH = hashes.SHA256()
+_CSR_HASH = hashes.SHA256()
 """Workload CSRs are signed with SHA-256 whatever the key type, as they always were."""
 
 _VERSION_1 = b"\x02\x01\x00"
@@ -46,12 +44,12 @@ _SET_TAG = 0x31
 _ATTRIBUTES_TAG = 0xA0
 _ECDSA_WITH_SHA256 = signature_algorithm_der(KeyType.EC_P256)
 _RSA_WITH_SHA256 = signature_algorithm_der(KeyType.RSA_2048)
-_ECDSA_SHA256 = ec.ECDSA(WORKLOAD_CSR_HASH)
+_ECDSA_SHA256 = ec.ECDSA(_CSR_HASH)
 _PKCS1V15 = padding.PKCS1v15()
 
 
 def _request_info(spki: bytes, spiffe_id: str) -> bytes:
-    san = extension(SUBJECT_ALT_NAME_OID, sequence(spiffe_general_names(spiffe_id)))
+    san = spiffe_san_extension(spiffe_id)
     extension_request = sequence(
         encode_oid(_EXTENSION_REQUEST_OID), encode_tlv(_SET_TAG, sequence(san))
     )
@@ -85,7 +83,7 @@ def workload_csr(private_key: CertificateIssuerPrivateKeyTypes, spiffe_id: str) 
         signature = private_key.sign(info, _ECDSA_SHA256)
         return WorkloadCsr(join_signed(info, _ECDSA_WITH_SHA256, signature), spki)
     if isinstance(private_key, rsa.RSAPrivateKey):
-        signature = private_key.sign(info, _PKCS1V15, WORKLOAD_CSR_HASH)
+        signature = private_key.sign(info, _PKCS1V15, _CSR_HASH)
         return WorkloadCsr(join_signed(info, _RSA_WITH_SHA256, signature), spki)
     raise InvalidArgumentError(
         f"private_key must be an EC or RSA key, found {type(private_key).__name__}"

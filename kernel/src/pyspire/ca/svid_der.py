@@ -29,13 +29,12 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from pyspire.der import (
-    SUBJECT_ALT_NAME_OID,
     encode_oid,
     encode_tlv,
     extension,
     read_tlv,
     sequence,
-    spiffe_general_names,
+    spiffe_san_extension,
 )
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugins.credential_composer import Extension, SubjectAttribute
@@ -184,7 +183,7 @@ def svid_tbs(
             _EXTENDED_KEY_USAGE,
             extension("2.5.29.14", encode_tlv(_OCTET_STRING, subject_key_identifier(spki))),
             extension("2.5.29.35", sequence(encode_tlv(0x80, authority_key_id))),
-            extension(SUBJECT_ALT_NAME_OID, sequence(spiffe_general_names(spiffe_id, dns_names))),
+            spiffe_san_extension(spiffe_id, dns_names),
             encode_extensions(extra_extensions),
         )
     )
@@ -228,9 +227,7 @@ def leaf_names(
     A burst of identities new to the server misses the cache every time, so the usual leaf (the
     default subject, no DNS name) takes a subject encoded once.
     """
-    san_extension = extension(
-        SUBJECT_ALT_NAME_OID, sequence(spiffe_general_names(spiffe_id, dns_names))
-    )
+    san_extension = spiffe_san_extension(spiffe_id, dns_names)
     if subject is DEFAULT_SVID_SUBJECT and not dns_names:
         return _DEFAULT_SUBJECT_NAME, san_extension
     return leaf_subject(subject, dns_names), san_extension
