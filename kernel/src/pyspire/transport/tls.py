@@ -40,8 +40,8 @@ def _checked(chain_der: Sequence[bytes], field: str) -> None:
 
 
 def _identity_pem(chain_der: Sequence[bytes], key: PrivateKeyTypes) -> bytes:
-    """The key then the chain (leaf first), PEM, as the one file ``load_cert_chain`` reads both
-    from (the key first: OpenSSL then finds it without trying to read certificates as keys)."""
+    """The key then the chain (leaf first), PEM: one file, which ``load_cert_chain`` reads both
+    from."""
     _checked(chain_der, "the TLS certificate chain")
     chain = "".join(ssl.DER_cert_to_PEM_cert(der) for der in chain_der).encode("ascii")
     pem_key = key.private_bytes(
