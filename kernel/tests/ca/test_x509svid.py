@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pyspire.ca.authorities import X509CA
-from pyspire.ca.der import encode_tlv, join_signed, read_tlv, replace_csr_public_key, split_signed
 from pyspire.ca.signing import ManagedKey, sign_certificate
 from pyspire.ca.svid_der import (
     DEFAULT_SVID_SUBJECT,
@@ -35,6 +34,7 @@ from pyspire.ca.x509svid import (
     mint_x509_svids,
     public_key_from_csr,
 )
+from pyspire.der import encode_tlv, join_signed, read_tlv, replace_csr_public_key, split_signed
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.keys import InProcessKeyManager
 from pyspire_sdk.plugins.credential_composer import SubjectAttribute

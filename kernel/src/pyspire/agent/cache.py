@@ -60,7 +60,9 @@ from types import MappingProxyType
 
 import structlog
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID
 
 from pyspire.agent.identities import (
     MATCH_MEMO_SIZE,
@@ -72,6 +74,7 @@ from pyspire.agent.identities import (
 from pyspire.agent.jwt_cache import DEFAULT_JWT_SVID_CACHE_MAX_SIZE, JwtSvidCache
 from pyspire.agent.server_api import AgentServerApi
 from pyspire.agent.tainted import TaintSchedule
+from pyspire.der import read_tlv
 from pyspire.waiting import sleep_or_wake
 from pyspire_sdk.bundle import Bundle
 from pyspire_sdk.clock import Clock
@@ -127,11 +130,19 @@ class IssuedSvid:
     """How the authority that signed the top of the chain is recognised in a bundle."""
 
     @classmethod
-    def inspect(cls, entry: RegistrationEntry, svid: X509Svid) -> IssuedSvid:
+    def inspect(
+        cls, entry: RegistrationEntry, svid: X509Svid, *, public_key_info: bytes | None = None
+    ) -> IssuedSvid:
         """Check that ``svid`` is a usable X509-SVID for ``entry`` and record its facts.
 
         Raises :class:`InvalidArgumentError` when the chain is empty or does not parse, the leaf
         names another SPIFFE ID, or the private key is missing or does not match the leaf.
+
+        ``public_key_info`` is the SubjectPublicKeyInfo DER of ``svid.private_key``'s public
+        key, from a caller that made the key and still knows it (the sync manager): the private
+        key is then not decoded again. Each certificate is parsed once, and the leaf's key is
+        compared as the bytes it carries, decoded only when those differ from ours (another
+        encoding of the same key).
         """
         if not svid.cert_chain:
             raise InvalidArgumentError("x509 svid cert_chain is empty")
@@ -139,21 +150,24 @@ class IssuedSvid:
             raise InvalidArgumentError("x509 svid private_key is missing")
         try:
             chain = [x509.load_der_x509_certificate(der) for der in svid.cert_chain]
-        except ValueError:
+            leaf_key_info = _public_key_info(svid.cert_chain[0])
+            uris, authority_key_id = _names_and_authority(chain[0], chain[-1])
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
             raise InvalidArgumentError(
                 "x509 svid cert_chain holds an invalid certificate"
             ) from None
         leaf = chain[0]
-        uris = _uri_sans(leaf)
         if uris != [str(entry.spiffe_id)]:
             raise InvalidArgumentError(
                 f"x509 svid leaf names {uris!r}, expected [{str(entry.spiffe_id)!r}]"
             )
-        try:
-            private_key = serialization.load_der_private_key(svid.private_key, password=None)
-        except (ValueError, TypeError):
-            raise InvalidArgumentError("x509 svid private_key is not a PKCS#8 key") from None
-        if _spki(private_key.public_key()) != _spki(leaf.public_key()):
+        if public_key_info is None:
+            try:
+                private_key = serialization.load_der_private_key(svid.private_key, password=None)
+            except (ValueError, TypeError):
+                raise InvalidArgumentError("x509 svid private_key is not a PKCS#8 key") from None
+            public_key_info = _spki(private_key.public_key())
+        if not _certifies(leaf, leaf_key_info, public_key_info):
             raise InvalidArgumentError("x509 svid leaf does not certify the private key")
         return cls(
             entry_id=entry.id,
@@ -161,7 +175,7 @@ class IssuedSvid:
             svid=svid,
             not_before=leaf.not_valid_before_utc,
             not_after=leaf.not_valid_after_utc,
-            issuer_ids=_issuer_ids(chain),
+            issuer_ids=_issuer_ids(svid.cert_chain, chain[-1], authority_key_id),
         )
 
     def half_life(self) -> datetime:
@@ -657,12 +671,54 @@ def _spki(public_key: object) -> bytes:
     return encoded
 
 
-def _uri_sans(certificate: x509.Certificate) -> list[str]:
+def _public_key_info(certificate_der: bytes) -> bytes:
+    """The SubjectPublicKeyInfo element of a certificate, as the certificate carries it.
+
+    ``Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { version [0] OPTIONAL,
+    serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ... }, ... }``.
+    Call it on a certificate ``cryptography`` has parsed: the walk relies on that structure.
+    """
+    _, tbs_start, _ = read_tlv(certificate_der)
+    _, position, _ = read_tlv(certificate_der, tbs_start)
+    if certificate_der[position] == _VERSION_TAG:
+        _, _, position = read_tlv(certificate_der, position)
+    for _ in range(_FIELDS_BEFORE_KEY):
+        _, _, position = read_tlv(certificate_der, position)
+    _, _, end = read_tlv(certificate_der, position)
+    return certificate_der[position:end]
+
+
+_VERSION_TAG = 0xA0
+_FIELDS_BEFORE_KEY = 5
+"""serialNumber, signature, issuer, validity, subject."""
+
+
+def _certifies(leaf: x509.Certificate, leaf_key_info: bytes, public_key_info: bytes) -> bool:
+    """Whether the leaf carries the public key whose SubjectPublicKeyInfo is
+    ``public_key_info``: the same bytes, or (another encoding of a key) the same key."""
+    if leaf_key_info == public_key_info:
+        return True
     try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
+        return _spki(leaf.public_key()) == public_key_info
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+
+
+def _names_and_authority(
+    leaf: x509.Certificate, top: x509.Certificate
+) -> tuple[list[str], bytes | None]:
+    """The leaf's URI SANs, and the key identifier of the authority that signed ``top`` (None
+    when it names none), from one pass over each certificate's extensions."""
+    uris: list[str] = []
+    for item in leaf.extensions:
+        if item.oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME:
+            uris = item.value.get_values_for_type(x509.UniformResourceIdentifier)
+            break
+    for item in top.extensions:
+        if item.oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+            key_identifier: bytes | None = item.value.key_identifier
+            return uris, key_identifier
+    return uris, None
 
 
 def _key_id(certificate: x509.Certificate) -> bytes:
@@ -673,24 +729,19 @@ def _key_id(certificate: x509.Certificate) -> bytes:
     return ski.value.digest
 
 
-def _issuer_ids(chain: list[x509.Certificate]) -> frozenset[bytes]:
+def _issuer_ids(
+    chain_der: Sequence[bytes], top: x509.Certificate, authority_key_id: bytes | None
+) -> frozenset[bytes]:
     """Identifiers of the authority above the chain's top certificate, plus the certificates of
     the chain above the leaf (an authority in the bundle may be one of them).
 
-    The issuer is named by its key identifier when the top certificate carries one (CAs that
-    rotate keep the same subject name, so a name alone would match a removed CA), else by name.
+    The issuer is named by its key identifier when the top certificate carries one
+    (``authority_key_id``; CAs that rotate keep the same subject name, so a name alone would
+    match a removed CA), else by name.
     """
-    top = chain[-1]
-    ids: set[bytes] = {
-        b"cert:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-        for cert in chain[1:]
-    }
-    try:
-        aki = top.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        aki = None
-    if aki is not None and aki.key_identifier:
-        ids.add(b"key:" + aki.key_identifier)
+    ids: set[bytes] = {b"cert:" + hashlib.sha256(der).digest() for der in chain_der[1:]}
+    if authority_key_id:
+        ids.add(b"key:" + authority_key_id)
     else:
         ids.add(b"name:" + top.issuer.public_bytes())
     return frozenset(ids)

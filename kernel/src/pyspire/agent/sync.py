@@ -47,14 +47,15 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from pyspire.agent.cache import IssuedSvid, StaleEntry, StaleReason, WorkloadCache
+from pyspire.agent.csr import workload_csr
 from pyspire.agent.server_api import AgentServerApi, SvidRequest, SvidResult
 from pyspire.agent.stored_svids import StoredSvidCache
 from pyspire.telemetry.metrics import AGENT_SYNC, PrometheusMetrics
@@ -338,8 +339,8 @@ class SyncManager:
         entries = [item.entry for item in batch]
         keys = await asyncio.to_thread(_make_requests, self._key_type, entries)
         requests = [
-            SvidRequest(entry_id=entry.id, csr_der=csr)
-            for entry, (_, csr) in zip(entries, keys, strict=True)
+            SvidRequest(entry_id=entry.id, csr_der=key.csr)
+            for entry, key in zip(entries, keys, strict=True)
         ]
         results = await self._api.new_x509_svids(requests)
         issued, refused = await asyncio.to_thread(_inspect_results, entries, keys, results)
@@ -368,46 +369,49 @@ def _generate_key(key_type: KeyType) -> CertificateIssuerPrivateKeyTypes:
     return rsa.generate_private_key(public_exponent=65537, key_size=4096)
 
 
-def _make_requests(
-    key_type: KeyType, entries: Sequence[RegistrationEntry]
-) -> list[tuple[bytes, bytes]]:
-    """A fresh key (PKCS#8 DER) and a CSR (DER) for each entry; runs in a worker thread.
+class _NewKey(NamedTuple):
+    """A key made for one entry: the private key (PKCS#8 DER), its CSR (DER) and the
+    SubjectPublicKeyInfo DER of its public key."""
 
-    The server takes only the public key from a CSR; the URI SAN is there for whoever reads one.
+    private_key: bytes
+    csr: bytes
+    public_key_info: bytes
+
+
+def _make_requests(key_type: KeyType, entries: Sequence[RegistrationEntry]) -> list[_NewKey]:
+    """A fresh key and its CSR for each entry; runs in a worker thread.
+
+    The server takes only the public key from a CSR; the URI SAN is there for whoever reads one
+    (:mod:`pyspire.agent.csr`).
     """
-    made: list[tuple[bytes, bytes]] = []
+    made: list[_NewKey] = []
     for entry in entries:
         key = _generate_key(key_type)
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([]))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(entry.spiffe_id))]),
-                critical=False,
-            )
-            .sign(key, hashes.SHA256())
-        )
+        csr = workload_csr(key, str(entry.spiffe_id))
         pkcs8 = key.private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        made.append((pkcs8, csr.public_bytes(serialization.Encoding.DER)))
+        made.append(_NewKey(pkcs8, csr.der, csr.public_key_info))
     return made
 
 
 def _inspect_results(
     entries: Sequence[RegistrationEntry],
-    keys: Sequence[tuple[bytes, bytes]],
+    keys: Sequence[_NewKey],
     results: Sequence[SvidResult],
 ) -> tuple[list[IssuedSvid], dict[str, str]]:
-    """Pair the server's results with our keys and check them; runs in a worker thread."""
+    """Pair the server's results with our keys and check them; runs in a worker thread.
+
+    The keys were made here, so their public keys are known and are not decoded again from
+    the private keys to check that each leaf certifies its key."""
     by_entry: dict[str, SvidResult] = {}
     for answer in results:
         by_entry.setdefault(answer.entry_id, answer)
     issued: list[IssuedSvid] = []
     refused: dict[str, str] = {}
-    for entry, (private_key, _) in zip(entries, keys, strict=True):
+    for entry, key in zip(entries, keys, strict=True):
         result = by_entry.get(entry.id)
         if result is None:
             refused[entry.id] = "server returned no result for the entry"
@@ -416,7 +420,8 @@ def _inspect_results(
             refused[entry.id] = result.error or "server returned no svid and no reason"
             continue
         try:
-            issued.append(IssuedSvid.inspect(entry, replace(result.svid, private_key=private_key)))
+            svid = replace(result.svid, private_key=key.private_key)
+            issued.append(IssuedSvid.inspect(entry, svid, public_key_info=key.public_key_info))
         except InvalidArgumentError as error:
             refused[entry.id] = str(error)
     return issued, refused

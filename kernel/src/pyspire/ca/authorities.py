@@ -9,8 +9,9 @@ from functools import cached_property
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pyspire.ca.signing import ManagedKey, signature_algorithm_der
+from pyspire.ca.signing import ManagedKey
 from pyspire.ca.svid_der import SvidTemplate
+from pyspire.der import signature_algorithm_der
 
 
 @dataclass(frozen=True)

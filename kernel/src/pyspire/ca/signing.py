@@ -6,7 +6,7 @@ keep its TBSCertificate and signatureAlgorithm (with the authority key identifie
 neither depends on the throwaway key), have the key manager sign the TBS bytes (the whole
 message where the key manager signs messages, else their digest; see
 :func:`pyspire_sdk.plugins.key_manager.sign_message`), and join the parts again
-(:mod:`pyspire.ca.der`). The result is indistinguishable from a certificate signed in-process
+(:mod:`pyspire.der`). The result is indistinguishable from a certificate signed in-process
 and verifies with ``cryptography`` and OpenSSL.
 """
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from pyspire.ca.der import encode_tlv, join_signed, replace_csr_public_key, split_signed
+from pyspire.der import join_signed, replace_csr_public_key, split_signed
 from pyspire_sdk.plugins.key_manager import (
     HashAlgorithm,
     KeyManager,
@@ -118,16 +118,6 @@ async def sign_csr(builder: x509.CertificateSigningRequestBuilder, key: ManagedK
     info = replace_csr_public_key(info, key.public_key.der)
     signature = await key.sign(info)
     return join_signed(info, algorithm, signature)
-
-
-def signature_algorithm_der(key_type: KeyType) -> bytes:
-    """The DER AlgorithmIdentifier for signatures of ``key_type`` with its hash: ECDSA ones have
-    no parameters, RSA PKCS#1 v1.5 ones an explicit NULL (RFC 5758, RFC 4055)."""
-    from pyspire.ca.svid_der import encode_oid
-
-    oid = encode_oid(key_type.x509_signature_algorithm_oid)
-    parameters = b"\x05\x00" if key_type.is_rsa else b""
-    return encode_tlv(0x30, oid + parameters)
 
 
 def ecdsa_der_to_raw(signature: bytes, key_type: KeyType) -> bytes:

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from pyspire.ca.der import encode_tlv, read_tlv
+from pyspire.der import (
+    encode_oid,
+    encode_tlv,
+    extension,
+    read_tlv,
+    sequence,
+    spiffe_san_extension,
+)
 from pyspire_sdk.errors import InvalidArgumentError
 from pyspire_sdk.plugins.credential_composer import Extension, SubjectAttribute
 
@@ -37,29 +44,11 @@ _SET = 0x31
 _INTEGER = 0x02
 _BIT_STRING = 0x03
 _OCTET_STRING = 0x04
-_OID = 0x06
 _UTF8_STRING = 0x0C
 _PRINTABLE_STRING = 0x13
 _IA5_STRING = 0x16
 _UTC_TIME = 0x17
 _GENERALIZED_TIME = 0x18
-_BOOLEAN_TRUE = b"\x01\x01\xff"
-
-
-@lru_cache(maxsize=512)
-def encode_oid(dotted: str) -> bytes:
-    """An OBJECT IDENTIFIER element (a server encodes the same few again and again, so the
-    last few hundred are kept)."""
-    numbers = [int(part) for part in dotted.split(".")]
-    body = bytearray([numbers[0] * 40 + numbers[1]])
-    for number in numbers[2:]:
-        chunk = [number & 0x7F]
-        number >>= 7
-        while number:
-            chunk.append(0x80 | (number & 0x7F))
-            number >>= 7
-        body.extend(reversed(chunk))
-    return encode_tlv(_OID, bytes(body))
 
 
 def encode_integer(value: int) -> bytes:
@@ -76,22 +65,12 @@ def encode_time(moment: datetime) -> bytes:
     return encode_tlv(_GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
 
 
-def _sequence(*parts: bytes) -> bytes:
-    return encode_tlv(_SEQUENCE, b"".join(parts))
-
-
-def _extension(oid: str, value: bytes, *, critical: bool = False) -> bytes:
-    return _sequence(
-        encode_oid(oid), _BOOLEAN_TRUE if critical else b"", encode_tlv(_OCTET_STRING, value)
-    )
-
-
 _VERSION_3 = b"\xa0\x03\x02\x01\x02"
-_BASIC_CONSTRAINTS_LEAF = _extension("2.5.29.19", _sequence(), critical=True)
+_BASIC_CONSTRAINTS_LEAF = extension("2.5.29.19", sequence(), critical=True)
 # digitalSignature, keyEncipherment, keyAgreement: bits 0, 2, 4 -> 0b10101000, 3 unused bits.
-_KEY_USAGE_LEAF = _extension("2.5.29.15", encode_tlv(_BIT_STRING, b"\x03\xa8"), critical=True)
-_EXTENDED_KEY_USAGE = _extension(
-    "2.5.29.37", _sequence(encode_oid("1.3.6.1.5.5.7.3.1"), encode_oid("1.3.6.1.5.5.7.3.2"))
+_KEY_USAGE_LEAF = extension("2.5.29.15", encode_tlv(_BIT_STRING, b"\x03\xa8"), critical=True)
+_EXTENDED_KEY_USAGE = extension(
+    "2.5.29.37", sequence(encode_oid("1.3.6.1.5.5.7.3.1"), encode_oid("1.3.6.1.5.5.7.3.2"))
 )
 COMMON_NAME_OID = "2.5.4.3"
 DEFAULT_SVID_SUBJECT: tuple[SubjectAttribute, ...] = (
@@ -125,7 +104,7 @@ def _attribute(attribute: SubjectAttribute) -> bytes:
             f"subject attribute {attribute.oid} value {attribute.value!r} is not ASCII"
         )
     value = encode_tlv(tag, attribute.value.encode("utf-8"))
-    return encode_tlv(_SET, _sequence(encode_oid(attribute.oid), value))
+    return encode_tlv(_SET, sequence(encode_oid(attribute.oid), value))
 
 
 def encode_name(attributes: Sequence[SubjectAttribute]) -> bytes:
@@ -137,7 +116,7 @@ def encode_name(attributes: Sequence[SubjectAttribute]) -> bytes:
 def _encoded_name(attributes: tuple[SubjectAttribute, ...]) -> bytes:
     # Leaves share a few subjects (``C=US, O=SPIRE``, or what composers make with a CN per DNS
     # name) while their identities are new in a burst, past what :func:`leaf_names` keeps.
-    return _sequence(*(_attribute(attribute) for attribute in attributes))
+    return sequence(*(_attribute(attribute) for attribute in attributes))
 
 
 def leaf_subject(subject: Sequence[SubjectAttribute], dns_names: Sequence[str] = ()) -> bytes:
@@ -155,10 +134,7 @@ def svid_subject(common_name: str = "") -> bytes:
 
 def encode_extensions(extensions: Sequence[Extension]) -> bytes:
     """The Extension elements of ``extensions``, concatenated in order."""
-    return b"".join(
-        _extension(extension.oid, extension.value, critical=extension.critical)
-        for extension in extensions
-    )
+    return b"".join(extension(item.oid, item.value, critical=item.critical) for item in extensions)
 
 
 # Every EC P-256 SubjectPublicKeyInfo with an uncompressed point starts with these bytes (up to
@@ -177,13 +153,6 @@ def subject_key_identifier(spki_der: bytes) -> bytes:
     if tag != _BIT_STRING:
         raise ValueError("not a SubjectPublicKeyInfo")
     return hashlib.sha1(spki_der[bits_start + 1 : bits_end], usedforsecurity=False).digest()
-
-
-def _names(spiffe_id: str, dns_names: Sequence[str]) -> bytes:
-    """The GeneralNames of the SAN: the SPIFFE ID as a URI, then the DNS names."""
-    return encode_tlv(0x86, spiffe_id.encode("ascii")) + b"".join(
-        encode_tlv(0x82, name.encode("ascii")) for name in dns_names
-    )
 
 
 def svid_tbs(
@@ -212,28 +181,28 @@ def svid_tbs(
             _BASIC_CONSTRAINTS_LEAF,
             _KEY_USAGE_LEAF,
             _EXTENDED_KEY_USAGE,
-            _extension("2.5.29.14", encode_tlv(_OCTET_STRING, subject_key_identifier(spki))),
-            _extension("2.5.29.35", _sequence(encode_tlv(0x80, authority_key_id))),
-            _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names))),
+            extension("2.5.29.14", encode_tlv(_OCTET_STRING, subject_key_identifier(spki))),
+            extension("2.5.29.35", sequence(encode_tlv(0x80, authority_key_id))),
+            spiffe_san_extension(spiffe_id, dns_names),
             encode_extensions(extra_extensions),
         )
     )
-    return _sequence(
+    return sequence(
         _VERSION_3,
         encode_integer(serial),
         signature_algorithm,
         issuer,
-        _sequence(encode_time(not_before), encode_time(not_after)),
+        sequence(encode_time(not_before), encode_time(not_after)),
         leaf_subject(subject, dns_names),
         spki,
-        encode_tlv(0xA3, _sequence(extensions)),
+        encode_tlv(0xA3, sequence(extensions)),
     )
 
 
 # The SubjectKeyIdentifier extension around a SHA-1 digest (always 20 bytes): everything but
 # the digest is fixed.
 _SKI_DIGEST_SIZE = 20
-_SKI_EXTENSION_HEAD = _extension("2.5.29.14", encode_tlv(_OCTET_STRING, bytes(_SKI_DIGEST_SIZE)))[
+_SKI_EXTENSION_HEAD = extension("2.5.29.14", encode_tlv(_OCTET_STRING, bytes(_SKI_DIGEST_SIZE)))[
     :-_SKI_DIGEST_SIZE
 ]
 _SERIAL_BITS = 128
@@ -241,7 +210,7 @@ _SERIAL_BITS = 128
 
 def encode_validity(not_before: datetime, not_after: datetime) -> bytes:
     """The Validity element (``SEQUENCE { notBefore, notAfter }``)."""
-    return _sequence(encode_time(not_before), encode_time(not_after))
+    return sequence(encode_time(not_before), encode_time(not_after))
 
 
 @lru_cache(maxsize=8192)
@@ -258,7 +227,7 @@ def leaf_names(
     A burst of identities new to the server misses the cache every time, so the usual leaf (the
     default subject, no DNS name) takes a subject encoded once.
     """
-    san_extension = _extension("2.5.29.17", _sequence(_names(spiffe_id, dns_names)))
+    san_extension = spiffe_san_extension(spiffe_id, dns_names)
     if subject is DEFAULT_SVID_SUBJECT and not dns_names:
         return _DEFAULT_SUBJECT_NAME, san_extension
     return leaf_subject(subject, dns_names), san_extension
@@ -302,8 +271,8 @@ class SvidTemplate:
         return cls(
             algorithm_and_issuer=signature_algorithm + issuer,
             fixed_extensions=_BASIC_CONSTRAINTS_LEAF + _KEY_USAGE_LEAF + _EXTENDED_KEY_USAGE,
-            authority_key_extension=_extension(
-                "2.5.29.35", _sequence(encode_tlv(0x80, authority_key_id))
+            authority_key_extension=extension(
+                "2.5.29.35", sequence(encode_tlv(0x80, authority_key_id))
             ),
         )
 

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from pyspire.ca.authorities import X509CA
-from pyspire.ca.der import join_signed, read_tlv
 from pyspire.ca.signing import ManagedKey, public_key_type
 from pyspire.ca.svid_der import (
     DEFAULT_SVID_SUBJECT,
@@ -27,6 +26,7 @@ from pyspire.ca.svid_der import (
     random_serial_elements,
 )
 from pyspire.ca.templates import BACKDATE
+from pyspire.der import join_signed, read_tlv
 from pyspire_sdk.errors import InvalidArgumentError, PyspireError
 from pyspire_sdk.plugins.credential_composer import Extension, SubjectAttribute
 from pyspire_sdk.spiffeid import SpiffeId

@@ -29,40 +29,83 @@ from pyspire_sdk.spiffeid import SpiffeId
 ALPN = ["h2"]
 
 
-def _pem_chain(chain_der: Sequence[bytes]) -> bytes:
-    return b"".join(
-        x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
-        for der in chain_der
-    )
+def _checked(chain_der: Sequence[bytes], field: str) -> None:
+    """Refuse a certificate that does not parse, naming ``field``: OpenSSL would otherwise
+    stop reading DER at the first bad one, silently when it looks like the end of the data."""
+    for der in chain_der:
+        try:
+            x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise InvalidArgumentError(f"{field} holds an invalid certificate") from None
 
 
-def _pem_key(private_key: PrivateKeyTypes) -> bytes:
-    return private_key.private_bytes(
+def _identity_pem(chain_der: Sequence[bytes], key: PrivateKeyTypes) -> bytes:
+    """The key then the chain (leaf first), PEM: one file, which ``load_cert_chain`` reads both
+    from."""
+    _checked(chain_der, "the TLS certificate chain")
+    chain = "".join(ssl.DER_cert_to_PEM_cert(der) for der in chain_der).encode("ascii")
+    pem_key = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    return pem_key + chain
+
+
+_IN_MEMORY_FILES = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+"""Linux: the identity is loaded from an anonymous file in memory, which no other process can
+open by name and which never reaches a disk."""
 
 
 def _load_identity(
     context: ssl.SSLContext, chain_der: Sequence[bytes], key: PrivateKeyTypes
 ) -> None:
-    """``load_cert_chain`` reads only files: write them to a private directory, load, delete."""
+    """Present ``chain_der`` with ``key``. ``load_cert_chain`` reads only files: the chain and
+    key go to an anonymous in-memory file where the system has them (Linux), else to a file in
+    a private directory (mode 0700, the file 0600) that is deleted after loading."""
+    pem = _identity_pem(chain_der, key)
+    try:
+        if not (_IN_MEMORY_FILES and _loaded_from_memory(context, pem)):
+            _load_from_private_directory(context, pem)
+    except ssl.SSLError as error:
+        raise InvalidArgumentError(
+            f"the TLS certificate chain and key do not load: {error.reason or error}"
+        ) from None
+
+
+def _loaded_from_memory(context: ssl.SSLContext, pem: bytes) -> bool:
+    """Load ``pem`` from an anonymous in-memory file; False when the system refuses to make
+    one (a sandbox that forbids ``memfd_create``)."""
+    try:
+        descriptor = os.memfd_create("pyspire-tls", os.MFD_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        written = 0
+        while written < len(pem):
+            written += os.write(descriptor, pem[written:])
+        context.load_cert_chain(f"/proc/self/fd/{descriptor}")
+    finally:
+        os.close(descriptor)
+    return True
+
+
+def _load_from_private_directory(context: ssl.SSLContext, pem: bytes) -> None:
     with tempfile.TemporaryDirectory(prefix="pyspire-tls-") as folder:
         os.chmod(folder, 0o700)
-        cert_path = Path(folder) / "svid.pem"
-        key_path = Path(folder) / "svid.key"
-        cert_path.write_bytes(_pem_chain(chain_der))
-        descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path = Path(folder) / "svid.pem"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(_pem_key(key))
-        context.load_cert_chain(cert_path, key_path)
+            handle.write(pem)
+        context.load_cert_chain(path)
 
 
 def _trust(context: ssl.SSLContext, bundle_der: Sequence[bytes]) -> None:
     if not bundle_der:
         raise InvalidArgumentError("the trust bundle has no X.509 authorities")
-    context.load_verify_locations(cadata=_pem_chain(bundle_der).decode("ascii"))
+    _checked(bundle_der, "the trust bundle")
+    # OpenSSL reads concatenated DER certificates as they are: no PEM round trip.
+    context.load_verify_locations(cadata=b"".join(bundle_der))
 
 
 def _no_resumption(context: ssl.SSLContext) -> None:

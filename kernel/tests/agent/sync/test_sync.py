@@ -524,7 +524,7 @@ def test_issued_svid_inspection_rejects_wrong_identity(server: FakeServerApi) ->
     from pyspire.agent.sync import _make_requests
 
     web = entry("web")
-    key, _ = _make_requests(KeyType.EC_P256, [web])[0]
+    key = _make_requests(KeyType.EC_P256, [web])[0].private_key
     with pytest.raises(InvalidArgumentError, match="cert_chain is empty"):
         IssuedSvid.inspect(web, X509Svid(web.spiffe_id, (), server.clock.now(), key))
 

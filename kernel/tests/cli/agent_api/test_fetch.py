@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pyspire.ca.der import elements
+from pyspire.der import elements
 
 from .conftest import Agent
 from .pki import FOREIGN, make_entry

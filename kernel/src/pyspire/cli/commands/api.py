@@ -50,7 +50,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpclib.const import Status
 
-from pyspire.ca.der import elements
 from pyspire.catalog import Side
 from pyspire.cli.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, write_file
 from pyspire.cli.flags import CliArgumentParser, add_flag
@@ -63,6 +62,7 @@ from pyspire.cli.workload_client import (
     connect,
     resolve_endpoint,
 )
+from pyspire.der import elements
 from pyspire.proto.gen import workload as pb
 from pyspire.waiting import run_until
 from pyspire_sdk.backoff import Backoff, BackoffPolicy

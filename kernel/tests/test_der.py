@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pyspire.ca.der import encode_tlv, join_signed, read_tlv, split_signed
+from pyspire.der import encode_tlv, join_signed, read_tlv, split_signed
 
 
 def self_signed_certificate() -> x509.Certificate:

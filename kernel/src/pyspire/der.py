@@ -1,14 +1,29 @@
-"""The few DER operations needed to put a remotely made signature into a certificate.
+"""The DER primitives the server's CA and the agent both encode and read X.509 with.
 
-A certificate is ``SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }``.
-We split a certificate made by ``cryptography`` into its parts and join the same TBS and algorithm
-with a signature from elsewhere (a key manager, possibly a KMS).
+A signed structure (certificate, CSR) is ``SEQUENCE { toBeSigned, signatureAlgorithm,
+signatureValue BIT STRING }``. The CA splits one made by ``cryptography`` into its parts and
+joins the same TBS and algorithm with a signature from elsewhere (a key manager, possibly a KMS);
+the server encodes SVID leaves and the agent its CSRs from the elements here. One home for each
+encoding, so the server's leaves and the agent's requests cannot drift apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
+
+from pyspire_sdk.plugins.key_manager import KeyType
+
 SEQUENCE_TAG = 0x30
 BIT_STRING_TAG = 0x03
+_OCTET_STRING_TAG = 0x04
+_OID_TAG = 0x06
+_URI_NAME_TAG = 0x86
+"""A GeneralName's uniformResourceIdentifier ([6] IMPLICIT IA5String)."""
+_DNS_NAME_TAG = 0x82
+"""A GeneralName's dNSName ([2] IMPLICIT IA5String)."""
+_SUBJECT_ALT_NAME_OID = "2.5.29.17"
+_BOOLEAN_TRUE = b"\x01\x01\xff"
 
 
 def _encode_length(length: int) -> bytes:
@@ -102,3 +117,49 @@ def replace_csr_public_key(request_info: bytes, subject_public_key_info: bytes) 
         raise ValueError("not a DER CertificationRequestInfo")
     parts[2] = subject_public_key_info
     return encode_tlv(SEQUENCE_TAG, b"".join(parts))
+
+
+@lru_cache(maxsize=512)
+def encode_oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER element (a server encodes the same few again and again, so the
+    last few hundred are kept)."""
+    numbers = [int(part) for part in dotted.split(".")]
+    body = bytearray([numbers[0] * 40 + numbers[1]])
+    for number in numbers[2:]:
+        chunk = [number & 0x7F]
+        number >>= 7
+        while number:
+            chunk.append(0x80 | (number & 0x7F))
+            number >>= 7
+        body.extend(reversed(chunk))
+    return encode_tlv(_OID_TAG, bytes(body))
+
+
+def sequence(*parts: bytes) -> bytes:
+    """A SEQUENCE of the given DER elements, in order."""
+    return encode_tlv(SEQUENCE_TAG, b"".join(parts))
+
+
+def extension(oid: str, value: bytes, *, critical: bool = False) -> bytes:
+    """An X.509 Extension element: ``SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }``
+    (``value`` is the DER of the extension's value; FALSE is left out, as DER requires)."""
+    return sequence(
+        encode_oid(oid), _BOOLEAN_TRUE if critical else b"", encode_tlv(_OCTET_STRING_TAG, value)
+    )
+
+
+def spiffe_san_extension(spiffe_id: str, dns_names: Sequence[str] = ()) -> bytes:
+    """The subjectAltName Extension element of an X509-SVID, or of a CSR for one: the SPIFFE ID
+    as a URI, then the DNS names; not critical."""
+    names = encode_tlv(_URI_NAME_TAG, spiffe_id.encode("ascii")) + b"".join(
+        encode_tlv(_DNS_NAME_TAG, name.encode("ascii")) for name in dns_names
+    )
+    return extension(_SUBJECT_ALT_NAME_OID, sequence(names))
+
+
+def signature_algorithm_der(key_type: KeyType) -> bytes:
+    """The DER AlgorithmIdentifier for signatures of ``key_type`` with its hash: ECDSA ones have
+    no parameters, RSA PKCS#1 v1.5 ones an explicit NULL (RFC 5758, RFC 4055)."""
+    oid = encode_oid(key_type.x509_signature_algorithm_oid)
+    parameters = b"\x05\x00" if key_type.is_rsa else b""
+    return encode_tlv(SEQUENCE_TAG, oid + parameters)
