@@ -612,14 +612,16 @@ async def test_a_new_node_is_one_statement_on_the_writer(
     try:
         assert store._writer is not None
         await store._writer.set_trace_callback(sent.append)
-        await store.set_node_selectors(_node("a").spiffe_id, (Selector("t", "left"),))
+        left = (Selector("t", "left"), Selector("t", 'zone:"é" \\ 😀'))
+        await store.set_node_selectors(_node("a").spiffe_id, left)
         sent.clear()
         created = await store.create_attested_node(_node("a"))
-        assert created.selectors == (Selector("t", "left"),)
+        assert created.selectors == left
         created = await store.create_attested_node(
-            _node("b", Selector("t", "2"), Selector("t", "1"), Selector("t", "2"))
+            _node("b", Selector("t", "2"), Selector("t", "1 ü'"), Selector("t", "2"))
         )
-        assert created.selectors == (Selector("t", "2"), Selector("t", "1"))
+        assert created.selectors == (Selector("t", "2"), Selector("t", "1 ü'"))
+        assert await store.get_node_selectors(created.spiffe_id) == created.selectors
         # The trace repeats a statement once per statement its trigger runs.
         statements = [sql for i, sql in enumerate(sent) if i == 0 or sent[i - 1] != sql]
         assert len(statements) == 2, statements
