@@ -27,6 +27,8 @@ from google.protobuf import descriptor_pb2
 HOT_MESSAGES: tuple[str, ...] = (
     "spire.api.types.Entry",
     "spire.api.types.Bundle",
+    "spire.api.server.agent.v1.AttestAgentRequest",
+    "spire.api.server.agent.v1.AttestAgentResponse",
     "spire.api.server.entry.v1.CountEntriesRequest",
     "spire.api.server.entry.v1.CountEntriesResponse",
     "spire.api.server.entry.v1.ListEntriesRequest",

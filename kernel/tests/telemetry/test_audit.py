@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
 
 from pyspire.catalog import Discovery
+from pyspire.proto.gen.codec import spire_api_server_agent_v1 as agent_wire
 from pyspire.proto.gen.codec import spire_api_server_entry_v1 as entry_wire
 from pyspire.proto.gen.codec import spire_api_server_svid_v1 as svid_wire
 from pyspire.proto.gen.codec import spire_api_types as types_wire
@@ -168,6 +169,21 @@ def test_codec_requests_are_logged_like_betterproto_ones() -> None:
     assert request_fields(listing) == {
         "filter": {"by_spiffe_id": {"trust_domain": "example.org", "path": "/w"}},
         "page_size": 5,
+    }
+    attestation = agent_wire.AttestAgentRequest(
+        params=agent_wire.AttestAgentRequest_Params(
+            data=types_wire.AttestationData(type="join_token", payload=TOKEN.encode()),
+            params=agent_wire.AgentX509SVIDParams(csr=b"csr"),
+        )
+    )
+    assert request_fields(attestation) == {
+        "params": {
+            "data": {"type": "join_token", "payload": f"{len(TOKEN)} bytes"},
+            "params": {"csr": "3 bytes"},
+        }
+    }
+    assert request_fields(agent_wire.AttestAgentRequest(challenge_response=b"answer")) == {
+        "challenge_response": "6 bytes"
     }
 
 

@@ -591,3 +591,60 @@ async def test_a_batch_finds_stored_identities_without_falling_back(
         assert not [log for log in logs if "falls back" in log["event"]]
     finally:
         await store.close()
+
+
+def _node(name: str, *selectors: Selector) -> AttestedNode:
+    return AttestedNode(
+        spiffe_id=SpiffeId.parse(f"spiffe://example.org/spire/agent/join_token/{name}"),
+        attestation_type="join_token",
+        x509_svid_serial_number="01",
+        selectors=selectors,
+    )
+
+
+async def test_a_new_node_is_one_statement_on_the_writer(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    """A thousand agents attesting at once each create a node: one trip to the writer's
+    thread each, not a transaction of five."""
+    store = await _open(tmp_path / "ds.sqlite3", host_services)
+    sent: list[str] = []
+    try:
+        assert store._writer is not None
+        await store._writer.set_trace_callback(sent.append)
+        left = (Selector("t", "left"), Selector("t", 'zone:"é" \\ 😀'))
+        await store.set_node_selectors(_node("a").spiffe_id, left)
+        sent.clear()
+        created = await store.create_attested_node(_node("a"))
+        assert created.selectors == left
+        created = await store.create_attested_node(
+            _node("b", Selector("t", "2"), Selector("t", "1 ü'"), Selector("t", "2"))
+        )
+        assert created.selectors == (Selector("t", "2"), Selector("t", "1 ü'"))
+        assert await store.get_node_selectors(created.spiffe_id) == created.selectors
+        # The trace repeats a statement once per statement its trigger runs.
+        statements = [sql for i, sql in enumerate(sent) if i == 0 or sent[i - 1] != sql]
+        assert len(statements) == 2, statements
+    finally:
+        await store.close()
+
+
+async def test_a_duplicate_node_changes_nothing(
+    tmp_path: Path, host_services: HostServices
+) -> None:
+    store = await _open(tmp_path / "ds.sqlite3", host_services)
+    try:
+        first = await store.create_attested_node(_node("a", Selector("t", "1")))
+        events = await store.list_change_events()
+        [event] = events
+        assert (event.object_id, event.created_at) == (
+            str(first.spiffe_id),
+            host_services.clock.now(),  # the fake clock's, to the microsecond
+        )
+        with pytest.raises(AlreadyExistsError, match=r"attested node .*/a already exists"):
+            await store.create_attested_node(replace(_node("a", Selector("t", "2")), banned=True))
+        assert await store.get_attested_node(first.spiffe_id) == first
+        assert await store.get_node_selectors(first.spiffe_id) == (Selector("t", "1"),)
+        assert await store.list_change_events() == events
+    finally:
+        await store.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pyspire.proto.gen.codec import spire_api_server_agent_v1 as agent_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 from pyspire.server.api.agent import AgentService
@@ -127,6 +129,22 @@ def params(kind: str, payload: bytes, csr: bytes) -> agent_pb.AttestAgentRequest
     )
 
 
+async def attest_stream(
+    service: AgentService, requests: AsyncIterator[agent_pb.AttestAgentRequest]
+) -> AsyncGenerator[agent_pb.AttestAgentResponse, None]:
+    """AttestAgent's responses to ``requests`` as the wire carries both ways: each request is
+    encoded and read by the route's codec, each encoded response read back by betterproto.
+    Closing this stream closes the service's."""
+
+    async def wire_requests() -> AsyncIterator[agent_wire.AttestAgentRequest]:
+        async for request in requests:
+            yield agent_wire.decode_AttestAgentRequest(bytes(request))
+
+    async with contextlib.aclosing(service.attest_agent_encoded(wire_requests())) as responses:
+        async for response in responses:
+            yield agent_pb.AttestAgentResponse().parse(response.data)
+
+
 async def attest(
     service: AgentService, *requests: agent_pb.AttestAgentRequest
 ) -> list[agent_pb.AttestAgentResponse]:
@@ -136,7 +154,7 @@ async def attest(
         for request in requests:
             yield request
 
-    return [response async for response in service.attest_agent(feed())]
+    return [response async for response in attest_stream(service, feed())]
 
 
 class ChallengeAttestor:

@@ -20,7 +20,7 @@ from pyspire_sdk.model import AttestationResult
 from pyspire_sdk.plugins.node_attestor import Challenger, ServerNodeAttestor
 from pyspire_sdk.testing import FakeClock
 
-from .conftest import Requests, attest, caller, make_csr, params
+from .conftest import Requests, attest, attest_stream, caller, make_csr, params
 from .test_agent import new_token
 
 
@@ -89,7 +89,7 @@ async def test_a_busy_refusal_leaves_the_address_its_rate_allowance(
     await new_token(service)
     caller(CallerKind.ANY, address="10.0.0.9")
     held = Requests()
-    holding = service.attest_agent(held)
+    holding = attest_stream(service, held)
     held.put(params("challenge", b"node-1", make_csr()))
     assert (await anext(holding)).challenge == b"reverse:node-1"  # the one slot is taken
 

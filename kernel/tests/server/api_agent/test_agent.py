@@ -9,8 +9,10 @@ import pytest
 import structlog.testing
 from betterproto.lib.google.protobuf import Empty
 
+from pyspire.proto.gen.codec import spire_api_server_agent_v1 as agent_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+from pyspire.proto.messages import EncodedMessage
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.gate import serial_hex
 from pyspire.server.api.ratelimit import ResourceExhaustedError
@@ -34,6 +36,7 @@ from .conftest import (
     Requests,
     as_agent,
     attest,
+    attest_stream,
     caller,
     corrupt_signature,
     leaf,
@@ -165,6 +168,14 @@ async def test_a_bad_csr_is_refused_before_the_token_is_used(
     assert await context.datastore.get_attested_node(JOIN_AGENT) is None
 
 
+def test_attest_agent_is_served_with_the_codec(context: ServerContext) -> None:
+    mapping = AgentService(context).__mapping__()
+    handler = mapping["/spire.api.server.agent.v1.Agent/AttestAgent"]
+    assert handler.request_type is agent_wire.AttestAgentRequest
+    assert handler.reply_type is EncodedMessage
+    assert len(mapping) == len(agent_pb.AgentBase().__mapping__())
+
+
 async def test_malformed_first_requests_are_refused(agent_service: AgentService) -> None:
     caller(CallerKind.ANY)
     with pytest.raises(InvalidArgumentError, match=r"^missing params"):
@@ -182,7 +193,7 @@ async def test_challenge_response_attestation(
 ) -> None:
     caller(CallerKind.ANY)
     requests = Requests()
-    responses = agent_service.attest_agent(requests)
+    responses = attest_stream(agent_service, requests)
     requests.put(params("challenge", b"node-1", make_csr()))
     first = await anext(responses)
     assert first.challenge == b"reverse:node-1"
@@ -222,7 +233,7 @@ async def test_a_reattestable_agent_attests_again_with_a_new_svid(
     async def once() -> str:
         caller(CallerKind.ANY)
         requests = Requests()
-        responses = agent_service.attest_agent(requests)
+        responses = attest_stream(agent_service, requests)
         requests.put(params("challenge", b"node-1", make_csr()))
         await anext(responses)
         requests.put(agent_pb.AttestAgentRequest(challenge_response=b"1-edon"))
@@ -266,7 +277,7 @@ async def test_the_attestor_ends_with_a_stream_closed_mid_challenge(
 ) -> None:
     caller(CallerKind.ANY)
     requests = Requests()
-    responses = agent_service.attest_agent(requests)
+    responses = attest_stream(agent_service, requests)
     requests.put(params("challenge", b"node-1", make_csr()))
     assert (await anext(responses)).challenge == b"reverse:node-1"
     await responses.aclose()  # the agent hung up: the stream is closed at its yield

@@ -26,6 +26,12 @@ import aiosqlite
 import structlog
 
 from pyspire_datastore_sqlite.config import SqliteDataStoreConfig
+from pyspire_datastore_sqlite.node_creation import (
+    CREATE_NODE_SQL,
+    NODE_CREATION_SCRIPT,
+    selectors_json,
+    stored_selectors,
+)
 from pyspire_datastore_sqlite.queries import entry_where, name_page, node_where, pk_page
 from pyspire_datastore_sqlite.records import (
     CHILD_CHUNK,
@@ -212,6 +218,7 @@ class SqliteDataStore(BundleStore):
             await asyncio.to_thread(_prepare_files, path)
             self._writer = await self._connect(path, busy_ms, read_only=False)
             found = await migrate(self._writer, path)
+            await self._writer.executescript(NODE_CREATION_SCRIPT)
             for _ in range(config.read_connections):
                 reader = await self._connect(path, busy_ms, read_only=True)
                 self._readers.append(reader)
@@ -1071,30 +1078,23 @@ class SqliteDataStore(BundleStore):
         )
 
     async def create_attested_node(self, node: AttestedNode) -> AttestedNode:
-        # Few statements, each a trip to the connection's thread (a thousand agents may attest
-        # at once): the UNIQUE spiffe_id refuses a duplicate, and the stored record is built
-        # from what was written; only selectors left in place are read back.
-        key = str(node.spiffe_id)
-        async with self._write() as connection:
-            try:
-                await connection.execute(
-                    "INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, "
-                    "expires_at, new_serial_number, new_expires_at, banned, can_reattest, "
-                    "agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, *node_columns(node, to_micros)),
-                )
-            except sqlite3.IntegrityError as error:
-                if "UNIQUE" not in str(error):
-                    raise
-                raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists") from None
-            if node.selectors:
-                await self._replace_node_selectors(connection, node.spiffe_id, node.selectors)
-                selectors = dedupe(node.selectors)
-            else:
-                found = await self._node_selectors(connection, Decoder(), [key])
-                selectors = found.get(key, ())
-            await self._event(connection, ChangeKind.NODE, [key])
-        return _as_stored(node, selectors)
+        # One statement, one trip to the writer's thread (a thousand agents may attest at
+        # once; see node_creation): the UNIQUE spiffe_id refuses a duplicate, and the stored
+        # record is built from what was written and the selectors the statement returns.
+        try:
+            rows = await self._write_statement(
+                CREATE_NODE_SQL,
+                (
+                    str(node.spiffe_id),
+                    *node_columns(node, to_micros),
+                    selectors_json(dedupe(node.selectors)),
+                    ChangeKind.NODE.value,
+                    to_micros(self._clock.now()),
+                ),
+            )
+        except AlreadyExistsError:
+            raise AlreadyExistsError(f"attested node {node.spiffe_id} already exists") from None
+        return _as_stored(node, stored_selectors(Decoder(), rows[0][0]))
 
     async def get_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
         # One statement reads the node and its selectors: a consistent snapshot without a

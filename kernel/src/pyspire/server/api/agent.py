@@ -8,6 +8,11 @@ an eviction or a renewal on the very next call.
 AttestAgent never leaves half an attestation behind: the request is checked and the CSR parsed
 before the node attestor runs (a malformed request does not burn a one-time join token), and the
 node is written only after its SVID was signed.
+
+AttestAgent is read and answered by the generated codecs (:mod:`pyspire.proto.attestation`): a
+fleet restarting attests a thousand agents at once, and a generic decoder and encoder cost more
+per call than the rest of the handler's own work. Its route
+(:meth:`AgentService.attest_agent_encoded`) takes codec requests and yields encoded responses.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from dataclasses import replace
 from datetime import timedelta
 
 import betterproto
+import grpclib.const
 import structlog
 from betterproto.lib.google.protobuf import Empty
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from pyspire.proto.attestation import attest_agent_challenge, attest_agent_result
 from pyspire.proto.convert import (
     agent_to_proto,
     selectors_from_proto,
@@ -34,8 +41,10 @@ from pyspire.proto.convert import (
     to_timestamp,
     x509_svid_to_proto,
 )
+from pyspire.proto.gen.codec import spire_api_server_agent_v1 as agent_wire
 from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
+from pyspire.proto.messages import EncodedMessage, stream_route
 from pyspire.registry.validation import RESERVED_PATH, is_reserved_path, validate_text
 from pyspire.server.api.admission import AttestationAdmission
 from pyspire.server.api.gate import serial_hex
@@ -54,7 +63,13 @@ from pyspire_sdk.errors import (
     UnavailableError,
 )
 from pyspire_sdk.limits import MAX_AGENT_VERSION_BYTES
-from pyspire_sdk.model import AttestationResult, AttestedNode, JoinToken, RegistrationEntry
+from pyspire_sdk.model import (
+    AttestationResult,
+    AttestedNode,
+    JoinToken,
+    RegistrationEntry,
+    X509Svid,
+)
 from pyspire_sdk.plugins.datastore import MatchBehavior, NodeFilter, Page, SelectorMatch
 from pyspire_sdk.plugins.node_attestor import (
     AttestationPeer,
@@ -68,6 +83,8 @@ from pyspire_sdk.selector import Selector
 from pyspire_sdk.spiffeid import SpiffeId
 
 JOIN_TOKEN_ATTESTOR = "join_token"  # noqa: S105 (a plugin name, not a secret)
+
+_ATTEST_AGENT_METHOD = "/spire.api.server.agent.v1.Agent/AttestAgent"
 
 _ATTESTED_FIELDS = frozenset(
     {
@@ -136,34 +153,35 @@ def _time_left() -> float | None:
 
 
 async def _next(
-    requests: AsyncIterator[agent_pb.AttestAgentRequest],
-) -> agent_pb.AttestAgentRequest | None:
+    requests: AsyncIterator[agent_wire.AttestAgentRequest],
+) -> agent_wire.AttestAgentRequest | None:
     try:
         return await anext(requests)
     except StopAsyncIteration:
         return None
 
 
-def _attestation_params(
-    first: agent_pb.AttestAgentRequest | None,
-) -> agent_pb.AttestAgentRequestParams:
-    """The params of an AttestAgent stream's first request, checked before anything runs."""
-    if first is None or betterproto.which_one_of(first, "step")[0] != "params":
+def _attestation_params(first: agent_wire.AttestAgentRequest | None) -> tuple[str, bytes, bytes]:
+    """The attestation data type, its payload and the CSR of an AttestAgent stream's first
+    request, checked before anything runs."""
+    if first is None or first.params is None:
         raise InvalidArgumentError("missing params: the first request must carry params")
     params = first.params
-    if not params.data.type:
+    data = params.data
+    if data is None or not data.type:
         raise InvalidArgumentError("missing params.data.type: the attestation data type")
-    if not params.data.payload:
+    if not data.payload:
         raise InvalidArgumentError("missing params.data.payload: the attestation data")
-    return params
+    csr = params.params.csr if params.params is not None else b""
+    return data.type, data.payload, csr
 
 
-async def _challenge_response(requests: AsyncIterator[agent_pb.AttestAgentRequest]) -> bytes:
+async def _challenge_response(requests: AsyncIterator[agent_wire.AttestAgentRequest]) -> bytes:
     """The agent's answer to the challenge it was just sent."""
     answer = await _next(requests)
     if answer is None:
         raise UnavailableError("agent closed the stream before answering a challenge")
-    if betterproto.which_one_of(answer, "step")[0] != "challenge_response":
+    if answer.challenge_response is None:
         raise InvalidArgumentError("invalid request: expected challenge_response after a challenge")
     return answer.challenge_response
 
@@ -245,6 +263,15 @@ class AgentService(agent_pb.AgentBase):
         self._admission = (
             admission if admission is not None else AttestationAdmission(clock=context.clock)
         )
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """The generated handlers, with AttestAgent carried as codec messages
+        (:meth:`attest_agent_encoded`)."""
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+        mapping[_ATTEST_AGENT_METHOD] = stream_route(
+            self.attest_agent_encoded, agent_wire.AttestAgentRequest
+        )
+        return mapping
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -409,11 +436,11 @@ class AgentService(agent_pb.AgentBase):
 
     # -- agents ----------------------------------------------------------------------------
 
-    async def attest_agent(
-        self, attest_agent_request_iterator: AsyncIterator[agent_pb.AttestAgentRequest]
-    ) -> AsyncIterator[agent_pb.AttestAgentResponse]:
-        """Run the named node attestor (relaying its challenges), then issue the agent SVID."""
-        requests = attest_agent_request_iterator
+    async def attest_agent_encoded(
+        self, requests: AsyncIterator[agent_wire.AttestAgentRequest]
+    ) -> AsyncIterator[EncodedMessage[agent_wire.AttestAgentResponse]]:
+        """AttestAgent: run the named node attestor (relaying its challenges), then issue the
+        agent SVID."""
         caller = _caller()
         address = caller.address if caller is not None else ""
         # A server too busy to take the call refuses it before the address's rate allowance
@@ -429,12 +456,11 @@ class AgentService(agent_pb.AgentBase):
                 yield response
 
     async def _attest(
-        self, requests: AsyncIterator[agent_pb.AttestAgentRequest], address: str
-    ) -> AsyncGenerator[agent_pb.AttestAgentResponse, None]:
+        self, requests: AsyncIterator[agent_wire.AttestAgentRequest], address: str
+    ) -> AsyncGenerator[EncodedMessage[agent_wire.AttestAgentResponse], None]:
         """One admitted attestation: the challenges to relay, then the result."""
         self._admission.check_time_left(_time_left())
-        params = _attestation_params(await _next(requests))
-        plugin_name = params.data.type
+        plugin_name, payload, csr = _attestation_params(await _next(requests))
         attestor = self._node_attestor(plugin_name)
         # Counted only once the attestor is known: its name labels the metric, and names
         # callers make up must not.
@@ -442,26 +468,27 @@ class AgentService(agent_pb.AgentBase):
             counted(self._context.metrics, NODE_ATTESTATION, attestor=plugin_name),
             _logged_refusal(plugin_name, address),
         ):
-            public_key = await self._public_key(params.params.csr)
+            public_key = await self._public_key(csr)
             async with GeneratorTasks() as tasks:
                 # The attestor's task sees who is attesting (a task copies the context).
                 with attesting_peer(AttestationPeer(address=address or None)):
-                    relay = _ChallengeRelay(tasks, attestor, params.data.payload)
+                    relay = _ChallengeRelay(tasks, attestor, payload)
                 while (challenge := await relay.challenge()) is not None:
-                    yield agent_pb.AttestAgentResponse(challenge=challenge)
+                    yield EncodedMessage(
+                        attest_agent_challenge(challenge), agent_wire.decode_AttestAgentResponse
+                    )
                     await relay.answer(await _challenge_response(requests))
                 result = await relay.result()
-            node, svid_message = await self._admit(plugin_name, result, public_key)
+            node, svid = await self._admit(plugin_name, result, public_key)
             _log.info(
                 "agent attested",
                 agent_id=str(node.spiffe_id),
                 attestation_type=plugin_name,
                 address=address,
             )
-            yield agent_pb.AttestAgentResponse(
-                result=agent_pb.AttestAgentResponseResult(
-                    svid=svid_message, reattestable=node.can_reattest
-                )
+            yield EncodedMessage(
+                attest_agent_result(svid, reattestable=node.can_reattest),
+                agent_wire.decode_AttestAgentResponse,
             )
 
     async def _public_key(self, csr: bytes) -> CertificatePublicKeyTypes:
@@ -484,7 +511,7 @@ class AgentService(agent_pb.AgentBase):
 
     async def _admit(
         self, plugin_name: str, result: AttestationResult, public_key: CertificatePublicKeyTypes
-    ) -> tuple[AttestedNode, pb.X509Svid]:
+    ) -> tuple[AttestedNode, X509Svid]:
         context = self._context
         datastore = context.datastore
         agent_id = check_agent_id(result, context.trust_domain)
@@ -521,7 +548,7 @@ class AgentService(agent_pb.AgentBase):
                 stored = replace(stored, selectors=selectors)
         context.registry.remember_node(stored)
         context.registry.poke()
-        return stored, x509_svid_to_proto(svid)
+        return stored, svid
 
     async def renew_agent(
         self, renew_agent_request: agent_pb.RenewAgentRequest

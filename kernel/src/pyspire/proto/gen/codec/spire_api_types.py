@@ -23,6 +23,7 @@ from pyspire.proto.runtime import utf8_error as _utf8_error
 
 __all__ = [
     "AdditionalAttributes",
+    "AttestationData",
     "Bundle",
     "Entry",
     "EntryMask",
@@ -37,6 +38,7 @@ __all__ = [
     "X509Certificate",
     "X509SVID",
     "decode_AdditionalAttributes",
+    "decode_AttestationData",
     "decode_Bundle",
     "decode_Entry",
     "decode_EntryMask",
@@ -50,6 +52,7 @@ __all__ = [
     "decode_X509Certificate",
     "decode_X509SVID",
     "encode_AdditionalAttributes",
+    "encode_AttestationData",
     "encode_Bundle",
     "encode_Entry",
     "encode_EntryMask",
@@ -63,6 +66,7 @@ __all__ = [
     "encode_X509Certificate",
     "encode_X509SVID",
     "write_AdditionalAttributes",
+    "write_AttestationData",
     "write_Bundle",
     "write_Entry",
     "write_EntryMask",
@@ -91,6 +95,7 @@ _P130 = _length_prefixes(b'\x82\x01')
 
 FIELD_NUMBERS: dict[str, dict[str, int]] = {
     "AdditionalAttributes": {"disable_x509_svid_prefetch": 1, "jwt_svid_include_jti": 2},
+    "AttestationData": {"type": 1, "payload": 2},
     "Bundle": {"trust_domain": 1, "x509_authorities": 2, "jwt_authorities": 3, "refresh_hint": 4, "sequence_number": 5},
     "Entry": {"id": 1, "spiffe_id": 2, "parent_id": 3, "selectors": 4, "x509_svid_ttl": 5, "federates_with": 6, "admin": 7, "downstream": 8, "expires_at": 9, "dns_names": 10, "revision_number": 11, "store_svid": 12, "jwt_svid_ttl": 13, "hint": 14, "created_at": 15, "additional_attributes": 16},
     "EntryMask": {"spiffe_id": 2, "parent_id": 3, "selectors": 4, "x509_svid_ttl": 5, "federates_with": 6, "admin": 7, "downstream": 8, "expires_at": 9, "dns_names": 10, "revision_number": 11, "store_svid": 12, "jwt_svid_ttl": 13, "hint": 14, "created_at": 15, "additional_attributes": 16},
@@ -227,6 +232,135 @@ def json_AdditionalAttributes(message: AdditionalAttributes) -> Any:
     out: dict[str, Any] = {}
     out["disable_x509_svid_prefetch"] = message.disable_x509_svid_prefetch
     out["jwt_svid_include_jti"] = message.jwt_svid_include_jti
+    return out
+
+
+@dataclass(slots=True)
+class AttestationData:
+    """``spire.api.types.AttestationData``."""
+
+    type: str = ""
+    payload: bytes = b""
+
+    def SerializeToString(self) -> bytes:
+        return encode_AttestationData(self)
+
+    @classmethod
+    def FromString(cls, data: bytes | bytearray | memoryview) -> AttestationData:
+        return decode_AttestationData(data)
+
+
+def write_AttestationData(
+    *,
+    type: str = "",
+    payload: bytes = b"",
+) -> bytes:
+    """The encoding of ``spire.api.types.AttestationData`` with these field values; message fields take encoded messages."""
+    _out: list[bytes] = []
+    if type:
+        _value = type.encode()
+        _size = len(_value)
+        _out += (_P10[_size] if _size < 128 else b'\x0a' + _varint(_size), _value)
+    if payload:
+        _value = payload
+        _size = len(_value)
+        _out += (_P18[_size] if _size < 128 else b'\x12' + _varint(_size), _value)
+    return b"".join(_out)
+
+
+def encode_AttestationData(message: AttestationData) -> bytes:
+    """The encoding of a ``spire.api.types.AttestationData``."""
+    return write_AttestationData(
+        type=message.type,
+        payload=message.payload,
+    )
+
+
+def _read_AttestationData(
+    data: bytes, pos: int, end: int, base: AttestationData | None, depth: int
+) -> AttestationData:
+    if base is None:
+        f_type = ""
+        f_payload = b""
+    else:
+        f_type = base.type
+        f_payload = base.payload
+    if pos < end and data[pos] == 10:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.AttestationData.type")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.AttestationData.type")
+        try:
+            f_type = data[pos:stop].decode()
+        except UnicodeDecodeError:
+            raise _utf8_error("spire.api.types.AttestationData.type") from None
+        pos = stop
+    if pos < end and data[pos] == 18:
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            size, pos = _read_varint(data, pos - 1, end, "spire.api.types.AttestationData.payload")
+        stop = pos + size
+        if stop > end:
+            raise _truncated("spire.api.types.AttestationData.payload")
+        f_payload = data[pos:stop]
+        pos = stop
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _read_varint(data, pos - 1, end, "spire.api.types.AttestationData")
+        if tag == 10:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.types.AttestationData.type")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.types.AttestationData.type")
+            try:
+                f_type = data[pos:stop].decode()
+            except UnicodeDecodeError:
+                raise _utf8_error("spire.api.types.AttestationData.type") from None
+            pos = stop
+        elif tag == 18:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:
+                size, pos = _read_varint(data, pos - 1, end, "spire.api.types.AttestationData.payload")
+            stop = pos + size
+            if stop > end:
+                raise _truncated("spire.api.types.AttestationData.payload")
+            f_payload = data[pos:stop]
+            pos = stop
+        else:
+            pos = _skip_field(data, pos, end, tag, "spire.api.types.AttestationData", depth)
+    if pos != end:
+        raise _truncated("spire.api.types.AttestationData")
+    return AttestationData(f_type, f_payload)
+
+
+def decode_AttestationData(data: bytes | bytearray | memoryview) -> AttestationData:
+    """Read a ``spire.api.types.AttestationData``; :class:`DecodeError` when the bytes are not
+    one."""
+    if data.__class__ is not bytes:
+        data = bytes(data)
+    try:
+        return _read_AttestationData(data, 0, len(data), None, 0)
+    except IndexError:
+        raise _truncated("spire.api.types.AttestationData") from None
+
+
+def json_AttestationData(message: AttestationData) -> Any:
+    """A ``spire.api.types.AttestationData`` in protobuf's JSON mapping, as the CLI prints it:
+    .proto field names, every field present (an unset message as its defaults),
+    64-bit integers as strings, bytes in base64, enums by name."""
+    out: dict[str, Any] = {}
+    out["type"] = message.type
+    out["payload"] = _base64_text(message.payload)
     return out
 
 
