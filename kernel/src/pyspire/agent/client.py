@@ -94,7 +94,7 @@ from pyspire.proto.svids import (
 from pyspire.proto.svids import (
     read_batch_new_x509_svid_response as read_batch_results,
 )
-from pyspire.transport.grpclib_client import is_connected
+from pyspire.transport.grpclib_client import is_connected, open_channel
 from pyspire.transport.peer import peer_certificate
 from pyspire.transport.tls import ALPN, build_client_context, spiffe_id_of
 from pyspire_sdk.bundle import Bundle
@@ -485,7 +485,7 @@ class ServerClient:
                     build_client_context, [a.der for a in bundle.x509_authorities]
                 )
             connection = _Connection(
-                Channel(self._address, self._port, ssl=context),
+                open_channel(self._address, self._port, ssl=context),
                 None if bundle is None else _authorities(bundle),
             )
             if authenticated:

@@ -43,6 +43,8 @@ from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.server.api.entry import EntryService
+from pyspire.transport.h2_lean import LeanH2Connection
+from pyspire.transport.hpack_memo import MemoDecoder, MemoEncoder
 from pyspire.transport.tls import RotatingServerContext, spiffe_id_of
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.errors import (
@@ -419,6 +421,38 @@ async def test_the_right_server_id_passes_the_check(
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_calls_go_over_a_lean_connection_each_request_in_one_write(
+    attested: tuple[NodeIdentity, ServerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's connection to a real server codes HTTP/2 as the server's do (no frame
+    formatted for a trace log, repeated header blocks from a memo) and sends a call's request
+    headers and message in one TLS record and one write."""
+    _, client = attested
+    for _ in range(3):
+        await client.fetch_bundle()
+        await client.fetch_authorized_entries()
+        await client.new_x509_svids([])
+    connection = client._authenticated
+    assert connection is not None
+    protocol = connection.channel._protocol  # type: ignore[attr-defined]
+    h2_connection = protocol.connection._connection
+    assert isinstance(h2_connection, LeanH2Connection)
+    assert isinstance(h2_connection.encoder, MemoEncoder) and h2_connection.encoder._memo
+    assert isinstance(h2_connection.decoder, MemoDecoder) and h2_connection.decoder._memo
+    transport = protocol.connection._transport
+    tls_transport = getattr(transport, "inner", transport)
+    writes: list[bytes] = []
+    write = tls_transport.write
+
+    def recording(data: Any) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    monkeypatch.setattr(tls_transport, "write", recording)
+    await client.fetch_bundle()
+    assert len(writes) == 1
 
 
 async def test_sync_sends_every_request_for_entries_before_reading_the_answers(
