@@ -8,7 +8,7 @@ One process holds a plain grpclib server (one unary method answering an empty me
 ``empty_grpc_server.py``) on a unix socket and a grpclib client making one call at a time on one
 connection. The figure is the process's CPU time per call, client and server together: the
 floor is grpclib as it comes; the other serves each connection through
-:func:`~pyspire.transport.grpclib_server.lighten_connection`, everything else equal (same
+:func:`~pyspire.transport.grpclib_protocol.lighten_connection`, everything else equal (same
 protocol wrapper, same client). The client's share is the same in both, so the difference is
 what the server saves per call. ``bench_sync_cost.py`` gives the saving in a real server
 against a separate client, with more noise.
@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from empty_grpc_server import EMPTY_CALL, Nothing
 
 from pyspire.proto.messages import EncodedMessage
-from pyspire.transport.grpclib_server import ProtocolFactory, lighten_connection, start_on
+from pyspire.transport.grpclib_protocol import lighten_connection
+from pyspire.transport.grpclib_server import ProtocolFactory, start_on
 
 
 class _Connection(asyncio.Protocol):

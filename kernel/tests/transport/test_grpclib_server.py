@@ -21,12 +21,7 @@ from grpclib.client import Channel
 from pyspire.proto.gen.grpc.health import v1 as health
 from pyspire.proto.messages import EncodedMessage
 from pyspire.transport.calls import WithCallContext
-from pyspire.transport.grpclib_server import (
-    ProtocolFactory,
-    lighten_connection,
-    start_on,
-    watch_calls,
-)
+from pyspire.transport.grpclib_server import ProtocolFactory, start_on, watch_calls
 from pyspire.transport.h2_lean import LeanH2Connection
 from pyspire.transport.hpack_memo import MemoDecoder, MemoEncoder
 from pyspire.transport.limits import ConnectionLimits
@@ -86,8 +81,6 @@ async def test_the_seams_refuse_what_they_do_not_recognise() -> None:
         await start_on(object(), listen)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="watch_calls needs updating"):
         watch_calls(asyncio.Protocol(), lambda: None, lambda: None)
-    with pytest.raises(RuntimeError, match="lighten_connection needs updating"):
-        lighten_connection(asyncio.Protocol())
 
 
 ECHO = "/pyspire.test.v1.Echo/Call"

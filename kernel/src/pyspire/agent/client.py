@@ -94,7 +94,7 @@ from pyspire.proto.svids import (
 from pyspire.proto.svids import (
     read_batch_new_x509_svid_response as read_batch_results,
 )
-from pyspire.transport.grpclib_client import is_connected
+from pyspire.transport.grpclib_client import is_connected, open_channel
 from pyspire.transport.peer import peer_certificate
 from pyspire.transport.tls import ALPN, build_client_context, spiffe_id_of
 from pyspire_sdk.bundle import Bundle
@@ -299,6 +299,9 @@ class _Connection:
         self.users = 0
         self.retired = False
         self.stale = False
+        self.server_certificate: bytes | None = None
+        """The DER certificate last found to name the server: the same certificate, on the
+        channel's next call, need not be read again."""
 
     def trusted_by(self, authorities: frozenset[bytes]) -> bool:
         """Whether whatever verified this connection's server is still among ``authorities``."""
@@ -485,7 +488,7 @@ class ServerClient:
                     build_client_context, [a.der for a in bundle.x509_authorities]
                 )
             connection = _Connection(
-                Channel(self._address, self._port, ssl=context),
+                open_channel(self._address, self._port, ssl=context),
                 None if bundle is None else _authorities(bundle),
             )
             if authenticated:
@@ -518,10 +521,12 @@ class ServerClient:
             reason = str(error) or type(error).__name__
             raise UnavailableError(f"cannot reach the server at {self.target}: {reason}") from None
 
-    def _check_server(self, stream: Stream[Any, Any]) -> None:
+    def _check_server(self, stream: Stream[Any, Any], connection: _Connection) -> None:
         certificate = peer_certificate(stream.peer)
         if certificate is None:
             raise ServerIdentityError(f"the server at {self.target} presented no certificate")
+        if certificate == connection.server_certificate:
+            return  # already found to name the server
         try:
             presented = spiffe_id_of(certificate)
         except PermissionDeniedError as error:
@@ -533,6 +538,7 @@ class ServerClient:
                 f"the server at {self.target} presented {str(presented)!r}, "
                 f"expected {str(self._server_id)!r}"
             )
+        connection.server_certificate = certificate
 
     @contextlib.asynccontextmanager
     async def _call(
@@ -565,7 +571,7 @@ class ServerClient:
                     ) as stream,
                 ):
                     await stream.send_request()
-                    self._check_server(stream)
+                    self._check_server(stream, connection)
                     yield stream
         finally:
             connection.release()

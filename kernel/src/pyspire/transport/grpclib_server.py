@@ -1,4 +1,4 @@
-"""Where pyspire reaches into grpclib's server: three small functions, each with its own test.
+"""Where pyspire reaches into grpclib's server: two small functions, each with its own test.
 
 grpclib builds its listener inside ``Server.start`` with ``loop.create_server`` and offers no
 way to choose the accept path, the TLS handshake timeout, or what wraps each connection.
@@ -9,14 +9,15 @@ connection can be closed, and lets grpclib's handler drop each finished call at 
 the task of every call, and so the call's HTTP/2 stream with its buffer, queue and events, until
 ten more have started: 40 to 50 KiB per connection that a server of thousands of agents
 holds for nothing) and let go of the error it stored for a call it cut short (which would
-keep a lost connection in a reference cycle); :func:`lighten_connection` gives a connection's h2
-state the cheaper per-call path of :mod:`.h2_lean`. A grpclib upgrade that changes any seam
-fails their tests loudly, and nothing else in pyspire knows these internals.
+keep a lost connection in a reference cycle). How a connection's protocol is connected (writes
+coalesced, h2 lightened) is :mod:`.grpclib_protocol`'s, shared with the client. A grpclib
+upgrade that changes any seam fails their tests loudly, and nothing else in pyspire knows these
+internals.
 """
 
 from __future__ import annotations
 
-__all__ = ["ProtocolFactory", "ServerListener", "lighten_connection", "start_on", "watch_calls"]
+__all__ = ["ProtocolFactory", "ServerListener", "start_on", "watch_calls"]
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -24,8 +25,6 @@ from typing import Any, Protocol, TypeVar
 
 import grpclib.protocol
 import grpclib.server
-
-from pyspire.transport.h2_lean import lighten
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -143,12 +142,3 @@ def watch_calls(
     watcher = _CallWatcher(handler, started, ended)
     protocol.handler = watcher  # type: ignore[attr-defined]
     return watcher.detach
-
-
-def lighten_connection(protocol: asyncio.Protocol) -> None:
-    """Give the h2 connection of ``protocol`` (a grpclib protocol just connected, before any
-    byte was received) the cheaper per-call path of :func:`~.h2_lean.lighten`."""
-    connection = getattr(getattr(protocol, "connection", None), "_connection", None)
-    if not isinstance(protocol, grpclib.protocol.H2Protocol) or connection is None:
-        raise RuntimeError("grpclib protocol changed: lighten_connection needs updating")
-    lighten(connection)

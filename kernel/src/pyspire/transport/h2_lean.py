@@ -7,11 +7,11 @@ minus that line. And hpack codes a connection's header blocks field by field alt
 repeat call after call: :func:`lighten` gives the connection the memoizing codec of
 :mod:`.hpack_memo`.
 
-:func:`lighten` works on one connection h2 has just built (grpclib builds it, so the seams
-of :mod:`.grpclib_server` and :mod:`.grpclib_client` call it): nothing global in h2, hpack
-or hyperframe is changed. :data:`RECEIVE_FRAME_SHA256` records the h2 method
-:class:`LeanH2Connection` mirrors; its test fails when an h2 upgrade changes that method,
-and the copy must then be redone.
+:func:`lighten` works on one connection h2 has just built (grpclib builds it, so the seam
+of :mod:`.grpclib_protocol`, which the server's listener and the agent's channel share, calls
+it): nothing global in h2, hpack or hyperframe is changed. :data:`RECEIVE_FRAME_SHA256`
+records the h2 method :class:`LeanH2Connection` mirrors; its test fails when an h2 upgrade
+changes that method, and the copy must then be redone.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ a call, and is closed after ``idle_timeout`` seconds without a call in progress;
 probes every TCP peer (:func:`keep_alive`), so one that vanished is let go even with a call in
 progress. Closing the listener closes every connection it accepted. The gRPC side is grpclib's,
 unchanged: each connection wraps the protocol grpclib would have used (see
-:mod:`.grpclib_server`), which writes through a :class:`~.coalesce.CoalescingTransport` (what
-one turn of the loop writes leaves in one write) and codes HTTP/2 through :mod:`.h2_lean`.
+:mod:`.grpclib_server`), connected through :func:`~.grpclib_protocol.connect_lean`: it writes
+through a :class:`~.coalesce.CoalescingTransport` (what one turn of the loop writes leaves in
+one write) and codes HTTP/2 through :mod:`.h2_lean`.
 """
 
 from __future__ import annotations
@@ -31,13 +32,8 @@ import grpclib.server
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from pyspire.transport.coalesce import CoalescingTransport
-from pyspire.transport.grpclib_server import (
-    ProtocolFactory,
-    lighten_connection,
-    start_on,
-    watch_calls,
-)
+from pyspire.transport.grpclib_protocol import connect_lean
+from pyspire.transport.grpclib_server import ProtocolFactory, start_on, watch_calls
 from pyspire.transport.limits import Admitted, ConnectionCounts, ConnectionLimits, Refused
 from pyspire.transport.peer import transport_certificate
 from pyspire.transport.unix import bind_unix_socket
@@ -321,8 +317,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._transport = transport
         self._unwatch = watch_calls(self._inner, self._call_started, self._call_ended)
         # grpclib writes each step of an answer on its own: one TLS record and send each.
-        self._inner.connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
-        lighten_connection(self._inner)
+        connect_lean(self._inner, transport)
         self._connected = True
         self._arm(self._listener.limits.first_request_timeout)
         early, self._early = self._early, []

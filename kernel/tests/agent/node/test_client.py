@@ -43,6 +43,10 @@ from pyspire.proto.gen.spire.api.server.entry import v1 as entry_pb
 from pyspire.proto.gen.spire.api.server.svid import v1 as svid_pb
 from pyspire.proto.messages import EncodedMessage, unary_route
 from pyspire.server.api.entry import EntryService
+from pyspire.transport.h2_lean import LeanH2Connection
+from pyspire.transport.hpack_memo import MemoDecoder, MemoEncoder
+from pyspire.transport.limits import ConnectionLimits
+from pyspire.transport.listener import serve_tcp
 from pyspire.transport.tls import RotatingServerContext, spiffe_id_of
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.errors import (
@@ -419,6 +423,91 @@ async def test_the_right_server_id_passes_the_check(
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_connection_reads_the_servers_certificate_once_and_a_new_one_again(
+    ca: tuple[ec.EllipticCurvePrivateKey, bytes, x509.Certificate],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every call checks the server's ID, but a connection's calls all see the certificate its
+    handshake got: it is read once. A connection made again (the server came back, now with
+    another ID) is checked again."""
+    read: list[bytes] = []
+    spiffe_id_of = client_module.spiffe_id_of
+
+    def reading(certificate: bytes) -> SpiffeId:
+        read.append(certificate)
+        return spiffe_id_of(certificate)
+
+    async def serve(uri: str, port: int) -> tuple[Server, int]:
+        """A server that closes its connections as it closes (pyspire's listener)."""
+        key, leaf = make_leaf(ca[0], ca[2], [uri])
+        tls = RotatingServerContext()
+        await tls.update([leaf], key, [ca[1]])
+        server = Server([FixedBundle(Bundle(TD, (X509Authority(ca[1]),), refresh_hint=60))])
+        listener = await serve_tcp(
+            server,
+            "127.0.0.1",
+            port,
+            tls=tls.listening,
+            limits=ConnectionLimits(max_connections=4),
+            name="test",
+        )
+        return server, int(listener.sockets[0].getsockname()[1])
+
+    monkeypatch.setattr(client_module, "spiffe_id_of", reading)
+    server, port = await serve(str(SpiffeId.from_segments(TD, "spire", "server")), 0)
+    client = ServerClient(
+        trust_domain=TD, address="127.0.0.1", port=port, bundle=Bundle(TD, (X509Authority(ca[1]),))
+    )
+    try:
+        for _ in range(3):
+            await client.fetch_bundle()
+        assert len(read) == 1
+        server.close()
+        await server.wait_closed()
+        server, _ = await serve("spiffe://example.org/workload", port)
+        with pytest.raises(
+            ServerIdentityError, match=r"presented 'spiffe://example\.org/workload'"
+        ):
+            await client.fetch_bundle()
+        assert len(read) == 2
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_calls_go_over_a_lean_connection_each_request_in_one_write(
+    attested: tuple[NodeIdentity, ServerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's connection to a real server codes HTTP/2 as the server's do (no frame
+    formatted for a trace log, repeated header blocks from a memo) and sends a call's request
+    headers and message in one TLS record and one write."""
+    _, client = attested
+    for _ in range(3):
+        await client.fetch_bundle()
+        await client.fetch_authorized_entries()
+        await client.new_x509_svids([])
+    connection = client._authenticated
+    assert connection is not None
+    protocol = connection.channel._protocol  # type: ignore[attr-defined]
+    h2_connection = protocol.connection._connection
+    assert isinstance(h2_connection, LeanH2Connection)
+    assert isinstance(h2_connection.encoder, MemoEncoder) and h2_connection.encoder._memo
+    assert isinstance(h2_connection.decoder, MemoDecoder) and h2_connection.decoder._memo
+    transport = protocol.connection._transport
+    tls_transport = getattr(transport, "inner", transport)
+    writes: list[bytes] = []
+    write = tls_transport.write
+
+    def recording(data: Any) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    monkeypatch.setattr(tls_transport, "write", recording)
+    await client.fetch_bundle()
+    assert len(writes) == 1
 
 
 async def test_sync_sends_every_request_for_entries_before_reading_the_answers(
