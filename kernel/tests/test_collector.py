@@ -237,14 +237,27 @@ class _Collections:
     def __init__(self) -> None:
         self.counts = (0, 0, 0)
         self.collected: list[int] = []
+        self.made = 0
+        """Collections of every kind, CPython's own included."""
 
     def collect(self, generation: int) -> None:
         self.collected.append(generation)
+        self.made += 1
         _, middle, old = self.counts
         self.counts = (0, middle + 1, old) if generation == 0 else (0, 0, old + 1)
 
     def get_count(self) -> tuple[int, int, int]:
         return self.counts
+
+
+def _sweep(clock: FakeClock, collections: _Collections, *, period: float = 1) -> YoungSweep:
+    return YoungSweep(
+        clock,
+        period=period,
+        collect=collections.collect,
+        counts=collections.get_count,
+        made=lambda: collections.made,
+    )
 
 
 async def test_the_sweep_collects_the_young_generation_every_period_and_the_middle_when_due() -> (
@@ -285,3 +298,14 @@ def test_a_sweep_bounds_the_young_generation_that_replaced_old_objects_grow() ->
 def test_a_sweep_period_must_be_positive() -> None:
     with pytest.raises(InvalidArgumentError, match="invalid period: 0 must be positive"):
         YoungSweep(FakeClock(), period=0)
+
+
+def test_a_period_in_which_cpython_collected_on_its_own_makes_no_sweep() -> None:
+    collections = _Collections()
+    sweep = _sweep(FakeClock(), collections)
+    collections.made += 1  # an automatic collection: the count is doing its work
+    assert sweep.sweep() is None
+    assert collections.collected == []
+    assert sweep.sweep() == 0, "the next quiet period sweeps again"
+    assert sweep.sweep() == 0, "its own collection does not count as CPython's"
+    assert collections.collected == [0, 0]

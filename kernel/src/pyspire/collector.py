@@ -47,7 +47,8 @@ once per storm, not on a timer, bounds that to what a few moments' garbage holds
   young generation without ever reaching the threshold; the collection that finally comes walks
   all of it (130-404 ms of CPU at 1,000-2,000 agents). Every :data:`SWEEP_PERIOD` seconds the
   sweep collects the young generation, and the middle one once :data:`THRESHOLDS` says so:
-  each walks at most a period's survivors (a middle one twenty periods').
+  each walks at most a period's survivors (a middle one twenty periods'). A period in which
+  CPython collected on its own (a storm's allocations) makes no sweep.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "Attestations",
     "SettledFreeze",
     "YoungSweep",
+    "collections_made",
     "freeze_settled_heap",
     "freeze_startup_heap",
     "tune_collector",
@@ -215,10 +217,16 @@ SWEEP_PERIOD = 1.0
 survivors of one second take a few milliseconds to walk; a quiet process's, microseconds."""
 
 
+def collections_made() -> int:
+    """Collections CPython has made in this process so far, of every generation."""
+    return sum(generation["collections"] for generation in gc.get_stats())
+
+
 class YoungSweep:
     """Collect the young generation every ``period`` seconds on ``clock``, and the middle one
     when its count has reached its threshold, as CPython's own collections would if the young
-    count still counted allocations.
+    count still counted allocations; a period in which CPython collected on its own is left to
+    it.
 
     CPython's automatic collections start when the young count passes its threshold, but that
     count also goes down when any tracked object dies, old and frozen ones included: in a
@@ -226,10 +234,12 @@ class YoungSweep:
     near zero while the young generation grows to hundreds of thousands of objects, and the
     collection that finally comes stops the loop for the whole of it. Collections made here
     count as CPython's do (a young one adds to the middle count, a middle one to the old
-    count), so full collections keep CPython's own schedule.
+    count), so full collections keep CPython's own schedule. While the count does its work (a
+    storm's allocations pass the threshold many times a second) a sweep would only add walks
+    of what the storm builds, so a period with a collection of CPython's own makes none.
 
-    ``collect`` and ``counts`` are :func:`gc.collect` and :func:`gc.get_count` in a process;
-    tests pass recorders.
+    ``collect``, ``counts`` and ``made`` are :func:`gc.collect`, :func:`gc.get_count` and
+    :func:`collections_made` in a process; tests pass recorders.
     """
 
     def __init__(
@@ -239,6 +249,7 @@ class YoungSweep:
         period: float = SWEEP_PERIOD,
         collect: Callable[[int], object] = gc.collect,
         counts: Callable[[], tuple[int, int, int]] = gc.get_count,
+        made: Callable[[], int] = collections_made,
     ) -> None:
         if period <= 0:
             raise InvalidArgumentError(f"invalid period: {period} must be positive")
@@ -246,14 +257,21 @@ class YoungSweep:
         self._period = period
         self._collect = collect
         self._counts = counts
+        self._made = made
+        self._seen = made()
         self.sweeps = 0
         """Collections made so far."""
 
-    def sweep(self) -> int:
-        """Collect the young generation, or the middle one (with the young) when it is due;
-        the generation collected."""
+    def sweep(self) -> int | None:
+        """Collect the young generation, or the middle one (with the young) when it is due,
+        unless CPython collected on its own since the last sweep; the generation collected,
+        None when none was."""
+        if self._made() != self._seen:
+            self._seen = self._made()
+            return None
         generation = 1 if self._counts()[1] >= THRESHOLDS[1] else 0
         self._collect(generation)
+        self._seen = self._made()
         self.sweeps += 1
         return generation
 
