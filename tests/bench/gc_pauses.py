@@ -82,6 +82,7 @@ def _stats() -> dict[str, Any]:
         "wall": _summary(1),
         "cpu": _summary(2),
         "tracked_objects": len(gc.get_objects()),
+        "young_objects": len(gc.get_objects(0)),
         "frozen_objects": gc.get_freeze_count(),
         "settled_freezes": len(_settled_freezes),
         "settled_freezes_cpu_ms_young": [

@@ -105,6 +105,7 @@ class StallProbe:
             "lags_over_100ms": sum(1 for lag in lags if lag > 0.1),
             "lag_unscheduled_max_ms": _ms(max(oversleeps, default=0.0)),
             "tracked_objects": sum(gc.get_count()) + len(gc.get_objects(2)),
+            "young_objects": len(gc.get_objects(0)),
             "frozen_objects": gc.get_freeze_count(),
             "threshold": list(gc.get_threshold()),
         }

@@ -130,6 +130,10 @@ ROWS: list[Row] = [
     ),
     ("steady: GC longest ms (server | workers)", lambda r: _stalls(r, _longest)),
     ("steady: full GCs n / longest ms (server | workers)", lambda r: _stalls(r, _full)),
+    (
+        "steady: young generation at the end, objects (server | workers)",
+        lambda r: _stalls(r, lambda stalls: f"{stalls.get('young_objects', 0):,}"),
+    ),
     ("steady: workload SVIDs issued", lambda r: f"{r.steady['svids_issued']:,}"),
     ("steady: agent SVIDs renewed", lambda r: f"{r.steady['agent_renewals']:,}"),
     ("steady: entry changes (churn)", lambda r: f"{r.steady['churn_changes']:,}"),
