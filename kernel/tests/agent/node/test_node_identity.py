@@ -8,9 +8,10 @@ import dataclasses
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import structlog
@@ -53,6 +54,8 @@ from .conftest import (
 
 START_RETRY_EVENT = "agent attestation did not go through; retrying"
 
+T = TypeVar("T")
+
 
 def leaf(identity: NodeIdentity) -> x509.Certificate:
     return x509.load_der_x509_certificate(identity.chain[0])
@@ -87,6 +90,28 @@ async def test_attestation_issues_an_agent_svid_and_persists_it(agent: Agent) ->
     assert stored.key_id == AGENT_KEY_IDS[0]
     assert stored.bundle == identity.bundle
     assert client.has_identity
+
+
+async def test_an_ec_agent_key_is_certified_without_a_thread_hop(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ECDSA signature costs less than a hop to a worker thread: the agent's CSR is made
+    on the loop, and the server accepts it."""
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    identity, _ = await agent.build()
+    await identity.start()
+
+    assert identity.spiffe_id.path == f"/spire/agent/join_token/{agent.token}"
+    assert "agent_csr" not in hops
+    assert "_make_csr" not in hops
+    assert "write_atomically" in hops  # the state is still written off the loop
 
 
 async def test_a_restarted_agent_resumes_without_attesting_again(agent: Agent) -> None:
