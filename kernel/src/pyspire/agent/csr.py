@@ -119,7 +119,8 @@ def agent_csr(private_key: CertificateIssuerPrivateKeyTypes, key_type: KeyType) 
         private_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     ):
         raise InvalidArgumentError(
-            f"private_key must be a {key_type.value} key, found {type(private_key).__name__}"
+            f"private_key must be a key of type {key_type.value!r}, "
+            f"found {type(private_key).__name__}"
         )
     spki = private_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -151,9 +151,9 @@ def test_the_agent_request_is_what_the_builder_makes(
 
 
 def test_an_agent_key_of_another_type_is_refused_by_name() -> None:
-    with pytest.raises(InvalidArgumentError, match="private_key must be a rsa-2048 key"):
+    with pytest.raises(InvalidArgumentError, match="private_key must be a key of type 'rsa-2048'"):
         agent_csr(KEYS[0], KeyType.RSA_2048)
-    with pytest.raises(InvalidArgumentError, match="private_key must be a ec-p256 key"):
+    with pytest.raises(InvalidArgumentError, match="private_key must be a key of type 'ec-p256'"):
         agent_csr(KEYS[2], KeyType.EC_P256)
-    with pytest.raises(InvalidArgumentError, match="private_key must be a ec-p256 key"):
+    with pytest.raises(InvalidArgumentError, match="private_key must be a key of type 'ec-p256'"):
         agent_csr(ed25519.Ed25519PrivateKey.generate(), KeyType.EC_P256)  # type: ignore[arg-type]
