@@ -24,6 +24,7 @@ from pyspire.agent.node_identity import (
     START_RETRY_INITIAL,
     START_RETRY_JITTER,
     NodeIdentity,
+    _make_csr_on_loop,
     rotation_threshold,
 )
 from pyspire.agent.storage import STATE_FILE_NAME, AgentState, AgentStateStore
@@ -38,6 +39,7 @@ from pyspire_sdk.errors import (
 )
 from pyspire_sdk.keys import public_key_der
 from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.plugins.key_manager import KeyType
 from pyspire_sdk.spiffeid import TrustDomain
 from pyspire_sdk.testing import FakeClock
 
@@ -112,6 +114,15 @@ async def test_an_ec_agent_key_is_certified_without_a_thread_hop(
     assert "agent_csr" not in hops
     assert "_make_csr" not in hops
     assert "write_atomically" in hops  # the state is still written off the loop
+
+
+def test_only_p256_requests_are_signed_on_the_loop() -> None:
+    """Signatures that take longer than a hop holds the loop go to a worker thread."""
+    assert _make_csr_on_loop(KeyType.EC_P256)
+    assert not any(
+        _make_csr_on_loop(key_type)
+        for key_type in (KeyType.EC_P384, KeyType.RSA_2048, KeyType.RSA_4096)
+    )
 
 
 async def test_a_restarted_agent_resumes_without_attesting_again(agent: Agent) -> None:
