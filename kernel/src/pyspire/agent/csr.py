@@ -1,4 +1,5 @@
-"""The certificate signing requests the agent sends for workload X509-SVIDs, encoded directly.
+"""The certificate signing requests the agent sends, for workload X509-SVIDs and for its own
+SVID, encoded directly.
 
 An agent mints a key and a CSR for every entry it holds, so a storm of agents starting makes
 twenty or more per agent. ``cryptography``'s builder assembles each request through several
@@ -11,11 +12,14 @@ two), so the request stays a PKCS#10 any SPIFFE server and OpenSSL accept.
 and ``CertificationRequestInfo ::= SEQUENCE { version INTEGER (0), subject Name (empty),
 subjectPKInfo, attributes [0] { extensionRequest { subjectAltName { URI spiffe_id } } } }``.
 The server takes only the key from it; the SPIFFE ID is there for whoever reads one.
+
+The agent's own request (AttestAgent, RenewAgent) is SPIRE's: subject ``O=SPIRE``, no
+attributes, signed with the hash of the agent key's type (SHA-384 for P-384, else SHA-256).
 """
 
 from __future__ import annotations
 
-__all__ = ["WorkloadCsr", "workload_csr"]
+__all__ = ["WorkloadCsr", "agent_csr", "workload_csr"]
 
 from typing import NamedTuple
 
@@ -46,6 +50,20 @@ _ECDSA_WITH_SHA256 = signature_algorithm_der(KeyType.EC_P256)
 _RSA_WITH_SHA256 = signature_algorithm_der(KeyType.RSA_2048)
 _ECDSA_SHA256 = ec.ECDSA(_CSR_HASH)
 _PKCS1V15 = padding.PKCS1v15()
+
+_UTF8_STRING_TAG = 0x0C
+_ORGANIZATION_OID = "2.5.4.10"
+_AGENT_SUBJECT = sequence(
+    encode_tlv(
+        _SET_TAG, sequence(encode_oid(_ORGANIZATION_OID), encode_tlv(_UTF8_STRING_TAG, b"SPIRE"))
+    )
+)
+"""``O=SPIRE``, the subject of SPIRE's agent CSRs, as ``cryptography`` encodes it."""
+_NO_ATTRIBUTES = encode_tlv(_ATTRIBUTES_TAG, b"")
+_AGENT_CSR_HASHES: dict[KeyType, hashes.SHA256 | hashes.SHA384] = {
+    key_type: hashes.SHA384() if key_type is KeyType.EC_P384 else hashes.SHA256()
+    for key_type in KeyType
+}
 
 
 def _request_info(spki: bytes, spiffe_id: str) -> bytes:
@@ -88,3 +106,28 @@ def workload_csr(private_key: CertificateIssuerPrivateKeyTypes, spiffe_id: str) 
     raise InvalidArgumentError(
         f"private_key must be an EC or RSA key, found {type(private_key).__name__}"
     )
+
+
+def agent_csr(private_key: CertificateIssuerPrivateKeyTypes, key_type: KeyType) -> bytes:
+    """The DER CSR for the agent's own SVID: subject ``O=SPIRE`` and ``private_key``'s public
+    key, signed with ``key_type``'s hash (ECDSA, or RSA PKCS#1 v1.5), as
+    ``CertificateSigningRequestBuilder`` makes it.
+
+    Raises :class:`InvalidArgumentError` when ``private_key`` is not of ``key_type``.
+    """
+    if key_type.is_rsa != isinstance(private_key, rsa.RSAPrivateKey) or not isinstance(
+        private_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    ):
+        raise InvalidArgumentError(
+            f"private_key must be a key of type {key_type.value!r}, "
+            f"found {type(private_key).__name__}"
+        )
+    spki = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    info = sequence(_VERSION_1, _AGENT_SUBJECT, spki, _NO_ATTRIBUTES)
+    algorithm = signature_algorithm_der(key_type)
+    digest = _AGENT_CSR_HASHES[key_type]
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return join_signed(info, algorithm, private_key.sign(info, ec.ECDSA(digest)))
+    return join_signed(info, algorithm, private_key.sign(info, _PKCS1V15, digest))

@@ -192,6 +192,42 @@ async def test_an_attestation_ended_without_a_result_or_status_is_a_call_error(c
         await _stop(server)
 
 
+class GarbledAttestation:
+    """An Agent service whose AttestAgent answers the first request with ``reply``, bytes
+    that are not an AttestAgentResponse, and ends."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.__mapping__ = _one_route(
+            _ATTEST_AGENT, self.handle, STREAM_STREAM, agent_pb.AttestAgentRequest, EncodedMessage
+        )
+
+    async def handle(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        first = await stream.recv_message()
+        assert first is not None and first.params.data.type == "reverse"
+        await stream.send_message(EncodedMessage(self.reply))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"\x0a\x05\x0a", b"\x12\x80"],
+    ids=["result cut short", "challenge length cut short"],
+)
+async def test_an_attestation_answer_that_does_not_parse_is_a_call_error(
+    ca: CA, reply: bytes
+) -> None:
+    """The agent reads AttestAgent's answers with the generated codec: bytes that are not one
+    are a malformed answer (which the node identity retries), not a crash of the codec."""
+    server, port = await serve_as(ca, [_SERVER_ID], GarbledAttestation(reply))
+    client = ServerClient(trust_domain=TD, address="127.0.0.1", port=port, bundle=None)
+    try:
+        with pytest.raises(ServerCallError, match=r"^server sent a malformed reply: "):
+            await client.attest("reverse", AgentReverseAttestor("node-1"), make_csr())
+    finally:
+        await client.close()
+        await _stop(server)
+
+
 async def test_the_node_identity_does_not_retry_a_refusal_after_a_challenge(
     ca: CA, tmp_path: Path
 ) -> None:

@@ -8,9 +8,10 @@ import dataclasses
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import structlog
@@ -23,6 +24,7 @@ from pyspire.agent.node_identity import (
     START_RETRY_INITIAL,
     START_RETRY_JITTER,
     NodeIdentity,
+    _make_csr_on_loop,
     rotation_threshold,
 )
 from pyspire.agent.storage import STATE_FILE_NAME, AgentState, AgentStateStore
@@ -37,6 +39,7 @@ from pyspire_sdk.errors import (
 )
 from pyspire_sdk.keys import public_key_der
 from pyspire_sdk.model import RegistrationEntry
+from pyspire_sdk.plugins.key_manager import KeyType
 from pyspire_sdk.spiffeid import TrustDomain
 from pyspire_sdk.testing import FakeClock
 
@@ -52,6 +55,8 @@ from .conftest import (
 )
 
 START_RETRY_EVENT = "agent attestation did not go through; retrying"
+
+T = TypeVar("T")
 
 
 def leaf(identity: NodeIdentity) -> x509.Certificate:
@@ -87,6 +92,37 @@ async def test_attestation_issues_an_agent_svid_and_persists_it(agent: Agent) ->
     assert stored.key_id == AGENT_KEY_IDS[0]
     assert stored.bundle == identity.bundle
     assert client.has_identity
+
+
+async def test_an_ec_agent_key_is_certified_without_a_thread_hop(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ECDSA signature costs less than a hop to a worker thread: the agent's CSR is made
+    on the loop, and the server accepts it."""
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    identity, _ = await agent.build()
+    await identity.start()
+
+    assert identity.spiffe_id.path == f"/spire/agent/join_token/{agent.token}"
+    assert "agent_csr" not in hops
+    assert "_make_csr" not in hops
+    assert "write_atomically" in hops  # the state is still written off the loop
+
+
+def test_only_p256_requests_are_signed_on_the_loop() -> None:
+    """Signatures that take longer than a hop holds the loop go to a worker thread."""
+    assert _make_csr_on_loop(KeyType.EC_P256)
+    assert not any(
+        _make_csr_on_loop(key_type)
+        for key_type in (KeyType.EC_P384, KeyType.RSA_2048, KeyType.RSA_4096)
+    )
 
 
 async def test_a_restarted_agent_resumes_without_attesting_again(agent: Agent) -> None:

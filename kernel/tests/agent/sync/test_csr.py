@@ -1,5 +1,5 @@
-"""The agent's workload CSRs: what ``cryptography``'s builder makes, for less, and accepted by
-the server's CSR check and by OpenSSL."""
+"""The agent's CSRs (for workload SVIDs and for its own): what ``cryptography``'s builder makes,
+for less, and accepted by the server's CSR check and by OpenSSL."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from pyspire.agent.csr import workload_csr
+from pyspire.agent.csr import agent_csr, workload_csr
 from pyspire.ca.x509svid import checked_csr
 from pyspire.der import split_signed
 from pyspire_sdk.errors import InvalidArgumentError
+from pyspire_sdk.plugins.key_manager import KeyType
 
 SPIFFE_ID = "spiffe://example.org/workload/web"
 
@@ -114,3 +115,45 @@ def test_other_keys_and_non_ascii_ids_are_refused_by_name() -> None:
         workload_csr(ed25519.Ed25519PrivateKey.generate(), SPIFFE_ID)
     with pytest.raises(InvalidArgumentError, match=r"spiffe_id .* is not ASCII"):
         workload_csr(KEYS[0], "spiffe://example.org/caf\u00e9")
+
+
+AGENT_KEY_TYPES = [KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048]
+
+
+def _built_for_agent(key: CertificateIssuerPrivateKeyTypes, key_type: KeyType) -> bytes:
+    """The agent's own CSR as it was made with ``cryptography``'s builder (SPIRE's shape)."""
+    algorithm = hashes.SHA384() if key_type is KeyType.EC_P384 else hashes.SHA256()
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "SPIRE")]))
+        .sign(key, algorithm)
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "key_type"), list(zip(KEYS, AGENT_KEY_TYPES, strict=True)), ids=KEY_NAMES
+)
+def test_the_agent_request_is_what_the_builder_makes(
+    key: CertificateIssuerPrivateKeyTypes, key_type: KeyType
+) -> None:
+    made = agent_csr(key, key_type)
+    built = _built_for_agent(key, key_type)
+    assert split_signed(made)[:2] == split_signed(built)[:2]
+    if key_type.is_rsa:  # PKCS#1 v1.5 signatures are deterministic
+        assert made == built
+    csr = x509.load_der_x509_csr(made)
+    assert csr.is_signature_valid
+    assert csr.subject.rfc4514_string() == "O=SPIRE"
+    assert checked_csr(made).spki == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_an_agent_key_of_another_type_is_refused_by_name() -> None:
+    with pytest.raises(InvalidArgumentError, match="private_key must be a key of type 'rsa-2048'"):
+        agent_csr(KEYS[0], KeyType.RSA_2048)
+    with pytest.raises(InvalidArgumentError, match="private_key must be a key of type 'ec-p256'"):
+        agent_csr(KEYS[2], KeyType.EC_P256)
+    with pytest.raises(InvalidArgumentError, match="private_key must be a key of type 'ec-p256'"):
+        agent_csr(ed25519.Ed25519PrivateKey.generate(), KeyType.EC_P256)  # type: ignore[arg-type]
