@@ -428,7 +428,8 @@ def _steady_figures(
 
 def run_load(options: LoadOptions, say: Callable[[str], None] = print) -> LoadResult:
     """One run at ``options.agents`` agents; every process it started is gone on return. When
-    the run fails, its directory (server and worker logs) is kept and named."""
+    the run fails or ``options.keep_run_dir`` is set, its directory (server and worker logs) is
+    kept and named."""
     fd_limit = raise_fd_limit(options.agents * FDS_PER_AGENT + FD_HEADROOM)
     root = short_temp_dir()
     try:
@@ -436,7 +437,10 @@ def run_load(options: LoadOptions, say: Callable[[str], None] = print) -> LoadRe
     except BaseException:
         say(f"  logs of the failed run kept in {root}")
         raise
-    shutil.rmtree(root, ignore_errors=True)
+    if options.keep_run_dir:
+        say(f"  logs of the run kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     result.fd_limit = fd_limit
     return result
 
