@@ -7,7 +7,9 @@ An agent attested through the second holds an SVID of its CA; its connection to 
 breaks after the TLS handshake (TLS 1.3: the client sends its request before the server's
 verdict) until then. The client certificate that failed verification makes the first read the
 bundle at once (``BundleFeed.unverified_peer``), so the agent's next connection is served,
-where without it every connection broke until the 30 s refresh (``BUNDLE_REFRESH``).
+where without it every connection broke until the 30 s refresh (``BUNDLE_REFRESH``); and the
+agent's client makes a call whose connection broke once more after ``BROKEN_CONNECTION_PAUSE``,
+so its first call already succeeds.
 """
 
 from __future__ import annotations
@@ -98,4 +100,5 @@ def test_an_agent_of_the_second_servers_ca_is_served_by_the_first_at_once(
         "the test ran too late to tell the recheck from the periodic refresh"
     )
     assert served - began < SERVED_WITHIN
-    assert broken <= 2, f"{broken} broken connections before the first server was served"
+    # The agent's client made the broken call once more after a pause, and was served then.
+    assert broken == 0, f"{broken} calls failed before the first server served the agent"
