@@ -9,7 +9,12 @@ from datetime import timedelta
 import pytest
 from pyspire_datastore_sqlite import SqliteDataStore, SqliteDataStoreConfig
 
-from pyspire.server.bundle_feed import BUNDLE_REFRESH, BundleFeed, watch_bundle_writes
+from pyspire.server.bundle_feed import (
+    BUNDLE_REFRESH,
+    UNVERIFIED_PEER_RECHECK,
+    BundleFeed,
+    watch_bundle_writes,
+)
 from pyspire_sdk.bundle import Bundle, X509Authority
 from pyspire_sdk.plugin import HostServices
 from pyspire_sdk.spiffeid import TrustDomain
@@ -105,3 +110,27 @@ async def test_another_writer_is_heard_at_the_next_refresh(
         await fake_clock.advance(BUNDLE_REFRESH)
         await settle()
         assert heard.sequences == [2]
+
+
+async def test_an_unverified_peer_has_another_writer_heard_at_once_at_most_once_a_recheck(
+    datastore: SqliteDataStore, fake_clock: FakeClock
+) -> None:
+    """A client certificate the listener could not verify may come from a CA another server
+    just added (nothing tells a server on one SQLite file): the feed reads the bundle at once,
+    not at its next refresh, but such peers wake it once per recheck interval at most."""
+    feed, heard = await feed_for(datastore, fake_clock)
+    async with running(feed.run):
+        await settle()
+        await datastore.append_bundle(Bundle(TD, (X509Authority(b"root-2"),)))
+        feed.unverified_peer()
+        await until(lambda: heard.sequences == [2])
+        # Within the recheck interval another unverified peer reads nothing.
+        await datastore.append_bundle(Bundle(TD, (X509Authority(b"root-3"),)))
+        feed.unverified_peer()
+        await settle()
+        assert heard.sequences == [2]
+        await fake_clock.advance(UNVERIFIED_PEER_RECHECK)
+        await settle()
+        assert heard.sequences == [2]  # time alone reads only at the refresh
+        feed.unverified_peer()
+        await until(lambda: heard.sequences == [2, 3])

@@ -565,3 +565,43 @@ async def test_lean_tls_read_buffer_leaves_another_loops_tls_layer_alone(
         monkeypatch.undo()
         transport.close()
         other.close()
+
+
+async def test_a_client_certificate_that_fails_verification_is_told(
+    authority: TestAuthority,
+) -> None:
+    """A server sharing its datastore may not trust another server's new CA yet: its listener
+    tells whoever asked (the bundle feed) of each client certificate it could not verify, and
+    of nothing else."""
+    svid = authority.issue(SpiffeId.parse("spiffe://example.org/spire/server"))
+    contexts = RotatingServerContext()
+    await contexts.update(svid.cert_chain, key_of(svid), [authority.der])
+    told: list[None] = []
+    server = grpclib.server.Server([WithCallContext(Health())])
+    listener = await serve_tcp(
+        server,
+        "127.0.0.1",
+        0,
+        tls=contexts.listening,
+        limits=limits(),
+        name="test",
+        on_unverified_peer=lambda: told.append(None),
+    )
+    port = listener.sockets[0].getsockname()[1]
+    other = TestAuthority(TrustDomain("example.org"))
+    stranger = other.issue(SpiffeId.parse("spiffe://example.org/spire/agent/x/other"))
+    untrusted = build_client_context([authority.der], stranger.cert_chain, key_of(stranger))
+    try:
+        for context in (with_svid(authority), anonymous(authority)):
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+            writer.close()
+        await until(lambda: listener.counts.total == 0)
+        assert told == []
+        # TLS 1.3: the client's side of the handshake completes; the server's then fails.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=untrusted)
+        await closed_by_server(reader)
+        writer.close()
+        await until(lambda: len(told) == 1)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -47,6 +47,11 @@ class LoadOptions:
     servers: int = 1
     """Server processes sharing one port through ``reuse_port`` and one datastore (with SQLite,
     one file): the deployment CONTRIBUTING recommends on several cores."""
+    server_log_level: str = "WARN"
+    """The servers' ``log_level`` (their logs are in the run's directory, see ``keep_run_dir``)."""
+    keep_run_dir: bool = False
+    """Whether the run's directory (the servers' and workers' logs, the datastore) is kept and
+    named after a run that succeeded too, to read what the servers logged."""
 
     def __post_init__(self) -> None:
         for name in ("server_collector", "generator_collector"):
@@ -142,6 +147,17 @@ def parser() -> argparse.ArgumentParser:
             help=f"the {side}'s collector: pyspire's policy, it without the young sweep, or "
             "CPython's defaults",
         )
+    parse.add_argument(
+        "--server-log-level",
+        choices=("DEBUG", "INFO", "WARN", "ERROR"),
+        default=defaults.server_log_level,
+        help="the servers' log level (their logs: see --keep-run-dir)",
+    )
+    parse.add_argument(
+        "--keep-run-dir",
+        action="store_true",
+        help="keep the run's directory (server and worker logs) and name it",
+    )
     parse.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return parse
 
@@ -164,4 +180,6 @@ def options_for(args: argparse.Namespace, agents: int) -> LoadOptions:
         servers=args.servers,
         server_collector=args.server_collector,
         generator_collector=args.generator_collector,
+        server_log_level=args.server_log_level,
+        keep_run_dir=args.keep_run_dir,
     )

@@ -42,8 +42,8 @@ attestation until the server closes it idle, and one with its SVID): the descrip
 the server and its worker process."""
 FD_HEADROOM = 2048
 BUNDLE_SHARED_TIMEOUT = 90.0
-"""Seconds servers sharing a datastore may take to trust each other's CA (a server reads the
-bundle every 30 s)."""
+"""Seconds the shared bundle may take to hold every server's CA (each adds its own as it
+starts)."""
 TRUST_DOMAIN = "example.org"
 
 
@@ -211,7 +211,11 @@ class LoadRun:
         return self.server_sample()
 
     def _shared_bundle(self) -> str:
-        """The bundle once every server trusts every server's CA (agents meet any of them)."""
+        """The bundle once it holds every server's CA (agents meet any server, so their
+        bootstrap bundle must verify each). GetBundle reads the datastore: this says nothing
+        of what a server's TLS trusts yet; a server that has not read another's CA since that
+        one started reads the bundle again when an agent SVID it cannot verify arrives
+        (``BundleFeed.unverified_peer``)."""
         path = self.root / "bundle.pem"
         count = len(self.servers)
 
@@ -221,7 +225,7 @@ class LoadRun:
                 return bundles[0]
             return None
 
-        return wait_for("every server to trust every CA", shared, BUNDLE_SHARED_TIMEOUT)
+        return wait_for("the bundle to hold every server's CA", shared, BUNDLE_SHARED_TIMEOUT)
 
     def spawn(self, name: str, module: str, spec: dict[str, Any]) -> WorkerPipe:
         path = _write_spec(self.root / f"{name}.json", spec)
@@ -428,7 +432,8 @@ def _steady_figures(
 
 def run_load(options: LoadOptions, say: Callable[[str], None] = print) -> LoadResult:
     """One run at ``options.agents`` agents; every process it started is gone on return. When
-    the run fails, its directory (server and worker logs) is kept and named."""
+    the run fails or ``options.keep_run_dir`` is set, its directory (server and worker logs) is
+    kept and named."""
     fd_limit = raise_fd_limit(options.agents * FDS_PER_AGENT + FD_HEADROOM)
     root = short_temp_dir()
     try:
@@ -436,7 +441,10 @@ def run_load(options: LoadOptions, say: Callable[[str], None] = print) -> LoadRe
     except BaseException:
         say(f"  logs of the failed run kept in {root}")
         raise
-    shutil.rmtree(root, ignore_errors=True)
+    if options.keep_run_dir:
+        say(f"  logs of the run kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     result.fd_limit = fd_limit
     return result
 

@@ -162,7 +162,7 @@ def _server(
         ServerSettings(
             root=root,
             port=port,
-            log_level="WARN",
+            log_level=options.server_log_level,
             default_x509_svid_ttl=f"{options.svid_ttl}s",
             agent_ttl=f"{options.agent_ttl}s",
             datastore=datastore,

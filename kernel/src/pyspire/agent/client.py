@@ -42,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "ATTESTATION_TIMEOUT",
+    "BROKEN_CONNECTION_PAUSE",
     "DEFAULT_CALL_TIMEOUT",
     "SVID_BATCH_SIZE",
     "SYNC_EARLY_END_ENTRIES",
@@ -59,7 +60,7 @@ __all__ = [
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -122,6 +123,13 @@ server queues attestations (up to 10,000) rather than turn agents away, and refu
 only when its slot comes with less than 10 s of its deadline left; with 30 s, an agent behind
 20 s of queued work was refused and came back to the end of the queue (1,894 of 2,000 agents
 in one storm), where a wait of up to 110 s serves it in its turn."""
+
+BROKEN_CONNECTION_PAUSE = 0.5
+"""Seconds before a call whose connection broke is made once more. A server drops the
+connection of an agent SVID it cannot verify, which happens when another server sharing its
+datastore signed it with a CA this one has not read yet; it then reads the trust bundle again
+at once (:meth:`pyspire.server.bundle_feed.BundleFeed.unverified_peer`), and the call made
+again after this pause finds it trusting the new CA."""
 
 SVID_BATCH_SIZE = 500
 """At most this many CSRs go in one BatchNewX509SVID request (the server's limit)."""
@@ -222,6 +230,16 @@ def _svid_of(result: BatchResult) -> X509Svid | str:
 
 class ConnectionBrokeError(UnavailableError):
     """The connection to the server was lost during a call (rather than refused before it)."""
+
+
+async def _once_more_if_broken(call: Callable[[], Awaitable[_Recv]]) -> _Recv:
+    """``call``'s result, made once more after :data:`BROKEN_CONNECTION_PAUSE` when its
+    connection broke (:class:`ConnectionBrokeError`)."""
+    try:
+        return await call()
+    except ConnectionBrokeError:
+        await asyncio.sleep(BROKEN_CONNECTION_PAUSE)
+        return await call()
 
 
 def _status_error(code: int, message: str) -> str:
@@ -578,14 +596,12 @@ class ServerClient:
             connection.release()
 
     async def _unary(self, method: str, request: Any, reply_type: type[_Recv]) -> _Recv:
-        """One unary call, made once more (grpclib opens a new connection) when the connection
-        broke under it: the server may drop a connection while either side replaces its TLS
-        identity, and every unary call of the agent is safe to repeat (a second SVID or renewal
-        replaces one the agent never received)."""
-        try:
-            return await self._unary_once(method, request, reply_type)
-        except ConnectionBrokeError:
-            return await self._unary_once(method, request, reply_type)
+        """One unary call, made once more (grpclib opens a new connection) after
+        :data:`BROKEN_CONNECTION_PAUSE` when the connection broke under it: the server may drop
+        a connection while either side replaces its TLS identity, or while it does not trust
+        the agent SVID's CA yet, and every unary call of the agent is safe to repeat (a second
+        SVID or renewal replaces one the agent never received)."""
+        return await _once_more_if_broken(lambda: self._unary_once(method, request, reply_type))
 
     async def _unary_once(self, method: str, request: Any, reply_type: type[_Recv]) -> _Recv:
         async with self._call(
@@ -787,7 +803,8 @@ class ServerClient:
         """
         self._offered_digest = None
         try:
-            return await self._sync_authorized_entries()
+            # Only reads: safe to make once more when the connection broke (see _unary).
+            return await _once_more_if_broken(self._sync_authorized_entries)
         except ServerCallError as error:
             if error.status != grpclib.const.Status.UNIMPLEMENTED.name:
                 raise

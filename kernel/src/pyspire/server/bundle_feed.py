@@ -8,6 +8,15 @@ tells them the new bundle after each change. It learns of changes two ways, as S
   expired authority pruned, an authority appended by an administrator) wakes the feed at once.
 - **Everything else.** Every :data:`BUNDLE_REFRESH` the feed reads the bundle again, so a change
   made by another server sharing the datastore is seen within that time.
+- **A peer this server cannot verify.** An agent attested through another server sharing the
+  datastore holds an SVID of that server's CA, which this server trusts only once it has read
+  the bundle since that CA was added: a datastore that tells of changes (PostgreSQL, MySQL)
+  wakes the feed at once, but on one SQLite file nothing does, and the agent's connection
+  would break after its TLS handshake (TLS 1.3: the client sends its request before the
+  server's verdict) until the next refresh. So a client certificate that failed verification
+  wakes the feed too (:meth:`BundleFeed.unverified_peer`), at most once per
+  :data:`UNVERIFIED_PEER_RECHECK`: whoever presents certificates we do not trust costs a
+  bundle read a second at most.
 
 The feed reads the stored bundle after being woken and tells subscribers only when it differs
 from the last one it told: a write that changed nothing is not an event. Subscribers are
@@ -19,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "BUNDLE_DELIVERY_RETRY",
     "BUNDLE_REFRESH",
+    "UNVERIFIED_PEER_RECHECK",
     "BundleFeed",
     "BundleListener",
     "watch_bundle_writes",
@@ -41,6 +51,10 @@ from pyspire_sdk.spiffeid import TrustDomain
 
 BUNDLE_REFRESH = timedelta(seconds=30)
 """How often the bundle is read again to catch changes no write through this server announced."""
+
+UNVERIFIED_PEER_RECHECK = timedelta(seconds=1)
+"""The shortest time between two reads of the bundle woken by client certificates that failed
+verification (:meth:`BundleFeed.unverified_peer`)."""
 
 BUNDLE_DELIVERY_RETRY = BackoffPolicy(initial=1.0, maximum=60.0)
 """How a notifier or bundle publisher that failed is retried: 1 s, 2 s, 4 s, ... at most 60 s."""
@@ -67,6 +81,7 @@ class BundleFeed:
         self._listeners: list[BundleListener] = []
         self._current: Bundle | None = None
         self._woken = asyncio.Event()
+        self._next_unverified_recheck: datetime | None = None
         self._log = structlog.get_logger("pyspire.server.bundle_feed")
 
     @property
@@ -81,6 +96,17 @@ class BundleFeed:
     def wake(self) -> None:
         """Something may have changed the bundle: read it again now (safe from any code on
         the event loop; the reading happens in :meth:`run`)."""
+        self._woken.set()
+
+    def unverified_peer(self) -> None:
+        """A peer presented a certificate the trust anchors did not verify: it may be signed by
+        a CA another server sharing the datastore added since the last read, so read the bundle
+        again now, unless such a peer already woke the feed less than
+        :data:`UNVERIFIED_PEER_RECHECK` ago."""
+        now = self._clock.now()
+        if self._next_unverified_recheck is not None and now < self._next_unverified_recheck:
+            return
+        self._next_unverified_recheck = now + UNVERIFIED_PEER_RECHECK
         self._woken.set()
 
     async def load(self) -> Bundle:

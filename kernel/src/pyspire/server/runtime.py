@@ -227,7 +227,7 @@ class ServerRuntime:
             in_flight = InFlight()
             async with (
                 self._federation(core, identity, context) as federation,
-                self._listeners(context, identity.tls, in_flight),
+                self._listeners(context, identity.tls, in_flight, core.feed),
             ):
                 self._log.info(
                     "server started",
@@ -425,7 +425,11 @@ class ServerRuntime:
 
     @contextlib.asynccontextmanager
     async def _listeners(
-        self, context: ServerContext, tls: RotatingServerContext, in_flight: InFlight
+        self,
+        context: ServerContext,
+        tls: RotatingServerContext,
+        in_flight: InFlight,
+        feed: BundleFeed,
     ) -> AsyncIterator[None]:
         settings = self.settings
         services = ServerServices.build(context, admission=self.admission)
@@ -444,6 +448,7 @@ class ServerRuntime:
             limits=self._tcp_limits,
             name="server api",
             reuse_port=settings.reuse_port,
+            on_unverified_peer=feed.unverified_peer,
         )
         try:
             await serve_unix(

@@ -145,8 +145,12 @@ class GuardedListener:
         tls: ssl.SSLContext | None,
         name: str,
         logger: FilteringBoundLogger | None = None,
+        on_unverified_peer: Callable[[], None] | None = None,
     ) -> None:
         self.counts = ConnectionCounts(limits)
+        self.on_unverified_peer = on_unverified_peer
+        """Told when a peer's certificate failed verification against the trust anchors (a
+        server sharing its datastore with others may not have read a CA another one added)."""
         self.limits = limits
         self.tls = tls
         self._make_protocol = make_protocol
@@ -303,6 +307,8 @@ class _GuardedConnection(asyncio.Protocol):
             raw.abort()
             drop_read_callback(raw)
             self._release()
+            if isinstance(error, ssl.SSLCertVerificationError) and listener.on_unverified_peer:
+                listener.on_unverified_peer()
             if isinstance(error, OSError):
                 return  # the peer failed or abandoned its handshake (ssl.SSLError is an OSError)
             raise
@@ -422,11 +428,15 @@ async def serve_tcp(
     limits: ConnectionLimits,
     name: str,
     reuse_port: bool = False,
+    on_unverified_peer: Callable[[], None] | None = None,
 ) -> GuardedListener:
-    """Serve ``server`` over TLS on ``host``:``port`` (0: any free port) within ``limits``."""
+    """Serve ``server`` over TLS on ``host``:``port`` (0: any free port) within ``limits``;
+    ``on_unverified_peer`` is told of every client certificate that failed verification."""
 
     async def listen(make_protocol: ProtocolFactory) -> GuardedListener:
-        listener = GuardedListener(make_protocol, limits, tls=tls, name=name)
+        listener = GuardedListener(
+            make_protocol, limits, tls=tls, name=name, on_unverified_peer=on_unverified_peer
+        )
         loop = asyncio.get_running_loop()
         return listener.listen_on(
             await loop.create_server(
