@@ -1,5 +1,6 @@
 """The memoizing HPACK codec against plain hpack: same bytes out, same headers back, same
-tables, same errors, on random header sequences; and it does remember what repeats."""
+tables, same errors, on random header sequences over one connection and over new ones; and it
+does remember what repeats, within a connection and across new connections."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from hpack import Decoder, Encoder, HeaderTuple, HPACKError, NeverIndexedHeaderT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyspire.transport.hpack_memo import MEMO_BLOCKS, MemoDecoder, MemoEncoder
+from pyspire.transport import hpack_memo
+from pyspire.transport.hpack_memo import (
+    FIRST_BLOCK_BYTES,
+    FIRST_BLOCKS,
+    MEMO_BLOCKS,
+    MemoDecoder,
+    MemoEncoder,
+)
 
 # Few names and values, so that blocks repeat and fields hit the dynamic table, and long
 # enough values that a small table evicts.
@@ -42,6 +50,7 @@ steps = st.lists(
         st.tuples(st.just("table"), st.sampled_from([0, 64, 150, 256, 4096])),
         st.tuples(st.just("list-limit"), st.sampled_from([20, 200, 65536])),
         st.tuples(st.just("allowed"), st.sampled_from([64, 256, 4096])),
+        st.tuples(st.just("connect")),
     ),
     max_size=60,
 )
@@ -81,6 +90,10 @@ def test_memo_codec_codes_exactly_as_hpack(sequence: list[Any]) -> None:
             plain_encoder.header_table_size = memo_encoder.header_table_size = step[1]
         elif step[0] == "list-limit":
             plain_decoder.max_header_list_size = memo_decoder.max_header_list_size = step[1]
+        elif step[0] == "connect":
+            # A new connection: empty tables, whose first blocks the process may remember.
+            plain_encoder, memo_encoder = Encoder(), MemoEncoder()
+            plain_decoder, memo_decoder = Decoder(), MemoDecoder()
         else:
             plain_decoder.max_allowed_table_size = step[1]
             memo_decoder.max_allowed_table_size = step[1]
@@ -148,3 +161,74 @@ def test_codecs_are_replaced_only_before_any_block() -> None:
     fresh.max_header_list_size = 300
     replaced = MemoDecoder.replacing(fresh)
     assert (replaced.max_allowed_table_size, replaced.max_header_list_size) == (100, 300)
+
+
+REQUEST = [
+    (b":method", b"POST"),
+    (b":scheme", b"https"),
+    (b":path", b"/spire.api.server.agent.v1.Agent/AttestAgent"),
+    (b":authority", b"spire-server:8081"),
+    (b"te", b"trailers"),
+    (b"content-type", b"application/grpc"),
+    (b"user-agent", b"grpc-python-grpclib/0.4.9 (linux; python 3.11)"),
+    (b"grpc-timeout", b"119S"),
+]
+
+
+def _hpack_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name.startswith("hpack")]
+
+
+def test_a_new_connection_codes_its_first_blocks_without_hpack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    block = MemoEncoder().encode(REQUEST)  # an earlier connection's first request
+    MemoDecoder().decode(block, raw=True)
+    plain_encoder, plain_decoder = Encoder(), Decoder()
+    expected_block = plain_encoder.encode(REQUEST)
+    expected_headers = plain_decoder.decode(expected_block, raw=True)
+    encoder, decoder = MemoEncoder(), MemoDecoder()
+    with caplog.at_level(logging.DEBUG, logger="hpack"):
+        assert encoder.encode(list(REQUEST)) == expected_block
+        assert decoder.decode(expected_block, raw=True) == expected_headers
+    assert _hpack_records(caplog) == []
+    # The tables are left as hpack leaves them: the next blocks code alike.
+    same_table(plain_encoder, encoder)
+    same_table(plain_decoder, decoder)
+    second = [*REQUEST[:-1], (b"grpc-timeout", b"118S")]
+    next_block = plain_encoder.encode(second)
+    assert encoder.encode(second) == next_block
+    assert decoder.decode(next_block, raw=True) == plain_decoder.decode(next_block, raw=True)
+    same_table(plain_decoder, decoder)
+
+
+def test_a_first_block_is_checked_against_each_connections_limits() -> None:
+    block = Encoder().encode(REQUEST)
+    MemoDecoder().decode(block, raw=True)
+    strict = MemoDecoder(max_header_list_size=100)
+    with pytest.raises(HPACKError):
+        strict.decode(block, raw=True)
+    small = Encoder()
+    small.header_table_size = 64
+    shrunk = small.encode(REQUEST)  # a size update first, then the fields
+    MemoDecoder().decode(shrunk, raw=True)
+    limited = MemoDecoder()
+    limited.max_allowed_table_size = 32
+    with pytest.raises(HPACKError):
+        limited.decode(shrunk, raw=True)
+
+
+def test_the_first_blocks_remembered_stay_few_and_small() -> None:
+    for number in range(3 * FIRST_BLOCKS):
+        fields = [(b"x-a", str(number).encode())]
+        block = MemoEncoder().encode(fields)
+        MemoDecoder().decode(block, raw=True)
+        assert len(hpack_memo._first_encoded) <= FIRST_BLOCKS
+        assert len(hpack_memo._first_decoded) <= FIRST_BLOCKS
+    large = [(b"x-large", b"v" * FIRST_BLOCK_BYTES)]
+    block = MemoEncoder().encode(large, huffman=False)
+    MemoDecoder().decode(block, raw=True)
+    assert all(key[0] != block for key in hpack_memo._first_decoded)
+    assert all(
+        key[0] != tuple((*field, False) for field in large) for key in hpack_memo._first_encoded
+    )

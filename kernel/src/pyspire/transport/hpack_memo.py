@@ -12,17 +12,33 @@ Correctness rests on one invariant: a block is remembered only when coding it le
 dynamic table exactly as it was (no field inserted, no size update), and every remembered
 answer is forgotten the moment the table changes (each table counts its changes in
 ``version``), or, for the decoder, when a limit it checks changes. So a remembered answer is
-what hpack itself would answer now, and coding it again would change nothing either. The
-differential tests in ``kernel/tests/transport/test_hpack_memo.py`` hold this against plain
-hpack on random header sequences.
+what hpack itself would answer now, and coding it again would change nothing either.
+
+A connection's first blocks are another case: they insert their fields, so no connection
+codes them twice, but every new connection codes the same ones (an agent's first request,
+the server's first response headers and trailers) from the same state, an empty dynamic
+table. Coding a block on an empty table depends on nothing but the block (or the fields),
+the table's size and, to decode, the decoder's limits; so the process remembers, for at most
+:data:`FIRST_BLOCKS` such blocks of at most :data:`FIRST_BLOCK_BYTES`, the answer and the
+fields coding it inserted, and a new connection takes both (the table left as hpack would
+have left it) instead of coding again. A block that changes the table's size is left to
+hpack. The differential tests in ``kernel/tests/transport/test_hpack_memo.py`` hold all
+this against plain hpack on random header sequences.
 """
 
 from __future__ import annotations
 
-__all__ = ["MEMO_BLOCKS", "MemoDecoder", "MemoEncoder", "VersionedHeaderTable"]
+__all__ = [
+    "FIRST_BLOCKS",
+    "FIRST_BLOCK_BYTES",
+    "MEMO_BLOCKS",
+    "MemoDecoder",
+    "MemoEncoder",
+    "VersionedHeaderTable",
+]
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Hashable, Iterable
+from typing import Any, TypeVar
 
 from hpack import Decoder, Encoder, HeaderTuple
 from hpack.hpack import DEFAULT_MAX_HEADER_LIST_SIZE, _to_bytes
@@ -32,6 +48,15 @@ MEMO_BLOCKS = 4
 """Header blocks one encoder or decoder remembers: a connection's steady state repeats a
 block per method and direction (a few), and a connection holds the memo for its whole life,
 so it stays small; a fifth block empties it."""
+
+FIRST_BLOCKS = 32
+"""Blocks coded on an empty table that the process remembers, per direction: the first
+blocks of every method's request, answer and trailers, many times over; a block more empties
+them (whoever sends ever new first blocks finds them empty and pays what hpack costs)."""
+
+FIRST_BLOCK_BYTES = 4096
+"""The largest block remembered as coded on an empty table (a gRPC request's is some 100
+bytes): what the process keeps stays under :data:`FIRST_BLOCKS` times this, and its fields."""
 
 
 class VersionedHeaderTable(HeaderTable):
@@ -67,6 +92,39 @@ def _fresh_table(old: HeaderTable) -> VersionedHeaderTable:
 
 
 _HeaderKey = tuple[tuple[bytes, bytes, bool], ...]
+_Entries = tuple[tuple[bytes, bytes], ...]
+_Key = TypeVar("_Key", bound=Hashable)
+_Answer = TypeVar("_Answer")
+
+
+class _TableAfter:
+    """What coding a block on an empty table left in it: the fields inserted (newest first,
+    as the table holds them), their size, and how many changes the table counted."""
+
+    __slots__ = ("changes", "entries", "size")
+
+    def __init__(self, table: VersionedHeaderTable, version_before: int) -> None:
+        self.entries: _Entries = tuple(table.dynamic_entries)
+        self.size: int = table._current_size
+        self.changes = table.version - version_before
+
+    def restore(self, table: VersionedHeaderTable) -> None:
+        """Leave ``table`` (empty, of the size the block was coded at) as coding it did."""
+        table.dynamic_entries.extend(self.entries)
+        table._current_size = self.size
+        table.version += self.changes
+
+
+def _remember(answers: dict[_Key, _Answer], key: _Key, answer: _Answer) -> None:
+    if len(answers) >= FIRST_BLOCKS:
+        answers.clear()
+    answers[key] = answer
+
+
+_first_encoded: dict[tuple[_HeaderKey, bool, int], tuple[bytes, _TableAfter]] = {}
+_first_decoded: dict[
+    tuple[bytes, bool, int, bool, int, int], tuple[tuple[HeaderTuple, ...], _TableAfter]
+] = {}
 
 
 def _header_key(headers: Iterable[Any]) -> _HeaderKey | None:
@@ -116,11 +174,28 @@ class MemoEncoder(Encoder):
             return block  # a resize since it was remembered would have emptied the memo
         # A pending resize is signalled at the start of this block: not a block to repeat.
         resized = table.resized
-        block = super().encode(fields, huffman)
+        block = self._encode_fields(fields, huffman)
         if not resized and table.version == self._memo_version:
             if len(self._memo) >= MEMO_BLOCKS:
                 self._memo.clear()
             self._memo[key] = block
+        return block
+
+    def _encode_fields(self, fields: _HeaderKey, huffman: bool) -> bytes:
+        """hpack's encoding of ``fields``, the process's when the table is empty."""
+        table = self.header_table
+        if table.dynamic_entries or table.resized:
+            return super().encode(fields, huffman)
+        shared = (fields, huffman, table._maxsize)
+        known = _first_encoded.get(shared)
+        if known is not None:
+            block, after = known
+            after.restore(table)
+            return block
+        version = table.version
+        block = super().encode(fields, huffman)
+        if len(block) <= FIRST_BLOCK_BYTES and table._maxsize == shared[2] and not table.resized:
+            _remember(_first_encoded, shared, (block, _TableAfter(table, version)))
         return block
 
 
@@ -151,9 +226,34 @@ class MemoDecoder(Decoder):
         headers = self._memo.get(key)
         if headers is not None:
             return list(headers)
-        decoded = list(super().decode(block, raw))
+        decoded = self._decode_block(block, raw)
         if self.header_table.version == stamp[0]:
             if len(self._memo) >= MEMO_BLOCKS:
                 self._memo.clear()
             self._memo[key] = decoded
         return list(decoded)
+
+    def _decode_block(self, block: bytes, raw: bool) -> list[HeaderTuple]:
+        """hpack's decoding of ``block``, the process's when the table is empty."""
+        table = self.header_table
+        if table.dynamic_entries or len(block) > FIRST_BLOCK_BYTES:
+            return list(super().decode(block, raw))
+        size, resized = table._maxsize, table.resized
+        shared = (
+            block,
+            raw,
+            size,
+            resized,
+            self.max_header_list_size,
+            self.max_allowed_table_size,
+        )
+        known = _first_decoded.get(shared)
+        if known is not None:
+            headers, after = known
+            after.restore(table)
+            return list(headers)
+        version = table.version
+        decoded = list(super().decode(block, raw))
+        if table._maxsize == size and table.resized == resized:
+            _remember(_first_decoded, shared, (tuple(decoded), _TableAfter(table, version)))
+        return decoded
