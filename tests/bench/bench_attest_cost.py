@@ -35,8 +35,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import betterproto
-import grpclib.const
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,15 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from bench_sync_cost import EmptyServer, empty_call, idle_rate, process_cpu
-from channels import SourceBoundChannel, anonymous_context
+from channels import (
+    SourceBoundChannel,
+    anonymous_context,
+    attestation_outcome,
+    send_join_token_attestation,
+)
 from grpclib.client import Channel
 from processes import ProcessError, ServerProcess, ServerSettings, free_port, short_temp_dir
 
 from pyspire.cli.admin_client import connect
-from pyspire.proto.gen.spire.api import types as pb
 from pyspire.proto.gen.spire.api.server.agent import v1 as agent_pb
 
-ATTEST_AGENT = "/spire.api.server.agent.v1.Agent/AttestAgent"
 CALL_TIMEOUT = 60.0
 SETTLE = 0.5
 """Seconds after the last answer that still count: the registry refresh that follows each
@@ -69,29 +70,10 @@ def _csr() -> bytes:
 
 async def _attest(channel: Channel, token: str, csr: bytes) -> None:
     """One agent's AttestAgent, as the agent's client runs it; raises unless an SVID comes."""
-    async with channel.request(
-        ATTEST_AGENT,
-        grpclib.const.Cardinality.STREAM_STREAM,
-        agent_pb.AttestAgentRequest,
-        agent_pb.AttestAgentResponse,
-        timeout=CALL_TIMEOUT,
-    ) as stream:
-        await stream.send_message(
-            agent_pb.AttestAgentRequest(
-                params=agent_pb.AttestAgentRequestParams(
-                    data=pb.AttestationData(type="join_token", payload=token.encode()),
-                    params=agent_pb.AgentX509SvidParams(csr=csr),
-                )
-            )
-        )
-        response = await stream.recv_message()
-        await stream.end()
-        if await stream.recv_message() is not None:
-            raise ProcessError("the server sent more after the AttestAgent result")
-    if response is None or betterproto.which_one_of(response, "step")[0] != "result":
-        raise ProcessError("the server ended AttestAgent without a result")
-    if not response.result.svid.cert_chain:
-        raise ProcessError("no agent SVID in the AttestAgent result")
+    response = await send_join_token_attestation(channel, token, csr, call_timeout=CALL_TIMEOUT)
+    outcome = attestation_outcome(response)
+    if outcome != "OK":
+        raise ProcessError(f"AttestAgent ended without an agent SVID: {outcome}")
 
 
 async def _tokens(server: ServerProcess, count: int) -> list[str]:

@@ -76,35 +76,50 @@ def _csr(key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
     return request.public_bytes(serialization.Encoding.DER)
 
 
+async def send_join_token_attestation(
+    channel: Channel, token: str, csr: bytes, *, call_timeout: float = CALL_TIMEOUT
+) -> agent_pb.AttestAgentResponse | None:
+    """One AttestAgent with ``token`` and ``csr``, as the agent's client runs it: the request,
+    the answer, the end of the agent's side, the end of the server's (the trailers read); the
+    answer, None when the server sent none. GRPCError when the server refused."""
+    async with channel.request(
+        ATTEST_AGENT,
+        grpclib.const.Cardinality.STREAM_STREAM,
+        agent_pb.AttestAgentRequest,
+        agent_pb.AttestAgentResponse,
+        timeout=call_timeout,
+    ) as stream:
+        await stream.send_message(
+            agent_pb.AttestAgentRequest(
+                params=agent_pb.AttestAgentRequestParams(
+                    data=pb.AttestationData(type="join_token", payload=token.encode()),
+                    params=agent_pb.AgentX509SvidParams(csr=csr),
+                )
+            )
+        )
+        response = await stream.recv_message()
+        await stream.end()
+        await stream.recv_trailing_metadata()
+    return response
+
+
+def attestation_outcome(response: agent_pb.AttestAgentResponse | None) -> str:
+    """``OK`` for an answer with an agent SVID, else what was wrong with it."""
+    if response is None or betterproto.which_one_of(response, "step")[0] != "result":
+        return "NO_RESULT"
+    return "OK" if response.result.svid.cert_chain else "EMPTY_SVID"
+
+
 async def _attest(channel: Channel, token: str, csr: bytes, ready: asyncio.Barrier) -> str:
     """Connect (TLS included), wait for every racer to be connected, then attest: ``OK`` with
     an agent SVID, else the status name the server refused with."""
     await channel.__connect__()
     await ready.wait()
     try:
-        async with channel.request(
-            ATTEST_AGENT,
-            grpclib.const.Cardinality.STREAM_STREAM,
-            agent_pb.AttestAgentRequest,
-            agent_pb.AttestAgentResponse,
-            timeout=CALL_TIMEOUT,
-        ) as stream:
-            await stream.send_message(
-                agent_pb.AttestAgentRequest(
-                    params=agent_pb.AttestAgentRequestParams(
-                        data=pb.AttestationData(type="join_token", payload=token.encode()),
-                        params=agent_pb.AgentX509SvidParams(csr=csr),
-                    )
-                )
-            )
-            response = await stream.recv_message()
-            await stream.end()
-            await stream.recv_trailing_metadata()
+        response = await send_join_token_attestation(channel, token, csr)
     except GRPCError as error:
         return error.status.name
-    if response is None or betterproto.which_one_of(response, "step")[0] != "result":
-        return "NO_RESULT"
-    return "OK" if response.result.svid.cert_chain else "EMPTY_SVID"
+    return attestation_outcome(response)
 
 
 async def race_join_token(
