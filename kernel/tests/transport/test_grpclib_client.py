@@ -20,25 +20,7 @@ from pyspire.transport.grpclib_client import is_connected, open_channel
 from pyspire.transport.h2_lean import LeanH2Connection
 from pyspire.transport.hpack_memo import MemoDecoder, MemoEncoder
 
-ECHO = "/pyspire.test.v1.Echo/Call"
-
-
-class Echo:
-    """Answers a request with its bytes, and its metadata as the trailing metadata."""
-
-    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        return {
-            ECHO: grpclib.const.Handler(
-                self.call, grpclib.const.Cardinality.UNARY_UNARY, EncodedMessage, EncodedMessage
-            )
-        }
-
-    async def call(self, stream: grpclib.server.Stream[Any, Any]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        echoed = [(key, value) for key, value in stream.metadata.items() if key.startswith("x-")]
-        await stream.send_message(EncodedMessage(request.data))
-        await stream.send_trailing_metadata(metadata=echoed)
+from .test_grpclib_server import ECHO, Echo
 
 
 @pytest.fixture

@@ -340,6 +340,19 @@ async def test_closing_the_listener_closes_every_connection(authority: TestAutho
 CLOSED = 20
 
 
+def _cyclic_garbage_types() -> list[str]:
+    """The type names of what only the cyclic collector would free now (collected, then let
+    go)."""
+    was = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return [type(item).__qualname__ for item in gc.garbage]
+    finally:
+        gc.set_debug(was)
+        gc.garbage.clear()
+
+
 async def test_a_closed_connection_leaves_its_protocols_to_reference_counting(
     authority: TestAuthority,
 ) -> None:
@@ -358,14 +371,7 @@ async def test_a_closed_connection_leaves_its_protocols_to_reference_counting(
         del channels
         await until(lambda: served.listener.counts.total == 0)
         await asyncio.sleep(0.1)  # the transports' connection_lost callbacks
-        was = gc.get_debug()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            left = [type(item).__qualname__ for item in gc.garbage]
-        finally:
-            gc.set_debug(was)
-            gc.garbage.clear()
+        left = _cyclic_garbage_types()
     kept = {"_GuardedConnection", "_CallWatcher", "H2Protocol", "EventsProcessor"}
     assert not kept & set(left), sorted(set(left))
 
@@ -389,14 +395,7 @@ async def test_a_connection_lost_during_a_call_leaves_it_to_reference_counting(
             await call
         await until(lambda: served.listener.counts.total == 0)
         await asyncio.sleep(0.1)  # the transports' connection_lost callbacks
-        was = gc.get_debug()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            left = [type(item).__qualname__ for item in gc.garbage]
-        finally:
-            gc.set_debug(was)
-            gc.garbage.clear()
+        left = _cyclic_garbage_types()
     kept = {"_CallWatcher", "H2Connection", "Connection", "Stream", "Task"}
     assert not kept & set(left), sorted(set(left))
 
@@ -417,14 +416,7 @@ async def test_a_finished_call_leaves_its_stream_to_reference_counting(
             for _ in range(CALLS):
                 await check(channel)
             await asyncio.sleep(0.1)  # the last call's stream released
-            was = gc.get_debug()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            try:
-                gc.collect()
-                left = [type(item).__qualname__ for item in gc.garbage]
-            finally:
-                gc.set_debug(was)
-                gc.garbage.clear()
+            left = _cyclic_garbage_types()
         finally:
             channel.close()
     kept = {"_FrameGuard", "Stream", "Buffer", "Queue"}
